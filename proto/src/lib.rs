@@ -1,0 +1,21 @@
+//! berth's wire protocol.
+//!
+//! The protobuf messages and tonic services of the three APIs of the master
+//! (scheduler, agent, operator) and the agent's own log API, generated from
+//! `proto/*.proto` at build time. Every message and field is documented in
+//! the .proto files; the generated Rust items carry those comments.
+//!
+//! This crate holds wire types only. Validation and conversion into
+//! berth's domain types (fixed-point resources, validated ids) live with the
+//! code that receives them, in `berth-scheduler-core` terms.
+
+/// Version 1 of the berth protocol (`package berth.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+pub mod v1 {
+    tonic::include_proto!("berth.v1");
+}
+
+pub use v1::*;
+
+/// Largest gRPC message berth decodes (tonic's default, 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
