@@ -19,3 +19,5 @@ pub use v1::*;
 
 /// Largest gRPC message berth decodes (tonic's default, 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+pub mod convert;

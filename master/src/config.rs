@@ -1,0 +1,107 @@
+//! Master configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::MasterError;
+
+/// How a master runs. Build with [`MasterConfig::new`], adjust fields, then
+/// [`MasterConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Directory for the registry (`registry.redb`).
+    pub data_dir: PathBuf,
+    /// Address others use to reach this master ("host:port"); defaults to
+    /// the listener's address.
+    pub advertise_address: Option<String>,
+    /// Interval between pings to each agent.
+    pub agent_ping_interval: Duration,
+    /// An agent that has not answered a ping for this long is unreachable:
+    /// its tasks go TASK_UNREACHABLE (partition-aware frameworks) or
+    /// TASK_LOST.
+    pub agent_ping_timeout: Duration,
+    /// Interval between HEARTBEAT events on framework streams.
+    pub heartbeat_interval: Duration,
+    /// How often the allocator runs a full cycle (filters expire, declined
+    /// resources come back). Events such as a new agent also trigger a cycle.
+    pub allocation_interval: Duration,
+    /// Offers not used within this time are rescinded; `None` keeps them
+    /// until used.
+    pub offer_timeout: Option<Duration>,
+    /// Default `refuse_seconds` of a decline without filters.
+    pub default_refuse: Duration,
+    /// How many completed tasks the registry keeps for display.
+    pub max_completed_tasks: usize,
+    /// Log entries kept before the registry writes a snapshot and compacts.
+    pub snapshot_every: u64,
+}
+
+impl MasterConfig {
+    /// Defaults in the spirit of Mesos, with shorter intervals suited to a
+    /// small cluster.
+    #[must_use]
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            advertise_address: None,
+            agent_ping_interval: Duration::from_secs(2),
+            agent_ping_timeout: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(5),
+            allocation_interval: Duration::from_secs(1),
+            offer_timeout: Some(Duration::from_secs(60)),
+            default_refuse: Duration::from_secs(5),
+            max_completed_tasks: 1000,
+            snapshot_every: 10_000,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`MasterError::Config`] naming the offending setting.
+    pub fn validate(self) -> Result<Self, MasterError> {
+        let positive = [
+            ("agent_ping_interval", self.agent_ping_interval),
+            ("agent_ping_timeout", self.agent_ping_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("allocation_interval", self.allocation_interval),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                return Err(MasterError::Config(format!("{name} must be positive")));
+            }
+        }
+        if self.agent_ping_timeout < self.agent_ping_interval {
+            return Err(MasterError::Config(
+                "agent_ping_timeout must be at least agent_ping_interval".into(),
+            ));
+        }
+        if self.offer_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(MasterError::Config("offer_timeout must be positive".into()));
+        }
+        if self.snapshot_every == 0 {
+            return Err(MasterError::Config("snapshot_every must be positive".into()));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(MasterConfig::new("/tmp/x").validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_zero_and_inverted_intervals() {
+        let mut c = MasterConfig::new("/tmp/x");
+        c.heartbeat_interval = Duration::ZERO;
+        assert!(c.validate().unwrap_err().to_string().contains("heartbeat_interval"));
+        let mut c = MasterConfig::new("/tmp/x");
+        c.agent_ping_timeout = Duration::from_millis(1);
+        assert!(c.validate().unwrap_err().to_string().contains("agent_ping_timeout"));
+    }
+}

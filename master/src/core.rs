@@ -1,0 +1,1525 @@
+//! The master's core: one task that owns the registry, the allocator, the
+//! offer book and every framework and agent connection.
+//!
+//! gRPC handlers ([`crate::service`]) turn calls into [`Request`]s and await
+//! the reply; the core handles one request at a time, so there are no locks
+//! and the order of effects is the order of requests. Durable changes go
+//! through [`Core::commit`]: apply to the registry, append to the redb log,
+//! then act on the effects.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_proto as pb;
+use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
+use berth_scheduler_core::{
+    AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook, OfferId,
+    Quota, Resources, Role, TaskId, Time, Weight,
+};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tracing::{debug, error, info, warn};
+
+use crate::config::MasterConfig;
+use crate::error::{ApplyError, MasterError};
+use crate::registry::{AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs};
+use crate::store::Store;
+
+/// Events queued per framework stream before the framework counts as too
+/// slow and is disconnected.
+const FRAMEWORK_QUEUE: usize = 8192;
+/// Messages queued per agent stream.
+pub(crate) const AGENT_QUEUE: usize = 8192;
+/// Longest accepted failover timeout, refuse filter or grace period.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// Longest names and hostnames accepted.
+const MAX_NAME: usize = 1024;
+
+/// A framework's event sender.
+pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
+/// An agent's message sender.
+pub(crate) type AgentTx = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+
+/// A scheduler call, after the gRPC layer.
+#[derive(Debug)]
+pub(crate) enum SchedulerCall {
+    Accept(pb::AcceptRequest),
+    Decline(pb::DeclineRequest),
+    Revive(pb::ReviveRequest),
+    Suppress(pb::SuppressRequest),
+    Kill(pb::KillRequest),
+    Acknowledge(pb::AcknowledgeRequest),
+    Reconcile(pb::ReconcileRequest),
+    Teardown(pb::TeardownRequest),
+}
+
+/// Reply to a scheduler call.
+#[derive(Debug)]
+pub(crate) enum CallReply {
+    Empty,
+    Accept(pb::AcceptResponse),
+}
+
+/// An operator call.
+#[derive(Debug)]
+pub(crate) enum OperatorCall {
+    State,
+    Agents,
+    Frameworks,
+    Tasks(pb::ListTasksRequest),
+    Roles,
+    Drain(String),
+    Reactivate(String),
+    Leader,
+    SetWeight(pb::SetWeightRequest),
+    SetQuota(pb::SetQuotaRequest),
+    RemoveQuota(String),
+}
+
+/// Reply to an operator call.
+#[derive(Debug)]
+pub(crate) enum OperatorReply {
+    Empty,
+    State(Box<pb::ClusterState>),
+    Agents(pb::AgentList),
+    Frameworks(pb::FrameworkList),
+    Tasks(pb::TaskList),
+    Roles(pb::RoleList),
+    Leader(pb::LeaderInfo),
+}
+
+/// A successful subscription.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub framework: FrameworkId,
+    pub stream_id: String,
+    pub events: mpsc::Receiver<Result<pb::Event, Status>>,
+}
+
+/// What the gRPC layer asks of the core.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Subscribe {
+        info: pb::FrameworkInfo,
+        reply: oneshot::Sender<Result<Subscription, Status>>,
+    },
+    Call {
+        call: SchedulerCall,
+        reply: oneshot::Sender<Result<CallReply, Status>>,
+    },
+    FrameworkStreamClosed {
+        framework: FrameworkId,
+        stream_id: String,
+    },
+    AgentRegister {
+        conn: u64,
+        register: pb::Register,
+        tx: AgentTx,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    AgentMessage {
+        conn: u64,
+        message: pb::AgentMessage,
+    },
+    AgentClosed {
+        conn: u64,
+    },
+    Operator {
+        call: OperatorCall,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    },
+}
+
+struct FrameworkConn {
+    stream_id: String,
+    tx: EventTx,
+}
+
+struct AgentConn {
+    conn: u64,
+    tx: AgentTx,
+    ping_seq: u64,
+}
+
+/// The master core.
+pub(crate) struct Core {
+    config: MasterConfig,
+    master_id: String,
+    address: String,
+    registry: Registry,
+    store: Arc<Store>,
+    index: u64,
+    since_snapshot: u64,
+    allocator: Allocator,
+    offers: OfferBook,
+    frameworks: HashMap<FrameworkId, FrameworkConn>,
+    agents: HashMap<AgentId, AgentConn>,
+    conn_agents: HashMap<u64, AgentId>,
+    /// When each registered, reachable agent was last heard from.
+    last_seen: HashMap<AgentId, Instant>,
+    pending_kills: HashMap<AgentId, Vec<pb::KillTask>>,
+    epoch: Instant,
+    allocation_dirty: bool,
+    last_allocation: Instant,
+    last_ping: Instant,
+    last_heartbeat: Instant,
+    fatal: Option<MasterError>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: MasterConfig,
+        master_id: String,
+        address: String,
+        store: Store,
+        registry: Registry,
+        index: u64,
+        since_snapshot: u64,
+    ) -> Self {
+        let mut allocator = Allocator::new(AllocatorConfig {
+            default_refuse: config.default_refuse,
+            ..AllocatorConfig::default()
+        });
+        for (role, w) in registry.weights() {
+            if let Ok(weight) = Weight::new(ms_to_secs(*w)) {
+                allocator.set_weight(role.clone(), weight);
+            }
+        }
+        for (role, q) in registry.quotas() {
+            if let Err(e) = allocator.set_quota(role.clone(), q.clone()) {
+                warn!(role = %role, "stored quota rejected by the allocator: {e}");
+            }
+        }
+        // Known frameworks are inactive until they re-subscribe; they must
+        // exist in the allocator so their tasks' resources count as used.
+        for fw in registry.frameworks() {
+            allocator.add_framework(fw.id.clone(), fw.roles.clone(), false);
+        }
+        let now = Instant::now();
+        // Every reachable agent gets a full ping timeout to re-register.
+        let last_seen = registry
+            .agents()
+            .filter(|a| a.unreachable_since_ms.is_none())
+            .map(|a| (a.id.clone(), now))
+            .collect();
+        let offers = OfferBook::new(&master_id, config.offer_timeout);
+        Self {
+            config,
+            master_id,
+            address,
+            registry,
+            store: Arc::new(store),
+            index,
+            since_snapshot,
+            allocator,
+            offers,
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            conn_agents: HashMap::new(),
+            last_seen,
+            pending_kills: HashMap::new(),
+            epoch: now,
+            allocation_dirty: true,
+            last_allocation: now,
+            last_ping: now,
+            last_heartbeat: now,
+            fatal: None,
+        }
+    }
+
+    /// Runs until `stop` fires or a fatal storage error happens.
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Result<(), MasterError> {
+        // Frameworks connected when the master stopped start their failover
+        // clock now; ones already disconnected keep their recorded time.
+        let connected: Vec<FrameworkId> = self
+            .registry
+            .frameworks()
+            .filter(|f| f.disconnected_at_ms.is_none())
+            .map(|f| f.id.clone())
+            .collect();
+        let now_ms = unix_ms();
+        for id in connected {
+            self.commit(Command::DisconnectFramework { id, at_ms: now_ms }).await.ok();
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Some(e) = self.fatal.take() {
+                error!("master stopping: {e}");
+                return Err(e);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                req = requests.recv() => match req {
+                    Some(req) => self.handle(req).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        info!("master core stopped");
+        Ok(())
+    }
+
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Applies a command, makes it durable, and acts on its effects.
+    async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
+        let effects = self.registry.apply(&cmd)?;
+        let index = self.index + 1;
+        let store = Arc::clone(&self.store);
+        let written = tokio::task::spawn_blocking(move || store.append(index, &[cmd])).await;
+        match written {
+            Ok(Ok(())) => {
+                self.index = index;
+                self.since_snapshot += 1;
+            }
+            Ok(Err(e)) => {
+                error!("registry write failed: {e}");
+                self.fatal = Some(e);
+                return Err(ApplyError::Invalid("registry write failed; master stopping".into()));
+            }
+            Err(e) => {
+                self.fatal = Some(MasterError::Server(format!("registry writer panicked: {e}")));
+                return Err(ApplyError::Invalid("registry write failed; master stopping".into()));
+            }
+        }
+        if self.since_snapshot >= self.config.snapshot_every {
+            let store = Arc::clone(&self.store);
+            let registry = self.registry.clone();
+            let index = self.index;
+            match tokio::task::spawn_blocking(move || store.snapshot(index, &registry)).await {
+                Ok(Ok(())) => self.since_snapshot = 0,
+                Ok(Err(e)) => warn!("snapshot failed (the log keeps everything): {e}"),
+                Err(e) => warn!("snapshot task failed: {e}"),
+            }
+        }
+        self.act_on(&effects);
+        Ok(effects)
+    }
+
+    fn act_on(&mut self, effects: &Effects) {
+        let now = self.now();
+        for (framework, status) in &effects.updates {
+            self.send_event(framework, pb::event::Event::Update(status.clone()));
+        }
+        for (agent, framework, role, allocated) in &effects.freed {
+            self.allocator.recover(agent, framework, role, allocated, None, now);
+            self.allocation_dirty = true;
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Subscribe { info, reply } => {
+                let result = self.subscribe(info).await;
+                let _ = reply.send(result);
+            }
+            Request::Call { call, reply } => {
+                let result = self.call(call).await;
+                let _ = reply.send(result);
+            }
+            Request::FrameworkStreamClosed {
+                framework,
+                stream_id,
+            } => self.framework_closed(&framework, &stream_id).await,
+            Request::AgentRegister {
+                conn,
+                register,
+                tx,
+                reply,
+            } => {
+                let result = self.register_agent(conn, register, tx).await;
+                let _ = reply.send(result);
+            }
+            Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
+            Request::AgentClosed { conn } => self.agent_closed(conn),
+            Request::Operator { call, reply } => {
+                let result = self.operator(call).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    // ----- frameworks -------------------------------------------------------
+
+    async fn subscribe(&mut self, info: pb::FrameworkInfo) -> Result<Subscription, Status> {
+        let record = self.validate_framework(&info)?;
+        let id = record.id.clone();
+        let known = self.registry.framework(&id).is_some();
+        self.commit(Command::SubscribeFramework { record: record.clone() })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+
+        // A newer subscription supersedes the old stream; offers made on the
+        // old stream are void.
+        if let Some(old) = self.frameworks.remove(&id) {
+            let _ = old.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
+                message: "superseded by a newer subscription".into(),
+            }))));
+        }
+        self.rescind_framework_offers(&id);
+        if known {
+            if let Err(e) = self.allocator.update_framework(&id, record.roles.clone()) {
+                warn!(framework = %id, "allocator update: {e}");
+                self.allocator.add_framework(id.clone(), record.roles.clone(), true);
+            }
+            self.allocator.activate_framework(&id);
+        } else {
+            self.allocator.add_framework(id.clone(), record.roles.clone(), true);
+        }
+
+        let stream_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
+        let subscribed = event(pb::event::Event::Subscribed(pb::Subscribed {
+            framework_id: id.to_string(),
+            stream_id: stream_id.clone(),
+            heartbeat_interval_seconds: self.config.heartbeat_interval.as_secs_f64(),
+            master_id: self.master_id.clone(),
+        }));
+        tx.try_send(Ok(subscribed))
+            .map_err(|_| Status::internal("new stream closed"))?;
+        self.frameworks.insert(
+            id.clone(),
+            FrameworkConn {
+                stream_id: stream_id.clone(),
+                tx,
+            },
+        );
+        info!(framework = %id, name = %record.name, resubscribed = known, "framework subscribed");
+        self.allocation_dirty = true;
+        Ok(Subscription {
+            framework: id,
+            stream_id,
+            events: rx,
+        })
+    }
+
+    fn validate_framework(&self, info: &pb::FrameworkInfo) -> Result<FrameworkRecord, Status> {
+        if info.name.trim().is_empty() {
+            return Err(Status::invalid_argument("framework name must not be empty"));
+        }
+        if info.name.len() > MAX_NAME || info.hostname.len() > MAX_NAME {
+            return Err(Status::invalid_argument(format!(
+                "framework name and hostname must be at most {MAX_NAME} bytes"
+            )));
+        }
+        let mut roles = BTreeSet::new();
+        for r in &info.roles {
+            roles.insert(Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        if roles.is_empty() {
+            roles.insert(Role::default());
+        }
+        let failover = seconds("failover_timeout_seconds", info.failover_timeout_seconds)?;
+        let id = if info.id.is_empty() {
+            FrameworkId::new(format!("fw-{}", uuid::Uuid::new_v4().simple()))
+                .map_err(|e| Status::internal(e.to_string()))?
+        } else {
+            let id = FrameworkId::new(info.id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if self.registry.framework(&id).is_none() {
+                return Err(Status::not_found(format!(
+                    "framework {:?} is not registered (it was removed or never existed)",
+                    info.id
+                )));
+            }
+            id
+        };
+        Ok(FrameworkRecord {
+            id,
+            name: info.name.clone(),
+            roles,
+            failover_timeout_ms: u64::try_from(failover.as_millis()).unwrap_or(u64::MAX),
+            partition_aware: info.partition_aware,
+            hostname: info.hostname.clone(),
+            registered_at_ms: unix_ms(),
+            disconnected_at_ms: None,
+        })
+    }
+
+    async fn framework_closed(&mut self, id: &FrameworkId, stream_id: &str) {
+        let current = self.frameworks.get(id).is_some_and(|c| c.stream_id == stream_id);
+        if !current {
+            return;
+        }
+        self.frameworks.remove(id);
+        self.disconnect_framework(id).await;
+    }
+
+    async fn disconnect_framework(&mut self, id: &FrameworkId) {
+        self.frameworks.remove(id);
+        self.allocator.deactivate_framework(id);
+        self.rescind_framework_offers(id);
+        if self.registry.framework(id).is_some() {
+            let _ = self
+                .commit(Command::DisconnectFramework {
+                    id: id.clone(),
+                    at_ms: unix_ms(),
+                })
+                .await;
+        }
+        info!(framework = %id, "framework disconnected; failover timeout running");
+    }
+
+    fn rescind_framework_offers(&mut self, id: &FrameworkId) {
+        let now = self.now();
+        for offer in self.offers.remove_framework(id) {
+            self.allocator
+                .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, now);
+            self.allocation_dirty = true;
+        }
+    }
+
+    async fn remove_framework(&mut self, id: &FrameworkId, reason: &str) {
+        let effects = match self
+            .commit(Command::RemoveFramework {
+                id: id.clone(),
+                at_ms: unix_ms(),
+                reason: reason.to_string(),
+            })
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(framework = %id, "remove framework: {e}");
+                return;
+            }
+        };
+        let agents: BTreeSet<AgentId> = effects.freed.iter().map(|(a, ..)| a.clone()).collect();
+        for agent in agents {
+            self.send_agent(
+                &agent,
+                pb::master_message::Message::ShutdownFramework(pb::ShutdownFramework {
+                    framework_id: id.to_string(),
+                }),
+            );
+        }
+        for offer in self.offers.remove_framework(id) {
+            debug!(offer = %offer.id, "offer dropped with its framework");
+        }
+        self.allocator.remove_framework(id);
+        if let Some(conn) = self.frameworks.remove(id) {
+            let _ = conn.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
+                message: format!("framework removed: {reason}"),
+            }))));
+        }
+        self.allocation_dirty = true;
+        info!(framework = %id, reason, "framework removed");
+    }
+
+    /// Checks the call's header: the framework is subscribed on this stream.
+    fn caller(&self, header: Option<&pb::CallHeader>) -> Result<FrameworkId, Status> {
+        let header = header.ok_or_else(|| Status::invalid_argument("call header is missing"))?;
+        let id = FrameworkId::new(header.framework_id.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.frameworks.get(&id) {
+            None => Err(Status::failed_precondition(format!(
+                "framework {:?} is not subscribed",
+                header.framework_id
+            ))),
+            Some(conn) if conn.stream_id != header.stream_id => Err(Status::failed_precondition(format!(
+                "stream {:?} was superseded by a newer subscription of framework {:?}",
+                header.stream_id, header.framework_id
+            ))),
+            Some(_) => Ok(id),
+        }
+    }
+
+    async fn call(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+        match call {
+            SchedulerCall::Accept(req) => self.accept(req).await.map(CallReply::Accept),
+            SchedulerCall::Decline(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                let refuse = self.refuse(req.filters.as_ref())?;
+                let ids = offer_ids(&req.offer_ids)?;
+                let taken = self.offers.take(&fw, &ids).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let now = self.now();
+                for offer in taken {
+                    self.allocator
+                        .recover(&offer.agent, &fw, &offer.role, &offer.resources, Some(refuse), now);
+                }
+                self.allocation_dirty = true;
+                Ok(CallReply::Empty)
+            }
+            SchedulerCall::Revive(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                let roles = self.framework_roles(&fw, &req.roles)?;
+                self.allocator.revive(&fw, roles.as_ref());
+                self.allocation_dirty = true;
+                Ok(CallReply::Empty)
+            }
+            SchedulerCall::Suppress(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                let roles = self.framework_roles(&fw, &req.roles)?;
+                self.allocator.suppress(&fw, roles.as_ref());
+                Ok(CallReply::Empty)
+            }
+            SchedulerCall::Kill(req) => self.kill(req).map(|()| CallReply::Empty),
+            SchedulerCall::Acknowledge(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                let agent =
+                    AgentId::new(req.agent_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let task = TaskId::new(req.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if req.uuid.len() != 16 {
+                    return Err(Status::invalid_argument(format!(
+                        "uuid must be 16 bytes, got {}",
+                        req.uuid.len()
+                    )));
+                }
+                self.send_agent(
+                    &agent,
+                    pb::master_message::Message::Ack(pb::StatusUpdateAck {
+                        framework_id: fw.to_string(),
+                        task_id: task.to_string(),
+                        uuid: req.uuid,
+                    }),
+                );
+                Ok(CallReply::Empty)
+            }
+            SchedulerCall::Reconcile(req) => self.reconcile(req).map(|()| CallReply::Empty),
+            SchedulerCall::Teardown(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                self.remove_framework(&fw, "FRAMEWORK_TEARDOWN").await;
+                Ok(CallReply::Empty)
+            }
+        }
+    }
+
+    fn refuse(&self, filters: Option<&pb::Filters>) -> Result<Duration, Status> {
+        match filters.and_then(|f| f.refuse_seconds) {
+            None => Ok(self.config.default_refuse),
+            Some(s) => seconds("refuse_seconds", s),
+        }
+    }
+
+    fn framework_roles(&self, fw: &FrameworkId, roles: &[String]) -> Result<Option<BTreeSet<Role>>, Status> {
+        if roles.is_empty() {
+            return Ok(None);
+        }
+        let subscribed = self
+            .registry
+            .framework(fw)
+            .map(|f| f.roles.clone())
+            .unwrap_or_default();
+        let mut out = BTreeSet::new();
+        for r in roles {
+            let role = Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if !subscribed.contains(&role) {
+                return Err(Status::invalid_argument(format!(
+                    "framework is not subscribed to role {r:?}"
+                )));
+            }
+            out.insert(role);
+        }
+        Ok(Some(out))
+    }
+
+    async fn accept(&mut self, req: pb::AcceptRequest) -> Result<pb::AcceptResponse, Status> {
+        let fw = self.caller(req.header.as_ref())?;
+        let refuse = self.refuse(req.filters.as_ref())?;
+        let ids = offer_ids(&req.offer_ids)?;
+        let offers = self
+            .offers
+            .validate(&fw, &ids)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let agent = offers[0].agent.clone();
+        let role = offers[0].role.clone();
+        if offers.iter().any(|o| o.role != role) {
+            return Err(Status::invalid_argument("accepted offers must all be for one role"));
+        }
+        let mut pool = Allocated::default();
+        for o in &offers {
+            pool = pool
+                .checked_add(&o.resources)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+
+        let mut infos = Vec::new();
+        for op in &req.operations {
+            match &op.operation {
+                Some(pb::operation::Operation::Launch(launch)) => infos.extend(launch.tasks.iter().cloned()),
+                None => return Err(Status::invalid_argument("operation is empty")),
+            }
+        }
+        let now_ms = unix_ms();
+        let mut seen = BTreeSet::new();
+        let mut records = Vec::with_capacity(infos.len());
+        for mut info in infos {
+            let id = validate_task(&info)?;
+            if !seen.insert(id.clone()) {
+                return Err(Status::invalid_argument(format!("task id {:?} appears twice", info.task_id)));
+            }
+            if self.registry.task(&fw, &id).is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "task {:?} already exists in this framework",
+                    info.task_id
+                )));
+            }
+            if !info.agent_id.is_empty() && info.agent_id != agent.as_str() {
+                return Err(Status::invalid_argument(format!(
+                    "task {:?} names agent {:?} but the offers are on agent {:?}",
+                    info.task_id,
+                    info.agent_id,
+                    agent.as_str()
+                )));
+            }
+            let want = resources_from_proto_opt(info.resources.as_ref())
+                .map_err(|e| Status::invalid_argument(format!("task {:?}: {e}", info.task_id)))?;
+            if want.cpus.milli() == 0 && want.mem.milli() == 0 {
+                return Err(Status::invalid_argument(format!(
+                    "task {:?} must request some cpus or mem",
+                    info.task_id
+                )));
+            }
+            let before = pool.total();
+            let Some(allocated) = pool.take(&want) else {
+                return Err(Status::invalid_argument(format!(
+                    "tasks need more than the offers hold: task {:?} needs {want}, {before} left",
+                    info.task_id
+                )));
+            };
+            info.agent_id = agent.to_string();
+            if info.name.is_empty() {
+                info.name = info.task_id.clone();
+            }
+            records.push(TaskRecord {
+                framework: fw.clone(),
+                id,
+                agent: agent.clone(),
+                role: role.clone(),
+                allocated,
+                info: info.encode_to_vec(),
+                state: pb::TaskState::TaskStaging as i32,
+                status: Vec::new(),
+                launched_at_ms: now_ms,
+            });
+        }
+
+        // Valid: use the offers.
+        let taken = self
+            .offers
+            .take(&fw, &ids)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = self.now();
+        let launched: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
+        if !records.is_empty() {
+            if let Err(e) = self
+                .commit(Command::LaunchTasks {
+                    framework: fw.clone(),
+                    agent: agent.clone(),
+                    tasks: records.clone(),
+                })
+                .await
+            {
+                // Should not happen (offers never exceed free resources);
+                // give everything back.
+                for offer in taken {
+                    self.allocator
+                        .recover(&offer.agent, &fw, &offer.role, &offer.resources, None, now);
+                }
+                self.allocation_dirty = true;
+                return Err(Status::failed_precondition(e.to_string()));
+            }
+        }
+        if !pool.is_empty() {
+            self.allocator.recover(&agent, &fw, &role, &pool, Some(refuse), now);
+        }
+        self.allocation_dirty = true;
+        let framework_info = self.registry.framework(&fw).map(FrameworkRecord::to_info);
+        for r in &records {
+            self.send_agent(
+                &agent,
+                pb::master_message::Message::RunTask(pb::RunTask {
+                    framework: framework_info.clone(),
+                    task: Some(r.task_info()),
+                }),
+            );
+        }
+        debug!(framework = %fw, agent = %agent, tasks = launched.len(), "accepted");
+        Ok(pb::AcceptResponse {
+            launched_task_ids: launched,
+        })
+    }
+
+    fn kill(&mut self, req: pb::KillRequest) -> Result<(), Status> {
+        let fw = self.caller(req.header.as_ref())?;
+        let task = TaskId::new(req.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let grace = match req.grace_period_seconds {
+            Some(s) => seconds("grace_period_seconds", s)?.as_secs_f64(),
+            None => 0.0,
+        };
+        let Some(record) = self.registry.task(&fw, &task) else {
+            if self.registry.completed_task(&fw, &task).is_some() {
+                return Ok(());
+            }
+            return Err(Status::not_found(format!(
+                "task {:?} is not a task of framework {:?}",
+                req.task_id,
+                fw.as_str()
+            )));
+        };
+        let kill = pb::KillTask {
+            framework_id: fw.to_string(),
+            task_id: task.to_string(),
+            grace_period_seconds: grace,
+        };
+        let agent = record.agent.clone();
+        if self.agents.contains_key(&agent) {
+            self.send_agent(&agent, pb::master_message::Message::KillTask(kill));
+        } else {
+            self.pending_kills.entry(agent).or_default().push(kill);
+        }
+        Ok(())
+    }
+
+    fn reconcile(&mut self, req: pb::ReconcileRequest) -> Result<(), Status> {
+        let fw = self.caller(req.header.as_ref())?;
+        let partition_aware = self.registry.framework(&fw).is_some_and(|f| f.partition_aware);
+        let mut statuses = Vec::new();
+        if req.tasks.is_empty() {
+            statuses.extend(self.registry.tasks_of(&fw).map(|t| reconciled(t.last_status())));
+        } else {
+            for t in &req.tasks {
+                let id = TaskId::new(t.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let known = self
+                    .registry
+                    .task(&fw, &id)
+                    .or_else(|| self.registry.completed_task(&fw, &id));
+                statuses.push(match known {
+                    Some(record) => reconciled(record.last_status()),
+                    None => pb::TaskStatus {
+                        task_id: t.task_id.clone(),
+                        state: if partition_aware {
+                            pb::TaskState::TaskUnknown as i32
+                        } else {
+                            pb::TaskState::TaskLost as i32
+                        },
+                        message: "the master does not know this task".into(),
+                        reason: "RECONCILIATION".into(),
+                        source: pb::StatusSource::SourceMaster as i32,
+                        agent_id: t.agent_id.clone(),
+                        timestamp: ms_to_secs(unix_ms()),
+                        ..Default::default()
+                    },
+                });
+            }
+        }
+        for s in statuses {
+            self.send_event(&fw, pb::event::Event::Update(s));
+        }
+        Ok(())
+    }
+
+    fn send_event(&mut self, framework: &FrameworkId, ev: pb::event::Event) {
+        let Some(conn) = self.frameworks.get(framework) else {
+            return;
+        };
+        if let Err(e) = conn.tx.try_send(Ok(event(ev))) {
+            warn!(framework = %framework, "event stream {}; dropping the connection", match e {
+                mpsc::error::TrySendError::Full(_) => "is full",
+                mpsc::error::TrySendError::Closed(_) => "is closed",
+            });
+            // Dropping the sender ends the stream; the framework re-subscribes.
+            self.frameworks.remove(framework);
+            self.allocator.deactivate_framework(framework);
+            self.rescind_framework_offers(framework);
+            // Its failover clock starts at the next tick.
+        }
+    }
+
+    // ----- agents -----------------------------------------------------------
+
+    async fn register_agent(&mut self, conn: u64, reg: pb::Register, tx: AgentTx) -> Result<(), Status> {
+        let info = reg
+            .info
+            .ok_or_else(|| Status::invalid_argument("register: agent info is missing"))?;
+        if info.hostname.trim().is_empty() || info.hostname.len() > MAX_NAME {
+            return Err(Status::invalid_argument("register: hostname must be 1 to 1024 bytes"));
+        }
+        let unreserved = resources_from_proto_opt(info.resources.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+        let mut reserved = BTreeMap::new();
+        for (role, r) in &info.reserved {
+            let role = Role::new(role.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            let r = resources_from_proto(r).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            reserved.insert(role, r);
+        }
+        let mut reported = Vec::new();
+        for t in &reg.tasks {
+            let fw = FrameworkId::new(t.framework_id.clone())
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            let task = t
+                .task
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("register: task info is missing"))?;
+            let id = TaskId::new(task.task_id.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            reported.push((fw, id, t.state));
+        }
+        let new = reg.agent_id.is_empty();
+        let id = if new {
+            AgentId::new(format!("agent-{}", uuid::Uuid::new_v4().simple()))
+                .map_err(|e| Status::internal(e.to_string()))?
+        } else {
+            AgentId::new(reg.agent_id.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?
+        };
+        let record = AgentRecord {
+            id: id.clone(),
+            hostname: info.hostname.clone(),
+            address: info.address.clone(),
+            unreserved,
+            reserved,
+            attributes: info.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+            draining: false,
+            registered_at_ms: unix_ms(),
+            unreachable_since_ms: None,
+        };
+
+        // Replace an older connection of the same agent.
+        if let Some(old) = self.agents.remove(&id) {
+            self.conn_agents.remove(&old.conn);
+        }
+        self.remove_agent_from_allocator(&id);
+
+        let effects = self
+            .commit(Command::RegisterAgent {
+                record,
+                reported: if new { None } else { Some(reported) },
+                at_ms: unix_ms(),
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+
+        let Some(record) = self.registry.agent(&id).cloned() else {
+            return Err(Status::internal("agent vanished from the registry"));
+        };
+        self.allocator.add_agent(
+            id.clone(),
+            AgentResources {
+                unreserved: record.unreserved.clone(),
+                reserved: record.reserved.clone(),
+            },
+            !record.draining,
+        );
+        let used: Vec<(FrameworkId, Role, Allocated)> = self
+            .registry
+            .tasks_on(&id)
+            .map(|t| (t.framework.clone(), t.role.clone(), t.allocated.clone()))
+            .collect();
+        for (fw, role, allocated) in used {
+            if let Err(e) = self.allocator.add_used(&id, &fw, &role, &allocated) {
+                error!(agent = %id, framework = %fw, "recorded usage does not fit the agent: {e}");
+            }
+        }
+        let registered = pb::MasterMessage {
+            message: Some(pb::master_message::Message::Registered(pb::Registered {
+                agent_id: id.to_string(),
+                master_id: self.master_id.clone(),
+                ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
+            })),
+        };
+        tx.try_send(Ok(registered))
+            .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
+        self.agents.insert(
+            id.clone(),
+            AgentConn {
+                conn,
+                tx,
+                ping_seq: 0,
+            },
+        );
+        self.conn_agents.insert(conn, id.clone());
+        self.last_seen.insert(id.clone(), Instant::now());
+        for (fw, task) in &effects.unknown_tasks {
+            warn!(agent = %id, framework = %fw, task = %task, "agent runs a task the registry does not know; killing it");
+            self.send_agent(
+                &id,
+                pb::master_message::Message::KillTask(pb::KillTask {
+                    framework_id: fw.to_string(),
+                    task_id: task.to_string(),
+                    grace_period_seconds: 0.0,
+                }),
+            );
+        }
+        for kill in self.pending_kills.remove(&id).unwrap_or_default() {
+            self.send_agent(&id, pb::master_message::Message::KillTask(kill));
+        }
+        info!(agent = %id, hostname = %record.hostname, resources = %record.total(), new, "agent registered");
+        self.allocation_dirty = true;
+        Ok(())
+    }
+
+    fn remove_agent_from_allocator(&mut self, id: &AgentId) {
+        for offer in self.offers.remove_agent(id) {
+            self.send_event(
+                &offer.framework.clone(),
+                pb::event::Event::Rescind(pb::Rescind {
+                    offer_id: offer.id.to_string(),
+                }),
+            );
+        }
+        self.allocator.remove_agent(id);
+    }
+
+    async fn agent_message(&mut self, conn: u64, message: pb::AgentMessage) {
+        let Some(agent) = self.conn_agents.get(&conn).cloned() else {
+            return;
+        };
+        self.last_seen.insert(agent.clone(), Instant::now());
+        match message.message {
+            Some(pb::agent_message::Message::Pong(_)) => {}
+            Some(pb::agent_message::Message::StatusUpdate(update)) => self.status_update(&agent, update).await,
+            Some(pb::agent_message::Message::Register(_)) => {
+                warn!(agent = %agent, "ignoring a second Register on one stream");
+            }
+            None => warn!(agent = %agent, "empty agent message"),
+        }
+    }
+
+    async fn status_update(&mut self, agent: &AgentId, update: pb::StatusUpdate) {
+        let Some(status) = update.status else {
+            warn!(agent = %agent, "status update without a status");
+            return;
+        };
+        let (Ok(fw), Ok(task)) = (
+            FrameworkId::new(update.framework_id.clone()),
+            TaskId::new(status.task_id.clone()),
+        ) else {
+            warn!(agent = %agent, "status update with invalid ids: {:?}/{:?}", update.framework_id, status.task_id);
+            return;
+        };
+        if pb::TaskState::try_from(status.state).is_err() || status.uuid.len() != 16 {
+            warn!(agent = %agent, task = %task, "status update with an unknown state or a bad uuid");
+            return;
+        }
+        let ack_ourselves = |core: &mut Self| {
+            core.send_agent(
+                agent,
+                pb::master_message::Message::Ack(pb::StatusUpdateAck {
+                    framework_id: fw.to_string(),
+                    task_id: task.to_string(),
+                    uuid: status.uuid.clone(),
+                }),
+            );
+        };
+        if self.registry.framework(&fw).is_none() {
+            // Its framework is gone: nobody will acknowledge; do it here so
+            // the agent can forget the update.
+            ack_ourselves(self);
+            return;
+        }
+        match self.registry.task(&fw, &task) {
+            Some(record) if &record.agent != agent => {
+                warn!(agent = %agent, task = %task, "update from an agent the task is not on");
+                ack_ourselves(self);
+                return;
+            }
+            Some(record) if record.status == status.encode_to_vec() => {
+                // A resend of the update we already applied.
+            }
+            Some(_) => {
+                if let Err(e) = self
+                    .commit(Command::UpdateTask {
+                        framework: fw.clone(),
+                        task: task.clone(),
+                        status: status.encode_to_vec(),
+                    })
+                    .await
+                {
+                    warn!(task = %task, "status update not applied: {e}");
+                    return;
+                }
+            }
+            None if self.registry.completed_task(&fw, &task).is_some() => {
+                // A resend of a terminal update: forward again below.
+            }
+            None => {
+                ack_ourselves(self);
+                return;
+            }
+        }
+        self.send_event(&fw, pb::event::Event::Update(status));
+    }
+
+    fn agent_closed(&mut self, conn: u64) {
+        let Some(agent) = self.conn_agents.remove(&conn) else {
+            return;
+        };
+        if self.agents.get(&agent).is_some_and(|c| c.conn == conn) {
+            self.agents.remove(&agent);
+            self.remove_agent_from_allocator(&agent);
+            // It has until its ping timeout to come back.
+            self.last_seen.entry(agent.clone()).or_insert_with(Instant::now);
+            info!(agent = %agent, "agent disconnected");
+        }
+    }
+
+    fn send_agent(&mut self, agent: &AgentId, message: pb::master_message::Message) {
+        let Some(conn) = self.agents.get(agent) else {
+            debug!(agent = %agent, "agent not connected; message dropped");
+            return;
+        };
+        if conn.tx.try_send(Ok(pb::MasterMessage { message: Some(message) })).is_err() {
+            warn!(agent = %agent, "agent stream full or closed; dropping the connection");
+            let conn = conn.conn;
+            self.agent_closed(conn);
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
+            self.last_ping = now;
+            let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
+            for id in ids {
+                let seq = self.agents.get_mut(&id).map_or(0, |c| {
+                    c.ping_seq += 1;
+                    c.ping_seq
+                });
+                self.send_agent(&id, pb::master_message::Message::Ping(pb::Ping { seq }));
+            }
+            self.check_agent_timeouts(now).await;
+            self.check_failover_timeouts().await;
+        }
+        if now.duration_since(self.last_heartbeat) >= self.config.heartbeat_interval {
+            self.last_heartbeat = now;
+            let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+            for id in ids {
+                self.send_event(&id, pb::event::Event::Heartbeat(pb::Heartbeat {}));
+            }
+            // Frameworks dropped for a full queue start their failover clock.
+            let dropped: Vec<FrameworkId> = self
+                .registry
+                .frameworks()
+                .filter(|f| f.disconnected_at_ms.is_none() && !self.frameworks.contains_key(&f.id))
+                .map(|f| f.id.clone())
+                .collect();
+            for id in dropped {
+                self.disconnect_framework(&id).await;
+            }
+        }
+        let t = self.now();
+        for offer in self.offers.expire(t) {
+            self.allocator
+                .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, t);
+            self.send_event(
+                &offer.framework.clone(),
+                pb::event::Event::Rescind(pb::Rescind {
+                    offer_id: offer.id.to_string(),
+                }),
+            );
+            self.allocation_dirty = true;
+        }
+        if self.allocation_dirty || now.duration_since(self.last_allocation) >= self.config.allocation_interval {
+            self.allocation_dirty = false;
+            self.last_allocation = now;
+            self.allocate();
+        }
+    }
+
+    async fn check_agent_timeouts(&mut self, now: Instant) {
+        let timeout = self.config.agent_ping_timeout;
+        let expired: Vec<AgentId> = self
+            .last_seen
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.last_seen.remove(&id);
+            if let Some(conn) = self.agents.get(&id).map(|c| c.conn) {
+                // Connected but silent: drop the stream; it re-registers.
+                self.agent_closed(conn);
+            }
+            self.last_seen.remove(&id);
+            warn!(agent = %id, "agent missed its pings; marking it unreachable");
+            if self.registry.agent(&id).is_some() {
+                let _ = self
+                    .commit(Command::MarkAgentUnreachable {
+                        id,
+                        at_ms: unix_ms(),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn check_failover_timeouts(&mut self) {
+        let now_ms = unix_ms();
+        let expired: Vec<FrameworkId> = self
+            .registry
+            .frameworks()
+            .filter(|f| !self.frameworks.contains_key(&f.id))
+            .filter(|f| {
+                f.disconnected_at_ms
+                    .is_some_and(|at| now_ms >= at.saturating_add(f.failover_timeout_ms))
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        for id in expired {
+            self.remove_framework(&id, "FAILOVER_TIMEOUT").await;
+        }
+    }
+
+    fn allocate(&mut self) {
+        let now = self.now();
+        let allocations = self.allocator.allocate(now);
+        let mut by_framework: BTreeMap<FrameworkId, Vec<pb::Offer>> = BTreeMap::new();
+        for allocation in allocations {
+            if !self.frameworks.contains_key(&allocation.framework) {
+                self.allocator.recover(
+                    &allocation.agent,
+                    &allocation.framework,
+                    &allocation.role,
+                    &allocation.resources,
+                    None,
+                    now,
+                );
+                continue;
+            }
+            let offer = self.offers.create(allocation, now);
+            let agent = self.registry.agent(&offer.agent);
+            by_framework.entry(offer.framework.clone()).or_default().push(pb::Offer {
+                id: offer.id.to_string(),
+                framework_id: offer.framework.to_string(),
+                agent_id: offer.agent.to_string(),
+                hostname: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+                role: offer.role.to_string(),
+                resources: Some(resources_to_proto(&offer.resources.total())),
+                reserved: Some(resources_to_proto(&offer.resources.reserved)),
+                attributes: agent
+                    .map(|a| {
+                        a.attributes
+                            .iter()
+                            .map(|(name, value)| pb::Attribute {
+                                name: name.clone(),
+                                value: value.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        for (fw, offers) in by_framework {
+            self.send_event(&fw, pb::event::Event::Offers(pb::Offers { offers }));
+        }
+    }
+
+    // ----- operator ---------------------------------------------------------
+
+    async fn operator(&mut self, call: OperatorCall) -> Result<OperatorReply, Status> {
+        Ok(match call {
+            OperatorCall::State => OperatorReply::State(Box::new(pb::ClusterState {
+                leader: Some(self.leader()),
+                agents: self.agent_views(),
+                frameworks: self.framework_views(),
+                tasks: self.task_views(None, true),
+                roles: self.role_views(),
+            })),
+            OperatorCall::Agents => OperatorReply::Agents(pb::AgentList {
+                agents: self.agent_views(),
+            }),
+            OperatorCall::Frameworks => OperatorReply::Frameworks(pb::FrameworkList {
+                frameworks: self.framework_views(),
+            }),
+            OperatorCall::Tasks(req) => {
+                let fw = if req.framework_id.is_empty() {
+                    None
+                } else {
+                    Some(FrameworkId::new(req.framework_id).map_err(|e| Status::invalid_argument(e.to_string()))?)
+                };
+                OperatorReply::Tasks(pb::TaskList {
+                    tasks: self.task_views(fw.as_ref(), req.include_completed),
+                })
+            }
+            OperatorCall::Roles => OperatorReply::Roles(pb::RoleList {
+                roles: self.role_views(),
+            }),
+            OperatorCall::Drain(id) | OperatorCall::Reactivate(id) if id.is_empty() => {
+                return Err(Status::invalid_argument("agent id must not be empty"));
+            }
+            OperatorCall::Drain(id) => {
+                self.set_draining(&id, true).await?;
+                OperatorReply::Empty
+            }
+            OperatorCall::Reactivate(id) => {
+                self.set_draining(&id, false).await?;
+                OperatorReply::Empty
+            }
+            OperatorCall::Leader => OperatorReply::Leader(self.leader()),
+            OperatorCall::SetWeight(req) => {
+                let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let weight = Weight::new(req.weight).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let weight_milli = (weight.to_f64() * 1000.0).round() as u64;
+                self.commit(Command::SetWeight {
+                    role: role.clone(),
+                    weight_milli,
+                })
+                .await
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.allocator.set_weight(role, weight);
+                self.allocation_dirty = true;
+                OperatorReply::Empty
+            }
+            OperatorCall::SetQuota(req) => {
+                let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let guarantee = resources_from_proto_opt(req.guarantee.as_ref())
+                    .map_err(|e| Status::invalid_argument(format!("guarantee: {e}")))?;
+                let limit = req
+                    .limit
+                    .as_ref()
+                    .map(resources_from_proto)
+                    .transpose()
+                    .map_err(|e| Status::invalid_argument(format!("limit: {e}")))?;
+                let quota = Quota { guarantee, limit };
+                // Validate with the allocator first: a rejected quota is not logged.
+                let mut probe = Allocator::new(AllocatorConfig::default());
+                probe
+                    .set_quota(role.clone(), quota.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.commit(Command::SetQuota {
+                    role: role.clone(),
+                    quota: quota.clone(),
+                })
+                .await
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if let Err(e) = self.allocator.set_quota(role, quota) {
+                    warn!("quota accepted by the probe but not the allocator: {e}");
+                }
+                self.allocation_dirty = true;
+                OperatorReply::Empty
+            }
+            OperatorCall::RemoveQuota(role) => {
+                let role = Role::new(role).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if !self.registry.quotas().contains_key(&role) {
+                    return Err(Status::not_found(format!("role {:?} has no quota", role.as_str())));
+                }
+                self.commit(Command::RemoveQuota { role: role.clone() })
+                    .await
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.allocator.remove_quota(&role);
+                self.allocation_dirty = true;
+                OperatorReply::Empty
+            }
+        })
+    }
+
+    async fn set_draining(&mut self, id: &str, draining: bool) -> Result<(), Status> {
+        let id = AgentId::new(id.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.registry.agent(&id).is_none() {
+            return Err(Status::not_found(format!("unknown agent {:?}", id.as_str())));
+        }
+        self.commit(Command::SetAgentDraining {
+            id: id.clone(),
+            draining,
+        })
+        .await
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if draining {
+            self.allocator.deactivate_agent(&id);
+            let now = self.now();
+            for offer in self.offers.remove_agent(&id) {
+                self.allocator
+                    .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, now);
+                self.send_event(
+                    &offer.framework.clone(),
+                    pb::event::Event::Rescind(pb::Rescind {
+                        offer_id: offer.id.to_string(),
+                    }),
+                );
+            }
+        } else {
+            self.allocator.activate_agent(&id);
+            self.allocation_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn leader(&self) -> pb::LeaderInfo {
+        pb::LeaderInfo {
+            master_id: self.master_id.clone(),
+            address: self.address.clone(),
+        }
+    }
+
+    fn agent_views(&self) -> Vec<pb::AgentView> {
+        let mut offered: HashMap<&AgentId, Resources> = HashMap::new();
+        for fw in self.frameworks.keys() {
+            for o in self.offers.offers_of(fw) {
+                *offered.entry(&o.agent).or_default() += o.resources.total();
+            }
+        }
+        self.registry
+            .agents()
+            .map(|a| pb::AgentView {
+                id: a.id.to_string(),
+                info: Some(a.to_info()),
+                state: if a.unreachable_since_ms.is_some() {
+                    "UNREACHABLE"
+                } else if a.draining {
+                    "DRAINING"
+                } else {
+                    "ACTIVE"
+                }
+                .into(),
+                connected: self.agents.contains_key(&a.id),
+                total: Some(resources_to_proto(&a.total())),
+                used: Some(resources_to_proto(&self.registry.agent_used(&a.id))),
+                offered: Some(resources_to_proto(&offered.get(&a.id).cloned().unwrap_or_default())),
+                task_count: u32::try_from(self.registry.tasks_on(&a.id).count()).unwrap_or(u32::MAX),
+                registered_at: ms_to_secs(a.registered_at_ms),
+            })
+            .collect()
+    }
+
+    fn framework_views(&self) -> Vec<pb::FrameworkView> {
+        self.registry
+            .frameworks()
+            .map(|f| {
+                let used = self
+                    .registry
+                    .tasks_of(&f.id)
+                    .fold(Resources::empty(), |acc, t| acc + t.allocated.total());
+                let offered = self
+                    .offers
+                    .offers_of(&f.id)
+                    .iter()
+                    .fold(Resources::empty(), |acc, o| acc + o.resources.total());
+                pb::FrameworkView {
+                    info: Some(f.to_info()),
+                    connected: self.frameworks.contains_key(&f.id),
+                    disconnected_at: f.disconnected_at_ms.map_or(0.0, ms_to_secs),
+                    used: Some(resources_to_proto(&used)),
+                    offered: Some(resources_to_proto(&offered)),
+                    task_count: u32::try_from(self.registry.tasks_of(&f.id).count()).unwrap_or(u32::MAX),
+                    registered_at: ms_to_secs(f.registered_at_ms),
+                }
+            })
+            .collect()
+    }
+
+    fn task_views(&self, framework: Option<&FrameworkId>, completed: bool) -> Vec<pb::TaskView> {
+        let keep = |t: &&TaskRecord| framework.is_none_or(|f| &t.framework == f);
+        let active = self.registry.tasks().filter(keep);
+        let done = self.registry.completed().filter(keep).filter(|_| completed);
+        active
+            .chain(done)
+            .map(|t| {
+                let info = t.task_info();
+                pb::TaskView {
+                    task_id: t.id.to_string(),
+                    framework_id: t.framework.to_string(),
+                    agent_id: t.agent.to_string(),
+                    name: info.name,
+                    state: t.state,
+                    resources: Some(resources_to_proto(&t.allocated.total())),
+                    status: Some(t.last_status()),
+                    agent_address: self
+                        .registry
+                        .agent(&t.agent)
+                        .map(|a| a.address.clone())
+                        .unwrap_or_default(),
+                    role: t.role.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    fn role_views(&self) -> Vec<pb::RoleView> {
+        self.allocator
+            .roles()
+            .into_iter()
+            .map(|r| pb::RoleView {
+                name: r.role.to_string(),
+                weight: r.weight.to_f64(),
+                guarantee: r.quota.as_ref().map(|q| resources_to_proto(&q.guarantee)),
+                limit: r.quota.as_ref().and_then(|q| q.limit.as_ref()).map(resources_to_proto),
+                allocated: Some(resources_to_proto(&r.allocated)),
+                frameworks: r.frameworks.iter().map(ToString::to_string).collect(),
+            })
+            .collect()
+    }
+}
+
+fn event(e: pb::event::Event) -> pb::Event {
+    pb::Event { event: Some(e) }
+}
+
+fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
+    status.uuid.clear();
+    status.source = pb::StatusSource::SourceMaster as i32;
+    status.reason = "RECONCILIATION".into();
+    status
+}
+
+fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, Status> {
+    ids.iter()
+        .map(|s| OfferId::new(s.clone()).map_err(|e| Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+/// Validates a duration given in seconds on the wire.
+fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
+    if !s.is_finite() || s < 0.0 || s > MAX_SECONDS {
+        return Err(Status::invalid_argument(format!(
+            "{name} must be a finite number of seconds between 0 and {MAX_SECONDS}, got {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// Validates a task's own fields (not its fit in the offers).
+fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
+    let id = TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let name = &info.task_id;
+    if info.name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!("task {name:?}: name longer than {MAX_NAME} bytes")));
+    }
+    let command = info
+        .command
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument(format!("task {name:?} has no command")))?;
+    match (command.shell.is_empty(), command.argv.is_empty()) {
+        (true, true) => {
+            return Err(Status::invalid_argument(format!(
+                "task {name:?}: command needs `shell` or `argv`"
+            )));
+        }
+        (false, false) => {
+            return Err(Status::invalid_argument(format!(
+                "task {name:?}: command must set only one of `shell` and `argv`"
+            )));
+        }
+        _ => {}
+    }
+    if command.argv.first().is_some_and(String::is_empty) {
+        return Err(Status::invalid_argument(format!("task {name:?}: argv[0] is empty")));
+    }
+    for key in command.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "task {name:?}: invalid environment variable name {key:?}"
+            )));
+        }
+    }
+    seconds("kill_grace_period_seconds", info.kill_grace_period_seconds)
+        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {}", e.message())))?;
+    Ok(id)
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

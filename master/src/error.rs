@@ -1,0 +1,61 @@
+//! Errors of the master library.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the master outside a single API call.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The configuration is invalid.
+    #[error("invalid master configuration: {0}")]
+    Config(String),
+    /// The registry store could not be opened or read.
+    #[error("registry store at {path}: {message}")]
+    Store {
+        /// The redb file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt registry record: {0}")]
+    Corrupt(String),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(String),
+    /// I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why the registry refused to apply a command. A refused command changes
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The framework is not in the registry.
+    #[error("unknown framework {0:?}")]
+    UnknownFramework(String),
+    /// The agent is not in the registry.
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    /// A task with this id is already active in the framework.
+    #[error("task {task:?} already exists in framework {framework:?}")]
+    DuplicateTask {
+        /// The framework.
+        framework: String,
+        /// The task id.
+        task: String,
+    },
+    /// Applying the command would allocate an agent beyond its resources.
+    #[error("agent {agent:?} has {free} free; tasks need {need}")]
+    Overcommit {
+        /// The agent.
+        agent: String,
+        /// What is free on it.
+        free: String,
+        /// What the tasks need.
+        need: String,
+    },
+    /// Any other invariant the command would break.
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,292 @@
+//! The gRPC layer: turns calls into core [`Request`]s and replies back into
+//! responses. Only this module speaks `tonic::Status` to the outside.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use berth_proto as pb;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request as GrpcRequest, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::core::{AGENT_QUEUE, CallReply, OperatorCall, OperatorReply, Request, SchedulerCall};
+
+/// How long an agent has to send Register after opening its stream.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handle to the core shared by the three services.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreHandle {
+    tx: mpsc::Sender<Request>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl CoreHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Request>) -> Self {
+        Self {
+            tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request) -> Result<T, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Status::unavailable("master is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::unavailable("master is shutting down"))?
+    }
+
+    async fn call(&self, call: SchedulerCall) -> Result<CallReply, Status> {
+        self.ask(|reply| Request::Call { call, reply }).await
+    }
+
+    async fn operator(&self, call: OperatorCall) -> Result<OperatorReply, Status> {
+        self.ask(|reply| Request::Operator { call, reply }).await
+    }
+}
+
+/// A stream that tells the core when it is dropped (the peer went away).
+struct Notifying<S> {
+    inner: S,
+    on_drop: Option<(mpsc::Sender<Request>, Request)>,
+}
+
+impl<S: Stream + Unpin> Stream for Notifying<S> {
+    type Item = S::Item;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl<S> Drop for Notifying<S> {
+    fn drop(&mut self) {
+        if let Some((tx, req)) = self.on_drop.take() {
+            // The core may be busy; never block in drop.
+            tokio::spawn(async move {
+                let _ = tx.send(req).await;
+            });
+        }
+    }
+}
+
+// ----- scheduler ------------------------------------------------------------
+
+/// The Scheduler service.
+#[derive(Debug, Clone)]
+pub(crate) struct SchedulerService(pub(crate) CoreHandle);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+fn empty(reply: CallReply) -> Response<pb::Empty> {
+    debug_assert!(matches!(reply, CallReply::Empty));
+    Response::new(pb::Empty {})
+}
+
+#[tonic::async_trait]
+impl pb::scheduler_server::Scheduler for SchedulerService {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: GrpcRequest<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let info = request
+            .into_inner()
+            .framework
+            .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
+        let sub = self.0.ask(|reply| Request::Subscribe { info, reply }).await?;
+        let closed = Request::FrameworkStreamClosed {
+            framework: sub.framework.clone(),
+            stream_id: sub.stream_id.clone(),
+        };
+        let stream = Notifying {
+            inner: ReceiverStream::new(sub.events),
+            on_drop: Some((self.0.tx.clone(), closed)),
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn accept(&self, r: GrpcRequest<pb::AcceptRequest>) -> Result<Response<pb::AcceptResponse>, Status> {
+        match self.0.call(SchedulerCall::Accept(r.into_inner())).await? {
+            CallReply::Accept(resp) => Ok(Response::new(resp)),
+            CallReply::Empty => Ok(Response::new(pb::AcceptResponse::default())),
+        }
+    }
+
+    async fn decline(&self, r: GrpcRequest<pb::DeclineRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Decline(r.into_inner())).await.map(empty)
+    }
+
+    async fn revive(&self, r: GrpcRequest<pb::ReviveRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Revive(r.into_inner())).await.map(empty)
+    }
+
+    async fn suppress(&self, r: GrpcRequest<pb::SuppressRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Suppress(r.into_inner())).await.map(empty)
+    }
+
+    async fn kill(&self, r: GrpcRequest<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Kill(r.into_inner())).await.map(empty)
+    }
+
+    async fn acknowledge(&self, r: GrpcRequest<pb::AcknowledgeRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Acknowledge(r.into_inner())).await.map(empty)
+    }
+
+    async fn reconcile(&self, r: GrpcRequest<pb::ReconcileRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Reconcile(r.into_inner())).await.map(empty)
+    }
+
+    async fn teardown(&self, r: GrpcRequest<pb::TeardownRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.call(SchedulerCall::Teardown(r.into_inner())).await.map(empty)
+    }
+}
+
+// ----- agents ---------------------------------------------------------------
+
+/// The AgentApi service.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentService(pub(crate) CoreHandle);
+
+type MasterStream = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_api_server::AgentApi for AgentService {
+    type AttachStream = MasterStream;
+
+    async fn attach(
+        &self,
+        request: GrpcRequest<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register within 10 seconds"))??
+            .ok_or_else(|| Status::invalid_argument("stream ended before Register"))?;
+        let Some(pb::agent_message::Message::Register(register)) = first.message else {
+            return Err(Status::invalid_argument("the first message must be Register"));
+        };
+        let conn = self.0.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        self.0
+            .ask(|reply| Request::AgentRegister {
+                conn,
+                register,
+                tx,
+                reply,
+            })
+            .await?;
+
+        let core = self.0.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => {
+                        if core.send(Request::AgentMessage { conn, message }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(conn, "agent stream error: {e}");
+                        break;
+                    }
+                }
+            }
+            let _ = core.send(Request::AgentClosed { conn }).await;
+        });
+        let stream = Notifying {
+            inner: ReceiverStream::new(rx),
+            on_drop: Some((self.0.tx.clone(), Request::AgentClosed { conn })),
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+// ----- operator -------------------------------------------------------------
+
+/// The Operator service.
+#[derive(Debug, Clone)]
+pub(crate) struct OperatorService(pub(crate) CoreHandle);
+
+fn unexpected() -> Status {
+    Status::internal("unexpected reply from the master core")
+}
+
+#[tonic::async_trait]
+impl pb::operator_server::Operator for OperatorService {
+    async fn get_state(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::ClusterState>, Status> {
+        match self.0.operator(OperatorCall::State).await? {
+            OperatorReply::State(s) => Ok(Response::new(*s)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_agents(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::AgentList>, Status> {
+        match self.0.operator(OperatorCall::Agents).await? {
+            OperatorReply::Agents(a) => Ok(Response::new(a)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_frameworks(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::FrameworkList>, Status> {
+        match self.0.operator(OperatorCall::Frameworks).await? {
+            OperatorReply::Frameworks(f) => Ok(Response::new(f)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_tasks(&self, r: GrpcRequest<pb::ListTasksRequest>) -> Result<Response<pb::TaskList>, Status> {
+        match self.0.operator(OperatorCall::Tasks(r.into_inner())).await? {
+            OperatorReply::Tasks(t) => Ok(Response::new(t)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_roles(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::RoleList>, Status> {
+        match self.0.operator(OperatorCall::Roles).await? {
+            OperatorReply::Roles(r) => Ok(Response::new(r)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn drain_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+        self.0.operator(OperatorCall::Drain(r.into_inner().agent_id)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn reactivate_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+        self.0.operator(OperatorCall::Reactivate(r.into_inner().agent_id)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_leader(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::LeaderInfo>, Status> {
+        match self.0.operator(OperatorCall::Leader).await? {
+            OperatorReply::Leader(l) => Ok(Response::new(l)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn set_weight(&self, r: GrpcRequest<pb::SetWeightRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.operator(OperatorCall::SetWeight(r.into_inner())).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_quota(&self, r: GrpcRequest<pb::SetQuotaRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.0.operator(OperatorCall::SetQuota(r.into_inner())).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_quota(&self, r: GrpcRequest<pb::RoleRef>) -> Result<Response<pb::Empty>, Status> {
+        self.0.operator(OperatorCall::RemoveQuota(r.into_inner().role)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
