@@ -1,1 +1,226 @@
-//! placeholder
+//! The berth agent: runs on every machine of the cluster, advertises the
+//! machine's resources to the master, launches the tasks the master sends
+//! through a containerizer, reports their status updates reliably and serves
+//! their logs.
+//!
+//! What it is:
+//!
+//! - [`run`]: the daemon. It serves the agent's own gRPC service (`Agent`,
+//!   task logs) on the given listener and keeps one bidirectional stream to
+//!   a master (`AgentApi.Attach`), dialled by the agent so agents behind NAT
+//!   work. It re-registers with its agent id and task list after every
+//!   reconnect.
+//! - [`AgentConfig`] and [`detect_resources`]: configuration.
+//! - [`containerizer`]: the [`containerizer::Containerizer`] trait (launch,
+//!   wait, destroy, recover, after Mesos) and the `process` implementation.
+//! - [`status_update`]: the status-update manager, a pure structure — one
+//!   ordered queue per task, only the head in flight, resent with backoff
+//!   until acknowledged.
+//!
+//! What it is not (yet): there is no Docker containerizer, no checkpointing
+//! (an agent restart loses its tasks: on shutdown it kills them all), no
+//! resource isolation or enforcement, no health checks and no sandbox
+//! garbage collection.
+//!
+//! Files: sandboxes live in `work_dir/sandboxes/<framework_id>/<task_id>/`,
+//! holding the task's `stdout` and `stderr`. A task id relaunched after its
+//! earlier run was forgotten gets its sandbox emptied first.
+
+pub mod containerizer;
+pub mod error;
+pub mod status_update;
+
+mod agent;
+mod config;
+mod logs;
+mod master;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use agent::{
+    REASON_AGENT_SHUTDOWN, REASON_EXITED, REASON_FRAMEWORK_REMOVED, REASON_KILLED_BY_REQUEST,
+    REASON_LAUNCH_FAILED, REASON_SIGNALED, REASON_UNKNOWN_TASK,
+};
+pub use config::{
+    AgentConfig, DEFAULT_KILL_GRACE, DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS,
+    DEFAULT_STATUS_RETRY_INITIAL, STATUS_RETRY_MAX, detect_resources,
+};
+pub use error::AgentError;
+
+use crate::agent::Agent;
+use crate::containerizer::process::ProcessContainerizer;
+
+/// How long shutdown waits for the final status updates to be acknowledged.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+/// How long the log API gets to finish open streams on shutdown.
+const SERVER_STOP: Duration = Duration::from_secs(2);
+/// How often status updates are checked for resending.
+const RETRY_TICK: Duration = Duration::from_millis(50);
+
+/// Runs an agent until `shutdown` resolves.
+///
+/// Serves the `Agent` gRPC service (task logs) on `listener` and stays
+/// attached to a master. On shutdown it stops accepting launches, kills every
+/// task (SIGTERM, grace, SIGKILL), tries for up to 2 s to deliver the final
+/// status updates, and returns.
+///
+/// # Errors
+/// An invalid configuration, an unusable work directory, failed resource
+/// detection, or a failure of the gRPC server.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let mut config = config.validate()?;
+    config.work_dir =
+        std::path::absolute(&config.work_dir).map_err(|source| AgentError::WorkDir {
+            path: config.work_dir.clone(),
+            source,
+        })?;
+    let sandboxes = config.work_dir.join("sandboxes");
+    tokio::fs::create_dir_all(&sandboxes)
+        .await
+        .map_err(|source| AgentError::WorkDir {
+            path: sandboxes.clone(),
+            source,
+        })?;
+    let resources = match &config.resources {
+        Some(r) => r.clone(),
+        None => detect_resources(&config.work_dir)?,
+    };
+    let hostname = match &config.hostname {
+        Some(h) => h.clone(),
+        None => hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned()),
+    };
+    let local = listener.local_addr().map_err(AgentError::Listener)?;
+    let address = config
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| advertised(local, &hostname));
+    tracing::info!(%address, %hostname, %resources, work_dir = %config.work_dir.display(), "agent starting");
+
+    let agent = Arc::new(Agent::new(
+        config,
+        &resources,
+        hostname,
+        address,
+        Arc::new(ProcessContainerizer::new()),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(berth_proto::agent_server::AgentServer::new(
+            logs::LogService::new(Arc::clone(&agent)),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+    let mut server = tokio::spawn(server);
+    let master = tokio::spawn(master::maintain(Arc::clone(&agent), stop_rx.clone()));
+    let retry = {
+        let agent = Arc::clone(&agent);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETRY_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => agent.tick(Instant::now()),
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        })
+    };
+
+    let server_result = tokio::select! {
+        () = shutdown => None,
+        r = &mut server => Some(r),
+    };
+    if let Some(r) = &server_result {
+        tracing::error!(result = ?r, "agent API server stopped unexpectedly; shutting down");
+    }
+
+    // Shutdown: kill every task, then give the final updates a chance.
+    agent.begin_shutdown();
+    let max_grace = {
+        let core = agent.lock();
+        core.tasks
+            .values()
+            .map(|e| e.task.kill_grace_period_seconds)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .fold(agent.config.default_kill_grace.as_secs_f64(), f64::max)
+    };
+    let kill_deadline =
+        Instant::now() + Duration::from_secs_f64(max_grace.min(3600.0)) + Duration::from_secs(2);
+    while agent.active_tasks() > 0 && Instant::now() < kill_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_deadline = Instant::now() + SHUTDOWN_DRAIN;
+    while !agent.updates_drained() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !agent.updates_drained() {
+        tracing::warn!(
+            pending = agent.lock().updates.len(),
+            "shutting down with unacknowledged status updates"
+        );
+    }
+    let _ = stop_tx.send(true);
+    let _ = master.await;
+    let _ = retry.await;
+    match server_result {
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(AgentError::Server(e)),
+        Some(Err(e)) => Err(AgentError::Internal(format!(
+            "agent API server task failed: {e}"
+        ))),
+        None => match tokio::time::timeout(SERVER_STOP, &mut server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(AgentError::Server(e)),
+            Ok(Err(e)) => Err(AgentError::Internal(format!(
+                "agent API server task failed: {e}"
+            ))),
+            Err(_) => {
+                tracing::warn!("agent API server did not stop in time; aborting open log streams");
+                server.abort();
+                Ok(())
+            }
+        },
+    }
+}
+
+/// The address others reach the log API at: the listener's address, with the
+/// hostname in place of an unspecified IP.
+fn advertised(local: SocketAddr, hostname: &str) -> String {
+    if local.ip().is_unspecified() {
+        format!("{hostname}:{}", local.port())
+    } else {
+        local.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn advertised_address() {
+        let any: SocketAddr = "0.0.0.0:5051".parse().unwrap();
+        assert_eq!(advertised(any, "node-1"), "node-1:5051");
+        let local: SocketAddr = "127.0.0.1:5051".parse().unwrap();
+        assert_eq!(advertised(local, "node-1"), "127.0.0.1:5051");
+    }
+}

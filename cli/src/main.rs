@@ -1,1 +1,227 @@
-fn main() {}
+//! `berth`: the daemons (`master`, `agent`, `dev`) and the admin commands.
+
+mod admin;
+mod daemons;
+mod run;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// berth — a two-level cluster scheduler in the style of Apache Mesos.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the admin commands find the cluster, and how they print.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientOpts {
+    /// Master address(es), comma-separated (host:port).
+    #[arg(
+        long,
+        env = "BERTH_MASTER",
+        default_value = "127.0.0.1:5050",
+        value_delimiter = ',',
+        global = true
+    )]
+    master: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a master.
+    Master(daemons::MasterArgs),
+    /// Run an agent.
+    Agent(daemons::AgentArgs),
+    /// Run a master and an agent in one process, data under ./.berth.
+    Dev(daemons::DevArgs),
+    /// Run a one-off command as a task, stream its output, exit with its code.
+    Run(run::RunArgs),
+    /// Agents.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Frameworks.
+    Framework {
+        #[command(subcommand)]
+        command: FrameworkCommand,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Tasks.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Roles, weights and quotas.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The whole cluster state (JSON).
+    State {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// List agents.
+    List,
+    /// Stop offers on an agent (running tasks stay).
+    Drain {
+        /// Agent id.
+        id: String,
+    },
+    /// Resume offers on a drained agent.
+    Reactivate {
+        /// Agent id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FrameworkCommand {
+    /// List frameworks.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskCommand {
+    /// List tasks.
+    List {
+        /// Include recently completed tasks.
+        #[arg(long, short)]
+        all: bool,
+        /// Only this framework's tasks.
+        #[arg(long)]
+        framework: Option<String>,
+    },
+    /// Print a task's output.
+    Log {
+        /// Task id.
+        id: String,
+        /// Keep printing new output until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// List roles with weights, quotas and allocations.
+    List,
+    /// Set a role's weight.
+    Weight {
+        /// Role.
+        role: String,
+        /// Weight (> 0).
+        weight: f64,
+    },
+    /// Set a role's quota (Mesos resource text, e.g. "cpus:4;mem:4096").
+    Quota {
+        /// Role.
+        role: String,
+        /// Guaranteed resources.
+        guarantee: String,
+        /// Limit (defaults to none).
+        #[arg(long)]
+        limit: Option<String>,
+    },
+}
+
+/// A path flag's default under the current directory.
+pub(crate) fn berth_dir() -> PathBuf {
+    PathBuf::from(".berth")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(match cli.command {
+                    Command::Master(_) | Command::Agent(_) | Command::Dev(_) => "info",
+                    _ => "warn",
+                })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Master(args) => daemons::master(args).await,
+        Command::Agent(args) => daemons::agent(args).await,
+        Command::Dev(args) => daemons::dev(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Node { command, client } => match command {
+            NodeCommand::List => admin::node_list(&client).await,
+            NodeCommand::Drain { id } => admin::node_drain(&client, &id, true).await,
+            NodeCommand::Reactivate { id } => admin::node_drain(&client, &id, false).await,
+        },
+        Command::Framework { command, client } => match command {
+            FrameworkCommand::List => admin::framework_list(&client).await,
+        },
+        Command::Task { command, client } => match command {
+            TaskCommand::List { all, framework } => admin::task_list(&client, all, framework).await,
+            TaskCommand::Log { id, follow, stderr } => {
+                admin::task_log(&client, &id, follow, stderr).await
+            }
+        },
+        Command::Role { command, client } => match command {
+            RoleCommand::List => admin::role_list(&client).await,
+            RoleCommand::Weight { role, weight } => {
+                admin::role_weight(&client, &role, weight).await
+            }
+            RoleCommand::Quota {
+                role,
+                guarantee,
+                limit,
+            } => admin::role_quota(&client, &role, &guarantee, limit.as_deref()).await,
+        },
+        Command::State { client } => admin::state(&client).await,
+    }
+    .map(|()| ExitCode::SUCCESS)
+    .or_else(|e| match e.downcast::<run::ExitWith>() {
+        Ok(exit) => Ok(ExitCode::from(exit.0)),
+        Err(e) => Err(e),
+    })
+}

@@ -80,7 +80,9 @@ impl MasterConfig {
             return Err(MasterError::Config("offer_timeout must be positive".into()));
         }
         if self.snapshot_every == 0 {
-            return Err(MasterError::Config("snapshot_every must be positive".into()));
+            return Err(MasterError::Config(
+                "snapshot_every must be positive".into(),
+            ));
         }
         Ok(self)
     }
@@ -99,9 +101,19 @@ mod tests {
     fn rejects_zero_and_inverted_intervals() {
         let mut c = MasterConfig::new("/tmp/x");
         c.heartbeat_interval = Duration::ZERO;
-        assert!(c.validate().unwrap_err().to_string().contains("heartbeat_interval"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat_interval")
+        );
         let mut c = MasterConfig::new("/tmp/x");
         c.agent_ping_timeout = Duration::from_millis(1);
-        assert!(c.validate().unwrap_err().to_string().contains("agent_ping_timeout"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("agent_ping_timeout")
+        );
     }
 }

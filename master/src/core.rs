@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::{
-    AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook, OfferId,
-    Quota, Resources, Role, TaskId, Time, Weight,
+    AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook,
+    OfferId, Quota, Resources, Role, TaskId, Time, Weight,
 };
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +24,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::MasterConfig;
 use crate::error::{ApplyError, MasterError};
-use crate::registry::{AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs};
+use crate::registry::{
+    AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs,
+};
 use crate::store::Store;
 
 /// Events queued per framework stream before the framework counts as too
@@ -245,7 +247,9 @@ impl Core {
             .collect();
         let now_ms = unix_ms();
         for id in connected {
-            self.commit(Command::DisconnectFramework { id, at_ms: now_ms }).await.ok();
+            self.commit(Command::DisconnectFramework { id, at_ms: now_ms })
+                .await
+                .ok();
         }
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,11 +290,17 @@ impl Core {
             Ok(Err(e)) => {
                 error!("registry write failed: {e}");
                 self.fatal = Some(e);
-                return Err(ApplyError::Invalid("registry write failed; master stopping".into()));
+                return Err(ApplyError::Invalid(
+                    "registry write failed; master stopping".into(),
+                ));
             }
             Err(e) => {
-                self.fatal = Some(MasterError::Server(format!("registry writer panicked: {e}")));
-                return Err(ApplyError::Invalid("registry write failed; master stopping".into()));
+                self.fatal = Some(MasterError::Server(format!(
+                    "registry writer panicked: {e}"
+                )));
+                return Err(ApplyError::Invalid(
+                    "registry write failed; master stopping".into(),
+                ));
             }
         }
         if self.since_snapshot >= self.config.snapshot_every {
@@ -313,7 +323,8 @@ impl Core {
             self.send_event(framework, pb::event::Event::Update(status.clone()));
         }
         for (agent, framework, role, allocated) in &effects.freed {
-            self.allocator.recover(agent, framework, role, allocated, None, now);
+            self.allocator
+                .recover(agent, framework, role, allocated, None, now);
             self.allocation_dirty = true;
         }
     }
@@ -356,9 +367,11 @@ impl Core {
         let record = self.validate_framework(&info)?;
         let id = record.id.clone();
         let known = self.registry.framework(&id).is_some();
-        self.commit(Command::SubscribeFramework { record: record.clone() })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        self.commit(Command::SubscribeFramework {
+            record: record.clone(),
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
 
         // A newer subscription supersedes the old stream; offers made on the
         // old stream are void.
@@ -371,11 +384,13 @@ impl Core {
         if known {
             if let Err(e) = self.allocator.update_framework(&id, record.roles.clone()) {
                 warn!(framework = %id, "allocator update: {e}");
-                self.allocator.add_framework(id.clone(), record.roles.clone(), true);
+                self.allocator
+                    .add_framework(id.clone(), record.roles.clone(), true);
             }
             self.allocator.activate_framework(&id);
         } else {
-            self.allocator.add_framework(id.clone(), record.roles.clone(), true);
+            self.allocator
+                .add_framework(id.clone(), record.roles.clone(), true);
         }
 
         let stream_id = uuid::Uuid::new_v4().to_string();
@@ -415,7 +430,8 @@ impl Core {
         }
         let mut roles = BTreeSet::new();
         for r in &info.roles {
-            roles.insert(Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?);
+            roles
+                .insert(Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?);
         }
         if roles.is_empty() {
             roles.insert(Role::default());
@@ -425,7 +441,8 @@ impl Core {
             FrameworkId::new(format!("fw-{}", uuid::Uuid::new_v4().simple()))
                 .map_err(|e| Status::internal(e.to_string()))?
         } else {
-            let id = FrameworkId::new(info.id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let id = FrameworkId::new(info.id.clone())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             if self.registry.framework(&id).is_none() {
                 return Err(Status::not_found(format!(
                     "framework {:?} is not registered (it was removed or never existed)",
@@ -447,7 +464,10 @@ impl Core {
     }
 
     async fn framework_closed(&mut self, id: &FrameworkId, stream_id: &str) {
-        let current = self.frameworks.get(id).is_some_and(|c| c.stream_id == stream_id);
+        let current = self
+            .frameworks
+            .get(id)
+            .is_some_and(|c| c.stream_id == stream_id);
         if !current {
             return;
         }
@@ -473,8 +493,14 @@ impl Core {
     fn rescind_framework_offers(&mut self, id: &FrameworkId) {
         let now = self.now();
         for offer in self.offers.remove_framework(id) {
-            self.allocator
-                .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, now);
+            self.allocator.recover(
+                &offer.agent,
+                &offer.framework,
+                &offer.role,
+                &offer.resources,
+                None,
+                now,
+            );
             self.allocation_dirty = true;
         }
     }
@@ -508,9 +534,11 @@ impl Core {
         }
         self.allocator.remove_framework(id);
         if let Some(conn) = self.frameworks.remove(id) {
-            let _ = conn.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
-                message: format!("framework removed: {reason}"),
-            }))));
+            let _ = conn
+                .tx
+                .try_send(Ok(event(pb::event::Event::Error(pb::Error {
+                    message: format!("framework removed: {reason}"),
+                }))));
         }
         self.allocation_dirty = true;
         info!(framework = %id, reason, "framework removed");
@@ -526,10 +554,12 @@ impl Core {
                 "framework {:?} is not subscribed",
                 header.framework_id
             ))),
-            Some(conn) if conn.stream_id != header.stream_id => Err(Status::failed_precondition(format!(
-                "stream {:?} was superseded by a newer subscription of framework {:?}",
-                header.stream_id, header.framework_id
-            ))),
+            Some(conn) if conn.stream_id != header.stream_id => {
+                Err(Status::failed_precondition(format!(
+                    "stream {:?} was superseded by a newer subscription of framework {:?}",
+                    header.stream_id, header.framework_id
+                )))
+            }
             Some(_) => Ok(id),
         }
     }
@@ -541,11 +571,20 @@ impl Core {
                 let fw = self.caller(req.header.as_ref())?;
                 let refuse = self.refuse(req.filters.as_ref())?;
                 let ids = offer_ids(&req.offer_ids)?;
-                let taken = self.offers.take(&fw, &ids).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let taken = self
+                    .offers
+                    .take(&fw, &ids)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let now = self.now();
                 for offer in taken {
-                    self.allocator
-                        .recover(&offer.agent, &fw, &offer.role, &offer.resources, Some(refuse), now);
+                    self.allocator.recover(
+                        &offer.agent,
+                        &fw,
+                        &offer.role,
+                        &offer.resources,
+                        Some(refuse),
+                        now,
+                    );
                 }
                 self.allocation_dirty = true;
                 Ok(CallReply::Empty)
@@ -566,9 +605,10 @@ impl Core {
             SchedulerCall::Kill(req) => self.kill(req).map(|()| CallReply::Empty),
             SchedulerCall::Acknowledge(req) => {
                 let fw = self.caller(req.header.as_ref())?;
-                let agent =
-                    AgentId::new(req.agent_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let task = TaskId::new(req.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let agent = AgentId::new(req.agent_id.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let task = TaskId::new(req.task_id.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 if req.uuid.len() != 16 {
                     return Err(Status::invalid_argument(format!(
                         "uuid must be 16 bytes, got {}",
@@ -601,7 +641,11 @@ impl Core {
         }
     }
 
-    fn framework_roles(&self, fw: &FrameworkId, roles: &[String]) -> Result<Option<BTreeSet<Role>>, Status> {
+    fn framework_roles(
+        &self,
+        fw: &FrameworkId,
+        roles: &[String],
+    ) -> Result<Option<BTreeSet<Role>>, Status> {
         if roles.is_empty() {
             return Ok(None);
         }
@@ -634,7 +678,9 @@ impl Core {
         let agent = offers[0].agent.clone();
         let role = offers[0].role.clone();
         if offers.iter().any(|o| o.role != role) {
-            return Err(Status::invalid_argument("accepted offers must all be for one role"));
+            return Err(Status::invalid_argument(
+                "accepted offers must all be for one role",
+            ));
         }
         let mut pool = Allocated::default();
         for o in &offers {
@@ -646,7 +692,9 @@ impl Core {
         let mut infos = Vec::new();
         for op in &req.operations {
             match &op.operation {
-                Some(pb::operation::Operation::Launch(launch)) => infos.extend(launch.tasks.iter().cloned()),
+                Some(pb::operation::Operation::Launch(launch)) => {
+                    infos.extend(launch.tasks.iter().cloned())
+                }
                 None => return Err(Status::invalid_argument("operation is empty")),
             }
         }
@@ -656,7 +704,10 @@ impl Core {
         for mut info in infos {
             let id = validate_task(&info)?;
             if !seen.insert(id.clone()) {
-                return Err(Status::invalid_argument(format!("task id {:?} appears twice", info.task_id)));
+                return Err(Status::invalid_argument(format!(
+                    "task id {:?} appears twice",
+                    info.task_id
+                )));
             }
             if self.registry.task(&fw, &id).is_some() {
                 return Err(Status::invalid_argument(format!(
@@ -723,15 +774,22 @@ impl Core {
                 // Should not happen (offers never exceed free resources);
                 // give everything back.
                 for offer in taken {
-                    self.allocator
-                        .recover(&offer.agent, &fw, &offer.role, &offer.resources, None, now);
+                    self.allocator.recover(
+                        &offer.agent,
+                        &fw,
+                        &offer.role,
+                        &offer.resources,
+                        None,
+                        now,
+                    );
                 }
                 self.allocation_dirty = true;
                 return Err(Status::failed_precondition(e.to_string()));
             }
         }
         if !pool.is_empty() {
-            self.allocator.recover(&agent, &fw, &role, &pool, Some(refuse), now);
+            self.allocator
+                .recover(&agent, &fw, &role, &pool, Some(refuse), now);
         }
         self.allocation_dirty = true;
         let framework_info = self.registry.framework(&fw).map(FrameworkRecord::to_info);
@@ -752,7 +810,8 @@ impl Core {
 
     fn kill(&mut self, req: pb::KillRequest) -> Result<(), Status> {
         let fw = self.caller(req.header.as_ref())?;
-        let task = TaskId::new(req.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let task = TaskId::new(req.task_id.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let grace = match req.grace_period_seconds {
             Some(s) => seconds("grace_period_seconds", s)?.as_secs_f64(),
             None => 0.0,
@@ -783,13 +842,21 @@ impl Core {
 
     fn reconcile(&mut self, req: pb::ReconcileRequest) -> Result<(), Status> {
         let fw = self.caller(req.header.as_ref())?;
-        let partition_aware = self.registry.framework(&fw).is_some_and(|f| f.partition_aware);
+        let partition_aware = self
+            .registry
+            .framework(&fw)
+            .is_some_and(|f| f.partition_aware);
         let mut statuses = Vec::new();
         if req.tasks.is_empty() {
-            statuses.extend(self.registry.tasks_of(&fw).map(|t| reconciled(t.last_status())));
+            statuses.extend(
+                self.registry
+                    .tasks_of(&fw)
+                    .map(|t| reconciled(t.last_status())),
+            );
         } else {
             for t in &req.tasks {
-                let id = TaskId::new(t.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let id = TaskId::new(t.task_id.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let known = self
                     .registry
                     .task(&fw, &id)
@@ -838,19 +905,28 @@ impl Core {
 
     // ----- agents -----------------------------------------------------------
 
-    async fn register_agent(&mut self, conn: u64, reg: pb::Register, tx: AgentTx) -> Result<(), Status> {
+    async fn register_agent(
+        &mut self,
+        conn: u64,
+        reg: pb::Register,
+        tx: AgentTx,
+    ) -> Result<(), Status> {
         let info = reg
             .info
             .ok_or_else(|| Status::invalid_argument("register: agent info is missing"))?;
         if info.hostname.trim().is_empty() || info.hostname.len() > MAX_NAME {
-            return Err(Status::invalid_argument("register: hostname must be 1 to 1024 bytes"));
+            return Err(Status::invalid_argument(
+                "register: hostname must be 1 to 1024 bytes",
+            ));
         }
         let unreserved = resources_from_proto_opt(info.resources.as_ref())
             .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
         let mut reserved = BTreeMap::new();
         for (role, r) in &info.reserved {
-            let role = Role::new(role.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
-            let r = resources_from_proto(r).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            let role = Role::new(role.clone())
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            let r = resources_from_proto(r)
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
             reserved.insert(role, r);
         }
         let mut reported = Vec::new();
@@ -861,7 +937,8 @@ impl Core {
                 .task
                 .as_ref()
                 .ok_or_else(|| Status::invalid_argument("register: task info is missing"))?;
-            let id = TaskId::new(task.task_id.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            let id = TaskId::new(task.task_id.clone())
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
             reported.push((fw, id, t.state));
         }
         let new = reg.agent_id.is_empty();
@@ -869,7 +946,8 @@ impl Core {
             AgentId::new(format!("agent-{}", uuid::Uuid::new_v4().simple()))
                 .map_err(|e| Status::internal(e.to_string()))?
         } else {
-            AgentId::new(reg.agent_id.clone()).map_err(|e| Status::invalid_argument(format!("register: {e}")))?
+            AgentId::new(reg.agent_id.clone())
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?
         };
         let record = AgentRecord {
             id: id.clone(),
@@ -877,7 +955,11 @@ impl Core {
             address: info.address.clone(),
             unreserved,
             reserved,
-            attributes: info.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+            attributes: info
+                .attributes
+                .iter()
+                .map(|a| (a.name.clone(), a.value.clone()))
+                .collect(),
             draining: false,
             registered_at_ms: unix_ms(),
             unreachable_since_ms: None,
@@ -976,7 +1058,9 @@ impl Core {
         self.last_seen.insert(agent.clone(), Instant::now());
         match message.message {
             Some(pb::agent_message::Message::Pong(_)) => {}
-            Some(pb::agent_message::Message::StatusUpdate(update)) => self.status_update(&agent, update).await,
+            Some(pb::agent_message::Message::StatusUpdate(update)) => {
+                self.status_update(&agent, update).await
+            }
             Some(pb::agent_message::Message::Register(_)) => {
                 warn!(agent = %agent, "ignoring a second Register on one stream");
             }
@@ -1057,7 +1141,9 @@ impl Core {
             self.agents.remove(&agent);
             self.remove_agent_from_allocator(&agent);
             // It has until its ping timeout to come back.
-            self.last_seen.entry(agent.clone()).or_insert_with(Instant::now);
+            self.last_seen
+                .entry(agent.clone())
+                .or_insert_with(Instant::now);
             info!(agent = %agent, "agent disconnected");
         }
     }
@@ -1067,7 +1153,13 @@ impl Core {
             debug!(agent = %agent, "agent not connected; message dropped");
             return;
         };
-        if conn.tx.try_send(Ok(pb::MasterMessage { message: Some(message) })).is_err() {
+        if conn
+            .tx
+            .try_send(Ok(pb::MasterMessage {
+                message: Some(message),
+            }))
+            .is_err()
+        {
             warn!(agent = %agent, "agent stream full or closed; dropping the connection");
             let conn = conn.conn;
             self.agent_closed(conn);
@@ -1110,8 +1202,14 @@ impl Core {
         }
         let t = self.now();
         for offer in self.offers.expire(t) {
-            self.allocator
-                .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, t);
+            self.allocator.recover(
+                &offer.agent,
+                &offer.framework,
+                &offer.role,
+                &offer.resources,
+                None,
+                t,
+            );
             self.send_event(
                 &offer.framework.clone(),
                 pb::event::Event::Rescind(pb::Rescind {
@@ -1120,7 +1218,9 @@ impl Core {
             );
             self.allocation_dirty = true;
         }
-        if self.allocation_dirty || now.duration_since(self.last_allocation) >= self.config.allocation_interval {
+        if self.allocation_dirty
+            || now.duration_since(self.last_allocation) >= self.config.allocation_interval
+        {
             self.allocation_dirty = false;
             self.last_allocation = now;
             self.allocate();
@@ -1189,26 +1289,29 @@ impl Core {
             }
             let offer = self.offers.create(allocation, now);
             let agent = self.registry.agent(&offer.agent);
-            by_framework.entry(offer.framework.clone()).or_default().push(pb::Offer {
-                id: offer.id.to_string(),
-                framework_id: offer.framework.to_string(),
-                agent_id: offer.agent.to_string(),
-                hostname: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
-                role: offer.role.to_string(),
-                resources: Some(resources_to_proto(&offer.resources.total())),
-                reserved: Some(resources_to_proto(&offer.resources.reserved)),
-                attributes: agent
-                    .map(|a| {
-                        a.attributes
-                            .iter()
-                            .map(|(name, value)| pb::Attribute {
-                                name: name.clone(),
-                                value: value.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            });
+            by_framework
+                .entry(offer.framework.clone())
+                .or_default()
+                .push(pb::Offer {
+                    id: offer.id.to_string(),
+                    framework_id: offer.framework.to_string(),
+                    agent_id: offer.agent.to_string(),
+                    hostname: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+                    role: offer.role.to_string(),
+                    resources: Some(resources_to_proto(&offer.resources.total())),
+                    reserved: Some(resources_to_proto(&offer.resources.reserved)),
+                    attributes: agent
+                        .map(|a| {
+                            a.attributes
+                                .iter()
+                                .map(|(name, value)| pb::Attribute {
+                                    name: name.clone(),
+                                    value: value.clone(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
         }
         for (fw, offers) in by_framework {
             self.send_event(&fw, pb::event::Event::Offers(pb::Offers { offers }));
@@ -1236,7 +1339,10 @@ impl Core {
                 let fw = if req.framework_id.is_empty() {
                     None
                 } else {
-                    Some(FrameworkId::new(req.framework_id).map_err(|e| Status::invalid_argument(e.to_string()))?)
+                    Some(
+                        FrameworkId::new(req.framework_id)
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                    )
                 };
                 OperatorReply::Tasks(pb::TaskList {
                     tasks: self.task_views(fw.as_ref(), req.include_completed),
@@ -1258,8 +1364,10 @@ impl Core {
             }
             OperatorCall::Leader => OperatorReply::Leader(self.leader()),
             OperatorCall::SetWeight(req) => {
-                let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let weight = Weight::new(req.weight).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let role = Role::new(req.role.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let weight =
+                    Weight::new(req.weight).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let weight_milli = (weight.to_f64() * 1000.0).round() as u64;
                 self.commit(Command::SetWeight {
                     role: role.clone(),
@@ -1272,7 +1380,8 @@ impl Core {
                 OperatorReply::Empty
             }
             OperatorCall::SetQuota(req) => {
-                let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let role = Role::new(req.role.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let guarantee = resources_from_proto_opt(req.guarantee.as_ref())
                     .map_err(|e| Status::invalid_argument(format!("guarantee: {e}")))?;
                 let limit = req
@@ -1302,7 +1411,10 @@ impl Core {
             OperatorCall::RemoveQuota(role) => {
                 let role = Role::new(role).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 if !self.registry.quotas().contains_key(&role) {
-                    return Err(Status::not_found(format!("role {:?} has no quota", role.as_str())));
+                    return Err(Status::not_found(format!(
+                        "role {:?} has no quota",
+                        role.as_str()
+                    )));
                 }
                 self.commit(Command::RemoveQuota { role: role.clone() })
                     .await
@@ -1315,9 +1427,13 @@ impl Core {
     }
 
     async fn set_draining(&mut self, id: &str, draining: bool) -> Result<(), Status> {
-        let id = AgentId::new(id.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id =
+            AgentId::new(id.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if self.registry.agent(&id).is_none() {
-            return Err(Status::not_found(format!("unknown agent {:?}", id.as_str())));
+            return Err(Status::not_found(format!(
+                "unknown agent {:?}",
+                id.as_str()
+            )));
         }
         self.commit(Command::SetAgentDraining {
             id: id.clone(),
@@ -1329,8 +1445,14 @@ impl Core {
             self.allocator.deactivate_agent(&id);
             let now = self.now();
             for offer in self.offers.remove_agent(&id) {
-                self.allocator
-                    .recover(&offer.agent, &offer.framework, &offer.role, &offer.resources, None, now);
+                self.allocator.recover(
+                    &offer.agent,
+                    &offer.framework,
+                    &offer.role,
+                    &offer.resources,
+                    None,
+                    now,
+                );
                 self.send_event(
                     &offer.framework.clone(),
                     pb::event::Event::Rescind(pb::Rescind {
@@ -1375,8 +1497,11 @@ impl Core {
                 connected: self.agents.contains_key(&a.id),
                 total: Some(resources_to_proto(&a.total())),
                 used: Some(resources_to_proto(&self.registry.agent_used(&a.id))),
-                offered: Some(resources_to_proto(&offered.get(&a.id).cloned().unwrap_or_default())),
-                task_count: u32::try_from(self.registry.tasks_on(&a.id).count()).unwrap_or(u32::MAX),
+                offered: Some(resources_to_proto(
+                    &offered.get(&a.id).cloned().unwrap_or_default(),
+                )),
+                task_count: u32::try_from(self.registry.tasks_on(&a.id).count())
+                    .unwrap_or(u32::MAX),
                 registered_at: ms_to_secs(a.registered_at_ms),
             })
             .collect()
@@ -1401,7 +1526,8 @@ impl Core {
                     disconnected_at: f.disconnected_at_ms.map_or(0.0, ms_to_secs),
                     used: Some(resources_to_proto(&used)),
                     offered: Some(resources_to_proto(&offered)),
-                    task_count: u32::try_from(self.registry.tasks_of(&f.id).count()).unwrap_or(u32::MAX),
+                    task_count: u32::try_from(self.registry.tasks_of(&f.id).count())
+                        .unwrap_or(u32::MAX),
                     registered_at: ms_to_secs(f.registered_at_ms),
                 }
             })
@@ -1443,7 +1569,11 @@ impl Core {
                 name: r.role.to_string(),
                 weight: r.weight.to_f64(),
                 guarantee: r.quota.as_ref().map(|q| resources_to_proto(&q.guarantee)),
-                limit: r.quota.as_ref().and_then(|q| q.limit.as_ref()).map(resources_to_proto),
+                limit: r
+                    .quota
+                    .as_ref()
+                    .and_then(|q| q.limit.as_ref())
+                    .map(resources_to_proto),
                 allocated: Some(resources_to_proto(&r.allocated)),
                 frameworks: r.frameworks.iter().map(ToString::to_string).collect(),
             })
@@ -1480,10 +1610,13 @@ fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
 
 /// Validates a task's own fields (not its fit in the offers).
 fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
-    let id = TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id =
+        TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let name = &info.task_id;
     if info.name.len() > MAX_NAME {
-        return Err(Status::invalid_argument(format!("task {name:?}: name longer than {MAX_NAME} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "task {name:?}: name longer than {MAX_NAME} bytes"
+        )));
     }
     let command = info
         .command
@@ -1503,7 +1636,9 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         _ => {}
     }
     if command.argv.first().is_some_and(String::is_empty) {
-        return Err(Status::invalid_argument(format!("task {name:?}: argv[0] is empty")));
+        return Err(Status::invalid_argument(format!(
+            "task {name:?}: argv[0] is empty"
+        )));
     }
     for key in command.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {

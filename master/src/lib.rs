@@ -49,15 +49,19 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)?;
     let path = config.data_dir.join("registry.redb");
     let max_completed = config.max_completed_tasks;
-    let (store, recovered) = tokio::task::spawn_blocking(move || store::Store::open(&path, max_completed))
-        .await
-        .map_err(|e| MasterError::Server(e.to_string()))??;
+    let (store, recovered) =
+        tokio::task::spawn_blocking(move || store::Store::open(&path, max_completed))
+            .await
+            .map_err(|e| MasterError::Server(e.to_string()))??;
     let local = listener.local_addr()?;
     let address = config
         .advertise_address
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let master_id = format!("master-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let master_id = format!(
+        "master-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     info!(
         %master_id, %address, index = recovered.index,
         frameworks = recovered.registry.frameworks().count(),
@@ -91,9 +95,15 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_service(pb::scheduler_server::SchedulerServer::new(SchedulerService(handle.clone())))
-        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(handle.clone())))
-        .add_service(pb::operator_server::OperatorServer::new(OperatorService(handle)))
+        .add_service(pb::scheduler_server::SchedulerServer::new(
+            SchedulerService(handle.clone()),
+        ))
+        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(
+            handle.clone(),
+        )))
+        .add_service(pb::operator_server::OperatorServer::new(OperatorService(
+            handle,
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = server_stop_rx.await;
         });

@@ -345,7 +345,10 @@ impl Registry {
 
     /// Active tasks of one framework.
     pub fn tasks_of(&self, framework: &FrameworkId) -> impl Iterator<Item = &TaskRecord> {
-        self.tasks.get(framework).into_iter().flat_map(BTreeMap::values)
+        self.tasks
+            .get(framework)
+            .into_iter()
+            .flat_map(BTreeMap::values)
     }
 
     /// Active tasks on one agent.
@@ -417,7 +420,9 @@ impl Registry {
                 }
                 Ok(Effects::default())
             }
-            Command::RemoveFramework { id, at_ms, reason } => self.remove_framework(id, *at_ms, reason),
+            Command::RemoveFramework { id, at_ms, reason } => {
+                self.remove_framework(id, *at_ms, reason)
+            }
             Command::RegisterAgent {
                 record,
                 reported,
@@ -479,7 +484,13 @@ impl Registry {
                 task.role.clone(),
                 task.allocated.clone(),
             ));
-            let status = master_status(&task, pb::TaskState::TaskKilled, reason, "framework removed", at_ms);
+            let status = master_status(
+                &task,
+                pb::TaskState::TaskKilled,
+                reason,
+                "framework removed",
+                at_ms,
+            );
             task.state = status.state;
             task.status = status.encode_to_vec();
             self.push_completed(task);
@@ -519,10 +530,13 @@ impl Registry {
             };
             match reported.get(key) {
                 Some(&state) => {
-                    let state = pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified);
+                    let state =
+                        pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified);
                     let was = task.state();
-                    if matches!(was, pb::TaskState::TaskUnreachable | pb::TaskState::TaskLost)
-                        && !state.is_terminal()
+                    if matches!(
+                        was,
+                        pb::TaskState::TaskUnreachable | pb::TaskState::TaskLost
+                    ) && !state.is_terminal()
                     {
                         // Back from a partition: the task is running again.
                         let status = master_status(
@@ -539,7 +553,8 @@ impl Registry {
                 }
                 None => {
                     // The agent does not know the task: it is gone.
-                    let Some(mut task) = self.tasks.get_mut(&key.0).and_then(|m| m.remove(&key.1)) else {
+                    let Some(mut task) = self.tasks.get_mut(&key.0).and_then(|m| m.remove(&key.1))
+                    else {
                         continue;
                     };
                     self.release(&task);
@@ -590,12 +605,22 @@ impl Registry {
             if &task.agent != id {
                 continue;
             }
-            let state = if partition_aware.get(&task.framework).copied().unwrap_or(false) {
+            let state = if partition_aware
+                .get(&task.framework)
+                .copied()
+                .unwrap_or(false)
+            {
                 pb::TaskState::TaskUnreachable
             } else {
                 pb::TaskState::TaskLost
             };
-            let status = master_status(task, state, "AGENT_UNREACHABLE", "agent missed its pings", at_ms);
+            let status = master_status(
+                task,
+                state,
+                "AGENT_UNREACHABLE",
+                "agent missed its pings",
+                at_ms,
+            );
             task.state = status.state;
             task.status = status.encode_to_vec();
             effects.updates.push((task.framework.clone(), status));
@@ -675,7 +700,11 @@ impl Registry {
         task.status = status_bytes.to_vec();
         let mut effects = Effects::default();
         if state.is_terminal() {
-            let Some(task) = self.tasks.get_mut(framework).and_then(|m| m.remove(task_id)) else {
+            let Some(task) = self
+                .tasks
+                .get_mut(framework)
+                .and_then(|m| m.remove(task_id))
+            else {
                 return Ok(effects);
             };
             if self.tasks.get(framework).is_some_and(BTreeMap::is_empty) {

@@ -34,7 +34,10 @@ impl CoreHandle {
         }
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request) -> Result<T, Status> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request,
+    ) -> Result<T, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(make(reply))
@@ -102,7 +105,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
-        let sub = self.0.ask(|reply| Request::Subscribe { info, reply }).await?;
+        let sub = self
+            .0
+            .ask(|reply| Request::Subscribe { info, reply })
+            .await?;
         let closed = Request::FrameworkStreamClosed {
             framework: sub.framework.clone(),
             stream_id: sub.stream_id.clone(),
@@ -114,39 +120,81 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn accept(&self, r: GrpcRequest<pb::AcceptRequest>) -> Result<Response<pb::AcceptResponse>, Status> {
+    async fn accept(
+        &self,
+        r: GrpcRequest<pb::AcceptRequest>,
+    ) -> Result<Response<pb::AcceptResponse>, Status> {
         match self.0.call(SchedulerCall::Accept(r.into_inner())).await? {
             CallReply::Accept(resp) => Ok(Response::new(resp)),
             CallReply::Empty => Ok(Response::new(pb::AcceptResponse::default())),
         }
     }
 
-    async fn decline(&self, r: GrpcRequest<pb::DeclineRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Decline(r.into_inner())).await.map(empty)
+    async fn decline(
+        &self,
+        r: GrpcRequest<pb::DeclineRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Decline(r.into_inner()))
+            .await
+            .map(empty)
     }
 
-    async fn revive(&self, r: GrpcRequest<pb::ReviveRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Revive(r.into_inner())).await.map(empty)
+    async fn revive(
+        &self,
+        r: GrpcRequest<pb::ReviveRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Revive(r.into_inner()))
+            .await
+            .map(empty)
     }
 
-    async fn suppress(&self, r: GrpcRequest<pb::SuppressRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Suppress(r.into_inner())).await.map(empty)
+    async fn suppress(
+        &self,
+        r: GrpcRequest<pb::SuppressRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Suppress(r.into_inner()))
+            .await
+            .map(empty)
     }
 
     async fn kill(&self, r: GrpcRequest<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Kill(r.into_inner())).await.map(empty)
+        self.0
+            .call(SchedulerCall::Kill(r.into_inner()))
+            .await
+            .map(empty)
     }
 
-    async fn acknowledge(&self, r: GrpcRequest<pb::AcknowledgeRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Acknowledge(r.into_inner())).await.map(empty)
+    async fn acknowledge(
+        &self,
+        r: GrpcRequest<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Acknowledge(r.into_inner()))
+            .await
+            .map(empty)
     }
 
-    async fn reconcile(&self, r: GrpcRequest<pb::ReconcileRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Reconcile(r.into_inner())).await.map(empty)
+    async fn reconcile(
+        &self,
+        r: GrpcRequest<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Reconcile(r.into_inner()))
+            .await
+            .map(empty)
     }
 
-    async fn teardown(&self, r: GrpcRequest<pb::TeardownRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.call(SchedulerCall::Teardown(r.into_inner())).await.map(empty)
+    async fn teardown(
+        &self,
+        r: GrpcRequest<pb::TeardownRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::Teardown(r.into_inner()))
+            .await
+            .map(empty)
     }
 }
 
@@ -172,7 +220,9 @@ impl pb::agent_api_server::AgentApi for AgentService {
             .map_err(|_| Status::deadline_exceeded("no Register within 10 seconds"))??
             .ok_or_else(|| Status::invalid_argument("stream ended before Register"))?;
         let Some(pb::agent_message::Message::Register(register)) = first.message else {
-            return Err(Status::invalid_argument("the first message must be Register"));
+            return Err(Status::invalid_argument(
+                "the first message must be Register",
+            ));
         };
         let conn = self.0.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
@@ -190,7 +240,11 @@ impl pb::agent_api_server::AgentApi for AgentService {
             loop {
                 match inbound.message().await {
                     Ok(Some(message)) => {
-                        if core.send(Request::AgentMessage { conn, message }).await.is_err() {
+                        if core
+                            .send(Request::AgentMessage { conn, message })
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -223,70 +277,113 @@ fn unexpected() -> Status {
 
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorService {
-    async fn get_state(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::ClusterState>, Status> {
+    async fn get_state(
+        &self,
+        _: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::ClusterState>, Status> {
         match self.0.operator(OperatorCall::State).await? {
             OperatorReply::State(s) => Ok(Response::new(*s)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_agents(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::AgentList>, Status> {
+    async fn list_agents(
+        &self,
+        _: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::AgentList>, Status> {
         match self.0.operator(OperatorCall::Agents).await? {
             OperatorReply::Agents(a) => Ok(Response::new(a)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_frameworks(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::FrameworkList>, Status> {
+    async fn list_frameworks(
+        &self,
+        _: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::FrameworkList>, Status> {
         match self.0.operator(OperatorCall::Frameworks).await? {
             OperatorReply::Frameworks(f) => Ok(Response::new(f)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_tasks(&self, r: GrpcRequest<pb::ListTasksRequest>) -> Result<Response<pb::TaskList>, Status> {
+    async fn list_tasks(
+        &self,
+        r: GrpcRequest<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::TaskList>, Status> {
         match self.0.operator(OperatorCall::Tasks(r.into_inner())).await? {
             OperatorReply::Tasks(t) => Ok(Response::new(t)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_roles(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::RoleList>, Status> {
+    async fn list_roles(
+        &self,
+        _: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::RoleList>, Status> {
         match self.0.operator(OperatorCall::Roles).await? {
             OperatorReply::Roles(r) => Ok(Response::new(r)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn drain_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
-        self.0.operator(OperatorCall::Drain(r.into_inner().agent_id)).await?;
+    async fn drain_agent(
+        &self,
+        r: GrpcRequest<pb::AgentRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .operator(OperatorCall::Drain(r.into_inner().agent_id))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn reactivate_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
-        self.0.operator(OperatorCall::Reactivate(r.into_inner().agent_id)).await?;
+    async fn reactivate_agent(
+        &self,
+        r: GrpcRequest<pb::AgentRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .operator(OperatorCall::Reactivate(r.into_inner().agent_id))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn get_leader(&self, _: GrpcRequest<pb::Empty>) -> Result<Response<pb::LeaderInfo>, Status> {
+    async fn get_leader(
+        &self,
+        _: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::LeaderInfo>, Status> {
         match self.0.operator(OperatorCall::Leader).await? {
             OperatorReply::Leader(l) => Ok(Response::new(l)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn set_weight(&self, r: GrpcRequest<pb::SetWeightRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.operator(OperatorCall::SetWeight(r.into_inner())).await?;
+    async fn set_weight(
+        &self,
+        r: GrpcRequest<pb::SetWeightRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .operator(OperatorCall::SetWeight(r.into_inner()))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn set_quota(&self, r: GrpcRequest<pb::SetQuotaRequest>) -> Result<Response<pb::Empty>, Status> {
-        self.0.operator(OperatorCall::SetQuota(r.into_inner())).await?;
+    async fn set_quota(
+        &self,
+        r: GrpcRequest<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .operator(OperatorCall::SetQuota(r.into_inner()))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn remove_quota(&self, r: GrpcRequest<pb::RoleRef>) -> Result<Response<pb::Empty>, Status> {
-        self.0.operator(OperatorCall::RemoveQuota(r.into_inner().role)).await?;
+    async fn remove_quota(
+        &self,
+        r: GrpcRequest<pb::RoleRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .operator(OperatorCall::RemoveQuota(r.into_inner().role))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -88,9 +88,9 @@ impl Store {
             let (k, v) = entry.map_err(|e| store.err(e))?;
             let cmd: Command = postcard::from_bytes(v.value())
                 .map_err(|e| MasterError::Corrupt(format!("log entry {}: {e}", k.value())))?;
-            registry
-                .apply(&cmd)
-                .map_err(|e| MasterError::Corrupt(format!("log entry {} does not apply: {e}", k.value())))?;
+            registry.apply(&cmd).map_err(|e| {
+                MasterError::Corrupt(format!("log entry {} does not apply: {e}", k.value()))
+            })?;
             index = k.value();
             since_snapshot += 1;
         }
@@ -115,7 +115,8 @@ impl Store {
         {
             let mut log = txn.open_table(LOG).map_err(|e| self.err(e))?;
             for (i, cmd) in cmds.iter().enumerate() {
-                let bytes = postcard::to_stdvec(cmd).map_err(|e| MasterError::Corrupt(e.to_string()))?;
+                let bytes =
+                    postcard::to_stdvec(cmd).map_err(|e| MasterError::Corrupt(e.to_string()))?;
                 log.insert(first + i as u64, bytes.as_slice())
                     .map_err(|e| self.err(e))?;
             }
@@ -202,7 +203,11 @@ mod tests {
         let (_store, rec) = Store::open(&path, 10).unwrap();
         assert_eq!(rec.index, 3);
         assert_eq!(rec.since_snapshot, 1);
-        let ids: Vec<_> = rec.registry.frameworks().map(|f| f.id.to_string()).collect();
+        let ids: Vec<_> = rec
+            .registry
+            .frameworks()
+            .map(|f| f.id.to_string())
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 

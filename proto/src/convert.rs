@@ -57,7 +57,11 @@ impl pb::TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::TaskFinished | Self::TaskFailed | Self::TaskKilled | Self::TaskLost | Self::TaskError
+            Self::TaskFinished
+                | Self::TaskFailed
+                | Self::TaskKilled
+                | Self::TaskLost
+                | Self::TaskError
         )
     }
 }
@@ -84,7 +88,10 @@ mod tests {
     #[test]
     fn rejects_bad_scalars() {
         for bad in [-1.0, f64::NAN, f64::INFINITY, 1e300, 1e-310] {
-            let p = pb::Resources { cpus: bad, ..Default::default() };
+            let p = pb::Resources {
+                cpus: bad,
+                ..Default::default()
+            };
             let err = resources_from_proto(&p).unwrap_err().to_string();
             assert!(err.contains("cpus"), "{err}");
         }

@@ -21,3 +21,27 @@ pub use v1::*;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod convert;
+
+/// Turns a master or agent address as users write it (`host:port`,
+/// `http://host:port`) into the URI tonic connects to.
+#[must_use]
+pub fn endpoint_uri(address: &str) -> String {
+    let address = address.trim();
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoint_uri_adds_a_scheme_once() {
+        assert_eq!(
+            super::endpoint_uri("127.0.0.1:5050"),
+            "http://127.0.0.1:5050"
+        );
+        assert_eq!(super::endpoint_uri(" http://h:1 "), "http://h:1");
+    }
+}

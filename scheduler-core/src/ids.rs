@@ -244,7 +244,10 @@ mod tests {
     #[test]
     fn slash_and_backslash() {
         let e = TaskId::new("a/b").unwrap_err();
-        assert_eq!(e.to_string(), r#"invalid task id "a/b": must not contain '/'"#);
+        assert_eq!(
+            e.to_string(),
+            r#"invalid task id "a/b": must not contain '/'"#
+        );
         let e = FrameworkId::new(r"a\b").unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -290,9 +293,18 @@ mod tests {
         assert!(Role::default().is_default());
         assert!(Role::new("web").is_ok());
         let e = Role::new("-web").unwrap_err();
-        assert_eq!(e.to_string(), r#"invalid role "-web": must not start with '-'"#);
-        assert!(matches!(Role::new("a/b"), Err(IdError::ForbiddenChar { .. })));
-        assert!(matches!(Role::new(""), Err(IdError::Empty { kind: "role" })));
+        assert_eq!(
+            e.to_string(),
+            r#"invalid role "-web": must not start with '-'"#
+        );
+        assert!(matches!(
+            Role::new("a/b"),
+            Err(IdError::ForbiddenChar { .. })
+        ));
+        assert!(matches!(
+            Role::new(""),
+            Err(IdError::Empty { kind: "role" })
+        ));
         // Other id kinds may start with '-'.
         assert!(TaskId::new("-x").is_ok());
     }
@@ -316,7 +328,10 @@ mod tests {
         let err = serde_json::from_str::<AgentId>(r#""a/1""#).unwrap_err();
         assert!(err.to_string().contains("must not contain '/'"), "{err}");
         assert!(serde_json::from_str::<Role>(r#""-r""#).is_err());
-        assert_eq!(serde_json::from_str::<Role>(r#""*""#).unwrap(), Role::default());
+        assert_eq!(
+            serde_json::from_str::<Role>(r#""*""#).unwrap(),
+            Role::default()
+        );
     }
 
     #[test]

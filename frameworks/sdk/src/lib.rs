@@ -1,1 +1,76 @@
-//! placeholder
+//! The berth framework SDK: write a framework (a scheduler) for a berth
+//! cluster.
+//!
+//! berth schedules in two levels, as Apache Mesos does: the master decides
+//! how much of the cluster each framework is *offered*; the framework
+//! decides what runs where. This crate is the framework's side of that
+//! conversation. It
+//!
+//! - subscribes to the master ([`subscribe`]) and hands you an [`Events`]
+//!   stream of offers, rescinds, task status updates and agent failures;
+//! - keeps the subscription alive: it watches heartbeats, and after a
+//!   disconnect or a master restart it re-subscribes with the same framework
+//!   id, with backoff, trying the configured master addresses in turn;
+//! - acknowledges agent status updates for you (after you have read them;
+//!   see [`Events`]) unless you turn that off;
+//! - gives you a cheap, cloneable [`Framework`] handle for the calls:
+//!   accept, decline, revive, suppress, kill, acknowledge, reconcile,
+//!   teardown;
+//! - packs your tasks into offers ([`pack_offers`]) with the bin-packing
+//!   strategies of `berth-scheduler-core`, and builds tasks ([`shell_task`]).
+//!
+//! What it is not: it keeps no state of your tasks and persists nothing. It
+//! does not retry calls (an `ACCEPT` is not idempotent), hold offers for
+//! you, or re-launch anything; after a re-subscription your held offers are
+//! void and you should reconcile ([`Framework::reconcile_all`]). If you need
+//! to survive your own restart, store the framework id and pass it back in
+//! [`FrameworkConfig::framework_id`], with a non-zero
+//! [`FrameworkConfig::failover_timeout`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use berth_sdk::{Event, FrameworkConfig, Strategy, pack_offers, shell_task, subscribe};
+//!
+//! # async fn run() -> Result<(), berth_sdk::SdkError> {
+//! let config = FrameworkConfig::new("hello");
+//! let (framework, mut events) = subscribe(vec!["127.0.0.1:5050".into()], config).await?;
+//! let mut pending = vec![shell_task("hello-1", "hello", "echo hello", "cpus:0.1;mem:32")?];
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Offers(offers) => {
+//!             let plan = pack_offers(&offers, std::mem::take(&mut pending), Strategy::FirstFit)?;
+//!             for (offer_id, tasks) in plan.launches {
+//!                 framework.accept(vec![offer_id], tasks, None).await?;
+//!             }
+//!             framework.decline(plan.unused, None).await?;
+//!             pending = plan.unplaced;
+//!         }
+//!         Event::Update(status) if status.state().is_terminal() => break,
+//!         Event::Error(why) => eprintln!("removed: {why}"),
+//!         _ => {}
+//!     }
+//! }
+//! framework.teardown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `examples/hello.rs` for a complete framework.
+
+mod config;
+mod connection;
+mod driver;
+mod error;
+mod events;
+mod framework;
+mod packing;
+
+pub use berth_proto as proto;
+pub use berth_scheduler_core::placement::Strategy;
+pub use config::{FrameworkConfig, MAX_FAILOVER_TIMEOUT};
+pub use driver::subscribe;
+pub use error::SdkError;
+pub use events::{Event, Events};
+pub use framework::Framework;
+pub use packing::{PackPlan, pack_offers, shell_task, task_resources};

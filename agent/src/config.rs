@@ -1,0 +1,222 @@
+//! Agent configuration and resource detection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_scheduler_core::{PortRanges, Resources, Role, Scalar};
+
+use crate::error::AgentError;
+
+/// Default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+/// Default time without any message from the master before reconnecting.
+pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default first resend delay of an unacknowledged status update.
+pub const DEFAULT_STATUS_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Largest resend delay of an unacknowledged status update.
+pub const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Ports an agent offers when its resources are auto-detected.
+pub const DEFAULT_PORTS: (u16, u16) = (31000, 32000);
+
+/// How an agent is configured. Build with [`AgentConfig::new`], adjust the
+/// public fields, then [`AgentConfig::validate`] (which [`crate::run`] also
+/// calls).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Master addresses, `host:port` or `http://host:port`; tried in order,
+    /// round-robin on failure.
+    pub masters: Vec<String>,
+    /// Root of the agent's files; sandboxes live under
+    /// `work_dir/sandboxes/<framework_id>/<task_id>/`.
+    pub work_dir: PathBuf,
+    /// Unreserved resources to advertise; `None` detects them with
+    /// [`detect_resources`].
+    pub resources: Option<Resources>,
+    /// Static reservations, advertised in `AgentInfo.reserved`.
+    pub reserved: BTreeMap<Role, Resources>,
+    /// Attributes advertised in `AgentInfo.attributes`.
+    pub attributes: Vec<(String, String)>,
+    /// Hostname to advertise; `None` is the system hostname.
+    pub hostname: Option<String>,
+    /// Address of this agent's log API as reachable by others; `None` is the
+    /// listener's local address (with the hostname substituted when the
+    /// listener is bound to an unspecified address such as `0.0.0.0`).
+    pub advertise_address: Option<String>,
+    /// Grace between SIGTERM and SIGKILL when neither the kill nor the task
+    /// says otherwise.
+    pub default_kill_grace: Duration,
+    /// Reconnect when nothing (not even a ping) arrives from the master for
+    /// this long.
+    pub master_timeout: Duration,
+    /// First resend delay of an unacknowledged status update (doubling up to
+    /// [`STATUS_RETRY_MAX`]).
+    pub status_retry_initial: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults: detected resources, no
+    /// reservations or attributes, system hostname, 3 s kill grace, 15 s
+    /// master timeout, 1 s first status resend delay.
+    #[must_use]
+    pub fn new(masters: Vec<String>, work_dir: PathBuf) -> Self {
+        AgentConfig {
+            masters,
+            work_dir,
+            resources: None,
+            reserved: BTreeMap::new(),
+            attributes: Vec::new(),
+            hostname: None,
+            advertise_address: None,
+            default_kill_grace: DEFAULT_KILL_GRACE,
+            master_timeout: DEFAULT_MASTER_TIMEOUT,
+            status_retry_initial: DEFAULT_STATUS_RETRY_INITIAL,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`AgentError::Config`] naming the first bad field: no masters, an
+    /// empty master address, an empty work dir, a zero master timeout or
+    /// status retry delay, an empty attribute name.
+    pub fn validate(self) -> Result<Self, AgentError> {
+        if self.masters.is_empty() {
+            return Err(AgentError::Config(
+                "masters: at least one master address is required".into(),
+            ));
+        }
+        if let Some(bad) = self.masters.iter().find(|m| m.trim().is_empty()) {
+            return Err(AgentError::Config(format!(
+                "masters: empty address {bad:?}"
+            )));
+        }
+        if self.work_dir.as_os_str().is_empty() {
+            return Err(AgentError::Config("work_dir: must not be empty".into()));
+        }
+        if self.master_timeout.is_zero() {
+            return Err(AgentError::Config(
+                "master_timeout: must be positive".into(),
+            ));
+        }
+        if self.status_retry_initial.is_zero() {
+            return Err(AgentError::Config(
+                "status_retry_initial: must be positive".into(),
+            ));
+        }
+        if self.attributes.iter().any(|(k, _)| k.is_empty()) {
+            return Err(AgentError::Config(
+                "attributes: names must not be empty".into(),
+            ));
+        }
+        if let Some(h) = &self.hostname
+            && h.trim().is_empty()
+        {
+            return Err(AgentError::Config(
+                "hostname: must not be empty when set".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Detects this machine's resources: `cpus` = available parallelism, `mem`
+/// = total RAM minus 1 GiB (but at least half of it), `disk` = free space of
+/// `work_dir`'s filesystem minus 10 %, ports `[31000-32000]`.
+///
+/// `work_dir` need not exist yet: its nearest existing ancestor is measured.
+///
+/// # Errors
+/// [`AgentError::Detect`] when `/proc/meminfo` or the filesystem cannot be
+/// read.
+pub fn detect_resources(work_dir: &Path) -> Result<Resources, AgentError> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mem_total_mib = mem_total_mib()?;
+    let mem = mem_total_mib.saturating_sub(1024).max(mem_total_mib / 2);
+    let disk = free_disk_mib(work_dir)? * 9 / 10;
+    Ok(Resources {
+        cpus: Scalar::from_units(u64::try_from(cpus).unwrap_or(1)),
+        mem: Scalar::from_units(mem),
+        disk: Scalar::from_units(disk),
+        gpus: Scalar::ZERO,
+        ports: PortRanges::range(DEFAULT_PORTS.0, DEFAULT_PORTS.1),
+    })
+}
+
+fn mem_total_mib() -> Result<u64, AgentError> {
+    let path = Path::new("/proc/meminfo");
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::Detect {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_mem_total_kib(&text)
+        .map(|kib| kib / 1024)
+        .ok_or_else(|| AgentError::Detect {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no MemTotal line"),
+        })
+}
+
+/// The `MemTotal:` value of a `/proc/meminfo` text, in KiB.
+fn parse_mem_total_kib(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn free_disk_mib(work_dir: &Path) -> Result<u64, AgentError> {
+    let mut dir = work_dir.to_path_buf();
+    while !dir.exists() {
+        if !dir.pop() || dir.as_os_str().is_empty() {
+            dir = PathBuf::from(".");
+            break;
+        }
+    }
+    let st = nix::sys::statvfs::statvfs(&dir).map_err(|e| AgentError::Detect {
+        path: dir.clone(),
+        source: std::io::Error::from(e),
+    })?;
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let bytes = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+    Ok(bytes / MIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_positive_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = detect_resources(&dir.path().join("not/yet/there")).unwrap();
+        assert!(r.cpus.milli() > 0, "{r}");
+        assert!(r.mem.milli() > 0, "{r}");
+        assert!(r.ports.contains_port(31000));
+    }
+
+    #[test]
+    fn parses_meminfo() {
+        let text = "MemTotal:       16318420 kB\nMemFree:         1234 kB\n";
+        assert_eq!(parse_mem_total_kib(text), Some(16_318_420));
+        assert_eq!(parse_mem_total_kib("nothing"), None);
+    }
+
+    #[test]
+    fn validate_rejects_bad_config() {
+        let ok = AgentConfig::new(vec!["127.0.0.1:5050".into()], "/tmp/x".into());
+        assert!(ok.clone().validate().is_ok());
+        let err = AgentConfig::new(vec![], "/tmp/x".into())
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("masters"), "{err}");
+        let mut c = ok;
+        c.master_timeout = Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("master_timeout")
+        );
+    }
+}

@@ -1,0 +1,576 @@
+//! The process containerizer: each task is a plain child process in its own
+//! process group, with its sandbox as working directory.
+//!
+//! - Sandbox: the directory given in the [`LaunchSpec`]; an existing one (a
+//!   task id relaunched after its earlier run was forgotten) is removed and
+//!   recreated, so every run starts clean. `stdout` and `stderr` files in it
+//!   receive the task's output; stdin is `/dev/null`.
+//! - Environment: only `PATH` and `HOME` are inherited, then the task's own
+//!   variables, then the `BERTH_*` variables (which win).
+//! - Kill: SIGTERM to the whole group, SIGKILL to the group after the grace
+//!   (and once more after the main process is gone, for stragglers).
+//! - Exits of launched processes are reaped by tokio; re-adopted processes
+//!   are polled (`waitpid(WNOHANG)` if they are our children, else
+//!   `kill(pid, 0)`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::{
+    BoxFuture, Command, ContainerId, Containerizer, LaunchSpec, Launched, RecoverRecord,
+    Termination,
+};
+use crate::error::ContainerError;
+
+/// `PATH` for tasks when the agent itself has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How often re-adopted processes are checked.
+const RECOVER_POLL: Duration = Duration::from_millis(100);
+
+/// Runs tasks as process groups on the host. See the module docs.
+#[derive(Debug, Default)]
+pub struct ProcessContainerizer {
+    containers: Mutex<HashMap<ContainerId, Container>>,
+}
+
+#[derive(Debug, Clone)]
+struct Container {
+    pgid: i32,
+    exit: watch::Receiver<Option<Termination>>,
+}
+
+impl ProcessContainerizer {
+    /// A containerizer with no containers.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, id: &ContainerId) -> Result<Container, ContainerError> {
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ContainerError::UnknownContainer(id.0.clone()))
+    }
+
+    fn insert(&self, id: ContainerId, c: Container) {
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, c);
+    }
+
+    async fn launch_inner(&self, spec: LaunchSpec) -> Result<Launched, ContainerError> {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&spec.container_id)
+        {
+            return Err(ContainerError::DuplicateContainer(spec.container_id.0));
+        }
+        let sandbox_err = |source| ContainerError::Sandbox {
+            path: spec.sandbox.clone(),
+            source,
+        };
+        if tokio::fs::try_exists(&spec.sandbox)
+            .await
+            .map_err(sandbox_err)?
+        {
+            tokio::fs::remove_dir_all(&spec.sandbox)
+                .await
+                .map_err(sandbox_err)?;
+        }
+        tokio::fs::create_dir_all(&spec.sandbox)
+            .await
+            .map_err(sandbox_err)?;
+        let stdout = std::fs::File::create(spec.sandbox.join("stdout")).map_err(sandbox_err)?;
+        let stderr = std::fs::File::create(spec.sandbox.join("stderr")).map_err(sandbox_err)?;
+
+        let (mut cmd, program) = match &spec.command {
+            Command::Shell(s) => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c").arg(s);
+                (c, "/bin/sh".to_owned())
+            }
+            Command::Argv(argv) => {
+                let Some((first, rest)) = argv.split_first() else {
+                    return Err(ContainerError::Invalid("empty argv".into()));
+                };
+                let mut c = tokio::process::Command::new(first);
+                c.args(rest);
+                (c, first.clone())
+            }
+        };
+        cmd.current_dir(&spec.sandbox)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .env_clear()
+            .envs(task_environment(&spec))
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| ContainerError::Spawn { program, source })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| ContainerError::Invalid("spawned process has no pid".into()))?;
+        let (tx, rx) = watch::channel(None);
+        let id = spec.container_id.clone();
+        tokio::spawn(async move {
+            let term = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(c), _) => Termination::Exited(c),
+                    (None, Some(s)) => Termination::Signaled(s),
+                    (None, None) => Termination::Unknown,
+                },
+                Err(e) => {
+                    tracing::error!(container = %id, error = %e, "waiting for task process failed");
+                    Termination::Unknown
+                }
+            };
+            tx.send_replace(Some(term));
+        });
+        self.insert(
+            spec.container_id.clone(),
+            Container {
+                pgid: pid,
+                exit: rx,
+            },
+        );
+        tracing::debug!(container = %spec.container_id, pid, task = %spec.task_id, "launched");
+        Ok(Launched {
+            container_id: spec.container_id,
+            pid,
+            pgid: pid,
+        })
+    }
+
+    async fn destroy_inner(
+        &self,
+        id: &ContainerId,
+        grace: Duration,
+    ) -> Result<Termination, ContainerError> {
+        let c = self.get(id)?;
+        if let Some(t) = *c.exit.borrow() {
+            signal_group(c.pgid, Signal::SIGKILL)?;
+            return Ok(t);
+        }
+        signal_group(c.pgid, Signal::SIGTERM)?;
+        let term = match tokio::time::timeout(grace, wait_exit(c.exit.clone())).await {
+            Ok(t) => t,
+            Err(_) => {
+                tracing::info!(container = %id, grace_ms = grace.as_millis(), "grace period over; sending SIGKILL");
+                signal_group(c.pgid, Signal::SIGKILL)?;
+                wait_exit(c.exit.clone()).await
+            }
+        };
+        // Whatever else is left of the group goes too.
+        signal_group(c.pgid, Signal::SIGKILL)?;
+        Ok(term)
+    }
+
+    fn recover_inner(&self, records: Vec<RecoverRecord>) -> Vec<ContainerId> {
+        let mut adopted = Vec::new();
+        for r in records {
+            if !is_alive(r.pid, r.pgid) {
+                tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "not re-adopting: process is gone");
+                continue;
+            }
+            let (tx, rx) = watch::channel(None);
+            let pid = r.pid;
+            tokio::spawn(async move {
+                let term = poll_exit(pid).await;
+                tx.send_replace(Some(term));
+            });
+            tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "re-adopted process");
+            self.insert(
+                r.container_id.clone(),
+                Container {
+                    pgid: r.pgid,
+                    exit: rx,
+                },
+            );
+            adopted.push(r.container_id);
+        }
+        adopted
+    }
+}
+
+impl Containerizer for ProcessContainerizer {
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Launched, ContainerError>> {
+        Box::pin(self.launch_inner(spec))
+    }
+
+    fn wait<'a>(
+        &'a self,
+        id: &'a ContainerId,
+    ) -> BoxFuture<'a, Result<Termination, ContainerError>> {
+        Box::pin(async move {
+            let c = self.get(id)?;
+            Ok(wait_exit(c.exit).await)
+        })
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<Termination, ContainerError>> {
+        Box::pin(self.destroy_inner(id, grace))
+    }
+
+    fn cleanup<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.containers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+        })
+    }
+
+    fn recover(
+        &self,
+        records: Vec<RecoverRecord>,
+    ) -> BoxFuture<'_, Result<Vec<ContainerId>, ContainerError>> {
+        Box::pin(async move { Ok(self.recover_inner(records)) })
+    }
+}
+
+/// The environment of a task: inherited `PATH`/`HOME`, the task's own
+/// variables, then the `BERTH_*` variables.
+#[must_use]
+pub fn task_environment(spec: &LaunchSpec) -> BTreeMap<OsString, OsString> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        OsString::from("PATH"),
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
+    if let Some(home) = std::env::var_os("HOME") {
+        env.insert("HOME".into(), home);
+    }
+    for (k, v) in &spec.env {
+        env.insert(k.into(), v.into());
+    }
+    let mut set = |k: &str, v: String| {
+        env.insert(k.into(), v.into());
+    };
+    set("BERTH_TASK_ID", spec.task_id.clone());
+    set("BERTH_FRAMEWORK_ID", spec.framework_id.clone());
+    set("BERTH_AGENT_ID", spec.agent_id.clone());
+    set("BERTH_SANDBOX", spec.sandbox.display().to_string());
+    set("BERTH_CPUS", spec.resources.cpus.to_f64().to_string());
+    set("BERTH_MEM", spec.resources.mem.to_f64().to_string());
+    if !spec.resources.ports.is_empty() {
+        let ports: Vec<String> = spec
+            .resources
+            .ports
+            .ranges()
+            .iter()
+            .map(|&(b, e)| {
+                if b == e {
+                    b.to_string()
+                } else {
+                    format!("{b}-{e}")
+                }
+            })
+            .collect();
+        set("BERTH_PORTS", ports.join(","));
+    }
+    env
+}
+
+/// Sends `sig` to process group `pgid`; a group that no longer exists is fine.
+fn signal_group(pgid: i32, sig: Signal) -> Result<(), ContainerError> {
+    if pgid <= 1 {
+        return Err(ContainerError::Invalid(format!(
+            "refusing to signal process group {pgid}"
+        )));
+    }
+    match signal::killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(source) => Err(ContainerError::Signal { pgid, source }),
+    }
+}
+
+async fn wait_exit(mut rx: watch::Receiver<Option<Termination>>) -> Termination {
+    match rx.wait_for(Option::is_some).await {
+        Ok(t) => t.unwrap_or(Termination::Unknown),
+        // The watcher went away without a result: nothing more to learn.
+        Err(_) => Termination::Unknown,
+    }
+}
+
+/// Whether `pid` is a live (non-zombie) process in group `pgid`.
+fn is_alive(pid: i32, pgid: i32) -> bool {
+    if pid <= 1 || pgid <= 1 {
+        return false;
+    }
+    match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+        Ok(g) if g.as_raw() == pgid => !is_zombie(pid),
+        _ => false,
+    }
+}
+
+/// Whether `/proc/<pid>/stat` says the process is a zombie (or is gone).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name, which may contain
+    // spaces or parentheses itself.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
+}
+
+/// Polls a re-adopted process until it is gone.
+async fn poll_exit(pid: i32) -> Termination {
+    let p = Pid::from_raw(pid);
+    loop {
+        match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Termination::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Termination::Signaled(sig as i32),
+            Ok(_) => {}
+            Err(Errno::ECHILD) => {
+                // Not our child: we can only see whether it is still there.
+                if matches!(signal::kill(p, None), Err(Errno::ESRCH)) || is_zombie(pid) {
+                    return Termination::Unknown;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "waitpid on re-adopted process failed");
+                return Termination::Unknown;
+            }
+        }
+        tokio::time::sleep(RECOVER_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn spec(dir: &std::path::Path, command: Command) -> LaunchSpec {
+        LaunchSpec {
+            container_id: ContainerId::random(),
+            framework_id: "fw-1".into(),
+            task_id: "task-1".into(),
+            agent_id: "agent-1".into(),
+            sandbox: dir.join("sandboxes/fw-1/task-1"),
+            command,
+            env: HashMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+            resources: "cpus:0.5;mem:128;ports:[31000-31002,31005-31005]"
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    fn sh(s: &str) -> Command {
+        Command::Shell(s.to_owned())
+    }
+
+    fn pid_gone(pid: i32) -> bool {
+        matches!(signal::kill(Pid::from_raw(pid), None), Err(Errno::ESRCH)) || is_zombie(pid)
+    }
+
+    #[tokio::test]
+    async fn runs_shell_command_with_output_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let s = spec(
+            dir.path(),
+            sh(
+                "echo hi; echo err >&2; env | grep -E '^(BERTH_|GREETING)' | sort > env.txt; pwd > pwd.txt; exit 3",
+            ),
+        );
+        let sandbox = s.sandbox.clone();
+        let launched = c.launch(s).await.unwrap();
+        assert_eq!(launched.pid, launched.pgid);
+        let t = c.wait(&launched.container_id).await.unwrap();
+        assert_eq!(t, Termination::Exited(3));
+        assert_eq!(t.exit_code(), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(sandbox.join("stdout")).unwrap(),
+            "hi\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(sandbox.join("stderr")).unwrap(),
+            "err\n"
+        );
+        let env = std::fs::read_to_string(sandbox.join("env.txt")).unwrap();
+        for want in [
+            "BERTH_TASK_ID=task-1",
+            "BERTH_FRAMEWORK_ID=fw-1",
+            "BERTH_AGENT_ID=agent-1",
+            "BERTH_CPUS=0.5",
+            "BERTH_MEM=128",
+            "BERTH_PORTS=31000-31002,31005",
+            "GREETING=hello",
+            &format!("BERTH_SANDBOX={}", sandbox.display()),
+        ] {
+            assert!(env.lines().any(|l| l == want), "missing {want} in\n{env}");
+        }
+        let pwd = std::fs::read_to_string(sandbox.join("pwd.txt")).unwrap();
+        assert_eq!(
+            std::fs::canonicalize(pwd.trim()).unwrap(),
+            std::fs::canonicalize(&sandbox).unwrap()
+        );
+        // Waiting again gives the same answer.
+        assert_eq!(
+            c.wait(&launched.container_id).await.unwrap(),
+            Termination::Exited(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn argv_not_found_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let err = c
+            .launch(spec(
+                dir.path(),
+                Command::Argv(vec!["/no/such/binary-xyz".into()]),
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ContainerError::Spawn { .. }), "{err}");
+        assert!(err.to_string().contains("No such file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn relaunch_cleans_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let s = spec(dir.path(), sh("echo first > marker"));
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        c.wait(&l.container_id).await.unwrap();
+        assert!(sandbox.join("marker").exists());
+        let l = c.launch(spec(dir.path(), sh("true"))).await.unwrap();
+        c.wait(&l.container_id).await.unwrap();
+        assert!(!sandbox.join("marker").exists());
+    }
+
+    #[tokio::test]
+    async fn kill_lets_a_trapping_task_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let s = spec(
+            dir.path(),
+            sh("trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done"),
+        );
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        wait_for_file_content(&sandbox.join("stdout"), "ready").await;
+        let start = Instant::now();
+        let t = c
+            .destroy(&l.container_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(t, Termination::Exited(7));
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let out = std::fs::read_to_string(sandbox.join("stdout")).unwrap();
+        assert!(out.contains("got-term"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn kill_escalates_to_sigkill_and_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let s = spec(
+            dir.path(),
+            sh("trap '' TERM; sleep 60 & echo $! > grandchild.pid; echo ready; wait"),
+        );
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        wait_for_file_content(&sandbox.join("stdout"), "ready").await;
+        let grandchild: i32 = std::fs::read_to_string(sandbox.join("grandchild.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!pid_gone(grandchild));
+        let start = Instant::now();
+        let t = c
+            .destroy(&l.container_id, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(t, Termination::Signaled(9));
+        assert_eq!(t.exit_code(), Some(137));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !pid_gone(grandchild) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(pid_gone(grandchild), "grandchild {grandchild} survived");
+        assert!(pid_gone(l.pid));
+    }
+
+    #[tokio::test]
+    async fn recover_readopts_a_live_process() {
+        let c = ProcessContainerizer::new();
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let live = RecoverRecord {
+            container_id: ContainerId::random(),
+            framework_id: "fw".into(),
+            task_id: "t-live".into(),
+            pid,
+            pgid: pid,
+        };
+        let dead = RecoverRecord {
+            container_id: ContainerId::random(),
+            framework_id: "fw".into(),
+            task_id: "t-dead".into(),
+            pid: i32::MAX - 7,
+            pgid: i32::MAX - 7,
+        };
+        let adopted = c.recover(vec![live.clone(), dead]).await.unwrap();
+        assert_eq!(adopted, vec![live.container_id.clone()]);
+        let t = c
+            .destroy(&live.container_id, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(t, Termination::Signaled(15));
+        // Already reaped by the containerizer.
+        assert!(child.try_wait().is_err() || pid_gone(pid));
+        assert_eq!(c.wait(&live.container_id).await.unwrap(), t);
+    }
+
+    async fn wait_for_file_content(path: &std::path::Path, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never contained {needle}",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The agent's error type.
+
+use std::path::PathBuf;
+
+use berth_scheduler_core::ResourceError;
+
+/// Everything that can stop the agent from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable; the message says which field and why.
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+    /// Resource detection or a configured resource quantity failed.
+    #[error("resources: {0}")]
+    Resources(#[from] ResourceError),
+    /// Reading system information (for resource detection) failed.
+    #[error("cannot detect resources from {path}: {source}")]
+    Detect {
+        /// The file or directory that could not be read.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A filesystem operation on the work directory failed.
+    #[error("work directory {path}: {source}")]
+    WorkDir {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The listener's local address could not be read.
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    /// An internal task of the agent failed (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The agent's own gRPC server failed.
+    #[error("agent API server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Errors of a containerizer operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// Preparing the sandbox (directories, log files) failed.
+    #[error("cannot prepare sandbox {path}: {source}")]
+    Sandbox {
+        /// The sandbox path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Spawning the task's process failed (e.g. argv[0] not found).
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// The program that was to be started.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The launch request was malformed.
+    #[error("invalid launch: {0}")]
+    Invalid(String),
+    /// No container with this id is known to the containerizer.
+    #[error("unknown container {0}")]
+    UnknownContainer(String),
+    /// A container with this id already exists.
+    #[error("container {0} already exists")]
+    DuplicateContainer(String),
+    /// Sending a signal failed for a reason other than the process being gone.
+    #[error("cannot signal process group {pgid}: {source}")]
+    Signal {
+        /// The process group.
+        pgid: i32,
+        /// The errno.
+        source: nix::Error,
+    },
+}

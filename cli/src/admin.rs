@@ -1,0 +1,436 @@
+//! Admin commands: node, framework, task, role and state.
+
+use std::io::Write;
+
+use anyhow::{Context, anyhow, bail};
+use berth_proto as pb;
+use berth_proto::convert::resources_from_proto_opt;
+use berth_proto::operator_client::OperatorClient;
+use berth_scheduler_core::Resources;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::ClientOpts;
+use crate::table::render;
+
+/// Connects to the first master that answers.
+pub(crate) async fn operator(client: &ClientOpts) -> anyhow::Result<OperatorClient<Channel>> {
+    let mut last = None;
+    for addr in &client.master {
+        match Channel::from_shared(pb::endpoint_uri(addr))
+            .with_context(|| format!("invalid master address {addr:?}"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+        {
+            Ok(ch) => return Ok(OperatorClient::new(ch)),
+            Err(e) => last = Some(anyhow!("cannot reach master {addr}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no master address given (use --master or BERTH_MASTER)")))
+}
+
+fn rpc(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", e.message())
+}
+
+/// Resources in Mesos text form ("-" when empty or invalid).
+pub(crate) fn res(r: Option<&pb::Resources>) -> String {
+    match resources_from_proto_opt(r) {
+        Ok(r) if r != Resources::empty() => r.to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn res_json(r: Option<&pb::Resources>) -> serde_json::Value {
+    let r = r.cloned().unwrap_or_default();
+    json!({
+        "cpus": r.cpus, "mem": r.mem, "disk": r.disk, "gpus": r.gpus,
+        "ports": r.ports.iter().map(|p| json!([p.begin, p.end])).collect::<Vec<_>>(),
+    })
+}
+
+fn state_name(s: i32) -> String {
+    pb::TaskState::try_from(s)
+        .map_or_else(|_| format!("UNKNOWN({s})"), |s| s.as_str_name().to_string())
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn agent_json(a: &pb::AgentView) -> serde_json::Value {
+    let info = a.info.clone().unwrap_or_default();
+    json!({
+        "id": a.id, "hostname": info.hostname, "address": info.address, "state": a.state,
+        "connected": a.connected, "total": res_json(a.total.as_ref()), "used": res_json(a.used.as_ref()),
+        "offered": res_json(a.offered.as_ref()), "tasks": a.task_count,
+        "attributes": info.attributes.iter().map(|x| json!([x.name, x.value])).collect::<Vec<_>>(),
+        "registered_at": a.registered_at,
+    })
+}
+
+fn framework_json(f: &pb::FrameworkView) -> serde_json::Value {
+    let info = f.info.clone().unwrap_or_default();
+    json!({
+        "id": info.id, "name": info.name, "roles": info.roles, "connected": f.connected,
+        "failover_timeout_seconds": info.failover_timeout_seconds, "partition_aware": info.partition_aware,
+        "used": res_json(f.used.as_ref()), "offered": res_json(f.offered.as_ref()), "tasks": f.task_count,
+        "disconnected_at": f.disconnected_at, "registered_at": f.registered_at,
+    })
+}
+
+fn task_json(t: &pb::TaskView) -> serde_json::Value {
+    let status = t.status.clone().unwrap_or_default();
+    json!({
+        "id": t.task_id, "name": t.name, "framework_id": t.framework_id, "agent_id": t.agent_id,
+        "state": state_name(t.state), "role": t.role, "resources": res_json(t.resources.as_ref()),
+        "exit_code": status.exit_code, "reason": status.reason, "message": status.message,
+        "agent_address": t.agent_address,
+    })
+}
+
+fn role_json(r: &pb::RoleView) -> serde_json::Value {
+    json!({
+        "name": r.name, "weight": r.weight, "guarantee": r.guarantee.as_ref().map(|g| res_json(Some(g))),
+        "limit": r.limit.as_ref().map(|l| res_json(Some(l))), "allocated": res_json(r.allocated.as_ref()),
+        "frameworks": r.frameworks,
+    })
+}
+
+pub(crate) async fn node_list(client: &ClientOpts) -> anyhow::Result<()> {
+    let agents = operator(client)
+        .await?
+        .list_agents(pb::Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .agents;
+    if client.json {
+        return print_json(&json!(agents.iter().map(agent_json).collect::<Vec<_>>()));
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let info = a.info.clone().unwrap_or_default();
+            vec![
+                a.id.clone(),
+                info.hostname,
+                if a.connected {
+                    a.state.clone()
+                } else {
+                    format!("{} (disconnected)", a.state)
+                },
+                a.task_count.to_string(),
+                res(a.used.as_ref()),
+                res(a.total.as_ref()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["ID", "HOSTNAME", "STATE", "TASKS", "USED", "TOTAL"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub(crate) async fn node_drain(client: &ClientOpts, id: &str, drain: bool) -> anyhow::Result<()> {
+    let mut op = operator(client).await?;
+    let req = pb::AgentRef {
+        agent_id: id.to_string(),
+    };
+    if drain {
+        op.drain_agent(req).await.map_err(rpc)?;
+        println!("agent {id} is draining: no new offers; running tasks stay");
+    } else {
+        op.reactivate_agent(req).await.map_err(rpc)?;
+        println!("agent {id} is active again");
+    }
+    Ok(())
+}
+
+pub(crate) async fn framework_list(client: &ClientOpts) -> anyhow::Result<()> {
+    let fws = operator(client)
+        .await?
+        .list_frameworks(pb::Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .frameworks;
+    if client.json {
+        return print_json(&json!(fws.iter().map(framework_json).collect::<Vec<_>>()));
+    }
+    let rows: Vec<Vec<String>> = fws
+        .iter()
+        .map(|f| {
+            let info = f.info.clone().unwrap_or_default();
+            vec![
+                info.id,
+                info.name,
+                info.roles.join(","),
+                if f.connected {
+                    "connected".into()
+                } else {
+                    "disconnected".into()
+                },
+                f.task_count.to_string(),
+                res(f.used.as_ref()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(&["ID", "NAME", "ROLES", "STATUS", "TASKS", "USED"], &rows)
+    );
+    Ok(())
+}
+
+pub(crate) async fn list_tasks(
+    client: &ClientOpts,
+    all: bool,
+    framework: Option<String>,
+) -> anyhow::Result<Vec<pb::TaskView>> {
+    Ok(operator(client)
+        .await?
+        .list_tasks(pb::ListTasksRequest {
+            framework_id: framework.unwrap_or_default(),
+            include_completed: all,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .tasks)
+}
+
+pub(crate) async fn task_list(
+    client: &ClientOpts,
+    all: bool,
+    framework: Option<String>,
+) -> anyhow::Result<()> {
+    let tasks = list_tasks(client, all, framework).await?;
+    if client.json {
+        return print_json(&json!(tasks.iter().map(task_json).collect::<Vec<_>>()));
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let status = t.status.clone().unwrap_or_default();
+            vec![
+                t.task_id.clone(),
+                t.framework_id.clone(),
+                t.agent_id.clone(),
+                state_name(t.state).trim_start_matches("TASK_").to_string(),
+                status
+                    .exit_code
+                    .map_or_else(|| "-".into(), |c| c.to_string()),
+                res(t.resources.as_ref()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["ID", "FRAMEWORK", "AGENT", "STATE", "EXIT", "RESOURCES"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub(crate) async fn task_log(
+    client: &ClientOpts,
+    id: &str,
+    follow: bool,
+    stderr: bool,
+) -> anyhow::Result<()> {
+    let tasks = list_tasks(client, true, None).await?;
+    let matching: Vec<&pb::TaskView> = tasks.iter().filter(|t| t.task_id == id).collect();
+    let task = match matching.as_slice() {
+        [] => bail!("no task {id:?} (see `berth task list --all`)"),
+        [one] => *one,
+        many => {
+            // The same id in several frameworks: prefer an active one.
+            many.iter()
+                .find(|t| !pb::TaskState::try_from(t.state).is_ok_and(pb::TaskState::is_terminal))
+                .copied()
+                .unwrap_or(many[many.len() - 1])
+        }
+    };
+    let file = if stderr {
+        pb::LogFile::Stderr
+    } else {
+        pb::LogFile::Stdout
+    };
+    let mut out: Box<dyn Write + Send> = Box::new(std::io::stdout());
+    stream_log(
+        &task.agent_address,
+        &task.framework_id,
+        &task.task_id,
+        file,
+        follow,
+        &mut out,
+    )
+    .await
+}
+
+/// Streams a task's log from its agent into `out`.
+pub(crate) async fn stream_log(
+    agent_address: &str,
+    framework_id: &str,
+    task_id: &str,
+    file: pb::LogFile,
+    follow: bool,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    if agent_address.is_empty() {
+        bail!("the task's agent did not register an address for its logs");
+    }
+    let channel = Channel::from_shared(pb::endpoint_uri(agent_address))
+        .with_context(|| format!("invalid agent address {agent_address:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach agent at {agent_address}"))?;
+    let mut client = pb::agent_client::AgentClient::new(channel);
+    let mut stream = client
+        .read_log(pb::ReadLogRequest {
+            task_id: task_id.to_string(),
+            framework_id: framework_id.to_string(),
+            file: file as i32,
+            offset: 0,
+            follow,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    while let Some(chunk) = stream.message().await.map_err(rpc)? {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn role_list(client: &ClientOpts) -> anyhow::Result<()> {
+    let roles = operator(client)
+        .await?
+        .list_roles(pb::Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .roles;
+    if client.json {
+        return print_json(&json!(roles.iter().map(role_json).collect::<Vec<_>>()));
+    }
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{}", r.weight),
+                res(r.guarantee.as_ref()),
+                res(r.limit.as_ref()),
+                res(r.allocated.as_ref()),
+                r.frameworks.len().to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[
+                "ROLE",
+                "WEIGHT",
+                "GUARANTEE",
+                "LIMIT",
+                "ALLOCATED",
+                "FRAMEWORKS"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub(crate) async fn role_weight(
+    client: &ClientOpts,
+    role: &str,
+    weight: f64,
+) -> anyhow::Result<()> {
+    operator(client)
+        .await?
+        .set_weight(pb::SetWeightRequest {
+            role: role.to_string(),
+            weight,
+        })
+        .await
+        .map_err(rpc)?;
+    println!("role {role}: weight {weight}");
+    Ok(())
+}
+
+pub(crate) async fn role_quota(
+    client: &ClientOpts,
+    role: &str,
+    guarantee: &str,
+    limit: Option<&str>,
+) -> anyhow::Result<()> {
+    let parse = |s: &str| -> anyhow::Result<pb::Resources> {
+        let r: Resources = s.parse().map_err(|e| anyhow!("{e}"))?;
+        Ok(berth_proto::convert::resources_to_proto(&r))
+    };
+    let req = pb::SetQuotaRequest {
+        role: role.to_string(),
+        guarantee: Some(parse(guarantee)?),
+        limit: limit.map(parse).transpose()?,
+    };
+    operator(client).await?.set_quota(req).await.map_err(rpc)?;
+    println!("role {role}: quota set");
+    Ok(())
+}
+
+pub(crate) async fn state(client: &ClientOpts) -> anyhow::Result<()> {
+    let s = operator(client)
+        .await?
+        .get_state(pb::Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let leader = s.leader.clone().unwrap_or_default();
+    let v = json!({
+        "leader": {"master_id": leader.master_id, "address": leader.address},
+        "agents": s.agents.iter().map(agent_json).collect::<Vec<_>>(),
+        "frameworks": s.frameworks.iter().map(framework_json).collect::<Vec<_>>(),
+        "tasks": s.tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "roles": s.roles.iter().map(role_json).collect::<Vec<_>>(),
+    });
+    if client.json {
+        return print_json(&v);
+    }
+    println!("leader:     {} at {}", leader.master_id, leader.address);
+    println!("agents:     {}", s.agents.len());
+    println!("frameworks: {}", s.frameworks.len());
+    let active = s
+        .tasks
+        .iter()
+        .filter(|t| !pb::TaskState::try_from(t.state).is_ok_and(pb::TaskState::is_terminal))
+        .count();
+    println!(
+        "tasks:      {active} active, {} recently completed",
+        s.tasks.len() - active
+    );
+    println!(
+        "roles:      {}",
+        s.roles
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! `berth master`, `berth agent` and `berth dev`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth_scheduler_core::{Resources, Role};
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::berth_dir;
+
+/// Options of `berth master`.
+#[derive(Debug, Args)]
+pub(crate) struct MasterArgs {
+    /// Address to listen on (gRPC: scheduler, agent and operator APIs).
+    #[arg(long, default_value = "0.0.0.0:5050")]
+    listen: SocketAddr,
+    /// Directory for the registry.
+    #[arg(long, default_value = ".berth/master")]
+    data_dir: PathBuf,
+    /// Address others reach this master at (defaults to the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    #[command(flatten)]
+    tuning: MasterTuning,
+}
+
+/// Master timing settings shared by `berth master` and `berth dev`.
+#[derive(Debug, Args)]
+pub(crate) struct MasterTuning {
+    /// Seconds between pings to each agent.
+    #[arg(long, value_parser = parse_seconds, default_value = "2")]
+    agent_ping_interval: Duration,
+    /// Seconds without a pong before an agent is unreachable.
+    #[arg(long, value_parser = parse_seconds, default_value = "15")]
+    agent_ping_timeout: Duration,
+    /// Seconds before an unused offer is rescinded.
+    #[arg(long, value_parser = parse_seconds, default_value = "60")]
+    offer_timeout: Duration,
+}
+
+impl MasterTuning {
+    fn config(&self, data_dir: PathBuf, advertise: Option<String>) -> berth_master::MasterConfig {
+        let mut config = berth_master::MasterConfig::new(data_dir);
+        config.advertise_address = advertise;
+        config.agent_ping_interval = self.agent_ping_interval;
+        config.agent_ping_timeout = self.agent_ping_timeout;
+        config.offer_timeout = Some(self.offer_timeout);
+        config
+    }
+}
+
+/// Options of `berth agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// Master address(es), comma-separated.
+    #[arg(
+        long,
+        env = "BERTH_MASTER",
+        default_value = "127.0.0.1:5050",
+        value_delimiter = ','
+    )]
+    master: Vec<String>,
+    /// Address to listen on (the agent's log API).
+    #[arg(long, default_value = "0.0.0.0:5051")]
+    listen: SocketAddr,
+    /// Directory for sandboxes.
+    #[arg(long, default_value = ".berth/agent")]
+    work_dir: PathBuf,
+    #[command(flatten)]
+    shape: AgentShape,
+}
+
+/// What an agent offers; shared by `berth agent` and `berth dev`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentShape {
+    /// Resources to offer instead of detected ones, e.g.
+    /// "cpus:4;mem:8192;disk:10000;ports:[31000-32000]".
+    #[arg(long, value_parser = parse_resources)]
+    resources: Option<Resources>,
+    /// A static reservation "ROLE=RESOURCES"; repeatable.
+    #[arg(long, value_parser = parse_reservation)]
+    reserve: Vec<(Role, Resources)>,
+    /// Attributes "name:value;name:value".
+    #[arg(long, value_parser = parse_attributes, default_value = "")]
+    attributes: Attributes,
+    /// Hostname to report (defaults to the system's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Address others reach the agent's API at (defaults to the listen
+    /// address, or hostname:port when listening on all interfaces).
+    #[arg(long)]
+    advertise: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Attributes(Vec<(String, String)>);
+
+impl AgentShape {
+    fn config(
+        &self,
+        masters: Vec<String>,
+        work_dir: PathBuf,
+        local: SocketAddr,
+    ) -> anyhow::Result<berth_agent::AgentConfig> {
+        let mut config = berth_agent::AgentConfig::new(masters, work_dir);
+        config.resources = self.resources.clone();
+        let mut reserved = BTreeMap::new();
+        for (role, r) in &self.reserve {
+            if reserved.insert(role.clone(), r.clone()).is_some() {
+                bail!("role {role} is reserved twice");
+            }
+        }
+        config.reserved = reserved;
+        config.attributes = self.attributes.0.clone();
+        config.hostname = self.hostname.clone();
+        config.advertise_address = Some(match &self.advertise {
+            Some(a) => a.clone(),
+            None if local.ip().is_unspecified() => {
+                let host = match &self.hostname {
+                    Some(h) => h.clone(),
+                    None => hostname_or_localhost(),
+                };
+                format!("{host}:{}", local.port())
+            }
+            None => local.to_string(),
+        });
+        Ok(config)
+    }
+}
+
+fn hostname_or_localhost() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Options of `berth dev`.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Directory for the master's registry and the agent's sandboxes.
+    #[arg(long, default_value_os_t = berth_dir())]
+    data_dir: PathBuf,
+    /// Master address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    listen: SocketAddr,
+    /// Agent API address.
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    agent_listen: SocketAddr,
+    #[command(flatten)]
+    tuning: MasterTuning,
+    #[command(flatten)]
+    shape: AgentShape,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > 365.0 * 24.0 * 3600.0 {
+        return Err(format!(
+            "{s:?} must be a positive number of seconds (at most a year)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_resources(s: &str) -> Result<Resources, String> {
+    s.parse::<Resources>().map_err(|e| e.to_string())
+}
+
+fn parse_reservation(s: &str) -> Result<(Role, Resources), String> {
+    let (role, resources) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} must look like ROLE=RESOURCES"))?;
+    let role = Role::new(role.trim()).map_err(|e| e.to_string())?;
+    Ok((role, parse_resources(resources)?))
+}
+
+fn parse_attributes(s: &str) -> Result<Attributes, String> {
+    let mut out = Vec::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once(':')
+            .ok_or_else(|| format!("attribute {part:?} must look like name:value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "attribute name {k:?} must be non-empty, without spaces"
+            ));
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(Attributes(out))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+pub(crate) async fn master(args: MasterArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen, "master").await?;
+    let config = args.tuning.config(args.data_dir, args.advertise);
+    eprintln!("berth master listening on {}", listener.local_addr()?);
+    berth_master::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen, "agent").await?;
+    let local = listener.local_addr()?;
+    let config = args.shape.config(args.master, args.work_dir, local)?;
+    eprintln!("berth agent listening on {local}");
+    berth_agent::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let master_listener = bind(args.listen, "master").await?;
+    let agent_listener = bind(args.agent_listen, "agent").await?;
+    let master_addr = master_listener.local_addr()?;
+    let agent_addr = agent_listener.local_addr()?;
+    let master_config = args.tuning.config(args.data_dir.join("master"), None);
+    let agent_config = args.shape.config(
+        vec![master_addr.to_string()],
+        args.data_dir.join("agent"),
+        agent_addr,
+    )?;
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let master = tokio::spawn(berth_master::run(
+        master_listener,
+        master_config,
+        stop(&stop_tx),
+    ));
+    let agent = tokio::spawn(berth_agent::run(
+        agent_listener,
+        agent_config,
+        stop(&stop_tx),
+    ));
+    println!("berth dev is running");
+    println!("  master: {master_addr}   (export BERTH_MASTER={master_addr})");
+    println!("  agent:  {agent_addr}");
+    println!("  data:   {}", args.data_dir.display());
+    println!("try: berth run -- echo hello");
+
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
+    // Stop the agent first so its final updates reach the master.
+    let agent_result = agent.await.context("agent task")?;
+    let master_result = master.await.context("master task")?;
+    agent_result?;
+    master_result?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_reservations_and_attributes() {
+        let (role, r) = parse_reservation("web=cpus:1;mem:128").unwrap();
+        assert_eq!(role.as_str(), "web");
+        assert_eq!(r.to_string(), "cpus:1;mem:128");
+        assert!(
+            parse_reservation("cpus:1")
+                .unwrap_err()
+                .contains("ROLE=RESOURCES")
+        );
+        let a = parse_attributes("rack:r1; zone:a").unwrap();
+        assert_eq!(
+            a.0,
+            vec![("rack".into(), "r1".into()), ("zone".into(), "a".into())]
+        );
+        assert!(parse_attributes("rack").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_durations() {
+        for bad in ["-1", "NaN", "inf", "0", "abc"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_seconds("1.5").unwrap(), Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,278 @@
+//! `berth run`: a small built-in framework that runs one command as a task,
+//! streams its output and exits with its exit code.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use berth_proto as pb;
+use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
+use berth_scheduler_core::{Resources, Scalar};
+use berth_sdk::{Event, FrameworkConfig};
+use clap::Args;
+
+use crate::ClientOpts;
+use crate::admin::stream_log;
+
+/// Options of `berth run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// CPUs for the task.
+    #[arg(long, default_value = "0.1", value_parser = parse_cpus)]
+    cpus: Scalar,
+    /// Memory for the task, in MiB.
+    #[arg(long, default_value = "64", value_parser = parse_mem)]
+    mem: Scalar,
+    /// Role to run under.
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// Task name (and id prefix).
+    #[arg(long, default_value = "run")]
+    name: String,
+    /// Seconds to wait for an offer that fits before giving up.
+    #[arg(long, default_value = "60", value_parser = parse_timeout)]
+    timeout: Duration,
+    #[command(flatten)]
+    client: ClientOpts,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+/// Ends the process with a given exit code (the task's).
+#[derive(Debug)]
+pub(crate) struct ExitWith(pub(crate) u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+fn parse_cpus(s: &str) -> Result<Scalar, String> {
+    parse_scalar("cpus", s)
+}
+
+fn parse_mem(s: &str) -> Result<Scalar, String> {
+    parse_scalar("mem", s)
+}
+
+fn parse_scalar(name: &'static str, s: &str) -> Result<Scalar, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    Scalar::from_f64(name, v).map_err(|e| e.to_string())
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
+        return Err(format!("{s:?} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.cpus.milli() == 0 && args.mem.milli() == 0 {
+        bail!("the task needs some --cpus or --mem");
+    }
+    let want = Resources {
+        cpus: args.cpus,
+        mem: args.mem,
+        ..Resources::empty()
+    };
+    let config = FrameworkConfig::new(format!("berth-run: {}", args.command.join(" ")))
+        .roles([args.role.clone()])
+        .failover_timeout(Duration::ZERO)
+        // Acknowledge by hand: the last update must be acknowledged before
+        // the framework is torn down.
+        .auto_acknowledge(false);
+    let (framework, mut events) = berth_sdk::subscribe(args.client.master.clone(), config)
+        .await
+        .map_err(|e| anyhow!("cannot subscribe: {e}"))?;
+    let task_id = format!(
+        "{}-{}",
+        args.name,
+        &framework.id().chars().rev().take(8).collect::<String>()
+    );
+    let task = pb::TaskInfo {
+        task_id: task_id.clone(),
+        name: args.name.clone(),
+        resources: Some(resources_to_proto(&want)),
+        command: Some(pb::CommandInfo {
+            argv: args.command.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut launched = false;
+    let mut streaming: Option<tokio::task::JoinHandle<()>> = None;
+    let outcome = loop {
+        let event = if launched {
+            events.next().await
+        } else {
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Ok(e) => e,
+                Err(_) => {
+                    break Err(anyhow!(
+                        "no offer with {want} arrived within {:?}",
+                        args.timeout
+                    ));
+                }
+            }
+        };
+        let Some(event) = event else {
+            break Err(anyhow!("the master closed the framework's stream"));
+        };
+        match event {
+            Event::Offers(offers) => {
+                let mut unused = Vec::new();
+                for offer in offers {
+                    let fits = resources_from_proto_opt(offer.resources.as_ref())
+                        .is_ok_and(|r| r.contains(&want));
+                    if !launched && fits {
+                        let mut t = task.clone();
+                        t.agent_id.clone_from(&offer.agent_id);
+                        framework
+                            .accept(vec![offer.id.clone()], vec![t], None)
+                            .await
+                            .map_err(|e| anyhow!("launch refused: {e}"))?;
+                        launched = true;
+                    } else {
+                        unused.push(offer.id);
+                    }
+                }
+                if !unused.is_empty() {
+                    let _ = framework
+                        .decline(unused, Some(Duration::from_secs(3600)))
+                        .await;
+                }
+                if launched {
+                    let _ = framework.suppress(Vec::new()).await;
+                }
+            }
+            Event::Update(status) if status.task_id == task_id => {
+                if let Err(e) = framework.acknowledge(&status).await {
+                    tracing::debug!("acknowledgement failed (the agent resends): {e}");
+                }
+                let state =
+                    pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+                if streaming.is_none() && state != pb::TaskState::TaskStaging {
+                    streaming = Some(tokio::spawn(stream_output(
+                        args.client.clone(),
+                        framework.id(),
+                        task_id.clone(),
+                    )));
+                }
+                if state.is_terminal() {
+                    break Ok(status);
+                }
+            }
+            Event::Error(message) => break Err(anyhow!("framework removed: {message}")),
+            Event::Update(status) => {
+                let _ = framework.acknowledge(&status).await;
+            }
+            Event::Subscribed { .. }
+            | Event::Rescind { .. }
+            | Event::Failure { .. }
+            | Event::Disconnected => {}
+        }
+    };
+    if let Some(handle) = streaming {
+        // Logs end when the task is terminal and its files are read out.
+        let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+    }
+    if let Err(e) = framework.teardown().await {
+        tracing::debug!("teardown: {e}");
+    }
+    drop(events);
+    let status = outcome?;
+    let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+    let code = match (state, status.exit_code) {
+        (pb::TaskState::TaskFinished, _) => 0,
+        (pb::TaskState::TaskFailed, Some(code)) => u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+        (pb::TaskState::TaskKilled, _) => {
+            eprintln!("berth: task {task_id} was killed");
+            137
+        }
+        (state, _) => {
+            eprintln!(
+                "berth: task {task_id} ended {}: {} {}",
+                state.as_str_name(),
+                status.reason,
+                status.message
+            );
+            1
+        }
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ExitWith(code).into())
+    }
+}
+
+/// Streams stdout and stderr of the task to ours until both end.
+async fn stream_output(client: ClientOpts, framework_id: String, task_id: String) {
+    // The agent's address comes from the master's task list.
+    let mut address = None;
+    for _ in 0..50 {
+        if let Ok(tasks) = crate::admin::list_tasks(&client, true, Some(framework_id.clone())).await
+        {
+            if let Some(t) = tasks.iter().find(|t| t.task_id == task_id) {
+                address = Some(t.agent_address.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(address) = address else {
+        eprintln!("berth: cannot find the task's agent; no output shown");
+        return;
+    };
+    let out = {
+        let (address, fw, task) = (address.clone(), framework_id.clone(), task_id.clone());
+        tokio::spawn(async move {
+            let mut w: Box<dyn Write + Send> = Box::new(std::io::stdout());
+            follow(&address, &fw, &task, pb::LogFile::Stdout, &mut w).await;
+        })
+    };
+    let err = tokio::spawn(async move {
+        let mut w: Box<dyn Write + Send> = Box::new(std::io::stderr());
+        follow(
+            &address,
+            &framework_id,
+            &task_id,
+            pb::LogFile::Stderr,
+            &mut w,
+        )
+        .await;
+    });
+    let _ = out.await;
+    let _ = err.await;
+}
+
+async fn follow(
+    address: &str,
+    framework_id: &str,
+    task_id: &str,
+    file: pb::LogFile,
+    w: &mut (dyn Write + Send),
+) {
+    // The sandbox may not exist for a moment after STARTING; retry briefly.
+    for attempt in 0..20 {
+        match stream_log(address, framework_id, task_id, file, true, w).await {
+            Ok(()) => return,
+            Err(e) if attempt == 19 => eprintln!("berth: cannot read the task's {file:?}: {e:#}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! [`FrameworkConfig`]: who the framework is and how the SDK behaves.
+
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_scheduler_core::{FrameworkId, Role};
+
+use crate::SdkError;
+
+/// Largest failover timeout accepted: one year. Longer values are almost
+/// certainly a unit mistake.
+pub const MAX_FAILOVER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Describes a framework to the master and tunes the SDK.
+///
+/// Build it with [`FrameworkConfig::new`] and the builder-style setters; the
+/// fields are public for callers that prefer struct syntax.
+///
+/// ```
+/// use std::time::Duration;
+/// use berth_sdk::FrameworkConfig;
+///
+/// let config = FrameworkConfig::new("hello")
+///     .roles(["dev"])
+///     .failover_timeout(Duration::from_secs(60));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameworkConfig {
+    /// Human-readable name; must not be empty.
+    pub name: String,
+    /// Roles to subscribe to; empty means the default role `"*"`.
+    pub roles: Vec<String>,
+    /// How long the master keeps the framework and its tasks after the
+    /// event stream disconnects. Zero kills its tasks on disconnect.
+    pub failover_timeout: Duration,
+    /// Whether the framework understands `TASK_UNREACHABLE` and
+    /// `TASK_UNKNOWN`.
+    pub partition_aware: bool,
+    /// Host the framework runs on, for display.
+    pub hostname: Option<String>,
+    /// Id of an existing framework to resume (failover); `None` registers a
+    /// new framework.
+    pub framework_id: Option<String>,
+    /// Acknowledge agent status updates automatically (default `true`); see
+    /// [`Events`](crate::Events) for when. With `false`, call
+    /// [`Framework::acknowledge`](crate::Framework::acknowledge).
+    pub auto_acknowledge: bool,
+    /// How long [`subscribe`](crate::subscribe) keeps trying to reach a
+    /// master before giving up (default 30 s). Re-subscription after a
+    /// disconnect retries for as long as the [`Events`](crate::Events)
+    /// stream is alive.
+    pub connect_timeout: Duration,
+    /// How long a call waits for the master's answer (default 30 s).
+    pub call_timeout: Duration,
+}
+
+impl FrameworkConfig {
+    /// A config with the given name and defaults: default role, no
+    /// failover timeout, not partition-aware, auto-acknowledge on.
+    pub fn new(name: impl Into<String>) -> Self {
+        FrameworkConfig {
+            name: name.into(),
+            roles: Vec::new(),
+            failover_timeout: Duration::ZERO,
+            partition_aware: false,
+            hostname: None,
+            framework_id: None,
+            auto_acknowledge: true,
+            connect_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the roles.
+    #[must_use]
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the failover timeout.
+    #[must_use]
+    pub fn failover_timeout(mut self, timeout: Duration) -> Self {
+        self.failover_timeout = timeout;
+        self
+    }
+
+    /// Sets whether the framework is partition-aware.
+    #[must_use]
+    pub fn partition_aware(mut self, yes: bool) -> Self {
+        self.partition_aware = yes;
+        self
+    }
+
+    /// Sets the hostname shown by the master.
+    #[must_use]
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Resumes the existing framework `id` instead of registering a new one.
+    #[must_use]
+    pub fn framework_id(mut self, id: impl Into<String>) -> Self {
+        self.framework_id = Some(id.into());
+        self
+    }
+
+    /// Turns automatic acknowledgement of status updates on or off.
+    #[must_use]
+    pub fn auto_acknowledge(mut self, yes: bool) -> Self {
+        self.auto_acknowledge = yes;
+        self
+    }
+
+    /// Sets how long the first subscription keeps trying to reach a master.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a call waits for the master's answer.
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Checks the config: non-empty name, valid and distinct roles, a valid
+    /// framework id if given, a failover timeout of at most
+    /// [`MAX_FAILOVER_TIMEOUT`], non-zero timeouts.
+    ///
+    /// # Errors
+    /// [`SdkError::InvalidConfig`] naming the first problem.
+    pub fn validate(&self) -> Result<(), SdkError> {
+        let invalid = |msg: String| Err(SdkError::InvalidConfig(msg));
+        if self.name.trim().is_empty() {
+            return invalid("framework name must not be empty".to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for role in &self.roles {
+            if let Err(e) = Role::new(role.as_str()) {
+                return invalid(e.to_string());
+            }
+            if !seen.insert(role.as_str()) {
+                return invalid(format!("role {role:?} given more than once"));
+            }
+        }
+        if let Some(id) = &self.framework_id
+            && let Err(e) = FrameworkId::new(id.as_str())
+        {
+            return invalid(e.to_string());
+        }
+        if self.failover_timeout > MAX_FAILOVER_TIMEOUT {
+            return invalid(format!(
+                "failover timeout {:?} is longer than one year",
+                self.failover_timeout
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.call_timeout.is_zero() {
+            return invalid("connect and call timeouts must be greater than zero".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The wire `FrameworkInfo` for a (re-)subscription with `id` (empty
+    /// for a new framework).
+    pub(crate) fn to_info(&self, id: &str) -> pb::FrameworkInfo {
+        pb::FrameworkInfo {
+            id: id.to_owned(),
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            failover_timeout_seconds: self.failover_timeout.as_secs_f64(),
+            partition_aware: self.partition_aware,
+            hostname: self.hostname.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(c: &FrameworkConfig) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = FrameworkConfig::new("x");
+        assert!(c.auto_acknowledge);
+        assert!(c.roles.is_empty());
+        c.validate().unwrap();
+        FrameworkConfig::new("x")
+            .roles(["*", "dev", "a.b"])
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        assert!(err(&FrameworkConfig::new("")).contains("name"));
+        assert!(err(&FrameworkConfig::new("  ")).contains("name"));
+        assert!(err(&FrameworkConfig::new("x").roles(["-dev"])).contains("role"));
+        assert!(err(&FrameworkConfig::new("x").roles(["a/b"])).contains("role"));
+        assert!(err(&FrameworkConfig::new("x").roles([""])).contains("role"));
+        assert!(err(&FrameworkConfig::new("x").roles(["a", "a"])).contains("more than once"));
+        assert!(err(&FrameworkConfig::new("x").framework_id("a b")).contains("framework id"));
+        let forever = FrameworkConfig::new("x").failover_timeout(Duration::MAX);
+        assert!(err(&forever).contains("failover"));
+        let zero = FrameworkConfig::new("x").call_timeout(Duration::ZERO);
+        assert!(err(&zero).contains("timeout"));
+        assert!(matches!(
+            FrameworkConfig::new("").validate(),
+            Err(SdkError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn info() {
+        let c = FrameworkConfig::new("x")
+            .roles(["r"])
+            .failover_timeout(Duration::from_millis(1500))
+            .partition_aware(true)
+            .hostname("h");
+        let i = c.to_info("fw-1");
+        assert_eq!(i.id, "fw-1");
+        assert_eq!(i.roles, ["r"]);
+        assert!((i.failover_timeout_seconds - 1.5).abs() < 1e-9);
+        assert!(i.partition_aware);
+        assert_eq!(i.hostname, "h");
+    }
+}

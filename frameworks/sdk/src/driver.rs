@@ -1,0 +1,445 @@
+//! Subscription and the background driver that keeps it alive.
+//!
+//! [`subscribe`] makes the first subscription itself, then spawns
+//! [`Driver::run`], which reads the master's event stream, drops heartbeats,
+//! forwards everything else to [`Events`], watches the heartbeat deadline,
+//! and re-subscribes with the same framework id when the stream is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto as pb;
+use pb::event::Event as Wire;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::Streaming;
+
+use crate::connection::{Backoff, Client, Endpoints, connect};
+use crate::framework::{Link, Phase, Shared};
+use crate::{Event, Events, Framework, FrameworkConfig, SdkError};
+
+/// Events buffered between the driver and the user.
+const EVENT_BUFFER: usize = 1024;
+/// Longest wait for a TCP connection to a master.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Heartbeat interval assumed when the master sends a nonsensical one.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Heartbeats missed before the connection is considered dead.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// A live subscription: the stream and what `SUBSCRIBED` said.
+struct Subscription {
+    client: Client,
+    uri: String,
+    stream: Streaming<pb::Event>,
+    framework_id: String,
+    stream_id: String,
+    master_id: String,
+    heartbeat: Duration,
+}
+
+impl Subscription {
+    fn link(&self) -> Link {
+        Link::Connected {
+            client: self.client.clone(),
+            stream_id: self.stream_id.clone(),
+            master_uri: self.uri.clone(),
+            master_id: self.master_id.clone(),
+        }
+    }
+}
+
+/// Why a subscription attempt failed.
+enum AttemptError {
+    /// Worth trying again (maybe at another address).
+    Retry(String),
+    /// Never going to work: the framework is gone or the request is bad.
+    Fatal(SdkError),
+}
+
+/// The heartbeat interval from `SUBSCRIBED`, sanitized.
+fn heartbeat_interval(seconds: f64) -> Duration {
+    if seconds.is_finite() && seconds > 0.0 {
+        Duration::from_secs_f64(seconds.clamp(0.01, 3600.0))
+    } else {
+        DEFAULT_HEARTBEAT
+    }
+}
+
+/// Sorts an error status of `Subscribe` into retryable and fatal, following
+/// a leader hint if the master named one.
+fn classify(status: tonic::Status, endpoints: &mut Endpoints) -> AttemptError {
+    match status.code() {
+        tonic::Code::NotFound => {
+            AttemptError::Fatal(SdkError::Removed(status.message().to_owned()))
+        }
+        tonic::Code::InvalidArgument
+        | tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated => AttemptError::Fatal(status.into()),
+        _ => {
+            endpoints.follow(&status);
+            AttemptError::Retry(format!("{:?}: {}", status.code(), status.message()))
+        }
+    }
+}
+
+/// One subscription attempt at the next address: connect, call
+/// `Subscribe`, wait for `SUBSCRIBED`.
+async fn attempt(
+    endpoints: &mut Endpoints,
+    config: &FrameworkConfig,
+    id: &str,
+) -> Result<Subscription, AttemptError> {
+    let uri = endpoints.next_uri();
+    let wait = config.call_timeout;
+    let mut client = connect(&uri, wait.min(MAX_CONNECT_TIMEOUT))
+        .await
+        .map_err(|e| match e {
+            SdkError::InvalidConfig(_) => AttemptError::Fatal(e),
+            other => AttemptError::Retry(other.to_string()),
+        })?;
+    let request = pb::SubscribeRequest {
+        framework: Some(config.to_info(id)),
+    };
+    let mut stream = match tokio::time::timeout(wait, client.subscribe(request)).await {
+        Err(_) => return Err(AttemptError::Retry(format!("{uri}: subscribe timed out"))),
+        Ok(Err(status)) => return Err(classify(status, endpoints)),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    let first = match tokio::time::timeout(wait, stream.message()).await {
+        Err(_) => return Err(AttemptError::Retry(format!("{uri}: no SUBSCRIBED event"))),
+        Ok(Err(status)) => return Err(classify(status, endpoints)),
+        Ok(Ok(None)) => return Err(AttemptError::Retry(format!("{uri}: stream ended at once"))),
+        Ok(Ok(Some(event))) => event,
+    };
+    let subscribed = match first.event {
+        Some(Wire::Subscribed(s)) => s,
+        Some(Wire::Error(e)) => return Err(AttemptError::Fatal(SdkError::Removed(e.message))),
+        other => {
+            return Err(AttemptError::Retry(format!(
+                "{uri}: first event was not SUBSCRIBED: {other:?}"
+            )));
+        }
+    };
+    if subscribed.framework_id.is_empty() || subscribed.stream_id.is_empty() {
+        return Err(AttemptError::Retry(format!(
+            "{uri}: SUBSCRIBED without framework or stream id"
+        )));
+    }
+    if !id.is_empty() && subscribed.framework_id != id {
+        return Err(AttemptError::Fatal(SdkError::Removed(format!(
+            "re-subscribed as framework {:?} but the master answered for {:?}",
+            id, subscribed.framework_id
+        ))));
+    }
+    Ok(Subscription {
+        client,
+        uri,
+        stream,
+        framework_id: subscribed.framework_id,
+        stream_id: subscribed.stream_id,
+        master_id: subscribed.master_id,
+        heartbeat: heartbeat_interval(subscribed.heartbeat_interval_seconds),
+    })
+}
+
+/// Subscribes a framework to a berth master and returns its call handle and
+/// event stream.
+///
+/// `masters` are `host:port` addresses (or `http://` URIs) of the masters;
+/// they are tried in turn, with backoff (100 ms doubling to 5 s, jittered),
+/// for up to [`FrameworkConfig::connect_timeout`]. Returns once the master
+/// answered `SUBSCRIBED`; that event is also the first one on [`Events`].
+///
+/// Must be called inside a tokio runtime: it spawns the background task
+/// that reads events, watches heartbeats and re-subscribes after a
+/// disconnect. That task lives as long as the returned [`Events`].
+///
+/// # Errors
+/// - [`SdkError::InvalidConfig`]: the config or an address is invalid.
+/// - [`SdkError::Removed`]: the master does not know
+///   [`FrameworkConfig::framework_id`] (`NOT_FOUND`; its failover timeout
+///   expired).
+/// - [`SdkError::Rpc`]: the master refused the subscription
+///   (`INVALID_ARGUMENT`).
+/// - [`SdkError::Transport`]: no master answered within the connect timeout.
+pub async fn subscribe(
+    masters: Vec<String>,
+    config: FrameworkConfig,
+) -> Result<(Framework, Events), SdkError> {
+    config.validate()?;
+    let mut endpoints = Endpoints::new(masters)?;
+    let id = config.framework_id.clone().unwrap_or_default();
+    let deadline = Instant::now() + config.connect_timeout;
+    let mut backoff = Backoff::new();
+    let sub = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let why = match tokio::time::timeout(left, attempt(&mut endpoints, &config, &id)).await {
+            Ok(Ok(sub)) => break sub,
+            Ok(Err(AttemptError::Fatal(e))) => return Err(e),
+            Ok(Err(AttemptError::Retry(why))) => why,
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::debug!(reason = %why, "subscription attempt failed");
+        let delay = backoff.next_delay();
+        if Instant::now() + delay >= deadline {
+            return Err(SdkError::Transport(format!(
+                "no master answered within {:?}; last error: {why}",
+                config.connect_timeout
+            )));
+        }
+        tokio::time::sleep(delay).await;
+    };
+    tracing::info!(
+        framework_id = %sub.framework_id,
+        master = %sub.uri,
+        "subscribed"
+    );
+
+    let auto_ack = config.auto_acknowledge;
+    let shared = Arc::new(Shared::new(config, sub.framework_id.clone(), sub.link()));
+    let framework = Framework {
+        shared: Arc::clone(&shared),
+    };
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    let first = Event::Subscribed {
+        framework_id: sub.framework_id.clone(),
+        master_id: sub.master_id.clone(),
+        resubscribed: !id.is_empty(),
+    };
+    // The channel is new and empty: this cannot fail for lack of room.
+    if tx.try_send(first).is_err() {
+        return Err(SdkError::Transport("event channel closed".to_owned()));
+    }
+    let acker = auto_ack.then(|| {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        tokio::spawn(acknowledge_in_background(framework.clone(), ack_rx));
+        ack_tx
+    });
+    let driver = Driver {
+        shutdown: shared.phase.subscribe(),
+        shared,
+        endpoints,
+        tx,
+    };
+    tokio::spawn(driver.run(sub));
+    Ok((framework, Events::new(rx, acker)))
+}
+
+/// Sends the acknowledgements queued by [`Events`], in order.
+async fn acknowledge_in_background(
+    framework: Framework,
+    mut rx: mpsc::UnboundedReceiver<pb::TaskStatus>,
+) {
+    while let Some(status) = rx.recv().await {
+        if let Err(e) = framework.acknowledge(&status).await {
+            tracing::warn!(
+                task_id = %status.task_id,
+                error = %e,
+                "could not acknowledge a status update; its agent will resend it"
+            );
+        }
+    }
+}
+
+/// How reading one stream ended.
+enum Pump {
+    /// The stream is gone; re-subscribe.
+    Lost(String),
+    /// The master sent ERROR: the framework is removed.
+    Fatal(String),
+    /// The user dropped [`Events`] or tore the framework down.
+    Stop,
+}
+
+/// Completes when the driver should stop: teardown, or [`Events`] dropped.
+async fn stopped(phase: &mut watch::Receiver<Phase>, tx: &mpsc::Sender<Event>) {
+    tokio::select! {
+        _ = phase.wait_for(|p| *p == Phase::Stopped) => {}
+        () = tx.closed() => {}
+    }
+}
+
+/// The background task of one framework.
+struct Driver {
+    shared: Arc<Shared>,
+    endpoints: Endpoints,
+    tx: mpsc::Sender<Event>,
+    shutdown: watch::Receiver<Phase>,
+}
+
+impl Driver {
+    async fn run(mut self, mut sub: Subscription) {
+        loop {
+            let pumped = self.pump(&mut sub.stream, sub.heartbeat).await;
+            if !matches!(pumped, Pump::Stop) && self.torn_down().await {
+                return self.stop();
+            }
+            match pumped {
+                Pump::Lost(why) => {
+                    tracing::warn!(
+                        framework_id = %self.shared.framework_id,
+                        master = %sub.uri,
+                        reason = %why,
+                        "lost the event stream; re-subscribing"
+                    );
+                }
+                Pump::Fatal(why) => {
+                    tracing::error!(
+                        framework_id = %self.shared.framework_id,
+                        reason = %why,
+                        "the master removed the framework"
+                    );
+                    self.fail(why).await;
+                    return;
+                }
+                Pump::Stop => return self.stop(),
+            }
+            self.shared.set_link(Link::Disconnected);
+            if !self.emit(Event::Disconnected).await {
+                return self.stop();
+            }
+            sub = match self.resubscribe().await {
+                Ok(Some(sub)) => sub,
+                Ok(None) => return self.stop(),
+                Err(e) => {
+                    tracing::error!(
+                        framework_id = %self.shared.framework_id,
+                        error = %e,
+                        "re-subscription refused"
+                    );
+                    self.fail(e.to_string()).await;
+                    return;
+                }
+            };
+            tracing::info!(
+                framework_id = %self.shared.framework_id,
+                master = %sub.uri,
+                master_id = %sub.master_id,
+                "re-subscribed"
+            );
+            self.shared.set_link(sub.link());
+            let event = Event::Subscribed {
+                framework_id: sub.framework_id.clone(),
+                master_id: sub.master_id.clone(),
+                resubscribed: true,
+            };
+            if !self.emit(event).await {
+                return self.stop();
+            }
+        }
+    }
+
+    /// Whether the stream ended because of our own teardown: waits for an
+    /// in-flight teardown call to finish, then says whether it succeeded.
+    async fn torn_down(&mut self) -> bool {
+        let phase = self.shutdown.wait_for(|p| *p != Phase::TearingDown).await;
+        !matches!(phase.as_deref(), Ok(Phase::Running))
+    }
+
+    /// Marks the framework removed and tells the user, ending the stream.
+    async fn fail(&mut self, why: String) {
+        self.shared.set_link(Link::Removed(why.clone()));
+        // Dropping `self.tx` afterwards ends the stream.
+        let _ = self.tx.send(Event::Error(why)).await;
+    }
+
+    /// Marks the handle unusable after the user stopped listening.
+    fn stop(&self) {
+        self.shared
+            .set_link(Link::Removed("the event stream was closed".to_owned()));
+    }
+
+    /// Hands `event` to the user; `false` if the driver should stop.
+    async fn emit(&mut self, event: Event) -> bool {
+        tokio::select! {
+            () = stopped(&mut self.shutdown, &self.tx) => false,
+            sent = self.tx.send(event) => sent.is_ok(),
+        }
+    }
+
+    /// Reads one stream until it ends, fails, misses heartbeats or carries
+    /// ERROR.
+    async fn pump(&mut self, stream: &mut Streaming<pb::Event>, heartbeat: Duration) -> Pump {
+        let limit = heartbeat * MISSED_HEARTBEATS;
+        loop {
+            let next = tokio::select! {
+                () = stopped(&mut self.shutdown, &self.tx) => return Pump::Stop,
+                next = tokio::time::timeout(limit, stream.message()) => next,
+            };
+            let wire = match next {
+                Err(_) => return Pump::Lost(format!("no event for {limit:?}")),
+                Ok(Err(status)) => {
+                    self.endpoints.follow(&status);
+                    return Pump::Lost(format!("{:?}: {}", status.code(), status.message()));
+                }
+                Ok(Ok(None)) => return Pump::Lost("the master closed the stream".to_owned()),
+                Ok(Ok(Some(event))) => event,
+            };
+            let event = match wire.event {
+                Some(Wire::Heartbeat(_)) => continue,
+                None => {
+                    tracing::debug!("ignoring an event of a kind this SDK does not know");
+                    continue;
+                }
+                Some(Wire::Subscribed(_)) => {
+                    tracing::warn!("ignoring a second SUBSCRIBED event on one stream");
+                    continue;
+                }
+                Some(Wire::Error(e)) => return Pump::Fatal(e.message),
+                Some(Wire::Offers(o)) => Event::Offers(o.offers),
+                Some(Wire::Rescind(r)) => Event::Rescind {
+                    offer_id: r.offer_id,
+                },
+                Some(Wire::Update(status)) => Event::Update(status),
+                Some(Wire::Failure(f)) => Event::Failure {
+                    agent_id: f.agent_id,
+                },
+            };
+            if !self.emit(event).await {
+                return Pump::Stop;
+            }
+        }
+    }
+
+    /// Re-subscribes with the framework's id, with backoff, until it works
+    /// (`Ok(Some)`), the driver should stop (`Ok(None)`) or the master
+    /// refuses for good (`Err`).
+    async fn resubscribe(&mut self) -> Result<Option<Subscription>, SdkError> {
+        let mut backoff = Backoff::new();
+        let id = self.shared.framework_id.clone();
+        loop {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
+                () = tokio::time::sleep(delay) => {}
+            }
+            let result = tokio::select! {
+                () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
+                r = attempt(&mut self.endpoints, &self.shared.config, &id) => r,
+            };
+            match result {
+                Ok(sub) => return Ok(Some(sub)),
+                Err(AttemptError::Fatal(e)) => return Err(e),
+                Err(AttemptError::Retry(why)) => {
+                    tracing::debug!(reason = %why, "re-subscription attempt failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_sanitized() {
+        assert_eq!(heartbeat_interval(2.0), Duration::from_secs(2));
+        assert_eq!(heartbeat_interval(0.0), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(f64::NAN), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(-1.0), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(1e12), Duration::from_secs(3600));
+        assert_eq!(heartbeat_interval(1e-9), Duration::from_millis(10));
+    }
+}

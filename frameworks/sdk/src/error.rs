@@ -1,0 +1,69 @@
+//! The SDK's error type.
+
+/// Why an SDK operation failed.
+///
+/// Errors from the master keep their gRPC code in [`SdkError::Rpc`], so a
+/// caller can tell bad input (`INVALID_ARGUMENT`, nothing changed) from a
+/// stale subscription (`FAILED_PRECONDITION`) and from an unreachable master
+/// (`UNAVAILABLE`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SdkError {
+    /// The [`FrameworkConfig`](crate::FrameworkConfig) or the master
+    /// address list is invalid; nothing was sent.
+    #[error("invalid framework config: {0}")]
+    InvalidConfig(String),
+    /// A task built or packed by the SDK's helpers is invalid; `task_id`
+    /// names it.
+    #[error("invalid task {task_id:?}: {reason}")]
+    InvalidTask {
+        /// The offending task's id.
+        task_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The master answered the call with an error status.
+    #[error("master refused the call ({code:?}): {message}")]
+    Rpc {
+        /// The gRPC status code, e.g. `InvalidArgument` or
+        /// `FailedPrecondition`.
+        code: tonic::Code,
+        /// The master's message.
+        message: String,
+    },
+    /// The SDK has no live subscription right now (it is re-subscribing
+    /// after a disconnect); retry after the next
+    /// [`Event::Subscribed`](crate::Event::Subscribed).
+    #[error("not subscribed to a master (re-subscribing)")]
+    NotSubscribed,
+    /// The framework was removed by the master (torn down, or its failover
+    /// timeout expired) or replaced by a newer instance; the handle is
+    /// useless from now on.
+    #[error("framework removed: {0}")]
+    Removed(String),
+    /// No master could be reached.
+    #[error("cannot reach a master: {0}")]
+    Transport(String),
+    /// A call got no answer within the configured call timeout.
+    #[error("call timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl SdkError {
+    /// The gRPC code of an [`SdkError::Rpc`], `None` for other errors.
+    #[must_use]
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            SdkError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for SdkError {
+    fn from(status: tonic::Status) -> Self {
+        SdkError::Rpc {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! [`Framework`]: the handle for scheduler calls.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use berth_proto as pb;
+use tokio::sync::watch;
+
+use crate::connection::Client;
+use crate::{FrameworkConfig, SdkError};
+
+/// The state of the link to the master, shared by the handle, the event
+/// stream and the background driver.
+// One instance per framework, behind a mutex: size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// Subscribed: calls go to `client` with `stream_id`.
+    Connected {
+        client: Client,
+        stream_id: String,
+        master_uri: String,
+        master_id: String,
+    },
+    /// The stream was lost; the driver is re-subscribing.
+    Disconnected,
+    /// The framework is gone for good (removed, torn down, or the event
+    /// stream was dropped).
+    Removed(String),
+}
+
+/// Whether the driver should keep going; see [`Framework::teardown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Normal operation.
+    Running,
+    /// A teardown call is in flight: a lost stream is expected, not a
+    /// reason to re-subscribe yet.
+    TearingDown,
+    /// Stop the driver: the framework was torn down.
+    Stopped,
+}
+
+/// What [`Framework`] handles, [`Events`](crate::Events) and the driver
+/// share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: FrameworkConfig,
+    pub(crate) framework_id: String,
+    link: Mutex<Link>,
+    acknowledged: AtomicU64,
+    /// Tells the driver to stop (teardown).
+    pub(crate) phase: watch::Sender<Phase>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: FrameworkConfig, framework_id: String, link: Link) -> Self {
+        Shared {
+            config,
+            framework_id,
+            link: Mutex::new(link),
+            acknowledged: AtomicU64::new(0),
+            phase: watch::Sender::new(Phase::Running),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Link> {
+        // The lock is never held across a panic-prone section; recover from
+        // poisoning rather than propagate it.
+        self.link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_link(&self, link: Link) {
+        let mut guard = self.lock();
+        // Removal is final.
+        if !matches!(*guard, Link::Removed(_)) {
+            *guard = link;
+        }
+    }
+}
+
+/// A cheap, cloneable handle for calls to the master on behalf of one
+/// subscribed framework. Safe to use from many tasks at once.
+///
+/// Every call carries the framework id and the current stream id. While the
+/// SDK re-subscribes after a disconnect, calls fail fast with
+/// [`SdkError::NotSubscribed`]; after the framework was removed they fail
+/// with [`SdkError::Removed`]. Calls are not retried by the SDK: an
+/// `ACCEPT` that timed out may or may not have launched its tasks, so the
+/// caller decides (reconciliation tells).
+#[derive(Clone)]
+pub struct Framework {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Framework {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Framework")
+            .field("id", &self.shared.framework_id)
+            .field("name", &self.shared.config.name)
+            .field("subscribed", &self.is_subscribed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn filters(refuse: Option<Duration>) -> Option<pb::Filters> {
+    Some(pb::Filters {
+        refuse_seconds: refuse.map(|d| d.as_secs_f64()),
+    })
+}
+
+impl Framework {
+    /// The framework id assigned (or confirmed) by the master.
+    pub fn id(&self) -> String {
+        self.shared.framework_id.clone()
+    }
+
+    /// Whether the SDK currently holds a live subscription.
+    pub fn is_subscribed(&self) -> bool {
+        matches!(*self.shared.lock(), Link::Connected { .. })
+    }
+
+    /// The address of the master serving the current subscription, if any.
+    pub fn master(&self) -> Option<String> {
+        match &*self.shared.lock() {
+            Link::Connected { master_uri, .. } => Some(master_uri.clone()),
+            _ => None,
+        }
+    }
+
+    /// The id the current master reported in `SUBSCRIBED`, if subscribed.
+    pub fn master_id(&self) -> Option<String> {
+        match &*self.shared.lock() {
+            Link::Connected { master_id, .. } => Some(master_id.clone()),
+            _ => None,
+        }
+    }
+
+    /// The number of status updates acknowledged so far, automatically or
+    /// through [`Framework::acknowledge`].
+    pub fn acknowledged(&self) -> u64 {
+        self.shared.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// The client and header for a call, or why there is none.
+    fn link(&self) -> Result<(Client, pb::CallHeader), SdkError> {
+        match &*self.shared.lock() {
+            Link::Connected {
+                client, stream_id, ..
+            } => Ok((
+                client.clone(),
+                pb::CallHeader {
+                    framework_id: self.shared.framework_id.clone(),
+                    stream_id: stream_id.clone(),
+                },
+            )),
+            Link::Disconnected => Err(SdkError::NotSubscribed),
+            Link::Removed(why) => Err(SdkError::Removed(why.clone())),
+        }
+    }
+
+    /// Runs one unary call with the current header and the call timeout.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, SdkError>
+    where
+        F: FnOnce(Client, Option<pb::CallHeader>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (client, header) = self.link()?;
+        let timeout = self.shared.config.call_timeout;
+        match tokio::time::timeout(timeout, f(client, Some(header))).await {
+            Err(_) => Err(SdkError::Timeout(timeout)),
+            Ok(Err(status)) => Err(status.into()),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+
+    /// Accepts `offer_ids` (all from one agent) and launches `tasks` in
+    /// them; the unused remainder is filtered for `refuse` (`None`: the
+    /// master's default of 5 s). Returns the ids of the tasks the master
+    /// recorded as launched; their updates follow as
+    /// [`Event::Update`](crate::Event::Update).
+    ///
+    /// Offers received before the last [`Event::Disconnected`](crate::Event::Disconnected)
+    /// are void; accepting them fails with `INVALID_ARGUMENT`.
+    ///
+    /// # Errors
+    /// [`SdkError::Rpc`] with `InvalidArgument` for unknown, rescinded or
+    /// foreign offers and tasks that do not fit (nothing is launched);
+    /// `FailedPrecondition` for a stale subscription; see [`SdkError`].
+    pub async fn accept(
+        &self,
+        offer_ids: Vec<String>,
+        tasks: Vec<pb::TaskInfo>,
+        refuse: Option<Duration>,
+    ) -> Result<Vec<String>, SdkError> {
+        let operations = if tasks.is_empty() {
+            Vec::new()
+        } else {
+            vec![pb::Operation {
+                operation: Some(pb::operation::Operation::Launch(pb::Launch { tasks })),
+            }]
+        };
+        let reply = self
+            .call(move |mut c, header| async move {
+                c.accept(pb::AcceptRequest {
+                    header,
+                    offer_ids,
+                    operations,
+                    filters: filters(refuse),
+                })
+                .await
+            })
+            .await?;
+        Ok(reply.launched_task_ids)
+    }
+
+    /// Declines `offer_ids`; the resources are not offered to this
+    /// framework again for `refuse` (`None`: the master's default of 5 s).
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn decline(
+        &self,
+        offer_ids: Vec<String>,
+        refuse: Option<Duration>,
+    ) -> Result<(), SdkError> {
+        self.call(move |mut c, header| async move {
+            c.decline(pb::DeclineRequest {
+                header,
+                offer_ids,
+                filters: filters(refuse),
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Clears decline filters and resumes offers for `roles` (all of the
+    /// framework's roles when empty).
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn revive(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.call(move |mut c, header| async move {
+            c.revive(pb::ReviveRequest { header, roles }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stops offers for `roles` (all when empty) until [`Framework::revive`].
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn suppress(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.call(move |mut c, header| async move {
+            c.suppress(pb::SuppressRequest { header, roles }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Kills a task, with `grace` between SIGTERM and SIGKILL (`None`: the
+    /// task's own kill grace period).
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
+        let task_id = task_id.to_owned();
+        self.call(move |mut c, header| async move {
+            c.kill(pb::KillRequest {
+                header,
+                task_id,
+                grace_period_seconds: grace.map(|d| d.as_secs_f64()),
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Acknowledges a status update. A no-op for updates without a uuid
+    /// (generated by the master). Needed only with
+    /// [`FrameworkConfig::auto_acknowledge`] off; acknowledging twice is
+    /// harmless.
+    ///
+    /// # Errors
+    /// See [`SdkError`]. An update that could not be acknowledged is resent
+    /// by its agent.
+    pub async fn acknowledge(&self, status: &pb::TaskStatus) -> Result<(), SdkError> {
+        if status.uuid.is_empty() {
+            return Ok(());
+        }
+        let agent_id = status.agent_id.clone();
+        let task_id = status.task_id.clone();
+        let uuid = status.uuid.clone();
+        self.call(move |mut c, header| async move {
+            c.acknowledge(pb::AcknowledgeRequest {
+                header,
+                agent_id,
+                task_id,
+                uuid,
+            })
+            .await
+        })
+        .await?;
+        self.shared.acknowledged.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Explicit reconciliation: asks for the latest state of each
+    /// `(task id, agent id)` (the agent id may be empty). An empty list is
+    /// implicit reconciliation, as [`Framework::reconcile_all`]. Answers
+    /// arrive as [`Event::Update`](crate::Event::Update)s from the master.
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn reconcile(&self, tasks: Vec<(String, String)>) -> Result<(), SdkError> {
+        let tasks = tasks
+            .into_iter()
+            .map(|(task_id, agent_id)| pb::ReconcileTask { task_id, agent_id })
+            .collect();
+        self.call(move |mut c, header| async move {
+            c.reconcile(pb::ReconcileRequest { header, tasks }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Implicit reconciliation: the master sends the latest state of every
+    /// non-terminal task of this framework. Do this after every
+    /// [`Event::Subscribed`](crate::Event::Subscribed) with
+    /// `resubscribed: true`.
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn reconcile_all(&self) -> Result<(), SdkError> {
+        self.reconcile(Vec::new()).await
+    }
+
+    /// Removes the framework: the master kills all its tasks and forgets
+    /// it. On success the event stream ends and every later call fails
+    /// with [`SdkError::Removed`].
+    ///
+    /// # Errors
+    /// See [`SdkError`].
+    pub async fn teardown(&self) -> Result<(), SdkError> {
+        self.shared.phase.send_replace(Phase::TearingDown);
+        let result = self
+            .call(|mut c, header| async move { c.teardown(pb::TeardownRequest { header }).await })
+            .await;
+        if result.is_ok() {
+            self.shared
+                .set_link(Link::Removed("the framework was torn down".to_owned()));
+            self.shared.phase.send_replace(Phase::Stopped);
+        } else {
+            self.shared.phase.send_replace(Phase::Running);
+        }
+        result.map(|_| ())
+    }
+}

@@ -1,0 +1,300 @@
+//! Offer packing: decide which of your tasks go into which offers.
+//!
+//! [`pack_offers`] runs `berth_scheduler_core::placement::pack` over the
+//! offers' resources and the tasks' resources, and returns a [`PackPlan`]:
+//! the tasks to launch per offer (with `agent_id` filled in), the offers
+//! that received nothing (decline them) and the tasks that did not fit
+//! (keep them for the next offers). [`shell_task`] builds a `TaskInfo`.
+
+use berth_proto as pb;
+use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
+use berth_scheduler_core::placement::{Strategy, pack};
+use berth_scheduler_core::{Resources, TaskId};
+
+use crate::SdkError;
+
+/// The result of [`pack_offers`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PackPlan {
+    /// Per offer that received tasks, in offer order: the offer id and the
+    /// tasks to launch in it, in the order given. Each is one
+    /// [`Framework::accept`](crate::Framework::accept) call.
+    pub launches: Vec<(String, Vec<pb::TaskInfo>)>,
+    /// Ids of the offers that received no task, in offer order; decline
+    /// them (or hold them briefly).
+    pub unused: Vec<String>,
+    /// Tasks that fit in no offer, in the order given.
+    pub unplaced: Vec<pb::TaskInfo>,
+}
+
+impl PackPlan {
+    /// The number of tasks placed into offers.
+    #[must_use]
+    pub fn placed(&self) -> usize {
+        self.launches.iter().map(|(_, tasks)| tasks.len()).sum()
+    }
+}
+
+/// The validated resources of a task.
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] naming the task and the invalid field
+/// (negative, NaN, infinite or huge scalars, bad port ranges). A task
+/// without resources has empty resources.
+pub fn task_resources(task: &pb::TaskInfo) -> Result<Resources, SdkError> {
+    resources_from_proto_opt(task.resources.as_ref()).map_err(|e| SdkError::InvalidTask {
+        task_id: task.task_id.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Packs `tasks` into `offers` with `strategy` (first fit, best fit or worst
+/// fit; see `berth_scheduler_core::placement`). Deterministic: tasks are
+/// placed in the order given.
+///
+/// Each placed task's `agent_id` is set to its offer's agent (overwriting
+/// what was there). An offer whose own resources are invalid is treated as
+/// empty and lands in [`PackPlan::unused`].
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] if a task's resources are invalid, naming the
+/// task; nothing is packed then.
+pub fn pack_offers(
+    offers: &[pb::Offer],
+    tasks: Vec<pb::TaskInfo>,
+    strategy: Strategy,
+) -> Result<PackPlan, SdkError> {
+    let items = tasks
+        .iter()
+        .map(task_resources)
+        .collect::<Result<Vec<_>, _>>()?;
+    let bins: Vec<Resources> = offers
+        .iter()
+        .map(|o| {
+            resources_from_proto_opt(o.resources.as_ref()).unwrap_or_else(|e| {
+                tracing::warn!(offer_id = %o.id, error = %e, "offer with invalid resources; not used");
+                Resources::empty()
+            })
+        })
+        .collect();
+    let packing = pack(&bins, &items, strategy);
+
+    let mut per_offer: Vec<Vec<pb::TaskInfo>> = vec![Vec::new(); offers.len()];
+    let mut unplaced = Vec::new();
+    for (mut task, slot) in tasks.into_iter().zip(packing.assignments) {
+        match slot.and_then(|i| offers.get(i).map(|o| (i, o))) {
+            Some((i, offer)) => {
+                task.agent_id.clone_from(&offer.agent_id);
+                per_offer[i].push(task);
+            }
+            None => unplaced.push(task),
+        }
+    }
+    let mut plan = PackPlan {
+        unplaced,
+        ..PackPlan::default()
+    };
+    for (offer, tasks) in offers.iter().zip(per_offer) {
+        if tasks.is_empty() {
+            plan.unused.push(offer.id.clone());
+        } else {
+            plan.launches.push((offer.id.clone(), tasks));
+        }
+    }
+    Ok(plan)
+}
+
+/// Builds a task that runs `cmd` with `/bin/sh -c`, using `resources` in
+/// the Mesos text form (`"cpus:0.5;mem:64;ports:[31000-31000]"`).
+///
+/// ```
+/// let task = berth_sdk::shell_task("t-1", "hello", "echo hi", "cpus:0.1;mem:32").unwrap();
+/// assert_eq!(task.command.unwrap().shell, "echo hi");
+/// assert_eq!(task.resources.unwrap().mem, 32.0);
+/// ```
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] for an invalid task id (empty, over 255 bytes,
+/// `/`, `\`, `..`, whitespace or control characters), an empty command or
+/// unparsable or invalid resources.
+pub fn shell_task(
+    id: impl Into<String>,
+    name: impl Into<String>,
+    cmd: impl Into<String>,
+    resources: &str,
+) -> Result<pb::TaskInfo, SdkError> {
+    let id = id.into();
+    let cmd = cmd.into();
+    let invalid = |reason: String| SdkError::InvalidTask {
+        task_id: id.clone(),
+        reason,
+    };
+    TaskId::new(id.as_str()).map_err(|e| invalid(e.to_string()))?;
+    if cmd.trim().is_empty() {
+        return Err(invalid("the command must not be empty".to_owned()));
+    }
+    let parsed: Resources = resources.parse().map_err(|e| invalid(format!("{e}")))?;
+    let wire = resources_to_proto(&parsed);
+    // Round-trip check: what we send is what we parsed.
+    debug_assert!(resources_from_proto(&wire).is_ok());
+    Ok(pb::TaskInfo {
+        task_id: id.clone(),
+        name: name.into(),
+        agent_id: String::new(),
+        resources: Some(wire),
+        command: Some(pb::CommandInfo {
+            shell: cmd,
+            ..Default::default()
+        }),
+        labels: Vec::new(),
+        kill_grace_period_seconds: 0.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(id: &str, agent: &str, res: &str) -> pb::Offer {
+        let r: Resources = res.parse().unwrap();
+        pb::Offer {
+            id: id.into(),
+            agent_id: agent.into(),
+            resources: Some(resources_to_proto(&r)),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, res: &str) -> pb::TaskInfo {
+        shell_task(id, id, "true", res).unwrap()
+    }
+
+    fn ids(tasks: &[pb::TaskInfo]) -> Vec<&str> {
+        tasks.iter().map(|t| t.task_id.as_str()).collect()
+    }
+
+    #[test]
+    fn places_tasks_and_fills_agent_ids() {
+        let offers = [
+            offer("o1", "a1", "cpus:1;mem:128"),
+            offer("o2", "a2", "cpus:2;mem:256"),
+            offer("o3", "a3", "cpus:0.1;mem:1"),
+        ];
+        let tasks = vec![
+            task("t1", "cpus:1;mem:100"),
+            task("t2", "cpus:1;mem:100"),
+            task("t3", "cpus:1;mem:100"),
+            task("big", "cpus:8"),
+            task("t4", "cpus:0.5"),
+        ];
+        let plan = pack_offers(&offers, tasks, Strategy::FirstFit).unwrap();
+        assert_eq!(plan.launches.len(), 2);
+        let (o1, in1) = &plan.launches[0];
+        assert_eq!(o1, "o1");
+        assert_eq!(ids(in1), ["t1"]);
+        assert!(in1.iter().all(|t| t.agent_id == "a1"));
+        let (o2, in2) = &plan.launches[1];
+        assert_eq!(o2, "o2");
+        assert_eq!(ids(in2), ["t2", "t3"]);
+        assert!(in2.iter().all(|t| t.agent_id == "a2"));
+        assert_eq!(ids(&plan.unplaced), ["big", "t4"]);
+        assert_eq!(plan.unused, ["o3"]);
+        assert_eq!(plan.placed(), 3);
+    }
+
+    #[test]
+    fn strategies_differ() {
+        let offers = [
+            offer("small", "a1", "cpus:1"),
+            offer("large", "a2", "cpus:4"),
+        ];
+        let best = pack_offers(&offers, vec![task("t", "cpus:1")], Strategy::BestFit).unwrap();
+        assert_eq!(best.launches[0].0, "small");
+        let worst = pack_offers(&offers, vec![task("t", "cpus:1")], Strategy::WorstFit).unwrap();
+        assert_eq!(worst.launches[0].0, "large");
+        assert_eq!(worst.unused, ["small"]);
+    }
+
+    #[test]
+    fn ports_must_fit() {
+        let offers = [offer("o", "a", "cpus:4;ports:[31000-31001]")];
+        let tasks = vec![
+            task("p1", "cpus:1;ports:[31000-31000]"),
+            task("p2", "cpus:1;ports:[31000-31000]"),
+        ];
+        let plan = pack_offers(&offers, tasks, Strategy::FirstFit).unwrap();
+        assert_eq!(ids(&plan.launches[0].1), ["p1"]);
+        assert_eq!(ids(&plan.unplaced), ["p2"]);
+    }
+
+    #[test]
+    fn rejects_invalid_task_resources_naming_the_task() {
+        let offers = [offer("o", "a", "cpus:4")];
+        let mut bad = task("nan-task", "cpus:1");
+        bad.resources = Some(pb::Resources {
+            cpus: f64::NAN,
+            ..Default::default()
+        });
+        let err =
+            pack_offers(&offers, vec![task("ok", "cpus:1"), bad], Strategy::FirstFit).unwrap_err();
+        match &err {
+            SdkError::InvalidTask { task_id, reason } => {
+                assert_eq!(task_id, "nan-task");
+                assert!(reason.contains("cpus"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("nan-task"));
+    }
+
+    #[test]
+    fn no_offers_or_no_tasks() {
+        let plan = pack_offers(&[], vec![task("t", "cpus:1")], Strategy::FirstFit).unwrap();
+        assert_eq!(ids(&plan.unplaced), ["t"]);
+        let offers = [offer("o", "a", "cpus:1")];
+        let plan = pack_offers(&offers, Vec::new(), Strategy::FirstFit).unwrap();
+        assert!(plan.launches.is_empty());
+        assert_eq!(plan.unused, ["o"]);
+    }
+
+    #[test]
+    fn offer_with_invalid_resources_is_unused() {
+        let mut o = offer("bad", "a", "cpus:1");
+        o.resources = Some(pb::Resources {
+            cpus: -1.0,
+            ..Default::default()
+        });
+        let plan = pack_offers(&[o], vec![task("t", "cpus:1")], Strategy::FirstFit).unwrap();
+        assert_eq!(plan.unused, ["bad"]);
+        assert_eq!(ids(&plan.unplaced), ["t"]);
+    }
+
+    #[test]
+    fn shell_task_validates() {
+        let t = shell_task("t-1", "n", "echo hi", "cpus:0.5;mem:64;ports:[31000-31002]").unwrap();
+        assert_eq!(t.task_id, "t-1");
+        assert_eq!(t.name, "n");
+        assert_eq!(t.command.as_ref().unwrap().shell, "echo hi");
+        let r = t.resources.unwrap();
+        assert!((r.cpus - 0.5).abs() < 1e-9);
+        assert_eq!(
+            r.ports,
+            [pb::Range {
+                begin: 31000,
+                end: 31002
+            }]
+        );
+        for (id, cmd, res, needle) in [
+            ("", "x", "cpus:1", "empty"),
+            ("a/b", "x", "cpus:1", "/"),
+            ("a b", "x", "cpus:1", "whitespace"),
+            ("ok", " ", "cpus:1", "command"),
+            ("ok", "x", "cpus:NaN", "cpus"),
+            ("ok", "x", "cpus:-1", "negative"),
+            ("ok", "x", "bogus:1", "bogus"),
+        ] {
+            let err = shell_task(id, "n", cmd, res).unwrap_err().to_string();
+            assert!(err.contains(needle), "{id:?} {cmd:?} {res:?}: {err}");
+        }
+    }
+}

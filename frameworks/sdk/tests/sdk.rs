@@ -1,0 +1,471 @@
+//! The SDK against a fake master: subscription, calls, acknowledgements,
+//! re-subscription after stream loss, master restart and missed heartbeats,
+//! removal, and errors.
+
+mod support;
+
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError, subscribe};
+use pb::TaskState;
+use pb::event::Event as Wire;
+use support::{Call, FakeMaster, agent_update, master_update, wait_until};
+use tonic::Code;
+
+/// Long enough that the fake's heartbeat never matters, unless a test sets
+/// a short one.
+const NO_HEARTBEAT: f64 = 60.0;
+
+fn config() -> FrameworkConfig {
+    FrameworkConfig::new("test-fw")
+        .roles(["dev"])
+        .failover_timeout(Duration::from_secs(30))
+        .call_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+async fn next(events: &mut Events) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("no event within 5 s")
+        .expect("event stream ended")
+}
+
+/// Asserts no event arrives for `ms` (and lets a pending ack go out).
+async fn quiet(events: &mut Events, ms: u64) {
+    if let Ok(e) = tokio::time::timeout(Duration::from_millis(ms), events.next()).await {
+        panic!("unexpected event {e:?}");
+    }
+}
+
+async fn connect(fake: &FakeMaster, config: FrameworkConfig) -> (Framework, Events) {
+    let (fw, mut events) = subscribe(vec![fake.address()], config)
+        .await
+        .expect("subscribe");
+    match next(&mut events).await {
+        Event::Subscribed { resubscribed, .. } => assert!(!resubscribed),
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    (fw, events)
+}
+
+#[tokio::test]
+async fn subscribe_and_calls_carry_ids() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = subscribe(vec![fake.address()], config()).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Event::Subscribed {
+            framework_id: "fw-1".into(),
+            master_id: "fake-master".into(),
+            resubscribed: false,
+        }
+    );
+    assert_eq!(fw.id(), "fw-1");
+    assert!(fw.is_subscribed());
+    assert_eq!(fw.master_id().as_deref(), Some("fake-master"));
+    let info = &fake.subscribes()[0];
+    assert_eq!(info.id, "");
+    assert_eq!(info.name, "test-fw");
+    assert_eq!(info.roles, ["dev"]);
+    assert!((info.failover_timeout_seconds - 30.0).abs() < 1e-9);
+
+    let task = berth_sdk::shell_task("t1", "t1", "true", "cpus:0.1").unwrap();
+    let launched = fw
+        .accept(vec!["o1".into()], vec![task], Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(launched, ["t1"]);
+    fw.decline(vec!["o2".into()], None).await.unwrap();
+    fw.revive(vec!["dev".into()]).await.unwrap();
+    fw.suppress(vec![]).await.unwrap();
+    fw.kill("t1", Some(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    fw.reconcile(vec![("t1".into(), "a1".into())])
+        .await
+        .unwrap();
+    fw.reconcile_all().await.unwrap();
+
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 7);
+    for call in &calls {
+        let h = call.header().unwrap();
+        assert_eq!(
+            (h.framework_id.as_str(), h.stream_id.as_str()),
+            ("fw-1", "stream-1")
+        );
+    }
+    match &calls[0] {
+        Call::Accept(a) => {
+            assert_eq!(a.offer_ids, ["o1"]);
+            assert_eq!(a.filters.as_ref().unwrap().refuse_seconds, Some(2.0));
+            assert_eq!(a.operations.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &calls[1] {
+        Call::Decline(d) => assert_eq!(d.filters.as_ref().unwrap().refuse_seconds, None),
+        other => panic!("{other:?}"),
+    }
+    match &calls[4] {
+        Call::Kill(k) => {
+            assert_eq!(k.task_id, "t1");
+            assert_eq!(k.grace_period_seconds, Some(1.5));
+        }
+        other => panic!("{other:?}"),
+    }
+    match (&calls[5], &calls[6]) {
+        (Call::Reconcile(explicit), Call::Reconcile(implicit)) => {
+            assert_eq!(explicit.tasks.len(), 1);
+            assert_eq!(explicit.tasks[0].agent_id, "a1");
+            assert!(implicit.tasks.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn events_are_forwarded_and_heartbeats_hidden() {
+    let fake = FakeMaster::start(0.05, true).await;
+    let (_fw, mut events) = connect(&fake, config()).await;
+    let offer = pb::Offer {
+        id: "o1".into(),
+        agent_id: "a1".into(),
+        ..Default::default()
+    };
+    fake.push(Wire::Offers(pb::Offers {
+        offers: vec![offer.clone()],
+    }))
+    .await;
+    fake.push(Wire::Heartbeat(pb::Heartbeat {})).await;
+    fake.push(Wire::Rescind(pb::Rescind {
+        offer_id: "o1".into(),
+    }))
+    .await;
+    fake.push(Wire::Failure(pb::Failure {
+        agent_id: "a1".into(),
+    }))
+    .await;
+    assert_eq!(next(&mut events).await, Event::Offers(vec![offer]));
+    assert_eq!(
+        next(&mut events).await,
+        Event::Rescind {
+            offer_id: "o1".into()
+        }
+    );
+    assert_eq!(
+        next(&mut events).await,
+        Event::Failure {
+            agent_id: "a1".into()
+        }
+    );
+    // Heartbeats every 50 ms keep the stream alive and never show up.
+    quiet(&mut events, 400).await;
+    assert_eq!(fake.subscribes().len(), 1);
+}
+
+#[tokio::test]
+async fn agent_updates_are_acknowledged_once_after_being_read() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    let update = agent_update("t1", 7, TaskState::TaskRunning);
+    fake.push(Wire::Update(update.clone())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(fake.acks().is_empty(), "acknowledged before it was read");
+
+    assert_eq!(next(&mut events).await, Event::Update(update.clone()));
+    // Handed to the user, not yet asked for the next event: still no ack.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        fake.acks().is_empty(),
+        "acknowledged before the user was done"
+    );
+
+    // A master-generated update (no uuid) follows; reading it releases
+    // the first update's ack, and it needs none itself.
+    let from_master = master_update("t2", TaskState::TaskLost);
+    fake.push(Wire::Update(from_master.clone())).await;
+    assert_eq!(next(&mut events).await, Event::Update(from_master));
+    wait_until("the ack", || fake.acks().len() == 1).await;
+    let ack = &fake.acks()[0];
+    assert_eq!(ack.task_id, "t1");
+    assert_eq!(ack.agent_id, "agent-1");
+    assert_eq!(ack.uuid, update.uuid);
+    assert_eq!(ack.header.as_ref().unwrap().stream_id, "stream-1");
+    wait_until("the ack count", || fw.acknowledged() == 1).await;
+
+    quiet(&mut events, 200).await;
+    assert_eq!(fake.acks().len(), 1, "acknowledged more than once");
+    assert_eq!(fw.acknowledged(), 1);
+}
+
+#[tokio::test]
+async fn dropping_events_flushes_the_pending_ack() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fake.push(Wire::Update(agent_update("t1", 1, TaskState::TaskFinished)))
+        .await;
+    assert!(matches!(next(&mut events).await, Event::Update(_)));
+    drop(events);
+    wait_until("the ack", || fake.acks().len() == 1).await;
+    wait_until("the ack count", || fw.acknowledged() == 1).await;
+}
+
+#[tokio::test]
+async fn manual_acknowledgement() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config().auto_acknowledge(false)).await;
+    let update = agent_update("t1", 3, TaskState::TaskRunning);
+    fake.push(Wire::Update(update.clone())).await;
+    assert_eq!(next(&mut events).await, Event::Update(update.clone()));
+    quiet(&mut events, 200).await;
+    assert!(fake.acks().is_empty());
+    assert_eq!(fw.acknowledged(), 0);
+
+    fw.acknowledge(&update).await.unwrap();
+    assert_eq!(fake.acks().len(), 1);
+    assert_eq!(fw.acknowledged(), 1);
+    // Master updates need no ack: a no-op.
+    fw.acknowledge(&master_update("t1", TaskState::TaskLost))
+        .await
+        .unwrap();
+    assert_eq!(fake.acks().len(), 1);
+    assert_eq!(fw.acknowledged(), 1);
+}
+
+#[tokio::test]
+async fn dropped_stream_resubscribes_with_the_same_id() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fw.revive(vec![]).await.unwrap();
+
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert_eq!(
+        next(&mut events).await,
+        Event::Subscribed {
+            framework_id: "fw-1".into(),
+            master_id: "fake-master".into(),
+            resubscribed: true,
+        }
+    );
+    let subs = fake.subscribes();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[1].id, "fw-1");
+    assert_eq!(subs[1].name, "test-fw");
+
+    fw.revive(vec![]).await.unwrap();
+    let calls = fake.calls();
+    assert_eq!(calls[0].header().unwrap().stream_id, "stream-1");
+    assert_eq!(calls[1].header().unwrap().stream_id, "stream-2");
+    assert_eq!(fw.id(), "fw-1");
+}
+
+#[tokio::test]
+async fn master_restart_on_the_same_port() {
+    let mut fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+
+    fake.stop().await;
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert_eq!(fw.revive(vec![]).await, Err(SdkError::NotSubscribed));
+    assert!(!fw.is_subscribed());
+    // Let a few attempts fail against the closed port.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fake.restart().await;
+
+    match next(&mut events).await {
+        Event::Subscribed {
+            framework_id,
+            resubscribed,
+            ..
+        } => {
+            assert_eq!(framework_id, "fw-1");
+            assert!(resubscribed);
+        }
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    fw.revive(vec![]).await.unwrap();
+    let last = fake.calls().pop().unwrap();
+    assert_eq!(last.header().unwrap().stream_id, "stream-2");
+}
+
+#[tokio::test]
+async fn unknown_framework_on_resubscribe_is_fatal() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fake.forget_frameworks();
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    match next(&mut events).await {
+        Event::Error(why) => assert!(why.contains("unknown framework"), "{why}"),
+        other => panic!("expected Error, got {other:?}"),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    assert_eq!(end, None);
+    assert!(matches!(fw.revive(vec![]).await, Err(SdkError::Removed(_))));
+    // No further attempts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.subscribes().len(), 2);
+}
+
+#[tokio::test]
+async fn error_event_ends_the_stream() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fake.push(Wire::Error(pb::Error {
+        message: "failover timeout expired".into(),
+    }))
+    .await;
+    assert_eq!(
+        next(&mut events).await,
+        Event::Error("failover timeout expired".into())
+    );
+    assert_eq!(events.next().await, None);
+    assert!(matches!(
+        fw.decline(vec![], None).await,
+        Err(SdkError::Removed(_))
+    ));
+}
+
+#[tokio::test]
+async fn missing_heartbeats_trigger_resubscription() {
+    // SUBSCRIBED says 100 ms, but the fake never sends a heartbeat.
+    let fake = FakeMaster::start(0.1, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    match next(&mut events).await {
+        Event::Subscribed { resubscribed, .. } => assert!(resubscribed),
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    assert_eq!(fake.subscribes()[1].id, "fw-1");
+    assert_eq!(fw.id(), "fw-1");
+}
+
+#[tokio::test]
+async fn call_errors_keep_their_code() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, _events) = connect(&fake, config()).await;
+    fake.state().accept_error = Some((Code::InvalidArgument, "unknown offer \"o9\"".into()));
+    let err = fw
+        .accept(vec!["o9".into()], vec![], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert!(matches!(
+        &err,
+        SdkError::Rpc { code: Code::InvalidArgument, message } if message.contains("o9")
+    ));
+
+    fake.supersede();
+    let err = fw.revive(vec![]).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+}
+
+#[tokio::test]
+async fn teardown_ends_the_stream() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fw.teardown().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap();
+    assert_eq!(end, None);
+    assert!(matches!(fw.revive(vec![]).await, Err(SdkError::Removed(_))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.subscribes().len(), 1, "re-subscribed after teardown");
+}
+
+#[tokio::test]
+async fn resuming_a_framework_by_id() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (first, events) = connect(&fake, config()).await;
+    let id = first.id();
+    drop(events);
+    let (fw, mut events) = subscribe(vec![fake.address()], config().framework_id(id.clone()))
+        .await
+        .unwrap();
+    match next(&mut events).await {
+        Event::Subscribed {
+            framework_id,
+            resubscribed,
+            ..
+        } => {
+            assert_eq!(framework_id, id);
+            assert!(resubscribed);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fw.id(), id);
+    // The first handle is dead once its events are dropped.
+    assert!(matches!(
+        first.revive(vec![]).await,
+        Err(SdkError::Removed(_))
+    ));
+
+    let err = subscribe(vec![fake.address()], config().framework_id("fw-gone"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SdkError::Removed(ref m) if m.contains("fw-gone")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tries_master_addresses_in_turn() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, _events) = subscribe(vec![dead, fake.address()], config())
+        .await
+        .unwrap();
+    assert_eq!(fw.id(), "fw-1");
+    assert!(fw.master().unwrap().ends_with(&fake.address()));
+}
+
+#[tokio::test]
+async fn subscribe_errors() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let bad = [
+        FrameworkConfig::new(""),
+        FrameworkConfig::new("x").roles(["-bad"]),
+        FrameworkConfig::new("x").failover_timeout(Duration::MAX),
+    ];
+    for config in bad {
+        let err = subscribe(vec![fake.address()], config).await.unwrap_err();
+        assert!(matches!(err, SdkError::InvalidConfig(_)), "{err}");
+    }
+    assert!(
+        fake.subscribes().is_empty(),
+        "invalid config reached the master"
+    );
+    let err = subscribe(vec![], config()).await.unwrap_err();
+    assert!(matches!(err, SdkError::InvalidConfig(_)), "{err}");
+
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let started = std::time::Instant::now();
+    let err = subscribe(
+        vec![dead],
+        config().connect_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SdkError::Transport(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
