@@ -15,7 +15,7 @@ use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::{
     AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook,
-    OfferId, Quota, Resources, Role, TaskId, Time, Weight,
+    OfferError, OfferId, Quota, Resources, Role, TaskId, Time, Weight,
 };
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -571,10 +571,23 @@ impl Core {
                 let fw = self.caller(req.header.as_ref())?;
                 let refuse = self.refuse(req.filters.as_ref())?;
                 let ids = offer_ids(&req.offer_ids)?;
-                let taken = self
-                    .offers
-                    .take(&fw, &ids)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                // Unlike an accept, a decline may return offers of several
+                // agents: each is checked, then all are taken.
+                if ids.is_empty() {
+                    return Err(Status::invalid_argument(OfferError::Empty.to_string()));
+                }
+                let mut seen = BTreeSet::new();
+                for id in &ids {
+                    if !seen.insert(id) {
+                        return Err(Status::invalid_argument(
+                            OfferError::Duplicate(id.clone()).to_string(),
+                        ));
+                    }
+                    self.offers
+                        .validate(&fw, std::slice::from_ref(id))
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                }
+                let taken: Vec<_> = ids.iter().filter_map(|id| self.offers.remove(id)).collect();
                 let now = self.now();
                 for offer in taken {
                     self.allocator.recover(

@@ -211,19 +211,23 @@ pub async fn subscribe(
     if tx.try_send(first).is_err() {
         return Err(SdkError::Transport("event channel closed".to_owned()));
     }
-    let acker = auto_ack.then(|| {
+    let (ack_tx, acker) = if auto_ack {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        tokio::spawn(acknowledge_in_background(framework.clone(), ack_rx));
-        ack_tx
-    });
+        let task = tokio::spawn(acknowledge_in_background(framework.clone(), ack_rx));
+        (Some(ack_tx), Some(task))
+    } else {
+        (None, None)
+    };
+    let events_shared = Arc::clone(&shared);
     let driver = Driver {
+        acker,
         shutdown: shared.phase.subscribe(),
         shared,
         endpoints,
         tx,
     };
     tokio::spawn(driver.run(sub));
-    Ok((framework, Events::new(rx, acker)))
+    Ok((framework, Events::new(rx, ack_tx, events_shared)))
 }
 
 /// Sends the acknowledgements queued by [`Events`], in order.
@@ -232,12 +236,24 @@ async fn acknowledge_in_background(
     mut rx: mpsc::UnboundedReceiver<pb::TaskStatus>,
 ) {
     while let Some(status) = rx.recv().await {
-        if let Err(e) = framework.acknowledge(&status).await {
-            tracing::warn!(
+        let result = framework.acknowledge(&status).await;
+        framework
+            .shared
+            .acks_queued
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        match result {
+            Ok(()) => {}
+            // Expected while re-subscribing or after removal.
+            Err(e @ (SdkError::NotSubscribed | SdkError::Removed(_))) => tracing::debug!(
+                task_id = %status.task_id,
+                error = %e,
+                "status update not acknowledged; its agent will resend it"
+            ),
+            Err(e) => tracing::warn!(
                 task_id = %status.task_id,
                 error = %e,
                 "could not acknowledge a status update; its agent will resend it"
-            );
+            ),
         }
     }
 }
@@ -266,6 +282,8 @@ struct Driver {
     endpoints: Endpoints,
     tx: mpsc::Sender<Event>,
     shutdown: watch::Receiver<Phase>,
+    /// The acknowledger task, if auto-acknowledge is on.
+    acker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Driver {
@@ -273,7 +291,7 @@ impl Driver {
         loop {
             let pumped = self.pump(&mut sub.stream, sub.heartbeat).await;
             if !matches!(pumped, Pump::Stop) && self.torn_down().await {
-                return self.stop();
+                return self.stop().await;
             }
             match pumped {
                 Pump::Lost(why) => {
@@ -293,15 +311,15 @@ impl Driver {
                     self.fail(why).await;
                     return;
                 }
-                Pump::Stop => return self.stop(),
+                Pump::Stop => return self.stop().await,
             }
             self.shared.set_link(Link::Disconnected);
             if !self.emit(Event::Disconnected).await {
-                return self.stop();
+                return self.stop().await;
             }
             sub = match self.resubscribe().await {
                 Ok(Some(sub)) => sub,
-                Ok(None) => return self.stop(),
+                Ok(None) => return self.stop().await,
                 Err(e) => {
                     tracing::error!(
                         framework_id = %self.shared.framework_id,
@@ -325,7 +343,7 @@ impl Driver {
                 resubscribed: true,
             };
             if !self.emit(event).await {
-                return self.stop();
+                return self.stop().await;
             }
         }
     }
@@ -345,7 +363,18 @@ impl Driver {
     }
 
     /// Marks the handle unusable after the user stopped listening.
-    fn stop(&self) {
+    /// When [`Events`] was dropped, its last acknowledgement may still be
+    /// queued: let the acknowledger finish (bounded by the call timeout)
+    /// before the link goes away.
+    async fn stop(&mut self) {
+        if self.tx.is_closed()
+            && let Some(acker) = self.acker.take()
+            && tokio::time::timeout(self.shared.config.call_timeout, acker)
+                .await
+                .is_err()
+        {
+            tracing::debug!("acknowledger did not finish in time");
+        }
         self.shared
             .set_link(Link::Removed("the event stream was closed".to_owned()));
     }

@@ -2,11 +2,15 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use berth_proto as pb;
 use futures::Stream;
 use tokio::sync::mpsc;
+
+use crate::framework::Shared;
 
 /// Something that happened to the framework, as delivered by [`Events`].
 ///
@@ -83,6 +87,8 @@ pub struct Events {
     acker: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
     /// The last update handed out, acknowledged on the next poll.
     pending_ack: Option<pb::TaskStatus>,
+    /// For the count of queued acknowledgements.
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Events {
@@ -101,11 +107,13 @@ impl Events {
     pub(crate) fn new(
         rx: mpsc::Receiver<Event>,
         acker: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
+        shared: Arc<Shared>,
     ) -> Self {
         Events {
             rx,
             acker,
             pending_ack: None,
+            shared,
         }
     }
 
@@ -118,10 +126,12 @@ impl Events {
 
     /// Hands the pending acknowledgement to the background acker.
     fn flush_ack(&mut self) {
-        if let (Some(status), Some(acker)) = (self.pending_ack.take(), &self.acker)
-            && acker.send(status).is_err()
-        {
-            tracing::debug!("acknowledger gone; the agent will resend the update");
+        if let (Some(status), Some(acker)) = (self.pending_ack.take(), &self.acker) {
+            self.shared.acks_queued.fetch_add(1, Ordering::AcqRel);
+            if acker.send(status).is_err() {
+                self.shared.acks_queued.fetch_sub(1, Ordering::AcqRel);
+                tracing::debug!("acknowledger gone; the agent will resend the update");
+            }
         }
     }
 

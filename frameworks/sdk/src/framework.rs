@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) framework_id: String,
     link: Mutex<Link>,
     acknowledged: AtomicU64,
+    /// Automatic acknowledgements queued but not yet sent.
+    pub(crate) acks_queued: AtomicUsize,
     /// Tells the driver to stop (teardown).
     pub(crate) phase: watch::Sender<Phase>,
 }
@@ -63,6 +65,7 @@ impl Shared {
             framework_id,
             link: Mutex::new(link),
             acknowledged: AtomicU64::new(0),
+            acks_queued: AtomicUsize::new(0),
             phase: watch::Sender::new(Phase::Running),
         }
     }
@@ -73,6 +76,19 @@ impl Shared {
         self.link
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits (at most `limit`) until queued automatic acknowledgements
+    /// have been sent.
+    pub(crate) async fn drain_acks(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.acks_queued.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!("gave up waiting for queued acknowledgements");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub(crate) fn set_link(&self, link: Link) {
@@ -346,11 +362,15 @@ impl Framework {
 
     /// Removes the framework: the master kills all its tasks and forgets
     /// it. On success the event stream ends and every later call fails
-    /// with [`SdkError::Removed`].
+    /// with [`SdkError::Removed`]. Automatic acknowledgements already
+    /// queued are sent first.
     ///
     /// # Errors
     /// See [`SdkError`].
     pub async fn teardown(&self) -> Result<(), SdkError> {
+        self.shared
+            .drain_acks(self.shared.config.call_timeout)
+            .await;
         self.shared.phase.send_replace(Phase::TearingDown);
         let result = self
             .call(|mut c, header| async move { c.teardown(pb::TeardownRequest { header }).await })

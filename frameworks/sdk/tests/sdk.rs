@@ -408,6 +408,7 @@ async fn resuming_a_framework_by_id() {
     }
     assert_eq!(fw.id(), id);
     // The first handle is dead once its events are dropped.
+    wait_until("the first handle to close", || !first.is_subscribed()).await;
     assert!(matches!(
         first.revive(vec![]).await,
         Err(SdkError::Removed(_))
@@ -468,4 +469,27 @@ async fn subscribe_errors() {
     .unwrap_err();
     assert!(matches!(err, SdkError::Transport(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn teardown_sends_queued_acks_first() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    for n in 0..4 {
+        let update = agent_update(&format!("t{n}"), n, TaskState::TaskFinished);
+        fake.push(Wire::Update(update)).await;
+    }
+    for _ in 0..4 {
+        assert!(matches!(next(&mut events).await, Event::Update(_)));
+    }
+    // Three acks are queued (the fourth waits for the next `next`).
+    fw.teardown().await.unwrap();
+    let calls = fake.calls();
+    let kinds: Vec<_> = calls
+        .iter()
+        .map(|c| matches!(c, Call::Acknowledge(_)))
+        .collect();
+    assert_eq!(kinds, [true, true, true, false], "{calls:?}");
+    assert!(matches!(calls[3], Call::Teardown(_)));
+    assert_eq!(fw.acknowledged(), 3);
 }

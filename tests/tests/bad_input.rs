@@ -1,0 +1,605 @@
+//! Bad input gets a specific error and changes nothing. These tests speak
+//! raw gRPC, so they can send what the SDK would refuse to build.
+
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_tests::{Cluster, init_logging, raw_scheduler};
+use tonic::{Code, Streaming};
+
+struct RawFramework {
+    header: pb::CallHeader,
+    events: Streaming<pb::Event>,
+}
+
+async fn subscribe(addr: &str, id: &str, name: &str) -> anyhow::Result<RawFramework> {
+    let mut client = raw_scheduler(addr).await?;
+    let mut events = client
+        .subscribe(pb::SubscribeRequest {
+            framework: Some(pb::FrameworkInfo {
+                id: id.to_string(),
+                name: name.to_string(),
+                failover_timeout_seconds: 60.0,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    let Some(pb::Event {
+        event: Some(pb::event::Event::Subscribed(sub)),
+    }) = events.message().await?
+    else {
+        anyhow::bail!("first event is not SUBSCRIBED");
+    };
+    Ok(RawFramework {
+        header: pb::CallHeader {
+            framework_id: sub.framework_id,
+            stream_id: sub.stream_id,
+        },
+        events,
+    })
+}
+
+async fn next_offers(fw: &mut RawFramework) -> anyhow::Result<Vec<pb::Offer>> {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), fw.events.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        if let Some(pb::event::Event::Offers(o)) = ev.event {
+            return Ok(o.offers);
+        }
+    }
+}
+
+fn task(id: &str, resources: pb::Resources) -> pb::TaskInfo {
+    pb::TaskInfo {
+        task_id: id.to_string(),
+        name: id.to_string(),
+        resources: Some(resources),
+        command: Some(pb::CommandInfo {
+            shell: "sleep 600".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn small() -> pb::Resources {
+    pb::Resources {
+        cpus: 0.1,
+        mem: 32.0,
+        ..Default::default()
+    }
+}
+
+fn accept(header: &pb::CallHeader, offers: &[&str], tasks: Vec<pb::TaskInfo>) -> pb::AcceptRequest {
+    pb::AcceptRequest {
+        header: Some(header.clone()),
+        offer_ids: offers.iter().map(ToString::to_string).collect(),
+        operations: vec![pb::Operation {
+            operation: Some(pb::operation::Operation::Launch(pb::Launch { tasks })),
+        }],
+        filters: None,
+    }
+}
+
+/// Asserts a call failed with `code` and a message containing `needle`.
+fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
+    match result {
+        Ok(v) => panic!("expected {code:?} containing {needle:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert!(
+                s.message().contains(needle),
+                "{:?} does not contain {needle:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&["cpus:1;mem:512"]).await?;
+    cluster.wait_agents(1, Duration::from_secs(10)).await?;
+    let addr = cluster.master_addr();
+    let mut client = raw_scheduler(&addr).await?;
+    let mut a = subscribe(&addr, "", "a").await?;
+    let offers = next_offers(&mut a).await?;
+    assert_eq!(offers.len(), 1);
+    let offer = offers[0].id.clone();
+    let h = a.header.clone();
+
+    // Offer ids.
+    refused(
+        client
+            .accept(accept(&h, &[], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        "no offer",
+    );
+    refused(
+        client
+            .accept(accept(&h, &["nope-O1"], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        "nope-O1",
+    );
+    refused(
+        client
+            .accept(accept(&h, &[&offer, &offer], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        "more than once",
+    );
+    refused(
+        client
+            .accept(accept(&h, &["a/b"], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        "offer id",
+    );
+
+    // Tasks.
+    let huge = pb::Resources {
+        cpus: 0.1,
+        mem: 100_000.0,
+        ..Default::default()
+    };
+    refused(
+        client
+            .accept(accept(&h, &[&offer], vec![task("big", huge)]))
+            .await,
+        Code::InvalidArgument,
+        "need more than the offers hold",
+    );
+    refused(
+        client
+            .accept(accept(
+                &h,
+                &[&offer],
+                vec![task("same", small()), task("same", small())],
+            ))
+            .await,
+        Code::InvalidArgument,
+        "appears twice",
+    );
+    for (bad, needle) in [
+        ("a/b", "'/'"),
+        ("..", ".."),
+        ("x\ny", "control"),
+        ("", "empty"),
+    ] {
+        refused(
+            client
+                .accept(accept(&h, &[&offer], vec![task(bad, small())]))
+                .await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    for (r, needle) in [
+        (
+            pb::Resources {
+                cpus: -1.0,
+                mem: 32.0,
+                ..Default::default()
+            },
+            "negative",
+        ),
+        (
+            pb::Resources {
+                cpus: f64::NAN,
+                mem: 32.0,
+                ..Default::default()
+            },
+            "finite",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.1,
+                mem: 1e300,
+                ..Default::default()
+            },
+            "large",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.1,
+                mem: 1e-310,
+                ..Default::default()
+            },
+            "subnormal",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.0,
+                mem: 0.0,
+                ..Default::default()
+            },
+            "some cpus or mem",
+        ),
+    ] {
+        refused(
+            client
+                .accept(accept(&h, &[&offer], vec![task("r", r)]))
+                .await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    let mut no_command = task("nc", small());
+    no_command.command = Some(pb::CommandInfo::default());
+    refused(
+        client.accept(accept(&h, &[&offer], vec![no_command])).await,
+        Code::InvalidArgument,
+        "`shell` or `argv`",
+    );
+    let mut wrong_agent = task("wa", small());
+    wrong_agent.agent_id = "agent-other".into();
+    refused(
+        client
+            .accept(accept(&h, &[&offer], vec![wrong_agent]))
+            .await,
+        Code::InvalidArgument,
+        "names agent",
+    );
+
+    // Another framework's offer, and calls from outside any subscription.
+    let b = subscribe(&addr, "", "b").await?;
+    refused(
+        client
+            .accept(accept(&b.header, &[&offer], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        "belongs to",
+    );
+    // b's stream closes: its offers go back to the allocator.
+    drop(b);
+    let stranger = pb::CallHeader {
+        framework_id: "fw-stranger".into(),
+        stream_id: "s".into(),
+    };
+    refused(
+        client.accept(accept(&stranger, &[&offer], vec![])).await,
+        Code::FailedPrecondition,
+        "not subscribed",
+    );
+    let mut no_header = accept(&h, &[&offer], vec![]);
+    no_header.header = None;
+    refused(
+        client.accept(no_header).await,
+        Code::InvalidArgument,
+        "header",
+    );
+
+    // Nothing changed: no task exists, and the same offer still works.
+    let mut op = cluster.operator().await?;
+    let tasks = op
+        .list_tasks(pb::ListTasksRequest {
+            framework_id: String::new(),
+            include_completed: true,
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    assert!(tasks.is_empty(), "refused accepts launched {tasks:?}");
+    let ok = client
+        .accept(accept(&h, &[&offer], vec![task("good", small())]))
+        .await?
+        .into_inner();
+    assert_eq!(ok.launched_task_ids, ["good"]);
+
+    // The offer is used now: accepting it again is refused as such, and so
+    // is a second task with an id that is already running.
+    refused(
+        client
+            .accept(accept(&h, &[&offer], vec![task("t2", small())]))
+            .await,
+        Code::InvalidArgument,
+        "rescinded or already used",
+    );
+    let more = next_offers(&mut a).await?;
+    refused(
+        client
+            .accept(accept(&h, &[&more[0].id], vec![task("good", small())]))
+            .await,
+        Code::InvalidArgument,
+        "already exists",
+    );
+    let tasks = op
+        .list_tasks(pb::ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 1);
+
+    // Declined offers are gone too.
+    client
+        .decline(pb::DeclineRequest {
+            header: Some(h.clone()),
+            offer_ids: vec![more[0].id.clone()],
+            filters: Some(pb::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        })
+        .await?;
+    refused(
+        client
+            .accept(accept(&h, &[&more[0].id], vec![task("t3", small())]))
+            .await,
+        Code::InvalidArgument,
+        "rescinded or already used",
+    );
+    refused(
+        client
+            .decline(pb::DeclineRequest {
+                header: Some(h.clone()),
+                offer_ids: vec!["x-O1".into()],
+                filters: Some(pb::Filters {
+                    refuse_seconds: Some(f64::NAN),
+                }),
+            })
+            .await,
+        Code::InvalidArgument,
+        "refuse_seconds",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_streams_and_unknown_frameworks_are_refused() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&["cpus:1;mem:512"]).await?;
+    let addr = cluster.master_addr();
+    let mut client = raw_scheduler(&addr).await?;
+    let mut first = subscribe(&addr, "", "fw").await?;
+    let id = first.header.framework_id.clone();
+    let second = subscribe(&addr, &id, "fw").await?;
+    assert_ne!(first.header.stream_id, second.header.stream_id);
+
+    // The old stream is told and closed; its calls are refused.
+    let mut told = false;
+    while let Ok(Some(ev)) = first.events.message().await {
+        if let Some(pb::event::Event::Error(e)) = ev.event {
+            assert!(e.message.contains("superseded"), "{}", e.message);
+            told = true;
+        }
+    }
+    assert!(told);
+    let revive = |header: &pb::CallHeader| pb::ReviveRequest {
+        header: Some(header.clone()),
+        roles: vec![],
+    };
+    refused(
+        client.revive(revive(&first.header)).await,
+        Code::FailedPrecondition,
+        "superseded",
+    );
+    client.revive(revive(&second.header)).await?;
+
+    // Re-subscribing with an id the master never issued.
+    let mut raw = raw_scheduler(&addr).await?;
+    let unknown = raw
+        .subscribe(pb::SubscribeRequest {
+            framework: Some(pb::FrameworkInfo {
+                id: "fw-never".into(),
+                name: "x".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    refused(unknown.map(|_| ()), Code::NotFound, "not registered");
+
+    // Invalid subscriptions.
+    for (info, needle) in [
+        (
+            pb::FrameworkInfo {
+                name: String::new(),
+                ..Default::default()
+            },
+            "name",
+        ),
+        (
+            pb::FrameworkInfo {
+                name: "x".into(),
+                roles: vec!["a/b".into()],
+                ..Default::default()
+            },
+            "role",
+        ),
+        (
+            pb::FrameworkInfo {
+                name: "x".into(),
+                failover_timeout_seconds: -1.0,
+                ..Default::default()
+            },
+            "failover_timeout",
+        ),
+        (
+            pb::FrameworkInfo {
+                name: "x".into(),
+                failover_timeout_seconds: f64::INFINITY,
+                ..Default::default()
+            },
+            "failover_timeout",
+        ),
+    ] {
+        let r = raw
+            .subscribe(pb::SubscribeRequest {
+                framework: Some(info),
+            })
+            .await;
+        refused(r.map(|_| ()), Code::InvalidArgument, needle);
+    }
+    // Suppressing a role the framework is not subscribed to.
+    refused(
+        client
+            .suppress(pb::SuppressRequest {
+                header: Some(second.header.clone()),
+                roles: vec!["other".into()],
+            })
+            .await,
+        Code::InvalidArgument,
+        "not subscribed to role",
+    );
+    // Killing a task that does not exist; acknowledging with a bad uuid.
+    refused(
+        client
+            .kill(pb::KillRequest {
+                header: Some(second.header.clone()),
+                task_id: "ghost".into(),
+                grace_period_seconds: None,
+            })
+            .await,
+        Code::NotFound,
+        "ghost",
+    );
+    refused(
+        client
+            .acknowledge(pb::AcknowledgeRequest {
+                header: Some(second.header.clone()),
+                agent_id: "agent-x".into(),
+                task_id: "t".into(),
+                uuid: vec![1, 2, 3],
+            })
+            .await,
+        Code::InvalidArgument,
+        "16 bytes",
+    );
+    let frameworks = cluster
+        .operator()
+        .await?
+        .list_frameworks(pb::Empty {})
+        .await?
+        .into_inner()
+        .frameworks;
+    assert_eq!(
+        frameworks.len(),
+        1,
+        "refused subscriptions registered nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_operator_and_agent_input_is_refused() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&[]).await?;
+    let mut op = cluster.operator().await?;
+    refused(
+        op.drain_agent(pb::AgentRef {
+            agent_id: "agent-none".into(),
+        })
+        .await,
+        Code::NotFound,
+        "agent-none",
+    );
+    refused(
+        op.drain_agent(pb::AgentRef {
+            agent_id: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    refused(
+        op.set_weight(pb::SetWeightRequest {
+            role: "web".into(),
+            weight: f64::NAN,
+        })
+        .await,
+        Code::InvalidArgument,
+        "weight",
+    );
+    refused(
+        op.set_weight(pb::SetWeightRequest {
+            role: "web".into(),
+            weight: 0.0,
+        })
+        .await,
+        Code::InvalidArgument,
+        "weight",
+    );
+    let quota = pb::SetQuotaRequest {
+        role: "web".into(),
+        guarantee: Some(pb::Resources {
+            cpus: 4.0,
+            ..Default::default()
+        }),
+        limit: Some(pb::Resources {
+            cpus: 2.0,
+            ..Default::default()
+        }),
+    };
+    refused(op.set_quota(quota).await, Code::InvalidArgument, "");
+    refused(
+        op.remove_quota(pb::RoleRef { role: "web".into() }).await,
+        Code::NotFound,
+        "no quota",
+    );
+    let roles = op.list_roles(pb::Empty {}).await?.into_inner().roles;
+    assert!(
+        roles.iter().all(|r| r.name != "web"),
+        "refused calls created role state: {roles:?}"
+    );
+
+    // An agent registering with invalid resources is refused.
+    let ch = tonic::transport::Channel::from_shared(pb::endpoint_uri(&cluster.master_addr()))?
+        .connect()
+        .await?;
+    let mut agent_api = pb::agent_api_client::AgentApiClient::new(ch);
+    for (resources, needle) in [
+        (
+            pb::Resources {
+                cpus: f64::NAN,
+                ..Default::default()
+            },
+            "cpus",
+        ),
+        (
+            pb::Resources {
+                cpus: 1.0,
+                mem: -5.0,
+                ..Default::default()
+            },
+            "mem",
+        ),
+        (
+            pb::Resources {
+                cpus: 1.0,
+                ports: vec![pb::Range { begin: 10, end: 1 }],
+                ..Default::default()
+            },
+            "port",
+        ),
+    ] {
+        let register = pb::AgentMessage {
+            message: Some(pb::agent_message::Message::Register(pb::Register {
+                agent_id: String::new(),
+                info: Some(pb::AgentInfo {
+                    hostname: "h".into(),
+                    resources: Some(resources),
+                    ..Default::default()
+                }),
+                tasks: vec![],
+            })),
+        };
+        let r = agent_api.attach(tokio_stream::iter(vec![register])).await;
+        refused(r.map(|_| ()), Code::InvalidArgument, needle);
+    }
+    let first_not_register = pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Pong(pb::Pong { seq: 1 })),
+    };
+    let r = agent_api
+        .attach(tokio_stream::iter(vec![first_not_register]))
+        .await;
+    refused(r.map(|_| ()), Code::InvalidArgument, "Register");
+    let agents = op.list_agents(pb::Empty {}).await?.into_inner().agents;
+    assert!(
+        agents.is_empty(),
+        "refused registrations registered {agents:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! End-to-end tests against an in-process cluster: a master and agents on
+//! ephemeral loopback ports, frameworks through the SDK.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_sdk::{Event, FrameworkConfig, Strategy};
+use berth_tests::{Cluster, Proxy, init_logging, next_matching};
+
+fn state(s: &pb::TaskStatus) -> pb::TaskState {
+    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
+}
+
+/// 100 short tasks over two agents, each exiting with a known code; one
+/// long task killed; every agent update acknowledged exactly as the SDK
+/// counts, and no update resent afterwards (the acks reached the agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
+    init_logging();
+    let cluster =
+        Cluster::start(&["cpus:2;mem:2048;disk:1000", "cpus:2;mem:2048;disk:1000"]).await?;
+    let agents = cluster.wait_agents(2, Duration::from_secs(10)).await?;
+    let agent_ids: BTreeSet<String> = agents.iter().map(|a| a.id.clone()).collect();
+
+    let config = FrameworkConfig::new("hundred").failover_timeout(Duration::from_secs(60));
+    let (fw, mut events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+
+    // Task i exits with i % 4; task "long" sleeps until killed.
+    let mut pending: Vec<pb::TaskInfo> = (0..100)
+        .map(|i| {
+            berth_sdk::shell_task(
+                format!("t{i:03}"),
+                format!("t{i}"),
+                format!("exit {}", i % 4),
+                "cpus:0.1;mem:32",
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    pending.push(berth_sdk::shell_task(
+        "long",
+        "long",
+        "sleep 600",
+        "cpus:0.1;mem:32",
+    )?);
+
+    let mut terminal: BTreeMap<String, pb::TaskStatus> = BTreeMap::new();
+    let mut placed_on: HashMap<String, String> = HashMap::new();
+    let mut agent_updates = 0_u64;
+    let mut seen_uuids: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut killed_long = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while terminal.len() < 101 {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of 101 tasks ended in time", terminal.len()))?
+            .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        match ev {
+            Event::Offers(offers) => {
+                // Spread: at most 20 tasks per offer so both agents get work.
+                let batch: Vec<pb::TaskInfo> = pending
+                    .drain(..pending.len().min(20 * offers.len()))
+                    .collect();
+                let plan = berth_sdk::pack_offers(&offers, batch, Strategy::FirstFit)?;
+                pending.extend(plan.unplaced);
+                let mut used = BTreeSet::new();
+                for (offer_id, tasks) in plan.launches {
+                    used.insert(offer_id.clone());
+                    for t in &tasks {
+                        placed_on.insert(t.task_id.clone(), t.agent_id.clone());
+                    }
+                    let launched = fw
+                        .accept(vec![offer_id], tasks.clone(), Some(Duration::ZERO))
+                        .await?;
+                    assert_eq!(launched.len(), tasks.len());
+                }
+                let unused: Vec<String> = offers
+                    .into_iter()
+                    .map(|o| o.id)
+                    .filter(|id| !used.contains(id))
+                    .collect();
+                if !unused.is_empty() {
+                    fw.decline(unused, Some(Duration::ZERO)).await?;
+                }
+            }
+            Event::Update(status) => {
+                if !status.uuid.is_empty() {
+                    agent_updates += 1;
+                    seen_uuids.insert(status.uuid.clone());
+                }
+                if status.task_id == "long"
+                    && state(&status) == pb::TaskState::TaskRunning
+                    && !killed_long
+                {
+                    fw.kill("long", Some(Duration::from_secs(1))).await?;
+                    killed_long = true;
+                }
+                if state(&status).is_terminal() {
+                    terminal.insert(status.task_id.clone(), status);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    for i in 0..100 {
+        let s = &terminal[&format!("t{i:03}")];
+        let code = i % 4;
+        if code == 0 {
+            assert_eq!(state(s), pb::TaskState::TaskFinished, "t{i:03}: {s:?}");
+        } else {
+            assert_eq!(state(s), pb::TaskState::TaskFailed, "t{i:03}: {s:?}");
+        }
+        assert_eq!(s.exit_code, Some(code), "t{i:03}");
+    }
+    assert_eq!(state(&terminal["long"]), pb::TaskState::TaskKilled);
+    let used_agents: BTreeSet<String> = placed_on.values().cloned().collect();
+    assert_eq!(used_agents, agent_ids, "tasks should run on both agents");
+
+    // Read one more event so the last update's automatic ack goes out, then
+    // give agents time to resend anything unacknowledged (they resend after
+    // 500 ms): nothing may come back.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.next().await {
+                Some(Event::Update(s)) if !s.uuid.is_empty() => return Some(s),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "an update was resent, so an ack did not reach its agent: {quiet:?}"
+    );
+    // Updates are delivered at least once: under load an agent resends one
+    // whose ack is still on its way, and the SDK acks every delivery.
+    assert_eq!(
+        fw.acknowledged(),
+        agent_updates,
+        "the SDK acks every agent update it delivers"
+    );
+    // STARTING, RUNNING and a terminal state for each task, no more.
+    assert_eq!(seen_uuids.len(), 101 * 3, "distinct agent updates");
+
+    // The master's view agrees.
+    let tasks = cluster
+        .operator()
+        .await?
+        .list_tasks(pb::ListTasksRequest {
+            framework_id: fw.id(),
+            include_completed: true,
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    let active = tasks
+        .iter()
+        .filter(|t| !pb::TaskState::try_from(t.state).is_ok_and(pb::TaskState::is_terminal))
+        .count();
+    assert_eq!(active, 0, "no task left active");
+    Ok(())
+}
+
+/// A master restarted mid-run keeps frameworks, agents and tasks; agents
+/// re-register, the framework re-subscribes with its id and keeps its
+/// running task, which it can still kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = Cluster::start(&["cpus:2;mem:1024", "cpus:2;mem:1024"]).await?;
+    cluster.wait_agents(2, Duration::from_secs(10)).await?;
+    let config = FrameworkConfig::new("survivor").failover_timeout(Duration::from_secs(60));
+    let (fw, mut events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+
+    let offers = next_matching(&mut events, Duration::from_secs(10), |e| match e {
+        Event::Offers(o) => Some(o),
+        _ => None,
+    })
+    .await?;
+    let task = berth_sdk::shell_task("sleeper", "sleeper", "sleep 600", "cpus:0.5;mem:64")?;
+    let plan = berth_sdk::pack_offers(&offers, vec![task], Strategy::FirstFit)?;
+    let (offer, tasks) = plan.launches.into_iter().next().expect("placed");
+    fw.accept(vec![offer], tasks, None).await?;
+    next_matching(&mut events, Duration::from_secs(10), |e| match e {
+        Event::Update(s) if s.task_id == "sleeper" && state(&s) == pb::TaskState::TaskRunning => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await?;
+
+    cluster.restart_master().await?;
+
+    // The framework comes back with the same id.
+    let (id, resubscribed) = next_matching(&mut events, Duration::from_secs(20), |e| match e {
+        Event::Subscribed {
+            framework_id,
+            resubscribed,
+            ..
+        } => Some((framework_id, resubscribed)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(id, fw.id());
+    assert!(resubscribed);
+    cluster.wait_agents(2, Duration::from_secs(20)).await?;
+
+    let mut op = cluster.operator().await?;
+    let frameworks = op
+        .list_frameworks(pb::Empty {})
+        .await?
+        .into_inner()
+        .frameworks;
+    assert_eq!(frameworks.len(), 1);
+    assert_eq!(
+        frameworks[0].info.as_ref().map(|i| i.id.clone()),
+        Some(fw.id())
+    );
+    let tasks = op
+        .list_tasks(pb::ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].task_id, "sleeper");
+    assert_eq!(tasks[0].state, pb::TaskState::TaskRunning as i32);
+
+    // Reconciliation reports it running; a kill still reaches it.
+    fw.reconcile_all().await?;
+    next_matching(&mut events, Duration::from_secs(10), |e| match e {
+        Event::Update(s) if s.task_id == "sleeper" && s.reason == "RECONCILIATION" => {
+            assert_eq!(state(&s), pb::TaskState::TaskRunning);
+            Some(())
+        }
+        _ => None,
+    })
+    .await?;
+    fw.kill("sleeper", None).await?;
+    next_matching(&mut events, Duration::from_secs(15), |e| match e {
+        Event::Update(s) if s.task_id == "sleeper" && state(&s) == pb::TaskState::TaskKilled => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await?;
+    Ok(())
+}
+
+/// An agent cut off past the ping timeout: its tasks are UNREACHABLE for a
+/// partition-aware framework and LOST for another; when the link is back
+/// the agent re-registers and both see RUNNING again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = Cluster::start(&[]).await?;
+    let proxy = Proxy::start(cluster.master.addr).await?;
+    cluster
+        .add_agent(&proxy.addr.to_string(), "cpus:2;mem:1024")
+        .await?;
+    cluster.wait_agents(1, Duration::from_secs(10)).await?;
+
+    let mut frameworks = Vec::new();
+    for (name, aware) in [("aware", true), ("plain", false)] {
+        let config = FrameworkConfig::new(name)
+            .partition_aware(aware)
+            .failover_timeout(Duration::from_secs(60));
+        let (fw, mut events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+        let offers = next_matching(&mut events, Duration::from_secs(10), |e| match e {
+            Event::Offers(o) => Some(o),
+            _ => None,
+        })
+        .await?;
+        let task =
+            berth_sdk::shell_task(format!("{name}-task"), name, "sleep 600", "cpus:0.5;mem:64")?;
+        let plan = berth_sdk::pack_offers(&offers, vec![task], Strategy::FirstFit)?;
+        let (offer, tasks) = plan.launches.into_iter().next().expect("placed");
+        fw.accept(vec![offer], tasks, Some(Duration::from_secs(600)))
+            .await?;
+        next_matching(&mut events, Duration::from_secs(10), |e| match e {
+            Event::Update(s) if state(&s) == pb::TaskState::TaskRunning => Some(()),
+            _ => None,
+        })
+        .await?;
+        frameworks.push((fw, events, aware));
+    }
+
+    proxy.cut().await;
+    for (_, events, aware) in &mut frameworks {
+        let expected = if *aware {
+            pb::TaskState::TaskUnreachable
+        } else {
+            pb::TaskState::TaskLost
+        };
+        let s = next_matching(events, Duration::from_secs(15), |e| match e {
+            Event::Update(s) if s.reason == "AGENT_UNREACHABLE" => Some(s),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(state(&s), expected);
+    }
+    let agents = cluster
+        .operator()
+        .await?
+        .list_agents(pb::Empty {})
+        .await?
+        .into_inner()
+        .agents;
+    assert_eq!(agents[0].state, "UNREACHABLE");
+
+    proxy.restore();
+    for (_, events, _) in &mut frameworks {
+        let s = next_matching(events, Duration::from_secs(20), |e| match e {
+            Event::Update(s) if s.reason == "AGENT_REREGISTERED" => Some(s),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(state(&s), pb::TaskState::TaskRunning);
+    }
+    let agents = cluster.wait_agents(1, Duration::from_secs(10)).await?;
+    assert_eq!(agents[0].state, "ACTIVE");
+    let tasks = cluster
+        .operator()
+        .await?
+        .list_tasks(pb::ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.state == pb::TaskState::TaskRunning as i32),
+        "{tasks:?}"
+    );
+    Ok(())
+}
