@@ -24,19 +24,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Buffer of the outbound stream.
 const OUTBOUND_BUFFER: usize = 1024;
 
-/// `host:port` → `http://host:port`; addresses with a scheme stay as they are.
-pub(crate) fn master_uri(addr: &str) -> String {
-    let addr = addr.trim();
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// Keeps the agent attached to a master until `stop` becomes true.
 pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let masters: Vec<String> = agent.config.masters.iter().map(|m| master_uri(m)).collect();
+    let masters: Vec<String> = agent
+        .config
+        .masters
+        .iter()
+        .map(|m| berth_proto::endpoint_uri(m))
+        .collect();
     let mut index = 0usize;
     let mut backoff = BACKOFF_INITIAL;
     loop {
@@ -143,13 +138,6 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris() {
-        assert_eq!(master_uri("127.0.0.1:5050"), "http://127.0.0.1:5050");
-        assert_eq!(master_uri("http://m:1"), "http://m:1");
-        assert_eq!(master_uri(" https://m:1 "), "https://m:1");
-    }
 
     #[test]
     fn jitter_in_range() {

@@ -32,13 +32,13 @@ pub(crate) struct MasterArgs {
 #[derive(Debug, Args)]
 pub(crate) struct MasterTuning {
     /// Seconds between pings to each agent.
-    #[arg(long, value_parser = parse_seconds, default_value = "2")]
+    #[arg(long, value_parser = parse_seconds, default_value = "2", allow_negative_numbers = true)]
     agent_ping_interval: Duration,
     /// Seconds without a pong before an agent is unreachable.
-    #[arg(long, value_parser = parse_seconds, default_value = "15")]
+    #[arg(long, value_parser = parse_seconds, default_value = "15", allow_negative_numbers = true)]
     agent_ping_timeout: Duration,
     /// Seconds before an unused offer is rescinded.
-    #[arg(long, value_parser = parse_seconds, default_value = "60")]
+    #[arg(long, value_parser = parse_seconds, default_value = "60", allow_negative_numbers = true)]
     offer_timeout: Duration,
 }
 

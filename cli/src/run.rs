@@ -18,10 +18,10 @@ use crate::admin::stream_log;
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// CPUs for the task.
-    #[arg(long, default_value = "0.1", value_parser = parse_cpus)]
+    #[arg(long, default_value = "0.1", value_parser = parse_cpus, allow_negative_numbers = true)]
     cpus: Scalar,
     /// Memory for the task, in MiB.
-    #[arg(long, default_value = "64", value_parser = parse_mem)]
+    #[arg(long, default_value = "64", value_parser = parse_mem, allow_negative_numbers = true)]
     mem: Scalar,
     /// Role to run under.
     #[arg(long, default_value = "*")]
@@ -30,7 +30,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "run")]
     name: String,
     /// Seconds to wait for an offer that fits before giving up.
-    #[arg(long, default_value = "60", value_parser = parse_timeout)]
+    #[arg(long, default_value = "60", value_parser = parse_timeout, allow_negative_numbers = true)]
     timeout: Duration,
     #[command(flatten)]
     client: ClientOpts,

@@ -27,7 +27,7 @@ pub mod convert;
 #[must_use]
 pub fn endpoint_uri(address: &str) -> String {
     let address = address.trim();
-    if address.starts_with("http://") || address.starts_with("https://") {
+    if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
@@ -43,5 +43,6 @@ mod tests {
             "http://127.0.0.1:5050"
         );
         assert_eq!(super::endpoint_uri(" http://h:1 "), "http://h:1");
+        assert_eq!(super::endpoint_uri("https://h:1"), "https://h:1");
     }
 }

@@ -335,3 +335,170 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// A framework that disconnects keeps its tasks until its failover timeout
+/// expires; then the master removes it and the agent kills its tasks.
+/// A framework that comes back in time keeps its tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_timeout_kills_tasks_only_after_it_expires() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&["cpus:2;mem:1024"]).await?;
+    cluster.wait_agents(1, Duration::from_secs(10)).await?;
+    let mut op = cluster.operator().await?;
+
+    let launch = |name: &'static str, failover: Duration| {
+        let master = cluster.master_addr();
+        async move {
+            let config = FrameworkConfig::new(name).failover_timeout(failover);
+            let (fw, mut events) = berth_sdk::subscribe(vec![master], config).await?;
+            let offers = next_matching(&mut events, Duration::from_secs(10), |e| match e {
+                Event::Offers(o) => Some(o),
+                _ => None,
+            })
+            .await?;
+            let task =
+                berth_sdk::shell_task(format!("{name}-t"), name, "sleep 600", "cpus:0.2;mem:32")?;
+            let plan = berth_sdk::pack_offers(&offers, vec![task], Strategy::FirstFit)?;
+            let (offer, tasks) = plan.launches.into_iter().next().expect("placed");
+            fw.accept(vec![offer], tasks, Some(Duration::ZERO)).await?;
+            next_matching(&mut events, Duration::from_secs(10), |e| match e {
+                Event::Update(s) if state(&s) == pb::TaskState::TaskRunning => Some(()),
+                _ => None,
+            })
+            .await?;
+            anyhow::Ok((fw, events))
+        }
+    };
+
+    // "brief" disconnects for good; "returns" comes back within its timeout.
+    let (brief, brief_events) = launch("brief", Duration::from_secs(2)).await?;
+    let brief_id = brief.id();
+    drop(brief_events);
+    let (returns, returns_events) = launch("returns", Duration::from_secs(30)).await?;
+    let returns_id = returns.id();
+    drop(returns_events);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Within the timeout both frameworks and tasks are still there.
+    let tasks = op
+        .list_tasks(pb::ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let frameworks = op
+        .list_frameworks(pb::Empty {})
+        .await?
+        .into_inner()
+        .frameworks;
+    assert!(frameworks.iter().all(|f| !f.connected), "{frameworks:?}");
+
+    // "returns" re-subscribes with its id and finds its task running.
+    let config = FrameworkConfig::new("returns")
+        .framework_id(returns_id.clone())
+        .failover_timeout(Duration::from_secs(30));
+    let (again, mut again_events) =
+        berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+    assert_eq!(again.id(), returns_id);
+    again.reconcile_all().await?;
+    let s = next_matching(&mut again_events, Duration::from_secs(10), |e| match e {
+        Event::Update(s) if s.task_id == "returns-t" => Some(s),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(state(&s), pb::TaskState::TaskRunning);
+
+    // "brief" is removed once its 2 s run out, and its task is killed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let frameworks = op
+            .list_frameworks(pb::Empty {})
+            .await?
+            .into_inner()
+            .frameworks;
+        let tasks = op
+            .list_tasks(pb::ListTasksRequest {
+                framework_id: String::new(),
+                include_completed: true,
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        let brief_gone = frameworks
+            .iter()
+            .all(|f| f.info.as_ref().is_some_and(|i| i.id != brief_id));
+        let brief_task = tasks.iter().find(|t| t.task_id == "brief-t");
+        if brief_gone && brief_task.is_some_and(|t| t.state == pb::TaskState::TaskKilled as i32) {
+            let returns_task = tasks
+                .iter()
+                .find(|t| t.task_id == "returns-t")
+                .expect("returns-t listed");
+            assert_eq!(returns_task.state, pb::TaskState::TaskRunning as i32);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "brief was not removed: {frameworks:?} {tasks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its process is really gone: the agent reports the kill, which the
+    // master acknowledges on the removed framework's behalf.
+    let agents = op.list_agents(pb::Empty {}).await?.into_inner().agents;
+    assert_eq!(agents[0].task_count, 1);
+    Ok(())
+}
+
+/// A drained agent gets no new offers; reactivated, it does again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_agent_gets_no_offers() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&["cpus:1;mem:256", "cpus:1;mem:256"]).await?;
+    let agents = cluster.wait_agents(2, Duration::from_secs(10)).await?;
+    let drained = agents[0].id.clone();
+    let mut op = cluster.operator().await?;
+    op.drain_agent(pb::AgentRef {
+        agent_id: drained.clone(),
+    })
+    .await?;
+
+    let config = FrameworkConfig::new("drain-watch");
+    let (fw, mut events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+    // Decline everything quickly for two seconds and record the agents seen.
+    let mut seen = BTreeSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, events.next()).await {
+        if let Event::Offers(offers) = ev {
+            seen.extend(offers.iter().map(|o| o.agent_id.clone()));
+            fw.decline(
+                offers.into_iter().map(|o| o.id).collect(),
+                Some(Duration::ZERO),
+            )
+            .await?;
+        }
+    }
+    assert!(
+        !seen.contains(&drained),
+        "offers came from the drained agent"
+    );
+    assert_eq!(seen.len(), 1);
+    let listed = op.list_agents(pb::Empty {}).await?.into_inner().agents;
+    assert_eq!(
+        listed
+            .iter()
+            .find(|a| a.id == drained)
+            .map(|a| a.state.as_str()),
+        Some("DRAINING")
+    );
+
+    op.reactivate_agent(pb::AgentRef {
+        agent_id: drained.clone(),
+    })
+    .await?;
+    next_matching(&mut events, Duration::from_secs(10), |e| match e {
+        Event::Offers(o) if o.iter().any(|o| o.agent_id == drained) => Some(()),
+        _ => None,
+    })
+    .await?;
+    Ok(())
+}

@@ -30,16 +30,6 @@ pub(crate) struct Endpoints {
     hint: Option<String>,
 }
 
-/// `host:port` becomes `http://host:port`; an explicit scheme is kept.
-fn normalize(addr: &str) -> String {
-    let addr = addr.trim();
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 impl Endpoints {
     /// Checks and normalizes the addresses (`host:port` or a URI).
     pub(crate) fn new(masters: Vec<String>) -> Result<Self, SdkError> {
@@ -53,7 +43,7 @@ impl Endpoints {
             if m.trim().is_empty() {
                 return Err(SdkError::InvalidConfig("empty master address".to_owned()));
             }
-            let uri = normalize(m);
+            let uri = berth_proto::endpoint_uri(m);
             if let Err(e) = Endpoint::from_shared(uri.clone()) {
                 return Err(SdkError::InvalidConfig(format!(
                     "invalid master address {m:?}: {e}"
@@ -82,7 +72,7 @@ impl Endpoints {
     /// Remembers that the leader is at `addr`; the next attempt goes there.
     pub(crate) fn redirect(&mut self, addr: &str) {
         if !addr.trim().is_empty() {
-            self.hint = Some(normalize(addr));
+            self.hint = Some(berth_proto::endpoint_uri(addr));
         }
     }
 
