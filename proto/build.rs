@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/scheduler.proto",
         "proto/agent.proto",
         "proto/operator.proto",
+        "proto/raft.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -226,11 +226,10 @@ async fn stream_output(client: ClientOpts, framework_id: String, task_id: String
     let mut address = None;
     for _ in 0..50 {
         if let Ok(tasks) = crate::admin::list_tasks(&client, true, Some(framework_id.clone())).await
+            && let Some(t) = tasks.iter().find(|t| t.task_id == task_id)
         {
-            if let Some(t) = tasks.iter().find(|t| t.task_id == task_id) {
-                address = Some(t.agent_address.clone());
-                break;
-            }
+            address = Some(t.agent_address.clone());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -505,21 +505,16 @@ impl Core {
         }
     }
 
-    async fn remove_framework(&mut self, id: &FrameworkId, reason: &str) {
-        let effects = match self
+    /// Removes a framework for good. On error nothing changed.
+    async fn remove_framework(&mut self, id: &FrameworkId, reason: &str) -> Result<(), ApplyError> {
+        let effects = self
             .commit(Command::RemoveFramework {
                 id: id.clone(),
                 at_ms: unix_ms(),
                 reason: reason.to_string(),
             })
             .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(framework = %id, "remove framework: {e}");
-                return;
-            }
-        };
+            .inspect_err(|e| warn!(framework = %id, "remove framework: {e}"))?;
         let agents: BTreeSet<AgentId> = effects.freed.iter().map(|(a, ..)| a.clone()).collect();
         for agent in agents {
             self.send_agent(
@@ -533,6 +528,12 @@ impl Core {
             debug!(offer = %offer.id, "offer dropped with its framework");
         }
         self.allocator.remove_framework(id);
+        // Kills queued for disconnected agents: ShutdownFramework (or the
+        // kill of unknown tasks at re-registration) covers them now.
+        for kills in self.pending_kills.values_mut() {
+            kills.retain(|k| k.framework_id != id.as_str());
+        }
+        self.pending_kills.retain(|_, kills| !kills.is_empty());
         if let Some(conn) = self.frameworks.remove(id) {
             let _ = conn
                 .tx
@@ -542,6 +543,7 @@ impl Core {
         }
         self.allocation_dirty = true;
         info!(framework = %id, reason, "framework removed");
+        Ok(())
     }
 
     /// Checks the call's header: the framework is subscribed on this stream.
@@ -641,7 +643,10 @@ impl Core {
             SchedulerCall::Reconcile(req) => self.reconcile(req).map(|()| CallReply::Empty),
             SchedulerCall::Teardown(req) => {
                 let fw = self.caller(req.header.as_ref())?;
-                self.remove_framework(&fw, "FRAMEWORK_TEARDOWN").await;
+                // Answered success only once the removal is durable.
+                self.remove_framework(&fw, "FRAMEWORK_TEARDOWN")
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(CallReply::Empty)
             }
         }
@@ -768,38 +773,26 @@ impl Core {
             });
         }
 
-        // Valid: use the offers.
-        let taken = self
-            .offers
-            .take(&fw, &ids)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let now = self.now();
+        // Valid: record the launch first. A launch the registry refuses
+        // leaves the offers, the allocator and the registry as they were
+        // (the core handles one request at a time, so the offers validated
+        // above are still live afterwards).
         let launched: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
         if !records.is_empty() {
-            if let Err(e) = self
-                .commit(Command::LaunchTasks {
-                    framework: fw.clone(),
-                    agent: agent.clone(),
-                    tasks: records.clone(),
-                })
-                .await
-            {
-                // Should not happen (offers never exceed free resources);
-                // give everything back.
-                for offer in taken {
-                    self.allocator.recover(
-                        &offer.agent,
-                        &fw,
-                        &offer.role,
-                        &offer.resources,
-                        None,
-                        now,
-                    );
-                }
-                self.allocation_dirty = true;
-                return Err(Status::failed_precondition(e.to_string()));
-            }
+            self.commit(Command::LaunchTasks {
+                framework: fw.clone(),
+                agent: agent.clone(),
+                tasks: records.clone(),
+            })
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
+        // Use the offers: their resources stay allocated to the tasks; the
+        // rest goes back below.
+        self.offers
+            .take(&fw, &ids)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let now = self.now();
         if !pool.is_empty() {
             self.allocator
                 .recover(&agent, &fw, &role, &pool, Some(refuse), now);
@@ -848,7 +841,11 @@ impl Core {
         if self.agents.contains_key(&agent) {
             self.send_agent(&agent, pb::master_message::Message::KillTask(kill));
         } else {
-            self.pending_kills.entry(agent).or_default().push(kill);
+            // At most one queued kill per task: repeated kills while the
+            // agent is away must not grow the queue without bound.
+            let queued = self.pending_kills.entry(agent).or_default();
+            queued.retain(|k| k.framework_id != kill.framework_id || k.task_id != kill.task_id);
+            queued.push(kill);
         }
         Ok(())
     }
@@ -978,24 +975,55 @@ impl Core {
             unreachable_since_ms: None,
         };
 
-        // Replace an older connection of the same agent.
+        if tx.is_closed() {
+            return Err(Status::unavailable(
+                "agent stream closed during registration",
+            ));
+        }
+
+        // Record the registration first: a refused one (its running tasks
+        // do not fit the resources it now reports) changes nothing, not
+        // even an older connection of the same agent. A new agent's tasks
+        // (it lost its id) are all unknown and get killed.
+        let effects = self
+            .commit(Command::RegisterAgent {
+                record,
+                reported: Some(reported),
+                at_ms: unix_ms(),
+            })
+            .await
+            .map_err(|e| match e {
+                ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
+                    Status::failed_precondition(format!("register: {e}"))
+                }
+                _ => Status::internal(e.to_string()),
+            })?;
+
+        // Replace an older connection of the same agent: its stream no
+        // longer affects state.
         if let Some(old) = self.agents.remove(&id) {
             self.conn_agents.remove(&old.conn);
         }
         self.remove_agent_from_allocator(&id);
 
-        let effects = self
-            .commit(Command::RegisterAgent {
-                record,
-                reported: if new { None } else { Some(reported) },
-                at_ms: unix_ms(),
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-
         let Some(record) = self.registry.agent(&id).cloned() else {
             return Err(Status::internal("agent vanished from the registry"));
         };
+        let registered = pb::MasterMessage {
+            message: Some(pb::master_message::Message::Registered(pb::Registered {
+                agent_id: id.to_string(),
+                master_id: self.master_id.clone(),
+                ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
+            })),
+        };
+        if tx.try_send(Ok(registered)).is_err() {
+            // Gone already: registered but not connected; it has until its
+            // ping timeout to come back.
+            self.last_seen.entry(id).or_insert_with(Instant::now);
+            return Err(Status::unavailable(
+                "agent stream closed during registration",
+            ));
+        }
         self.allocator.add_agent(
             id.clone(),
             AgentResources {
@@ -1014,15 +1042,6 @@ impl Core {
                 error!(agent = %id, framework = %fw, "recorded usage does not fit the agent: {e}");
             }
         }
-        let registered = pb::MasterMessage {
-            message: Some(pb::master_message::Message::Registered(pb::Registered {
-                agent_id: id.to_string(),
-                master_id: self.master_id.clone(),
-                ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
-            })),
-        };
-        tx.try_send(Ok(registered))
-            .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
         self.agents.insert(
             id.clone(),
             AgentConn {
@@ -1093,10 +1112,15 @@ impl Core {
             warn!(agent = %agent, "status update with invalid ids: {:?}/{:?}", update.framework_id, status.task_id);
             return;
         };
-        if pb::TaskState::try_from(status.state).is_err() || status.uuid.len() != 16 {
+        let mut status = status;
+        if !pb::TaskState::try_from(status.state).is_ok_and(|s| s != pb::TaskState::Unspecified)
+            || status.uuid.len() != 16
+        {
             warn!(agent = %agent, task = %task, "status update with an unknown state or a bad uuid");
             return;
         }
+        // The update is about the agent that sent it, whatever it claims.
+        status.agent_id = agent.to_string();
         let ack_ourselves = |core: &mut Self| {
             core.send_agent(
                 agent,
@@ -1135,12 +1159,12 @@ impl Core {
                     return;
                 }
             }
-            None if self.registry.completed_task(&fw, &task).is_some() => {
-                // A resend of a terminal update: forward again below.
-            }
             None => {
-                ack_ourselves(self);
-                return;
+                // A resend of a terminal update, or an update of a task the
+                // registry no longer remembers (completed tasks are kept
+                // only up to a limit): forward it, as Mesos does, so the
+                // framework acknowledges it; acknowledging it here could
+                // lose a terminal update the framework never saw.
             }
         }
         self.send_event(&fw, pb::event::Event::Update(status));
@@ -1280,7 +1304,7 @@ impl Core {
             .map(|f| f.id.clone())
             .collect();
         for id in expired {
-            self.remove_framework(&id, "FAILOVER_TIMEOUT").await;
+            let _ = self.remove_framework(&id, "FAILOVER_TIMEOUT").await;
         }
     }
 
@@ -1613,7 +1637,7 @@ fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, Status> {
 
 /// Validates a duration given in seconds on the wire.
 fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
-    if !s.is_finite() || s < 0.0 || s > MAX_SECONDS {
+    if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
         return Err(Status::invalid_argument(format!(
             "{name} must be a finite number of seconds between 0 and {MAX_SECONDS}, got {s}"
         )));
@@ -1670,4 +1694,482 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use pb::master_message::Message as M;
+
+    type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, Status>>;
+    type EventRx = mpsc::Receiver<Result<pb::Event, Status>>;
+
+    fn core(dir: &tempfile::TempDir) -> Core {
+        let (store, rec) = Store::open(&dir.path().join("r.redb"), 100).unwrap();
+        let mut config = MasterConfig::new(dir.path());
+        config.offer_timeout = None;
+        Core::new(
+            config,
+            "m1".into(),
+            "127.0.0.1:1".into(),
+            store,
+            rec.registry,
+            rec.index,
+            rec.since_snapshot,
+        )
+    }
+
+    fn res(s: &str) -> pb::Resources {
+        resources_to_proto(&s.parse::<Resources>().unwrap())
+    }
+
+    async fn register(
+        core: &mut Core,
+        conn: u64,
+        agent_id: &str,
+        resources: &str,
+        tasks: &[(&str, &str, pb::TaskState)],
+    ) -> (Result<(), Status>, AgentRx) {
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        let reg = pb::Register {
+            agent_id: agent_id.into(),
+            info: Some(pb::AgentInfo {
+                hostname: "host".into(),
+                address: "host:5051".into(),
+                resources: Some(res(resources)),
+                ..Default::default()
+            }),
+            tasks: tasks
+                .iter()
+                .map(|(f, t, s)| pb::AgentTask {
+                    framework_id: (*f).into(),
+                    task: Some(pb::TaskInfo {
+                        task_id: (*t).into(),
+                        ..Default::default()
+                    }),
+                    state: *s as i32,
+                })
+                .collect(),
+        };
+        (core.register_agent(conn, reg, tx).await, rx)
+    }
+
+    fn drain_agent(rx: &mut AgentRx) -> Vec<M> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| m.ok().and_then(|m| m.message))
+            .collect()
+    }
+
+    fn drain_events(rx: &mut EventRx) -> Vec<pb::event::Event> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| e.ok().and_then(|e| e.event))
+            .collect()
+    }
+
+    async fn new_agent(core: &mut Core, conn: u64, resources: &str) -> (AgentId, AgentRx) {
+        let (r, mut rx) = register(core, conn, "", resources, &[]).await;
+        r.unwrap();
+        let id = drain_agent(&mut rx)
+            .into_iter()
+            .find_map(|m| match m {
+                M::Registered(r) => Some(r.agent_id),
+                _ => None,
+            })
+            .unwrap();
+        (AgentId::new(id).unwrap(), rx)
+    }
+
+    async fn subscribe(core: &mut Core, id: &str) -> (pb::CallHeader, EventRx) {
+        let sub = core
+            .subscribe(pb::FrameworkInfo {
+                id: id.into(),
+                name: "fw".into(),
+                failover_timeout_seconds: 60.0,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let header = pb::CallHeader {
+            framework_id: sub.framework.to_string(),
+            stream_id: sub.stream_id,
+        };
+        (header, sub.events)
+    }
+
+    /// Runs an allocation and returns the framework's new offers.
+    fn offers(core: &mut Core, events: &mut EventRx) -> Vec<pb::Offer> {
+        core.allocate();
+        drain_events(events)
+            .into_iter()
+            .flat_map(|e| match e {
+                pb::event::Event::Offers(o) => o.offers,
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn accept_request(
+        header: &pb::CallHeader,
+        offer: &str,
+        task: &str,
+        resources: &str,
+    ) -> pb::AcceptRequest {
+        pb::AcceptRequest {
+            header: Some(header.clone()),
+            offer_ids: vec![offer.into()],
+            operations: vec![pb::Operation {
+                operation: Some(pb::operation::Operation::Launch(pb::Launch {
+                    tasks: vec![pb::TaskInfo {
+                        task_id: task.into(),
+                        resources: Some(res(resources)),
+                        command: Some(pb::CommandInfo {
+                            shell: "true".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                })),
+            }],
+            // No decline filter on the rest, so it is offered again.
+            filters: Some(pb::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        }
+    }
+
+    fn status_update(framework: &str, task: &str, state: pb::TaskState) -> pb::AgentMessage {
+        pb::AgentMessage {
+            message: Some(pb::agent_message::Message::StatusUpdate(pb::StatusUpdate {
+                framework_id: framework.into(),
+                status: Some(pb::TaskStatus {
+                    task_id: task.into(),
+                    state: state as i32,
+                    uuid: vec![1; 16],
+                    agent_id: "whatever-the-agent-claims".into(),
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    /// A framework with one running task `t1` (cpus:1;mem:128) on a
+    /// cpus:4;mem:1024 agent.
+    async fn running() -> (
+        tempfile::TempDir,
+        Core,
+        AgentId,
+        AgentRx,
+        pb::CallHeader,
+        EventRx,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir);
+        let (agent, mut arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
+        let (header, mut events) = subscribe(&mut core, "").await;
+        let offer = offers(&mut core, &mut events).remove(0);
+        core.accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:128"))
+            .await
+            .unwrap();
+        assert!(
+            drain_agent(&mut arx)
+                .iter()
+                .any(|m| matches!(m, M::RunTask(_)))
+        );
+        (dir, core, agent, arx, header, events)
+    }
+
+    fn offered_cpus(offers: &[pb::Offer]) -> f64 {
+        offers
+            .iter()
+            .map(|o| o.resources.as_ref().map_or(0.0, |r| r.cpus))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn old_agent_connection_no_longer_affects_state() {
+        let (_dir, mut core, agent, mut old_rx, header, mut events) = running().await;
+        let (r, mut new_rx) = register(
+            &mut core,
+            2,
+            agent.as_str(),
+            "cpus:4;mem:1024",
+            &[(&header.framework_id, "t1", pb::TaskState::TaskRunning)],
+        )
+        .await;
+        r.unwrap();
+        assert!(
+            drain_agent(&mut new_rx)
+                .iter()
+                .any(|m| matches!(m, M::Registered(_)))
+        );
+        // The old stream ended (its sender is gone).
+        drain_agent(&mut old_rx);
+        assert!(old_rx.recv().await.is_none());
+
+        // Late messages and the close of the old connection change nothing.
+        let before = core.registry.clone();
+        core.agent_message(
+            1,
+            status_update(&header.framework_id, "t1", pb::TaskState::TaskFailed),
+        )
+        .await;
+        core.agent_closed(1);
+        assert_eq!(core.registry, before);
+        assert_eq!(core.agents.get(&agent).map(|c| c.conn), Some(2));
+        // The agent is still in the allocator: its free resources (t1's
+        // usage recorded again) are offered.
+        let o = offers(&mut core, &mut events);
+        assert!((offered_cpus(&o) - 3.0).abs() < 1e-9, "{o:?}");
+        // Messages on the new connection count.
+        core.agent_message(
+            2,
+            status_update(&header.framework_id, "t1", pb::TaskState::TaskRunning),
+        )
+        .await;
+        let t = core
+            .registry
+            .task(
+                &FrameworkId::new(header.framework_id.clone()).unwrap(),
+                &TaskId::new("t1").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(t.state(), pb::TaskState::TaskRunning);
+        assert_eq!(t.last_status().agent_id, agent.as_str());
+    }
+
+    #[tokio::test]
+    async fn refused_reregistration_keeps_the_old_connection() {
+        let (_dir, mut core, agent, _old_rx, header, mut events) = running().await;
+        let offers_before = offers(&mut core, &mut events);
+        assert_eq!(offers_before.len(), 1);
+        let registry = core.registry.clone();
+        let index = core.index;
+        // t1 needs cpus:1; the agent now claims half a cpu.
+        let (r, _rx) = register(
+            &mut core,
+            2,
+            agent.as_str(),
+            "cpus:0.5;mem:1024",
+            &[(&header.framework_id, "t1", pb::TaskState::TaskRunning)],
+        )
+        .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        assert_eq!(core.registry, registry);
+        assert_eq!(core.index, index, "nothing logged");
+        assert_eq!(core.agents.get(&agent).map(|c| c.conn), Some(1));
+        assert!(
+            core.offers
+                .get(&OfferId::new(offers_before[0].id.clone()).unwrap())
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn accept_refused_by_the_registry_keeps_the_offers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir);
+        let (agent, mut arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
+        let (header, mut events) = subscribe(&mut core, "").await;
+        let offer = offers(&mut core, &mut events).remove(0);
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        // Usage the allocator does not know about fills the agent.
+        let mut filler = TaskRecord {
+            framework: fw.clone(),
+            id: TaskId::new("filler").unwrap(),
+            agent: agent.clone(),
+            role: Role::default(),
+            allocated: Allocated::default(),
+            info: Vec::new(),
+            state: pb::TaskState::TaskRunning as i32,
+            status: Vec::new(),
+            launched_at_ms: 0,
+        };
+        filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
+        core.commit(Command::LaunchTasks {
+            framework: fw,
+            agent,
+            tasks: vec![filler],
+        })
+        .await
+        .unwrap();
+        let registry = core.registry.clone();
+        let index = core.index;
+
+        let err = core
+            .accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        assert_eq!(core.registry, registry);
+        assert_eq!(core.index, index);
+        let id = OfferId::new(offer.id.clone()).unwrap();
+        assert!(core.offers.get(&id).is_some(), "the offer is still live");
+        assert!(
+            drain_agent(&mut arx).is_empty(),
+            "nothing sent to the agent"
+        );
+    }
+
+    #[tokio::test]
+    async fn teardown_shuts_the_framework_down_and_frees_everything_once() {
+        let (_dir, mut core, agent, mut arx, header, _events) = running().await;
+        core.call(SchedulerCall::Teardown(pb::TeardownRequest {
+            header: Some(header.clone()),
+        }))
+        .await
+        .unwrap();
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        assert!(core.registry.framework(&fw).is_none());
+        assert!(drain_agent(&mut arx).iter().any(
+            |m| matches!(m, M::ShutdownFramework(s) if s.framework_id == header.framework_id)
+        ));
+        // The agent's terminal update is acknowledged by the master so the
+        // agent can forget it; it frees nothing a second time.
+        let before = core.registry.clone();
+        core.agent_message(
+            1,
+            status_update(&header.framework_id, "t1", pb::TaskState::TaskKilled),
+        )
+        .await;
+        assert_eq!(core.registry, before);
+        assert!(drain_agent(&mut arx).iter().any(|m| matches!(m, M::Ack(_))));
+
+        // A new framework is offered the whole agent.
+        let (_h2, mut ev2) = subscribe(&mut core, "").await;
+        let o = offers(&mut core, &mut ev2);
+        assert!((offered_cpus(&o) - 4.0).abs() < 1e-9, "{o:?}");
+        assert!(core.registry.agent_used(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn terminal_update_frees_the_task_in_the_allocator_once() {
+        let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
+        // The rest of the agent is on offer (and stays so): only t1's
+        // resources can come back.
+        let o = offers(&mut core, &mut events);
+        assert!((offered_cpus(&o) - 3.0).abs() < 1e-9, "{o:?}");
+        for state in [pb::TaskState::TaskFinished, pb::TaskState::TaskFinished] {
+            core.agent_message(1, status_update(&header.framework_id, "t1", state))
+                .await;
+        }
+        let updates = drain_events(&mut events)
+            .into_iter()
+            .filter(|e| matches!(e, pb::event::Event::Update(_)))
+            .count();
+        assert_eq!(updates, 2, "the resend is forwarded again");
+        assert!(!drain_agent(&mut arx).iter().any(|m| matches!(m, M::Ack(_))));
+        let o = offers(&mut core, &mut events);
+        assert!((offered_cpus(&o) - 1.0).abs() < 1e-9, "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn update_of_a_forgotten_task_is_forwarded_not_acknowledged() {
+        let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
+        core.agent_message(
+            1,
+            status_update(
+                &header.framework_id,
+                "long-gone",
+                pb::TaskState::TaskFinished,
+            ),
+        )
+        .await;
+        assert!(
+            drain_events(&mut events)
+                .iter()
+                .any(|e| matches!(e, pb::event::Event::Update(s) if s.task_id == "long-gone"))
+        );
+        assert!(!drain_agent(&mut arx).iter().any(|m| matches!(m, M::Ack(_))));
+        // An update with no state is bad input: dropped, nothing changes.
+        let before = core.registry.clone();
+        core.agent_message(
+            1,
+            status_update(&header.framework_id, "t1", pb::TaskState::Unspecified),
+        )
+        .await;
+        assert_eq!(core.registry, before);
+    }
+
+    #[tokio::test]
+    async fn new_agent_reporting_tasks_gets_them_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir);
+        let (r, mut rx) = register(
+            &mut core,
+            1,
+            "",
+            "cpus:1",
+            &[("fw-x", "orphan", pb::TaskState::TaskRunning)],
+        )
+        .await;
+        r.unwrap();
+        assert!(drain_agent(&mut rx).iter().any(
+            |m| matches!(m, M::KillTask(k) if k.task_id == "orphan" && k.framework_id == "fw-x")
+        ));
+    }
+
+    #[tokio::test]
+    async fn kills_for_a_disconnected_agent_are_queued_once() {
+        let (_dir, mut core, agent, _arx, header, _events) = running().await;
+        core.agent_closed(1);
+        for _ in 0..3 {
+            core.kill(pb::KillRequest {
+                header: Some(header.clone()),
+                task_id: "t1".into(),
+                grace_period_seconds: None,
+            })
+            .unwrap();
+        }
+        assert_eq!(core.pending_kills.get(&agent).map(Vec::len), Some(1));
+        let (r, mut rx) = register(
+            &mut core,
+            2,
+            agent.as_str(),
+            "cpus:4;mem:1024",
+            &[(&header.framework_id, "t1", pb::TaskState::TaskRunning)],
+        )
+        .await;
+        r.unwrap();
+        let kills = drain_agent(&mut rx)
+            .into_iter()
+            .filter(|m| matches!(m, M::KillTask(_)))
+            .count();
+        assert_eq!(kills, 1);
+    }
+
+    #[tokio::test]
+    async fn close_of_a_superseded_framework_stream_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir);
+        let (first, _ev1) = subscribe(&mut core, "").await;
+        let (second, _ev2) = subscribe(&mut core, &first.framework_id).await;
+        let fw = FrameworkId::new(first.framework_id.clone()).unwrap();
+        core.framework_closed(&fw, &first.stream_id).await;
+        assert_eq!(
+            core.frameworks.get(&fw).map(|c| c.stream_id.clone()),
+            Some(second.stream_id.clone())
+        );
+        assert_eq!(
+            core.registry.framework(&fw).unwrap().disconnected_at_ms,
+            None
+        );
+        // Calls on the old stream are refused.
+        let err = core
+            .call(SchedulerCall::Revive(pb::ReviveRequest {
+                header: Some(first),
+                roles: Vec::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        core.framework_closed(&fw, &second.stream_id).await;
+        assert!(
+            core.registry
+                .framework(&fw)
+                .unwrap()
+                .disconnected_at_ms
+                .is_some()
+        );
+    }
 }

@@ -275,7 +275,7 @@ pub struct Effects {
 }
 
 /// The registry state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
     agents: BTreeMap<AgentId, AgentRecord>,
@@ -504,26 +504,36 @@ impl Registry {
         reported: Option<&[(FrameworkId, TaskId, i32)]>,
         at_ms: u64,
     ) -> Result<Effects, ApplyError> {
+        let id = record.id.clone();
+        let reported: BTreeMap<(FrameworkId, TaskId), i32> = reported
+            .unwrap_or_default()
+            .iter()
+            .map(|(f, t, s)| ((f.clone(), t.clone()), *s))
+            .collect();
+        // Tasks the registry has on this agent, and which of them stay.
+        let ours: Vec<(FrameworkId, TaskId)> = self
+            .tasks_on(&id)
+            .map(|t| (t.framework.clone(), t.id.clone()))
+            .collect();
+        // Invariant: no agent is ever allocated beyond its resources. The
+        // tasks that stay must fit the resources the agent now reports,
+        // part by part (unreserved, and each role's reservation), or the
+        // registration is refused and nothing changes.
+        let kept = ours
+            .iter()
+            .filter(|key| reported.contains_key(*key))
+            .filter_map(|(f, t)| self.task(f, t));
+        check_fits(record, kept)?;
+
         let mut record = record.clone();
         if let Some(old) = self.agents.get(&record.id) {
             record.registered_at_ms = old.registered_at_ms;
             record.draining = old.draining;
         }
         record.unreachable_since_ms = None;
-        let id = record.id.clone();
         self.agents.insert(id.clone(), record);
 
         let mut effects = Effects::default();
-        let reported: BTreeMap<(FrameworkId, TaskId), i32> = reported
-            .unwrap_or_default()
-            .iter()
-            .map(|(f, t, s)| ((f.clone(), t.clone()), *s))
-            .collect();
-        // Tasks the registry has on this agent.
-        let ours: Vec<(FrameworkId, TaskId)> = self
-            .tasks_on(&id)
-            .map(|t| (t.framework.clone(), t.id.clone()))
-            .collect();
         for key in &ours {
             let Some(task) = self.tasks.get_mut(&key.0).and_then(|m| m.get_mut(&key.1)) else {
                 continue;
@@ -537,6 +547,7 @@ impl Registry {
                         was,
                         pb::TaskState::TaskUnreachable | pb::TaskState::TaskLost
                     ) && !state.is_terminal()
+                        && state != pb::TaskState::Unspecified
                     {
                         // Back from a partition: the task is running again.
                         let status = master_status(
@@ -553,8 +564,7 @@ impl Registry {
                 }
                 None => {
                     // The agent does not know the task: it is gone.
-                    let Some(mut task) = self.tasks.get_mut(&key.0).and_then(|m| m.remove(&key.1))
-                    else {
+                    let Some(mut task) = self.remove_task(&key.0, &key.1) else {
                         continue;
                     };
                     self.release(&task);
@@ -578,8 +588,12 @@ impl Registry {
                 }
             }
         }
-        for (f, t) in reported.keys() {
-            if self.task(f, t).is_none() {
+        // Tasks the agent runs that the registry does not have on this agent
+        // (unknown, or recorded on another agent) are to be killed. Tasks
+        // the agent already reports terminal need no kill.
+        for ((f, t), state) in &reported {
+            let terminal = pb::TaskState::try_from(*state).is_ok_and(pb::TaskState::is_terminal);
+            if !terminal && self.task(f, t).is_none_or(|task| task.agent != id) {
                 effects.unknown_tasks.push((f.clone(), t.clone()));
             }
         }
@@ -656,15 +670,22 @@ impl Registry {
                     task: t.id.to_string(),
                 });
             }
+            let wants = t.allocated.total();
+            if !need.ports.intersection(&wants.ports).is_empty() {
+                return Err(ApplyError::Invalid(format!(
+                    "task {:?} claims ports another task of the launch claims",
+                    t.id.as_str()
+                )));
+            }
             need = need
-                .checked_add(&t.allocated.total())
+                .checked_add(&wants)
                 .map_err(|e| ApplyError::Invalid(e.to_string()))?;
         }
         // Invariant: no agent is ever allocated beyond its resources.
         let total = agent.total();
         let used = self.agent_used(agent_id);
         let free = total.checked_sub(&used).unwrap_or_default();
-        if !free.contains(&need) {
+        if !free.contains(&need) || !used.ports.intersection(&need.ports).is_empty() {
             return Err(ApplyError::Overcommit {
                 agent: agent_id.to_string(),
                 free: free.to_string(),
@@ -700,16 +721,9 @@ impl Registry {
         task.status = status_bytes.to_vec();
         let mut effects = Effects::default();
         if state.is_terminal() {
-            let Some(task) = self
-                .tasks
-                .get_mut(framework)
-                .and_then(|m| m.remove(task_id))
-            else {
+            let Some(task) = self.remove_task(framework, task_id) else {
                 return Ok(effects);
             };
-            if self.tasks.get(framework).is_some_and(BTreeMap::is_empty) {
-                self.tasks.remove(framework);
-            }
             self.release(&task);
             effects.freed.push((
                 task.agent.clone(),
@@ -720,6 +734,16 @@ impl Registry {
             self.push_completed(task);
         }
         Ok(effects)
+    }
+
+    /// Removes an active task, dropping its framework's map once empty.
+    fn remove_task(&mut self, framework: &FrameworkId, task: &TaskId) -> Option<TaskRecord> {
+        let map = self.tasks.get_mut(framework)?;
+        let removed = map.remove(task);
+        if map.is_empty() {
+            self.tasks.remove(framework);
+        }
+        removed
     }
 
     fn release(&mut self, task: &TaskRecord) {
@@ -734,6 +758,52 @@ impl Registry {
             self.completed.pop_front();
         }
     }
+}
+
+/// Checks that `tasks` fit `agent`'s resources part by part: their
+/// unreserved parts fit the unreserved pool, and the reserved parts of each
+/// role fit that role's reservation; ports are claimed at most once.
+fn check_fits<'a>(
+    agent: &AgentRecord,
+    tasks: impl Iterator<Item = &'a TaskRecord>,
+) -> Result<(), ApplyError> {
+    let mut unreserved = Resources::empty();
+    let mut reserved: BTreeMap<&Role, Resources> = BTreeMap::new();
+    let mut ports = Resources::empty().ports;
+    for t in tasks {
+        let total = t.allocated.total();
+        if !ports.intersection(&total.ports).is_empty() {
+            return Err(ApplyError::Invalid(format!(
+                "task {:?} claims ports another task on agent {:?} claims",
+                t.id.as_str(),
+                agent.id.as_str()
+            )));
+        }
+        ports = ports.union(&total.ports);
+        let overflow = |e: berth_scheduler_core::ResourceError| ApplyError::Invalid(e.to_string());
+        unreserved = unreserved
+            .checked_add(&t.allocated.unreserved)
+            .map_err(overflow)?;
+        if !t.allocated.reserved.is_empty() {
+            let r = reserved.entry(&t.role).or_default();
+            *r = r.checked_add(&t.allocated.reserved).map_err(overflow)?;
+        }
+    }
+    let overcommit = |free: &Resources, need: &Resources| ApplyError::Overcommit {
+        agent: agent.id.to_string(),
+        free: free.to_string(),
+        need: need.to_string(),
+    };
+    if !agent.unreserved.contains(&unreserved) {
+        return Err(overcommit(&agent.unreserved, &unreserved));
+    }
+    for (role, need) in reserved {
+        let have = agent.reserved.get(role).cloned().unwrap_or_default();
+        if !have.contains(&need) {
+            return Err(overcommit(&have, &need));
+        }
+    }
+    Ok(())
 }
 
 /// A master-generated status (no uuid: needs no acknowledgement).
@@ -764,4 +834,564 @@ fn master_status(
 #[allow(clippy::cast_precision_loss)]
 pub fn ms_to_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApplyError;
+
+    fn fw(s: &str) -> FrameworkId {
+        FrameworkId::new(s).unwrap()
+    }
+    fn agent_id(s: &str) -> AgentId {
+        AgentId::new(s).unwrap()
+    }
+    fn tid(s: &str) -> TaskId {
+        TaskId::new(s).unwrap()
+    }
+    fn res(s: &str) -> Resources {
+        s.parse().unwrap()
+    }
+
+    fn subscribe(id: &str, partition_aware: bool) -> Command {
+        Command::SubscribeFramework {
+            record: FrameworkRecord {
+                id: fw(id),
+                name: id.into(),
+                roles: [Role::default()].into(),
+                failover_timeout_ms: 1000,
+                partition_aware,
+                hostname: "h".into(),
+                registered_at_ms: 1,
+                disconnected_at_ms: None,
+            },
+        }
+    }
+
+    fn agent_record(id: &str, resources: &str) -> AgentRecord {
+        AgentRecord {
+            id: agent_id(id),
+            hostname: id.into(),
+            address: format!("{id}:5051"),
+            unreserved: res(resources),
+            reserved: BTreeMap::new(),
+            attributes: Vec::new(),
+            draining: false,
+            registered_at_ms: 1,
+            unreachable_since_ms: None,
+        }
+    }
+
+    fn register(
+        id: &str,
+        resources: &str,
+        reported: Option<Vec<(&str, &str, pb::TaskState)>>,
+    ) -> Command {
+        Command::RegisterAgent {
+            record: agent_record(id, resources),
+            reported: reported.map(|r| {
+                r.into_iter()
+                    .map(|(f, t, s)| (fw(f), tid(t), s as i32))
+                    .collect()
+            }),
+            at_ms: 5,
+        }
+    }
+
+    fn task(framework: &str, id: &str, agent: &str, resources: &str) -> TaskRecord {
+        TaskRecord {
+            framework: fw(framework),
+            id: tid(id),
+            agent: agent_id(agent),
+            role: Role::default(),
+            allocated: Allocated {
+                unreserved: res(resources),
+                reserved: Resources::empty(),
+            },
+            info: Vec::new(),
+            state: pb::TaskState::TaskStaging as i32,
+            status: Vec::new(),
+            launched_at_ms: 2,
+        }
+    }
+
+    fn launch(framework: &str, agent: &str, tasks: Vec<TaskRecord>) -> Command {
+        Command::LaunchTasks {
+            framework: fw(framework),
+            agent: agent_id(agent),
+            tasks,
+        }
+    }
+
+    fn update(framework: &str, task: &str, state: pb::TaskState) -> Command {
+        Command::UpdateTask {
+            framework: fw(framework),
+            task: tid(task),
+            status: pb::TaskStatus {
+                task_id: task.into(),
+                state: state as i32,
+                uuid: vec![7; 16],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// f1 subscribed; a1 (cpus:4;mem:1024) registered; t1 (cpus:1;mem:128)
+    /// and t2 (cpus:2;mem:256) running on it.
+    fn cluster() -> Registry {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        r.apply(&register("a1", "cpus:4;mem:1024", None)).unwrap();
+        r.apply(&launch(
+            "f1",
+            "a1",
+            vec![
+                task("f1", "t1", "a1", "cpus:1;mem:128"),
+                task("f1", "t2", "a1", "cpus:2;mem:256"),
+            ],
+        ))
+        .unwrap();
+        r
+    }
+
+    /// Applies `cmd`, expects it refused, and checks nothing changed.
+    fn refused(r: &mut Registry, cmd: &Command) -> ApplyError {
+        let before = r.clone();
+        let err = r.apply(cmd).unwrap_err();
+        assert_eq!(*r, before, "refused {cmd:?} changed the registry");
+        err
+    }
+
+    #[test]
+    fn refused_commands_change_nothing() {
+        let mut r = cluster();
+        // Beyond the agent's resources (1 cpu is left).
+        let e = refused(
+            &mut r,
+            &launch("f1", "a1", vec![task("f1", "t3", "a1", "cpus:2;mem:1")]),
+        );
+        assert!(matches!(e, ApplyError::Overcommit { .. }), "{e}");
+        // Two tasks that fit alone but not together.
+        let e = refused(
+            &mut r,
+            &launch(
+                "f1",
+                "a1",
+                vec![
+                    task("f1", "t3", "a1", "cpus:0.6;mem:1"),
+                    task("f1", "t4", "a1", "cpus:0.6;mem:1"),
+                ],
+            ),
+        );
+        assert!(matches!(e, ApplyError::Overcommit { .. }), "{e}");
+        // Duplicate task ids, in the launch or with an active task.
+        let e = refused(
+            &mut r,
+            &launch(
+                "f1",
+                "a1",
+                vec![
+                    task("f1", "t3", "a1", "cpus:0.1"),
+                    task("f1", "t3", "a1", "cpus:0.1"),
+                ],
+            ),
+        );
+        assert!(matches!(e, ApplyError::DuplicateTask { .. }), "{e}");
+        let e = refused(
+            &mut r,
+            &launch("f1", "a1", vec![task("f1", "t1", "a1", "cpus:0.1")]),
+        );
+        assert!(matches!(e, ApplyError::DuplicateTask { .. }), "{e}");
+        // Unknown ids.
+        refused(
+            &mut r,
+            &launch("fx", "a1", vec![task("fx", "t9", "a1", "cpus:0.1")]),
+        );
+        refused(
+            &mut r,
+            &launch("f1", "ax", vec![task("f1", "t9", "ax", "cpus:0.1")]),
+        );
+        refused(
+            &mut r,
+            &launch("f1", "a1", vec![task("f1", "t9", "a2", "cpus:0.1")]),
+        );
+        refused(&mut r, &update("f1", "nope", pb::TaskState::TaskRunning));
+        refused(
+            &mut r,
+            &Command::RemoveFramework {
+                id: fw("fx"),
+                at_ms: 1,
+                reason: "x".into(),
+            },
+        );
+        refused(
+            &mut r,
+            &Command::DisconnectFramework {
+                id: fw("fx"),
+                at_ms: 1,
+            },
+        );
+        refused(
+            &mut r,
+            &Command::MarkAgentUnreachable {
+                id: agent_id("ax"),
+                at_ms: 1,
+            },
+        );
+        refused(
+            &mut r,
+            &Command::SetAgentDraining {
+                id: agent_id("ax"),
+                draining: true,
+            },
+        );
+        refused(
+            &mut r,
+            &Command::SetWeight {
+                role: Role::default(),
+                weight_milli: 0,
+            },
+        );
+        // Undecodable status, unknown state.
+        refused(
+            &mut r,
+            &Command::UpdateTask {
+                framework: fw("f1"),
+                task: tid("t1"),
+                status: vec![0xff, 0xff, 0xff],
+            },
+        );
+        let mut bad = pb::TaskStatus {
+            task_id: "t1".into(),
+            ..Default::default()
+        };
+        bad.state = 999;
+        refused(
+            &mut r,
+            &Command::UpdateTask {
+                framework: fw("f1"),
+                task: tid("t1"),
+                status: bad.encode_to_vec(),
+            },
+        );
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:3;mem:384"));
+    }
+
+    #[test]
+    fn ports_are_never_claimed_twice() {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        r.apply(&register("a1", "cpus:4;mem:1024;ports:[8000-8010]", None))
+            .unwrap();
+        // Within one launch.
+        refused(
+            &mut r,
+            &launch(
+                "f1",
+                "a1",
+                vec![
+                    task("f1", "t1", "a1", "cpus:0.1;ports:[8000-8000]"),
+                    task("f1", "t2", "a1", "cpus:0.1;ports:[8000-8000]"),
+                ],
+            ),
+        );
+        // Against a running task.
+        r.apply(&launch(
+            "f1",
+            "a1",
+            vec![task("f1", "t1", "a1", "cpus:0.1;ports:[8000-8000]")],
+        ))
+        .unwrap();
+        refused(
+            &mut r,
+            &launch(
+                "f1",
+                "a1",
+                vec![task("f1", "t2", "a1", "cpus:0.1;ports:[8000-8001]")],
+            ),
+        );
+        r.apply(&launch(
+            "f1",
+            "a1",
+            vec![task("f1", "t2", "a1", "cpus:0.1;ports:[8001-8001]")],
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn terminal_update_frees_once_and_framework_removal_frees_the_rest() {
+        let mut r = cluster();
+        let e = r
+            .apply(&update("f1", "t1", pb::TaskState::TaskRunning))
+            .unwrap();
+        assert!(e.freed.is_empty());
+        let e = r
+            .apply(&update("f1", "t1", pb::TaskState::TaskFinished))
+            .unwrap();
+        assert_eq!(e.freed.len(), 1);
+        assert_eq!(e.freed[0].3.total(), res("cpus:1;mem:128"));
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:2;mem:256"));
+        // A resend of the terminal update is refused: nothing freed twice.
+        refused(&mut r, &update("f1", "t1", pb::TaskState::TaskFinished));
+
+        let e = r
+            .apply(&Command::RemoveFramework {
+                id: fw("f1"),
+                at_ms: 9,
+                reason: "FRAMEWORK_TEARDOWN".into(),
+            })
+            .unwrap();
+        assert_eq!(e.freed.len(), 1, "only t2 was still active");
+        assert_eq!(e.freed[0].3.total(), res("cpus:2;mem:256"));
+        assert!(r.agent_used(&agent_id("a1")).is_empty());
+        assert_eq!(r.tasks().count(), 0);
+        assert_eq!(
+            r.completed_task(&fw("f1"), &tid("t2"))
+                .map(TaskRecord::state),
+            Some(pb::TaskState::TaskKilled)
+        );
+        // The agent's late terminal update of t2 no longer applies.
+        refused(&mut r, &update("f1", "t2", pb::TaskState::TaskKilled));
+    }
+
+    #[test]
+    fn reregistration_loses_unreported_tasks_and_kills_unknown_ones() {
+        let mut r = cluster();
+        r.apply(&subscribe("f2", false)).unwrap();
+        r.apply(&register("a2", "cpus:4;mem:1024", None)).unwrap();
+        r.apply(&launch("f2", "a2", vec![task("f2", "x", "a2", "cpus:1")]))
+            .unwrap();
+        // a1 comes back with t1, a task the registry never saw, a task the
+        // registry has on a2, and a terminal unknown task (no kill needed).
+        let e = r
+            .apply(&register(
+                "a1",
+                "cpus:4;mem:1024",
+                Some(vec![
+                    ("f1", "t1", pb::TaskState::TaskRunning),
+                    ("f1", "ghost", pb::TaskState::TaskRunning),
+                    ("f2", "x", pb::TaskState::TaskRunning),
+                    ("f1", "old", pb::TaskState::TaskFinished),
+                ]),
+            ))
+            .unwrap();
+        assert_eq!(e.freed.len(), 1);
+        assert_eq!(e.freed[0].3.total(), res("cpus:2;mem:256"));
+        assert_eq!(e.updates.len(), 1);
+        assert_eq!(e.updates[0].1.task_id, "t2");
+        assert_eq!(e.updates[0].1.state, pb::TaskState::TaskLost as i32);
+        let mut unknown = e.unknown_tasks.clone();
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            vec![(fw("f1"), tid("ghost")), (fw("f2"), tid("x"))]
+        );
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:1;mem:128"));
+        assert_eq!(
+            r.task(&fw("f2"), &tid("x")).map(|t| t.agent.clone()),
+            Some(agent_id("a2"))
+        );
+    }
+
+    #[test]
+    fn new_agent_with_tasks_gets_them_killed() {
+        let mut r = cluster();
+        let e = r
+            .apply(&register(
+                "a9",
+                "cpus:1",
+                Some(vec![("f1", "t1", pb::TaskState::TaskRunning)]),
+            ))
+            .unwrap();
+        assert_eq!(e.unknown_tasks, vec![(fw("f1"), tid("t1"))]);
+        assert!(e.freed.is_empty());
+        // t1 stays on a1.
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:3;mem:384"));
+    }
+
+    #[test]
+    fn reregistration_that_does_not_fit_running_tasks_is_refused() {
+        let mut r = cluster();
+        r.apply(&Command::SetAgentDraining {
+            id: agent_id("a1"),
+            draining: true,
+        })
+        .unwrap();
+        let both = vec![
+            ("f1", "t1", pb::TaskState::TaskRunning),
+            ("f1", "t2", pb::TaskState::TaskRunning),
+        ];
+        let e = refused(
+            &mut r,
+            &register("a1", "cpus:2;mem:1024", Some(both.clone())),
+        );
+        assert!(matches!(e, ApplyError::Overcommit { .. }), "{e}");
+        // Fits once t2 is gone (it is then lost); draining is kept.
+        let e = r
+            .apply(&register(
+                "a1",
+                "cpus:2;mem:1024",
+                Some(vec![("f1", "t1", pb::TaskState::TaskRunning)]),
+            ))
+            .unwrap();
+        assert_eq!(e.freed.len(), 1);
+        let a1 = r.agent(&agent_id("a1")).unwrap();
+        assert!(a1.draining);
+        assert_eq!(a1.unreserved, res("cpus:2;mem:1024"));
+        assert_eq!(a1.registered_at_ms, 1);
+    }
+
+    #[test]
+    fn reserved_parts_must_fit_the_roles_reservation() {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        let role = Role::new("web").unwrap();
+        let mut rec = agent_record("a1", "cpus:2");
+        rec.reserved.insert(role.clone(), res("cpus:2"));
+        r.apply(&Command::RegisterAgent {
+            record: rec.clone(),
+            reported: None,
+            at_ms: 1,
+        })
+        .unwrap();
+        let mut t = task("f1", "t1", "a1", "cpus:0");
+        t.role = role.clone();
+        t.allocated = Allocated {
+            unreserved: Resources::empty(),
+            reserved: res("cpus:2"),
+        };
+        r.apply(&launch("f1", "a1", vec![t])).unwrap();
+        // Same total, but the reservation moved to the unreserved pool: the
+        // task's reserved part no longer fits.
+        let mut moved = agent_record("a1", "cpus:4");
+        moved.reserved.clear();
+        let e = refused(
+            &mut r,
+            &Command::RegisterAgent {
+                record: moved,
+                reported: Some(vec![(
+                    fw("f1"),
+                    tid("t1"),
+                    pb::TaskState::TaskRunning as i32,
+                )]),
+                at_ms: 2,
+            },
+        );
+        assert!(matches!(e, ApplyError::Overcommit { .. }), "{e}");
+    }
+
+    #[test]
+    fn unreachable_then_back_reports_running_again() {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("aware", true)).unwrap();
+        r.apply(&subscribe("plain", false)).unwrap();
+        r.apply(&register("a1", "cpus:4;mem:1024", None)).unwrap();
+        r.apply(&launch(
+            "aware",
+            "a1",
+            vec![task("aware", "t", "a1", "cpus:1")],
+        ))
+        .unwrap();
+        r.apply(&launch(
+            "plain",
+            "a1",
+            vec![task("plain", "t", "a1", "cpus:1")],
+        ))
+        .unwrap();
+        let e = r
+            .apply(&Command::MarkAgentUnreachable {
+                id: agent_id("a1"),
+                at_ms: 10,
+            })
+            .unwrap();
+        let mut states: Vec<_> = e
+            .updates
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.state))
+            .collect();
+        states.sort();
+        assert_eq!(
+            states,
+            vec![
+                ("aware".to_string(), pb::TaskState::TaskUnreachable as i32),
+                ("plain".to_string(), pb::TaskState::TaskLost as i32),
+            ]
+        );
+        assert!(e.freed.is_empty(), "unreachable tasks keep their resources");
+        // Marking again changes nothing.
+        let before = r.clone();
+        let e = r
+            .apply(&Command::MarkAgentUnreachable {
+                id: agent_id("a1"),
+                at_ms: 11,
+            })
+            .unwrap();
+        assert_eq!(e, Effects::default());
+        assert_eq!(r, before);
+
+        let e = r
+            .apply(&register(
+                "a1",
+                "cpus:4;mem:1024",
+                Some(vec![
+                    ("aware", "t", pb::TaskState::TaskRunning),
+                    ("plain", "t", pb::TaskState::TaskRunning),
+                ]),
+            ))
+            .unwrap();
+        assert_eq!(e.updates.len(), 2);
+        assert!(
+            e.updates
+                .iter()
+                .all(|(_, s)| s.state == pb::TaskState::TaskRunning as i32)
+        );
+        assert!(e.freed.is_empty());
+        assert!(
+            r.agent(&agent_id("a1"))
+                .unwrap()
+                .unreachable_since_ms
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn disconnect_keeps_the_first_time_and_resubscribe_clears_it() {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        for at_ms in [100, 200] {
+            r.apply(&Command::DisconnectFramework {
+                id: fw("f1"),
+                at_ms,
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            r.framework(&fw("f1")).unwrap().disconnected_at_ms,
+            Some(100)
+        );
+        let mut again = subscribe("f1", true);
+        if let Command::SubscribeFramework { record } = &mut again {
+            record.registered_at_ms = 999;
+            record.disconnected_at_ms = Some(5);
+        }
+        r.apply(&again).unwrap();
+        let f = r.framework(&fw("f1")).unwrap();
+        assert_eq!(f.disconnected_at_ms, None);
+        assert_eq!(f.registered_at_ms, 1);
+        assert!(f.partition_aware);
+    }
+
+    #[test]
+    fn snapshot_round_trip_rebuilds_usage() {
+        let mut r = cluster();
+        r.apply(&update("f1", "t1", pb::TaskState::TaskFailed))
+            .unwrap();
+        let bytes = postcard::to_stdvec(&r).unwrap();
+        let mut back: Registry = postcard::from_bytes(&bytes).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, r);
+        assert_eq!(back.agent_used(&agent_id("a1")), res("cpus:2;mem:256"));
+    }
 }

@@ -71,11 +71,23 @@ impl<S: Stream + Unpin> Stream for Notifying<S> {
 
 impl<S> Drop for Notifying<S> {
     fn drop(&mut self) {
-        if let Some((tx, req)) = self.on_drop.take() {
-            // The core may be busy; never block in drop.
-            tokio::spawn(async move {
-                let _ = tx.send(req).await;
-            });
+        let Some((tx, req)) = self.on_drop.take() else {
+            return;
+        };
+        // Never block in drop. The notification names the stream (stream id
+        // or connection id), so a late one cannot affect a newer stream.
+        match tx.try_send(req) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                // The core is busy: deliver it later, if a runtime is still
+                // there (dropped outside one, e.g. at shutdown, the core is
+                // gone too, and `tokio::spawn` would panic).
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(req).await;
+                    });
+                }
+            }
         }
     }
 }

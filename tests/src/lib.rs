@@ -253,12 +253,12 @@ impl Cluster {
     ) -> anyhow::Result<Vec<pb::AgentView>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(mut op) = self.operator().await {
-                if let Ok(list) = op.list_agents(pb::Empty {}).await {
-                    let agents = list.into_inner().agents;
-                    if agents.iter().filter(|a| a.connected).count() >= n {
-                        return Ok(agents);
-                    }
+            if let Ok(mut op) = self.operator().await
+                && let Ok(list) = op.list_agents(pb::Empty {}).await
+            {
+                let agents = list.into_inner().agents;
+                if agents.iter().filter(|a| a.connected).count() >= n {
+                    return Ok(agents);
                 }
             }
             if tokio::time::Instant::now() > deadline {
