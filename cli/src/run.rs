@@ -89,7 +89,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let config = FrameworkConfig::new(format!("berth-run: {}", args.command.join(" ")))
         .roles([args.role.clone()])
-        .failover_timeout(Duration::ZERO)
+        // Survives a master restart or failover; if `berth run` itself dies,
+        // the master kills the task after this long.
+        .failover_timeout(Duration::from_secs(60))
         // Acknowledge by hand: the last update must be acknowledged before
         // the framework is torn down.
         .auto_acknowledge(false);
@@ -115,9 +117,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut launched = false;
     let mut streaming: Option<tokio::task::JoinHandle<()>> = None;
+    // Ctrl-C or SIGTERM kills the task (and waits for it to end) instead of
+    // leaving it to the failover timeout.
+    let interrupted = crate::daemons::shutdown_signal();
+    tokio::pin!(interrupted);
+    let mut killing = false;
     let outcome = loop {
-        let event = if launched {
-            events.next().await
+        let event = if killing {
+            match tokio::time::timeout(Duration::from_secs(15), events.next()).await {
+                Ok(e) => e,
+                Err(_) => break Err(anyhow!("task {task_id} did not end after the kill")),
+            }
+        } else if launched {
+            tokio::select! {
+                e = events.next() => e,
+                () = &mut interrupted => {
+                    killing = true;
+                    if let Err(e) = framework.kill(&task_id, None).await {
+                        break Err(anyhow!("interrupted; killing task {task_id} failed: {e}"));
+                    }
+                    continue;
+                }
+            }
         } else {
             match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(e) => e,

@@ -214,3 +214,140 @@ fn malformed_arguments_get_specific_errors() {
         text(&out.stderr)
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String]) -> Daemon {
+    Daemon(
+        Command::new(BERTH)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth starts"),
+    )
+}
+
+/// SIGKILL the master while `berth run` has a task running: the restarted
+/// master still knows the framework and the task, the agent and the
+/// framework reconnect, and the task's result reaches `berth run`.
+#[test]
+fn sigkilled_master_loses_no_acknowledged_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_addr = format!("127.0.0.1:{}", free_port());
+    let master_args: Vec<String> = vec![
+        "master".into(),
+        "--listen".into(),
+        master_addr.clone(),
+        "--data-dir".into(),
+        dir.path().join("master").display().to_string(),
+        "--agent-ping-interval".into(),
+        "0.2".into(),
+    ];
+    let mut master = spawn(&master_args);
+    let _agent = spawn(&[
+        "agent".into(),
+        "--master".into(),
+        master_addr.clone(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--work-dir".into(),
+        dir.path().join("agent").display().to_string(),
+        "--resources".into(),
+        "cpus:2;mem:1024".into(),
+    ]);
+    let admin = |args: &[&str]| {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_MASTER", &master_addr)
+            .output()
+            .expect("berth runs")
+    };
+    let wait_for = |what: &str, args: &[&str], needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = admin(args);
+            if out.status.success() && text(&out.stdout).contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(
+        "agent registration",
+        &["node", "list", "--json"],
+        "\"connected\": true",
+    );
+
+    let run = Command::new(BERTH)
+        .args([
+            "run",
+            "--master",
+            &master_addr,
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; echo done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth run starts");
+    wait_for("the task to run", &["task", "list"], "RUNNING");
+
+    master.0.kill().expect("SIGKILL the master");
+    master.0.wait().expect("reap the master");
+    let _master = spawn(&master_args);
+
+    // Right after the restart the registry still has the framework and task.
+    wait_for(
+        "the restarted master to answer",
+        &["framework", "list"],
+        "berth-run",
+    );
+    let out = admin(&["task", "list"]);
+    assert!(
+        text(&out.stdout).contains("RUNNING"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut run = run;
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("wait for berth run") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berth run did not finish after the master restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = run.wait_with_output().expect("output");
+    assert!(status.success(), "berth run failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "done\n");
+    wait_for(
+        "the task to be listed finished",
+        &["task", "list", "--all"],
+        "FINISHED",
+    );
+}
