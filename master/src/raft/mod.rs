@@ -9,7 +9,14 @@
 //!
 //! This module is being built up; the master core does not use it yet.
 
+pub mod transport;
+
 use raft::eraftpb::Message;
+
+pub mod node;
+pub mod storage;
+#[cfg(test)]
+mod tests;
 
 /// Sends raft messages to peers. Implementations never block the raft
 /// loop: a message that cannot be queued is dropped (raft retransmits).
