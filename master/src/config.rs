@@ -9,7 +9,7 @@ use crate::error::MasterError;
 /// [`MasterConfig::validate`].
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
-    /// Directory for the registry (`registry.redb`).
+    /// Directory for the Raft log and snapshots (`raft.redb`).
     pub data_dir: PathBuf,
     /// Address others use to reach this master ("host:port"); defaults to
     /// the listener's address.
@@ -34,6 +34,25 @@ pub struct MasterConfig {
     pub max_completed_tasks: usize,
     /// Log entries kept before the registry writes a snapshot and compacts.
     pub snapshot_every: u64,
+    /// This master's Raft id (1 or more).
+    pub id: u64,
+    /// The cluster's masters at bootstrap, as (Raft id, address), this one
+    /// included. Empty means a one-master cluster. Only read when the data
+    /// directory holds no Raft state yet; later membership changes go through
+    /// the operator API.
+    pub peers: Vec<(u64, String)>,
+    /// Interval of the Raft clock.
+    pub raft_tick: Duration,
+    /// Raft ticks without a leader's heartbeat before an election.
+    pub election_ticks: usize,
+    /// Raft ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Start without bootstrapping a Raft group: this master waits to be
+    /// added to an existing group (operator AddMember) and receives its
+    /// state from the leader.
+    pub join: bool,
+    /// Fault injection for tests: links between masters that are cut.
+    pub raft_faults: crate::raft::transport::Faults,
 }
 
 impl MasterConfig {
@@ -52,6 +71,13 @@ impl MasterConfig {
             default_refuse: Duration::from_secs(5),
             max_completed_tasks: 1000,
             snapshot_every: 10_000,
+            id: 1,
+            peers: Vec::new(),
+            raft_tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            join: false,
+            raft_faults: crate::raft::transport::Faults::default(),
         }
     }
 
@@ -78,6 +104,29 @@ impl MasterConfig {
         }
         if self.offer_timeout.is_some_and(|d| d.is_zero()) {
             return Err(MasterError::Config("offer_timeout must be positive".into()));
+        }
+        if self.id == 0 {
+            return Err(MasterError::Config("id must be at least 1".into()));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (id, address) in &self.peers {
+            if *id == 0 || !ids.insert(*id) {
+                return Err(MasterError::Config(format!("peer id {id} is zero or repeated")));
+            }
+            if address.trim().is_empty() {
+                return Err(MasterError::Config(format!("peer {id} has no address")));
+            }
+        }
+        if !self.peers.is_empty() && !ids.contains(&self.id) {
+            return Err(MasterError::Config(format!(
+                "the peers list must include this master (id {})",
+                self.id
+            )));
+        }
+        if self.raft_tick.is_zero() || self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(MasterError::Config(
+                "raft_tick must be positive and election_ticks greater than heartbeat_ticks".into(),
+            ));
         }
         if self.snapshot_every == 0 {
             return Err(MasterError::Config(

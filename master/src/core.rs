@@ -18,7 +18,9 @@ use berth_scheduler_core::{
     OfferError, OfferId, Quota, Resources, Role, TaskId, Time, Weight,
 };
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use raft::StateRole;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
@@ -27,7 +29,8 @@ use crate::error::{ApplyError, MasterError};
 use crate::registry::{
     AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs,
 };
-use crate::store::Store;
+use crate::raft::Transport;
+use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
 
 /// Events queued per framework stream before the framework counts as too
 /// slow and is disconnected.
@@ -78,6 +81,19 @@ pub(crate) enum OperatorCall {
     SetWeight(pb::SetWeightRequest),
     SetQuota(pb::SetQuotaRequest),
     RemoveQuota(String),
+    Members,
+    AddMember(pb::AddMemberRequest),
+    RemoveMember(u64),
+}
+
+impl OperatorCall {
+    /// Whether the call only reads.
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Self::State | Self::Agents | Self::Frameworks | Self::Tasks(_) | Self::Roles | Self::Leader | Self::Members
+        )
+    }
 }
 
 /// Reply to an operator call.
@@ -90,6 +106,7 @@ pub(crate) enum OperatorReply {
     Tasks(pb::TaskList),
     Roles(pb::RoleList),
     Leader(pb::LeaderInfo),
+    Members(pb::MemberList),
 }
 
 /// A successful subscription.
@@ -130,6 +147,8 @@ pub(crate) enum Request {
     },
     Operator {
         call: OperatorCall,
+        /// The caller accepts a possibly stale read from any master.
+        stale_ok: bool,
         reply: oneshot::Sender<Result<OperatorReply, Status>>,
     },
 }
@@ -145,15 +164,41 @@ struct AgentConn {
     ping_seq: u64,
 }
 
+/// A command as it travels through the Raft log: who proposed it, so the
+/// proposer can recognise its own entry when it is applied.
+#[derive(Debug, Serialize, Deserialize)]
+struct Proposal {
+    /// Random per core start: entries proposed by an earlier run of this
+    /// master never match a proposal of this run.
+    origin: u64,
+    /// Sequence number within `origin`.
+    seq: u64,
+    /// The command.
+    cmd: Command,
+}
+
+/// How long a proposal may take to commit before the caller is told.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The master core.
 pub(crate) struct Core {
     config: MasterConfig,
     master_id: String,
     address: String,
     registry: Registry,
-    store: Arc<Store>,
-    index: u64,
+    raft: RaftHandle,
+    applied_rx: mpsc::Receiver<Applied>,
+    raft_status: watch::Receiver<RaftStatus>,
+    transport: Arc<dyn Transport>,
+    /// API addresses of the masters, by Raft id.
+    members: BTreeMap<u64, String>,
+    applied_index: u64,
     since_snapshot: u64,
+    origin: u64,
+    proposal_seq: u64,
+    /// The term this core leads in, once it has taken over (applied every
+    /// earlier entry and rebuilt the allocator). `None` on followers.
+    leading: Option<u64>,
     allocator: Allocator,
     offers: OfferBook,
     frameworks: HashMap<FrameworkId, FrameworkConn>,
@@ -170,57 +215,48 @@ pub(crate) struct Core {
     fatal: Option<MasterError>,
 }
 
+/// What the core needs from Raft.
+pub(crate) struct RaftParts {
+    pub handle: RaftHandle,
+    pub applied: mpsc::Receiver<Applied>,
+    pub transport: Arc<dyn Transport>,
+    /// The registry as of the storage's snapshot, and that snapshot's index.
+    pub registry: Registry,
+    pub snapshot_index: u64,
+}
+
 impl Core {
-    pub(crate) fn new(
-        config: MasterConfig,
-        master_id: String,
-        address: String,
-        store: Store,
-        registry: Registry,
-        index: u64,
-        since_snapshot: u64,
-    ) -> Self {
-        let mut allocator = Allocator::new(AllocatorConfig {
+    pub(crate) fn new(config: MasterConfig, master_id: String, address: String, raft: RaftParts) -> Self {
+        let now = Instant::now();
+        let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
+        members.insert(config.id, address.clone());
+        let raft_status = raft.handle.status();
+        let offers = OfferBook::new(&master_id, config.offer_timeout);
+        let allocator = Allocator::new(AllocatorConfig {
             default_refuse: config.default_refuse,
             ..AllocatorConfig::default()
         });
-        for (role, w) in registry.weights() {
-            if let Ok(weight) = Weight::new(ms_to_secs(*w)) {
-                allocator.set_weight(role.clone(), weight);
-            }
-        }
-        for (role, q) in registry.quotas() {
-            if let Err(e) = allocator.set_quota(role.clone(), q.clone()) {
-                warn!(role = %role, "stored quota rejected by the allocator: {e}");
-            }
-        }
-        // Known frameworks are inactive until they re-subscribe; they must
-        // exist in the allocator so their tasks' resources count as used.
-        for fw in registry.frameworks() {
-            allocator.add_framework(fw.id.clone(), fw.roles.clone(), false);
-        }
-        let now = Instant::now();
-        // Every reachable agent gets a full ping timeout to re-register.
-        let last_seen = registry
-            .agents()
-            .filter(|a| a.unreachable_since_ms.is_none())
-            .map(|a| (a.id.clone(), now))
-            .collect();
-        let offers = OfferBook::new(&master_id, config.offer_timeout);
         Self {
             config,
             master_id,
             address,
-            registry,
-            store: Arc::new(store),
-            index,
-            since_snapshot,
+            registry: raft.registry,
+            raft: raft.handle,
+            applied_rx: raft.applied,
+            raft_status,
+            transport: raft.transport,
+            members,
+            applied_index: raft.snapshot_index,
+            since_snapshot: 0,
+            origin: rand_u64(),
+            proposal_seq: 0,
+            leading: None,
             allocator,
             offers,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             conn_agents: HashMap::new(),
-            last_seen,
+            last_seen: HashMap::new(),
             pending_kills: HashMap::new(),
             epoch: now,
             allocation_dirty: true,
@@ -231,26 +267,67 @@ impl Core {
         }
     }
 
-    /// Runs until `stop` fires or a fatal storage error happens.
+    /// Rebuilds the leader-only state from the registry: the allocator (with
+    /// weights, quotas, every known framework inactive until it
+    /// re-subscribes), an empty offer book with a fresh id prefix, and a full
+    /// ping timeout for every reachable agent to re-register.
+    fn rebuild_leader_state(&mut self, term: u64) {
+        let mut allocator = Allocator::new(AllocatorConfig {
+            default_refuse: self.config.default_refuse,
+            ..AllocatorConfig::default()
+        });
+        for (role, w) in self.registry.weights() {
+            if let Ok(weight) = Weight::new(ms_to_secs(*w)) {
+                allocator.set_weight(role.clone(), weight);
+            }
+        }
+        for (role, q) in self.registry.quotas() {
+            if let Err(e) = allocator.set_quota(role.clone(), q.clone()) {
+                warn!(role = %role, "stored quota rejected by the allocator: {e}");
+            }
+        }
+        for fw in self.registry.frameworks() {
+            allocator.add_framework(fw.id.clone(), fw.roles.clone(), false);
+        }
+        self.allocator = allocator;
+        self.offers = OfferBook::new(&format!("{}-t{term}", self.master_id), self.config.offer_timeout);
+        let now = Instant::now();
+        self.last_seen = self
+            .registry
+            .agents()
+            .filter(|a| a.unreachable_since_ms.is_none())
+            .map(|a| (a.id.clone(), now))
+            .collect();
+        self.pending_kills.clear();
+        self.allocation_dirty = true;
+    }
+
+    /// Drops everything only a leader holds: connections (their streams end
+    /// and they reconnect to the new leader), offers, allocator state.
+    fn step_down(&mut self) {
+        if self.leading.take().is_some() {
+            info!("no longer the leader; closing framework and agent streams");
+        }
+        for (_, conn) in self.frameworks.drain() {
+            let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
+        }
+        self.agents.clear();
+        self.conn_agents.clear();
+        self.last_seen.clear();
+        self.pending_kills.clear();
+        self.offers = OfferBook::new(&self.master_id, self.config.offer_timeout);
+        self.allocator = Allocator::new(AllocatorConfig {
+            default_refuse: self.config.default_refuse,
+            ..AllocatorConfig::default()
+        });
+    }
+
+    /// Runs until `stop` fires, Raft stops, or a fatal error happens.
     pub(crate) async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
         mut stop: oneshot::Receiver<()>,
     ) -> Result<(), MasterError> {
-        // Frameworks connected when the master stopped start their failover
-        // clock now; ones already disconnected keep their recorded time.
-        let connected: Vec<FrameworkId> = self
-            .registry
-            .frameworks()
-            .filter(|f| f.disconnected_at_ms.is_none())
-            .map(|f| f.id.clone())
-            .collect();
-        let now_ms = unix_ms();
-        for id in connected {
-            self.commit(Command::DisconnectFramework { id, at_ms: now_ms })
-                .await
-                .ok();
-        }
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -261,60 +338,259 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
+                applied = self.applied_rx.recv() => match applied {
+                    Some(a) => { self.apply(a, None); }
+                    None => {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                    }
+                },
+                changed = self.raft_status.changed() => match changed {
+                    Ok(()) => self.on_raft_status().await,
+                    Err(_) => {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                    }
+                },
                 req = requests.recv() => match req {
                     Some(req) => self.handle(req).await,
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => if self.leading.is_some() { self.on_tick().await },
             }
         }
         info!("master core stopped");
         Ok(())
     }
 
+    fn raft_leader(&self) -> Option<u64> {
+        let st = self.raft_status.borrow();
+        (st.leader_id != 0).then_some(st.leader_id)
+    }
+
+    /// Takes over when Raft made this node leader; steps down when not.
+    async fn on_raft_status(&mut self) {
+        let (role, term) = {
+            let st = self.raft_status.borrow();
+            (st.role, st.term)
+        };
+        if role != StateRole::Leader {
+            if self.leading.is_some() {
+                self.step_down();
+            }
+            return;
+        }
+        if self.leading == Some(term) {
+            return;
+        }
+        if self.leading.is_some() {
+            self.step_down();
+        }
+        // Everything committed before this term is applied once an entry
+        // of this term is: commit a no-op as a barrier.
+        if let Err(e) = self.commit(Command::Noop).await {
+            warn!("could not take over as leader: {e}");
+            return;
+        }
+        self.rebuild_leader_state(term);
+        self.leading = Some(term);
+        info!(term, "leading");
+        // Frameworks connected to the previous leader (or to this master
+        // before a restart) start their failover clocks now; ones already
+        // disconnected keep their recorded time.
+        let connected: Vec<FrameworkId> = self
+            .registry
+            .frameworks()
+            .filter(|f| f.disconnected_at_ms.is_none())
+            .map(|f| f.id.clone())
+            .collect();
+        let now_ms = unix_ms();
+        for id in connected {
+            let _ = self.commit(Command::DisconnectFramework { id, at_ms: now_ms }).await;
+        }
+    }
+
     fn now(&self) -> Time {
         Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Applies a command, makes it durable, and acts on its effects.
+    /// Proposes a command, waits until Raft committed it and this core
+    /// applied it, and returns what applying it did.
+    ///
+    /// Callers validate before they propose, so a refusal here is rare (it
+    /// means the state changed between validation and application, or an
+    /// invariant check caught a bug); a refused command is a no-op on every
+    /// master, deterministically.
     async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
-        let effects = self.registry.apply(&cmd)?;
-        let index = self.index + 1;
-        let store = Arc::clone(&self.store);
-        let written = tokio::task::spawn_blocking(move || store.append(index, &[cmd])).await;
-        match written {
-            Ok(Ok(())) => {
-                self.index = index;
+        self.proposal_seq += 1;
+        let seq = self.proposal_seq;
+        let data = postcard::to_stdvec(&Proposal {
+            origin: self.origin,
+            seq,
+            cmd,
+        })
+        .map_err(|e| ApplyError::Invalid(format!("cannot encode the command: {e}")))?;
+        self.raft.propose(data).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } => ApplyError::NotLeader,
+            other => ApplyError::Invalid(other.to_string()),
+        })?;
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            tokio::select! {
+                applied = self.applied_rx.recv() => {
+                    let Some(applied) = applied else {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                        return Err(ApplyError::NotLeader);
+                    };
+                    if let Some(result) = self.apply(applied, Some(seq)) {
+                        return result;
+                    }
+                }
+                changed = self.raft_status.changed() => {
+                    if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
+                        return Err(ApplyError::NotLeader);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ApplyError::Invalid("the command was not committed in time".into()));
+                }
+            }
+        }
+    }
+
+    /// Waits until this leader has applied everything committed when the
+    /// read began (Raft's ReadIndex), so a read that follows is linearizable.
+    async fn read_barrier(&mut self) -> Result<(), Status> {
+        let ctx = rand_u64().to_be_bytes().to_vec();
+        self.raft
+            .read_index(ctx.clone())
+            .await
+            .map_err(|_| self.not_leader())?;
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            tokio::select! {
+                applied = self.applied_rx.recv() => {
+                    let Some(applied) = applied else {
+                        return Err(Status::unavailable("the raft node stopped"));
+                    };
+                    if let Applied::ReadReady { ctx: got, .. } = &applied {
+                        if *got == ctx {
+                            return Ok(());
+                        }
+                    }
+                    self.apply(applied, None);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Status::unavailable("read index timed out"));
+                }
+            }
+        }
+    }
+
+    /// Applies one item from Raft. Returns the result when it is the entry
+    /// of the proposal `waiting` for.
+    fn apply(&mut self, applied: Applied, waiting: Option<u64>) -> Option<Result<Effects, ApplyError>> {
+        match applied {
+            Applied::Entry { index, data, .. } => {
+                self.applied_index = index;
                 self.since_snapshot += 1;
+                let proposal: Proposal = match postcard::from_bytes(&data) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.fatal = Some(MasterError::Corrupt(format!("log entry {index}: {e}")));
+                        return None;
+                    }
+                };
+                let result = self.registry.apply(&proposal.cmd);
+                if let Err(e) = &result {
+                    debug!(index, "command refused when applied (a no-op on every master): {e}");
+                }
+                let mine = proposal.origin == self.origin && Some(proposal.seq) == waiting;
+                if let Ok(effects) = &result {
+                    if self.leading.is_some() {
+                        self.act_on(effects);
+                    }
+                }
+                self.maybe_snapshot();
+                mine.then_some(result)
             }
-            Ok(Err(e)) => {
-                error!("registry write failed: {e}");
-                self.fatal = Some(e);
-                return Err(ApplyError::Invalid(
-                    "registry write failed; master stopping".into(),
-                ));
+            Applied::Snapshot { index, data } => {
+                match postcard::from_bytes::<Registry>(&data) {
+                    Ok(mut registry) => {
+                        registry.set_max_completed(self.config.max_completed_tasks);
+                        registry.rebuild_indexes();
+                        self.registry = registry;
+                        self.applied_index = index;
+                        self.since_snapshot = 0;
+                        info!(index, "registry restored from a snapshot");
+                        if let Some(term) = self.leading {
+                            self.rebuild_leader_state(term);
+                        }
+                    }
+                    Err(e) => {
+                        self.fatal = Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
+                    }
+                }
+                None
             }
-            Err(e) => {
-                self.fatal = Some(MasterError::Server(format!(
-                    "registry writer panicked: {e}"
-                )));
-                return Err(ApplyError::Invalid(
-                    "registry write failed; master stopping".into(),
-                ));
+            Applied::ConfChanged { index, voters, learners, context } => {
+                self.applied_index = index;
+                if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context) {
+                    if voters.contains(&id) || learners.contains(&id) {
+                        self.members.insert(id, address.clone());
+                        if id != self.config.id {
+                            self.transport.set_peer(id, Some(address));
+                        }
+                    }
+                }
+                let gone: Vec<u64> = self
+                    .members
+                    .keys()
+                    .copied()
+                    .filter(|id| !voters.contains(id) && !learners.contains(id))
+                    .collect();
+                for id in gone {
+                    self.members.remove(&id);
+                    self.transport.set_peer(id, None);
+                }
+                info!(index, ?voters, ?learners, "membership changed");
+                None
             }
+            Applied::ReadReady { .. } => None,
         }
-        if self.since_snapshot >= self.config.snapshot_every {
-            let store = Arc::clone(&self.store);
-            let registry = self.registry.clone();
-            let index = self.index;
-            match tokio::task::spawn_blocking(move || store.snapshot(index, &registry)).await {
-                Ok(Ok(())) => self.since_snapshot = 0,
-                Ok(Err(e)) => warn!("snapshot failed (the log keeps everything): {e}"),
-                Err(e) => warn!("snapshot task failed: {e}"),
-            }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.since_snapshot < self.config.snapshot_every {
+            return;
         }
-        self.act_on(&effects);
-        Ok(effects)
+        self.since_snapshot = 0;
+        match postcard::to_stdvec(&self.registry) {
+            Ok(data) => {
+                let raft = self.raft.clone();
+                let index = self.applied_index;
+                tokio::spawn(async move {
+                    if let Err(e) = raft.compact(index, data).await {
+                        warn!(index, "snapshot failed (the log keeps everything): {e}");
+                    }
+                });
+            }
+            Err(e) => warn!("cannot encode a registry snapshot: {e}"),
+        }
+    }
+
+    /// Maps a commit error to a gRPC status: "not the leader" becomes a
+    /// redirect, anything else `make(message)`.
+    fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> Status) -> Status {
+        match e {
+            ApplyError::NotLeader => self.not_leader(),
+            e => make(e.to_string()),
+        }
+    }
+
+    /// The error a follower answers with, naming the leader when known
+    /// (metadata `berth-leader`), which the SDK, the agent and the CLI
+    /// follow.
+    fn not_leader(&self) -> Status {
+        self_not_leader_status(self.raft_leader().and_then(|id| self.members.get(&id).cloned()))
     }
 
     fn act_on(&mut self, effects: &Effects) {
@@ -330,6 +606,10 @@ impl Core {
     }
 
     async fn handle(&mut self, req: Request) {
+        if self.leading.is_none() {
+            self.handle_as_follower(req);
+            return;
+        }
         match req {
             Request::Subscribe { info, reply } => {
                 let result = self.subscribe(info).await;
@@ -354,10 +634,48 @@ impl Core {
             }
             Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
             Request::AgentClosed { conn } => self.agent_closed(conn),
-            Request::Operator { call, reply } => {
-                let result = self.operator(call).await;
+            Request::Operator { call, stale_ok, reply } => {
+                let result = if call.is_read() {
+                    match stale_ok {
+                        true => self.read(call),
+                        false => match self.read_barrier().await {
+                            Ok(()) => self.read(call),
+                            Err(e) => Err(e),
+                        },
+                    }
+                } else {
+                    self.operator(call).await
+                };
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// A follower (or a leader still taking over) redirects every call to
+    /// the leader; operator reads marked stale-ok are served from this
+    /// master's registry.
+    fn handle_as_follower(&mut self, req: Request) {
+        let redirect = self.not_leader();
+        match req {
+            Request::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::Call { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::AgentRegister { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::Operator { call, stale_ok, reply } => {
+                let answer = match call {
+                    OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
+                    OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
+                    call if stale_ok && call.is_read() => self.read(call),
+                    _ => Err(redirect),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::FrameworkStreamClosed { .. } | Request::AgentMessage { .. } | Request::AgentClosed { .. } => {}
         }
     }
 
@@ -371,7 +689,7 @@ impl Core {
             record: record.clone(),
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(|e| self.status_of(e, Status::internal))?;
 
         // A newer subscription supersedes the old stream; offers made on the
         // old stream are void.
@@ -785,7 +1103,7 @@ impl Core {
                 tasks: records.clone(),
             })
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| self.status_of(e, Status::failed_precondition))?;
         }
         // Use the offers: their resources stay allocated to the tasks; the
         // rest goes back below.
@@ -993,6 +1311,7 @@ impl Core {
             })
             .await
             .map_err(|e| match e {
+                ApplyError::NotLeader => self.not_leader(),
                 ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
                     Status::failed_precondition(format!("register: {e}"))
                 }
@@ -1357,7 +1676,8 @@ impl Core {
 
     // ----- operator ---------------------------------------------------------
 
-    async fn operator(&mut self, call: OperatorCall) -> Result<OperatorReply, Status> {
+    /// Answers an operator read from this master's registry.
+    fn read(&self, call: OperatorCall) -> Result<OperatorReply, Status> {
         Ok(match call {
             OperatorCall::State => OperatorReply::State(Box::new(pb::ClusterState {
                 leader: Some(self.leader()),
@@ -1388,6 +1708,14 @@ impl Core {
             OperatorCall::Roles => OperatorReply::Roles(pb::RoleList {
                 roles: self.role_views(),
             }),
+            OperatorCall::Leader => OperatorReply::Leader(self.leader()),
+            OperatorCall::Members => OperatorReply::Members(self.members_view()),
+            _ => return Err(Status::internal("not a read")),
+        })
+    }
+
+    async fn operator(&mut self, call: OperatorCall) -> Result<OperatorReply, Status> {
+        Ok(match call {
             OperatorCall::Drain(id) | OperatorCall::Reactivate(id) if id.is_empty() => {
                 return Err(Status::invalid_argument("agent id must not be empty"));
             }
@@ -1399,7 +1727,21 @@ impl Core {
                 self.set_draining(&id, false).await?;
                 OperatorReply::Empty
             }
-            OperatorCall::Leader => OperatorReply::Leader(self.leader()),
+            OperatorCall::AddMember(req) => {
+                self.add_member(req).await?;
+                OperatorReply::Empty
+            }
+            OperatorCall::RemoveMember(id) => {
+                self.remove_member(id).await?;
+                OperatorReply::Empty
+            }
+            OperatorCall::State
+            | OperatorCall::Agents
+            | OperatorCall::Frameworks
+            | OperatorCall::Tasks(_)
+            | OperatorCall::Roles
+            | OperatorCall::Leader
+            | OperatorCall::Members => return self.read(call),
             OperatorCall::SetWeight(req) => {
                 let role = Role::new(req.role.clone())
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -1411,7 +1753,7 @@ impl Core {
                     weight_milli,
                 })
                 .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| self.status_of(e, Status::invalid_argument))?;
                 self.allocator.set_weight(role, weight);
                 self.allocation_dirty = true;
                 OperatorReply::Empty
@@ -1438,7 +1780,7 @@ impl Core {
                     quota: quota.clone(),
                 })
                 .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| self.status_of(e, Status::invalid_argument))?;
                 if let Err(e) = self.allocator.set_quota(role, quota) {
                     warn!("quota accepted by the probe but not the allocator: {e}");
                 }
@@ -1455,7 +1797,7 @@ impl Core {
                 }
                 self.commit(Command::RemoveQuota { role: role.clone() })
                     .await
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e| self.status_of(e, Status::invalid_argument))?;
                 self.allocator.remove_quota(&role);
                 self.allocation_dirty = true;
                 OperatorReply::Empty
@@ -1477,7 +1819,7 @@ impl Core {
             draining,
         })
         .await
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| self.status_of(e, Status::invalid_argument))?;
         if draining {
             self.allocator.deactivate_agent(&id);
             let now = self.now();
@@ -1505,9 +1847,115 @@ impl Core {
     }
 
     fn leader(&self) -> pb::LeaderInfo {
+        let leader = self.raft_leader();
         pb::LeaderInfo {
-            master_id: self.master_id.clone(),
-            address: self.address.clone(),
+            master_id: if self.leading.is_some() {
+                self.master_id.clone()
+            } else {
+                String::new()
+            },
+            address: leader
+                .and_then(|id| self.members.get(&id).cloned())
+                .unwrap_or_default(),
+            raft_id: leader.unwrap_or(0),
+        }
+    }
+
+    fn members_view(&self) -> pb::MemberList {
+        let st = self.raft_status.borrow().clone();
+        let mut members: Vec<pb::MemberView> = st
+            .voters
+            .iter()
+            .map(|id| (*id, false))
+            .chain(st.learners.iter().map(|id| (*id, true)))
+            .map(|(id, learner)| pb::MemberView {
+                id,
+                address: self.members.get(&id).cloned().unwrap_or_default(),
+                role: if learner {
+                    "LEARNER"
+                } else if id == st.leader_id {
+                    "LEADER"
+                } else {
+                    "FOLLOWER"
+                }
+                .into(),
+                index: if id == st.id { self.applied_index } else { 0 },
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        pb::MemberList {
+            members,
+            leader_id: st.leader_id,
+            term: st.term,
+            answered_by: st.id,
+        }
+    }
+
+    async fn add_member(&mut self, req: pb::AddMemberRequest) -> Result<(), Status> {
+        if req.id == 0 || req.address.trim().is_empty() {
+            return Err(Status::invalid_argument("a member needs an id of 1 or more and an address"));
+        }
+        let st = self.raft_status.borrow().clone();
+        if st.voters.contains(&req.id) || st.learners.contains(&req.id) {
+            return Err(Status::already_exists(format!("master {} is already a member", req.id)));
+        }
+        let context = postcard::to_stdvec(&(req.id, req.address.clone()))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // The new master needs an address before it can receive the log.
+        self.transport.set_peer(req.id, Some(req.address.clone()));
+        self.change_membership(req.id, true, context).await
+    }
+
+    async fn remove_member(&mut self, id: u64) -> Result<(), Status> {
+        let st = self.raft_status.borrow().clone();
+        if !st.voters.contains(&id) && !st.learners.contains(&id) {
+            return Err(Status::not_found(format!("master {id} is not a member")));
+        }
+        if st.voters.len() == 1 {
+            return Err(Status::failed_precondition("cannot remove the last master"));
+        }
+        let context = postcard::to_stdvec(&(id, String::new())).map_err(|e| Status::internal(e.to_string()))?;
+        self.change_membership(id, false, context).await
+    }
+
+    /// Proposes adding or removing voter `id` and waits until it is applied.
+    async fn change_membership(&mut self, id: u64, add: bool, context: Vec<u8>) -> Result<(), Status> {
+        let change = raft::eraftpb::ConfChangeSingle {
+            change_type: if add {
+                raft::eraftpb::ConfChangeType::AddNode
+            } else {
+                raft::eraftpb::ConfChangeType::RemoveNode
+            }
+            .into(),
+            node_id: id,
+            ..Default::default()
+        };
+        let mut cc = raft::eraftpb::ConfChangeV2::default();
+        cc.mut_changes().push(change);
+        self.raft
+            .propose_conf_change(cc, context)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => self.not_leader(),
+                other => Status::failed_precondition(other.to_string()),
+            })?;
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            tokio::select! {
+                applied = self.applied_rx.recv() => {
+                    let Some(applied) = applied else {
+                        return Err(Status::unavailable("the raft node stopped"));
+                    };
+                    let done = matches!(&applied, Applied::ConfChanged { voters, .. } if voters.contains(&id) == add);
+                    self.apply(applied, None);
+                    if done {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Status::unavailable("the membership change was not committed in time"));
+                }
+            }
         }
     }
 
@@ -1689,6 +2137,30 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     Ok(id)
 }
 
+/// UNAVAILABLE "not the leader", with the leader's address in the
+/// `berth-leader` metadata when it is known.
+pub(crate) fn self_not_leader_status(leader: Option<String>) -> Status {
+    let mut status = Status::unavailable(match &leader {
+        Some(addr) => format!("this master is not the leader; the leader is at {addr}"),
+        None => "this master is not the leader and no leader is known yet".to_string(),
+    });
+    if let Some(addr) = leader
+        && let Ok(value) = addr.parse()
+    {
+        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+    }
+    status
+}
+
+/// The gRPC metadata key naming the leader's address on redirects.
+pub const LEADER_METADATA_KEY: &str = "berth-leader";
+
+/// A random u64 (not cryptographic; for ids that must differ across runs).
+fn rand_u64() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+}
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
@@ -1699,25 +2171,44 @@ pub(crate) fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::raft::node::{NodeConfig, start};
+    use crate::raft::storage::RaftStorage;
+    use crate::raft::transport::{Faults, GrpcTransport};
     use pb::master_message::Message as M;
 
     type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, Status>>;
     type EventRx = mpsc::Receiver<Result<pb::Event, Status>>;
 
-    fn core(dir: &tempfile::TempDir) -> Core {
-        let (store, rec) = Store::open(&dir.path().join("r.redb"), 100).unwrap();
+    /// A core leading a one-master Raft group on a temporary directory.
+    async fn core(dir: &tempfile::TempDir) -> Core {
+        let storage = RaftStorage::open(&dir.path().join("raft.redb")).unwrap();
+        storage.initialize(&[1]).unwrap();
+        let transport = GrpcTransport::new(1, Vec::<(u64, String)>::new(), Faults::default());
+        let (handle, applied, _task) =
+            start(NodeConfig::new(1), storage, transport.clone(), std::future::pending()).unwrap();
+        handle.campaign().await.unwrap();
         let mut config = MasterConfig::new(dir.path());
         config.offer_timeout = None;
-        Core::new(
+        let mut core = Core::new(
             config,
             "m1".into(),
             "127.0.0.1:1".into(),
-            store,
-            rec.registry,
-            rec.index,
-            rec.since_snapshot,
-        )
+            RaftParts {
+                handle,
+                applied,
+                transport,
+                registry: Registry::new(100),
+                snapshot_index: 0,
+            },
+        );
+        for _ in 0..200 {
+            core.on_raft_status().await;
+            if core.leading.is_some() {
+                return core;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the one-master group did not elect its master");
     }
 
     fn res(s: &str) -> pb::Resources {
@@ -1864,7 +2355,7 @@ mod tests {
         EventRx,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut core = core(&dir);
+        let mut core = core(&dir).await;
         let (agent, mut arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
         let (header, mut events) = subscribe(&mut core, "").await;
         let offer = offers(&mut core, &mut events).remove(0);
@@ -1968,7 +2459,7 @@ mod tests {
     #[tokio::test]
     async fn accept_refused_by_the_registry_keeps_the_offers() {
         let dir = tempfile::tempdir().unwrap();
-        let mut core = core(&dir);
+        let mut core = core(&dir).await;
         let (agent, mut arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
         let (header, mut events) = subscribe(&mut core, "").await;
         let offer = offers(&mut core, &mut events).remove(0);
@@ -2094,7 +2585,7 @@ mod tests {
     #[tokio::test]
     async fn new_agent_reporting_tasks_gets_them_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut core = core(&dir);
+        let mut core = core(&dir).await;
         let (r, mut rx) = register(
             &mut core,
             1,
@@ -2141,7 +2632,7 @@ mod tests {
     #[tokio::test]
     async fn close_of_a_superseded_framework_stream_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut core = core(&dir);
+        let mut core = core(&dir).await;
         let (first, _ev1) = subscribe(&mut core, "").await;
         let (second, _ev2) = subscribe(&mut core, &first.framework_id).await;
         let fw = FrameworkId::new(first.framework_id.clone()).unwrap();

@@ -55,6 +55,10 @@ pub enum ApplyError {
         /// What the tasks need.
         need: String,
     },
+    /// This master is not (or no longer) the leader; the command was not
+    /// committed by it.
+    #[error("this master is not the leader")]
+    NotLeader,
     /// Any other invariant the command would break.
     #[error("{0}")]
     Invalid(String),

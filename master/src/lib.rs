@@ -1,7 +1,7 @@
 //! The berth master.
 //!
 //! The master keeps the registry of agents, frameworks and tasks (a state
-//! machine of [`registry::Command`]s, persisted in redb by [`store`]), runs
+//! machine of [`registry::Command`]s, replicated by Raft in [`raft`]), runs
 //! the allocator of `berth-scheduler-core`, makes resource offers to
 //! frameworks, and serves three gRPC services on one port: the scheduler
 //! API (frameworks), the agent API (agent-initiated streams) and the
@@ -17,7 +17,6 @@ pub mod error;
 pub mod raft;
 pub mod registry;
 mod service;
-pub mod store;
 
 use std::future::Future;
 
@@ -37,10 +36,14 @@ use crate::service::{AgentService, CoreHandle, OperatorService, SchedulerService
 /// gracefully: streams are closed, and everything acknowledged is already
 /// on disk.
 ///
+/// The master is one member of a Raft group (a group of one unless
+/// `config.peers` names others). Its registry is the state machine of the
+/// group's log; only the leader serves frameworks and agents.
+///
 /// # Errors
-/// [`MasterError`] if the configuration is invalid, the registry cannot be
-/// opened, or a registry write fails (the master stops rather than diverge
-/// from its disk).
+/// [`MasterError`] if the configuration is invalid, the Raft storage cannot
+/// be opened, or a storage write fails (the master stops rather than
+/// diverge from its disk).
 pub async fn run(
     listener: TcpListener,
     config: MasterConfig,
@@ -48,36 +51,84 @@ pub async fn run(
 ) -> Result<(), MasterError> {
     let config = config.validate()?;
     std::fs::create_dir_all(&config.data_dir)?;
-    let path = config.data_dir.join("registry.redb");
-    let max_completed = config.max_completed_tasks;
-    let (store, recovered) =
-        tokio::task::spawn_blocking(move || store::Store::open(&path, max_completed))
-            .await
-            .map_err(|e| MasterError::Server(e.to_string()))??;
+    let path = config.data_dir.join("raft.redb");
+    let storage = tokio::task::spawn_blocking(move || raft::storage::RaftStorage::open(&path))
+        .await
+        .map_err(|e| MasterError::Server(e.to_string()))??;
+    let voters: Vec<u64> = if config.peers.is_empty() {
+        vec![config.id]
+    } else {
+        config.peers.iter().map(|(id, _)| *id).collect()
+    };
+    if !storage.is_initialized() && !config.join {
+        storage.initialize(&voters)?;
+    }
+    let (snapshot_index, data) = storage.snapshot_data()?;
+    let mut registry = if data.is_empty() {
+        registry::Registry::new(config.max_completed_tasks)
+    } else {
+        postcard::from_bytes::<registry::Registry>(&data)
+            .map_err(|e| MasterError::Corrupt(format!("registry snapshot at {snapshot_index}: {e}")))?
+    };
+    registry.set_max_completed(config.max_completed_tasks);
+    registry.rebuild_indexes();
+
     let local = listener.local_addr()?;
     let address = config
         .advertise_address
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let master_id = format!(
-        "master-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    info!(
-        %master_id, %address, index = recovered.index,
-        frameworks = recovered.registry.frameworks().count(),
-        agents = recovered.registry.agents().count(),
-        tasks = recovered.registry.tasks().count(),
-        "master starting"
-    );
+    let master_id = format!("master-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    info!(%master_id, raft_id = config.id, %address, snapshot_index, "master starting");
+
+    // Raft: transport, inbound service, node.
+    let peers: Vec<(u64, String)> = config
+        .peers
+        .iter()
+        .filter(|(id, _)| *id != config.id)
+        .cloned()
+        .collect();
+    let transport = raft::transport::GrpcTransport::new(config.id, peers, config.raft_faults.clone());
+    let (inbox_tx, mut inbox_rx) = mpsc::channel(4096);
+    let raft_service = raft::transport::RaftTransportService::new(config.id, inbox_tx, config.raft_faults.clone());
+    let raft_streams = raft_service.clone();
+    let mut node_config = raft::node::NodeConfig::new(config.id);
+    node_config.tick = config.raft_tick;
+    node_config.election_tick = config.election_ticks;
+    node_config.heartbeat_tick = config.heartbeat_ticks;
+    let (raft_stop_tx, raft_stop_rx) = oneshot::channel::<()>();
+    let (raft_handle, applied, raft_task) = raft::node::start(
+        node_config,
+        storage,
+        transport.clone(),
+        async move {
+            let _ = raft_stop_rx.await;
+        },
+    )?;
+    {
+        let handle = raft_handle.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbox_rx.recv().await {
+                handle.step(msg).await;
+            }
+        });
+    }
+    if voters == [config.id] && !config.join {
+        // A group of one need not wait an election timeout.
+        let _ = raft_handle.campaign().await;
+    }
+
     let core = Core::new(
         config,
         master_id,
         address,
-        store,
-        recovered.registry,
-        recovered.index,
-        recovered.since_snapshot,
+        core::RaftParts {
+            handle: raft_handle,
+            applied,
+            transport,
+            registry,
+            snapshot_index,
+        },
     );
     let (req_tx, req_rx) = mpsc::channel(4096);
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -90,41 +141,42 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(());
+        raft_streams.close_streams();
         let _ = server_stop_tx.send(());
     });
 
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_service(pb::scheduler_server::SchedulerServer::new(
-            SchedulerService(handle.clone()),
-        ))
-        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(
-            handle.clone(),
-        )))
-        .add_service(pb::operator_server::OperatorServer::new(OperatorService(
-            handle,
-        )))
+        .add_service(pb::scheduler_server::SchedulerServer::new(SchedulerService(handle.clone())))
+        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(handle.clone())))
+        .add_service(pb::operator_server::OperatorServer::new(OperatorService(handle)))
+        .add_service(raft_service.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = server_stop_rx.await;
         });
 
     let mut core_task = core_task;
-    tokio::select! {
+    let result = tokio::select! {
         served = server => {
-            served.map_err(|e| MasterError::Server(e.to_string()))?;
-            match core_task.await {
-                Ok(result) => result,
-                Err(e) => Err(MasterError::Server(format!("core task: {e}"))),
+            match served.map_err(|e| MasterError::Server(e.to_string())) {
+                Ok(()) => match core_task.await {
+                    Ok(result) => result,
+                    Err(e) => Err(MasterError::Server(format!("core task: {e}"))),
+                },
+                Err(e) => Err(e),
             }
         }
         finished = &mut core_task => {
-            // The core stopped on its own: a fatal storage error.
+            // The core stopped on its own: a fatal storage or raft error.
             match finished {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(MasterError::Server(format!("core task: {e}"))),
             }
         }
-    }
+    };
+    let _ = raft_stop_tx.send(());
+    let _ = raft_task.await;
+    result
 }

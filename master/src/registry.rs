@@ -174,6 +174,9 @@ impl TaskRecord {
 /// A durable change of cluster state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Changes nothing. A new leader commits one to learn that every entry
+    /// of earlier terms is applied before it serves.
+    Noop,
     /// A framework subscribed (new) or re-subscribed (known id): its info is
     /// replaced and it counts as connected.
     SubscribeFramework {
@@ -401,6 +404,7 @@ impl Registry {
     /// duplicate tasks, an agent allocated beyond its resources).
     pub fn apply(&mut self, cmd: &Command) -> Result<Effects, ApplyError> {
         match cmd {
+            Command::Noop => Ok(Effects::default()),
             Command::SubscribeFramework { record } => {
                 let mut record = record.clone();
                 if let Some(old) = self.frameworks.get(&record.id) {

@@ -51,8 +51,13 @@ impl CoreHandle {
         self.ask(|reply| Request::Call { call, reply }).await
     }
 
-    async fn operator(&self, call: OperatorCall) -> Result<OperatorReply, Status> {
-        self.ask(|reply| Request::Operator { call, reply }).await
+    async fn operator(&self, call: OperatorCall, stale_ok: bool) -> Result<OperatorReply, Status> {
+        self.ask(|reply| Request::Operator {
+            call,
+            stale_ok,
+            reply,
+        })
+        .await
     }
 }
 
@@ -287,115 +292,99 @@ fn unexpected() -> Status {
     Status::internal("unexpected reply from the master core")
 }
 
+/// The metadata key a caller sets to `stale` to accept a possibly stale
+/// read from any master.
+pub const READ_METADATA_KEY: &str = "berth-read";
+
+fn stale<T>(r: &GrpcRequest<T>) -> bool {
+    r.metadata()
+        .get(READ_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("stale"))
+}
+
+/// Runs an operator call and extracts the expected reply variant.
+macro_rules! answer {
+    ($svc:expr, $req:expr, $call:expr, $variant:path) => {{
+        let stale_ok = stale(&$req);
+        match $svc.0.operator($call, stale_ok).await? {
+            $variant(v) => Ok(Response::new(v)),
+            _ => Err(unexpected()),
+        }
+    }};
+}
+
+/// Runs an operator call that answers nothing.
+macro_rules! done {
+    ($svc:expr, $call:expr) => {{
+        $svc.0.operator($call, false).await?;
+        Ok(Response::new(pb::Empty {}))
+    }};
+}
+
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorService {
-    async fn get_state(
-        &self,
-        _: GrpcRequest<pb::Empty>,
-    ) -> Result<Response<pb::ClusterState>, Status> {
-        match self.0.operator(OperatorCall::State).await? {
+    async fn get_state(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::ClusterState>, Status> {
+        let stale_ok = stale(&r);
+        match self.0.operator(OperatorCall::State, stale_ok).await? {
             OperatorReply::State(s) => Ok(Response::new(*s)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_agents(
-        &self,
-        _: GrpcRequest<pb::Empty>,
-    ) -> Result<Response<pb::AgentList>, Status> {
-        match self.0.operator(OperatorCall::Agents).await? {
-            OperatorReply::Agents(a) => Ok(Response::new(a)),
-            _ => Err(unexpected()),
-        }
+    async fn list_agents(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::AgentList>, Status> {
+        answer!(self, r, OperatorCall::Agents, OperatorReply::Agents)
     }
 
-    async fn list_frameworks(
-        &self,
-        _: GrpcRequest<pb::Empty>,
-    ) -> Result<Response<pb::FrameworkList>, Status> {
-        match self.0.operator(OperatorCall::Frameworks).await? {
-            OperatorReply::Frameworks(f) => Ok(Response::new(f)),
-            _ => Err(unexpected()),
-        }
+    async fn list_frameworks(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::FrameworkList>, Status> {
+        answer!(self, r, OperatorCall::Frameworks, OperatorReply::Frameworks)
     }
 
-    async fn list_tasks(
-        &self,
-        r: GrpcRequest<pb::ListTasksRequest>,
-    ) -> Result<Response<pb::TaskList>, Status> {
-        match self.0.operator(OperatorCall::Tasks(r.into_inner())).await? {
+    async fn list_tasks(&self, r: GrpcRequest<pb::ListTasksRequest>) -> Result<Response<pb::TaskList>, Status> {
+        let stale_ok = stale(&r);
+        match self.0.operator(OperatorCall::Tasks(r.into_inner()), stale_ok).await? {
             OperatorReply::Tasks(t) => Ok(Response::new(t)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_roles(
-        &self,
-        _: GrpcRequest<pb::Empty>,
-    ) -> Result<Response<pb::RoleList>, Status> {
-        match self.0.operator(OperatorCall::Roles).await? {
-            OperatorReply::Roles(r) => Ok(Response::new(r)),
-            _ => Err(unexpected()),
-        }
+    async fn list_roles(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::RoleList>, Status> {
+        answer!(self, r, OperatorCall::Roles, OperatorReply::Roles)
     }
 
-    async fn drain_agent(
-        &self,
-        r: GrpcRequest<pb::AgentRef>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        self.0
-            .operator(OperatorCall::Drain(r.into_inner().agent_id))
-            .await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn drain_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::Drain(r.into_inner().agent_id))
     }
 
-    async fn reactivate_agent(
-        &self,
-        r: GrpcRequest<pb::AgentRef>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        self.0
-            .operator(OperatorCall::Reactivate(r.into_inner().agent_id))
-            .await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn reactivate_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::Reactivate(r.into_inner().agent_id))
     }
 
-    async fn get_leader(
-        &self,
-        _: GrpcRequest<pb::Empty>,
-    ) -> Result<Response<pb::LeaderInfo>, Status> {
-        match self.0.operator(OperatorCall::Leader).await? {
-            OperatorReply::Leader(l) => Ok(Response::new(l)),
-            _ => Err(unexpected()),
-        }
+    async fn get_leader(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::LeaderInfo>, Status> {
+        answer!(self, r, OperatorCall::Leader, OperatorReply::Leader)
     }
 
-    async fn set_weight(
-        &self,
-        r: GrpcRequest<pb::SetWeightRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        self.0
-            .operator(OperatorCall::SetWeight(r.into_inner()))
-            .await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn set_weight(&self, r: GrpcRequest<pb::SetWeightRequest>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::SetWeight(r.into_inner()))
     }
 
-    async fn set_quota(
-        &self,
-        r: GrpcRequest<pb::SetQuotaRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        self.0
-            .operator(OperatorCall::SetQuota(r.into_inner()))
-            .await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn set_quota(&self, r: GrpcRequest<pb::SetQuotaRequest>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::SetQuota(r.into_inner()))
     }
 
-    async fn remove_quota(
-        &self,
-        r: GrpcRequest<pb::RoleRef>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        self.0
-            .operator(OperatorCall::RemoveQuota(r.into_inner().role))
-            .await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn remove_quota(&self, r: GrpcRequest<pb::RoleRef>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::RemoveQuota(r.into_inner().role))
+    }
+
+    async fn list_members(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::MemberList>, Status> {
+        answer!(self, r, OperatorCall::Members, OperatorReply::Members)
+    }
+
+    async fn add_member(&self, r: GrpcRequest<pb::AddMemberRequest>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::AddMember(r.into_inner()))
+    }
+
+    async fn remove_member(&self, r: GrpcRequest<pb::RemoveMemberRequest>) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::RemoveMember(r.into_inner().id))
     }
 }
