@@ -269,11 +269,17 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         agent_config,
         stop(&stop_tx),
     ));
-    println!("berth dev is running");
-    println!("  master: {master_addr}   (export BERTH_MASTER={master_addr})");
-    println!("  agent:  {agent_addr}");
-    println!("  data:   {}", args.data_dir.display());
-    println!("try: berth run -- echo hello");
+    // One write, errors ignored: a closed stdout must not stop the daemons.
+    let banner = format!(
+        "berth dev is running\n  master: {master_addr}   (export BERTH_MASTER={master_addr})\n  agent:  {agent_addr}\n  data:   {}\ntry: berth run -- echo hello\n",
+        args.data_dir.display()
+    );
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
 
     shutdown_signal().await;
     let _ = stop_tx.send(());

@@ -36,15 +36,21 @@ impl Dev {
             .spawn()
             .expect("berth dev starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut master = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("utf-8 output");
-            if let Some(rest) = line.trim().strip_prefix("master:") {
-                master = rest.split_whitespace().next().map(str::to_string);
-                break;
+        // Keep reading stdout for the life of the child, so it never writes
+        // to a closed pipe; hand the master address over once seen.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("master:")
+                    && let Some(addr) = rest.split_whitespace().next()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
             }
-        }
-        let master = master.expect("berth dev prints the master address");
+        });
+        let master = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("berth dev prints the master address");
         let dev = Self {
             child,
             master,

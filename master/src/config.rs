@@ -111,7 +111,9 @@ impl MasterConfig {
         let mut ids = std::collections::BTreeSet::new();
         for (id, address) in &self.peers {
             if *id == 0 || !ids.insert(*id) {
-                return Err(MasterError::Config(format!("peer id {id} is zero or repeated")));
+                return Err(MasterError::Config(format!(
+                    "peer id {id} is zero or repeated"
+                )));
             }
             if address.trim().is_empty() {
                 return Err(MasterError::Config(format!("peer {id} has no address")));
@@ -123,7 +125,10 @@ impl MasterConfig {
                 self.id
             )));
         }
-        if self.raft_tick.is_zero() || self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+        if self.raft_tick.is_zero()
+            || self.heartbeat_ticks == 0
+            || self.election_ticks <= self.heartbeat_ticks
+        {
             return Err(MasterError::Config(
                 "raft_tick must be positive and election_ticks greater than heartbeat_ticks".into(),
             ));

@@ -26,11 +26,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::MasterConfig;
 use crate::error::{ApplyError, MasterError};
+use crate::raft::Transport;
+use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
 use crate::registry::{
     AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs,
 };
-use crate::raft::Transport;
-use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
 
 /// Events queued per framework stream before the framework counts as too
 /// slow and is disconnected.
@@ -91,7 +91,13 @@ impl OperatorCall {
     fn is_read(&self) -> bool {
         matches!(
             self,
-            Self::State | Self::Agents | Self::Frameworks | Self::Tasks(_) | Self::Roles | Self::Leader | Self::Members
+            Self::State
+                | Self::Agents
+                | Self::Frameworks
+                | Self::Tasks(_)
+                | Self::Roles
+                | Self::Leader
+                | Self::Members
         )
     }
 }
@@ -184,7 +190,6 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Core {
     config: MasterConfig,
     master_id: String,
-    address: String,
     registry: Registry,
     raft: RaftHandle,
     applied_rx: mpsc::Receiver<Applied>,
@@ -226,10 +231,15 @@ pub(crate) struct RaftParts {
 }
 
 impl Core {
-    pub(crate) fn new(config: MasterConfig, master_id: String, address: String, raft: RaftParts) -> Self {
+    pub(crate) fn new(
+        config: MasterConfig,
+        master_id: String,
+        address: String,
+        raft: RaftParts,
+    ) -> Self {
         let now = Instant::now();
         let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
-        members.insert(config.id, address.clone());
+        members.insert(config.id, address);
         let raft_status = raft.handle.status();
         let offers = OfferBook::new(&master_id, config.offer_timeout);
         let allocator = Allocator::new(AllocatorConfig {
@@ -239,7 +249,6 @@ impl Core {
         Self {
             config,
             master_id,
-            address,
             registry: raft.registry,
             raft: raft.handle,
             applied_rx: raft.applied,
@@ -290,7 +299,10 @@ impl Core {
             allocator.add_framework(fw.id.clone(), fw.roles.clone(), false);
         }
         self.allocator = allocator;
-        self.offers = OfferBook::new(&format!("{}-t{term}", self.master_id), self.config.offer_timeout);
+        self.offers = OfferBook::new(
+            &format!("{}-t{term}", self.master_id),
+            self.config.offer_timeout,
+        );
         let now = Instant::now();
         self.last_seen = self
             .registry
@@ -404,7 +416,9 @@ impl Core {
             .collect();
         let now_ms = unix_ms();
         for id in connected {
-            let _ = self.commit(Command::DisconnectFramework { id, at_ms: now_ms }).await;
+            let _ = self
+                .commit(Command::DisconnectFramework { id, at_ms: now_ms })
+                .await;
         }
     }
 
@@ -415,11 +429,14 @@ impl Core {
     /// Proposes a command, waits until Raft committed it and this core
     /// applied it, and returns what applying it did.
     ///
-    /// Callers validate before they propose, so a refusal here is rare (it
-    /// means the state changed between validation and application, or an
-    /// invariant check caught a bug); a refused command is a no-op on every
-    /// master, deterministically.
+    /// The registry checks the command before it is proposed; should it
+    /// still be refused when applied (a bug), it is a no-op on every master,
+    /// deterministically.
     async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
+        // A refused call appends nothing: check before proposing. Only this
+        // leader proposes and it handles one request at a time, so the
+        // state cannot change between the check and the application.
+        self.registry.check(&cmd)?;
         self.proposal_seq += 1;
         let seq = self.proposal_seq;
         let data = postcard::to_stdvec(&Proposal {
@@ -471,10 +488,10 @@ impl Core {
                     let Some(applied) = applied else {
                         return Err(Status::unavailable("the raft node stopped"));
                     };
-                    if let Applied::ReadReady { ctx: got, .. } = &applied {
-                        if *got == ctx {
-                            return Ok(());
-                        }
+                    if let Applied::ReadReady { ctx: got, .. } = &applied
+                        && *got == ctx
+                    {
+                        return Ok(());
                     }
                     self.apply(applied, None);
                 }
@@ -487,7 +504,11 @@ impl Core {
 
     /// Applies one item from Raft. Returns the result when it is the entry
     /// of the proposal `waiting` for.
-    fn apply(&mut self, applied: Applied, waiting: Option<u64>) -> Option<Result<Effects, ApplyError>> {
+    fn apply(
+        &mut self,
+        applied: Applied,
+        waiting: Option<u64>,
+    ) -> Option<Result<Effects, ApplyError>> {
         match applied {
             Applied::Entry { index, data, .. } => {
                 self.applied_index = index;
@@ -501,13 +522,16 @@ impl Core {
                 };
                 let result = self.registry.apply(&proposal.cmd);
                 if let Err(e) = &result {
-                    debug!(index, "command refused when applied (a no-op on every master): {e}");
+                    debug!(
+                        index,
+                        "command refused when applied (a no-op on every master): {e}"
+                    );
                 }
                 let mine = proposal.origin == self.origin && Some(proposal.seq) == waiting;
-                if let Ok(effects) = &result {
-                    if self.leading.is_some() {
-                        self.act_on(effects);
-                    }
+                if let Ok(effects) = &result
+                    && self.leading.is_some()
+                {
+                    self.act_on(effects);
                 }
                 self.maybe_snapshot();
                 mine.then_some(result)
@@ -526,19 +550,25 @@ impl Core {
                         }
                     }
                     Err(e) => {
-                        self.fatal = Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
+                        self.fatal =
+                            Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
                     }
                 }
                 None
             }
-            Applied::ConfChanged { index, voters, learners, context } => {
+            Applied::ConfChanged {
+                index,
+                voters,
+                learners,
+                context,
+            } => {
                 self.applied_index = index;
-                if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context) {
-                    if voters.contains(&id) || learners.contains(&id) {
-                        self.members.insert(id, address.clone());
-                        if id != self.config.id {
-                            self.transport.set_peer(id, Some(address));
-                        }
+                if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context)
+                    && (voters.contains(&id) || learners.contains(&id))
+                {
+                    self.members.insert(id, address.clone());
+                    if id != self.config.id {
+                        self.transport.set_peer(id, Some(address));
                     }
                 }
                 let gone: Vec<u64> = self
@@ -555,13 +585,26 @@ impl Core {
                 None
             }
             Applied::ReadReady { .. } => None,
+            Applied::SnapshotWanted { index } => {
+                // A peer needs a snapshot newer than the stored one (it fell
+                // behind, or joined after it was taken).
+                debug!(index, "snapshot wanted by a peer");
+                self.snapshot_now();
+                None
+            }
         }
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.since_snapshot < self.config.snapshot_every {
-            return;
+        if self.since_snapshot >= self.config.snapshot_every {
+            self.snapshot_now();
         }
+    }
+
+    /// Hands Raft a snapshot of the registry as of the applied index. The
+    /// call is spawned: awaiting it here could deadlock with the node
+    /// waiting for room in the applied channel.
+    fn snapshot_now(&mut self) {
         self.since_snapshot = 0;
         match postcard::to_stdvec(&self.registry) {
             Ok(data) => {
@@ -590,7 +633,10 @@ impl Core {
     /// (metadata `berth-leader`), which the SDK, the agent and the CLI
     /// follow.
     fn not_leader(&self) -> Status {
-        self_not_leader_status(self.raft_leader().and_then(|id| self.members.get(&id).cloned()))
+        self_not_leader_status(
+            self.raft_leader()
+                .and_then(|id| self.members.get(&id).cloned()),
+        )
     }
 
     fn act_on(&mut self, effects: &Effects) {
@@ -634,7 +680,11 @@ impl Core {
             }
             Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
             Request::AgentClosed { conn } => self.agent_closed(conn),
-            Request::Operator { call, stale_ok, reply } => {
+            Request::Operator {
+                call,
+                stale_ok,
+                reply,
+            } => {
                 let result = if call.is_read() {
                     match stale_ok {
                         true => self.read(call),
@@ -666,7 +716,11 @@ impl Core {
             Request::AgentRegister { reply, .. } => {
                 let _ = reply.send(Err(redirect));
             }
-            Request::Operator { call, stale_ok, reply } => {
+            Request::Operator {
+                call,
+                stale_ok,
+                reply,
+            } => {
                 let answer = match call {
                     OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
                     OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
@@ -675,7 +729,9 @@ impl Core {
                 };
                 let _ = reply.send(answer);
             }
-            Request::FrameworkStreamClosed { .. } | Request::AgentMessage { .. } | Request::AgentClosed { .. } => {}
+            Request::FrameworkStreamClosed { .. }
+            | Request::AgentMessage { .. }
+            | Request::AgentClosed { .. } => {}
         }
     }
 
@@ -1893,11 +1949,16 @@ impl Core {
 
     async fn add_member(&mut self, req: pb::AddMemberRequest) -> Result<(), Status> {
         if req.id == 0 || req.address.trim().is_empty() {
-            return Err(Status::invalid_argument("a member needs an id of 1 or more and an address"));
+            return Err(Status::invalid_argument(
+                "a member needs an id of 1 or more and an address",
+            ));
         }
         let st = self.raft_status.borrow().clone();
         if st.voters.contains(&req.id) || st.learners.contains(&req.id) {
-            return Err(Status::already_exists(format!("master {} is already a member", req.id)));
+            return Err(Status::already_exists(format!(
+                "master {} is already a member",
+                req.id
+            )));
         }
         let context = postcard::to_stdvec(&(req.id, req.address.clone()))
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -1914,19 +1975,24 @@ impl Core {
         if st.voters.len() == 1 {
             return Err(Status::failed_precondition("cannot remove the last master"));
         }
-        let context = postcard::to_stdvec(&(id, String::new())).map_err(|e| Status::internal(e.to_string()))?;
+        let context = postcard::to_stdvec(&(id, String::new()))
+            .map_err(|e| Status::internal(e.to_string()))?;
         self.change_membership(id, false, context).await
     }
 
     /// Proposes adding or removing voter `id` and waits until it is applied.
-    async fn change_membership(&mut self, id: u64, add: bool, context: Vec<u8>) -> Result<(), Status> {
+    async fn change_membership(
+        &mut self,
+        id: u64,
+        add: bool,
+        context: Vec<u8>,
+    ) -> Result<(), Status> {
         let change = raft::eraftpb::ConfChangeSingle {
             change_type: if add {
                 raft::eraftpb::ConfChangeType::AddNode
             } else {
                 raft::eraftpb::ConfChangeType::RemoveNode
-            }
-            .into(),
+            },
             node_id: id,
             ..Default::default()
         };
@@ -2158,7 +2224,9 @@ pub const LEADER_METADATA_KEY: &str = "berth-leader";
 /// A random u64 (not cryptographic; for ids that must differ across runs).
 fn rand_u64() -> u64 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -2184,8 +2252,13 @@ mod tests {
         let storage = RaftStorage::open(&dir.path().join("raft.redb")).unwrap();
         storage.initialize(&[1]).unwrap();
         let transport = GrpcTransport::new(1, Vec::<(u64, String)>::new(), Faults::default());
-        let (handle, applied, _task) =
-            start(NodeConfig::new(1), storage, transport.clone(), std::future::pending()).unwrap();
+        let (handle, applied, _task) = start(
+            NodeConfig::new(1),
+            storage,
+            transport.clone(),
+            std::future::pending(),
+        )
+        .unwrap();
         handle.campaign().await.unwrap();
         let mut config = MasterConfig::new(dir.path());
         config.offer_timeout = None;
@@ -2435,7 +2508,7 @@ mod tests {
         let offers_before = offers(&mut core, &mut events);
         assert_eq!(offers_before.len(), 1);
         let registry = core.registry.clone();
-        let index = core.index;
+        let index = core.applied_index;
         // t1 needs cpus:1; the agent now claims half a cpu.
         let (r, _rx) = register(
             &mut core,
@@ -2447,7 +2520,7 @@ mod tests {
         .await;
         assert_eq!(r.unwrap_err().code(), tonic::Code::FailedPrecondition);
         assert_eq!(core.registry, registry);
-        assert_eq!(core.index, index, "nothing logged");
+        assert_eq!(core.applied_index, index, "nothing logged");
         assert_eq!(core.agents.get(&agent).map(|c| c.conn), Some(1));
         assert!(
             core.offers
@@ -2485,7 +2558,7 @@ mod tests {
         .await
         .unwrap();
         let registry = core.registry.clone();
-        let index = core.index;
+        let index = core.applied_index;
 
         let err = core
             .accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"))
@@ -2493,7 +2566,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
         assert_eq!(core.registry, registry);
-        assert_eq!(core.index, index);
+        assert_eq!(core.applied_index, index);
         let id = OfferId::new(offer.id.clone()).unwrap();
         assert!(core.offers.get(&id).is_some(), "the offer is still live");
         assert!(

@@ -67,8 +67,9 @@ pub async fn run(
     let mut registry = if data.is_empty() {
         registry::Registry::new(config.max_completed_tasks)
     } else {
-        postcard::from_bytes::<registry::Registry>(&data)
-            .map_err(|e| MasterError::Corrupt(format!("registry snapshot at {snapshot_index}: {e}")))?
+        postcard::from_bytes::<registry::Registry>(&data).map_err(|e| {
+            MasterError::Corrupt(format!("registry snapshot at {snapshot_index}: {e}"))
+        })?
     };
     registry.set_max_completed(config.max_completed_tasks);
     registry.rebuild_indexes();
@@ -78,7 +79,10 @@ pub async fn run(
         .advertise_address
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let master_id = format!("master-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let master_id = format!(
+        "master-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     info!(%master_id, raft_id = config.id, %address, snapshot_index, "master starting");
 
     // Raft: transport, inbound service, node.
@@ -88,23 +92,21 @@ pub async fn run(
         .filter(|(id, _)| *id != config.id)
         .cloned()
         .collect();
-    let transport = raft::transport::GrpcTransport::new(config.id, peers, config.raft_faults.clone());
+    let transport =
+        raft::transport::GrpcTransport::new(config.id, peers, config.raft_faults.clone());
     let (inbox_tx, mut inbox_rx) = mpsc::channel(4096);
-    let raft_service = raft::transport::RaftTransportService::new(config.id, inbox_tx, config.raft_faults.clone());
+    let raft_service =
+        raft::transport::RaftTransportService::new(config.id, inbox_tx, config.raft_faults.clone());
     let raft_streams = raft_service.clone();
     let mut node_config = raft::node::NodeConfig::new(config.id);
     node_config.tick = config.raft_tick;
     node_config.election_tick = config.election_ticks;
     node_config.heartbeat_tick = config.heartbeat_ticks;
     let (raft_stop_tx, raft_stop_rx) = oneshot::channel::<()>();
-    let (raft_handle, applied, raft_task) = raft::node::start(
-        node_config,
-        storage,
-        transport.clone(),
-        async move {
+    let (raft_handle, applied, raft_task) =
+        raft::node::start(node_config, storage, transport.clone(), async move {
             let _ = raft_stop_rx.await;
-        },
-    )?;
+        })?;
     {
         let handle = raft_handle.clone();
         tokio::spawn(async move {
@@ -148,9 +150,15 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_service(pb::scheduler_server::SchedulerServer::new(SchedulerService(handle.clone())))
-        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(handle.clone())))
-        .add_service(pb::operator_server::OperatorServer::new(OperatorService(handle)))
+        .add_service(pb::scheduler_server::SchedulerServer::new(
+            SchedulerService(handle.clone()),
+        ))
+        .add_service(pb::agent_api_server::AgentApiServer::new(AgentService(
+            handle.clone(),
+        )))
+        .add_service(pb::operator_server::OperatorServer::new(OperatorService(
+            handle,
+        )))
         .add_service(raft_service.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = server_stop_rx.await;

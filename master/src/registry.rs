@@ -397,6 +397,68 @@ impl Registry {
         &self.quotas
     }
 
+    /// Whether `cmd` would apply: the same checks [`Registry::apply`] makes,
+    /// without changing anything. The leader checks before it proposes, so
+    /// a refused call appends nothing to the log.
+    ///
+    /// # Errors
+    /// The [`ApplyError`] that `apply` would return.
+    pub fn check(&self, cmd: &Command) -> Result<(), ApplyError> {
+        let framework = |id: &FrameworkId| {
+            self.frameworks
+                .contains_key(id)
+                .then_some(())
+                .ok_or_else(|| ApplyError::UnknownFramework(id.to_string()))
+        };
+        let agent = |id: &AgentId| {
+            self.agents
+                .contains_key(id)
+                .then_some(())
+                .ok_or_else(|| ApplyError::UnknownAgent(id.to_string()))
+        };
+        match cmd {
+            Command::Noop
+            | Command::SubscribeFramework { .. }
+            | Command::SetQuota { .. }
+            | Command::RemoveQuota { .. } => Ok(()),
+            Command::DisconnectFramework { id, .. } | Command::RemoveFramework { id, .. } => {
+                framework(id)
+            }
+            Command::RegisterAgent {
+                record, reported, ..
+            } => self.check_register(record, reported.as_deref()),
+            Command::MarkAgentUnreachable { id, .. } | Command::SetAgentDraining { id, .. } => {
+                agent(id)
+            }
+            Command::LaunchTasks {
+                framework,
+                agent,
+                tasks,
+            } => self.check_launch(framework, agent, tasks),
+            Command::UpdateTask {
+                framework,
+                task,
+                status,
+            } => {
+                let status = pb::TaskStatus::decode(status.as_slice())
+                    .map_err(|e| ApplyError::Invalid(format!("undecodable status: {e}")))?;
+                pb::TaskState::try_from(status.state).map_err(|_| {
+                    ApplyError::Invalid(format!("unknown task state {}", status.state))
+                })?;
+                self.task(framework, task)
+                    .map(|_| ())
+                    .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task.as_str())))
+            }
+            Command::SetWeight { weight_milli, .. } => {
+                if *weight_milli == 0 {
+                    Err(ApplyError::Invalid("weight must be positive".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     /// Applies a command. On error nothing changed.
     ///
     /// # Errors
@@ -502,32 +564,35 @@ impl Registry {
         Ok(effects)
     }
 
+    /// Invariant: no agent is ever allocated beyond its resources. The tasks
+    /// that stay on a re-registering agent must fit the resources it now
+    /// reports, part by part (unreserved, and each role's reservation).
+    fn check_register(
+        &self,
+        record: &AgentRecord,
+        reported: Option<&[(FrameworkId, TaskId, i32)]>,
+    ) -> Result<(), ApplyError> {
+        let reported = reported_map(reported);
+        let kept = self
+            .tasks_on(&record.id)
+            .filter(|t| reported.contains_key(&(t.framework.clone(), t.id.clone())));
+        check_fits(record, kept)
+    }
+
     fn register_agent(
         &mut self,
         record: &AgentRecord,
         reported: Option<&[(FrameworkId, TaskId, i32)]>,
         at_ms: u64,
     ) -> Result<Effects, ApplyError> {
+        self.check_register(record, reported)?;
         let id = record.id.clone();
-        let reported: BTreeMap<(FrameworkId, TaskId), i32> = reported
-            .unwrap_or_default()
-            .iter()
-            .map(|(f, t, s)| ((f.clone(), t.clone()), *s))
-            .collect();
-        // Tasks the registry has on this agent, and which of them stay.
+        let reported = reported_map(reported);
+        // Tasks the registry has on this agent.
         let ours: Vec<(FrameworkId, TaskId)> = self
             .tasks_on(&id)
             .map(|t| (t.framework.clone(), t.id.clone()))
             .collect();
-        // Invariant: no agent is ever allocated beyond its resources. The
-        // tasks that stay must fit the resources the agent now reports,
-        // part by part (unreserved, and each role's reservation), or the
-        // registration is refused and nothing changes.
-        let kept = ours
-            .iter()
-            .filter(|key| reported.contains_key(*key))
-            .filter_map(|(f, t)| self.task(f, t));
-        check_fits(record, kept)?;
 
         let mut record = record.clone();
         if let Some(old) = self.agents.get(&record.id) {
@@ -646,12 +711,12 @@ impl Registry {
         Ok(effects)
     }
 
-    fn launch(
-        &mut self,
+    fn check_launch(
+        &self,
         framework: &FrameworkId,
         agent_id: &AgentId,
         tasks: &[TaskRecord],
-    ) -> Result<Effects, ApplyError> {
+    ) -> Result<(), ApplyError> {
         if !self.frameworks.contains_key(framework) {
             return Err(ApplyError::UnknownFramework(framework.to_string()));
         }
@@ -696,6 +761,16 @@ impl Registry {
                 need: need.to_string(),
             });
         }
+        Ok(())
+    }
+
+    fn launch(
+        &mut self,
+        framework: &FrameworkId,
+        agent_id: &AgentId,
+        tasks: &[TaskRecord],
+    ) -> Result<Effects, ApplyError> {
+        self.check_launch(framework, agent_id, tasks)?;
         for t in tasks {
             *self.agent_used.entry(agent_id.clone()).or_default() += t.allocated.total();
             self.tasks
@@ -808,6 +883,17 @@ fn check_fits<'a>(
         }
     }
     Ok(())
+}
+
+/// The tasks an agent reports, keyed by (framework, task).
+fn reported_map(
+    reported: Option<&[(FrameworkId, TaskId, i32)]>,
+) -> BTreeMap<(FrameworkId, TaskId), i32> {
+    reported
+        .unwrap_or_default()
+        .iter()
+        .map(|(f, t, s)| ((f.clone(), t.clone()), *s))
+        .collect()
 }
 
 /// A master-generated status (no uuid: needs no acknowledgement).

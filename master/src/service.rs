@@ -324,7 +324,10 @@ macro_rules! done {
 
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorService {
-    async fn get_state(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::ClusterState>, Status> {
+    async fn get_state(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::ClusterState>, Status> {
         let stale_ok = stale(&r);
         match self.0.operator(OperatorCall::State, stale_ok).await? {
             OperatorReply::State(s) => Ok(Response::new(*s)),
@@ -332,59 +335,102 @@ impl pb::operator_server::Operator for OperatorService {
         }
     }
 
-    async fn list_agents(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::AgentList>, Status> {
+    async fn list_agents(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::AgentList>, Status> {
         answer!(self, r, OperatorCall::Agents, OperatorReply::Agents)
     }
 
-    async fn list_frameworks(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::FrameworkList>, Status> {
+    async fn list_frameworks(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::FrameworkList>, Status> {
         answer!(self, r, OperatorCall::Frameworks, OperatorReply::Frameworks)
     }
 
-    async fn list_tasks(&self, r: GrpcRequest<pb::ListTasksRequest>) -> Result<Response<pb::TaskList>, Status> {
+    async fn list_tasks(
+        &self,
+        r: GrpcRequest<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::TaskList>, Status> {
         let stale_ok = stale(&r);
-        match self.0.operator(OperatorCall::Tasks(r.into_inner()), stale_ok).await? {
+        match self
+            .0
+            .operator(OperatorCall::Tasks(r.into_inner()), stale_ok)
+            .await?
+        {
             OperatorReply::Tasks(t) => Ok(Response::new(t)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_roles(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::RoleList>, Status> {
+    async fn list_roles(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::RoleList>, Status> {
         answer!(self, r, OperatorCall::Roles, OperatorReply::Roles)
     }
 
-    async fn drain_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+    async fn drain_agent(
+        &self,
+        r: GrpcRequest<pb::AgentRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::Drain(r.into_inner().agent_id))
     }
 
-    async fn reactivate_agent(&self, r: GrpcRequest<pb::AgentRef>) -> Result<Response<pb::Empty>, Status> {
+    async fn reactivate_agent(
+        &self,
+        r: GrpcRequest<pb::AgentRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::Reactivate(r.into_inner().agent_id))
     }
 
-    async fn get_leader(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::LeaderInfo>, Status> {
+    async fn get_leader(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::LeaderInfo>, Status> {
         answer!(self, r, OperatorCall::Leader, OperatorReply::Leader)
     }
 
-    async fn set_weight(&self, r: GrpcRequest<pb::SetWeightRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn set_weight(
+        &self,
+        r: GrpcRequest<pb::SetWeightRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::SetWeight(r.into_inner()))
     }
 
-    async fn set_quota(&self, r: GrpcRequest<pb::SetQuotaRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn set_quota(
+        &self,
+        r: GrpcRequest<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::SetQuota(r.into_inner()))
     }
 
-    async fn remove_quota(&self, r: GrpcRequest<pb::RoleRef>) -> Result<Response<pb::Empty>, Status> {
+    async fn remove_quota(
+        &self,
+        r: GrpcRequest<pb::RoleRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::RemoveQuota(r.into_inner().role))
     }
 
-    async fn list_members(&self, r: GrpcRequest<pb::Empty>) -> Result<Response<pb::MemberList>, Status> {
+    async fn list_members(
+        &self,
+        r: GrpcRequest<pb::Empty>,
+    ) -> Result<Response<pb::MemberList>, Status> {
         answer!(self, r, OperatorCall::Members, OperatorReply::Members)
     }
 
-    async fn add_member(&self, r: GrpcRequest<pb::AddMemberRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn add_member(
+        &self,
+        r: GrpcRequest<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::AddMember(r.into_inner()))
     }
 
-    async fn remove_member(&self, r: GrpcRequest<pb::RemoveMemberRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn remove_member(
+        &self,
+        r: GrpcRequest<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::RemoveMember(r.into_inner().id))
     }
 }
