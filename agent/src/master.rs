@@ -34,14 +34,18 @@ pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>)
         .collect();
     let mut index = 0usize;
     let mut backoff = BACKOFF_INITIAL;
+    let mut hint: Option<String> = None;
     loop {
         if *stop.borrow() {
             break;
         }
-        let Some(uri) = masters.get(index % masters.len().max(1)) else {
+        let Some(configured) = masters.get(index % masters.len().max(1)) else {
             tracing::error!("no master address configured");
             return;
         };
+        // A follower names the leader: go there next instead of cycling.
+        let uri = hint.take().unwrap_or_else(|| configured.clone());
+        let uri = &uri;
         let outcome = tokio::select! {
             o = session(&agent, uri) => o,
             _ = stop.changed() => break,
@@ -49,6 +53,15 @@ pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>)
         agent.on_disconnected();
         if outcome.registered {
             backoff = BACKOFF_INITIAL;
+        }
+        if let Some(leader) = outcome.leader {
+            tracing::info!(master = %uri, %leader, "not the leader; following it");
+            hint = Some(berth_proto::endpoint_uri(&leader));
+            tokio::select! {
+                () = tokio::time::sleep(BACKOFF_INITIAL) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
         }
         tracing::warn!(master = %uri, reason = %outcome.reason, "disconnected from master; reconnecting");
         index = index.wrapping_add(1);
@@ -66,19 +79,34 @@ pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>)
 struct Outcome {
     registered: bool,
     reason: String,
+    /// The leader's address, when a follower refused the registration.
+    leader: Option<String>,
 }
+
+/// The gRPC metadata key a follower master names the leader in.
+const LEADER_METADATA_KEY: &str = "berth-leader";
 
 /// One stream to one master, from dialling to its end.
 async fn session(agent: &Arc<Agent>, uri: &str) -> Outcome {
     let mut registered = false;
-    let reason = match run_session(agent, uri, &mut registered).await {
+    let mut leader = None;
+    let reason = match run_session(agent, uri, &mut registered, &mut leader).await {
         Ok(()) => "stream ended".to_owned(),
         Err(e) => e,
     };
-    Outcome { registered, reason }
+    Outcome {
+        registered,
+        reason,
+        leader,
+    }
 }
 
-async fn run_session(agent: &Arc<Agent>, uri: &str, registered: &mut bool) -> Result<(), String> {
+async fn run_session(
+    agent: &Arc<Agent>,
+    uri: &str,
+    registered: &mut bool,
+    leader: &mut Option<String>,
+) -> Result<(), String> {
     let timeout = agent.config.master_timeout;
     let endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|e| format!("invalid master address {uri:?}: {e}"))?
@@ -95,7 +123,15 @@ async fn run_session(agent: &Arc<Agent>, uri: &str, registered: &mut bool) -> Re
     let response = tokio::time::timeout(timeout, client.attach(ReceiverStream::new(rx)))
         .await
         .map_err(|_| "no answer to Attach".to_owned())?
-        .map_err(|s| format!("Attach failed: {s}"))?;
+        .map_err(|s| {
+            *leader = s
+                .metadata()
+                .get(LEADER_METADATA_KEY)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            format!("Attach failed: {s}")
+        })?;
     let mut inbound = response.into_inner();
     loop {
         let msg = match tokio::time::timeout(timeout, inbound.message()).await {

@@ -24,8 +24,37 @@ pub(crate) struct MasterArgs {
     /// Address others reach this master at (defaults to the listen address).
     #[arg(long)]
     advertise: Option<String>,
+    /// This master's Raft id.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Every master of the group at bootstrap, this one included:
+    /// "1=host:port,2=host:port,3=host:port". Omit for a one-master group.
+    #[arg(long, value_parser = parse_peer, value_delimiter = ',')]
+    peers: Vec<(u64, String)>,
+    /// Join an existing group instead of bootstrapping one: wait to be added
+    /// with `berth master add`.
+    #[arg(long)]
+    join: bool,
     #[command(flatten)]
     tuning: MasterTuning,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("peer {s:?} must look like ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id {id:?} must be a positive integer"))?;
+    let addr = addr.trim();
+    if id == 0 {
+        return Err("peer ids start at 1".into());
+    }
+    if addr.is_empty() || addr.contains(char::is_whitespace) || !addr.contains(':') {
+        return Err(format!("peer address {addr:?} must look like HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
 }
 
 /// Master timing settings shared by `berth master` and `berth dev`.
@@ -40,6 +69,9 @@ pub(crate) struct MasterTuning {
     /// Seconds before an unused offer is rescinded.
     #[arg(long, value_parser = parse_seconds, default_value = "60", allow_negative_numbers = true)]
     offer_timeout: Duration,
+    /// How many completed tasks the registry keeps for `berth task list --all`.
+    #[arg(long, default_value_t = 1000)]
+    max_completed_tasks: usize,
 }
 
 impl MasterTuning {
@@ -48,6 +80,7 @@ impl MasterTuning {
         config.advertise_address = advertise;
         config.agent_ping_interval = self.agent_ping_interval;
         config.agent_ping_timeout = self.agent_ping_timeout;
+        config.max_completed_tasks = self.max_completed_tasks;
         config.offer_timeout = Some(self.offer_timeout);
         config
     }
@@ -225,7 +258,10 @@ pub(crate) async fn shutdown_signal() {
 
 pub(crate) async fn master(args: MasterArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "master").await?;
-    let config = args.tuning.config(args.data_dir, args.advertise);
+    let mut config = args.tuning.config(args.data_dir, args.advertise);
+    config.id = args.id;
+    config.peers = args.peers;
+    config.join = args.join;
     eprintln!("berth master listening on {}", listener.local_addr()?);
     berth_master::run(listener, config, shutdown_signal()).await?;
     Ok(())
@@ -311,6 +347,22 @@ mod tests {
             vec![("rack".into(), "r1".into()), ("zone".into(), "a".into())]
         );
         assert!(parse_attributes("rack").is_err());
+    }
+
+    #[test]
+    fn parses_peers() {
+        assert_eq!(
+            parse_peer("2=10.0.0.2:5050").unwrap(),
+            (2, "10.0.0.2:5050".to_string())
+        );
+        assert!(parse_peer("0=h:1").unwrap_err().contains("start at 1"));
+        assert!(
+            parse_peer("x=h:1")
+                .unwrap_err()
+                .contains("positive integer")
+        );
+        assert!(parse_peer("2=nowhere").unwrap_err().contains("HOST:PORT"));
+        assert!(parse_peer("h:1").unwrap_err().contains("ID=HOST:PORT"));
     }
 
     #[test]

@@ -37,8 +37,14 @@ pub(crate) struct ClientOpts {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a master.
-    Master(daemons::MasterArgs),
+    /// Run a master (with no subcommand), or manage the masters' Raft group.
+    #[command(args_conflicts_with_subcommands = true)]
+    Master {
+        #[command(subcommand)]
+        command: Option<MasterCommand>,
+        #[command(flatten)]
+        args: daemons::MasterArgs,
+    },
     /// Run an agent.
     Agent(daemons::AgentArgs),
     /// Run a master and an agent in one process, data under ./.berth.
@@ -75,6 +81,31 @@ enum Command {
     },
     /// The whole cluster state (JSON).
     State {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterCommand {
+    /// List the masters of the Raft group, their roles and log indexes.
+    Members {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Add a master to the group (start it first with `--join`).
+    Add {
+        /// Its Raft id (unused so far).
+        id: u64,
+        /// Its API address (host:port).
+        address: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a master from the group.
+    Remove {
+        /// Its Raft id.
+        id: u64,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -160,7 +191,9 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(match cli.command {
-                    Command::Master(_) | Command::Agent(_) | Command::Dev(_) => "info",
+                    Command::Master { command: None, .. } | Command::Agent(_) | Command::Dev(_) => {
+                        "info"
+                    }
                     _ => "warn",
                 })
             }),
@@ -188,7 +221,22 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Master(args) => daemons::master(args).await,
+        Command::Master {
+            command: None,
+            args,
+        } => daemons::master(args).await,
+        Command::Master {
+            command: Some(command),
+            ..
+        } => match command {
+            MasterCommand::Members { client } => admin::members(&client).await,
+            MasterCommand::Add {
+                id,
+                address,
+                client,
+            } => admin::add_member(&client, id, &address).await,
+            MasterCommand::Remove { id, client } => admin::remove_member(&client, id).await,
+        },
         Command::Agent(args) => daemons::agent(args).await,
         Command::Dev(args) => daemons::dev(args).await,
         Command::Run(args) => run::run(args).await,
