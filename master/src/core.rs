@@ -473,6 +473,28 @@ impl Core {
         }
     }
 
+    /// Checks and proposes a command without waiting for it; what applying
+    /// it does happens in `apply`.
+    fn propose_detached(&mut self, cmd: Command) {
+        if let Err(e) = self.registry.check(&cmd) {
+            warn!("command not proposed: {e}");
+            return;
+        }
+        self.proposal_seq += 1;
+        match postcard::to_stdvec(&Proposal {
+            origin: self.origin,
+            seq: self.proposal_seq,
+            cmd,
+        }) {
+            Ok(data) => {
+                if !self.raft.propose_detached(data) {
+                    warn!("raft proposal queue full; dropped a command (its sender retries)");
+                }
+            }
+            Err(e) => warn!("cannot encode a command: {e}"),
+        }
+    }
+
     /// Waits until this leader has applied everything committed when the
     /// read began (Raft's ReadIndex), so a read that follows is linearizable.
     async fn read_barrier(&mut self) -> Result<(), Status> {
@@ -532,6 +554,13 @@ impl Core {
                     && self.leading.is_some()
                 {
                     self.act_on(effects);
+                    if let Command::UpdateTask {
+                        framework, status, ..
+                    } = &proposal.cmd
+                        && let Ok(status) = pb::TaskStatus::decode(status.as_slice())
+                    {
+                        self.send_event(framework, pb::event::Event::Update(status));
+                    }
                 }
                 self.maybe_snapshot();
                 mine.then_some(result)
@@ -1522,17 +1551,16 @@ impl Core {
                 // A resend of the update we already applied.
             }
             Some(_) => {
-                if let Err(e) = self
-                    .commit(Command::UpdateTask {
-                        framework: fw.clone(),
-                        task: task.clone(),
-                        status: status.encode_to_vec(),
-                    })
-                    .await
-                {
-                    warn!(task = %task, "status update not applied: {e}");
-                    return;
-                }
+                // Not awaited: status updates of many tasks share Raft
+                // rounds. The update is forwarded to the framework when its
+                // entry is applied (see `apply`); if it never is (leadership
+                // lost), the agent resends it.
+                self.propose_detached(Command::UpdateTask {
+                    framework: fw.clone(),
+                    task: task.clone(),
+                    status: status.encode_to_vec(),
+                });
+                return;
             }
             None => {
                 // A resend of a terminal update, or an update of a task the
@@ -2284,6 +2312,16 @@ mod tests {
         panic!("the one-master group did not elect its master");
     }
 
+    /// Delivers an agent message, then applies whatever it proposed.
+    async fn deliver(core: &mut Core, conn: u64, message: pb::AgentMessage) {
+        core.agent_message(conn, message).await;
+        while let Ok(Some(applied)) =
+            tokio::time::timeout(Duration::from_millis(100), core.applied_rx.recv()).await
+        {
+            core.apply(applied, None);
+        }
+    }
+
     fn res(s: &str) -> pb::Resources {
         resources_to_proto(&s.parse::<Resources>().unwrap())
     }
@@ -2473,7 +2511,8 @@ mod tests {
 
         // Late messages and the close of the old connection change nothing.
         let before = core.registry.clone();
-        core.agent_message(
+        deliver(
+            &mut core,
             1,
             status_update(&header.framework_id, "t1", pb::TaskState::TaskFailed),
         )
@@ -2486,7 +2525,8 @@ mod tests {
         let o = offers(&mut core, &mut events);
         assert!((offered_cpus(&o) - 3.0).abs() < 1e-9, "{o:?}");
         // Messages on the new connection count.
-        core.agent_message(
+        deliver(
+            &mut core,
             2,
             status_update(&header.framework_id, "t1", pb::TaskState::TaskRunning),
         )
@@ -2591,7 +2631,8 @@ mod tests {
         // The agent's terminal update is acknowledged by the master so the
         // agent can forget it; it frees nothing a second time.
         let before = core.registry.clone();
-        core.agent_message(
+        deliver(
+            &mut core,
             1,
             status_update(&header.framework_id, "t1", pb::TaskState::TaskKilled),
         )
@@ -2614,8 +2655,12 @@ mod tests {
         let o = offers(&mut core, &mut events);
         assert!((offered_cpus(&o) - 3.0).abs() < 1e-9, "{o:?}");
         for state in [pb::TaskState::TaskFinished, pb::TaskState::TaskFinished] {
-            core.agent_message(1, status_update(&header.framework_id, "t1", state))
-                .await;
+            deliver(
+                &mut core,
+                1,
+                status_update(&header.framework_id, "t1", state),
+            )
+            .await;
         }
         let updates = drain_events(&mut events)
             .into_iter()
@@ -2630,7 +2675,8 @@ mod tests {
     #[tokio::test]
     async fn update_of_a_forgotten_task_is_forwarded_not_acknowledged() {
         let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
-        core.agent_message(
+        deliver(
+            &mut core,
             1,
             status_update(
                 &header.framework_id,
@@ -2647,7 +2693,8 @@ mod tests {
         assert!(!drain_agent(&mut arx).iter().any(|m| matches!(m, M::Ack(_))));
         // An update with no state is bad input: dropped, nothing changes.
         let before = core.registry.clone();
-        core.agent_message(
+        deliver(
+            &mut core,
             1,
             status_update(&header.framework_id, "t1", pb::TaskState::Unspecified),
         )

@@ -255,6 +255,18 @@ impl RaftHandle {
         self.ask(|reply| Request::Propose { data, reply }).await
     }
 
+    /// Queues a proposal without waiting for the node to take it, so that
+    /// many proposals made in a row share one Ready (and one fsync). The
+    /// caller learns the outcome only by seeing the entry applied; a
+    /// proposal refused (not the leader) or dropped (queue full: returns
+    /// false) is simply never applied.
+    pub fn propose_detached(&self, data: Vec<u8>) -> bool {
+        let (reply, _ignored) = oneshot::channel();
+        self.requests
+            .try_send(Request::Propose { data, reply })
+            .is_ok()
+    }
+
     /// Proposes a membership change on the leader. `context` travels with
     /// it and comes back in [`Applied::ConfChanged`]. A change with several
     /// steps goes through joint consensus, which raft leaves automatically
