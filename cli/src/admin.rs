@@ -486,7 +486,7 @@ pub(crate) async fn members(client: &ClientOpts) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", render(&["ID", "ADDRESS", "ROLE", "APPLIED"], &rows));
+    print!("{}", render(&["ID", "ADDRESS", "ROLE", "INDEX"], &rows));
     println!(
         "term {}, answered by master {}",
         list.term, list.answered_by

@@ -1963,7 +1963,11 @@ impl Core {
                     "FOLLOWER"
                 }
                 .into(),
-                index: if id == st.id { self.applied_index } else { 0 },
+                index: if id == st.id {
+                    self.applied_index
+                } else {
+                    st.matched.get(&id).copied().unwrap_or(0)
+                },
             })
             .collect();
         members.sort_by_key(|m| m.id);
@@ -2141,6 +2145,9 @@ impl Core {
     }
 
     fn role_views(&self) -> Vec<pb::RoleView> {
+        if self.leading.is_none() {
+            return self.registry_role_views();
+        }
         self.allocator
             .roles()
             .into_iter()
@@ -2155,6 +2162,52 @@ impl Core {
                     .map(resources_to_proto),
                 allocated: Some(resources_to_proto(&r.allocated)),
                 frameworks: r.frameworks.iter().map(ToString::to_string).collect(),
+            })
+            .collect()
+    }
+
+    /// Roles as the registry alone knows them: what a follower (which runs
+    /// no allocator) answers a stale read with. Allocated is what tasks use;
+    /// followers hold no offers.
+    fn registry_role_views(&self) -> Vec<pb::RoleView> {
+        let mut roles: BTreeMap<Role, (Resources, Vec<String>)> = BTreeMap::new();
+        for role in self
+            .registry
+            .weights()
+            .keys()
+            .chain(self.registry.quotas().keys())
+        {
+            roles.entry(role.clone()).or_default();
+        }
+        for f in self.registry.frameworks() {
+            for role in &f.roles {
+                roles
+                    .entry(role.clone())
+                    .or_default()
+                    .1
+                    .push(f.id.to_string());
+            }
+        }
+        for t in self.registry.tasks() {
+            let entry = roles.entry(t.role.clone()).or_default();
+            entry.0 = entry.0.clone() + t.allocated.total();
+        }
+        roles
+            .into_iter()
+            .map(|(role, (allocated, frameworks))| {
+                let quota = self.registry.quotas().get(&role);
+                pb::RoleView {
+                    weight: self
+                        .registry
+                        .weights()
+                        .get(&role)
+                        .map_or(1.0, |w| ms_to_secs(*w)),
+                    guarantee: quota.map(|q| resources_to_proto(&q.guarantee)),
+                    limit: quota.and_then(|q| q.limit.as_ref()).map(resources_to_proto),
+                    allocated: Some(resources_to_proto(&allocated)),
+                    frameworks,
+                    name: role.to_string(),
+                }
             })
             .collect()
     }

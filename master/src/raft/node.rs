@@ -167,10 +167,16 @@ pub struct Status {
     pub voters: Vec<u64>,
     /// Learners.
     pub learners: Vec<u64>,
+    /// On a leader, the highest log index known to be replicated on each
+    /// member (this node included), by id; empty on other nodes.
+    pub matched: Vec<(u64, u64)>,
     /// Readys handled so far (each one at most one fsync).
     pub readies: u64,
     /// Whether the loop is still running.
     pub running: bool,
+    /// On the leader: the highest log index known to be on each member.
+    /// Empty on followers.
+    pub matched: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Why a request to the node was not accepted.
@@ -806,7 +812,17 @@ impl Node {
         voters.sort_unstable();
         let mut learners = cs.learners;
         learners.sort_unstable();
+        let mut matched: Vec<(u64, u64)> = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        matched.sort_unstable();
         Status {
+            matched,
             id: self.config.id,
             leader_id: raft.leader_id,
             term: raft.term,
@@ -817,6 +833,14 @@ impl Node {
             learners,
             readies: self.readies,
             running,
+            matched: if raft.state == StateRole::Leader {
+                raft.prs()
+                    .iter()
+                    .map(|(id, pr)| (*id, pr.matched))
+                    .collect()
+            } else {
+                std::collections::BTreeMap::new()
+            },
         }
     }
 
