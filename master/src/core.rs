@@ -1966,7 +1966,10 @@ impl Core {
                 index: if id == st.id {
                     self.applied_index
                 } else {
-                    st.matched.get(&id).copied().unwrap_or(0)
+                    st.matched
+                        .iter()
+                        .find(|(m, _)| *m == id)
+                        .map_or(0, |(_, index)| *index)
                 },
             })
             .collect();

@@ -174,9 +174,6 @@ pub struct Status {
     pub readies: u64,
     /// Whether the loop is still running.
     pub running: bool,
-    /// On the leader: the highest log index known to be on each member.
-    /// Empty on followers.
-    pub matched: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Why a request to the node was not accepted.
@@ -833,14 +830,6 @@ impl Node {
             learners,
             readies: self.readies,
             running,
-            matched: if raft.state == StateRole::Leader {
-                raft.prs()
-                    .iter()
-                    .map(|(id, pr)| (*id, pr.matched))
-                    .collect()
-            } else {
-                std::collections::BTreeMap::new()
-            },
         }
     }
 
