@@ -463,6 +463,9 @@ impl Core {
                 }
                 changed = self.raft_status.changed() => {
                     if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
+                        // This wait consumed the change: leave it for the
+                        // run loop, which must still step down.
+                        self.raft_status.mark_changed();
                         return Err(ApplyError::NotLeader);
                     }
                 }
@@ -516,6 +519,15 @@ impl Core {
                         return Ok(());
                     }
                     self.apply(applied, None);
+                }
+                changed = self.raft_status.changed() => {
+                    if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
+                        // Raft drops the reads of a leader that steps down:
+                        // answer now rather than block the core until the
+                        // deadline. The run loop still has to step down.
+                        self.raft_status.mark_changed();
+                        return Err(self.not_leader());
+                    }
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(Status::unavailable("read index timed out"));
@@ -714,8 +726,12 @@ impl Core {
                 stale_ok,
                 reply,
             } => {
+                // GetLeader and ListMembers tell this master's own view and
+                // need no barrier (a leader cut off from the others would
+                // otherwise answer them only when its read times out).
+                let own_view = matches!(call, OperatorCall::Leader | OperatorCall::Members);
                 let result = if call.is_read() {
-                    match stale_ok {
+                    match stale_ok || own_view {
                         true => self.read(call),
                         false => match self.read_barrier().await {
                             Ok(()) => self.read(call),

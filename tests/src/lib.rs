@@ -51,6 +51,17 @@ impl MasterHandle {
         config: berth_master::MasterConfig,
     ) -> anyhow::Result<Self> {
         let listener = bind_retrying(addr).await?;
+        Self::start_on(listener, config)
+    }
+
+    /// Starts a master on an already bound listener.
+    ///
+    /// # Errors
+    /// If the listener has no local address.
+    pub fn start_on(
+        listener: TcpListener,
+        config: berth_master::MasterConfig,
+    ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(berth_master::run(listener, config, async move {
@@ -150,7 +161,18 @@ pub fn fast_agent_config(
     work_dir: std::path::PathBuf,
     resources: &str,
 ) -> berth_agent::AgentConfig {
-    let mut c = berth_agent::AgentConfig::new(vec![master.to_string()], work_dir);
+    fast_agent_config_multi(vec![master.to_string()], work_dir, resources)
+}
+
+/// [`fast_agent_config`] for an agent that knows several masters (it
+/// cycles through them and follows leader redirects).
+#[must_use]
+pub fn fast_agent_config_multi(
+    masters: Vec<String>,
+    work_dir: std::path::PathBuf,
+    resources: &str,
+) -> berth_agent::AgentConfig {
+    let mut c = berth_agent::AgentConfig::new(masters, work_dir);
     c.resources = Some(
         resources
             .parse::<Resources>()
@@ -395,4 +417,406 @@ pub fn init_logging() {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()
         .try_init();
+}
+
+// ---------------------------------------------------------------------------
+// Raft clusters
+// ---------------------------------------------------------------------------
+
+/// Raft timing of a [`RaftCluster`]: short ticks so elections take well
+/// under a second.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Ticks without a leader before an election (randomized by raft-rs in
+    /// `[election_ticks, 2 * election_ticks)`).
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// `MasterConfig::snapshot_every`.
+    pub snapshot_every: u64,
+    /// `MasterConfig::agent_ping_timeout`.
+    pub agent_ping_timeout: Duration,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_every: 10_000,
+            agent_ping_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RaftSettings {
+    /// The (lower bound of the) election timeout: `tick * election_ticks`.
+    #[must_use]
+    pub fn election_timeout(&self) -> Duration {
+        self.tick
+            .saturating_mul(u32::try_from(self.election_ticks).unwrap_or(u32::MAX))
+    }
+}
+
+/// Masters of a Raft group in this process, each on its own fixed loopback
+/// port and data directory, sharing one [`berth_master::raft::transport::Faults`]
+/// so tests can cut links between them; plus agents that know every
+/// master.
+#[derive(Debug)]
+pub struct RaftCluster {
+    /// Timing every master runs with.
+    pub settings: RaftSettings,
+    /// Fault injection shared by every master's Raft transport.
+    pub faults: berth_master::raft::transport::Faults,
+    /// Every member's address, by Raft id (running or stopped).
+    pub addrs: std::collections::BTreeMap<u64, SocketAddr>,
+    /// The masters running now, by Raft id.
+    pub masters: std::collections::BTreeMap<u64, MasterHandle>,
+    /// The agents.
+    pub agents: Vec<AgentHandle>,
+    /// Temporary directory holding every data and work directory.
+    pub dir: tempfile::TempDir,
+    /// The bootstrap membership, as (id, address).
+    peers: Vec<(u64, String)>,
+}
+
+impl RaftCluster {
+    /// Starts masters `ids` as one Raft group (ports chosen up front, so
+    /// every master is started knowing every address) and one agent per
+    /// entry of `agent_resources`, attached to all masters.
+    ///
+    /// # Errors
+    /// If anything fails to start.
+    pub async fn start(
+        ids: &[u64],
+        agent_resources: &[&str],
+        settings: RaftSettings,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut listeners = Vec::new();
+        for id in ids {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            listeners.push((*id, listener));
+        }
+        let mut addrs = std::collections::BTreeMap::new();
+        for (id, l) in &listeners {
+            addrs.insert(*id, l.local_addr()?);
+        }
+        let peers: Vec<(u64, String)> = addrs.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let mut cluster = Self {
+            settings,
+            faults: berth_master::raft::transport::Faults::default(),
+            addrs,
+            masters: std::collections::BTreeMap::new(),
+            agents: Vec::new(),
+            dir,
+            peers,
+        };
+        for (id, listener) in listeners {
+            let config = cluster.config(id, false);
+            cluster
+                .masters
+                .insert(id, MasterHandle::start_on(listener, config)?);
+        }
+        for r in agent_resources {
+            cluster.add_agent(r).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The configuration master `id` runs with.
+    #[must_use]
+    pub fn config(&self, id: u64, join: bool) -> berth_master::MasterConfig {
+        let mut c = fast_master_config(self.data_dir(id));
+        c.id = id;
+        c.peers.clone_from(&self.peers);
+        if !self.peers.iter().any(|(p, _)| *p == id)
+            && let Some(addr) = self.addrs.get(&id)
+        {
+            c.peers.push((id, addr.to_string()));
+        }
+        c.raft_tick = self.settings.tick;
+        c.election_ticks = self.settings.election_ticks;
+        c.heartbeat_ticks = self.settings.heartbeat_ticks;
+        c.snapshot_every = self.settings.snapshot_every;
+        c.agent_ping_timeout = self.settings.agent_ping_timeout;
+        c.join = join;
+        c.raft_faults = self.faults.clone();
+        c
+    }
+
+    /// Data directory of master `id`.
+    #[must_use]
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("master-{id}"))
+    }
+
+    /// The election timeout the masters run with.
+    #[must_use]
+    pub fn election_timeout(&self) -> Duration {
+        self.settings.election_timeout()
+    }
+
+    /// Address of master `id` as "host:port".
+    ///
+    /// # Panics
+    /// If `id` is not a member.
+    #[must_use]
+    pub fn addr(&self, id: u64) -> String {
+        self.addrs[&id].to_string()
+    }
+
+    /// Every master's address, running or not.
+    #[must_use]
+    pub fn addresses(&self) -> Vec<String> {
+        self.addrs.values().map(ToString::to_string).collect()
+    }
+
+    /// Starts another agent attached to every master.
+    ///
+    /// # Errors
+    /// If it fails to start.
+    pub async fn add_agent(&mut self, resources: &str) -> anyhow::Result<&AgentHandle> {
+        let work = self.agent_dir(self.agents.len());
+        let agent =
+            AgentHandle::start(fast_agent_config_multi(self.addresses(), work, resources)).await?;
+        self.agents.push(agent);
+        Ok(self.agents.last().expect("just pushed"))
+    }
+
+    /// Work directory of agent `i`.
+    #[must_use]
+    pub fn agent_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("agent-{i}"))
+    }
+
+    /// Stops master `id` gracefully (its data stays).
+    ///
+    /// # Errors
+    /// If it is not running or returned an error.
+    pub async fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        let mut m = self
+            .masters
+            .remove(&id)
+            .with_context(|| format!("master {id} is not running"))?;
+        m.stop().await
+    }
+
+    /// Starts master `id` again on its port and data directory.
+    ///
+    /// # Errors
+    /// If it is running already or cannot bind.
+    pub async fn start_master(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.masters.contains_key(&id) {
+            bail!("master {id} is running");
+        }
+        let addr = *self
+            .addrs
+            .get(&id)
+            .with_context(|| format!("master {id} is not a member"))?;
+        let handle = MasterHandle::start(addr, self.config(id, false)).await?;
+        self.masters.insert(id, handle);
+        Ok(())
+    }
+
+    /// Starts a new master `id` with an empty data directory that waits to
+    /// be added to the group (`join`); returns its address. It is not a
+    /// member until the leader adds it (operator `AddMember`).
+    ///
+    /// # Errors
+    /// If `id` is taken or it cannot bind.
+    pub async fn start_joining(&mut self, id: u64) -> anyhow::Result<String> {
+        if self.addrs.contains_key(&id) {
+            bail!("master {id} exists");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        self.addrs.insert(id, addr);
+        let handle = MasterHandle::start_on(listener, self.config(id, true))?;
+        self.masters.insert(id, handle);
+        Ok(addr.to_string())
+    }
+
+    /// An operator client of master `id` (connected lazily, so it can be
+    /// made for a master that is down).
+    ///
+    /// # Errors
+    /// If the address is invalid.
+    pub fn operator(
+        &self,
+        id: u64,
+    ) -> anyhow::Result<pb::operator_client::OperatorClient<Channel>> {
+        let ch = Channel::from_shared(pb::endpoint_uri(&self.addr(id)))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(pb::operator_client::OperatorClient::new(ch))
+    }
+
+    /// The master among `among` that leads and serves: Raft elected it and
+    /// its core took over (GetLeader answers with its own master id). Polls
+    /// until one does.
+    ///
+    /// # Errors
+    /// If none does within `timeout`.
+    pub async fn leader_among(&self, among: &[u64], timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let clients: Vec<(u64, _)> = among
+            .iter()
+            .map(|id| Ok((*id, self.operator(*id)?)))
+            .collect::<anyhow::Result<_>>()?;
+        loop {
+            for (id, op) in &clients {
+                let mut op = op.clone();
+                if let Ok(Ok(info)) =
+                    tokio::time::timeout(Duration::from_millis(500), op.get_leader(pb::Empty {}))
+                        .await
+                {
+                    let info = info.into_inner();
+                    if info.raft_id == *id && !info.master_id.is_empty() {
+                        return Ok(*id);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no master of {among:?} led within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The serving leader among the running masters.
+    ///
+    /// # Errors
+    /// If none leads within `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let running: Vec<u64> = self.masters.keys().copied().collect();
+        self.leader_among(&running, timeout).await
+    }
+
+    /// Waits until `n` agents are registered and connected to the leader.
+    ///
+    /// # Errors
+    /// If that does not happen within `timeout`.
+    pub async fn wait_agents(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<pb::AgentView>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let leader = self.leader(left).await?;
+            if let Ok(list) = self.operator(leader)?.list_agents(pb::Empty {}).await {
+                let agents = list.into_inner().agents;
+                if agents.iter().filter(|a| a.connected).count() >= n {
+                    return Ok(agents);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{n} agents did not connect within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Wraps `message` in a request carrying `berth-read: stale`, so any
+/// master answers from its own (possibly stale) registry.
+///
+/// # Panics
+/// Never: the metadata value is a constant.
+pub fn stale<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("berth-read", "stale".parse().expect("valid metadata"));
+    r
+}
+
+// ---------------------------------------------------------------------------
+// Log capture
+// ---------------------------------------------------------------------------
+
+/// A tracing event recorded by [`init_logging_with_capture`].
+#[derive(Debug, Clone)]
+pub struct CapturedEvent {
+    /// The event's target (module path).
+    pub target: String,
+    /// Its message.
+    pub message: String,
+    /// Its other fields, formatted with `Debug`.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+static CAPTURED: std::sync::Mutex<Vec<CapturedEvent>> = std::sync::Mutex::new(Vec::new());
+
+struct CaptureLayer;
+
+struct FieldVisitor<'a>(&'a mut CapturedEvent);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.message = format!("{value:?}");
+        } else {
+            self.0
+                .fields
+                .insert(field.name().to_string(), format!("{value:?}"));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut captured = CapturedEvent {
+            target: event.metadata().target().to_string(),
+            message: String::new(),
+            fields: std::collections::BTreeMap::new(),
+        };
+        event.record(&mut FieldVisitor(&mut captured));
+        CAPTURED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(captured);
+    }
+}
+
+/// Like [`init_logging`], and also records every `berth_master` event at
+/// INFO or above for [`captured`]. Use it in a test binary whose tests all
+/// call it (the first call in the process installs the subscriber).
+pub fn init_logging_with_capture() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_test_writer()
+        .with_filter(tracing_subscriber::EnvFilter::new(filter));
+    let capture = CaptureLayer.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target("berth_master", tracing::Level::INFO),
+    );
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(capture)
+        .try_init();
+}
+
+/// The events recorded so far (see [`init_logging_with_capture`]) that
+/// `pick` selects.
+pub fn captured(mut pick: impl FnMut(&CapturedEvent) -> bool) -> Vec<CapturedEvent> {
+    CAPTURED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|e| pick(e))
+        .cloned()
+        .collect()
 }
