@@ -32,13 +32,64 @@ pub fn fast_master_config(data_dir: std::path::PathBuf) -> berth_master::MasterC
     c
 }
 
-/// A master running in this process.
+/// A daemon (master or agent) running in this process as a task, stopped
+/// through its shutdown future.
 #[derive(Debug)]
-pub struct MasterHandle {
+pub struct Daemon<E> {
     /// Where it listens.
     pub addr: SocketAddr,
+    what: &'static str,
     stop: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<Result<(), berth_master::MasterError>>>,
+    join: Option<JoinHandle<Result<(), E>>>,
+}
+
+/// A master running in this process.
+pub type MasterHandle = Daemon<berth_master::MasterError>;
+/// An agent running in this process.
+pub type AgentHandle = Daemon<berth_agent::AgentError>;
+
+impl<E: std::error::Error + Send + Sync + 'static> Daemon<E> {
+    fn spawn<F>(
+        addr: SocketAddr,
+        what: &'static str,
+        run: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        Self {
+            addr,
+            what,
+            stop: Some(stop),
+            join: Some(tokio::spawn(run(stopped))),
+        }
+    }
+
+    /// Stops the daemon gracefully and waits for it (an agent kills its
+    /// tasks).
+    ///
+    /// # Errors
+    /// If it returned an error or did not stop within 20 s.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(join) = self.join.take() {
+            tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .with_context(|| format!("{} did not stop within 20 s", self.what))???;
+        }
+        Ok(())
+    }
+}
+
+impl<E> Drop for Daemon<E> {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 impl MasterHandle {
@@ -63,49 +114,12 @@ impl MasterHandle {
         config: berth_master::MasterConfig,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let join = tokio::spawn(berth_master::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            addr,
-            stop: Some(stop),
-            join: Some(join),
-        })
+        Ok(Self::spawn(addr, "master", |stopped| {
+            berth_master::run(listener, config, async move {
+                let _ = stopped.await;
+            })
+        }))
     }
-
-    /// Stops the master gracefully and waits for it.
-    ///
-    /// # Errors
-    /// If the master returned an error.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(join) = self.join.take() {
-            tokio::time::timeout(Duration::from_secs(20), join)
-                .await
-                .context("master did not stop within 20 s")???;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for MasterHandle {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// An agent running in this process.
-#[derive(Debug)]
-pub struct AgentHandle {
-    /// Address of its log API.
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<Result<(), berth_agent::AgentError>>>,
 }
 
 impl AgentHandle {
@@ -118,39 +132,11 @@ impl AgentHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         config.advertise_address = Some(addr.to_string());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let join = tokio::spawn(berth_agent::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            addr,
-            stop: Some(stop),
-            join: Some(join),
-        })
-    }
-
-    /// Stops the agent (it kills its tasks) and waits for it.
-    ///
-    /// # Errors
-    /// If the agent returned an error.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(join) = self.join.take() {
-            tokio::time::timeout(Duration::from_secs(20), join)
-                .await
-                .context("agent did not stop within 20 s")???;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for AgentHandle {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        Ok(Self::spawn(addr, "agent", |stopped| {
+            berth_agent::run(listener, config, async move {
+                let _ = stopped.await;
+            })
+        }))
     }
 }
 
