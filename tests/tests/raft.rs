@@ -1058,3 +1058,71 @@ async fn members_are_added_and_removed_while_serving() -> anyhow::Result<()> {
     assert_eq!(m.members.len(), 3, "{m:?}");
     Ok(())
 }
+
+/// A framework's failover timeout keeps running across a leader change
+/// (Mesos lost it, MESOS-4659): the new leader removes the framework when
+/// the time counted from its disconnect runs out, not a full timeout after
+/// the takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_timeout_survives_a_leader_change() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    init_logging_with_capture();
+    let ids = [61, 62, 63];
+    let mut cluster = RaftCluster::start(&ids, &[], RaftSettings::default()).await?;
+    let leader = cluster.leader(Duration::from_secs(10)).await?;
+
+    let failover = Duration::from_secs(4);
+    let config = FrameworkConfig::new("short-lived").failover_timeout(failover);
+    let (fw, events) = berth_sdk::subscribe(cluster.addresses(), config).await?;
+    let id = fw.id();
+    drop(events); // the framework goes away; its failover clock starts
+    let disconnected = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The leader changes 1.5 s into the 4 s timeout.
+    cluster.stop(leader).await?;
+    let new = cluster.leader(Duration::from_secs(10)).await?;
+    assert_ne!(new, leader);
+
+    let listed = |cluster: &RaftCluster| {
+        let op = cluster.operator(new);
+        let id = id.clone();
+        async move {
+            let frameworks = op?
+                .list_frameworks(pb::Empty {})
+                .await?
+                .into_inner()
+                .frameworks;
+            anyhow::Ok(
+                frameworks
+                    .iter()
+                    .any(|f| f.info.as_ref().is_some_and(|i| i.id == id)),
+            )
+        }
+    };
+    assert!(
+        listed(&cluster).await?,
+        "the framework is kept within its timeout"
+    );
+    let removed_at = loop {
+        if !listed(&cluster).await? {
+            break disconnected.elapsed();
+        }
+        assert!(
+            disconnected.elapsed() < failover + Duration::from_secs(3),
+            "the framework outlived its failover timeout by 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Removed after the timeout counted from the disconnect, well before a
+    // timeout counted from the takeover (1.5 s + election + 4 s).
+    assert!(
+        removed_at >= failover,
+        "removed early, after {removed_at:?}"
+    );
+    assert!(
+        removed_at < failover + Duration::from_millis(1500),
+        "removed {removed_at:?} after the disconnect: the clock restarted at the takeover"
+    );
+    Ok(())
+}
