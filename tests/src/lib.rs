@@ -375,6 +375,68 @@ pub async fn raw_scheduler(
     Ok(pb::scheduler_client::SchedulerClient::new(ch))
 }
 
+/// A framework speaking raw gRPC, to send what the SDK would not (bad
+/// input, an offer id from another master's term) to a master of the
+/// test's choosing.
+#[derive(Debug)]
+pub struct RawFramework {
+    /// Its scheduler client.
+    pub client: pb::scheduler_client::SchedulerClient<Channel>,
+    /// The header of its calls (framework id and stream id).
+    pub header: pb::CallHeader,
+    /// Its event stream, after SUBSCRIBED.
+    pub events: tonic::Streaming<pb::Event>,
+}
+
+/// Subscribes a raw framework (`id` empty for a new one) with a 60 s
+/// failover timeout and reads its SUBSCRIBED event.
+///
+/// # Errors
+/// If the master refuses or the first event is not SUBSCRIBED.
+pub async fn subscribe_raw(addr: &str, id: &str, name: &str) -> anyhow::Result<RawFramework> {
+    let mut client = raw_scheduler(addr).await?;
+    let mut events = client
+        .subscribe(pb::SubscribeRequest {
+            framework: Some(pb::FrameworkInfo {
+                id: id.to_string(),
+                name: name.to_string(),
+                failover_timeout_seconds: 60.0,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    let Some(pb::Event {
+        event: Some(pb::event::Event::Subscribed(sub)),
+    }) = events.message().await?
+    else {
+        bail!("first event is not SUBSCRIBED");
+    };
+    Ok(RawFramework {
+        client,
+        header: pb::CallHeader {
+            framework_id: sub.framework_id,
+            stream_id: sub.stream_id,
+        },
+        events,
+    })
+}
+
+/// The next OFFERS event of a raw framework (15 s at most).
+///
+/// # Errors
+/// On timeout or when the stream ends.
+pub async fn next_offers(fw: &mut RawFramework) -> anyhow::Result<Vec<pb::Offer>> {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(15), fw.events.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        if let Some(pb::event::Event::Offers(o)) = ev.event {
+            return Ok(o.offers);
+        }
+    }
+}
+
 /// Waits for the next event matching `pick`, up to `timeout`.
 ///
 /// # Errors

@@ -4,52 +4,8 @@
 use std::time::Duration;
 
 use berth_proto as pb;
-use berth_tests::{Cluster, init_logging, raw_scheduler};
-use tonic::{Code, Streaming};
-
-struct RawFramework {
-    header: pb::CallHeader,
-    events: Streaming<pb::Event>,
-}
-
-async fn subscribe(addr: &str, id: &str, name: &str) -> anyhow::Result<RawFramework> {
-    let mut client = raw_scheduler(addr).await?;
-    let mut events = client
-        .subscribe(pb::SubscribeRequest {
-            framework: Some(pb::FrameworkInfo {
-                id: id.to_string(),
-                name: name.to_string(),
-                failover_timeout_seconds: 60.0,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner();
-    let Some(pb::Event {
-        event: Some(pb::event::Event::Subscribed(sub)),
-    }) = events.message().await?
-    else {
-        anyhow::bail!("first event is not SUBSCRIBED");
-    };
-    Ok(RawFramework {
-        header: pb::CallHeader {
-            framework_id: sub.framework_id,
-            stream_id: sub.stream_id,
-        },
-        events,
-    })
-}
-
-async fn next_offers(fw: &mut RawFramework) -> anyhow::Result<Vec<pb::Offer>> {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), fw.events.message())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
-        if let Some(pb::event::Event::Offers(o)) = ev.event {
-            return Ok(o.offers);
-        }
-    }
-}
+use berth_tests::{Cluster, init_logging, next_offers, raw_scheduler, subscribe_raw};
+use tonic::Code;
 
 fn task(id: &str, resources: pb::Resources) -> pb::TaskInfo {
     pb::TaskInfo {
@@ -105,7 +61,7 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
     cluster.wait_agents(1, Duration::from_secs(10)).await?;
     let addr = cluster.master_addr();
     let mut client = raw_scheduler(&addr).await?;
-    let mut a = subscribe(&addr, "", "a").await?;
+    let mut a = subscribe_raw(&addr, "", "a").await?;
     let offers = next_offers(&mut a).await?;
     assert_eq!(offers.len(), 1);
     let offer = offers[0].id.clone();
@@ -247,7 +203,7 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
     );
 
     // Another framework's offer, and calls from outside any subscription.
-    let b = subscribe(&addr, "", "b").await?;
+    let b = subscribe_raw(&addr, "", "b").await?;
     refused(
         client
             .accept(accept(&b.header, &[&offer], vec![task("t", small())]))
@@ -354,9 +310,9 @@ async fn superseded_streams_and_unknown_frameworks_are_refused() -> anyhow::Resu
     let cluster = Cluster::start(&["cpus:1;mem:512"]).await?;
     let addr = cluster.master_addr();
     let mut client = raw_scheduler(&addr).await?;
-    let mut first = subscribe(&addr, "", "fw").await?;
+    let mut first = subscribe_raw(&addr, "", "fw").await?;
     let id = first.header.framework_id.clone();
-    let second = subscribe(&addr, &id, "fw").await?;
+    let second = subscribe_raw(&addr, &id, "fw").await?;
     assert_ne!(first.header.stream_id, second.header.stream_id);
 
     // The old stream is told and closed; its calls are refused.

@@ -13,11 +13,12 @@ use std::time::Duration;
 use berth_proto as pb;
 use berth_sdk::{Event, FrameworkConfig, Strategy};
 use berth_tests::{
-    RaftCluster, RaftSettings, captured, init_logging_with_capture, raw_scheduler, stale,
+    RaftCluster, RaftSettings, captured, init_logging_with_capture, next_offers, stale,
+    subscribe_raw,
 };
 use tokio::time::Instant;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -141,54 +142,6 @@ async fn converged(
             anyhow::bail!("registries did not converge within {timeout:?}: {last:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A framework speaking raw gRPC, to send what the SDK would not (an offer
-/// id from another master's term) to a master of our choosing.
-struct RawFramework {
-    client: pb::scheduler_client::SchedulerClient<Channel>,
-    header: pb::CallHeader,
-    events: Streaming<pb::Event>,
-}
-
-async fn subscribe_raw(addr: &str, id: &str, name: &str) -> anyhow::Result<RawFramework> {
-    let mut client = raw_scheduler(addr).await?;
-    let mut events = client
-        .subscribe(pb::SubscribeRequest {
-            framework: Some(pb::FrameworkInfo {
-                id: id.to_string(),
-                name: name.to_string(),
-                failover_timeout_seconds: 60.0,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner();
-    let Some(pb::Event {
-        event: Some(pb::event::Event::Subscribed(sub)),
-    }) = events.message().await?
-    else {
-        anyhow::bail!("first event is not SUBSCRIBED");
-    };
-    Ok(RawFramework {
-        client,
-        header: pb::CallHeader {
-            framework_id: sub.framework_id,
-            stream_id: sub.stream_id,
-        },
-        events,
-    })
-}
-
-async fn next_offers(fw: &mut RawFramework) -> anyhow::Result<Vec<pb::Offer>> {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(15), fw.events.message())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
-        if let Some(pb::event::Event::Offers(o)) = ev.event {
-            return Ok(o.offers);
-        }
     }
 }
 
