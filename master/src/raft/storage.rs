@@ -365,7 +365,11 @@ impl RaftStorage {
         let mut guard = self.write();
         let mut hs = guard.hard_state.clone();
         hs.commit = commit;
-        self.put_meta(HARD_STATE_KEY, &encode(&hs)?)?;
+        // Raft does not need the commit index on disk (a restarted node
+        // learns it again; term and vote were made durable by
+        // `persist_ready`), so this write skips the fsync: it reaches the
+        // disk with the next durable transaction.
+        self.put_meta_with(HARD_STATE_KEY, &encode(&hs)?, redb::Durability::None)?;
         guard.hard_state = hs;
         Ok(())
     }
@@ -483,7 +487,17 @@ impl RaftStorage {
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), MasterError> {
-        let txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        self.put_meta_with(key, value, redb::Durability::Immediate)
+    }
+
+    fn put_meta_with(
+        &self,
+        key: &str,
+        value: &[u8],
+        durability: redb::Durability,
+    ) -> Result<(), MasterError> {
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert(key, value).map_err(|e| self.err(e))?;
