@@ -8,8 +8,8 @@
 //! operator API (the `berth` CLI).
 //!
 //! This crate is a library; the `berth master` and `berth dev` commands run
-//! it with [`run`]. It is a single node today; Raft replication of the same
-//! command log is the next step.
+//! it with [`run`]. Masters form one Raft group (a group of one unless
+//! `MasterConfig::peers` names others); only the leader serves.
 
 pub mod config;
 mod core;

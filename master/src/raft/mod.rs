@@ -7,7 +7,8 @@
 //! - [`transport`]: raft messages between masters over gRPC
 //!   (`RaftTransport.Stream`), one bounded queue per peer.
 //!
-//! This module is being built up; the master core does not use it yet.
+//! The master core (`crate::core`) proposes registry commands through the
+//! node and applies what it hands back.
 
 pub mod transport;
 
