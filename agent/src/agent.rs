@@ -27,6 +27,8 @@ pub const REASON_KILLED_BY_REQUEST: &str = "KILLED_BY_REQUEST";
 pub const REASON_EXITED: &str = "EXITED";
 /// Reason of a task killed by a signal nobody asked for.
 pub const REASON_SIGNALED: &str = "SIGNALED";
+/// Reason of a task the kernel killed for exceeding its memory limit.
+pub const REASON_OOM: &str = "OOM";
 /// Reason of a task that could not be started (invalid or spawn failure).
 pub const REASON_LAUNCH_FAILED: &str = "LAUNCH_FAILED";
 /// Reason of the `TASK_LOST` sent for a kill of a task the agent does not know.
@@ -242,6 +244,7 @@ impl Agent {
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             timestamp: unix_now(),
             healthy: None,
+            ..Default::default()
         };
         tracing::info!(
             framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason,
@@ -348,6 +351,7 @@ impl Agent {
             command,
             env,
             resources,
+            container: None,
         };
         drop(core);
         tokio::spawn(Arc::clone(self).supervise(key, spec));
@@ -440,6 +444,9 @@ impl Agent {
             }
             (None, Termination::Signaled(_)) => {
                 (pb::TaskState::TaskFailed, REASON_SIGNALED, term.to_string())
+            }
+            (None, Termination::OutOfMemory(_)) => {
+                (pb::TaskState::TaskFailed, REASON_OOM, term.to_string())
             }
         };
         self.record(&mut core, &key, state, reason, message, term.exit_code());

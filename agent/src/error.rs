@@ -1,6 +1,7 @@
 //! The agent's error type.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use berth_scheduler_core::ResourceError;
 
@@ -68,6 +69,16 @@ pub enum ContainerError {
     /// A container with this id already exists.
     #[error("container {0} already exists")]
     DuplicateContainer(String),
+    /// The Docker Engine refused or failed a request; the message is the
+    /// daemon's own (e.g. "No such image: ...").
+    #[error("docker: {0}")]
+    Docker(String),
+    /// The Docker Engine did not answer in time.
+    #[error("docker daemon did not answer within {0:?}")]
+    DaemonTimeout(Duration),
+    /// An operation (e.g. a health check command) did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
     /// Sending a signal failed for a reason other than the process being gone.
     #[error("cannot signal process group {pgid}: {source}")]
     Signal {

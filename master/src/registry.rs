@@ -916,6 +916,8 @@ fn master_status(
         uuid: Vec::new(),
         timestamp: ms_to_secs(at_ms),
         healthy: last.healthy,
+        ports: last.ports,
+        container_id: last.container_id,
     }
 }
 

@@ -69,6 +69,82 @@ pub struct LaunchSpec {
     /// The task's resources (exported as `BERTH_CPUS`, `BERTH_MEM`,
     /// `BERTH_PORTS`).
     pub resources: Resources,
+    /// The container image and its settings: `Some` for tasks run by the
+    /// Docker containerizer, `None` for the process containerizer.
+    pub container: Option<ContainerSpec>,
+}
+
+/// A validated `pb::ContainerInfo` with its host ports resolved (see
+/// [`ContainerSpec::from_proto`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Image reference (not empty, no whitespace or NUL).
+    pub image: String,
+    /// Replaces the image's ENTRYPOINT when not empty.
+    pub entrypoint: Vec<String>,
+    /// Published ports; every `host_port` is one of the task's port
+    /// resources and used once.
+    pub ports: Vec<PortBinding>,
+    /// Bind mounts (absolute paths on both sides).
+    pub volumes: Vec<VolumeSpec>,
+    /// User inside the container; empty means the image's.
+    pub user: String,
+    /// Network mode.
+    pub network: NetworkMode,
+}
+
+/// A container port published on a host port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortBinding {
+    /// Port on the agent host (from the task's port resources).
+    pub host_port: u16,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a published port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// "tcp" or "udp".
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A bind mount from the agent host into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// Absolute host path.
+    pub host_path: PathBuf,
+    /// Absolute path in the container.
+    pub container_path: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Docker network mode of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Docker's default bridge; ports are published.
+    Bridge,
+    /// The host's network namespace; ports are not mapped (the container
+    /// binds host ports directly).
+    Host,
+    /// No network.
+    None,
 }
 
 /// A started container.
@@ -92,6 +168,9 @@ pub enum Termination {
     /// It is gone but its status is unknown (a re-adopted process that is
     /// not this agent's child).
     Unknown,
+    /// The kernel's OOM killer ended it for exceeding its memory limit
+    /// (Docker's `State.OOMKilled`); the exit status, usually 137.
+    OutOfMemory(i32),
 }
 
 impl Termination {
@@ -102,6 +181,7 @@ impl Termination {
             Termination::Exited(c) => Some(c),
             Termination::Signaled(s) => Some(128 + s),
             Termination::Unknown => None,
+            Termination::OutOfMemory(c) => Some(c),
         }
     }
 }
@@ -112,6 +192,10 @@ impl fmt::Display for Termination {
             Termination::Exited(c) => write!(f, "exited with status {c}"),
             Termination::Signaled(s) => write!(f, "killed by signal {}", signal_name(*s)),
             Termination::Unknown => f.write_str("exited with an unknown status"),
+            Termination::OutOfMemory(c) => write!(
+                f,
+                "killed by the OOM killer for exceeding its memory limit (status {c})"
+            ),
         }
     }
 }
@@ -132,10 +216,12 @@ pub struct RecoverRecord {
     pub framework_id: String,
     /// The task.
     pub task_id: String,
-    /// The main process.
+    /// The main process (process containerizer; 0 for Docker).
     pub pid: i32,
-    /// Its process group.
+    /// Its process group (process containerizer; 0 for Docker).
     pub pgid: i32,
+    /// The task's sandbox.
+    pub sandbox: PathBuf,
 }
 
 /// Starts, watches and stops task containers.
@@ -163,10 +249,28 @@ pub trait Containerizer: Send + Sync + fmt::Debug {
     /// Forgets a finished container (its sandbox stays on disk).
     fn cleanup<'a>(&'a self, id: &'a ContainerId) -> BoxFuture<'a, ()>;
 
-    /// Re-adopts containers from before an agent restart; returns those whose
-    /// processes are still alive (now watched like launched ones).
+    /// Re-adopts containers from before an agent restart; returns those
+    /// now watched like launched ones. The process containerizer returns
+    /// only those whose processes are still alive; the Docker containerizer
+    /// also returns containers that exited while the agent was down (their
+    /// `wait` resolves at once with the recorded exit), and removes
+    /// containers carrying this agent's berth labels that are not in
+    /// `records` (orphans), leaving every other container alone.
     fn recover(
         &self,
         records: Vec<RecoverRecord>,
     ) -> BoxFuture<'_, Result<Vec<ContainerId>, ContainerError>>;
+
+    /// Runs `command` in the container's environment (inside the container
+    /// for Docker; as a host process with the task's environment and its
+    /// sandbox as working directory for the process containerizer) and
+    /// returns its exit status, for command health checks. A command still
+    /// running after `timeout` is killed and reported as
+    /// [`ContainerError::Timeout`].
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: Command,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<i32, ContainerError>>;
 }

@@ -47,6 +47,9 @@ pub struct ProcessContainerizer {
 struct Container {
     pgid: i32,
     exit: watch::Receiver<Option<Termination>>,
+    /// Working directory and environment for `exec` (health checks).
+    sandbox: std::path::PathBuf,
+    env: BTreeMap<OsString, OsString>,
 }
 
 impl ProcessContainerizer {
@@ -99,21 +102,7 @@ impl ProcessContainerizer {
         let stdout = std::fs::File::create(spec.sandbox.join("stdout")).map_err(sandbox_err)?;
         let stderr = std::fs::File::create(spec.sandbox.join("stderr")).map_err(sandbox_err)?;
 
-        let (mut cmd, program) = match &spec.command {
-            Command::Shell(s) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(s);
-                (c, "/bin/sh".to_owned())
-            }
-            Command::Argv(argv) => {
-                let Some((first, rest)) = argv.split_first() else {
-                    return Err(ContainerError::Invalid("empty argv".into()));
-                };
-                let mut c = tokio::process::Command::new(first);
-                c.args(rest);
-                (c, first.clone())
-            }
-        };
+        let (mut cmd, program) = command_for(&spec.command)?;
         cmd.current_dir(&spec.sandbox)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
@@ -150,6 +139,8 @@ impl ProcessContainerizer {
             Container {
                 pgid: pid,
                 exit: rx,
+                env: task_environment(&spec),
+                sandbox: spec.sandbox.clone(),
             },
         );
         tracing::debug!(container = %spec.container_id, pid, task = %spec.task_id, "launched");
@@ -203,6 +194,8 @@ impl ProcessContainerizer {
                 Container {
                     pgid: r.pgid,
                     exit: rx,
+                    env: base_environment(),
+                    sandbox: r.sandbox.clone(),
                 },
             );
             adopted.push(r.container_id);
@@ -249,12 +242,66 @@ impl Containerizer for ProcessContainerizer {
     ) -> BoxFuture<'_, Result<Vec<ContainerId>, ContainerError>> {
         Box::pin(async move { Ok(self.recover_inner(records)) })
     }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: Command,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<i32, ContainerError>> {
+        Box::pin(async move {
+            let c = self.get(id)?;
+            let (mut cmd, program) = command_for(&command)?;
+            cmd.current_dir(&c.sandbox)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .env_clear()
+                .envs(&c.env)
+                .process_group(0)
+                .kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .map_err(|source| ContainerError::Spawn { program, source })?;
+            match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(status)) => Ok(status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))),
+                Ok(Err(e)) => Err(ContainerError::Invalid(format!(
+                    "waiting for the command failed: {e}"
+                ))),
+                Err(_) => {
+                    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                        let _ = signal_group(pid, Signal::SIGKILL);
+                    }
+                    Err(ContainerError::Timeout(timeout))
+                }
+            }
+        })
+    }
 }
 
-/// The environment of a task: inherited `PATH`/`HOME`, the task's own
-/// variables, then the `BERTH_*` variables.
-#[must_use]
-pub fn task_environment(spec: &LaunchSpec) -> BTreeMap<OsString, OsString> {
+/// A command ready to spawn, and the program's name for errors.
+fn command_for(command: &Command) -> Result<(tokio::process::Command, String), ContainerError> {
+    Ok(match command {
+        Command::Shell(s) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(s);
+            (c, "/bin/sh".to_owned())
+        }
+        Command::Argv(argv) => {
+            let Some((first, rest)) = argv.split_first() else {
+                return Err(ContainerError::Invalid("empty argv".into()));
+            };
+            let mut c = tokio::process::Command::new(first);
+            c.args(rest);
+            (c, first.clone())
+        }
+    })
+}
+
+/// `PATH` and `HOME` as the agent has them.
+fn base_environment() -> BTreeMap<OsString, OsString> {
     let mut env = BTreeMap::new();
     env.insert(
         OsString::from("PATH"),
@@ -263,6 +310,14 @@ pub fn task_environment(spec: &LaunchSpec) -> BTreeMap<OsString, OsString> {
     if let Some(home) = std::env::var_os("HOME") {
         env.insert("HOME".into(), home);
     }
+    env
+}
+
+/// The environment of a task: inherited `PATH`/`HOME`, the task's own
+/// variables, then the `BERTH_*` variables.
+#[must_use]
+pub fn task_environment(spec: &LaunchSpec) -> BTreeMap<OsString, OsString> {
+    let mut env = base_environment();
     for (k, v) in &spec.env {
         env.insert(k.into(), v.into());
     }
@@ -379,6 +434,7 @@ mod tests {
             resources: "cpus:0.5;mem:128;ports:[31000-31002,31005-31005]"
                 .parse()
                 .unwrap(),
+            container: None,
         }
     }
 
@@ -539,6 +595,7 @@ mod tests {
             task_id: "t-live".into(),
             pid,
             pgid: pid,
+            sandbox: std::env::temp_dir(),
         };
         let dead = RecoverRecord {
             container_id: ContainerId::random(),
@@ -546,6 +603,7 @@ mod tests {
             task_id: "t-dead".into(),
             pid: i32::MAX - 7,
             pgid: i32::MAX - 7,
+            sandbox: std::env::temp_dir(),
         };
         let adopted = c.recover(vec![live.clone(), dead]).await.unwrap();
         assert_eq!(adopted, vec![live.container_id.clone()]);

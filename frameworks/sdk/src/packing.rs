@@ -146,8 +146,7 @@ pub fn shell_task(
             shell: cmd,
             ..Default::default()
         }),
-        labels: Vec::new(),
-        kill_grace_period_seconds: 0.0,
+        ..Default::default()
     })
 }
 
