@@ -2,10 +2,14 @@
 //! offer book and every framework and agent connection.
 //!
 //! gRPC handlers ([`crate::service`]) turn calls into [`Request`]s and await
-//! the reply; the core handles one request at a time, so there are no locks
-//! and the order of effects is the order of requests. Durable changes go
-//! through [`Core::commit`]: apply to the registry, append to the redb log,
-//! then act on the effects.
+//! the reply; the core handles one request at a time, so there are no locks.
+//! A call that changes the registry is checked, proposed to Raft and parked
+//! ([`Core::propose`]); the core goes on with the next request, so the
+//! commands of concurrent calls share Raft rounds and fsyncs. When Raft
+//! commits the entry and the core applies it, the parked continuation acts
+//! on the effects (sends the tasks, updates the allocator) and answers the
+//! caller. Entries are applied in log order, so effects follow the order
+//! in which commands were proposed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -186,6 +190,25 @@ struct Proposal {
 /// How long a proposal may take to commit before the caller is told.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What to do with the outcome of a proposal once this core has applied it
+/// (or once it cannot be: leadership lost, not committed in time). Runs on
+/// the core, after the registry applied the entry and the core acted on its
+/// effects.
+type Then = Box<dyn FnOnce(&mut Core, Result<Effects, ApplyError>) + Send>;
+
+/// A linearizable operator read waiting for its ReadIndex.
+struct PendingRead {
+    call: OperatorCall,
+    reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    deadline: Instant,
+}
+
+/// A proposal of this core waiting to be applied.
+struct Pending {
+    then: Then,
+    deadline: Instant,
+}
+
 /// The master core.
 pub(crate) struct Core {
     config: MasterConfig,
@@ -201,6 +224,14 @@ pub(crate) struct Core {
     since_snapshot: u64,
     origin: u64,
     proposal_seq: u64,
+    /// Proposals of this core not applied yet, by sequence number: the
+    /// core goes on with other requests meanwhile, so many calls share a
+    /// Raft round (and an fsync).
+    pending: BTreeMap<u64, Pending>,
+    /// Operator reads waiting for their ReadIndex, by request context.
+    pending_reads: HashMap<Vec<u8>, PendingRead>,
+    /// Frameworks with a subscription being committed, and how many.
+    subscribing: HashMap<FrameworkId, usize>,
     /// The term this core leads in, once it has taken over (applied every
     /// earlier entry and rebuilt the allocator). `None` on followers.
     leading: Option<u64>,
@@ -259,6 +290,9 @@ impl Core {
             since_snapshot: 0,
             origin: rand_u64(),
             proposal_seq: 0,
+            pending: BTreeMap::new(),
+            pending_reads: HashMap::new(),
+            subscribing: HashMap::new(),
             leading: None,
             allocator,
             offers,
@@ -320,6 +354,7 @@ impl Core {
         if self.leading.take().is_some() {
             info!("no longer the leader; closing framework and agent streams");
         }
+        self.fail_pending(&ApplyError::NotLeader);
         for (_, conn) in self.frameworks.drain() {
             let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
         }
@@ -416,9 +451,7 @@ impl Core {
             .collect();
         let now_ms = unix_ms();
         for id in connected {
-            let _ = self
-                .commit(Command::DisconnectFramework { id, at_ms: now_ms })
-                .await;
+            self.propose_detached(Command::DisconnectFramework { id, at_ms: now_ms });
         }
     }
 
@@ -426,17 +459,8 @@ impl Core {
         Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Proposes a command, waits until Raft committed it and this core
-    /// applied it, and returns what applying it did.
-    ///
-    /// The registry checks the command before it is proposed; should it
-    /// still be refused when applied (a bug), it is a no-op on every master,
-    /// deterministically.
-    async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
-        // A refused call appends nothing: check before proposing. Only this
-        // leader proposes and it handles one request at a time, so the
-        // state cannot change between the check and the application.
-        self.registry.check(&cmd)?;
+    /// Encodes a command as this core's next proposal.
+    fn encode(&mut self, cmd: Command) -> Result<(u64, Vec<u8>), ApplyError> {
         self.proposal_seq += 1;
         let seq = self.proposal_seq;
         let data = postcard::to_stdvec(&Proposal {
@@ -445,9 +469,19 @@ impl Core {
             cmd,
         })
         .map_err(|e| ApplyError::Invalid(format!("cannot encode the command: {e}")))?;
+        Ok((seq, data))
+    }
+
+    /// Proposes a command and waits until Raft committed it and this core
+    /// applied it; returns what applying it did. The core handles nothing
+    /// else meanwhile, so this is kept for the leader's takeover barrier;
+    /// calls use [`Self::propose`].
+    async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
+        self.registry.check(&cmd)?;
+        let (seq, data) = self.encode(cmd)?;
         self.raft.propose(data).await.map_err(|e| match e {
             ProposeError::NotLeader { .. } => ApplyError::NotLeader,
-            other => ApplyError::Invalid(other.to_string()),
+            other => ApplyError::Unavailable(other.to_string()),
         })?;
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
         loop {
@@ -470,70 +504,141 @@ impl Core {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(ApplyError::Invalid("the command was not committed in time".into()));
+                    return Err(ApplyError::Unavailable("the command was not committed in time".into()));
                 }
             }
         }
     }
 
-    /// Checks and proposes a command without waiting for it; what applying
-    /// it does happens in `apply`.
-    fn propose_detached(&mut self, cmd: Command) {
+    /// Checks a command and proposes it without waiting: `then` runs with
+    /// the outcome once the entry is applied (or at once if the registry
+    /// refuses it, or when it cannot commit: leadership lost, not committed
+    /// within [`COMMIT_TIMEOUT`]). Meanwhile the core goes on with other
+    /// requests, so concurrent calls share Raft rounds and fsyncs.
+    ///
+    /// The check runs against the registry as applied so far; a proposal
+    /// still in flight may make a checked command invalid by the time it is
+    /// applied (two launches of one task id, say). The registry then
+    /// refuses it when applying, deterministically on every master (a
+    /// no-op), and `then` gets that error.
+    fn propose(
+        &mut self,
+        cmd: Command,
+        then: impl FnOnce(&mut Core, Result<Effects, ApplyError>) + Send + 'static,
+    ) {
         if let Err(e) = self.registry.check(&cmd) {
-            warn!("command not proposed: {e}");
+            then(self, Err(e));
             return;
         }
-        self.proposal_seq += 1;
-        match postcard::to_stdvec(&Proposal {
-            origin: self.origin,
-            seq: self.proposal_seq,
-            cmd,
-        }) {
-            Ok(data) => {
-                if !self.raft.propose_detached(data) {
-                    warn!("raft proposal queue full; dropped a command (its sender retries)");
-                }
+        self.propose_checked(cmd, then);
+    }
+
+    /// [`Self::propose`] for a command the caller has just checked.
+    fn propose_checked(
+        &mut self,
+        cmd: Command,
+        then: impl FnOnce(&mut Core, Result<Effects, ApplyError>) + Send + 'static,
+    ) {
+        let (seq, data) = match self.encode(cmd) {
+            Ok(v) => v,
+            Err(e) => return then(self, Err(e)),
+        };
+        if !self.raft.propose_detached(data) {
+            return then(
+                self,
+                Err(ApplyError::Unavailable(
+                    "the raft proposal queue is full; try again".into(),
+                )),
+            );
+        }
+        self.pending.insert(
+            seq,
+            Pending {
+                then: Box::new(then),
+                deadline: Instant::now() + COMMIT_TIMEOUT,
+            },
+        );
+    }
+
+    /// Checks and proposes a command whose outcome nobody waits for; what
+    /// applying it does happens in `apply`.
+    fn propose_detached(&mut self, cmd: Command) {
+        self.propose(cmd, |_, result| {
+            if let Err(e) = result {
+                debug!("detached command not applied: {e}");
             }
-            Err(e) => warn!("cannot encode a command: {e}"),
+        });
+    }
+
+    /// Ends every pending proposal with `err` (leadership lost).
+    fn fail_pending(&mut self, err: &ApplyError) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            (p.then)(self, Err(err.clone()));
+        }
+        // Raft drops the reads of a leader that steps down.
+        let redirect = self.not_leader();
+        for (_, r) in self.pending_reads.drain() {
+            let _ = r.reply.send(Err(redirect.clone()));
         }
     }
 
-    /// Waits until this leader has applied everything committed when the
-    /// read began (Raft's ReadIndex), so a read that follows is linearizable.
-    async fn read_barrier(&mut self) -> Result<(), Status> {
-        let ctx = rand_u64().to_be_bytes().to_vec();
-        self.raft
-            .read_index(ctx.clone())
-            .await
-            .map_err(|_| self.not_leader())?;
-        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        loop {
-            tokio::select! {
-                applied = self.applied_rx.recv() => {
-                    let Some(applied) = applied else {
-                        return Err(Status::unavailable("the raft node stopped"));
-                    };
-                    if let Applied::ReadReady { ctx: got, .. } = &applied
-                        && *got == ctx
-                    {
-                        return Ok(());
-                    }
-                    self.apply(applied, None);
-                }
-                changed = self.raft_status.changed() => {
-                    if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
-                        // Raft drops the reads of a leader that steps down:
-                        // answer now rather than block the core until the
-                        // deadline. The run loop still has to step down.
-                        self.raft_status.mark_changed();
-                        return Err(self.not_leader());
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(Status::unavailable("read index timed out"));
-                }
+    /// Ends the pending proposals that are past their deadline. If one
+    /// still commits later it is applied like any entry, with nobody
+    /// waiting for it.
+    fn expire_pending(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(p) = self.pending.remove(&seq) {
+                warn!(seq, "a proposal was not committed in time");
+                (p.then)(
+                    self,
+                    Err(ApplyError::Unavailable(
+                        "the command was not committed in time".into(),
+                    )),
+                );
             }
         }
+        let expired: Vec<Vec<u8>> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(ctx, _)| ctx.clone())
+            .collect();
+        for ctx in expired {
+            if let Some(r) = self.pending_reads.remove(&ctx) {
+                let _ = r
+                    .reply
+                    .send(Err(Status::unavailable("read index timed out")));
+            }
+        }
+    }
+
+    /// Starts a linearizable operator read (Raft's ReadIndex): it is
+    /// answered from the registry once this leader has applied everything
+    /// committed when the read began. The core goes on meanwhile.
+    async fn start_read(
+        &mut self,
+        call: OperatorCall,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        let ctx = rand_u64().to_be_bytes().to_vec();
+        if self.raft.read_index(ctx.clone()).await.is_err() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        self.pending_reads.insert(
+            ctx,
+            PendingRead {
+                call,
+                reply,
+                deadline: Instant::now() + COMMIT_TIMEOUT,
+            },
+        );
     }
 
     /// Applies one item from Raft. Returns the result when it is the entry
@@ -561,7 +666,8 @@ impl Core {
                         "command refused when applied (a no-op on every master): {e}"
                     );
                 }
-                let mine = proposal.origin == self.origin && Some(proposal.seq) == waiting;
+                let ours = proposal.origin == self.origin;
+                let mine = ours && Some(proposal.seq) == waiting;
                 if let Ok(effects) = &result
                     && self.leading.is_some()
                 {
@@ -574,8 +680,16 @@ impl Core {
                         self.send_event(framework, pb::event::Event::Update(status));
                     }
                 }
+                let result = if mine {
+                    Some(result)
+                } else {
+                    if ours && let Some(p) = self.pending.remove(&proposal.seq) {
+                        (p.then)(self, result);
+                    }
+                    None
+                };
                 self.maybe_snapshot();
-                mine.then_some(result)
+                result
             }
             Applied::Snapshot { index, data } => {
                 match postcard::from_bytes::<Registry>(&data) {
@@ -625,7 +739,12 @@ impl Core {
                 info!(index, ?voters, ?learners, "membership changed");
                 None
             }
-            Applied::ReadReady { .. } => None,
+            Applied::ReadReady { ctx, .. } => {
+                if let Some(r) = self.pending_reads.remove(&ctx) {
+                    let _ = r.reply.send(self.read(r.call));
+                }
+                None
+            }
             Applied::SnapshotWanted { index } => {
                 // A peer needs a snapshot newer than the stored one (it fell
                 // behind, or joined after it was taken).
@@ -666,6 +785,7 @@ impl Core {
     fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> Status) -> Status {
         match e {
             ApplyError::NotLeader => self.not_leader(),
+            ApplyError::Unavailable(m) => Status::unavailable(m),
             e => make(e.to_string()),
         }
     }
@@ -698,27 +818,18 @@ impl Core {
             return;
         }
         match req {
-            Request::Subscribe { info, reply } => {
-                let result = self.subscribe(info).await;
-                let _ = reply.send(result);
-            }
-            Request::Call { call, reply } => {
-                let result = self.call(call).await;
-                let _ = reply.send(result);
-            }
+            Request::Subscribe { info, reply } => self.subscribe(info, reply),
+            Request::Call { call, reply } => self.call(call, reply),
             Request::FrameworkStreamClosed {
                 framework,
                 stream_id,
-            } => self.framework_closed(&framework, &stream_id).await,
+            } => self.framework_closed(&framework, &stream_id),
             Request::AgentRegister {
                 conn,
                 register,
                 tx,
                 reply,
-            } => {
-                let result = self.register_agent(conn, register, tx).await;
-                let _ = reply.send(result);
-            }
+            } => self.register_agent(conn, register, tx, reply),
             Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
             Request::AgentClosed { conn } => self.agent_closed(conn),
             Request::Operator {
@@ -730,18 +841,14 @@ impl Core {
                 // need no barrier (a leader cut off from the others would
                 // otherwise answer them only when its read times out).
                 let own_view = matches!(call, OperatorCall::Leader | OperatorCall::Members);
-                let result = if call.is_read() {
-                    match stale_ok || own_view {
-                        true => self.read(call),
-                        false => match self.read_barrier().await {
-                            Ok(()) => self.read(call),
-                            Err(e) => Err(e),
-                        },
-                    }
+                if !call.is_read() {
+                    return self.operator(call, reply).await;
+                }
+                if stale_ok || own_view {
+                    let _ = reply.send(self.read(call));
                 } else {
-                    self.operator(call).await
-                };
-                let _ = reply.send(result);
+                    self.start_read(call, reply).await;
+                }
             }
         }
     }
@@ -782,16 +889,44 @@ impl Core {
 
     // ----- frameworks -------------------------------------------------------
 
-    async fn subscribe(&mut self, info: pb::FrameworkInfo) -> Result<Subscription, Status> {
-        let record = self.validate_framework(&info)?;
-        let id = record.id.clone();
-        let known = self.registry.framework(&id).is_some();
-        self.commit(Command::SubscribeFramework {
-            record: record.clone(),
-        })
-        .await
-        .map_err(|e| self.status_of(e, Status::internal))?;
+    /// Records a subscription, then (once committed) opens its event stream.
+    fn subscribe(
+        &mut self,
+        info: pb::FrameworkInfo,
+        reply: oneshot::Sender<Result<Subscription, Status>>,
+    ) {
+        let record = match self.validate_framework(&info) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let known = self.registry.framework(&record.id).is_some();
+        *self.subscribing.entry(record.id.clone()).or_default() += 1;
+        self.propose(
+            Command::SubscribeFramework {
+                record: record.clone(),
+            },
+            move |core, result| {
+                if let Some(n) = core.subscribing.get_mut(&record.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        core.subscribing.remove(&record.id);
+                    }
+                }
+                let result = result
+                    .map_err(|e| core.status_of(e, Status::internal))
+                    .and_then(|_| core.subscribed(record, known));
+                let _ = reply.send(result);
+            },
+        );
+    }
 
+    /// A subscription is committed: supersede an older stream, activate
+    /// the framework in the allocator and open the new stream.
+    fn subscribed(&mut self, record: FrameworkRecord, known: bool) -> Result<Subscription, Status> {
+        let id = record.id.clone();
         // A newer subscription supersedes the old stream; offers made on the
         // old stream are void.
         if let Some(old) = self.frameworks.remove(&id) {
@@ -882,7 +1017,7 @@ impl Core {
         })
     }
 
-    async fn framework_closed(&mut self, id: &FrameworkId, stream_id: &str) {
+    fn framework_closed(&mut self, id: &FrameworkId, stream_id: &str) {
         let current = self
             .frameworks
             .get(id)
@@ -891,20 +1026,22 @@ impl Core {
             return;
         }
         self.frameworks.remove(id);
-        self.disconnect_framework(id).await;
+        if self.subscribing.contains_key(id) {
+            // A newer subscription is being committed; it takes over.
+            return;
+        }
+        self.disconnect_framework(id);
     }
 
-    async fn disconnect_framework(&mut self, id: &FrameworkId) {
+    fn disconnect_framework(&mut self, id: &FrameworkId) {
         self.frameworks.remove(id);
         self.allocator.deactivate_framework(id);
         self.rescind_framework_offers(id);
         if self.registry.framework(id).is_some() {
-            let _ = self
-                .commit(Command::DisconnectFramework {
-                    id: id.clone(),
-                    at_ms: unix_ms(),
-                })
-                .await;
+            self.propose_detached(Command::DisconnectFramework {
+                id: id.clone(),
+                at_ms: unix_ms(),
+            });
         }
         info!(framework = %id, "framework disconnected; failover timeout running");
     }
@@ -924,16 +1061,38 @@ impl Core {
         }
     }
 
-    /// Removes a framework for good. On error nothing changed.
-    async fn remove_framework(&mut self, id: &FrameworkId, reason: &str) -> Result<(), ApplyError> {
-        let effects = self
-            .commit(Command::RemoveFramework {
+    /// Removes a framework for good; `then` runs with the outcome once
+    /// the removal is committed. On error nothing changed.
+    fn remove_framework(
+        &mut self,
+        id: &FrameworkId,
+        reason: &str,
+        then: impl FnOnce(&mut Core, Result<(), ApplyError>) + Send + 'static,
+    ) {
+        let fw = id.clone();
+        let why = reason.to_string();
+        self.propose(
+            Command::RemoveFramework {
                 id: id.clone(),
                 at_ms: unix_ms(),
                 reason: reason.to_string(),
-            })
-            .await
-            .inspect_err(|e| warn!(framework = %id, "remove framework: {e}"))?;
+            },
+            move |core, result| match result {
+                Ok(effects) => {
+                    core.framework_removed(&fw, &why, &effects);
+                    then(core, Ok(()));
+                }
+                Err(e) => {
+                    warn!(framework = %fw, "remove framework: {e}");
+                    then(core, Err(e));
+                }
+            },
+        );
+    }
+
+    /// A framework's removal is committed: shut it down on its agents and
+    /// drop its offers, allocator entry, queued kills and stream.
+    fn framework_removed(&mut self, id: &FrameworkId, reason: &str, effects: &Effects) {
         let agents: BTreeSet<AgentId> = effects.freed.iter().map(|(a, ..)| a.clone()).collect();
         for agent in agents {
             self.send_agent(
@@ -962,7 +1121,6 @@ impl Core {
         }
         self.allocation_dirty = true;
         info!(framework = %id, reason, "framework removed");
-        Ok(())
     }
 
     /// Checks the call's header: the framework is subscribed on this stream.
@@ -985,9 +1143,36 @@ impl Core {
         }
     }
 
-    async fn call(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+    /// Handles a scheduler call; calls that change the registry are
+    /// answered once their command is committed.
+    fn call(&mut self, call: SchedulerCall, reply: oneshot::Sender<Result<CallReply, Status>>) {
         match call {
-            SchedulerCall::Accept(req) => self.accept(req).await.map(CallReply::Accept),
+            SchedulerCall::Accept(req) => self.accept(req, reply),
+            SchedulerCall::Teardown(req) => match self.caller(req.header.as_ref()) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                // Answered success only once the removal is durable.
+                Ok(fw) => self.remove_framework(&fw, "FRAMEWORK_TEARDOWN", move |core, result| {
+                    let _ = reply.send(
+                        result
+                            .map(|()| CallReply::Empty)
+                            .map_err(|e| core.status_of(e, Status::internal)),
+                    );
+                }),
+            },
+            other => {
+                let _ = reply.send(self.call_now(other));
+            }
+        }
+    }
+
+    /// Handles a scheduler call that changes nothing durable.
+    fn call_now(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+        match call {
+            SchedulerCall::Accept(_) | SchedulerCall::Teardown(_) => {
+                Err(Status::internal("accept and teardown are committed calls"))
+            }
             SchedulerCall::Decline(req) => {
                 let fw = self.caller(req.header.as_ref())?;
                 let refuse = self.refuse(req.filters.as_ref())?;
@@ -1060,14 +1245,6 @@ impl Core {
                 Ok(CallReply::Empty)
             }
             SchedulerCall::Reconcile(req) => self.reconcile(req).map(|()| CallReply::Empty),
-            SchedulerCall::Teardown(req) => {
-                let fw = self.caller(req.header.as_ref())?;
-                // Answered success only once the removal is durable.
-                self.remove_framework(&fw, "FRAMEWORK_TEARDOWN")
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                Ok(CallReply::Empty)
-            }
         }
     }
 
@@ -1104,7 +1281,83 @@ impl Core {
         Ok(Some(out))
     }
 
-    async fn accept(&mut self, req: pb::AcceptRequest) -> Result<pb::AcceptResponse, Status> {
+    /// Accepts offers: validates the launch, takes the offers, proposes the
+    /// launch and, once it is committed, sends the tasks to the agent and
+    /// answers.
+    fn accept(
+        &mut self,
+        req: pb::AcceptRequest,
+        reply: oneshot::Sender<Result<CallReply, Status>>,
+    ) {
+        match self.prepare_accept(req) {
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+            Ok(None) => {
+                let _ = reply.send(Ok(CallReply::Accept(pb::AcceptResponse::default())));
+            }
+            Ok(Some((cmd, used))) => {
+                let Command::LaunchTasks {
+                    framework,
+                    agent,
+                    tasks,
+                } = &cmd
+                else {
+                    let _ = reply.send(Err(Status::internal("accept prepared a non-launch")));
+                    return;
+                };
+                let (fw, agent, records) = (framework.clone(), agent.clone(), tasks.clone());
+                let role = records.first().map(|r| r.role.clone()).unwrap_or_default();
+                self.propose_checked(cmd, move |core, result| {
+                    let answer = match result {
+                        Ok(_) => Ok(core.launched(&fw, &agent, &records)),
+                        Err(e) => {
+                            // The tasks never exist: their share of the
+                            // offers goes back to the allocator.
+                            let now = core.now();
+                            core.allocator.recover(&agent, &fw, &role, &used, None, now);
+                            core.allocation_dirty = true;
+                            Err(core.status_of(e, Status::failed_precondition))
+                        }
+                    };
+                    let _ = reply.send(answer.map(CallReply::Accept));
+                });
+            }
+        }
+    }
+
+    /// A launch is committed: send its tasks to the agent.
+    fn launched(
+        &mut self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        records: &[TaskRecord],
+    ) -> pb::AcceptResponse {
+        let framework_info = self.registry.framework(fw).map(FrameworkRecord::to_info);
+        for r in records {
+            self.send_agent(
+                agent,
+                pb::master_message::Message::RunTask(pb::RunTask {
+                    framework: framework_info.clone(),
+                    task: Some(r.task_info()),
+                }),
+            );
+        }
+        debug!(framework = %fw, agent = %agent, tasks = records.len(), "accepted");
+        pb::AcceptResponse {
+            launched_task_ids: records.iter().map(|r| r.id.to_string()).collect(),
+        }
+    }
+
+    /// Validates an accept and, when it is valid, takes its offers: their
+    /// unused part goes back to the allocator with the refuse filter.
+    /// Returns the launch to propose and what its tasks use, or `None` when
+    /// it launches nothing. A refused accept changes nothing, offers
+    /// included.
+    fn prepare_accept(
+        &mut self,
+        req: pb::AcceptRequest,
+    ) -> Result<Option<(Command, Allocated)>, Status> {
         let fw = self.caller(req.header.as_ref())?;
         let refuse = self.refuse(req.filters.as_ref())?;
         let ids = offer_ids(&req.offer_ids)?;
@@ -1138,6 +1391,7 @@ impl Core {
         let now_ms = unix_ms();
         let mut seen = BTreeSet::new();
         let mut records = Vec::with_capacity(infos.len());
+        let mut used = Allocated::default();
         for mut info in infos {
             let id = validate_task(&info)?;
             if !seen.insert(id.clone()) {
@@ -1175,6 +1429,9 @@ impl Core {
                     info.task_id
                 )));
             };
+            used = used
+                .checked_add(&allocated)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             info.agent_id = agent.to_string();
             if info.name.is_empty() {
                 info.name = info.task_id.clone();
@@ -1192,22 +1449,21 @@ impl Core {
             });
         }
 
-        // Valid: record the launch first. A launch the registry refuses
-        // leaves the offers, the allocator and the registry as they were
-        // (the core handles one request at a time, so the offers validated
-        // above are still live afterwards).
-        let launched: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
-        if !records.is_empty() {
-            self.commit(Command::LaunchTasks {
-                framework: fw.clone(),
-                agent: agent.clone(),
-                tasks: records.clone(),
-            })
-            .await
-            .map_err(|e| self.status_of(e, Status::failed_precondition))?;
+        // Valid. A launch the registry refuses leaves the offers, the
+        // allocator and the registry as they were.
+        let cmd = Command::LaunchTasks {
+            framework: fw.clone(),
+            agent: agent.clone(),
+            tasks: records,
+        };
+        let launches = matches!(&cmd, Command::LaunchTasks { tasks, .. } if !tasks.is_empty());
+        if launches {
+            self.registry
+                .check(&cmd)
+                .map_err(|e| self.status_of(e, Status::failed_precondition))?;
         }
         // Use the offers: their resources stay allocated to the tasks; the
-        // rest goes back below.
+        // rest goes back now.
         self.offers
             .take(&fw, &ids)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -1217,20 +1473,7 @@ impl Core {
                 .recover(&agent, &fw, &role, &pool, Some(refuse), now);
         }
         self.allocation_dirty = true;
-        let framework_info = self.registry.framework(&fw).map(FrameworkRecord::to_info);
-        for r in &records {
-            self.send_agent(
-                &agent,
-                pb::master_message::Message::RunTask(pb::RunTask {
-                    framework: framework_info.clone(),
-                    task: Some(r.task_info()),
-                }),
-            );
-        }
-        debug!(framework = %fw, agent = %agent, tasks = launched.len(), "accepted");
-        Ok(pb::AcceptResponse {
-            launched_task_ids: launched,
-        })
+        Ok(launches.then_some((cmd, used)))
     }
 
     fn kill(&mut self, req: pb::KillRequest) -> Result<(), Status> {
@@ -1334,12 +1577,53 @@ impl Core {
 
     // ----- agents -----------------------------------------------------------
 
-    async fn register_agent(
+    /// Registers an agent: the registration is committed first, then the
+    /// connection is taken over (see [`Self::agent_registered`]).
+    fn register_agent(
         &mut self,
         conn: u64,
         reg: pb::Register,
         tx: AgentTx,
-    ) -> Result<(), Status> {
+        reply: oneshot::Sender<Result<(), Status>>,
+    ) {
+        let (id, new, cmd) = match self.prepare_registration(reg) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if tx.is_closed() {
+            let _ = reply.send(Err(Status::unavailable(
+                "agent stream closed during registration",
+            )));
+            return;
+        }
+        // Record the registration first: a refused one (its running tasks
+        // do not fit the resources it now reports) changes nothing, not
+        // even an older connection of the same agent. A new agent's tasks
+        // (it lost its id) are all unknown and get killed.
+        self.propose(cmd, move |core, result| {
+            let answer = match result {
+                Ok(effects) => core.agent_registered(conn, id, new, tx, &effects),
+                Err(e) => Err(match e {
+                    ApplyError::NotLeader => core.not_leader(),
+                    ApplyError::Unavailable(m) => Status::unavailable(m),
+                    ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
+                        Status::failed_precondition(format!("register: {e}"))
+                    }
+                    _ => Status::internal(e.to_string()),
+                }),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Validates a `Register` into the command that records it.
+    fn prepare_registration(
+        &mut self,
+        reg: pb::Register,
+    ) -> Result<(AgentId, bool, Command), Status> {
         let info = reg
             .info
             .ok_or_else(|| Status::invalid_argument("register: agent info is missing"))?;
@@ -1394,31 +1678,26 @@ impl Core {
             unreachable_since_ms: None,
         };
 
-        if tx.is_closed() {
-            return Err(Status::unavailable(
-                "agent stream closed during registration",
-            ));
-        }
-
-        // Record the registration first: a refused one (its running tasks
-        // do not fit the resources it now reports) changes nothing, not
-        // even an older connection of the same agent. A new agent's tasks
-        // (it lost its id) are all unknown and get killed.
-        let effects = self
-            .commit(Command::RegisterAgent {
+        Ok((
+            id,
+            new,
+            Command::RegisterAgent {
                 record,
                 reported: Some(reported),
                 at_ms: unix_ms(),
-            })
-            .await
-            .map_err(|e| match e {
-                ApplyError::NotLeader => self.not_leader(),
-                ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
-                    Status::failed_precondition(format!("register: {e}"))
-                }
-                _ => Status::internal(e.to_string()),
-            })?;
+            },
+        ))
+    }
 
+    /// A registration is committed: take over the agent's connection.
+    fn agent_registered(
+        &mut self,
+        conn: u64,
+        id: AgentId,
+        new: bool,
+        tx: AgentTx,
+        effects: &Effects,
+    ) -> Result<(), Status> {
         // Replace an older connection of the same agent: its stream no
         // longer affects state.
         if let Some(old) = self.agents.remove(&id) {
@@ -1626,6 +1905,7 @@ impl Core {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.expire_pending(now);
         if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
             self.last_ping = now;
             let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
@@ -1649,11 +1929,15 @@ impl Core {
             let dropped: Vec<FrameworkId> = self
                 .registry
                 .frameworks()
-                .filter(|f| f.disconnected_at_ms.is_none() && !self.frameworks.contains_key(&f.id))
+                .filter(|f| {
+                    f.disconnected_at_ms.is_none()
+                        && !self.frameworks.contains_key(&f.id)
+                        && !self.subscribing.contains_key(&f.id)
+                })
                 .map(|f| f.id.clone())
                 .collect();
             for id in dropped {
-                self.disconnect_framework(&id).await;
+                self.disconnect_framework(&id);
             }
         }
         let t = self.now();
@@ -1700,12 +1984,10 @@ impl Core {
             self.last_seen.remove(&id);
             warn!(agent = %id, "agent missed its pings; marking it unreachable");
             if self.registry.agent(&id).is_some() {
-                let _ = self
-                    .commit(Command::MarkAgentUnreachable {
-                        id,
-                        at_ms: unix_ms(),
-                    })
-                    .await;
+                self.propose_detached(Command::MarkAgentUnreachable {
+                    id,
+                    at_ms: unix_ms(),
+                });
             }
         }
     }
@@ -1723,7 +2005,7 @@ impl Core {
             .map(|f| f.id.clone())
             .collect();
         for id in expired {
-            let _ = self.remove_framework(&id, "FAILOVER_TIMEOUT").await;
+            self.remove_framework(&id, "FAILOVER_TIMEOUT", |_, _| {});
         }
     }
 
@@ -1814,26 +2096,105 @@ impl Core {
         })
     }
 
-    async fn operator(&mut self, call: OperatorCall) -> Result<OperatorReply, Status> {
-        Ok(match call {
-            OperatorCall::Drain(id) | OperatorCall::Reactivate(id) if id.is_empty() => {
-                return Err(Status::invalid_argument("agent id must not be empty"));
-            }
-            OperatorCall::Drain(id) => {
-                self.set_draining(&id, true).await?;
-                OperatorReply::Empty
-            }
-            OperatorCall::Reactivate(id) => {
-                self.set_draining(&id, false).await?;
-                OperatorReply::Empty
-            }
+    /// Handles an operator write; it is answered once committed.
+    async fn operator(
+        &mut self,
+        call: OperatorCall,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        let answer = |core: &mut Core, result: Result<Effects, ApplyError>| {
+            result
+                .map(|_| OperatorReply::Empty)
+                .map_err(|e| core.status_of(e, Status::invalid_argument))
+        };
+        match call {
             OperatorCall::AddMember(req) => {
-                self.add_member(req).await?;
-                OperatorReply::Empty
+                let _ = reply.send(self.add_member(req).await.map(|()| OperatorReply::Empty));
             }
             OperatorCall::RemoveMember(id) => {
-                self.remove_member(id).await?;
-                OperatorReply::Empty
+                let _ = reply.send(self.remove_member(id).await.map(|()| OperatorReply::Empty));
+            }
+            OperatorCall::Drain(id) => self.set_draining(&id, true, reply),
+            OperatorCall::Reactivate(id) => self.set_draining(&id, false, reply),
+            OperatorCall::SetWeight(req) => {
+                let parsed = Role::new(req.role.clone())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
+                    .and_then(|role| {
+                        Weight::new(req.weight)
+                            .map(|w| (role, w))
+                            .map_err(|e| Status::invalid_argument(e.to_string()))
+                    });
+                let (role, weight) = match parsed {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                let weight_milli = (weight.to_f64() * 1000.0).round() as u64;
+                self.propose(
+                    Command::SetWeight {
+                        role: role.clone(),
+                        weight_milli,
+                    },
+                    move |core, result| {
+                        if result.is_ok() {
+                            core.allocator.set_weight(role, weight);
+                            core.allocation_dirty = true;
+                        }
+                        let _ = reply.send(answer(core, result));
+                    },
+                );
+            }
+            OperatorCall::SetQuota(req) => {
+                let (role, quota) = match validate_quota(&req) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                self.propose(
+                    Command::SetQuota {
+                        role: role.clone(),
+                        quota: quota.clone(),
+                    },
+                    move |core, result| {
+                        if result.is_ok() {
+                            if let Err(e) = core.allocator.set_quota(role, quota) {
+                                warn!("quota accepted by the probe but not the allocator: {e}");
+                            }
+                            core.allocation_dirty = true;
+                        }
+                        let _ = reply.send(answer(core, result));
+                    },
+                );
+            }
+            OperatorCall::RemoveQuota(role) => {
+                let role = match Role::new(role) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                        return;
+                    }
+                };
+                if !self.registry.quotas().contains_key(&role) {
+                    let _ = reply.send(Err(Status::not_found(format!(
+                        "role {:?} has no quota",
+                        role.as_str()
+                    ))));
+                    return;
+                }
+                self.propose(
+                    Command::RemoveQuota { role: role.clone() },
+                    move |core, result| {
+                        if result.is_ok() {
+                            core.allocator.remove_quota(&role);
+                            core.allocation_dirty = true;
+                        }
+                        let _ = reply.send(answer(core, result));
+                    },
+                );
             }
             OperatorCall::State
             | OperatorCall::Agents
@@ -1841,89 +2202,61 @@ impl Core {
             | OperatorCall::Tasks(_)
             | OperatorCall::Roles
             | OperatorCall::Leader
-            | OperatorCall::Members => return self.read(call),
-            OperatorCall::SetWeight(req) => {
-                let role = Role::new(req.role.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let weight =
-                    Weight::new(req.weight).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let weight_milli = (weight.to_f64() * 1000.0).round() as u64;
-                self.commit(Command::SetWeight {
-                    role: role.clone(),
-                    weight_milli,
-                })
-                .await
-                .map_err(|e| self.status_of(e, Status::invalid_argument))?;
-                self.allocator.set_weight(role, weight);
-                self.allocation_dirty = true;
-                OperatorReply::Empty
+            | OperatorCall::Members => {
+                let _ = reply.send(self.read(call));
             }
-            OperatorCall::SetQuota(req) => {
-                let role = Role::new(req.role.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let guarantee = resources_from_proto_opt(req.guarantee.as_ref())
-                    .map_err(|e| Status::invalid_argument(format!("guarantee: {e}")))?;
-                let limit = req
-                    .limit
-                    .as_ref()
-                    .map(resources_from_proto)
-                    .transpose()
-                    .map_err(|e| Status::invalid_argument(format!("limit: {e}")))?;
-                let quota = Quota { guarantee, limit };
-                // Validate with the allocator first: a rejected quota is not logged.
-                let mut probe = Allocator::new(AllocatorConfig::default());
-                probe
-                    .set_quota(role.clone(), quota.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                self.commit(Command::SetQuota {
-                    role: role.clone(),
-                    quota: quota.clone(),
-                })
-                .await
-                .map_err(|e| self.status_of(e, Status::invalid_argument))?;
-                if let Err(e) = self.allocator.set_quota(role, quota) {
-                    warn!("quota accepted by the probe but not the allocator: {e}");
-                }
-                self.allocation_dirty = true;
-                OperatorReply::Empty
-            }
-            OperatorCall::RemoveQuota(role) => {
-                let role = Role::new(role).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                if !self.registry.quotas().contains_key(&role) {
-                    return Err(Status::not_found(format!(
-                        "role {:?} has no quota",
-                        role.as_str()
-                    )));
-                }
-                self.commit(Command::RemoveQuota { role: role.clone() })
-                    .await
-                    .map_err(|e| self.status_of(e, Status::invalid_argument))?;
-                self.allocator.remove_quota(&role);
-                self.allocation_dirty = true;
-                OperatorReply::Empty
-            }
-        })
+        }
     }
 
-    async fn set_draining(&mut self, id: &str, draining: bool) -> Result<(), Status> {
-        let id =
-            AgentId::new(id.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    /// Drains or reactivates an agent; answered once committed.
+    fn set_draining(
+        &mut self,
+        id: &str,
+        draining: bool,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        if id.is_empty() {
+            let _ = reply.send(Err(Status::invalid_argument("agent id must not be empty")));
+            return;
+        }
+        let id = match AgentId::new(id.to_string()) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                return;
+            }
+        };
         if self.registry.agent(&id).is_none() {
-            return Err(Status::not_found(format!(
+            let _ = reply.send(Err(Status::not_found(format!(
                 "unknown agent {:?}",
                 id.as_str()
-            )));
+            ))));
+            return;
         }
-        self.commit(Command::SetAgentDraining {
-            id: id.clone(),
-            draining,
-        })
-        .await
-        .map_err(|e| self.status_of(e, Status::invalid_argument))?;
+        self.propose(
+            Command::SetAgentDraining {
+                id: id.clone(),
+                draining,
+            },
+            move |core, result| {
+                let answer = match result {
+                    Ok(_) => {
+                        core.draining_changed(&id, draining);
+                        Ok(OperatorReply::Empty)
+                    }
+                    Err(e) => Err(core.status_of(e, Status::invalid_argument)),
+                };
+                let _ = reply.send(answer);
+            },
+        );
+    }
+
+    /// An agent's draining flag is committed: stop or resume offering it.
+    fn draining_changed(&mut self, id: &AgentId, draining: bool) {
         if draining {
-            self.allocator.deactivate_agent(&id);
+            self.allocator.deactivate_agent(id);
             let now = self.now();
-            for offer in self.offers.remove_agent(&id) {
+            for offer in self.offers.remove_agent(id) {
                 self.allocator.recover(
                     &offer.agent,
                     &offer.framework,
@@ -1940,10 +2273,9 @@ impl Core {
                 );
             }
         } else {
-            self.allocator.activate_agent(&id);
+            self.allocator.activate_agent(id);
             self.allocation_dirty = true;
         }
-        Ok(())
     }
 
     fn leader(&self) -> pb::LeaderInfo {
@@ -2303,6 +2635,26 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     Ok(id)
 }
 
+/// Validates a `SetQuota` request: its role and a quota the allocator
+/// accepts (a rejected quota is not logged).
+fn validate_quota(req: &pb::SetQuotaRequest) -> Result<(Role, Quota), Status> {
+    let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let guarantee = resources_from_proto_opt(req.guarantee.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("guarantee: {e}")))?;
+    let limit = req
+        .limit
+        .as_ref()
+        .map(resources_from_proto)
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("limit: {e}")))?;
+    let quota = Quota { guarantee, limit };
+    let mut probe = Allocator::new(AllocatorConfig::default());
+    probe
+        .set_quota(role.clone(), quota.clone())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok((role, quota))
+}
+
 /// UNAVAILABLE "not the leader", with the leader's address in the
 /// `berth-leader` metadata when it is known.
 pub(crate) fn self_not_leader_status(leader: Option<String>) -> Status {
@@ -2345,6 +2697,61 @@ mod tests {
     use pb::master_message::Message as M;
 
     type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, Status>>;
+
+    /// Drives the core's Raft side in tests, where no run loop does.
+    impl Core {
+        /// Applies what Raft delivers until `rx` has the reply.
+        async fn answered<T>(&mut self, mut rx: oneshot::Receiver<T>) -> T {
+            loop {
+                match rx.try_recv() {
+                    Ok(v) => return v,
+                    Err(oneshot::error::TryRecvError::Closed) => panic!("reply dropped"),
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                }
+                let applied = tokio::time::timeout(Duration::from_secs(10), self.applied_rx.recv())
+                    .await
+                    .expect("nothing applied within 10 s")
+                    .expect("raft stopped");
+                self.apply(applied, None);
+            }
+        }
+
+        /// Applies whatever Raft delivers within 100 ms.
+        async fn settle(&mut self) {
+            while let Ok(Some(applied)) =
+                tokio::time::timeout(Duration::from_millis(100), self.applied_rx.recv()).await
+            {
+                self.apply(applied, None);
+            }
+        }
+
+        async fn accept_wait(
+            &mut self,
+            req: pb::AcceptRequest,
+        ) -> Result<pb::AcceptResponse, Status> {
+            let (tx, rx) = oneshot::channel();
+            self.accept(req, tx);
+            match self.answered(rx).await? {
+                CallReply::Accept(r) => Ok(r),
+                CallReply::Empty => panic!("accept answered without a response"),
+            }
+        }
+
+        async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+            let (tx, rx) = oneshot::channel();
+            self.call(call, tx);
+            self.answered(rx).await
+        }
+
+        async fn subscribe_wait(
+            &mut self,
+            info: pb::FrameworkInfo,
+        ) -> Result<Subscription, Status> {
+            let (tx, rx) = oneshot::channel();
+            self.subscribe(info, tx);
+            self.answered(rx).await
+        }
+    }
     type EventRx = mpsc::Receiver<Result<pb::Event, Status>>;
 
     /// A core leading a one-master Raft group on a temporary directory.
@@ -2426,7 +2833,9 @@ mod tests {
                 })
                 .collect(),
         };
-        (core.register_agent(conn, reg, tx).await, rx)
+        let (reply, answer) = oneshot::channel();
+        core.register_agent(conn, reg, tx, reply);
+        (core.answered(answer).await, rx)
     }
 
     fn drain_agent(rx: &mut AgentRx) -> Vec<M> {
@@ -2456,7 +2865,7 @@ mod tests {
 
     async fn subscribe(core: &mut Core, id: &str) -> (pb::CallHeader, EventRx) {
         let sub = core
-            .subscribe(pb::FrameworkInfo {
+            .subscribe_wait(pb::FrameworkInfo {
                 id: id.into(),
                 name: "fw".into(),
                 failover_timeout_seconds: 60.0,
@@ -2542,7 +2951,7 @@ mod tests {
         let (agent, mut arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
         let (header, mut events) = subscribe(&mut core, "").await;
         let offer = offers(&mut core, &mut events).remove(0);
-        core.accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:128"))
+        core.accept_wait(accept_request(&header, &offer.id, "t1", "cpus:1;mem:128"))
             .await
             .unwrap();
         assert!(
@@ -2673,7 +3082,7 @@ mod tests {
         let index = core.applied_index;
 
         let err = core
-            .accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"))
+            .accept_wait(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
@@ -2690,7 +3099,7 @@ mod tests {
     #[tokio::test]
     async fn teardown_shuts_the_framework_down_and_frees_everything_once() {
         let (_dir, mut core, agent, mut arx, header, _events) = running().await;
-        core.call(SchedulerCall::Teardown(pb::TeardownRequest {
+        core.call_wait(SchedulerCall::Teardown(pb::TeardownRequest {
             header: Some(header.clone()),
         }))
         .await
@@ -2828,7 +3237,8 @@ mod tests {
         let (first, _ev1) = subscribe(&mut core, "").await;
         let (second, _ev2) = subscribe(&mut core, &first.framework_id).await;
         let fw = FrameworkId::new(first.framework_id.clone()).unwrap();
-        core.framework_closed(&fw, &first.stream_id).await;
+        core.framework_closed(&fw, &first.stream_id);
+        core.settle().await;
         assert_eq!(
             core.frameworks.get(&fw).map(|c| c.stream_id.clone()),
             Some(second.stream_id.clone())
@@ -2839,14 +3249,15 @@ mod tests {
         );
         // Calls on the old stream are refused.
         let err = core
-            .call(SchedulerCall::Revive(pb::ReviveRequest {
+            .call_wait(SchedulerCall::Revive(pb::ReviveRequest {
                 header: Some(first),
                 roles: Vec::new(),
             }))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        core.framework_closed(&fw, &second.stream_id).await;
+        core.framework_closed(&fw, &second.stream_id);
+        core.settle().await;
         assert!(
             core.registry
                 .framework(&fw)

@@ -62,4 +62,9 @@ pub enum ApplyError {
     /// Any other invariant the command would break.
     #[error("{0}")]
     Invalid(String),
+    /// The command could not be committed now (Raft's queue is full, or it
+    /// did not commit in time); the caller may retry. When it timed out it
+    /// may still commit later.
+    #[error("{0}")]
+    Unavailable(String),
 }
