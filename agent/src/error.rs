@@ -88,3 +88,50 @@ pub enum ContainerError {
         source: nix::Error,
     },
 }
+
+/// Errors of the agent's checkpoint store ([`crate::checkpoint`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The database file could not be opened, read or written (I/O, a
+    /// failed commit, the file held by another process, ...).
+    #[error("checkpoint {path}: {source}")]
+    Store {
+        /// The redb file.
+        path: PathBuf,
+        /// The underlying redb error.
+        #[source]
+        source: redb::Error,
+    },
+    /// A stored record does not decode or contradicts its key.
+    #[error("checkpoint table `{table}`, key {key}: corrupt record: {message}")]
+    Corrupt {
+        /// The table holding the record.
+        table: &'static str,
+        /// The record's key, printed.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The file was written by a newer agent with a schema this one does
+    /// not know.
+    #[error(
+        "checkpoint {path} has schema version {found}, but this agent supports only \
+         version {supported} and older; run a newer agent or move the file away \
+         (its tasks are then forgotten)"
+    )]
+    NewerSchema {
+        /// The redb file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this agent reads and writes.
+        supported: u32,
+    },
+    /// A record to write is inconsistent (a bug of the caller), e.g. a
+    /// status update of another task in a task's queue. Nothing was written.
+    #[error("invalid checkpoint write: {0}")]
+    Invalid(String),
+    /// A record could not be encoded.
+    #[error("cannot encode checkpoint record: {0}")]
+    Encode(String),
+}

@@ -16,18 +16,22 @@
 //! - [`status_update`]: the status-update manager, a pure structure — one
 //!   ordered queue per task, only the head in flight, resent with backoff
 //!   until acknowledged.
+//! - [`checkpoint`]: the checkpoint store (`work_dir/agent.redb`): agent id,
+//!   task records and unacknowledged status updates, each write fsynced.
+//! - [`health`]: agent-side health checks (HTTP, TCP, command): spec
+//!   validation, probes and the check loop.
 //!
-//! What it is not (yet): there is no Docker containerizer, no checkpointing
-//! (an agent restart loses its tasks: on shutdown it kills them all), no
-//! resource isolation or enforcement, no health checks and no sandbox
-//! garbage collection.
+//! What it is not (yet): no resource isolation for process tasks and no
+//! sandbox garbage collection.
 //!
 //! Files: sandboxes live in `work_dir/sandboxes/<framework_id>/<task_id>/`,
 //! holding the task's `stdout` and `stderr`. A task id relaunched after its
 //! earlier run was forgotten gets its sandbox emptied first.
 
+pub mod checkpoint;
 pub mod containerizer;
 pub mod error;
+pub mod health;
 pub mod status_update;
 
 mod agent;

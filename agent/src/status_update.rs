@@ -27,6 +27,9 @@ struct Queue {
 }
 
 /// The result of an acknowledgement.
+// `Acked` holds the next update inline: an outcome is returned once and
+// never stored, so its size costs nothing, and boxing would change callers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AckOutcome {
     /// The uuid is not the head of the task's queue (or there is no queue):
@@ -137,6 +140,39 @@ impl StatusUpdateManager {
                 q.updates.front().cloned()
             })
             .collect()
+    }
+
+    /// The task's unacknowledged updates, oldest (the head) first; empty
+    /// if it has none. For checkpointing the queue after each push or ack.
+    #[must_use]
+    pub fn queue(&self, key: &TaskKey) -> Vec<pb::StatusUpdate> {
+        self.queues
+            .get(key)
+            .map(|q| q.updates.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Re-creates the task's queue after a restart, replacing any queue it
+    /// has: `updates` oldest first, as [`Self::queue`] returned them. The
+    /// head is due at once (the next [`Self::due`] returns it), then
+    /// resent with the usual doubling backoff. Updates that belong to
+    /// another task are left out: they could never be acknowledged through
+    /// this queue and would block it. An empty list (after that) leaves the
+    /// task with no queue.
+    pub fn restore(&mut self, key: TaskKey, updates: Vec<pb::StatusUpdate>, now: Instant) {
+        let updates: VecDeque<_> = updates.into_iter().filter(|u| key_of(u) == key).collect();
+        if updates.is_empty() {
+            self.queues.remove(&key);
+            return;
+        }
+        self.queues.insert(
+            key,
+            Queue {
+                updates,
+                next_send: now,
+                backoff: self.initial,
+            },
+        );
     }
 
     /// Whether the task has unacknowledged updates.
@@ -287,6 +323,93 @@ mod tests {
         };
         assert!(m.due(t4 + S / 2).is_empty());
         assert_eq!(m.due(t4 + S), vec![b]);
+    }
+
+    #[test]
+    fn queue_lists_the_unacked_updates_in_order() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(S, 10 * S);
+        assert!(m.queue(&key("f", "t")).is_empty());
+        let a = update("f", "t", pb::TaskState::TaskStarting, 1);
+        let b = update("f", "t", pb::TaskState::TaskRunning, 2);
+        let c = update("f", "t", pb::TaskState::TaskFinished, 3);
+        let x = update("f", "x", pb::TaskState::TaskRunning, 4);
+        m.push(a.clone(), t0);
+        m.push(b.clone(), t0);
+        m.push(x.clone(), t0);
+        assert_eq!(m.queue(&key("f", "t")), vec![a.clone(), b.clone()]);
+        m.push(c.clone(), t0);
+        assert_eq!(
+            m.queue(&key("f", "t")),
+            vec![a.clone(), b.clone(), c.clone()]
+        );
+        // Resending changes nothing.
+        let _ = m.due(t0 + S);
+        assert_eq!(
+            m.queue(&key("f", "t")),
+            vec![a.clone(), b.clone(), c.clone()]
+        );
+        m.ack(&key("f", "t"), &uuid(&a), t0);
+        assert_eq!(m.queue(&key("f", "t")), vec![b.clone(), c.clone()]);
+        m.ack(&key("f", "t"), &uuid(&b), t0);
+        m.ack(&key("f", "t"), &uuid(&c), t0);
+        assert!(m.queue(&key("f", "t")).is_empty());
+        assert_eq!(m.queue(&key("f", "x")), vec![x]);
+        assert!(m.queue(&key("g", "t")).is_empty());
+    }
+
+    #[test]
+    fn restore_recreates_a_queue_whose_head_is_due_at_once() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(S, 10 * S);
+        let a = update("f", "t", pb::TaskState::TaskRunning, 1);
+        let b = update("f", "t", pb::TaskState::TaskFinished, 2);
+        m.restore(key("f", "t"), vec![a.clone(), b.clone()], t0);
+        assert!(m.has_pending(&key("f", "t")));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.queue(&key("f", "t")), vec![a.clone(), b.clone()]);
+        assert_eq!(m.next_deadline(), Some(t0));
+        // Due at once, then with the usual backoff.
+        assert_eq!(m.due(t0), vec![a.clone()]);
+        assert!(m.due(t0 + S).is_empty());
+        assert_eq!(m.due(t0 + 2 * S), vec![a.clone()]);
+        // Acks work as for pushed updates; a push goes behind the queue.
+        let c = update("f", "t", pb::TaskState::TaskFinished, 3);
+        assert_eq!(m.push(c.clone(), t0), None);
+        assert_eq!(
+            m.ack(&key("f", "t"), &uuid(&a), t0),
+            AckOutcome::Acked {
+                state: pb::TaskState::TaskRunning,
+                next: Some(b.clone())
+            }
+        );
+        assert_eq!(m.queue(&key("f", "t")), vec![b, c]);
+    }
+
+    #[test]
+    fn restore_replaces_drops_foreign_and_empty_queues() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(S, 10 * S);
+        let a = update("f", "t", pb::TaskState::TaskRunning, 1);
+        let b = update("f", "t", pb::TaskState::TaskFinished, 2);
+        m.push(a.clone(), t0);
+        // Replaces the existing queue.
+        m.restore(key("f", "t"), vec![b.clone()], t0);
+        assert_eq!(m.queue(&key("f", "t")), vec![b.clone()]);
+        // An update of another task is left out.
+        let foreign = update("f", "other", pb::TaskState::TaskRunning, 3);
+        m.restore(key("f", "u"), vec![foreign.clone()], t0);
+        assert!(!m.has_pending(&key("f", "u")));
+        assert!(!m.has_pending(&key("f", "other")));
+        m.restore(key("f", "t"), vec![foreign, a.clone()], t0);
+        assert_eq!(m.queue(&key("f", "t")), vec![a]);
+        // Empty: no queue at all, so the manager is drained.
+        m.restore(key("f", "t"), Vec::new(), t0);
+        assert!(!m.has_pending(&key("f", "t")));
+        assert!(m.is_empty());
+        assert_eq!(m.next_deadline(), None);
+        m.restore(key("f", "v"), Vec::new(), t0);
+        assert!(m.is_empty());
     }
 
     #[test]
