@@ -1,12 +1,15 @@
 //! The agent's state and task lifecycle.
 //!
 //! [`Core`] is the one place that holds the task table and the status-update
-//! queues (what a later checkpoint will persist). [`Agent`] wraps it with the
-//! configuration and the containerizer and implements the reactions to the
-//! master's messages and to task exits. Every state change is made under the
-//! core's lock, so updates of one task are queued in the order they happen.
+//! queues. [`Agent`] wraps it with the configuration, the containerizers and
+//! the checkpoint, and implements the reactions to the master's messages, to
+//! task exits and to health checks. Every state change is made under the
+//! core's lock and checkpointed (fsynced) before anything is sent about it,
+//! so updates of one task are queued in the order they happen and survive a
+//! SIGKILL of the agent.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,11 +17,17 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, unix_now};
 use berth_scheduler_core::{FrameworkId, Resources, TaskId};
+use prost::Message;
 use tokio::sync::mpsc;
 
+use crate::checkpoint::{Checkpoint, ContainerizerKind, Recovered, TaskCheckpoint};
 use crate::config::{AgentConfig, STATUS_RETRY_MAX};
-use crate::containerizer::{Command, ContainerId, Containerizer, LaunchSpec, Termination};
+use crate::containerizer::{
+    Command, ContainerId, ContainerSpec, Containerizer, LaunchSpec, PortBinding, Protocol,
+    RecoverRecord, Termination,
+};
 use crate::error::ContainerError;
+use crate::health::{HealthCheckSpec, HealthEvent, HealthHandle, probe_for, spawn_health_checker};
 use crate::status_update::{AckOutcome, StatusUpdateManager, TaskKey};
 
 /// Reason of a task killed by a `KillTask`.
@@ -37,15 +46,26 @@ pub const REASON_UNKNOWN_TASK: &str = "UNKNOWN_TASK";
 pub const REASON_FRAMEWORK_REMOVED: &str = "FRAMEWORK_REMOVED";
 /// Reason of a task killed (or refused) because the agent shuts down.
 pub const REASON_AGENT_SHUTDOWN: &str = "AGENT_SHUTDOWN";
+/// Reason of a task killed because its health check failed too often.
+pub const REASON_HEALTH_CHECK_FAILED: &str = "HEALTH_CHECK_FAILED";
+/// Reason of a `TASK_RUNNING` update that reports a change of `healthy`.
+pub const REASON_HEALTH_CHECK: &str = "HEALTH_CHECK";
+/// Reason of a task whose container could not be recovered after an agent
+/// restart.
+pub const REASON_RECOVERY_FAILED: &str = "CONTAINER_RECOVERY_FAILED";
 
 /// Longest kill grace period accepted from the wire.
 const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
+/// Most ports listed in a process task's status.
+const MAX_LISTED_PORTS: usize = 1024;
 
 /// A pending or running kill of a task.
 #[derive(Debug, Clone)]
 struct Kill {
     grace: Duration,
     reason: &'static str,
+    /// Why, when more needs saying than the reason (a failed health check).
+    message: Option<String>,
 }
 
 /// What the agent knows about one task.
@@ -56,8 +76,21 @@ pub(crate) struct TaskEntry {
     /// The latest state generated for the task.
     pub(crate) state: pb::TaskState,
     pub(crate) sandbox: PathBuf,
+    /// Which containerizer runs it.
+    kind: ContainerizerKind,
+    /// The container's id, chosen when the task arrives (checkpointed before
+    /// the launch so a restarted agent can find the container).
+    container_id: ContainerId,
+    /// Set while the container runs (launched or re-adopted, not reaped).
     container: Option<ContainerId>,
+    /// The main process (process containerizer), for recovery.
+    pid: i32,
+    pgid: i32,
     kill: Option<Kill>,
+    /// Host ports of the task (and the container ports they map to).
+    ports: Vec<PortBinding>,
+    /// The latest health check result.
+    healthy: Option<bool>,
 }
 
 /// The agent's mutable state: task table, status-update queues, the
@@ -68,6 +101,8 @@ pub(crate) struct Core {
     pub(crate) agent_id: String,
     pub(crate) tasks: BTreeMap<TaskKey, TaskEntry>,
     pub(crate) updates: StatusUpdateManager,
+    /// Health check loops of running tasks (stopped when dropped).
+    health: HashMap<TaskKey, HealthHandle>,
     /// Sender of the current master stream, set while registered.
     outbound: Option<mpsc::Sender<pb::AgentMessage>>,
     shutting_down: bool,
@@ -90,13 +125,26 @@ impl Core {
     }
 }
 
-/// The agent: configuration, containerizer and [`Core`].
+/// A task as validated on arrival.
+#[derive(Debug)]
+struct ValidTask {
+    command: Command,
+    resources: Resources,
+    env: HashMap<String, String>,
+    container: Option<ContainerSpec>,
+    health: Option<HealthCheckSpec>,
+}
+
+/// The agent: configuration, containerizers, checkpoint and [`Core`].
 #[derive(Debug)]
 pub(crate) struct Agent {
     pub(crate) config: AgentConfig,
     /// Hostname, address, resources, reservations and attributes.
     info: pb::AgentInfo,
-    containerizer: Arc<dyn Containerizer>,
+    process: Arc<dyn Containerizer>,
+    /// The Docker containerizer, when a daemon answered at start-up.
+    docker: Option<Arc<dyn Containerizer>>,
+    checkpoint: Checkpoint,
     core: Mutex<Core>,
 }
 
@@ -107,7 +155,9 @@ impl Agent {
         resources: &Resources,
         hostname: String,
         address: String,
-        containerizer: Arc<dyn Containerizer>,
+        process: Arc<dyn Containerizer>,
+        docker: Option<Arc<dyn Containerizer>>,
+        checkpoint: Checkpoint,
     ) -> Self {
         let info = pb::AgentInfo {
             hostname,
@@ -136,11 +186,14 @@ impl Agent {
         Agent {
             config,
             info,
-            containerizer,
+            process,
+            docker,
+            checkpoint,
             core: Mutex::new(Core {
                 agent_id: String::new(),
                 tasks: BTreeMap::new(),
                 updates,
+                health: HashMap::new(),
                 outbound: None,
                 shutting_down: false,
             }),
@@ -151,6 +204,13 @@ impl Agent {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn containerizer(&self, kind: ContainerizerKind) -> Option<&Arc<dyn Containerizer>> {
+        match kind {
+            ContainerizerKind::Process => Some(&self.process),
+            ContainerizerKind::Docker => self.docker.as_ref(),
+        }
+    }
+
     /// The sandbox of a task.
     pub(crate) fn sandbox_path(&self, framework_id: &str, task_id: &str) -> PathBuf {
         self.config
@@ -158,6 +218,25 @@ impl Agent {
             .join("sandboxes")
             .join(framework_id)
             .join(task_id)
+    }
+
+    /// Writes a task's record and its unacknowledged updates to the
+    /// checkpoint (or removes them once the task is forgotten). Called
+    /// under the core's lock after every change, before anything about the
+    /// change is sent.
+    fn persist(&self, core: &Core, key: &TaskKey) {
+        let queue = core.updates.queue(key);
+        let result = match core.tasks.get(key) {
+            Some(e) => self
+                .checkpoint
+                .put_task_and_updates(&checkpoint_of(key, e), &queue),
+            None if queue.is_empty() => self.checkpoint.remove_task(&key.0, &key.1),
+            None => self.checkpoint.put_updates(&key.0, &key.1, &queue),
+        };
+        if let Err(e) = result {
+            tracing::error!(framework_id = %key.0, task_id = %key.1, error = %e,
+                "cannot checkpoint the task; it may not be recovered after a restart");
+        }
     }
 
     /// The `Register` message for a new stream: the last agent id, the
@@ -187,6 +266,11 @@ impl Agent {
         let mut core = self.lock();
         if !core.agent_id.is_empty() && core.agent_id != agent_id {
             tracing::warn!(old = %core.agent_id, new = %agent_id, "master assigned a different agent id");
+        }
+        if core.agent_id != agent_id
+            && let Err(e) = self.checkpoint.set_agent_id(&agent_id)
+        {
+            tracing::error!(error = %e, "cannot checkpoint the agent id");
         }
         core.agent_id = agent_id;
         core.outbound = Some(tx);
@@ -223,7 +307,8 @@ impl Agent {
         }
     }
 
-    /// Generates a status update for a task, records its state and queues it.
+    /// Generates a status update for a task, records its state, checkpoints
+    /// both and queues the update.
     fn record(
         &self,
         core: &mut Core,
@@ -233,6 +318,7 @@ impl Agent {
         message: String,
         exit_code: Option<i32>,
     ) {
+        let entry = core.tasks.get(key);
         let status = pb::TaskStatus {
             task_id: key.1.clone(),
             state: state as i32,
@@ -243,8 +329,14 @@ impl Agent {
             exit_code,
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             timestamp: unix_now(),
-            healthy: None,
-            ..Default::default()
+            healthy: entry.and_then(|e| e.healthy),
+            ports: entry
+                .map(|e| e.ports.iter().map(port_to_proto).collect())
+                .unwrap_or_default(),
+            container_id: entry
+                .filter(|e| e.container.is_some() || state.is_terminal())
+                .map(|e| e.container_id.0.clone())
+                .unwrap_or_default(),
         };
         tracing::info!(
             framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason,
@@ -257,7 +349,9 @@ impl Agent {
             framework_id: key.0.clone(),
             status: Some(status),
         };
-        if let Some(head) = core.updates.push(update, Instant::now()) {
+        let head = core.updates.push(update, Instant::now());
+        self.persist(core, key);
+        if let Some(head) = head {
             core.send_update(head);
         }
     }
@@ -269,7 +363,7 @@ impl Agent {
             M::RunTask(r) => self.run_task(r),
             M::KillTask(k) => {
                 let key = (k.framework_id, k.task_id);
-                self.kill_task(&key, k.grace_period_seconds, REASON_KILLED_BY_REQUEST);
+                self.kill_task(&key, k.grace_period_seconds, REASON_KILLED_BY_REQUEST, None);
             }
             M::Ack(a) => self.ack(&(a.framework_id, a.task_id), &a.uuid),
             M::ShutdownFramework(s) => self.shutdown_framework(&s.framework_id),
@@ -309,6 +403,12 @@ impl Agent {
             return;
         }
         let sandbox = self.sandbox_path(&key.0, &key.1);
+        let kind = if task.container.is_some() {
+            ContainerizerKind::Docker
+        } else {
+            ContainerizerKind::Process
+        };
+        let container_id = ContainerId::random();
         core.tasks.insert(
             key.clone(),
             TaskEntry {
@@ -316,11 +416,17 @@ impl Agent {
                 task: task.clone(),
                 state: pb::TaskState::TaskStaging,
                 sandbox: sandbox.clone(),
+                kind,
+                container_id: container_id.clone(),
                 container: None,
+                pid: 0,
+                pgid: 0,
                 kill: None,
+                ports: Vec::new(),
+                healthy: None,
             },
         );
-        let (command, resources, env) = match validate_task(&key.0, &task) {
+        let valid = match validate_task(&key.0, &task) {
             Ok(v) => v,
             Err(msg) => {
                 self.record(
@@ -334,6 +440,26 @@ impl Agent {
                 return;
             }
         };
+        if self.containerizer(kind).is_none() {
+            self.record(
+                &mut core,
+                &key,
+                pb::TaskState::TaskFailed,
+                REASON_LAUNCH_FAILED,
+                "the task asks for a container but this agent has no Docker daemon \
+                 (it runs process tasks only)"
+                    .into(),
+                None,
+            );
+            return;
+        }
+        let ports = match &valid.container {
+            Some(c) => c.ports.clone(),
+            None => process_ports(&valid.resources),
+        };
+        if let Some(e) = core.tasks.get_mut(&key) {
+            e.ports = ports;
+        }
         self.record(
             &mut core,
             &key,
@@ -343,22 +469,31 @@ impl Agent {
             None,
         );
         let spec = LaunchSpec {
-            container_id: ContainerId::random(),
+            container_id,
             framework_id: key.0.clone(),
             task_id: key.1.clone(),
             agent_id: core.agent_id.clone(),
             sandbox,
-            command,
-            env,
-            resources,
-            container: None,
+            command: valid.command,
+            env: valid.env,
+            resources: valid.resources,
+            container: valid.container,
         };
         drop(core);
-        tokio::spawn(Arc::clone(self).supervise(key, spec));
+        tokio::spawn(Arc::clone(self).supervise(key, kind, spec, valid.health));
     }
 
-    /// Launches a task and reports how it ends.
-    async fn supervise(self: Arc<Self>, key: TaskKey, spec: LaunchSpec) {
+    /// Launches a task, then watches it.
+    async fn supervise(
+        self: Arc<Self>,
+        key: TaskKey,
+        kind: ContainerizerKind,
+        spec: LaunchSpec,
+        health: Option<HealthCheckSpec>,
+    ) {
+        let Some(containerizer) = self.containerizer(kind).cloned() else {
+            return;
+        };
         if self
             .lock()
             .tasks
@@ -382,7 +517,8 @@ impl Agent {
             );
             return;
         }
-        let launched = match self.containerizer.launch(spec).await {
+        let image = spec.container.as_ref().map(|c| c.image.clone());
+        let launched = match containerizer.launch(spec).await {
             Ok(l) => l,
             Err(e) => {
                 let mut core = self.lock();
@@ -402,22 +538,41 @@ impl Agent {
             let mut core = self.lock();
             let kill = core.tasks.get_mut(&key).and_then(|e| {
                 e.container = Some(id.clone());
+                e.pid = launched.pid;
+                e.pgid = launched.pgid;
                 e.kill.clone()
             });
+            let message = match &image {
+                Some(image) => format!("running in Docker container berth-{id} (image {image})"),
+                None => format!("running as process {}", launched.pid),
+            };
             self.record(
                 &mut core,
                 &key,
                 pb::TaskState::TaskRunning,
                 "",
-                format!("running as process {}", launched.pid),
+                message,
                 None,
             );
             kill
         };
         if let Some(kill) = pending_kill {
-            self.spawn_destroy(id.clone(), kill.grace);
+            self.spawn_destroy(kind, id.clone(), kill.grace);
+        } else if let Some(spec) = health {
+            self.start_health_checks(&key, spec, &containerizer, &id, tokio::time::Instant::now());
         }
-        let term = match self.containerizer.wait(&id).await {
+        self.watch(key, containerizer, id).await;
+    }
+
+    /// Waits for a running container to end, cleans it up and reports how
+    /// it ended.
+    async fn watch(
+        self: Arc<Self>,
+        key: TaskKey,
+        containerizer: Arc<dyn Containerizer>,
+        id: ContainerId,
+    ) {
+        let term = match containerizer.wait(&id).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(container = %id, error = %e, "waiting for the task failed");
@@ -425,17 +580,24 @@ impl Agent {
             }
         };
         // Leftovers of the process group go with the task.
-        if let Err(e) = self.containerizer.destroy(&id, Duration::ZERO).await {
+        if let Err(e) = containerizer.destroy(&id, Duration::ZERO).await {
             tracing::warn!(container = %id, error = %e, "cleaning up the task's processes failed");
         }
-        self.containerizer.cleanup(&id).await;
+        containerizer.cleanup(&id).await;
         let mut core = self.lock();
+        core.health.remove(&key);
         let kill = core.tasks.get_mut(&key).and_then(|e| {
             e.container = None;
             e.kill.clone()
         });
         let (state, reason, message) = match (kill, term) {
-            (Some(k), t) => (pb::TaskState::TaskKilled, k.reason, format!("killed: {t}")),
+            (Some(k), t) => {
+                let message = match k.message {
+                    Some(m) => format!("{m}; killed: {t}"),
+                    None => format!("killed: {t}"),
+                };
+                (pb::TaskState::TaskKilled, k.reason, message)
+            }
             (None, Termination::Exited(0)) => {
                 (pb::TaskState::TaskFinished, REASON_EXITED, term.to_string())
             }
@@ -452,10 +614,84 @@ impl Agent {
         self.record(&mut core, &key, state, reason, message, term.exit_code());
     }
 
-    fn spawn_destroy(self: &Arc<Self>, id: ContainerId, grace: Duration) {
+    /// Starts a running task's health checks; results arrive in
+    /// [`Self::on_health`].
+    fn start_health_checks(
+        self: &Arc<Self>,
+        key: &TaskKey,
+        spec: HealthCheckSpec,
+        containerizer: &Arc<dyn Containerizer>,
+        id: &ContainerId,
+        started: tokio::time::Instant,
+    ) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let probe = probe_for(
+            &spec,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Arc::clone(containerizer),
+            id.clone(),
+        );
+        let handle = spawn_health_checker(spec, probe, started, tx);
+        self.lock().health.insert(key.clone(), handle);
         let agent = Arc::clone(self);
+        let key = key.clone();
         tokio::spawn(async move {
-            match agent.containerizer.destroy(&id, grace).await {
+            while let Some(event) = rx.recv().await {
+                agent.on_health(&key, event);
+            }
+        });
+    }
+
+    /// A health check result: report a change of `healthy`; kill the task
+    /// when it failed too often.
+    fn on_health(self: &Arc<Self>, key: &TaskKey, event: HealthEvent) {
+        match event {
+            HealthEvent::Changed { healthy, message } => {
+                let mut core = self.lock();
+                let Some(entry) = core.tasks.get_mut(key) else {
+                    return;
+                };
+                if entry.state != pb::TaskState::TaskRunning || entry.kill.is_some() {
+                    return;
+                }
+                entry.healthy = Some(healthy);
+                let message = if healthy {
+                    "health check passed".to_owned()
+                } else {
+                    format!("health check failed: {message}")
+                };
+                self.record(
+                    &mut core,
+                    key,
+                    pb::TaskState::TaskRunning,
+                    REASON_HEALTH_CHECK,
+                    message,
+                    None,
+                );
+            }
+            HealthEvent::Unhealthy { failures, message } => {
+                if let Some(e) = self.lock().tasks.get_mut(key) {
+                    e.healthy = Some(false);
+                }
+                tracing::warn!(framework_id = %key.0, task_id = %key.1, failures, %message, "health check failed too often; killing the task");
+                self.kill_task(
+                    key,
+                    0.0,
+                    REASON_HEALTH_CHECK_FAILED,
+                    Some(format!(
+                        "health check failed {failures} times in a row (last: {message})"
+                    )),
+                );
+            }
+        }
+    }
+
+    fn spawn_destroy(self: &Arc<Self>, kind: ContainerizerKind, id: ContainerId, grace: Duration) {
+        let Some(containerizer) = self.containerizer(kind).cloned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            match containerizer.destroy(&id, grace).await {
                 Ok(_) => {}
                 // It exited and was cleaned up meanwhile.
                 Err(ContainerError::UnknownContainer(_)) => {
@@ -472,6 +708,7 @@ impl Agent {
         key: &TaskKey,
         grace_seconds: f64,
         reason: &'static str,
+        message: Option<String>,
     ) {
         let mut core = self.lock();
         let default_grace = self.config.default_kill_grace;
@@ -497,10 +734,17 @@ impl Agent {
             .or_else(|| grace_from_secs(entry.task.kill_grace_period_seconds))
             .unwrap_or(default_grace);
         tracing::info!(framework_id = %key.0, task_id = %key.1, grace_ms = grace.as_millis(), reason, "killing task");
-        entry.kill = Some(Kill { grace, reason });
-        if let Some(id) = entry.container.clone() {
+        entry.kill = Some(Kill {
+            grace,
+            reason,
+            message,
+        });
+        let running = entry.container.clone().map(|id| (entry.kind, id));
+        core.health.remove(key);
+        self.persist(&core, key);
+        if let Some((kind, id)) = running {
             drop(core);
-            self.spawn_destroy(id, grace);
+            self.spawn_destroy(kind, id, grace);
         }
         // Otherwise the supervisor sees the kill before or right after launch.
     }
@@ -515,7 +759,7 @@ impl Agent {
             .collect();
         tracing::info!(framework_id, tasks = keys.len(), "shutting down framework");
         for key in keys {
-            self.kill_task(&key, 0.0, REASON_FRAMEWORK_REMOVED);
+            self.kill_task(&key, 0.0, REASON_FRAMEWORK_REMOVED, None);
         }
     }
 
@@ -526,30 +770,216 @@ impl Agent {
                 tracing::debug!(framework_id = %key.0, task_id = %key.1, "ignoring acknowledgement of an unknown status update");
             }
             AckOutcome::Acked { next, .. } => {
-                if let Some(next) = next {
-                    core.send_update(next);
-                } else if core.tasks.get(key).is_some_and(|e| e.state.is_terminal()) {
+                if next.is_none() && core.tasks.get(key).is_some_and(|e| e.state.is_terminal()) {
                     tracing::debug!(framework_id = %key.0, task_id = %key.1, "terminal update acknowledged; forgetting task");
                     core.tasks.remove(key);
+                }
+                self.persist(&core, key);
+                if let Some(next) = next {
+                    core.send_update(next);
                 }
             }
         }
     }
 
-    /// Stops accepting launches and kills every task.
-    pub(crate) fn begin_shutdown(self: &Arc<Self>) {
+    /// Re-adopts the tasks of the checkpoint after a restart: containers
+    /// still running are watched again (and their health checks restarted),
+    /// ones that ended while the agent was down are reported with their
+    /// exit, unacknowledged updates are queued for resending. Returns how
+    /// many containers were re-adopted.
+    pub(crate) async fn recover(self: &Arc<Self>, recovered: Recovered) -> usize {
+        let now = Instant::now();
+        let mut records: HashMap<ContainerizerKind, Vec<RecoverRecord>> = HashMap::new();
+        let mut unstarted = Vec::new();
+        {
+            let mut core = self.lock();
+            core.agent_id = recovered.agent_id;
+            for t in recovered.tasks {
+                let key: TaskKey = (t.framework_id.clone(), t.task_id.clone());
+                let task = match pb::TaskInfo::decode(t.task_info.as_slice()) {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::error!(framework_id = %key.0, task_id = %key.1, error = %e, "checkpointed task does not decode; forgetting it");
+                        continue;
+                    }
+                };
+                let state = pb::TaskState::try_from(t.state).unwrap_or(pb::TaskState::TaskStaging);
+                let container_id = t
+                    .container_id
+                    .clone()
+                    .map_or_else(ContainerId::random, ContainerId);
+                let entry = TaskEntry {
+                    framework_id: key.0.clone(),
+                    task,
+                    state,
+                    sandbox: t.sandbox.clone(),
+                    kind: t.containerizer,
+                    container_id: container_id.clone(),
+                    container: None,
+                    pid: t.pid,
+                    pgid: t.pgid,
+                    kill: t.kill.as_ref().map(|(ms, reason)| Kill {
+                        grace: Duration::from_millis(*ms),
+                        reason: known_reason(reason),
+                        message: None,
+                    }),
+                    ports: t.ports.iter().filter_map(port_from_checkpoint).collect(),
+                    healthy: None,
+                };
+                let launched = match t.containerizer {
+                    ContainerizerKind::Process => t.pid > 0,
+                    ContainerizerKind::Docker => true,
+                };
+                if !state.is_terminal() {
+                    if launched && t.container_id.is_some() {
+                        records
+                            .entry(t.containerizer)
+                            .or_default()
+                            .push(RecoverRecord {
+                                container_id,
+                                framework_id: key.0.clone(),
+                                task_id: key.1.clone(),
+                                pid: t.pid,
+                                pgid: t.pgid,
+                                sandbox: t.sandbox.clone(),
+                            });
+                    } else {
+                        unstarted.push(key.clone());
+                    }
+                }
+                core.tasks.insert(key, entry);
+            }
+            for (key, queue) in recovered.updates {
+                core.updates.restore(key, queue, now);
+            }
+        }
+        let mut adopted_all = Vec::new();
+        for kind in [ContainerizerKind::Process, ContainerizerKind::Docker] {
+            let wanted = records.remove(&kind).unwrap_or_default();
+            let Some(containerizer) = self.containerizer(kind).cloned() else {
+                for r in wanted {
+                    unstarted.push((r.framework_id, r.task_id));
+                }
+                continue;
+            };
+            // Docker's recover also removes orphans, so it runs even with
+            // nothing to recover.
+            let wanted_keys: Vec<(TaskKey, ContainerId)> = wanted
+                .iter()
+                .map(|r| {
+                    (
+                        (r.framework_id.clone(), r.task_id.clone()),
+                        r.container_id.clone(),
+                    )
+                })
+                .collect();
+            let adopted = match containerizer.recover(wanted).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(?kind, error = %e, "recovering containers failed");
+                    Vec::new()
+                }
+            };
+            for (key, id) in wanted_keys {
+                if adopted.contains(&id) {
+                    adopted_all.push((key, kind, Arc::clone(&containerizer), id));
+                } else {
+                    self.report_unrecovered(&key, kind);
+                }
+            }
+        }
+        for key in unstarted {
+            let mut core = self.lock();
+            if core.tasks.contains_key(&key) {
+                self.record(
+                    &mut core,
+                    &key,
+                    pb::TaskState::TaskFailed,
+                    REASON_RECOVERY_FAILED,
+                    "the agent restarted before the task's container was started, \
+                     or it cannot run its containers any more"
+                        .into(),
+                    None,
+                );
+            }
+        }
+        let count = adopted_all.len();
+        for (key, kind, containerizer, id) in adopted_all {
+            let (kill, health) = {
+                let mut core = self.lock();
+                let Some(e) = core.tasks.get_mut(&key) else {
+                    continue;
+                };
+                e.container = Some(id.clone());
+                let health = e
+                    .task
+                    .health_check
+                    .as_ref()
+                    .and_then(|h| HealthCheckSpec::from_proto(h).ok());
+                (e.kill.clone(), health)
+            };
+            tracing::info!(framework_id = %key.0, task_id = %key.1, container = %id, "re-adopted task");
+            match kill {
+                Some(kill) => self.spawn_destroy(kind, id.clone(), kill.grace),
+                None => {
+                    if let Some(spec) = health {
+                        // The task has been up for a while: no grace period.
+                        let started = tokio::time::Instant::now()
+                            .checked_sub(spec.grace_period)
+                            .unwrap_or_else(tokio::time::Instant::now);
+                        self.start_health_checks(&key, spec, &containerizer, &id, started);
+                    }
+                }
+            }
+            tokio::spawn(Arc::clone(self).watch(key, containerizer, id));
+        }
+        count
+    }
+
+    /// A checkpointed running task whose container is gone: it ended while
+    /// the agent was down and nobody knows how.
+    fn report_unrecovered(&self, key: &TaskKey, kind: ContainerizerKind) {
+        let mut core = self.lock();
+        let message = match kind {
+            ContainerizerKind::Process => {
+                "the task's process ended while the agent was down (exit status unknown)"
+            }
+            ContainerizerKind::Docker => {
+                "the task's container is gone (removed while the agent was down)"
+            }
+        };
+        self.record(
+            &mut core,
+            key,
+            pb::TaskState::TaskFailed,
+            REASON_RECOVERY_FAILED,
+            message.into(),
+            None,
+        );
+    }
+
+    /// Stops accepting launches and, when `kill` is set, kills every task.
+    pub(crate) fn begin_shutdown(self: &Arc<Self>, kill: bool) {
         let keys: Vec<TaskKey> = {
             let mut core = self.lock();
             core.shutting_down = true;
+            core.health.clear();
             core.tasks
                 .iter()
                 .filter(|(_, e)| !e.state.is_terminal())
                 .map(|(k, _)| k.clone())
                 .collect()
         };
+        if !kill {
+            tracing::info!(
+                tasks = keys.len(),
+                "agent shutting down; tasks keep running and are re-adopted at the next start"
+            );
+            return;
+        }
         tracing::info!(tasks = keys.len(), "agent shutting down; killing tasks");
         for key in keys {
-            self.kill_task(&key, 0.0, REASON_AGENT_SHUTDOWN);
+            self.kill_task(&key, 0.0, REASON_AGENT_SHUTDOWN, None);
         }
     }
 
@@ -568,6 +998,88 @@ impl Agent {
     }
 }
 
+/// A task's checkpoint record.
+fn checkpoint_of(key: &TaskKey, e: &TaskEntry) -> TaskCheckpoint {
+    TaskCheckpoint {
+        framework_id: key.0.clone(),
+        task_id: key.1.clone(),
+        task_info: e.task.encode_to_vec(),
+        state: e.state as i32,
+        sandbox: e.sandbox.clone(),
+        containerizer: e.kind,
+        container_id: Some(e.container_id.0.clone()),
+        pid: e.pid,
+        pgid: e.pgid,
+        kill: e.kill.as_ref().map(|k| {
+            (
+                u64::try_from(k.grace.as_millis()).unwrap_or(u64::MAX),
+                k.reason.to_owned(),
+            )
+        }),
+        ports: e
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.host_port,
+                    p.container_port,
+                    p.protocol.as_str().to_owned(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The reason constant a checkpointed kill reason names.
+fn known_reason(reason: &str) -> &'static str {
+    [
+        REASON_KILLED_BY_REQUEST,
+        REASON_FRAMEWORK_REMOVED,
+        REASON_AGENT_SHUTDOWN,
+        REASON_HEALTH_CHECK_FAILED,
+    ]
+    .into_iter()
+    .find(|r| *r == reason)
+    .unwrap_or(REASON_KILLED_BY_REQUEST)
+}
+
+fn port_from_checkpoint((host, container, proto): &(u16, u16, String)) -> Option<PortBinding> {
+    let protocol = match proto.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    Some(PortBinding {
+        host_port: *host,
+        container_port: *container,
+        protocol,
+    })
+}
+
+fn port_to_proto(p: &PortBinding) -> pb::PortMapping {
+    pb::PortMapping {
+        container_port: u32::from(p.container_port),
+        host_port: u32::from(p.host_port),
+        protocol: p.protocol.as_str().to_owned(),
+    }
+}
+
+/// The ports of a process task: each host port of its resources, as is.
+fn process_ports(resources: &Resources) -> Vec<PortBinding> {
+    resources
+        .ports
+        .ranges()
+        .iter()
+        .flat_map(|&(b, e)| b..=e)
+        .take(MAX_LISTED_PORTS)
+        .map(|p| PortBinding {
+            host_port: p,
+            container_port: p,
+            protocol: Protocol::Tcp,
+        })
+        .collect()
+}
+
 fn grace_from_secs(secs: f64) -> Option<Duration> {
     if secs > 0.0 {
         Duration::try_from_secs_f64(secs)
@@ -578,16 +1090,20 @@ fn grace_from_secs(secs: f64) -> Option<Duration> {
     }
 }
 
-/// Checks a task from `RunTask`; returns its command, resources and
-/// environment, or a message saying what is wrong.
-fn validate_task(
-    framework_id: &str,
-    task: &pb::TaskInfo,
-) -> Result<(Command, Resources, HashMap<String, String>), String> {
+/// Checks a task from `RunTask`: its command, resources, environment,
+/// container and health check, or a message saying what is wrong.
+fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, String> {
     FrameworkId::new(framework_id).map_err(|e| e.to_string())?;
     TaskId::new(task.task_id.as_str()).map_err(|e| e.to_string())?;
-    let cmd = task.command.as_ref().ok_or("the task has no command")?;
+    let default_cmd = pb::CommandInfo::default();
+    let cmd = match (&task.command, &task.container) {
+        (Some(cmd), _) => cmd,
+        // A container without a command runs its image's own CMD.
+        (None, Some(_)) => &default_cmd,
+        (None, None) => return Err("the task has no command".into()),
+    };
     let command = match (cmd.shell.is_empty(), cmd.argv.is_empty()) {
+        (true, true) if task.container.is_some() => Command::Argv(Vec::new()),
         (false, true) => Command::Shell(cmd.shell.clone()),
         (true, false) => {
             if cmd.argv[0].is_empty() {
@@ -621,7 +1137,25 @@ fn validate_task(
     }
     let resources = resources_from_proto_opt(task.resources.as_ref())
         .map_err(|e| format!("invalid resources: {e}"))?;
-    Ok((command, resources, cmd.env.clone()))
+    let container = task
+        .container
+        .as_ref()
+        .map(|c| ContainerSpec::from_proto(c, &resources.ports))
+        .transpose()
+        .map_err(|e| format!("invalid container: {e}"))?;
+    let health = task
+        .health_check
+        .as_ref()
+        .map(HealthCheckSpec::from_proto)
+        .transpose()
+        .map_err(|e| format!("invalid health check: {e}"))?;
+    Ok(ValidTask {
+        command,
+        resources,
+        env: cmd.env.clone(),
+        container,
+        health,
+    })
 }
 
 fn command_strings(c: &Command) -> Box<dyn Iterator<Item = &str> + '_> {

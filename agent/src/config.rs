@@ -18,6 +18,8 @@ pub const DEFAULT_STATUS_RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Ports an agent offers when its resources are auto-detected.
 pub const DEFAULT_PORTS: (u16, u16) = (31000, 32000);
+/// Default bound on one Docker Engine call.
+pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How an agent is configured. Build with [`AgentConfig::new`], adjust the
 /// public fields, then [`AgentConfig::validate`] (which [`crate::run`] also
@@ -52,12 +54,24 @@ pub struct AgentConfig {
     /// First resend delay of an unacknowledged status update (doubling up to
     /// [`STATUS_RETRY_MAX`]).
     pub status_retry_initial: Duration,
+    /// Use the local Docker Engine for tasks with a `container` (when a
+    /// daemon answers at start-up; without one the agent runs process tasks
+    /// only and says so once).
+    pub docker: bool,
+    /// How long one Docker Engine call may take before the daemon counts as
+    /// not answering.
+    pub docker_timeout: Duration,
+    /// Kill every task when the agent shuts down. Off by default: a stopped
+    /// agent leaves its tasks running and re-adopts them from its
+    /// checkpoint when it starts again (as a Mesos agent does).
+    pub kill_tasks_on_shutdown: bool,
 }
 
 impl AgentConfig {
     /// A configuration with the defaults: detected resources, no
     /// reservations or attributes, system hostname, 3 s kill grace, 15 s
-    /// master timeout, 1 s first status resend delay.
+    /// master timeout, 1 s first status resend delay, Docker used when a
+    /// daemon answers (10 s per call), tasks left running on shutdown.
     #[must_use]
     pub fn new(masters: Vec<String>, work_dir: PathBuf) -> Self {
         AgentConfig {
@@ -71,6 +85,9 @@ impl AgentConfig {
             default_kill_grace: DEFAULT_KILL_GRACE,
             master_timeout: DEFAULT_MASTER_TIMEOUT,
             status_retry_initial: DEFAULT_STATUS_RETRY_INITIAL,
+            docker: true,
+            docker_timeout: DEFAULT_DOCKER_TIMEOUT,
+            kill_tasks_on_shutdown: false,
         }
     }
 
@@ -97,6 +114,11 @@ impl AgentConfig {
         if self.master_timeout.is_zero() {
             return Err(AgentError::Config(
                 "master_timeout: must be positive".into(),
+            ));
+        }
+        if self.docker_timeout.is_zero() {
+            return Err(AgentError::Config(
+                "docker_timeout: must be positive".into(),
             ));
         }
         if self.status_retry_initial.is_zero() {

@@ -33,6 +33,9 @@ pub enum AgentError {
     /// The listener's local address could not be read.
     #[error("listener: {0}")]
     Listener(std::io::Error),
+    /// The checkpoint could not be opened, read or written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(CheckpointError),
     /// An internal task of the agent failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),

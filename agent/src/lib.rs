@@ -12,7 +12,8 @@
 //!   reconnect.
 //! - [`AgentConfig`] and [`detect_resources`]: configuration.
 //! - [`containerizer`]: the [`containerizer::Containerizer`] trait (launch,
-//!   wait, destroy, recover, after Mesos) and the `process` implementation.
+//!   wait, destroy, recover, after Mesos), the `process` implementation and
+//!   the `docker` one (bollard; used for tasks with a `container`).
 //! - [`status_update`]: the status-update manager, a pure structure — one
 //!   ordered queue per task, only the head in flight, resent with backoff
 //!   until acknowledged.
@@ -48,8 +49,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use agent::{
-    REASON_AGENT_SHUTDOWN, REASON_EXITED, REASON_FRAMEWORK_REMOVED, REASON_KILLED_BY_REQUEST,
-    REASON_LAUNCH_FAILED, REASON_SIGNALED, REASON_UNKNOWN_TASK,
+    REASON_AGENT_SHUTDOWN, REASON_EXITED, REASON_FRAMEWORK_REMOVED, REASON_HEALTH_CHECK,
+    REASON_HEALTH_CHECK_FAILED, REASON_KILLED_BY_REQUEST, REASON_LAUNCH_FAILED, REASON_OOM,
+    REASON_RECOVERY_FAILED, REASON_SIGNALED, REASON_UNKNOWN_TASK,
 };
 pub use config::{
     AgentConfig, DEFAULT_KILL_GRACE, DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS,
@@ -69,10 +71,13 @@ const RETRY_TICK: Duration = Duration::from_millis(50);
 
 /// Runs an agent until `shutdown` resolves.
 ///
-/// Serves the `Agent` gRPC service (task logs) on `listener` and stays
-/// attached to a master. On shutdown it stops accepting launches, kills every
-/// task (SIGTERM, grace, SIGKILL), tries for up to 2 s to deliver the final
-/// status updates, and returns.
+/// Opens the checkpoint (`work_dir/agent.redb`) and re-adopts the tasks of
+/// an earlier run, connects to the Docker Engine when enabled, serves the
+/// `Agent` gRPC service (task logs) on `listener` and stays attached to a
+/// master. On shutdown it stops accepting launches and returns, leaving
+/// tasks running for the next start to re-adopt; with
+/// `kill_tasks_on_shutdown` it first kills every task (SIGTERM, grace,
+/// SIGKILL) and tries for up to 2 s to deliver the final status updates.
 ///
 /// # Errors
 /// An invalid configuration, an unusable work directory, failed resource
@@ -112,13 +117,29 @@ pub async fn run(
         .unwrap_or_else(|| advertised(local, &hostname));
     tracing::info!(%address, %hostname, %resources, work_dir = %config.work_dir.display(), "agent starting");
 
+    let checkpoint_path = config.work_dir.join(checkpoint::FILE_NAME);
+    let checkpoint =
+        checkpoint::Checkpoint::open(&checkpoint_path).map_err(AgentError::Checkpoint)?;
+    let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
+    let docker = connect_docker(&config).await;
     let agent = Arc::new(Agent::new(
         config,
         &resources,
         hostname,
         address,
         Arc::new(ProcessContainerizer::new()),
+        docker,
+        checkpoint,
     ));
+    let known = recovered.tasks.len();
+    if known > 0 || !recovered.agent_id.is_empty() {
+        let adopted = agent.recover(recovered).await;
+        tracing::info!(tasks = known, adopted, "recovered from the checkpoint");
+    } else {
+        // Nothing to recover, but Docker containers of an earlier run of
+        // this agent that never made it into the checkpoint are orphans.
+        agent.recover(recovered).await;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -154,8 +175,11 @@ pub async fn run(
         tracing::error!(result = ?r, "agent API server stopped unexpectedly; shutting down");
     }
 
-    // Shutdown: kill every task, then give the final updates a chance.
-    agent.begin_shutdown();
+    // Shutdown: leave the tasks running for the next start to re-adopt, or
+    // (when configured) kill every task; then give the final updates a
+    // chance.
+    let kill = agent.config.kill_tasks_on_shutdown;
+    agent.begin_shutdown(kill);
     let max_grace = {
         let core = agent.lock();
         core.tasks
@@ -166,14 +190,14 @@ pub async fn run(
     };
     let kill_deadline =
         Instant::now() + Duration::from_secs_f64(max_grace.min(3600.0)) + Duration::from_secs(2);
-    while agent.active_tasks() > 0 && Instant::now() < kill_deadline {
+    while kill && agent.active_tasks() > 0 && Instant::now() < kill_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_deadline = Instant::now() + SHUTDOWN_DRAIN;
-    while !agent.updates_drained() && Instant::now() < drain_deadline {
+    while kill && !agent.updates_drained() && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if !agent.updates_drained() {
+    if kill && !agent.updates_drained() {
         tracing::warn!(
             pending = agent.lock().updates.len(),
             "shutting down with unacknowledged status updates"
@@ -200,6 +224,26 @@ pub async fn run(
                 Ok(())
             }
         },
+    }
+}
+
+/// The Docker containerizer, when enabled and a daemon answers; otherwise
+/// says once why tasks with a container will fail here.
+async fn connect_docker(config: &AgentConfig) -> Option<Arc<dyn containerizer::Containerizer>> {
+    if !config.docker {
+        tracing::info!("Docker disabled by configuration; running process tasks only");
+        return None;
+    }
+    let owner = config.work_dir.display().to_string();
+    match containerizer::docker::DockerContainerizer::connect(owner, config.docker_timeout).await {
+        Ok(d) => {
+            tracing::info!("Docker Engine found; tasks with a container run under Docker");
+            Some(Arc::new(d))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no usable Docker daemon; running process tasks only (tasks with a container will fail)");
+            None
+        }
     }
 }
 

@@ -262,6 +262,8 @@ fn config(master: SocketAddr, work_dir: &std::path::Path) -> AgentConfig {
     c.hostname = Some("test-host".into());
     c.status_retry_initial = Duration::from_millis(200);
     c.default_kill_grace = Duration::from_secs(1);
+    c.kill_tasks_on_shutdown = true;
+    c.docker = false;
     c
 }
 

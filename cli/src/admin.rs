@@ -107,7 +107,12 @@ fn task_json(t: &pb::TaskView) -> serde_json::Value {
         "id": t.task_id, "name": t.name, "framework_id": t.framework_id, "agent_id": t.agent_id,
         "state": state_name(t.state), "role": t.role, "resources": res_json(t.resources.as_ref()),
         "exit_code": status.exit_code, "reason": status.reason, "message": status.message,
-        "agent_address": t.agent_address,
+        "agent_address": t.agent_address, "healthy": status.healthy,
+        "container_id": status.container_id,
+        "ports": status.ports.iter().map(|p| json!({
+            "host_port": p.host_port, "container_port": p.container_port,
+            "protocol": if p.protocol.is_empty() { "tcp" } else { p.protocol.as_str() },
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -226,6 +231,26 @@ pub(crate) async fn list_tasks(
         .tasks)
 }
 
+/// Host ports and what they map to, e.g. `31000->80/tcp,31001`.
+pub(crate) fn ports_text(ports: &[pb::PortMapping]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                p.protocol.as_str()
+            };
+            if p.host_port == p.container_port {
+                p.host_port.to_string()
+            } else {
+                format!("{}->{}/{proto}", p.host_port, p.container_port)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub(crate) async fn task_list(
     client: &ClientOpts,
     all: bool,
@@ -248,13 +273,26 @@ pub(crate) async fn task_list(
                     .exit_code
                     .map_or_else(|| "-".into(), |c| c.to_string()),
                 res(t.resources.as_ref()),
+                if status.ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports_text(&status.ports)
+                },
             ]
         })
         .collect();
     print!(
         "{}",
         render(
-            &["ID", "FRAMEWORK", "AGENT", "STATE", "EXIT", "RESOURCES"],
+            &[
+                "ID",
+                "FRAMEWORK",
+                "AGENT",
+                "STATE",
+                "EXIT",
+                "RESOURCES",
+                "PORTS"
+            ],
             &rows
         )
     );

@@ -127,6 +127,30 @@ pub(crate) struct AgentShape {
     /// address, or hostname:port when listening on all interfaces).
     #[arg(long)]
     advertise: Option<String>,
+    /// Run process tasks only, even when a Docker daemon answers.
+    #[arg(long)]
+    no_docker: bool,
+    /// Seconds one Docker Engine call may take before the daemon counts as
+    /// not answering.
+    #[arg(long, default_value = "10", value_parser = parse_positive_seconds)]
+    docker_timeout: Duration,
+    /// Kill every task when the agent stops (by default tasks keep running
+    /// and the agent re-adopts them when it starts again).
+    #[arg(long)]
+    kill_tasks_on_shutdown: bool,
+}
+
+fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
+        return Err(format!(
+            "{s:?} must be more than 0 and at most 3600 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,6 +174,9 @@ impl AgentShape {
         config.reserved = reserved;
         config.attributes = self.attributes.0.clone();
         config.hostname = self.hostname.clone();
+        config.docker = !self.no_docker;
+        config.docker_timeout = self.docker_timeout;
+        config.kill_tasks_on_shutdown = self.kill_tasks_on_shutdown;
         config.advertise_address = Some(match &self.advertise {
             Some(a) => a.clone(),
             None if local.ip().is_unspecified() => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
-use berth_scheduler_core::{Resources, Scalar};
+use berth_scheduler_core::{PortRanges, Resources, Scalar};
 use berth_sdk::{Event, FrameworkConfig};
 use clap::Args;
 
@@ -32,10 +32,23 @@ pub(crate) struct RunArgs {
     /// Seconds to wait for an offer that fits before giving up.
     #[arg(long, default_value = "60", value_parser = parse_timeout, allow_negative_numbers = true)]
     timeout: Duration,
+    /// Run the command in a container of this Docker image (on an agent
+    /// with a Docker daemon). `berth image build` makes a local one.
+    #[arg(long)]
+    image: Option<String>,
+    /// Publish this container port on a host port taken from the offer
+    /// (repeatable; needs --image). The host ports are in the task's
+    /// status and in `berth task list`.
+    #[arg(long = "port", value_parser = clap::value_parser!(u16).range(1..), requires = "image")]
+    ports: Vec<u16>,
+    /// Docker network mode: bridge, host or none (needs --image).
+    #[arg(long, requires = "image", value_parser = ["bridge", "host", "none"])]
+    network: Option<String>,
     #[command(flatten)]
     client: ClientOpts,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// The command and its arguments (with --image, optional: the image's
+    /// own command runs).
+    #[arg(last = true, required_unless_present = "image", num_args = 1..)]
     command: Vec<String>,
 }
 
@@ -87,7 +100,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         mem: args.mem,
         ..Resources::empty()
     };
-    let config = FrameworkConfig::new(format!("berth-run: {}", args.command.join(" ")))
+    let what = match (&args.image, args.command.is_empty()) {
+        (Some(image), true) => image.clone(),
+        (Some(image), false) => format!("{image}: {}", args.command.join(" ")),
+        (None, _) => args.command.join(" "),
+    };
+    let config = FrameworkConfig::new(format!("berth-run: {what}"))
         .roles([args.role.clone()])
         // Survives a master restart or failover; if `berth run` itself dies,
         // the master kills the task after this long.
@@ -107,8 +125,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         task_id: task_id.clone(),
         name: args.name.clone(),
         resources: Some(resources_to_proto(&want)),
-        command: Some(pb::CommandInfo {
+        command: (!args.command.is_empty()).then(|| pb::CommandInfo {
             argv: args.command.clone(),
+            ..Default::default()
+        }),
+        container: args.image.as_ref().map(|image| pb::ContainerInfo {
+            image: image.clone(),
+            network: args.network.clone().unwrap_or_default(),
             ..Default::default()
         }),
         ..Default::default()
@@ -157,11 +180,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Event::Offers(offers) => {
                 let mut unused = Vec::new();
                 for offer in offers {
-                    let fits = resources_from_proto_opt(offer.resources.as_ref())
-                        .is_ok_and(|r| r.contains(&want));
-                    if !launched && fits {
+                    let offered = resources_from_proto_opt(offer.resources.as_ref()).ok();
+                    let host_ports = offered
+                        .as_ref()
+                        .filter(|r| r.contains(&want))
+                        .and_then(|r| first_ports(&r.ports, args.ports.len()));
+                    if let (false, Some(host_ports)) = (launched, host_ports) {
                         let mut t = task.clone();
                         t.agent_id.clone_from(&offer.agent_id);
+                        with_ports(&mut t, &want, &args.ports, &host_ports);
                         framework
                             .accept(vec![offer.id.clone()], vec![t], None)
                             .await
@@ -186,6 +213,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 let state =
                     pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+                if state == pb::TaskState::TaskRunning
+                    && !status.ports.is_empty()
+                    && args.image.is_some()
+                    && status.reason.is_empty()
+                {
+                    eprintln!(
+                        "berth: task {task_id} running; ports {}",
+                        crate::admin::ports_text(&status.ports)
+                    );
+                }
                 if streaming.is_none() && state != pb::TaskState::TaskStaging {
                     streaming = Some(tokio::spawn(stream_output(
                         args.client.clone(),
@@ -238,6 +275,40 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(ExitWith(code).into())
+    }
+}
+
+/// The first `n` ports of `ranges`, or `None` when it has fewer.
+fn first_ports(ranges: &PortRanges, n: usize) -> Option<Vec<u16>> {
+    let ports: Vec<u16> = ranges
+        .ranges()
+        .iter()
+        .flat_map(|&(b, e)| b..=e)
+        .take(n)
+        .collect();
+    (ports.len() == n).then_some(ports)
+}
+
+/// Gives the task the host ports and maps its container ports onto them.
+fn with_ports(task: &mut pb::TaskInfo, want: &Resources, container: &[u16], host: &[u16]) {
+    if host.is_empty() {
+        return;
+    }
+    let mut res = want.clone();
+    res.ports = host.iter().fold(PortRanges::new(), |acc, &p| {
+        acc.union(&PortRanges::range(p, p))
+    });
+    task.resources = Some(resources_to_proto(&res));
+    if let Some(c) = task.container.as_mut() {
+        c.port_mappings = container
+            .iter()
+            .zip(host)
+            .map(|(&c, &h)| pb::PortMapping {
+                container_port: u32::from(c),
+                host_port: u32::from(h),
+                protocol: String::new(),
+            })
+            .collect();
     }
 }
 

@@ -167,6 +167,10 @@ pub fn fast_agent_config_multi(
     c.default_kill_grace = Duration::from_secs(1);
     c.master_timeout = Duration::from_secs(3);
     c.status_retry_initial = Duration::from_millis(500);
+    // Tests end by stopping their agents: leave no task behind. These
+    // agents run process tasks only (the Docker tests set their own).
+    c.kill_tasks_on_shutdown = true;
+    c.docker = false;
     c
 }
 

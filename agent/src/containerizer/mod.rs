@@ -2,19 +2,22 @@
 //!
 //! Modelled on Mesos's `Containerizer` (`launch`, `wait`, `destroy`,
 //! `recover`). The trait is object-safe (boxed futures), so the agent holds
-//! an `Arc<dyn Containerizer>` and a Docker implementation can be added next
-//! to [`process::ProcessContainerizer`] without touching the agent.
+//! an `Arc<dyn Containerizer>`: [`process::ProcessContainerizer`] runs tasks
+//! as host process groups, [`docker::DockerContainerizer`] as Docker
+//! containers.
 
+pub mod docker;
 pub mod process;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use berth_scheduler_core::Resources;
+use berth_proto as pb;
+use berth_scheduler_core::{PortRanges, Resources};
 
 use crate::error::ContainerError;
 
@@ -147,6 +150,241 @@ pub enum NetworkMode {
     None,
 }
 
+/// Where the Docker containerizer mounts the task's sandbox inside the
+/// container (also its working directory and `BERTH_SANDBOX`).
+pub const CONTAINER_SANDBOX: &str = "/mnt/berth/sandbox";
+
+/// Longest image reference accepted, in bytes.
+pub const MAX_IMAGE_LEN: usize = 255;
+
+impl ContainerSpec {
+    /// Validates a task's `ContainerInfo` and resolves its host ports
+    /// against `ports`, the task's port resources.
+    ///
+    /// Rules: the image is not empty, at most [`MAX_IMAGE_LEN`] bytes, without
+    /// whitespace or control characters; entrypoint strings hold no NUL; the
+    /// network is `""`/`"bridge"`, `"host"` or `"none"` (any case), and only
+    /// the bridge network takes port mappings; a container port is in
+    /// 1-65535, a protocol `""`/`"tcp"`/`"udp"` (any case); a host port is
+    /// one of `ports` and used once, and `0` takes the lowest port of `ports`
+    /// not otherwise mapped; both paths of a volume are absolute, without
+    /// NUL or `:` (Docker's bind syntax), the container path has no `..`, is
+    /// not [`CONTAINER_SANDBOX`] and is mounted once; the user has no
+    /// whitespace or control characters.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the offending field and why.
+    pub fn from_proto(
+        info: &pb::ContainerInfo,
+        ports: &PortRanges,
+    ) -> Result<ContainerSpec, String> {
+        let image = info.image.as_str();
+        if image.is_empty() {
+            return Err("container image is empty".into());
+        }
+        if image.len() > MAX_IMAGE_LEN {
+            return Err(format!(
+                "container image is {} bytes long; at most {MAX_IMAGE_LEN} are allowed",
+                image.len()
+            ));
+        }
+        if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "container image {image:?} must not contain whitespace or control characters"
+            ));
+        }
+        for (i, arg) in info.entrypoint.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(format!("entrypoint[{i}] {arg:?} contains a NUL byte"));
+            }
+        }
+        let network = match info.network.to_ascii_lowercase().as_str() {
+            "" | "bridge" => NetworkMode::Bridge,
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            other => {
+                return Err(format!(
+                    "unknown network {other:?}: expected \"bridge\", \"host\" or \"none\""
+                ));
+            }
+        };
+        let ports = resolve_ports(&info.port_mappings, ports, network)?;
+        let volumes = validate_volumes(&info.volumes)?;
+        if info
+            .user
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "user {:?} must not contain whitespace or control characters",
+                info.user
+            ));
+        }
+        Ok(ContainerSpec {
+            image: image.to_owned(),
+            entrypoint: info.entrypoint.clone(),
+            ports,
+            volumes,
+            user: info.user.clone(),
+            network,
+        })
+    }
+}
+
+/// Checks port mappings and gives each a host port from `ports`.
+fn resolve_ports(
+    mappings: &[pb::PortMapping],
+    ports: &PortRanges,
+    network: NetworkMode,
+) -> Result<Vec<PortBinding>, String> {
+    if mappings.is_empty() {
+        return Ok(Vec::new());
+    }
+    match network {
+        NetworkMode::Bridge => {}
+        NetworkMode::Host => {
+            return Err(
+                "port mappings need the bridge network; with network \"host\" the task binds its ports directly"
+                    .into(),
+            );
+        }
+        NetworkMode::None => {
+            return Err(
+                "port mappings need the bridge network; network \"none\" has no ports".into(),
+            );
+        }
+    }
+    let available = ports.count();
+    if mappings.len() as u64 > available {
+        return Err(format!(
+            "{} port mapping{} but the task has only {available} port{} in its resources",
+            mappings.len(),
+            if mappings.len() == 1 { "" } else { "s" },
+            if available == 1 { "" } else { "s" }
+        ));
+    }
+    // Explicit host ports first, so that a port picked for `host_port: 0`
+    // never collides with one named later.
+    let mut used = std::collections::BTreeSet::new();
+    for (i, m) in mappings.iter().enumerate() {
+        if m.host_port == 0 {
+            continue;
+        }
+        let Some(port) = u16::try_from(m.host_port)
+            .ok()
+            .filter(|p| ports.contains_port(*p))
+        else {
+            return Err(format!(
+                "port_mappings[{i}]: host port {} is not one of the task's ports {ports}",
+                m.host_port
+            ));
+        };
+        if !used.insert(port) {
+            return Err(format!(
+                "port_mappings[{i}]: host port {port} is mapped twice"
+            ));
+        }
+    }
+    let mut free = ports
+        .ranges()
+        .iter()
+        .flat_map(|&(b, e)| b..=e)
+        .filter(|p| !used.contains(p));
+    let mut out = Vec::with_capacity(mappings.len());
+    for (i, m) in mappings.iter().enumerate() {
+        let container_port = u16::try_from(m.container_port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                format!(
+                    "port_mappings[{i}]: container port {} is not in 1-65535",
+                    m.container_port
+                )
+            })?;
+        let protocol = match m.protocol.to_ascii_lowercase().as_str() {
+            "" | "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(format!(
+                    "port_mappings[{i}]: unknown protocol {other:?}: expected \"tcp\" or \"udp\""
+                ));
+            }
+        };
+        let host_port = if m.host_port == 0 {
+            // Cannot run out: there are at least as many ports as mappings.
+            free.next().ok_or_else(|| {
+                format!("port_mappings[{i}]: no unused port left in the task's ports {ports}")
+            })?
+        } else {
+            u16::try_from(m.host_port).map_err(|_| {
+                format!(
+                    "port_mappings[{i}]: host port {} is not in 1-65535",
+                    m.host_port
+                )
+            })?
+        };
+        out.push(PortBinding {
+            host_port,
+            container_port,
+            protocol,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks bind mounts.
+fn validate_volumes(volumes: &[pb::Volume]) -> Result<Vec<VolumeSpec>, String> {
+    let mut out: Vec<VolumeSpec> = Vec::with_capacity(volumes.len());
+    for (i, v) in volumes.iter().enumerate() {
+        for (what, path) in [("host", &v.host_path), ("container", &v.container_path)] {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "volumes[{i}]: {what} path {path:?} is not absolute"
+                ));
+            }
+            if path.contains('\0') {
+                return Err(format!(
+                    "volumes[{i}]: {what} path {path:?} contains a NUL byte"
+                ));
+            }
+            if path.contains(':') {
+                return Err(format!(
+                    "volumes[{i}]: {what} path {path:?} contains ':', which Docker's bind syntax cannot express"
+                ));
+            }
+        }
+        let container_path = Path::new(&v.container_path);
+        if container_path
+            .components()
+            .any(|c| c == Component::ParentDir)
+        {
+            return Err(format!(
+                "volumes[{i}]: container path {:?} must not contain \"..\"",
+                v.container_path
+            ));
+        }
+        if container_path == Path::new(CONTAINER_SANDBOX) {
+            return Err(format!(
+                "volumes[{i}]: container path {:?} is where the task's sandbox is mounted",
+                v.container_path
+            ));
+        }
+        if out.iter().any(|o| o.container_path == container_path) {
+            return Err(format!(
+                "volumes[{i}]: container path {:?} is mounted twice",
+                v.container_path
+            ));
+        }
+        out.push(VolumeSpec {
+            host_path: PathBuf::from(&v.host_path),
+            container_path: container_path.to_path_buf(),
+            read_only: v.read_only,
+        });
+    }
+    Ok(out)
+}
+
 /// A started container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launched {
@@ -273,4 +511,297 @@ pub trait Containerizer: Send + Sync + fmt::Debug {
         command: Command,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<i32, ContainerError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports() -> PortRanges {
+        PortRanges::from_ranges(&[(31000, 31001), (31005, 31005)]).unwrap()
+    }
+
+    fn info(image: &str) -> pb::ContainerInfo {
+        pb::ContainerInfo {
+            image: image.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn mapping(container_port: u32, host_port: u32, protocol: &str) -> pb::PortMapping {
+        pb::PortMapping {
+            container_port,
+            host_port,
+            protocol: protocol.to_owned(),
+        }
+    }
+
+    fn volume(host: &str, container: &str, read_only: bool) -> pb::Volume {
+        pb::Volume {
+            host_path: host.to_owned(),
+            container_path: container.to_owned(),
+            read_only,
+        }
+    }
+
+    fn err(info: &pb::ContainerInfo) -> String {
+        ContainerSpec::from_proto(info, &ports()).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_spec() {
+        let spec = ContainerSpec::from_proto(&info("berth/busybox:latest"), &ports()).unwrap();
+        assert_eq!(
+            spec,
+            ContainerSpec {
+                image: "berth/busybox:latest".into(),
+                entrypoint: vec![],
+                ports: vec![],
+                volumes: vec![],
+                user: String::new(),
+                network: NetworkMode::Bridge,
+            }
+        );
+    }
+
+    #[test]
+    fn image_rules() {
+        assert_eq!(err(&info("")), "container image is empty");
+        let long = "a".repeat(MAX_IMAGE_LEN + 1);
+        assert_eq!(
+            err(&info(&long)),
+            "container image is 256 bytes long; at most 255 are allowed"
+        );
+        assert!(ContainerSpec::from_proto(&info(&"a".repeat(MAX_IMAGE_LEN)), &ports()).is_ok());
+        for bad in ["busy box", "busybox\t", "busy\0box", "busy\nbox"] {
+            let e = err(&info(bad));
+            assert!(
+                e.contains("must not contain whitespace or control characters"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn entrypoint_without_nul() {
+        let mut i = info("img");
+        i.entrypoint = vec!["/bin/sh".into(), "-c".into()];
+        assert_eq!(
+            ContainerSpec::from_proto(&i, &ports()).unwrap().entrypoint,
+            i.entrypoint
+        );
+        i.entrypoint.push("a\0b".into());
+        assert_eq!(err(&i), r#"entrypoint[2] "a\0b" contains a NUL byte"#);
+    }
+
+    #[test]
+    fn network_modes() {
+        for (text, want) in [
+            ("", NetworkMode::Bridge),
+            ("bridge", NetworkMode::Bridge),
+            ("HOST", NetworkMode::Host),
+            ("none", NetworkMode::None),
+        ] {
+            let mut i = info("img");
+            i.network = text.into();
+            assert_eq!(
+                ContainerSpec::from_proto(&i, &ports()).unwrap().network,
+                want,
+                "{text}"
+            );
+        }
+        let mut i = info("img");
+        i.network = "overlay".into();
+        assert_eq!(
+            err(&i),
+            r#"unknown network "overlay": expected "bridge", "host" or "none""#
+        );
+    }
+
+    #[test]
+    fn port_mappings_resolve_host_ports() {
+        let mut i = info("img");
+        i.port_mappings = vec![
+            mapping(80, 0, ""),
+            mapping(443, 31000, "TCP"),
+            mapping(53, 0, "udp"),
+        ];
+        let spec = ContainerSpec::from_proto(&i, &ports()).unwrap();
+        assert_eq!(
+            spec.ports,
+            vec![
+                // 31000 is named explicitly, so the automatic ones take the
+                // next unused ports in ascending order.
+                PortBinding {
+                    host_port: 31001,
+                    container_port: 80,
+                    protocol: Protocol::Tcp
+                },
+                PortBinding {
+                    host_port: 31000,
+                    container_port: 443,
+                    protocol: Protocol::Tcp
+                },
+                PortBinding {
+                    host_port: 31005,
+                    container_port: 53,
+                    protocol: Protocol::Udp
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn port_mapping_rules() {
+        let with = |m: Vec<pb::PortMapping>| {
+            let mut i = info("img");
+            i.port_mappings = m;
+            i
+        };
+        assert_eq!(
+            err(&with(vec![mapping(0, 0, "")])),
+            "port_mappings[0]: container port 0 is not in 1-65535"
+        );
+        assert_eq!(
+            err(&with(vec![mapping(80, 0, ""), mapping(70000, 0, "")])),
+            "port_mappings[1]: container port 70000 is not in 1-65535"
+        );
+        assert_eq!(
+            err(&with(vec![mapping(80, 0, "sctp")])),
+            r#"port_mappings[0]: unknown protocol "sctp": expected "tcp" or "udp""#
+        );
+        assert_eq!(
+            err(&with(vec![mapping(80, 31002, "")])),
+            "port_mappings[0]: host port 31002 is not one of the task's ports [31000-31001,31005-31005]"
+        );
+        assert_eq!(
+            err(&with(vec![mapping(80, 99999, "")])),
+            "port_mappings[0]: host port 99999 is not one of the task's ports [31000-31001,31005-31005]"
+        );
+        assert_eq!(
+            err(&with(vec![
+                mapping(80, 31000, ""),
+                mapping(81, 31000, "udp")
+            ])),
+            "port_mappings[1]: host port 31000 is mapped twice"
+        );
+        assert_eq!(
+            err(&with(vec![
+                mapping(80, 0, ""),
+                mapping(81, 0, ""),
+                mapping(82, 0, ""),
+                mapping(83, 0, ""),
+            ])),
+            "4 port mappings but the task has only 3 ports in its resources"
+        );
+        let e = ContainerSpec::from_proto(&with(vec![mapping(80, 0, "")]), &PortRanges::new())
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "1 port mapping but the task has only 0 ports in its resources"
+        );
+        let e = ContainerSpec::from_proto(
+            &with(vec![mapping(80, 31000, "")]),
+            &PortRanges::range(31000, 31000),
+        )
+        .unwrap();
+        assert_eq!(e.ports[0].host_port, 31000);
+    }
+
+    #[test]
+    fn port_mappings_need_the_bridge_network() {
+        for net in ["host", "none"] {
+            let mut i = info("img");
+            i.network = net.into();
+            i.port_mappings = vec![mapping(80, 0, "")];
+            let e = err(&i);
+            assert!(
+                e.starts_with("port mappings need the bridge network"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn volume_rules() {
+        let with = |v: Vec<pb::Volume>| {
+            let mut i = info("img");
+            i.volumes = v;
+            i
+        };
+        let spec =
+            ContainerSpec::from_proto(&with(vec![volume("/srv/data", "/data", true)]), &ports())
+                .unwrap();
+        assert_eq!(
+            spec.volumes,
+            vec![VolumeSpec {
+                host_path: "/srv/data".into(),
+                container_path: "/data".into(),
+                read_only: true,
+            }]
+        );
+        assert_eq!(
+            err(&with(vec![volume("srv", "/data", false)])),
+            r#"volumes[0]: host path "srv" is not absolute"#
+        );
+        assert_eq!(
+            err(&with(vec![volume("/srv", "", false)])),
+            r#"volumes[0]: container path "" is not absolute"#
+        );
+        assert_eq!(
+            err(&with(vec![volume("/srv\0x", "/data", false)])),
+            r#"volumes[0]: host path "/srv\0x" contains a NUL byte"#
+        );
+        assert_eq!(
+            err(&with(vec![volume("/srv", "/da:ta", false)])),
+            r#"volumes[0]: container path "/da:ta" contains ':', which Docker's bind syntax cannot express"#
+        );
+        assert_eq!(
+            err(&with(vec![volume("/srv", "/data/../etc", false)])),
+            r#"volumes[0]: container path "/data/../etc" must not contain "..""#
+        );
+        for sandbox in [
+            "/mnt/berth/sandbox",
+            "/mnt/berth/sandbox/",
+            "/mnt//berth/sandbox",
+        ] {
+            let e = err(&with(vec![volume("/srv", sandbox, false)]));
+            assert!(
+                e.ends_with("is where the task's sandbox is mounted"),
+                "{sandbox}: {e}"
+            );
+        }
+        assert_eq!(
+            err(&with(vec![
+                volume("/a", "/data", false),
+                volume("/b", "/data/", false)
+            ])),
+            r#"volumes[1]: container path "/data/" is mounted twice"#
+        );
+        // Inside the sandbox mount is fine.
+        assert!(
+            ContainerSpec::from_proto(
+                &with(vec![volume("/srv", "/mnt/berth/sandbox/data", false)]),
+                &ports()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn user_rules() {
+        let mut i = info("img");
+        i.user = "1000:1000".into();
+        assert_eq!(
+            ContainerSpec::from_proto(&i, &ports()).unwrap().user,
+            "1000:1000"
+        );
+        for bad in ["nobody x", "no\0body"] {
+            i.user = bad.into();
+            assert_eq!(
+                err(&i),
+                format!("user {bad:?} must not contain whitespace or control characters")
+            );
+        }
+    }
 }
