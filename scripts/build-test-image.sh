@@ -35,6 +35,7 @@ cat >"$context/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/busybox", "mkdir", "-p", "-m", "1777", "/tmp"]
 ENV PATH=/bin
 CMD ["/bin/sh"]
 DOCKERFILE

@@ -30,6 +30,7 @@ impl Dev {
             .args([
                 "--resources",
                 "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
+                "--kill-tasks-on-shutdown",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -225,6 +225,24 @@ impl Cluster {
         Ok(self.agents.last().expect("just pushed"))
     }
 
+    /// Starts another agent from a [`fast_agent_config`] adjusted by
+    /// `adjust` (e.g. to enable Docker).
+    ///
+    /// # Errors
+    /// If it fails to start.
+    pub async fn add_agent_with(
+        &mut self,
+        resources: &str,
+        adjust: impl FnOnce(&mut berth_agent::AgentConfig),
+    ) -> anyhow::Result<&AgentHandle> {
+        let work = self.dir.path().join(format!("agent-{}", self.agents.len()));
+        let mut config = fast_agent_config(&self.master_addr(), work, resources);
+        adjust(&mut config);
+        let agent = AgentHandle::start(config).await?;
+        self.agents.push(agent);
+        Ok(self.agents.last().expect("just pushed"))
+    }
+
     /// The master's address as "host:port".
     #[must_use]
     pub fn master_addr(&self) -> String {
@@ -871,4 +889,90 @@ pub fn captured(mut pick: impl FnMut(&CapturedEvent) -> bool) -> Vec<CapturedEve
         .filter(|e| pick(e))
         .cloned()
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Docker
+// ---------------------------------------------------------------------------
+
+/// The local image the Docker tests run: `FROM scratch` plus Debian's static
+/// busybox, built by `scripts/build-test-image.sh` (no registry needed).
+pub const TEST_IMAGE: &str = "berth/busybox:latest";
+
+/// Whether the Docker tests can run: a daemon answers and [`TEST_IMAGE`]
+/// exists (built here once if missing). Without a daemon a test under CI
+/// (`CI` set) must fail, so this panics there; elsewhere it prints a notice
+/// and returns false, and the test returns early.
+///
+/// # Panics
+/// Under CI when there is no usable daemon or the image cannot be built.
+#[must_use]
+pub fn docker_ready(test: &str) -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let ok = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&["version", "--format", "{{.Server.Version}}"]) {
+            return Err("no Docker daemon answers `docker version`".into());
+        }
+        if ok(&["image", "inspect", TEST_IMAGE]) {
+            return Ok(());
+        }
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    match ready {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: CI is set but Docker is not usable: {e}"
+            );
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
+/// Runs `docker` with `args` and returns its trimmed stdout, or `None`
+/// when it fails.
+#[must_use]
+pub fn docker(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Force-removes every container carrying `berth.owner=<owner>` (test
+/// cleanup).
+pub fn remove_owned_containers(owner: &str) {
+    let filter = format!("label=berth.owner={owner}");
+    if let Some(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = docker(&["rm", "-f", id]);
+        }
+    }
 }
