@@ -226,9 +226,11 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut s = setup("docker-failures").await?;
+    // Not on this machine, and its registry (the discard port on loopback)
+    // refuses at once, so the pull fails fast even without a network.
     let mut missing = container_task("missing", "true", "cpus:0.1;mem:32")?;
     if let Some(c) = missing.container.as_mut() {
-        c.image = "berth/does-not-exist:1".into();
+        c.image = "127.0.0.1:9/berth/does-not-exist:1".into();
     }
     let oom = container_task("oom", "head -c 200m /dev/zero | tail", "cpus:0.5;mem:16")?;
     launch(&mut s, vec![missing, oom]).await?;
@@ -249,7 +251,7 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
     assert_eq!(state(missing), pb::TaskState::TaskFailed, "{missing:?}");
     assert_eq!(missing.reason, "LAUNCH_FAILED");
     assert!(
-        missing.message.contains("berth/does-not-exist:1"),
+        missing.message.contains("127.0.0.1:9/berth/does-not-exist:1"),
         "the daemon's message names the image: {}",
         missing.message
     );
@@ -382,5 +384,42 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
         !healthy.get("deaf").is_some_and(|h| h.contains(&true)),
         "never healthy: {healthy:?}"
     );
+    Ok(())
+}
+
+/// An agent without Docker fails a container task at once, saying why, and
+/// still runs process tasks. Needs no Docker daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_without_docker_fails_container_tasks_plainly() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&[AGENT_RESOURCES]).await?;
+    cluster.wait_agents(1, Duration::from_secs(10)).await?;
+    let config = FrameworkConfig::new("no-docker");
+    let (fw, events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+    let mut s = Setup {
+        cluster,
+        fw,
+        events,
+        owner: String::from("/nonexistent-owner"),
+        backlog: Vec::new(),
+    };
+    let plain = berth_sdk::shell_task("plain", "plain", "exit 0", "cpus:0.1;mem:16")?;
+    launch(
+        &mut s,
+        vec![container_task("boxed", "true", "cpus:0.1;mem:16")?, plain],
+    )
+    .await?;
+    let (end, _) = wait_update(&mut s, "boxed", Duration::from_secs(30), |st| {
+        state(st).is_terminal()
+    })
+    .await?;
+    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(end.reason, "LAUNCH_FAILED");
+    assert!(end.message.contains("no Docker daemon"), "{end:?}");
+    let (end, _) = wait_update(&mut s, "plain", Duration::from_secs(30), |st| {
+        state(st).is_terminal()
+    })
+    .await?;
+    assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
     Ok(())
 }

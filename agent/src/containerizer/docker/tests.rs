@@ -544,14 +544,14 @@ async fn missing_image_is_a_docker_error_naming_it() {
     let s = fx.spec(
         sh("true"),
         "cpus:0.1;mem:32",
-        image("berth/does-not-exist:1"),
+        image("127.0.0.1:9/berth/does-not-exist:1"),
     );
     let id = s.container_id.clone();
     let err = c.launch(s).await.unwrap_err();
     let ContainerError::Docker(msg) = &err else {
         panic!("expected a docker error, got {err:?}");
     };
-    assert!(msg.contains("berth/does-not-exist:1"), "{msg}");
+    assert!(msg.contains("127.0.0.1:9/berth/does-not-exist:1"), "{msg}");
     assert!(msg.contains("No such image"), "{msg}");
     assert!(matches!(
         c.wait(&id).await,

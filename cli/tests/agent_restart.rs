@@ -1,0 +1,315 @@
+//! SIGKILL a real `berth agent` under 21 running Docker containers and a
+//! process task, and start it again: it re-adopts them from its checkpoint
+//! (same containers, not restarted; the same process), reports the container
+//! that exited while it was down with its exit code, removes an orphan
+//! carrying its labels and leaves a foreign container alone. Needs Docker
+//! (a failure in CI, a skip elsewhere).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto as pb;
+use berth_sdk::{Event, FrameworkConfig};
+use berth_tests::{TEST_IMAGE, docker, docker_ready, remove_owned_containers};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+const SLEEPERS: usize = 20;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes what the test created, whatever happens.
+struct Cleanup {
+    owner: String,
+    foreign: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_owned_containers(&self.owner);
+        let _ = docker(&["rm", "-f", &self.foreign]);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn agent(master: &str, work: &Path) -> Daemon {
+    Daemon(
+        Command::new(BERTH)
+            .args(["agent", "--master", master, "--listen", "127.0.0.1:0"])
+            .arg("--work-dir")
+            .arg(work)
+            .args([
+                "--resources",
+                "cpus:8;mem:4096;disk:1000;ports:[31300-31399]",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth agent starts"),
+    )
+}
+
+fn state(s: &pb::TaskStatus) -> pb::TaskState {
+    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
+}
+
+/// Docker id and start time of every container of `owner`, by task id.
+fn containers(owner: &str) -> BTreeMap<String, (String, String)> {
+    let filter = format!("label=berth.owner={owner}");
+    let ids = docker(&["ps", "-q", "--no-trunc", "--filter", &filter]).unwrap_or_default();
+    ids.lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|id| {
+            let info = docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"berth.task_id\"}} {{.State.StartedAt}} {{.RestartCount}}",
+                id,
+            ])?;
+            let mut parts = info.split_whitespace();
+            let task = parts.next()?.to_string();
+            let started = format!("{} restarts={}", parts.next()?, parts.next()?);
+            Some((task, (id.to_string(), started)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
+    if !docker_ready("sigkilled_agent_readopts_its_containers") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let work = std::path::absolute(dir.path().join("agent"))?;
+    let owner = work.display().to_string();
+    let suffix = dir
+        .path()
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        })
+        .unwrap_or_default();
+    let cleanup = Cleanup {
+        owner: owner.clone(),
+        foreign: format!("berth-test-foreign-{suffix}"),
+    };
+    let master_addr = format!("127.0.0.1:{}", free_port());
+    let _master = Daemon(
+        Command::new(BERTH)
+            .args(["master", "--listen", &master_addr])
+            .arg("--data-dir")
+            .arg(dir.path().join("master"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth master starts"),
+    );
+    let mut agent_proc = agent(&master_addr, &work);
+
+    let config = FrameworkConfig::new("agent-restart").failover_timeout(Duration::from_secs(300));
+    let (fw, mut events) = berth_sdk::subscribe(vec![master_addr.clone()], config).await?;
+    let container = |id: &str, shell: &str| -> anyhow::Result<pb::TaskInfo> {
+        let mut t = berth_sdk::shell_task(id, id, shell, "cpus:0.1;mem:16")?;
+        t.container = Some(pb::ContainerInfo {
+            image: TEST_IMAGE.into(),
+            ..Default::default()
+        });
+        Ok(t)
+    };
+    let mut tasks: Vec<pb::TaskInfo> = (0..SLEEPERS)
+        .map(|i| container(&format!("sleeper-{i:02}"), "sleep 1000"))
+        .collect::<Result<_, _>>()?;
+    // A plain process task (no container): re-adopted by pid.
+    tasks.push(berth_sdk::shell_task(
+        "process",
+        "process",
+        "sleep 1000",
+        "cpus:0.1;mem:16",
+    )?);
+    // Exits with 7 once the test creates `go` in its sandbox.
+    tasks.push(container(
+        "exiter",
+        "while [ ! -f /mnt/berth/sandbox/go ]; do sleep 0.2; done; exit 7",
+    )?);
+
+    // Launch all 21 on the one agent and wait until they run.
+    let mut running = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut pending = Some(tasks);
+    while running.len() < SLEEPERS + 2 {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} tasks running in time", running.len()))?
+            .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        match ev {
+            Event::Offers(offers) => {
+                if let Some(tasks) = pending.take() {
+                    fw.accept(vec![offers[0].id.clone()], tasks, Some(Duration::ZERO))
+                        .await?;
+                }
+            }
+            Event::Update(st) => {
+                anyhow::ensure!(!state(&st).is_terminal(), "task ended early: {st:?}");
+                if state(&st) == pb::TaskState::TaskRunning {
+                    running.insert(st.task_id.clone(), st);
+                }
+            }
+            _ => {}
+        }
+    }
+    let before = containers(&owner);
+    assert_eq!(before.len(), SLEEPERS + 1, "{before:#?}");
+
+    // SIGKILL the agent; the exiter exits while it is down.
+    agent_proc.0.kill()?;
+    agent_proc.0.wait()?;
+    std::fs::write(
+        work.join("sandboxes")
+            .join(fw.id())
+            .join("exiter")
+            .join("go"),
+        b"",
+    )?;
+    let exiter_id = before["exiter"].0.clone();
+    let t0 = Instant::now();
+    while docker(&["inspect", "--format", "{{.State.Running}}", &exiter_id]).as_deref()
+        != Some("false")
+    {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the exiter did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An orphan with this agent's labels but no checkpoint record, and a
+    // container berth did not create.
+    let orphan = format!("berth-test-orphan-{suffix}");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &orphan,
+        "--label",
+        &format!("berth.owner={owner}"),
+        "--label",
+        "berth.container_id=not-in-the-checkpoint",
+        TEST_IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok_or_else(|| anyhow::anyhow!("cannot start the orphan"))?;
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &cleanup.foreign,
+        TEST_IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok_or_else(|| anyhow::anyhow!("cannot start the foreign container"))?;
+
+    let _agent = agent(&master_addr, &work);
+
+    // The exit that happened while the agent was down is reported.
+    let end = berth_tests::next_matching(&mut events, Duration::from_secs(60), |e| match e {
+        Event::Update(st) if state(&st).is_terminal() => Some(st),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(end.task_id, "exiter", "{end:?}");
+    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(end.exit_code, Some(7), "{end:?}");
+
+    // The orphan goes; the 20 sleepers are the same containers, never
+    // restarted; the foreign one is untouched.
+    let t0 = Instant::now();
+    while docker(&["inspect", &orphan]).is_some() {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the orphan was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = containers(&owner);
+    for i in 0..SLEEPERS {
+        let task = format!("sleeper-{i:02}");
+        assert_eq!(after.get(&task), before.get(&task), "{task}");
+        let running = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &before[&task].0,
+        ]);
+        assert_eq!(running.as_deref(), Some("true"), "{task}");
+    }
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &cleanup.foreign
+        ])
+        .as_deref(),
+        Some("true"),
+        "the foreign container is left alone"
+    );
+
+    // And the master sees the 20 containers and the process running on the
+    // re-registered agent.
+    let ch = tonic::transport::Channel::from_shared(pb::endpoint_uri(&master_addr))?
+        .connect()
+        .await?;
+    let mut op = pb::operator_client::OperatorClient::new(ch);
+    let t0 = Instant::now();
+    loop {
+        let tasks = op
+            .list_tasks(pb::ListTasksRequest {
+                framework_id: fw.id(),
+                include_completed: false,
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        let n = tasks
+            .iter()
+            .filter(|t| t.state == pb::TaskState::TaskRunning as i32)
+            .count();
+        if n == SLEEPERS + 1 {
+            break;
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "master shows {n} running tasks, not {}",
+            SLEEPERS + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The process task really is the same process: kill it through berth
+    // and it ends as KILLED (not as an unknown exit).
+    fw.kill("process", None).await?;
+    let end = berth_tests::next_matching(&mut events, Duration::from_secs(30), |e| match e {
+        Event::Update(st) if st.task_id == "process" && state(&st).is_terminal() => Some(st),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(state(&end), pb::TaskState::TaskKilled, "{end:?}");
+    drop(cleanup);
+    Ok(())
+}
