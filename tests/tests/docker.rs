@@ -251,7 +251,9 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
     assert_eq!(state(missing), pb::TaskState::TaskFailed, "{missing:?}");
     assert_eq!(missing.reason, "LAUNCH_FAILED");
     assert!(
-        missing.message.contains("127.0.0.1:9/berth/does-not-exist:1"),
+        missing
+            .message
+            .contains("127.0.0.1:9/berth/does-not-exist:1"),
         "the daemon's message names the image: {}",
         missing.message
     );
