@@ -146,6 +146,9 @@ pub(crate) struct Agent {
     docker: Option<Arc<dyn Containerizer>>,
     checkpoint: Checkpoint,
     core: Mutex<Core>,
+    /// Set when the agent stops without killing its tasks: watchers end
+    /// (the next run of the agent re-adopts the tasks).
+    detached: tokio::sync::watch::Sender<bool>,
 }
 
 impl Agent {
@@ -189,6 +192,7 @@ impl Agent {
             process,
             docker,
             checkpoint,
+            detached: tokio::sync::watch::Sender::new(false),
             core: Mutex::new(Core {
                 agent_id: String::new(),
                 tasks: BTreeMap::new(),
@@ -572,7 +576,13 @@ impl Agent {
         containerizer: Arc<dyn Containerizer>,
         id: ContainerId,
     ) {
-        let term = match containerizer.wait(&id).await {
+        let mut detached = self.detached.subscribe();
+        let waited = tokio::select! {
+            t = containerizer.wait(&id) => t,
+            // The agent stops and leaves its tasks running: stop watching.
+            _ = detached.wait_for(|d| *d) => return,
+        };
+        let term = match waited {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(container = %id, error = %e, "waiting for the task failed");
@@ -975,6 +985,7 @@ impl Agent {
                 tasks = keys.len(),
                 "agent shutting down; tasks keep running and are re-adopted at the next start"
             );
+            self.detached.send_replace(true);
             return;
         }
         tracing::info!(tasks = keys.len(), "agent shutting down; killing tasks");

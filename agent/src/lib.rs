@@ -206,7 +206,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = master.await;
     let _ = retry.await;
-    match server_result {
+    let result = match server_result {
         Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(e))) => Err(AgentError::Server(e)),
         Some(Err(e)) => Err(AgentError::Internal(format!(
@@ -224,7 +224,21 @@ pub async fn run(
                 Ok(())
             }
         },
+    };
+    // Tasks left running: wait (briefly) for their watchers to let go of
+    // the agent, so its checkpoint is closed when `run` returns and an
+    // agent started next in this process can open it.
+    let release_deadline = Instant::now() + Duration::from_secs(2);
+    while Arc::strong_count(&agent) > 1 && Instant::now() < release_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if Arc::strong_count(&agent) > 1 {
+        tracing::warn!(
+            holders = Arc::strong_count(&agent) - 1,
+            "agent state still in use at exit"
+        );
+    }
+    result
 }
 
 /// The Docker containerizer, when enabled and a daemon answers; otherwise

@@ -665,3 +665,51 @@ async fn reconnects_after_the_connection_is_cut() {
     s2.expect("t", pb::TaskState::TaskKilled).await;
     agent.join().await.unwrap();
 }
+
+/// An agent stopped without killing its tasks (as after a crash) and
+/// started again on the same work dir re-registers with its agent id and
+/// its running task, resends the update the master never acknowledged
+/// (same uuid), and still controls the re-adopted process: a kill ends it
+/// as KILLED.
+#[tokio::test]
+async fn restart_readopts_tasks_and_resends_unacknowledged_updates() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(maddr, dir.path());
+    cfg.kill_tasks_on_shutdown = false;
+    let mut agent = RunningAgent::start(cfg.clone()).await;
+    let mut s = master.session().await;
+    s.register().await;
+    s.registered("agent-7");
+    s.run(shell_task("long", "sleep 600"));
+    s.expect("long", pb::TaskState::TaskStarting).await;
+    // RUNNING arrives but is never acknowledged.
+    let running = s.update().await;
+    let running_status = running.status.clone().unwrap();
+    assert_eq!(running_status.state(), pb::TaskState::TaskRunning);
+    agent.shutdown();
+    agent.join().await.unwrap();
+
+    let sandbox = dir.path().join("sandboxes").join("fw-1").join("long");
+    assert!(sandbox.is_dir());
+
+    let mut agent = RunningAgent::start(cfg).await;
+    let mut s = master.session().await;
+    let reg = s.register().await;
+    assert_eq!(reg.agent_id, "agent-7", "the checkpointed agent id");
+    assert_eq!(reg.tasks.len(), 1);
+    assert_eq!(reg.tasks[0].state, pb::TaskState::TaskRunning as i32);
+    s.registered("agent-7");
+    let resent = s.update().await;
+    assert_eq!(
+        resent.status.as_ref().unwrap().uuid,
+        running_status.uuid,
+        "the unacknowledged RUNNING is resent as it was"
+    );
+    s.ack(&resent);
+    s.kill("long", 1.0);
+    let end = s.expect("long", pb::TaskState::TaskKilled).await;
+    assert_eq!(end.reason, "KILLED_BY_REQUEST", "{end:?}");
+    agent.shutdown();
+    agent.join().await.unwrap();
+}
