@@ -121,6 +121,87 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
         Code::InvalidArgument,
         "appears twice",
     );
+    // Containers and health checks.
+    let with = |c: Option<pb::ContainerInfo>, hc: Option<pb::HealthCheck>| {
+        let mut t = task("boxed", small());
+        t.container = c;
+        t.health_check = hc;
+        t
+    };
+    let image = |i: &str| pb::ContainerInfo {
+        image: i.into(),
+        ..Default::default()
+    };
+    let tcp = |port: u32| pb::TcpCheck { port };
+    for (bad, needle) in [
+        (with(Some(image("")), None), "image must not be empty"),
+        (with(Some(image("a b")), None), "without whitespace"),
+        (
+            with(
+                Some(pb::ContainerInfo {
+                    network: "overlay".into(),
+                    ..image("busybox")
+                }),
+                None,
+            ),
+            "not one of bridge, host, none",
+        ),
+        (
+            with(
+                Some(pb::ContainerInfo {
+                    port_mappings: vec![pb::PortMapping {
+                        container_port: 0,
+                        host_port: 0,
+                        protocol: String::new(),
+                    }],
+                    ..image("busybox")
+                }),
+                None,
+            ),
+            "out of range",
+        ),
+        (
+            with(
+                None,
+                Some(pb::HealthCheck {
+                    tcp: Some(tcp(80)),
+                    http: Some(pb::HttpCheck {
+                        port: 80,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            "exactly one of command, http and tcp",
+        ),
+        (
+            with(
+                None,
+                Some(pb::HealthCheck {
+                    tcp: Some(tcp(70_000)),
+                    ..Default::default()
+                }),
+            ),
+            "out of range",
+        ),
+        (
+            with(
+                None,
+                Some(pb::HealthCheck {
+                    tcp: Some(tcp(80)),
+                    interval_seconds: -1.0,
+                    ..Default::default()
+                }),
+            ),
+            "interval_seconds",
+        ),
+    ] {
+        refused(
+            client.accept(accept(&h, &[&offer], vec![bad])).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
     for (bad, needle) in [
         ("a/b", "'/'"),
         ("..", ".."),
