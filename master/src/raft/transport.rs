@@ -277,6 +277,12 @@ impl Queue {
         }
     }
 
+    /// Puts back a message taken by a stream that may no longer send it.
+    fn push_front(&self, message: Message) {
+        lock(&self.items).push_front(message);
+        self.notify.notify_waiters();
+    }
+
     fn len(&self) -> usize {
         lock(&self.items).len()
     }
@@ -289,6 +295,12 @@ struct PeerShared {
     id: u64,
     queue: Queue,
     connected: AtomicBool,
+    /// Bumped when the peer's address changes: a stream of an older
+    /// generation (its task is being aborted, but its request body can
+    /// still be polled inside the old HTTP/2 connection) takes nothing more
+    /// from the queue, so what is queued after the change goes to the new
+    /// address.
+    generation: AtomicU64,
     counters: Counters,
     totals: Arc<Counters>,
     faults: Faults,
@@ -425,6 +437,7 @@ impl GrpcTransport {
                         return;
                     }
                     // Same queue, new destination: what is queued follows.
+                    existing.shared.generation.fetch_add(1, Ordering::SeqCst);
                     existing.task.abort();
                     existing.shared.connected.store(false, Ordering::Relaxed);
                     info!(peer = id, from = %existing.address, to = %address, "raft peer address changed");
@@ -439,6 +452,7 @@ impl GrpcTransport {
                     id,
                     queue: Queue::new(self.capacity),
                     connected: AtomicBool::new(false),
+                    generation: AtomicU64::new(0),
                     counters: Counters::default(),
                     totals: self.totals.clone(),
                     faults: self.faults.clone(),
@@ -593,7 +607,8 @@ async fn session(shared: &Arc<PeerShared>, uri: &str, connected: &mut bool) -> R
     // connection; dropping `_stop` (when the session ends or its task is
     // aborted) ends the body, so it never pulls from the queue again.
     let (_stop, stopped) = oneshot::channel::<()>();
-    let body = outbound(shared.clone()).take_until(stopped);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let body = outbound(shared.clone(), generation).take_until(stopped);
     client
         .stream(body)
         .await
@@ -602,10 +617,22 @@ async fn session(shared: &Arc<PeerShared>, uri: &str, connected: &mut bool) -> R
 }
 
 /// The request body of a session: the peer's queue, encoded.
-fn outbound(shared: Arc<PeerShared>) -> impl Stream<Item = pb::RaftEnvelope> + Send + 'static {
-    futures::stream::unfold(shared, |shared| async move {
+fn outbound(
+    shared: Arc<PeerShared>,
+    generation: u64,
+) -> impl Stream<Item = pb::RaftEnvelope> + Send + 'static {
+    futures::stream::unfold(shared, move |shared| async move {
         loop {
+            if shared.generation.load(Ordering::SeqCst) != generation {
+                return None;
+            }
             let message = shared.queue.pop().await;
+            if shared.generation.load(Ordering::SeqCst) != generation {
+                // The peer moved while this stream waited: the message is
+                // for the new address.
+                shared.queue.push_front(message);
+                return None;
+            }
             if shared.faults.is_blocked(shared.self_id, shared.id) {
                 debug!(to = shared.id, "raft link blocked; queued message dropped");
                 shared.bump(|c| &c.dropped_fault, 1);
