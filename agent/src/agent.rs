@@ -229,13 +229,22 @@ impl Agent {
     /// under the core's lock after every change, before anything about the
     /// change is sent.
     fn persist(&self, core: &Core, key: &TaskKey) {
+        self.persist_with(core, key, true);
+    }
+
+    /// Writes what [`Self::persist`] writes; `durable` false skips the
+    /// fsync, for changes whose loss in a crash costs only a resend (an
+    /// acknowledgement that shortened a queue, a forgotten terminal task).
+    fn persist_with(&self, core: &Core, key: &TaskKey, durable: bool) {
         let queue = core.updates.queue(key);
-        let result = match core.tasks.get(key) {
-            Some(e) => self
-                .checkpoint
-                .put_task_and_updates(&checkpoint_of(key, e), &queue),
-            None if queue.is_empty() => self.checkpoint.remove_task(&key.0, &key.1),
-            None => self.checkpoint.put_updates(&key.0, &key.1, &queue),
+        let ck = &self.checkpoint;
+        let result = match (core.tasks.get(key), durable) {
+            (Some(e), true) => ck.put_task_and_updates(&checkpoint_of(key, e), &queue),
+            (Some(e), false) => ck.put_task_and_updates_lazily(&checkpoint_of(key, e), &queue),
+            (None, true) if queue.is_empty() => ck.remove_task(&key.0, &key.1),
+            (None, false) if queue.is_empty() => ck.remove_task_lazily(&key.0, &key.1),
+            (None, true) => ck.put_updates(&key.0, &key.1, &queue),
+            (None, false) => ck.put_updates_lazily(&key.0, &key.1, &queue),
         };
         if let Err(e) = result {
             tracing::error!(framework_id = %key.0, task_id = %key.1, error = %e,
@@ -784,7 +793,8 @@ impl Agent {
                     tracing::debug!(framework_id = %key.0, task_id = %key.1, "terminal update acknowledged; forgetting task");
                     core.tasks.remove(key);
                 }
-                self.persist(&core, key);
+                // Losing this write in a crash only resends the update.
+                self.persist_with(&core, key, false);
                 if let Some(next) = next {
                     core.send_update(next);
                 }

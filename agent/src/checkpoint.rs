@@ -24,7 +24,8 @@
 //!
 //! Every write is one redb write transaction committed with
 //! [`Durability::Immediate`]: when a method returns `Ok`, the write is on
-//! disk. The agent checkpoints a change before it acts on it or reports it,
+//! disk. The `_lazily` variants (for acknowledgements, which only shorten a
+//! queue) skip the fsync; they become durable with the next durable write. The agent checkpoints a change before it acts on it or reports it,
 //! so it never acknowledges anything it could forget.
 //!
 //! Reading never trusts the file: a record that does not decode, or that
@@ -278,7 +279,28 @@ impl Checkpoint {
     /// # Errors
     /// [`CheckpointError::Store`] if the write fails.
     pub fn remove_task(&self, framework_id: &str, task_id: &str) -> Result<(), CheckpointError> {
-        let txn = self.begin_write()?;
+        self.remove_task_with(framework_id, task_id, Durability::Immediate)
+    }
+
+    /// [`Self::remove_task`] without the fsync (see [`Self::put_updates_lazily`]).
+    ///
+    /// # Errors
+    /// As [`Self::remove_task`].
+    pub fn remove_task_lazily(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+    ) -> Result<(), CheckpointError> {
+        self.remove_task_with(framework_id, task_id, Durability::None)
+    }
+
+    fn remove_task_with(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        durability: Durability,
+    ) -> Result<(), CheckpointError> {
+        let txn = self.begin_write_with(durability)?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(e))?;
             tasks
@@ -304,8 +326,35 @@ impl Checkpoint {
         task_id: &str,
         queue: &[pb::StatusUpdate],
     ) -> Result<(), CheckpointError> {
+        self.put_updates_with(framework_id, task_id, queue, Durability::Immediate)
+    }
+
+    /// [`Self::put_updates`] without the fsync: for a queue that only got
+    /// shorter (an acknowledgement). The write becomes durable with the
+    /// next durable write; a crash before that only means the acknowledged
+    /// update is resent after the restart, which the master and the
+    /// framework recognise by its uuid.
+    ///
+    /// # Errors
+    /// As [`Self::put_updates`].
+    pub fn put_updates_lazily(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        queue: &[pb::StatusUpdate],
+    ) -> Result<(), CheckpointError> {
+        self.put_updates_with(framework_id, task_id, queue, Durability::None)
+    }
+
+    fn put_updates_with(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        queue: &[pb::StatusUpdate],
+        durability: Durability,
+    ) -> Result<(), CheckpointError> {
         let bytes = encode_queue(framework_id, task_id, queue)?;
-        let txn = self.begin_write()?;
+        let txn = self.begin_write_with(durability)?;
         {
             let mut updates = txn.open_table(UPDATES).map_err(|e| self.err(e))?;
             write_queue(&mut updates, framework_id, task_id, bytes.as_deref())
@@ -326,10 +375,32 @@ impl Checkpoint {
         t: &TaskCheckpoint,
         queue: &[pb::StatusUpdate],
     ) -> Result<(), CheckpointError> {
+        self.put_task_and_updates_with(t, queue, Durability::Immediate)
+    }
+
+    /// [`Self::put_task_and_updates`] without the fsync (see
+    /// [`Self::put_updates_lazily`]).
+    ///
+    /// # Errors
+    /// As [`Self::put_task_and_updates`].
+    pub fn put_task_and_updates_lazily(
+        &self,
+        t: &TaskCheckpoint,
+        queue: &[pb::StatusUpdate],
+    ) -> Result<(), CheckpointError> {
+        self.put_task_and_updates_with(t, queue, Durability::None)
+    }
+
+    fn put_task_and_updates_with(
+        &self,
+        t: &TaskCheckpoint,
+        queue: &[pb::StatusUpdate],
+        durability: Durability,
+    ) -> Result<(), CheckpointError> {
         let (fw, task) = (t.framework_id.as_str(), t.task_id.as_str());
         let task_bytes = encode_task(t)?;
         let queue_bytes = encode_queue(fw, task, queue)?;
-        let txn = self.begin_write()?;
+        let txn = self.begin_write_with(durability)?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(e))?;
             tasks
@@ -343,9 +414,16 @@ impl Checkpoint {
 
     /// A write transaction that fsyncs on commit.
     fn begin_write(&self) -> Result<redb::WriteTransaction, CheckpointError> {
+        self.begin_write_with(Durability::Immediate)
+    }
+
+    /// A write transaction committed with `durability`.
+    fn begin_write_with(
+        &self,
+        durability: Durability,
+    ) -> Result<redb::WriteTransaction, CheckpointError> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.err(e))?;
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
         Ok(txn)
     }
 
@@ -669,6 +747,35 @@ mod tests {
         let r = c.load().unwrap();
         assert_eq!(r.tasks, vec![other]);
         assert_eq!(r.updates, vec![(key("f", "u"), other_q)]);
+    }
+
+    #[test]
+    fn lazy_writes_are_read_back_and_kept_by_the_next_durable_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let t = task("f", "t", ContainerizerKind::Process);
+        let gone = task("f", "gone", ContainerizerKind::Docker);
+        let q = vec![
+            update("f", "t", pb::TaskState::TaskRunning, 1),
+            update("f", "t", pb::TaskState::TaskFinished, 2),
+        ];
+        {
+            let c = Checkpoint::open(&path).unwrap();
+            c.put_task_and_updates(&t, &q).unwrap();
+            c.put_task(&gone).unwrap();
+            c.put_updates_lazily("f", "t", &q[1..]).unwrap();
+            c.remove_task_lazily("f", "gone").unwrap();
+            let r = c.load().unwrap();
+            assert_eq!(r.tasks, vec![t.clone()]);
+            assert_eq!(r.updates, vec![(key("f", "t"), q[1..].to_vec())]);
+            c.put_task_and_updates_lazily(&t, &[]).unwrap();
+            // A durable write makes the lazy ones before it durable too.
+            c.set_agent_id("a1").unwrap();
+        }
+        let r = Checkpoint::open(&path).unwrap().load().unwrap();
+        assert_eq!(r.agent_id, "a1");
+        assert_eq!(r.tasks, vec![t]);
+        assert!(r.updates.is_empty());
     }
 
     #[test]
