@@ -23,8 +23,23 @@
 //!
 //! Offers smaller than [`AllocatorConfig::min_allocatable`] are not made.
 //! Ports are never counted in shares or quotas.
+//!
+//! # Decline filters and the cost of a cycle
+//!
+//! A framework that declines an offer with a refuse duration is not offered
+//! those resources (or less) of that agent in that role until the filter
+//! expires. Filters are kept per agent, grouped by the declined resources,
+//! with a count of the eligible frameworks in each group (`filters.rs`), so
+//! an agent on which every eligible framework of a role has declined the
+//! offer is skipped without visiting the frameworks: a cycle in which
+//! everything is filtered costs about one offer computation per (agent,
+//! role), not one filter lookup per (agent, framework). Inside the
+//! allocator, frameworks also have a dense index that travels with them in
+//! the role sorters, so walking past filtered frameworks needs no lookup by
+//! name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +50,9 @@ use crate::ids::{AgentId, FrameworkId, Role};
 use crate::resources::{PortRanges, Resources, Scalar, ScalarKind};
 use crate::sorter::{DrfSorter, Sorter};
 use crate::time::Time;
+use filters::{FilterBook, FilterGroup, FwIdx, Slot};
+
+mod filters;
 
 /// A role's weight in fair sharing, fixed-point milli-units (`1.0 == 1000`).
 /// A role with weight 3 is entitled to three times the share of a role with
@@ -219,6 +237,18 @@ impl Allocated {
         })
     }
 
+    /// Whether `r` contains [`Allocated::total`], without building it.
+    fn within(&self, r: &Resources) -> bool {
+        ScalarKind::ALL.iter().all(|&k| {
+            r.scalar(k)
+                >= self
+                    .unreserved
+                    .scalar(k)
+                    .saturating_add(self.reserved.scalar(k))
+        }) && r.ports.contains(&self.unreserved.ports)
+            && r.ports.contains(&self.reserved.ports)
+    }
+
     /// Part-wise intersection.
     fn intersection(&self, other: &Allocated) -> Allocated {
         Allocated {
@@ -290,6 +320,19 @@ impl AllocatorConfig {
             !m.is_zero() && r.scalar(*k) >= m
         })
     }
+
+    /// [`AllocatorConfig::is_allocatable`] of `a.total()`, without building
+    /// it.
+    fn allocatable(&self, a: &Allocated) -> bool {
+        let min = &self.min_allocatable;
+        if min.scalars_empty() {
+            return !a.is_empty();
+        }
+        ScalarKind::ALL.iter().any(|&k| {
+            let m = min.scalar(k);
+            !m.is_zero() && a.unreserved.scalar(k).saturating_add(a.reserved.scalar(k)) >= m
+        })
+    }
 }
 
 /// What the allocator knows about a role, for the operator API.
@@ -313,6 +356,8 @@ struct AgentState {
     free: AgentResources,
     active: bool,
     allocations: BTreeMap<(FrameworkId, Role), Allocated>,
+    /// Where the agent's decline filters are in the [`FilterBook`].
+    slot: Slot,
 }
 
 impl AgentState {
@@ -323,19 +368,30 @@ impl AgentState {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Filter {
-    resources: Resources,
-    expires: Time,
+/// A framework as a client of a role's sorter: ordered by id (the dense
+/// index rides along so that a cycle can check filters without looking the
+/// framework up by name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FwKey {
+    id: FrameworkId,
+    idx: FwIdx,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct FrameworkState {
+    /// Dense index, unique among known frameworks (reused after removal).
+    idx: FwIdx,
     roles: BTreeSet<Role>,
     active: bool,
     suppressed: BTreeSet<Role>,
-    /// Decline filters: role → agent → filters.
-    filters: BTreeMap<Role, BTreeMap<AgentId, Vec<Filter>>>,
+    /// Agent slots where this framework may have decline filters, per role
+    /// (a superset: filters that expired are not removed from here). The
+    /// filters themselves are in the allocator's [`FilterBook`].
+    filter_slots: BTreeMap<Role, BTreeSet<Slot>>,
+    /// Roles in which the framework's filters are counted as eligible in
+    /// the [`FilterBook`]: the roles where it was eligible at the last
+    /// [`Allocator::refresh`].
+    counted: BTreeSet<Role>,
     /// Scalars allocated per role.
     allocated: BTreeMap<Role, Resources>,
     /// Where this framework holds allocations.
@@ -343,19 +399,28 @@ struct FrameworkState {
 }
 
 impl FrameworkState {
+    fn new(idx: FwIdx) -> FrameworkState {
+        FrameworkState {
+            idx,
+            roles: BTreeSet::new(),
+            active: false,
+            suppressed: BTreeSet::new(),
+            filter_slots: BTreeMap::new(),
+            counted: BTreeSet::new(),
+            allocated: BTreeMap::new(),
+            placements: BTreeSet::new(),
+        }
+    }
+
     fn eligible(&self, role: &Role) -> bool {
         self.active && self.roles.contains(role) && !self.suppressed.contains(role)
     }
 
-    /// Whether an active filter refuses `offer` of `role` on `agent`.
-    fn filtered(&self, role: &Role, agent: &AgentId, offer: &Allocated, now: Time) -> bool {
-        let Some(filters) = self.filters.get(role).and_then(|m| m.get(agent)) else {
-            return false;
-        };
-        let total = offer.total();
-        filters
-            .iter()
-            .any(|f| now < f.expires && f.resources.contains(&total))
+    fn key(&self, id: &FrameworkId) -> FwKey {
+        FwKey {
+            id: id.clone(),
+            idx: self.idx,
+        }
     }
 }
 
@@ -367,7 +432,7 @@ struct RoleState {
     subscribed: BTreeSet<FrameworkId>,
     /// Frameworks subscribed to the role or holding allocations in it;
     /// active = eligible for offers in this role.
-    sorter: DrfSorter<FrameworkId>,
+    sorter: DrfSorter<FwKey>,
     /// Scalars allocated to the role.
     allocated: Resources,
     /// Number of agents with a reservation for the role.
@@ -425,6 +490,12 @@ pub struct Allocator {
     config: AllocatorConfig,
     agents: BTreeMap<AgentId, AgentState>,
     frameworks: BTreeMap<FrameworkId, FrameworkState>,
+    /// Indices of removed frameworks, for reuse.
+    free_fw_idx: Vec<FwIdx>,
+    /// One past the largest framework index handed out.
+    next_fw_idx: FwIdx,
+    /// Decline filters, by agent.
+    filters: FilterBook,
     roles: BTreeMap<Role, RoleState>,
     /// Roles; active = has at least one eligible framework.
     role_sorter: DrfSorter<Role>,
@@ -441,6 +512,44 @@ pub struct Allocator {
 struct CycleOutput {
     allocations: Vec<Allocation>,
     index: HashMap<(AgentId, FrameworkId, Role), usize>,
+}
+
+/// Scratch space of one cycle for [`Allocator::pick_framework`]: which
+/// frameworks refuse the offer at hand, by dense index.
+#[derive(Debug)]
+struct Marks {
+    /// `stamp[idx] == round`: framework `idx` is marked.
+    stamp: Vec<u32>,
+    round: u32,
+}
+
+impl Marks {
+    /// Room for framework indices below `len`.
+    fn new(len: FwIdx) -> Marks {
+        Marks {
+            stamp: vec![0; len as usize],
+            round: 0,
+        }
+    }
+
+    /// Clears all marks.
+    fn next(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        if self.round == 0 {
+            self.stamp.fill(0);
+            self.round = 1;
+        }
+    }
+
+    fn mark(&mut self, idx: FwIdx) {
+        if let Some(s) = self.stamp.get_mut(idx as usize) {
+            *s = self.round;
+        }
+    }
+
+    fn is_marked(&self, idx: FwIdx) -> bool {
+        self.stamp.get(idx as usize) == Some(&self.round)
+    }
 }
 
 /// Headroom bookkeeping for stage 2: unreserved resources kept back for
@@ -483,6 +592,9 @@ impl Allocator {
             config,
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
+            free_fw_idx: Vec::new(),
+            next_fw_idx: 0,
+            filters: FilterBook::default(),
             roles: BTreeMap::new(),
             role_sorter: DrfSorter::new(),
             total: Resources::empty(),
@@ -518,18 +630,39 @@ impl Allocator {
 
     /// Re-derives whether `framework` is eligible in `role` and whether the
     /// role has any eligible framework.
+    ///
+    /// Also keeps the [`FilterBook`]'s eligible counts: when the framework's
+    /// eligibility in `role` changed, its filters there are re-counted.
     fn refresh(&mut self, framework: &FrameworkId, role: &Role) {
-        let eligible = self
-            .frameworks
-            .get(framework)
-            .is_some_and(|f| f.eligible(role));
+        let mut key = None;
+        let mut eligible = false;
+        if let Some(f) = self.frameworks.get_mut(framework) {
+            eligible = f.eligible(role);
+            key = Some(f.key(framework));
+            if f.counted.contains(role) != eligible {
+                if eligible {
+                    f.counted.insert(role.clone());
+                } else {
+                    f.counted.remove(role);
+                }
+                if let Some(slots) = f.filter_slots.get_mut(role) {
+                    let book = &mut self.filters;
+                    slots.retain(|&slot| book.set_counted(slot, role, f.idx, eligible));
+                    if slots.is_empty() {
+                        f.filter_slots.remove(role);
+                    }
+                }
+            }
+        }
         let Some(state) = self.roles.get_mut(role) else {
             return;
         };
-        if eligible {
-            state.sorter.activate(framework);
-        } else {
-            state.sorter.deactivate(framework);
+        if let Some(key) = &key {
+            if eligible {
+                state.sorter.activate(key);
+            } else {
+                state.sorter.deactivate(key);
+            }
         }
         if state.sorter.active_len() > 0 {
             self.role_sorter.activate(role);
@@ -541,12 +674,12 @@ impl Allocator {
     /// Removes `framework` from `role`'s sorter when it is neither
     /// subscribed nor holding allocations there.
     fn maybe_drop_client(&mut self, framework: &FrameworkId, role: &Role) {
-        let holds = self
-            .frameworks
-            .get(framework)
-            .is_some_and(|f| f.roles.contains(role) || f.allocated.contains_key(role));
-        if !holds && let Some(state) = self.roles.get_mut(role) {
-            state.sorter.remove_client(framework);
+        if let Some(f) = self.frameworks.get(framework)
+            && !f.roles.contains(role)
+            && !f.allocated.contains_key(role)
+            && let Some(state) = self.roles.get_mut(role)
+        {
+            state.sorter.remove_client(&f.key(framework));
         }
         self.refresh(framework, role);
         self.gc_role(role);
@@ -601,7 +734,20 @@ impl Allocator {
     /// Adds a framework subscribed to `roles`. Adding a known framework
     /// updates its roles and activity instead.
     pub fn add_framework(&mut self, id: FrameworkId, roles: BTreeSet<Role>, active: bool) {
-        self.frameworks.entry(id.clone()).or_default().active = active;
+        if !self.frameworks.contains_key(&id) {
+            let idx = match self.free_fw_idx.pop() {
+                Some(idx) => idx,
+                None => {
+                    let idx = self.next_fw_idx;
+                    self.next_fw_idx += 1;
+                    idx
+                }
+            };
+            self.frameworks.insert(id.clone(), FrameworkState::new(idx));
+        }
+        if let Some(fw) = self.frameworks.get_mut(&id) {
+            fw.active = active;
+        }
         self.set_framework_roles(&id, roles);
     }
 
@@ -609,13 +755,22 @@ impl Allocator {
         let Some(fw) = self.frameworks.get_mut(id) else {
             return;
         };
+        let key = fw.key(id);
         let old = std::mem::replace(&mut fw.roles, roles.clone());
         fw.suppressed.retain(|r| roles.contains(r));
-        fw.filters.retain(|r, _| roles.contains(r));
+        let dropped: Vec<Role> = fw
+            .filter_slots
+            .keys()
+            .filter(|r| !roles.contains(*r))
+            .cloned()
+            .collect();
+        for role in dropped {
+            self.drop_filters(id, &role);
+        }
         for role in &roles {
             let state = self.ensure_role(role);
             state.subscribed.insert(id.clone());
-            state.sorter.add_client(id.clone());
+            state.sorter.add_client(key.clone());
             self.refresh(id, role);
         }
         for role in old.difference(&roles) {
@@ -657,9 +812,19 @@ impl Allocator {
                 self.release(&agent, id, &role, &alloc);
             }
         }
+        let filter_roles: Vec<Role> = self
+            .frameworks
+            .get(id)
+            .map(|fw| fw.filter_slots.keys().cloned().collect())
+            .unwrap_or_default();
+        for role in filter_roles {
+            self.drop_filters(id, &role);
+        }
         let Some(fw) = self.frameworks.remove(id) else {
             return;
         };
+        let key = fw.key(id);
+        self.free_fw_idx.push(fw.idx);
         let roles: BTreeSet<Role> = fw
             .roles
             .union(&fw.allocated.keys().cloned().collect())
@@ -668,10 +833,23 @@ impl Allocator {
         for role in roles {
             if let Some(state) = self.roles.get_mut(&role) {
                 state.subscribed.remove(id);
-                state.sorter.remove_client(id);
+                state.sorter.remove_client(&key);
             }
             self.refresh(id, &role);
             self.gc_role(&role);
+        }
+    }
+
+    /// Drops the decline filters of `framework` in `role`.
+    fn drop_filters(&mut self, framework: &FrameworkId, role: &Role) {
+        let Some(fw) = self.frameworks.get_mut(framework) else {
+            return;
+        };
+        let Some(slots) = fw.filter_slots.remove(role) else {
+            return;
+        };
+        for slot in slots {
+            self.filters.remove(slot, role, fw.idx);
         }
     }
 
@@ -722,19 +900,21 @@ impl Allocator {
         let Some(fw) = self.frameworks.get_mut(framework) else {
             return;
         };
-        let touched: Vec<Role> = match roles {
+        let (touched, filtered): (Vec<Role>, Vec<Role>) = match roles {
             Some(r) => {
                 for role in r {
                     fw.suppressed.remove(role);
-                    fw.filters.remove(role);
                 }
-                r.iter().cloned().collect()
+                (r.iter().cloned().collect(), r.iter().cloned().collect())
             }
-            None => {
-                fw.filters.clear();
-                std::mem::take(&mut fw.suppressed).into_iter().collect()
-            }
+            None => (
+                std::mem::take(&mut fw.suppressed).into_iter().collect(),
+                fw.filter_slots.keys().cloned().collect(),
+            ),
         };
+        for role in filtered {
+            self.drop_filters(framework, &role);
+        }
         for role in touched {
             self.refresh(framework, &role);
         }
@@ -776,6 +956,7 @@ impl Allocator {
         self.add_reservations(&total);
         self.total += &scalars(&total.total());
         self.totals_dirty = true;
+        let slot = self.filters.attach(&id);
         self.agents.insert(
             id,
             AgentState {
@@ -783,6 +964,7 @@ impl Allocator {
                 total,
                 active,
                 allocations: BTreeMap::new(),
+                slot,
             },
         );
     }
@@ -871,6 +1053,7 @@ impl Allocator {
         }
         if let Some(agent) = self.agents.remove(id) {
             self.remove_reservations(&agent.total);
+            self.filters.detach(agent.slot);
         }
         self.recompute_total();
     }
@@ -918,19 +1101,23 @@ impl Allocator {
         entry.reserved += &alloc.reserved;
 
         let amount = scalars(&alloc.total());
+        let mut key = None;
         if let Some(fw) = self.frameworks.get_mut(framework) {
             *fw.allocated.entry(role.clone()).or_default() += &amount;
             fw.placements.insert((agent_id.clone(), role.clone()));
+            key = Some(fw.key(framework));
         }
         if !self.roles.contains_key(role) {
             self.ensure_role(role);
         }
         if let Some(state) = self.roles.get_mut(role) {
             state.allocated += &amount;
-            if !state.sorter.contains(framework) {
-                state.sorter.add_client(framework.clone());
+            if let Some(key) = key {
+                if !state.sorter.contains(&key) {
+                    state.sorter.add_client(key.clone());
+                }
+                state.sorter.allocated(&key, &amount);
             }
-            state.sorter.allocated(framework, &amount);
         }
         self.role_sorter.allocated(role, &amount);
         self.refresh(framework, role);
@@ -963,7 +1150,9 @@ impl Allocator {
         }
 
         let amount = scalars(&alloc.total());
+        let mut key = None;
         if let Some(fw) = self.frameworks.get_mut(framework) {
+            key = Some(fw.key(framework));
             if let Some(a) = fw.allocated.get_mut(role) {
                 *a = a.saturating_sub(&amount);
             }
@@ -976,7 +1165,9 @@ impl Allocator {
         }
         if let Some(state) = self.roles.get_mut(role) {
             state.allocated = state.allocated.saturating_sub(&amount);
-            state.sorter.unallocated(framework, &amount);
+            if let Some(key) = &key {
+                state.sorter.unallocated(key, &amount);
+            }
         }
         self.role_sorter.unallocated(role, &amount);
         self.maybe_drop_client(framework, role);
@@ -1046,6 +1237,7 @@ impl Allocator {
         let Some(a) = self.agents.get(agent) else {
             return;
         };
+        let slot = a.slot;
         if let Some(held) = a.allocations.get(&(framework.clone(), role.clone())) {
             let actual = held.intersection(resources);
             if !actual.is_empty() {
@@ -1056,15 +1248,17 @@ impl Allocator {
             && !d.is_zero()
             && let Some(fw) = self.frameworks.get_mut(framework)
         {
-            fw.filters
-                .entry(role.clone())
-                .or_default()
-                .entry(agent.clone())
-                .or_default()
-                .push(Filter {
-                    resources: resources.total(),
-                    expires: now + d,
-                });
+            let counted = fw.counted.contains(role);
+            self.filters
+                .add(slot, role, fw.idx, counted, resources.total(), now + d);
+            match fw.filter_slots.get_mut(role) {
+                Some(slots) => {
+                    slots.insert(slot);
+                }
+                None => {
+                    fw.filter_slots.insert(role.clone(), BTreeSet::from([slot]));
+                }
+            }
         }
     }
 
@@ -1081,19 +1275,10 @@ impl Allocator {
         self.totals_dirty = false;
     }
 
+    /// Drops filters expired at `now`. (Only memory: an expired filter
+    /// refuses nothing anyway.)
     fn prune_filters(&mut self, now: Time) {
-        for fw in self.frameworks.values_mut() {
-            if fw.filters.is_empty() {
-                continue;
-            }
-            fw.filters.retain(|_, by_agent| {
-                by_agent.retain(|_, fs| {
-                    fs.retain(|f| now < f.expires);
-                    !fs.is_empty()
-                });
-                !by_agent.is_empty()
-            });
-        }
+        self.filters.prune(now);
     }
 
     /// Runs one allocation cycle at time `now` and returns the new
@@ -1104,8 +1289,9 @@ impl Allocator {
         self.sync_totals();
         self.prune_filters(now);
         let mut out = CycleOutput::default();
-        self.allocate_quota(now, &mut out);
-        self.allocate_fair(now, &mut out);
+        let mut marks = Marks::new(self.next_fw_idx);
+        self.allocate_quota(now, &mut out, &mut marks);
+        self.allocate_fair(now, &mut out, &mut marks);
         out.allocations
     }
 
@@ -1146,28 +1332,95 @@ impl Allocator {
     }
 
     /// The first framework of `role` (DRF order) eligible for `offer` on
-    /// `agent`.
+    /// the agent whose filters are in `slot`.
+    ///
+    /// The active clients of the role's sorter are exactly its eligible
+    /// frameworks ([`Allocator::refresh`] keeps them so), so the walk only
+    /// has to skip frameworks with a filter refusing the offer. If one
+    /// group of filters covering the offer holds every eligible framework,
+    /// nobody is visited. Otherwise the first few frameworks are checked
+    /// one by one, and past those the refusing frameworks are marked once
+    /// so that the rest of the walk is a lookup per framework.
     fn pick_framework(
         &self,
         role: &Role,
-        agent: &AgentId,
+        slot: Slot,
         offer: &Allocated,
         now: Time,
+        marks: &mut Marks,
     ) -> Option<FrameworkId> {
+        /// Frameworks checked one by one before marking.
+        const SHORT_WALK: usize = 16;
         let state = self.roles.get(role)?;
-        state
-            .sorter
-            .iter_sorted()
-            .find(|fw| {
-                self.frameworks
-                    .get(*fw)
-                    .is_some_and(|f| f.eligible(role) && !f.filtered(role, agent, offer, now))
-            })
-            .cloned()
+        let active = state.sorter.active_len();
+        if active == 0 {
+            return None;
+        }
+        let covering: Vec<&FilterGroup> = self.filters.covering(slot, role, offer).collect();
+        let mut order = state.sorter.iter_sorted();
+        if covering.is_empty() {
+            return order.next().map(|k| self.picked(k, role));
+        }
+        if covering
+            .iter()
+            .any(|g| g.all_in_force(now) && g.eligible == active)
+        {
+            return None;
+        }
+        for key in order.by_ref().take(SHORT_WALK) {
+            if !covering.iter().any(|g| g.refuses(key.idx, now)) {
+                return Some(self.picked(key, role));
+            }
+        }
+        marks.next();
+        for g in &covering {
+            for (&idx, e) in &g.frameworks {
+                if now < e.expires {
+                    marks.mark(idx);
+                }
+            }
+        }
+        order
+            .find(|k| !marks.is_marked(k.idx))
+            .map(|k| self.picked(k, role))
+    }
+
+    /// Whether every eligible framework of `role` refuses everything `role`
+    /// could be offered on `agent` (its free unreserved resources and its
+    /// reservation there): then no offer of `role` there finds a taker,
+    /// whatever caps shape it, and [`Allocator::fair_offer`] need not build
+    /// one. A shortcut only: `false` proves nothing.
+    fn refused_whole(&self, agent: &AgentState, role: &Role, now: Time) -> bool {
+        let Some(state) = self.roles.get(role) else {
+            return true;
+        };
+        let active = state.sorter.active_len();
+        active == 0
+            || self
+                .filters
+                .covering_parts(
+                    agent.slot,
+                    role,
+                    &agent.free.unreserved,
+                    agent.free_reserved(role),
+                )
+                .any(|g| g.all_in_force(now) && g.eligible == active)
+    }
+
+    /// The id of a framework [`Allocator::pick_framework`] chose.
+    fn picked(&self, key: &FwKey, role: &Role) -> FrameworkId {
+        debug_assert!(
+            self.frameworks
+                .get(&key.id)
+                .is_some_and(|f| f.idx == key.idx && f.eligible(role)),
+            "sorter client {} active in {role} but not eligible",
+            key.id
+        );
+        key.id.clone()
     }
 
     /// Stage 1: quota guarantees.
-    fn allocate_quota(&mut self, now: Time, out: &mut CycleOutput) {
+    fn allocate_quota(&mut self, now: Time, out: &mut CycleOutput, marks: &mut Marks) {
         let mut quota_roles: Vec<Role> = self
             .roles
             .iter()
@@ -1205,7 +1458,10 @@ impl Allocator {
                 let Some(offer) = self.quota_offer(&agent_id, &role) else {
                     continue;
                 };
-                if let Some(fw) = self.pick_framework(&role, &agent_id, &offer, now) {
+                let Some(slot) = self.agents.get(&agent_id).map(|a| a.slot) else {
+                    continue;
+                };
+                if let Some(fw) = self.pick_framework(&role, slot, &offer, now, marks) {
                     self.emit(out, agent_id.clone(), fw, role, offer, true);
                 }
             }
@@ -1239,7 +1495,7 @@ impl Allocator {
             unreserved,
             reserved,
         };
-        self.config.is_allocatable(&offer.total()).then_some(offer)
+        self.config.allocatable(&offer).then_some(offer)
     }
 
     fn headroom(&self) -> Headroom {
@@ -1297,50 +1553,64 @@ impl Allocator {
             unreserved,
             reserved,
         };
-        self.config.is_allocatable(&offer.total()).then_some(offer)
+        self.config.allocatable(&offer).then_some(offer)
     }
 
     /// Stage 2: fair sharing of what is left, whole agents at a time.
-    fn allocate_fair(&mut self, now: Time, out: &mut CycleOutput) {
+    fn allocate_fair(&mut self, now: Time, out: &mut CycleOutput, marks: &mut Marks) {
         if self.role_sorter.active_len() == 0 {
             return;
         }
         let mut headroom = self.headroom();
-        let agent_ids: Vec<AgentId> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.active)
-            .map(|(id, _)| id.clone())
-            .collect();
         let mut served: Vec<Role> = Vec::new();
-        for agent_id in agent_ids {
+        // Active agents by id. The scan runs over the map itself and stops
+        // only at agents that get something: the others (all of them, when
+        // everything is filtered) cost no clone and no lookup.
+        let mut after: Option<AgentId> = None;
+        loop {
+            let rest = match &after {
+                None => self.agents.range::<AgentId, _>(..),
+                Some(id) => self.agents.range((Excluded(id), Unbounded)),
+            };
+            let next = rest.filter(|(_, a)| a.active).find_map(|(id, agent)| {
+                self.fair_candidate(agent, &[], &headroom, now, marks)
+                    .map(|c| (id.clone(), c))
+            });
+            let Some((agent_id, first)) = next else {
+                return;
+            };
             served.clear();
-            while let Some((role, fw, offer)) =
-                self.fair_candidate(&agent_id, &served, &headroom, now)
-            {
+            let mut candidate = Some(first);
+            while let Some((role, fw, offer)) = candidate {
                 headroom.consume(&role, &offer.unreserved);
                 served.push(role.clone());
                 self.emit(out, agent_id.clone(), fw, role, offer, false);
+                candidate = self
+                    .agents
+                    .get(&agent_id)
+                    .and_then(|agent| self.fair_candidate(agent, &served, &headroom, now, marks));
             }
+            after = Some(agent_id);
         }
     }
 
-    /// The next (role, framework, offer) on `agent_id` in stage 2.
+    /// The next (role, framework, offer) on `agent` in stage 2, given the
+    /// roles already `served` there this cycle.
     fn fair_candidate(
         &self,
-        agent_id: &AgentId,
+        agent: &AgentState,
         served: &[Role],
         headroom: &Headroom,
         now: Time,
+        marks: &mut Marks,
     ) -> Option<(Role, FrameworkId, Allocated)> {
-        let agent = self.agents.get(agent_id)?;
         let unreserved_useful = self.config.is_allocatable(&agent.free.unreserved);
-        let try_role = |role: &Role| -> Option<(Role, FrameworkId, Allocated)> {
-            if served.contains(role) {
+        let mut try_role = |role: &Role| -> Option<(Role, FrameworkId, Allocated)> {
+            if served.contains(role) || self.refused_whole(agent, role, now) {
                 return None;
             }
             let offer = self.fair_offer(agent, role, headroom)?;
-            let fw = self.pick_framework(role, agent_id, &offer, now)?;
+            let fw = self.pick_framework(role, agent.slot, &offer, now, marks)?;
             Some((role.clone(), fw, offer))
         };
         if unreserved_useful {
@@ -1513,6 +1783,82 @@ impl Allocator {
                     "role {role}: allocated [{}] != sum [{expect}]",
                     s.allocated
                 ));
+            }
+        }
+        self.check_eligibility().or_else(bad)?;
+        self.check_filters().or_else(bad)
+    }
+
+    /// The sorters' active clients are exactly the eligible frameworks,
+    /// and framework indices are unique.
+    fn check_eligibility(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (id, f) in &self.frameworks {
+            if f.idx >= self.next_fw_idx || self.free_fw_idx.contains(&f.idx) {
+                return Err(format!("framework {id}: index {} is free", f.idx));
+            }
+            if !seen.insert(f.idx) {
+                return Err(format!("framework {id}: index {} reused", f.idx));
+            }
+            let eligible: BTreeSet<Role> =
+                f.roles.iter().filter(|r| f.eligible(r)).cloned().collect();
+            if eligible != f.counted {
+                return Err(format!("framework {id}: counted roles are stale"));
+            }
+        }
+        for (role, s) in &self.roles {
+            for key in s.sorter.clients() {
+                let Some(f) = self.frameworks.get(&key.id).filter(|f| f.idx == key.idx) else {
+                    return Err(format!("role {role}: unknown sorter client {}", key.id));
+                };
+                if s.sorter.is_active(key) != f.eligible(role) {
+                    return Err(format!(
+                        "role {role}: {} active in the sorter is not eligibility",
+                        key.id
+                    ));
+                }
+            }
+        }
+        for (id, f) in &self.frameworks {
+            for role in &f.roles {
+                let active = self
+                    .roles
+                    .get(role)
+                    .is_some_and(|s| s.sorter.is_active(&f.key(id)));
+                if active != f.eligible(role) {
+                    return Err(format!("framework {id}: sorter of {role} out of date"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The filter book agrees with the agents and frameworks.
+    fn check_filters(&self) -> Result<(), String> {
+        self.filters.check()?;
+        for (id, a) in &self.agents {
+            if !self.filters.is_attached(a.slot, id) {
+                return Err(format!("agent {id}: filter slot {} not attached", a.slot));
+            }
+        }
+        let by_idx: BTreeMap<FwIdx, (&FrameworkId, &FrameworkState)> = self
+            .frameworks
+            .iter()
+            .map(|(id, f)| (f.idx, (id, f)))
+            .collect();
+        for (slot, agent, role, g) in self.filters.groups() {
+            for (idx, e) in &g.frameworks {
+                let Some((id, f)) = by_idx.get(idx) else {
+                    return Err(format!("filter on {agent} of unknown framework {idx}"));
+                };
+                if e.counted != f.counted.contains(role) {
+                    return Err(format!("filter of {id} on {agent} role {role}: miscounted"));
+                }
+                if !f.filter_slots.get(role).is_some_and(|s| s.contains(&slot)) {
+                    return Err(format!(
+                        "filter of {id} on {agent} role {role}: not indexed"
+                    ));
+                }
             }
         }
         Ok(())
