@@ -13,10 +13,16 @@
 //!   decides how much of which agent each framework is offered.
 //! - [`offers`]: the leader's book of outstanding offers.
 //! - [`placement`]: bin-packing of task requests into offers, for framework
-//!   SDKs.
+//!   SDKs ([`pack`], [`placement::explain`]), and the indexed [`Placer`] with
+//!   its strategies (first, best and worst fit, Tetris) and packing-quality
+//!   measures, for the simulator.
+//! - [`workload`]: nodes and tasks for the simulator: generators (Mesos'
+//!   multi-framework benchmark, a trace-like heterogeneous cluster) and a
+//!   JSON/CSV file format.
 //!
 //! What it is not: it does no IO, reads no clock, spawns no threads and uses
-//! no randomness (time and any seed are arguments). It does not persist
+//! no ambient randomness (time and any seed are arguments; the workload
+//! generators run their own seeded PRNG). It does not persist
 //! anything, talk to agents or frameworks, or know about the wire protocol;
 //! the master, agent and SDK crates do that around it. Same inputs, same
 //! outputs — which is what makes it simulatable at 10,000 agents.
@@ -29,6 +35,7 @@ pub mod placement;
 pub mod resources;
 pub mod sorter;
 pub mod time;
+pub mod workload;
 
 pub use allocator::{
     AgentResources, Allocated, Allocation, Allocator, AllocatorConfig, Quota, RoleInfo, Weight,
@@ -36,7 +43,7 @@ pub use allocator::{
 pub use error::{AllocatorError, IdError, OfferError, ResourceError};
 pub use ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 pub use offers::{Offer, OfferBook};
-pub use placement::{Packing, Strategy, pack};
+pub use placement::{Packing, Placer, Strategy, Unplaced, pack};
 pub use resources::{PortRanges, Resources, Scalar, ScalarKind};
 pub use sorter::{DrfSorter, Sorter};
 pub use time::Time;

@@ -67,10 +67,10 @@ mod framework;
 mod packing;
 
 pub use berth_proto as proto;
-pub use berth_scheduler_core::placement::Strategy;
+pub use berth_scheduler_core::placement::{Explanation, Strategy};
 pub use config::{FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
 pub use error::SdkError;
 pub use events::{Event, Events};
 pub use framework::Framework;
-pub use packing::{PackPlan, pack_offers, shell_task, task_resources};
+pub use packing::{PackPlan, explain_unplaced, pack_offers, shell_task, task_resources};

@@ -4,11 +4,12 @@
 //! offers' resources and the tasks' resources, and returns a [`PackPlan`]:
 //! the tasks to launch per offer (with `agent_id` filled in), the offers
 //! that received nothing (decline them) and the tasks that did not fit
-//! (keep them for the next offers). [`shell_task`] builds a `TaskInfo`.
+//! (keep them for the next offers). [`explain_unplaced`] says why a task
+//! fits in none of the offers. [`shell_task`] builds a `TaskInfo`.
 
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
-use berth_scheduler_core::placement::{Strategy, pack};
+use berth_scheduler_core::placement::{Explanation, Strategy, explain, pack};
 use berth_scheduler_core::{Resources, TaskId};
 
 use crate::SdkError;
@@ -48,8 +49,8 @@ pub fn task_resources(task: &pb::TaskInfo) -> Result<Resources, SdkError> {
     })
 }
 
-/// Packs `tasks` into `offers` with `strategy` (first fit, best fit or worst
-/// fit; see `berth_scheduler_core::placement`). Deterministic: tasks are
+/// Packs `tasks` into `offers` with `strategy` (first fit, best fit, worst
+/// fit or Tetris; see `berth_scheduler_core::placement`). Deterministic: tasks are
 /// placed in the order given.
 ///
 /// Each placed task's `agent_id` is set to its offer's agent (overwriting
@@ -68,15 +69,7 @@ pub fn pack_offers(
         .iter()
         .map(task_resources)
         .collect::<Result<Vec<_>, _>>()?;
-    let bins: Vec<Resources> = offers
-        .iter()
-        .map(|o| {
-            resources_from_proto_opt(o.resources.as_ref()).unwrap_or_else(|e| {
-                tracing::warn!(offer_id = %o.id, error = %e, "offer with invalid resources; not used");
-                Resources::empty()
-            })
-        })
-        .collect();
+    let bins = offer_resources(offers);
     let packing = pack(&bins, &items, strategy);
 
     let mut per_offer: Vec<Vec<pb::TaskInfo>> = vec![Vec::new(); offers.len()];
@@ -102,6 +95,49 @@ pub fn pack_offers(
         }
     }
     Ok(plan)
+}
+
+/// The resources of each offer; an offer whose resources are invalid
+/// counts as empty (and is logged).
+fn offer_resources(offers: &[pb::Offer]) -> Vec<Resources> {
+    offers
+        .iter()
+        .map(|o| {
+            resources_from_proto_opt(o.resources.as_ref()).unwrap_or_else(|e| {
+                tracing::warn!(offer_id = %o.id, error = %e, "offer with invalid resources; not used");
+                Resources::empty()
+            })
+        })
+        .collect()
+}
+
+/// Why `task` fits in none of `offers`: how many offers are short of each
+/// resource (cpus, mem, disk, gpus, ports). Its `Display` is a sentence
+/// such as `no node fits: 12 short on mem, 3 short on cpus, 0 filtered by
+/// constraints`; `fit` counts the offers that would take the task. An offer
+/// with invalid resources counts as empty.
+///
+/// ```
+/// # use berth_sdk::proto;
+/// let offer = proto::Offer {
+///     id: "o1".into(),
+///     resources: Some(proto::Resources { cpus: 1.0, mem: 128.0, ..Default::default() }),
+///     ..Default::default()
+/// };
+/// let task = berth_sdk::shell_task("big", "big", "true", "cpus:4;mem:64").unwrap();
+/// let why = berth_sdk::explain_unplaced(&[offer], &task).unwrap();
+/// assert_eq!(why.per_dimension.cpus, 1);
+/// assert_eq!(why.to_string(), "no node fits: 1 short on cpus, 0 filtered by constraints");
+/// ```
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] if the task's resources are invalid.
+pub fn explain_unplaced(
+    offers: &[pb::Offer],
+    task: &pb::TaskInfo,
+) -> Result<Explanation, SdkError> {
+    let item = task_resources(task)?;
+    Ok(explain(&offer_resources(offers), &item))
 }
 
 /// Builds a task that runs `cmd` with `/bin/sh -c`, using `resources` in
@@ -266,6 +302,35 @@ mod tests {
         let plan = pack_offers(&[o], vec![task("t", "cpus:1")], Strategy::FirstFit).unwrap();
         assert_eq!(plan.unused, ["bad"]);
         assert_eq!(ids(&plan.unplaced), ["t"]);
+    }
+
+    #[test]
+    fn explains_unplaced_tasks() {
+        let offers = [
+            offer("o1", "a1", "cpus:1;mem:128"),
+            offer("o2", "a2", "cpus:8;mem:64;ports:[31000-31000]"),
+        ];
+        let t = task("t", "cpus:2;mem:100;ports:[31000-31000]");
+        let plan = pack_offers(&offers, vec![t.clone()], Strategy::FirstFit).unwrap();
+        assert_eq!(ids(&plan.unplaced), ["t"]);
+        let why = explain_unplaced(&offers, &t).unwrap();
+        assert_eq!(why.fit, 0);
+        assert_eq!(why.per_dimension.cpus, 1);
+        assert_eq!(why.per_dimension.mem, 1);
+        assert_eq!(why.per_dimension.ports, 1);
+        assert_eq!(
+            why.to_string(),
+            "no node fits: 1 short on cpus, 1 short on mem, 1 short on ports, 0 filtered by constraints"
+        );
+        let mut bad = task("bad", "cpus:1");
+        bad.resources = Some(pb::Resources {
+            mem: -1.0,
+            ..Default::default()
+        });
+        assert!(matches!(
+            explain_unplaced(&offers, &bad),
+            Err(SdkError::InvalidTask { .. })
+        ));
     }
 
     #[test]

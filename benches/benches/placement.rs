@@ -1,0 +1,61 @@
+//! Placement throughput of `berth-scheduler-core`'s indexed `Placer`.
+//!
+//! `cargo bench -p berth-benches --bench placement` runs them; CI only
+//! compiles them. One iteration places a whole batch on empty nodes (the
+//! placer is built outside the measurement). Figures and the machine are
+//! in docs/benchmarks.md.
+
+use std::hint::black_box;
+
+use berth_scheduler_core::placement::{Placer, Strategy};
+use berth_scheduler_core::workload::{Workload, heterogeneous, mesos_multi_framework};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn place_all(w: &Workload, strategy: Strategy) -> impl FnMut(&mut criterion::Bencher<'_>) + '_ {
+    move |b| {
+        b.iter_batched(
+            || Placer::new(&w.nodes, strategy),
+            |mut placer| {
+                let mut placed = 0usize;
+                for t in &w.tasks {
+                    placed += usize::from(placer.try_place(t).is_some());
+                }
+                black_box(placed)
+            },
+            criterion::BatchSize::LargeInput,
+        );
+    }
+}
+
+/// 50,000 heterogeneous tasks onto 10,000 empty nodes, each strategy.
+fn heterogeneous_10k(c: &mut Criterion) {
+    let w = heterogeneous(10_000, 50_000, 1);
+    let mut group = c.benchmark_group("place_heterogeneous_10k_nodes");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(w.tasks.len() as u64));
+    for s in Strategy::ALL {
+        group.bench_function(BenchmarkId::new(s.name(), "50k_tasks"), place_all(&w, s));
+    }
+    group.finish();
+}
+
+/// Mesos' MultiFrameworkAllocations task mix packed onto its agents: ×1
+/// (80 agents, 19,500 tasks) and ×125 (10,000 agents, 2,437,500 tasks).
+fn mesos_multi(c: &mut Criterion) {
+    let mut group = c.benchmark_group("place_mesos_multi_framework");
+    group.sample_size(10);
+    for scale in [1usize, 125] {
+        let w = mesos_multi_framework(scale);
+        group.throughput(Throughput::Elements(w.tasks.len() as u64));
+        for s in [Strategy::FirstFit, Strategy::Tetris] {
+            group.bench_function(
+                BenchmarkId::new(s.name(), format!("x{scale}")),
+                place_all(&w, s),
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, heterogeneous_10k, mesos_multi);
+criterion_main!(benches);
