@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use super::process::task_environment;
 use super::{
     BoxFuture, CONTAINER_SANDBOX, Command, ContainerId, ContainerSpec, Containerizer, LaunchSpec,
-    Launched, NetworkMode, RecoverRecord, Termination,
+    Launched, NetworkMode, RecoverRecord, Termination, prepare_sandbox, wait_exit,
 };
 use crate::error::ContainerError;
 
@@ -671,29 +671,6 @@ impl Containerizer for DockerContainerizer {
     }
 }
 
-/// Removes and recreates the sandbox with empty `stdout` and `stderr`, as
-/// the process containerizer does.
-async fn prepare_sandbox(sandbox: &Path) -> Result<(), ContainerError> {
-    let sandbox_err = |source| ContainerError::Sandbox {
-        path: sandbox.to_path_buf(),
-        source,
-    };
-    if tokio::fs::try_exists(sandbox).await.map_err(sandbox_err)? {
-        tokio::fs::remove_dir_all(sandbox)
-            .await
-            .map_err(sandbox_err)?;
-    }
-    tokio::fs::create_dir_all(sandbox)
-        .await
-        .map_err(sandbox_err)?;
-    for name in ["stdout", "stderr"] {
-        tokio::fs::File::create(sandbox.join(name))
-            .await
-            .map_err(sandbox_err)?;
-    }
-    Ok(())
-}
-
 /// The reference to pull for `image`: with `:latest` added when it names
 /// neither a tag nor a digest (the API would pull every tag otherwise).
 fn pull_reference(image: &str) -> String {
@@ -911,14 +888,6 @@ async fn watch_exit(
     }
     tracing::debug!(container = %id, termination = %term, "container exited");
     tx.send_replace(Some(term));
-}
-
-async fn wait_exit(mut rx: watch::Receiver<Option<Termination>>) -> Termination {
-    match rx.wait_for(Option::is_some).await {
-        Ok(t) => t.unwrap_or(Termination::Unknown),
-        // The watcher went away without a result: nothing more to learn.
-        Err(_) => Termination::Unknown,
-    }
 }
 
 /// A point in time as Docker's log timestamps give it.

@@ -513,6 +513,40 @@ pub trait Containerizer: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<i32, ContainerError>>;
 }
 
+/// Removes and recreates a task's sandbox with empty `stdout` and
+/// `stderr` files (every containerizer starts a run this way).
+pub(crate) async fn prepare_sandbox(sandbox: &Path) -> Result<(), ContainerError> {
+    let sandbox_err = |source| ContainerError::Sandbox {
+        path: sandbox.to_path_buf(),
+        source,
+    };
+    if tokio::fs::try_exists(sandbox).await.map_err(sandbox_err)? {
+        tokio::fs::remove_dir_all(sandbox)
+            .await
+            .map_err(sandbox_err)?;
+    }
+    tokio::fs::create_dir_all(sandbox)
+        .await
+        .map_err(sandbox_err)?;
+    for name in ["stdout", "stderr"] {
+        tokio::fs::File::create(sandbox.join(name))
+            .await
+            .map_err(sandbox_err)?;
+    }
+    Ok(())
+}
+
+/// The termination a container's watcher publishes, once it has.
+pub(crate) async fn wait_exit(
+    mut rx: tokio::sync::watch::Receiver<Option<Termination>>,
+) -> Termination {
+    match rx.wait_for(Option::is_some).await {
+        Ok(t) => t.unwrap_or(Termination::Unknown),
+        // The watcher went away without a result: nothing more to learn.
+        Err(_) => Termination::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{
     BoxFuture, Command, ContainerId, Containerizer, LaunchSpec, Launched, RecoverRecord,
-    Termination,
+    Termination, prepare_sandbox, wait_exit,
 };
 use crate::error::ContainerError;
 
@@ -84,23 +84,19 @@ impl ProcessContainerizer {
         {
             return Err(ContainerError::DuplicateContainer(spec.container_id.0));
         }
+        prepare_sandbox(&spec.sandbox).await?;
         let sandbox_err = |source| ContainerError::Sandbox {
             path: spec.sandbox.clone(),
             source,
         };
-        if tokio::fs::try_exists(&spec.sandbox)
-            .await
-            .map_err(sandbox_err)?
-        {
-            tokio::fs::remove_dir_all(&spec.sandbox)
-                .await
-                .map_err(sandbox_err)?;
-        }
-        tokio::fs::create_dir_all(&spec.sandbox)
-            .await
-            .map_err(sandbox_err)?;
-        let stdout = std::fs::File::create(spec.sandbox.join("stdout")).map_err(sandbox_err)?;
-        let stderr = std::fs::File::create(spec.sandbox.join("stderr")).map_err(sandbox_err)?;
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(spec.sandbox.join(name))
+                .map_err(sandbox_err)
+        };
+        let stdout = open("stdout")?;
+        let stderr = open("stderr")?;
 
         let (mut cmd, program) = command_for(&spec.command)?;
         cmd.current_dir(&spec.sandbox)
@@ -359,14 +355,6 @@ fn signal_group(pgid: i32, sig: Signal) -> Result<(), ContainerError> {
     match signal::killpg(Pid::from_raw(pgid), sig) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(source) => Err(ContainerError::Signal { pgid, source }),
-    }
-}
-
-async fn wait_exit(mut rx: watch::Receiver<Option<Termination>>) -> Termination {
-    match rx.wait_for(Option::is_some).await {
-        Ok(t) => t.unwrap_or(Termination::Unknown),
-        // The watcher went away without a result: nothing more to learn.
-        Err(_) => Termination::Unknown,
     }
 }
 

@@ -3,6 +3,7 @@
 //! test image built by `scripts/build-test-image.sh` (run once here when the
 //! image is missing).
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
