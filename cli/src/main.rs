@@ -1,6 +1,7 @@
 //! `berth`: the daemons (`master`, `agent`, `dev`) and the admin commands.
 
 mod admin;
+mod ci;
 mod daemons;
 mod run;
 mod table;
@@ -83,6 +84,11 @@ enum Command {
     State {
         #[command(flatten)]
         client: ClientOpts,
+    },
+    /// CI pipelines (.gitlab-ci.yml).
+    Ci {
+        #[command(subcommand)]
+        command: ci::CiCommand,
     },
 }
 
@@ -266,6 +272,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } => admin::role_quota(&client, &role, &guarantee, limit.as_deref()).await,
         },
         Command::State { client } => admin::state(&client).await,
+        Command::Ci { command } => return Ok(ci::run(command)),
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|e| match e.downcast::<run::ExitWith>() {

@@ -45,6 +45,9 @@ pub(crate) const AGENT_QUEUE: usize = 8192;
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Longest names and hostnames accepted.
 const MAX_NAME: usize = 1024;
+/// While requests keep coming, a change-triggered allocation waits at
+/// most this long (see `Core::on_tick`).
+const BUSY_ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A framework's event sender.
 pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
@@ -397,11 +400,16 @@ impl Core {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                     }
                 },
+                // The tick comes before requests: under a steady stream of
+                // requests a biased select would otherwise never reach it,
+                // and pings, heartbeats, expiries and allocation would stop.
+                _ = tick.tick() => if self.leading.is_some() {
+                    self.on_tick(requests.is_empty()).await
+                },
                 req = requests.recv() => match req {
                     Some(req) => self.handle(req).await,
                     None => break,
                 },
-                _ = tick.tick() => if self.leading.is_some() { self.on_tick().await },
             }
         }
         info!("master core stopped");
@@ -1903,7 +1911,12 @@ impl Core {
 
     // ----- timers -----------------------------------------------------------
 
-    async fn on_tick(&mut self) {
+    /// Periodic work. `idle` says no request is waiting: a change (a new
+    /// agent, a decline, a finished task) triggers an allocation at once
+    /// when idle, and at most every [`BUSY_ALLOCATION_INTERVAL`] while
+    /// requests keep coming, so that a burst of declines or status updates
+    /// is folded into one cycle instead of one cycle per tick.
+    async fn on_tick(&mut self, idle: bool) {
         let now = Instant::now();
         self.expire_pending(now);
         if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
@@ -1958,8 +1971,9 @@ impl Core {
             );
             self.allocation_dirty = true;
         }
-        if self.allocation_dirty
-            || now.duration_since(self.last_allocation) >= self.config.allocation_interval
+        let since = now.duration_since(self.last_allocation);
+        if (self.allocation_dirty && (idle || since >= BUSY_ALLOCATION_INTERVAL))
+            || since >= self.config.allocation_interval
         {
             self.allocation_dirty = false;
             self.last_allocation = now;

@@ -1,0 +1,107 @@
+//! `berth ci ...`: the CI framework's commands (so far `lint`).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_ci::{Config, Diagnostic, ParseOptions};
+use clap::{Args, Subcommand};
+
+/// `berth ci` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CiCommand {
+    /// Check a .gitlab-ci.yml: print errors and unsupported keywords.
+    ///
+    /// Exits 0 when there is no error (warnings allowed), 1 when there are
+    /// errors, 2 when the file cannot be read.
+    Lint(LintArgs),
+}
+
+/// `berth ci lint` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct LintArgs {
+    /// The pipeline file; `-` reads standard input.
+    #[arg(default_value = ".gitlab-ci.yml")]
+    file: PathBuf,
+    /// The largest file accepted, in bytes.
+    #[arg(long, default_value_t = ParseOptions::default().max_bytes)]
+    max_bytes: usize,
+}
+
+/// Runs a `berth ci` command; returns the process exit code.
+pub(crate) fn run(command: CiCommand) -> ExitCode {
+    match command {
+        CiCommand::Lint(args) => lint(&args),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn lint(args: &LintArgs) -> ExitCode {
+    let is_stdin = args.file.as_os_str() == "-";
+    let name = if is_stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let options = ParseOptions {
+        max_bytes: args.max_bytes,
+        ..ParseOptions::default()
+    };
+    // Read at most one byte more than the limit, so an endless input is not
+    // read whole; the parser reports the size error.
+    let limit = u64::try_from(options.max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut bytes = Vec::new();
+    let read = if is_stdin {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(&args.file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    if let Err(e) = read {
+        eprintln!("berth: cannot read {name}: {e}");
+        return ExitCode::from(2);
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            println!(
+                "{name}:1:1: error: the file is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            );
+            println!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
+            return ExitCode::from(1);
+        }
+    };
+    let (config, diags): (Option<Config>, Vec<Diagnostic>) = match Config::parse(&text, &options) {
+        Ok((c, d)) => (Some(c), d),
+        Err(d) => (None, d),
+    };
+    for d in &diags {
+        println!("{name}:{d}");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    let (jobs, stages) = config
+        .as_ref()
+        .map_or((0, 0), |c| (c.job_names().count(), c.used_stages().len()));
+    println!(
+        "{name}: {} in {}, {}, {}",
+        plural(jobs, "job"),
+        plural(stages, "stage"),
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    );
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,7 @@
+//! Running pipelines: the state machine of a pipeline's jobs.
+
+pub mod files;
+pub mod mask;
+pub mod source;
+pub mod state;
+pub mod store;

@@ -1,0 +1,432 @@
+//! A repository's commit as the jobs see it: its identity (sha, ref,
+//! changed files) and a `.tar.gz` of its files, which the agents fetch into
+//! each job's sandbox before the script starts.
+//!
+//! This uses the `git` command, as GitLab's runner does: no library reads
+//! every repository format git itself writes. Every function here blocks;
+//! call them from `spawn_blocking` in async code.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What went wrong reading a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `git` itself could not be run.
+    #[error("cannot run git ({0}); is git installed?")]
+    NoGit(std::io::Error),
+    /// A git command failed.
+    #[error("git {args} failed in {dir}: {stderr}")]
+    Git {
+        /// The arguments.
+        args: String,
+        /// The repository.
+        dir: PathBuf,
+        /// What git said.
+        stderr: String,
+    },
+    /// Not a repository.
+    #[error("{0} is not a git repository (or any of its parents)")]
+    NotARepository(PathBuf),
+    /// Writing the archive failed.
+    #[error("cannot write the source archive {path}: {source}")]
+    Write {
+        /// The archive.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A commit and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// The repository's top directory.
+    pub root: PathBuf,
+    /// Its name (the top directory's name), for `CI_PROJECT_NAME`.
+    pub project_name: String,
+    /// Full commit sha.
+    pub sha: String,
+    /// Branch or tag name (`HEAD` when detached and no name was given).
+    pub ref_name: String,
+    /// The ref is a tag.
+    pub is_tag: bool,
+    /// The repository's default branch (origin's HEAD, else `main` or
+    /// `master` if one exists, else the current branch).
+    pub default_branch: String,
+    /// Files changed by the commit (against its first parent; every file
+    /// for a root commit), plus uncommitted changes when the working tree
+    /// is used. For `rules:changes`.
+    pub changed_files: Vec<String>,
+    /// The working tree, uncommitted changes included, is what runs.
+    pub dirty: bool,
+}
+
+fn git<I, S>(dir: &Path, args: I) -> Result<String, SourceError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(SourceError::NoGit)?;
+    if !out.status.success() {
+        return Err(SourceError::Git {
+            args: args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            dir: dir.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Reads the revision to run: `reference` (a branch, tag or sha) or HEAD;
+/// `dirty` runs the working tree as it is, on top of HEAD.
+pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revision, SourceError> {
+    let root = match git(dir, ["rev-parse", "--show-toplevel"]) {
+        Ok(out) => PathBuf::from(out.trim()),
+        Err(SourceError::Git { .. }) => return Err(SourceError::NotARepository(dir.to_path_buf())),
+        Err(e) => return Err(e),
+    };
+    let rev = reference.unwrap_or("HEAD");
+    if rev.starts_with('-') {
+        return Err(SourceError::Git {
+            args: format!("rev-parse {rev}"),
+            dir: root,
+            stderr: "a revision cannot start with '-'".into(),
+        });
+    }
+    let sha = git(
+        &root,
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| SourceError::Git {
+        args: format!("rev-parse {rev}"),
+        dir: root.clone(),
+        stderr: format!("no commit named {rev:?}"),
+    })?
+    .trim()
+    .to_string();
+    let (ref_name, is_tag) = match reference {
+        Some(r)
+            if git(
+                &root,
+                ["show-ref", "--verify", "--quiet", &format!("refs/tags/{r}")],
+            )
+            .is_ok() =>
+        {
+            (r.to_string(), true)
+        }
+        Some(r) => (r.to_string(), false),
+        None => match git(&root, ["symbolic-ref", "--quiet", "--short", "HEAD"]) {
+            Ok(branch) => (branch.trim().to_string(), false),
+            Err(_) => ("HEAD".to_string(), false),
+        },
+    };
+    let default_branch = default_branch(&root, &ref_name);
+    let mut changed_files = changed_files(&root, &sha)?;
+    if dirty {
+        let status = git(
+            &root,
+            ["status", "--porcelain", "-z", "--untracked-files=all"],
+        )?;
+        for entry in status.split('\0').filter(|e| e.len() > 3) {
+            changed_files.push(entry[3..].to_string());
+        }
+        changed_files.sort();
+        changed_files.dedup();
+    }
+    let project_name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    Ok(Revision {
+        root,
+        project_name,
+        sha,
+        ref_name,
+        is_tag,
+        default_branch,
+        changed_files,
+        dirty,
+    })
+}
+
+fn default_branch(root: &Path, current: &str) -> String {
+    if let Ok(out) = git(
+        root,
+        [
+            "symbolic-ref",
+            "--quiet",
+            "--short",
+            "refs/remotes/origin/HEAD",
+        ],
+    ) {
+        let name = out.trim();
+        return name.strip_prefix("origin/").unwrap_or(name).to_string();
+    }
+    for candidate in ["main", "master"] {
+        if git(
+            root,
+            [
+                "show-ref",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{candidate}"),
+            ],
+        )
+        .is_ok()
+        {
+            return candidate.to_string();
+        }
+    }
+    current.to_string()
+}
+
+fn changed_files(root: &Path, sha: &str) -> Result<Vec<String>, SourceError> {
+    let has_parent = git(
+        root,
+        ["rev-parse", "--verify", "--quiet", &format!("{sha}^")],
+    )
+    .is_ok();
+    let out = if has_parent {
+        git(root, ["diff", "--name-only", "-z", &format!("{sha}^"), sha])?
+    } else {
+        git(root, ["ls-tree", "-r", "--name-only", "-z", sha])?
+    };
+    Ok(out
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Reads a file of the revision (the pipeline definition, files for
+/// `cache:key:files` and `rules:exists`): from the commit, or from the
+/// working tree when dirty. `None` when the file does not exist.
+pub fn read_file(rev: &Revision, path: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    if rev.dirty {
+        let full = rev.root.join(path);
+        return match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SourceError::Write {
+                path: full,
+                source: e,
+            }),
+        };
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&rev.root)
+        .args(["cat-file", "blob", &format!("{}:{path}", rev.sha)])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(SourceError::NoGit)?;
+    if out.status.success() {
+        Ok(Some(out.stdout))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The revision's file names (for `rules:exists`).
+pub fn list_files(rev: &Revision) -> Result<Vec<String>, SourceError> {
+    let out = if rev.dirty {
+        git(
+            &rev.root,
+            [
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+        )?
+    } else {
+        git(&rev.root, ["ls-tree", "-r", "--name-only", "-z", &rev.sha])?
+    };
+    Ok(out
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Writes the revision's files as a `.tar.gz` to `dest`: the commit's tree
+/// (`git archive`), or the working tree's tracked and untracked files not
+/// ignored by `.gitignore` when dirty. Returns the archive's size.
+pub fn write_archive(rev: &Revision, dest: &Path) -> Result<u64, SourceError> {
+    let write_err = |source| SourceError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    if !rev.dirty {
+        let out = dest.to_string_lossy().into_owned();
+        git(
+            &rev.root,
+            ["archive", "--format=tar.gz", "-o", &out, &rev.sha],
+        )?;
+    } else {
+        let file = File::create(dest).map_err(write_err)?;
+        let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        for name in list_files(rev)? {
+            let path = rev.root.join(&name);
+            // Deleted but still in the index: not part of the tree.
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() || meta.file_type().is_symlink() => {
+                    tar.append_path_with_name(&path, &name).map_err(write_err)?;
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        let gz = tar.into_inner().map_err(write_err)?;
+        let mut buf = gz.finish().map_err(write_err)?;
+        buf.flush().map_err(write_err)?;
+        buf.get_ref().sync_all().map_err(write_err)?;
+    }
+    Ok(std::fs::metadata(dest).map_err(write_err)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Read as _;
+
+    use super::*;
+
+    fn sh(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        sh(d, &["init", "-q", "-b", "main"]);
+        std::fs::write(d.join("README"), "hello\n").unwrap();
+        std::fs::create_dir(d.join("src")).unwrap();
+        std::fs::write(d.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+        std::fs::write(d.join(".gitignore"), "target/\n").unwrap();
+        sh(d, &["add", "."]);
+        sh(d, &["commit", "-q", "-m", "first"]);
+        std::fs::write(d.join("src/lib.rs"), "pub fn f() -> u8 { 1 }\n").unwrap();
+        sh(d, &["commit", "-q", "-am", "second"]);
+        dir
+    }
+
+    fn entries(archive: &Path) -> BTreeMap<String, String> {
+        let gz = flate2::read::GzDecoder::new(File::open(archive).unwrap());
+        let mut tar = tar::Archive::new(gz);
+        let mut out = BTreeMap::new();
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                let name = entry.path().unwrap().to_string_lossy().into_owned();
+                let mut text = String::new();
+                entry.read_to_string(&mut text).unwrap();
+                out.insert(name, text);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn resolves_head_and_archives_the_commit() {
+        let dir = repo();
+        // An uncommitted change and an ignored file are not in the commit.
+        std::fs::write(dir.path().join("README"), "changed\n").unwrap();
+        std::fs::create_dir(dir.path().join("target")).unwrap();
+        std::fs::write(dir.path().join("target/out"), "x").unwrap();
+        let rev = resolve(dir.path(), None, false).unwrap();
+        assert_eq!(rev.ref_name, "main");
+        assert!(!rev.is_tag);
+        assert_eq!(rev.default_branch, "main");
+        assert_eq!(rev.sha.len(), 40);
+        assert_eq!(rev.changed_files, ["src/lib.rs"]);
+        let out = dir.path().join("src.tar.gz");
+        let size = write_archive(&rev, &out).unwrap();
+        assert!(size > 0);
+        let files = entries(&out);
+        assert_eq!(files["README"], "hello\n", "the committed version");
+        assert_eq!(files["src/lib.rs"], "pub fn f() -> u8 { 1 }\n");
+        assert!(!files.contains_key("target/out"));
+        assert_eq!(read_file(&rev, "README").unwrap().unwrap(), b"hello\n");
+        assert_eq!(read_file(&rev, "nope").unwrap(), None);
+    }
+
+    #[test]
+    fn dirty_archives_the_working_tree_without_ignored_files() {
+        let dir = repo();
+        std::fs::write(dir.path().join("README"), "changed\n").unwrap();
+        std::fs::write(dir.path().join("new.txt"), "new\n").unwrap();
+        std::fs::create_dir(dir.path().join("target")).unwrap();
+        std::fs::write(dir.path().join("target/out"), "x").unwrap();
+        let rev = resolve(dir.path(), None, true).unwrap();
+        assert!(rev.dirty);
+        assert_eq!(rev.changed_files, ["README", "new.txt", "src/lib.rs"]);
+        let out = tempfile::tempdir().unwrap();
+        let archive = out.path().join("src.tar.gz");
+        write_archive(&rev, &archive).unwrap();
+        let files = entries(&archive);
+        assert_eq!(files["README"], "changed\n");
+        assert_eq!(files["new.txt"], "new\n");
+        assert!(!files.contains_key("target/out"), "ignored");
+        assert_eq!(read_file(&rev, "new.txt").unwrap().unwrap(), b"new\n");
+    }
+
+    #[test]
+    fn resolves_tags_branches_and_refuses_bad_names() {
+        let dir = repo();
+        sh(dir.path(), &["tag", "v1.0"]);
+        sh(dir.path(), &["branch", "feature/x", "HEAD~1"]);
+        let tag = resolve(dir.path(), Some("v1.0"), false).unwrap();
+        assert!(tag.is_tag);
+        assert_eq!(tag.ref_name, "v1.0");
+        let branch = resolve(dir.path(), Some("feature/x"), false).unwrap();
+        assert!(!branch.is_tag);
+        assert_ne!(branch.sha, tag.sha);
+        assert_eq!(branch.default_branch, "main");
+        assert_eq!(
+            branch.changed_files,
+            [".gitignore", "README", "src/lib.rs"],
+            "a root commit changes every file"
+        );
+        let err = resolve(dir.path(), Some("no-such-ref"), false).unwrap_err();
+        assert!(err.to_string().contains("no commit named"), "{err}");
+        let err = resolve(dir.path(), Some("--output=/tmp/x"), false).unwrap_err();
+        assert!(err.to_string().contains("cannot start with '-'"), "{err}");
+        let plain = tempfile::tempdir().unwrap();
+        let err = resolve(plain.path(), None, false).unwrap_err();
+        assert!(matches!(err, SourceError::NotARepository(_)), "{err}");
+    }
+}

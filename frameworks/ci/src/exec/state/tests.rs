@@ -1,0 +1,688 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+}
+
+fn job(name: &str, stage: usize) -> JobNode {
+    JobNode {
+        name: name.into(),
+        stage,
+        needs: None,
+        when: When::OnSuccess,
+        allow_failure: AllowFailure::no(),
+        retry: RetryPolicy::default(),
+    }
+}
+
+fn with(mut node: JobNode, f: impl FnOnce(&mut JobNode)) -> JobNode {
+    f(&mut node);
+    node
+}
+
+fn statuses(p: &Pipeline) -> Vec<(&str, JobStatus)> {
+    p.nodes()
+        .iter()
+        .zip(p.jobs())
+        .map(|(n, j)| (n.name.as_str(), j.status))
+        .collect()
+}
+
+fn status_of(p: &Pipeline, name: &str) -> JobStatus {
+    let i = p.find(name).expect("job exists");
+    p.jobs()[i].status
+}
+
+/// Launches every pending job and ends it as `end_of` says, until nothing
+/// is pending; returns the order in which jobs ran.
+fn run_all(p: &mut Pipeline, mut end_of: impl FnMut(&str) -> JobEnd) -> Vec<String> {
+    let mut order = Vec::new();
+    p.advance(t0());
+    loop {
+        let pending = p.pending();
+        if pending.is_empty() {
+            break;
+        }
+        for i in pending {
+            let name = p.nodes()[i].name.clone();
+            p.started(i, format!("task-{name}"), t0()).expect("start");
+            let end = end_of(&name);
+            p.finished(i, end, t0()).expect("finish");
+            order.push(name);
+        }
+        p.advance(t0());
+    }
+    order
+}
+
+#[test]
+fn stages_run_in_order_and_the_pipeline_passes() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        job("test-a", 1),
+        job("test-b", 1),
+        job("deploy", 2),
+    ])
+    .unwrap();
+    assert_eq!(p.status(), PipelineStatus::Running);
+    p.advance(t0());
+    assert_eq!(p.pending(), vec![0], "only the first stage is ready");
+    p.started(0, "t0", t0()).unwrap();
+    assert!(!p.advance(t0()), "nothing moves while build runs");
+    assert!(p.pending().is_empty());
+    p.finished(0, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(p.pending(), vec![1, 2]);
+    p.started(1, "t1", t0()).unwrap();
+    p.finished(1, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(
+        p.pending(),
+        vec![2],
+        "deploy waits for the whole test stage"
+    );
+    p.started(2, "t2", t0()).unwrap();
+    p.finished(2, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(p.pending(), vec![3]);
+    p.started(3, "t3", t0()).unwrap();
+    p.finished(3, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(p.status(), PipelineStatus::Success);
+    assert!(!p.has_warnings());
+}
+
+#[test]
+fn a_failure_skips_later_stages_but_runs_on_failure_and_always_jobs() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        job("test", 1),
+        with(job("notify", 2), |n| n.when = When::OnFailure),
+        with(job("cleanup", 2), |n| n.when = When::Always),
+        job("deploy", 2),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |name| {
+        if name == "build" {
+            JobEnd::script_failure(2)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(order, ["build", "notify", "cleanup"]);
+    assert_eq!(
+        statuses(&p),
+        [
+            ("build", JobStatus::Failed),
+            ("test", JobStatus::Skipped),
+            ("notify", JobStatus::Success),
+            ("cleanup", JobStatus::Success),
+            ("deploy", JobStatus::Skipped),
+        ]
+    );
+    assert_eq!(p.status(), PipelineStatus::Failed);
+}
+
+#[test]
+fn on_failure_jobs_are_skipped_when_everything_passed() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("notify", 1), |n| n.when = When::OnFailure),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["build"]);
+    assert_eq!(status_of(&p, "notify"), JobStatus::Skipped);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn allowed_failures_let_the_pipeline_pass_with_warnings() {
+    let mut p = Pipeline::new(vec![
+        with(job("lint", 0), |n| n.allow_failure = AllowFailure::yes()),
+        job("test", 1),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |name| {
+        if name == "lint" {
+            JobEnd::script_failure(1)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(order, ["lint", "test"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+    assert!(p.has_warnings());
+}
+
+#[test]
+fn allow_failure_exit_codes_allow_only_those_codes() {
+    let allowed = |codes: Vec<i32>| AllowFailure {
+        any: false,
+        exit_codes: codes,
+    };
+    for (code, passes) in [(137, true), (1, false)] {
+        let mut p = Pipeline::new(vec![
+            with(job("flaky", 0), |n| {
+                n.allow_failure = allowed(vec![137, 255])
+            }),
+            job("next", 1),
+        ])
+        .unwrap();
+        run_all(&mut p, |name| {
+            if name == "flaky" {
+                JobEnd::script_failure(code)
+            } else {
+                JobEnd::success()
+            }
+        });
+        let expected = if passes {
+            PipelineStatus::Success
+        } else {
+            PipelineStatus::Failed
+        };
+        assert_eq!(p.status(), expected, "exit code {code}");
+        assert_eq!(
+            status_of(&p, "next"),
+            if passes {
+                JobStatus::Success
+            } else {
+                JobStatus::Skipped
+            }
+        );
+    }
+    // Exit codes never cover failures that are not the script's.
+    let mut p = Pipeline::new(vec![with(job("flaky", 0), |n| {
+        n.allow_failure = allowed(vec![137]);
+    })])
+    .unwrap();
+    run_all(&mut p, |_| {
+        JobEnd::failure(FailureReason::RunnerSystemFailure, "agent lost")
+    });
+    assert_eq!(p.status(), PipelineStatus::Failed);
+}
+
+#[test]
+fn needs_start_jobs_before_their_stage_and_ignore_other_jobs() {
+    // build-a -> test-a runs as soon as build-a passes, even though build-b
+    // (same stage as build-a) is still running.
+    let mut p = Pipeline::new(vec![
+        job("build-a", 0),
+        job("build-b", 0),
+        with(job("test-a", 1), |n| n.needs = Some(vec![0])),
+        with(job("lint", 1), |n| n.needs = Some(vec![])),
+        job("deploy", 2),
+    ])
+    .unwrap();
+    p.advance(t0());
+    assert_eq!(p.pending(), vec![0, 1, 3], "needs: [] starts at once");
+    for i in [0, 1, 3] {
+        p.started(i, format!("t{i}"), t0()).unwrap();
+    }
+    p.finished(0, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(p.pending(), vec![2], "test-a needs only build-a");
+    // A failure outside test-a's needs does not skip it.
+    p.finished(1, JobEnd::script_failure(1), t0()).unwrap();
+    p.advance(t0());
+    assert_eq!(status_of(&p, "test-a"), JobStatus::Pending);
+    p.started(2, "t2", t0()).unwrap();
+    p.finished(2, JobEnd::success(), t0()).unwrap();
+    p.finished(3, JobEnd::success(), t0()).unwrap();
+    p.advance(t0());
+    // deploy has no needs: it follows the stages, where build-b failed.
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Skipped);
+    assert_eq!(p.status(), PipelineStatus::Failed);
+}
+
+#[test]
+fn a_failure_propagates_through_skipped_needs() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("test", 1), |n| n.needs = Some(vec![0])),
+        with(job("deploy", 2), |n| n.needs = Some(vec![1])),
+        with(job("report", 2), |n| {
+            n.needs = Some(vec![1]);
+            n.when = When::OnFailure;
+        }),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |name| {
+        if name == "build" {
+            JobEnd::script_failure(1)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(order, ["build", "report"]);
+    assert_eq!(status_of(&p, "test"), JobStatus::Skipped);
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Skipped);
+}
+
+#[test]
+fn needs_are_checked_for_range_and_cycles() {
+    let err = Pipeline::new(vec![with(job("a", 0), |n| n.needs = Some(vec![3]))]).unwrap_err();
+    assert_eq!(
+        err,
+        StateError::BadNeed {
+            job: "a".into(),
+            need: 3
+        }
+    );
+    let err = Pipeline::new(vec![with(job("a", 0), |n| n.needs = Some(vec![0]))]).unwrap_err();
+    assert!(matches!(err, StateError::BadNeed { .. }));
+    let err = Pipeline::new(vec![
+        with(job("a", 0), |n| n.needs = Some(vec![1])),
+        job("b", 1),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "job \"a\" needs job \"b\" of a later stage"
+    );
+    let err = Pipeline::new(vec![
+        with(job("a", 0), |n| n.needs = Some(vec![2])),
+        with(job("b", 0), |n| n.needs = Some(vec![0])),
+        with(job("c", 0), |n| n.needs = Some(vec![1])),
+        job("d", 0),
+    ])
+    .unwrap_err();
+    assert!(matches!(err, StateError::Cycle(_)), "{err}");
+    // A diamond is fine.
+    Pipeline::new(vec![
+        job("a", 0),
+        with(job("b", 1), |n| n.needs = Some(vec![0])),
+        with(job("c", 1), |n| n.needs = Some(vec![0])),
+        with(job("d", 2), |n| n.needs = Some(vec![1, 2])),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn manual_jobs_wait_to_be_played_and_do_not_block_when_allowed_to_fail() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("deploy", 1), |n| {
+            n.when = When::Manual;
+            n.allow_failure = AllowFailure::yes();
+        }),
+        job("after", 2),
+        with(job("smoke", 2), |n| n.needs = Some(vec![1])),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(
+        order,
+        ["build", "after"],
+        "after does not wait for the manual job"
+    );
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Manual);
+    assert_eq!(
+        status_of(&p, "smoke"),
+        JobStatus::Created,
+        "it needs deploy"
+    );
+    assert_eq!(
+        p.status(),
+        PipelineStatus::Blocked,
+        "smoke waits for deploy"
+    );
+    let err = p.play(0).unwrap_err();
+    assert!(err.to_string().contains("not a manual job"), "{err}");
+    p.play(1).unwrap();
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["deploy", "smoke"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn a_manual_job_that_may_not_fail_blocks_the_pipeline() {
+    let mut p = Pipeline::new(vec![
+        with(job("approve", 0), |n| n.when = When::Manual),
+        job("deploy", 1),
+    ])
+    .unwrap();
+    run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(status_of(&p, "approve"), JobStatus::Manual);
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Created);
+    assert_eq!(p.status(), PipelineStatus::Blocked);
+    p.play(0).unwrap();
+    assert_eq!(p.status(), PipelineStatus::Running);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["approve", "deploy"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+
+    // With nothing after it, an unplayed blocking manual job leaves the
+    // pipeline blocked.
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("approve", 1), |n| n.when = When::Manual),
+    ])
+    .unwrap();
+    run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(p.status(), PipelineStatus::Blocked);
+}
+
+#[test]
+fn delayed_jobs_start_when_their_time_comes() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("rollout", 1), |n| {
+            n.when = When::Delayed(Duration::from_secs(30));
+        }),
+    ])
+    .unwrap();
+    run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(status_of(&p, "rollout"), JobStatus::Scheduled);
+    assert_eq!(p.next_wakeup(), Some(t0() + Duration::from_secs(30)));
+    p.advance(t0() + Duration::from_secs(29));
+    assert!(p.pending().is_empty());
+    assert!(p.advance(t0() + Duration::from_secs(30)));
+    assert_eq!(p.pending(), vec![1]);
+    assert_eq!(p.next_wakeup(), None);
+}
+
+#[test]
+fn retries_cover_only_the_listed_reasons_and_stop_at_max() {
+    let infra_only = RetryPolicy {
+        max: 2,
+        when: vec![FailureReason::RunnerSystemFailure],
+    };
+    let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = infra_only)]).unwrap();
+    p.advance(t0());
+    p.started(0, "a1", t0()).unwrap();
+    let lost = || JobEnd::failure(FailureReason::RunnerSystemFailure, "agent lost");
+    assert!(p.finished(0, lost(), t0()).unwrap(), "first retry");
+    p.started(0, "a2", t0()).unwrap();
+    assert!(p.finished(0, lost(), t0()).unwrap(), "second retry");
+    p.started(0, "a3", t0()).unwrap();
+    assert!(!p.finished(0, lost(), t0()).unwrap(), "max is 2");
+    assert_eq!(p.jobs()[0].status, JobStatus::Failed);
+    assert_eq!(p.jobs()[0].attempts.len(), 3);
+    let tasks: Vec<&str> = p.jobs()[0]
+        .attempts
+        .iter()
+        .map(|a| a.task_id.as_str())
+        .collect();
+    assert_eq!(tasks, ["a1", "a2", "a3"]);
+
+    // A script failure is not retried by an infrastructure-only policy.
+    let infra_only = RetryPolicy {
+        max: 2,
+        when: vec![FailureReason::RunnerSystemFailure],
+    };
+    let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = infra_only)]).unwrap();
+    p.advance(t0());
+    p.started(0, "a1", t0()).unwrap();
+    assert!(!p.finished(0, JobEnd::script_failure(1), t0()).unwrap());
+    assert_eq!(p.status(), PipelineStatus::Failed);
+
+    // An empty `when` retries everything; success after a retry passes.
+    let mut p = Pipeline::new(vec![with(job("test", 0), |n| {
+        n.retry = RetryPolicy {
+            max: 1,
+            when: vec![],
+        };
+    })])
+    .unwrap();
+    p.advance(t0());
+    p.started(0, "a1", t0()).unwrap();
+    assert!(p.finished(0, JobEnd::script_failure(1), t0()).unwrap());
+    p.started(0, "a2", t0()).unwrap();
+    assert!(!p.finished(0, JobEnd::success(), t0()).unwrap());
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn cancel_stops_pending_jobs_and_running_ones_end_canceled_even_on_exit_zero() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        job("slow", 0),
+        job("test", 1),
+        with(job("cleanup", 2), |n| n.when = When::Always),
+    ])
+    .unwrap();
+    p.advance(t0());
+    p.started(0, "t0", t0()).unwrap();
+    // `slow` is pending (no offer yet) when the cancel comes.
+    let kill = p.cancel();
+    assert_eq!(kill, vec![0]);
+    assert_eq!(
+        statuses(&p),
+        [
+            ("build", JobStatus::Canceling),
+            ("slow", JobStatus::Canceled),
+            ("test", JobStatus::Canceled),
+            ("cleanup", JobStatus::Canceled),
+        ]
+    );
+    assert_eq!(p.status(), PipelineStatus::Running, "build is still ending");
+    assert!(
+        p.pending().is_empty(),
+        "nothing pending starts after a cancel"
+    );
+    assert!(!p.advance(t0()));
+    // The task exits 0 after SIGTERM: still canceled, never success.
+    p.finished(0, JobEnd::success(), t0()).unwrap();
+    assert_eq!(status_of(&p, "build"), JobStatus::Canceled);
+    assert_eq!(p.status(), PipelineStatus::Canceled);
+    assert!(p.pending().is_empty());
+    // Canceling twice changes nothing.
+    assert!(p.cancel().is_empty());
+    assert_eq!(p.status(), PipelineStatus::Canceled);
+}
+
+#[test]
+fn retrying_the_pipeline_reruns_failed_jobs_and_what_they_skipped_only() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        job("unit", 1),
+        job("integration", 1),
+        job("deploy", 2),
+    ])
+    .unwrap();
+    let order = run_all(&mut p, |name| {
+        if name == "integration" {
+            JobEnd::script_failure(1)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(order, ["build", "unit", "integration"]);
+    assert_eq!(p.status(), PipelineStatus::Failed);
+    let retried = p.retry();
+    assert_eq!(retried, vec![2]);
+    assert_eq!(status_of(&p, "build"), JobStatus::Success, "kept");
+    assert_eq!(status_of(&p, "unit"), JobStatus::Success, "kept");
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Created);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["integration", "deploy"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+    let i = p.find("integration").unwrap();
+    assert_eq!(p.jobs()[i].attempts.len(), 2);
+}
+
+#[test]
+fn retrying_a_canceled_pipeline_runs_what_never_started() {
+    let mut p = Pipeline::new(vec![job("build", 0), job("test", 1)]).unwrap();
+    p.advance(t0());
+    p.started(0, "t0", t0()).unwrap();
+    p.cancel();
+    p.finished(0, JobEnd::script_failure(143), t0()).unwrap();
+    assert_eq!(p.status(), PipelineStatus::Canceled);
+    assert_eq!(p.retry(), vec![0]);
+    assert!(!p.is_canceled());
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["build", "test"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn retrying_one_job_recreates_its_skipped_downstream() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        with(job("test", 1), |n| n.needs = Some(vec![0])),
+        job("other", 0),
+    ])
+    .unwrap();
+    run_all(&mut p, |name| {
+        if name == "build" {
+            JobEnd::script_failure(1)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(status_of(&p, "test"), JobStatus::Skipped);
+    let err = p.retry_job(1).unwrap_err();
+    assert!(err.to_string().contains("only a finished job"), "{err}");
+    p.retry_job(0).unwrap();
+    assert_eq!(status_of(&p, "test"), JobStatus::Created);
+    assert_eq!(status_of(&p, "other"), JobStatus::Success);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["build", "test"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn reports_for_jobs_in_the_wrong_state_are_refused() {
+    let mut p = Pipeline::new(vec![job("build", 0), job("test", 1)]).unwrap();
+    p.advance(t0());
+    let err = p.started(1, "x", t0()).unwrap_err();
+    assert!(matches!(err, StateError::WrongState { .. }), "{err}");
+    let err = p.finished(0, JobEnd::success(), t0()).unwrap_err();
+    assert!(err.to_string().contains("cannot be finished"), "{err}");
+    assert_eq!(p.started(7, "x", t0()), Err(StateError::NoSuchJob(7)));
+    assert_eq!(p.play(7), Err(StateError::NoSuchJob(7)));
+    // Nothing changed.
+    assert_eq!(p.pending(), vec![0]);
+    assert_eq!(status_of(&p, "test"), JobStatus::Created);
+}
+
+#[test]
+fn failure_reasons_round_trip_through_their_gitlab_names() {
+    for reason in FailureReason::ALL {
+        assert_eq!(FailureReason::parse(reason.as_str()), Some(reason));
+    }
+    assert_eq!(FailureReason::parse("always"), None);
+}
+
+#[test]
+fn the_state_survives_serialization() {
+    let mut p = Pipeline::new(vec![job("build", 0), job("test", 1)]).unwrap();
+    p.advance(t0());
+    p.started(0, "t0", t0()).unwrap();
+    let bytes = serde_json::to_vec(&p).unwrap();
+    let back: Pipeline = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, p);
+}
+
+mod random {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_pipeline() -> impl Strategy<Value = Vec<JobNode>> {
+        (1usize..8).prop_flat_map(|n| {
+            proptest::collection::vec(
+                (
+                    0usize..3,
+                    proptest::option::of(proptest::collection::vec(
+                        any::<prop::sample::Index>(),
+                        0..3,
+                    )),
+                    0u8..5,
+                    any::<bool>(),
+                ),
+                n,
+            )
+            .prop_map(move |specs| {
+                let stages: Vec<usize> = specs.iter().map(|s| s.0).collect();
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (stage, needs, when, allow))| JobNode {
+                        name: format!("j{i}"),
+                        stage,
+                        // Needs only on earlier jobs: always acyclic.
+                        needs: needs.map(|ns| {
+                            let mut v: Vec<usize> = if i == 0 {
+                                vec![]
+                            } else {
+                                ns.iter()
+                                    .map(|x| x.index(i))
+                                    .filter(|&j| stages[j] <= stage)
+                                    .collect()
+                            };
+                            v.sort_unstable();
+                            v.dedup();
+                            v
+                        }),
+                        when: match when {
+                            0 => When::OnSuccess,
+                            1 => When::OnFailure,
+                            2 => When::Always,
+                            3 => When::Manual,
+                            _ => When::Delayed(Duration::from_secs(5)),
+                        },
+                        allow_failure: if allow {
+                            AllowFailure::yes()
+                        } else {
+                            AllowFailure::no()
+                        },
+                        retry: RetryPolicy::default(),
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    proptest! {
+        /// Whatever the jobs and outcomes, driving the pipeline (playing
+        /// manual jobs, letting time pass) ends with every job finished,
+        /// each job run at most once, and the status consistent with the
+        /// jobs.
+        #[test]
+        fn every_pipeline_terminates_consistently(
+            nodes in arb_pipeline(),
+            fails in proptest::collection::vec(any::<bool>(), 8),
+        ) {
+            let mut p = Pipeline::new(nodes).unwrap();
+            let mut now = t0();
+            for _ in 0..100 {
+                p.advance(now);
+                let pending = p.pending();
+                if pending.is_empty() {
+                    let manual: Vec<usize> = (0..p.jobs().len())
+                        .filter(|&i| p.jobs()[i].status == JobStatus::Manual)
+                        .collect();
+                    if let Some(&i) = manual.first() {
+                        p.play(i).unwrap();
+                        continue;
+                    }
+                    if let Some(at) = p.next_wakeup() {
+                        now = at;
+                        continue;
+                    }
+                    break;
+                }
+                for i in pending {
+                    p.started(i, format!("t{i}"), now).unwrap();
+                    let end = if fails[i] { JobEnd::script_failure(1) } else { JobEnd::success() };
+                    p.finished(i, end, now).unwrap();
+                }
+            }
+            for (node, job) in p.nodes().iter().zip(p.jobs()) {
+                prop_assert!(job.status.is_finished(), "{} is {}", node.name, job.status);
+                prop_assert!(job.attempts.len() <= 1);
+                if job.status == JobStatus::Skipped {
+                    prop_assert!(job.attempts.is_empty());
+                }
+            }
+            let failed = p.jobs().iter().any(|j| j.status == JobStatus::Failed && !j.failure_allowed);
+            prop_assert_eq!(p.status() == PipelineStatus::Failed, failed);
+            prop_assert!(p.status().is_finished());
+        }
+    }
+}

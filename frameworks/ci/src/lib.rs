@@ -1,0 +1,47 @@
+//! The pipeline language of berth's CI framework: a repository's unchanged
+//! `.gitlab-ci.yml`, parsed, checked and planned.
+//!
+//! - [`Config::parse`] reads the YAML (with positions on every node,
+//!   anchors, `<<` merges, `!reference`, `extends`, `default`) and checks
+//!   every keyword, returning [`Diagnostic`]s with line and column. Hostile
+//!   input (an alias bomb, an oversized or too deeply nested file) is
+//!   refused within the [`ParseOptions`] limits.
+//! - [`Config::plan`] takes a trigger [`Context`] (ref, sha, source, changed
+//!   files, secret variables) and a [`Repository`] (for `rules:exists` and
+//!   `cache:key:files`) and returns the [`Plan`]: the jobs that run, with
+//!   `parallel`/`matrix` expanded, variables merged and expanded, `needs`
+//!   resolved, cache keys computed; or None when `workflow:rules` create no
+//!   pipeline.
+//! - [`render_script`] turns a [`PlannedJob`] into the `sh` script its task
+//!   runs.
+//!
+//! The [`exec`] module runs plans: the state machine of a pipeline's jobs,
+//! the source archive of a commit, the files the agents fetch and upload,
+//! masking of secrets in logs, and the durable state.
+
+pub mod exec;
+
+mod config;
+mod diag;
+mod expr;
+mod glob;
+mod model;
+mod plan;
+mod script;
+mod vars;
+mod yaml;
+
+pub use config::{Config, MAX_PARALLEL, ParseOptions};
+pub use diag::{Diagnostic, Pos, Severity};
+pub use expr::{Expr, ExprError};
+pub use glob::glob_match;
+pub use model::{
+    AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
+    RETRY_REASONS, Retry, When,
+};
+pub use plan::{
+    Cache, Context, DirRepository, MemoryRepository, Need, NodeIndex, PipelineSource, Plan,
+    PlanError, PlannedJob, Repository, SecretVariable,
+};
+pub use script::{render, render_script, sh_quote};
+pub use vars::{expand, is_name, parse_duration, ref_slug};
