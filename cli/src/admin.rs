@@ -299,6 +299,114 @@ pub(crate) async fn task_list(
     Ok(())
 }
 
+fn pending_json(p: &pb::PendingView) -> serde_json::Value {
+    let t = p.task.clone().unwrap_or_default();
+    let short = t.short_on.unwrap_or_default();
+    json!({
+        "task_id": t.task_id, "name": t.name, "framework_id": p.framework_id,
+        "framework_name": p.framework_name, "connected": p.connected,
+        "resources": res_json(t.resources.as_ref()), "reason": t.reason,
+        "considered": t.considered, "fit": t.fit,
+        "short_on": {"cpus": short.cpus, "mem": short.mem, "disk": short.disk, "gpus": short.gpus, "ports": short.ports},
+        "filtered": t.filtered.iter().map(|c| json!({"constraint": c.constraint, "count": c.count})).collect::<Vec<_>>(),
+        "since": t.since, "updated_at": p.updated_at,
+    })
+}
+
+/// Why a pending task waits: the framework's sentence, or one made of its
+/// counts when it gave none (`3 considered: 2 short on mem, 1 filtered by
+/// zone == z4`).
+pub(crate) fn pending_reason(t: &pb::PendingTask) -> String {
+    if !t.reason.is_empty() {
+        return t.reason.clone();
+    }
+    let short = t.short_on.unwrap_or_default();
+    let mut parts: Vec<String> = [
+        ("cpus", short.cpus),
+        ("mem", short.mem),
+        ("disk", short.disk),
+        ("gpus", short.gpus),
+        ("ports", short.ports),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!("{n} short on {name}"))
+    .collect();
+    parts.extend(
+        t.filtered
+            .iter()
+            .filter(|c| c.count > 0)
+            .map(|c| format!("{} filtered by {}", c.count, c.constraint)),
+    );
+    if t.fit > 0 {
+        parts.push(format!("{} fit", t.fit));
+    }
+    if parts.is_empty() {
+        format!("{} considered", t.considered)
+    } else {
+        format!("{} considered: {}", t.considered, parts.join(", "))
+    }
+}
+
+/// A duration in seconds as `45s`, `12m05s`, `3h20m` or `2d04h`.
+pub(crate) fn duration_text(secs: f64) -> String {
+    // Whole seconds; negative (clock skew) counts as 0.
+    let s = if secs.is_finite() && secs > 0.0 {
+        secs as u64
+    } else {
+        0
+    };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+pub(crate) async fn task_pending(
+    client: &ClientOpts,
+    framework: Option<String>,
+) -> anyhow::Result<()> {
+    let pending = operator(client)
+        .await?
+        .list_pending(pb::ListPendingRequest {
+            framework_id: framework.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .tasks;
+    if client.json {
+        return print_json(&json!(pending.iter().map(pending_json).collect::<Vec<_>>()));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let rows: Vec<Vec<String>> = pending
+        .iter()
+        .map(|p| {
+            let t = p.task.clone().unwrap_or_default();
+            vec![
+                t.task_id.clone(),
+                p.framework_id.clone(),
+                res(t.resources.as_ref()),
+                if t.since > 0.0 {
+                    duration_text(now - t.since)
+                } else {
+                    "-".into()
+                },
+                pending_reason(&t),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(&["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"], &rows)
+    );
+    Ok(())
+}
+
 pub(crate) async fn task_log(
     client: &ClientOpts,
     id: &str,
@@ -553,4 +661,42 @@ pub(crate) async fn remove_member(client: &ClientOpts, id: u64) -> anyhow::Resul
         .map_err(rpc)?;
     println!("master {id} removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_reason_falls_back_to_the_counts() {
+        let mut t = pb::PendingTask {
+            considered: 3,
+            short_on: Some(pb::DimensionCounts {
+                mem: 2,
+                ..Default::default()
+            }),
+            filtered: vec![pb::ConstraintCount {
+                constraint: "zone == z4".into(),
+                count: 1,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            pending_reason(&t),
+            "3 considered: 2 short on mem, 1 filtered by zone == z4"
+        );
+        t.reason = "no offer fits: 2 short on mem".into();
+        assert_eq!(pending_reason(&t), "no offer fits: 2 short on mem");
+        assert_eq!(pending_reason(&pb::PendingTask::default()), "0 considered");
+    }
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(duration_text(-3.0), "0s");
+        assert_eq!(duration_text(f64::NAN), "0s");
+        assert_eq!(duration_text(45.9), "45s");
+        assert_eq!(duration_text(725.0), "12m05s");
+        assert_eq!(duration_text(12_000.0), "3h20m");
+        assert_eq!(duration_text(187_200.0), "2d04h");
+    }
 }

@@ -150,6 +150,13 @@ enum TaskCommand {
         #[arg(long)]
         framework: Option<String>,
     },
+    /// Tasks frameworks wait to place, and why (as the frameworks
+    /// published them; kept by the leading master only).
+    Pending {
+        /// Only this framework's pending tasks.
+        #[arg(long)]
+        framework: Option<String>,
+    },
     /// Print a task's output.
     Log {
         /// Task id.
@@ -256,6 +263,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Task { command, client } => match command {
             TaskCommand::List { all, framework } => admin::task_list(&client, all, framework).await,
+            TaskCommand::Pending { framework } => admin::task_pending(&client, framework).await,
             TaskCommand::Log { id, follow, stderr } => {
                 admin::task_log(&client, &id, follow, stderr).await
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
+use berth_scheduler_core::placement::{Explanation, explain};
 use berth_scheduler_core::{PortRanges, Resources, Scalar};
 use berth_sdk::{Event, FrameworkConfig};
 use clap::Args;
@@ -145,6 +146,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let interrupted = crate::daemons::shutdown_signal();
     tokio::pin!(interrupted);
     let mut killing = false;
+    // Why the task waits, as last printed and published.
+    let mut waiting: Option<String> = None;
     let outcome = loop {
         let event = if killing {
             match tokio::time::timeout(Duration::from_secs(15), events.next()).await {
@@ -163,14 +166,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         } else {
-            match tokio::time::timeout_at(deadline, events.next()).await {
-                Ok(e) => e,
-                Err(_) => {
-                    break Err(anyhow!(
-                        "no offer with {want} arrived within {:?}",
-                        args.timeout
-                    ));
-                }
+            tokio::select! {
+                e = tokio::time::timeout_at(deadline, events.next()) => match e {
+                    Ok(e) => e,
+                    Err(_) => {
+                        let why = waiting.as_deref().map_or_else(String::new, |w| format!(" ({w})"));
+                        break Err(anyhow!(
+                            "no offer with {want} arrived within {:?}{why}",
+                            args.timeout
+                        ));
+                    }
+                },
+                // Nothing runs yet: stop waiting (the teardown below takes
+                // the pending task away).
+                () = &mut interrupted => break Err(anyhow!("interrupted while waiting for resources")),
             }
         };
         let Some(event) = event else {
@@ -178,6 +187,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         match event {
             Event::Offers(offers) => {
+                let offered = offers.clone();
                 let mut unused = Vec::new();
                 for offer in offers {
                     let offered = resources_from_proto_opt(offer.resources.as_ref()).ok();
@@ -196,6 +206,23 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                         launched = true;
                     } else {
                         unused.push(offer.id);
+                    }
+                }
+                if launched && waiting.take().is_some() {
+                    // Not pending any more.
+                    if let Err(e) = framework.update_pending(Vec::new()).await {
+                        tracing::debug!("clearing the pending task failed: {e}");
+                    }
+                } else if !launched && !offered.is_empty() {
+                    let why = explain_offers(&offered, &want, args.ports.len());
+                    let pending = berth_sdk::pending_task(&task, &why);
+                    if waiting.as_deref() != Some(pending.reason.as_str()) {
+                        // Once per reason, not once per offer.
+                        eprintln!("berth: waiting for resources: {}", pending.reason);
+                        waiting = Some(pending.reason.clone());
+                        if let Err(e) = framework.update_pending(vec![pending]).await {
+                            tracing::debug!("publishing the pending task failed: {e}");
+                        }
                     }
                 }
                 if !unused.is_empty() {
@@ -276,6 +303,29 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Err(ExitWith(code).into())
     }
+}
+
+/// Why none of `offers` takes a task of `want` that needs `ports` host
+/// ports of any number: the per-dimension explanation, with the offers
+/// that have fewer free ports counted short on ports. An offer with
+/// invalid resources counts as empty.
+fn explain_offers(offers: &[pb::Offer], want: &Resources, ports: usize) -> Explanation {
+    let bins: Vec<Resources> = offers
+        .iter()
+        .map(|o| resources_from_proto_opt(o.resources.as_ref()).unwrap_or_default())
+        .collect();
+    let mut why = explain(&bins, want);
+    if ports > 0 {
+        for bin in &bins {
+            if first_ports(&bin.ports, ports).is_none() {
+                why.per_dimension.ports += 1;
+                if bin.contains(want) {
+                    why.fit = why.fit.saturating_sub(1);
+                }
+            }
+        }
+    }
+    why
 }
 
 /// The first `n` ports of `ranges`, or `None` when it has fewer.
@@ -365,5 +415,37 @@ async fn follow(
             Err(e) if attempt == 19 => eprintln!("berth: cannot read the task's {file:?}: {e:#}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(res: &str) -> pb::Offer {
+        pb::Offer {
+            resources: Some(resources_to_proto(&res.parse::<Resources>().unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn waiting_reason_counts_offers_short_of_ports() {
+        let want: Resources = "cpus:0.1;mem:64".parse().unwrap();
+        let offers = [
+            offer("cpus:1;mem:32;ports:[31000-31001]"),
+            offer("cpus:1;mem:1024;ports:[31000-31000]"),
+            offer("cpus:1;mem:1024"),
+        ];
+        let why = explain_offers(&offers, &want, 0);
+        assert_eq!(why.fit, 2);
+        assert_eq!(why.per_dimension.mem, 1);
+        let why = explain_offers(&offers, &want, 2);
+        assert_eq!(why.fit, 0);
+        assert_eq!(why.per_dimension.ports, 2);
+        assert_eq!(
+            why.describe("offer"),
+            "no offer fits: 2 short on ports, 1 short on mem"
+        );
     }
 }

@@ -358,3 +358,116 @@ fn sigkilled_master_loses_no_acknowledged_state() {
         "FINISHED",
     );
 }
+
+/// `berth run` with a task no agent can hold says why, once, and publishes
+/// the task as pending; `berth task pending` shows it with the reason.
+/// Interrupted while it waits, `berth run` tears its framework down and the
+/// pending task is gone.
+#[test]
+fn run_that_fits_nowhere_waits_and_shows_as_pending() {
+    let dev = Dev::start();
+    let mut run = Command::new(BERTH)
+        .args(["run", "--mem", "4096", "--name", "toobig", "--", "true"])
+        .env("BERTH_MASTER", &dev.master)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth run starts");
+    let stderr = run.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let waiting_prefix = "berth: waiting for resources:";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("berth run says why it waits within 30 s");
+        if line.starts_with(waiting_prefix) {
+            break line;
+        }
+    };
+    assert_eq!(
+        waiting,
+        "berth: waiting for resources: no offer fits: 1 short on mem"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let out = dev.berth(&["task", "pending"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        if table.contains("toobig-") {
+            break table;
+        }
+        assert!(Instant::now() < deadline, "not listed as pending: {table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"]);
+    let row = lines.next().expect("one pending task");
+    assert!(row.starts_with("toobig-"), "{row}");
+    assert!(row.contains("cpus:0.1;mem:4096"), "{row}");
+    assert!(row.ends_with("no offer fits: 1 short on mem"), "{row}");
+    assert_eq!(lines.next(), None, "{table}");
+
+    let out = dev.berth(&["task", "pending", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let entry = &json[0];
+    assert_eq!(entry["considered"], 1);
+    assert_eq!(entry["fit"], 0);
+    assert_eq!(entry["short_on"]["mem"], 1);
+    assert_eq!(entry["short_on"]["cpus"], 0);
+    assert_eq!(entry["resources"]["mem"], 4096.0);
+    assert!(
+        entry["framework_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("berth-run")),
+        "{entry}"
+    );
+    let framework = entry["framework_id"].as_str().expect("framework id");
+    let out = dev.berth(&["task", "pending", "--framework", framework]);
+    assert!(text(&out.stdout).contains("toobig-"));
+    let out = dev.berth(&["task", "pending", "--framework", "fw-other"]);
+    assert_eq!(text(&out.stdout).lines().count(), 1, "only the header");
+
+    // Interrupted while waiting: the framework goes, and its pending task.
+    let _ = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "berth run ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    // Everything it said after the waiting line (the reader ends at EOF).
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        !rest.iter().any(|l| l.starts_with(waiting_prefix)),
+        "the reason did not change, so it is said once: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted while waiting")),
+        "{rest:?}"
+    );
+    let out = dev.berth(&["task", "pending"]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::MasterConfig;
 use crate::error::{ApplyError, MasterError};
+use crate::pending::{self, PendingWork};
 use crate::raft::Transport;
 use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
 use crate::registry::{
@@ -65,6 +66,7 @@ pub(crate) enum SchedulerCall {
     Acknowledge(pb::AcknowledgeRequest),
     Reconcile(pb::ReconcileRequest),
     Teardown(pb::TeardownRequest),
+    UpdatePending(pb::UpdatePendingRequest),
 }
 
 /// Reply to a scheduler call.
@@ -91,6 +93,8 @@ pub(crate) enum OperatorCall {
     Members,
     AddMember(pb::AddMemberRequest),
     RemoveMember(u64),
+    /// Pending work: live state of the leader, never read on a follower.
+    Pending(pb::ListPendingRequest),
 }
 
 impl OperatorCall {
@@ -105,6 +109,7 @@ impl OperatorCall {
                 | Self::Roles
                 | Self::Leader
                 | Self::Members
+                | Self::Pending(_)
         )
     }
 }
@@ -120,6 +125,7 @@ pub(crate) enum OperatorReply {
     Roles(pb::RoleList),
     Leader(pb::LeaderInfo),
     Members(pb::MemberList),
+    Pending(pb::PendingList),
 }
 
 /// A successful subscription.
@@ -246,6 +252,10 @@ pub(crate) struct Core {
     /// When each registered, reachable agent was last heard from.
     last_seen: HashMap<AgentId, Instant>,
     pending_kills: HashMap<AgentId, Vec<pb::KillTask>>,
+    /// What frameworks wait to place, and why: soft state of the leader,
+    /// like offers (not replicated; frameworks publish it again after they
+    /// re-subscribe to a new leader).
+    pending_work: PendingWork,
     epoch: Instant,
     allocation_dirty: bool,
     last_allocation: Instant,
@@ -304,6 +314,7 @@ impl Core {
             conn_agents: HashMap::new(),
             last_seen: HashMap::new(),
             pending_kills: HashMap::new(),
+            pending_work: PendingWork::default(),
             epoch: now,
             allocation_dirty: true,
             last_allocation: now,
@@ -365,6 +376,7 @@ impl Core {
         self.conn_agents.clear();
         self.last_seen.clear();
         self.pending_kills.clear();
+        self.pending_work.clear();
         self.offers = OfferBook::new(&self.master_id, self.config.offer_timeout);
         self.allocator = Allocator::new(AllocatorConfig {
             default_refuse: self.config.default_refuse,
@@ -674,6 +686,10 @@ impl Core {
                         "command refused when applied (a no-op on every master): {e}"
                     );
                 }
+                if let (Ok(_), Command::RemoveFramework { id, .. }) = (&result, &proposal.cmd) {
+                    // Whoever proposed the removal: its pending work goes.
+                    self.pending_work.remove(id);
+                }
                 let ours = proposal.origin == self.origin;
                 let mine = ours && Some(proposal.seq) == waiting;
                 if let Ok(effects) = &result
@@ -884,6 +900,8 @@ impl Core {
                 let answer = match call {
                     OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
                     OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
+                    // Only the leader holds pending work, even for stale reads.
+                    OperatorCall::Pending(_) => Err(redirect),
                     call if stale_ok && call.is_read() => self.read(call),
                     _ => Err(redirect),
                 };
@@ -1180,6 +1198,14 @@ impl Core {
         match call {
             SchedulerCall::Accept(_) | SchedulerCall::Teardown(_) => {
                 Err(Status::internal("accept and teardown are committed calls"))
+            }
+            SchedulerCall::UpdatePending(req) => {
+                let fw = self.caller(req.header.as_ref())?;
+                let tasks = pending::validate(req.tasks)
+                    .map_err(|e| Status::invalid_argument(format!("update pending: {e}")))?;
+                debug!(framework = %fw, tasks = tasks.len(), "pending work published");
+                self.pending_work.replace(fw, tasks, unix_ms());
+                Ok(CallReply::Empty)
             }
             SchedulerCall::Decline(req) => {
                 let fw = self.caller(req.header.as_ref())?;
@@ -2106,6 +2132,25 @@ impl Core {
             }),
             OperatorCall::Leader => OperatorReply::Leader(self.leader()),
             OperatorCall::Members => OperatorReply::Members(self.members_view()),
+            OperatorCall::Pending(req) => {
+                if self.leading.is_none() {
+                    return Err(self.not_leader());
+                }
+                let only = if req.framework_id.is_empty() {
+                    None
+                } else {
+                    Some(
+                        FrameworkId::new(req.framework_id)
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                    )
+                };
+                let tasks = self.pending_work.views(only.as_ref(), |id| {
+                    self.registry
+                        .framework(id)
+                        .map(|f| (f.name.clone(), self.frameworks.contains_key(id)))
+                });
+                OperatorReply::Pending(pb::PendingList { tasks })
+            }
             _ => return Err(Status::internal("not a read")),
         })
     }
@@ -2216,7 +2261,8 @@ impl Core {
             | OperatorCall::Tasks(_)
             | OperatorCall::Roles
             | OperatorCall::Leader
-            | OperatorCall::Members => {
+            | OperatorCall::Members
+            | OperatorCall::Pending(_) => {
                 let _ = reply.send(self.read(call));
             }
         }
@@ -3379,5 +3425,109 @@ mod tests {
                 .disconnected_at_ms
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn pending_work_is_replaced_listed_and_dropped_with_the_framework() {
+        let (_dir, mut core, _agent, _arx, header, _events) = running().await;
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        let big = pb::PendingTask {
+            task_id: "big".into(),
+            name: "big".into(),
+            resources: Some(res("cpus:1;mem:4096")),
+            reason: "no offer fits: 1 short on mem".into(),
+            considered: 1,
+            short_on: Some(pb::DimensionCounts {
+                mem: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let update = |header: &pb::CallHeader, tasks| {
+            SchedulerCall::UpdatePending(pb::UpdatePendingRequest {
+                header: Some(header.clone()),
+                tasks,
+            })
+        };
+        let list = |core: &Core, framework: &str| match core
+            .read(OperatorCall::Pending(pb::ListPendingRequest {
+                framework_id: framework.into(),
+            }))
+            .unwrap()
+        {
+            OperatorReply::Pending(p) => p.tasks,
+            other => panic!("unexpected {other:?}"),
+        };
+        core.call_wait(update(&header, vec![big.clone()]))
+            .await
+            .unwrap();
+        let views = list(&core, "");
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].framework_id, header.framework_id);
+        assert_eq!(views[0].framework_name, "fw");
+        assert!(views[0].connected);
+        let task = views[0].task.clone().unwrap();
+        assert_eq!(task.reason, big.reason);
+        assert_eq!(task.short_on.unwrap().mem, 1);
+        assert!(task.since > 0.0);
+        assert_eq!(list(&core, "fw-other").len(), 0);
+
+        // A bad list and a stale stream are refused; the set stays.
+        let mut bad = big.clone();
+        bad.considered = 0;
+        let err = core
+            .call_wait(update(&header, vec![bad]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("short on mem"), "{}", err.message());
+        let mut stale = header.clone();
+        stale.stream_id = "an-old-stream".into();
+        let err = core
+            .call_wait(update(&stale, Vec::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(core.pending_work.count(&fw), 1);
+
+        // Teardown drops it.
+        core.call_wait(SchedulerCall::Teardown(pb::TeardownRequest {
+            header: Some(header.clone()),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(core.pending_work.count(&fw), 0);
+        assert!(list(&core, "").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_follower_never_answers_pending_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir).await;
+        let (header, _events) = subscribe(&mut core, "").await;
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        core.pending_work.replace(
+            fw,
+            vec![pb::PendingTask {
+                task_id: "t".into(),
+                ..Default::default()
+            }],
+            1,
+        );
+        core.step_down();
+        assert!(
+            core.pending_work
+                .views(None, |_| Some((String::new(), true)))
+                .is_empty()
+        );
+        let (tx, rx) = oneshot::channel();
+        core.handle(Request::Operator {
+            call: OperatorCall::Pending(pb::ListPendingRequest::default()),
+            stale_ok: true,
+            reply: tx,
+        })
+        .await;
+        let err = rx.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     }
 }

@@ -14,6 +14,7 @@
 pub mod config;
 mod core;
 pub mod error;
+mod pending;
 pub mod raft;
 pub mod registry;
 mod service;

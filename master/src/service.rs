@@ -213,6 +213,16 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .await
             .map(empty)
     }
+
+    async fn update_pending(
+        &self,
+        r: GrpcRequest<pb::UpdatePendingRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.0
+            .call(SchedulerCall::UpdatePending(r.into_inner()))
+            .await
+            .map(empty)
+    }
 }
 
 // ----- agents ---------------------------------------------------------------
@@ -432,5 +442,20 @@ impl pb::operator_server::Operator for OperatorService {
         r: GrpcRequest<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::RemoveMember(r.into_inner().id))
+    }
+
+    async fn list_pending(
+        &self,
+        r: GrpcRequest<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::PendingList>, Status> {
+        let stale_ok = stale(&r);
+        match self
+            .0
+            .operator(OperatorCall::Pending(r.into_inner()), stale_ok)
+            .await?
+        {
+            OperatorReply::Pending(p) => Ok(Response::new(p)),
+            _ => Err(unexpected()),
+        }
     }
 }

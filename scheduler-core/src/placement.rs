@@ -491,20 +491,32 @@ pub(crate) fn thousands(n: usize) -> String {
     out
 }
 
-impl fmt::Display for Unplaced {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Unplaced {
+    /// The summary as a sentence about `noun`s instead of nodes, e.g.
+    /// `no offer fits: 1 short on mem` for `describe("offer")` (the plural
+    /// adds an `s`). Unlike the [`Display`](fmt::Display) form, it leaves
+    /// out "0 filtered by constraints" when the task has no constraints, so
+    /// it claims nothing about constraints that were never checked.
+    pub fn describe(&self, noun: &str) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = self.write_sentence(&mut out, noun, !self.per_constraint.is_empty());
+        out
+    }
+
+    fn write_sentence(&self, f: &mut dyn fmt::Write, noun: &str, constraints: bool) -> fmt::Result {
         if self.nodes == 0 {
-            return f.write_str("no node fits: there are no nodes");
+            return write!(f, "no {noun} fits: there are no {noun}s");
         }
         if self.fit > 0 {
             write!(
                 f,
-                "{} of {} nodes fit",
+                "{} of {} {noun}s fit",
                 thousands(self.fit),
                 thousands(self.nodes)
             )?;
         } else {
-            f.write_str("no node fits")?;
+            write!(f, "no {noun} fits")?;
         }
         let mut dims: Vec<(&str, usize)> =
             self.per_dimension.iter().filter(|(_, n)| *n > 0).collect();
@@ -514,6 +526,9 @@ impl fmt::Display for Unplaced {
         for (name, n) in dims {
             write!(f, "{sep}{} short on {name}", thousands(n))?;
             sep = ", ";
+        }
+        if !constraints {
+            return Ok(());
         }
         write!(
             f,
@@ -530,6 +545,12 @@ impl fmt::Display for Unplaced {
             write!(f, " ({})", named.join(", "))?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_sentence(f, "node", true)
     }
 }
 
@@ -750,6 +771,32 @@ mod tests {
             u.to_string(),
             "no node fits: 9,812 short on mem, 188 short on cpus, 0 filtered by constraints"
         );
+        assert_eq!(
+            u.describe("offer"),
+            "no offer fits: 9,812 short on mem, 188 short on cpus"
+        );
+        assert_eq!(
+            Unplaced::default().describe("offer"),
+            "no offer fits: there are no offers"
+        );
+        let zoned = Unplaced {
+            nodes: 3,
+            fit: 1,
+            per_constraint: vec![(
+                Constraint {
+                    attribute: "zone".into(),
+                    op: crate::workload::ConstraintOp::Equals,
+                    value: "b".into(),
+                },
+                2,
+            )],
+            ..Unplaced::default()
+        };
+        assert_eq!(
+            zoned.describe("node"),
+            "1 of 3 nodes fit: 2 filtered by constraints (2 by zone == b)"
+        );
+        assert_eq!(zoned.describe("node"), zoned.to_string());
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");

@@ -640,3 +640,161 @@ async fn bad_operator_and_agent_input_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The leader's pending work, all of it.
+async fn pending_of(
+    op: &mut pb::operator_client::OperatorClient<tonic::transport::Channel>,
+) -> anyhow::Result<Vec<pb::PendingView>> {
+    Ok(op
+        .list_pending(pb::ListPendingRequest::default())
+        .await?
+        .into_inner()
+        .tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pending_work_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&[]).await?;
+    let addr = cluster.master_addr();
+    let mut client = raw_scheduler(&addr).await?;
+    let fw = subscribe_raw(&addr, "", "pending").await?;
+    let h = fw.header.clone();
+    let good = pb::PendingTask {
+        task_id: "big".into(),
+        name: "big".into(),
+        resources: Some(pb::Resources {
+            cpus: 1.0,
+            mem: 4096.0,
+            ..Default::default()
+        }),
+        reason: "no offer fits: 2 short on mem".into(),
+        considered: 2,
+        short_on: Some(pb::DimensionCounts {
+            mem: 2,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let update = |header: Option<pb::CallHeader>, tasks: Vec<pb::PendingTask>| {
+        pb::UpdatePendingRequest { header, tasks }
+    };
+    client
+        .update_pending(update(Some(h.clone()), vec![good.clone()]))
+        .await?;
+    let mut op = cluster.operator().await?;
+    let before = pending_of(&mut op).await?;
+    assert_eq!(before.len(), 1);
+    assert_eq!(
+        before[0].task.as_ref().map(|t| t.task_id.as_str()),
+        Some("big")
+    );
+
+    // Callers.
+    let header = |framework_id: &str, stream_id: &str| {
+        Some(pb::CallHeader {
+            framework_id: framework_id.into(),
+            stream_id: stream_id.into(),
+        })
+    };
+    for (header, code, needle) in [
+        (None, Code::InvalidArgument, "header is missing"),
+        (
+            header("a/b", &h.stream_id),
+            Code::InvalidArgument,
+            "framework id",
+        ),
+        (
+            header("fw-never", &h.stream_id),
+            Code::FailedPrecondition,
+            "not subscribed",
+        ),
+        (
+            header(&h.framework_id, "old-stream"),
+            Code::FailedPrecondition,
+            "superseded",
+        ),
+    ] {
+        refused(
+            client.update_pending(update(header, Vec::new())).await,
+            code,
+            needle,
+        );
+    }
+
+    // Lists.
+    let with = |f: &dyn Fn(&mut pb::PendingTask)| {
+        let mut t = good.clone();
+        f(&mut t);
+        vec![t]
+    };
+    let many: Vec<pb::PendingTask> = (0..10_001)
+        .map(|i| pb::PendingTask {
+            task_id: format!("t{i}"),
+            ..Default::default()
+        })
+        .collect();
+    for (tasks, needle) in [
+        (many, "at most 10000 pending tasks"),
+        (vec![good.clone(), good.clone()], "appears twice"),
+        (with(&|t| t.task_id = "a b".into()), "whitespace"),
+        (with(&|t| t.task_id = String::new()), "must not be empty"),
+        (
+            with(&|t| t.name = "n".repeat(1025)),
+            "name longer than 1024",
+        ),
+        (
+            with(&|t| t.resources.as_mut().expect("set").mem = f64::NAN),
+            "mem",
+        ),
+        (
+            with(&|t| t.resources.as_mut().expect("set").cpus = -1.0),
+            "cpus",
+        ),
+        (
+            with(&|t| t.reason = "r".repeat(4097)),
+            "reason longer than 4096",
+        ),
+        (
+            with(&|t| t.reason = "two\nlines".into()),
+            "control characters",
+        ),
+        (
+            with(&|t| t.considered = 1),
+            "2 short on mem, but only 1 of 1",
+        ),
+        (with(&|t| t.fit = 3), "fit (3) is more than considered (2)"),
+        (
+            with(&|t| {
+                t.filtered = vec![pb::ConstraintCount {
+                    constraint: String::new(),
+                    count: 0,
+                }]
+            }),
+            "constraint text",
+        ),
+        (with(&|t| t.since = f64::NAN), "since"),
+    ] {
+        refused(
+            client.update_pending(update(Some(h.clone()), tasks)).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    refused(
+        op.list_pending(pb::ListPendingRequest {
+            framework_id: "a/b".into(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "framework id",
+    );
+    assert_eq!(pending_of(&mut op).await?, before, "nothing changed");
+
+    // An empty list clears the framework's pending work.
+    client
+        .update_pending(update(Some(h.clone()), Vec::new()))
+        .await?;
+    assert!(pending_of(&mut op).await?.is_empty());
+    Ok(())
+}

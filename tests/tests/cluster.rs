@@ -502,3 +502,106 @@ async fn drained_agent_gets_no_offers() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A task that needs more memory than any agent has is published as
+/// pending with its per-dimension explanation; `ListPending` shows it. A
+/// restarted master starts without pending work and gets it back when the
+/// SDK re-subscribes (with the time the task started waiting kept); after
+/// teardown it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_work_is_explained_republished_and_dropped() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = Cluster::start(&["cpus:2;mem:1024", "cpus:2;mem:512"]).await?;
+    cluster.wait_agents(2, Duration::from_secs(10)).await?;
+    let config = FrameworkConfig::new("too-big").failover_timeout(Duration::from_secs(60));
+    let (fw, mut events) = berth_sdk::subscribe(vec![cluster.master_addr()], config).await?;
+
+    // Hold one offer of each agent, then pack into them.
+    let mut held: BTreeMap<String, pb::Offer> = BTreeMap::new();
+    while held.len() < 2 {
+        let offers = next_matching(&mut events, Duration::from_secs(10), |e| match e {
+            Event::Offers(o) => Some(o),
+            _ => None,
+        })
+        .await?;
+        held.extend(offers.into_iter().map(|o| (o.agent_id.clone(), o)));
+    }
+    let held: Vec<pb::Offer> = held.into_values().collect();
+    let task = berth_sdk::shell_task("huge", "huge", "true", "cpus:1;mem:4096")?;
+    let plan = berth_sdk::pack_offers(&held, vec![task], Strategy::BestFit)?;
+    assert_eq!(plan.placed(), 0);
+    fw.update_pending(berth_sdk::pending_tasks(&held, &plan.unplaced)?)
+        .await?;
+
+    let mut op = cluster.operator().await?;
+    let listed = op
+        .list_pending(pb::ListPendingRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let view = &listed[0];
+    assert_eq!(view.framework_id, fw.id());
+    assert_eq!(view.framework_name, "too-big");
+    assert!(view.connected);
+    let task = view.task.clone().expect("the task");
+    assert_eq!(task.task_id, "huge");
+    assert_eq!((task.considered, task.fit), (2, 0));
+    let short = task.short_on.expect("counts");
+    assert_eq!((short.cpus, short.mem, short.disk), (0, 2, 0));
+    assert_eq!(task.reason, "no offer fits: 2 short on mem");
+    assert_eq!(task.resources.as_ref().map(|r| r.mem), Some(4096.0));
+    assert!(task.since > 0.0 && task.since <= view.updated_at);
+    let other = op
+        .list_pending(pb::ListPendingRequest {
+            framework_id: "fw-someone-else".into(),
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    assert!(other.is_empty());
+
+    // Soft state: the restarted master has none until the SDK publishes
+    // it again after re-subscribing.
+    cluster.restart_master().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        if let Ok(mut op) = cluster.operator().await
+            && let Ok(list) = op.list_pending(pb::ListPendingRequest::default()).await
+            && let [view] = list.into_inner().tasks.as_slice()
+        {
+            break view.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pending task was not published again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let republished = again.task.expect("the task");
+    assert_eq!(republished.reason, task.reason);
+    // Kept by the SDK (the master rounds a time later than its own clock
+    // down to its millisecond).
+    assert!(
+        (republished.since - task.since).abs() < 0.01,
+        "the waiting time is kept: {} then {}",
+        task.since,
+        republished.since
+    );
+
+    // Teardown drops it.
+    next_matching(&mut events, Duration::from_secs(30), |e| match e {
+        Event::Subscribed { .. } => Some(()),
+        _ => None,
+    })
+    .await?;
+    fw.teardown().await?;
+    let mut op = cluster.operator().await?;
+    let after = op
+        .list_pending(pb::ListPendingRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    assert!(after.is_empty(), "{after:?}");
+    Ok(())
+}

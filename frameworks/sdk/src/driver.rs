@@ -336,6 +336,9 @@ impl Driver {
                 master_id = %sub.master_id,
                 "re-subscribed"
             );
+            // Before the handle can make calls on the new stream, so a
+            // newer list from the user is never overtaken by this one.
+            self.republish_pending(&sub).await;
             self.shared.set_link(sub.link());
             let event = Event::Subscribed {
                 framework_id: sub.framework_id.clone(),
@@ -344,6 +347,43 @@ impl Driver {
             };
             if !self.emit(event).await {
                 return self.stop().await;
+            }
+        }
+    }
+
+    /// Publishes the last pending set again on a new subscription: a new
+    /// leader holds none. If the user publishes a newer set meanwhile (its
+    /// call fails while disconnected, but the set is remembered), that one
+    /// is sent too. Failures are logged; the next re-subscription tries
+    /// again.
+    async fn republish_pending(&self, sub: &Subscription) {
+        // Each round sends the newest set; more rounds than this means the
+        // user publishes faster than the master answers.
+        for _ in 0..3 {
+            let Some((generation, tasks)) = self.shared.pending_snapshot() else {
+                return;
+            };
+            let count = tasks.len();
+            let request = pb::UpdatePendingRequest {
+                header: Some(pb::CallHeader {
+                    framework_id: self.shared.framework_id.clone(),
+                    stream_id: sub.stream_id.clone(),
+                }),
+                tasks,
+            };
+            let mut client = sub.client.clone();
+            let wait = self.shared.config.call_timeout;
+            match tokio::time::timeout(wait, client.update_pending(request)).await {
+                Ok(Ok(_)) => tracing::debug!(tasks = count, "pending work published again"),
+                Ok(Err(status)) => tracing::warn!(
+                    code = ?status.code(),
+                    message = %status.message(),
+                    "could not publish pending work again"
+                ),
+                Err(_) => tracing::warn!("publishing pending work again timed out"),
+            }
+            if self.shared.pending_generation() == generation {
+                return;
             }
         }
     }

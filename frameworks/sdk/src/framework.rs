@@ -1,10 +1,11 @@
 //! [`Framework`]: the handle for scheduler calls.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto as pb;
 use tokio::sync::watch;
@@ -56,6 +57,18 @@ pub(crate) struct Shared {
     pub(crate) acks_queued: AtomicUsize,
     /// Tells the driver to stop (teardown).
     pub(crate) phase: watch::Sender<Phase>,
+    /// The pending set last given to [`Framework::update_pending`], for
+    /// the driver to publish again after a re-subscription.
+    pending: Mutex<Published>,
+}
+
+/// The pending set last published (or attempted), and a counter of
+/// publications so the driver can tell a newer one from the one it sent.
+#[derive(Debug, Default)]
+struct Published {
+    generation: u64,
+    /// `None` until the first [`Framework::update_pending`].
+    tasks: Option<Vec<pb::PendingTask>>,
 }
 
 impl Shared {
@@ -67,7 +80,50 @@ impl Shared {
             acknowledged: AtomicU64::new(0),
             acks_queued: AtomicUsize::new(0),
             phase: watch::Sender::new(Phase::Running),
+            pending: Mutex::new(Published::default()),
         }
+    }
+
+    fn published(&self) -> MutexGuard<'_, Published> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `tasks` as the pending set, filling in `since` of each task
+    /// without one: the time the task first appeared in a published set,
+    /// or `now` (seconds since the Unix epoch). Returns the set to send.
+    fn remember_pending(&self, mut tasks: Vec<pb::PendingTask>, now: f64) -> Vec<pb::PendingTask> {
+        let mut published = self.published();
+        let before: HashMap<&str, f64> = published
+            .tasks
+            .iter()
+            .flatten()
+            .map(|t| (t.task_id.as_str(), t.since))
+            .collect();
+        for t in &mut tasks {
+            if t.since == 0.0 {
+                t.since = before.get(t.task_id.as_str()).copied().unwrap_or(now);
+            }
+        }
+        published.generation += 1;
+        published.tasks = Some(tasks.clone());
+        tasks
+    }
+
+    /// The pending set to publish again after a re-subscription, with its
+    /// generation; `None` if the framework never published one.
+    pub(crate) fn pending_snapshot(&self) -> Option<(u64, Vec<pb::PendingTask>)> {
+        let published = self.published();
+        published
+            .tasks
+            .clone()
+            .map(|tasks| (published.generation, tasks))
+    }
+
+    /// The generation of the last pending set.
+    pub(crate) fn pending_generation(&self) -> u64 {
+        self.published().generation
     }
 
     fn lock(&self) -> MutexGuard<'_, Link> {
@@ -360,6 +416,35 @@ impl Framework {
         self.reconcile(Vec::new()).await
     }
 
+    /// Publishes the framework's pending work: the tasks it wants to run
+    /// but could not place, with why (see
+    /// [`pending_tasks`](crate::pending_tasks), which builds them from a
+    /// [`PackPlan`](crate::PackPlan)). The list replaces the one published
+    /// before; an empty list clears it. Operators see it with
+    /// `berth task pending`.
+    ///
+    /// A task without `since` keeps the time it first appeared in a
+    /// published list (or gets the current time). The SDK remembers the
+    /// last list and publishes it again after every re-subscription (the
+    /// master holds pending work in its leader's memory only, so a new
+    /// leader starts without it), also when this call failed with
+    /// [`SdkError::NotSubscribed`].
+    ///
+    /// # Errors
+    /// [`SdkError::Rpc`] with `InvalidArgument` for an invalid list (over
+    /// 10,000 tasks, a repeated or invalid task id, invalid resources, a
+    /// reason over 4 KiB, counts that do not add up); the previous list
+    /// stays. See [`SdkError`].
+    pub async fn update_pending(&self, tasks: Vec<pb::PendingTask>) -> Result<(), SdkError> {
+        let tasks = self.shared.remember_pending(tasks, unix_now());
+        self.call(move |mut c, header| async move {
+            c.update_pending(pb::UpdatePendingRequest { header, tasks })
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Removes the framework: the master kills all its tasks and forgets
     /// it. On success the event stream ends and every later call fails
     /// with [`SdkError::Removed`]. Automatic acknowledgements already
@@ -383,5 +468,45 @@ impl Framework {
             self.shared.phase.send_replace(Phase::Running);
         }
         result.map(|_| ())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> pb::PendingTask {
+        pb::PendingTask {
+            task_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pending_tasks_keep_their_since_across_publications() {
+        let shared = Shared::new(FrameworkConfig::new("t"), "fw".into(), Link::Disconnected);
+        assert_eq!(shared.pending_snapshot(), None);
+        let sent = shared.remember_pending(vec![task("a")], 100.0);
+        assert_eq!(sent[0].since, 100.0);
+        let mut given = task("c");
+        given.since = 42.0;
+        let sent = shared.remember_pending(vec![task("a"), task("b"), given], 200.0);
+        let since: Vec<f64> = sent.iter().map(|t| t.since).collect();
+        assert_eq!(since, [100.0, 200.0, 42.0]);
+        let (generation, tasks) = shared.pending_snapshot().unwrap();
+        assert_eq!(generation, 2);
+        assert_eq!(tasks, sent);
+        // An empty list is remembered too: it must reach a master that
+        // still holds the older one.
+        shared.remember_pending(Vec::new(), 300.0);
+        assert_eq!(shared.pending_snapshot(), Some((3, Vec::new())));
+        assert_eq!(shared.pending_generation(), 3);
     }
 }

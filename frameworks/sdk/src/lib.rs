@@ -15,9 +15,13 @@
 //!   see [`Events`]) unless you turn that off;
 //! - gives you a cheap, cloneable [`Framework`] handle for the calls:
 //!   accept, decline, revive, suppress, kill, acknowledge, reconcile,
-//!   teardown;
+//!   update pending, teardown;
 //! - packs your tasks into offers ([`pack_offers`]) with the bin-packing
-//!   strategies of `berth-scheduler-core`, and builds tasks ([`shell_task`]).
+//!   strategies of `berth-scheduler-core`, and builds tasks ([`shell_task`]);
+//! - publishes the tasks that fit nowhere, with why ([`pending_tasks`],
+//!   [`Framework::update_pending`]), for operators to see with
+//!   `berth task pending`, and publishes them again after a
+//!   re-subscription.
 //!
 //! What it is not: it keeps no state of your tasks and persists nothing. It
 //! does not retry calls (an `ACCEPT` is not idempotent), hold offers for
@@ -73,4 +77,7 @@ pub use driver::subscribe;
 pub use error::SdkError;
 pub use events::{Event, Events};
 pub use framework::Framework;
-pub use packing::{PackPlan, explain_unplaced, pack_offers, shell_task, task_resources};
+pub use packing::{
+    PackPlan, explain_unplaced, pack_offers, pending_task, pending_tasks, shell_task,
+    task_resources,
+};

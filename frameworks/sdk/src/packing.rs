@@ -5,7 +5,10 @@
 //! the tasks to launch per offer (with `agent_id` filled in), the offers
 //! that received nothing (decline them) and the tasks that did not fit
 //! (keep them for the next offers). [`explain_unplaced`] says why a task
-//! fits in none of the offers. [`shell_task`] builds a `TaskInfo`.
+//! fits in none of the offers; [`pending_tasks`] turns the unplaced tasks
+//! and their explanations into the pending work to publish with
+//! [`Framework::update_pending`](crate::Framework::update_pending).
+//! [`shell_task`] builds a `TaskInfo`.
 
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
@@ -138,6 +141,79 @@ pub fn explain_unplaced(
 ) -> Result<Explanation, SdkError> {
     let item = task_resources(task)?;
     Ok(explain(&offer_resources(offers), &item))
+}
+
+/// The pending-work entry of `task` that waits because of `why`: its id,
+/// name and resources, the counts of `why`, and as reason its sentence
+/// about offers, e.g. `no offer fits: 3 short on mem` (for a task that fit
+/// in some offers but lost them to other tasks: `2 of 3 offers fit: 1 short
+/// on mem; the ones that fit went to other tasks`). `since` is left 0 for
+/// [`Framework::update_pending`](crate::Framework::update_pending) to fill
+/// in.
+#[must_use]
+pub fn pending_task(task: &pb::TaskInfo, why: &Explanation) -> pb::PendingTask {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let mut reason = why.describe("offer");
+    if why.fit > 0 {
+        reason.push_str("; the ones that fit went to other tasks");
+    }
+    let d = &why.per_dimension;
+    pb::PendingTask {
+        task_id: task.task_id.clone(),
+        name: task.name.clone(),
+        resources: task.resources.clone(),
+        reason,
+        considered: count(why.nodes),
+        fit: count(why.fit),
+        short_on: Some(pb::DimensionCounts {
+            cpus: count(d.cpus),
+            mem: count(d.mem),
+            disk: count(d.disk),
+            gpus: count(d.gpus),
+            ports: count(d.ports),
+        }),
+        filtered: why
+            .per_constraint
+            .iter()
+            .map(|(c, n)| pb::ConstraintCount {
+                constraint: c.to_string(),
+                count: count(*n),
+            })
+            .collect(),
+        since: 0.0,
+    }
+}
+
+/// The pending work of a packing: for each of `unplaced` (a
+/// [`PackPlan::unplaced`]), [`pending_task`] with the explanation of why it
+/// fits in none of `offers` (the offers it was packed against).
+///
+/// ```
+/// # use berth_sdk::{proto, pack_offers, pending_tasks, shell_task, Strategy};
+/// let offer = proto::Offer {
+///     id: "o1".into(),
+///     resources: Some(proto::Resources { cpus: 4.0, mem: 1024.0, ..Default::default() }),
+///     ..Default::default()
+/// };
+/// let task = shell_task("big", "big", "true", "cpus:1;mem:4096").unwrap();
+/// let plan = pack_offers(&[offer.clone()], vec![task], Strategy::FirstFit).unwrap();
+/// let pending = pending_tasks(&[offer], &plan.unplaced).unwrap();
+/// assert_eq!(pending[0].reason, "no offer fits: 1 short on mem");
+/// assert_eq!(pending[0].short_on.as_ref().unwrap().mem, 1);
+/// // framework.update_pending(pending).await?;
+/// ```
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] if a task's resources are invalid.
+pub fn pending_tasks(
+    offers: &[pb::Offer],
+    unplaced: &[pb::TaskInfo],
+) -> Result<Vec<pb::PendingTask>, SdkError> {
+    let bins = offer_resources(offers);
+    unplaced
+        .iter()
+        .map(|t| Ok(pending_task(t, &explain(&bins, &task_resources(t)?))))
+        .collect()
 }
 
 /// Builds a task that runs `cmd` with `/bin/sh -c`, using `resources` in
@@ -331,6 +407,43 @@ mod tests {
             explain_unplaced(&offers, &bad),
             Err(SdkError::InvalidTask { .. })
         ));
+    }
+
+    #[test]
+    fn pending_tasks_carry_the_explanation() {
+        let offers = [
+            offer("o1", "a1", "cpus:1;mem:128"),
+            offer("o2", "a2", "cpus:8;mem:64"),
+        ];
+        let tasks = vec![
+            task("small", "cpus:1;mem:64"),
+            task("again", "cpus:1;mem:64"),
+            task("third", "cpus:1;mem:64"),
+            task("big", "cpus:2;mem:100"),
+        ];
+        let plan = pack_offers(&offers, tasks, Strategy::FirstFit).unwrap();
+        assert_eq!(ids(&plan.unplaced), ["third", "big"]);
+        let pending = pending_tasks(&offers, &plan.unplaced).unwrap();
+        assert_eq!(pending.len(), 2);
+        // `third` fits in both offers on its own; `small` and `again` took
+        // what it needed.
+        assert_eq!(pending[0].task_id, "third");
+        assert_eq!(pending[0].considered, 2);
+        assert_eq!(pending[0].fit, 2);
+        assert_eq!(
+            pending[0].reason,
+            "2 of 2 offers fit; the ones that fit went to other tasks"
+        );
+        let big = &pending[1];
+        assert_eq!(big.task_id, "big");
+        assert_eq!(big.name, "big");
+        assert_eq!(big.fit, 0);
+        let short = big.short_on.unwrap();
+        assert_eq!((short.cpus, short.mem, short.ports), (1, 1, 0));
+        assert_eq!(big.reason, "no offer fits: 1 short on cpus, 1 short on mem");
+        assert!(big.filtered.is_empty());
+        assert_eq!(big.since, 0.0);
+        assert_eq!(big.resources, plan.unplaced[1].resources);
     }
 
     #[test]

@@ -292,6 +292,50 @@ async fn master_restart_on_the_same_port() {
     assert_eq!(last.header().unwrap().stream_id, "stream-2");
 }
 
+/// The pending set is published again on every new subscription (a new
+/// leader holds none), with the times the tasks started waiting; a set
+/// given while disconnected is what gets published.
+#[tokio::test]
+async fn pending_work_is_published_again_after_resubscribing() {
+    let mut fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    let task = |id: &str| pb::PendingTask {
+        task_id: id.into(),
+        reason: "no offer fits: 1 short on mem".into(),
+        ..Default::default()
+    };
+    fw.update_pending(vec![task("a")]).await.unwrap();
+    let first = fake.pending_updates();
+    assert_eq!(first.len(), 1);
+    let since_a = first[0].tasks[0].since;
+    assert!(since_a > 0.0, "the SDK fills in since");
+
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    let again = fake.pending_updates();
+    assert_eq!(again.len(), 2, "published again before Subscribed");
+    assert_eq!(again[1].header.as_ref().unwrap().stream_id, "stream-2");
+    assert_eq!(again[1].tasks, first[0].tasks);
+
+    // While the master is away the call fails, but the set is kept and
+    // published on the next subscription.
+    fake.stop().await;
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert_eq!(
+        fw.update_pending(vec![task("a"), task("b")]).await,
+        Err(SdkError::NotSubscribed)
+    );
+    fake.restart().await;
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    let last = fake.pending_updates().pop().unwrap();
+    assert_eq!(last.header.as_ref().unwrap().stream_id, "stream-3");
+    let ids: Vec<&str> = last.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(last.tasks[0].since, since_a, "a keeps its waiting time");
+    assert!(last.tasks[1].since >= since_a);
+}
+
 #[tokio::test]
 async fn unknown_framework_on_resubscribe_is_fatal() {
     let fake = FakeMaster::start(NO_HEARTBEAT, false).await;

@@ -30,6 +30,7 @@ pub enum Call {
     Acknowledge(pb::AcknowledgeRequest),
     Reconcile(pb::ReconcileRequest),
     Teardown(pb::TeardownRequest),
+    UpdatePending(pb::UpdatePendingRequest),
 }
 
 impl Call {
@@ -43,6 +44,7 @@ impl Call {
             Call::Acknowledge(r) => r.header.as_ref(),
             Call::Reconcile(r) => r.header.as_ref(),
             Call::Teardown(r) => r.header.as_ref(),
+            Call::UpdatePending(r) => r.header.as_ref(),
         }
     }
 }
@@ -228,6 +230,14 @@ impl Scheduler for Service {
         s.sender = None;
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn update_pending(
+        &self,
+        r: Request<pb::UpdatePendingRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.check(Call::UpdatePending(r.into_inner()))?;
+        Ok(Response::new(pb::Empty {}))
+    }
 }
 
 /// A running (or stopped) fake master.
@@ -316,6 +326,17 @@ impl FakeMaster {
             .into_iter()
             .filter_map(|c| match c {
                 Call::Acknowledge(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The UpdatePending calls, in order.
+    pub fn pending_updates(&self) -> Vec<pb::UpdatePendingRequest> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::UpdatePending(u) => Some(u),
                 _ => None,
             })
             .collect()
