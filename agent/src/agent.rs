@@ -24,11 +24,12 @@ use crate::checkpoint::{Checkpoint, ContainerizerKind, Recovered, TaskCheckpoint
 use crate::config::{AgentConfig, STATUS_RETRY_MAX};
 use crate::containerizer::{
     Command, ContainerId, ContainerSpec, Containerizer, LaunchSpec, PortBinding, Protocol,
-    RecoverRecord, Termination,
+    RecoverRecord, Termination, prepare_sandbox,
 };
 use crate::error::ContainerError;
 use crate::health::{HealthCheckSpec, HealthEvent, HealthHandle, probe_for, spawn_health_checker};
 use crate::status_update::{AckOutcome, StatusUpdateManager, TaskKey};
+use crate::transfer::{self, Transfers};
 
 /// Reason of a task killed by a `KillTask`.
 pub const REASON_KILLED_BY_REQUEST: &str = "KILLED_BY_REQUEST";
@@ -53,6 +54,13 @@ pub const REASON_HEALTH_CHECK: &str = "HEALTH_CHECK";
 /// Reason of a task whose container could not be recovered after an agent
 /// restart.
 pub const REASON_RECOVERY_FAILED: &str = "CONTAINER_RECOVERY_FAILED";
+/// Reason of a task one of whose URIs could not be fetched (its command
+/// never ran).
+pub const REASON_FETCH_FAILED: &str = "FETCH_FAILED";
+
+/// Output results of a task whose exit the agent could not see.
+const NOT_UPLOADED_AFTER_RESTART: &str = "agent restarted: the task ended while the agent was down (exit status unknown); \
+     its outputs were not uploaded";
 
 /// Longest kill grace period accepted from the wire.
 const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
@@ -91,6 +99,9 @@ pub(crate) struct TaskEntry {
     ports: Vec<PortBinding>,
     /// The latest health check result.
     healthy: Option<bool>,
+    /// Set while the agent fetches the task's URIs or uploads its outputs:
+    /// a kill notifies it to cancel the transfer.
+    abort: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The agent's mutable state: task table, status-update queues, the
@@ -145,6 +156,8 @@ pub(crate) struct Agent {
     /// The Docker containerizer, when a daemon answered at start-up.
     docker: Option<Arc<dyn Containerizer>>,
     checkpoint: Checkpoint,
+    /// The fetcher's and uploader's HTTP client and limits.
+    transfers: Transfers,
     core: Mutex<Core>,
     /// Set when the agent stops without killing its tasks: watchers end
     /// (the next run of the agent re-adopts the tasks).
@@ -186,7 +199,13 @@ impl Agent {
                 .collect(),
         };
         let updates = StatusUpdateManager::new(config.status_retry_initial, STATUS_RETRY_MAX);
+        let transfers = Transfers::new(transfer::Limits {
+            fetch_max_bytes: config.fetch_max_bytes,
+            fetch_timeout: config.fetch_timeout,
+            upload_timeout: config.upload_timeout,
+        });
         Agent {
+            transfers,
             config,
             info,
             process,
@@ -331,6 +350,22 @@ impl Agent {
         message: String,
         exit_code: Option<i32>,
     ) {
+        self.record_with_outputs(core, key, state, reason, message, exit_code, Vec::new());
+    }
+
+    /// [`Self::record`] with the results of the task's output uploads (for
+    /// a terminal update).
+    #[allow(clippy::too_many_arguments)]
+    fn record_with_outputs(
+        &self,
+        core: &mut Core,
+        key: &TaskKey,
+        state: pb::TaskState,
+        reason: &str,
+        message: String,
+        exit_code: Option<i32>,
+        outputs: Vec<pb::OutputResult>,
+    ) {
         let entry = core.tasks.get(key);
         let status = pb::TaskStatus {
             task_id: key.1.clone(),
@@ -350,6 +385,7 @@ impl Agent {
                 .filter(|e| e.container.is_some() || state.is_terminal())
                 .map(|e| e.container_id.0.clone())
                 .unwrap_or_default(),
+            outputs,
         };
         tracing::info!(
             framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason,
@@ -437,6 +473,7 @@ impl Agent {
                 kill: None,
                 ports: Vec::new(),
                 healthy: None,
+                abort: None,
             },
         );
         let valid = match validate_task(&key.0, &task) {
@@ -478,7 +515,11 @@ impl Agent {
             &key,
             pb::TaskState::TaskStarting,
             "",
-            "preparing sandbox and starting the task".into(),
+            if task.command.as_ref().is_some_and(|c| !c.uris.is_empty()) {
+                "preparing sandbox, fetching URIs and starting the task".into()
+            } else {
+                "preparing sandbox and starting the task".into()
+            },
             None,
         );
         let spec = LaunchSpec {
@@ -487,6 +528,7 @@ impl Agent {
             task_id: key.1.clone(),
             agent_id: core.agent_id.clone(),
             sandbox,
+            sandbox_prepared: true,
             command: valid.command,
             env: valid.env,
             resources: valid.resources,
@@ -528,6 +570,9 @@ impl Agent {
                 "killed before it started".into(),
                 None,
             );
+            return;
+        }
+        if !self.prepare_and_fetch(&key, &spec.sandbox).await {
             return;
         }
         let image = spec.container.as_ref().map(|c| c.image.clone());
@@ -577,6 +622,115 @@ impl Agent {
         self.watch(key, containerizer, id).await;
     }
 
+    /// Prepares the task's sandbox and fetches its URIs into it. Returns
+    /// false when the task ended instead (a failed preparation or fetch, or
+    /// a kill during the fetch), with its terminal update recorded.
+    async fn prepare_and_fetch(&self, key: &TaskKey, sandbox: &std::path::Path) -> bool {
+        if let Err(e) = prepare_sandbox(sandbox).await {
+            let mut core = self.lock();
+            self.record(
+                &mut core,
+                key,
+                pb::TaskState::TaskFailed,
+                REASON_LAUNCH_FAILED,
+                e.to_string(),
+                None,
+            );
+            return false;
+        }
+        let abort = Arc::new(tokio::sync::Notify::new());
+        let uris = {
+            let mut core = self.lock();
+            let Some(e) = core.tasks.get_mut(key) else {
+                return false;
+            };
+            let uris = e
+                .task
+                .command
+                .as_ref()
+                .map(|c| c.uris.clone())
+                .unwrap_or_default();
+            if uris.is_empty() {
+                return true;
+            }
+            if e.kill.is_some() {
+                // Reported after the launch, like any kill that raced it.
+                return true;
+            }
+            e.abort = Some(Arc::clone(&abort));
+            uris
+        };
+        let result = tokio::select! {
+            r = transfer::fetch_all(&self.transfers, sandbox, &uris) => Some(r),
+            () = abort.notified() => None,
+        };
+        let mut core = self.lock();
+        let kill = core.tasks.get_mut(key).and_then(|e| {
+            e.abort = None;
+            e.kill.clone()
+        });
+        match (result, kill) {
+            (Some(Ok(())), _) => true,
+            (None, kill) => {
+                let reason = kill.map_or(REASON_KILLED_BY_REQUEST, |k| k.reason);
+                self.record(
+                    &mut core,
+                    key,
+                    pb::TaskState::TaskKilled,
+                    reason,
+                    "killed while fetching its URIs; the command never ran".into(),
+                    None,
+                );
+                false
+            }
+            (Some(Err(e)), _) => {
+                self.record(
+                    &mut core,
+                    key,
+                    pb::TaskState::TaskFailed,
+                    REASON_FETCH_FAILED,
+                    format!("{e}; the command never ran"),
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    /// Uploads the outputs of a task whose container ended with `term`
+    /// (those whose `when` matches), unless a kill cancels them. Stops the
+    /// task's health checks first.
+    async fn upload_outputs(&self, key: &TaskKey, term: Termination) -> Vec<pb::OutputResult> {
+        let abort = Arc::new(tokio::sync::Notify::new());
+        let (outputs, sandbox, success) = {
+            let mut core = self.lock();
+            core.health.remove(key);
+            let Some(e) = core.tasks.get_mut(key) else {
+                return Vec::new();
+            };
+            if e.task.outputs.is_empty() {
+                return Vec::new();
+            }
+            let success = e.kill.is_none() && term == Termination::Exited(0);
+            e.abort = Some(Arc::clone(&abort));
+            (e.task.outputs.clone(), e.sandbox.clone(), success)
+        };
+        let results = tokio::select! {
+            r = transfer::upload_all(&self.transfers, &sandbox, &outputs, success) => r,
+            () = abort.notified() => {
+                let wanted: Vec<pb::OutputUpload> = outputs
+                    .into_iter()
+                    .filter(|o| transfer::wanted(o, success))
+                    .collect();
+                transfer::not_uploaded(&wanted, "cancelled: the task was killed during the upload")
+            }
+        };
+        if let Some(e) = self.lock().tasks.get_mut(key) {
+            e.abort = None;
+        }
+        results
+    }
+
     /// Waits for a running container to end, cleans it up and reports how
     /// it ended.
     async fn watch(
@@ -602,6 +756,9 @@ impl Agent {
         if let Err(e) = containerizer.destroy(&id, Duration::ZERO).await {
             tracing::warn!(container = %id, error = %e, "cleaning up the task's processes failed");
         }
+        // Before the cleanup: a Docker container is still there if the agent
+        // restarts meanwhile, so the next run sees the exit and uploads.
+        let outputs = self.upload_outputs(&key, term).await;
         containerizer.cleanup(&id).await;
         let mut core = self.lock();
         core.health.remove(&key);
@@ -630,7 +787,15 @@ impl Agent {
                 (pb::TaskState::TaskFailed, REASON_OOM, term.to_string())
             }
         };
-        self.record(&mut core, &key, state, reason, message, term.exit_code());
+        self.record_with_outputs(
+            &mut core,
+            &key,
+            state,
+            reason,
+            message,
+            term.exit_code(),
+            outputs,
+        );
     }
 
     /// Starts a running task's health checks; results arrive in
@@ -759,6 +924,10 @@ impl Agent {
             message,
         });
         let running = entry.container.clone().map(|id| (entry.kind, id));
+        if let Some(abort) = &entry.abort {
+            // Cancels a fetch (the task ends KILLED) or an upload.
+            abort.notify_one();
+        }
         core.health.remove(key);
         self.persist(&core, key);
         if let Some((kind, id)) = running {
@@ -845,6 +1014,7 @@ impl Agent {
                     }),
                     ports: t.ports.iter().filter_map(port_from_checkpoint).collect(),
                     healthy: None,
+                    abort: None,
                 };
                 let launched = match t.containerizer {
                     ContainerizerKind::Process => t.pid > 0,
@@ -968,13 +1138,19 @@ impl Agent {
                 "the task's container is gone (removed while the agent was down)"
             }
         };
-        self.record(
+        let outputs = core
+            .tasks
+            .get(key)
+            .map(|e| transfer::not_uploaded(&e.task.outputs, NOT_UPLOADED_AFTER_RESTART))
+            .unwrap_or_default();
+        self.record_with_outputs(
             &mut core,
             key,
             pb::TaskState::TaskFailed,
             REASON_RECOVERY_FAILED,
             message.into(),
             None,
+            outputs,
         );
     }
 
@@ -1170,6 +1346,7 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
         .map(HealthCheckSpec::from_proto)
         .transpose()
         .map_err(|e| format!("invalid health check: {e}"))?;
+    berth_proto::transfer::validate_task_transfers(task)?;
     Ok(ValidTask {
         command,
         resources,

@@ -20,6 +20,12 @@ pub const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 pub const DEFAULT_PORTS: (u16, u16) = (31000, 32000);
 /// Default bound on one Docker Engine call.
 pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest download of one fetched URI (2 GiB).
+pub const DEFAULT_FETCH_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default bound on fetching one URI.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default bound on archiving and uploading one output.
+pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How an agent is configured. Build with [`AgentConfig::new`], adjust the
 /// public fields, then [`AgentConfig::validate`] (which [`crate::run`] also
@@ -65,13 +71,22 @@ pub struct AgentConfig {
     /// agent leaves its tasks running and re-adopts them from its
     /// checkpoint when it starts again (as a Mesos agent does).
     pub kill_tasks_on_shutdown: bool,
+    /// Largest file one fetched URI may be (`CommandInfo.uris`), and the
+    /// most an extracted archive may unpack to.
+    pub fetch_max_bytes: u64,
+    /// How long fetching one URI (download and extraction) may take.
+    pub fetch_timeout: Duration,
+    /// How long archiving and uploading one output (`TaskInfo.outputs`) may
+    /// take.
+    pub upload_timeout: Duration,
 }
 
 impl AgentConfig {
     /// A configuration with the defaults: detected resources, no
     /// reservations or attributes, system hostname, 3 s kill grace, 15 s
     /// master timeout, 1 s first status resend delay, Docker used when a
-    /// daemon answers (10 s per call), tasks left running on shutdown.
+    /// daemon answers (10 s per call), tasks left running on shutdown,
+    /// fetches of at most 2 GiB and 5 minutes per URI, 5 minutes per upload.
     #[must_use]
     pub fn new(masters: Vec<String>, work_dir: PathBuf) -> Self {
         AgentConfig {
@@ -88,6 +103,9 @@ impl AgentConfig {
             docker: true,
             docker_timeout: DEFAULT_DOCKER_TIMEOUT,
             kill_tasks_on_shutdown: false,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
         }
     }
 
@@ -96,7 +114,8 @@ impl AgentConfig {
     /// # Errors
     /// [`AgentError::Config`] naming the first bad field: no masters, an
     /// empty master address, an empty work dir, a zero master timeout or
-    /// status retry delay, an empty attribute name.
+    /// status retry delay, an empty attribute name, a zero fetch limit,
+    /// fetch timeout or upload timeout.
     pub fn validate(self) -> Result<Self, AgentError> {
         if self.masters.is_empty() {
             return Err(AgentError::Config(
@@ -124,6 +143,19 @@ impl AgentConfig {
         if self.status_retry_initial.is_zero() {
             return Err(AgentError::Config(
                 "status_retry_initial: must be positive".into(),
+            ));
+        }
+        if self.fetch_max_bytes == 0 {
+            return Err(AgentError::Config(
+                "fetch_max_bytes: must be positive".into(),
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(AgentError::Config("fetch_timeout: must be positive".into()));
+        }
+        if self.upload_timeout.is_zero() {
+            return Err(AgentError::Config(
+                "upload_timeout: must be positive".into(),
             ));
         }
         if self.attributes.iter().any(|(k, _)| k.is_empty()) {
@@ -232,6 +264,22 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("masters"), "{err}");
+        let mut c = ok.clone();
+        c.fetch_max_bytes = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("fetch_max_bytes")
+        );
+        let mut c = ok.clone();
+        c.fetch_timeout = Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("fetch_timeout")
+        );
         let mut c = ok;
         c.master_timeout = Duration::ZERO;
         assert!(

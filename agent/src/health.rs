@@ -1600,6 +1600,7 @@ mod tests {
             task_id: "task-1".into(),
             agent_id: "agent-1".into(),
             sandbox: dir.join("sandboxes/fw-1/task-1"),
+            sandbox_prepared: false,
             command: Command::Argv(vec!["sleep".into(), "30".into()]),
             env: HashMap::new(),
             resources: "cpus:0.1;mem:32".parse().unwrap(),

@@ -138,6 +138,16 @@ pub(crate) struct AgentShape {
     /// and the agent re-adopts them when it starts again).
     #[arg(long)]
     kill_tasks_on_shutdown: bool,
+    /// Largest file a task may fetch (one of its command's URIs), in bytes;
+    /// also the most a fetched archive may unpack to.
+    #[arg(long, default_value_t = berth_agent::DEFAULT_FETCH_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    fetch_max_bytes: u64,
+    /// Seconds fetching one URI (download and extraction) may take.
+    #[arg(long, default_value = "300", value_parser = parse_positive_seconds)]
+    fetch_timeout: Duration,
+    /// Seconds archiving and uploading one task output may take.
+    #[arg(long, default_value = "300", value_parser = parse_positive_seconds)]
+    upload_timeout: Duration,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
@@ -177,6 +187,9 @@ impl AgentShape {
         config.docker = !self.no_docker;
         config.docker_timeout = self.docker_timeout;
         config.kill_tasks_on_shutdown = self.kill_tasks_on_shutdown;
+        config.fetch_max_bytes = self.fetch_max_bytes;
+        config.fetch_timeout = self.fetch_timeout;
+        config.upload_timeout = self.upload_timeout;
         config.advertise_address = Some(match &self.advertise {
             Some(a) => a.clone(),
             None if local.ip().is_unspecified() => {

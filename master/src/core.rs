@@ -2706,6 +2706,10 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     }
     seconds("kill_grace_period_seconds", info.kill_grace_period_seconds)
         .map_err(|e| Status::invalid_argument(format!("task {name:?}: {}", e.message())))?;
+    // The URIs it fetches and the outputs it uploads; the agent checks them
+    // again with the same rules.
+    berth_proto::transfer::validate_task_transfers(info)
+        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
     Ok(id)
 }
 

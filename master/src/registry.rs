@@ -918,6 +918,8 @@ fn master_status(
         healthy: last.healthy,
         ports: last.ports,
         container_id: last.container_id,
+        // Upload results come with the agent's terminal update only.
+        outputs: Vec::new(),
     }
 }
 

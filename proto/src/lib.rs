@@ -7,7 +7,9 @@
 //!
 //! This crate holds wire types only. Validation and conversion into
 //! berth's domain types (fixed-point resources, validated ids) live with the
-//! code that receives them, in `berth-scheduler-core` terms.
+//! code that receives them, in `berth-scheduler-core` terms. The exception
+//! is [`transfer`]: the rules for a task's fetched URIs and uploaded outputs,
+//! which the master and the agent both apply and must apply alike.
 
 /// Version 1 of the berth protocol (`package berth.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
@@ -21,6 +23,7 @@ pub use v1::*;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod convert;
+pub mod transfer;
 
 /// Turns a master or agent address as users write it (`host:port`,
 /// `http://host:port`) into the URI tonic connects to.

@@ -4,7 +4,10 @@
 //! that can cut an agent off from its master.
 //!
 //! Everything binds 127.0.0.1:0 and lives in a temporary directory that is
-//! removed when the [`Cluster`] is dropped.
+//! removed when the [`Cluster`] is dropped. [`files`] is an HTTP file
+//! server for the fetcher and uploader tests.
+
+pub mod files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

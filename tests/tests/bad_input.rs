@@ -202,6 +202,104 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
             needle,
         );
     }
+    // Fetched URIs and uploaded outputs.
+    let fetching = |uris: Vec<pb::FetchUri>| {
+        let mut t = task("fetch", small());
+        if let Some(c) = t.command.as_mut() {
+            c.uris = uris;
+        }
+        t
+    };
+    let uri = |url: &str, output_path: &str| pb::FetchUri {
+        url: url.into(),
+        output_path: output_path.into(),
+        ..Default::default()
+    };
+    let uploading = |outputs: Vec<pb::OutputUpload>| {
+        let mut t = task("upload", small());
+        t.outputs = outputs;
+        t
+    };
+    let output = |url: &str, paths: &[&str]| pb::OutputUpload {
+        url: url.into(),
+        paths: paths.iter().map(ToString::to_string).collect(),
+        ..Default::default()
+    };
+    let long_url = format!("http://h/{}", "a".repeat(5000));
+    for (bad, needle) in [
+        (
+            fetching(vec![uri("ftp://h/x", "")]),
+            "uris[0]: url \"ftp://h/x\" has the unsupported scheme \"ftp\"",
+        ),
+        (
+            fetching(vec![uri("http://h/a", ""), uri("https://h/x", "")]),
+            "uris[1]: url \"https://h/x\" has the unsupported scheme",
+        ),
+        (fetching(vec![uri("no-scheme", "")]), "has no scheme"),
+        (fetching(vec![uri("http://a b/", "")]), "does not parse"),
+        (fetching(vec![uri("file://host/x", "")]), "absolute path"),
+        (fetching(vec![uri("http://h/x", "/etc/x")]), "is absolute"),
+        (
+            fetching(vec![uri("http://h/x", "a/../../x")]),
+            "must not contain \"..\"",
+        ),
+        (
+            fetching(vec![uri("http://h/", "")]),
+            "names no file; set output_path",
+        ),
+        (
+            fetching(vec![uri(&long_url, "")]),
+            "at most 4096 are allowed",
+        ),
+        (
+            fetching(vec![uri("http://h/x", ""); 65]),
+            "65 uris; at most 64 are allowed",
+        ),
+        (
+            uploading(vec![output("http://h/put", &[])]),
+            "outputs[0]: paths is empty",
+        ),
+        (
+            uploading(vec![output("gopher://h/put", &["a"])]),
+            "outputs[0]: url",
+        ),
+        (
+            uploading(vec![output("http://h/put", &["../up"])]),
+            "outputs[0]: paths[0]: path \"../up\" must not contain",
+        ),
+        (
+            uploading(vec![output("http://h/put", &["/abs/**"])]),
+            "is absolute",
+        ),
+        (
+            uploading(vec![output("http://h/put", &["a/[z"])]),
+            "outputs[0]: paths[0]: glob",
+        ),
+        (
+            uploading(vec![pb::OutputUpload {
+                exclude: vec!["x".into(); 257],
+                ..output("http://h/put", &["a"])
+            }]),
+            "exclude: 257 globs; at most 256",
+        ),
+        (
+            uploading(vec![pb::OutputUpload {
+                when: 5,
+                ..output("http://h/put", &["a"])
+            }]),
+            "when 5 is not",
+        ),
+        (
+            uploading(vec![output("http://h/put", &["a"]); 17]),
+            "17 outputs; at most 16 are allowed",
+        ),
+    ] {
+        refused(
+            client.accept(accept(&h, &[&offer], vec![bad])).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
     for (bad, needle) in [
         ("a/b", "'/'"),
         ("..", ".."),

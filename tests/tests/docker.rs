@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto as pb;
 use berth_sdk::{Event, Events, Framework, FrameworkConfig};
+use berth_tests::files::{FileServer, tar_gz, tar_gz_entries};
 use berth_tests::{Cluster, TEST_IMAGE, docker_ready, init_logging, remove_owned_containers};
 
 const AGENT_RESOURCES: &str = "cpus:4;mem:2048;disk:1000;ports:[31200-31299]";
@@ -423,5 +424,60 @@ async fn agent_without_docker_fails_container_tasks_plainly() -> anyhow::Result<
     })
     .await?;
     assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
+    Ok(())
+}
+
+/// A container task reads a file the agent fetched and extracted into its
+/// sandbox (the image has no HTTP client) and leaves an artifact that the
+/// agent uploads from the sandbox on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_tasks_get_fetched_files_and_upload_outputs() -> anyhow::Result<()> {
+    if !docker_ready("container_tasks_get_fetched_files_and_upload_outputs") {
+        return Ok(());
+    }
+    let mut s = setup("docker-transfer").await?;
+    let server = FileServer::start().await?;
+    server.serve("input.tgz", tar_gz(&[("data/in.txt", b"42\n", 0o644)]));
+    let mut t = container_task(
+        "xfer",
+        "mkdir -p out && sed 's/42/forty-two/' data/in.txt > out/result.txt && echo done",
+        "cpus:0.1;mem:32",
+    )?;
+    if let Some(c) = t.command.as_mut() {
+        c.uris = vec![pb::FetchUri {
+            url: server.url("/files/input.tgz"),
+            extract: true,
+            ..Default::default()
+        }];
+    }
+    t.outputs = vec![pb::OutputUpload {
+        url: server.url("/upload/xfer"),
+        paths: vec!["out/".into()],
+        name: "result".into(),
+        ..Default::default()
+    }];
+    launch(&mut s, vec![t]).await?;
+    let (end, _) = wait_update(&mut s, "xfer", Duration::from_secs(120), |st| {
+        state(st).is_terminal()
+    })
+    .await?;
+    assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
+    assert_eq!(end.outputs.len(), 1, "{:?}", end.outputs);
+    assert!(end.outputs[0].ok, "{:?}", end.outputs[0]);
+    assert_eq!(end.outputs[0].files, 1);
+    let uploads = server.uploads();
+    let entries = tar_gz_entries(&uploads["xfer"].body)?;
+    let got: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, _, c)| (n.as_str(), c.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [("out", &b""[..]), ("out/result.txt", &b"forty-two\n"[..])]
+    );
+    let fw = s.fw.id();
+    let err = read_log(&s, &fw, "xfer", pb::LogFile::Stderr).await?;
+    assert!(err.contains("berth: fetched"), "{err}");
+    assert!(err.contains("berth: uploaded result (1 files,"), "{err}");
     Ok(())
 }

@@ -283,7 +283,9 @@ impl DockerContainerizer {
         if self.lock().contains_key(&spec.container_id) {
             return Err(ContainerError::DuplicateContainer(spec.container_id.0));
         }
-        prepare_sandbox(&spec.sandbox).await?;
+        if !spec.sandbox_prepared {
+            prepare_sandbox(&spec.sandbox).await?;
+        }
         self.ensure_image(&container.image).await?;
         let body = create_body(&spec, container, &self.owner)?;
         let name = container_name(&spec.container_id);

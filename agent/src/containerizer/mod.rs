@@ -62,9 +62,13 @@ pub struct LaunchSpec {
     pub task_id: String,
     /// The agent's id (may be empty before the first registration).
     pub agent_id: String,
-    /// The sandbox directory (absolute). If it exists it is emptied first:
-    /// a relaunched task id starts with a clean sandbox.
+    /// The sandbox directory (absolute). If it exists it is emptied first
+    /// (a relaunched task id starts with a clean sandbox), unless
+    /// `sandbox_prepared` says the agent already did that.
     pub sandbox: PathBuf,
+    /// The agent already ran [`prepare_sandbox`] and fetched the task's
+    /// URIs into it: use the sandbox as it is.
+    pub sandbox_prepared: bool,
     /// The command.
     pub command: Command,
     /// The task's own environment variables (keys validated).
@@ -514,7 +518,8 @@ pub trait Containerizer: Send + Sync + fmt::Debug {
 }
 
 /// Removes and recreates a task's sandbox with empty `stdout` and
-/// `stderr` files (every containerizer starts a run this way).
+/// `stderr` files (every run starts this way: by the agent before it
+/// fetches the task's URIs, else by the containerizer).
 pub(crate) async fn prepare_sandbox(sandbox: &Path) -> Result<(), ContainerError> {
     let sandbox_err = |source| ContainerError::Sandbox {
         path: sandbox.to_path_buf(),

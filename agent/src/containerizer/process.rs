@@ -84,7 +84,9 @@ impl ProcessContainerizer {
         {
             return Err(ContainerError::DuplicateContainer(spec.container_id.0));
         }
-        prepare_sandbox(&spec.sandbox).await?;
+        if !spec.sandbox_prepared {
+            prepare_sandbox(&spec.sandbox).await?;
+        }
         let sandbox_err = |source| ContainerError::Sandbox {
             path: spec.sandbox.clone(),
             source,
@@ -417,6 +419,7 @@ mod tests {
             task_id: "task-1".into(),
             agent_id: "agent-1".into(),
             sandbox: dir.join("sandboxes/fw-1/task-1"),
+            sandbox_prepared: false,
             command,
             env: HashMap::from([("GREETING".to_owned(), "hello".to_owned())]),
             resources: "cpus:0.5;mem:128;ports:[31000-31002,31005-31005]"

@@ -94,6 +94,7 @@ fn spec(dir: &Path, command: Command, resources: &str, container: ContainerSpec)
         task_id: "task-1".into(),
         agent_id: "agent-1".into(),
         sandbox: dir.join(format!("sandboxes/fw-1/task-{}", uuid::Uuid::new_v4())),
+        sandbox_prepared: false,
         command,
         env: HashMap::from([("GREETING".to_owned(), "hello".to_owned())]),
         resources: resources.parse().unwrap(),
