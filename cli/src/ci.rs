@@ -15,6 +15,59 @@ pub(crate) enum CiCommand {
     /// Exits 0 when there is no error (warnings allowed), 1 when there are
     /// errors, 2 when the file cannot be read.
     Lint(LintArgs),
+    /// Run a repository's pipeline on a cluster and show its progress.
+    ///
+    /// Without --master, starts a master and an agent in this process for
+    /// the run (as `berth dev` does) and stops them afterwards. Exits 0 when
+    /// the pipeline passes, 1 when it fails or is canceled, 2 when it cannot
+    /// run.
+    Run(Box<RunArgs>),
+}
+
+/// `berth ci run` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The repository (any directory inside it).
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// The branch, tag or commit to run (default: HEAD).
+    #[arg(long = "ref")]
+    pub(crate) reference: Option<String>,
+    /// Run the working tree as it is, uncommitted changes included.
+    #[arg(long, conflicts_with = "reference")]
+    pub(crate) dirty: bool,
+    /// A pipeline variable NAME=VALUE (repeatable).
+    #[arg(long = "var", value_parser = parse_var)]
+    pub(crate) vars: Vec<(String, String)>,
+    /// A masked variable NAME=VALUE: its value never appears in logs
+    /// (repeatable; at least 8 characters).
+    #[arg(long = "secret", value_parser = parse_var)]
+    pub(crate) secrets: Vec<(String, String)>,
+    /// Run on this cluster (master addresses, comma-separated) instead of
+    /// an embedded one; the agents must reach --listen.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) master: Vec<String>,
+    /// Where the CI framework serves sources and artifacts to the agents.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Keep the run's data (cluster, pipelines, logs) here instead of a
+    /// temporary directory removed at the end.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tuning: crate::daemons::MasterTuning,
+    #[command(flatten)]
+    pub(crate) shape: crate::daemons::AgentShape,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if !berth_ci::is_name(name) {
+        return Err(format!("{name:?} is not a variable name"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// `berth ci lint` arguments.
@@ -29,9 +82,10 @@ pub(crate) struct LintArgs {
 }
 
 /// Runs a `berth ci` command; returns the process exit code.
-pub(crate) fn run(command: CiCommand) -> ExitCode {
+pub(crate) async fn run(command: CiCommand) -> ExitCode {
     match command {
         CiCommand::Lint(args) => lint(&args),
+        CiCommand::Run(args) => crate::ci_run::run(*args).await,
     }
 }
 

@@ -316,39 +316,87 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let master_listener = bind(args.listen, "master").await?;
-    let agent_listener = bind(args.agent_listen, "agent").await?;
-    let master_addr = master_listener.local_addr()?;
-    let agent_addr = agent_listener.local_addr()?;
-    let master_config = args.tuning.config(args.data_dir.join("master"), None);
-    let agent_config = args.shape.config(
-        vec![master_addr.to_string()],
-        args.data_dir.join("agent"),
-        agent_addr,
-    )?;
+/// A master and an agent running in this process (`berth dev`, and the
+/// cluster `berth ci run` starts for its pipeline).
+pub(crate) struct Embedded {
+    pub(crate) master_addr: SocketAddr,
+    pub(crate) agent_addr: SocketAddr,
+    stop_tx: tokio::sync::broadcast::Sender<()>,
+    master: tokio::task::JoinHandle<Result<(), berth_master::MasterError>>,
+    agent: tokio::task::JoinHandle<Result<(), berth_agent::AgentError>>,
+}
 
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
-        let mut rx = tx.subscribe();
-        async move {
-            let _ = rx.recv().await;
-        }
-    };
-    let master = tokio::spawn(berth_master::run(
-        master_listener,
-        master_config,
-        stop(&stop_tx),
-    ));
-    let agent = tokio::spawn(berth_agent::run(
-        agent_listener,
-        agent_config,
-        stop(&stop_tx),
-    ));
+impl Embedded {
+    /// Starts a master and an agent with their data under `data_dir`.
+    pub(crate) async fn start(
+        data_dir: &std::path::Path,
+        listen: SocketAddr,
+        agent_listen: SocketAddr,
+        tuning: &MasterTuning,
+        shape: &AgentShape,
+    ) -> anyhow::Result<Embedded> {
+        let master_listener = bind(listen, "master").await?;
+        let agent_listener = bind(agent_listen, "agent").await?;
+        let master_addr = master_listener.local_addr()?;
+        let agent_addr = agent_listener.local_addr()?;
+        let master_config = tuning.config(data_dir.join("master"), None);
+        let agent_config = shape.config(
+            vec![master_addr.to_string()],
+            data_dir.join("agent"),
+            agent_addr,
+        )?;
+        let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
+            let mut rx = tx.subscribe();
+            async move {
+                let _ = rx.recv().await;
+            }
+        };
+        let master = tokio::spawn(berth_master::run(
+            master_listener,
+            master_config,
+            stop(&stop_tx),
+        ));
+        let agent = tokio::spawn(berth_agent::run(
+            agent_listener,
+            agent_config,
+            stop(&stop_tx),
+        ));
+        Ok(Embedded {
+            master_addr,
+            agent_addr,
+            stop_tx,
+            master,
+            agent,
+        })
+    }
+
+    /// Stops both, the agent first so its final updates reach the master.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_tx.send(());
+        let agent_result = self.agent.await.context("agent task")?;
+        let master_result = self.master.await.context("master task")?;
+        agent_result?;
+        master_result?;
+        Ok(())
+    }
+}
+
+pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let cluster = Embedded::start(
+        &args.data_dir,
+        args.listen,
+        args.agent_listen,
+        &args.tuning,
+        &args.shape,
+    )
+    .await?;
     // One write, errors ignored: a closed stdout must not stop the daemons.
     let banner = format!(
-        "berth dev is running\n  master: {master_addr}   (export BERTH_MASTER={master_addr})\n  agent:  {agent_addr}\n  data:   {}\ntry: berth run -- echo hello\n",
-        args.data_dir.display()
+        "berth dev is running\n  master: {m}   (export BERTH_MASTER={m})\n  agent:  {a}\n  data:   {}\ntry: berth run -- echo hello\n",
+        args.data_dir.display(),
+        m = cluster.master_addr,
+        a = cluster.agent_addr,
     );
     {
         use std::io::Write as _;
@@ -356,15 +404,8 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes());
         let _ = out.flush();
     }
-
     shutdown_signal().await;
-    let _ = stop_tx.send(());
-    // Stop the agent first so its final updates reach the master.
-    let agent_result = agent.await.context("agent task")?;
-    let master_result = master.await.context("master task")?;
-    agent_result?;
-    master_result?;
-    Ok(())
+    cluster.stop().await
 }
 
 #[cfg(test)]

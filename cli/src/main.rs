@@ -2,6 +2,7 @@
 
 mod admin;
 mod ci;
+mod ci_run;
 mod daemons;
 mod run;
 mod table;
@@ -207,6 +208,9 @@ fn main() -> ExitCode {
                     Command::Master { command: None, .. } | Command::Agent(_) | Command::Dev(_) => {
                         "info"
                     }
+                    // The embedded cluster's routine messages would drown
+                    // the progress lines.
+                    Command::Ci { .. } => "error",
                     _ => "warn",
                 })
             }),
@@ -280,7 +284,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } => admin::role_quota(&client, &role, &guarantee, limit.as_deref()).await,
         },
         Command::State { client } => admin::state(&client).await,
-        Command::Ci { command } => return Ok(ci::run(command)),
+        Command::Ci { command } => return Ok(ci::run(command).await),
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|e| match e.downcast::<run::ExitWith>() {

@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod mask;
+pub mod runner;
 pub mod source;
 pub mod state;
 pub mod store;

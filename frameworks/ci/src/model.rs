@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// When a job runs, relative to the jobs of earlier stages (or its needs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum When {
     /// When everything before it succeeded (the default).
     OnSuccess,
@@ -47,7 +47,7 @@ impl When {
 }
 
 /// Whether a job's failure fails the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AllowFailure {
     /// Any failure is allowed.
     pub any: bool,
@@ -81,7 +81,7 @@ pub const RETRY_REASONS: &[&str] = &[
 ];
 
 /// How often a failed job is retried, and for which failures.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Retry {
     /// 0, 1 or 2.
     pub max: u8,
@@ -92,7 +92,7 @@ pub struct Retry {
 }
 
 /// A job's container image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Image {
     /// Image reference (variables expanded in a plan).
     pub name: String,
@@ -101,7 +101,7 @@ pub struct Image {
 }
 
 /// When artifacts are uploaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ArtifactsWhen {
     /// When the job succeeded (default).
     #[default]
@@ -113,7 +113,7 @@ pub enum ArtifactsWhen {
 }
 
 /// What a job uploads after it ran.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Artifacts {
     /// Globs of paths (relative to the project directory).
     pub paths: Vec<String>,
@@ -130,7 +130,7 @@ pub struct Artifacts {
 }
 
 /// Which way a cache goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum CachePolicy {
     /// Download before, upload after (default).
     #[default]
@@ -142,7 +142,7 @@ pub enum CachePolicy {
 }
 
 /// When a cache is uploaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum CacheWhen {
     /// When the job succeeded (default).
     #[default]
@@ -154,7 +154,7 @@ pub enum CacheWhen {
 }
 
 /// A deployment environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Environment {
     /// Name (variables expanded in a plan).
     pub name: String,

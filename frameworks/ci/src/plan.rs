@@ -183,7 +183,7 @@ impl Repository for DirRepository {
 }
 
 /// A need of a planned job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Need {
     /// The planned job's name (one per parallel instance).
     pub job: String,
@@ -192,7 +192,7 @@ pub struct Need {
 }
 
 /// A cache with its key computed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cache {
     /// The key: text with variables expanded, or `prefix-<sha256>` of the
     /// `key:files` contents (`default` when none of them exist).
@@ -206,7 +206,7 @@ pub struct Cache {
 }
 
 /// The position of a job among its parallel instances (1-based index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeIndex {
     /// `CI_NODE_INDEX`, from 1.
     pub index: usize,
@@ -215,7 +215,7 @@ pub struct NodeIndex {
 }
 
 /// One job of a plan, ready to run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedJob {
     /// Unique name, e.g. `test`, `test 2/3` or `test: [linux, x86]`.
     pub name: String,
@@ -282,7 +282,7 @@ impl PlannedJob {
 }
 
 /// A pipeline to run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// The stages that have jobs, in order.
     pub stages: Vec<String>,

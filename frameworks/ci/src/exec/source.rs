@@ -63,6 +63,11 @@ pub struct Revision {
     pub changed_files: Vec<String>,
     /// The working tree, uncommitted changes included, is what runs.
     pub dirty: bool,
+    /// The project's directory inside the repository, `""` for the root or
+    /// e.g. `"examples/web/"`: a subdirectory with its own
+    /// `.gitlab-ci.yml` is a project of its own (as in a monorepo), and
+    /// only its files are the job's checkout.
+    pub subdir: String,
 }
 
 fn git<I, S>(dir: &Path, args: I) -> Result<String, SourceError>
@@ -141,6 +146,13 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
         },
     };
     let default_branch = default_branch(&root, &ref_name);
+    // A subdirectory with its own pipeline is the project.
+    let prefix = git(dir, ["rev-parse", "--show-prefix"])?.trim().to_string();
+    let subdir = if !prefix.is_empty() && dir.join(".gitlab-ci.yml").is_file() {
+        prefix
+    } else {
+        String::new()
+    };
     let mut changed_files = changed_files(&root, &sha)?;
     if dirty {
         let status = git(
@@ -153,7 +165,12 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
         changed_files.sort();
         changed_files.dedup();
     }
+    let changed_files = changed_files
+        .into_iter()
+        .filter_map(|f| f.strip_prefix(subdir.as_str()).map(str::to_string))
+        .collect();
     let project_name = root
+        .join(&subdir)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "project".into());
@@ -166,6 +183,7 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
         default_branch,
         changed_files,
         dirty,
+        subdir,
     })
 }
 
@@ -222,8 +240,9 @@ fn changed_files(root: &Path, sha: &str) -> Result<Vec<String>, SourceError> {
 /// `cache:key:files` and `rules:exists`): from the commit, or from the
 /// working tree when dirty. `None` when the file does not exist.
 pub fn read_file(rev: &Revision, path: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    let path = format!("{}{path}", rev.subdir);
     if rev.dirty {
-        let full = rev.root.join(path);
+        let full = rev.root.join(&path);
         return match std::fs::read(&full) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -265,6 +284,7 @@ pub fn list_files(rev: &Revision) -> Result<Vec<String>, SourceError> {
     };
     Ok(out
         .split('\0')
+        .filter_map(|s| s.strip_prefix(rev.subdir.as_str()))
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect())
@@ -279,18 +299,16 @@ pub fn write_archive(rev: &Revision, dest: &Path) -> Result<u64, SourceError> {
         source,
     };
     if !rev.dirty {
+        let tree = format!("{}:{}", rev.sha, rev.subdir);
         let out = dest.to_string_lossy().into_owned();
-        git(
-            &rev.root,
-            ["archive", "--format=tar.gz", "-o", &out, &rev.sha],
-        )?;
+        git(&rev.root, ["archive", "--format=tar.gz", "-o", &out, &tree])?;
     } else {
         let file = File::create(dest).map_err(write_err)?;
         let gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
         let mut tar = tar::Builder::new(gz);
         tar.follow_symlinks(false);
         for name in list_files(rev)? {
-            let path = rev.root.join(&name);
+            let path = rev.root.join(&rev.subdir).join(&name);
             // Deleted but still in the index: not part of the tree.
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_file() || meta.file_type().is_symlink() => {
@@ -402,6 +420,37 @@ mod tests {
         assert_eq!(files["new.txt"], "new\n");
         assert!(!files.contains_key("target/out"), "ignored");
         assert_eq!(read_file(&rev, "new.txt").unwrap().unwrap(), b"new\n");
+    }
+
+    #[test]
+    fn a_subdirectory_with_its_own_pipeline_is_the_project() {
+        let dir = repo();
+        let sub = dir.path().join("examples/web");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(".gitlab-ci.yml"), "job:\n  script: [echo]\n").unwrap();
+        std::fs::write(sub.join("index.html"), "hi\n").unwrap();
+        sh(dir.path(), &["add", "."]);
+        sh(dir.path(), &["commit", "-q", "-m", "web"]);
+        let rev = resolve(&sub, None, false).unwrap();
+        assert_eq!(rev.subdir, "examples/web/");
+        assert_eq!(rev.project_name, "web");
+        assert_eq!(rev.changed_files, [".gitlab-ci.yml", "index.html"]);
+        assert!(read_file(&rev, ".gitlab-ci.yml").unwrap().is_some());
+        assert_eq!(list_files(&rev).unwrap(), [".gitlab-ci.yml", "index.html"]);
+        let out = tempfile::tempdir().unwrap();
+        let archive = out.path().join("src.tar.gz");
+        write_archive(&rev, &archive).unwrap();
+        let files = entries(&archive);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            [".gitlab-ci.yml", "index.html"]
+        );
+        let dirty = resolve(&sub, None, true).unwrap();
+        write_archive(&dirty, &archive).unwrap();
+        assert_eq!(entries(&archive)["index.html"], "hi\n");
+        // Its parent without a pipeline of its own is the repository.
+        let parent = resolve(&dir.path().join("examples"), None, false).unwrap();
+        assert_eq!(parent.subdir, "");
     }
 
     #[test]

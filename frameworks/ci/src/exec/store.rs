@@ -76,6 +76,16 @@ impl Store {
     /// Stores a new pipeline: `make` gets its id (1, 2, …, never reused)
     /// and returns the record. Returns the id.
     pub fn create<T: Serialize>(&self, make: impl FnOnce(u64) -> T) -> Result<u64, StoreError> {
+        self.create_with(|id| Some(make(id)))?
+            .ok_or_else(|| self.err("the record was not made"))
+    }
+
+    /// Like [`Store::create`], but `make` may decline (return `None`): then
+    /// nothing is stored and the id is not used. Returns the id, if stored.
+    pub fn create_with<T: Serialize>(
+        &self,
+        make: impl FnOnce(u64) -> Option<T>,
+    ) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let id = {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
@@ -83,8 +93,13 @@ impl Store {
                 .get(NEXT_ID)
                 .map_err(|e| self.err(e))?
                 .map_or(1, |v| v.value());
+            let Some(record) = make(id) else {
+                drop(meta);
+                txn.abort().map_err(|e| self.err(e))?;
+                return Ok(None);
+            };
             meta.insert(NEXT_ID, id + 1).map_err(|e| self.err(e))?;
-            let bytes = serde_json::to_vec(&make(id)).map_err(|e| self.err(e))?;
+            let bytes = serde_json::to_vec(&record).map_err(|e| self.err(e))?;
             let mut pipelines = txn.open_table(PIPELINES).map_err(|e| self.err(e))?;
             pipelines
                 .insert(id, bytes.as_slice())
@@ -92,7 +107,7 @@ impl Store {
             id
         };
         txn.commit().map_err(|e| self.err(e))?;
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Replaces a pipeline's record.

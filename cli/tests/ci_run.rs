@@ -1,0 +1,262 @@
+//! `berth ci run` through the real binary: a repository's pipeline on the
+//! embedded cluster, with source, artifacts, `needs`, `parallel:matrix`,
+//! allowed failures, manual jobs, masked secrets and Docker jobs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A repository with these files, committed on `main`.
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, text).expect("write");
+    }
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "first"]);
+    dir
+}
+
+fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out: Output = Command::new(BERTH)
+        .args(["ci", "run"])
+        .arg(dir)
+        .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
+        .args(extra)
+        .output()
+        .expect("berth runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+const SECRET: &str = "s3cr3t-value-4242";
+
+const PIPELINE: &str = r#"
+stages: [build, test, deploy]
+
+build:
+  stage: build
+  script:
+    - mkdir -p out && echo built-from-$CI_COMMIT_SHORT_SHA > out/result.txt
+    - echo "the token is $API_TOKEN"
+  artifacts:
+    paths: [out/]
+
+lint:
+  stage: build
+  needs: []
+  allow_failure: true
+  script:
+    - echo linting
+    - exit 3
+
+unit:
+  stage: test
+  needs: [build]
+  parallel:
+    matrix:
+      - FLAVOR: [alpha, beta]
+  script:
+    - cat out/result.txt
+    - grep built-from out/result.txt
+    - echo "flavor is $FLAVOR"
+
+deploy:
+  stage: deploy
+  when: manual
+  script:
+    - echo deploying
+"#;
+
+#[test]
+fn a_pipeline_runs_end_to_end_and_secrets_never_reach_the_logs() {
+    let repo = repo(&[(".gitlab-ci.yml", PIPELINE), ("README", "hello\n")]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let secret = format!("API_TOKEN={SECRET}");
+    let (code, out) = ci_run(
+        repo.path(),
+        &[
+            "--secret",
+            &secret,
+            "--data-dir",
+            data.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("success    build"), "{out}");
+    assert!(out.contains("failed     lint"), "an allowed failure: {out}");
+    assert!(out.contains("success    unit: [alpha]"), "{out}");
+    assert!(out.contains("success    unit: [beta]"), "{out}");
+    assert!(out.contains("manual     deploy"), "not played: {out}");
+    assert!(!out.contains("deploying"), "{out}");
+    assert!(out.contains("success (with allowed failures)"), "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+
+    // The stored logs: the artifact reached both matrix jobs, each saw its
+    // own variable, and the secret was masked before it was stored.
+    let logs: Vec<(PathBuf, String)> = files_under(&data.path().join("ci/logs"))
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("log");
+            (p, text)
+        })
+        .collect();
+    assert!(logs.len() >= 4, "{logs:?}");
+    let all: String = logs.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(all.contains("the token is [MASKED]"), "{all}");
+    assert!(all.contains("flavor is alpha"), "{all}");
+    assert!(all.contains("flavor is beta"), "{all}");
+    assert!(all.matches("built-from-").count() >= 2, "{all}");
+    // No stored log holds the secret in clear.
+    for path in files_under(data.path()) {
+        if path.extension().is_some_and(|e| e == "log") {
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failing_job_fails_the_pipeline_and_its_log_is_shown() {
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "build:\n  script:\n    - echo compiling\n    - echo 'it broke' >&2; exit 7\n    - echo never printed\n  after_script:\n    - echo cleaning up\ndeploy:\n  stage: deploy\n  script: [echo deploying]\n",
+    )]);
+    let (code, out) = ci_run(repo.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("failed     build"), "{out}");
+    assert!(out.contains("skipped    deploy"), "{out}");
+    assert!(out.contains("--- log of failed job build ---"), "{out}");
+    assert!(out.contains("it broke"), "{out}");
+    assert!(out.contains("cleaning up"), "after_script ran: {out}");
+    assert!(out.contains("ERROR: Job failed: exit code 7"), "{out}");
+    assert!(!out.contains("never printed"), "{out}");
+    assert!(out.contains("pipeline #1: failed"), "{out}");
+}
+
+#[test]
+fn bad_pipelines_and_repositories_exit_2_with_the_reason() {
+    let bad = repo(&[(".gitlab-ci.yml", "build:\n  scirpt: make\n")]);
+    let (code, out) = ci_run(bad.path(), &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("did you mean `script`"), "{out}");
+
+    let plain = tempfile::tempdir().expect("tempdir");
+    let (code, out) = ci_run(plain.path(), &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not a git repository"), "{out}");
+
+    let empty = repo_without_pipeline();
+    let (code, out) = ci_run(empty.path(), &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("has no .gitlab-ci.yml"), "{out}");
+
+    let (code, out) = ci_run(empty.path(), &["--var", "BAD-NAME=x"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not a variable name"), "{out}");
+
+    let short = repo(&[(".gitlab-ci.yml", "job:\n  script: [echo hi]\n")]);
+    let (code, out) = ci_run(short.path(), &["--secret", "T=short"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("need at least 8"), "{out}");
+}
+
+fn repo_without_pipeline() -> tempfile::TempDir {
+    repo(&[("README", "no pipeline\n")])
+}
+
+/// The example in the repository: a Rust crate built, then tested with the
+/// build's `target/` passed on as an artifact.
+#[test]
+fn the_rust_crate_example_builds_and_tests() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rust-crate");
+    let (code, out) = ci_run(&example, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("success    build"), "{out}");
+    assert!(out.contains("success    test"), "{out}");
+    assert!(out.contains("pipeline #1: success"), "{out}");
+}
+
+/// A job with `image` runs in a container of that image.
+#[test]
+fn a_docker_job_runs_in_its_image() {
+    if !berth_tests::docker_ready("a_docker_job_runs_in_its_image") {
+        return;
+    }
+    let pipeline = format!(
+        "inside:\n  image: {}\n  script:\n    - test -f README\n    - cat /etc/os-release 2>/dev/null || echo no-os-release\n    - echo \"in $CI_PROJECT_DIR\"\n  artifacts:\n    paths: [README]\n",
+        berth_tests::TEST_IMAGE
+    );
+    let repo = repo(&[(".gitlab-ci.yml", &pipeline), ("README", "hello\n")]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let out: Output = Command::new(BERTH)
+        .args(["ci", "run"])
+        .arg(repo.path())
+        .args(["--resources", "cpus:2;mem:2048;disk:10000", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("berth runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("success    inside"), "{text}");
+    let log: String = files_under(&data.path().join("ci/logs"))
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("log"))
+        .collect();
+    // The image has no /etc/os-release (the host does), and the project is
+    // under the container's sandbox mount.
+    assert!(log.contains("no-os-release"), "{log}");
+    assert!(log.contains("in /mnt/berth/sandbox/"), "{log}");
+}

@@ -1,0 +1,1334 @@
+//! The CI framework itself: a berth framework (through the SDK) that runs
+//! pipelines' jobs as tasks.
+//!
+//! One event loop owns every pipeline. It
+//! - takes submissions, cancels, retries and plays from [`RunnerHandle`];
+//! - launches pending jobs into offers: each job is a task whose command is
+//!   the job's rendered script, whose environment is the job's variables,
+//!   that runs in the job's image (Docker) or as a process (GitLab's shell
+//!   executor) where the job has none, and whose sandbox the agent fills
+//!   before the script starts: the commit's files (under the project's
+//!   directory), the artifacts of the jobs it depends on, its caches;
+//! - asks the agent to upload the job's artifacts and caches after it;
+//! - follows the job's output from the agent, masks secrets, and stores it;
+//! - turns task updates into job results through the pipeline's
+//!   [state machine](super::state), and persists every change in the
+//!   [store](super::store) before acting on it.
+//!
+//! On restart it reads its pipelines back and reconciles the tasks that
+//! were running.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_sdk::proto as pb;
+use berth_sdk::{Event, Framework, FrameworkConfig, Strategy, pack_offers};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::files::{Access, FileStore, PipelineAccess, urls};
+use super::mask::Masker;
+use super::source::{self, Revision};
+use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline, PipelineStatus};
+use super::store::{Store, StoreError};
+use crate::{
+    ArtifactsWhen, CachePolicy, CacheWhen, Config, Context, ParseOptions, PipelineSource, Plan,
+    PlannedJob, SecretVariable, render_script,
+};
+
+/// Where a job's files are, inside a Docker job's container.
+const CONTAINER_SANDBOX: &str = "/mnt/berth/sandbox";
+
+/// How the CI framework runs.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The masters' addresses.
+    pub masters: Vec<String>,
+    /// Where pipelines, artifacts, caches and logs are kept.
+    pub data_dir: PathBuf,
+    /// The framework's HTTP address as the agents reach it, e.g.
+    /// `http://10.0.0.5:8080` (source, artifacts and caches are served
+    /// there; see [`super::files::router`]).
+    pub base_url: String,
+    /// CPUs of a job without `BERTH_CPUS`.
+    pub default_cpus: f64,
+    /// Memory (MiB) of a job without `BERTH_MEMORY`.
+    pub default_mem: f64,
+    /// Time limit of a job without `timeout`.
+    pub default_timeout: Duration,
+    /// Seconds between SIGTERM and SIGKILL when a job is canceled.
+    pub kill_grace: Duration,
+    /// The framework's role.
+    pub role: String,
+    /// Largest upload (artifacts, caches) accepted.
+    pub max_upload: u64,
+}
+
+impl RunnerConfig {
+    /// Defaults for a framework talking to `masters`, keeping its files in
+    /// `data_dir`, reachable at `base_url`.
+    pub fn new(masters: Vec<String>, data_dir: PathBuf, base_url: String) -> RunnerConfig {
+        RunnerConfig {
+            masters,
+            data_dir,
+            base_url,
+            default_cpus: 1.0,
+            default_mem: 512.0,
+            default_timeout: Duration::from_secs(3600),
+            kill_grace: Duration::from_secs(10),
+            role: "*".into(),
+            max_upload: 1 << 30,
+        }
+    }
+}
+
+/// One pipeline as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    /// Its id (`CI_PIPELINE_ID`).
+    pub id: u64,
+    /// The project's name.
+    pub project: String,
+    /// The commit.
+    pub sha: String,
+    /// The branch or tag.
+    pub ref_name: String,
+    /// What started it.
+    pub source: String,
+    /// The secret in its file URLs.
+    pub token: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// When it last finished (ms since the epoch).
+    pub finished_ms: Option<u64>,
+    /// The plan.
+    pub plan: Plan,
+    /// Its jobs' states.
+    pub state: Pipeline,
+    /// Names of the masked variables' values are not stored; the values
+    /// are (they are needed to mask logs after a restart).
+    pub masked_values: Vec<String>,
+    /// Per job, the agent of its latest attempt (for logs).
+    pub agents: Vec<String>,
+    /// Per job, why its latest attempt was killed by the framework.
+    #[serde(default)]
+    pub kill_reasons: Vec<Option<FailureReason>>,
+}
+
+impl PipelineRecord {
+    /// The pipeline's status.
+    pub fn status(&self) -> PipelineStatus {
+        self.state.status()
+    }
+
+    /// The stored log of job `job`'s attempt `attempt` (from 1).
+    pub fn log_path(data_dir: &std::path::Path, id: u64, job: usize, attempt: usize) -> PathBuf {
+        data_dir
+            .join("logs")
+            .join(id.to_string())
+            .join(format!("{job}-{attempt}.log"))
+    }
+}
+
+/// A pipeline to create.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The commit and repository.
+    pub revision: Revision,
+    /// The pipeline definition (the `.gitlab-ci.yml` text).
+    pub definition: String,
+    /// What started it.
+    pub source: PipelineSource,
+    /// Variables given for this run (`--var`), and secrets.
+    pub variables: Vec<SecretVariable>,
+}
+
+/// What the runner refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The definition does not parse.
+    #[error("the pipeline definition has errors:\n{0}")]
+    Invalid(String),
+    /// `workflow:rules` create no pipeline, or no job is left.
+    #[error("no pipeline: {0}")]
+    NoPipeline(String),
+    /// No such pipeline.
+    #[error("no pipeline {0}")]
+    NoSuchPipeline(u64),
+    /// No such job.
+    #[error("pipeline {0} has no job {1:?}")]
+    NoSuchJob(u64, String),
+    /// A state transition was refused.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// A masked variable cannot be masked.
+    #[error(transparent)]
+    Mask(#[from] super::mask::MaskError),
+    /// The runner stopped.
+    #[error("the CI runner stopped")]
+    Stopped,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+enum Request {
+    Submit(Box<Submission>, oneshot::Sender<Result<u64, RunError>>),
+    Cancel(u64, oneshot::Sender<Result<(), RunError>>),
+    Retry(u64, oneshot::Sender<Result<(), RunError>>),
+    Play(u64, String, oneshot::Sender<Result<(), RunError>>),
+    Get(u64, oneshot::Sender<Option<PipelineRecord>>),
+    List(oneshot::Sender<Vec<PipelineRecord>>),
+}
+
+/// The handle of a running CI framework.
+#[derive(Clone)]
+pub struct RunnerHandle {
+    tx: mpsc::Sender<Request>,
+    changes: watch::Receiver<u64>,
+    access: Arc<Tokens>,
+    data_dir: PathBuf,
+    files: FileStore,
+}
+
+impl std::fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerHandle")
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl RunnerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, RunError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| RunError::Stopped)?;
+        rx.await.map_err(|_| RunError::Stopped)
+    }
+
+    /// Creates a pipeline; returns its id.
+    pub async fn submit(&self, submission: Submission) -> Result<u64, RunError> {
+        self.ask(|tx| Request::Submit(Box::new(submission), tx))
+            .await?
+    }
+
+    /// Cancels a pipeline.
+    pub async fn cancel(&self, id: u64) -> Result<(), RunError> {
+        self.ask(|tx| Request::Cancel(id, tx)).await?
+    }
+
+    /// Retries a pipeline's failed and canceled jobs.
+    pub async fn retry(&self, id: u64) -> Result<(), RunError> {
+        self.ask(|tx| Request::Retry(id, tx)).await?
+    }
+
+    /// Plays a manual job.
+    pub async fn play(&self, id: u64, job: &str) -> Result<(), RunError> {
+        self.ask(|tx| Request::Play(id, job.to_string(), tx))
+            .await?
+    }
+
+    /// A pipeline's record.
+    pub async fn get(&self, id: u64) -> Result<Option<PipelineRecord>, RunError> {
+        self.ask(|tx| Request::Get(id, tx)).await
+    }
+
+    /// Every pipeline.
+    pub async fn list(&self) -> Result<Vec<PipelineRecord>, RunError> {
+        self.ask(Request::List).await
+    }
+
+    /// A receiver that changes whenever any pipeline changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Who may read and write pipelines' files (for [`super::files::router`]).
+    pub fn access(&self) -> Arc<dyn Access> {
+        self.access.clone()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The HTTP routes the agents fetch sources and artifacts from and
+    /// upload artifacts and caches to; serve them at the configured
+    /// `base_url`.
+    pub fn router(&self) -> axum::Router {
+        super::files::router(self.files.clone(), self.access())
+    }
+
+    /// The stored log of a job's attempt (from 1), masked.
+    pub fn log_path(&self, pipeline: u64, job: usize, attempt: usize) -> PathBuf {
+        PipelineRecord::log_path(&self.data_dir, pipeline, job, attempt)
+    }
+}
+
+/// Pipelines' tokens and projects, shared with the HTTP routes.
+#[derive(Debug, Default)]
+struct Tokens(RwLock<HashMap<u64, PipelineAccess>>);
+
+impl Access for Tokens {
+    fn pipeline(&self, id: u64) -> Option<PipelineAccess> {
+        self.0.read().ok().and_then(|m| m.get(&id).cloned())
+    }
+}
+
+impl Tokens {
+    fn insert(&self, id: u64, access: PipelineAccess) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id, access);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The task id of a job's attempt: `ci-<pipeline>-<job>-<attempt>`.
+fn task_id(pipeline: u64, job: usize, attempt: usize) -> String {
+    format!("ci-{pipeline}-{job}-{attempt}")
+}
+
+fn parse_task_id(id: &str) -> Option<(u64, usize, usize)> {
+    let mut parts = id.strip_prefix("ci-")?.split('-');
+    let p = parts.next()?.parse().ok()?;
+    let j = parts.next()?.parse().ok()?;
+    let a = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((p, j, a))
+}
+
+/// The ordering view of a planned job for the state machine.
+fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
+    let index = |name: &str| plan.jobs.iter().position(|j| j.name == name);
+    JobNode {
+        name: job.name.clone(),
+        stage: job.stage_index,
+        needs: job
+            .needs
+            .as_ref()
+            .map(|needs| needs.iter().filter_map(|n| index(&n.job)).collect()),
+        when: match job.when {
+            crate::When::OnFailure => state::When::OnFailure,
+            crate::When::Always => state::When::Always,
+            crate::When::Manual => state::When::Manual,
+            crate::When::Delayed => state::When::Delayed(job.start_in.unwrap_or_default()),
+            crate::When::OnSuccess | crate::When::Never => state::When::OnSuccess,
+        },
+        allow_failure: state::AllowFailure {
+            any: job.allow_failure.any,
+            exit_codes: job.allow_failure.exit_codes.clone(),
+        },
+        retry: state::RetryPolicy {
+            max: job.retry.max,
+            when: if job.retry.when.iter().any(|w| w == "always") {
+                Vec::new()
+            } else {
+                job.retry
+                    .when
+                    .iter()
+                    .filter_map(|w| FailureReason::parse(w))
+                    .collect()
+            },
+        },
+    }
+}
+
+/// Whether an agent's attributes satisfy a job's tags: each tag is an
+/// attribute name, or one of the comma-separated values of the `tags`
+/// attribute.
+pub fn tags_match(tags: &[String], attributes: &[pb::Attribute]) -> bool {
+    tags.iter().all(|tag| {
+        attributes.iter().any(|a| {
+            a.name == *tag || (a.name == "tags" && a.value.split(',').any(|v| v.trim() == tag))
+        })
+    })
+}
+
+fn scalar_var(job: &PlannedJob, name: &str, default: f64) -> f64 {
+    job.variables
+        .get(name)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(default)
+}
+
+/// Starts the CI framework: opens its state, subscribes to the masters
+/// and runs until `stop` resolves.
+pub async fn start(
+    config: RunnerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(RunnerHandle, tokio::task::JoinHandle<()>), RunError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| RunError::Other(format!("{}: {e}", config.data_dir.display())))?;
+    let store = Arc::new(Store::open(config.data_dir.join("ci.redb"))?);
+    let files = FileStore::new(config.data_dir.join("files"), config.max_upload)
+        .map_err(|e| RunError::Other(format!("{}: {e}", config.data_dir.display())))?;
+    let tokens = Arc::new(Tokens::default());
+    let mut pipelines = BTreeMap::new();
+    {
+        let store = store.clone();
+        let all: Vec<(u64, PipelineRecord)> = tokio::task::spawn_blocking(move || store.all())
+            .await
+            .map_err(|e| RunError::Other(e.to_string()))??;
+        for (id, rec) in all {
+            tokens.insert(
+                id,
+                PipelineAccess {
+                    token: rec.token.clone(),
+                    project: rec.project.clone(),
+                },
+            );
+            pipelines.insert(id, rec);
+        }
+    }
+    let framework_config = FrameworkConfig::new("berth-ci")
+        .roles([config.role.clone()])
+        .failover_timeout(Duration::from_secs(7 * 24 * 3600));
+    let framework_config = match std::fs::read_to_string(config.data_dir.join("framework-id")) {
+        Ok(id) if !id.trim().is_empty() => framework_config.framework_id(id.trim()),
+        _ => framework_config,
+    };
+    let (framework, events) = berth_sdk::subscribe(config.masters.clone(), framework_config)
+        .await
+        .map_err(|e| RunError::Other(format!("cannot subscribe to the masters: {e}")))?;
+    std::fs::write(config.data_dir.join("framework-id"), framework.id())
+        .map_err(|e| RunError::Other(format!("cannot store the framework id: {e}")))?;
+    let (tx, rx) = mpsc::channel(64);
+    let (changes_tx, changes) = watch::channel(0);
+    let handle = RunnerHandle {
+        tx,
+        changes,
+        access: tokens.clone(),
+        data_dir: config.data_dir.clone(),
+        files: files.clone(),
+    };
+    let mut runner = Runner {
+        config,
+        store,
+        files,
+        tokens,
+        pipelines,
+        framework,
+        changes: changes_tx,
+        deadlines: HashMap::new(),
+        following: HashSet::new(),
+        agents: HashMap::new(),
+    };
+    let join = tokio::spawn(async move { runner.run(events, rx, stop).await });
+    Ok((handle, join))
+}
+
+struct Runner {
+    config: RunnerConfig,
+    store: Arc<Store>,
+    files: FileStore,
+    tokens: Arc<Tokens>,
+    pipelines: BTreeMap<u64, PipelineRecord>,
+    framework: Framework,
+    changes: watch::Sender<u64>,
+    /// Running tasks' time limits.
+    deadlines: HashMap<String, Instant>,
+    /// Tasks whose logs are being followed.
+    following: HashSet<String>,
+    /// Agent id → its API address (for logs).
+    agents: HashMap<String, String>,
+}
+
+impl Runner {
+    async fn run(
+        &mut self,
+        mut events: berth_sdk::Events,
+        mut requests: mpsc::Receiver<Request>,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                event = events.next() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
+                },
+                request = requests.recv() => match request {
+                    Some(request) => self.on_request(request).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        info!("CI runner stopped");
+    }
+
+    async fn persist(&mut self, id: u64) {
+        let Some(rec) = self.pipelines.get_mut(&id) else {
+            return;
+        };
+        if rec.finished_ms.is_none() && rec.state.status().is_finished() {
+            rec.finished_ms = Some(now_ms());
+        } else if !rec.state.status().is_finished() {
+            rec.finished_ms = None;
+        }
+        let rec = rec.clone();
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(id, &rec)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
+            Err(e) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
+        }
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Submit(submission, reply) => {
+                let result = self.submit(*submission).await;
+                if result.is_ok() {
+                    self.revive().await;
+                }
+                let _ = reply.send(result);
+            }
+            Request::Cancel(id, reply) => {
+                let result = self.cancel(id).await;
+                let _ = reply.send(result);
+            }
+            Request::Retry(id, reply) => {
+                let result = match self.pipelines.get_mut(&id) {
+                    None => Err(RunError::NoSuchPipeline(id)),
+                    Some(rec) => {
+                        rec.state.retry();
+                        rec.state.advance(SystemTime::now());
+                        Ok(())
+                    }
+                };
+                if result.is_ok() {
+                    self.persist(id).await;
+                    self.revive().await;
+                }
+                let _ = reply.send(result);
+            }
+            Request::Play(id, job, reply) => {
+                let result = match self.pipelines.get_mut(&id) {
+                    None => Err(RunError::NoSuchPipeline(id)),
+                    Some(rec) => match rec.state.find(&job) {
+                        None => Err(RunError::NoSuchJob(id, job)),
+                        Some(i) => rec.state.play(i).map_err(RunError::from),
+                    },
+                };
+                if result.is_ok() {
+                    self.persist(id).await;
+                    self.revive().await;
+                }
+                let _ = reply.send(result);
+            }
+            Request::Get(id, reply) => {
+                let _ = reply.send(self.pipelines.get(&id).cloned());
+            }
+            Request::List(reply) => {
+                let _ = reply.send(self.pipelines.values().cloned().collect());
+            }
+        }
+    }
+
+    async fn submit(&mut self, submission: Submission) -> Result<u64, RunError> {
+        let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
+            .map_err(|diags| {
+            RunError::Invalid(
+                diags
+                    .iter()
+                    .map(|d| format!(".gitlab-ci.yml:{d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        for v in submission.variables.iter().filter(|v| v.masked) {
+            super::mask::check_maskable(&v.name, &v.value)?;
+        }
+        let rev = submission.revision.clone();
+        let project = rev.project_name.clone();
+        let files = self.files.clone();
+        let store = self.store.clone();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let source = submission.source;
+        let created = tokio::task::spawn_blocking(move || -> Result<PipelineRecord, RunError> {
+            let repo = RevisionRepository { rev: &rev };
+            let mut made: Option<PipelineRecord> = None;
+            let mut failure: Option<RunError> = None;
+            store.create_with(|id| {
+                let ctx = Context {
+                    project_name: rev.project_name.clone(),
+                    project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
+                    commit_sha: rev.sha.clone(),
+                    ref_name: rev.ref_name.clone(),
+                    ref_is_tag: rev.is_tag,
+                    default_branch: rev.default_branch.clone(),
+                    pipeline_id: id,
+                    source,
+                    changed_files: Some(rev.changed_files.clone()),
+                    secrets: submission.variables.clone(),
+                };
+                let plan = match config.plan(&ctx, &repo) {
+                    Ok(Some(plan)) => plan,
+                    Ok(None) => {
+                        failure = Some(RunError::NoPipeline(
+                            "workflow:rules create no pipeline for this ref".into(),
+                        ));
+                        return None;
+                    }
+                    Err(e) => {
+                        failure = Some(RunError::NoPipeline(e.to_string()));
+                        return None;
+                    }
+                };
+                let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
+                let state = match Pipeline::new(nodes) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failure = Some(e.into());
+                        return None;
+                    }
+                };
+                let masked_values = submission
+                    .variables
+                    .iter()
+                    .filter(|v| v.masked)
+                    .map(|v| v.value.clone())
+                    .collect();
+                let jobs = plan.jobs.len();
+                let rec = PipelineRecord {
+                    id,
+                    project: project.clone(),
+                    sha: rev.sha.clone(),
+                    ref_name: rev.ref_name.clone(),
+                    source: source.as_str().to_string(),
+                    token: token.clone(),
+                    created_ms: now_ms(),
+                    finished_ms: None,
+                    plan,
+                    state,
+                    masked_values,
+                    agents: vec![String::new(); jobs],
+                    kill_reasons: vec![None; jobs],
+                };
+                made = Some(rec.clone());
+                Some(rec)
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let rec = made.ok_or_else(|| RunError::Other("no record was made".into()))?;
+            source::write_archive(&rev, &files.source(rec.id))?;
+            Ok(rec)
+        })
+        .await
+        .map_err(|e| RunError::Other(e.to_string()))??;
+        let id = created.id;
+        self.tokens.insert(
+            id,
+            PipelineAccess {
+                token: created.token.clone(),
+                project: created.project.clone(),
+            },
+        );
+        let mut rec = created;
+        rec.state.advance(SystemTime::now());
+        self.pipelines.insert(id, rec);
+        self.persist(id).await;
+        info!(pipeline = id, "pipeline created");
+        Ok(id)
+    }
+
+    async fn cancel(&mut self, id: u64) -> Result<(), RunError> {
+        let rec = self
+            .pipelines
+            .get_mut(&id)
+            .ok_or(RunError::NoSuchPipeline(id))?;
+        let kill = rec.state.cancel();
+        let tasks: Vec<String> = kill
+            .iter()
+            .filter_map(|&i| rec.state.job(i).and_then(|j| j.attempts.last()))
+            .map(|a| a.task_id.clone())
+            .collect();
+        self.persist(id).await;
+        for task in tasks {
+            if let Err(e) = self
+                .framework
+                .kill(&task, Some(self.config.kill_grace))
+                .await
+            {
+                warn!(task = %task, "cannot kill: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn revive(&self) {
+        if let Err(e) = self.framework.revive(vec![]).await {
+            warn!("cannot revive offers: {e}");
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = SystemTime::now();
+        let ids: Vec<u64> = self
+            .pipelines
+            .iter()
+            .filter(|(_, r)| r.state.next_wakeup().is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(rec) = self.pipelines.get_mut(&id) {
+                rec.state.advance(now);
+            }
+            self.persist(id).await;
+            self.revive().await;
+        }
+        let expired: Vec<String> = self
+            .deadlines
+            .iter()
+            .filter(|(_, at)| **at <= Instant::now())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in expired {
+            self.deadlines.remove(&task);
+            if let Some((p, j, _)) = parse_task_id(&task)
+                && let Some(rec) = self.pipelines.get_mut(&p)
+                && let Some(slot) = rec.kill_reasons.get_mut(j)
+            {
+                *slot = Some(FailureReason::JobExecutionTimeout);
+            }
+            warn!(task = %task, "the job ran past its timeout; killing it");
+            if let Err(e) = self
+                .framework
+                .kill(&task, Some(self.config.kill_grace))
+                .await
+            {
+                warn!(task = %task, "cannot kill: {e}");
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Subscribed { .. } => {
+                if let Err(e) = self.framework.reconcile_all().await {
+                    warn!("cannot reconcile: {e}");
+                }
+            }
+            Event::Offers(offers) => self.on_offers(offers).await,
+            Event::Update(status) => self.on_update(status).await,
+            _ => {}
+        }
+    }
+
+    /// The pending jobs, oldest pipeline first, with their tasks.
+    fn pending_tasks(&self) -> Vec<(pb::TaskInfo, Vec<String>)> {
+        let mut out = Vec::new();
+        for rec in self.pipelines.values() {
+            for i in rec.state.pending() {
+                let attempt = rec.state.job(i).map_or(0, |j| j.attempts.len()) + 1;
+                match self.task_for(rec, i, attempt) {
+                    Ok(task) => out.push((task, rec.plan.jobs[i].tags.clone())),
+                    Err(e) => warn!(pipeline = rec.id, job = i, "cannot build the task: {e}"),
+                }
+            }
+        }
+        out
+    }
+
+    fn task_for(
+        &self,
+        rec: &PipelineRecord,
+        i: usize,
+        attempt: usize,
+    ) -> Result<pb::TaskInfo, RunError> {
+        let job = &rec.plan.jobs[i];
+        let base = self.config.base_url.trim_end_matches('/');
+        let project = &rec.project;
+        let name_err = |e: super::files::NameError| RunError::Other(e.to_string());
+        let mut uris = vec![pb::FetchUri {
+            url: format!("{base}{}", urls::source(rec.id, &rec.token)),
+            extract: true,
+            output_path: project.clone(),
+            ..Default::default()
+        }];
+        // Artifacts of the jobs it depends on: its needs with artifacts, its
+        // `dependencies`, or every job of earlier stages.
+        let sources: Vec<&PlannedJob> = match (&job.dependencies, &job.needs) {
+            (Some(deps), _) => rec
+                .plan
+                .jobs
+                .iter()
+                .filter(|j| deps.iter().any(|d| *d == j.name || *d == j.base_name))
+                .collect(),
+            (None, Some(needs)) => rec
+                .plan
+                .jobs
+                .iter()
+                .filter(|j| needs.iter().any(|n| n.artifacts && n.job == j.name))
+                .collect(),
+            (None, None) => rec
+                .plan
+                .jobs
+                .iter()
+                .filter(|j| j.stage_index < job.stage_index)
+                .collect(),
+        };
+        for dep in sources.into_iter().filter(|d| d.artifacts.is_some()) {
+            uris.push(pb::FetchUri {
+                url: format!(
+                    "{base}{}",
+                    urls::artifacts(rec.id, &dep.name, &rec.token).map_err(name_err)?
+                ),
+                extract: true,
+                // Jobs whose artifacts were not uploaded (failed, skipped,
+                // nothing matched) are skipped, as GitLab does.
+                optional: true,
+                ..Default::default()
+            });
+        }
+        let mut outputs = Vec::new();
+        for cache in &job.caches {
+            if cache.policy != CachePolicy::Push {
+                uris.push(pb::FetchUri {
+                    url: format!(
+                        "{base}{}",
+                        urls::cache(rec.id, &cache.key, &rec.token).map_err(name_err)?
+                    ),
+                    extract: true,
+                    optional: true,
+                    ..Default::default()
+                });
+            }
+            if cache.policy != CachePolicy::Pull {
+                outputs.push(pb::OutputUpload {
+                    url: format!(
+                        "{base}{}",
+                        urls::cache(rec.id, &cache.key, &rec.token).map_err(name_err)?
+                    ),
+                    paths: cache
+                        .paths
+                        .iter()
+                        .map(|p| format!("{project}/{p}"))
+                        .collect(),
+                    exclude: Vec::new(),
+                    when: match cache.when {
+                        CacheWhen::OnSuccess => pb::output_upload::When::OnSuccess,
+                        CacheWhen::OnFailure => pb::output_upload::When::OnFailure,
+                        CacheWhen::Always => pb::output_upload::When::Always,
+                    } as i32,
+                    name: format!("cache {}", cache.key),
+                });
+            }
+        }
+        if let Some(artifacts) = &job.artifacts
+            && !artifacts.paths.is_empty()
+        {
+            outputs.push(pb::OutputUpload {
+                url: format!(
+                    "{base}{}",
+                    urls::artifacts(rec.id, &job.name, &rec.token).map_err(name_err)?
+                ),
+                paths: artifacts
+                    .paths
+                    .iter()
+                    .map(|p| format!("{project}/{p}"))
+                    .collect(),
+                exclude: artifacts
+                    .exclude
+                    .iter()
+                    .map(|p| format!("{project}/{p}"))
+                    .collect(),
+                when: match artifacts.when {
+                    ArtifactsWhen::OnSuccess => pb::output_upload::When::OnSuccess,
+                    ArtifactsWhen::OnFailure => pb::output_upload::When::OnFailure,
+                    ArtifactsWhen::Always => pb::output_upload::When::Always,
+                } as i32,
+                name: "artifacts".into(),
+            });
+        }
+        let job_id = rec.id * 1000 + i as u64 + 1;
+        let mut env: HashMap<String, String> = job.environment(job_id).into_iter().collect();
+        env.remove("CI_PROJECT_DIR");
+        // The project directory is under the sandbox, wherever the agent
+        // put it; the script starts there.
+        let script = format!(
+            "CI_PROJECT_DIR=\"$BERTH_SANDBOX\"/{p}; export CI_PROJECT_DIR; cd \"$CI_PROJECT_DIR\" || exit 1\n{}",
+            render_script(job),
+            p = super::super::sh_quote(project),
+        );
+        let cpus = scalar_var(job, "BERTH_CPUS", self.config.default_cpus);
+        let mem = scalar_var(job, "BERTH_MEMORY", self.config.default_mem);
+        let container = job.image.as_ref().map(|image| pb::ContainerInfo {
+            image: image.name.clone(),
+            entrypoint: image.entrypoint.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+        Ok(pb::TaskInfo {
+            task_id: task_id(rec.id, i, attempt),
+            name: format!("{} #{} {}", rec.project, rec.id, job.name),
+            agent_id: String::new(),
+            resources: Some(pb::Resources {
+                cpus,
+                mem,
+                ..Default::default()
+            }),
+            command: Some(pb::CommandInfo {
+                shell: script,
+                argv: Vec::new(),
+                env,
+                uris,
+            }),
+            labels: vec![
+                pb::Label {
+                    key: "berth.ci/pipeline".into(),
+                    value: rec.id.to_string(),
+                },
+                pb::Label {
+                    key: "berth.ci/job".into(),
+                    value: job.name.clone(),
+                },
+            ],
+            kill_grace_period_seconds: self.config.kill_grace.as_secs_f64(),
+            container,
+            health_check: None,
+            outputs,
+        })
+    }
+
+    async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
+        let pending = self.pending_tasks();
+        if pending.is_empty() {
+            let ids = offers.iter().map(|o| o.id.clone()).collect();
+            if let Err(e) = self
+                .framework
+                .decline(ids, Some(Duration::from_secs(30)))
+                .await
+            {
+                warn!("cannot decline: {e}");
+            }
+            return;
+        }
+        // Tagged jobs first, each into the offers of agents with its tags;
+        // then the others into what is left.
+        let mut left: Vec<pb::Offer> = offers;
+        let mut launches: Vec<(String, Vec<pb::TaskInfo>)> = Vec::new();
+        let (tagged, untagged): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, tags)| !tags.is_empty());
+        for (task, tags) in tagged {
+            let fitting: Vec<pb::Offer> = left
+                .iter()
+                .filter(|o| tags_match(&tags, &o.attributes))
+                .cloned()
+                .collect();
+            if let Ok(plan) = pack_offers(&fitting, vec![task], Strategy::FirstFit)
+                && let Some((offer, tasks)) = plan.launches.into_iter().next()
+            {
+                left.retain(|o| o.id != offer);
+                launches.push((offer, tasks));
+            }
+        }
+        let tasks: Vec<pb::TaskInfo> = untagged.into_iter().map(|(t, _)| t).collect();
+        let unused = match pack_offers(&left, tasks, Strategy::FirstFit) {
+            Ok(plan) => {
+                launches.extend(plan.launches);
+                plan.unused
+            }
+            Err(e) => {
+                warn!("cannot pack jobs: {e}");
+                left.iter().map(|o| o.id.clone()).collect()
+            }
+        };
+        for (offer, tasks) in launches {
+            let started: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            match self.framework.accept(vec![offer], tasks, None).await {
+                Ok(_) => {
+                    for task in started {
+                        self.launched(&task).await;
+                    }
+                }
+                Err(e) => warn!("cannot launch jobs: {e}"),
+            }
+        }
+        if !unused.is_empty()
+            && let Err(e) = self
+                .framework
+                .decline(unused, Some(Duration::from_secs(1)))
+                .await
+        {
+            warn!("cannot decline: {e}");
+        }
+    }
+
+    async fn launched(&mut self, task: &str) {
+        let Some((p, j, _)) = parse_task_id(task) else {
+            return;
+        };
+        let Some(rec) = self.pipelines.get_mut(&p) else {
+            return;
+        };
+        if let Err(e) = rec.state.started(j, task, SystemTime::now()) {
+            warn!(task, "launched a job that was not pending: {e}");
+        }
+        if let Some(slot) = rec.kill_reasons.get_mut(j) {
+            *slot = None;
+        }
+        let timeout = rec.plan.jobs[j]
+            .timeout
+            .unwrap_or(self.config.default_timeout);
+        self.deadlines
+            .insert(task.to_string(), Instant::now() + timeout);
+        self.persist(p).await;
+    }
+
+    async fn on_update(&mut self, status: pb::TaskStatus) {
+        let Some((p, j, attempt)) = parse_task_id(&status.task_id) else {
+            return;
+        };
+        let state = status.state();
+        let Some(rec) = self.pipelines.get_mut(&p) else {
+            return;
+        };
+        let current = rec
+            .state
+            .job(j)
+            .and_then(|job| job.attempts.last())
+            .is_some_and(|a| a.task_id == status.task_id);
+        if !current {
+            return;
+        }
+        if !status.agent_id.is_empty()
+            && let Some(slot) = rec.agents.get_mut(j)
+        {
+            *slot = status.agent_id.clone();
+        }
+        if state == pb::TaskState::TaskRunning || state == pb::TaskState::TaskStarting {
+            self.follow_log(p, j, attempt, &status.agent_id).await;
+            return;
+        }
+        if !state.is_terminal() {
+            return;
+        }
+        self.deadlines.remove(&status.task_id);
+        let killed_for = rec.kill_reasons.get(j).copied().flatten();
+        let end = job_end(&status, killed_for);
+        let running = matches!(
+            rec.state.job(j).map(|job| job.status),
+            Some(JobStatus::Running | JobStatus::Canceling)
+        );
+        if !running {
+            return;
+        }
+        let retried = match rec.state.finished(j, end, SystemTime::now()) {
+            Ok(retried) => retried,
+            Err(e) => {
+                warn!(task = %status.task_id, "{e}");
+                return;
+            }
+        };
+        rec.state.advance(SystemTime::now());
+        let more = retried || !rec.state.pending().is_empty();
+        self.persist(p).await;
+        if more {
+            self.revive().await;
+        }
+    }
+
+    async fn agent_address(&mut self, agent: &str) -> Option<String> {
+        if let Some(a) = self.agents.get(agent) {
+            return Some(a.clone());
+        }
+        for master in &self.config.masters {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(master))
+            else {
+                continue;
+            };
+            let Ok(channel) = endpoint
+                .connect_timeout(Duration::from_secs(3))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            let mut client = pb::operator_client::OperatorClient::new(channel);
+            let mut request = tonic::Request::new(pb::Empty {});
+            request.metadata_mut().insert(
+                "berth-read",
+                tonic::metadata::MetadataValue::from_static("stale"),
+            );
+            if let Ok(list) = client.list_agents(request).await {
+                for a in list.into_inner().agents {
+                    if let Some(info) = a.info {
+                        self.agents.insert(a.id.clone(), info.address.clone());
+                    }
+                }
+                break;
+            }
+        }
+        self.agents.get(agent).cloned()
+    }
+
+    async fn follow_log(&mut self, p: u64, j: usize, attempt: usize, agent: &str) {
+        let task = task_id(p, j, attempt);
+        if self.following.contains(&task) || agent.is_empty() {
+            return;
+        }
+        let Some(address) = self.agent_address(agent).await else {
+            warn!(task = %task, "no address for agent {agent}; its log is not collected");
+            return;
+        };
+        let Some(rec) = self.pipelines.get(&p) else {
+            return;
+        };
+        self.following.insert(task.clone());
+        let masker = Masker::new(rec.masked_values.iter());
+        let path = PipelineRecord::log_path(&self.config.data_dir, p, j, attempt);
+        let framework_id = self.framework.id();
+        tokio::spawn(async move {
+            if let Err(e) = collect_log(&address, &framework_id, &task, masker, &path).await {
+                warn!(task = %task, "collecting the log failed: {e}");
+            }
+        });
+    }
+}
+
+/// How a job attempt ended, from its terminal update.
+fn job_end(status: &pb::TaskStatus, killed_for: Option<FailureReason>) -> JobEnd {
+    let message = status.message.clone();
+    // An artifact upload that failed (other than "nothing matched") fails
+    // the job, as in GitLab.
+    let upload_failed = status
+        .outputs
+        .iter()
+        .find(|o| o.name == "artifacts" && !o.ok && o.error != "no files matched");
+    match status.state() {
+        pb::TaskState::TaskFinished => match upload_failed {
+            None => JobEnd::success(),
+            Some(o) => JobEnd::failure(
+                FailureReason::DataIntegrityFailure,
+                format!("uploading artifacts failed: {}", o.error),
+            ),
+        },
+        pb::TaskState::TaskFailed if status.reason == "FETCH_FAILED" => {
+            JobEnd::failure(FailureReason::MissingDependencyFailure, message)
+        }
+        pb::TaskState::TaskFailed => match status.exit_code {
+            Some(code) => JobEnd {
+                exit_code: Some(code),
+                reason: Some(FailureReason::ScriptFailure),
+                message: if message.is_empty() {
+                    format!("the script exited with code {code}")
+                } else {
+                    message
+                },
+            },
+            // No exit code: the container or process never started.
+            None => JobEnd::failure(FailureReason::RunnerSystemFailure, message),
+        },
+        pb::TaskState::TaskKilled => JobEnd::failure(
+            killed_for.unwrap_or(FailureReason::UnknownFailure),
+            if killed_for == Some(FailureReason::JobExecutionTimeout) {
+                "the job ran past its timeout".to_string()
+            } else {
+                message
+            },
+        ),
+        pb::TaskState::TaskError => JobEnd::failure(FailureReason::SchedulerFailure, message),
+        _ => JobEnd::failure(FailureReason::RunnerSystemFailure, message),
+    }
+}
+
+/// Follows a task's stdout and stderr from its agent into one masked log
+/// file, until the task ends.
+async fn collect_log(
+    address: &str,
+    framework_id: &str,
+    task: &str,
+    masker: Masker,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = Arc::new(tokio::sync::Mutex::new(file));
+    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(address))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach agent at {address}: {e}"))?;
+    let mut streams = Vec::new();
+    for which in [pb::LogFile::Stdout, pb::LogFile::Stderr] {
+        let mut client = pb::agent_client::AgentClient::new(channel.clone());
+        let file = file.clone();
+        let mut masker = masker.clone();
+        let request = pb::ReadLogRequest {
+            task_id: task.to_string(),
+            framework_id: framework_id.to_string(),
+            file: which as i32,
+            offset: 0,
+            follow: true,
+        };
+        streams.push(async move {
+            let mut stream = client
+                .read_log(request)
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            while let Some(chunk) = stream
+                .message()
+                .await
+                .map_err(|e| e.message().to_string())?
+            {
+                let masked = masker.push(&chunk.data);
+                let mut f = file.lock().await;
+                f.write_all(&masked).await.map_err(|e| e.to_string())?;
+            }
+            let rest = masker.finish();
+            let mut f = file.lock().await;
+            f.write_all(&rest).await.map_err(|e| e.to_string())?;
+            f.flush().await.map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        });
+    }
+    for result in futures::future::join_all(streams).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// A revision as a [`crate::Repository`] (for `rules:exists` and
+/// `cache:key:files`).
+struct RevisionRepository<'a> {
+    rev: &'a Revision,
+}
+
+impl crate::Repository for RevisionRepository<'_> {
+    fn files(&self) -> Vec<String> {
+        source::list_files(self.rev).unwrap_or_default()
+    }
+
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        source::read_file(self.rev, path).ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_round_trip() {
+        assert_eq!(parse_task_id(&task_id(12, 3, 2)), Some((12, 3, 2)));
+        assert_eq!(parse_task_id("ci-1-2"), None);
+        assert_eq!(parse_task_id("ci-1-2-3-4"), None);
+        assert_eq!(parse_task_id("run-1-2-3"), None);
+        assert_eq!(parse_task_id("ci-a-2-3"), None);
+    }
+
+    #[test]
+    fn tags_match_attribute_names_or_the_tags_list() {
+        let attrs = vec![
+            pb::Attribute {
+                name: "docker".into(),
+                value: "yes".into(),
+            },
+            pb::Attribute {
+                name: "tags".into(),
+                value: "linux, x86".into(),
+            },
+        ];
+        assert!(tags_match(&[], &attrs));
+        assert!(tags_match(&["docker".into()], &attrs));
+        assert!(tags_match(&["linux".into(), "x86".into()], &attrs));
+        assert!(!tags_match(&["arm".into()], &attrs));
+        assert!(!tags_match(&["linux".into(), "gpu".into()], &attrs));
+    }
+
+    fn status(state: pb::TaskState) -> pb::TaskStatus {
+        pb::TaskStatus {
+            task_id: "ci-1-0-1".into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_ends_become_gitlab_failure_reasons() {
+        assert_eq!(
+            job_end(&status(pb::TaskState::TaskFinished), None),
+            JobEnd::success()
+        );
+        let mut failed = status(pb::TaskState::TaskFailed);
+        failed.exit_code = Some(3);
+        let end = job_end(&failed, None);
+        assert_eq!(end.reason, Some(FailureReason::ScriptFailure));
+        assert_eq!(end.exit_code, Some(3));
+        failed.exit_code = None;
+        failed.reason = "FETCH_FAILED".into();
+        assert_eq!(
+            job_end(&failed, None).reason,
+            Some(FailureReason::MissingDependencyFailure)
+        );
+        failed.reason = "LAUNCH_FAILED".into();
+        assert_eq!(
+            job_end(&failed, None).reason,
+            Some(FailureReason::RunnerSystemFailure)
+        );
+        assert_eq!(
+            job_end(&status(pb::TaskState::TaskLost), None).reason,
+            Some(FailureReason::RunnerSystemFailure)
+        );
+        assert_eq!(
+            job_end(
+                &status(pb::TaskState::TaskKilled),
+                Some(FailureReason::JobExecutionTimeout)
+            )
+            .reason,
+            Some(FailureReason::JobExecutionTimeout)
+        );
+        let mut finished = status(pb::TaskState::TaskFinished);
+        finished.outputs.push(pb::OutputResult {
+            name: "artifacts".into(),
+            ok: false,
+            error: "HTTP 500".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            job_end(&finished, None).reason,
+            Some(FailureReason::DataIntegrityFailure)
+        );
+        finished.outputs[0].error = "no files matched".into();
+        assert_eq!(job_end(&finished, None), JobEnd::success());
+    }
+}
