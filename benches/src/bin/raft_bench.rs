@@ -134,7 +134,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&base)?;
     let base = base.canonicalize()?;
     println!("# raft_bench");
-    println!("cpu:        {} × {}", cpu_count(), cpu_model());
+    println!(
+        "cpu:        {} × {}",
+        berth_benches::cpu_count(),
+        berth_benches::cpu_model()
+    );
     println!(
         "data dir:   {} (filesystem: {})",
         base.display(),
@@ -152,7 +156,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "phases:     {} s warmup + {} s measured; command: operator SetWeight, one role per client",
         args.warmup, args.seconds
     );
-    println!("load avg:   {} (before)", load_average());
+    println!("load avg:   {} (before)", berth_benches::load_average());
     let probe = fsync_probe(&base, 200)?;
     println!(
         "fsync:      4 KiB write + fdatasync in the data dir, {} runs: p50 {:.2} ms, p99 {:.2} ms",
@@ -204,7 +208,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         result?;
     }
 
-    println!("load avg:   {} (after)", load_average());
+    println!("load avg:   {} (after)", berth_benches::load_average());
     println!();
     println!(
         "| masters | clients | commits | commits/s | p50 ms | p99 ms | max ms | errors | fsync ms before / after |"
@@ -486,31 +490,6 @@ fn fsync_probe(dir: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
     }
     times.sort_unstable();
     Ok(times)
-}
-
-/// `/proc/loadavg`'s three load averages; other work on the machine shows
-/// up in the numbers.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown cpu".into())
 }
 
 /// The filesystem type `path` lives on (Linux `/proc/mounts`), so a

@@ -153,7 +153,11 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (name, workload) = load(&args)?;
     println!("# sim: {name}");
-    println!("cpu:      {} × {}", cpu_count(), cpu_model());
+    println!(
+        "cpu:      {} × {}",
+        berth_benches::cpu_count(),
+        berth_benches::cpu_model()
+    );
     println!(
         "workload: {} nodes, {} tasks, generated/read in {:.2} s",
         thousands(workload.nodes.len()),
@@ -506,22 +510,6 @@ fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown cpu".to_owned())
 }
 
 /// A two-panel line plot: utilization at the first failure and time to

@@ -1,0 +1,283 @@
+//! The three masters: in this process (`berth_master::run`, listeners
+//! bound first so every master knows its peers, as `raft_bench` does) or
+//! as `berth master` processes, with their data in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use berth_proto as pb;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::{self, Rss};
+
+/// How long a new group may take to elect a leader that commits.
+pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopping a master may take.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for one operator call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Masters running in this process.
+#[derive(Debug)]
+struct InProcess {
+    stops: Vec<oneshot::Sender<()>>,
+    joins: Vec<JoinHandle<Result<(), berth_master::MasterError>>>,
+}
+
+/// A `berth master` process, killed when dropped.
+#[derive(Debug)]
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug)]
+enum Masters {
+    InProcess(InProcess),
+    Processes(Vec<Daemon>),
+}
+
+/// The masters of one run.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// API addresses, by Raft id - 1.
+    pub(crate) addrs: Vec<String>,
+    masters: Masters,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// Master settings for the run. Agents are pinged every 2 s (the default)
+/// and have 15 s to answer; offers last 60 s.
+fn tuning(config: &mut berth_master::MasterConfig) {
+    config.agent_ping_interval = Duration::from_secs(2);
+    config.agent_ping_timeout = Duration::from_secs(15);
+}
+
+impl Cluster {
+    /// Starts `n` masters in this process.
+    pub(crate) async fn in_process(n: usize, base: &Path) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-load-")
+            .tempdir_in(base)?;
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<Result<_, _>>()?;
+        let peers: Vec<(u64, String)> = (1u64..).zip(addrs.iter().cloned()).collect();
+        let mut stops = Vec::new();
+        let mut joins = Vec::new();
+        for (id, listener) in (1u64..).zip(listeners) {
+            let mut config =
+                berth_master::MasterConfig::new(dir.path().join(format!("master-{id}")));
+            config.id = id;
+            config.peers = if n == 1 { Vec::new() } else { peers.clone() };
+            tuning(&mut config);
+            let (stop, stopped) = oneshot::channel::<()>();
+            joins.push(tokio::spawn(berth_master::run(
+                listener,
+                config,
+                async move {
+                    let _ = stopped.await;
+                },
+            )));
+            stops.push(stop);
+        }
+        Ok(Cluster {
+            addrs,
+            masters: Masters::InProcess(InProcess { stops, joins }),
+            dir,
+        })
+    }
+
+    /// Starts `n` `berth master` processes of the binary `berth`; their
+    /// logs (`BERTH_LOG=warn`) go to `master-<id>.log` in the run's
+    /// directory.
+    pub(crate) fn processes(n: usize, berth: &Path, base: &Path) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-load-")
+            .tempdir_in(base)?;
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            // The port is free now; the master binds it a moment later.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            addrs.push(format!("127.0.0.1:{port}"));
+        }
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut daemons = Vec::new();
+        for (id, addr) in (1u64..).zip(&addrs) {
+            let log = std::fs::File::create(dir.path().join(format!("master-{id}.log")))?;
+            let mut cmd = Command::new(berth);
+            cmd.arg("master")
+                .args(["--id", &id.to_string(), "--listen", addr])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("master-{id}")))
+                .args(["--agent-ping-interval", "2", "--agent-ping-timeout", "15"])
+                .env("BERTH_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            if n > 1 {
+                cmd.args(["--peers", &peers.join(",")]);
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot start {}", berth.display()))?;
+            daemons.push(Daemon(child));
+        }
+        Ok(Cluster {
+            addrs,
+            masters: Masters::Processes(daemons),
+            dir,
+        })
+    }
+
+    /// The process id of master `index`, when it is a process.
+    fn pid(&self, index: usize) -> Option<u32> {
+        match &self.masters {
+            Masters::Processes(d) => d.get(index).map(|d| d.0.id()),
+            Masters::InProcess(_) => None,
+        }
+    }
+
+    /// The resident set of master `index` (of this whole process for
+    /// in-process masters).
+    pub(crate) fn rss(&self, index: usize) -> Option<Rss> {
+        match &self.masters {
+            Masters::Processes(_) => stats::rss(Some(self.pid(index)?)),
+            Masters::InProcess(_) => stats::rss(None),
+        }
+    }
+
+    /// CPU time used by master `index` so far (separate processes only).
+    pub(crate) fn cpu_time(&self, index: usize) -> Option<Duration> {
+        stats::cpu_time(Some(self.pid(index)?))
+    }
+
+    /// Whether every master process is still running (always true in
+    /// process).
+    pub(crate) fn alive(&mut self) -> Result<(), String> {
+        if let Masters::Processes(daemons) = &mut self.masters {
+            for (i, d) in daemons.iter_mut().enumerate() {
+                if let Ok(Some(status)) = d.0.try_wait() {
+                    return Err(format!("master {} exited: {status}", i + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until some master leads and commits a write; returns its
+    /// index in `addrs`.
+    pub(crate) async fn wait_for_leader(&mut self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + LEADER_TIMEOUT;
+        let mut last_error = String::from("no leader yet");
+        while Instant::now() < deadline {
+            if let Err(e) = self.alive() {
+                bail!("{e}; see the logs in {}", self.dir.path().display());
+            }
+            for (i, addr) in self.addrs.iter().enumerate() {
+                match leads_and_commits(addr, i as u64 + 1).await {
+                    Ok(true) => return Ok(i),
+                    Ok(false) => {}
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("no leader within {LEADER_TIMEOUT:?}: {last_error}")
+    }
+
+    /// The index of the current leader as the masters see it, if any.
+    pub(crate) async fn leader(&self) -> Option<usize> {
+        for addr in &self.addrs {
+            let Ok(mut client) = operator(addr).await else {
+                continue;
+            };
+            if let Ok(l) = client.get_leader(request(pb::Empty {})).await {
+                let id = l.into_inner().raft_id;
+                if id != 0 {
+                    return usize::try_from(id - 1).ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// Stops every master.
+    pub(crate) async fn stop(self) {
+        match self.masters {
+            Masters::InProcess(mut m) => {
+                for stop in m.stops.drain(..) {
+                    let _ = stop.send(());
+                }
+                for (i, join) in m.joins.drain(..).enumerate() {
+                    match tokio::time::timeout(STOP_TIMEOUT, join).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => eprintln!("master {} stopped with an error: {e}", i + 1),
+                        Ok(Err(e)) => eprintln!("master {} panicked: {e}", i + 1),
+                        Err(_) => {
+                            eprintln!("master {} did not stop within {STOP_TIMEOUT:?}", i + 1)
+                        }
+                    }
+                }
+            }
+            // Dropping kills them.
+            Masters::Processes(daemons) => drop(daemons),
+        }
+    }
+
+    /// Where the run's data and logs are.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+async fn operator(addr: &str) -> anyhow::Result<pb::operator_client::OperatorClient<Channel>> {
+    let channel = Endpoint::from_shared(pb::endpoint_uri(addr))?
+        .connect_timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(pb::operator_client::OperatorClient::new(channel))
+}
+
+fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(CALL_TIMEOUT);
+    r
+}
+
+/// Whether the master at `addr` (Raft id `id`) leads and has taken over
+/// (its no-op barrier committed, so it answers writes).
+async fn leads_and_commits(addr: &str, id: u64) -> anyhow::Result<bool> {
+    let mut client = operator(addr).await?;
+    let leader = client.get_leader(request(pb::Empty {})).await?.into_inner();
+    if leader.raft_id != id {
+        return Ok(false);
+    }
+    let probe = pb::SetWeightRequest {
+        role: "load-probe".into(),
+        weight: 1.0,
+    };
+    client.set_weight(request(probe)).await?;
+    Ok(true)
+}
