@@ -2,6 +2,8 @@
 //! loopback): cancel, manual play, pipeline retry, and pipelines surviving
 //! a restart of the runner.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
