@@ -1,5 +1,6 @@
 //! Running pipelines: the state machine of a pipeline's jobs.
 
+pub mod api;
 pub mod files;
 pub mod mask;
 pub mod runner;

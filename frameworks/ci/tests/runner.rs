@@ -235,3 +235,113 @@ async fn manual_jobs_run_when_played_and_pipelines_survive_a_runner_restart() {
     assert_eq!(second, id + 1);
     fx.shut().await;
 }
+
+async fn call(router: &axum::Router, method: &str, uri: &str) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_lists_shows_plays_cancels_and_serves_logs() {
+    use berth_ci::exec::api::{PipelineSummary, PipelineView};
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    let repo = repo(
+        "build:\n  stage: build\n  script: [echo compiled]\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipped]\n",
+    );
+    let id = submit(&fx.handle, repo.path()).await;
+    wait_for(&fx.handle, id, "the manual job", |r| {
+        status_of(r, "ship") == JobStatus::Manual
+    })
+    .await;
+
+    let (code, body) = call(&api, "GET", "/ci/v1/pipelines").await;
+    assert_eq!(code, 200, "{body}");
+    let list: Vec<PipelineSummary> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, id);
+    // A manual job that may fail (the default) does not hold the pipeline.
+    assert_eq!(list[0].status, "success");
+
+    let (code, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{id}")).await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.stages, ["build", "deploy"]);
+    let statuses: Vec<(&str, &str)> = view
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.status.as_str()))
+        .collect();
+    assert_eq!(statuses, [("build", "success"), ("ship", "manual")]);
+
+    let (code, body) = call(
+        &api,
+        "GET",
+        &format!("/ci/v1/pipelines/{id}/jobs/build/log"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("compiled"), "{body}");
+
+    // Errors: unknown pipeline or job, and an action the state refuses.
+    let (code, body) = call(&api, "GET", "/ci/v1/pipelines/99").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (404, r#"{"error":"no pipeline 99"}"#)
+    );
+    let (code, _) = call(
+        &api,
+        "POST",
+        &format!("/ci/v1/pipelines/{id}/jobs/nope/play"),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, body) = call(
+        &api,
+        "POST",
+        &format!("/ci/v1/pipelines/{id}/jobs/build/play"),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("not a manual job"), "{body}");
+    let (code, _) = call(&api, "GET", "/ci/v1/pipelines/not-a-number").await;
+    assert_eq!(code, 400);
+
+    let (code, body) = call(
+        &api,
+        "POST",
+        &format!("/ci/v1/pipelines/{id}/jobs/ship/play"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let rec = wait_for(&fx.handle, id, "ship", |r| {
+        status_of(r, "ship").is_finished()
+    })
+    .await;
+    assert_eq!(status_of(&rec, "ship"), JobStatus::Success);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{id}/jobs/ship/log")).await;
+    assert!(body.contains("shipped"), "{body}");
+
+    // Cancel of a finished pipeline changes nothing that ran.
+    let (code, body) = call(&api, "POST", &format!("/ci/v1/pipelines/{id}/cancel")).await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.jobs[0].status, "success");
+    assert_eq!(view.jobs[1].status, "success");
+    assert_eq!(view.summary.status, "success");
+    fx.shut().await;
+}

@@ -700,7 +700,12 @@ impl Pipeline {
 
     /// Cancels the pipeline: jobs not started are canceled at once, running
     /// ones move to canceling. Returns the jobs whose tasks must be killed.
+    /// A pipeline whose jobs are all finished is left as it is.
     pub fn cancel(&mut self) -> Vec<usize> {
+        // A pipeline with nothing left to run stays as it ended.
+        if self.jobs.iter().all(|j| j.status.is_finished()) {
+            return Vec::new();
+        }
         self.canceled = true;
         let mut kill = Vec::new();
         for (i, job) in self.jobs.iter_mut().enumerate() {

@@ -475,6 +475,16 @@ fn cancel_stops_pending_jobs_and_running_ones_end_canceled_even_on_exit_zero() {
 }
 
 #[test]
+fn canceling_a_finished_pipeline_changes_nothing() {
+    let mut p = Pipeline::new(vec![job("build", 0)]).unwrap();
+    run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(p.status(), PipelineStatus::Success);
+    assert!(p.cancel().is_empty());
+    assert_eq!(p.status(), PipelineStatus::Success);
+    assert!(!p.is_canceled());
+}
+
+#[test]
 fn retrying_the_pipeline_reruns_failed_jobs_and_what_they_skipped_only() {
     let mut p = Pipeline::new(vec![
         job("build", 0),
