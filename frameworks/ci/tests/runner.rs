@@ -237,13 +237,25 @@ async fn manual_jobs_run_when_played_and_pipelines_survive_a_runner_restart() {
 }
 
 async fn call(router: &axum::Router, method: &str, uri: &str) -> (u16, String) {
+    call_with(router, method, uri, None).await
+}
+
+async fn call_with(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    json: Option<serde_json::Value>,
+) -> (u16, String) {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    let request = axum::http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let builder = axum::http::Request::builder().method(method).uri(uri);
+    let request = match json {
+        Some(v) => builder
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(v.to_string()))
+            .unwrap(),
+        None => builder.body(axum::body::Body::empty()).unwrap(),
+    };
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -343,5 +355,57 @@ async fn the_http_api_lists_shows_plays_cancels_and_serves_logs() {
     assert_eq!(view.jobs[0].status, "success");
     assert_eq!(view.jobs[1].status, "success");
     assert_eq!(view.summary.status, "success");
+
+    // Logs from an offset: the rest only.
+    let (_, whole) = call(
+        &api,
+        "GET",
+        &format!("/ci/v1/pipelines/{id}/jobs/build/log"),
+    )
+    .await;
+    let (_, tail) = call(
+        &api,
+        "GET",
+        &format!("/ci/v1/pipelines/{id}/jobs/build/log?offset=5"),
+    )
+    .await;
+    assert_eq!(tail, whole[5..]);
+
+    // Triggering a repository by path: checked first, then run.
+    let (code, body) = call_with(
+        &api,
+        "POST",
+        "/ci/v1/pipelines",
+        Some(serde_json::json!({"repository": "relative/path"})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("must be an absolute path"), "{body}");
+    let (code, body) = call_with(
+        &api,
+        "POST",
+        "/ci/v1/pipelines",
+        Some(serde_json::json!({
+            "repository": repo.path(),
+            "variables": [{"name": "BAD NAME", "value": "x"}]
+        })),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = call_with(
+        &api,
+        "POST",
+        "/ci/v1/pipelines",
+        Some(serde_json::json!({"repository": repo.path()})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.summary.id, id + 1);
+    assert_eq!(view.summary.source, "api");
+    wait_for(&fx.handle, id + 1, "the triggered pipeline", |r| {
+        status_of(r, "build") == JobStatus::Success
+    })
+    .await;
     fx.shut().await;
 }

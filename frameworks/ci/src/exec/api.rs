@@ -3,11 +3,12 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /ci/v1/pipelines` | every pipeline, newest first (summaries) |
+//! | `POST /ci/v1/pipelines` | run a repository on this machine ([`Trigger`]) |
 //! | `GET /ci/v1/pipelines/{id}` | one pipeline with its jobs |
 //! | `POST /ci/v1/pipelines/{id}/cancel` | cancel it |
 //! | `POST /ci/v1/pipelines/{id}/retry` | retry its failed and canceled jobs |
 //! | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` | start a manual job |
-//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log` | the job's latest log (masked) |
+//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended |
 //!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
 //! jobs, 409 for an action the pipeline's state does not allow.
@@ -20,7 +21,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::runner::{PipelineRecord, RunError, RunnerHandle};
+use super::runner::{PipelineRecord, RunError, RunnerHandle, Submission};
+use super::source;
+use super::state::JobStatus;
+use crate::{PipelineSource, SecretVariable};
+
+/// `POST /ci/v1/pipelines`: run the pipeline of a repository on the CI
+/// framework's machine.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Trigger {
+    /// Absolute path of the repository (or a project directory in it).
+    pub repository: String,
+    /// Branch, tag or commit; HEAD when absent.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Run the working tree with its uncommitted changes.
+    #[serde(default)]
+    pub dirty: bool,
+    /// Pipeline variables.
+    #[serde(default)]
+    pub variables: Vec<TriggerVariable>,
+}
+
+/// A variable given with a [`Trigger`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TriggerVariable {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// Mask its value in logs.
+    #[serde(default)]
+    pub masked: bool,
+}
 
 /// A pipeline in a list.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -154,7 +187,7 @@ impl From<RunError> for ApiError {
 /// The API's routes.
 pub fn router(handle: RunnerHandle) -> Router {
     Router::new()
-        .route("/ci/v1/pipelines", get(list))
+        .route("/ci/v1/pipelines", get(list).post(trigger))
         .route("/ci/v1/pipelines/{id}", get(show))
         .route("/ci/v1/pipelines/{id}/cancel", post(cancel))
         .route("/ci/v1/pipelines/{id}/retry", post(retry))
@@ -179,6 +212,58 @@ async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSum
         .collect();
     all.sort_by_key(|s| std::cmp::Reverse(s.id));
     Ok(Json(all))
+}
+
+async fn trigger(
+    State(handle): State<RunnerHandle>,
+    Json(trigger): Json<Trigger>,
+) -> Result<Json<PipelineView>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let path = std::path::PathBuf::from(&trigger.repository);
+    if !path.is_absolute() {
+        return Err(bad(format!(
+            "repository {:?} must be an absolute path",
+            trigger.repository
+        )));
+    }
+    if trigger.dirty && trigger.reference.is_some() {
+        return Err(bad("dirty and reference exclude each other".into()));
+    }
+    for v in &trigger.variables {
+        if !crate::is_name(&v.name) {
+            return Err(bad(format!("{:?} is not a variable name", v.name)));
+        }
+    }
+    let reference = trigger.reference.clone();
+    let dirty = trigger.dirty;
+    let (revision, text) = tokio::task::spawn_blocking(move || {
+        let rev = source::resolve(&path, reference.as_deref(), dirty)?;
+        let text = source::read_file(&rev, ".gitlab-ci.yml")?;
+        Ok::<_, source::SourceError>((rev, text))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| bad(e.to_string()))?;
+    let text = text.ok_or_else(|| bad(format!("{} has no .gitlab-ci.yml", trigger.repository)))?;
+    let definition =
+        String::from_utf8(text).map_err(|_| bad(".gitlab-ci.yml is not UTF-8 text".into()))?;
+    let id = handle
+        .submit(Submission {
+            revision,
+            definition,
+            source: PipelineSource::Api,
+            variables: trigger
+                .variables
+                .iter()
+                .map(|v| SecretVariable {
+                    name: v.name.clone(),
+                    value: v.value.clone(),
+                    masked: v.masked,
+                })
+                .collect(),
+        })
+        .await?;
+    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
 }
 
 async fn show(
@@ -212,30 +297,53 @@ async fn play(
     Ok(Json(PipelineView::of(&record(&handle, id).await?)))
 }
 
+/// `?offset=N`.
+#[derive(Debug, serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
 async fn log(
     State(handle): State<RunnerHandle>,
     Path((id, job)): Path<(u64, String)>,
+    axum::extract::Query(query): axum::extract::Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let rec = record(&handle, id).await?;
     let index = rec.state.find(&job).ok_or(RunError::NoSuchJob(id, job))?;
-    let attempts = rec.state.jobs()[index].attempts.len();
-    if attempts == 0 {
-        return Ok((StatusCode::OK, String::new()).into_response());
-    }
-    let path = handle.log_path(id, index, attempts);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok((
-            StatusCode::OK,
-            [(
+    let state = &rec.state.jobs()[index];
+    let attempts = state.attempts.len();
+    let finished = if state.status.is_finished() || state.status == JobStatus::Manual {
+        "true"
+    } else {
+        "false"
+    };
+    let bytes = if attempts == 0 {
+        Vec::new()
+    } else {
+        let path = handle.log_path(id, index, attempts);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    };
+    let from = usize::try_from(query.offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    Ok((
+        StatusCode::OK,
+        [
+            (
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; charset=utf-8",
-            )],
-            bytes,
-        )
-            .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok((StatusCode::OK, String::new()).into_response())
-        }
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+            ),
+            (
+                axum::http::HeaderName::from_static("x-berth-job-finished"),
+                finished,
+            ),
+        ],
+        bytes[from..].to_vec(),
+    )
+        .into_response())
 }
