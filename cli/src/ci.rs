@@ -22,6 +22,79 @@ pub(crate) enum CiCommand {
     /// the pipeline passes, 1 when it fails or is canceled, 2 when it cannot
     /// run.
     Run(Box<RunArgs>),
+    /// Run the CI framework as a daemon: the runner on the cluster, its
+    /// HTTP/JSON API and the files agents fetch and upload, on one port.
+    Serve(crate::ci_client::ServeArgs),
+    /// Run a repository's pipeline on the CI framework (`berth ci serve`)
+    /// of this machine; prints the new pipeline.
+    Trigger {
+        /// The repository (any directory inside it).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The branch, tag or commit to run (default: HEAD).
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        /// Run the working tree as it is.
+        #[arg(long, conflicts_with = "reference")]
+        dirty: bool,
+        /// A pipeline variable NAME=VALUE (repeatable).
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// A masked variable NAME=VALUE (repeatable).
+        #[arg(long = "secret", value_parser = parse_var)]
+        secrets: Vec<(String, String)>,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Pipelines, newest first.
+    List {
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// A pipeline and its jobs.
+    Show {
+        /// The pipeline.
+        id: u64,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// A job's log (masked); -f follows it until the job ends.
+    Logs {
+        /// The pipeline.
+        id: u64,
+        /// The job's name.
+        job: String,
+        /// Keep printing until the job has ended.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Cancel a pipeline: running jobs get SIGTERM (after_script runs),
+    /// then SIGKILL; jobs not started never start.
+    Cancel {
+        /// The pipeline.
+        id: u64,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Run a pipeline's failed and canceled jobs again, keeping the
+    /// artifacts of those that passed.
+    Retry {
+        /// The pipeline.
+        id: u64,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Start a manual job.
+    Play {
+        /// The pipeline.
+        id: u64,
+        /// The job's name.
+        job: String,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
 }
 
 /// `berth ci run` arguments.
@@ -86,6 +159,47 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
     match command {
         CiCommand::Lint(args) => lint(&args),
         CiCommand::Run(args) => crate::ci_run::run(*args).await,
+        CiCommand::Serve(args) => report(crate::ci_client::serve(args).await),
+        CiCommand::Trigger {
+            dir,
+            reference,
+            dirty,
+            vars,
+            secrets,
+            server,
+        } => report(
+            crate::ci_client::trigger(&server, &dir, reference, dirty, &vars, &secrets).await,
+        ),
+        CiCommand::List { server } => report(crate::ci_client::list(&server).await),
+        CiCommand::Show { id, server } => {
+            report(crate::ci_client::pipeline_action(&server, id, None).await)
+        }
+        CiCommand::Cancel { id, server } => {
+            report(crate::ci_client::pipeline_action(&server, id, Some("cancel")).await)
+        }
+        CiCommand::Retry { id, server } => {
+            report(crate::ci_client::pipeline_action(&server, id, Some("retry")).await)
+        }
+        CiCommand::Play { id, job, server } => {
+            report(crate::ci_client::play(&server, id, &job).await)
+        }
+        CiCommand::Logs {
+            id,
+            job,
+            follow,
+            server,
+        } => report(crate::ci_client::logs(&server, id, &job, follow).await),
+    }
+}
+
+/// Exit 0, or print the error and exit 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

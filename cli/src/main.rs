@@ -2,6 +2,7 @@
 
 mod admin;
 mod ci;
+mod ci_client;
 mod ci_run;
 mod daemons;
 mod run;
@@ -210,6 +211,9 @@ fn main() -> ExitCode {
                     }
                     // The embedded cluster's routine messages would drown
                     // the progress lines.
+                    Command::Ci {
+                        command: ci::CiCommand::Serve(_),
+                    } => "info",
                     Command::Ci { .. } => "error",
                     _ => "warn",
                 })

@@ -260,3 +260,140 @@ fn a_docker_job_runs_in_its_image() {
     assert!(log.contains("no-os-release"), "{log}");
     assert!(log.contains("in /mnt/berth/sandbox/"), "{log}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn berth(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BERTH).args(args).output().expect("berth runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// `berth ci serve` as a daemon next to `berth dev`, driven by the client
+/// commands: trigger, logs -f, show, play, cancel, list; SIGTERM stops it.
+#[test]
+fn the_ci_daemon_is_driven_by_the_client_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = format!("127.0.0.1:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://127.0.0.1:{}", free_port());
+    let _dev = Child(
+        Command::new(BERTH)
+            .args([
+                "dev",
+                "--listen",
+                &master,
+                "--agent-listen",
+                &agent,
+                "--no-docker",
+            ])
+            .args([
+                "--resources",
+                "cpus:4;mem:4096;disk:10000",
+                "--kill-tasks-on-shutdown",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth dev starts"),
+    );
+    let mut serve = Child(
+        Command::new(BERTH)
+            .args(["ci", "serve", "--master", &master, "--listen"])
+            .arg(server.trim_start_matches("http://"))
+            .arg("--data-dir")
+            .arg(dir.path().join("ci"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth ci serve starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, _) = berth(&["ci", "list", "--server", &server]);
+        if code == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth ci serve did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "build:\n  stage: build\n  script:\n    - echo step one\n    - sleep 1\n    - echo step two\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipping]\n",
+    )]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("pipeline #1:"), "{out}");
+
+    // -f follows the log until the job has ended.
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "build", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("step one"), "{out}");
+    assert!(out.contains("step two"), "{out}");
+    assert!(out.contains("Job succeeded"), "{out}");
+
+    let (code, out) = berth(&["ci", "show", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("build") && out.contains("success"), "{out}");
+    assert!(out.contains("manual"), "{out}");
+
+    let (code, out) = berth(&["ci", "play", "1", "ship", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "ship", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("shipping"), "{out}");
+
+    let (code, out) = berth(&["ci", "cancel", "99", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no pipeline 99"), "{out}");
+    let (code, out) = berth(&["ci", "play", "1", "build", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not a manual job"), "{out}");
+
+    let (code, out) = berth(&["ci", "list", "--json", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(list[0]["status"], "success", "{out}");
+
+    // SIGTERM: a graceful stop.
+    let _ = Command::new("kill")
+        .args(["-TERM", &serve.0.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,348 @@
+//! `berth ci serve` (the CI framework as a daemon) and the commands that
+//! talk to it over its HTTP/JSON API: `trigger`, `list`, `show`, `logs`,
+//! `cancel`, `retry`, `play`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use berth_ci::exec::api::{PipelineSummary, PipelineView, Trigger, TriggerVariable};
+use berth_ci::exec::runner::{self, RunnerConfig};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// `berth ci serve` options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Master address(es), comma-separated.
+    #[arg(
+        long,
+        env = "BERTH_MASTER",
+        default_value = "127.0.0.1:5050",
+        value_delimiter = ','
+    )]
+    master: Vec<String>,
+    /// Where the API and the agents' file routes are served.
+    #[arg(long, default_value = "127.0.0.1:5080")]
+    listen: std::net::SocketAddr,
+    /// The URL agents reach this address at (default: http://LISTEN).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Pipelines, artifacts, caches and logs.
+    #[arg(long, default_value = ".berth/ci")]
+    data_dir: PathBuf,
+}
+
+/// Where the `berth ci` client commands find the CI framework.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServerOpts {
+    /// The CI framework's address (`berth ci serve`).
+    #[arg(
+        long,
+        env = "BERTH_CI",
+        default_value = "http://127.0.0.1:5080",
+        global = true
+    )]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Runs the CI framework until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let base = args.advertise.unwrap_or_else(|| format!("http://{local}"));
+    if !base.starts_with("http://") {
+        bail!("--advertise must be an http:// URL, not {base:?}");
+    }
+    let config = RunnerConfig::new(args.master, args.data_dir.clone(), base.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (handle, runner_task) = runner::start(config, async {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    let app = handle
+        .router()
+        .merge(berth_ci::exec::api::router(handle.clone()));
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "berth ci serve is running\n  api and files: http://{local}   (export BERTH_CI=http://{local})\n  agents use:    {base}\n  data:          {}",
+            args.data_dir.display()
+        );
+        let _ = out.flush();
+    }
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(crate::daemons::shutdown_signal())
+        .await?;
+    let _ = stop_tx.send(());
+    let _ = runner_task.await;
+    Ok(())
+}
+
+/// A response: status and body.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    finished: bool,
+}
+
+async fn request(
+    opts: &ServerOpts,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Reply> {
+    let base = opts.server.trim_end_matches('/');
+    if !base.starts_with("http://") {
+        bail!("--server must be an http:// URL, not {base:?}");
+    }
+    let uri: hyper::Uri = format!("{base}{path}")
+        .parse()
+        .with_context(|| format!("{base:?} is not a valid URL"))?;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = hyper::Request::builder().method(method).uri(uri);
+    let payload = match body {
+        Some(v) => {
+            builder = builder.header("content-type", "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let req = builder.body(Full::new(payload))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| anyhow!("the CI framework at {base} did not answer in 30 s"))?
+        .with_context(|| format!("cannot reach the CI framework at {base}"))?;
+    let status = response.status().as_u16();
+    let finished = response
+        .headers()
+        .get("x-berth-job-finished")
+        .is_some_and(|v| v == "true");
+    let body = response.into_body().collect().await?.to_bytes().to_vec();
+    Ok(Reply {
+        status,
+        body,
+        finished,
+    })
+}
+
+/// The reply's JSON, or the API's error message.
+fn json<T: serde::de::DeserializeOwned>(reply: Reply) -> anyhow::Result<T> {
+    if reply.status >= 400 {
+        let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned());
+        bail!("{message}");
+    }
+    serde_json::from_slice(&reply.body)
+        .context("the CI framework's answer is not the expected JSON")
+}
+
+fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(view)?);
+        return Ok(());
+    }
+    let s = &view.summary;
+    println!(
+        "pipeline #{}: {} {} ({}) {}{}",
+        s.id,
+        s.project,
+        s.ref_name,
+        s.sha.get(..8).unwrap_or(&s.sha),
+        s.status,
+        if s.warnings {
+            " (with allowed failures)"
+        } else {
+            ""
+        }
+    );
+    let rows: Vec<Vec<String>> = view
+        .jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.name.clone(),
+                j.stage.clone(),
+                j.status.clone(),
+                j.attempts.to_string(),
+                j.failure_reason
+                    .as_ref()
+                    .map(|r| format!("{r}: {}", j.message))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        crate::table::render(&["JOB", "STAGE", "STATUS", "ATTEMPTS", "WHY"], &rows)
+    );
+    Ok(())
+}
+
+/// `berth ci trigger`.
+pub(crate) async fn trigger(
+    opts: &ServerOpts,
+    dir: &std::path::Path,
+    reference: Option<String>,
+    dirty: bool,
+    vars: &[(String, String)],
+    secrets: &[(String, String)],
+) -> anyhow::Result<()> {
+    let repository = std::path::absolute(dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let mut variables: Vec<TriggerVariable> = vars
+        .iter()
+        .map(|(name, value)| TriggerVariable {
+            name: name.clone(),
+            value: value.clone(),
+            masked: false,
+        })
+        .collect();
+    variables.extend(secrets.iter().map(|(name, value)| TriggerVariable {
+        name: name.clone(),
+        value: value.clone(),
+        masked: true,
+    }));
+    let body = serde_json::to_value(Trigger {
+        repository,
+        reference,
+        dirty,
+        variables,
+    })?;
+    let view: PipelineView = json(request(opts, "POST", "/ci/v1/pipelines", Some(body)).await?)?;
+    print_view(opts, &view)
+}
+
+/// `berth ci list`.
+pub(crate) async fn list(opts: &ServerOpts) -> anyhow::Result<()> {
+    let all: Vec<PipelineSummary> = json(request(opts, "GET", "/ci/v1/pipelines", None).await?)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.project.clone(),
+                p.ref_name.clone(),
+                p.sha.get(..8).unwrap_or(&p.sha).to_string(),
+                p.source.clone(),
+                p.status.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        crate::table::render(
+            &["ID", "PROJECT", "REF", "COMMIT", "SOURCE", "STATUS"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// `berth ci show|cancel|retry`.
+pub(crate) async fn pipeline_action(
+    opts: &ServerOpts,
+    id: u64,
+    action: Option<&str>,
+) -> anyhow::Result<()> {
+    let reply = match action {
+        None => request(opts, "GET", &format!("/ci/v1/pipelines/{id}"), None).await?,
+        Some(a) => request(opts, "POST", &format!("/ci/v1/pipelines/{id}/{a}"), None).await?,
+    };
+    let view: PipelineView = json(reply)?;
+    print_view(opts, &view)
+}
+
+/// `berth ci play`.
+pub(crate) async fn play(opts: &ServerOpts, id: u64, job: &str) -> anyhow::Result<()> {
+    let path = format!("/ci/v1/pipelines/{id}/jobs/{}/play", encode(job));
+    let view: PipelineView = json(request(opts, "POST", &path, None).await?)?;
+    print_view(opts, &view)
+}
+
+/// `berth ci logs [-f]`: prints the job's log; with `follow`, keeps
+/// printing until the job has ended.
+pub(crate) async fn logs(
+    opts: &ServerOpts,
+    id: u64,
+    job: &str,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let mut offset = 0usize;
+    loop {
+        let path = format!(
+            "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}",
+            encode(job)
+        );
+        let reply = request(opts, "GET", &path, None).await?;
+        if reply.status >= 400 {
+            // `json` turns the error status into the API's message.
+            return json::<serde_json::Value>(reply).map(|_| ());
+        }
+        offset += reply.body.len();
+        {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&reply.body)?;
+            out.flush()?;
+        }
+        if !follow || reply.finished {
+            // One more read after the end: the last chunks arrive as the
+            // task ends.
+            if follow {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let path = format!(
+                    "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}",
+                    encode(job)
+                );
+                let last = request(opts, "GET", &path, None).await?;
+                std::io::stdout().lock().write_all(&last.body)?;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Percent-encodes a job name for a URL path segment.
+fn encode(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn job_names_are_encoded_for_paths() {
+        assert_eq!(encode("build"), "build");
+        assert_eq!(encode("unit: [a, b]"), "unit%3A%20%5Ba%2C%20b%5D");
+        assert_eq!(encode("test 1/3"), "test%201%2F3");
+    }
+}
