@@ -342,8 +342,9 @@ fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
         },
         retry: state::RetryPolicy {
             max: job.retry.max,
+            // `always` listed next to exit codes still means every failure.
             when: if job.retry.when.iter().any(|w| w == "always") {
-                Vec::new()
+                FailureReason::ALL.to_vec()
             } else {
                 job.retry
                     .when
@@ -351,6 +352,7 @@ fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
                     .filter_map(|w| FailureReason::parse(w))
                     .collect()
             },
+            exit_codes: job.retry.exit_codes.clone(),
         },
     }
 }

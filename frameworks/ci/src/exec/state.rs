@@ -112,14 +112,26 @@ impl fmt::Display for FailureReason {
 pub struct RetryPolicy {
     /// Retries after the first attempt (GitLab allows 0 to 2).
     pub max: u8,
-    /// The failures that are retried; empty means every failure
-    /// (`when: always`).
+    /// The failures that are retried. With `exit_codes` also empty, every
+    /// failure is (`when: always`, GitLab's default).
     pub when: Vec<FailureReason>,
+    /// Script failures with these exit codes are retried too
+    /// (`retry:exit_codes`).
+    #[serde(default)]
+    pub exit_codes: Vec<i32>,
 }
 
 impl RetryPolicy {
-    fn covers(&self, reason: FailureReason) -> bool {
-        self.when.is_empty() || self.when.contains(&reason)
+    /// Whether a failure is retried: its reason is listed, or it is a
+    /// script failure with a listed exit code, or nothing is listed.
+    fn covers(&self, end: &JobEnd) -> bool {
+        let Some(reason) = end.reason else {
+            return false;
+        };
+        (self.when.is_empty() && self.exit_codes.is_empty())
+            || self.when.contains(&reason)
+            || (reason == FailureReason::ScriptFailure
+                && end.exit_code.is_some_and(|c| self.exit_codes.contains(&c)))
     }
 }
 
@@ -671,10 +683,10 @@ impl Pipeline {
                 job.failure_allowed = false;
                 Ok(false)
             }
-            Some(reason) => {
+            Some(_) => {
                 // `failed_attempts` counts the earlier failures: retry while
                 // they are fewer than `max`.
-                if failed_attempts < usize::from(node.retry.max) && node.retry.covers(reason) {
+                if failed_attempts < usize::from(node.retry.max) && node.retry.covers(&end) {
                     job.status = JobStatus::Pending;
                     return Ok(true);
                 }

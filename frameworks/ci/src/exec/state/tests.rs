@@ -389,6 +389,7 @@ fn retries_cover_only_the_listed_reasons_and_stop_at_max() {
     let infra_only = RetryPolicy {
         max: 2,
         when: vec![FailureReason::RunnerSystemFailure],
+        exit_codes: vec![],
     };
     let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = infra_only)]).unwrap();
     p.advance(t0());
@@ -412,6 +413,7 @@ fn retries_cover_only_the_listed_reasons_and_stop_at_max() {
     let infra_only = RetryPolicy {
         max: 2,
         when: vec![FailureReason::RunnerSystemFailure],
+        exit_codes: vec![],
     };
     let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = infra_only)]).unwrap();
     p.advance(t0());
@@ -424,6 +426,7 @@ fn retries_cover_only_the_listed_reasons_and_stop_at_max() {
         n.retry = RetryPolicy {
             max: 1,
             when: vec![],
+            exit_codes: vec![],
         };
     })])
     .unwrap();
@@ -433,6 +436,59 @@ fn retries_cover_only_the_listed_reasons_and_stop_at_max() {
     p.started(0, "a2", t0()).unwrap();
     assert!(!p.finished(0, JobEnd::success(), t0()).unwrap());
     assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn retry_exit_codes_retry_only_those_script_failures() {
+    let policy = || RetryPolicy {
+        max: 1,
+        when: vec![],
+        exit_codes: vec![137],
+    };
+    let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = policy())]).unwrap();
+    p.advance(t0());
+    p.started(0, "a1", t0()).unwrap();
+    assert!(
+        p.finished(0, JobEnd::script_failure(137), t0()).unwrap(),
+        "137 is retried"
+    );
+    p.started(0, "a2", t0()).unwrap();
+    assert!(
+        !p.finished(0, JobEnd::script_failure(137), t0()).unwrap(),
+        "max is 1"
+    );
+
+    for end in [
+        JobEnd::script_failure(1),
+        JobEnd::failure(FailureReason::RunnerSystemFailure, "agent lost"),
+    ] {
+        let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = policy())]).unwrap();
+        p.advance(t0());
+        p.started(0, "a1", t0()).unwrap();
+        assert!(
+            !p.finished(0, end.clone(), t0()).unwrap(),
+            "{end:?} is not retried"
+        );
+    }
+
+    // Reasons and exit codes together: either one retries.
+    let both = RetryPolicy {
+        max: 2,
+        when: vec![FailureReason::RunnerSystemFailure],
+        exit_codes: vec![137],
+    };
+    let mut p = Pipeline::new(vec![with(job("test", 0), |n| n.retry = both)]).unwrap();
+    p.advance(t0());
+    p.started(0, "a1", t0()).unwrap();
+    assert!(p.finished(0, JobEnd::script_failure(137), t0()).unwrap());
+    p.started(0, "a2", t0()).unwrap();
+    let lost = JobEnd::failure(FailureReason::RunnerSystemFailure, "agent lost");
+    assert!(p.finished(0, lost, t0()).unwrap());
+    p.started(0, "a3", t0()).unwrap();
+    assert!(
+        !p.finished(0, JobEnd::script_failure(137), t0()).unwrap(),
+        "max is 2"
+    );
 }
 
 #[test]
