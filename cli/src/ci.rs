@@ -67,6 +67,9 @@ pub(crate) enum CiCommand {
         /// Keep printing until the job has ended.
         #[arg(short, long)]
         follow: bool,
+        /// The whole log, also past the server's --max-log-bytes.
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
@@ -127,10 +130,24 @@ pub(crate) struct RunArgs {
     /// temporary directory removed at the end.
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Show at most this many bytes of a failed job's log, then a line
+    /// saying where it was cut (the whole log is kept with --data-dir).
+    #[arg(long, default_value_t = berth_ci::exec::log::DEFAULT_MAX_LOG_BYTES, value_parser = parse_log_bytes)]
+    pub(crate) max_log_bytes: u64,
     #[command(flatten)]
     pub(crate) tuning: crate::daemons::MasterTuning,
     #[command(flatten)]
     pub(crate) shape: crate::daemons::AgentShape,
+}
+
+/// `--max-log-bytes`: a number of bytes, at least 1.
+pub(crate) fn parse_log_bytes(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of bytes of at least 1 (e.g. 4194304 for 4 MiB)"
+        )),
+    }
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -187,8 +204,9 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             id,
             job,
             follow,
+            full,
             server,
-        } => report(crate::ci_client::logs(&server, id, &job, follow).await),
+        } => report(crate::ci_client::logs(&server, id, &job, follow, full).await),
     }
 }
 

@@ -35,6 +35,16 @@ pub(crate) struct ServeArgs {
     /// Pipelines, artifacts, caches and logs.
     #[arg(long, default_value = ".berth/ci")]
     data_dir: PathBuf,
+    /// Serve at most this many bytes of a job's log, then a line saying
+    /// where it was cut and how to get all of it (`?full=true`); the whole
+    /// log is always stored.
+    #[arg(long, default_value_t = berth_ci::exec::log::DEFAULT_MAX_LOG_BYTES, value_parser = crate::ci::parse_log_bytes)]
+    max_log_bytes: u64,
+    /// Do not auto-cancel superseded pipelines (by default a new pipeline
+    /// for a branch other than the default one cancels the older unfinished
+    /// ones of that branch whose started jobs are all `interruptible`).
+    #[arg(long)]
+    no_auto_cancel: bool,
 }
 
 /// Where the `berth ci` client commands find the CI framework.
@@ -63,7 +73,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !base.starts_with("http://") {
         bail!("--advertise must be an http:// URL, not {base:?}");
     }
-    let config = RunnerConfig::new(args.master, args.data_dir.clone(), base.clone());
+    let mut config = RunnerConfig::new(args.master, args.data_dir.clone(), base.clone());
+    config.max_log_bytes = args.max_log_bytes;
+    config.auto_cancel = !args.no_auto_cancel;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (handle, runner_task) = runner::start(config, async {
         let _ = stop_rx.await;
@@ -157,7 +169,7 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
     }
     let s = &view.summary;
     println!(
-        "pipeline #{}: {} {} ({}) {}{}",
+        "pipeline #{}: {} {} ({}) {}{}{}",
         s.id,
         s.project,
         s.ref_name,
@@ -167,7 +179,10 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
             " (with allowed failures)"
         } else {
             ""
-        }
+        },
+        s.auto_canceled_by
+            .map(|by| format!(" (auto-canceled by #{by})"))
+            .unwrap_or_default()
     );
     let rows: Vec<Vec<String>> = view
         .jobs
@@ -279,18 +294,21 @@ pub(crate) async fn play(opts: &ServerOpts, id: u64, job: &str) -> anyhow::Resul
     print_view(opts, &view)
 }
 
-/// `berth ci logs [-f]`: prints the job's log; with `follow`, keeps
-/// printing until the job has ended.
+/// `berth ci logs [-f] [--full]`: prints the job's log (cut at the
+/// server's limit with a line that says so, unless `full`); with `follow`,
+/// keeps printing until the job has ended.
 pub(crate) async fn logs(
     opts: &ServerOpts,
     id: u64,
     job: &str,
     follow: bool,
+    full: bool,
 ) -> anyhow::Result<()> {
+    let full = if full { "&full=true" } else { "" };
     let mut offset = 0usize;
     loop {
         let path = format!(
-            "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}",
+            "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}{full}",
             encode(job)
         );
         let reply = request(opts, "GET", &path, None).await?;
@@ -310,7 +328,7 @@ pub(crate) async fn logs(
             if follow {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let path = format!(
-                    "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}",
+                    "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}{full}",
                     encode(job)
                 );
                 let last = request(opts, "GET", &path, None).await?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use berth_ci::exec::runner::{self, PipelineRecord, RunnerConfig, Submission};
-use berth_ci::exec::source;
 use berth_ci::exec::state::{JobStatus, PipelineStatus};
+use berth_ci::exec::{log, source};
 use berth_ci::{PipelineSource, SecretVariable};
 
 use crate::ci::RunArgs;
@@ -77,7 +77,9 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let config = RunnerConfig::new(masters, data_dir.join("ci"), format!("http://{local}"));
+    let mut config = RunnerConfig::new(masters, data_dir.join("ci"), format!("http://{local}"));
+    config.max_log_bytes = args.max_log_bytes;
+    let keeps_logs = args.data_dir.is_some();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let result = async {
         let (handle, runner_task) = runner::start(config, async {
@@ -115,7 +117,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
             revision.ref_name,
             if revision.dirty { ", working tree" } else { "" }
         );
-        let passed = follow(&handle, id).await?;
+        let passed = follow(&handle, id, keeps_logs).await?;
         server.abort();
         let _ = stop_tx.send(());
         let _ = runner_task.await;
@@ -130,7 +132,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
 
 /// Prints every job's status change until the pipeline is finished;
 /// then prints the logs of the jobs that failed. Returns whether it passed.
-async fn follow(handle: &runner::RunnerHandle, id: u64) -> anyhow::Result<bool> {
+async fn follow(handle: &runner::RunnerHandle, id: u64, keeps_logs: bool) -> anyhow::Result<bool> {
     let mut changes = handle.changes();
     let mut shown: BTreeMap<usize, (JobStatus, usize)> = BTreeMap::new();
     let record = loop {
@@ -175,7 +177,7 @@ async fn follow(handle: &runner::RunnerHandle, id: u64) -> anyhow::Result<bool> 
     {
         if job.status == JobStatus::Failed {
             println!("\n--- log of failed job {} ---", node.name);
-            print_log(handle, &record, i, job.attempts.len());
+            print_log(handle, &record, i, job.attempts.len(), keeps_logs);
         }
     }
     let status = record.status();
@@ -209,10 +211,32 @@ fn detail(job: &berth_ci::exec::state::JobState) -> String {
     out.trim_end().to_string()
 }
 
-fn print_log(handle: &runner::RunnerHandle, record: &PipelineRecord, job: usize, attempt: usize) {
+/// Prints a job's stored log, cut at `--max-log-bytes` with a line that
+/// says where the whole log is (or that it is not kept).
+fn print_log(
+    handle: &runner::RunnerHandle,
+    record: &PipelineRecord,
+    job: usize,
+    attempt: usize,
+    keeps_logs: bool,
+) {
     let path = handle.log_path(record.id, job, attempt);
-    match std::fs::read(&path) {
-        Ok(bytes) => print!("{}", String::from_utf8_lossy(&bytes)),
+    if !path.exists() {
+        println!("(no log: {} does not exist)", path.display());
+        return;
+    }
+    match log::read_part(&path, 0, handle.max_log_bytes()) {
+        Ok(part) => {
+            let bytes = part.into_bytes(|limit, total| {
+                let location = if keeps_logs {
+                    format!("is at {}", path.display())
+                } else {
+                    "is not kept (run with --data-dir to keep it)".to_string()
+                };
+                log::marker_line(limit, total, true, &location)
+            });
+            print!("{}", String::from_utf8_lossy(&bytes));
+        }
         Err(e) => println!("(no log: {}: {e})", path.display()),
     }
 }

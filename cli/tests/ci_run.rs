@@ -371,3 +371,150 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// `--max-log-bytes`: a failed job's log is printed up to the limit, then
+/// a line that says where it was cut and where the whole log is.
+#[test]
+fn berth_ci_run_cuts_long_logs_of_failed_jobs() {
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "noisy:\n  script:\n    - i=0; while [ $i -lt 200 ]; do printf 0123456789; i=$((i+1)); done; echo\n    - echo the-end; exit 1\n",
+    )]);
+    let (code, out) = ci_run(repo.path(), &["--max-log-bytes", "300"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("[berth] log cut at 300 bytes; the full log ("),
+        "{out}"
+    );
+    assert!(
+        out.contains("bytes) is not kept (run with --data-dir to keep it)"),
+        "{out}"
+    );
+    assert!(!out.contains("the-end"), "past the cut: {out}");
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 path");
+    let (code, out) = ci_run(repo.path(), &["--max-log-bytes", "300", "--data-dir", dir]);
+    assert_eq!(code, Some(1), "{out}");
+    let stored = data.path().join("ci/logs/1/0-1.log");
+    let whole = std::fs::read_to_string(&stored).expect("the whole log is kept");
+    assert!(whole.contains("the-end"), "{whole}");
+    assert!(
+        out.contains(&format!(
+            "[berth] log cut at 300 bytes; the full log ({} bytes) is at {}\n",
+            whole.len(),
+            stored.display()
+        )),
+        "{out}"
+    );
+
+    for bad in ["0", "-5", "lots"] {
+        let (code, out) = ci_run(repo.path(), &[&format!("--max-log-bytes={bad}")]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("is not a number of bytes of at least 1"),
+            "{out}"
+        );
+    }
+}
+
+/// `berth ci serve --max-log-bytes` cuts the logs it serves, `berth ci logs
+/// --full` gets them whole, and `berth ci show` says which pipeline
+/// auto-canceled an older one of the same branch.
+#[test]
+fn the_ci_daemon_cuts_logs_and_auto_cancels_superseded_pipelines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = format!("127.0.0.1:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://127.0.0.1:{}", free_port());
+    let _dev = Child(
+        Command::new(BERTH)
+            .args(["dev", "--listen", &master, "--agent-listen", &agent])
+            .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
+            .arg("--kill-tasks-on-shutdown")
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth dev starts"),
+    );
+    let (code, out) = berth(&["ci", "serve", "--max-log-bytes", "0"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("is not a number of bytes of at least 1"),
+        "{out}"
+    );
+    let _serve = Child(
+        Command::new(BERTH)
+            .args(["ci", "serve", "--master", &master, "--listen"])
+            .arg(server.trim_start_matches("http://"))
+            .args(["--max-log-bytes", "300", "--data-dir"])
+            .arg(dir.path().join("ci"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth ci serve starts"),
+    );
+    let wait = |what: &str, args: &[&str], done: &dyn Fn(&str) -> bool| -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (code, out) = berth(args);
+            if code == Some(0) && done(&out) {
+                return out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {out}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait(
+        "berth ci serve",
+        &["ci", "list", "--server", &server],
+        &|_| true,
+    );
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "noisy:\n  interruptible: true\n  script:\n    - i=0; while [ $i -lt 200 ]; do printf 0123456789; i=$((i+1)); done; echo\n    - sleep 60\n",
+    )]);
+    berth_tests::git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    // Cut while the job runs.
+    let log_args = ["ci", "logs", "1", "noisy", "--server", &server];
+    let out = wait("the cut log", &log_args, &|out| {
+        out.contains("[berth] log cut")
+    });
+    assert!(
+        out.contains("[berth] log cut at 300 bytes; the full log (")
+            && out.contains("bytes so far) is at GET /ci/v1/pipelines/1/jobs/noisy/log?full=true"),
+        "{out}"
+    );
+
+    // A newer pipeline of the branch auto-cancels the first.
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let show = ["ci", "show", "1", "--server", &server];
+    let out = wait("the auto-cancel", &show, &|out| {
+        out.contains("pipeline #1") && out.contains(" canceled")
+    });
+    assert!(out.contains("(auto-canceled by #2)"), "{out}");
+
+    // -f shows the marker once and ends with the job; --full has it all.
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "noisy", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("[berth] log cut").count(), 1, "{out}");
+    assert!(!out.contains("Job cancelled"), "past the cut: {out}");
+    // (The last lines arrive as the task ends.)
+    let full = ["ci", "logs", "--full", "1", "noisy", "--server", &server];
+    let out = wait("the whole log", &full, &|out| {
+        out.contains("ERROR: Job cancelled")
+    });
+    assert!(!out.contains("[berth] log cut"), "{out}");
+    assert!(out.contains(&"0123456789".repeat(200)), "{out}");
+    let (code, out) = berth(&["ci", "cancel", "2", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+}

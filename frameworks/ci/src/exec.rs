@@ -2,7 +2,9 @@
 
 pub mod api;
 pub mod files;
+pub mod log;
 pub mod mask;
+pub mod resource_group;
 pub mod runner;
 pub mod source;
 pub mod state;

@@ -1,6 +1,7 @@
 //! The CI runner against an in-process cluster (master and agent on
-//! loopback): cancel, manual play, pipeline retry, and pipelines surviving
-//! a restart of the runner.
+//! loopback): cancel, manual play, pipeline retry, pipelines surviving
+//! a restart of the runner, auto-cancel of superseded pipelines,
+//! `resource_group`, and logs cut at `max_log_bytes`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,12 +26,21 @@ struct Fixture {
 }
 
 async fn start_runner(cluster: &Cluster, data: &Path) -> Fixture {
+    start_runner_with(cluster, data, |_| {}).await
+}
+
+async fn start_runner_with(
+    cluster: &Cluster,
+    data: &Path,
+    tune: impl FnOnce(&mut RunnerConfig),
+) -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut config = RunnerConfig::new(vec![cluster.master_addr()], data.to_path_buf(), base);
     config.default_cpus = 0.1;
     config.default_mem = 32.0;
     config.kill_grace = Duration::from_secs(5);
+    tune(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (handle, runner) = runner::start(config, async {
         let _ = stopped.await;
@@ -58,17 +68,35 @@ impl Fixture {
 }
 
 async fn submit(handle: &RunnerHandle, repo: &Path) -> u64 {
-    let revision = source::resolve(repo, None, false).unwrap();
+    submit_with(handle, repo, None, Vec::new()).await
+}
+
+/// Submits the pipeline of `reference` (HEAD when None) with variables.
+async fn submit_with(
+    handle: &RunnerHandle,
+    repo: &Path,
+    reference: Option<&str>,
+    variables: Vec<berth_ci::SecretVariable>,
+) -> u64 {
+    let revision = source::resolve(repo, reference, false).unwrap();
     let definition = std::fs::read_to_string(repo.join(".gitlab-ci.yml")).unwrap();
     handle
         .submit(Submission {
             revision,
             definition,
-            source: PipelineSource::Web,
-            variables: Vec::new(),
+            source: PipelineSource::Push,
+            variables,
         })
         .await
         .unwrap()
+}
+
+fn var(name: &str, value: &str, masked: bool) -> berth_ci::SecretVariable {
+    berth_ci::SecretVariable {
+        name: name.into(),
+        value: value.into(),
+        masked,
+    }
 }
 
 /// Waits until `done` holds for the pipeline's record.
@@ -386,5 +414,320 @@ async fn the_http_api_lists_shows_plays_cancels_and_serves_logs() {
         status_of(r, "build") == JobStatus::Success
     })
     .await;
+    fx.shut().await;
+}
+
+/// A pipeline with a long first job (`interruptible` as given) and a
+/// deploy job after it that is never interruptible.
+fn long_pipeline(interruptible: bool) -> String {
+    format!(
+        "long:\n  stage: build\n  interruptible: {interruptible}\n  script:\n    - echo started\n    - sleep 60\n  after_script:\n    - echo after-script-ran\ndeploy:\n  stage: deploy\n  script: [echo deployed]\n"
+    )
+}
+
+/// A repository whose pipeline file is `pipeline`, on `main` and on a
+/// branch `feature` (checked out).
+fn feature_repo(pipeline: &str) -> tempfile::TempDir {
+    let repo = repo(pipeline);
+    berth_tests::git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    repo
+}
+
+/// Waits until job `long` of pipeline `id` runs and has printed.
+async fn wait_running(handle: &RunnerHandle, id: u64) {
+    wait_for(handle, id, "long to run", |r| {
+        status_of(r, "long") == JobStatus::Running && log_of(handle, r, "long").contains("started")
+    })
+    .await;
+}
+
+/// Cancels the pipelines and waits until their jobs have ended.
+async fn cancel_all(handle: &RunnerHandle, ids: &[u64]) {
+    for &id in ids {
+        handle.cancel(id).await.unwrap();
+    }
+    for &id in ids {
+        wait_for(handle, id, "the cancel", |r| {
+            r.status().is_finished() && r.state.running().is_empty()
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_pipeline_of_a_feature_branch_auto_cancels_an_interruptible_one() {
+    use berth_ci::exec::api::PipelineView;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    let repo = feature_repo(&long_pipeline(true));
+    let first = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    wait_running(&fx.handle, first).await;
+
+    let second = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    // Decided when the newer pipeline is created.
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    assert_eq!(rec.auto_canceled_by, Some(second));
+    assert!(
+        matches!(
+            status_of(&rec, "long"),
+            JobStatus::Canceling | JobStatus::Canceled
+        ),
+        "{:?}",
+        status_of(&rec, "long")
+    );
+    let rec = wait_for(&fx.handle, first, "the auto-cancel", |r| {
+        r.status() == PipelineStatus::Canceled
+    })
+    .await;
+    assert_eq!(status_of(&rec, "long"), JobStatus::Canceled);
+    // The deploy job (not interruptible, but not started) never starts.
+    assert_eq!(status_of(&rec, "deploy"), JobStatus::Canceled);
+    assert!(
+        rec.state.jobs()[rec.state.find("deploy").unwrap()]
+            .attempts
+            .is_empty()
+    );
+    // The existing cancel path: SIGTERM, and after_script runs.
+    wait_for(&fx.handle, first, "after_script in the log", |r| {
+        log_of(&fx.handle, r, "long").contains("after-script-ran")
+    })
+    .await;
+
+    // The API says why.
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    let (code, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{first}")).await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.summary.status, "canceled");
+    assert_eq!(view.summary.auto_canceled_by, Some(second));
+    assert!(view.jobs[0].interruptible);
+
+    // The newer pipeline runs on, and was not canceled by anything.
+    let rec = fx.handle.get(second).await.unwrap().unwrap();
+    assert_eq!(rec.status(), PipelineStatus::Running);
+    assert_eq!(rec.auto_canceled_by, None);
+    cancel_all(&fx.handle, &[second]).await;
+    let rec = fx.handle.get(second).await.unwrap().unwrap();
+    assert_eq!(
+        rec.auto_canceled_by, None,
+        "a user's cancel is not an auto-cancel"
+    );
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_job_that_is_not_interruptible_lets_the_older_pipeline_finish() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    let repo = feature_repo(&long_pipeline(false));
+    let first = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    wait_running(&fx.handle, first).await;
+    let second = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    // The decision is made when the newer pipeline is created: the older
+    // one is untouched.
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    assert_eq!(rec.auto_canceled_by, None);
+    assert_eq!(status_of(&rec, "long"), JobStatus::Running);
+    assert_eq!(rec.status(), PipelineStatus::Running);
+    assert!(!rec.state.is_canceled());
+    cancel_all(&fx.handle, &[first, second]).await;
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_of_the_default_branch_are_never_auto_canceled() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    // Every job interruptible, on main, the default branch.
+    let repo = repo(&long_pipeline(true));
+    let first = submit_with(&fx.handle, repo.path(), Some("main"), Vec::new()).await;
+    wait_running(&fx.handle, first).await;
+    let second = submit_with(&fx.handle, repo.path(), Some("main"), Vec::new()).await;
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    assert_eq!(rec.auto_canceled_by, None);
+    assert_eq!(status_of(&rec, "long"), JobStatus::Running);
+    assert!(!rec.state.is_canceled());
+    cancel_all(&fx.handle, &[first, second]).await;
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_cancel_can_be_turned_off() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| c.auto_cancel = false).await;
+    let repo = feature_repo(&long_pipeline(true));
+    let first = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    wait_running(&fx.handle, first).await;
+    let second = submit_with(&fx.handle, repo.path(), Some("feature"), Vec::new()).await;
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    assert_eq!(rec.auto_canceled_by, None);
+    assert_eq!(status_of(&rec, "long"), JobStatus::Running);
+    cancel_all(&fx.handle, &[first, second]).await;
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_one_resource_group_never_overlap_across_pipelines() {
+    use berth_ci::exec::api::PipelineView;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    // Outside every sandbox: a lock file and the order of starts and ends.
+    let shared = tempfile::tempdir().unwrap();
+    let out = shared.path().join("order");
+    let lock = shared.path().join("lock");
+    let pipeline = format!(
+        "variables:\n  OUT: {out}\n  LOCK: {lock}\ndeploy:\n  resource_group: production\n  script:\n    - if [ -e \"$LOCK\" ]; then echo overlap >> \"$OUT\"; fi\n    - touch \"$LOCK\"\n    - echo \"start $CI_PIPELINE_ID\" >> \"$OUT\"\n    - sleep 1\n    - if [ \"$FAIL\" = yes ]; then exit 1; fi\n    - sleep 60\n  after_script:\n    - echo \"end $CI_PIPELINE_ID\" >> \"$OUT\"\n    - rm -f \"$LOCK\"\n",
+        out = out.display(),
+        lock = lock.display(),
+    );
+    let repo = repo(&pipeline);
+    // The first fails after a second, the second is canceled while it
+    // runs, the third is canceled too: each must release the group.
+    let first = submit_with(
+        &fx.handle,
+        repo.path(),
+        None,
+        vec![var("FAIL", "yes", false)],
+    )
+    .await;
+    let second = submit_with(&fx.handle, repo.path(), None, Vec::new()).await;
+    let third = submit_with(&fx.handle, repo.path(), None, Vec::new()).await;
+
+    // While the first holds the group, the others wait for it, and say so.
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    for id in [second, third] {
+        let (code, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{id}")).await;
+        assert_eq!(code, 200, "{body}");
+        let view: PipelineView = serde_json::from_str(&body).unwrap();
+        assert_eq!(view.jobs[0].status, "waiting_for_resource", "{body}");
+        assert_eq!(view.jobs[0].resource_group.as_deref(), Some("production"));
+        let rec = fx.handle.get(id).await.unwrap().unwrap();
+        assert!(rec.is_waiting_for_resource(0));
+        assert!(rec.state.jobs()[0].attempts.is_empty(), "never launched");
+    }
+
+    let rec = wait_for(&fx.handle, first, "the first deploy to fail", |r| {
+        r.status().is_finished() && r.state.running().is_empty()
+    })
+    .await;
+    assert_eq!(status_of(&rec, "deploy"), JobStatus::Failed);
+    // The failure released the group: the second runs; cancel it there.
+    let order = |n: &str| {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(n)
+    };
+    wait_for(&fx.handle, second, "the second deploy to start", |r| {
+        status_of(r, "deploy") == JobStatus::Running && order(&format!("start {second}"))
+    })
+    .await;
+    let rec = fx.handle.get(third).await.unwrap().unwrap();
+    assert!(rec.is_waiting_for_resource(0), "still waiting");
+    cancel_all(&fx.handle, &[second]).await;
+    // The cancel released it (after after_script): the third runs.
+    wait_for(&fx.handle, third, "the third deploy to start", |r| {
+        status_of(r, "deploy") == JobStatus::Running && order(&format!("start {third}"))
+    })
+    .await;
+    cancel_all(&fx.handle, &[third]).await;
+
+    let rec = fx.handle.get(second).await.unwrap().unwrap();
+    assert_eq!(status_of(&rec, "deploy"), JobStatus::Canceled);
+    let lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = [first, second, third]
+        .iter()
+        .flat_map(|id| [format!("start {id}"), format!("end {id}")])
+        .collect();
+    assert_eq!(lines, expected, "one at a time, oldest first, no overlap");
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_logs_are_cut_at_max_log_bytes_and_served_whole_on_request() {
+    const LIMIT: usize = 4096;
+    const SECRET: &str = "zq-secret-token-value";
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| c.max_log_bytes = LIMIT as u64).await;
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    // 1000 copies of the secret back to back (21,000 bytes, 8,000 once
+    // masked) around the limit: the cut falls inside one of them.
+    let repo = repo(
+        "noisy:\n  script:\n    - i=0; while [ $i -lt 1000 ]; do printf %s \"$TOKEN\"; i=$((i+1)); done; echo\n    - echo done-printing\n",
+    );
+    let id = submit_with(
+        &fx.handle,
+        repo.path(),
+        None,
+        vec![var("TOKEN", SECRET, true)],
+    )
+    .await;
+    let log_uri = format!("/ci/v1/pipelines/{id}/jobs/noisy/log");
+    let full_uri = format!("{log_uri}?full=true");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let full = loop {
+        let (code, body) = call(&api, "GET", &full_uri).await;
+        assert_eq!(code, 200, "{body}");
+        if body.contains("Job succeeded") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no whole log: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The whole log, as stored.
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    assert_eq!(status_of(&rec, "noisy"), JobStatus::Success);
+    assert_eq!(full, log_of(&fx.handle, &rec, "noisy"));
+    assert!(full.len() > LIMIT + 4000, "{}", full.len());
+    assert!(full.contains("done-printing"));
+    assert!(!full.contains("zq-"), "masked before it was stored");
+    let (_, tail) = call(&api, "GET", &format!("{full_uri}&offset=10")).await;
+    assert_eq!(tail, full[10..]);
+
+    // The stream: exactly the first LIMIT bytes, then the marker.
+    let (code, cut) = call(&api, "GET", &log_uri).await;
+    assert_eq!(code, 200);
+    let marker = format!(
+        "\n[berth] log cut at {LIMIT} bytes; the full log ({} bytes) is at GET {full_uri}\n",
+        full.len()
+    );
+    assert_eq!(cut.len(), LIMIT + marker.len(), "{cut}");
+    assert_eq!(cut[..LIMIT], full[..LIMIT]);
+    assert_eq!(cut[LIMIT..], marker);
+    // The secret straddling the limit: the cut is inside its `[MASKED]`.
+    let before = &cut[LIMIT - 16..LIMIT];
+    assert!(before.chars().all(|c| "[MASKED]".contains(c)), "{before:?}");
+    assert!(!cut.contains("zq"), "no part of the secret");
+
+    // Paging by offset: the rest up to the limit, the marker once, then
+    // nothing.
+    let (_, page) = call(&api, "GET", &format!("{log_uri}?offset=4000")).await;
+    assert_eq!(page, cut[4000..]);
+    let (_, page) = call(&api, "GET", &format!("{log_uri}?offset={}", cut.len())).await;
+    assert_eq!(page, "");
     fx.shut().await;
 }

@@ -9,6 +9,11 @@
 //! | `POST /ci/v1/pipelines/{id}/retry` | retry its failed and canceled jobs |
 //! | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` | start a manual job |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended |
+//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?full=true` | the whole log, however long |
+//!
+//! A log longer than the runner's `max_log_bytes` stops there, followed by
+//! one line saying where it was cut and that `?full=true` has all of it
+//! (see [`super::log`]); offsets count the bytes served, marker included.
 //!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
 //! jobs, 409 for an action the pipeline's state does not allow.
@@ -76,6 +81,9 @@ pub struct PipelineSummary {
     pub created_ms: u64,
     /// When it finished (ms since the epoch).
     pub finished_ms: Option<u64>,
+    /// The newer pipeline of the same branch that auto-canceled it.
+    #[serde(default)]
+    pub auto_canceled_by: Option<u64>,
 }
 
 /// One job of a pipeline.
@@ -85,7 +93,8 @@ pub struct JobView {
     pub name: String,
     /// Its stage.
     pub stage: String,
-    /// Its status.
+    /// Its status (GitLab's names; `waiting_for_resource` for a pending job
+    /// whose resource group another job holds).
     pub status: String,
     /// Attempts so far.
     pub attempts: usize,
@@ -97,6 +106,12 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     /// Its failure does not fail the pipeline.
     pub allow_failure: bool,
+    /// A newer pipeline of the same branch may cancel it.
+    #[serde(default)]
+    pub interruptible: bool,
+    /// Its resource group.
+    #[serde(default)]
+    pub resource_group: Option<String>,
 }
 
 /// A pipeline with its jobs.
@@ -124,6 +139,7 @@ impl PipelineSummary {
             warnings: rec.state.has_warnings(),
             created_ms: rec.created_ms,
             finished_ms: rec.finished_ms,
+            auto_canceled_by: rec.auto_canceled_by,
         }
     }
 }
@@ -137,17 +153,26 @@ impl PipelineView {
             .iter()
             .zip(rec.state.jobs())
             .zip(rec.state.nodes())
-            .map(|((planned, state), node)| {
+            .enumerate()
+            .map(|(i, ((planned, state), node))| {
                 let end = state.attempts.last().and_then(|a| a.end.as_ref());
+                let status = if state.status == JobStatus::Pending && rec.is_waiting_for_resource(i)
+                {
+                    "waiting_for_resource"
+                } else {
+                    state.status.as_str()
+                };
                 JobView {
                     name: planned.name.clone(),
                     stage: planned.stage.clone(),
-                    status: state.status.as_str().to_string(),
+                    status: status.to_string(),
                     attempts: state.attempts.len(),
                     failure_reason: end.and_then(|e| e.reason).map(|r| r.as_str().to_string()),
                     message: end.map(|e| e.message.clone()).unwrap_or_default(),
                     exit_code: end.and_then(|e| e.exit_code),
                     allow_failure: node.allow_failure.any,
+                    interruptible: planned.interruptible,
+                    resource_group: planned.resource_group.clone(),
                 }
             })
             .collect();
@@ -297,53 +322,69 @@ async fn play(
     Ok(Json(PipelineView::of(&record(&handle, id).await?)))
 }
 
-/// `?offset=N`.
+/// `?offset=N&full=true`.
 #[derive(Debug, serde::Deserialize)]
 struct LogQuery {
     #[serde(default)]
     offset: u64,
+    /// The whole log, not cut at `max_log_bytes`.
+    #[serde(default)]
+    full: bool,
 }
 
 async fn log(
     State(handle): State<RunnerHandle>,
     Path((id, job)): Path<(u64, String)>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     axum::extract::Query(query): axum::extract::Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let rec = record(&handle, id).await?;
     let index = rec.state.find(&job).ok_or(RunError::NoSuchJob(id, job))?;
     let state = &rec.state.jobs()[index];
     let attempts = state.attempts.len();
-    let finished = if state.status.is_finished() || state.status == JobStatus::Manual {
-        "true"
-    } else {
-        "false"
-    };
-    let bytes = if attempts == 0 {
-        Vec::new()
-    } else {
-        let path = handle.log_path(id, index, attempts);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        }
-    };
-    let from = usize::try_from(query.offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    Ok((
-        StatusCode::OK,
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; charset=utf-8",
-            ),
-            (
-                axum::http::HeaderName::from_static("x-berth-job-finished"),
-                finished,
-            ),
-        ],
-        bytes[from..].to_vec(),
-    )
-        .into_response())
+    let finished = state.status.is_finished() || state.status == JobStatus::Manual;
+    let headers = [
+        (
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        ),
+        (
+            axum::http::HeaderName::from_static("x-berth-job-finished"),
+            if finished { "true" } else { "false" },
+        ),
+    ];
+    let internal = |e: std::io::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    if attempts == 0 {
+        return Ok((StatusCode::OK, headers, Vec::new()).into_response());
+    }
+    let path = handle.log_path(id, index, attempts);
+    if query.full {
+        // However long it is: streamed from the file.
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((StatusCode::OK, headers, Vec::new()).into_response());
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        let len = file.metadata().await.map_err(internal)?.len();
+        file.seek(std::io::SeekFrom::Start(query.offset.min(len)))
+            .await
+            .map_err(internal)?;
+        let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+            file.take(len.saturating_sub(query.offset)),
+        ));
+        return Ok((StatusCode::OK, headers, body).into_response());
+    }
+    let limit = handle.max_log_bytes();
+    let offset = query.offset;
+    let part = tokio::task::spawn_blocking(move || super::log::read_part(&path, offset, limit))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(internal)?;
+    let location = format!("is at GET {}?full=true", uri.path());
+    let bytes =
+        part.into_bytes(|limit, total| super::log::marker_line(limit, total, finished, &location));
+    Ok((StatusCode::OK, headers, bytes).into_response())
 }

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use super::files::{Access, FileStore, PipelineAccess, urls};
 use super::mask::Masker;
+use super::resource_group::{self, Assignment, GroupJob};
 use super::source::{self, Revision};
 use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline, PipelineStatus};
 use super::store::{Store, StoreError};
@@ -66,6 +67,14 @@ pub struct RunnerConfig {
     pub role: String,
     /// Largest upload (artifacts, caches) accepted.
     pub max_upload: u64,
+    /// Auto-cancel superseded pipelines: a new pipeline for a branch other
+    /// than the default branch cancels the older unfinished pipelines of
+    /// the same project and branch whose started jobs are all
+    /// `interruptible` (GitLab's rule).
+    pub auto_cancel: bool,
+    /// How much of a job's log viewers get before a line that says where it
+    /// was cut (the whole log is still stored; see [`super::log`]).
+    pub max_log_bytes: u64,
 }
 
 impl RunnerConfig {
@@ -82,6 +91,8 @@ impl RunnerConfig {
             kill_grace: Duration::from_secs(10),
             role: "*".into(),
             max_upload: 1 << 30,
+            auto_cancel: true,
+            max_log_bytes: super::log::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -117,12 +128,44 @@ pub struct PipelineRecord {
     /// Per job, why its latest attempt was killed by the framework.
     #[serde(default)]
     pub kill_reasons: Vec<Option<FailureReason>>,
+    /// The repository's directory (with the project's subdirectory): with
+    /// `project`, what makes two pipelines the same project's.
+    #[serde(default)]
+    pub repository: String,
+    /// `ref_name` is a branch (not a tag, a commit or a detached HEAD).
+    #[serde(default)]
+    pub branch: bool,
+    /// The newer pipeline of the same branch that auto-canceled this one.
+    #[serde(default)]
+    pub auto_canceled_by: Option<u64>,
+    /// Per job: pending, but waiting for its `resource_group` (another job
+    /// holds it). Derived by the runner when it hands the record out; not
+    /// stored.
+    #[serde(skip)]
+    pub waiting_for_resource: Vec<bool>,
 }
 
 impl PipelineRecord {
     /// The pipeline's status.
     pub fn status(&self) -> PipelineStatus {
         self.state.status()
+    }
+
+    /// Whether job `i` is pending but waits for its resource group.
+    pub fn is_waiting_for_resource(&self, i: usize) -> bool {
+        self.waiting_for_resource.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether a newer pipeline may auto-cancel this one: every job that
+    /// has started (running or finished, in any attempt) is
+    /// `interruptible`. Jobs not started yet do not count: they are just
+    /// never started.
+    pub fn is_interruptible(&self) -> bool {
+        self.state
+            .jobs()
+            .iter()
+            .zip(&self.plan.jobs)
+            .all(|(state, planned)| state.attempts.is_empty() || planned.interruptible)
     }
 
     /// The stored log of job `job`'s attempt `attempt` (from 1).
@@ -199,6 +242,7 @@ pub struct RunnerHandle {
     access: Arc<Tokens>,
     data_dir: PathBuf,
     files: FileStore,
+    max_log_bytes: u64,
 }
 
 impl std::fmt::Debug for RunnerHandle {
@@ -279,6 +323,12 @@ impl RunnerHandle {
     /// The stored log of a job's attempt (from 1), masked.
     pub fn log_path(&self, pipeline: u64, job: usize, attempt: usize) -> PathBuf {
         PipelineRecord::log_path(&self.data_dir, pipeline, job, attempt)
+    }
+
+    /// How much of a log viewers get before it is cut
+    /// ([`RunnerConfig::max_log_bytes`]).
+    pub fn max_log_bytes(&self) -> u64 {
+        self.max_log_bytes
     }
 }
 
@@ -425,6 +475,7 @@ pub async fn start(
         access: tokens.clone(),
         data_dir: config.data_dir.clone(),
         files: files.clone(),
+        max_log_bytes: config.max_log_bytes,
     };
     let mut runner = Runner {
         config,
@@ -513,7 +564,7 @@ impl Runner {
                 let _ = reply.send(result);
             }
             Request::Cancel(id, reply) => {
-                let result = self.cancel(id).await;
+                let result = self.cancel(id, None).await;
                 let _ = reply.send(result);
             }
             Request::Retry(id, reply) => {
@@ -522,6 +573,8 @@ impl Runner {
                     Some(rec) => {
                         rec.state.retry();
                         rec.state.advance(SystemTime::now());
+                        // Running again: no longer superseded.
+                        rec.auto_canceled_by = None;
                         Ok(())
                     }
                 };
@@ -546,10 +599,21 @@ impl Runner {
                 let _ = reply.send(result);
             }
             Request::Get(id, reply) => {
-                let _ = reply.send(self.pipelines.get(&id).cloned());
+                let resources = self.resources();
+                let rec = self
+                    .pipelines
+                    .get(&id)
+                    .map(|rec| with_waits(rec, &resources));
+                let _ = reply.send(rec);
             }
             Request::List(reply) => {
-                let _ = reply.send(self.pipelines.values().cloned().collect());
+                let resources = self.resources();
+                let all = self
+                    .pipelines
+                    .values()
+                    .map(|rec| with_waits(rec, &resources))
+                    .collect();
+                let _ = reply.send(all);
             }
         }
     }
@@ -574,8 +638,10 @@ impl Runner {
         let store = self.store.clone();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let source = submission.source;
+        let default_branch = rev.default_branch.clone();
         let created = tokio::task::spawn_blocking(move || -> Result<PipelineRecord, RunError> {
             let repo = RevisionRepository { rev: &rev };
+            let branch = !rev.is_tag && source::is_branch(&rev);
             let mut made: Option<PipelineRecord> = None;
             let mut failure: Option<RunError> = None;
             store.create_with(|id| {
@@ -633,6 +699,10 @@ impl Runner {
                     masked_values,
                     agents: vec![String::new(); jobs],
                     kill_reasons: vec![None; jobs],
+                    repository: rev.root.join(&rev.subdir).display().to_string(),
+                    branch,
+                    auto_canceled_by: None,
+                    waiting_for_resource: Vec::new(),
                 };
                 made = Some(rec.clone());
                 Some(rec)
@@ -659,14 +729,68 @@ impl Runner {
         self.pipelines.insert(id, rec);
         self.persist(id).await;
         info!(pipeline = id, "pipeline created");
+        if self.config.auto_cancel {
+            self.auto_cancel_superseded(id, &default_branch).await;
+        }
         Ok(id)
     }
 
-    async fn cancel(&mut self, id: u64) -> Result<(), RunError> {
+    /// GitLab's auto-cancel of redundant pipelines: pipeline `new`, for a
+    /// branch other than `default_branch`, cancels the older unfinished
+    /// pipelines of the same project and branch whose started jobs are all
+    /// interruptible. The others are left to finish.
+    async fn auto_cancel_superseded(&mut self, new: u64, default_branch: &str) {
+        let Some(rec) = self.pipelines.get(&new) else {
+            return;
+        };
+        if !rec.branch || rec.ref_name == default_branch {
+            return;
+        }
+        let superseded: Vec<(u64, bool)> = self
+            .pipelines
+            .range(..new)
+            .map(|(_, old)| old)
+            .filter(|old| {
+                old.branch
+                    && old.ref_name == rec.ref_name
+                    && old.project == rec.project
+                    && old.repository == rec.repository
+                    && !old.state.is_canceled()
+                    && !old.status().is_finished()
+            })
+            .map(|old| (old.id, old.is_interruptible()))
+            .collect();
+        for (old, interruptible) in superseded {
+            if !interruptible {
+                info!(
+                    pipeline = old,
+                    by = new,
+                    "not auto-canceling a superseded pipeline: a job that is not interruptible has started"
+                );
+                continue;
+            }
+            info!(
+                pipeline = old,
+                by = new,
+                "auto-canceling a superseded pipeline"
+            );
+            if let Err(e) = self.cancel(old, Some(new)).await {
+                warn!(pipeline = old, "cannot auto-cancel: {e}");
+            }
+        }
+    }
+
+    /// Cancels pipeline `id`; `by` is the newer pipeline that auto-cancels
+    /// it, if that is why.
+    async fn cancel(&mut self, id: u64, by: Option<u64>) -> Result<(), RunError> {
         let rec = self
             .pipelines
             .get_mut(&id)
             .ok_or(RunError::NoSuchPipeline(id))?;
+        let finished = rec.state.jobs().iter().all(|j| j.status.is_finished());
+        if by.is_some() && !finished {
+            rec.auto_canceled_by = by;
+        }
         let kill = rec.state.cancel();
         let tasks: Vec<String> = kill
             .iter()
@@ -683,6 +807,11 @@ impl Runner {
                 warn!(task = %task, "cannot kill: {e}");
             }
         }
+        // Jobs of other pipelines may have waited for a resource group a
+        // canceled pending job was first in line for.
+        if self.any_pending() {
+            self.revive().await;
+        }
         Ok(())
     }
 
@@ -690,6 +819,39 @@ impl Runner {
         if let Err(e) = self.framework.revive(vec![]).await {
             warn!("cannot revive offers: {e}");
         }
+    }
+
+    /// Whether any pipeline has a job waiting for an offer (or for its
+    /// resource group).
+    fn any_pending(&self) -> bool {
+        self.pipelines
+            .values()
+            .any(|rec| !rec.state.pending().is_empty())
+    }
+
+    /// Which pending jobs wait for their resource group, over every
+    /// unfinished pipeline, oldest first.
+    fn resources(&self) -> Assignment {
+        let jobs: Vec<GroupJob<'_>> = self
+            .pipelines
+            .values()
+            .filter(|rec| !rec.status().is_finished())
+            .flat_map(|rec| {
+                rec.plan
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, planned)| {
+                        Some(GroupJob {
+                            pipeline: rec.id,
+                            job: i,
+                            group: planned.resource_group.as_deref()?,
+                            status: rec.state.job(i)?.status,
+                        })
+                    })
+            })
+            .collect();
+        resource_group::assign(&jobs)
     }
 
     async fn on_tick(&mut self) {
@@ -745,11 +907,16 @@ impl Runner {
         }
     }
 
-    /// The pending jobs, oldest pipeline first, with their tasks.
+    /// The pending jobs, oldest pipeline first, with their tasks; not the
+    /// ones waiting for their resource group.
     fn pending_tasks(&self) -> Vec<(pb::TaskInfo, Vec<String>)> {
+        let resources = self.resources();
         let mut out = Vec::new();
         for rec in self.pipelines.values() {
             for i in rec.state.pending() {
+                if resources.is_waiting(rec.id, i) {
+                    continue;
+                }
                 let attempt = rec.state.job(i).map_or(0, |j| j.attempts.len()) + 1;
                 match self.task_for(rec, i, attempt) {
                     Ok(task) => out.push((task, rec.plan.jobs[i].tags.clone())),
@@ -1051,9 +1218,10 @@ impl Runner {
             }
         };
         rec.state.advance(SystemTime::now());
-        let more = retried || !rec.state.pending().is_empty();
         self.persist(p).await;
-        if more {
+        // Jobs of this pipeline may have become pending, or jobs of any
+        // pipeline may have waited for the resource group this job held.
+        if retried || self.any_pending() {
             self.revive().await;
         }
     }
@@ -1114,6 +1282,16 @@ impl Runner {
             }
         });
     }
+}
+
+/// A copy of `rec` that says which of its jobs wait for their resource
+/// group.
+fn with_waits(rec: &PipelineRecord, resources: &Assignment) -> PipelineRecord {
+    let mut rec = rec.clone();
+    rec.waiting_for_resource = (0..rec.plan.jobs.len())
+        .map(|i| resources.is_waiting(rec.id, i))
+        .collect();
+    rec
 }
 
 /// How a job attempt ended, from its terminal update.
@@ -1275,6 +1453,84 @@ mod tests {
         assert!(tags_match(&["linux".into(), "x86".into()], &attrs));
         assert!(!tags_match(&["arm".into()], &attrs));
         assert!(!tags_match(&["linux".into(), "gpu".into()], &attrs));
+    }
+
+    /// A stored-like record of `yaml`'s pipeline for branch `feature`.
+    fn record(yaml: &str) -> PipelineRecord {
+        let (config, _) = Config::parse(yaml, &ParseOptions::default()).unwrap();
+        let ctx = Context {
+            project_name: "demo".into(),
+            ref_name: "feature".into(),
+            default_branch: "main".into(),
+            pipeline_id: 1,
+            ..Context::default()
+        };
+        let plan = config
+            .plan(&ctx, &crate::MemoryRepository::default())
+            .unwrap()
+            .unwrap();
+        let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
+        let mut state = Pipeline::new(nodes).unwrap();
+        state.advance(SystemTime::UNIX_EPOCH);
+        let jobs = plan.jobs.len();
+        PipelineRecord {
+            id: 1,
+            project: "demo".into(),
+            sha: "0".repeat(40),
+            ref_name: "feature".into(),
+            source: "push".into(),
+            token: "token".into(),
+            created_ms: 0,
+            finished_ms: None,
+            plan,
+            state,
+            masked_values: Vec::new(),
+            agents: vec![String::new(); jobs],
+            kill_reasons: vec![None; jobs],
+            repository: "/src/demo".into(),
+            branch: true,
+            auto_canceled_by: Some(2),
+            waiting_for_resource: vec![true; jobs],
+        }
+    }
+
+    #[test]
+    fn a_pipeline_is_interruptible_while_every_started_job_is() {
+        let mut rec = record(
+            "lint:\n  stage: build\n  interruptible: true\n  script: [x]\ndeploy:\n  stage: deploy\n  script: [x]\n",
+        );
+        let t = SystemTime::UNIX_EPOCH;
+        assert!(rec.is_interruptible(), "nothing started");
+        rec.state.started(0, "ci-1-0-1", t).unwrap();
+        assert!(rec.is_interruptible(), "only lint started");
+        rec.state.finished(0, JobEnd::success(), t).unwrap();
+        rec.state.advance(t);
+        assert_eq!(rec.state.pending(), vec![1]);
+        assert!(rec.is_interruptible(), "deploy is pending, not started");
+        rec.state.started(1, "ci-1-1-1", t).unwrap();
+        assert!(!rec.is_interruptible(), "deploy started");
+        rec.state.finished(1, JobEnd::script_failure(1), t).unwrap();
+        assert!(!rec.is_interruptible(), "and finished: it still counts");
+    }
+
+    #[test]
+    fn records_stored_before_auto_cancel_still_read() {
+        let rec = record("build:\n  resource_group: prod\n  script: [x]\n");
+        let mut json = serde_json::to_value(&rec).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(
+            !fields.contains_key("waiting_for_resource"),
+            "derived, not stored"
+        );
+        for key in ["repository", "branch", "auto_canceled_by"] {
+            assert!(fields.remove(key).is_some(), "{key} is stored");
+        }
+        let old: PipelineRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.repository, "");
+        assert!(!old.branch, "never auto-canceled");
+        assert_eq!(old.auto_canceled_by, None);
+        assert!(!old.is_waiting_for_resource(0));
+        assert_eq!(old.plan.jobs[0].resource_group.as_deref(), Some("prod"));
     }
 
     fn status(state: pb::TaskState) -> pb::TaskStatus {

@@ -218,6 +218,21 @@ fn default_branch(root: &Path, current: &str) -> String {
     current.to_string()
 }
 
+/// Whether the revision's ref is a branch of the repository (or of its
+/// `origin`): not a tag, a commit sha or a detached `HEAD`. Only branch
+/// pipelines supersede each other (auto-cancel).
+pub fn is_branch(rev: &Revision) -> bool {
+    if rev.is_tag || rev.ref_name.is_empty() || rev.ref_name == "HEAD" {
+        return false;
+    }
+    [
+        format!("refs/heads/{}", rev.ref_name),
+        format!("refs/remotes/origin/{}", rev.ref_name),
+    ]
+    .iter()
+    .any(|r| git(&rev.root, ["show-ref", "--verify", "--quiet", r.as_str()]).is_ok())
+}
+
 fn changed_files(root: &Path, sha: &str) -> Result<Vec<String>, SourceError> {
     let has_parent = git(
         root,
@@ -363,6 +378,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn only_branches_are_branches() {
+        let dir = repo();
+        let d = dir.path();
+        sh(d, &["tag", "v1"]);
+        sh(d, &["branch", "feature"]);
+        let head = resolve(d, None, false).unwrap();
+        assert!(is_branch(&head), "{head:?}");
+        assert!(is_branch(&resolve(d, Some("feature"), false).unwrap()));
+        assert!(is_branch(&resolve(d, None, true).unwrap()), "dirty HEAD");
+        assert!(!is_branch(&resolve(d, Some("v1"), false).unwrap()), "a tag");
+        let sha = head.sha.clone();
+        assert!(!is_branch(&resolve(d, Some(&sha), false).unwrap()), "a sha");
+        sh(d, &["checkout", "-q", "--detach"]);
+        let detached = resolve(d, None, false).unwrap();
+        assert_eq!(detached.ref_name, "HEAD");
+        assert!(!is_branch(&detached));
     }
 
     #[test]
