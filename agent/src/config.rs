@@ -12,8 +12,12 @@ use crate::error::AgentError;
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
 /// Default time without any message from the master before reconnecting.
 pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default first resend delay of an unacknowledged status update.
-pub const DEFAULT_STATUS_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default first resend delay of an unacknowledged status update: 10 s, as
+/// in Mesos (`STATUS_UPDATE_RETRY_INTERVAL_MIN`). Updates are also resent at
+/// once after every re-registration, so a lost master costs no 10 s wait; a
+/// shorter delay only makes a busy master read every slow acknowledgement's
+/// update twice.
+pub const DEFAULT_STATUS_RETRY_INITIAL: Duration = Duration::from_secs(10);
 /// Largest resend delay of an unacknowledged status update.
 pub const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Ports an agent offers when its resources are auto-detected.

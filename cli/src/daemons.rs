@@ -72,6 +72,11 @@ pub(crate) struct MasterTuning {
     /// How many completed tasks the registry keeps for `berth task list --all`.
     #[arg(long, default_value_t = 1000)]
     max_completed_tasks: usize,
+    /// Most offers one framework holds at once (default: no limit, as in
+    /// Mesos). With many frameworks that each use an agent or two at a
+    /// time, a small limit saves making offers that are only declined.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    offer_limit: Option<u64>,
 }
 
 impl MasterTuning {
@@ -82,6 +87,9 @@ impl MasterTuning {
         config.agent_ping_timeout = self.agent_ping_timeout;
         config.max_completed_tasks = self.max_completed_tasks;
         config.offer_timeout = Some(self.offer_timeout);
+        config.offer_limit = self
+            .offer_limit
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         config
     }
 }

@@ -28,6 +28,9 @@ pub struct MasterConfig {
     /// Offers not used within this time are rescinded; `None` keeps them
     /// until used.
     pub offer_timeout: Option<Duration>,
+    /// Most offers one framework holds at once; `None` is no limit (as in
+    /// Mesos). See `AllocatorConfig::offer_limit`.
+    pub offer_limit: Option<usize>,
     /// Default `refuse_seconds` of a decline without filters.
     pub default_refuse: Duration,
     /// How many completed tasks the registry keeps for display.
@@ -68,6 +71,7 @@ impl MasterConfig {
             heartbeat_interval: Duration::from_secs(5),
             allocation_interval: Duration::from_secs(1),
             offer_timeout: Some(Duration::from_secs(60)),
+            offer_limit: None,
             default_refuse: Duration::from_secs(5),
             max_completed_tasks: 1000,
             snapshot_every: 10_000,
@@ -100,6 +104,11 @@ impl MasterConfig {
         if self.agent_ping_timeout < self.agent_ping_interval {
             return Err(MasterError::Config(
                 "agent_ping_timeout must be at least agent_ping_interval".into(),
+            ));
+        }
+        if self.offer_limit == Some(0) {
+            return Err(MasterError::Config(
+                "offer_limit must be at least 1 (leave it unset for no limit)".into(),
             ));
         }
         if self.offer_timeout.is_some_and(|d| d.is_zero()) {

@@ -286,10 +286,7 @@ impl Core {
         members.insert(config.id, address);
         let raft_status = raft.handle.status();
         let offers = OfferBook::new(&master_id, config.offer_timeout);
-        let allocator = Allocator::new(AllocatorConfig {
-            default_refuse: config.default_refuse,
-            ..AllocatorConfig::default()
-        });
+        let allocator = Allocator::new(allocator_config(&config));
         Self {
             config,
             master_id,
@@ -329,10 +326,7 @@ impl Core {
     /// re-subscribes), an empty offer book with a fresh id prefix, and a full
     /// ping timeout for every reachable agent to re-register.
     fn rebuild_leader_state(&mut self, term: u64) {
-        let mut allocator = Allocator::new(AllocatorConfig {
-            default_refuse: self.config.default_refuse,
-            ..AllocatorConfig::default()
-        });
+        let mut allocator = Allocator::new(allocator_config(&self.config));
         for (role, w) in self.registry.weights() {
             if let Ok(weight) = Weight::new(ms_to_secs(*w)) {
                 allocator.set_weight(role.clone(), weight);
@@ -378,10 +372,7 @@ impl Core {
         self.pending_kills.clear();
         self.pending_work.clear();
         self.offers = OfferBook::new(&self.master_id, self.config.offer_timeout);
-        self.allocator = Allocator::new(AllocatorConfig {
-            default_refuse: self.config.default_refuse,
-            ..AllocatorConfig::default()
-        });
+        self.allocator = Allocator::new(allocator_config(&self.config));
     }
 
     /// Runs until `stop` fires, Raft stops, or a fatal error happens.
@@ -2051,6 +2042,12 @@ impl Core {
 
     fn allocate(&mut self) {
         let now = self.now();
+        if self.config.offer_limit.is_some() {
+            for fw in self.frameworks.keys() {
+                self.allocator
+                    .set_outstanding_offers(fw, self.offers.count_of(fw));
+            }
+        }
         let allocations = self.allocator.allocate(now);
         let mut by_framework: BTreeMap<FrameworkId, Vec<pb::Offer>> = BTreeMap::new();
         for allocation in allocations {
@@ -2621,6 +2618,15 @@ impl Core {
                 }
             })
             .collect()
+    }
+}
+
+/// The allocator settings of a master.
+fn allocator_config(config: &MasterConfig) -> AllocatorConfig {
+    AllocatorConfig {
+        default_refuse: config.default_refuse,
+        offer_limit: config.offer_limit,
+        ..AllocatorConfig::default()
     }
 }
 

@@ -291,11 +291,20 @@ pub struct AllocatorConfig {
     /// quantities (default: cpus 0.01 *or* mem 32). Empty means any
     /// non-empty offer.
     pub min_allocatable: Resources,
+    /// Most offers one framework may hold at once (`None`: no limit, as in
+    /// Mesos). A framework holding that many is skipped by allocation
+    /// cycles until some are accepted, declined or rescinded (the caller
+    /// reports its count with [`Allocator::set_outstanding_offers`]). With
+    /// many frameworks and many agents this bounds the offers made to
+    /// frameworks that use one agent at a time, which otherwise decline
+    /// nearly every offer they get.
+    pub offer_limit: Option<usize>,
 }
 
 impl Default for AllocatorConfig {
     fn default() -> Self {
         AllocatorConfig {
+            offer_limit: None,
             default_refuse: Duration::from_secs(5),
             min_allocatable: Resources {
                 cpus: Scalar::from_milli_saturating(10),
@@ -396,6 +405,10 @@ struct FrameworkState {
     allocated: BTreeMap<Role, Resources>,
     /// Where this framework holds allocations.
     placements: BTreeSet<(AgentId, Role)>,
+    /// Offers it holds (see [`AllocatorConfig::offer_limit`]).
+    offers_out: usize,
+    /// Whether it holds as many offers as the limit allows.
+    at_offer_limit: bool,
 }
 
 impl FrameworkState {
@@ -409,11 +422,16 @@ impl FrameworkState {
             counted: BTreeSet::new(),
             allocated: BTreeMap::new(),
             placements: BTreeSet::new(),
+            offers_out: 0,
+            at_offer_limit: false,
         }
     }
 
     fn eligible(&self, role: &Role) -> bool {
-        self.active && self.roles.contains(role) && !self.suppressed.contains(role)
+        self.active
+            && !self.at_offer_limit
+            && self.roles.contains(role)
+            && !self.suppressed.contains(role)
     }
 
     fn key(&self, id: &FrameworkId) -> FwKey {
@@ -1323,12 +1341,40 @@ impl Allocator {
                 out.allocations.len(),
             );
         }
+        if self.config.offer_limit.is_some() {
+            let count = self
+                .frameworks
+                .get(&framework)
+                .map_or(0, |f| f.offers_out + 1);
+            self.set_outstanding_offers(&framework, count);
+        }
         out.allocations.push(Allocation {
             framework,
             agent,
             role,
             resources: alloc,
         });
+    }
+
+    /// Tells the allocator how many offers `framework` holds now (offers
+    /// made by [`Allocator::allocate`] are counted by it; the caller reports
+    /// the count after offers are accepted, declined or rescinded). Only
+    /// matters with an [`AllocatorConfig::offer_limit`]. Unknown frameworks
+    /// are ignored.
+    pub fn set_outstanding_offers(&mut self, framework: &FrameworkId, count: usize) {
+        let limit = self.config.offer_limit;
+        let Some(fw) = self.frameworks.get_mut(framework) else {
+            return;
+        };
+        fw.offers_out = count;
+        let at_limit = limit.is_some_and(|l| count >= l);
+        if fw.at_offer_limit != at_limit {
+            fw.at_offer_limit = at_limit;
+            let roles: Vec<Role> = fw.roles.iter().cloned().collect();
+            for role in roles {
+                self.refresh(framework, &role);
+            }
+        }
     }
 
     /// The first framework of `role` (DRF order) eligible for `offer` on
@@ -1568,6 +1614,11 @@ impl Allocator {
         // everything is filtered) cost no clone and no lookup.
         let mut after: Option<AgentId> = None;
         loop {
+            if self.role_sorter.active_len() == 0 {
+                // Every framework is suppressed, filtered out or at its
+                // offer limit (which can happen during the cycle).
+                return;
+            }
             let rest = match &after {
                 None => self.agents.range::<AgentId, _>(..),
                 Some(id) => self.agents.range((Excluded(id), Unbounded)),

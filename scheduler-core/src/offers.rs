@@ -50,6 +50,8 @@ pub struct OfferBook {
     by_id: HashMap<OfferId, u64>,
     rescinded: VecDeque<OfferId>,
     rescinded_set: HashSet<OfferId>,
+    /// Live offers per framework.
+    per_framework: HashMap<FrameworkId, usize>,
 }
 
 impl OfferBook {
@@ -66,6 +68,7 @@ impl OfferBook {
             by_id: HashMap::new(),
             rescinded: VecDeque::new(),
             rescinded_set: HashSet::new(),
+            per_framework: HashMap::new(),
         }
     }
 
@@ -84,6 +87,10 @@ impl OfferBook {
             expires: self.timeout.map(|t| now + t),
         };
         self.by_id.insert(id, seq);
+        *self
+            .per_framework
+            .entry(offer.framework.clone())
+            .or_default() += 1;
         self.offers.insert(seq, offer.clone());
         offer
     }
@@ -156,6 +163,12 @@ impl OfferBook {
     pub fn remove(&mut self, id: &OfferId) -> Option<Offer> {
         let seq = self.by_id.remove(id)?;
         let offer = self.offers.remove(&seq)?;
+        if let Some(n) = self.per_framework.get_mut(&offer.framework) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_framework.remove(&offer.framework);
+            }
+        }
         self.remember(offer.id.clone());
         Some(offer)
     }
@@ -194,6 +207,11 @@ impl OfferBook {
     /// Whether there are no live offers.
     pub fn is_empty(&self) -> bool {
         self.offers.is_empty()
+    }
+
+    /// How many live offers `framework` holds.
+    pub fn count_of(&self, framework: &FrameworkId) -> usize {
+        self.per_framework.get(framework).copied().unwrap_or(0)
     }
 
     /// The live offers of `framework`, oldest first.

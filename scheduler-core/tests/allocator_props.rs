@@ -467,4 +467,49 @@ proptest! {
             }
         }
     }
+
+    /// (7) With an offer limit, no framework ever holds more offers than
+    /// the limit, and while some agent is left unoffered every framework
+    /// holds exactly the limit (one below it is offered again).
+    #[test]
+    fn offer_limit_bounds_the_offers_held(
+        limit in 1..4usize,
+        n_agents in 1..20usize,
+        n_fw in 1..4usize,
+        rounds in prop::collection::vec(prop::collection::vec(0..4usize, 3), 1..10),
+    ) {
+        let config = AllocatorConfig { offer_limit: Some(limit), ..AllocatorConfig::default() };
+        let mut a = Allocator::new(config);
+        for i in 0..n_agents {
+            a.add_agent(agent(i), AgentResources::unreserved(r("cpus:4;mem:4096")), true);
+        }
+        for i in 0..n_fw {
+            a.add_framework(fw(i), roles(&["*"]), true);
+        }
+        let mut held: BTreeMap<FrameworkId, Vec<Allocation>> = BTreeMap::new();
+        let mut now = 0;
+        for give_back in rounds {
+            now += 1000;
+            for x in a.allocate(Time::from_millis(now)) {
+                held.entry(x.framework.clone()).or_default().push(x);
+            }
+            let total: usize = held.values().map(Vec::len).sum();
+            for i in 0..n_fw {
+                let n = held.get(&fw(i)).map_or(0, Vec::len);
+                prop_assert!(n <= limit, "{} holds {n} offers, limit {limit}", fw(i));
+                if total < n_agents {
+                    prop_assert_eq!(n, limit, "an agent is free but {} holds {} < {}", fw(i), n, limit);
+                }
+            }
+            // Each framework declines some of its offers (no filter).
+            for (i, k) in give_back.into_iter().enumerate().take(n_fw) {
+                let list = held.entry(fw(i)).or_default();
+                let k = k.min(list.len());
+                for x in list.drain(..k) {
+                    a.recover(&x.agent, &x.framework, &x.role, &x.resources, None, Time::from_millis(now));
+                }
+                a.set_outstanding_offers(&fw(i), list.len());
+            }
+        }
+    }
 }

@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use berth_proto as pb;
 use clap::Parser;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long one call may take before it counts as an error.
@@ -93,8 +90,7 @@ struct Row {
 #[derive(Debug)]
 struct Group {
     addrs: Vec<String>,
-    stops: Vec<oneshot::Sender<()>>,
-    joins: Vec<JoinHandle<Result<(), berth_master::MasterError>>>,
+    masters: berth_benches::LocalMasters,
     dir: tempfile::TempDir,
 }
 
@@ -168,7 +164,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &masters in &args.masters {
-        let mut group = start_group(masters, &base).await?;
+        let group = start_group(masters, &base).await?;
         let started = Instant::now();
         let leader = wait_for_leader(&group.addrs).await?;
         eprintln!(
@@ -204,7 +200,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
         .await;
-        stop_group(&mut group).await;
+        group.masters.stop(STOP_TIMEOUT).await;
         result?;
     }
 
@@ -237,61 +233,17 @@ fn fmt_row(row: &Row) -> String {
     )
 }
 
-/// Starts `n` masters: binds every listener first so the peers list is
-/// known, then runs each master on its listener.
+/// Starts `n` masters in a fresh directory under `base`.
 async fn start_group(n: usize, base: &Path) -> anyhow::Result<Group> {
     let dir = tempfile::Builder::new()
         .prefix("berth-raft-bench-")
         .tempdir_in(base)?;
-    let mut listeners = Vec::new();
-    for _ in 0..n {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await?);
-    }
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?;
-    let peers: Vec<(u64, String)> = if n == 1 {
-        Vec::new()
-    } else {
-        (1u64..).zip(addrs.iter().cloned()).collect()
-    };
-    let mut stops = Vec::new();
-    let mut joins = Vec::new();
-    for (id, listener) in (1u64..).zip(listeners) {
-        let mut config = berth_master::MasterConfig::new(dir.path().join(format!("master-{id}")));
-        config.id = id;
-        config.peers = peers.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        joins.push(tokio::spawn(berth_master::run(
-            listener,
-            config,
-            async move {
-                let _ = stopped.await;
-            },
-        )));
-        stops.push(stop);
-    }
+    let masters = berth_benches::LocalMasters::start(n, dir.path(), |_| {}).await?;
     Ok(Group {
-        addrs,
-        stops,
-        joins,
+        addrs: masters.addrs.clone(),
+        masters,
         dir,
     })
-}
-
-async fn stop_group(group: &mut Group) {
-    for stop in group.stops.drain(..) {
-        let _ = stop.send(());
-    }
-    for (i, join) in group.joins.drain(..).enumerate() {
-        match tokio::time::timeout(STOP_TIMEOUT, join).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("master {} stopped with an error: {e}", i + 1),
-            Ok(Err(e)) => eprintln!("master {} panicked: {e}", i + 1),
-            Err(_) => eprintln!("master {} did not stop within {STOP_TIMEOUT:?}", i + 1),
-        }
-    }
 }
 
 async fn connect(addr: &str) -> anyhow::Result<pb::operator_client::OperatorClient<Channel>> {
@@ -395,7 +347,7 @@ async fn phase(
     let start = Instant::now() + Duration::from_millis(100);
     let window_start = start + Duration::from_secs(args.warmup);
     let end = window_start + Duration::from_secs(args.seconds);
-    let tasks: Vec<JoinHandle<ClientResult>> = conns
+    let tasks: Vec<tokio::task::JoinHandle<ClientResult>> = conns
         .into_iter()
         .enumerate()
         .map(|(c, mut client)| {

@@ -230,31 +230,56 @@ pub async fn subscribe(
     Ok((framework, Events::new(rx, ack_tx, events_shared)))
 }
 
-/// Sends the acknowledgements queued by [`Events`], in order.
+/// Acknowledgements sent at once by one framework. One at a time is slower
+/// than the rate updates arrive at under load (each call waits a round trip
+/// through the leader), and every update not acknowledged within the agent's
+/// resend delay is sent again; a few calls in flight keep up.
+const ACKS_IN_FLIGHT: usize = 32;
+
+/// Sends the acknowledgements queued by [`Events`], up to
+/// [`ACKS_IN_FLIGHT`] at a time. Order between tasks does not matter; the
+/// updates of one task never overlap here, because an agent sends a task's
+/// next update only after the previous one is acknowledged.
 async fn acknowledge_in_background(
     framework: Framework,
     mut rx: mpsc::UnboundedReceiver<pb::TaskStatus>,
 ) {
-    while let Some(status) = rx.recv().await {
-        let result = framework.acknowledge(&status).await;
-        framework
-            .shared
-            .acks_queued
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        match result {
-            Ok(()) => {}
-            // Expected while re-subscribing or after removal.
-            Err(e @ (SdkError::NotSubscribed | SdkError::Removed(_))) => tracing::debug!(
-                task_id = %status.task_id,
-                error = %e,
-                "status update not acknowledged; its agent will resend it"
-            ),
-            Err(e) => tracing::warn!(
-                task_id = %status.task_id,
-                error = %e,
-                "could not acknowledge a status update; its agent will resend it"
-            ),
+    let mut calls = tokio::task::JoinSet::new();
+    let mut open = true;
+    while open || !calls.is_empty() {
+        tokio::select! {
+            status = rx.recv(), if open && calls.len() < ACKS_IN_FLIGHT => match status {
+                Some(status) => {
+                    let framework = framework.clone();
+                    calls.spawn(async move { acknowledge_one(&framework, &status).await });
+                }
+                None => open = false,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
         }
+    }
+}
+
+/// Sends one queued acknowledgement and counts it as no longer queued.
+async fn acknowledge_one(framework: &Framework, status: &pb::TaskStatus) {
+    let result = framework.acknowledge(status).await;
+    framework
+        .shared
+        .acks_queued
+        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    match result {
+        Ok(()) => {}
+        // Expected while re-subscribing or after removal.
+        Err(e @ (SdkError::NotSubscribed | SdkError::Removed(_))) => tracing::debug!(
+            task_id = %status.task_id,
+            error = %e,
+            "status update not acknowledged; its agent will resend it"
+        ),
+        Err(e) => tracing::warn!(
+            task_id = %status.task_id,
+            error = %e,
+            "could not acknowledge a status update; its agent will resend it"
+        ),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The three masters: in this process (`berth_master::run`, listeners
-//! bound first so every master knows its peers, as `raft_bench` does) or
+//! The three masters: in this process (`berth_benches::LocalMasters`, as
+//! `raft_bench` does) or
 //! as `berth master` processes, with their data in a temporary directory.
 
 use std::path::{Path, PathBuf};
@@ -8,9 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use berth_proto as pb;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::stats::{self, Rss};
@@ -21,13 +18,6 @@ pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for one operator call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Masters running in this process.
-#[derive(Debug)]
-struct InProcess {
-    stops: Vec<oneshot::Sender<()>>,
-    joins: Vec<JoinHandle<Result<(), berth_master::MasterError>>>,
-}
 
 /// A `berth master` process, killed when dropped.
 #[derive(Debug)]
@@ -42,7 +32,7 @@ impl Drop for Daemon {
 
 #[derive(Debug)]
 enum Masters {
-    InProcess(InProcess),
+    InProcess(berth_benches::LocalMasters),
     Processes(Vec<Daemon>),
 }
 
@@ -64,40 +54,22 @@ fn tuning(config: &mut berth_master::MasterConfig) {
 
 impl Cluster {
     /// Starts `n` masters in this process.
-    pub(crate) async fn in_process(n: usize, base: &Path) -> anyhow::Result<Cluster> {
+    pub(crate) async fn in_process(
+        n: usize,
+        base: &Path,
+        offer_limit: Option<usize>,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("berth-load-")
             .tempdir_in(base)?;
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
-        }
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.to_string()))
-            .collect::<Result<_, _>>()?;
-        let peers: Vec<(u64, String)> = (1u64..).zip(addrs.iter().cloned()).collect();
-        let mut stops = Vec::new();
-        let mut joins = Vec::new();
-        for (id, listener) in (1u64..).zip(listeners) {
-            let mut config =
-                berth_master::MasterConfig::new(dir.path().join(format!("master-{id}")));
-            config.id = id;
-            config.peers = if n == 1 { Vec::new() } else { peers.clone() };
-            tuning(&mut config);
-            let (stop, stopped) = oneshot::channel::<()>();
-            joins.push(tokio::spawn(berth_master::run(
-                listener,
-                config,
-                async move {
-                    let _ = stopped.await;
-                },
-            )));
-            stops.push(stop);
-        }
+        let masters = berth_benches::LocalMasters::start(n, dir.path(), |config| {
+            tuning(config);
+            config.offer_limit = offer_limit;
+        })
+        .await?;
         Ok(Cluster {
-            addrs,
-            masters: Masters::InProcess(InProcess { stops, joins }),
+            addrs: masters.addrs.clone(),
+            masters: Masters::InProcess(masters),
             dir,
         })
     }
@@ -105,7 +77,12 @@ impl Cluster {
     /// Starts `n` `berth master` processes of the binary `berth`; their
     /// logs (`BERTH_LOG=warn`) go to `master-<id>.log` in the run's
     /// directory.
-    pub(crate) fn processes(n: usize, berth: &Path, base: &Path) -> anyhow::Result<Cluster> {
+    pub(crate) fn processes(
+        n: usize,
+        berth: &Path,
+        base: &Path,
+        offer_limit: Option<usize>,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("berth-load-")
             .tempdir_in(base)?;
@@ -137,6 +114,9 @@ impl Cluster {
                 .stderr(log);
             if n > 1 {
                 cmd.args(["--peers", &peers.join(",")]);
+            }
+            if let Some(limit) = offer_limit {
+                cmd.args(["--offer-limit", &limit.to_string()]);
             }
             let child = cmd
                 .spawn()
@@ -225,21 +205,7 @@ impl Cluster {
     /// Stops every master.
     pub(crate) async fn stop(self) {
         match self.masters {
-            Masters::InProcess(mut m) => {
-                for stop in m.stops.drain(..) {
-                    let _ = stop.send(());
-                }
-                for (i, join) in m.joins.drain(..).enumerate() {
-                    match tokio::time::timeout(STOP_TIMEOUT, join).await {
-                        Ok(Ok(Ok(()))) => {}
-                        Ok(Ok(Err(e))) => eprintln!("master {} stopped with an error: {e}", i + 1),
-                        Ok(Err(e)) => eprintln!("master {} panicked: {e}", i + 1),
-                        Err(_) => {
-                            eprintln!("master {} did not stop within {STOP_TIMEOUT:?}", i + 1)
-                        }
-                    }
-                }
-            }
+            Masters::InProcess(m) => m.stop(STOP_TIMEOUT).await,
             // Dropping kills them.
             Masters::Processes(daemons) => drop(daemons),
         }

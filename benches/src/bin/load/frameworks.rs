@@ -1,8 +1,9 @@
 //! Simulated frameworks, written against the public SDK (`berth_sdk`):
 //! subscribe, pack short tasks into offers (`pack_offers`, first fit),
 //! accept one offer per call, decline the rest with a short refuse filter,
-//! keep at most `in_flight` tasks launched and not yet terminal, and let
-//! the SDK acknowledge every status update.
+//! keep at most `in_flight` tasks launched and not yet terminal (suppressing
+//! offers while full and reviving when half the room is free, unless told
+//! not to), and let the SDK acknowledge every status update.
 //!
 //! Each launch records its offer→launch latency: from the moment the
 //! `Offers` event was read to the moment the master answered the accept
@@ -48,6 +49,8 @@ pub(crate) struct Workload {
     pub(crate) duration_ms: (u64, u64),
     /// Tasks launched and not yet terminal, per framework.
     pub(crate) in_flight: usize,
+    /// Suppress offers while full; revive at [`revive_at`] free.
+    pub(crate) suppress: bool,
     /// Refuse filter of declined offers and of accepted offers' remainder.
     pub(crate) refuse: Duration,
     pub(crate) counters: Arc<Counters>,
@@ -82,6 +85,56 @@ enum Tracked {
     Running,
 }
 
+/// How much room a full framework waits for before it revives offers: half
+/// its tasks in flight (at least one), so that it does not suppress and
+/// revive for every task that ends.
+pub(crate) fn revive_at(in_flight: usize) -> usize {
+    (in_flight / 2).max(1)
+}
+
+/// Whether a framework with `in_flight` tasks of at most `cap` wants offers,
+/// given whether it wanted them so far.
+fn wants_offers(wanted: bool, in_flight: usize, cap: usize) -> bool {
+    let room = cap.saturating_sub(in_flight);
+    if wanted {
+        room > 0
+    } else {
+        room >= revive_at(cap)
+    }
+}
+
+/// Sends the framework's wish for offers to the master, one call at a
+/// time and in order (a revive must not overtake the suppress before it);
+/// wishes that change while a call is out are folded into the next call.
+async fn offer_control(
+    framework: Framework,
+    mut want: watch::Receiver<bool>,
+    errors: mpsc::UnboundedSender<String>,
+    counters: Arc<Counters>,
+) {
+    let mut sent = true;
+    while want.changed().await.is_ok() {
+        let now = *want.borrow_and_update();
+        if now == sent {
+            continue;
+        }
+        let result = if now {
+            counters.inc(C::Revives);
+            framework.revive(Vec::new()).await
+        } else {
+            counters.inc(C::Suppresses);
+            framework.suppress(Vec::new()).await
+        };
+        match result {
+            Ok(()) => sent = now,
+            Err(e) => {
+                counters.inc(C::CallErrors);
+                let _ = errors.send(format!("suppress/revive: {e}"));
+            }
+        }
+    }
+}
+
 /// One framework's event loop; returns when `phase` becomes
 /// [`Phase::Stop`] or the event stream ends.
 pub(crate) async fn run(
@@ -101,7 +154,21 @@ pub(crate) async fn run(
     let (err_tx, mut err_rx) = mpsc::unbounded_channel::<String>();
     let mut draining = false;
     let mut reported_drained = false;
+    let (want_tx, want_rx) = watch::channel(true);
+    tokio::spawn(offer_control(
+        framework.clone(),
+        want_rx,
+        err_tx.clone(),
+        Arc::clone(&counters),
+    ));
     loop {
+        if work.suppress && !draining {
+            let wanted = *want_tx.borrow();
+            let now = wants_offers(wanted, tasks.len(), work.in_flight);
+            if now != wanted {
+                let _ = want_tx.send(now);
+            }
+        }
         if draining && !reported_drained && tasks.is_empty() {
             reported_drained = true;
             let _ = drained.send(index);
@@ -115,9 +182,7 @@ pub(crate) async fn run(
                 if now == Phase::Drain && !draining {
                     draining = true;
                     // No more offers; those held are declined as they come.
-                    spawn_call(&framework, &err_tx, &counters, |f| async move {
-                        f.suppress(Vec::new()).await
-                    });
+                    let _ = want_tx.send(false);
                 }
             }
             Some(done) = done_rx.recv() => {
@@ -377,5 +442,19 @@ mod tests {
             Some(Duration::from_millis(42))
         );
         assert_eq!(t.resources, template.resources);
+    }
+
+    #[test]
+    fn full_frameworks_suppress_and_revive_at_half_room() {
+        assert_eq!(revive_at(50), 25);
+        assert_eq!(revive_at(1), 1);
+        // Wanting offers: keep wanting until full.
+        assert!(wants_offers(true, 49, 50));
+        assert!(!wants_offers(true, 50, 50));
+        // Suppressed: wait for half the room.
+        assert!(!wants_offers(false, 26, 50));
+        assert!(wants_offers(false, 25, 50));
+        assert!(wants_offers(false, 0, 1));
+        assert!(!wants_offers(false, 1, 1));
     }
 }

@@ -107,8 +107,19 @@ struct Args {
     /// offered to the same framework again.
     #[arg(long, default_value_t = 1.0)]
     refuse: f64,
+    /// Most offers one framework holds at once (the masters'
+    /// `--offer-limit`; default: no limit, the masters' default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    offer_limit: Option<u64>,
+    /// Frameworks never suppress offers: they decline what they cannot
+    /// use even when they have no room for tasks. By default a framework
+    /// suppresses offers when it has `--in-flight` tasks in flight and
+    /// revives when at least half of that room is free again, as a Mesos
+    /// framework should.
+    #[arg(long)]
+    no_suppress: bool,
     /// First resend delay of an unacknowledged status update, in seconds
-    /// (the agent's default is 1; doubling up to 10).
+    /// (the agent's default, as in Mesos, is 10).
     #[arg(long, default_value_t = berth_agent::DEFAULT_STATUS_RETRY_INITIAL.as_secs_f64())]
     status_retry: f64,
     /// Agents report TASK_STARTING before TASK_RUNNING, as `berth agent`
@@ -148,6 +159,7 @@ struct Plan {
     agent_resources: pb::Resources,
     refuse: Duration,
     status_retry: Duration,
+    offer_limit: Option<usize>,
 }
 
 fn parse_ms_range(s: &str) -> Result<(u64, u64), String> {
@@ -187,6 +199,7 @@ impl Plan {
             args.seconds = 3;
             args.in_flight = 20;
             args.agents_per_connection = 10;
+            args.offer_limit = Some(4);
         }
         for (name, v) in [
             ("agents", args.agents),
@@ -229,12 +242,16 @@ impl Plan {
         {
             bail!("--berth {}: no such file", berth.display());
         }
+        let offer_limit = args
+            .offer_limit
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         Ok(Plan {
             args,
             template,
             agent_resources,
             refuse,
             status_retry,
+            offer_limit,
         })
     }
 
@@ -320,8 +337,26 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         }
     );
     println!(
-        "frameworks: {} × up to {} tasks in flight of {} for {}–{} ms; refuse {:?}",
-        a.frameworks, a.in_flight, a.task_resources, a.task_ms.0, a.task_ms.1, plan.refuse
+        "frameworks: {} × up to {} tasks in flight of {} for {}–{} ms; refuse {:?}; {}",
+        a.frameworks,
+        a.in_flight,
+        a.task_resources,
+        a.task_ms.0,
+        a.task_ms.1,
+        plan.refuse,
+        if a.no_suppress {
+            "never suppress".to_string()
+        } else {
+            format!(
+                "suppress when full, revive at {} free",
+                frameworks::revive_at(a.in_flight)
+            )
+        }
+    );
+    println!(
+        "offer limit: {}",
+        plan.offer_limit
+            .map_or_else(|| "none".to_string(), |n| format!("{n} per framework"))
     );
     println!(
         "phases:     {} s warmup + {} s measured, then drain",
@@ -330,8 +365,8 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     println!("load avg:   {} (before)", berth_benches::load_average());
 
     let mut cluster = match &a.berth {
-        Some(berth) => Cluster::processes(a.masters, berth, &base)?,
-        None => Cluster::in_process(a.masters, &base).await?,
+        Some(berth) => Cluster::processes(a.masters, berth, &base, plan.offer_limit)?,
+        None => Cluster::in_process(a.masters, &base, plan.offer_limit).await?,
     };
     let result = measure(&plan, &mut cluster).await;
     let dir = cluster.path();
@@ -456,6 +491,7 @@ async fn measure(plan: &Plan, cluster: &mut Cluster) -> anyhow::Result<Report> {
         template: plan.template.clone(),
         duration_ms: a.task_ms,
         in_flight: a.in_flight,
+        suppress: !a.no_suppress,
         refuse: plan.refuse,
         counters: Arc::clone(&counters),
         window,
@@ -607,11 +643,13 @@ fn print_report(plan: &Plan, r: &Report) {
         r.subscription.as_secs_f64()
     );
     println!(
-        "window:       {} offers ({:.2} per launch), {} declined, {} accept calls; {} updates sent, {} resent, {} acks ({} duplicate)",
+        "window:       {} offers ({:.2} per launch), {} declined, {} accept calls, {} suppress / {} revive; {} updates sent, {} resent, {} acks ({} duplicate)",
         w.get(C::Offers),
         w.get(C::Offers) as f64 / launches.max(1) as f64,
         w.get(C::OffersDeclined),
         w.get(C::AcceptCalls),
+        w.get(C::Suppresses),
+        w.get(C::Revives),
         w.get(C::UpdatesSent),
         w.get(C::UpdatesResent),
         w.get(C::AcksApplied),
@@ -682,6 +720,8 @@ fn print_report(plan: &Plan, r: &Report) {
             "masters": a.masters,
             "separate_masters": plan.args.berth.is_some(),
             "seconds": a.seconds,
+            "offer_limit": plan.offer_limit,
+            "suppress": !a.no_suppress,
             "registration_s": r.registration.as_secs_f64(),
             "subscription_s": r.subscription.as_secs_f64(),
             "agents_registered": r.totals.get(C::AgentsRegistered),

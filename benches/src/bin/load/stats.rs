@@ -45,8 +45,12 @@ pub(crate) enum C {
     /// Tasks that ended in another terminal state (FAILED, LOST, ...) or
     /// reported a state a short task should not (UNREACHABLE, ...).
     Unexpected,
-    /// Failed framework calls (accept, decline, suppress).
+    /// Failed framework calls (accept, decline, suppress, revive).
     CallErrors,
+    /// Suppress calls (a framework full).
+    Suppresses,
+    /// Revive calls (room again).
+    Revives,
     /// Framework event streams lost (`Event::Disconnected`) or ended.
     FrameworkErrors,
 }
