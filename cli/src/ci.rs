@@ -98,6 +98,60 @@ pub(crate) enum CiCommand {
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
+    /// Registered repositories: the CI framework polls their branches (and
+    /// takes push webhooks) and runs a pipeline for every new commit.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+}
+
+/// `berth ci repo` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepoCommand {
+    /// Register a repository; its branches' current heads run at once.
+    Add {
+        /// A path on the CI framework's machine, or a URL git can fetch
+        /// (file://, http(s)://, ssh://, git://, user@host:path).
+        url: String,
+        /// A branch to watch (repeatable; default: the repository's default
+        /// branch).
+        #[arg(long = "branch")]
+        branches: Vec<String>,
+        /// Time between polls, e.g. 30s or 5m (1 s to 24 h; default 60 s).
+        #[arg(long, value_parser = parse_interval)]
+        poll_interval: Option<u64>,
+        /// A file holding the webhook secret (16 to 256 printable ASCII
+        /// characters; `-` reads standard input). Without one the
+        /// repository takes no webhooks.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Registered repositories, their last pipelines and polling errors.
+    List {
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// One registered repository and its recent triggers.
+    Show {
+        /// The repository.
+        id: u64,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+    /// Unregister a repository (its pipelines stay).
+    Remove {
+        /// The repository.
+        id: u64,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<u64, String> {
+    berth_ci::parse_duration(s).map(|d| d.as_secs())
 }
 
 /// `berth ci run` arguments.
@@ -207,6 +261,7 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             full,
             server,
         } => report(crate::ci_client::logs(&server, id, &job, follow, full).await),
+        CiCommand::Repo { command } => report(crate::ci_client::repo(command).await),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `berth ci serve` (the CI framework as a daemon) and the commands that
 //! talk to it over its HTTP/JSON API: `trigger`, `list`, `show`, `logs`,
-//! `cancel`, `retry`, `play`.
+//! `cancel`, `retry`, `play` and `repo add|list|show|remove`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use berth_ci::exec::api::{PipelineSummary, PipelineView, Trigger, TriggerVariable};
+use berth_ci::exec::repos::{self, NewRepo, RepoView, ReposConfig};
 use berth_ci::exec::runner::{self, RunnerConfig};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -32,7 +33,8 @@ pub(crate) struct ServeArgs {
     /// The URL agents reach this address at (default: http://LISTEN).
     #[arg(long)]
     advertise: Option<String>,
-    /// Pipelines, artifacts, caches and logs.
+    /// Pipelines, artifacts, caches, logs and mirrors of registered
+    /// repositories.
     #[arg(long, default_value = ".berth/ci")]
     data_dir: PathBuf,
     /// Serve at most this many bytes of a job's log, then a line saying
@@ -45,6 +47,9 @@ pub(crate) struct ServeArgs {
     /// ones of that branch whose started jobs are all `interruptible`).
     #[arg(long)]
     no_auto_cancel: bool,
+    /// Seconds a clone or fetch of a registered repository may take.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    git_timeout: u64,
 }
 
 /// Where the `berth ci` client commands find the CI framework.
@@ -81,9 +86,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     })
     .await?;
+    let (repos_stop_tx, repos_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let repos_config = ReposConfig {
+        fetch_timeout: Duration::from_secs(args.git_timeout),
+    };
+    let (repos, repos_task) = repos::start(handle.clone(), repos_config, async {
+        let _ = repos_stop_rx.await;
+    })
+    .await?;
     let app = handle
         .router()
-        .merge(berth_ci::exec::api::router(handle.clone()));
+        .merge(berth_ci::exec::api::router(handle.clone()))
+        .merge(berth_ci::exec::api::repos_router(repos));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -96,6 +110,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(crate::daemons::shutdown_signal())
         .await?;
+    let _ = repos_stop_tx.send(());
+    let _ = repos_task.await;
     let _ = stop_tx.send(());
     let _ = runner_task.await;
     Ok(())
@@ -338,6 +354,180 @@ pub(crate) async fn logs(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `berth ci repo ...`.
+pub(crate) async fn repo(command: crate::ci::RepoCommand) -> anyhow::Result<()> {
+    use crate::ci::RepoCommand;
+    match command {
+        RepoCommand::Add {
+            url,
+            branches,
+            poll_interval,
+            secret_file,
+            server,
+        } => {
+            let webhook_secret = match secret_file {
+                None => None,
+                Some(path) => Some(read_secret(&path)?),
+            };
+            let new = NewRepo {
+                url: repository_url(&url)?,
+                branches,
+                poll_interval_secs: poll_interval,
+                webhook_secret,
+            };
+            let body = serde_json::to_value(&new)?;
+            let view: RepoView = json(request(&server, "POST", "/ci/v1/repos", Some(body)).await?)?;
+            print_repo(&server, &view)
+        }
+        RepoCommand::List { server } => {
+            let all: Vec<RepoView> = json(request(&server, "GET", "/ci/v1/repos", None).await?)?;
+            if server.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.project.clone(),
+                        r.url.clone(),
+                        r.branches.join(","),
+                        format!("{}s", r.poll_interval_secs),
+                        if r.webhook { "yes" } else { "no" }.to_string(),
+                        r.last_pipeline.map(|p| format!("#{p}")).unwrap_or_default(),
+                        r.last_error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::table::render(
+                    &[
+                        "ID",
+                        "PROJECT",
+                        "REPOSITORY",
+                        "BRANCHES",
+                        "POLL",
+                        "WEBHOOK",
+                        "PIPELINE",
+                        "ERROR"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        RepoCommand::Show { id, server } => {
+            let view: RepoView =
+                json(request(&server, "GET", &format!("/ci/v1/repos/{id}"), None).await?)?;
+            print_repo(&server, &view)
+        }
+        RepoCommand::Remove { id, server } => {
+            let view: RepoView =
+                json(request(&server, "DELETE", &format!("/ci/v1/repos/{id}"), None).await?)?;
+            if server.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!(
+                    "repository #{} ({}) removed; its pipelines stay",
+                    view.id, view.url
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A local path made absolute (the CI framework reads it on its machine),
+/// or a URL as it is.
+fn repository_url(given: &str) -> anyhow::Result<String> {
+    let looks_remote = given.contains("://")
+        || given
+            .split_once(':')
+            .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/'));
+    if looks_remote && !std::path::Path::new(given).exists() {
+        return Ok(given.to_string());
+    }
+    let path = std::path::absolute(given).with_context(|| given.to_string())?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// The webhook secret from a file (or standard input for `-`), without its
+/// line end.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    const LIMIT: u64 = 4096;
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .take(LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the secret from standard input")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    }
+    if bytes.len() as u64 > LIMIT {
+        bail!("the secret file {} is over {LIMIT} bytes", path.display());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("the secret file {} is not UTF-8 text", path.display()))?;
+    let secret = text.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        bail!("the secret file {} is empty", path.display());
+    }
+    Ok(secret)
+}
+
+fn print_repo(opts: &ServerOpts, view: &RepoView) -> anyhow::Result<()> {
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(view)?);
+        return Ok(());
+    }
+    println!(
+        "repository #{}: {} ({}), branches {}, polled every {} s",
+        view.id,
+        view.project,
+        view.url,
+        view.branches.join(", "),
+        view.poll_interval_secs
+    );
+    if view.webhook {
+        println!(
+            "  webhook: POST {}/ci/v1/repos/{}/hook with its secret in X-Berth-Token (or X-Gitlab-Token)",
+            opts.server.trim_end_matches('/'),
+            view.id
+        );
+    } else {
+        println!("  webhook: none (no secret)");
+    }
+    if let Some(e) = &view.last_error {
+        println!("  error: {e}");
+    }
+    if !view.runs.is_empty() {
+        let rows: Vec<Vec<String>> = view
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.branch.clone(),
+                    r.sha.get(..8).unwrap_or(&r.sha).to_string(),
+                    r.pipeline.map(|p| format!("#{p}")).unwrap_or_default(),
+                    r.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            crate::table::render(&["BRANCH", "COMMIT", "PIPELINE", "ERROR"], &rows)
+        );
+    }
+    Ok(())
 }
 
 /// Percent-encodes a job name for a URL path segment.

@@ -1,6 +1,8 @@
 //! `berth ci run` through the real binary: a repository's pipeline on the
 //! embedded cluster, with source, artifacts, `needs`, `parallel:matrix`,
-//! allowed failures, manual jobs, masked secrets and Docker jobs.
+//! allowed failures, manual jobs, masked secrets and Docker jobs; and
+//! `berth ci serve` driven by the client commands, registered repositories
+//! included.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -262,15 +264,13 @@ fn berth(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-/// `berth ci serve` as a daemon next to `berth dev`, driven by the client
-/// commands: trigger, logs -f, show, play, cancel, list; SIGTERM stops it.
-#[test]
-fn the_ci_daemon_is_driven_by_the_client_commands() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `berth dev` and `berth ci serve` next to it, with their data in `dir`;
+/// returns them once the CI framework answers, and its URL.
+fn start_ci_daemon(dir: &Path) -> (Child, Child, String) {
     let master = format!("127.0.0.1:{}", free_port());
     let agent = format!("127.0.0.1:{}", free_port());
     let server = format!("http://127.0.0.1:{}", free_port());
-    let _dev = Child(
+    let dev = Child(
         Command::new(BERTH)
             .args([
                 "dev",
@@ -286,18 +286,19 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
                 "--kill-tasks-on-shutdown",
             ])
             .arg("--data-dir")
-            .arg(dir.path().join("dev"))
+            .arg(dir.join("dev"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("berth dev starts"),
     );
-    let mut serve = Child(
+    let serve = Child(
         Command::new(BERTH)
             .args(["ci", "serve", "--master", &master, "--listen"])
             .arg(server.trim_start_matches("http://"))
-            .arg("--data-dir")
-            .arg(dir.path().join("ci"))
+            // A relative data directory, as the default one is.
+            .args(["--data-dir", "ci"])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -315,6 +316,15 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    (dev, serve, server)
+}
+
+/// `berth ci serve` as a daemon next to `berth dev`, driven by the client
+/// commands: trigger, logs -f, show, play, cancel, list; SIGTERM stops it.
+#[test]
+fn the_ci_daemon_is_driven_by_the_client_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, mut serve, server) = start_ci_daemon(dir.path());
     let repo = repo(&[(
         ".gitlab-ci.yml",
         "build:\n  stage: build\n  script:\n    - echo step one\n    - sleep 1\n    - echo step two\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipping]\n",
@@ -517,4 +527,137 @@ fn the_ci_daemon_cuts_logs_and_auto_cancels_superseded_pipelines() {
     assert!(out.contains(&"0123456789".repeat(200)), "{out}");
     let (code, out) = berth(&["ci", "cancel", "2", "--server", &server]);
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// The pipelines `berth ci list --json` shows.
+fn ci_list(server: &str) -> Vec<serde_json::Value> {
+    let (code, out) = berth(&["ci", "list", "--json", "--server", server]);
+    assert_eq!(code, Some(0), "{out}");
+    serde_json::from_str(&out).expect("JSON")
+}
+
+/// Waits (up to 60 s) until `berth ci list` shows a pipeline for `sha`.
+fn wait_for_pipeline_of(server: &str, sha: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = ci_list(server);
+        if list.iter().any(|p| p["sha"] == sha) {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pipeline for {sha}: {list:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn head_of(dir: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A registered repository through the real binary: `berth ci repo add`
+/// runs its head, a new commit is found by polling and shows in `berth ci
+/// list`, the secret never shows, bad input is refused with the reason.
+#[test]
+fn a_registered_repository_is_polled_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, _serve, server) = start_ci_daemon(dir.path());
+    let repo = repo(&[(".gitlab-ci.yml", "build:\n  script: [echo built]\n")]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let secret = "cli-webhook-secret-0123456789";
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    let secret_arg = secret_file.to_str().expect("utf-8 path");
+
+    // Bad input: the reason, and nothing stored.
+    let (code, out) = berth(&[
+        "ci", "repo", "add", path, "--branch", "nope", "--server", &server,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("branch \"nope\" does not exist"), "{out}");
+    let (code, out) = berth(&[
+        "ci",
+        "repo",
+        "add",
+        path,
+        "--poll-interval",
+        "0s",
+        "--server",
+        &server,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("from 1 s to 86400 s"), "{out}");
+    let (code, out) = berth(&[
+        "ci",
+        "repo",
+        "add",
+        path,
+        "--poll-interval",
+        "soon",
+        "--server",
+        &server,
+    ]);
+    assert_eq!(code, Some(2), "clap refuses it: {out}");
+    assert!(out.contains("not a duration"), "{out}");
+    let (code, out) = berth(&["ci", "repo", "list", "--json", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.trim(), "[]");
+
+    let (code, out) = berth(&[
+        "ci",
+        "repo",
+        "add",
+        path,
+        "--poll-interval",
+        "1s",
+        "--secret-file",
+        secret_arg,
+        "--server",
+        &server,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("repository #1"), "{out}");
+    assert!(out.contains("/ci/v1/repos/1/hook"), "{out}");
+    assert!(!out.contains(secret), "{out}");
+
+    let first = head_of(repo.path());
+    let list = wait_for_pipeline_of(&server, &first);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["source"], "push");
+
+    std::fs::write(repo.path().join("README"), "new\n").expect("write");
+    berth_tests::git(repo.path(), &["add", "."]);
+    berth_tests::git(repo.path(), &["commit", "-q", "-m", "second"]);
+    let second = head_of(repo.path());
+    let list = wait_for_pipeline_of(&server, &second);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["ref_name"], "main");
+
+    let (code, out) = berth(&["ci", "list", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&second[..8]), "{out}");
+    let (code, out) = berth(&["ci", "repo", "list", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("WEBHOOK") && out.contains("yes"), "{out}");
+    assert!(!out.contains(secret), "{out}");
+    let (code, out) = berth(&["ci", "repo", "show", "1", "--json", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(secret), "{out}");
+    let view: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(view["heads"]["main"], second.as_str());
+
+    let (code, out) = berth(&["ci", "repo", "remove", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("removed"), "{out}");
+    let (code, out) = berth(&["ci", "repo", "remove", "1", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no repository 1"), "{out}");
+    assert_eq!(ci_list(&server).len(), 2, "the pipelines stay");
 }

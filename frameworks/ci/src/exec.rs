@@ -5,6 +5,7 @@ pub mod files;
 pub mod log;
 pub mod mask;
 pub mod resource_group;
+pub mod repos;
 pub mod runner;
 pub mod source;
 pub mod state;

@@ -15,6 +15,27 @@
 //! one line saying where it was cut and that `?full=true` has all of it
 //! (see [`super::log`]); offsets count the bytes served, marker included.
 //!
+//! and, with [`repos_router`], the registered repositories
+//! ([`super::repos`]):
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /ci/v1/repos` | every registered repository ([`RepoView`], never its secret) |
+//! | `POST /ci/v1/repos` | register one ([`NewRepo`]); 201 with its view, 400 with the reason, 409 if it is registered already |
+//! | `GET /ci/v1/repos/{id}` | one repository |
+//! | `DELETE /ci/v1/repos/{id}` | unregister it (its pipelines stay) |
+//! | `POST /ci/v1/repos/{id}/hook` | a push webhook ([`HookReply`]) |
+//!
+//! The webhook takes `{"ref": "refs/heads/main" or "main", "sha": "..."}`
+//! or GitLab's push event (`ref`, `checkout_sha` / `after`), with the
+//! repository's secret in `X-Berth-Token` (or GitLab's `X-Gitlab-Token`).
+//! It answers 201 with a new pipeline, 200 with the pipeline the commit
+//! had already, 202 with the reason when it ignores the push (a branch not
+//! watched, a tag, a deleted branch), 401 without the right secret, 403
+//! when the repository has no secret, 404 for an unknown repository, 400
+//! for a bad body or a commit not on the branch, 422 when the commit has no
+//! pipeline (its reason is remembered) and 502 when fetching fails.
+//!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
 //! jobs, 409 for an action the pipeline's state does not allow.
 
@@ -26,6 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+use super::repos::{HookOutcome, NewRepo, RepoError, RepoView, Repos};
 use super::runner::{PipelineRecord, RunError, RunnerHandle, Submission};
 use super::source;
 use super::state::JobStatus;
@@ -387,4 +409,117 @@ async fn log(
     let bytes =
         part.into_bytes(|limit, total| super::log::marker_line(limit, total, finished, &location));
     Ok((StatusCode::OK, headers, bytes).into_response())
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> ApiError {
+        let status = match &e {
+            RepoError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RepoError::Duplicate { .. } => StatusCode::CONFLICT,
+            RepoError::NoSuchRepo(_) => StatusCode::NOT_FOUND,
+            RepoError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            RepoError::NoSecret(_) => StatusCode::FORBIDDEN,
+            RepoError::NoPipeline { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            RepoError::Fetch(_) => StatusCode::BAD_GATEWAY,
+            RepoError::Run(RunError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+            RepoError::Store(_)
+            | RepoError::Source(_)
+            | RepoError::Run(_)
+            | RepoError::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// What `POST /ci/v1/repos/{id}/hook` answers.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HookReply {
+    /// The commit's pipeline (new or earlier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<u64>,
+    /// The pipeline is new.
+    #[serde(default)]
+    pub created: bool,
+    /// Why the push was ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// The registered repositories' routes (see the table above).
+pub fn repos_router(repos: Repos) -> Router {
+    Router::new()
+        .route("/ci/v1/repos", get(list_repos).post(add_repo))
+        .route("/ci/v1/repos/{id}", get(show_repo).delete(remove_repo))
+        .route("/ci/v1/repos/{id}/hook", post(hook))
+        .with_state(repos)
+}
+
+async fn list_repos(State(repos): State<Repos>) -> Result<Json<Vec<RepoView>>, ApiError> {
+    Ok(Json(repos.list().await?))
+}
+
+async fn add_repo(
+    State(repos): State<Repos>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RepoView>), ApiError> {
+    let new: NewRepo = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a repository to add: {e}"),
+        )
+    })?;
+    Ok((StatusCode::CREATED, Json(repos.add(new).await?)))
+}
+
+async fn show_repo(
+    State(repos): State<Repos>,
+    Path(id): Path<u64>,
+) -> Result<Json<RepoView>, ApiError> {
+    Ok(Json(repos.get(id).await?))
+}
+
+async fn remove_repo(
+    State(repos): State<Repos>,
+    Path(id): Path<u64>,
+) -> Result<Json<RepoView>, ApiError> {
+    Ok(Json(repos.remove(id).await?))
+}
+
+async fn hook(
+    State(repos): State<Repos>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<HookReply>), ApiError> {
+    let token = ["x-berth-token", "x-gitlab-token"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(|v| v.to_str().unwrap_or_default());
+    let reply = match repos.hook(id, token, &body).await? {
+        HookOutcome::Created(pipeline) => (
+            StatusCode::CREATED,
+            HookReply {
+                pipeline: Some(pipeline),
+                created: true,
+                ignored: None,
+            },
+        ),
+        HookOutcome::Existing(pipeline) => (
+            StatusCode::OK,
+            HookReply {
+                pipeline: Some(pipeline),
+                created: false,
+                ignored: None,
+            },
+        ),
+        HookOutcome::Ignored(why) => (
+            StatusCode::ACCEPTED,
+            HookReply {
+                pipeline: None,
+                created: false,
+                ignored: Some(why),
+            },
+        ),
+    };
+    Ok((reply.0, Json(reply.1)))
 }

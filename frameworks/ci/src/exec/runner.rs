@@ -35,7 +35,7 @@ use super::mask::Masker;
 use super::resource_group::{self, Assignment, GroupJob};
 use super::source::{self, Revision};
 use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline, PipelineStatus};
-use super::store::{Store, StoreError};
+use super::store::{RepoUpdate, Store, StoreError};
 use crate::{
     ArtifactsWhen, CachePolicy, CacheWhen, Config, Context, ParseOptions, PipelineSource, Plan,
     PlannedJob, SecretVariable, render_script,
@@ -226,7 +226,11 @@ pub enum RunError {
 }
 
 enum Request {
-    Submit(Box<Submission>, oneshot::Sender<Result<u64, RunError>>),
+    Submit(
+        Box<Submission>,
+        Option<RepoUpdate>,
+        oneshot::Sender<Result<u64, RunError>>,
+    ),
     Cancel(u64, oneshot::Sender<Result<(), RunError>>),
     Retry(u64, oneshot::Sender<Result<(), RunError>>),
     Play(u64, String, oneshot::Sender<Result<(), RunError>>),
@@ -243,6 +247,7 @@ pub struct RunnerHandle {
     data_dir: PathBuf,
     files: FileStore,
     max_log_bytes: u64,
+    store: Arc<Store>,
 }
 
 impl std::fmt::Debug for RunnerHandle {
@@ -268,8 +273,23 @@ impl RunnerHandle {
 
     /// Creates a pipeline; returns its id.
     pub async fn submit(&self, submission: Submission) -> Result<u64, RunError> {
-        self.ask(|tx| Request::Submit(Box::new(submission), tx))
+        self.submit_linked(submission, None).await
+    }
+
+    /// Creates a pipeline and, in the same transaction, applies `update` to
+    /// a registered repository's record; returns the pipeline's id.
+    pub async fn submit_linked(
+        &self,
+        submission: Submission,
+        update: Option<RepoUpdate>,
+    ) -> Result<u64, RunError> {
+        self.ask(|tx| Request::Submit(Box::new(submission), update, tx))
             .await?
+    }
+
+    /// The state file (registered repositories live in it too).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
     }
 
     /// Cancels a pipeline.
@@ -476,6 +496,7 @@ pub async fn start(
         data_dir: config.data_dir.clone(),
         files: files.clone(),
         max_log_bytes: config.max_log_bytes,
+        store: store.clone(),
     };
     let mut runner = Runner {
         config,
@@ -556,8 +577,8 @@ impl Runner {
 
     async fn on_request(&mut self, request: Request) {
         match request {
-            Request::Submit(submission, reply) => {
-                let result = self.submit(*submission).await;
+            Request::Submit(submission, update, reply) => {
+                let result = self.submit(*submission, update).await;
                 if result.is_ok() {
                     self.revive().await;
                 }
@@ -618,7 +639,11 @@ impl Runner {
         }
     }
 
-    async fn submit(&mut self, submission: Submission) -> Result<u64, RunError> {
+    async fn submit(
+        &mut self,
+        submission: Submission,
+        update: Option<RepoUpdate>,
+    ) -> Result<u64, RunError> {
         let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
             .map_err(|diags| {
             RunError::Invalid(
@@ -644,7 +669,7 @@ impl Runner {
             let branch = !rev.is_tag && source::is_branch(&rev);
             let mut made: Option<PipelineRecord> = None;
             let mut failure: Option<RunError> = None;
-            store.create_with(|id| {
+            store.linked(update).create_with(|id| {
                 let ctx = Context {
                     project_name: rev.project_name.clone(),
                     project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),

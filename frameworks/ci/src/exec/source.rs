@@ -97,14 +97,36 @@ where
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The top directory of the repository `dir` is in: its working tree, or
+/// the repository itself when it is bare (a mirror has no working tree).
+fn top(dir: &Path) -> Result<(PathBuf, bool), SourceError> {
+    match git(dir, ["rev-parse", "--show-toplevel"]) {
+        Ok(out) => Ok((PathBuf::from(out.trim()), false)),
+        Err(SourceError::Git { .. }) => {
+            let bare = git(dir, ["rev-parse", "--is-bare-repository"])
+                .is_ok_and(|out| out.trim() == "true");
+            if !bare {
+                return Err(SourceError::NotARepository(dir.to_path_buf()));
+            }
+            let git_dir = git(dir, ["rev-parse", "--absolute-git-dir"])?;
+            Ok((PathBuf::from(git_dir.trim()), true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads the revision to run: `reference` (a branch, tag or sha) or HEAD;
-/// `dirty` runs the working tree as it is, on top of HEAD.
+/// `dirty` runs the working tree as it is, on top of HEAD. `dir` may be a
+/// bare repository (not with `dirty`).
 pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revision, SourceError> {
-    let root = match git(dir, ["rev-parse", "--show-toplevel"]) {
-        Ok(out) => PathBuf::from(out.trim()),
-        Err(SourceError::Git { .. }) => return Err(SourceError::NotARepository(dir.to_path_buf())),
-        Err(e) => return Err(e),
-    };
+    let (root, bare) = top(dir)?;
+    if bare && dirty {
+        return Err(SourceError::Git {
+            args: "status".into(),
+            dir: root,
+            stderr: "a bare repository has no working tree to run".into(),
+        });
+    }
     let rev = reference.unwrap_or("HEAD");
     if rev.starts_with('-') {
         return Err(SourceError::Git {
@@ -172,7 +194,14 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
     let project_name = root
         .join(&subdir)
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| {
+            let name = n.to_string_lossy();
+            // `project.git`, a bare repository's usual name, is `project`.
+            match name.strip_suffix(".git") {
+                Some(stem) if bare && !stem.is_empty() => stem.to_string(),
+                _ => name.into_owned(),
+            }
+        })
         .unwrap_or_else(|| "project".into());
     Ok(Revision {
         root,
@@ -251,6 +280,79 @@ fn changed_files(root: &Path, sha: &str) -> Result<Vec<String>, SourceError> {
         .collect())
 }
 
+/// The commit branch `branch` points at in the repository at `dir`, `None`
+/// when there is no such branch.
+pub fn branch_head(dir: &Path, branch: &str) -> Result<Option<String>, SourceError> {
+    let (root, _) = top(dir)?;
+    match git(
+        &root,
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}^{{commit}}"),
+        ],
+    ) {
+        Ok(out) => Ok(Some(out.trim().to_string())),
+        Err(SourceError::Git { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The repository's default branch: origin's HEAD if it has an `origin`;
+/// in a bare repository (a mirror) the branch its HEAD names (the remote's
+/// default branch); else `main` or `master` if one exists, else the
+/// branch checked out. `None` when none of them is a branch with a commit.
+pub fn default_branch_of(dir: &Path) -> Result<Option<String>, SourceError> {
+    let (root, bare) = top(dir)?;
+    let head = git(&root, ["symbolic-ref", "--quiet", "HEAD"])
+        .ok()
+        .and_then(|out| out.trim().strip_prefix("refs/heads/").map(str::to_string));
+    let mut candidates = Vec::new();
+    if let Ok(out) = git(
+        &root,
+        [
+            "symbolic-ref",
+            "--quiet",
+            "--short",
+            "refs/remotes/origin/HEAD",
+        ],
+    ) {
+        let name = out.trim();
+        candidates.push(name.strip_prefix("origin/").unwrap_or(name).to_string());
+    }
+    if bare {
+        candidates.extend(head.clone());
+    }
+    candidates.extend(["main".to_string(), "master".to_string()]);
+    candidates.extend(head);
+    for name in candidates {
+        if branch_head(&root, &name)?.is_some() {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether commit `sha` is in the repository and is branch `branch`'s head
+/// or one of its ancestors.
+pub fn on_branch(dir: &Path, sha: &str, branch: &str) -> Result<bool, SourceError> {
+    let (root, _) = top(dir)?;
+    if git(&root, ["cat-file", "-e", &format!("{sha}^{{commit}}")]).is_err() {
+        return Ok(false);
+    }
+    Ok(git(
+        &root,
+        [
+            "merge-base",
+            "--is-ancestor",
+            sha,
+            &format!("refs/heads/{branch}"),
+        ],
+    )
+    .is_ok())
+}
+
 /// Reads a file of the revision (the pipeline definition, files for
 /// `cache:key:files` and `rules:exists`): from the commit, or from the
 /// working tree when dirty. `None` when the file does not exist.
@@ -315,7 +417,12 @@ pub fn write_archive(rev: &Revision, dest: &Path) -> Result<u64, SourceError> {
     };
     if !rev.dirty {
         let tree = format!("{}:{}", rev.sha, rev.subdir);
-        let out = dest.to_string_lossy().into_owned();
+        // git runs in the repository: a relative destination (a relative
+        // `--data-dir`) would land there, or nowhere.
+        let out = std::path::absolute(dest)
+            .map_err(write_err)?
+            .to_string_lossy()
+            .into_owned();
         git(&rev.root, ["archive", "--format=tar.gz", "-o", &out, &tree])?;
     } else {
         let file = File::create(dest).map_err(write_err)?;
@@ -498,5 +605,51 @@ mod tests {
         let plain = tempfile::tempdir().unwrap();
         let err = resolve(plain.path(), None, false).unwrap_err();
         assert!(matches!(err, SourceError::NotARepository(_)), "{err}");
+    }
+
+    #[test]
+    fn bare_mirrors_resolve_and_branches_are_read() {
+        let dir = repo();
+        sh(dir.path(), &["branch", "feature/x", "HEAD~1"]);
+        sh(dir.path(), &["checkout", "-q", "feature/x"]);
+        let first = branch_head(dir.path(), "feature/x").unwrap().unwrap();
+        let second = branch_head(dir.path(), "main").unwrap().unwrap();
+        assert_eq!(branch_head(dir.path(), "nope").unwrap(), None);
+        // A working tree's default is main, whatever is checked out.
+        assert_eq!(
+            default_branch_of(dir.path()).unwrap().as_deref(),
+            Some("main")
+        );
+        assert!(
+            on_branch(dir.path(), &first, "main").unwrap(),
+            "an ancestor"
+        );
+        assert!(!on_branch(dir.path(), &second, "feature/x").unwrap());
+        assert!(!on_branch(dir.path(), &"ab".repeat(20), "main").unwrap());
+
+        let out = tempfile::tempdir().unwrap();
+        let mirror = out.path().join("app.git");
+        let status = Command::new("git")
+            .args(["clone", "-q", "--mirror"])
+            .arg(dir.path())
+            .arg(&mirror)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // The mirror's HEAD names the branch checked out at the origin.
+        assert_eq!(
+            default_branch_of(&mirror).unwrap().as_deref(),
+            Some("feature/x")
+        );
+        let rev = resolve(&mirror, Some(&second), false).unwrap();
+        assert_eq!(rev.sha, second);
+        assert_eq!(rev.project_name, "app", "without .git");
+        assert_eq!(rev.subdir, "");
+        assert_eq!(read_file(&rev, "README").unwrap().unwrap(), b"hello\n");
+        let archive = out.path().join("src.tar.gz");
+        write_archive(&rev, &archive).unwrap();
+        assert_eq!(entries(&archive)["src/lib.rs"], "pub fn f() -> u8 { 1 }\n");
+        let err = resolve(&mirror, None, true).unwrap_err();
+        assert!(err.to_string().contains("no working tree"), "{err}");
     }
 }

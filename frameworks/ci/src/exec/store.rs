@@ -1,5 +1,7 @@
 //! The CI framework's durable state: one redb file holding every pipeline
-//! (its plan, its jobs' states, its log and artifact index) as a record.
+//! (its plan, its jobs' states, its log and artifact index) as a record,
+//! and, in a table of their own, the registered repositories (see
+//! [`super::repos`]).
 //!
 //! A record is written whole, in one transaction with
 //! [`Durability::Immediate`](redb::Durability::Immediate), whenever the
@@ -16,7 +18,32 @@ use serde::de::DeserializeOwned;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const PIPELINES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("pipelines");
+const REPOS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("repos");
 const NEXT_ID: &str = "next_pipeline_id";
+const NEXT_REPO_ID: &str = "next_repo_id";
+
+/// Changes a repository's record (JSON) given a new pipeline's id; `None`
+/// leaves it as it is.
+pub type ApplyToRepo = Box<dyn FnOnce(&[u8], u64) -> Option<Vec<u8>> + Send>;
+
+/// A change to a registered repository's record made in the transaction
+/// that creates a pipeline, so that the pipeline and the repository's
+/// memory of having triggered it are stored together or not at all.
+pub struct RepoUpdate {
+    /// The repository.
+    pub repo: u64,
+    /// Given the repository's record (JSON) and the new pipeline's id,
+    /// returns the record to store; `None` leaves it as it is.
+    pub apply: ApplyToRepo,
+}
+
+impl std::fmt::Debug for RepoUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoUpdate")
+            .field("repo", &self.repo)
+            .finish_non_exhaustive()
+    }
+}
 
 /// What went wrong with the state file.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +62,16 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
         /// The pipeline.
+        id: u64,
+        /// Why.
+        message: String,
+    },
+    /// A registered repository's record could not be read back.
+    #[error("CI state {path}: repository {id} is unreadable: {message}")]
+    CorruptRepo {
+        /// The file.
+        path: PathBuf,
+        /// The repository.
         id: u64,
         /// Why.
         message: String,
@@ -61,6 +98,7 @@ impl Store {
         {
             txn.open_table(META).map_err(|e| store.err(e))?;
             txn.open_table(PIPELINES).map_err(|e| store.err(e))?;
+            txn.open_table(REPOS).map_err(|e| store.err(e))?;
         }
         txn.commit().map_err(|e| store.err(e))?;
         Ok(store)
@@ -86,6 +124,24 @@ impl Store {
         &self,
         make: impl FnOnce(u64) -> Option<T>,
     ) -> Result<Option<u64>, StoreError> {
+        self.create_linked(make, None)
+    }
+
+    /// A pipeline creation that, in the same transaction, applies `update`
+    /// (if any) to a registered repository's record:
+    /// `store.linked(update).create_with(make)`.
+    pub fn linked(&self, update: Option<RepoUpdate>) -> Linked<'_> {
+        Linked {
+            store: self,
+            update,
+        }
+    }
+
+    fn create_linked<T: Serialize>(
+        &self,
+        make: impl FnOnce(u64) -> Option<T>,
+        update: Option<RepoUpdate>,
+    ) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let id = {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
@@ -104,6 +160,19 @@ impl Store {
             pipelines
                 .insert(id, bytes.as_slice())
                 .map_err(|e| self.err(e))?;
+            if let Some(update) = update {
+                let mut repos = txn.open_table(REPOS).map_err(|e| self.err(e))?;
+                let old = repos
+                    .get(update.repo)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value().to_vec());
+                // A repository removed meanwhile has nothing to remember.
+                if let Some(new) = old.and_then(|old| (update.apply)(&old, id)) {
+                    repos
+                        .insert(update.repo, new.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
             id
         };
         txn.commit().map_err(|e| self.err(e))?;
@@ -162,6 +231,129 @@ impl Store {
             pipelines.remove(id).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+/// See [`Store::linked`].
+#[derive(Debug)]
+pub struct Linked<'a> {
+    store: &'a Store,
+    update: Option<RepoUpdate>,
+}
+
+impl Linked<'_> {
+    /// [`Store::create_with`], with the repository update in the same
+    /// transaction (not applied when `make` declines).
+    pub fn create_with<T: Serialize>(
+        self,
+        make: impl FnOnce(u64) -> Option<T>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.store.create_linked(make, self.update)
+    }
+}
+
+/// Registered repositories.
+impl Store {
+    /// Stores a new repository: `make` gets its id (1, 2, …, never reused)
+    /// and returns the record. Returns the id.
+    pub fn create_repo<T: Serialize>(
+        &self,
+        make: impl FnOnce(u64) -> T,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let id = {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let id = meta
+                .get(NEXT_REPO_ID)
+                .map_err(|e| self.err(e))?
+                .map_or(1, |v| v.value());
+            let record = make(id);
+            meta.insert(NEXT_REPO_ID, id + 1).map_err(|e| self.err(e))?;
+            let bytes = serde_json::to_vec(&record).map_err(|e| self.err(e))?;
+            let mut repos = txn.open_table(REPOS).map_err(|e| self.err(e))?;
+            repos
+                .insert(id, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+            id
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    fn decode_repo<T: DeserializeOwned>(&self, id: u64, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::CorruptRepo {
+            path: self.path.clone(),
+            id,
+            message: e.to_string(),
+        })
+    }
+
+    /// One repository's record.
+    pub fn repo<T: DeserializeOwned>(&self, id: u64) -> Result<Option<T>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = read.open_table(REPOS).map_err(|e| self.err(e))?;
+        match table.get(id).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => self.decode_repo(id, v.value()).map(Some),
+        }
+    }
+
+    /// Every repository, oldest first.
+    pub fn repos<T: DeserializeOwned>(&self) -> Result<Vec<(u64, T)>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = read.open_table(REPOS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let id = k.value();
+            out.push((id, self.decode_repo(id, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Reads, changes and writes back a repository's record in one
+    /// transaction. `None` when there is no such repository.
+    pub fn update_repo<T: Serialize + DeserializeOwned, R>(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut T) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let result = {
+            let mut repos = txn.open_table(REPOS).map_err(|e| self.err(e))?;
+            let old = repos
+                .get(id)
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value().to_vec());
+            match old {
+                None => None,
+                Some(bytes) => {
+                    let mut record: T = self.decode_repo(id, &bytes)?;
+                    let result = change(&mut record);
+                    let bytes = serde_json::to_vec(&record).map_err(|e| self.err(e))?;
+                    repos
+                        .insert(id, bytes.as_slice())
+                        .map_err(|e| self.err(e))?;
+                    Some(result)
+                }
+            }
+        };
+        match result {
+            None => txn.abort().map_err(|e| self.err(e))?,
+            Some(_) => txn.commit().map_err(|e| self.err(e))?,
+        }
+        Ok(result)
+    }
+
+    /// Deletes a repository's record; false when there was none.
+    pub fn remove_repo(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let removed = {
+            let mut repos = txn.open_table(REPOS).map_err(|e| self.err(e))?;
+            repos.remove(id).map_err(|e| self.err(e))?.is_some()
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
     }
 }
 
@@ -235,6 +427,110 @@ mod tests {
         let err = store.get::<Record>(2).unwrap_err();
         assert!(
             err.to_string().contains("pipeline 2 is unreadable"),
+            "{err}"
+        );
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Repo {
+        id: u64,
+        url: String,
+        #[serde(default)]
+        pipelines: Vec<u64>,
+    }
+
+    fn remember(repo: u64) -> RepoUpdate {
+        RepoUpdate {
+            repo,
+            apply: Box::new(|bytes, pipeline| {
+                let mut r: Repo = serde_json::from_slice(bytes).ok()?;
+                r.pipelines.push(pipeline);
+                serde_json::to_vec(&r).ok()
+            }),
+        }
+    }
+
+    #[test]
+    fn repositories_round_trip_apart_from_pipelines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let a = store
+                .create_repo(|id| Repo {
+                    id,
+                    url: "/srv/a".into(),
+                    pipelines: vec![],
+                })
+                .unwrap();
+            let b = store
+                .create_repo(|id| Repo {
+                    id,
+                    url: "/srv/b".into(),
+                    pipelines: vec![],
+                })
+                .unwrap();
+            assert_eq!((a, b), (1, 2), "ids of their own");
+            // A pipeline and the repository's memory of it, together.
+            let p = store
+                .linked(Some(remember(a)))
+                .create_with(|id| {
+                    Some(Record {
+                        id,
+                        name: "p".into(),
+                        added_later: vec![],
+                    })
+                })
+                .unwrap();
+            assert_eq!(p, Some(1), "pipeline ids are apart from repository ids");
+            // A declined pipeline changes the repository neither.
+            let none = store
+                .linked(Some(remember(a)))
+                .create_with(|_| None::<Record>)
+                .unwrap();
+            assert_eq!(none, None);
+            let changed = store
+                .update_repo(b, |r: &mut Repo| {
+                    r.url = "/srv/b2".into();
+                    7
+                })
+                .unwrap();
+            assert_eq!(changed, Some(7));
+            assert_eq!(store.update_repo(99, |_: &mut Repo| ()).unwrap(), None);
+            assert!(store.remove_repo(b).unwrap());
+            assert!(!store.remove_repo(b).unwrap());
+        }
+        let store = Store::open(&path).unwrap();
+        let repos: Vec<(u64, Repo)> = store.repos().unwrap();
+        assert_eq!(
+            repos,
+            [(
+                1,
+                Repo {
+                    id: 1,
+                    url: "/srv/a".into(),
+                    pipelines: vec![1],
+                }
+            )]
+        );
+        assert_eq!(store.repo::<Repo>(2).unwrap(), None);
+        assert_eq!(store.all::<Record>().unwrap().len(), 1, "one pipeline");
+        let c = store
+            .create_repo(|id| Repo {
+                id,
+                url: "/srv/c".into(),
+                pipelines: vec![],
+            })
+            .unwrap();
+        assert_eq!(c, 3, "the removed repository's id is not reused");
+        store.put(9, &serde_json::json!({"x": 1})).unwrap();
+        // Garbage in the repository table is an error naming it.
+        store
+            .update_repo(3, |r: &mut serde_json::Value| *r = serde_json::json!([1]))
+            .unwrap();
+        let err = store.repo::<Repo>(3).unwrap_err();
+        assert!(
+            err.to_string().contains("repository 3 is unreadable"),
             "{err}"
         );
     }
