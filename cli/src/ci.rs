@@ -20,7 +20,8 @@ pub(crate) enum CiCommand {
     /// Without --master, starts a master and an agent in this process for
     /// the run (as `berth dev` does) and stops them afterwards. Exits 0 when
     /// the pipeline passes, 1 when it fails or is canceled, 2 when it cannot
-    /// run.
+    /// run. Ctrl-C cancels the pipeline (its jobs' after_script runs) and
+    /// waits for its jobs to end; a second Ctrl-C stops waiting.
     Run(Box<RunArgs>),
     /// Run the CI framework as a daemon: the runner on the cluster, its
     /// HTTP/JSON API and the files agents fetch and upload, on one port.
@@ -173,6 +174,10 @@ pub(crate) struct RunArgs {
     /// (repeatable; at least 8 characters).
     #[arg(long = "secret", value_parser = parse_var)]
     pub(crate) secrets: Vec<(String, String)>,
+    /// Play this manual job when it waits (repeatable; a job's name, or
+    /// the name in the file for all of its `parallel` instances).
+    #[arg(long = "play", value_name = "JOB")]
+    pub(crate) play: Vec<String>,
     /// Run on this cluster (master addresses, comma-separated) instead of
     /// an embedded one; the agents must reach --listen.
     #[arg(long, value_delimiter = ',')]

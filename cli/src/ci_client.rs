@@ -50,6 +50,28 @@ pub(crate) struct ServeArgs {
     /// Seconds a clone or fetch of a registered repository may take.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     git_timeout: u64,
+    /// How long job logs are kept after the job ended (`30d`, `12h`, …;
+    /// `never` keeps them). Artifacts follow their `expire_in` (30 days
+    /// when a job gives none).
+    #[arg(long, default_value = "90d", value_parser = parse_retention)]
+    log_retention: Retention,
+}
+
+/// A retention: a duration, or for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retention(Option<Duration>);
+
+/// Parses `--log-retention`: a GitLab duration of at least a second, or
+/// `never`.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.trim() == "never" {
+        return Ok(Retention(None));
+    }
+    let d = berth_ci::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("a retention must be at least 1 second (or `never`)".into());
+    }
+    Ok(Retention(Some(d)))
 }
 
 /// Where the `berth ci` client commands find the CI framework.
@@ -81,6 +103,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = RunnerConfig::new(args.master, args.data_dir.clone(), base.clone());
     config.max_log_bytes = args.max_log_bytes;
     config.auto_cancel = !args.no_auto_cancel;
+    config.log_retention = args.log_retention.0;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (handle, runner_task) = runner::start(config, async {
         let _ = stop_rx.await;
@@ -209,10 +232,7 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
                 j.stage.clone(),
                 j.status.clone(),
                 j.attempts.to_string(),
-                j.failure_reason
-                    .as_ref()
-                    .map(|r| format!("{r}: {}", j.message))
-                    .unwrap_or_default(),
+                why(j),
             ]
         })
         .collect();
@@ -221,6 +241,21 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
         crate::table::render(&["JOB", "STAGE", "STATUS", "ATTEMPTS", "WHY"], &rows)
     );
     Ok(())
+}
+
+/// The WHY column: the failure reason, and what expired.
+fn why(job: &berth_ci::exec::api::JobView) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(r) = &job.failure_reason {
+        parts.push(format!("{r}: {}", job.message));
+    }
+    if job.artifacts_expired {
+        parts.push("artifacts expired".into());
+    }
+    if job.log_expired {
+        parts.push("log expired".into());
+    }
+    parts.join("; ")
 }
 
 /// `berth ci trigger`.
@@ -545,7 +580,27 @@ fn encode(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::encode;
+    use super::{Duration, Retention, encode, parse_retention};
+
+    #[test]
+    fn log_retention_is_a_duration_or_never() {
+        assert_eq!(
+            parse_retention("30d"),
+            Ok(Retention(Some(Duration::from_secs(30 * 86_400))))
+        );
+        assert_eq!(
+            parse_retention("1h 30m"),
+            Ok(Retention(Some(Duration::from_secs(5400))))
+        );
+        assert_eq!(parse_retention("never"), Ok(Retention(None)));
+        assert!(
+            parse_retention("0")
+                .unwrap_err()
+                .contains("at least 1 second")
+        );
+        assert!(parse_retention("soon").is_err());
+        assert!(parse_retention("").is_err());
+    }
 
     #[test]
     fn job_names_are_encoded_for_paths() {

@@ -1,8 +1,10 @@
 //! `berth ci run`: runs a local repository's pipeline on a cluster (an
-//! embedded one by default), prints each job's progress, shows the logs of
-//! failed jobs, and exits with the pipeline's result.
+//! embedded one by default), shows each job's progress
+//! ([`crate::ci_progress`]), plays the `--play` manual jobs, cancels the
+//! pipeline on Ctrl-C, shows the logs of failed jobs, and exits with the
+//! pipeline's result.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use berth_ci::exec::{log, source};
 use berth_ci::{PipelineSource, SecretVariable};
 
 use crate::ci::RunArgs;
+use crate::ci_progress::{Mode, Progress};
 use crate::daemons::Embedded;
 
 /// Runs the command; 0 when the pipeline passed, 1 when it failed or was
@@ -28,7 +31,10 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
+async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
+    // The embedded agent lives for this run only: its jobs must not
+    // outlive it (after a second Ctrl-C, say).
+    args.shape.kill_tasks_on_shutdown = true;
     let dir = args.dir.clone();
     let reference = args.reference.clone();
     let dirty = args.dirty;
@@ -51,6 +57,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
     };
     let definition =
         String::from_utf8(definition).map_err(|_| anyhow!(".gitlab-ci.yml is not UTF-8 text"))?;
+    check_play(&definition, &args.play)?;
 
     let temp;
     let data_dir = match &args.data_dir {
@@ -117,7 +124,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
             revision.ref_name,
             if revision.dirty { ", working tree" } else { "" }
         );
-        let passed = follow(&handle, id, keeps_logs).await?;
+        let passed = follow(&handle, id, &args.play, keeps_logs).await?;
         server.abort();
         let _ = stop_tx.send(());
         let _ = runner_task.await;
@@ -130,40 +137,153 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<bool> {
     result
 }
 
-/// Prints every job's status change until the pipeline is finished;
-/// then prints the logs of the jobs that failed. Returns whether it passed.
-async fn follow(handle: &runner::RunnerHandle, id: u64, keeps_logs: bool) -> anyhow::Result<bool> {
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Checks `--play` names against the pipeline file before anything runs:
+/// each must name a job of the file, or one of its `parallel` instances
+/// (`deploy: [eu]`, `test 1/3`). A file that does not parse is left to the
+/// runner, which says why.
+fn check_play(definition: &str, play: &[String]) -> anyhow::Result<()> {
+    if play.is_empty() {
+        return Ok(());
+    }
+    let Ok((config, _)) = berth_ci::Config::parse(definition, &berth_ci::ParseOptions::default())
+    else {
+        return Ok(());
+    };
+    let names: Vec<&str> = config.job_names().collect();
+    for wanted in play {
+        let known = names.iter().any(|n| {
+            wanted == n
+                || wanted.starts_with(&format!("{n}: ["))
+                || wanted
+                    .strip_prefix(&format!("{n} "))
+                    .is_some_and(|rest| rest.contains('/'))
+        });
+        if !known {
+            bail!(
+                "--play {wanted:?}: .gitlab-ci.yml has no job of that name (its jobs: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Says which `--play` jobs will not be played in this pipeline: left out
+/// by its rules, or not manual.
+fn play_notices(record: &PipelineRecord, play: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for wanted in play {
+        let jobs: Vec<_> = record
+            .plan
+            .jobs
+            .iter()
+            .filter(|j| j.name == *wanted || j.base_name == *wanted)
+            .collect();
+        if jobs.is_empty() {
+            out.push(format!(
+                "berth: --play {wanted:?}: the job is not in this pipeline (its rules left it out)"
+            ));
+        } else if !jobs.iter().any(|j| j.when == berth_ci::When::Manual) {
+            out.push(format!(
+                "berth: --play {wanted:?}: not a manual job; it runs by itself"
+            ));
+        }
+    }
+    out
+}
+
+/// Shows every job's progress until the pipeline is finished, playing the
+/// `--play` jobs when they wait; then prints the logs of the jobs that
+/// failed. Ctrl-C (or SIGTERM) cancels the pipeline and waits for its jobs
+/// to end; a second one stops waiting. Returns whether it passed.
+async fn follow(
+    handle: &runner::RunnerHandle,
+    id: u64,
+    play: &[String],
+    keeps_logs: bool,
+) -> anyhow::Result<bool> {
     let mut changes = handle.changes();
-    let mut shown: BTreeMap<usize, (JobStatus, usize)> = BTreeMap::new();
+    let mut progress = Progress::new(Mode::detect());
+    let mut played: BTreeSet<usize> = BTreeSet::new();
+    let mut interrupt = Box::pin(interrupted());
+    let mut canceled = false;
+    if let Some(record) = handle.get(id).await? {
+        for notice in play_notices(&record, play) {
+            eprintln!("{notice}");
+        }
+    }
     let record = loop {
         let record = handle
             .get(id)
             .await?
             .ok_or_else(|| anyhow!("pipeline {id} disappeared"))?;
-        for (i, (node, job)) in record
-            .state
-            .nodes()
+        progress.update(&record);
+        let to_play: Vec<(usize, String)> = record
+            .plan
+            .jobs
             .iter()
             .zip(record.state.jobs())
             .enumerate()
-        {
-            let now = (job.status, job.attempts.len());
-            if shown.get(&i) != Some(&now) && job.status != JobStatus::Created {
-                shown.insert(i, now);
-                println!(
-                    "  {:<10} {:<30} {}",
-                    job.status.as_str(),
-                    node.name,
-                    detail(job)
-                );
+            .filter(|(i, (planned, job))| {
+                job.status == JobStatus::Manual
+                    && !played.contains(i)
+                    && play
+                        .iter()
+                        .any(|p| *p == planned.name || *p == planned.base_name)
+            })
+            .map(|(i, (planned, _))| (i, planned.name.clone()))
+            .collect();
+        if !canceled && !to_play.is_empty() {
+            for (i, name) in to_play {
+                played.insert(i);
+                handle
+                    .play(id, &name)
+                    .await
+                    .with_context(|| format!("cannot play {name}"))?;
             }
+            // The record read above is from before: read it again.
+            continue;
         }
         let status = record.status();
         if status.is_finished() && record.state.running().is_empty() {
+            progress.finish(&record);
             break record;
         }
-        // Wake on a change, and at least every second.
-        let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+        // Wake on a change, and at least every second (the bars' times).
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()) => {}
+            () = &mut interrupt => {
+                if canceled {
+                    progress.finish(&record);
+                    progress.note(
+                        "berth: stopped waiting; jobs still running are killed as the embedded agent stops",
+                    );
+                    return Ok(false);
+                }
+                canceled = true;
+                progress.note(&format!(
+                    "berth: canceling pipeline #{id}; waiting for its jobs to end (Ctrl-C again to stop waiting)"
+                ));
+                handle.cancel(id).await?;
+                interrupt = Box::pin(interrupted());
+            }
+        }
     };
     // The logs are collected from the agents as the jobs run; give the
     // last chunks a moment to arrive.
@@ -188,27 +308,6 @@ async fn follow(handle: &runner::RunnerHandle, id: u64, keeps_logs: bool) -> any
     };
     println!("\npipeline #{id}: {status}{warnings}");
     Ok(status == PipelineStatus::Success)
-}
-
-fn detail(job: &berth_ci::exec::state::JobState) -> String {
-    let Some(attempt) = job.attempts.last() else {
-        return String::new();
-    };
-    let mut out = String::new();
-    if job.attempts.len() > 1 {
-        out.push_str(&format!("attempt {} ", job.attempts.len()));
-    }
-    if let (Some(start), Some(end)) = (attempt.started, attempt.finished)
-        && let Ok(took) = end.duration_since(start)
-    {
-        out.push_str(&format!("{:.1}s ", took.as_secs_f64()));
-    }
-    if let Some(end) = &attempt.end
-        && let Some(reason) = end.reason
-    {
-        out.push_str(&format!("{reason}: {}", end.message));
-    }
-    out.trim_end().to_string()
 }
 
 /// Prints a job's stored log, cut at `--max-log-bytes` with a line that

@@ -145,7 +145,7 @@ pub(crate) struct AgentShape {
     /// Kill every task when the agent stops (by default tasks keep running
     /// and the agent re-adopts them when it starts again).
     #[arg(long)]
-    kill_tasks_on_shutdown: bool,
+    pub(crate) kill_tasks_on_shutdown: bool,
     /// Largest file a task may fetch (one of its command's URIs), in bytes;
     /// also the most a fetched archive may unpack to.
     #[arg(long, default_value_t = berth_agent::DEFAULT_FETCH_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,10 +1,11 @@
-//! `berth ci run` through the real binary: a repository's pipeline on the
-//! embedded cluster, with source, artifacts, `needs`, `parallel:matrix`,
-//! allowed failures, manual jobs, masked secrets and Docker jobs; and
-//! `berth ci serve` driven by the client commands, registered repositories
-//! included.
+//! `berth ci run` through the real binary: bad input, logs cut at
+//! `--max-log-bytes`, the progress display on a terminal; and `berth ci
+//! serve` driven by the client commands (log cuts, auto-cancel, registered
+//! repositories). The pipeline scenarios (artifacts, `needs`,
+//! `parallel:matrix`, allowed failures, manual jobs, cancel, masked secrets,
+//! Docker jobs) run the example repositories, in `ci_examples.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -28,134 +29,6 @@ fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), text)
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-const SECRET: &str = "s3cr3t-value-4242";
-
-const PIPELINE: &str = r#"
-stages: [build, test, deploy]
-
-build:
-  stage: build
-  script:
-    - mkdir -p out && echo built-from-$CI_COMMIT_SHORT_SHA > out/result.txt
-    - echo "the token is $API_TOKEN"
-  artifacts:
-    paths: [out/]
-
-lint:
-  stage: build
-  needs: []
-  allow_failure: true
-  script:
-    - echo linting
-    - exit 3
-
-unit:
-  stage: test
-  needs: [build]
-  parallel:
-    matrix:
-      - FLAVOR: [alpha, beta]
-  script:
-    - cat out/result.txt
-    - grep built-from out/result.txt
-    - echo "flavor is $FLAVOR"
-
-deploy:
-  stage: deploy
-  when: manual
-  script:
-    - echo deploying
-"#;
-
-#[test]
-fn a_pipeline_runs_end_to_end_and_secrets_never_reach_the_logs() {
-    let repo = repo(&[(".gitlab-ci.yml", PIPELINE), ("README", "hello\n")]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let secret = format!("API_TOKEN={SECRET}");
-    let (code, out) = ci_run(
-        repo.path(),
-        &[
-            "--secret",
-            &secret,
-            "--data-dir",
-            data.path().to_str().expect("utf-8 path"),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("success    build"), "{out}");
-    assert!(out.contains("failed     lint"), "an allowed failure: {out}");
-    assert!(out.contains("success    unit: [alpha]"), "{out}");
-    assert!(out.contains("success    unit: [beta]"), "{out}");
-    assert!(out.contains("manual     deploy"), "not played: {out}");
-    assert!(!out.contains("deploying"), "{out}");
-    assert!(out.contains("success (with allowed failures)"), "{out}");
-    assert!(!out.contains(SECRET), "{out}");
-
-    // The stored logs: the artifact reached both matrix jobs, each saw its
-    // own variable, and the secret was masked before it was stored.
-    let logs: Vec<(PathBuf, String)> = files_under(&data.path().join("ci/logs"))
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("log");
-            (p, text)
-        })
-        .collect();
-    assert!(logs.len() >= 4, "{logs:?}");
-    let all: String = logs.iter().map(|(_, t)| t.as_str()).collect();
-    assert!(all.contains("the token is [MASKED]"), "{all}");
-    assert!(all.contains("flavor is alpha"), "{all}");
-    assert!(all.contains("flavor is beta"), "{all}");
-    assert!(all.matches("built-from-").count() >= 2, "{all}");
-    // No stored log holds the secret in clear.
-    for path in files_under(data.path()) {
-        if path.extension().is_some_and(|e| e == "log") {
-            let bytes = std::fs::read(&path).expect("read");
-            assert!(
-                !String::from_utf8_lossy(&bytes).contains(SECRET),
-                "{} holds the secret",
-                path.display()
-            );
-        }
-    }
-}
-
-#[test]
-fn a_failing_job_fails_the_pipeline_and_its_log_is_shown() {
-    let repo = repo(&[(
-        ".gitlab-ci.yml",
-        "build:\n  script:\n    - echo compiling\n    - echo 'it broke' >&2; exit 7\n    - echo never printed\n  after_script:\n    - echo cleaning up\ndeploy:\n  stage: deploy\n  script: [echo deploying]\n",
-    )]);
-    let (code, out) = ci_run(repo.path(), &[]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("failed     build"), "{out}");
-    assert!(out.contains("skipped    deploy"), "{out}");
-    assert!(out.contains("--- log of failed job build ---"), "{out}");
-    assert!(out.contains("it broke"), "{out}");
-    assert!(out.contains("cleaning up"), "after_script ran: {out}");
-    assert!(out.contains("ERROR: Job failed: exit code 7"), "{out}");
-    assert!(!out.contains("never printed"), "{out}");
-    assert!(out.contains("pipeline #1: failed"), "{out}");
 }
 
 #[test]
@@ -183,58 +56,91 @@ fn bad_pipelines_and_repositories_exit_2_with_the_reason() {
     let (code, out) = ci_run(short.path(), &["--secret", "T=short"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("need at least 8"), "{out}");
+
+    let (code, out) = ci_run(short.path(), &["--play", "nope"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("--play \"nope\": .gitlab-ci.yml has no job"),
+        "{out}"
+    );
+
+    for (bad, why) in [("0", "at least 1 second"), ("soon", "not a duration")] {
+        let (code, out) = berth(&["ci", "serve", "--log-retention", bad]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains(why), "{out}");
+    }
+}
+
+/// On a terminal, `berth ci run` draws one live line per job (indicatif)
+/// instead of the plain lines: run under `script`, which gives it a
+/// pseudo-terminal.
+#[test]
+fn on_a_terminal_progress_is_drawn_as_one_line_per_job() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but `script` (util-linux) is missing"
+        );
+        eprintln!("skipping: no `script` command to give berth a terminal");
+        return;
+    }
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "compile:\n  stage: build\n  script: [sleep 1, echo compiled]\nbroken:\n  stage: build\n  allow_failure: true\n  script: [exit 3]\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipping]\n",
+    )]);
+    let command = format!(
+        "{BERTH} ci run {} --no-docker --resources 'cpus:4;mem:4096;disk:10000'",
+        repo.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines = screen_lines(&text);
+    // The bars' final lines: mark, name, stage, status, time.
+    let finals = [
+        ("✔ compile", "success"),
+        ("! broken", "failed"),
+        ("▶ ship", "manual"),
+    ];
+    for (start, status) in finals {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(start) && l.contains(status)),
+            "no line {start:?} … {status:?} in:\n{}",
+            lines.join("\n")
+        );
+    }
+    // While it ran: a spinner and the elapsed time.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("compile") && l.contains("running") && l.ends_with('s')),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("! broken") && l.contains("script_failure")),
+        "the failure's reason: {}",
+        lines.join("\n")
+    );
+    // Not the plain lines.
+    assert!(!text.contains("  success    compile"), "{text}");
+    assert!(
+        text.contains("pipeline #1: success (with allowed failures)"),
+        "{text}"
+    );
 }
 
 fn repo_without_pipeline() -> tempfile::TempDir {
     repo(&[("README", "no pipeline\n")])
-}
-
-/// The example in the repository: a Rust crate built, then tested with the
-/// build's `target/` passed on as an artifact.
-#[test]
-fn the_rust_crate_example_builds_and_tests() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rust-crate");
-    let (code, out) = ci_run(&example, &[]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("success    build"), "{out}");
-    assert!(out.contains("success    test"), "{out}");
-    assert!(out.contains("pipeline #1: success"), "{out}");
-}
-
-/// A job with `image` runs in a container of that image.
-#[test]
-fn a_docker_job_runs_in_its_image() {
-    if !berth_tests::docker_ready("a_docker_job_runs_in_its_image") {
-        return;
-    }
-    let pipeline = format!(
-        "inside:\n  image: {}\n  script:\n    - test -f README\n    - cat /etc/os-release 2>/dev/null || echo no-os-release\n    - echo \"in $CI_PROJECT_DIR\"\n  artifacts:\n    paths: [README]\n",
-        berth_tests::TEST_IMAGE
-    );
-    let repo = repo(&[(".gitlab-ci.yml", &pipeline), ("README", "hello\n")]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let out: Output = Command::new(BERTH)
-        .args(["ci", "run"])
-        .arg(repo.path())
-        .args(["--resources", "cpus:2;mem:2048;disk:10000", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .expect("berth runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("success    inside"), "{text}");
-    let log: String = files_under(&data.path().join("ci/logs"))
-        .iter()
-        .map(|p| std::fs::read_to_string(p).expect("log"))
-        .collect();
-    // The image has no /etc/os-release (the host does), and the project is
-    // under the container's sandbox mount.
-    assert!(log.contains("no-os-release"), "{log}");
-    assert!(log.contains("in /mnt/berth/sandbox/"), "{log}");
 }
 
 fn free_port() -> u16 {
@@ -294,7 +200,8 @@ fn start_ci_daemon(dir: &Path) -> (Child, Child, String) {
     );
     let serve = Child(
         Command::new(BERTH)
-            .args(["ci", "serve", "--master", &master, "--listen"])
+            .args(["ci", "serve", "--log-retention", "30d", "--master", &master])
+            .arg("--listen")
             .arg(server.trim_start_matches("http://"))
             // A relative data directory, as the default one is.
             .args(["--data-dir", "ci"])
@@ -660,4 +567,34 @@ fn a_registered_repository_is_polled_through_the_cli() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no repository 1"), "{out}");
     assert_eq!(ci_list(&server).len(), 2, "the pipelines stay");
+}
+
+/// What a terminal shows of the bars, roughly: colour codes dropped, cursor
+/// moves and carriage returns taken as line breaks, and each line cut
+/// where a bar's mark or spinner starts (the bars' lines are padded to the
+/// terminal's width, so one may wrap into the next).
+fn screen_lines(raw: &str) -> Vec<String> {
+    const MARKS: &str = "✔✘!▶·◷⊘»⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏⠁";
+    let mut out = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            let end = chars.by_ref().find(char::is_ascii_alphabetic);
+            if end != Some('m') {
+                out.push('\n');
+            }
+        } else if c == '\r' {
+            out.push('\n');
+        } else {
+            if MARKS.contains(c) {
+                out.push('\n');
+            }
+            out.push(c);
+        }
+    }
+    out.lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }

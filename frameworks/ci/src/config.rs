@@ -1219,7 +1219,9 @@ fn parse_artifacts(cx: &mut Ctx, node: &Node) -> Option<Artifacts> {
             "paths" => a.paths = list(cx, v, "artifacts:paths"),
             "exclude" => a.exclude = list(cx, v, "artifacts:exclude"),
             "expire_in" => {
-                if v.as_str() != Some("never") {
+                if v.as_str() == Some("never") {
+                    a.expire_never = true;
+                } else {
                     a.expire_in = duration(cx, v, "expire_in");
                 }
             }

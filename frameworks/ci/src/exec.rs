@@ -1,11 +1,12 @@
 //! Running pipelines: the state machine of a pipeline's jobs.
 
 pub mod api;
+pub mod expiry;
 pub mod files;
 pub mod log;
 pub mod mask;
-pub mod resource_group;
 pub mod repos;
+pub mod resource_group;
 pub mod runner;
 pub mod source;
 pub mod state;

@@ -119,8 +119,12 @@ pub struct Artifacts {
     pub paths: Vec<String>,
     /// Globs excluded from `paths`.
     pub exclude: Vec<String>,
-    /// How long they are kept (None: the executor's default / never).
+    /// How long they are kept (None: the executor's default, unless
+    /// `expire_never`).
     pub expire_in: Option<Duration>,
+    /// `expire_in: never`: kept until deleted by hand.
+    #[serde(default)]
+    pub expire_never: bool,
     /// When they are uploaded.
     pub when: ArtifactsWhen,
     /// Archive name.

@@ -367,6 +367,20 @@ job:
     assert_eq!(a.expire_in, Some(Duration::from_secs(7 * 86_400)));
     assert_eq!(a.when, ArtifactsWhen::Always);
     assert_eq!(a.junit, ["report.xml"]);
+    assert!(!a.expire_never);
+}
+
+#[test]
+fn artifacts_expire_in_never_differs_from_no_expire_in() {
+    let text = "keep:\n  script: x\n  artifacts:\n    paths: [a]\n    expire_in: never\nplain:\n  script: x\n  artifacts:\n    paths: [a]\n";
+    let p = plan(text, &push_main());
+    let keep = job(&p, "keep").artifacts.clone().unwrap();
+    assert!(keep.expire_never);
+    assert_eq!(keep.expire_in, None);
+    // Without expire_in: the executor's default (GitLab's 30 days).
+    let plain = job(&p, "plain").artifacts.clone().unwrap();
+    assert!(!plain.expire_never);
+    assert_eq!(plain.expire_in, None);
 }
 
 #[test]

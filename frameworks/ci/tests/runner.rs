@@ -1,7 +1,8 @@
 //! The CI runner against an in-process cluster (master and agent on
 //! loopback): cancel, manual play, pipeline retry, pipelines surviving
 //! a restart of the runner, auto-cancel of superseded pipelines,
-//! `resource_group`, and logs cut at `max_log_bytes`.
+//! `resource_group`, logs cut at `max_log_bytes`, and artifact and log
+//! expiry.
 
 #![allow(clippy::unwrap_used)]
 
@@ -64,6 +65,9 @@ impl Fixture {
         let _ = self.stop.send(());
         let _ = self.runner.await;
         self.server.abort();
+        // The server's router holds a handle (and so the state file):
+        // wait until it is dropped, so that a new runner can open it.
+        let _ = self.server.await;
     }
 }
 
@@ -730,4 +734,128 @@ async fn long_logs_are_cut_at_max_log_bytes_and_served_whole_on_request() {
     let (_, page) = call(&api, "GET", &format!("{log_uri}?offset={}", cut.len())).await;
     assert_eq!(page, "");
     fx.shut().await;
+}
+
+/// Sleeps until `at` plus a margin (for expiry deadlines in the past).
+async fn sleep_past(at: std::time::SystemTime, margin: Duration) {
+    let until = at + margin;
+    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+fn finished_at(rec: &PipelineRecord, name: &str) -> std::time::SystemTime {
+    let i = rec.state.find(name).expect("job exists");
+    rec.state.jobs()[i]
+        .attempts
+        .last()
+        .and_then(|a| a.finished)
+        .expect("finished")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_artifacts_and_logs_are_deleted_marked_and_fail_the_jobs_needing_them() {
+    use berth_ci::exec::api::PipelineView;
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| {
+        c.log_retention = Some(Duration::from_secs(1));
+    })
+    .await;
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    let repo = repo(
+        "build:\n  stage: build\n  script:\n    - mkdir -p out && echo v1 > out/version\n    - echo built\n  artifacts:\n    paths: [out/]\n    expire_in: 1 sec\nkept:\n  stage: build\n  script: [mkdir -p keep && echo k > keep/k]\n  artifacts:\n    paths: [keep/]\n    expire_in: never\nuse:\n  stage: test\n  when: manual\n  script: [cat out/version]\n",
+    );
+    let passed = |r: &PipelineRecord| {
+        status_of(r, "build") == JobStatus::Success
+            && status_of(r, "kept") == JobStatus::Success
+            && status_of(r, "use") == JobStatus::Manual
+    };
+    let first = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, first, "the first pipeline", passed).await;
+    assert_eq!(rec.status(), PipelineStatus::Success);
+    let archive = |id: u64, job: &str| {
+        data.path()
+            .join("files/artifacts")
+            .join(id.to_string())
+            .join(format!("{job}.tar.gz"))
+    };
+    assert!(archive(first, "build").exists());
+
+    // Past `expire_in`, but the latest successful pipeline of `main` keeps
+    // its artifacts. Its logs are past the retention: they go.
+    sleep_past(finished_at(&rec, "build"), Duration::from_millis(1200)).await;
+    let report = fx.handle.sweep_expired().await.unwrap();
+    assert_eq!(report.artifacts, 0, "{report:?}");
+    assert!(report.logs >= 2, "{report:?}");
+    assert!(archive(first, "build").exists());
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    let build = rec.state.find("build").unwrap();
+    assert!(rec.expired.log_expired(build, 1));
+    assert!(!handle_log_exists(&fx.handle, first, build));
+    let (code, body) = call(
+        &api,
+        "GET",
+        &format!("/ci/v1/pipelines/{first}/jobs/build/log"),
+    )
+    .await;
+    assert_eq!(code, 410, "{body}");
+    assert!(body.contains("expired"), "{body}");
+
+    // A newer successful pipeline of main: now the first one's artifacts
+    // expire, except those kept `never`.
+    let second = submit(&fx.handle, repo.path()).await;
+    let rec2 = wait_for(&fx.handle, second, "the second pipeline", passed).await;
+    sleep_past(finished_at(&rec2, "build"), Duration::from_millis(1200)).await;
+    let report = fx.handle.sweep_expired().await.unwrap();
+    assert_eq!(report.artifacts, 1, "{report:?}");
+    assert!(!archive(first, "build").exists());
+    assert!(archive(first, "kept").exists(), "expire_in: never");
+    assert!(archive(second, "build").exists(), "the latest success");
+    let (code, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{first}")).await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    let flags: Vec<(&str, bool, bool)> = view
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.artifacts_expired, j.log_expired))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("build", true, true),
+            ("kept", false, true),
+            ("use", false, false)
+        ]
+    );
+    // The records survive a restart of the runner with what expired.
+    drop(api);
+    fx.shut().await;
+    let fx = start_runner(&cluster, data.path()).await;
+    let rec = fx.handle.get(first).await.unwrap().unwrap();
+    assert!(rec.expired.artifacts_expired(build, 1));
+
+    // The job that needs them fails before it runs: missing dependency.
+    fx.handle.play(first, "use").await.unwrap();
+    let rec = wait_for(&fx.handle, first, "use to fail", |r| {
+        status_of(r, "use") == JobStatus::Failed
+    })
+    .await;
+    let used = rec.state.find("use").unwrap();
+    let end = rec.state.jobs()[used].attempts[0].end.clone().unwrap();
+    assert_eq!(end.reason, Some(FailureReason::MissingDependencyFailure));
+    assert!(end.message.contains("\"build\" expired"), "{}", end.message);
+    assert!(rec.state.jobs()[used].attempts[0].started.is_some());
+    assert!(
+        log_of(&fx.handle, &rec, "use").contains("missing dependency"),
+        "the job's log says why"
+    );
+    fx.shut().await;
+}
+
+fn handle_log_exists(handle: &RunnerHandle, id: u64, job: usize) -> bool {
+    handle.log_path(id, job, 1).exists()
 }

@@ -37,7 +37,9 @@
 //! pipeline (its reason is remembered) and 502 when fetching fails.
 //!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
-//! jobs, 409 for an action the pipeline's state does not allow.
+//! jobs, 409 for an action the pipeline's state does not allow, 410 for a
+//! log the expiry sweep deleted. A job's `artifacts_expired` and
+//! `log_expired` say what the sweep deleted.
 
 use axum::Json;
 use axum::Router;
@@ -134,6 +136,12 @@ pub struct JobView {
     /// Its resource group.
     #[serde(default)]
     pub resource_group: Option<String>,
+    /// Its artifacts expired and were deleted.
+    #[serde(default)]
+    pub artifacts_expired: bool,
+    /// Its latest log expired and was deleted.
+    #[serde(default)]
+    pub log_expired: bool,
 }
 
 /// A pipeline with its jobs.
@@ -184,6 +192,7 @@ impl PipelineView {
                 } else {
                     state.status.as_str()
                 };
+                let attempts = state.attempts.len();
                 JobView {
                     name: planned.name.clone(),
                     stage: planned.stage.clone(),
@@ -195,6 +204,8 @@ impl PipelineView {
                     allow_failure: node.allow_failure.any,
                     interruptible: planned.interruptible,
                     resource_group: planned.resource_group.clone(),
+                    artifacts_expired: rec.expired.artifacts_expired(i, attempts),
+                    log_expired: rec.expired.log_expired(i, attempts),
                 }
             })
             .collect();
@@ -361,9 +372,17 @@ async fn log(
     axum::extract::Query(query): axum::extract::Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let rec = record(&handle, id).await?;
-    let index = rec.state.find(&job).ok_or(RunError::NoSuchJob(id, job))?;
+    let Some(index) = rec.state.find(&job) else {
+        return Err(RunError::NoSuchJob(id, job).into());
+    };
     let state = &rec.state.jobs()[index];
     let attempts = state.attempts.len();
+    if rec.expired.log_expired(index, attempts) {
+        return Err(ApiError(
+            StatusCode::GONE,
+            format!("the log of job {job:?} of pipeline {id} expired and was deleted"),
+        ));
+    }
     let finished = state.status.is_finished() || state.status == JobStatus::Manual;
     let headers = [
         (

@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::expiry::{self, Expired, SweepReport};
 use super::files::{Access, FileStore, PipelineAccess, urls};
 use super::mask::Masker;
 use super::resource_group::{self, Assignment, GroupJob};
@@ -75,6 +76,16 @@ pub struct RunnerConfig {
     /// How much of a job's log viewers get before a line that says where it
     /// was cut (the whole log is still stored; see [`super::log`]).
     pub max_log_bytes: u64,
+    /// The `expire_in` of artifacts whose job gives none (GitLab's default:
+    /// 30 days).
+    pub artifact_expiry: Duration,
+    /// Keep the artifacts of the latest successful pipeline of each ref,
+    /// whatever their `expire_in` (GitLab's "keep latest artifacts").
+    pub keep_latest_artifacts: bool,
+    /// How long job logs are kept after the job ended; `None`: for ever.
+    pub log_retention: Option<Duration>,
+    /// Time between two expiry sweeps (the first runs at start).
+    pub sweep_interval: Duration,
 }
 
 impl RunnerConfig {
@@ -93,6 +104,18 @@ impl RunnerConfig {
             max_upload: 1 << 30,
             auto_cancel: true,
             max_log_bytes: super::log::DEFAULT_MAX_LOG_BYTES,
+            artifact_expiry: expiry::DEFAULT_ARTIFACT_EXPIRY,
+            keep_latest_artifacts: true,
+            log_retention: Some(expiry::DEFAULT_LOG_RETENTION),
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+
+    fn expiry_policy(&self) -> expiry::Policy {
+        expiry::Policy {
+            artifacts_default: self.artifact_expiry,
+            logs: self.log_retention,
+            keep_latest_artifacts: self.keep_latest_artifacts,
         }
     }
 }
@@ -143,6 +166,9 @@ pub struct PipelineRecord {
     /// stored.
     #[serde(skip)]
     pub waiting_for_resource: Vec<bool>,
+    /// The artifacts and logs the expiry sweep deleted.
+    #[serde(default)]
+    pub expired: Expired,
 }
 
 impl PipelineRecord {
@@ -236,6 +262,7 @@ enum Request {
     Play(u64, String, oneshot::Sender<Result<(), RunError>>),
     Get(u64, oneshot::Sender<Option<PipelineRecord>>),
     List(oneshot::Sender<Vec<PipelineRecord>>),
+    Sweep(oneshot::Sender<SweepReport>),
 }
 
 /// The handle of a running CI framework.
@@ -316,6 +343,13 @@ impl RunnerHandle {
     /// Every pipeline.
     pub async fn list(&self) -> Result<Vec<PipelineRecord>, RunError> {
         self.ask(Request::List).await
+    }
+
+    /// Runs the expiry sweep now (it also runs at start and every
+    /// `sweep_interval`): deletes expired artifacts and logs and marks
+    /// them in their pipelines' records.
+    pub async fn sweep_expired(&self) -> Result<SweepReport, RunError> {
+        self.ask(Request::Sweep).await
     }
 
     /// A receiver that changes whenever any pipeline changes.
@@ -539,6 +573,10 @@ impl Runner {
     ) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // `interval` refuses zero.
+        let mut sweep =
+            tokio::time::interval(self.config.sweep_interval.max(Duration::from_millis(10)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -551,6 +589,9 @@ impl Runner {
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick().await,
+                _ = sweep.tick() => {
+                    self.sweep().await;
+                }
             }
         }
         info!("CI runner stopped");
@@ -636,7 +677,28 @@ impl Runner {
                     .collect();
                 let _ = reply.send(all);
             }
+            Request::Sweep(reply) => {
+                let report = self.sweep().await;
+                let _ = reply.send(report);
+            }
         }
+    }
+
+    /// Deletes expired artifacts and logs (see [`expiry`]).
+    async fn sweep(&mut self) -> SweepReport {
+        let policy = self.config.expiry_policy();
+        let (report, changed) = expiry::sweep(
+            &mut self.pipelines,
+            &self.files,
+            &self.config.data_dir,
+            &policy,
+            SystemTime::now(),
+        )
+        .await;
+        for id in changed {
+            self.persist(id).await;
+        }
+        report
     }
 
     async fn submit(
@@ -728,6 +790,7 @@ impl Runner {
                     branch,
                     auto_canceled_by: None,
                     waiting_for_resource: Vec::new(),
+                    expired: Expired::default(),
                 };
                 made = Some(rec.clone());
                 Some(rec)
@@ -970,27 +1033,12 @@ impl Runner {
         }];
         // Artifacts of the jobs it depends on: its needs with artifacts, its
         // `dependencies`, or every job of earlier stages.
-        let sources: Vec<&PlannedJob> = match (&job.dependencies, &job.needs) {
-            (Some(deps), _) => rec
-                .plan
-                .jobs
-                .iter()
-                .filter(|j| deps.iter().any(|d| *d == j.name || *d == j.base_name))
-                .collect(),
-            (None, Some(needs)) => rec
-                .plan
-                .jobs
-                .iter()
-                .filter(|j| needs.iter().any(|n| n.artifacts && n.job == j.name))
-                .collect(),
-            (None, None) => rec
-                .plan
-                .jobs
-                .iter()
-                .filter(|j| j.stage_index < job.stage_index)
-                .collect(),
-        };
-        for dep in sources.into_iter().filter(|d| d.artifacts.is_some()) {
+        let sources = expiry::artifact_sources(&rec.plan, i);
+        for dep in sources
+            .iter()
+            .filter_map(|&k| rec.plan.jobs.get(k))
+            .filter(|d| d.artifacts.is_some())
+        {
             uris.push(pb::FetchUri {
                 url: format!(
                     "{base}{}",
@@ -1113,6 +1161,15 @@ impl Runner {
     }
 
     async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
+        let failed = expiry::fail_expired_dependencies(
+            &mut self.pipelines,
+            &self.config.data_dir,
+            SystemTime::now(),
+        )
+        .await;
+        for id in failed {
+            self.persist(id).await;
+        }
         let pending = self.pending_tasks();
         if pending.is_empty() {
             let ids = offers.iter().map(|o| o.id.clone()).collect();
@@ -1516,6 +1573,7 @@ mod tests {
             branch: true,
             auto_canceled_by: Some(2),
             waiting_for_resource: vec![true; jobs],
+            expired: super::super::expiry::Expired::default(),
         }
     }
 

@@ -1,0 +1,413 @@
+//! Artifact and log expiry: the sweep that deletes what has outlived its
+//! time, and what a pipeline's record remembers of it.
+//!
+//! - A job's artifacts expire `artifacts:expire_in` after its latest
+//!   attempt finished (GitLab's instance default, 30 days, when the job does
+//!   not say; `expire_in: never` keeps them). As GitLab's "keep artifacts
+//!   from the most recent successful pipeline" does, the artifacts of the
+//!   latest successful pipeline of each project and ref are kept whatever
+//!   their `expire_in`, until a newer pipeline of that ref succeeds.
+//! - Logs expire a runner-wide retention after their attempt finished
+//!   ([`Policy::logs`], 90 days by default; `None` keeps them).
+//!
+//! The sweep ([`sweep`]) runs when the runner starts and then every
+//! `sweep_interval`. It deletes the files and records what it deleted in
+//! the pipeline's [`Expired`], so the API can say "expired" rather than
+//! fail on a missing file. A job that would download expired artifacts
+//! fails before it is launched, with GitLab's `missing_dependency_failure`
+//! ([`fail_expired_dependencies`]).
+//!
+//! The decisions ([`due`], [`artifact_sources`], [`expired_dependency`])
+//! read no clock and touch no file; time is an argument.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::files::FileStore;
+use super::runner::PipelineRecord;
+use super::state::{FailureReason, JobEnd, PipelineStatus};
+use crate::Plan;
+
+/// GitLab's default of `artifacts:expire_in`.
+pub const DEFAULT_ARTIFACT_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
+
+/// The default log retention.
+pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+/// How long things are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The `expire_in` of artifacts whose job does not give one.
+    pub artifacts_default: Duration,
+    /// How long logs are kept after their attempt finished; `None`: for
+    /// ever.
+    pub logs: Option<Duration>,
+    /// Keep the artifacts of the latest successful pipeline of each
+    /// project and ref, whatever their `expire_in`.
+    pub keep_latest_artifacts: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            artifacts_default: DEFAULT_ARTIFACT_EXPIRY,
+            logs: Some(DEFAULT_LOG_RETENTION),
+            keep_latest_artifacts: true,
+        }
+    }
+}
+
+/// What the sweep deleted of one pipeline (stored in its record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    /// Job index → the attempt whose artifacts were deleted (the job's
+    /// latest then; a later attempt uploads new ones).
+    #[serde(default)]
+    pub artifacts: BTreeMap<usize, usize>,
+    /// Job index → the logs of its attempts 1 to this one were deleted.
+    #[serde(default)]
+    pub logs: BTreeMap<usize, usize>,
+}
+
+impl Expired {
+    /// Whether the artifacts of job `job`, whose latest attempt is
+    /// `attempts`, were deleted.
+    pub fn artifacts_expired(&self, job: usize, attempts: usize) -> bool {
+        attempts > 0 && self.artifacts.get(&job) == Some(&attempts)
+    }
+
+    /// Whether the log of attempt `attempt` (from 1) of job `job` was
+    /// deleted.
+    pub fn log_expired(&self, job: usize, attempt: usize) -> bool {
+        attempt > 0 && self.logs.get(&job).is_some_and(|&n| attempt <= n)
+    }
+}
+
+/// Something the sweep is to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// A job's artifacts archive.
+    Artifacts {
+        /// The pipeline.
+        pipeline: u64,
+        /// The job's index.
+        job: usize,
+        /// The job's name (the archive is named after it).
+        name: String,
+        /// The attempt that made them (the job's latest).
+        attempt: usize,
+    },
+    /// The logs of a job's attempts `from..=to`.
+    Logs {
+        /// The pipeline.
+        pipeline: u64,
+        /// The job's index.
+        job: usize,
+        /// The first attempt (from 1).
+        from: usize,
+        /// The last attempt.
+        to: usize,
+    },
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Artifact archives deleted.
+    pub artifacts: usize,
+    /// Log files deleted.
+    pub logs: usize,
+}
+
+/// The jobs whose artifacts job `i` downloads: those of its
+/// `dependencies`, else its `needs` with `artifacts: true`, else every job
+/// of earlier stages.
+pub fn artifact_sources(plan: &Plan, i: usize) -> Vec<usize> {
+    let Some(job) = plan.jobs.get(i) else {
+        return Vec::new();
+    };
+    let jobs = plan.jobs.iter().enumerate();
+    match (&job.dependencies, &job.needs) {
+        (Some(deps), _) => jobs
+            .filter(|(_, j)| deps.iter().any(|d| *d == j.name || *d == j.base_name))
+            .map(|(k, _)| k)
+            .collect(),
+        (None, Some(needs)) => jobs
+            .filter(|(_, j)| needs.iter().any(|n| n.artifacts && n.job == j.name))
+            .map(|(k, _)| k)
+            .collect(),
+        (None, None) => jobs
+            .filter(|(_, j)| j.stage_index < job.stage_index)
+            .map(|(k, _)| k)
+            .collect(),
+    }
+}
+
+/// The first job whose artifacts job `i` downloads and that the sweep
+/// deleted.
+pub fn expired_dependency(rec: &PipelineRecord, i: usize) -> Option<usize> {
+    artifact_sources(&rec.plan, i).into_iter().find(|&d| {
+        let attempts = rec.state.job(d).map_or(0, |j| j.attempts.len());
+        rec.expired.artifacts_expired(d, attempts)
+    })
+}
+
+/// What is due for deletion at `now`.
+pub fn due(
+    pipelines: &BTreeMap<u64, PipelineRecord>,
+    now: SystemTime,
+    policy: &Policy,
+) -> Vec<Due> {
+    // The latest successful pipeline of each project and ref.
+    let mut latest: HashMap<(&str, &str), u64> = HashMap::new();
+    if policy.keep_latest_artifacts {
+        for rec in pipelines.values() {
+            if rec.status() == PipelineStatus::Success {
+                let slot = latest
+                    .entry((rec.project.as_str(), rec.ref_name.as_str()))
+                    .or_insert(rec.id);
+                *slot = (*slot).max(rec.id);
+            }
+        }
+    }
+    let past = |finished: Option<SystemTime>, keep: Duration| {
+        finished
+            .and_then(|f| f.checked_add(keep))
+            .is_some_and(|until| until <= now)
+    };
+    let mut out = Vec::new();
+    for rec in pipelines.values() {
+        let kept = latest.get(&(rec.project.as_str(), rec.ref_name.as_str())) == Some(&rec.id);
+        for (i, (planned, state)) in rec.plan.jobs.iter().zip(rec.state.jobs()).enumerate() {
+            let attempts = state.attempts.len();
+            // Artifacts: those of the latest attempt, once it has ended.
+            if let Some(artifacts) = &planned.artifacts
+                && !artifacts.paths.is_empty()
+                && !artifacts.expire_never
+                && !kept
+                && !rec.expired.artifacts_expired(i, attempts)
+                && let Some(last) = state.attempts.last()
+                && past(
+                    last.finished,
+                    artifacts.expire_in.unwrap_or(policy.artifacts_default),
+                )
+            {
+                out.push(Due::Artifacts {
+                    pipeline: rec.id,
+                    job: i,
+                    name: planned.name.clone(),
+                    attempt: attempts,
+                });
+            }
+            // Logs: every finished attempt past the retention.
+            if let Some(keep) = policy.logs {
+                let done = rec.expired.logs.get(&i).copied().unwrap_or(0);
+                let old = state
+                    .attempts
+                    .iter()
+                    .take_while(|a| past(a.finished, keep))
+                    .count();
+                if old > done {
+                    out.push(Due::Logs {
+                        pipeline: rec.id,
+                        job: i,
+                        from: done + 1,
+                        to: old,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Deletes a file; `Ok(false)` when it was not there.
+fn remove(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the files of `due` (blocking). Returns, for each item, whether
+/// it is to be marked expired and how many files went.
+fn delete(due: &[Due], files: &FileStore, data_dir: &Path) -> Vec<(bool, usize)> {
+    due.iter()
+        .map(|d| match d {
+            Due::Artifacts { pipeline, name, .. } => {
+                let result = files
+                    .artifacts(*pipeline, name)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|path| remove(&path));
+                match result {
+                    // Nothing was uploaded (failed job, nothing matched):
+                    // there is nothing to call expired.
+                    Ok(existed) => (existed, usize::from(existed)),
+                    Err(e) => {
+                        warn!(pipeline, job = %name, "cannot delete expired artifacts: {e}");
+                        (false, 0)
+                    }
+                }
+            }
+            Due::Logs {
+                pipeline,
+                job,
+                from,
+                to,
+            } => {
+                let mut removed = 0;
+                let mut ok = true;
+                for attempt in *from..=*to {
+                    let path = PipelineRecord::log_path(data_dir, *pipeline, *job, attempt);
+                    match remove(&path) {
+                        Ok(existed) => removed += usize::from(existed),
+                        Err(e) => {
+                            warn!(
+                                pipeline,
+                                "cannot delete the expired log {}: {e}",
+                                path.display()
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                if ok {
+                    // The pipeline's log directory, once empty.
+                    if let Some(dir) =
+                        PipelineRecord::log_path(data_dir, *pipeline, *job, 1).parent()
+                    {
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                }
+                (ok, removed)
+            }
+        })
+        .collect()
+}
+
+/// Deletes what is due at `now` and marks it in the records. Returns what
+/// was deleted and the pipelines whose records changed (to be stored).
+pub async fn sweep(
+    pipelines: &mut BTreeMap<u64, PipelineRecord>,
+    files: &FileStore,
+    data_dir: &Path,
+    policy: &Policy,
+    now: SystemTime,
+) -> (SweepReport, Vec<u64>) {
+    let due = due(pipelines, now, policy);
+    if due.is_empty() {
+        return (SweepReport::default(), Vec::new());
+    }
+    let results = {
+        let due = due.clone();
+        let files = files.clone();
+        let data_dir = data_dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || delete(&due, &files, &data_dir)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("the expiry sweep failed: {e}");
+                return (SweepReport::default(), Vec::new());
+            }
+        }
+    };
+    let mut report = SweepReport::default();
+    let mut changed = Vec::new();
+    for (d, (mark, removed)) in due.iter().zip(results) {
+        let (pipeline, counter) = match d {
+            Due::Artifacts { pipeline, .. } => (*pipeline, &mut report.artifacts),
+            Due::Logs { pipeline, .. } => (*pipeline, &mut report.logs),
+        };
+        *counter += removed;
+        if !mark {
+            continue;
+        }
+        let Some(rec) = pipelines.get_mut(&pipeline) else {
+            continue;
+        };
+        match d {
+            Due::Artifacts { job, attempt, .. } => {
+                rec.expired.artifacts.insert(*job, *attempt);
+            }
+            Due::Logs { job, to, .. } => {
+                rec.expired.logs.insert(*job, *to);
+            }
+        }
+        if changed.last() != Some(&pipeline) {
+            changed.push(pipeline);
+        }
+    }
+    if report != SweepReport::default() {
+        info!(
+            artifacts = report.artifacts,
+            logs = report.logs,
+            "deleted expired artifacts and logs"
+        );
+    }
+    (report, changed)
+}
+
+/// Fails every pending job that would download expired artifacts, with
+/// GitLab's `missing_dependency_failure`, before it is launched (the
+/// attempt has no task; its log says why). Returns the pipelines that
+/// changed.
+pub async fn fail_expired_dependencies(
+    pipelines: &mut BTreeMap<u64, PipelineRecord>,
+    data_dir: &Path,
+    now: SystemTime,
+) -> Vec<u64> {
+    let mut changed = Vec::new();
+    for rec in pipelines.values_mut() {
+        let mut any = false;
+        // A retry can put a failed job back to pending: go round until no
+        // pending job is left that needs expired artifacts.
+        while let Some((i, dep)) = rec
+            .state
+            .pending()
+            .into_iter()
+            .find_map(|i| expired_dependency(rec, i).map(|d| (i, d)))
+        {
+            let dep_name = rec.plan.jobs.get(dep).map_or("?", |j| j.name.as_str());
+            let message = format!(
+                "the artifacts of job {dep_name:?} expired; retry that job to make them again"
+            );
+            let result = rec.state.started(i, "", now).and_then(|()| {
+                rec.state.finished(
+                    i,
+                    JobEnd::failure(FailureReason::MissingDependencyFailure, message.clone()),
+                    now,
+                )
+            });
+            if let Err(e) = result {
+                warn!(pipeline = rec.id, job = i, "cannot fail the job: {e}");
+                break;
+            }
+            any = true;
+            let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
+            let path = PipelineRecord::log_path(data_dir, rec.id, i, attempt);
+            let text = format!("ERROR: Job failed (missing dependency): {message}\n");
+            let written = async {
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                tokio::fs::write(&path, text).await
+            };
+            if let Err(e) = written.await {
+                warn!(pipeline = rec.id, "cannot write {}: {e}", path.display());
+            }
+            info!(pipeline = rec.id, job = i, "{message}");
+        }
+        if any {
+            rec.state.advance(now);
+            changed.push(rec.id);
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests;
