@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/agent.proto",
         "proto/operator.proto",
         "proto/raft.proto",
+        "proto/ci.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -120,7 +120,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = handle
         .router()
         .merge(berth_ci::exec::api::router(handle.clone()))
-        .merge(berth_ci::exec::api::repos_router(repos));
+        .merge(berth_ci::exec::api::repos_router(repos))
+        // The gRPC API (HTTP/2) on the same port.
+        .merge(berth_ci::exec::grpc::router(handle.clone()));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(

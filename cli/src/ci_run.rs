@@ -285,9 +285,20 @@ async fn follow(
             }
         }
     };
-    // The logs are collected from the agents as the jobs run; give the
-    // last chunks a moment to arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The logs are collected from the agents as the jobs run; wait (a
+    // while at most) until the last chunks are stored.
+    let collected = async {
+        while record
+            .state
+            .jobs()
+            .iter()
+            .filter_map(|j| j.attempts.last())
+            .any(|a| handle.is_collecting_log(&a.task_id))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), collected).await;
     for (i, (node, job)) in record
         .state
         .nodes()

@@ -271,6 +271,39 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
     let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(list[0]["status"], "success", "{out}");
 
+    // The gRPC API on the same port.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        use berth_proto::ci::v1 as ci;
+        let mut client = ci::ci_client::CiClient::connect(server.clone())
+            .await
+            .expect("gRPC on the API's port");
+        let listed = client
+            .list_pipelines(ci::ListPipelinesRequest {})
+            .await
+            .expect("ListPipelines")
+            .into_inner();
+        assert_eq!(listed.pipelines.len(), 1);
+        assert_eq!(listed.pipelines[0].status, "success");
+        let shown = client
+            .get_pipeline(ci::GetPipelineRequest { id: 1 })
+            .await
+            .expect("GetPipeline")
+            .into_inner();
+        let jobs: Vec<(&str, &str)> = shown
+            .jobs
+            .iter()
+            .map(|j| (j.name.as_str(), j.status.as_str()))
+            .collect();
+        assert_eq!(jobs, [("build", "success"), ("ship", "success")]);
+        let err = client
+            .get_pipeline(ci::GetPipelineRequest { id: 99 })
+            .await
+            .expect_err("no pipeline 99");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert_eq!(err.message(), "no pipeline 99");
+    });
+
     // SIGTERM: a graceful stop.
     let _ = Command::new("kill")
         .args(["-TERM", &serve.0.id().to_string()])

@@ -1,9 +1,10 @@
 //! berth's wire protocol.
 //!
 //! The protobuf messages and tonic services of the three APIs of the master
-//! (scheduler, agent, operator) and the agent's own log API, generated from
-//! `proto/*.proto` at build time. Every message and field is documented in
-//! the .proto files; the generated Rust items carry those comments.
+//! (scheduler, agent, operator), the agent's own log API and the CI
+//! framework's API ([`ci`]), generated from `proto/*.proto` at build time.
+//! Every message and field is documented in the .proto files; the
+//! generated Rust items carry those comments.
 //!
 //! This crate holds wire types only. Validation and conversion into
 //! berth's domain types (fixed-point resources, validated ids) live with the
@@ -18,6 +19,16 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The CI framework's API (`package berth.ci.v1`, `ci.proto`), served by
+/// `berth ci serve` next to its HTTP/JSON API.
+pub mod ci {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+    pub mod v1 {
+        tonic::include_proto!("berth.ci.v1");
+    }
+}
 
 /// Largest gRPC message berth decodes (tonic's default, 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -1,8 +1,10 @@
 //! Running pipelines: the state machine of a pipeline's jobs.
 
 pub mod api;
+pub mod collect;
 pub mod expiry;
 pub mod files;
+pub mod grpc;
 pub mod log;
 pub mod mask;
 pub mod repos;

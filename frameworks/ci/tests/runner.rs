@@ -1,8 +1,9 @@
 //! The CI runner against an in-process cluster (master and agent on
 //! loopback): cancel, manual play, pipeline retry, pipelines surviving
 //! a restart of the runner, auto-cancel of superseded pipelines,
-//! `resource_group`, logs cut at `max_log_bytes`, and artifact and log
-//! expiry.
+//! `resource_group`, logs cut at `max_log_bytes`, artifact and log
+//! expiry, the gRPC API, and re-attaching to running jobs after a restart
+//! of the runner.
 
 #![allow(clippy::unwrap_used)]
 
@@ -690,20 +691,22 @@ async fn long_logs_are_cut_at_max_log_bytes_and_served_whole_on_request() {
     let log_uri = format!("/ci/v1/pipelines/{id}/jobs/noisy/log");
     let full_uri = format!("{log_uri}?full=true");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let full = loop {
+    loop {
         let (code, body) = call(&api, "GET", &full_uri).await;
         assert_eq!(code, 200, "{body}");
         if body.contains("Job succeeded") {
-            break body;
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "no whole log: {body}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // The whole log, as stored.
-    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    }
+    // The whole log, as stored, once nothing more is collected (until
+    // then the marker says "so far").
+    let rec = wait_log_complete(&fx.handle, id, "noisy").await;
+    let (_, full) = call(&api, "GET", &full_uri).await;
     assert_eq!(status_of(&rec, "noisy"), JobStatus::Success);
     assert_eq!(full, log_of(&fx.handle, &rec, "noisy"));
     assert!(full.len() > LIMIT + 4000, "{}", full.len());
@@ -858,4 +861,587 @@ async fn expired_artifacts_and_logs_are_deleted_marked_and_fail_the_jobs_needing
 
 fn handle_log_exists(handle: &RunnerHandle, id: u64, job: usize) -> bool {
     handle.log_path(id, job, 1).exists()
+}
+
+/// Serves the runner's file routes, HTTP/JSON API and gRPC API on one
+/// loopback port, as `berth ci serve` does; returns the gRPC endpoint.
+async fn serve_apis(handle: &RunnerHandle) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = handle
+        .router()
+        .merge(berth_ci::exec::api::router(handle.clone()))
+        .merge(berth_ci::exec::grpc::router(handle.clone()));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service()).await;
+    });
+    (url, server)
+}
+
+type CiClient = ci::ci_client::CiClient<tonic::transport::Channel>;
+use berth_sdk::proto::ci::v1 as ci;
+
+/// Reads a `FollowJobLog` stream to its end (bounded), checking that the
+/// chunks follow each other; returns the bytes and the attempt.
+async fn follow_log(client: &mut CiClient, request: ci::FollowJobLogRequest) -> (String, u32) {
+    let start = request.offset;
+    let mut stream = client.follow_job_log(request).await.unwrap().into_inner();
+    let mut bytes = Vec::new();
+    let mut attempt = 0;
+    let read = async {
+        while let Some(chunk) = stream.message().await.unwrap() {
+            assert_eq!(chunk.offset, start + bytes.len() as u64, "contiguous");
+            assert!(!chunk.data.is_empty());
+            attempt = chunk.attempt;
+            bytes.extend_from_slice(&chunk.data);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the log stream ends when the job does");
+    (String::from_utf8(bytes).unwrap(), attempt)
+}
+
+fn log_request(pipeline: u64, job: &str) -> ci::FollowJobLogRequest {
+    ci::FollowJobLogRequest {
+        pipeline,
+        job: job.into(),
+        ..Default::default()
+    }
+}
+
+fn job_of<'a>(pipeline: &'a ci::Pipeline, name: &str) -> &'a ci::Job {
+    pipeline
+        .jobs
+        .iter()
+        .find(|j| j.name == name)
+        .unwrap_or_else(|| panic!("no job {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end() {
+    const SECRET: &str = "zq-grpc-secret-value";
+    const LIMIT: u64 = 64;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| c.max_log_bytes = LIMIT).await;
+    let (url, server) = serve_apis(&fx.handle).await;
+    let mut client = CiClient::connect(url.clone()).await.unwrap();
+    // The HTTP API answers on the same port.
+    let http = http_get(&url, "/ci/v1/pipelines").await;
+    assert_eq!(http, "[]");
+    let listed = client
+        .list_pipelines(ci::ListPipelinesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.pipelines.is_empty());
+
+    let repo = repo(
+        "build:\n  stage: build\n  script:\n    - i=1; while [ $i -le 6 ]; do echo \"line $i $TOKEN\"; i=$((i+1)); sleep 0.4; done\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipped]\n",
+    );
+    // A bad trigger: the HTTP API's checks and messages, INVALID_ARGUMENT.
+    let trigger = |repository: String| ci::TriggerPipelineRequest {
+        repository,
+        reference: None,
+        dirty: false,
+        variables: vec![ci::TriggerVariable {
+            name: "TOKEN".into(),
+            value: SECRET.into(),
+            masked: true,
+        }],
+    };
+    let err = client
+        .trigger_pipeline(trigger("relative/path".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "repository \"relative/path\" must be an absolute path"
+    );
+    let mut bad = trigger(repo.path().display().to_string());
+    bad.variables[0].name = "BAD NAME".into();
+    let err = client.trigger_pipeline(bad).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("is not a variable name"), "{err}");
+    let mut short = trigger(repo.path().display().to_string());
+    short.variables[0].value = "short".into();
+    let err = client.trigger_pipeline(short).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("at least 8"), "{err}");
+    let err = client
+        .trigger_pipeline(ci::TriggerPipelineRequest {
+            reference: Some("main".into()),
+            dirty: true,
+            ..trigger(repo.path().display().to_string())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        fx.handle.list().await.unwrap().is_empty(),
+        "bad triggers create nothing"
+    );
+
+    let created = client
+        .trigger_pipeline(trigger(repo.path().display().to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    let summary = created.summary.clone().unwrap();
+    let id = summary.id;
+    assert_eq!(summary.source, "api");
+    assert_eq!(created.stages, ["build", "deploy"]);
+    assert!(job_of(&created, "ship").manual);
+    assert!(!job_of(&created, "build").manual);
+
+    // Followed from the start (the job may not even run yet) to its end:
+    // every line once, masked, and exactly the stored log.
+    let (streamed, attempt) = follow_log(
+        &mut client,
+        ci::FollowJobLogRequest {
+            full: true,
+            ..log_request(id, "build")
+        },
+    )
+    .await;
+    assert_eq!(attempt, 1);
+    for i in 1..=6 {
+        assert_eq!(
+            streamed.matches(&format!("line {i} [MASKED]\n")).count(),
+            1,
+            "{streamed}"
+        );
+    }
+    assert!(!streamed.contains("zq-"), "{streamed}");
+    assert!(streamed.contains("Job succeeded"), "{streamed}");
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    assert_eq!(status_of(&rec, "build"), JobStatus::Success);
+    assert_eq!(streamed, log_of(&fx.handle, &rec, "build"));
+    // From an offset: the rest.
+    let (tail, _) = follow_log(
+        &mut client,
+        ci::FollowJobLogRequest {
+            offset: 10,
+            full: true,
+            ..log_request(id, "build")
+        },
+    )
+    .await;
+    assert_eq!(tail, streamed[10..]);
+    // Not `full`: cut at max_log_bytes with the marker line, as over HTTP.
+    let (cut, _) = follow_log(&mut client, log_request(id, "build")).await;
+    let (http_code, http_cut) = call(
+        &berth_ci::exec::api::router(fx.handle.clone()),
+        "GET",
+        &format!("/ci/v1/pipelines/{id}/jobs/build/log"),
+    )
+    .await;
+    assert_eq!(http_code, 200);
+    assert_eq!(cut[..LIMIT as usize], streamed[..LIMIT as usize]);
+    let marker = format!(
+        "[berth] log cut at {LIMIT} bytes; the full log ({} bytes) is sent by FollowJobLog with full = true\n",
+        streamed.len()
+    );
+    assert!(cut.ends_with(&marker), "{cut}");
+    // The same cut as over HTTP; only where the whole log is differs.
+    let http_marker = format!(
+        "[berth] log cut at {LIMIT} bytes; the full log ({} bytes) is at GET /ci/v1/pipelines/{id}/jobs/build/log?full=true\n",
+        streamed.len()
+    );
+    assert_eq!(
+        cut.strip_suffix(&marker),
+        http_cut.strip_suffix(&http_marker),
+        "{http_cut}"
+    );
+
+    // Errors: unknown pipeline, job or attempt.
+    let err = client
+        .get_pipeline(ci::GetPipelineRequest { id: 99 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::NotFound, "no pipeline 99")
+    );
+    let err = client
+        .follow_job_log(log_request(id, "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), format!("pipeline {id} has no job \"nope\""));
+    let err = client
+        .follow_job_log(log_request(99, "build"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = client
+        .follow_job_log(ci::FollowJobLogRequest {
+            attempt: Some(2),
+            ..log_request(id, "build")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("has no attempt 2"), "{err}");
+    for err in [
+        client
+            .cancel_pipeline(ci::CancelPipelineRequest { id: 99 })
+            .await,
+        client
+            .retry_pipeline(ci::RetryPipelineRequest { id: 99 })
+            .await,
+        client
+            .play_job(ci::PlayJobRequest {
+                pipeline: 99,
+                job: "ship".into(),
+            })
+            .await,
+    ] {
+        assert_eq!(err.unwrap_err().code(), tonic::Code::NotFound);
+    }
+    let err = client
+        .play_job(ci::PlayJobRequest {
+            pipeline: id,
+            job: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    // An action the state refuses.
+    let err = client
+        .play_job(ci::PlayJobRequest {
+            pipeline: id,
+            job: "build".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("not a manual job"), "{err}");
+
+    // Get and play.
+    let shown = client
+        .get_pipeline(ci::GetPipelineRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job_of(&shown, "build").status, "success");
+    assert_eq!(job_of(&shown, "build").attempts, 1);
+    assert_eq!(job_of(&shown, "ship").status, "manual");
+    let played = client
+        .play_job(ci::PlayJobRequest {
+            pipeline: id,
+            job: "ship".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(job_of(&played, "ship").status, "manual");
+    let (shipped, _) = follow_log(&mut client, log_request(id, "ship")).await;
+    assert!(shipped.contains("shipped"), "{shipped}");
+    let shown = client
+        .get_pipeline(ci::GetPipelineRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job_of(&shown, "ship").status, "success");
+
+    // Cancel and retry.
+    let long = berth_tests::git_repo(&[(".gitlab-ci.yml", &long_pipeline(false))]);
+    let second = client
+        .trigger_pipeline(ci::TriggerPipelineRequest {
+            repository: long.path().display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap()
+        .id;
+    wait_running(&fx.handle, second).await;
+    let canceled = client
+        .cancel_pipeline(ci::CancelPipelineRequest { id: second })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ["canceling", "canceled"].contains(&job_of(&canceled, "long").status.as_str()),
+        "{canceled:?}"
+    );
+    // The canceled job's log ends (after its after_script).
+    let (log, _) = follow_log(
+        &mut client,
+        ci::FollowJobLogRequest {
+            full: true,
+            ..log_request(second, "long")
+        },
+    )
+    .await;
+    assert!(log.contains("after-script-ran"), "{log}");
+    let shown = client
+        .get_pipeline(ci::GetPipelineRequest { id: second })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.summary.unwrap().status, "canceled");
+    let retried = client
+        .retry_pipeline(ci::RetryPipelineRequest { id: second })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.summary.unwrap().status, "running");
+    let rec = wait_for(&fx.handle, second, "the retry to run", |r| {
+        status_of(r, "long") == JobStatus::Running
+    })
+    .await;
+    assert_eq!(rec.state.jobs()[0].attempts.len(), 2);
+    let listed = client
+        .list_pipelines(ci::ListPipelinesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<u64> = listed.pipelines.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [second, id], "newest first");
+    cancel_all(&fx.handle, &[second]).await;
+    server.abort();
+    fx.shut().await;
+}
+
+/// GET over plain HTTP/1.1 (what `berth ci` clients do), body as text.
+async fn http_get(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the job's attempt has ended and its whole log is stored.
+async fn wait_log_complete(handle: &RunnerHandle, id: u64, job: &str) -> PipelineRecord {
+    wait_for(handle, id, "the job and its log to end", |r| {
+        let i = r.state.find(job).unwrap();
+        let state = &r.state.jobs()[i];
+        state.status.is_finished()
+            && state
+                .attempts
+                .last()
+                .is_some_and(|a| !handle.is_collecting_log(&a.task_id))
+    })
+    .await
+}
+
+/// The lines `prefix 1` … `prefix n` each appear exactly once in `log`,
+/// in order.
+fn assert_lines_once(log: &str, prefix: &str, n: usize) {
+    let mut at = 0;
+    for i in 1..=n {
+        let line = format!("{prefix} {i} ");
+        assert_eq!(log.matches(&line).count(), 1, "{line:?} once in:\n{log}");
+        let found = log.find(&line).unwrap();
+        assert!(found >= at, "{line:?} in order in:\n{log}");
+        at = found;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runner_reattaches_to_a_running_job_and_collects_its_log_exactly_once() {
+    const SECRET: &str = "zq-reattach-secret";
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // 30 lines over ~3 s on stdout, each with the secret, and every third
+    // one on stderr too.
+    let repo = repo(
+        "slow:\n  script:\n    - i=1; while [ $i -le 30 ]; do echo \"out $i $TOKEN\"; if [ $((i % 3)) -eq 0 ]; then echo \"err $i \" >&2; fi; i=$((i+1)); sleep 0.1; done\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit_with(
+        &fx.handle,
+        repo.path(),
+        None,
+        vec![var("TOKEN", SECRET, true)],
+    )
+    .await;
+    wait_for(&fx.handle, id, "slow to have printed", |r| {
+        status_of(r, "slow") == JobStatus::Running
+            && log_of(&fx.handle, r, "slow").contains("out 3 ")
+    })
+    .await;
+    fx.shut().await;
+    // The job goes on printing while no runner collects it.
+    let stopped_at = std::fs::metadata(PipelineRecord::log_path(data.path(), id, 0, 1))
+        .unwrap()
+        .len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        std::fs::metadata(PipelineRecord::log_path(data.path(), id, 0, 1))
+            .unwrap()
+            .len(),
+        stopped_at,
+        "nothing collects the log while the runner is stopped"
+    );
+
+    let fx = start_runner(&cluster, data.path()).await;
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    assert_eq!(status_of(&rec, "slow"), JobStatus::Running, "as stored");
+    let rec = wait_log_complete(&fx.handle, id, "slow").await;
+    assert_eq!(status_of(&rec, "slow"), JobStatus::Success);
+    assert_eq!(rec.state.jobs()[0].attempts.len(), 1, "the same task");
+    let log = log_of(&fx.handle, &rec, "slow");
+    assert_lines_once(&log, "out", 30);
+    assert_eq!(log.matches("[MASKED]").count(), 30, "{log}");
+    assert!(!log.contains("zq-"), "masked after the restart too: {log}");
+    for i in (3..=30).step_by(3) {
+        assert_eq!(log.matches(&format!("err {i} \n")).count(), 1, "{log}");
+    }
+    assert_eq!(log.matches("Job succeeded").count(), 1, "{log}");
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_ended_or_ran_out_of_time_while_the_runner_was_down_get_their_final_status() {
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let done = shared.path().join("quick-done");
+    // `quick` prints for ~1.5 s and fails with code 3 (after the runner
+    // stopped); `expires` has 5 s and would sleep for a minute.
+    let pipeline = format!(
+        "quick:\n  script:\n    - i=1; while [ $i -le 10 ]; do echo \"quick $i \"; i=$((i+1)); sleep 0.15; done\n    - touch {done}\n    - exit 3\nexpires:\n  timeout: 5 seconds\n  script:\n    - echo started\n    - sleep 60\n",
+        done = done.display()
+    );
+    let repo = repo(&pipeline);
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, id, "both jobs to run", |r| {
+        status_of(r, "quick") == JobStatus::Running
+            && status_of(r, "expires") == JobStatus::Running
+            && log_of(&fx.handle, r, "quick").contains("quick 1 ")
+            && log_of(&fx.handle, r, "expires").contains("started")
+    })
+    .await;
+    fx.shut().await;
+    let expires = rec.state.find("expires").unwrap();
+    let started = rec.state.jobs()[expires].attempts[0].started.unwrap();
+    assert!(
+        started.elapsed().unwrap() < Duration::from_secs(5),
+        "the runner stopped before the time limit"
+    );
+    // Down until `quick` has ended and `expires` is past its limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done.exists() || started.elapsed().unwrap() < Duration::from_millis(5500) {
+        assert!(tokio::time::Instant::now() < deadline, "quick never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let restarted = std::time::SystemTime::now();
+    let fx = start_runner(&cluster, data.path()).await;
+    let rec = wait_log_complete(&fx.handle, id, "quick").await;
+    let rec = if status_of(&rec, "expires").is_finished() {
+        rec
+    } else {
+        wait_log_complete(&fx.handle, id, "expires").await
+    };
+    // The real result of the task that ended meanwhile, and its whole log.
+    let quick = &rec.state.jobs()[rec.state.find("quick").unwrap()];
+    assert_eq!(quick.status, JobStatus::Failed);
+    assert_eq!(quick.attempts.len(), 1);
+    let end = quick.attempts[0].end.as_ref().unwrap();
+    assert_eq!(end.reason, Some(FailureReason::ScriptFailure));
+    assert_eq!(end.exit_code, Some(3));
+    let log = log_of(&fx.handle, &rec, "quick");
+    assert_lines_once(&log, "quick", 10);
+    // Killed at once, for its time limit.
+    let expired = &rec.state.jobs()[expires];
+    assert_eq!(expired.status, JobStatus::Failed);
+    let attempt = &expired.attempts[0];
+    let end = attempt.end.as_ref().unwrap();
+    assert_eq!(
+        end.reason,
+        Some(FailureReason::JobExecutionTimeout),
+        "{end:?}"
+    );
+    let took = attempt.finished.unwrap().duration_since(restarted).unwrap();
+    assert!(took < Duration::from_secs(15), "killed at once: {took:?}");
+    assert_eq!(rec.status(), PipelineStatus::Failed);
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_task_the_cluster_no_longer_knows_fails_as_a_runner_system_failure_and_is_retried()
+ {
+    use berth_ci::exec::state::FailureReason;
+    use berth_ci::exec::store::Store;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let mark = shared.path().join("first-ran");
+    // The first attempt runs long; the second passes at once.
+    let pipeline = format!(
+        "flaky:\n  retry:\n    max: 1\n    when: runner_system_failure\n  script:\n    - if [ -e {mark} ]; then echo second attempt; else touch {mark}; echo first attempt; sleep 60; fi\n",
+        mark = mark.display()
+    );
+    let repo = repo(&pipeline);
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    wait_for(&fx.handle, id, "the first attempt to run", |r| {
+        status_of(r, "flaky") == JobStatus::Running
+            && log_of(&fx.handle, r, "flaky").contains("first attempt")
+    })
+    .await;
+    fx.shut().await;
+    // While the runner is down, its record comes to name a task the
+    // master has never heard of (as when the master lost it).
+    {
+        let store = Store::open(data.path().join("ci.redb")).unwrap();
+        let rec: PipelineRecord = store.get(id).unwrap().unwrap();
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json["state"]["jobs"][0]["attempts"][0]["task_id"] = format!("ci-{id}-0-7").into();
+        let rec: PipelineRecord = serde_json::from_value(json).unwrap();
+        store.put(id, &rec).unwrap();
+    }
+
+    let fx = start_runner(&cluster, data.path()).await;
+    let rec = wait_for(&fx.handle, id, "the retried job to pass", |r| {
+        status_of(r, "flaky").is_finished()
+    })
+    .await;
+    let job = &rec.state.jobs()[0];
+    assert_eq!(job.status, JobStatus::Success);
+    assert_eq!(job.attempts.len(), 2, "retried once");
+    let lost = job.attempts[0].end.as_ref().unwrap();
+    assert_eq!(lost.reason, Some(FailureReason::RunnerSystemFailure));
+    assert!(lost.message.contains("does not know this task"), "{lost:?}");
+    let rec = wait_log_complete(&fx.handle, id, "flaky").await;
+    assert!(log_of(&fx.handle, &rec, "flaky").contains("second attempt"));
+    fx.shut().await;
 }

@@ -8,8 +8,9 @@
 //! | `POST /ci/v1/pipelines/{id}/cancel` | cancel it |
 //! | `POST /ci/v1/pipelines/{id}/retry` | retry its failed and canceled jobs |
 //! | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` | start a manual job |
-//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended |
+//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended and its whole log is stored |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?full=true` | the whole log, however long |
+//! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?attempt=N` | the log of attempt N (from 1) instead of the latest |
 //!
 //! A log longer than the runner's `max_log_bytes` stops there, followed by
 //! one line saying where it was cut and that `?full=true` has all of it
@@ -37,9 +38,16 @@
 //! pipeline (its reason is remembered) and 502 when fetching fails.
 //!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
-//! jobs, 409 for an action the pipeline's state does not allow, 410 for a
-//! log the expiry sweep deleted. A job's `artifacts_expired` and
-//! `log_expired` say what the sweep deleted.
+//! jobs, 400 for bad input, 409 for an action the pipeline's state does not
+//! allow, 410 for a log the expiry sweep deleted. A job's
+//! `artifacts_expired` and `log_expired` say what the sweep deleted.
+//!
+//! The operations themselves (the views, trigger validation, which log a
+//! viewer reads and what of it) are the public functions below, shared
+//! with the gRPC API ([`super::grpc`]); an [`ApiError`] carries an
+//! [`ErrorKind`] each API maps to its own codes, and the same message.
+
+use std::path::PathBuf;
 
 use axum::Json;
 use axum::Router;
@@ -142,6 +150,13 @@ pub struct JobView {
     /// Its latest log expired and was deleted.
     #[serde(default)]
     pub log_expired: bool,
+    /// A manual job (`when: manual`): it runs when played.
+    #[serde(default)]
+    pub manual: bool,
+    /// Pending, but another job holds its resource group (its `status`
+    /// says `waiting_for_resource` too).
+    #[serde(default)]
+    pub waiting_for_resource: bool,
 }
 
 /// A pipeline with its jobs.
@@ -186,8 +201,8 @@ impl PipelineView {
             .enumerate()
             .map(|(i, ((planned, state), node))| {
                 let end = state.attempts.last().and_then(|a| a.end.as_ref());
-                let status = if state.status == JobStatus::Pending && rec.is_waiting_for_resource(i)
-                {
+                let waiting = state.status == JobStatus::Pending && rec.is_waiting_for_resource(i);
+                let status = if waiting {
                     "waiting_for_resource"
                 } else {
                     state.status.as_str()
@@ -206,6 +221,8 @@ impl PipelineView {
                     resource_group: planned.resource_group.clone(),
                     artifacts_expired: rec.expired.artifacts_expired(i, attempts),
                     log_expired: rec.expired.log_expired(i, attempts),
+                    manual: planned.when == crate::When::Manual,
+                    waiting_for_resource: waiting,
                 }
             })
             .collect();
@@ -217,28 +234,93 @@ impl PipelineView {
     }
 }
 
-struct ApiError(StatusCode, String);
+/// What kind of failure an API call ended with; the HTTP API and the gRPC
+/// API each map it to their own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such pipeline, job or attempt (HTTP 404, gRPC `NOT_FOUND`).
+    NotFound,
+    /// The input is invalid (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    BadRequest,
+    /// The pipeline's state does not allow it (HTTP 409, gRPC
+    /// `FAILED_PRECONDITION`).
+    Conflict,
+    /// The runner has stopped (HTTP 503, gRPC `UNAVAILABLE`).
+    Unavailable,
+    /// Deleted by the expiry sweep (HTTP 410, gRPC `NOT_FOUND`).
+    Gone,
+    /// A webhook's secret is wrong or missing (HTTP 401, gRPC
+    /// `UNAUTHENTICATED`).
+    Unauthenticated,
+    /// Not allowed at all, e.g. a webhook for a repository registered
+    /// without a secret (HTTP 403, gRPC `PERMISSION_DENIED`).
+    Forbidden,
+    /// Understood but cannot be done, e.g. a commit with no pipeline
+    /// (HTTP 422, gRPC `FAILED_PRECONDITION`).
+    Unprocessable,
+    /// A repository could not be fetched (HTTP 502, gRPC `UNAVAILABLE`).
+    BadGateway,
+    /// Something failed on the server (HTTP 500, gRPC `INTERNAL`).
+    Internal,
+}
+
+/// A failed API call: its kind and the message both APIs give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::BadRequest, message)
+    }
+
+    fn internal(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ErrorKind::Internal, message.to_string())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let status = match self.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        };
+        (status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }
 
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> ApiError {
-        let status = match &e {
-            RunError::NoSuchPipeline(_) | RunError::NoSuchJob(..) => StatusCode::NOT_FOUND,
-            RunError::State(_) => StatusCode::CONFLICT,
+        let kind = match &e {
+            RunError::NoSuchPipeline(_) | RunError::NoSuchJob(..) => ErrorKind::NotFound,
+            RunError::State(_) => ErrorKind::Conflict,
             RunError::Invalid(_) | RunError::NoPipeline(_) | RunError::Mask(_) => {
-                StatusCode::BAD_REQUEST
+                ErrorKind::BadRequest
             }
-            RunError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            RunError::Store(_) | RunError::Source(_) | RunError::Other(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            RunError::Stopped => ErrorKind::Unavailable,
+            RunError::Store(_) | RunError::Source(_) | RunError::Other(_) => ErrorKind::Internal,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(kind, e.to_string())
     }
 }
 
@@ -261,7 +343,8 @@ async fn record(handle: &RunnerHandle, id: u64) -> Result<PipelineRecord, ApiErr
         .ok_or_else(|| RunError::NoSuchPipeline(id).into())
 }
 
-async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+/// Every pipeline, newest first.
+pub async fn list_pipelines(handle: &RunnerHandle) -> Result<Vec<PipelineSummary>, ApiError> {
     let mut all: Vec<PipelineSummary> = handle
         .list()
         .await?
@@ -269,27 +352,39 @@ async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSum
         .map(PipelineSummary::of)
         .collect();
     all.sort_by_key(|s| std::cmp::Reverse(s.id));
-    Ok(Json(all))
+    Ok(all)
 }
 
-async fn trigger(
-    State(handle): State<RunnerHandle>,
-    Json(trigger): Json<Trigger>,
-) -> Result<Json<PipelineView>, ApiError> {
-    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+/// Pipeline `id` with its jobs.
+pub async fn pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
+    Ok(PipelineView::of(&record(handle, id).await?))
+}
+
+/// Checks a trigger and runs the pipeline of its repository; returns the
+/// new pipeline. Refused, with nothing created: a relative repository path,
+/// `dirty` with `reference`, a variable name that is not one, a repository
+/// or reference that cannot be read, no `.gitlab-ci.yml`, a pipeline file
+/// with errors, a masked value that cannot be masked.
+pub async fn trigger_pipeline(
+    handle: &RunnerHandle,
+    trigger: &Trigger,
+) -> Result<PipelineView, ApiError> {
     let path = std::path::PathBuf::from(&trigger.repository);
     if !path.is_absolute() {
-        return Err(bad(format!(
+        return Err(ApiError::bad(format!(
             "repository {:?} must be an absolute path",
             trigger.repository
         )));
     }
     if trigger.dirty && trigger.reference.is_some() {
-        return Err(bad("dirty and reference exclude each other".into()));
+        return Err(ApiError::bad("dirty and reference exclude each other"));
     }
     for v in &trigger.variables {
         if !crate::is_name(&v.name) {
-            return Err(bad(format!("{:?} is not a variable name", v.name)));
+            return Err(ApiError::bad(format!(
+                "{:?} is not a variable name",
+                v.name
+            )));
         }
     }
     let reference = trigger.reference.clone();
@@ -300,11 +395,12 @@ async fn trigger(
         Ok::<_, source::SourceError>((rev, text))
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| bad(e.to_string()))?;
-    let text = text.ok_or_else(|| bad(format!("{} has no .gitlab-ci.yml", trigger.repository)))?;
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad(e.to_string()))?;
+    let text =
+        text.ok_or_else(|| ApiError::bad(format!("{} has no .gitlab-ci.yml", trigger.repository)))?;
     let definition =
-        String::from_utf8(text).map_err(|_| bad(".gitlab-ci.yml is not UTF-8 text".into()))?;
+        String::from_utf8(text).map_err(|_| ApiError::bad(".gitlab-ci.yml is not UTF-8 text"))?;
     let id = handle
         .submit(Submission {
             revision,
@@ -321,41 +417,171 @@ async fn trigger(
                 .collect(),
         })
         .await?;
-    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
+    pipeline(handle, id).await
+}
+
+/// Cancels pipeline `id`; returns it as it is then.
+pub async fn cancel_pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
+    handle.cancel(id).await?;
+    pipeline(handle, id).await
+}
+
+/// Retries pipeline `id`'s failed and canceled jobs; returns it.
+pub async fn retry_pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
+    handle.retry(id).await?;
+    pipeline(handle, id).await
+}
+
+/// Plays manual job `job` of pipeline `id`; returns the pipeline.
+pub async fn play_job(handle: &RunnerHandle, id: u64, job: &str) -> Result<PipelineView, ApiError> {
+    handle.play(id, job).await?;
+    pipeline(handle, id).await
+}
+
+/// The log a viewer reads: one attempt of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTarget {
+    /// The job's index in the pipeline.
+    pub job: usize,
+    /// The attempt (from 1); 0 when the job has not started.
+    pub attempt: usize,
+    /// The stored log; `None` when the job has not started.
+    pub path: Option<PathBuf>,
+    /// The log will not grow: the attempt has ended (for the latest
+    /// attempt, asked for without a number: the job has ended, or is a
+    /// manual job not played) and its whole log is stored.
+    pub finished: bool,
+}
+
+/// Which log of job `job` of pipeline `id` a viewer reads: attempt
+/// `attempt` (from 1), or the latest.
+pub async fn log_target(
+    handle: &RunnerHandle,
+    id: u64,
+    job: &str,
+    attempt: Option<usize>,
+) -> Result<LogTarget, ApiError> {
+    let rec = record(handle, id).await?;
+    let index = rec
+        .state
+        .find(job)
+        .ok_or_else(|| RunError::NoSuchJob(id, job.to_string()))?;
+    let state = &rec.state.jobs()[index];
+    let (number, ended) = match attempt {
+        None => (
+            state.attempts.len(),
+            state.status.is_finished() || state.status == JobStatus::Manual,
+        ),
+        Some(n) => {
+            let ran = n
+                .checked_sub(1)
+                .and_then(|i| state.attempts.get(i))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "job {job:?} of pipeline {id} has no attempt {n} (it has {})",
+                            state.attempts.len()
+                        ),
+                    )
+                })?;
+            (n, ran.end.is_some())
+        }
+    };
+    if rec.expired.log_expired(index, number) {
+        return Err(ApiError::new(
+            ErrorKind::Gone,
+            format!("the log of job {job:?} of pipeline {id} expired and was deleted"),
+        ));
+    }
+    let Some(task) = number.checked_sub(1).and_then(|i| state.attempts.get(i)) else {
+        return Ok(LogTarget {
+            job: index,
+            attempt: 0,
+            path: None,
+            finished: ended,
+        });
+    };
+    Ok(LogTarget {
+        job: index,
+        attempt: number,
+        path: Some(handle.log_path(id, index, number)),
+        // Observed after the record: once this is true, the file holds
+        // the whole log.
+        finished: ended && !handle.is_collecting_log(&task.task_id),
+    })
+}
+
+/// What a viewer gets of `target`'s log from `offset`: at most `max`
+/// bytes, masked (logs are stored masked), and, unless `full`, cut at the
+/// runner's `max_log_bytes` with the marker line saying the whole log
+/// `location` (e.g. `is at GET ...?full=true`).
+pub async fn read_log(
+    handle: &RunnerHandle,
+    target: &LogTarget,
+    offset: u64,
+    full: bool,
+    location: &str,
+    max: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(path) = target.path.clone() else {
+        return Ok(Vec::new());
+    };
+    let limit = if full {
+        u64::MAX
+    } else {
+        handle.max_log_bytes()
+    };
+    let part = tokio::task::spawn_blocking(move || {
+        super::log::read_part_at_most(&path, offset, limit, max)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let finished = target.finished;
+    Ok(part.into_bytes(|limit, total| super::log::marker_line(limit, total, finished, location)))
+}
+
+async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+    Ok(Json(list_pipelines(&handle).await?))
+}
+
+async fn trigger(
+    State(handle): State<RunnerHandle>,
+    Json(trigger): Json<Trigger>,
+) -> Result<Json<PipelineView>, ApiError> {
+    Ok(Json(trigger_pipeline(&handle, &trigger).await?))
 }
 
 async fn show(
     State(handle): State<RunnerHandle>,
     Path(id): Path<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
-    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
+    Ok(Json(pipeline(&handle, id).await?))
 }
 
 async fn cancel(
     State(handle): State<RunnerHandle>,
     Path(id): Path<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
-    handle.cancel(id).await?;
-    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
+    Ok(Json(cancel_pipeline(&handle, id).await?))
 }
 
 async fn retry(
     State(handle): State<RunnerHandle>,
     Path(id): Path<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
-    handle.retry(id).await?;
-    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
+    Ok(Json(retry_pipeline(&handle, id).await?))
 }
 
 async fn play(
     State(handle): State<RunnerHandle>,
     Path((id, job)): Path<(u64, String)>,
 ) -> Result<Json<PipelineView>, ApiError> {
-    handle.play(id, &job).await?;
-    Ok(Json(PipelineView::of(&record(&handle, id).await?)))
+    Ok(Json(play_job(&handle, id, &job).await?))
 }
 
-/// `?offset=N&full=true`.
+/// `?offset=N&full=true&attempt=N`.
 #[derive(Debug, serde::Deserialize)]
 struct LogQuery {
     #[serde(default)]
@@ -363,6 +589,9 @@ struct LogQuery {
     /// The whole log, not cut at `max_log_bytes`.
     #[serde(default)]
     full: bool,
+    /// This attempt's log (from 1), not the latest.
+    #[serde(default)]
+    attempt: Option<usize>,
 }
 
 async fn log(
@@ -371,19 +600,7 @@ async fn log(
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     axum::extract::Query(query): axum::extract::Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let rec = record(&handle, id).await?;
-    let Some(index) = rec.state.find(&job) else {
-        return Err(RunError::NoSuchJob(id, job).into());
-    };
-    let state = &rec.state.jobs()[index];
-    let attempts = state.attempts.len();
-    if rec.expired.log_expired(index, attempts) {
-        return Err(ApiError(
-            StatusCode::GONE,
-            format!("the log of job {job:?} of pipeline {id} expired and was deleted"),
-        ));
-    }
-    let finished = state.status.is_finished() || state.status == JobStatus::Manual;
+    let target = log_target(&handle, id, &job, query.attempt).await?;
     let headers = [
         (
             axum::http::header::CONTENT_TYPE,
@@ -391,14 +608,12 @@ async fn log(
         ),
         (
             axum::http::HeaderName::from_static("x-berth-job-finished"),
-            if finished { "true" } else { "false" },
+            if target.finished { "true" } else { "false" },
         ),
     ];
-    let internal = |e: std::io::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    if attempts == 0 {
+    let Some(path) = target.path.clone() else {
         return Ok((StatusCode::OK, headers, Vec::new()).into_response());
-    }
-    let path = handle.log_path(id, index, attempts);
+    };
     if query.full {
         // However long it is: streamed from the file.
         use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
@@ -407,46 +622,39 @@ async fn log(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((StatusCode::OK, headers, Vec::new()).into_response());
             }
-            Err(e) => return Err(internal(e)),
+            Err(e) => return Err(ApiError::internal(e)),
         };
-        let len = file.metadata().await.map_err(internal)?.len();
+        let len = file.metadata().await.map_err(ApiError::internal)?.len();
         file.seek(std::io::SeekFrom::Start(query.offset.min(len)))
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::internal)?;
         let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
             file.take(len.saturating_sub(query.offset)),
         ));
         return Ok((StatusCode::OK, headers, body).into_response());
     }
-    let limit = handle.max_log_bytes();
-    let offset = query.offset;
-    let part = tokio::task::spawn_blocking(move || super::log::read_part(&path, offset, limit))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(internal)?;
     let location = format!("is at GET {}?full=true", uri.path());
-    let bytes =
-        part.into_bytes(|limit, total| super::log::marker_line(limit, total, finished, &location));
+    let bytes = read_log(&handle, &target, query.offset, false, &location, u64::MAX).await?;
     Ok((StatusCode::OK, headers, bytes).into_response())
 }
 
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> ApiError {
-        let status = match &e {
-            RepoError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RepoError::Duplicate { .. } => StatusCode::CONFLICT,
-            RepoError::NoSuchRepo(_) => StatusCode::NOT_FOUND,
-            RepoError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            RepoError::NoSecret(_) => StatusCode::FORBIDDEN,
-            RepoError::NoPipeline { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            RepoError::Fetch(_) => StatusCode::BAD_GATEWAY,
-            RepoError::Run(RunError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+        let kind = match &e {
+            RepoError::Invalid(_) => ErrorKind::BadRequest,
+            RepoError::Duplicate { .. } => ErrorKind::Conflict,
+            RepoError::NoSuchRepo(_) => ErrorKind::NotFound,
+            RepoError::Unauthorized(_) => ErrorKind::Unauthenticated,
+            RepoError::NoSecret(_) => ErrorKind::Forbidden,
+            RepoError::NoPipeline { .. } => ErrorKind::Unprocessable,
+            RepoError::Fetch(_) => ErrorKind::BadGateway,
+            RepoError::Run(RunError::Stopped) => ErrorKind::Unavailable,
             RepoError::Store(_)
             | RepoError::Source(_)
             | RepoError::Run(_)
-            | RepoError::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | RepoError::Other(_) => ErrorKind::Internal,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(kind, e.to_string())
     }
 }
 
@@ -481,12 +689,8 @@ async fn add_repo(
     State(repos): State<Repos>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
-    let new: NewRepo = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not a repository to add: {e}"),
-        )
-    })?;
+    let new: NewRepo = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not a repository to add: {e}")))?;
     Ok((StatusCode::CREATED, Json(repos.add(new).await?)))
 }
 

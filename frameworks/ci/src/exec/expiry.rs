@@ -264,6 +264,16 @@ fn delete(due: &[Due], files: &FileStore, data_dir: &Path) -> Vec<(bool, usize)>
                 let mut ok = true;
                 for attempt in *from..=*to {
                     let path = PipelineRecord::log_path(data_dir, *pipeline, *job, attempt);
+                    // The collector's position file goes with its log (a
+                    // leftover temporary one too).
+                    let pos = super::collect::position_path(&path);
+                    let mut pos_tmp = pos.clone().into_os_string();
+                    pos_tmp.push(".tmp");
+                    for extra in [pos, std::path::PathBuf::from(pos_tmp)] {
+                        if let Err(e) = remove(&extra) {
+                            warn!(pipeline, "cannot delete {}: {e}", extra.display());
+                        }
+                    }
                     match remove(&path) {
                         Ok(existed) => removed += usize::from(existed),
                         Err(e) => {

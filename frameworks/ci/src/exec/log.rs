@@ -72,6 +72,14 @@ pub fn marker_line(limit: u64, total: u64, finished: bool, where_: &str) -> Stri
 /// Reads only the bytes it returns (and one before the cut), never the
 /// whole file.
 pub fn read_part(path: &Path, offset: u64, limit: u64) -> io::Result<LogPart> {
+    read_part_at_most(path, offset, limit, u64::MAX)
+}
+
+/// [`read_part`], but at most `max` bytes of the log from `offset` (for
+/// readers that page through a log in chunks, such as a stream). The part
+/// says the log was cut only when it reaches the cut; the next read, from
+/// the end of this part, goes on.
+pub fn read_part_at_most(path: &Path, offset: u64, limit: u64, max: u64) -> io::Result<LogPart> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LogPart::default()),
@@ -88,27 +96,29 @@ pub fn read_part(path: &Path, offset: u64, limit: u64) -> io::Result<LogPart> {
     }
     let end = total.min(limit);
     let from = offset.min(end);
+    let stop = end.min(from.saturating_add(max));
+    let reaches_cut = cut && stop == end;
     // One byte more before the range, when there is one, to see whether the
     // cut is at the end of a line.
-    let start = if cut {
+    let start = if reaches_cut {
         from.min(end.saturating_sub(1))
     } else {
         from
     };
     file.seek(SeekFrom::Start(start))?;
-    let len = usize::try_from(end - start)
+    let len = usize::try_from(stop - start)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log part too large"))?;
     let mut data = vec![0; len];
     // The file only grows (it is appended to), so these bytes are there.
     file.read_exact(&mut data)?;
-    let newline_before_marker = cut && data.last().is_some_and(|b| *b != b'\n');
+    let newline_before_marker = reaches_cut && data.last().is_some_and(|b| *b != b'\n');
     if start < from {
         data.remove(0);
     }
     Ok(LogPart {
         data,
         total,
-        cut_at: cut.then_some(limit),
+        cut_at: reaches_cut.then_some(limit),
         newline_before_marker,
     })
 }
@@ -166,6 +176,27 @@ mod tests {
             shown(f.path(), 11, 11),
             "[berth] log cut at 11 bytes; the full log (22 bytes) is at HERE\n"
         );
+    }
+
+    #[test]
+    fn reading_in_small_parts_gives_the_same_bytes_as_one_read() {
+        let f = log_file(b"0123456789\nabcdefghij\n");
+        for limit in [5, 11, 15, 22, 100] {
+            let whole = shown(f.path(), 0, limit);
+            for max in [1, 3, 7] {
+                let mut paged = String::new();
+                loop {
+                    let part = read_part_at_most(f.path(), paged.len() as u64, limit, max).unwrap();
+                    let bytes = part.into_bytes(|l, t| marker_line(l, t, true, "is at HERE"));
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    assert!(bytes.len() as u64 <= max || bytes.ends_with(b"HERE\n"));
+                    paged.push_str(std::str::from_utf8(&bytes).unwrap());
+                }
+                assert_eq!(paged, whole, "limit {limit}, max {max}");
+            }
+        }
     }
 
     #[test]

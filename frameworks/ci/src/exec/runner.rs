@@ -15,10 +15,16 @@
 //!   [state machine](super::state), and persists every change in the
 //!   [store](super::store) before acting on it.
 //!
-//! On restart it reads its pipelines back and reconciles the tasks that
-//! were running.
+//! On restart it reads its pipelines back and re-attaches to the jobs that
+//! were running: it re-arms their time limits from their original start
+//! (a limit that passed meanwhile kills the job at once, with the timeout
+//! reason), asks the master for their tasks' real state (explicit
+//! reconciliation: a task that ended meanwhile ends its job with that
+//! result, one the master does not know fails it as a runner system
+//! failure, retried per `retry:`), and goes on collecting their logs from
+//! where they stopped (see [`super::collect`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,13 +32,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_sdk::proto as pb;
 use berth_sdk::{Event, Framework, FrameworkConfig, Strategy, pack_offers};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::collect::{self, Collecting, LogSource};
 use super::expiry::{self, Expired, SweepReport};
 use super::files::{Access, FileStore, PipelineAccess, urls};
-use super::mask::Masker;
 use super::resource_group::{self, Assignment, GroupJob};
 use super::source::{self, Revision};
 use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline, PipelineStatus};
@@ -275,6 +281,7 @@ pub struct RunnerHandle {
     files: FileStore,
     max_log_bytes: u64,
     store: Arc<Store>,
+    collecting: Collecting,
 }
 
 impl std::fmt::Debug for RunnerHandle {
@@ -383,6 +390,14 @@ impl RunnerHandle {
     /// ([`RunnerConfig::max_log_bytes`]).
     pub fn max_log_bytes(&self) -> u64 {
         self.max_log_bytes
+    }
+
+    /// Whether the log of task `task_id` (a job attempt's
+    /// [`task_id`](super::state::Attempt::task_id)) is still being
+    /// collected from its agent. An attempt that has ended and is not
+    /// being collected has its whole log stored.
+    pub fn is_collecting_log(&self, task_id: &str) -> bool {
+        self.collecting.contains(task_id)
     }
 }
 
@@ -523,6 +538,7 @@ pub async fn start(
         .map_err(|e| RunError::Other(format!("cannot store the framework id: {e}")))?;
     let (tx, rx) = mpsc::channel(64);
     let (changes_tx, changes) = watch::channel(0);
+    let collecting = Collecting::default();
     let handle = RunnerHandle {
         tx,
         changes,
@@ -531,6 +547,7 @@ pub async fn start(
         files: files.clone(),
         max_log_bytes: config.max_log_bytes,
         store: store.clone(),
+        collecting: collecting.clone(),
     };
     let mut runner = Runner {
         config,
@@ -541,9 +558,12 @@ pub async fn start(
         framework,
         changes: changes_tx,
         deadlines: HashMap::new(),
-        following: HashSet::new(),
+        collecting,
+        collectors: tokio::task::JoinSet::new(),
+        stop_collectors: CancellationToken::new(),
         agents: HashMap::new(),
     };
+    runner.rearm_deadlines();
     let join = tokio::spawn(async move { runner.run(events, rx, stop).await });
     Ok((handle, join))
 }
@@ -558,8 +578,12 @@ struct Runner {
     changes: watch::Sender<u64>,
     /// Running tasks' time limits.
     deadlines: HashMap<String, Instant>,
-    /// Tasks whose logs are being followed.
-    following: HashSet<String>,
+    /// Tasks whose logs are being collected (shared with the handle).
+    collecting: Collecting,
+    /// The log collections.
+    collectors: tokio::task::JoinSet<()>,
+    /// Stops the log collections when the runner stops.
+    stop_collectors: CancellationToken,
     /// Agent id → its API address (for logs).
     agents: HashMap<String, String>,
 }
@@ -572,6 +596,7 @@ impl Runner {
         stop: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(stop);
+        self.resend_kills().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // `interval` refuses zero.
         let mut sweep =
@@ -594,7 +619,96 @@ impl Runner {
                 }
             }
         }
+        self.stop_collecting().await;
         info!("CI runner stopped");
+    }
+
+    /// After a restart: the time limits of the jobs that were running,
+    /// counted from when they started (see [`deadline`]).
+    fn rearm_deadlines(&mut self) {
+        for rec in self.pipelines.values() {
+            for j in rec.state.running() {
+                let Some(job) = rec.state.job(j) else {
+                    continue;
+                };
+                let Some(attempt) = job.attempts.last() else {
+                    continue;
+                };
+                if job.status != JobStatus::Running {
+                    // Being canceled: its kill is sent again instead.
+                    continue;
+                }
+                let timeout = rec.plan.jobs[j]
+                    .timeout
+                    .unwrap_or(self.config.default_timeout);
+                self.deadlines
+                    .insert(attempt.task_id.clone(), deadline(attempt.started, timeout));
+            }
+        }
+    }
+
+    /// After a restart: kills again the tasks of jobs that were being
+    /// canceled (the kill may not have reached them).
+    async fn resend_kills(&self) {
+        for rec in self.pipelines.values() {
+            for j in rec.state.running() {
+                let Some(job) = rec.state.job(j) else {
+                    continue;
+                };
+                if job.status != JobStatus::Canceling {
+                    continue;
+                }
+                if let Some(attempt) = job.attempts.last()
+                    && let Err(e) = self
+                        .framework
+                        .kill(&attempt.task_id, Some(self.config.kill_grace))
+                        .await
+                {
+                    warn!(task = %attempt.task_id, "cannot kill: {e}");
+                }
+            }
+        }
+    }
+
+    /// Asks the master for the state of every task of a job recorded as
+    /// running (explicitly, so that a task it no longer knows is reported
+    /// lost), and of all our other tasks. The answers arrive as updates.
+    async fn reconcile(&self) {
+        let tasks: Vec<(String, String)> = self
+            .pipelines
+            .values()
+            .flat_map(|rec| {
+                rec.state.running().into_iter().filter_map(move |j| {
+                    let attempt = rec.state.job(j)?.attempts.last()?;
+                    let agent = rec.agents.get(j).cloned().unwrap_or_default();
+                    Some((attempt.task_id.clone(), agent))
+                })
+            })
+            .collect();
+        if !tasks.is_empty() {
+            info!(tasks = tasks.len(), "reconciling the running jobs' tasks");
+            if let Err(e) = self.framework.reconcile(tasks).await {
+                warn!("cannot reconcile the running jobs: {e}");
+            }
+        }
+        if let Err(e) = self.framework.reconcile_all().await {
+            warn!("cannot reconcile: {e}");
+        }
+    }
+
+    /// Stops every log collection where it is (its position says where to
+    /// go on) and waits for them.
+    async fn stop_collecting(&mut self) {
+        self.stop_collectors.cancel();
+        let collectors = &mut self.collectors;
+        let all = async { while collectors.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
+            warn!("log collections did not stop within 10 s; aborting them");
+            self.collectors.abort_all();
+        }
     }
 
     async fn persist(&mut self, id: u64) {
@@ -943,6 +1057,8 @@ impl Runner {
     }
 
     async fn on_tick(&mut self) {
+        // Reap the log collections that have ended.
+        while self.collectors.try_join_next().is_some() {}
         let now = SystemTime::now();
         let ids: Vec<u64> = self
             .pipelines
@@ -970,6 +1086,9 @@ impl Runner {
                 && let Some(slot) = rec.kill_reasons.get_mut(j)
             {
                 *slot = Some(FailureReason::JobExecutionTimeout);
+                // Stored, so that the reason survives a restart before
+                // the task's end arrives.
+                self.persist(p).await;
             }
             warn!(task = %task, "the job ran past its timeout; killing it");
             if let Err(e) = self
@@ -984,11 +1103,7 @@ impl Runner {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Subscribed { .. } => {
-                if let Err(e) = self.framework.reconcile_all().await {
-                    warn!("cannot reconcile: {e}");
-                }
-            }
+            Event::Subscribed { .. } => self.reconcile().await,
             Event::Offers(offers) => self.on_offers(offers).await,
             Event::Update(status) => self.on_update(status).await,
             _ => {}
@@ -1275,13 +1390,22 @@ impl Runner {
         {
             *slot = status.agent_id.clone();
         }
-        if state == pb::TaskState::TaskRunning || state == pb::TaskState::TaskStarting {
-            self.follow_log(p, j, attempt, &status.agent_id).await;
-            return;
+        let agent = rec.agents.get(j).cloned().unwrap_or_default();
+        if state == pb::TaskState::TaskRunning
+            || state == pb::TaskState::TaskStarting
+            || state.is_terminal()
+        {
+            // Starts collecting the log, or goes on where an earlier
+            // collection stopped (a restart of the framework; a task that
+            // ended while it was down), before the job can show as ended.
+            self.follow_log(p, j, attempt, &agent).await;
         }
         if !state.is_terminal() {
             return;
         }
+        let Some(rec) = self.pipelines.get_mut(&p) else {
+            return;
+        };
         self.deadlines.remove(&status.task_id);
         let killed_for = rec.kill_reasons.get(j).copied().flatten();
         let end = job_end(&status, killed_for);
@@ -1342,9 +1466,11 @@ impl Runner {
         self.agents.get(agent).cloned()
     }
 
+    /// Collects the log of job `j`'s attempt `attempt` from `agent`,
+    /// from where it stopped, unless that is being done already.
     async fn follow_log(&mut self, p: u64, j: usize, attempt: usize, agent: &str) {
         let task = task_id(p, j, attempt);
-        if self.following.contains(&task) || agent.is_empty() {
+        if self.collecting.contains(&task) || agent.is_empty() {
             return;
         }
         let Some(address) = self.agent_address(agent).await else {
@@ -1354,13 +1480,21 @@ impl Runner {
         let Some(rec) = self.pipelines.get(&p) else {
             return;
         };
-        self.following.insert(task.clone());
-        let masker = Masker::new(rec.masked_values.iter());
-        let path = PipelineRecord::log_path(&self.config.data_dir, p, j, attempt);
-        let framework_id = self.framework.id();
-        tokio::spawn(async move {
-            if let Err(e) = collect_log(&address, &framework_id, &task, masker, &path).await {
-                warn!(task = %task, "collecting the log failed: {e}");
+        let Some(collecting) = self.collecting.start(&task) else {
+            return;
+        };
+        let source = LogSource {
+            address,
+            framework_id: self.framework.id(),
+            task,
+            secrets: rec.masked_values.clone(),
+            path: PipelineRecord::log_path(&self.config.data_dir, p, j, attempt),
+        };
+        let stop = self.stop_collectors.clone();
+        self.collectors.spawn(async move {
+            let _collecting = collecting;
+            if let Err(e) = collect::collect(&source, &stop).await {
+                warn!(task = %source.task, "collecting the log failed: {e}");
             }
         });
     }
@@ -1422,71 +1556,15 @@ fn job_end(status: &pb::TaskStatus, killed_for: Option<FailureReason>) -> JobEnd
     }
 }
 
-/// Follows a task's stdout and stderr from its agent into one masked log
-/// file, until the task ends.
-async fn collect_log(
-    address: &str,
-    framework_id: &str,
-    task: &str,
-    masker: Masker,
-    path: &std::path::Path,
-) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let file = Arc::new(tokio::sync::Mutex::new(file));
-    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(address))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach agent at {address}: {e}"))?;
-    let mut streams = Vec::new();
-    for which in [pb::LogFile::Stdout, pb::LogFile::Stderr] {
-        let mut client = pb::agent_client::AgentClient::new(channel.clone());
-        let file = file.clone();
-        let mut masker = masker.clone();
-        let request = pb::ReadLogRequest {
-            task_id: task.to_string(),
-            framework_id: framework_id.to_string(),
-            file: which as i32,
-            offset: 0,
-            follow: true,
-        };
-        streams.push(async move {
-            let mut stream = client
-                .read_log(request)
-                .await
-                .map_err(|e| e.message().to_string())?
-                .into_inner();
-            while let Some(chunk) = stream
-                .message()
-                .await
-                .map_err(|e| e.message().to_string())?
-            {
-                let masked = masker.push(&chunk.data);
-                let mut f = file.lock().await;
-                f.write_all(&masked).await.map_err(|e| e.to_string())?;
-            }
-            let rest = masker.finish();
-            let mut f = file.lock().await;
-            f.write_all(&rest).await.map_err(|e| e.to_string())?;
-            f.flush().await.map_err(|e| e.to_string())?;
-            Ok::<(), String>(())
-        });
-    }
-    for result in futures::future::join_all(streams).await {
-        result?;
-    }
-    Ok(())
+/// When a job attempt that started at `started` must have ended: its time
+/// limit counts from its start, also across a restart of the framework, so
+/// a limit that passed while the framework was down is now.
+fn deadline(started: Option<SystemTime>, timeout: Duration) -> Instant {
+    let now = Instant::now();
+    let ran = started
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default();
+    now + timeout.saturating_sub(ran)
 }
 
 /// A revision as a [`crate::Repository`] (for `rules:exists` and
@@ -1516,6 +1594,26 @@ mod tests {
         assert_eq!(parse_task_id("ci-1-2-3-4"), None);
         assert_eq!(parse_task_id("run-1-2-3"), None);
         assert_eq!(parse_task_id("ci-a-2-3"), None);
+    }
+
+    #[test]
+    fn a_time_limit_counts_from_the_start_of_the_attempt() {
+        let minute = Duration::from_secs(60);
+        let now = Instant::now();
+        // Started 20 s ago: 40 s left.
+        let started = SystemTime::now() - Duration::from_secs(20);
+        let left = deadline(Some(started), minute) - now;
+        // (Two clocks read a moment apart: allow a second either way.)
+        assert!(left < Duration::from_secs(41), "{left:?}");
+        assert!(left > Duration::from_secs(39), "{left:?}");
+        // Past the limit (the framework was down): now.
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        assert!(deadline(Some(long_ago), minute) <= Instant::now());
+        // Unknown start, or a start in the future (clock moved back): the
+        // whole limit from now.
+        assert!(deadline(None, minute) - now >= minute);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        assert!(deadline(Some(future), minute) - now >= minute);
     }
 
     #[test]

@@ -295,6 +295,8 @@ async fn the_sweep_deletes_files_and_marks_them_once() {
     std::fs::create_dir_all(logs[0].parent().unwrap()).unwrap();
     for log in &logs {
         std::fs::write(log, b"log\n").unwrap();
+        // The log collector's position file goes with its log.
+        std::fs::write(crate::exec::collect::position_path(log), b"{}").unwrap();
     }
     let mut all = map(vec![rec]);
     let p = Policy {

@@ -1,0 +1,307 @@
+//! The CI framework's gRPC API, `berth.ci.v1.Ci` (`proto/proto/ci.proto`):
+//! the twin of the HTTP/JSON API in [`super::api`], on top of the same
+//! [`RunnerHandle`]. Every call goes through the operations of
+//! [`super::api`] (the views built from the stored record, the trigger's
+//! validation, which log a viewer reads and what of it) and converts their
+//! result into messages, so both APIs show the same thing and refuse the
+//! same input with the same message.
+//!
+//! | RPC | HTTP twin |
+//! |---|---|
+//! | `ListPipelines` | `GET /ci/v1/pipelines` |
+//! | `GetPipeline` | `GET /ci/v1/pipelines/{id}` |
+//! | `TriggerPipeline` | `POST /ci/v1/pipelines` |
+//! | `CancelPipeline` | `POST /ci/v1/pipelines/{id}/cancel` |
+//! | `RetryPipeline` | `POST /ci/v1/pipelines/{id}/retry` |
+//! | `PlayJob` | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` |
+//! | `FollowJobLog` (server stream) | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` polled |
+//!
+//! Errors: [`ErrorKind`] `NotFound` → `NOT_FOUND`, `BadRequest` →
+//! `INVALID_ARGUMENT`, `Conflict` → `FAILED_PRECONDITION`, `Unavailable` →
+//! `UNAVAILABLE`, `Internal` → `INTERNAL`.
+//!
+//! `FollowJobLog` follows one attempt (the latest when none is given,
+//! waiting for the first while the job has not started): it sends the
+//! log from the offset in chunks of at most [`CHUNK`] bytes as it grows,
+//! cut at `max_log_bytes` with the same marker line as the HTTP log unless
+//! `full`, and ends once the attempt has ended and its whole log was sent.
+//!
+//! [`router`] serves it as axum routes, to merge with the HTTP API's on
+//! one port (gRPC is HTTP/2; `axum::serve` speaks both).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use berth_sdk::proto::ci::v1 as pb;
+use futures::Stream;
+use tonic::{Code, Request, Response, Status};
+
+use super::api::{self, ApiError, ErrorKind, JobView, PipelineSummary, PipelineView, Trigger};
+use super::runner::RunnerHandle;
+
+/// Largest piece of a log in one `JobLogChunk`.
+pub const CHUNK: u64 = 64 * 1024;
+
+/// How often a followed log is read again while it does not change.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Where the marker line of a cut log says the whole log is.
+const FULL_LOG: &str = "is sent by FollowJobLog with full = true";
+
+/// Implements `berth.ci.v1.Ci` over a runner.
+#[derive(Debug, Clone)]
+pub struct CiService {
+    handle: RunnerHandle,
+}
+
+impl CiService {
+    /// The service of the runner behind `handle`.
+    pub fn new(handle: RunnerHandle) -> CiService {
+        CiService { handle }
+    }
+}
+
+/// The gRPC API as axum routes (`/berth.ci.v1.Ci/*`), to merge with the
+/// HTTP API's routes and serve on the same port.
+pub fn router(handle: RunnerHandle) -> axum::Router {
+    use tonic::server::NamedService as _;
+    type Server = pb::ci_server::CiServer<CiService>;
+    axum::Router::new().route_service(
+        &format!("/{}/{{*rest}}", Server::NAME),
+        Server::new(CiService::new(handle)),
+    )
+}
+
+/// The gRPC status of an API error: its kind's code, its message.
+pub fn status(e: ApiError) -> Status {
+    let code = match e.kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::BadRequest => Code::InvalidArgument,
+        ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::Unavailable | ErrorKind::BadGateway => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+        ErrorKind::Gone => Code::NotFound,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
+        ErrorKind::Unprocessable => Code::FailedPrecondition,
+    };
+    Status::new(code, e.message)
+}
+
+fn summary_message(s: &PipelineSummary) -> pb::PipelineSummary {
+    pb::PipelineSummary {
+        id: s.id,
+        project: s.project.clone(),
+        ref_name: s.ref_name.clone(),
+        sha: s.sha.clone(),
+        source: s.source.clone(),
+        status: s.status.clone(),
+        warnings: s.warnings,
+        created_ms: s.created_ms,
+        finished_ms: s.finished_ms,
+        auto_canceled_by: s.auto_canceled_by,
+    }
+}
+
+fn job_message(j: &JobView) -> pb::Job {
+    pb::Job {
+        name: j.name.clone(),
+        stage: j.stage.clone(),
+        status: j.status.clone(),
+        attempts: u32::try_from(j.attempts).unwrap_or(u32::MAX),
+        failure_reason: j.failure_reason.clone(),
+        message: j.message.clone(),
+        exit_code: j.exit_code,
+        allow_failure: j.allow_failure,
+        manual: j.manual,
+        waiting_for_resource: j.waiting_for_resource,
+        interruptible: j.interruptible,
+        resource_group: j.resource_group.clone(),
+    }
+}
+
+/// The message of a pipeline view (the view is built from the record once,
+/// by [`PipelineView::of`], for both APIs).
+pub fn pipeline_message(view: &PipelineView) -> pb::Pipeline {
+    pb::Pipeline {
+        summary: Some(summary_message(&view.summary)),
+        stages: view.stages.clone(),
+        jobs: view.jobs.iter().map(job_message).collect(),
+    }
+}
+
+fn reply(view: Result<PipelineView, ApiError>) -> Result<Response<pb::Pipeline>, Status> {
+    view.map(|v| Response::new(pipeline_message(&v)))
+        .map_err(status)
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::JobLogChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ci_server::Ci for CiService {
+    async fn list_pipelines(
+        &self,
+        _request: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let all = api::list_pipelines(&self.handle).await.map_err(status)?;
+        Ok(Response::new(pb::ListPipelinesResponse {
+            pipelines: all.iter().map(summary_message).collect(),
+        }))
+    }
+
+    async fn get_pipeline(
+        &self,
+        request: Request<pb::GetPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        reply(api::pipeline(&self.handle, request.into_inner().id).await)
+    }
+
+    async fn trigger_pipeline(
+        &self,
+        request: Request<pb::TriggerPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let req = request.into_inner();
+        let trigger = Trigger {
+            repository: req.repository,
+            reference: req.reference,
+            dirty: req.dirty,
+            variables: req
+                .variables
+                .into_iter()
+                .map(|v| api::TriggerVariable {
+                    name: v.name,
+                    value: v.value,
+                    masked: v.masked,
+                })
+                .collect(),
+        };
+        reply(api::trigger_pipeline(&self.handle, &trigger).await)
+    }
+
+    async fn cancel_pipeline(
+        &self,
+        request: Request<pb::CancelPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        reply(api::cancel_pipeline(&self.handle, request.into_inner().id).await)
+    }
+
+    async fn retry_pipeline(
+        &self,
+        request: Request<pb::RetryPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        reply(api::retry_pipeline(&self.handle, request.into_inner().id).await)
+    }
+
+    async fn play_job(
+        &self,
+        request: Request<pb::PlayJobRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let req = request.into_inner();
+        reply(api::play_job(&self.handle, req.pipeline, &req.job).await)
+    }
+
+    type FollowJobLogStream = LogStream;
+
+    async fn follow_job_log(
+        &self,
+        request: Request<pb::FollowJobLogRequest>,
+    ) -> Result<Response<Self::FollowJobLogStream>, Status> {
+        let req = request.into_inner();
+        let attempt = req.attempt.map(|a| a as usize);
+        // An unknown pipeline, job or attempt fails the call itself.
+        api::log_target(&self.handle, req.pipeline, &req.job, attempt)
+            .await
+            .map_err(status)?;
+        let follow = Follow {
+            changes: self.handle.changes(),
+            handle: self.handle.clone(),
+            pipeline: req.pipeline,
+            job: req.job,
+            attempt,
+            offset: req.offset,
+            full: req.full,
+            done: false,
+        };
+        let stream = futures::stream::unfold(follow, |mut follow| async move {
+            let item = follow.next().await?;
+            Some((item, follow))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// One `FollowJobLog` in progress.
+struct Follow {
+    handle: RunnerHandle,
+    changes: tokio::sync::watch::Receiver<u64>,
+    pipeline: u64,
+    job: String,
+    /// The attempt followed; `None` until the job has one.
+    attempt: Option<usize>,
+    offset: u64,
+    full: bool,
+    done: bool,
+}
+
+impl Follow {
+    /// The next chunk; `None` once the attempt has ended and everything
+    /// was sent.
+    async fn next(&mut self) -> Option<Result<pb::JobLogChunk, Status>> {
+        while !self.done {
+            let target =
+                match api::log_target(&self.handle, self.pipeline, &self.job, self.attempt).await {
+                    Ok(target) => target,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(status(e)));
+                    }
+                };
+            if target.attempt > 0 {
+                // Follow this attempt to its end, even if a retry starts.
+                self.attempt = Some(target.attempt);
+            }
+            // `finished` was observed before the read: when it is true,
+            // this read reaches the end of the whole log.
+            let data = match api::read_log(
+                &self.handle,
+                &target,
+                self.offset,
+                self.full,
+                FULL_LOG,
+                CHUNK,
+            )
+            .await
+            {
+                Ok(data) => data,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(status(e)));
+                }
+            };
+            if !data.is_empty() {
+                let chunk = pb::JobLogChunk {
+                    attempt: u32::try_from(target.attempt).unwrap_or(u32::MAX),
+                    offset: self.offset,
+                    data,
+                };
+                self.offset += chunk.data.len() as u64;
+                return Some(Ok(chunk));
+            }
+            if target.finished {
+                self.done = true;
+                break;
+            }
+            // Wait for the log to grow or the pipeline to change.
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        // The runner stopped; the next read says so.
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
