@@ -49,6 +49,11 @@ const MAX_NAME: usize = 1024;
 /// While requests keep coming, a change-triggered allocation waits at
 /// most this long (see `Core::on_tick`).
 const BUSY_ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
+/// While requests keep coming, allocation cycles are spaced by this many
+/// times the last cycle's duration (up to [`BUSY_ALLOCATION_INTERVAL`]), so
+/// that they take at most about a fifth of the core's time: cheap cycles
+/// (few frameworks wanting offers) run every tick, costly ones are folded.
+const BUSY_ALLOCATION_SPACING: u32 = 4;
 
 /// A framework's event sender.
 pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
@@ -259,6 +264,8 @@ pub(crate) struct Core {
     epoch: Instant,
     allocation_dirty: bool,
     last_allocation: Instant,
+    /// How long the last allocation cycle took (offers built and sent).
+    last_allocation_cost: Duration,
     last_ping: Instant,
     last_heartbeat: Instant,
     fatal: Option<MasterError>,
@@ -315,6 +322,7 @@ impl Core {
             epoch: now,
             allocation_dirty: true,
             last_allocation: now,
+            last_allocation_cost: Duration::ZERO,
             last_ping: now,
             last_heartbeat: now,
             fatal: None,
@@ -1930,9 +1938,11 @@ impl Core {
 
     /// Periodic work. `idle` says no request is waiting: a change (a new
     /// agent, a decline, a finished task) triggers an allocation at once
-    /// when idle, and at most every [`BUSY_ALLOCATION_INTERVAL`] while
-    /// requests keep coming, so that a burst of declines or status updates
-    /// is folded into one cycle instead of one cycle per tick.
+    /// when idle; while requests keep coming, at the next tick after
+    /// [`BUSY_ALLOCATION_SPACING`] times the last cycle's duration, and at
+    /// most [`BUSY_ALLOCATION_INTERVAL`] later, so that a burst of declines
+    /// or status updates is folded into one costly cycle instead of one per
+    /// tick, while cheap cycles do not make frameworks wait.
     async fn on_tick(&mut self, idle: bool) {
         let now = Instant::now();
         self.expire_pending(now);
@@ -1989,12 +1999,15 @@ impl Core {
             self.allocation_dirty = true;
         }
         let since = now.duration_since(self.last_allocation);
-        if (self.allocation_dirty && (idle || since >= BUSY_ALLOCATION_INTERVAL))
+        let busy_wait =
+            (self.last_allocation_cost * BUSY_ALLOCATION_SPACING).min(BUSY_ALLOCATION_INTERVAL);
+        if (self.allocation_dirty && (idle || since >= busy_wait))
             || since >= self.config.allocation_interval
         {
             self.allocation_dirty = false;
             self.last_allocation = now;
             self.allocate();
+            self.last_allocation_cost = now.elapsed();
         }
     }
 
