@@ -1,4 +1,4 @@
-//! `berth ci ...`: the CI framework's commands (so far `lint`).
+//! `berth ci ...`: the CI framework's commands and their arguments.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -59,13 +59,30 @@ pub(crate) enum CiCommand {
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
-    /// A job's log (masked); -f follows it until the job ends.
+    /// A job's log (masked), or every job's log of a pipeline; -f follows.
+    ///
+    /// `berth ci logs 12/build` (or `12 build`) prints the latest attempt's
+    /// log of job build; -f follows it until the job has ended (a job
+    /// waiting to run again, after a retry, is waited for).
+    ///
+    /// `berth ci logs 12` prints every job's log, job by job in plan
+    /// order, each attempt under a line `== build (stage build, attempt
+    /// 1) ==`. With -f it follows the pipeline until it is finished: the
+    /// log of each job as it runs; while one job's section is open, the
+    /// output of jobs running at the same time is printed line by line,
+    /// prefixed with `[job] `.
+    ///
+    /// Exits 0 once printed, whatever the pipeline's result; 1 for an
+    /// unknown pipeline or job or an unreachable server.
     Logs {
-        /// The pipeline.
-        id: u64,
-        /// The job's name.
-        job: String,
-        /// Keep printing until the job has ended.
+        /// PIPELINE or PIPELINE/JOB, e.g. 12 (every job) or 12/build; the
+        /// job is everything after the first `/`.
+        #[arg(value_name = "PIPELINE[/JOB]", value_parser = crate::ci_logs::parse_job_ref)]
+        target: crate::ci_logs::JobRef,
+        /// The job's name, as a second argument (`12 build` is `12/build`).
+        #[arg(value_name = "JOB")]
+        job: Option<String>,
+        /// Keep printing until the job (or the pipeline) has ended.
         #[arg(short, long)]
         follow: bool,
         /// The whole log, also past the server's --max-log-bytes.
@@ -82,11 +99,16 @@ pub(crate) enum CiCommand {
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
-    /// Run a pipeline's failed and canceled jobs again, keeping the
-    /// artifacts of those that passed.
+    /// Run a pipeline's failed and canceled jobs again (`12`), or one job
+    /// (`12/test`), keeping the artifacts of those that passed.
+    ///
+    /// One job is GitLab's "retry job": a job that has ended (failed,
+    /// canceled, or passed) gets a new attempt, and the jobs its failure
+    /// skipped wait for it again. A job still to run or running is refused.
     Retry {
-        /// The pipeline.
-        id: u64,
+        /// PIPELINE or PIPELINE/JOB, e.g. 12 or 12/test.
+        #[arg(value_name = "PIPELINE[/JOB]", value_parser = crate::ci_logs::parse_job_ref)]
+        target: crate::ci_logs::JobRef,
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
@@ -253,21 +275,62 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
         CiCommand::Cancel { id, server } => {
             report(crate::ci_client::pipeline_action(&server, id, Some("cancel")).await)
         }
-        CiCommand::Retry { id, server } => {
-            report(crate::ci_client::pipeline_action(&server, id, Some("retry")).await)
-        }
+        CiCommand::Retry { target, server } => match target.job {
+            None => report(
+                crate::ci_client::pipeline_action(&server, target.pipeline, Some("retry")).await,
+            ),
+            Some(job) => report(crate::ci_client::retry_job(&server, target.pipeline, &job).await),
+        },
         CiCommand::Play { id, job, server } => {
             report(crate::ci_client::play(&server, id, &job).await)
         }
         CiCommand::Logs {
-            id,
+            target,
             job,
             follow,
             full,
             server,
-        } => report(crate::ci_client::logs(&server, id, &job, follow, full).await),
+        } => {
+            let id = target.pipeline;
+            let job = match (target.job, job) {
+                (Some(first), Some(second)) => {
+                    return usage_error(
+                        "logs",
+                        format!(
+                            "the job is given twice ({id}/{first} and {second:?}): give PIPELINE/JOB or PIPELINE JOB"
+                        ),
+                    );
+                }
+                (None, Some(second)) => match crate::ci_logs::check_job_name(&second) {
+                    Ok(_) => Some(second),
+                    Err(e) => return usage_error("logs", format!("invalid JOB: {e}")),
+                },
+                (first, None) => first,
+            };
+            match job {
+                Some(job) => report(crate::ci_logs::job_log(&server, id, &job, follow, full).await),
+                None => report(crate::ci_logs::pipeline_logs(&server, id, follow, full).await),
+            }
+        }
         CiCommand::Repo { command } => report(crate::ci_client::repo(command).await),
     }
+}
+
+/// A usage error found after parsing (as clap prints its own): the
+/// message, the subcommand's usage, exit 2.
+fn usage_error(subcommand: &str, message: String) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut cli = crate::Cli::command();
+    cli.build();
+    let error = match cli
+        .find_subcommand_mut("ci")
+        .and_then(|ci| ci.find_subcommand_mut(subcommand))
+    {
+        Some(command) => command.error(clap::error::ErrorKind::ArgumentConflict, message),
+        None => cli.error(clap::error::ErrorKind::ArgumentConflict, message),
+    };
+    let _ = error.print();
+    ExitCode::from(2)
 }
 
 /// Exit 0, or print the error and exit 1.

@@ -1,6 +1,7 @@
 //! `berth ci serve` (the CI framework as a daemon) and the commands that
-//! talk to it over its HTTP/JSON API: `trigger`, `list`, `show`, `logs`,
-//! `cancel`, `retry`, `play` and `repo add|list|show|remove`.
+//! talk to it over its HTTP/JSON API: `trigger`, `list`, `show`,
+//! `cancel`, `retry` (a pipeline's failed jobs, or one job), `play` and
+//! `repo add|list|show|remove` (`logs` is in [`crate::ci_logs`]).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -143,13 +144,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// A response: status and body.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    finished: bool,
+pub(crate) struct Reply {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The body.
+    pub(crate) body: Vec<u8>,
+    /// `x-berth-job-finished: true`: a log read reached the end of an
+    /// attempt that has ended.
+    pub(crate) finished: bool,
 }
 
-async fn request(
+/// One request to the CI framework's HTTP API (30 s at most).
+pub(crate) async fn request(
     opts: &ServerOpts,
     method: &str,
     path: &str,
@@ -191,7 +197,7 @@ async fn request(
 }
 
 /// The reply's JSON, or the API's error message.
-fn json<T: serde::de::DeserializeOwned>(reply: Reply) -> anyhow::Result<T> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(reply: Reply) -> anyhow::Result<T> {
     if reply.status >= 400 {
         let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
             .ok()
@@ -340,57 +346,18 @@ pub(crate) async fn pipeline_action(
     print_view(opts, &view)
 }
 
+/// `berth ci retry PIPELINE/JOB`: one job runs again.
+pub(crate) async fn retry_job(opts: &ServerOpts, id: u64, job: &str) -> anyhow::Result<()> {
+    let path = format!("/ci/v1/pipelines/{id}/jobs/{}/retry", encode(job));
+    let view: PipelineView = json(request(opts, "POST", &path, None).await?)?;
+    print_view(opts, &view)
+}
+
 /// `berth ci play`.
 pub(crate) async fn play(opts: &ServerOpts, id: u64, job: &str) -> anyhow::Result<()> {
     let path = format!("/ci/v1/pipelines/{id}/jobs/{}/play", encode(job));
     let view: PipelineView = json(request(opts, "POST", &path, None).await?)?;
     print_view(opts, &view)
-}
-
-/// `berth ci logs [-f] [--full]`: prints the job's log (cut at the
-/// server's limit with a line that says so, unless `full`); with `follow`,
-/// keeps printing until the job has ended.
-pub(crate) async fn logs(
-    opts: &ServerOpts,
-    id: u64,
-    job: &str,
-    follow: bool,
-    full: bool,
-) -> anyhow::Result<()> {
-    let full = if full { "&full=true" } else { "" };
-    let mut offset = 0usize;
-    loop {
-        let path = format!(
-            "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}{full}",
-            encode(job)
-        );
-        let reply = request(opts, "GET", &path, None).await?;
-        if reply.status >= 400 {
-            // `json` turns the error status into the API's message.
-            return json::<serde_json::Value>(reply).map(|_| ());
-        }
-        offset += reply.body.len();
-        {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&reply.body)?;
-            out.flush()?;
-        }
-        if !follow || reply.finished {
-            // One more read after the end: the last chunks arrive as the
-            // task ends.
-            if follow {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let path = format!(
-                    "/ci/v1/pipelines/{id}/jobs/{}/log?offset={offset}{full}",
-                    encode(job)
-                );
-                let last = request(opts, "GET", &path, None).await?;
-                std::io::stdout().lock().write_all(&last.body)?;
-            }
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// `berth ci repo ...`.
@@ -568,7 +535,7 @@ fn print_repo(opts: &ServerOpts, view: &RepoView) -> anyhow::Result<()> {
 }
 
 /// Percent-encodes a job name for a URL path segment.
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     let mut out = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -3,6 +3,7 @@
 mod admin;
 mod ci;
 mod ci_client;
+mod ci_logs;
 mod ci_progress;
 mod ci_run;
 mod daemons;

@@ -322,6 +322,265 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
     assert!(status.success(), "{status:?}");
 }
 
+/// The section headers (`== … ==` lines) of `berth ci logs PIPELINE`.
+fn headers(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("== ")).collect()
+}
+
+/// `berth ci logs [-f] PIPELINE` prints every job's log in sections, and
+/// `berth ci retry PIPELINE/JOB` runs one failed job again (its script
+/// fails while a marker file is absent, and creates it): the pipeline then
+/// passes. Bad `PIPELINE[/JOB]` arguments are usage errors (exit 2), an
+/// unknown pipeline or job exits 1 with the reason.
+#[test]
+fn ci_logs_shows_a_whole_pipeline_and_ci_retry_reruns_one_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, _serve, server) = start_ci_daemon(dir.path());
+    let marks = tempfile::tempdir().expect("tempdir");
+    let mark_var = format!("MARK={}", marks.path().display());
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "build:\n  stage: build\n  script: [echo build-output]\ntest:\n  stage: test\n  script:\n    - echo test-output\n    - if [ -e \"$MARK/failed-once\" ]; then echo second-try; else touch \"$MARK/failed-once\"; echo first-try; exit 1; fi\ndeploy:\n  stage: deploy\n  script: [echo deploy-output]\n",
+    )]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&[
+        "ci", "trigger", path, "--var", &mark_var, "--server", &server,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Followed to its end; exit 0 although it failed.
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        headers(&out),
+        [
+            "== build (stage build, attempt 1) ==",
+            "== test (stage test, attempt 1) ==",
+            "== pipeline #1: failed ==",
+        ],
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no line {line:?} in:\n{out}"))
+    };
+    assert!(at("build-output") < at("== test (stage test, attempt 1) =="));
+    assert!(at("== test (stage test, attempt 1) ==") < at("first-try"));
+    assert!(!out.contains("deploy-output"), "{out}");
+
+    // Retrying: a job that never ran, unknown jobs and bad arguments.
+    let (code, out) = berth(&["ci", "retry", "1/deploy", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("berth: job \"deploy\" is skipped; only a finished job"),
+        "{out}"
+    );
+    let (code, out) = berth(&["ci", "retry", "1/nope", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pipeline 1 has no job \"nope\""), "{out}");
+    let (code, out) = berth(&["ci", "retry", "99/test", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no pipeline 99"), "{out}");
+    for (args, why) in [
+        (vec!["retry", "x/test"], "\"x\" is not a pipeline id"),
+        (vec!["retry", "1/"], "no job name after \"1/\""),
+        (vec!["logs", "1/build", "build"], "the job is given twice"),
+        (vec!["logs", "one"], "\"one\" is not a pipeline id"),
+        (vec!["logs", "1", ""], "the job name is empty"),
+    ] {
+        let mut all = vec!["ci"];
+        all.extend(args.iter().copied());
+        all.extend(["--server", server.as_str()]);
+        let (code, out) = berth(&all);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains(why), "{args:?}: {out}");
+        assert!(out.contains("try '--help'"), "{args:?}: {out}");
+    }
+    let (code, out) = berth(&["ci", "show", "1", "--json", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let view: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(view["status"], "failed", "nothing changed: {out}");
+    assert_eq!(view["jobs"][1]["attempts"], 1, "{out}");
+
+    let (code, out) = berth(&["ci", "retry", "1/test", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("pipeline #1:") && out.contains("running"),
+        "{out}"
+    );
+    // Following the retried job waits for its new attempt and shows that.
+    let (code, out) = berth(&["ci", "logs", "-f", "1/test", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.lines().any(|l| l == "second-try"), "{out}");
+    assert!(!out.lines().any(|l| l == "first-try"), "{out}");
+    let (code, followed) = berth(&["ci", "logs", "-f", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{followed}");
+    assert_eq!(
+        headers(&followed),
+        [
+            "== build (stage build, attempt 1) ==",
+            "== test (stage test, attempt 1) ==",
+            "== test (stage test, attempt 2) ==",
+            "== deploy (stage deploy, attempt 1) ==",
+            "== pipeline #1: success ==",
+        ],
+        "{followed}"
+    );
+    let (code, out) = berth(&["ci", "show", "1", "--json", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let view: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(view["status"], "success", "{out}");
+    let attempts: Vec<(&str, u64)> = view["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap_or(""),
+                j["attempts"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [("build", 1), ("test", 2), ("deploy", 1)]);
+    // Afterwards, without -f: the same sections, the same bytes (the jobs
+    // ran one at a time).
+    let (code, out) = berth(&["ci", "logs", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out, followed);
+    let test2 = out
+        .split("== test (stage test, attempt 2) ==\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n== ").next())
+        .expect("test's second section");
+    assert!(test2.lines().any(|l| l == "second-try"), "{test2}");
+    assert!(!test2.lines().any(|l| l == "first-try"), "{test2}");
+
+    // One job: PIPELINE/JOB and PIPELINE JOB alike, the latest attempt.
+    let (code, one) = berth(&["ci", "logs", "1/test", "--server", &server]);
+    assert_eq!(code, Some(0), "{one}");
+    assert!(one.lines().any(|l| l == "second-try"), "{one}");
+    assert!(!one.contains("== "), "no sections for one job: {one}");
+    let (code, two) = berth(&["ci", "logs", "-f", "1", "test", "--server", &server]);
+    assert_eq!(code, Some(0), "{two}");
+    assert_eq!(one, two);
+
+    // Errors exit 1 with the reason.
+    let (code, out) = berth(&["ci", "logs", "99", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("berth: no pipeline 99"), "{out}");
+    let (code, out) = berth(&["ci", "logs", "-f", "1/nope", "--server", &server]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pipeline 1 has no job \"nope\""), "{out}");
+    let (code, out) = berth(&["ci", "logs", "1", "--server", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot reach the CI framework"), "{out}");
+}
+
+/// `berth ci logs -f PIPELINE` with two jobs running at the same time: one
+/// job's log is the open section, the other's lines are prefixed with
+/// `[job] ` (both jobs wait for a file the test creates once it has seen
+/// their first lines, so they surely overlap).
+#[test]
+fn ci_logs_follow_prefixes_the_lines_of_jobs_running_at_the_same_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, _serve, server) = start_ci_daemon(dir.path());
+    let marks = tempfile::tempdir().expect("tempdir");
+    let go = marks.path().join("go");
+    let job = |name: &str| {
+        format!(
+            "{name}:\n  stage: test\n  script:\n    - echo {name}-first\n    - while [ ! -e {go} ]; do sleep 0.1; done\n    - echo {name}-second\n",
+            go = go.display()
+        )
+    };
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        &format!("{}{}", job("left"), job("right")),
+    )]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+
+    let mut child = Command::new(BERTH)
+        .args(["ci", "logs", "-f", "1", "--server", &server])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("berth ci logs starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let follower = Child(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let first = |lines: &[String], name: &str| {
+        lines
+            .iter()
+            .any(|l| *l == format!("{name}-first") || *l == format!("[{name}] {name}-first"))
+    };
+    while !(first(&lines, "left") && first(&lines, "right")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("both jobs' first lines did not show:\n{}", lines.join("\n")),
+        }
+    }
+    std::fs::write(&go, "").expect("go");
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("berth ci logs -f did not end:\n{}", lines.join("\n"))
+            }
+        }
+    }
+    reader.join().expect("reader");
+    let mut follower = follower;
+    let status = follower.0.wait().expect("wait");
+    let text = lines.join("\n");
+    assert!(status.success(), "{status:?}: {text}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("== pipeline #1: success =="),
+        "{text}"
+    );
+    // One job has the section, the other only prefixed lines.
+    let sectioned: Vec<&str> = ["left", "right"]
+        .into_iter()
+        .filter(|name| lines.contains(&format!("== {name} (stage test, attempt 1) ==")))
+        .collect();
+    assert_eq!(sectioned.len(), 1, "{text}");
+    let open = sectioned[0];
+    let other = if open == "left" { "right" } else { "left" };
+    for line in ["first", "second"] {
+        assert!(lines.contains(&format!("{open}-{line}")), "{text}");
+        assert!(
+            lines.contains(&format!("[{other}] {other}-{line}")),
+            "{text}"
+        );
+        assert!(!lines.contains(&format!("{other}-{line}")), "{text}");
+    }
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("{other}-")))
+            .all(|l| l.starts_with(&format!("[{other}] "))),
+        "every line of {other} is prefixed: {text}"
+    );
+}
+
 /// `--max-log-bytes`: a failed job's log is printed up to the limit, then
 /// a line that says where it was cut and where the whole log is.
 #[test]

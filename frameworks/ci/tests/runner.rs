@@ -1,9 +1,9 @@
 //! The CI runner against an in-process cluster (master and agent on
-//! loopback): cancel, manual play, pipeline retry, pipelines surviving
-//! a restart of the runner, auto-cancel of superseded pipelines,
-//! `resource_group`, logs cut at `max_log_bytes`, artifact and log
-//! expiry, the gRPC API, and re-attaching to running jobs after a restart
-//! of the runner.
+//! loopback): cancel, manual play, pipeline retry, single-job retry,
+//! pipelines surviving a restart of the runner, auto-cancel of superseded
+//! pipelines, `resource_group`, logs cut at `max_log_bytes`, artifact and
+//! log expiry, the gRPC API, and re-attaching to running jobs after a
+//! restart of the runner.
 
 #![allow(clippy::unwrap_used)]
 
@@ -1443,5 +1443,162 @@ async fn a_job_whose_task_the_cluster_no_longer_knows_fails_as_a_runner_system_f
     assert!(lost.message.contains("does not know this task"), "{lost:?}");
     let rec = wait_log_complete(&fx.handle, id, "flaky").await;
     assert!(log_of(&fx.handle, &rec, "flaky").contains("second attempt"));
+    fx.shut().await;
+}
+
+/// GitLab's "retry job": a job that failed (its script fails while a
+/// marker file is absent, and creates it) is retried alone through the
+/// gRPC API; the job its failure skipped waits for it and runs; the job
+/// before it does not run again and its artifacts are still there; the
+/// pipeline ends `success` with the retried job at 2 attempts. A job still
+/// to run or running is refused over HTTP (409), gRPC
+/// (FAILED_PRECONDITION) and the handle alike; a job that passed can be
+/// retried too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_retried_alone_and_the_pipeline_passes() {
+    use berth_ci::exec::api::PipelineView;
+    use berth_ci::exec::runner::RunError;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let mark = shared.path().join("failed-once");
+    let go = shared.path().join("go");
+    let pipeline = format!(
+        "build:\n  stage: build\n  script: [echo built-once > out.txt]\n  artifacts:\n    paths: [out.txt]\ntest:\n  stage: test\n  script:\n    - cat out.txt\n    - if [ -e {mark} ]; then echo second-try; else touch {mark}; echo first-try; exit 1; fi\n    - while [ ! -e {go} ]; do sleep 0.1; done\ndeploy:\n  stage: deploy\n  script: [echo deployed]\n",
+        mark = mark.display(),
+        go = go.display()
+    );
+    let repo = repo(&pipeline);
+    let fx = start_runner(&cluster, data.path()).await;
+    let (url, server) = serve_apis(&fx.handle).await;
+    let mut client = CiClient::connect(url).await.unwrap();
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, id, "the pipeline to fail", |r| {
+        r.status().is_finished()
+    })
+    .await;
+    assert_eq!(rec.status(), PipelineStatus::Failed);
+    assert_eq!(status_of(&rec, "test"), JobStatus::Failed);
+    assert_eq!(status_of(&rec, "deploy"), JobStatus::Skipped);
+
+    // Refused, changing nothing: a skipped job, unknown jobs and pipelines.
+    let path = |job: &str| format!("/ci/v1/pipelines/{id}/jobs/{job}/retry");
+    let (code, body) = call(&api, "POST", &path("deploy")).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        body,
+        r#"{"error":"job \"deploy\" is skipped; only a finished job (success, failed or canceled) can be retried"}"#
+    );
+    let (code, body) = call(&api, "POST", &path("nope")).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            404,
+            format!(r#"{{"error":"pipeline {id} has no job \"nope\""}}"#).as_str()
+        )
+    );
+    let err = client
+        .retry_job(ci::RetryJobRequest {
+            pipeline: 99,
+            job: "test".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::NotFound, "no pipeline 99")
+    );
+    assert!(matches!(
+        fx.handle.retry_job(99, "test").await,
+        Err(RunError::NoSuchPipeline(99))
+    ));
+    let unchanged = fx.handle.get(id).await.unwrap().unwrap();
+    assert_eq!(unchanged.state, rec.state);
+
+    // Retry the failed job alone.
+    let retried = client
+        .retry_job(ci::RetryJobRequest {
+            pipeline: id,
+            job: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.summary.as_ref().unwrap().status, "running");
+    assert_eq!(job_of(&retried, "build").status, "success");
+    assert!(
+        ["pending", "running"].contains(&job_of(&retried, "test").status.as_str()),
+        "{retried:?}"
+    );
+    assert_eq!(job_of(&retried, "deploy").status, "created");
+
+    // While its second attempt runs (it waits for `go`), it cannot be
+    // retried again.
+    wait_for(&fx.handle, id, "the second attempt to run", |r| {
+        status_of(r, "test") == JobStatus::Running
+            && log_of(&fx.handle, r, "test").contains("second-try")
+    })
+    .await;
+    let (code, body) = call(&api, "POST", &path("test")).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("job \\\"test\\\" is running"), "{body}");
+    let err = client
+        .retry_job(ci::RetryJobRequest {
+            pipeline: id,
+            job: "test".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("is running"), "{err}");
+    let (code, body) = call(&api, "POST", &path("deploy")).await;
+    assert_eq!(code, 409, "created, waiting for test: {body}");
+    assert!(body.contains("is created"), "{body}");
+    std::fs::write(&go, "").unwrap();
+
+    let rec = wait_for(&fx.handle, id, "the pipeline to pass", |r| {
+        r.status().is_finished()
+    })
+    .await;
+    assert_eq!(rec.status(), PipelineStatus::Success);
+    let attempts = |rec: &PipelineRecord, name: &str| {
+        rec.state.jobs()[rec.state.find(name).unwrap()]
+            .attempts
+            .len()
+    };
+    assert_eq!(attempts(&rec, "test"), 2);
+    assert_eq!(attempts(&rec, "build"), 1, "build did not run again");
+    assert_eq!(attempts(&rec, "deploy"), 1);
+    let rec = wait_log_complete(&fx.handle, id, "test").await;
+    let test = rec.state.find("test").unwrap();
+    let first = std::fs::read_to_string(fx.handle.log_path(id, test, 1)).unwrap();
+    // (The script's commands are echoed: compare output lines.)
+    let has_line = |log: &str, line: &str| log.lines().any(|l| l == line);
+    assert!(has_line(&first, "first-try"), "{first}");
+    let second = log_of(&fx.handle, &rec, "test");
+    assert!(
+        has_line(&second, "built-once"),
+        "build's artifacts were kept: {second}"
+    );
+    assert!(has_line(&second, "second-try"), "{second}");
+    assert!(!has_line(&second, "first-try"), "{second}");
+
+    // A job that passed can be retried too (over HTTP); the jobs after it
+    // keep their results.
+    let (code, body) = call(&api, "POST", &path("build")).await;
+    assert_eq!(code, 200, "{body}");
+    let view: PipelineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.summary.status, "running");
+    let rec = wait_for(&fx.handle, id, "build's second attempt", |r| {
+        attempts(r, "build") == 2 && r.status().is_finished()
+    })
+    .await;
+    assert_eq!(rec.status(), PipelineStatus::Success);
+    assert_eq!(attempts(&rec, "test"), 2);
+    assert_eq!(attempts(&rec, "deploy"), 1);
+    server.abort();
     fx.shut().await;
 }

@@ -8,6 +8,7 @@
 //! | `POST /ci/v1/pipelines/{id}/cancel` | cancel it |
 //! | `POST /ci/v1/pipelines/{id}/retry` | retry its failed and canceled jobs |
 //! | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` | start a manual job |
+//! | `POST /ci/v1/pipelines/{id}/jobs/{job}/retry` | run one finished job (failed, canceled or passed) again; 409 while it is still to run or running |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended and its whole log is stored |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?full=true` | the whole log, however long |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?attempt=N` | the log of attempt N (from 1) instead of the latest |
@@ -332,6 +333,7 @@ pub fn router(handle: RunnerHandle) -> Router {
         .route("/ci/v1/pipelines/{id}/cancel", post(cancel))
         .route("/ci/v1/pipelines/{id}/retry", post(retry))
         .route("/ci/v1/pipelines/{id}/jobs/{job}/play", post(play))
+        .route("/ci/v1/pipelines/{id}/jobs/{job}/retry", post(retry_one))
         .route("/ci/v1/pipelines/{id}/jobs/{job}/log", get(log))
         .with_state(handle)
 }
@@ -429,6 +431,18 @@ pub async fn cancel_pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineV
 /// Retries pipeline `id`'s failed and canceled jobs; returns it.
 pub async fn retry_pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
     handle.retry(id).await?;
+    pipeline(handle, id).await
+}
+
+/// Retries job `job` of pipeline `id` (a new attempt of a job that has
+/// ended; what its failure skipped waits for it again); returns the
+/// pipeline. A job still to run or running is a [`ErrorKind::Conflict`].
+pub async fn retry_job(
+    handle: &RunnerHandle,
+    id: u64,
+    job: &str,
+) -> Result<PipelineView, ApiError> {
+    handle.retry_job(id, job).await?;
     pipeline(handle, id).await
 }
 
@@ -572,6 +586,13 @@ async fn retry(
     Path(id): Path<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(retry_pipeline(&handle, id).await?))
+}
+
+async fn retry_one(
+    State(handle): State<RunnerHandle>,
+    Path((id, job)): Path<(u64, String)>,
+) -> Result<Json<PipelineView>, ApiError> {
+    Ok(Json(retry_job(&handle, id, &job).await?))
 }
 
 async fn play(

@@ -14,6 +14,7 @@
 //! | `CancelPipeline` | `POST /ci/v1/pipelines/{id}/cancel` |
 //! | `RetryPipeline` | `POST /ci/v1/pipelines/{id}/retry` |
 //! | `PlayJob` | `POST /ci/v1/pipelines/{id}/jobs/{job}/play` |
+//! | `RetryJob` | `POST /ci/v1/pipelines/{id}/jobs/{job}/retry` |
 //! | `FollowJobLog` (server stream) | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` polled |
 //!
 //! Errors: [`ErrorKind`] `NotFound` → `NOT_FOUND`, `BadRequest` →
@@ -198,6 +199,14 @@ impl pb::ci_server::Ci for CiService {
     ) -> Result<Response<pb::Pipeline>, Status> {
         let req = request.into_inner();
         reply(api::play_job(&self.handle, req.pipeline, &req.job).await)
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let req = request.into_inner();
+        reply(api::retry_job(&self.handle, req.pipeline, &req.job).await)
     }
 
     type FollowJobLogStream = LogStream;

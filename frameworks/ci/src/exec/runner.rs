@@ -2,7 +2,8 @@
 //! pipelines' jobs as tasks.
 //!
 //! One event loop owns every pipeline. It
-//! - takes submissions, cancels, retries and plays from [`RunnerHandle`];
+//! - takes submissions, cancels, retries (of a pipeline's failed jobs, or
+//!   of one job) and plays from [`RunnerHandle`];
 //! - launches pending jobs into offers: each job is a task whose command is
 //!   the job's rendered script, whose environment is the job's variables,
 //!   that runs in the job's image (Docker) or as a process (GitLab's shell
@@ -265,6 +266,7 @@ enum Request {
     ),
     Cancel(u64, oneshot::Sender<Result<(), RunError>>),
     Retry(u64, oneshot::Sender<Result<(), RunError>>),
+    RetryJob(u64, String, oneshot::Sender<Result<(), RunError>>),
     Play(u64, String, oneshot::Sender<Result<(), RunError>>),
     Get(u64, oneshot::Sender<Option<PipelineRecord>>),
     List(oneshot::Sender<Vec<PipelineRecord>>),
@@ -334,6 +336,17 @@ impl RunnerHandle {
     /// Retries a pipeline's failed and canceled jobs.
     pub async fn retry(&self, id: u64) -> Result<(), RunError> {
         self.ask(|tx| Request::Retry(id, tx)).await?
+    }
+
+    /// Retries one job of a pipeline (GitLab's "retry job"): a job that
+    /// has ended (failed, canceled or passed) runs again as a new attempt,
+    /// the jobs its failure skipped wait for it again, and the pipeline is
+    /// running again; the other jobs keep their results and artifacts. A
+    /// job still to run or running is refused
+    /// ([`state::StateError::NotFinished`]) and nothing changes.
+    pub async fn retry_job(&self, id: u64, job: &str) -> Result<(), RunError> {
+        self.ask(|tx| Request::RetryJob(id, job.to_string(), tx))
+            .await?
     }
 
     /// Plays a manual job.
@@ -753,6 +766,25 @@ impl Runner {
                         rec.auto_canceled_by = None;
                         Ok(())
                     }
+                };
+                if result.is_ok() {
+                    self.persist(id).await;
+                    self.revive().await;
+                }
+                let _ = reply.send(result);
+            }
+            Request::RetryJob(id, job, reply) => {
+                let result = match self.pipelines.get_mut(&id) {
+                    None => Err(RunError::NoSuchPipeline(id)),
+                    Some(rec) => match rec.state.find(&job) {
+                        None => Err(RunError::NoSuchJob(id, job)),
+                        Some(i) => rec.state.retry_job(i).map_err(RunError::from).map(|()| {
+                            info!(pipeline = id, job = %job, "job retried");
+                            rec.state.advance(SystemTime::now());
+                            // Running again: no longer superseded.
+                            rec.auto_canceled_by = None;
+                        }),
+                    },
                 };
                 if result.is_ok() {
                     self.persist(id).await;

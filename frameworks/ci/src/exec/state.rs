@@ -15,8 +15,9 @@
 //!    [`Pipeline::started`] with the task it launched.
 //! 3. It reports every end with [`Pipeline::finished`]; a failure whose
 //!    reason the job's `retry` covers goes back to pending by itself.
-//! 4. [`Pipeline::cancel`], [`Pipeline::play`] and [`Pipeline::retry`] are
-//!    the user's actions.
+//! 4. [`Pipeline::cancel`], [`Pipeline::play`], [`Pipeline::retry`] (the
+//!    pipeline's failed and canceled jobs) and [`Pipeline::retry_job`]
+//!    (one finished job) are the user's actions.
 //!
 //! Upstream means the jobs of all earlier stages, or with `needs` exactly
 //! the needed jobs. A job's upstream is *complete* when none of it is
@@ -393,8 +394,11 @@ pub enum StateError {
         /// Its status.
         status: JobStatus,
     },
-    /// `retry` of a job that is not finished.
-    #[error("job {name:?} is {status}; only a finished job can be retried")]
+    /// `retry` of a job that is not finished (or was skipped: it never
+    /// ran, so there is nothing to retry; retry the job that made it skip).
+    #[error(
+        "job {name:?} is {status}; only a finished job (success, failed or canceled) can be retried"
+    )]
     NotFinished {
         /// The job.
         name: String,
@@ -743,9 +747,18 @@ impl Pipeline {
         kill
     }
 
-    /// Retries one finished job (a new attempt), and puts the jobs
-    /// downstream of it that were skipped or canceled back to created, so
-    /// that they run if it passes now.
+    /// Retries one job, as GitLab's "retry job" button: a job that has
+    /// ended — failed, canceled, or passed — goes back to pending for a new
+    /// attempt (its earlier attempts stay in its history). The jobs
+    /// downstream of it that were skipped (because of its failure, or of a
+    /// failure it passed on) or canceled before they started go back to
+    /// created, so that they run if it passes now; jobs that ran keep their
+    /// results, and so their artifacts. The pipeline is running again (no
+    /// longer canceled).
+    ///
+    /// A job still to run or running (created, pending, manual, scheduled,
+    /// running, canceling) cannot be retried, nor a skipped one (it never
+    /// ran): [`StateError::NotFinished`], and nothing changes.
     pub fn retry_job(&mut self, i: usize) -> Result<(), StateError> {
         let job = self.jobs.get(i).ok_or(StateError::NoSuchJob(i))?;
         if !job.status.is_finished() || job.status == JobStatus::Skipped {
@@ -777,12 +790,16 @@ impl Pipeline {
             self.reset(i, JobStatus::Pending);
         }
         // Canceled before they ever started: back to waiting for upstream.
+        let mut again = retried.clone();
         for i in 0..self.jobs.len() {
             if self.jobs[i].status == JobStatus::Canceled && self.jobs[i].attempts.is_empty() {
                 self.reset(i, JobStatus::Created);
+                again.push(i);
             }
         }
-        self.reset_downstream(&retried);
+        // What they skipped (a job retried alone after a cancel can have
+        // skipped jobs that also need a canceled one) is decided again.
+        self.reset_downstream(&again);
         retried
     }
 

@@ -612,6 +612,126 @@ fn retrying_one_job_recreates_its_skipped_downstream() {
 }
 
 #[test]
+fn retrying_one_job_follows_gitlab_rules() {
+    let mut p = Pipeline::new(vec![
+        job("build", 0),
+        job("test", 1),
+        with(job("notify", 2), |n| n.when = When::OnFailure),
+        job("deploy", 2),
+        with(job("approve", 2), |n| n.when = When::Manual),
+    ])
+    .unwrap();
+    run_all(&mut p, |name| {
+        if name == "test" {
+            JobEnd::script_failure(1)
+        } else {
+            JobEnd::success()
+        }
+    });
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Skipped);
+    assert_eq!(status_of(&p, "notify"), JobStatus::Success);
+    assert_eq!(status_of(&p, "approve"), JobStatus::Skipped);
+    assert_eq!(p.status(), PipelineStatus::Failed);
+
+    // A skipped job never ran: refused, and nothing changes.
+    let before = p.clone();
+    let err = p.retry_job(3).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "job \"deploy\" is skipped; only a finished job (success, failed or canceled) can be retried"
+    );
+    assert_eq!(p, before);
+    assert_eq!(p.retry_job(9), Err(StateError::NoSuchJob(9)));
+    assert_eq!(p, before);
+
+    // The failed job runs again; what its failure skipped waits for it;
+    // what passed (build, and notify, which ran because of the failure)
+    // keeps its result.
+    p.retry_job(1).unwrap();
+    assert_eq!(p.status(), PipelineStatus::Running);
+    assert_eq!(
+        statuses(&p),
+        [
+            ("build", JobStatus::Success),
+            ("test", JobStatus::Pending),
+            ("notify", JobStatus::Success),
+            ("deploy", JobStatus::Created),
+            ("approve", JobStatus::Created),
+        ]
+    );
+    assert_eq!(
+        p.jobs()[1].attempts.len(),
+        1,
+        "the new attempt starts later"
+    );
+    // Pending, then running: not retryable until it has ended.
+    let before = p.clone();
+    let err = p.retry_job(1).unwrap_err();
+    assert!(err.to_string().contains("is pending"), "{err}");
+    assert_eq!(p, before);
+    p.started(1, "test-2", t0()).unwrap();
+    let before = p.clone();
+    let err = p.retry_job(1).unwrap_err();
+    assert!(err.to_string().contains("is running"), "{err}");
+    assert_eq!(p, before);
+    p.finished(1, JobEnd::success(), t0()).unwrap();
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["deploy"]);
+    assert_eq!(status_of(&p, "approve"), JobStatus::Manual);
+    assert_eq!(p.status(), PipelineStatus::Blocked);
+    assert_eq!(p.jobs()[1].attempts.len(), 2);
+    assert_eq!(p.jobs()[0].attempts.len(), 1, "build did not run again");
+
+    // A job that passed can be retried too; its downstream that ran stays.
+    p.retry_job(0).unwrap();
+    assert_eq!(status_of(&p, "deploy"), JobStatus::Success);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["build"]);
+    assert_eq!(p.jobs()[0].attempts.len(), 2);
+
+    // A canceled job: retried, the pipeline is no longer canceled, and the
+    // jobs canceled before they started wait for it.
+    let mut p = Pipeline::new(vec![job("build", 0), job("test", 1)]).unwrap();
+    p.advance(t0());
+    p.started(0, "b1", t0()).unwrap();
+    p.cancel();
+    p.finished(0, JobEnd::script_failure(143), t0()).unwrap();
+    assert_eq!(p.status(), PipelineStatus::Canceled);
+    p.retry_job(0).unwrap();
+    assert!(!p.is_canceled());
+    assert_eq!(status_of(&p, "test"), JobStatus::Created);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["build", "test"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
+fn retrying_the_pipeline_after_a_job_retried_alone_reruns_what_a_canceled_job_skipped() {
+    // Found by the property test: a job retried alone in a canceled
+    // pipeline passes, so a job needing it and a job canceled before it
+    // started is skipped; retrying the pipeline recreates the canceled job,
+    // and the skipped one must wait for it again.
+    let mut p = Pipeline::new(vec![
+        job("a", 0),
+        job("b", 0),
+        with(job("c", 0), |n| n.needs = Some(vec![0, 1])),
+    ])
+    .unwrap();
+    p.cancel();
+    p.retry_job(0).unwrap();
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["a"]);
+    assert_eq!(status_of(&p, "c"), JobStatus::Skipped);
+    assert_eq!(p.status(), PipelineStatus::Canceled);
+    assert!(p.retry().is_empty(), "nothing had run and failed");
+    assert_eq!(status_of(&p, "b"), JobStatus::Created);
+    assert_eq!(status_of(&p, "c"), JobStatus::Created);
+    let order = run_all(&mut p, |_| JobEnd::success());
+    assert_eq!(order, ["b", "c"]);
+    assert_eq!(p.status(), PipelineStatus::Success);
+}
+
+#[test]
 fn reports_for_jobs_in_the_wrong_state_are_refused() {
     let mut p = Pipeline::new(vec![job("build", 0), job("test", 1)]).unwrap();
     p.advance(t0());
@@ -749,6 +869,233 @@ mod random {
             let failed = p.jobs().iter().any(|j| j.status == JobStatus::Failed && !j.failure_allowed);
             prop_assert_eq!(p.status() == PipelineStatus::Failed, failed);
             prop_assert!(p.status().is_finished());
+        }
+    }
+
+    /// A user's or the executor's action on a pipeline.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance,
+        /// Time passes (delayed jobs come due).
+        Later,
+        Start(prop::sample::Index),
+        /// Ends a running job: 0 success, 1 script failure, 2 lost agent.
+        Finish(prop::sample::Index, u8),
+        Play(prop::sample::Index),
+        Cancel,
+        /// Any job, finished or not: refusals are checked too.
+        RetryJob(prop::sample::Index),
+        RetryPipeline,
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Advance),
+            1 => Just(Op::Later),
+            3 => any::<prop::sample::Index>().prop_map(Op::Start),
+            3 => (any::<prop::sample::Index>(), 0u8..3).prop_map(|(i, o)| Op::Finish(i, o)),
+            1 => any::<prop::sample::Index>().prop_map(Op::Play),
+            1 => Just(Op::Cancel),
+            3 => any::<prop::sample::Index>().prop_map(Op::RetryJob),
+            1 => Just(Op::RetryPipeline),
+        ]
+    }
+
+    /// A job's upstream failed in a way that skips `on_success` jobs.
+    fn upstream_failed(p: &Pipeline, i: usize) -> bool {
+        p.upstream(i).into_iter().any(|j| {
+            let job = &p.jobs()[j];
+            match job.status {
+                JobStatus::Failed => !job.failure_allowed,
+                JobStatus::Canceled => true,
+                JobStatus::Skipped => job.skipped_by_failure,
+                _ => false,
+            }
+        })
+    }
+
+    /// What holds after every step, whatever happened before.
+    fn check_invariants(before: &Pipeline, after: &Pipeline, op: &Op, touched: Option<usize>) {
+        for (i, (b, a)) in before.jobs().iter().zip(after.jobs()).enumerate() {
+            let name = &after.nodes()[i].name;
+            // Attempts only grow, and ended attempts never change.
+            assert!(
+                a.attempts.len() >= b.attempts.len(),
+                "{op:?}: {name} lost attempts"
+            );
+            for (k, old) in b.attempts.iter().enumerate() {
+                if old.end.is_some() {
+                    assert_eq!(&a.attempts[k], old, "{op:?}: {name} attempt {k} changed");
+                } else {
+                    assert_eq!(a.attempts[k].task_id, old.task_id, "{op:?}: {name}");
+                }
+            }
+            // A running job is never reset: only its own end moves it.
+            if matches!(b.status, JobStatus::Running | JobStatus::Canceling) && touched != Some(i) {
+                assert!(
+                    matches!(a.status, JobStatus::Running | JobStatus::Canceling),
+                    "{op:?}: running {name} became {}",
+                    a.status
+                );
+            }
+            // Downstream of a success (or of nothing that failed) is never
+            // skipped for a failure.
+            if a.status == JobStatus::Skipped && a.skipped_by_failure {
+                assert!(
+                    upstream_failed(after, i),
+                    "{op:?}: {name} is skipped though its upstream did not fail: {:?}",
+                    statuses(after)
+                );
+            }
+        }
+    }
+
+    /// Drives the pipeline to its end (everything passes, manual jobs are
+    /// played, time passes); returns whether it got there.
+    fn drive_to_end(p: &mut Pipeline, mut now: SystemTime) -> bool {
+        for _ in 0..200 {
+            for i in p.running() {
+                p.finished(i, JobEnd::success(), now).unwrap();
+            }
+            p.advance(now);
+            let pending = p.pending();
+            if pending.is_empty() {
+                let manual = (0..p.jobs().len()).find(|&i| p.jobs()[i].status == JobStatus::Manual);
+                if let Some(i) = manual {
+                    p.play(i).unwrap();
+                    continue;
+                }
+                if let Some(at) = p.next_wakeup() {
+                    now = at;
+                    continue;
+                }
+                return p.running().is_empty();
+            }
+            for i in pending {
+                p.started(i, format!("end-{i}"), now).unwrap();
+            }
+        }
+        false
+    }
+
+    proptest! {
+        /// Any interleaving of starts, ends (passing, failing, lost),
+        /// plays, cancels, retries of single jobs (finished or not) and
+        /// retries of the pipeline keeps GitLab's invariants: attempts only
+        /// grow, a running job is never reset, a job downstream of a
+        /// success is never skipped for a failure; a refused retry changes
+        /// nothing, an accepted one makes that job pending and the pipeline
+        /// running and leaves every other job that ran as it was; and the
+        /// pipeline can still be driven to its end.
+        #[test]
+        fn retrying_single_jobs_keeps_the_invariants(
+            nodes in arb_pipeline(),
+            retries in proptest::collection::vec(0u8..3, 8),
+            ops in proptest::collection::vec(arb_op(), 1..60),
+        ) {
+            let nodes: Vec<JobNode> = nodes
+                .into_iter()
+                .zip(retries)
+                .map(|(mut n, max)| {
+                    n.retry.max = max;
+                    n
+                })
+                .collect();
+            let mut p = Pipeline::new(nodes).unwrap();
+            let mut now = t0();
+            let mut launched = 0;
+            for op in &ops {
+                let before = p.clone();
+                let mut touched = None;
+                match op {
+                    Op::Advance => {
+                        p.advance(now);
+                    }
+                    Op::Later => {
+                        now += Duration::from_secs(10);
+                        p.advance(now);
+                    }
+                    Op::Start(ix) => {
+                        let pending = p.pending();
+                        if !pending.is_empty() {
+                            let i = pending[ix.index(pending.len())];
+                            launched += 1;
+                            p.started(i, format!("t{launched}"), now).unwrap();
+                        }
+                    }
+                    Op::Finish(ix, outcome) => {
+                        let running = p.running();
+                        if !running.is_empty() {
+                            let i = running[ix.index(running.len())];
+                            let end = match outcome {
+                                0 => JobEnd::success(),
+                                1 => JobEnd::script_failure(1),
+                                _ => JobEnd::failure(FailureReason::RunnerSystemFailure, "lost"),
+                            };
+                            touched = Some(i);
+                            p.finished(i, end, now).unwrap();
+                        }
+                    }
+                    Op::Play(ix) => {
+                        let manual: Vec<usize> = (0..p.jobs().len())
+                            .filter(|&i| p.jobs()[i].status == JobStatus::Manual)
+                            .collect();
+                        if !manual.is_empty() {
+                            p.play(manual[ix.index(manual.len())]).unwrap();
+                        }
+                    }
+                    Op::Cancel => {
+                        p.cancel();
+                    }
+                    Op::RetryJob(ix) => {
+                        let i = ix.index(p.jobs().len());
+                        let was = before.jobs()[i].status;
+                        let retryable = matches!(
+                            was,
+                            JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+                        );
+                        match p.retry_job(i) {
+                            Err(e) => {
+                                prop_assert!(!retryable, "{was} refused: {e}");
+                                prop_assert!(
+                                    matches!(e, StateError::NotFinished { .. }),
+                                    "{e}"
+                                );
+                                prop_assert_eq!(&p, &before, "a refused retry changed something");
+                            }
+                            Ok(()) => {
+                                prop_assert!(retryable, "{} retried", was);
+                                prop_assert_eq!(p.jobs()[i].status, JobStatus::Pending);
+                                prop_assert_eq!(p.status(), PipelineStatus::Running);
+                                prop_assert!(!p.is_canceled());
+                                for (j, (b, a)) in before.jobs().iter().zip(p.jobs()).enumerate() {
+                                    let reset = b.status == JobStatus::Skipped
+                                        || (b.status == JobStatus::Canceled && b.attempts.is_empty());
+                                    if j != i && !reset {
+                                        prop_assert_eq!(
+                                            a.status, b.status,
+                                            "{} changed", &p.nodes()[j].name
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Op::RetryPipeline => {
+                        p.retry();
+                    }
+                }
+                check_invariants(&before, &p, op, touched);
+            }
+            prop_assert!(drive_to_end(&mut p, now), "stuck: {:?}", statuses(&p));
+            for (node, job) in p.nodes().iter().zip(p.jobs()) {
+                prop_assert!(
+                    job.status.is_finished() || job.status == JobStatus::Manual
+                        || job.status == JobStatus::Created,
+                    "{} is {}", node.name, job.status
+                );
+            }
+            prop_assert!(p.status().is_finished(), "{:?}", statuses(&p));
         }
     }
 }
