@@ -2939,6 +2939,11 @@ mod tests {
 
     /// A core leading a one-master Raft group on a temporary directory.
     async fn core(dir: &tempfile::TempDir) -> Core {
+        core_with(dir, |_| {}).await
+    }
+
+    /// A one-master core whose settings `tune` adjusts.
+    async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)) -> Core {
         let storage = RaftStorage::open(&dir.path().join("raft.redb")).unwrap();
         storage.initialize(&[1]).unwrap();
         let transport = GrpcTransport::new(1, Vec::<(u64, String)>::new(), Faults::default());
@@ -2952,6 +2957,7 @@ mod tests {
         handle.campaign().await.unwrap();
         let mut config = MasterConfig::new(dir.path());
         config.offer_timeout = None;
+        tune(&mut config);
         let mut core = Core::new(
             config,
             "m1".into(),
@@ -3204,6 +3210,45 @@ mod tests {
             .unwrap();
         assert_eq!(t.state(), pb::TaskState::TaskRunning);
         assert_eq!(t.last_status().agent_id, agent.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_framework_at_its_offer_limit_is_offered_more_only_after_giving_some_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core_with(&dir, |c| c.offer_limit = Some(2)).await;
+        let mut agents = Vec::new();
+        for conn in 1..=5 {
+            agents.push(new_agent(&mut core, conn, "cpus:4;mem:1024").await);
+        }
+        let (header, mut events) = subscribe(&mut core, "").await;
+        let first = offers(&mut core, &mut events);
+        assert_eq!(first.len(), 2, "two offers, the limit, of five agents");
+        assert!(
+            offers(&mut core, &mut events).is_empty(),
+            "holding two, it gets nothing more"
+        );
+        // Declining one without a filter makes room for one offer.
+        core.call_wait(SchedulerCall::Decline(pb::DeclineRequest {
+            header: Some(header.clone()),
+            offer_ids: vec![first[0].id.clone()],
+            filters: Some(pb::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        }))
+        .await
+        .unwrap();
+        let next = offers(&mut core, &mut events);
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert!(offers(&mut core, &mut events).is_empty());
+        // Without a limit it would have had every agent at once.
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core_with(&dir, |_| {}).await;
+        let mut agents = Vec::new();
+        for conn in 1..=5 {
+            agents.push(new_agent(&mut core, conn, "cpus:4;mem:1024").await);
+        }
+        let (_header, mut events) = subscribe(&mut core, "").await;
+        assert_eq!(offers(&mut core, &mut events).len(), 5);
     }
 
     #[tokio::test]
