@@ -56,13 +56,19 @@ pub(crate) struct ServeArgs {
     /// when a job gives none).
     #[arg(long, default_value = "90d", value_parser = parse_retention)]
     log_retention: Retention,
+    /// How long a finished pipeline's source archive is kept once none of
+    /// its jobs is left to run or play (`7d`, `12h`, …; `never` keeps
+    /// them). A job retried after that fails with
+    /// `missing_dependency_failure`.
+    #[arg(long, default_value = "7d", value_parser = parse_retention)]
+    source_retention: Retention,
 }
 
 /// A retention: a duration, or for ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Retention(Option<Duration>);
 
-/// Parses `--log-retention`: a GitLab duration of at least a second, or
+/// Parses `--log-retention` and `--source-retention`: a GitLab duration of at least a second, or
 /// `never`.
 fn parse_retention(text: &str) -> Result<Retention, String> {
     if text.trim() == "never" {
@@ -105,6 +111,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_log_bytes = args.max_log_bytes;
     config.auto_cancel = !args.no_auto_cancel;
     config.log_retention = args.log_retention.0;
+    config.source_retention = args.source_retention.0;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (handle, runner_task) = runner::start(config, async {
         let _ = stop_rx.await;
@@ -216,7 +223,7 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
     }
     let s = &view.summary;
     println!(
-        "pipeline #{}: {} {} ({}) {}{}{}",
+        "pipeline #{}: {} {} ({}) {}{}{}{}",
         s.id,
         s.project,
         s.ref_name,
@@ -229,7 +236,12 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
         },
         s.auto_canceled_by
             .map(|by| format!(" (auto-canceled by #{by})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if s.source_expired {
+            " (source expired)"
+        } else {
+            ""
+        }
     );
     let rows: Vec<Vec<String>> = view
         .jobs

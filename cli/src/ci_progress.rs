@@ -49,8 +49,8 @@ impl Mode {
 /// The progress display of one pipeline.
 pub(crate) struct Progress {
     mode: Mode,
-    /// Per job: the status and attempt count last printed as a line.
-    shown: BTreeMap<usize, (JobStatus, usize)>,
+    /// Per job: the status text and attempt count last printed as a line.
+    shown: BTreeMap<usize, (&'static str, usize)>,
     bars: Option<Bars>,
 }
 
@@ -99,6 +99,17 @@ fn mark(job: &JobState) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// A job's status as shown: GitLab's name, and, as the API says, `waiting
+/// for resource` for a pending job whose `resource_group` another job
+/// holds.
+pub(crate) fn status_text(job: &JobState, waiting_for_resource: bool) -> &'static str {
+    if job.status == JobStatus::Pending && waiting_for_resource {
+        "waiting for resource"
+    } else {
+        job.status.as_str()
+    }
+}
+
 /// `1.2s`, `59.9s`, `1m05s`, `2h03m`.
 pub(crate) fn elapsed_text(d: Duration) -> String {
     let secs = d.as_secs();
@@ -111,20 +122,20 @@ pub(crate) fn elapsed_text(d: Duration) -> String {
     }
 }
 
-/// The text of a job's line (without the mark): name, stage, status and,
-/// once started, the time it took or has taken so far, the attempt and why
-/// it failed.
+/// The text of a job's line (without the mark): name, stage, status (see
+/// [`status_text`]) and, once started, the time it took or has taken so
+/// far, the attempt and why it failed.
 pub(crate) fn row(
     name: &str,
     stage: &str,
-    job: &JobState,
+    (job, waiting): (&JobState, bool),
     now: SystemTime,
     name_width: usize,
     stage_width: usize,
 ) -> String {
     let mut text = format!(
         "{name:<name_width$}  {stage:<stage_width$}  {:<9}",
-        job.status.as_str()
+        status_text(job, waiting)
     );
     if let Some(attempt) = job.attempts.last()
         && let Some(start) = attempt.started
@@ -186,17 +197,18 @@ impl Bars {
     }
 
     fn update(&self, record: &PipelineRecord, now: SystemTime) {
-        for ((bar, planned), job) in self
+        for (i, ((bar, planned), job)) in self
             .bars
             .iter()
             .zip(&record.plan.jobs)
             .zip(record.state.jobs())
+            .enumerate()
         {
             // The text first, then the mark: each change is drawn.
             bar.set_message(row(
                 &planned.name,
                 &planned.stage,
-                job,
+                (job, record.is_waiting_for_resource(i)),
                 now,
                 self.name_width,
                 self.stage_width,
@@ -240,6 +252,15 @@ impl Progress {
     /// Prints one line per job whose status (or attempt) changed since the
     /// last call.
     fn lines(&mut self, record: &PipelineRecord) {
+        for line in self.changed_lines(record) {
+            println!("{line}");
+        }
+    }
+
+    /// The lines of the jobs whose status (or attempt) changed since the
+    /// last call.
+    fn changed_lines(&mut self, record: &PipelineRecord) -> Vec<String> {
+        let mut lines = Vec::new();
         for (i, (node, job)) in record
             .state
             .nodes()
@@ -247,17 +268,19 @@ impl Progress {
             .zip(record.state.jobs())
             .enumerate()
         {
-            let now = (job.status, job.attempts.len());
+            let status = status_text(job, record.is_waiting_for_resource(i));
+            let now = (status, job.attempts.len());
             if self.shown.get(&i) != Some(&now) && job.status != JobStatus::Created {
                 self.shown.insert(i, now);
-                println!(
+                lines.push(format!(
                     "  {:<10} {:<30} {}",
-                    job.status.as_str(),
+                    status,
                     node.name,
                     detail(job)
-                );
+                ));
             }
         }
+        lines
     }
 
     /// A message for the user on stderr, above the bars if there are any.
@@ -370,7 +393,7 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let created = job(JobStatus::Created, Vec::new());
         assert_eq!(
-            row("build", "build", &created, t0, 8, 6),
+            row("build", "build", (&created, false), t0, 8, 6),
             "build     build   created"
         );
         let running = job(
@@ -383,7 +406,14 @@ mod tests {
             }],
         );
         assert_eq!(
-            row("unit", "test", &running, t0 + Duration::from_secs(3), 8, 6),
+            row(
+                "unit",
+                "test",
+                (&running, false),
+                t0 + Duration::from_secs(3),
+                8,
+                6
+            ),
             "unit      test    running    3.0s"
         );
         let failed = job(
@@ -404,10 +434,103 @@ mod tests {
             ],
         );
         assert_eq!(
-            row("unit", "test", &failed, t0 + Duration::from_secs(500), 4, 4),
+            row(
+                "unit",
+                "test",
+                (&failed, false),
+                t0 + Duration::from_secs(500),
+                4,
+                4
+            ),
             "unit  test  failed     1m30s  attempt 2  script_failure: the script exited with code 2"
         );
         assert_eq!(mark(&failed), Some(("✘", "bad")));
         assert_eq!(mark(&running), None);
+    }
+
+    #[test]
+    fn a_job_waiting_for_its_resource_group_says_so() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let pending = job(JobStatus::Pending, Vec::new());
+        assert_eq!(status_text(&pending, false), "pending");
+        assert_eq!(status_text(&pending, true), "waiting for resource");
+        assert_eq!(
+            row("deploy", "prod", (&pending, true), t0, 6, 4),
+            "deploy  prod  waiting for resource"
+        );
+        // Only a pending job waits; a running one holds the group.
+        let running = job(JobStatus::Running, Vec::new());
+        assert_eq!(status_text(&running, true), "running");
+    }
+
+    #[test]
+    fn the_plain_lines_show_a_wait_for_resource_and_its_end() {
+        use berth_ci::exec::state::{AllowFailure, JobNode, Pipeline, RetryPolicy, When};
+        let yaml = "deploy:\n  resource_group: prod\n  script: [x]\n";
+        let (config, _) = berth_ci::Config::parse(yaml, &berth_ci::ParseOptions::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let context = berth_ci::Context {
+            project_name: "p".into(),
+            project_dir: "/p".into(),
+            commit_sha: "0".repeat(40),
+            ref_name: "main".into(),
+            ref_is_tag: false,
+            default_branch: "main".into(),
+            pipeline_id: 1,
+            source: berth_ci::PipelineSource::Push,
+            changed_files: None,
+            secrets: Vec::new(),
+        };
+        let plan = config
+            .plan(&context, &berth_ci::MemoryRepository::default())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a plan"));
+        let mut state = Pipeline::new(vec![JobNode {
+            name: "deploy".into(),
+            stage: 0,
+            needs: None,
+            when: When::OnSuccess,
+            allow_failure: AllowFailure::no(),
+            retry: RetryPolicy::default(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+        state.advance(SystemTime::UNIX_EPOCH);
+        let mut record = PipelineRecord {
+            id: 1,
+            project: "p".into(),
+            sha: "0".repeat(40),
+            ref_name: "main".into(),
+            source: "push".into(),
+            token: "t".into(),
+            created_ms: 0,
+            finished_ms: None,
+            plan,
+            state,
+            masked_values: Vec::new(),
+            agents: vec![String::new()],
+            kill_reasons: vec![None],
+            repository: "/p".into(),
+            branch: true,
+            auto_canceled_by: None,
+            waiting_for_resource: vec![true],
+            expired: Default::default(),
+        };
+        let mut progress = Progress::new(Mode {
+            bars: false,
+            lines: true,
+        });
+        let waiting = progress.changed_lines(&record);
+        assert_eq!(waiting.len(), 1);
+        assert!(
+            waiting[0].starts_with("  waiting for resource deploy"),
+            "{waiting:?}"
+        );
+        assert!(progress.changed_lines(&record).is_empty(), "no change");
+        // The group is free: the job is pending for an offer now.
+        record.waiting_for_resource = vec![false];
+        let pending = progress.changed_lines(&record);
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].starts_with("  pending    deploy"), "{pending:?}");
     }
 }

@@ -64,10 +64,12 @@ fn bad_pipelines_and_repositories_exit_2_with_the_reason() {
         "{out}"
     );
 
-    for (bad, why) in [("0", "at least 1 second"), ("soon", "not a duration")] {
-        let (code, out) = berth(&["ci", "serve", "--log-retention", bad]);
-        assert_eq!(code, Some(2), "{out}");
-        assert!(out.contains(why), "{out}");
+    for flag in ["--log-retention", "--source-retention"] {
+        for (bad, why) in [("0", "at least 1 second"), ("soon", "not a duration")] {
+            let (code, out) = berth(&["ci", "serve", flag, bad]);
+            assert_eq!(code, Some(2), "{flag} {out}");
+            assert!(out.contains(why), "{flag} {out}");
+        }
     }
 }
 

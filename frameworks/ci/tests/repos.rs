@@ -484,6 +484,23 @@ async fn bad_repositories_are_refused_and_polling_errors_are_shown_until_fixed()
         assert_eq!(code, 400, "{body}: {reply}");
         assert!(reply.contains(why), "{body}: {reply}");
     }
+    // Credentials in a URL never come back, not even through git's own
+    // error message: a token, and a password with a `/` in it.
+    for (url, secret) in [
+        (
+            "https://glpat-0123456789abcdefghij@127.0.0.1:9/g/p.git",
+            "0123456789abcdefghij",
+        ),
+        (
+            "https://bot:pa/ss-w0rd-secret@127.0.0.1:9/g/p.git",
+            "ss-w0rd-secret",
+        ),
+    ] {
+        let (code, reply) = fx.add(serde_json::json!({ "url": url })).await;
+        assert_eq!(code, 400, "{reply}");
+        assert!(reply.contains("cannot read https://"), "{reply}");
+        assert!(!reply.contains(secret), "{reply}");
+    }
     let (code, reply) = fx.call("GET", "/ci/v1/repos", None, &[]).await;
     assert_eq!((code, reply.as_str()), (200, "[]"), "nothing stored");
     assert!(

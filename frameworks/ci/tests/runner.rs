@@ -1,9 +1,9 @@
 //! The CI runner against an in-process cluster (master and agent on
 //! loopback): cancel, manual play, pipeline retry, single-job retry,
 //! pipelines surviving a restart of the runner, auto-cancel of superseded
-//! pipelines, `resource_group`, logs cut at `max_log_bytes`, artifact and
-//! log expiry, the gRPC API, and re-attaching to running jobs after a
-//! restart of the runner.
+//! pipelines, `resource_group` (per project), logs cut at `max_log_bytes`,
+//! artifact, log and source expiry, the gRPC API, and re-attaching to
+//! running jobs after a restart of the runner.
 
 #![allow(clippy::unwrap_used)]
 
@@ -856,6 +856,137 @@ async fn expired_artifacts_and_logs_are_deleted_marked_and_fail_the_jobs_needing
         log_of(&fx.handle, &rec, "use").contains("missing dependency"),
         "the job's log says why"
     );
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_pipelines_source_expires_and_a_job_retried_after_that_fails_saying_so() {
+    use berth_ci::exec::api::PipelineView;
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| {
+        c.source_retention = Some(Duration::from_secs(1));
+    })
+    .await;
+    let repo = repo(
+        "build:\n  stage: build\n  script: [test \"$FAIL\" != yes]\nlater:\n  stage: deploy\n  when: manual\n  script: [echo played]\n",
+    );
+    // The first fails (its manual job is skipped): nothing of it is left
+    // to run. The second passes with its manual job waiting to be played.
+    let failed = submit_with(
+        &fx.handle,
+        repo.path(),
+        None,
+        vec![var("FAIL", "yes", false)],
+    )
+    .await;
+    let manual = submit(&fx.handle, repo.path()).await;
+    let rec1 = wait_for(&fx.handle, failed, "the first to fail", |r| {
+        r.status() == PipelineStatus::Failed
+    })
+    .await;
+    assert_eq!(status_of(&rec1, "later"), JobStatus::Skipped);
+    let rec2 = wait_for(&fx.handle, manual, "the second to pass", |r| {
+        r.status() == PipelineStatus::Success
+    })
+    .await;
+    assert_eq!(status_of(&rec2, "later"), JobStatus::Manual);
+    let source = |id: u64| data.path().join(format!("files/sources/{id}.tar.gz"));
+    assert!(source(failed).exists() && source(manual).exists());
+
+    let finished = |r: &PipelineRecord| {
+        std::time::UNIX_EPOCH + Duration::from_millis(r.finished_ms.expect("finished"))
+    };
+    sleep_past(
+        finished(&rec1).max(finished(&rec2)),
+        Duration::from_millis(1200),
+    )
+    .await;
+    let report = fx.handle.sweep_expired().await.unwrap();
+    assert_eq!(report.sources, 1, "{report:?}");
+    assert!(!source(failed).exists());
+    assert!(source(manual).exists(), "a manual job may still need it");
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    for (id, expired) in [(failed, true), (manual, false)] {
+        let (code, body) = call(&api, "GET", &format!("/ci/v1/pipelines/{id}")).await;
+        assert_eq!(code, 200, "{body}");
+        let view: PipelineView = serde_json::from_str(&body).unwrap();
+        assert_eq!(view.summary.source_expired, expired, "{body}");
+    }
+
+    // A retry of the failed pipeline: its job fails before it runs.
+    fx.handle.retry(failed).await.unwrap();
+    let rec = wait_for(&fx.handle, failed, "the retried job to fail", |r| {
+        r.state.jobs()[0].attempts.len() == 2 && status_of(r, "build") == JobStatus::Failed
+    })
+    .await;
+    let attempt = &rec.state.jobs()[0].attempts[1];
+    let end = attempt.end.clone().unwrap();
+    assert_eq!(end.reason, Some(FailureReason::MissingDependencyFailure));
+    assert!(
+        end.message
+            .contains(&format!("the source of pipeline {failed}"))
+            && end.message.contains("expired"),
+        "{}",
+        end.message
+    );
+    assert!(attempt.task_id.is_empty(), "never launched");
+    assert!(log_of(&fx.handle, &rec, "build").contains("source of pipeline"));
+    // The manual job of the other pipeline still has its source.
+    fx.handle.play(manual, "later").await.unwrap();
+    let rec = wait_for(&fx.handle, manual, "the played job", |r| {
+        status_of(r, "later").is_finished()
+    })
+    .await;
+    assert_eq!(status_of(&rec, "later"), JobStatus::Success);
+    drop(api);
+    fx.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_group_of_another_repository_with_the_same_project_name_does_not_wait() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    let pipeline =
+        "deploy:\n  resource_group: production\n  script:\n    - echo started\n    - sleep 60\n";
+    let (a, b) = (repo(pipeline), repo(pipeline));
+    let mut ids = Vec::new();
+    for repo in [&a, &b] {
+        // Two checkouts both named `app`.
+        let mut revision = source::resolve(repo.path(), None, false).unwrap();
+        revision.project_name = "app".into();
+        let id = fx
+            .handle
+            .submit(Submission {
+                revision,
+                definition: pipeline.into(),
+                source: PipelineSource::Push,
+                variables: Vec::new(),
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let running = |r: &PipelineRecord| {
+        status_of(r, "deploy") == JobStatus::Running
+            && log_of(&fx.handle, r, "deploy").contains("started")
+    };
+    let first = wait_for(&fx.handle, ids[0], "the first deploy", running).await;
+    let second = wait_for(&fx.handle, ids[1], "the second deploy too", running).await;
+    assert_eq!(first.project, second.project);
+    assert_ne!(first.project_key(), second.project_key());
+    assert!(!second.is_waiting_for_resource(0));
+    // The same repository's next pipeline waits for the group.
+    let third = submit(&fx.handle, a.path()).await;
+    let rec = fx.handle.get(third).await.unwrap().unwrap();
+    assert!(rec.is_waiting_for_resource(0), "the same project's group");
+    cancel_all(&fx.handle, &[ids[0], ids[1], third]).await;
     fx.shut().await;
 }
 

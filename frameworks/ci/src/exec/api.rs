@@ -41,7 +41,8 @@
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
 //! jobs, 400 for bad input, 409 for an action the pipeline's state does not
 //! allow, 410 for a log the expiry sweep deleted. A job's
-//! `artifacts_expired` and `log_expired` say what the sweep deleted.
+//! `artifacts_expired` and `log_expired`, and a pipeline's
+//! `source_expired`, say what the sweep deleted.
 //!
 //! The operations themselves (the views, trigger validation, which log a
 //! viewer reads and what of it) are the public functions below, shared
@@ -117,6 +118,10 @@ pub struct PipelineSummary {
     /// The newer pipeline of the same branch that auto-canceled it.
     #[serde(default)]
     pub auto_canceled_by: Option<u64>,
+    /// Its source archive expired and was deleted: a job retried or played
+    /// now fails with `missing_dependency_failure`.
+    #[serde(default)]
+    pub source_expired: bool,
 }
 
 /// One job of a pipeline.
@@ -186,6 +191,7 @@ impl PipelineSummary {
             created_ms: rec.created_ms,
             finished_ms: rec.finished_ms,
             auto_canceled_by: rec.auto_canceled_by,
+            source_expired: rec.expired.source,
         }
     }
 }

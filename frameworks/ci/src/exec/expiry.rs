@@ -1,32 +1,46 @@
-//! Artifact and log expiry: the sweep that deletes what has outlived its
-//! time, and what a pipeline's record remembers of it.
+//! Artifact, log and source expiry: the sweep that deletes what has
+//! outlived its time, and what a pipeline's record remembers of it.
 //!
 //! - A job's artifacts expire `artifacts:expire_in` after its latest
 //!   attempt finished (GitLab's instance default, 30 days, when the job does
 //!   not say; `expire_in: never` keeps them). As GitLab's "keep artifacts
 //!   from the most recent successful pipeline" does, the artifacts of the
 //!   latest successful pipeline of each project and ref are kept whatever
-//!   their `expire_in`, until a newer pipeline of that ref succeeds.
+//!   their `expire_in`, until a newer pipeline of that ref succeeds. "Each
+//!   project" is each project key (`PipelineRecord::project_key`: the
+//!   repository, not the project's name).
 //! - Logs expire a runner-wide retention after their attempt finished
-//!   ([`Policy::logs`], 90 days by default; `None` keeps them).
+//!   ([`Policy::logs`], 90 days by default; `None` keeps them). A log still
+//!   being collected from its agent (after a restart of the runner, say)
+//!   is never deleted: it waits for the next sweep.
+//! - A pipeline's source archive (the commit's files, a whole tarball per
+//!   pipeline) expires [`Policy::sources`] after the pipeline finished (7
+//!   days by default; `None` keeps them), but only once every job of it
+//!   has finished: a manual job not yet played, a pending or running one
+//!   keeps it, since it needs the source to run. GitLab fetches the commit
+//!   again for a job retried later; berth has no archive to fetch then, so
+//!   a job retried (or played) after its pipeline's source expired fails
+//!   with `missing_dependency_failure` and a message that says so.
 //!
 //! The sweep ([`sweep`]) runs when the runner starts and then every
 //! `sweep_interval`. It deletes the files and records what it deleted in
 //! the pipeline's [`Expired`], so the API can say "expired" rather than
-//! fail on a missing file. A job that would download expired artifacts
-//! fails before it is launched, with GitLab's `missing_dependency_failure`
-//! ([`fail_expired_dependencies`]).
+//! fail on a missing file. A job that would download expired artifacts or
+//! an expired source fails before it is launched, with GitLab's
+//! `missing_dependency_failure` ([`fail_expired_dependencies`]).
 //!
-//! The decisions ([`due`], [`artifact_sources`], [`expired_dependency`])
-//! read no clock and touch no file; time is an argument.
+//! The decisions ([`due`], [`artifact_sources`], [`expired_dependency`],
+//! [`missing_dependency`]) read no clock and touch no file; time is an
+//! argument.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::collect::Collecting;
 use super::files::FileStore;
 use super::runner::PipelineRecord;
 use super::state::{FailureReason, JobEnd, PipelineStatus};
@@ -37,6 +51,9 @@ pub const DEFAULT_ARTIFACT_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
 
 /// The default log retention.
 pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+/// The default retention of a finished pipeline's source archive.
+pub const DEFAULT_SOURCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// How long things are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +66,9 @@ pub struct Policy {
     /// Keep the artifacts of the latest successful pipeline of each
     /// project and ref, whatever their `expire_in`.
     pub keep_latest_artifacts: bool,
+    /// How long a pipeline's source archive is kept after the pipeline
+    /// finished with every job finished; `None`: for ever.
+    pub sources: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -57,6 +77,7 @@ impl Default for Policy {
             artifacts_default: DEFAULT_ARTIFACT_EXPIRY,
             logs: Some(DEFAULT_LOG_RETENTION),
             keep_latest_artifacts: true,
+            sources: Some(DEFAULT_SOURCE_RETENTION),
         }
     }
 }
@@ -71,6 +92,10 @@ pub struct Expired {
     /// Job index → the logs of its attempts 1 to this one were deleted.
     #[serde(default)]
     pub logs: BTreeMap<usize, usize>,
+    /// The pipeline's source archive was deleted: no job of it can run
+    /// again.
+    #[serde(default)]
+    pub source: bool,
 }
 
 impl Expired {
@@ -112,6 +137,11 @@ pub enum Due {
         /// The last attempt.
         to: usize,
     },
+    /// A pipeline's source archive.
+    Source {
+        /// The pipeline.
+        pipeline: u64,
+    },
 }
 
 /// What a sweep did.
@@ -121,6 +151,8 @@ pub struct SweepReport {
     pub artifacts: usize,
     /// Log files deleted.
     pub logs: usize,
+    /// Source archives deleted.
+    pub sources: usize,
 }
 
 /// The jobs whose artifacts job `i` downloads: those of its
@@ -156,11 +188,44 @@ pub fn expired_dependency(rec: &PipelineRecord, i: usize) -> Option<usize> {
     })
 }
 
-/// What is due for deletion at `now`.
+/// Why job `i` cannot run: its pipeline's source expired, or artifacts it
+/// downloads did (the message of its `missing_dependency_failure`).
+pub fn missing_dependency(rec: &PipelineRecord, i: usize) -> Option<String> {
+    if rec.expired.source {
+        let sha = rec.sha.get(..8).unwrap_or(&rec.sha);
+        return Some(format!(
+            "the source of pipeline {} (commit {sha}) expired and was deleted after the pipeline finished; run a new pipeline for the commit",
+            rec.id
+        ));
+    }
+    let dep = expired_dependency(rec, i)?;
+    let dep_name = rec.plan.jobs.get(dep).map_or("?", |j| j.name.as_str());
+    Some(format!(
+        "the artifacts of job {dep_name:?} expired; retry that job to make them again"
+    ))
+}
+
+/// When a pipeline finished: its `finished_ms`, else (a record without
+/// one) when its last attempt ended.
+fn pipeline_finished(rec: &PipelineRecord) -> Option<SystemTime> {
+    match rec.finished_ms {
+        Some(ms) => UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+        None => rec
+            .state
+            .jobs()
+            .iter()
+            .filter_map(|j| j.attempts.last().and_then(|a| a.finished))
+            .max(),
+    }
+}
+
+/// What is due for deletion at `now`. The logs of tasks in `collecting`
+/// (still being collected from their agents) are not.
 pub fn due(
     pipelines: &BTreeMap<u64, PipelineRecord>,
     now: SystemTime,
     policy: &Policy,
+    collecting: &Collecting,
 ) -> Vec<Due> {
     // The latest successful pipeline of each project and ref.
     let mut latest: HashMap<(&str, &str), u64> = HashMap::new();
@@ -168,7 +233,7 @@ pub fn due(
         for rec in pipelines.values() {
             if rec.status() == PipelineStatus::Success {
                 let slot = latest
-                    .entry((rec.project.as_str(), rec.ref_name.as_str()))
+                    .entry((rec.project_key(), rec.ref_name.as_str()))
                     .or_insert(rec.id);
                 *slot = (*slot).max(rec.id);
             }
@@ -181,7 +246,7 @@ pub fn due(
     };
     let mut out = Vec::new();
     for rec in pipelines.values() {
-        let kept = latest.get(&(rec.project.as_str(), rec.ref_name.as_str())) == Some(&rec.id);
+        let kept = latest.get(&(rec.project_key(), rec.ref_name.as_str())) == Some(&rec.id);
         for (i, (planned, state)) in rec.plan.jobs.iter().zip(rec.state.jobs()).enumerate() {
             let attempts = state.attempts.len();
             // Artifacts: those of the latest attempt, once it has ended.
@@ -203,13 +268,14 @@ pub fn due(
                     attempt: attempts,
                 });
             }
-            // Logs: every finished attempt past the retention.
+            // Logs: every finished attempt past the retention, up to the
+            // first whose log is still being collected.
             if let Some(keep) = policy.logs {
                 let done = rec.expired.logs.get(&i).copied().unwrap_or(0);
                 let old = state
                     .attempts
                     .iter()
-                    .take_while(|a| past(a.finished, keep))
+                    .take_while(|a| past(a.finished, keep) && !collecting.contains(&a.task_id))
                     .count();
                 if old > done {
                     out.push(Due::Logs {
@@ -220,6 +286,15 @@ pub fn due(
                     });
                 }
             }
+        }
+        // The source: once no job can need it without a user asking, past
+        // the retention.
+        if let Some(keep) = policy.sources
+            && !rec.expired.source
+            && rec.state.jobs().iter().all(|j| j.status.is_finished())
+            && past(pipeline_finished(rec), keep)
+        {
+            out.push(Due::Source { pipeline: rec.id });
         }
     }
     out
@@ -296,20 +371,33 @@ fn delete(due: &[Due], files: &FileStore, data_dir: &Path) -> Vec<(bool, usize)>
                 }
                 (ok, removed)
             }
+            Due::Source { pipeline } => match remove(&files.source(*pipeline)) {
+                // Marked even when it was not there (never written): it is
+                // gone either way, and a retry must say why.
+                Ok(existed) => (true, usize::from(existed)),
+                Err(e) => {
+                    warn!(pipeline, "cannot delete the expired source archive: {e}");
+                    (false, 0)
+                }
+            },
         })
         .collect()
 }
 
 /// Deletes what is due at `now` and marks it in the records. Returns what
 /// was deleted and the pipelines whose records changed (to be stored).
+/// `collecting` is the set of tasks whose logs are being collected: those
+/// logs stay. (The runner awaits the sweep in its event loop, so no
+/// collection starts meanwhile.)
 pub async fn sweep(
     pipelines: &mut BTreeMap<u64, PipelineRecord>,
     files: &FileStore,
     data_dir: &Path,
     policy: &Policy,
     now: SystemTime,
+    collecting: &Collecting,
 ) -> (SweepReport, Vec<u64>) {
-    let due = due(pipelines, now, policy);
+    let due = due(pipelines, now, policy, collecting);
     if due.is_empty() {
         return (SweepReport::default(), Vec::new());
     }
@@ -331,6 +419,7 @@ pub async fn sweep(
         let (pipeline, counter) = match d {
             Due::Artifacts { pipeline, .. } => (*pipeline, &mut report.artifacts),
             Due::Logs { pipeline, .. } => (*pipeline, &mut report.logs),
+            Due::Source { pipeline } => (*pipeline, &mut report.sources),
         };
         *counter += removed;
         if !mark {
@@ -346,6 +435,7 @@ pub async fn sweep(
             Due::Logs { job, to, .. } => {
                 rec.expired.logs.insert(*job, *to);
             }
+            Due::Source { .. } => rec.expired.source = true,
         }
         if changed.last() != Some(&pipeline) {
             changed.push(pipeline);
@@ -355,16 +445,17 @@ pub async fn sweep(
         info!(
             artifacts = report.artifacts,
             logs = report.logs,
-            "deleted expired artifacts and logs"
+            sources = report.sources,
+            "deleted expired artifacts, logs and sources"
         );
     }
     (report, changed)
 }
 
-/// Fails every pending job that would download expired artifacts, with
-/// GitLab's `missing_dependency_failure`, before it is launched (the
-/// attempt has no task; its log says why). Returns the pipelines that
-/// changed.
+/// Fails every pending job that would download expired artifacts or its
+/// pipeline's expired source, with GitLab's `missing_dependency_failure`,
+/// before it is launched (the attempt has no task; its log says why).
+/// Returns the pipelines that changed.
 pub async fn fail_expired_dependencies(
     pipelines: &mut BTreeMap<u64, PipelineRecord>,
     data_dir: &Path,
@@ -374,17 +465,13 @@ pub async fn fail_expired_dependencies(
     for rec in pipelines.values_mut() {
         let mut any = false;
         // A retry can put a failed job back to pending: go round until no
-        // pending job is left that needs expired artifacts.
-        while let Some((i, dep)) = rec
+        // pending job is left that needs expired files.
+        while let Some((i, message)) = rec
             .state
             .pending()
             .into_iter()
-            .find_map(|i| expired_dependency(rec, i).map(|d| (i, d)))
+            .find_map(|i| missing_dependency(rec, i).map(|m| (i, m)))
         {
-            let dep_name = rec.plan.jobs.get(dep).map_or("?", |j| j.name.as_str());
-            let message = format!(
-                "the artifacts of job {dep_name:?} expired; retry that job to make them again"
-            );
             let result = rec.state.started(i, "", now).and_then(|()| {
                 rec.state.finished(
                     i,

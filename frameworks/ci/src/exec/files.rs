@@ -4,10 +4,17 @@
 //! Layout under the data directory:
 //!
 //! ```text
-//! sources/<pipeline>.tar.gz            the commit's files
+//! sources/<pipeline>.tar.gz            the commit's files (until it expires)
 //! artifacts/<pipeline>/<job>.tar.gz    a job's artifacts (latest attempt)
-//! caches/<project>/<key>.tar.gz        a cache, per project and key
+//! caches/<project hash>/<key>.tar.gz   a cache, per project and key
 //! ```
+//!
+//! A cache belongs to a project: its directory is the SHA-256 (hex) of the
+//! pipeline's project key (`PipelineRecord::project_key`: the repository
+//! and subdirectory, not the project's name), so two repositories whose
+//! projects have the same name never share (or poison) each other's
+//! caches. Caches stored before, under `caches/<project name>/`, are no
+//! longer read: a cache miss only costs a rebuild.
 //!
 //! Every URL carries the pipeline's token (`?token=`), a random secret
 //! made for the pipeline, so that only the tasks the framework launched
@@ -30,7 +37,7 @@ use tokio::io::AsyncWriteExt as _;
 
 /// Who may read and write a pipeline's files.
 pub trait Access: Send + Sync + 'static {
-    /// The token and project of a pipeline, if it exists.
+    /// The token and project key of a pipeline, if it exists.
     fn pipeline(&self, id: u64) -> Option<PipelineAccess>;
 }
 
@@ -39,8 +46,9 @@ pub trait Access: Send + Sync + 'static {
 pub struct PipelineAccess {
     /// The pipeline's secret.
     pub token: String,
-    /// Its project (caches are per project).
-    pub project: String,
+    /// Its project's key (`PipelineRecord::project_key`; caches are per
+    /// project).
+    pub project_key: String,
 }
 
 /// The files, on disk.
@@ -80,6 +88,16 @@ pub fn file_name(what: &'static str, name: &str) -> Result<String, NameError> {
     Ok(out)
 }
 
+/// The directory name of a project's caches: the SHA-256 of its key, in
+/// hex (fixed length, nothing to escape, different keys never collide).
+fn project_dir_name(project_key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(project_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl FileStore {
     /// Files under `root`; uploads larger than `max_upload` bytes are
     /// refused.
@@ -105,16 +123,22 @@ impl FileStore {
             .join(format!("{}.tar.gz", file_name("a job name", job)?)))
     }
 
-    /// A project's cache archive for a key.
-    pub fn cache(&self, project: &str, key: &str) -> Result<PathBuf, NameError> {
+    /// A project's cache archive for a key; `project_key` is the project's
+    /// key (any length: the directory is its SHA-256).
+    pub fn cache(&self, project_key: &str, key: &str) -> Result<PathBuf, NameError> {
+        // Old caches, under the escaped project name, are ignored (a miss
+        // is harmless); a 64-hex-digit directory is never such a name
+        // unless a project was named exactly so, and those are not written
+        // any more.
         Ok(self
             .root
             .join("caches")
-            .join(file_name("a project name", project)?)
+            .join(project_dir_name(project_key))
             .join(format!("{}.tar.gz", file_name("a cache key", key)?)))
     }
 
-    /// Deletes a pipeline's source and artifacts (expiry).
+    /// Deletes a pipeline's source and artifacts at once (the expiry sweep
+    /// deletes each on its own time instead, see `super::expiry`).
     pub fn remove_pipeline(&self, pipeline: u64) -> std::io::Result<()> {
         match std::fs::remove_file(self.source(pipeline)) {
             Ok(()) => {}
@@ -331,7 +355,7 @@ fn cache_path(
     let key = name_in_url("a cache key", key)?;
     files
         .store
-        .cache(&access.project, &key)
+        .cache(&access.project_key, &key)
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
 }
 

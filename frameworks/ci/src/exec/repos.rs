@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -218,12 +218,13 @@ pub struct NewRepo {
 }
 
 /// A registered repository as the API shows it (without its secret, and
-/// without a password in its URL).
+/// without a password or token in its URL).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoView {
     /// Its id.
     pub id: u64,
-    /// The local path or URL (a password in it replaced by `***`).
+    /// The local path or URL (a password or token in it replaced by
+    /// `***`, see [`redact`]).
     pub url: String,
     /// Fetched into a mirror.
     pub remote: bool,
@@ -361,13 +362,29 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Repos {
+    /// The map of per-repository locks. A panic while it was held cannot
+    /// have left it inconsistent (one insert or remove), so a poisoned map
+    /// is used as it is: a fresh lock instead would let two callers of the
+    /// same repository through at once, and a commit run twice.
+    fn locks(&self) -> MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<()>>>> {
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The poll counters (poisoning ignored as for [`Repos::locks`]).
+    fn status(&self) -> MutexGuard<'_, HashMap<u64, PollStatus>> {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Repository `id`'s lock: its fetches, triggers and removal take
+    /// turns.
     fn lock(&self, id: u64) -> Arc<tokio::sync::Mutex<()>> {
-        match self.inner.locks.lock() {
-            Ok(mut locks) => locks.entry(id).or_default().clone(),
-            // A poisoned map: a lock of its own still serializes nothing
-            // wrongly, it only lets this caller through alone.
-            Err(_) => Arc::default(),
-        }
+        self.locks().entry(id).or_default().clone()
     }
 
     async fn record(&self, id: u64) -> Result<Option<RepoRecord>, RepoError> {
@@ -401,13 +418,7 @@ impl Repos {
     }
 
     fn view(&self, rec: &RepoRecord) -> RepoView {
-        let status = self
-            .inner
-            .status
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&rec.id).copied())
-            .unwrap_or_default();
+        let status = self.status().get(&rec.id).copied().unwrap_or_default();
         RepoView {
             id: rec.id,
             url: redact(&rec.url),
@@ -551,12 +562,8 @@ impl Repos {
             }
         }
         let view = self.view(&rec);
-        if let Ok(mut status) = self.inner.status.lock() {
-            status.remove(&id);
-        }
-        if let Ok(mut locks) = self.inner.locks.lock() {
-            locks.remove(&id);
-        }
+        self.status().remove(&id);
+        self.locks().remove(&id);
         info!(repo = id, "repository removed");
         self.inner.wake.notify_one();
         Ok(view)
@@ -598,8 +605,13 @@ impl Repos {
             return existing(run);
         }
         let dir = {
+            // The record again, under the lock: a removal that went first
+            // (after the read above) leaves none, and its mirror must not
+            // be cloned again; a removal that comes later waits for this
+            // fetch.
             let lock = self.lock(id);
             let _held = lock.lock().await;
+            let rec = self.record(id).await?.ok_or(RepoError::NoSuchRepo(id))?;
             if rec.remote {
                 self.sync_mirror(&rec).await?
             } else {
@@ -789,23 +801,25 @@ impl Repos {
             Err(RepoError::NoSuchRepo(_)) => return,
             Err(e) => vec![e.to_string()],
         };
-        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        let rec = self.record(id).await.ok().flatten();
+        // Stored and shown: no secret of the URL in it, whatever git said.
+        let error = (!errors.is_empty()).then(|| {
+            let text = errors.join("; ");
+            rec.as_ref()
+                .map_or_else(|| text.clone(), |r| redact_message(&text, &r.url))
+        });
         if let Some(e) = &error {
             warn!(repo = id, "polling failed: {e}");
         }
-        let changed = match self.record(id).await {
-            Ok(Some(rec)) => rec.last_error != error,
-            _ => false,
-        };
+        let changed = rec.is_some_and(|rec| rec.last_error != error);
         if changed && let Err(e) = self.update(id, move |rec| rec.last_error = error).await {
             warn!(repo = id, "cannot store the poll's result: {e}");
         }
         // Counted once its result is visible.
-        if let Ok(mut status) = self.inner.status.lock() {
-            let s = status.entry(id).or_default();
-            s.polls += 1;
-            s.last_polled_ms = Some(now_ms());
-        }
+        let mut status = self.status();
+        let s = status.entry(id).or_default();
+        s.polls += 1;
+        s.last_polled_ms = Some(now_ms());
     }
 
     async fn poll_once(&self, id: u64) -> Result<Vec<String>, RepoError> {
@@ -940,7 +954,8 @@ fn short(sha: &str) -> &str {
 }
 
 /// Runs `git` with `args`, bounded by `timeout`, never prompting; on
-/// failure returns git's message (with `url`'s password hidden).
+/// failure returns git's message (with `url`'s secrets hidden, see
+/// [`redact_message`]).
 async fn run_git(args: &[&str], url: &str, timeout: Duration) -> Result<(), String> {
     let mut command = tokio::process::Command::new("git");
     command
@@ -964,9 +979,7 @@ async fn run_git(args: &[&str], url: &str, timeout: Duration) -> Result<(), Stri
     if out.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .trim()
-        .replace(url, &redact(url));
+    let stderr = redact_message(String::from_utf8_lossy(&out.stderr).trim(), url);
     Err(if stderr.is_empty() {
         format!("git exited with {}", out.status)
     } else {
@@ -1052,7 +1065,7 @@ fn classify(url: &str) -> Result<bool, String> {
         return Err("the repository's path or URL contains control characters".into());
     }
     if url.starts_with('-') {
-        return Err(format!("{url:?} cannot start with '-'"));
+        return Err(format!("{:?} cannot start with '-'", redact(url)));
     }
     if url.starts_with('/') {
         return Ok(false);
@@ -1084,7 +1097,8 @@ fn classify(url: &str) -> Result<bool, String> {
         return Ok(true);
     }
     Err(format!(
-        "{url:?} is neither an absolute path nor a URL ({}://…, or user@host:path)",
+        "{:?} is neither an absolute path nor a URL ({}://…, or user@host:path)",
+        redact(url),
         SCHEMES.join("://…, ")
     ))
 }
@@ -1167,24 +1181,150 @@ fn secret_matches(token: &str, expected_sha256: &str) -> bool {
         == 0
 }
 
-/// `url` with a password in it replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// A repository URL cut around its userinfo: `before` + `userinfo` + `@`
+/// + `after`.
+struct Userinfo<'a> {
+    before: &'a str,
+    userinfo: &'a str,
+    after: &'a str,
+    /// An `http://` or `https://` URL: a user without a password there is
+    /// a token.
+    http: bool,
+}
+
+/// Finds the userinfo of a URL (`scheme://userinfo@host/...`) or of git's
+/// scp form (`userinfo@host:path`); `None` for a local path or a URL
+/// without one.
+///
+/// A `user:password` userinfo runs to the *last* `@`: a password may hold
+/// a raw `/` or `@` (git and curl then disagree on where the host starts),
+/// so this may take an `@` in the path for the end of the userinfo and
+/// hide too much, never too little. A userinfo without `:` ends at the
+/// first `@`; an `@` after a `/` (in the path) is no userinfo.
+fn userinfo(url: &str) -> Option<Userinfo<'_>> {
+    if url.starts_with('/') {
+        return None;
+    }
+    let (start, http) = match url.find("://") {
+        Some(i) => {
+            let scheme = url[..i].to_ascii_lowercase();
+            (i + 3, scheme == "http" || scheme == "https")
+        }
+        None => (0, false),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                url.to_string()
+    let body = &url[start..];
+    let first_at = body.find('@')?;
+    let head = &body[..first_at];
+    let end = if head.contains(':') {
+        body.rfind('@')?
+    } else if head.contains('/') {
+        return None;
+    } else {
+        first_at
+    };
+    Some(Userinfo {
+        before: &url[..start],
+        userinfo: &body[..end],
+        after: &body[end + 1..],
+        http,
+    })
+}
+
+/// Whether a user name is really a token: 20 characters or more, or a
+/// known token prefix (GitHub's `ghp_`…, GitLab's `glpat-`…).
+fn looks_like_token(user: &str) -> bool {
+    const PREFIXES: [&str; 10] = [
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "gldt-",
+        "glrt-",
+        "glcbt-",
+    ];
+    user.chars().count() >= 20 || PREFIXES.iter().any(|p| user.starts_with(p))
+}
+
+/// What of a userinfo is secret: the password, and the user when it is a
+/// token (always for http(s) without a password).
+fn secret_parts(info: &Userinfo<'_>) -> Vec<String> {
+    let mut parts = Vec::new();
+    match info.userinfo.split_once(':') {
+        Some((user, password)) => {
+            parts.push(password.to_string());
+            if looks_like_token(user) {
+                parts.push(user.to_string());
             }
         }
-        None => url.to_string(),
+        None if info.http || looks_like_token(info.userinfo) => {
+            parts.push(info.userinfo.to_string());
+        }
+        None => {}
     }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// `url` with the secrets of its userinfo hidden, for showing and logging:
+/// `user:password@` becomes `user:***@`, a token (`https://TOKEN@host`,
+/// any user name without a password in an http(s) URL, or one that
+/// [looks like a token](looks_like_token)) becomes `***@`. A plain user
+/// name without a password (`git@host:path`, `ssh://git@host/path`) is
+/// no secret and stays. Local paths are returned as they are.
+pub fn redact(url: &str) -> String {
+    let Some(info) = userinfo(url) else {
+        return url.to_string();
+    };
+    if secret_parts(&info).is_empty() {
+        return url.to_string();
+    }
+    let shown = match info.userinfo.split_once(':') {
+        Some((user, _)) if !looks_like_token(user) => format!("{user}:***"),
+        _ => "***".to_string(),
+    };
+    format!("{}{shown}@{}", info.before, info.after)
+}
+
+/// A message (git's error output, say) with every URL in it
+/// [redacted](redact), and every secret of `url`'s userinfo (4 characters
+/// or more; shorter ones would mangle the text) replaced by `***`, however
+/// git quoted or reshaped the URL around it.
+pub fn redact_message(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact(url));
+    if let Some(info) = userinfo(url) {
+        for secret in secret_parts(&info) {
+            if secret.chars().count() >= 4 {
+                out = out.replace(&secret, "***");
+            }
+        }
+    }
+    redact_urls_in(&out)
+}
+
+/// `text` with each `scheme://…` in it (up to white space or a quote)
+/// [redacted](redact).
+fn redact_urls_in(text: &str) -> String {
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || "+.-".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !scheme_char(*c))
+            .map_or(0, |(p, c)| p + c.len_utf8());
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || "'\"<>`".contains(c))
+            .map_or(rest.len(), |p| i + p);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The project name of a URL: its last path segment without `.git`.
@@ -1463,17 +1603,93 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_hidden_and_projects_named() {
-        assert_eq!(
-            redact("https://bot:hunter2@example.com/g/p.git"),
-            "https://bot:***@example.com/g/p.git"
+    fn passwords_and_tokens_in_urls_are_hidden() {
+        let token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+        let token_url = format!("https://{token}@github.com/o/r.git");
+        let token_user = format!("https://{token}:x-oauth-basic@github.com/o/r");
+        for (url, shown) in [
+            (
+                "https://bot:hunter2@example.com/g/p.git",
+                "https://bot:***@example.com/g/p.git",
+            ),
+            // A user without a password in an http(s) URL is a token.
+            ("https://TOKEN@example.com/p", "https://***@example.com/p"),
+            ("HTTP://bot@example.com/p", "HTTP://***@example.com/p"),
+            (token_url.as_str(), "https://***@github.com/o/r.git"),
+            // A token as the user, with a dummy password.
+            (token_user.as_str(), "https://***@github.com/o/r"),
+            (
+                "https://x-access-token:ghs_secret@github.com/o/r",
+                "https://x-access-token:***@github.com/o/r",
+            ),
+            // Passwords with a raw `/` or `@`.
+            (
+                "https://bot:pa/ss@example.com/g/p",
+                "https://bot:***@example.com/g/p",
+            ),
+            (
+                "https://bot:p@ss/w@rd@example.com/p",
+                "https://bot:***@example.com/p",
+            ),
+            (
+                "ssh://git:secret@example.com/p.git",
+                "ssh://git:***@example.com/p.git",
+            ),
+            ("git://u:pw@example.com/p", "git://u:***@example.com/p"),
+            ("ssh://glpat-abc@example.com/p", "ssh://***@example.com/p"),
+            // scp form.
+            (
+                "deploy:s3cret@example.com:group/p.git",
+                "deploy:***@example.com:group/p.git",
+            ),
+            (
+                "glpat-abcdefghijklmnop@example.com:p.git",
+                "***@example.com:p.git",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            assert_eq!(redact(shown), shown, "{shown} stays as it is");
+        }
+        // User names are no secret; paths and URLs without userinfo stay.
+        for url in [
+            "git@example.com:group/p.git",
+            "ssh://git@example.com:2222/p.git",
+            "/srv/p",
+            "/srv/p@2",
+            "file:///srv/git/p.git",
+            "https://example.com/g/p@v2.git",
+            "https://example.com/g/p.git",
+        ] {
+            assert_eq!(redact(url), url);
+        }
+    }
+
+    #[test]
+    fn gits_messages_lose_the_secrets_of_the_url() {
+        let url = "https://bot:hunter2secret@example.com/g/p.git";
+        let git = "fatal: unable to access 'https://bot:hunter2secret@example.com/g/p.git/': error 403\nremote: bad password hunter2secret\nsee https://other:pw1234@mirror.example.com/x";
+        let shown = redact_message(git, url);
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(!shown.contains("pw1234"), "{shown}");
+        assert!(
+            shown.contains("'https://bot:***@example.com/g/p.git/'"),
+            "{shown}"
         );
-        assert_eq!(
-            redact("https://bot@example.com/p"),
-            "https://bot@example.com/p"
+        assert!(shown.contains("https://other:***@mirror.example.com/x"));
+        // Git may echo the URL without its userinfo, and the token alone.
+        let token = "glpat-0123456789abcdefghij";
+        let url = format!("https://{token}@gitlab.example.com/g/p.git");
+        let git = format!(
+            "remote: HTTP Basic: Access denied ({token})\nfatal: Authentication failed for 'https://gitlab.example.com/g/p.git/'"
         );
-        assert_eq!(redact("/srv/p"), "/srv/p");
-        assert_eq!(redact("git@host:p.git"), "git@host:p.git");
+        let shown = redact_message(&git, &url);
+        assert!(!shown.contains(token), "{shown}");
+        assert!(shown.contains("Access denied (***)"), "{shown}");
+        assert_eq!(redact_message("plain text", "/srv/p"), "plain text");
+    }
+
+    #[test]
+    fn projects_are_named_after_the_urls_last_segment() {
         assert_eq!(
             project_of_url("https://example.com/g/project.git"),
             "project"
@@ -1565,6 +1781,121 @@ mod tests {
             error: None,
             at_ms: 0,
         }
+    }
+
+    /// A repository service on the state file in `dir`, without a runner
+    /// or a poller.
+    fn repos_on(dir: &Path) -> Repos {
+        let store = Arc::new(Store::open(dir.join("ci.redb")).unwrap());
+        let runner = RunnerHandle::detached(dir.to_path_buf(), store.clone());
+        let repos_dir = dir.join("repos");
+        std::fs::create_dir_all(&repos_dir).unwrap();
+        Repos {
+            inner: Arc::new(Inner {
+                runner,
+                store,
+                repos_dir,
+                config: ReposConfig::default(),
+                locks: Mutex::new(HashMap::new()),
+                status: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                adding: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_poisoned_lock_map_still_hands_out_the_same_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = repos_on(dir.path());
+        let before = repos.lock(1);
+        let poisoner = repos.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = poisoner.inner.locks.lock().unwrap();
+            panic!("a panic while the lock map is held (expected by the test)");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(repos.inner.locks.is_poisoned());
+        // The same lock, so that fetches and triggers still take turns.
+        assert!(Arc::ptr_eq(&before, &repos.lock(1)));
+        assert!(!Arc::ptr_eq(&before, &repos.lock(2)));
+    }
+
+    /// Waits until `lock` has `n` holders of its `Arc` (the map, the test,
+    /// and callers that have reached it).
+    async fn wait_for_holders(lock: &Arc<tokio::sync::Mutex<()>>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Arc::strong_count(lock) < n {
+            assert!(Instant::now() < deadline, "nobody came to the lock");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_webhook_racing_a_removal_does_not_clone_the_mirror_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = berth_tests::git_repo(&[(".gitlab-ci.yml", "job:\n  script: [x]\n")]);
+        let sha = source::branch_head(origin.path(), "main").unwrap().unwrap();
+        let repos = repos_on(dir.path());
+        let secret = "0123456789abcdef";
+        let url = format!("file://{}", origin.path().display());
+        let id = repos
+            .inner
+            .store
+            .create_repo(|id| RepoRecord {
+                id,
+                url,
+                remote: true,
+                project: "p".into(),
+                default_branch: "main".into(),
+                branches: vec!["main".into()],
+                poll_interval_secs: 60,
+                webhook_secret_sha256: Some(sha256_hex(secret.as_bytes())),
+                heads: BTreeMap::new(),
+                runs: Vec::new(),
+                last_error: None,
+                created_ms: 0,
+            })
+            .unwrap();
+        let rec: RepoRecord = repos.inner.store.repo(id).unwrap().unwrap();
+        let mirror = repos.sync_mirror(&rec).await.unwrap();
+        assert!(mirror.join("HEAD").is_file());
+
+        // Something holds the repository's lock (a poll's fetch); a removal
+        // queues for it, then a webhook (after reading the record).
+        let lock = repos.lock(id);
+        let held = lock.lock().await;
+        let remove = tokio::spawn({
+            let repos = repos.clone();
+            async move { repos.remove(id).await }
+        });
+        wait_for_holders(&lock, 3).await;
+        let hook = tokio::spawn({
+            let repos = repos.clone();
+            let body = format!(r#"{{"ref": "main", "sha": "{sha}"}}"#);
+            async move { repos.hook(id, Some(secret), body.as_bytes()).await }
+        });
+        wait_for_holders(&lock, 4).await;
+        // The removal goes first (the lock is fair), then the webhook.
+        drop(held);
+        let removed = tokio::time::timeout(Duration::from_secs(30), remove)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(removed.unwrap().id, id);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), hook)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(RepoError::NoSuchRepo(n)) if n == id),
+            "{outcome:?}"
+        );
+        assert!(
+            !mirror.exists(),
+            "the removed repository's mirror was cloned again"
+        );
     }
 
     #[test]

@@ -1,5 +1,11 @@
-//! `resource_group`: across every pipeline, at most one job of a resource
-//! group runs at a time (GitLab's `process_mode: unordered`).
+//! `resource_group`: across every pipeline of a project, at most one job of
+//! a resource group runs at a time (GitLab's `process_mode: unordered`).
+//!
+//! As in GitLab, a resource group belongs to a project: groups are keyed by
+//! the project's key ([`PipelineRecord::project_key`], the repository and
+//! subdirectory) and the group's name, so `production` of one repository
+//! never waits for `production` of another, even when both projects have
+//! the same name.
 //!
 //! A job holds its group from the moment it is launched until its task has
 //! ended, however it ends (success, failure, cancel, timeout, lost agent):
@@ -14,6 +20,8 @@
 
 use std::collections::HashSet;
 
+#[cfg(doc)]
+use super::runner::PipelineRecord;
 use super::state::JobStatus;
 
 /// A job that names a resource group, as [`assign`] sees it.
@@ -23,6 +31,9 @@ pub struct GroupJob<'a> {
     pub pipeline: u64,
     /// Its index in the pipeline.
     pub job: usize,
+    /// Its project's key ([`PipelineRecord::project_key`]): groups of
+    /// different projects are different groups.
+    pub project: &'a str,
     /// Its resource group.
     pub group: &'a str,
     /// Its status.
@@ -50,17 +61,17 @@ impl Assignment {
 
 /// Decides which pending jobs may start. `jobs` must come oldest first
 /// (pipelines by id, then jobs in plan order): the first pending job of a
-/// free group gets it, the others wait.
+/// free group (of its project) gets it, the others wait.
 pub fn assign(jobs: &[GroupJob<'_>]) -> Assignment {
-    let mut held: HashSet<&str> = jobs
+    let mut held: HashSet<(&str, &str)> = jobs
         .iter()
         .filter(|j| matches!(j.status, JobStatus::Running | JobStatus::Canceling))
-        .map(|j| j.group)
+        .map(|j| (j.project, j.group))
         .collect();
     let mut waiting = HashSet::new();
     for j in jobs.iter().filter(|j| j.status == JobStatus::Pending) {
         // `insert` is false when the group is already held or given.
-        if !held.insert(j.group) {
+        if !held.insert((j.project, j.group)) {
             waiting.insert((j.pipeline, j.job));
         }
     }
@@ -96,6 +107,7 @@ mod tests {
             .map(|(id, p)| GroupJob {
                 pipeline: *id,
                 job: 0,
+                project: "/src/app",
                 group: "production",
                 status: p.jobs()[0].status,
             })
@@ -119,18 +131,21 @@ mod tests {
             GroupJob {
                 pipeline: 1,
                 job: 0,
+                project: "/src/app",
                 group: "staging",
                 status: JobStatus::Running,
             },
             GroupJob {
                 pipeline: 2,
                 job: 0,
+                project: "/src/app",
                 group: "production",
                 status: JobStatus::Pending,
             },
             GroupJob {
                 pipeline: 2,
                 job: 1,
+                project: "/src/app",
                 group: "staging",
                 status: JobStatus::Pending,
             },
@@ -139,6 +154,30 @@ mod tests {
         assert!(!assignment.is_waiting(2, 0), "production is free");
         assert!(assignment.is_waiting(2, 1), "staging is held");
         assert!(!assignment.is_waiting(3, 0), "not a job of any group");
+    }
+
+    #[test]
+    fn a_group_belongs_to_its_project() {
+        // Two repositories whose projects are both named `app`: their
+        // `production` groups are different groups.
+        let job = |pipeline, project, status| GroupJob {
+            pipeline,
+            job: 0,
+            project,
+            group: "production",
+            status,
+        };
+        let list = [
+            job(1, "/src/a/app", JobStatus::Running),
+            job(2, "/src/b/app", JobStatus::Pending),
+            job(3, "/src/a/app", JobStatus::Pending),
+            job(4, "/src/b/app", JobStatus::Pending),
+        ];
+        let assignment = assign(&list);
+        assert!(!assignment.is_waiting(2, 0), "another project's group");
+        assert!(assignment.is_waiting(3, 0), "its project's group is held");
+        assert!(assignment.is_waiting(4, 0), "pipeline 2 is first in line");
+        assert_eq!(assignment.waiting_count(), 2);
     }
 
     /// Drives pipeline `a` through `end` and checks that `b`, which waited

@@ -91,6 +91,11 @@ pub struct RunnerConfig {
     pub keep_latest_artifacts: bool,
     /// How long job logs are kept after the job ended; `None`: for ever.
     pub log_retention: Option<Duration>,
+    /// How long a pipeline's source archive is kept after the pipeline
+    /// finished with no job left to run or play (7 days by default);
+    /// `None`: for ever. A job retried after that fails with
+    /// `missing_dependency_failure`.
+    pub source_retention: Option<Duration>,
     /// Time between two expiry sweeps (the first runs at start).
     pub sweep_interval: Duration,
 }
@@ -114,6 +119,7 @@ impl RunnerConfig {
             artifact_expiry: expiry::DEFAULT_ARTIFACT_EXPIRY,
             keep_latest_artifacts: true,
             log_retention: Some(expiry::DEFAULT_LOG_RETENTION),
+            source_retention: Some(expiry::DEFAULT_SOURCE_RETENTION),
             sweep_interval: Duration::from_secs(3600),
         }
     }
@@ -123,6 +129,7 @@ impl RunnerConfig {
             artifacts_default: self.artifact_expiry,
             logs: self.log_retention,
             keep_latest_artifacts: self.keep_latest_artifacts,
+            sources: self.source_retention,
         }
     }
 }
@@ -158,8 +165,9 @@ pub struct PipelineRecord {
     /// Per job, why its latest attempt was killed by the framework.
     #[serde(default)]
     pub kill_reasons: Vec<Option<FailureReason>>,
-    /// The repository's directory (with the project's subdirectory): with
-    /// `project`, what makes two pipelines the same project's.
+    /// The repository's directory (with the project's subdirectory): what
+    /// makes two pipelines the same project's (see
+    /// [`PipelineRecord::project_key`]).
     #[serde(default)]
     pub repository: String,
     /// `ref_name` is a branch (not a tag, a commit or a detached HEAD).
@@ -173,7 +181,7 @@ pub struct PipelineRecord {
     /// stored.
     #[serde(skip)]
     pub waiting_for_resource: Vec<bool>,
-    /// The artifacts and logs the expiry sweep deleted.
+    /// The artifacts, logs and source the expiry sweep deleted.
     #[serde(default)]
     pub expired: Expired,
 }
@@ -182,6 +190,21 @@ impl PipelineRecord {
     /// The pipeline's status.
     pub fn status(&self) -> PipelineStatus {
         self.state.status()
+    }
+
+    /// What makes two pipelines the same project's, for auto-cancel, the
+    /// artifacts kept as the latest successful ones, caches and resource
+    /// groups: the repository's path or mirror with the project's
+    /// subdirectory ([`PipelineRecord::repository`]), so that two
+    /// repositories whose projects have the same name share nothing. A
+    /// record stored before `repository` existed falls back to the
+    /// project's name.
+    pub fn project_key(&self) -> &str {
+        if self.repository.is_empty() {
+            &self.project
+        } else {
+            &self.repository
+        }
     }
 
     /// Whether job `i` is pending but waits for its resource group.
@@ -366,8 +389,8 @@ impl RunnerHandle {
     }
 
     /// Runs the expiry sweep now (it also runs at start and every
-    /// `sweep_interval`): deletes expired artifacts and logs and marks
-    /// them in their pipelines' records.
+    /// `sweep_interval`): deletes expired artifacts, logs and sources and
+    /// marks them in their pipelines' records.
     pub async fn sweep_expired(&self) -> Result<SweepReport, RunError> {
         self.ask(Request::Sweep).await
     }
@@ -411,6 +434,29 @@ impl RunnerHandle {
     /// being collected has its whole log stored.
     pub fn is_collecting_log(&self, task_id: &str) -> bool {
         self.collecting.contains(task_id)
+    }
+}
+
+#[cfg(test)]
+impl RunnerHandle {
+    /// A handle to no runner (its requests fail with
+    /// [`RunError::Stopped`]), on the state file `store`: for unit tests of
+    /// what is built on a handle, without a cluster.
+    pub(crate) fn detached(data_dir: PathBuf, store: Arc<Store>) -> RunnerHandle {
+        let (tx, _) = mpsc::channel(1);
+        let (_, changes) = watch::channel(0);
+        let files = FileStore::new(data_dir.join("files"), 1 << 20)
+            .unwrap_or_else(|e| panic!("cannot make the file store: {e}"));
+        RunnerHandle {
+            tx,
+            changes,
+            access: Arc::default(),
+            data_dir,
+            files,
+            max_log_bytes: super::log::DEFAULT_MAX_LOG_BYTES,
+            store,
+            collecting: Collecting::default(),
+        }
     }
 }
 
@@ -531,7 +577,7 @@ pub async fn start(
                 id,
                 PipelineAccess {
                     token: rec.token.clone(),
-                    project: rec.project.clone(),
+                    project_key: rec.project_key().to_string(),
                 },
             );
             pipelines.insert(id, rec);
@@ -830,7 +876,7 @@ impl Runner {
         }
     }
 
-    /// Deletes expired artifacts and logs (see [`expiry`]).
+    /// Deletes expired artifacts, logs and sources (see [`expiry`]).
     async fn sweep(&mut self) -> SweepReport {
         let policy = self.config.expiry_policy();
         let (report, changed) = expiry::sweep(
@@ -839,6 +885,7 @@ impl Runner {
             &self.config.data_dir,
             &policy,
             SystemTime::now(),
+            &self.collecting,
         )
         .await;
         for id in changed {
@@ -955,7 +1002,7 @@ impl Runner {
             id,
             PipelineAccess {
                 token: created.token.clone(),
-                project: created.project.clone(),
+                project_key: created.project_key().to_string(),
             },
         );
         let mut rec = created;
@@ -987,8 +1034,7 @@ impl Runner {
             .filter(|old| {
                 old.branch
                     && old.ref_name == rec.ref_name
-                    && old.project == rec.project
-                    && old.repository == rec.repository
+                    && old.project_key() == rec.project_key()
                     && !old.state.is_canceled()
                     && !old.status().is_finished()
             })
@@ -1063,8 +1109,8 @@ impl Runner {
             .any(|rec| !rec.state.pending().is_empty())
     }
 
-    /// Which pending jobs wait for their resource group, over every
-    /// unfinished pipeline, oldest first.
+    /// Which pending jobs wait for their resource group (a group per
+    /// project key and name), over every unfinished pipeline, oldest first.
     fn resources(&self) -> Assignment {
         let jobs: Vec<GroupJob<'_>> = self
             .pipelines
@@ -1079,6 +1125,7 @@ impl Runner {
                         Some(GroupJob {
                             pipeline: rec.id,
                             job: i,
+                            project: rec.project_key(),
                             group: planned.resource_group.as_deref()?,
                             status: rec.state.job(i)?.status,
                         })
@@ -1740,6 +1787,9 @@ mod tests {
         }
         let old: PipelineRecord = serde_json::from_value(json).unwrap();
         assert_eq!(old.repository, "");
+        // The project key: the repository, or for such a record its name.
+        assert_eq!(rec.project_key(), "/src/demo");
+        assert_eq!(old.project_key(), "demo");
         assert!(!old.branch, "never auto-canceled");
         assert_eq!(old.auto_canceled_by, None);
         assert!(!old.is_waiting_for_resource(0));

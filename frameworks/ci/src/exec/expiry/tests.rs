@@ -113,14 +113,20 @@ fn policy(keep_latest: bool) -> Policy {
         artifacts_default: DEFAULT_ARTIFACT_EXPIRY,
         logs: None,
         keep_latest_artifacts: keep_latest,
+        sources: None,
     }
+}
+
+/// No log being collected.
+fn none() -> Collecting {
+    Collecting::default()
 }
 
 fn artifacts_due(due: &[Due]) -> Vec<(u64, &str)> {
     due.iter()
         .filter_map(|d| match d {
             Due::Artifacts { pipeline, name, .. } => Some((*pipeline, name.as_str())),
-            Due::Logs { .. } => None,
+            Due::Logs { .. } | Due::Source { .. } => None,
         })
         .collect()
 }
@@ -131,8 +137,8 @@ fn artifacts_expire_after_expire_in_from_the_jobs_end() {
     run_all(&mut rec, t0(), pass);
     let all = map(vec![rec]);
     let p = policy(false);
-    assert!(due(&all, t0() + Duration::from_secs(3599), &p).is_empty());
-    let d = due(&all, t0() + Duration::from_secs(3600), &p);
+    assert!(due(&all, t0() + Duration::from_secs(3599), &p, &none()).is_empty());
+    let d = due(&all, t0() + Duration::from_secs(3600), &p, &none());
     assert_eq!(
         d,
         vec![Due::Artifacts {
@@ -152,11 +158,14 @@ fn without_expire_in_artifacts_keep_the_default_and_never_keeps_them() {
     run_all(&mut rec, t0(), pass);
     let all = map(vec![rec]);
     let p = policy(false);
-    assert!(due(&all, t0() + 29 * DAY, &p).is_empty());
+    assert!(due(&all, t0() + 29 * DAY, &p, &none()).is_empty());
     // 30 days (GitLab's default) for `a`; `b` stays for ever.
-    assert_eq!(artifacts_due(&due(&all, t0() + 30 * DAY, &p)), [(1, "a")]);
     assert_eq!(
-        artifacts_due(&due(&all, t0() + 10_000 * DAY, &p)),
+        artifacts_due(&due(&all, t0() + 30 * DAY, &p, &none())),
+        [(1, "a")]
+    );
+    assert_eq!(
+        artifacts_due(&due(&all, t0() + 10_000 * DAY, &p, &none())),
         [(1, "a")]
     );
 }
@@ -178,11 +187,11 @@ fn the_latest_successful_pipeline_of_each_ref_keeps_its_artifacts() {
     let all = map(vec![p1, p2, p3, other]);
     // Pipeline 2 is main's latest success, 4 is feature's: both kept.
     assert_eq!(
-        artifacts_due(&due(&all, later, &policy(true))),
+        artifacts_due(&due(&all, later, &policy(true), &none())),
         [(1, "build"), (3, "build")]
     );
     assert_eq!(
-        artifacts_due(&due(&all, later, &policy(false))),
+        artifacts_due(&due(&all, later, &policy(false), &none())),
         [(1, "build"), (2, "build"), (3, "build"), (4, "build")]
     );
 }
@@ -208,9 +217,9 @@ fn logs_expire_after_the_retention_per_attempt() {
         logs: Some(7 * DAY),
         ..policy(false)
     };
-    assert!(due(&all, t0() + 6 * DAY, &p).is_empty());
+    assert!(due(&all, t0() + 6 * DAY, &p, &none()).is_empty());
     assert_eq!(
-        due(&all, t0() + 7 * DAY, &p),
+        due(&all, t0() + 7 * DAY, &p, &none()),
         [Due::Logs {
             pipeline: 1,
             job: 0,
@@ -220,9 +229,9 @@ fn logs_expire_after_the_retention_per_attempt() {
     );
     // Once the first is marked, only the second is left, a day later.
     all.get_mut(&1).unwrap().expired.logs.insert(0, 1);
-    assert!(due(&all, t0() + 7 * DAY, &p).is_empty());
+    assert!(due(&all, t0() + 7 * DAY, &p, &none()).is_empty());
     assert_eq!(
-        due(&all, t0() + 8 * DAY, &p),
+        due(&all, t0() + 8 * DAY, &p, &none()),
         [Due::Logs {
             pipeline: 1,
             job: 0,
@@ -231,7 +240,7 @@ fn logs_expire_after_the_retention_per_attempt() {
         }]
     );
     // No retention: logs stay.
-    assert!(due(&all, t0() + 1000 * DAY, &policy(false)).is_empty());
+    assert!(due(&all, t0() + 1000 * DAY, &policy(false), &none()).is_empty());
 }
 
 #[test]
@@ -244,11 +253,14 @@ fn a_running_job_and_an_expired_attempt_are_not_due() {
         logs: Some(DAY),
         ..policy(false)
     };
-    assert!(due(&all, t0() + 100 * DAY, &p).is_empty(), "still running");
+    assert!(
+        due(&all, t0() + 100 * DAY, &p, &none()).is_empty(),
+        "still running"
+    );
     rec.state.finished(0, JobEnd::success(), t0()).unwrap();
     rec.expired.artifacts.insert(0, 1);
     let all = map(vec![rec.clone()]);
-    assert!(artifacts_due(&due(&all, t0() + 100 * DAY, &p)).is_empty());
+    assert!(artifacts_due(&due(&all, t0() + 100 * DAY, &p, &none())).is_empty());
     // A newer attempt's artifacts are new: they expire again.
     rec.state.retry_job(0).unwrap();
     rec.state.started(0, "t2", t0()).unwrap();
@@ -256,7 +268,7 @@ fn a_running_job_and_an_expired_attempt_are_not_due() {
     assert!(!rec.expired.artifacts_expired(0, 2));
     let all = map(vec![rec]);
     assert_eq!(
-        artifacts_due(&due(&all, t0() + 100 * DAY, &p)),
+        artifacts_due(&due(&all, t0() + 100 * DAY, &p, &none())),
         [(1, "build")]
     );
 }
@@ -303,12 +315,13 @@ async fn the_sweep_deletes_files_and_marks_them_once() {
         logs: Some(DAY),
         ..policy(false)
     };
-    let (report, changed) = sweep(&mut all, &files, dir.path(), &p, t0() + 2 * DAY).await;
+    let (report, changed) = sweep(&mut all, &files, dir.path(), &p, t0() + 2 * DAY, &none()).await;
     assert_eq!(
         report,
         SweepReport {
             artifacts: 1,
-            logs: 2
+            logs: 2,
+            sources: 0
         }
     );
     assert_eq!(changed, [1]);
@@ -323,7 +336,7 @@ async fn the_sweep_deletes_files_and_marks_them_once() {
     assert!(rec.expired.log_expired(0, 1) && rec.expired.log_expired(1, 1));
     assert!(!rec.expired.log_expired(0, 2));
     // Nothing left to do.
-    let (report, changed) = sweep(&mut all, &files, dir.path(), &p, t0() + 3 * DAY).await;
+    let (report, changed) = sweep(&mut all, &files, dir.path(), &p, t0() + 3 * DAY, &none()).await;
     assert_eq!(report, SweepReport::default());
     assert!(changed.is_empty());
 }
@@ -335,8 +348,15 @@ async fn artifacts_never_uploaded_are_not_called_expired() {
     let mut rec = record(1, "main", BUILD_TEST);
     run_all(&mut rec, t0(), pass);
     let mut all = map(vec![rec]);
-    let (report, changed) =
-        sweep(&mut all, &files, dir.path(), &policy(false), t0() + 2 * DAY).await;
+    let (report, changed) = sweep(
+        &mut all,
+        &files,
+        dir.path(),
+        &policy(false),
+        t0() + 2 * DAY,
+        &none(),
+    )
+    .await;
     assert_eq!(report, SweepReport::default());
     assert!(changed.is_empty());
     assert!(!all[&1].expired.artifacts_expired(0, 1));
@@ -369,4 +389,217 @@ async fn a_job_needing_expired_artifacts_fails_with_a_missing_dependency() {
             .await
             .is_empty()
     );
+}
+
+#[test]
+fn the_latest_success_is_kept_per_repository_not_per_project_name() {
+    // Two repositories whose projects are both named `demo`, each with one
+    // successful pipeline of main: each is its repository's latest.
+    let mut a = record(1, "main", BUILD_TEST);
+    run_all(&mut a, t0(), pass);
+    let mut b = record(2, "main", BUILD_TEST);
+    b.repository = "/src/other/demo".into();
+    run_all(&mut b, t0(), pass);
+    assert_eq!(a.project, b.project);
+    let all = map(vec![a, b]);
+    assert!(artifacts_due(&due(&all, t0() + 2 * DAY, &policy(true), &none())).is_empty());
+    // Records stored before `repository` existed fall back to the name: of
+    // two such, only the newer is kept.
+    let mut all = all;
+    for rec in all.values_mut() {
+        rec.repository.clear();
+    }
+    assert_eq!(
+        artifacts_due(&due(&all, t0() + 2 * DAY, &policy(true), &none())),
+        [(1, "build")]
+    );
+}
+
+#[test]
+fn a_log_still_being_collected_is_not_due() {
+    let yaml = "build:\n  script: [x]\n  retry: 1\n";
+    let mut rec = record(1, "main", yaml);
+    rec.state.advance(t0());
+    rec.state.started(0, "t1", t0()).unwrap();
+    assert!(
+        rec.state
+            .finished(0, JobEnd::script_failure(1), t0())
+            .unwrap()
+    );
+    rec.state.started(0, "t2", t0()).unwrap();
+    rec.state.finished(0, JobEnd::success(), t0()).unwrap();
+    let all = map(vec![rec]);
+    let p = Policy {
+        logs: Some(DAY),
+        ..policy(false)
+    };
+    let logs = |collecting: &Collecting| {
+        due(&all, t0() + 2 * DAY, &p, collecting)
+            .into_iter()
+            .filter_map(|d| match d {
+                Due::Logs { from, to, .. } => Some((from, to)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The second attempt's log is still being collected (a runner that
+    // restarted resumes it): only the first goes.
+    let collecting = Collecting::default();
+    let guard = collecting.start("t2").unwrap();
+    assert_eq!(logs(&collecting), [(1, 1)]);
+    // The first being collected holds back the second too (the expired
+    // logs are a prefix of the attempts).
+    let first = collecting.start("t1").unwrap();
+    assert!(logs(&collecting).is_empty());
+    drop((guard, first));
+    assert_eq!(logs(&collecting), [(1, 2)]);
+}
+
+#[tokio::test]
+async fn the_sweep_leaves_a_log_being_collected_and_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileStore::new(dir.path().join("files"), 1 << 20).unwrap();
+    let mut rec = record(1, "main", "build:\n  script: [x]\n");
+    run_all(&mut rec, t0(), pass);
+    let log = PipelineRecord::log_path(dir.path(), 1, 0, 1);
+    let pos = crate::exec::collect::position_path(&log);
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, b"log\n").unwrap();
+    std::fs::write(&pos, b"{}").unwrap();
+    let mut all = map(vec![rec]);
+    let p = Policy {
+        logs: Some(DAY),
+        ..policy(false)
+    };
+    let collecting = Collecting::default();
+    let guard = collecting.start("task-0").unwrap();
+    let (report, changed) = sweep(
+        &mut all,
+        &files,
+        dir.path(),
+        &p,
+        t0() + 2 * DAY,
+        &collecting,
+    )
+    .await;
+    assert_eq!(report, SweepReport::default());
+    assert!(changed.is_empty());
+    assert!(log.exists() && pos.exists(), "still being collected");
+    assert!(!all[&1].expired.log_expired(0, 1));
+    // Once the collection has ended, the next sweep deletes both.
+    drop(guard);
+    let (report, changed) = sweep(
+        &mut all,
+        &files,
+        dir.path(),
+        &p,
+        t0() + 2 * DAY,
+        &collecting,
+    )
+    .await;
+    assert_eq!(report.logs, 1);
+    assert_eq!(changed, [1]);
+    assert!(!log.exists() && !pos.exists());
+}
+
+fn sources_due(due: &[Due]) -> Vec<u64> {
+    due.iter()
+        .filter_map(|d| match d {
+            Due::Source { pipeline } => Some(*pipeline),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Millisecond timestamp of `at`.
+fn ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_source_expires_after_its_finished_pipeline_unless_a_job_may_still_run() {
+    let p = Policy {
+        sources: Some(7 * DAY),
+        ..policy(false)
+    };
+    // Every job finished (the manual job was played and passed).
+    let yaml = "build:\n  script: [x]\n";
+    let mut done = record(1, "main", yaml);
+    run_all(&mut done, t0(), pass);
+    done.finished_ms = Some(ms(t0() + DAY));
+    // A manual job not played yet keeps the source: playing it needs it.
+    let mut manual = record(2, "main", BUILD_TEST);
+    run_all(&mut manual, t0(), pass);
+    manual.finished_ms = Some(ms(t0()));
+    assert_eq!(manual.status(), PipelineStatus::Success);
+    // A pending or running job keeps it too.
+    let mut running = record(3, "main", yaml);
+    running.state.advance(t0());
+    running.state.started(0, "t", t0()).unwrap();
+    // A failed pipeline finished: its source goes like the others.
+    let mut failed = record(4, "main", yaml);
+    run_all(&mut failed, t0(), |_| JobEnd::script_failure(1));
+    failed.finished_ms = Some(ms(t0()));
+    let mut all = map(vec![done, manual, running, failed]);
+    assert_eq!(sources_due(&due(&all, t0() + 7 * DAY, &p, &none())), [4]);
+    assert_eq!(sources_due(&due(&all, t0() + 8 * DAY, &p, &none())), [1, 4]);
+    assert!(sources_due(&due(&all, t0() + 8 * DAY, &policy(false), &none())).is_empty());
+    // Once marked, it is not due again.
+    all.get_mut(&4).unwrap().expired.source = true;
+    assert_eq!(sources_due(&due(&all, t0() + 8 * DAY, &p, &none())), [1]);
+    // The default keeps sources 7 days.
+    assert_eq!(Policy::default().sources, Some(7 * DAY));
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_an_expired_source_and_a_retry_then_fails_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileStore::new(dir.path().join("files"), 1 << 20).unwrap();
+    let mut rec = record(1, "main", "build:\n  script: [x]\n");
+    run_all(&mut rec, t0(), |_| JobEnd::script_failure(1));
+    rec.finished_ms = Some(ms(t0()));
+    std::fs::write(files.source(1), b"tar.gz").unwrap();
+    std::fs::write(files.source(2), b"another pipeline's").unwrap();
+    let mut all = map(vec![rec]);
+    let p = Policy {
+        sources: Some(DAY),
+        ..policy(false)
+    };
+    let (report, changed) = sweep(&mut all, &files, dir.path(), &p, t0() + DAY, &none()).await;
+    assert_eq!(report.sources, 1, "{report:?}");
+    assert_eq!(changed, [1]);
+    assert!(!files.source(1).exists());
+    assert!(files.source(2).exists());
+    assert!(all[&1].expired.source);
+    let (report, _) = sweep(&mut all, &files, dir.path(), &p, t0() + 2 * DAY, &none()).await;
+    assert_eq!(report, SweepReport::default(), "once");
+
+    // A retry of the failed job: it fails before it is launched.
+    let rec = all.get_mut(&1).unwrap();
+    rec.state.retry_job(0).unwrap();
+    assert!(missing_dependency(rec, 0).is_some());
+    let changed = fail_expired_dependencies(&mut all, dir.path(), t0() + 2 * DAY).await;
+    assert_eq!(changed, [1]);
+    let job = &all[&1].state.jobs()[0];
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.attempts.len(), 2);
+    let end = job.attempts[1].end.clone().unwrap();
+    assert_eq!(end.reason, Some(FailureReason::MissingDependencyFailure));
+    assert!(
+        end.message.contains("the source of pipeline 1") && end.message.contains("expired"),
+        "{}",
+        end.message
+    );
+    let log = std::fs::read_to_string(PipelineRecord::log_path(dir.path(), 1, 0, 2)).unwrap();
+    assert!(log.contains("source of pipeline 1"), "{log}");
+}
+
+#[test]
+fn records_stored_before_source_expiry_still_read() {
+    let old = serde_json::json!({"artifacts": {"0": 1}, "logs": {}});
+    let expired: Expired = serde_json::from_value(old).unwrap();
+    assert!(!expired.source);
+    assert!(expired.artifacts_expired(0, 1));
 }

@@ -18,12 +18,21 @@ fn setup(max_upload: u64) -> (tempfile::TempDir, FileStore, Router) {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path(), max_upload).unwrap();
     let mut pipelines = HashMap::new();
-    for (id, project) in [(1, "web"), (2, "web"), (3, "api")] {
+    // Pipelines 1 and 2 are one project; 3 is another repository whose
+    // project has the same name; 4 a project whose key is longer than a
+    // file name.
+    let long = format!("/src/{}/web", "d".repeat(300));
+    for (id, project_key) in [
+        (1, "/src/a/web"),
+        (2, "/src/a/web"),
+        (3, "/src/b/web"),
+        (4, long.as_str()),
+    ] {
         pipelines.insert(
             id,
             PipelineAccess {
                 token: format!("secret-{id}"),
-                project: project.into(),
+                project_key: project_key.into(),
             },
         );
     }
@@ -116,10 +125,36 @@ async fn caches_are_shared_by_a_projects_pipelines_only() {
     let (status, body) = call(&router, "GET", &get2, vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"registry");
-    // Pipeline 3 is another project: same key, different cache.
+    // Pipeline 3 is another repository whose project is also named `web`:
+    // same key, different cache; what it stores does not reach pipeline 2.
     let get3 = urls::cache(3, "cargo-main", "secret-3").unwrap();
     let (status, _) = call(&router, "GET", &get3, vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&router, "PUT", &get3, b"poison".to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(&router, "GET", &get2, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"registry");
+    // A project key of any length has a cache directory.
+    let get4 = urls::cache(4, "cargo-main", "secret-4").unwrap();
+    let (status, _) = call(&router, "PUT", &get4, b"long".to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(&router, "GET", &get4, vec![]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"long"[..]));
+}
+
+#[test]
+fn cache_directories_are_named_by_the_project_keys_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path(), 1).unwrap();
+    let a = store.cache("/src/a/web", "k").unwrap();
+    let b = store.cache("/src/b/web", "k").unwrap();
+    assert_ne!(a.parent(), b.parent());
+    let name = a.parent().unwrap().file_name().unwrap().to_string_lossy();
+    assert_eq!(name.len(), 64, "{name}");
+    assert!(name.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+    assert_eq!(a.file_name().unwrap(), "k.tar.gz");
+    assert_eq!(store.cache("/src/a/web", "k").unwrap(), a, "stable");
 }
 
 #[test]
