@@ -97,7 +97,13 @@ pub(crate) struct ServerOpts {
     json: bool,
 }
 
-/// Runs the CI framework until SIGTERM or Ctrl-C.
+/// How long `berth ci serve` waits, after SIGTERM or Ctrl-C, for open
+/// requests to end before it stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the CI framework until SIGTERM or Ctrl-C. Open requests then get
+/// [`SHUTDOWN_GRACE`] to end (log streams end at once) before the server
+/// stops anyway.
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -125,12 +131,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = repos_stop_rx.await;
     })
     .await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let app = handle
         .router()
         .merge(berth_ci::exec::api::router(handle.clone()))
         .merge(berth_ci::exec::api::repos_router(repos))
-        // The gRPC API (HTTP/2) on the same port.
-        .merge(berth_ci::exec::grpc::router(handle.clone()));
+        // The gRPC API (HTTP/2) on the same port; its log streams end
+        // when the server shuts down.
+        .merge(berth_ci::exec::grpc::router(
+            handle.clone(),
+            shutdown.clone(),
+        ));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -140,9 +151,25 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let _ = out.flush();
     }
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(crate::daemons::shutdown_signal())
-        .await?;
+    let graceful = shutdown.clone();
+    let server = std::future::IntoFuture::into_future(
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move { graceful.cancelled().await }),
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = crate::daemons::shutdown_signal() => {
+            shutdown.cancel();
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!(
+                    "requests still open {}s after the signal; stopping anyway",
+                    SHUTDOWN_GRACE.as_secs()
+                ),
+            }
+        }
+    }
     let _ = repos_stop_tx.send(());
     let _ = repos_task.await;
     let _ = stop_tx.send(());

@@ -514,6 +514,7 @@ mod tests {
             branch: true,
             auto_canceled_by: None,
             waiting_for_resource: vec![true],
+            attempt_agents: Default::default(),
             expired: Default::default(),
         };
         let mut progress = Progress::new(Mode {

@@ -324,6 +324,130 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Sends SIGTERM to `child` and waits (at most `bound`) for it to exit;
+/// returns its status and how long it took.
+fn terminate(
+    child: &mut std::process::Child,
+    bound: std::time::Duration,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let signalled = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return (status, signalled.elapsed());
+        }
+        assert!(
+            signalled.elapsed() < bound,
+            "still running {bound:?} after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM stops `berth ci serve` within its grace (10 s) whatever its
+/// clients do: a gRPC `FollowJobLog` open on a long job ends at once with
+/// UNAVAILABLE, and a request whose body never comes is left behind when
+/// the grace is over.
+#[test]
+fn the_ci_daemon_stops_on_sigterm_with_a_log_follower_and_a_stuck_request_open() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dev, mut serve, server) = start_ci_daemon(dir.path());
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "long:\n  script:\n    - echo long-started\n    - sleep 120\n",
+    )]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        use berth_proto::ci::v1 as ci;
+        use tokio::io::AsyncWriteExt as _;
+        let mut client = ci::ci_client::CiClient::connect(server.clone())
+            .await
+            .expect("gRPC on the API's port");
+        let mut stream = client
+            .follow_job_log(ci::FollowJobLogRequest {
+                pipeline: 1,
+                job: "long".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("FollowJobLog")
+            .into_inner();
+        let mut seen = Vec::new();
+        let started = async {
+            while !String::from_utf8_lossy(&seen).contains("long-started") {
+                let chunk = stream.message().await.expect("a chunk").expect("more");
+                seen.extend_from_slice(&chunk.data);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), started)
+            .await
+            .expect("the job prints");
+        // A request whose body never comes: the server waits for it.
+        let mut stuck = tokio::net::TcpStream::connect(server.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        stuck
+            .write_all(
+                b"POST /ci/v1/pipelines HTTP/1.1\r\nhost: ci\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"repo",
+            )
+            .await
+            .expect("a partial request");
+        // Its headers reach the server before the signal does.
+        let answer = client
+            .list_pipelines(ci::ListPipelinesRequest {})
+            .await
+            .expect("ListPipelines");
+        assert_eq!(answer.into_inner().pipelines.len(), 1);
+
+        let signalled = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &serve.0.id().to_string()])
+            .status();
+        // The log stream ends at once, as unavailable.
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the log stream ends when the server shuts down");
+        let end = end.expect_err("ended as unavailable, not as finished");
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+        // The process stops once the grace is over, the stuck request
+        // still open.
+        let deadline = signalled + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = serve.0.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "berth ci serve still runs 20 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let took = signalled.elapsed();
+        assert!(exit.success(), "{exit:?}");
+        assert!(
+            took >= Duration::from_secs(9),
+            "the stuck request held the server until the grace was over: {took:?}"
+        );
+        drop(stuck);
+    });
+    // The long job goes with `berth dev`.
+    let (status, _) = terminate(&mut dev.0, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+}
+
 /// The section headers (`== … ==` lines) of `berth ci logs PIPELINE`.
 fn headers(out: &str) -> Vec<&str> {
     out.lines().filter(|l| l.starts_with("== ")).collect()

@@ -1002,7 +1002,10 @@ async fn serve_apis(handle: &RunnerHandle) -> (String, tokio::task::JoinHandle<(
     let app = handle
         .router()
         .merge(berth_ci::exec::api::router(handle.clone()))
-        .merge(berth_ci::exec::grpc::router(handle.clone()));
+        .merge(berth_ci::exec::grpc::router(
+            handle.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service()).await;
     });
@@ -1731,5 +1734,400 @@ async fn a_failed_job_is_retried_alone_and_the_pipeline_passes() {
     assert_eq!(attempts(&rec, "test"), 2);
     assert_eq!(attempts(&rec, "deploy"), 1);
     server.abort();
+    fx.shut().await;
+}
+
+/// A submission of `repo`'s HEAD with `revision` changed by `change`.
+fn submission_of(repo: &Path, change: impl FnOnce(&mut source::Revision)) -> Submission {
+    let mut revision = source::resolve(repo, None, false).unwrap();
+    change(&mut revision);
+    Submission {
+        revision,
+        definition: std::fs::read_to_string(repo.join(".gitlab-ci.yml")).unwrap(),
+        source: PipelineSource::Push,
+        variables: Vec::new(),
+    }
+}
+
+/// The source archive is written before the pipeline is stored: when it
+/// cannot be, nothing is stored (no record, no id used, no repository
+/// remembering the commit as run, no file left) and the caller gets the
+/// error, so that a poll tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_whose_source_cannot_be_archived_is_not_stored_nor_remembered() {
+    use berth_ci::exec::runner::RunError;
+    use berth_ci::exec::store::RepoUpdate;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    let repo = repo("build:\n  script: [echo built]\n");
+    let store = fx.handle.store();
+    let repo_id = store
+        .create_repo(|_| serde_json::json!({ "ran": null }))
+        .unwrap();
+    let remember = |repo: u64| RepoUpdate {
+        repo,
+        apply: Box::new(|old: &[u8], pipeline: u64| {
+            let mut record: serde_json::Value = serde_json::from_slice(old).ok()?;
+            record["ran"] = pipeline.into();
+            serde_json::to_vec(&record).ok()
+        }),
+    };
+    // A commit the repository does not have: `git archive` fails.
+    let bad = submission_of(repo.path(), |rev| {
+        rev.sha = "0123456789abcdef0123456789abcdef01234567".into();
+    });
+    let err = fx
+        .handle
+        .submit_linked(bad, Some(remember(repo_id)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunError::Source(_)), "{err}");
+    assert!(fx.handle.list().await.unwrap().is_empty());
+    assert!(store.all::<PipelineRecord>().unwrap().is_empty(), "stored");
+    let record: serde_json::Value = store.repo(repo_id).unwrap().unwrap();
+    assert_eq!(record["ran"], serde_json::Value::Null, "remembered as run");
+    for dir in ["files/sources", "files/tmp"] {
+        let left: Vec<_> = std::fs::read_dir(data.path().join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    // Tried again: the first id, remembered with its pipeline, and it runs.
+    let good = submission_of(repo.path(), |_| {});
+    let id = fx
+        .handle
+        .submit_linked(good, Some(remember(repo_id)))
+        .await
+        .unwrap();
+    assert_eq!(id, 1);
+    let record: serde_json::Value = store.repo(repo_id).unwrap().unwrap();
+    assert_eq!(record["ran"], 1);
+    assert!(data.path().join("files/sources/1.tar.gz").exists());
+    let rec = wait_for(&fx.handle, id, "the pipeline to pass", |r| {
+        r.status().is_finished()
+    })
+    .await;
+    assert_eq!(rec.status(), PipelineStatus::Success);
+    fx.shut().await;
+}
+
+/// A pipeline stored without its source archive (the runner stopped
+/// between the two, here: the archive deleted while it was down) does not
+/// leave its jobs pending: at start they fail, without being launched,
+/// with the reason in their message and log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_whose_source_archive_is_missing_fails_its_jobs_at_start_with_the_reason() {
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner(&cluster, data.path()).await;
+    // No agent has the tag: `build` stays pending.
+    let repo = repo(
+        "build:\n  tags: [nowhere]\n  script: [echo built]\nship:\n  stage: deploy\n  script: [echo shipped]\n",
+    );
+    let id = submit(&fx.handle, repo.path()).await;
+    wait_for(&fx.handle, id, "build to wait for an agent", |r| {
+        status_of(r, "build") == JobStatus::Pending
+    })
+    .await;
+    fx.shut().await;
+    std::fs::remove_file(data.path().join(format!("files/sources/{id}.tar.gz"))).unwrap();
+
+    let fx = start_runner(&cluster, data.path()).await;
+    // Decided before the runner takes any request.
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    assert_eq!(status_of(&rec, "build"), JobStatus::Failed);
+    assert_eq!(status_of(&rec, "ship"), JobStatus::Skipped);
+    assert_eq!(rec.status(), PipelineStatus::Failed);
+    let build = &rec.state.jobs()[rec.state.find("build").unwrap()];
+    assert_eq!(build.attempts.len(), 1);
+    let end = build.attempts[0].end.clone().unwrap();
+    assert_eq!(end.reason, Some(FailureReason::MissingDependencyFailure));
+    assert!(
+        end.message
+            .contains(&format!("the source archive of pipeline {id} is missing")),
+        "{}",
+        end.message
+    );
+    assert!(
+        log_of(&fx.handle, &rec, "build").contains("source archive"),
+        "the job's log says why"
+    );
+    let target = berth_ci::exec::api::log_target(&fx.handle, id, "build", None)
+        .await
+        .unwrap();
+    assert!(target.finished, "nothing to collect");
+    fx.shut().await;
+}
+
+/// Whether the latest attempt of `job` has ended and its log is whole, as
+/// a viewer is told.
+async fn log_finished(handle: &RunnerHandle, id: u64, job: &str) -> bool {
+    berth_ci::exec::api::log_target(handle, id, job, None)
+        .await
+        .unwrap()
+        .finished
+}
+
+/// After a restart the runner goes on collecting the logs of jobs that
+/// had ended before their logs were whole, and viewers are told a log is
+/// finished only once it is; a log that cannot be collected (its agent is
+/// gone) is tried a few times and then ends with a line saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_logs_of_ended_jobs_are_resumed_at_start_or_end_with_a_line_saying_why() {
+    use berth_ci::exec::collect::{LogRetry, Position, position_path};
+    use berth_ci::exec::store::Store;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo(
+        "kept:\n  script:\n    - i=1; while [ $i -le 20 ]; do echo \"kept $i \"; i=$((i+1)); done\nlost:\n  script: [echo lost-line]\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(log_finished(&fx.handle, id, "kept").await
+        && log_finished(&fx.handle, id, "lost").await)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    assert_lines_once(&log_of(&fx.handle, &rec, "kept"), "kept", 20);
+    fx.shut().await;
+
+    // As if the runner had stopped while collecting both logs, after both
+    // jobs were recorded as ended: the logs are cut back to nothing and
+    // their positions are not done. And `lost` ran on an agent that is
+    // gone.
+    for job in ["kept", "lost"] {
+        let log = PipelineRecord::log_path(data.path(), id, rec.state.find(job).unwrap(), 1);
+        std::fs::write(&log, b"").unwrap();
+        std::fs::write(
+            position_path(&log),
+            serde_json::to_vec(&Position::default()).unwrap(),
+        )
+        .unwrap();
+    }
+    {
+        let store = Store::open(data.path().join("ci.redb")).unwrap();
+        let mut stored: PipelineRecord = store.get(id).unwrap().unwrap();
+        let lost = stored.state.find("lost").unwrap();
+        stored.agents[lost] = "gone-agent".into();
+        let task = stored.state.jobs()[lost].attempts[0].task_id.clone();
+        stored.attempt_agents.insert(task, "gone-agent".into());
+        store.put(id, &stored).unwrap();
+    }
+
+    let fx = start_runner_with(&cluster, data.path(), |c| {
+        c.log_retry = LogRetry {
+            tries: 3,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(100),
+        };
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let kept = log_finished(&fx.handle, id, "kept").await;
+        let lost = log_finished(&fx.handle, id, "lost").await;
+        let rec = fx.handle.get(id).await.unwrap().unwrap();
+        if kept {
+            // Told finished: the whole log is there.
+            assert_lines_once(&log_of(&fx.handle, &rec, "kept"), "kept", 20);
+        }
+        if kept && lost {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the logs were never finished (kept: {kept}, lost: {lost})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rec = fx.handle.get(id).await.unwrap().unwrap();
+    let kept = log_of(&fx.handle, &rec, "kept");
+    assert_lines_once(&kept, "kept", 20);
+    assert_eq!(kept.matches("Job succeeded").count(), 1, "{kept}");
+    assert_eq!(
+        log_of(&fx.handle, &rec, "lost"),
+        "[berth] the rest of this log could not be collected: the address of agent \"gone-agent\" is not known\n"
+    );
+    assert_eq!(status_of(&rec, "lost"), JobStatus::Success, "as it was");
+    fx.shut().await;
+}
+
+/// One request to `router` with a raw body and content type; the status,
+/// the content type and the body.
+async fn call_raw(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let mut builder = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = content_type {
+        builder = builder.header("content-type", t);
+    }
+    let request = builder
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, kind, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Bad input to the HTTP API (body, path, query) gets the documented JSON
+/// 400 and changes nothing; the gRPC API shows what expired as the HTTP
+/// API does (an expired log is NOT_FOUND), and its log streams end with
+/// UNAVAILABLE when the server shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at_shutdown() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fx = start_runner_with(&cluster, data.path(), |c| {
+        c.log_retention = Some(Duration::from_secs(1));
+    })
+    .await;
+    let api = berth_ci::exec::api::router(fx.handle.clone());
+    // `waiting` never finds an agent with its tag.
+    let repo = repo(
+        "build:\n  script: [echo built]\nwaiting:\n  tags: [nowhere]\n  script: [echo never]\n",
+    );
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, id, "build to pass", |r| {
+        status_of(r, "build") == JobStatus::Success
+    })
+    .await;
+
+    let log = format!("/ci/v1/pipelines/{id}/jobs/build/log");
+    let bad: Vec<(&str, String, Option<&str>, &str, &str)> = vec![
+        (
+            "POST",
+            "/ci/v1/pipelines".into(),
+            None,
+            "repository=/src",
+            "the body is not a pipeline trigger",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".into(),
+            Some("application/json"),
+            "{}",
+            "missing field `repository`",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".into(),
+            Some("application/json"),
+            r#"{"repository": 5}"#,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".into(),
+            Some("text/plain"),
+            r#"{"repository": "relative"}"#,
+            "must be an absolute path",
+        ),
+        ("GET", "/ci/v1/pipelines/abc".into(), None, "", "abc"),
+        ("POST", "/ci/v1/pipelines/-1/cancel".into(), None, "", "-1"),
+        (
+            "POST",
+            "/ci/v1/pipelines/99999999999999999999999/retry".into(),
+            None,
+            "",
+            "99999999999999999999999",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines/x/jobs/build/play".into(),
+            None,
+            "",
+            "x",
+        ),
+        ("GET", format!("{log}?offset=-1"), None, "", "offset"),
+        ("GET", format!("{log}?attempt=first"), None, "", "attempt"),
+        ("GET", format!("{log}?full=maybe"), None, "", "full"),
+    ];
+    for (method, uri, content_type, body, why) in &bad {
+        let (code, kind, answer) = call_raw(&api, method, uri, *content_type, body).await;
+        assert_eq!(code, 400, "{method} {uri}: {answer}");
+        assert_eq!(kind, "application/json", "{method} {uri}: {answer}");
+        let json: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{method} {uri}: not JSON ({e}): {answer}"));
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{method} {uri}: {error:?}");
+    }
+    let all = fx.handle.list().await.unwrap();
+    assert_eq!(all.len(), 1, "nothing was created");
+    assert_eq!(status_of(&all[0], "build"), JobStatus::Success);
+
+    // The build log passes its retention and is swept.
+    let finished = rec.state.jobs()[rec.state.find("build").unwrap()].attempts[0]
+        .finished
+        .unwrap();
+    sleep_past(finished, Duration::from_millis(1200)).await;
+    let report = fx.handle.sweep_expired().await.unwrap();
+    assert!(report.logs >= 1, "{report:?}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let app = berth_ci::exec::grpc::router(fx.handle.clone(), shutdown.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service()).await;
+    });
+    let mut client = CiClient::connect(url).await.unwrap();
+    let view = client
+        .get_pipeline(ci::GetPipelineRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    let build = job_of(&view, "build");
+    assert!(build.log_expired, "{build:?}");
+    assert!(!build.artifacts_expired, "{build:?}");
+    assert!(!job_of(&view, "waiting").log_expired);
+    let gone = client
+        .follow_job_log(log_request(id, "build"))
+        .await
+        .expect_err("an expired log");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    assert!(gone.message().contains("expired"), "{}", gone.message());
+
+    // A follower of a job that has not started waits ... until shutdown.
+    let mut stream = client
+        .follow_job_log(log_request(id, "waiting"))
+        .await
+        .unwrap()
+        .into_inner();
+    let early = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(early.is_err(), "nothing to send yet: {early:?}");
+    shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends at shutdown")
+        .expect_err("ended as unavailable");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    server.abort();
+    drop(api);
     fx.shut().await;
 }

@@ -39,7 +39,9 @@
 //! pipeline (its reason is remembered) and 502 when fetching fails.
 //!
 //! Errors are JSON `{"error": "..."}` with 404 for unknown pipelines and
-//! jobs, 400 for bad input, 409 for an action the pipeline's state does not
+//! jobs, 400 for bad input (a body that is not the expected JSON, whatever
+//! its content type; a path or query parameter that does not parse, such
+//! as `/ci/v1/pipelines/abc` or `?offset=-1`), 409 for an action the pipeline's state does not
 //! allow, 410 for a log the expiry sweep deleted. A job's
 //! `artifacts_expired` and `log_expired`, and a pipeline's
 //! `source_expired`, say what the sweep deleted.
@@ -53,11 +55,13 @@ use std::path::PathBuf;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::repos::{HookOutcome, NewRepo, RepoError, RepoView, Repos};
 use super::runner::{PipelineRecord, RunError, RunnerHandle, Submission};
@@ -344,6 +348,36 @@ pub fn router(handle: RunnerHandle) -> Router {
         .with_state(handle)
 }
 
+/// A path parameter (axum's `Path`) that answers one that does not parse
+/// with the API's JSON 400 instead of axum's plain text.
+struct JsonPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for JsonPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| JsonPath(value))
+            .map_err(|e| ApiError::bad(e.body_text()))
+    }
+}
+
+/// A query string (axum's `Query`) that answers one that does not parse
+/// with the API's JSON 400 instead of axum's plain text.
+struct JsonQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for JsonQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| JsonQuery(value))
+            .map_err(|e| ApiError::bad(e.body_text()))
+    }
+}
+
 async fn record(handle: &RunnerHandle, id: u64) -> Result<PipelineRecord, ApiError> {
     handle
         .get(id)
@@ -469,7 +503,10 @@ pub struct LogTarget {
     pub path: Option<PathBuf>,
     /// The log will not grow: the attempt has ended (for the latest
     /// attempt, asked for without a number: the job has ended, or is a
-    /// manual job not played) and its whole log is stored.
+    /// manual job not played) and its whole log is stored — its collection
+    /// read both streams to their end, or gave up after repeated errors
+    /// and ended the log with a line saying so (see
+    /// [`RunnerHandle::is_log_whole`]).
     pub finished: bool,
 }
 
@@ -522,13 +559,15 @@ pub async fn log_target(
             finished: ended,
         });
     };
+    // Observed after the record: once this is true, the file holds the
+    // whole log (or all of it that could be collected, and a line saying
+    // the rest could not be).
+    let whole = ended && handle.is_log_whole(id, index, number, &task.task_id).await;
     Ok(LogTarget {
         job: index,
         attempt: number,
         path: Some(handle.log_path(id, index, number)),
-        // Observed after the record: once this is true, the file holds
-        // the whole log.
-        finished: ended && !handle.is_collecting_log(&task.task_id),
+        finished: whole,
     })
 }
 
@@ -568,42 +607,47 @@ async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSum
 
 async fn trigger(
     State(handle): State<RunnerHandle>,
-    Json(trigger): Json<Trigger>,
+    body: axum::body::Bytes,
 ) -> Result<Json<PipelineView>, ApiError> {
+    // Parsed here, not by axum's `Json`, so that every bad body (wrong
+    // content type, not JSON, a field missing or of the wrong type) gets
+    // the API's 400 with a JSON error.
+    let trigger: Trigger = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not a pipeline trigger: {e}")))?;
     Ok(Json(trigger_pipeline(&handle, &trigger).await?))
 }
 
 async fn show(
     State(handle): State<RunnerHandle>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(pipeline(&handle, id).await?))
 }
 
 async fn cancel(
     State(handle): State<RunnerHandle>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(cancel_pipeline(&handle, id).await?))
 }
 
 async fn retry(
     State(handle): State<RunnerHandle>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(retry_pipeline(&handle, id).await?))
 }
 
 async fn retry_one(
     State(handle): State<RunnerHandle>,
-    Path((id, job)): Path<(u64, String)>,
+    JsonPath((id, job)): JsonPath<(u64, String)>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(retry_job(&handle, id, &job).await?))
 }
 
 async fn play(
     State(handle): State<RunnerHandle>,
-    Path((id, job)): Path<(u64, String)>,
+    JsonPath((id, job)): JsonPath<(u64, String)>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(play_job(&handle, id, &job).await?))
 }
@@ -623,9 +667,9 @@ struct LogQuery {
 
 async fn log(
     State(handle): State<RunnerHandle>,
-    Path((id, job)): Path<(u64, String)>,
+    JsonPath((id, job)): JsonPath<(u64, String)>,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
-    axum::extract::Query(query): axum::extract::Query<LogQuery>,
+    JsonQuery(query): JsonQuery<LogQuery>,
 ) -> Result<Response, ApiError> {
     let target = log_target(&handle, id, &job, query.attempt).await?;
     let headers = [
@@ -723,21 +767,21 @@ async fn add_repo(
 
 async fn show_repo(
     State(repos): State<Repos>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
 ) -> Result<Json<RepoView>, ApiError> {
     Ok(Json(repos.get(id).await?))
 }
 
 async fn remove_repo(
     State(repos): State<Repos>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
 ) -> Result<Json<RepoView>, ApiError> {
     Ok(Json(repos.remove(id).await?))
 }
 
 async fn hook(
     State(repos): State<Repos>,
-    Path(id): Path<u64>,
+    JsonPath(id): JsonPath<u64>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<HookReply>), ApiError> {

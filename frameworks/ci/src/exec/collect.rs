@@ -14,14 +14,26 @@
 //! writes, goes) and asks the agent for each stream from its recorded
 //! offset, with a new masker: nothing is stored twice, nothing is lost,
 //! and masking still catches a secret split across the restart. A log
-//! without a position is collected from the start; a position whose
-//! streams are both done means the log is whole.
+//! without a position is collected from the start (its position is stored
+//! before the log is created, so a log without one is an older berth's,
+//! taken as whole); a position whose streams are both done means the log
+//! is whole.
+//!
+//! A collection that fails (the agent unreachable, its address unknown,
+//! the stream broken) is tried again from its position with backoff
+//! ([`LogRetry`]); a try that stored something starts the count again.
+//! After the last try the collection gives up: it ends the log with one
+//! line, `[berth] the rest of this log could not be collected: <why>`,
+//! and marks the position [`Position::gave_up`], so that viewers are told
+//! the log will not grow any more, and the log itself says it is not
+//! whole.
 //!
 //! [`Collecting`] is the set of tasks whose logs are being collected right
-//! now; log viewers use it to tell "the job has ended" from "the job has
-//! ended and its whole log is stored".
+//! now (retries and the waits between them included); log viewers use it
+//! and the position to tell "the job has ended" from "the job has ended
+//! and its whole log is stored" ([`is_whole`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +41,8 @@ use std::time::Duration;
 
 use berth_sdk::proto as pb;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -48,12 +61,32 @@ pub struct Position {
     pub stdout_done: bool,
     /// `stderr` was read to its end.
     pub stderr_done: bool,
+    /// The collection gave up after repeated errors; the log ends with a
+    /// line saying the rest could not be collected.
+    #[serde(default)]
+    pub gave_up: bool,
 }
 
 impl Position {
-    /// Both streams were read to their end: the log is whole.
+    /// Nothing more will be added to the log: both streams were read to
+    /// their end (the log is whole), or the collection gave up (and the
+    /// log says so).
     pub fn is_done(&self) -> bool {
-        self.stdout_done && self.stderr_done
+        (self.stdout_done && self.stderr_done) || self.gave_up
+    }
+}
+
+/// Whether the log at `log` will not grow any more: its position is done
+/// (see [`Position::is_done`]), or it has no position but exists (stored
+/// whole by an older berth, or written whole by the runner itself). A log
+/// with neither is still to be collected. Viewers must also check that
+/// it is not being collected ([`Collecting`]).
+pub fn is_whole(log: &Path) -> bool {
+    match read_position(log) {
+        Ok(Some(pos)) => pos.is_done(),
+        Ok(None) => log.exists(),
+        // An unreadable position is collected again from the start.
+        Err(_) => false,
     }
 }
 
@@ -99,6 +132,13 @@ pub enum CollectError {
         path: PathBuf,
         /// Why.
         message: String,
+    },
+    /// The agent's address is not known (the masters do not list it, or
+    /// cannot be reached).
+    #[error("the address of agent {agent:?} is not known")]
+    NoAddress {
+        /// The agent's id.
+        agent: String,
     },
     /// The agent could not be reached.
     #[error("cannot reach agent at {address}: {message}")]
@@ -173,11 +213,109 @@ impl Drop for CollectingGuard {
     }
 }
 
+/// How a failing log collection is tried again (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetry {
+    /// Tries in a row that store nothing before the collection gives up
+    /// (at least 1).
+    pub tries: u32,
+    /// The wait after the first failed try; it doubles after each.
+    pub first_delay: Duration,
+    /// The longest wait between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for LogRetry {
+    /// 10 tries, waiting 1 s, 2 s, 4 s … up to a minute between them:
+    /// about four minutes of an agent that cannot be reached.
+    fn default() -> LogRetry {
+        LogRetry {
+            tries: 10,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Agents' API addresses (for `Agent.ReadLog`), asked of the masters'
+/// operator API and remembered; shared by the log collections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgentBook {
+    masters: Vec<String>,
+    known: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl AgentBook {
+    /// A book that asks `masters`.
+    pub(crate) fn new(masters: Vec<String>) -> AgentBook {
+        AgentBook {
+            masters,
+            known: Arc::default(),
+        }
+    }
+
+    fn known(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers `agent`'s address.
+    #[cfg(test)]
+    pub(crate) fn insert(&self, agent: &str, address: &str) {
+        self.known().insert(agent.to_string(), address.to_string());
+    }
+
+    /// Forgets `agent`'s address (it could not be reached there: it may
+    /// have come back elsewhere); the next lookup asks the masters.
+    pub(crate) fn forget(&self, agent: &str) {
+        self.known().remove(agent);
+    }
+
+    /// `agent`'s address: remembered, or from the first master that lists
+    /// the agents (a follower's possibly stale list will do).
+    pub(crate) async fn address(&self, agent: &str) -> Option<String> {
+        if let Some(a) = self.known().get(agent) {
+            return Some(a.clone());
+        }
+        for master in &self.masters {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(master))
+            else {
+                continue;
+            };
+            let Ok(channel) = endpoint
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            let mut client = pb::operator_client::OperatorClient::new(channel);
+            let mut request = tonic::Request::new(pb::Empty {});
+            request.metadata_mut().insert(
+                "berth-read",
+                tonic::metadata::MetadataValue::from_static("stale"),
+            );
+            if let Ok(list) = client.list_agents(request).await {
+                let mut known = self.known();
+                for a in list.into_inner().agents {
+                    if let Some(info) = a.info {
+                        known.insert(a.id.clone(), info.address.clone());
+                    }
+                }
+                break;
+            }
+        }
+        self.known().get(agent).cloned()
+    }
+}
+
 /// One log to collect.
 #[derive(Debug, Clone)]
 pub(crate) struct LogSource {
-    /// The agent's API address.
-    pub address: String,
+    /// The id of the agent the task ran on (empty when not known).
+    pub agent: String,
     /// The framework's id.
     pub framework_id: String,
     /// The task.
@@ -195,6 +333,8 @@ pub(crate) enum Outcome {
     Done,
     /// `stop` was cancelled; the position says where to go on.
     Stopped,
+    /// Every try failed; the log ends with a line saying so.
+    GaveUp,
 }
 
 /// The two streams, as indices.
@@ -244,6 +384,38 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// Ends the log with the line saying why the rest could not be
+    /// collected, and records that the collection gave up.
+    async fn give_up(&mut self, why: &str) -> Result<(), CollectError> {
+        let mut line = Vec::new();
+        if self.pos.len > 0 && !self.ends_with_newline().await? {
+            line.push(b'\n');
+        }
+        line.extend_from_slice(
+            format!("[berth] the rest of this log could not be collected: {why}\n").as_bytes(),
+        );
+        self.file.write_all(&line).await.map_err(|e| self.io(e))?;
+        self.file.flush().await.map_err(|e| self.io(e))?;
+        self.pos.len += line.len() as u64;
+        self.pos.gave_up = true;
+        write_position(&self.path, &self.pos).await
+    }
+
+    /// Whether the log's last byte (at its position) is a newline.
+    async fn ends_with_newline(&self) -> Result<bool, CollectError> {
+        let mut file = tokio::fs::File::open(&self.path)
+            .await
+            .map_err(|e| self.io(e))?;
+        file.seek(SeekFrom::Start(self.pos.len.saturating_sub(1)))
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut last = [0u8; 1];
+        let n = file.read(&mut last).await.map_err(|e| self.io(e))?;
+        Ok(n == 1 && last[0] == b'\n')
+    }
+}
+
 /// Replaces the position file of the log at `log` (write, then rename).
 async fn write_position(log: &Path, pos: &Position) -> Result<(), CollectError> {
     let path = position_path(log);
@@ -280,7 +452,13 @@ async fn open_sink(path: &Path) -> Result<Sink, CollectError> {
         .await
         .map_err(|e| io(std::io::Error::other(e)))?;
     let mut pos = match stored {
-        Ok(pos) => pos.unwrap_or_default(),
+        Ok(Some(pos)) => pos,
+        Ok(None) => {
+            // Stored before the log exists: a log without a position is
+            // one that an older berth stored whole.
+            write_position(path, &Position::default()).await?;
+            Position::default()
+        }
         Err(e) => {
             warn!("{e}; collecting the log again from the start");
             Position::default()
@@ -317,24 +495,110 @@ fn nothing_there(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::NotFound
 }
 
-/// Collects `source`'s log from where its position says, until both
-/// streams end (the task has ended) or `stop` is cancelled.
+/// Collects `source`'s log, trying again after errors and giving up after
+/// `retry.tries` tries in a row that stored nothing (see the module's
+/// doc). A notification on `wake` cuts a wait between tries short (a new
+/// update of the task: it may be reachable again).
+pub(crate) async fn follow(
+    source: &LogSource,
+    agents: &AgentBook,
+    retry: LogRetry,
+    wake: &Notify,
+    stop: &CancellationToken,
+) -> Outcome {
+    if source.agent.is_empty() {
+        // Nowhere to ask: trying again would not help.
+        warn!(task = %source.task, "the agent the job ran on is not known; its log is not collected");
+        if let Err(e) = give_up(&source.path, "the agent the job ran on is not known").await {
+            warn!(task = %source.task, "cannot end the log: {e}");
+        }
+        return Outcome::GaveUp;
+    }
+    let mut failed = 0;
+    let mut delay = retry.first_delay;
+    loop {
+        let before = read_position(&source.path)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let result = match agents.address(&source.agent).await {
+            Some(address) => collect(source, &address, stop).await,
+            None => Err(CollectError::NoAddress {
+                agent: source.agent.clone(),
+            }),
+        };
+        let e = match result {
+            Ok(outcome) => return outcome,
+            Err(e) => e,
+        };
+        if matches!(e, CollectError::Connect { .. } | CollectError::Agent { .. }) {
+            agents.forget(&source.agent);
+        }
+        if read_position(&source.path)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            != before
+        {
+            // It got somewhere: count again.
+            failed = 0;
+            delay = retry.first_delay;
+        }
+        failed += 1;
+        if failed >= retry.tries.max(1) {
+            warn!(task = %source.task, "collecting the log failed {failed} times; giving up: {e}");
+            if let Err(e) = give_up(&source.path, &e.to_string()).await {
+                warn!(task = %source.task, "cannot end the log: {e}");
+            }
+            return Outcome::GaveUp;
+        }
+        warn!(
+            task = %source.task,
+            "collecting the log failed (try {failed} of {}): {e}; trying again in {delay:?}",
+            retry.tries
+        );
+        tokio::select! {
+            () = stop.cancelled() => return Outcome::Stopped,
+            () = tokio::time::sleep(delay) => {}
+            () = wake.notified() => {}
+        }
+        delay = delay
+            .saturating_mul(2)
+            .min(retry.max_delay.max(retry.first_delay));
+    }
+}
+
+/// Gives the collection of the log at `path` up: cuts it back to its
+/// position and ends it with a line saying why the rest could not be
+/// collected (nothing, when it is done already).
+async fn give_up(path: &Path, why: &str) -> Result<(), CollectError> {
+    let mut sink = open_sink(path).await?;
+    if sink.pos.is_done() {
+        return Ok(());
+    }
+    sink.give_up(why).await
+}
+
+/// Collects `source`'s log from the agent at `address`, from where its
+/// position says, until both streams end (the task has ended) or `stop`
+/// is cancelled.
 pub(crate) async fn collect(
     source: &LogSource,
+    address: &str,
     stop: &CancellationToken,
 ) -> Result<Outcome, CollectError> {
     let mut sink = open_sink(&source.path).await?;
     if sink.pos.is_done() {
         return Ok(Outcome::Done);
     }
-    let address = source.address.clone();
+    let address = address.to_string();
     let agent_error = |status: tonic::Status| CollectError::Agent {
         address: address.clone(),
         message: status.message().to_string(),
     };
-    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(&source.address))
+    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(&address))
         .map_err(|e| CollectError::Connect {
-            address: source.address.clone(),
+            address: address.clone(),
             message: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
@@ -345,7 +609,7 @@ pub(crate) async fn collect(
         .connect()
         .await
         .map_err(|e| CollectError::Connect {
-            address: source.address.clone(),
+            address: address.clone(),
             message: e.to_string(),
         })?;
     let offsets = [sink.pos.stdout, sink.pos.stderr];
@@ -387,7 +651,7 @@ pub(crate) async fn collect(
             Ok(Some(chunk)) => {
                 if chunk.offset != read[i] {
                     return Err(CollectError::Gap {
-                        address: source.address.clone(),
+                        address: address.clone(),
                         stream: STREAMS[i].1,
                         got: chunk.offset,
                         expected: read[i],
@@ -467,6 +731,7 @@ mod tests {
                 stderr: 0,
                 stdout_done: false,
                 stderr_done: true,
+                gave_up: false,
             }
         );
         drop(sink);
@@ -481,6 +746,194 @@ mod tests {
         let sink = open_sink(&log).await.unwrap();
         assert_eq!(sink.pos, Position::default());
         assert_eq!(std::fs::read(&log).unwrap(), b"");
+    }
+
+    fn quick_retry(tries: u32) -> LogRetry {
+        LogRetry {
+            tries,
+            first_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+        }
+    }
+
+    fn source(path: &Path, agent: &str) -> LogSource {
+        LogSource {
+            agent: agent.into(),
+            framework_id: "fw".into(),
+            task: "ci-1-0-1".into(),
+            secrets: Vec::new(),
+            path: path.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_collection_that_keeps_failing_gives_up_and_the_log_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0-1.log");
+        // Half a line collected; bytes past the position (written by a
+        // process killed before it stored the position) go.
+        std::fs::write(&log, b"step one\nstep tw-and-more").unwrap();
+        let pos = Position {
+            len: 16,
+            stdout: 16,
+            ..Position::default()
+        };
+        write_position(&log, &pos).await.unwrap();
+        assert!(!is_whole(&log));
+        // No master to ask: the agent's address is never known.
+        let agents = AgentBook::new(Vec::new());
+        let outcome = follow(
+            &source(&log, "agent-7"),
+            &agents,
+            quick_retry(3),
+            &Notify::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::GaveUp);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text,
+            "step one\nstep tw\n[berth] the rest of this log could not be collected: the address of agent \"agent-7\" is not known\n"
+        );
+        let stored = read_position(&log).unwrap().unwrap();
+        assert!(stored.gave_up && stored.is_done());
+        assert_eq!(stored.len, text.len() as u64);
+        assert!(is_whole(&log));
+        // Given up is final: a later collection adds nothing.
+        agents.insert("agent-7", "127.0.0.1:1");
+        let again = follow(
+            &source(&log, "agent-7"),
+            &agents,
+            quick_retry(3),
+            &Notify::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(again, Outcome::Done);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_agent_is_asked_again_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0-1.log");
+        let agents = AgentBook::new(Vec::new());
+        // Nothing listens on port 1.
+        agents.insert("agent-7", "127.0.0.1:1");
+        let outcome = follow(
+            &source(&log, "agent-7"),
+            &agents,
+            quick_retry(2),
+            &Notify::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::GaveUp);
+        assert_eq!(agents.address("agent-7").await, None, "forgotten");
+        let text = std::fs::read_to_string(&log).unwrap();
+        // An empty log needs no newline before the line.
+        assert!(
+            text.starts_with("[berth] the rest of this log could not be collected: "),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_collection_does_not_give_up_and_an_unknown_agent_gives_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0-1.log");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let outcome = follow(
+            &source(&log, "agent-7"),
+            &AgentBook::new(Vec::new()),
+            LogRetry {
+                tries: 100,
+                first_delay: Duration::from_secs(3600),
+                max_delay: Duration::from_secs(3600),
+            },
+            &Notify::new(),
+            &stop,
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Stopped);
+        assert!(!is_whole(&log), "to be resumed");
+        let outcome = follow(
+            &source(&log, ""),
+            &AgentBook::new(Vec::new()),
+            LogRetry::default(),
+            &Notify::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::GaveUp);
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("could not be collected: the agent the job ran on is not known")
+        );
+        assert!(is_whole(&log));
+    }
+
+    #[tokio::test]
+    async fn a_wait_between_tries_ends_when_the_task_has_news() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0-1.log");
+        let wake = Notify::new();
+        let retry = LogRetry {
+            tries: 2,
+            first_delay: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(3600),
+        };
+        let agents = AgentBook::new(Vec::new());
+        let src = source(&log, "agent-7");
+        let stop = CancellationToken::new();
+        let followed = follow(&src, &agents, retry, &wake, &stop);
+        // Woken, the second try comes at once (and gives up).
+        wake.notify_one();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), followed)
+            .await
+            .expect("no hour-long wait");
+        assert_eq!(outcome, Outcome::GaveUp);
+    }
+
+    #[test]
+    fn a_log_is_whole_when_its_position_is_done_or_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0-1.log");
+        assert!(!is_whole(&log), "nothing collected yet");
+        std::fs::write(&log, b"stored by an older berth\n").unwrap();
+        assert!(is_whole(&log), "a log without a position");
+        let mut pos = Position {
+            len: 25,
+            stdout: 25,
+            stdout_done: true,
+            ..Position::default()
+        };
+        std::fs::write(position_path(&log), serde_json::to_vec(&pos).unwrap()).unwrap();
+        assert!(!is_whole(&log), "stderr is still to be read");
+        pos.stderr_done = true;
+        std::fs::write(position_path(&log), serde_json::to_vec(&pos).unwrap()).unwrap();
+        assert!(is_whole(&log));
+        // Positions stored before `gave_up` existed still read.
+        std::fs::write(
+            position_path(&log),
+            br#"{"len":3,"stdout":3,"stderr":0,"stdout_done":false,"stderr_done":false}"#,
+        )
+        .unwrap();
+        assert_eq!(read_position(&log).unwrap().map(|p| p.gave_up), Some(false));
+        assert!(!is_whole(&log));
+    }
+
+    #[tokio::test]
+    async fn a_new_collection_stores_its_position_before_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs").join("0-1.log");
+        let _sink = open_sink(&log).await.unwrap();
+        assert_eq!(read_position(&log).unwrap(), Some(Position::default()));
+        assert!(!is_whole(&log), "being collected, not an older berth's log");
     }
 
     #[test]

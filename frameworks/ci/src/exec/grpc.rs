@@ -19,13 +19,18 @@
 //!
 //! Errors: [`ErrorKind`] `NotFound` → `NOT_FOUND`, `BadRequest` →
 //! `INVALID_ARGUMENT`, `Conflict` → `FAILED_PRECONDITION`, `Unavailable` →
-//! `UNAVAILABLE`, `Internal` → `INTERNAL`.
+//! `UNAVAILABLE`, `Internal` → `INTERNAL`, and `Gone` (a log the expiry
+//! sweep deleted, HTTP 410) → `NOT_FOUND` (the job's `log_expired` says
+//! why); see [`status`].
 //!
 //! `FollowJobLog` follows one attempt (the latest when none is given,
 //! waiting for the first while the job has not started): it sends the
 //! log from the offset in chunks of at most [`CHUNK`] bytes as it grows,
 //! cut at `max_log_bytes` with the same marker line as the HTTP log unless
 //! `full`, and ends once the attempt has ended and its whole log was sent.
+//! When the server shuts down (the `shutdown` token given to [`router`]
+//! is cancelled) an open stream ends at once with `UNAVAILABLE`, so that
+//! a follower does not hold the server's graceful shutdown.
 //!
 //! [`router`] serves it as axum routes, to merge with the HTTP API's on
 //! one port (gRPC is HTTP/2; `axum::serve` speaks both).
@@ -35,6 +40,7 @@ use std::time::Duration;
 
 use berth_sdk::proto::ci::v1 as pb;
 use futures::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use super::api::{self, ApiError, ErrorKind, JobView, PipelineSummary, PipelineView, Trigger};
@@ -53,27 +59,38 @@ const FULL_LOG: &str = "is sent by FollowJobLog with full = true";
 #[derive(Debug, Clone)]
 pub struct CiService {
     handle: RunnerHandle,
+    shutdown: CancellationToken,
 }
 
 impl CiService {
-    /// The service of the runner behind `handle`.
-    pub fn new(handle: RunnerHandle) -> CiService {
-        CiService { handle }
+    /// The service of the runner behind `handle`; its log streams end
+    /// when `shutdown` is cancelled.
+    pub fn new(handle: RunnerHandle, shutdown: CancellationToken) -> CiService {
+        CiService { handle, shutdown }
     }
 }
 
 /// The gRPC API as axum routes (`/berth.ci.v1.Ci/*`), to merge with the
-/// HTTP API's routes and serve on the same port.
-pub fn router(handle: RunnerHandle) -> axum::Router {
+/// HTTP API's routes and serve on the same port. Cancel `shutdown` when
+/// the server starts its graceful shutdown: open `FollowJobLog` streams
+/// then end (with `UNAVAILABLE`) instead of keeping it waiting.
+pub fn router(handle: RunnerHandle, shutdown: CancellationToken) -> axum::Router {
     use tonic::server::NamedService as _;
     type Server = pb::ci_server::CiServer<CiService>;
     axum::Router::new().route_service(
         &format!("/{}/{{*rest}}", Server::NAME),
-        Server::new(CiService::new(handle)),
+        Server::new(CiService::new(handle, shutdown)),
     )
 }
 
-/// The gRPC status of an API error: its kind's code, its message.
+/// What an open log stream gets when the server shuts down.
+fn shutting_down() -> Status {
+    Status::unavailable("the CI framework is shutting down; follow the log again once it is back")
+}
+
+/// The gRPC status of an API error: its kind's code, its message. A log
+/// the expiry sweep deleted (HTTP 410 Gone) is `NOT_FOUND`: gRPC has no
+/// "gone", and the job's `log_expired` tells it from an unknown job.
 pub fn status(e: ApiError) -> Status {
     let code = match e.kind {
         ErrorKind::NotFound => Code::NotFound,
@@ -101,6 +118,7 @@ fn summary_message(s: &PipelineSummary) -> pb::PipelineSummary {
         created_ms: s.created_ms,
         finished_ms: s.finished_ms,
         auto_canceled_by: s.auto_canceled_by,
+        source_expired: s.source_expired,
     }
 }
 
@@ -118,6 +136,8 @@ fn job_message(j: &JobView) -> pb::Job {
         waiting_for_resource: j.waiting_for_resource,
         interruptible: j.interruptible,
         resource_group: j.resource_group.clone(),
+        artifacts_expired: j.artifacts_expired,
+        log_expired: j.log_expired,
     }
 }
 
@@ -222,6 +242,7 @@ impl pb::ci_server::Ci for CiService {
             .await
             .map_err(status)?;
         let follow = Follow {
+            shutdown: self.shutdown.clone(),
             changes: self.handle.changes(),
             handle: self.handle.clone(),
             pipeline: req.pipeline,
@@ -242,6 +263,8 @@ impl pb::ci_server::Ci for CiService {
 /// One `FollowJobLog` in progress.
 struct Follow {
     handle: RunnerHandle,
+    /// Cancelled when the server shuts down: the stream ends.
+    shutdown: CancellationToken,
     changes: tokio::sync::watch::Receiver<u64>,
     pipeline: u64,
     job: String,
@@ -257,6 +280,10 @@ impl Follow {
     /// was sent.
     async fn next(&mut self) -> Option<Result<pb::JobLogChunk, Status>> {
         while !self.done {
+            if self.shutdown.is_cancelled() {
+                self.done = true;
+                return Some(Err(shutting_down()));
+            }
             let target =
                 match api::log_target(&self.handle, self.pipeline, &self.job, self.attempt).await {
                     Ok(target) => target,
@@ -300,8 +327,10 @@ impl Follow {
                 self.done = true;
                 break;
             }
-            // Wait for the log to grow or the pipeline to change.
+            // Wait for the log to grow or the pipeline to change (a log cut
+            // back by a resumed collection grows again: read again then).
             tokio::select! {
+                () = self.shutdown.cancelled() => {}
                 () = tokio::time::sleep(POLL) => {}
                 changed = self.changes.changed() => {
                     if changed.is_err() {
@@ -312,5 +341,78 @@ impl Follow {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_summary_says_what_the_http_view_says() {
+        let view = PipelineSummary {
+            id: 7,
+            project: "app".into(),
+            ref_name: "main".into(),
+            sha: "a".repeat(40),
+            source: "push".into(),
+            status: "success".into(),
+            warnings: true,
+            created_ms: 1,
+            finished_ms: Some(2),
+            auto_canceled_by: Some(9),
+            source_expired: true,
+        };
+        let message = summary_message(&view);
+        assert_eq!(message.id, 7);
+        assert!(message.warnings && message.source_expired);
+        assert_eq!(message.finished_ms, Some(2));
+        assert_eq!(message.auto_canceled_by, Some(9));
+        let fresh = summary_message(&PipelineSummary {
+            source_expired: false,
+            ..view
+        });
+        assert!(!fresh.source_expired);
+    }
+
+    #[test]
+    fn a_job_message_says_what_the_http_view_says() {
+        let view = JobView {
+            name: "build".into(),
+            stage: "test".into(),
+            status: "success".into(),
+            attempts: 2,
+            failure_reason: None,
+            message: String::new(),
+            exit_code: Some(0),
+            allow_failure: false,
+            interruptible: true,
+            resource_group: Some("prod".into()),
+            artifacts_expired: true,
+            log_expired: true,
+            manual: false,
+            waiting_for_resource: false,
+        };
+        let message = job_message(&view);
+        assert!(message.artifacts_expired);
+        assert!(message.log_expired);
+        assert_eq!(message.attempts, 2);
+        assert_eq!(message.resource_group.as_deref(), Some("prod"));
+        let fresh = job_message(&JobView {
+            artifacts_expired: false,
+            log_expired: false,
+            ..view
+        });
+        assert!(!fresh.artifacts_expired && !fresh.log_expired);
+    }
+
+    #[test]
+    fn an_expired_log_is_not_found() {
+        let gone = status(ApiError {
+            kind: ErrorKind::Gone,
+            message: "the log expired".into(),
+        });
+        assert_eq!(gone.code(), Code::NotFound);
+        assert_eq!(gone.message(), "the log expired");
     }
 }

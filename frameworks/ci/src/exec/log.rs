@@ -21,7 +21,7 @@
 //! the marker alone; a read from past it gets nothing, so a follower shows
 //! the marker once.
 
-use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::io::{self, Read as _, SeekFrom};
 use std::path::Path;
 
 /// The default `max_log_bytes`: 4 MiB, as GitLab's runner's `output_limit`.
@@ -86,6 +86,23 @@ pub fn read_part_at_most(path: &Path, offset: u64, limit: u64, max: u64) -> io::
         Err(e) => return Err(e),
     };
     let total = file.metadata()?.len();
+    read_part_of(&mut file, total, offset, limit, max)
+}
+
+/// [`read_part_at_most`] of an open log that was `total` bytes long when
+/// its size was read. The log may be shorter by the time its bytes are
+/// read: a resumed collection cuts it back to its stored position (see
+/// [`super::collect`]) before it grows again. Then the part is what is
+/// there (a short read, never an error), it does not reach the cut, and a
+/// follower reading again from its end gets the rest as the log grows
+/// back.
+fn read_part_of(
+    file: &mut (impl io::Read + io::Seek),
+    total: u64,
+    offset: u64,
+    limit: u64,
+    max: u64,
+) -> io::Result<LogPart> {
     let cut = total > limit;
     if cut && offset > limit {
         // The marker was shown already.
@@ -106,13 +123,17 @@ pub fn read_part_at_most(path: &Path, offset: u64, limit: u64, max: u64) -> io::
         from
     };
     file.seek(SeekFrom::Start(start))?;
-    let len = usize::try_from(stop - start)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log part too large"))?;
-    let mut data = vec![0; len];
-    // The file only grows (it is appended to), so these bytes are there.
-    file.read_exact(&mut data)?;
+    let mut data = Vec::with_capacity(
+        usize::try_from(stop - start)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log part too large"))?,
+    );
+    // At most the bytes asked for; fewer when the log was cut back since
+    // its size was read.
+    io::Read::take(&mut *file, stop - start).read_to_end(&mut data)?;
+    let short = (data.len() as u64) < stop - start;
+    let reaches_cut = reaches_cut && !short;
     let newline_before_marker = reaches_cut && data.last().is_some_and(|b| *b != b'\n');
-    if start < from {
+    if start < from && !data.is_empty() {
         data.remove(0);
     }
     Ok(LogPart {
@@ -137,6 +158,24 @@ mod tests {
     fn shown(path: &Path, offset: u64, limit: u64) -> String {
         let part = read_part(path, offset, limit).unwrap();
         String::from_utf8(part.into_bytes(|l, t| marker_line(l, t, true, "is at HERE"))).unwrap()
+    }
+
+    #[test]
+    fn a_log_cut_back_while_it_is_read_gives_a_short_part_not_an_error() {
+        // The size was read as 22 bytes; by the time the bytes are read a
+        // resumed collection has cut the log back to 8.
+        let mut file = std::io::Cursor::new(b"0123456\n".to_vec());
+        let part = read_part_of(&mut file, 22, 0, 100, u64::MAX).unwrap();
+        assert_eq!(part.data, b"0123456\n");
+        assert_eq!(part.cut_at, None);
+        // Past the new end: nothing, and the follower reads again later.
+        let part = read_part_of(&mut file, 22, 12, 100, u64::MAX).unwrap();
+        assert!(part.data.is_empty());
+        // A cut that is no longer reached is not marked.
+        let part = read_part_of(&mut file, 22, 4, 15, u64::MAX).unwrap();
+        assert_eq!(part.data, b"456\n");
+        assert_eq!(part.cut_at, None, "the bytes before the cut are not there");
+        assert!(!part.newline_before_marker);
     }
 
     #[test]

@@ -23,21 +23,28 @@
 //! reconciliation: a task that ended meanwhile ends its job with that
 //! result, one the master does not know fails it as a runner system
 //! failure, retried per `retry:`), and goes on collecting their logs from
-//! where they stopped (see [`super::collect`]).
+//! where they stopped (see [`super::collect`]) — the logs of jobs that
+//! have ended too, whenever a collection had not finished.
+//!
+//! A pipeline is created whole or not at all: its source archive is
+//! written (to a temporary file) before its record is stored, and moved
+//! into place right after. A pipeline whose archive is missing all the
+//! same (the framework stopped between the two) fails the jobs it would
+//! launch, with the reason in their logs, instead of launching them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_sdk::proto as pb;
 use berth_sdk::{Event, Framework, FrameworkConfig, Strategy, pack_offers};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::collect::{self, Collecting, LogSource};
+use super::collect::{self, AgentBook, Collecting, LogRetry, LogSource};
 use super::expiry::{self, Expired, SweepReport};
 use super::files::{Access, FileStore, PipelineAccess, urls};
 use super::resource_group::{self, Assignment, GroupJob};
@@ -98,6 +105,9 @@ pub struct RunnerConfig {
     pub source_retention: Option<Duration>,
     /// Time between two expiry sweeps (the first runs at start).
     pub sweep_interval: Duration,
+    /// How a log collection that fails is tried again before it gives up
+    /// (see [`super::collect`]).
+    pub log_retry: LogRetry,
 }
 
 impl RunnerConfig {
@@ -121,6 +131,7 @@ impl RunnerConfig {
             log_retention: Some(expiry::DEFAULT_LOG_RETENTION),
             source_retention: Some(expiry::DEFAULT_SOURCE_RETENTION),
             sweep_interval: Duration::from_secs(3600),
+            log_retry: LogRetry::default(),
         }
     }
 
@@ -162,6 +173,11 @@ pub struct PipelineRecord {
     pub masked_values: Vec<String>,
     /// Per job, the agent of its latest attempt (for logs).
     pub agents: Vec<String>,
+    /// Per attempt (by its task id), the agent it was launched on: where
+    /// its log is collected from, also after a restart and after the job
+    /// ran again.
+    #[serde(default)]
+    pub attempt_agents: BTreeMap<String, String>,
     /// Per job, why its latest attempt was killed by the framework.
     #[serde(default)]
     pub kill_reasons: Vec<Option<FailureReason>>,
@@ -222,6 +238,26 @@ impl PipelineRecord {
             .iter()
             .zip(&self.plan.jobs)
             .all(|(state, planned)| state.attempts.is_empty() || planned.interruptible)
+    }
+
+    /// The agent attempt `task` (a task id) of job `j` was launched on;
+    /// empty when not known.
+    pub fn agent_of(&self, j: usize, task: &str) -> String {
+        if let Some(agent) = self.attempt_agents.get(task) {
+            return agent.clone();
+        }
+        // Records stored before agents were kept per attempt know the
+        // latest attempt's.
+        let latest = self
+            .state
+            .job(j)
+            .and_then(|job| job.attempts.last())
+            .is_some_and(|a| a.task_id == task);
+        if latest {
+            self.agents.get(j).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
     }
 
     /// The stored log of job `job`'s attempt `attempt` (from 1).
@@ -429,11 +465,38 @@ impl RunnerHandle {
     }
 
     /// Whether the log of task `task_id` (a job attempt's
-    /// [`task_id`](super::state::Attempt::task_id)) is still being
-    /// collected from its agent. An attempt that has ended and is not
-    /// being collected has its whole log stored.
+    /// [`task_id`](super::state::Attempt::task_id)) is being collected
+    /// from its agent now (tries after errors, and the waits between
+    /// them, included).
     pub fn is_collecting_log(&self, task_id: &str) -> bool {
         self.collecting.contains(task_id)
+    }
+
+    /// Whether the stored log of job `job`'s attempt `attempt` (from 1),
+    /// launched as task `task_id`, will not grow any more: it is not being
+    /// collected, and its collection read both streams to their end or
+    /// gave up after repeated errors (the log then ends with a line saying
+    /// the rest could not be collected). An attempt never launched (no
+    /// task) has nothing to collect. An attempt that has ended with this
+    /// false has its log still to be collected (the runner resumes it at
+    /// start and after errors).
+    pub async fn is_log_whole(
+        &self,
+        pipeline: u64,
+        job: usize,
+        attempt: usize,
+        task_id: &str,
+    ) -> bool {
+        if task_id.is_empty() {
+            return true;
+        }
+        if self.collecting.contains(task_id) {
+            return false;
+        }
+        let path = self.log_path(pipeline, job, attempt);
+        tokio::task::spawn_blocking(move || collect::is_whole(&path))
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -598,6 +661,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(64);
     let (changes_tx, changes) = watch::channel(0);
     let collecting = Collecting::default();
+    let config_masters = config.masters.clone();
     let handle = RunnerHandle {
         tx,
         changes,
@@ -620,9 +684,14 @@ pub async fn start(
         collecting,
         collectors: tokio::task::JoinSet::new(),
         stop_collectors: CancellationToken::new(),
-        agents: HashMap::new(),
+        agent_book: AgentBook::new(config_masters),
+        wakes: HashMap::new(),
     };
     runner.rearm_deadlines();
+    runner.fail_missing_sources().await;
+    // Before the handle is used: the logs still to be collected are
+    // marked as being collected from here on.
+    runner.resume_logs().await;
     let join = tokio::spawn(async move { runner.run(events, rx, stop).await });
     Ok((handle, join))
 }
@@ -639,12 +708,15 @@ struct Runner {
     deadlines: HashMap<String, Instant>,
     /// Tasks whose logs are being collected (shared with the handle).
     collecting: Collecting,
-    /// The log collections.
-    collectors: tokio::task::JoinSet<()>,
+    /// The log collections; each ends with its task's id.
+    collectors: tokio::task::JoinSet<String>,
     /// Stops the log collections when the runner stops.
     stop_collectors: CancellationToken,
-    /// Agent id → its API address (for logs).
-    agents: HashMap<String, String>,
+    /// Agents' addresses (for logs).
+    agent_book: AgentBook,
+    /// Per task whose log is being collected: cuts the collection's wait
+    /// before its next try short (a new update of the task came).
+    wakes: HashMap<String, Arc<Notify>>,
 }
 
 impl Runner {
@@ -912,87 +984,34 @@ impl Runner {
         for v in submission.variables.iter().filter(|v| v.masked) {
             super::mask::check_maskable(&v.name, &v.value)?;
         }
-        let rev = submission.revision.clone();
-        let project = rev.project_name.clone();
         let files = self.files.clone();
         let store = self.store.clone();
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let source = submission.source;
-        let default_branch = rev.default_branch.clone();
+        let default_branch = submission.revision.default_branch.clone();
         let created = tokio::task::spawn_blocking(move || -> Result<PipelineRecord, RunError> {
-            let repo = RevisionRepository { rev: &rev };
-            let branch = !rev.is_tag && source::is_branch(&rev);
-            let mut made: Option<PipelineRecord> = None;
-            let mut failure: Option<RunError> = None;
-            store.linked(update).create_with(|id| {
-                let ctx = Context {
-                    project_name: rev.project_name.clone(),
-                    project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
-                    commit_sha: rev.sha.clone(),
-                    ref_name: rev.ref_name.clone(),
-                    ref_is_tag: rev.is_tag,
-                    default_branch: rev.default_branch.clone(),
-                    pipeline_id: id,
-                    source,
-                    changed_files: Some(rev.changed_files.clone()),
-                    secrets: submission.variables.clone(),
-                };
-                let plan = match config.plan(&ctx, &repo) {
-                    Ok(Some(plan)) => plan,
-                    Ok(None) => {
-                        failure = Some(RunError::NoPipeline(
-                            "workflow:rules create no pipeline for this ref".into(),
-                        ));
-                        return None;
-                    }
-                    Err(e) => {
-                        failure = Some(RunError::NoPipeline(e.to_string()));
-                        return None;
-                    }
-                };
-                let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
-                let state = match Pipeline::new(nodes) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failure = Some(e.into());
-                        return None;
-                    }
-                };
-                let masked_values = submission
-                    .variables
-                    .iter()
-                    .filter(|v| v.masked)
-                    .map(|v| v.value.clone())
-                    .collect();
-                let jobs = plan.jobs.len();
-                let rec = PipelineRecord {
-                    id,
-                    project: project.clone(),
-                    sha: rev.sha.clone(),
-                    ref_name: rev.ref_name.clone(),
-                    source: source.as_str().to_string(),
-                    token: token.clone(),
-                    created_ms: now_ms(),
-                    finished_ms: None,
-                    plan,
-                    state,
-                    masked_values,
-                    agents: vec![String::new(); jobs],
-                    kill_reasons: vec![None; jobs],
-                    repository: rev.root.join(&rev.subdir).display().to_string(),
-                    branch,
-                    auto_canceled_by: None,
-                    waiting_for_resource: Vec::new(),
-                    expired: Expired::default(),
-                };
-                made = Some(rec.clone());
-                Some(rec)
-            })?;
-            if let Some(e) = failure {
-                return Err(e);
+            // The source archive first, under a temporary name: a pipeline
+            // (and a registered repository's memory of having run the
+            // commit) is stored only once its source is there.
+            let archive = files.temp_path();
+            let written = source::write_archive(&submission.revision, &archive);
+            let made = written
+                .map_err(RunError::from)
+                .and_then(|_| create_record(&store, update, &config, &submission));
+            let rec = match made {
+                Ok(rec) => rec,
+                Err(e) => {
+                    remove_temp(&archive);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = std::fs::rename(&archive, files.source(rec.id)) {
+                // Stored already: its jobs fail as they come to run (see
+                // `fail_missing_sources`), with the reason in their logs.
+                tracing::error!(
+                    pipeline = rec.id,
+                    "cannot move the source archive into place: {e}"
+                );
+                remove_temp(&archive);
             }
-            let rec = made.ok_or_else(|| RunError::Other("no record was made".into()))?;
-            source::write_archive(&rev, &files.source(rec.id))?;
             Ok(rec)
         })
         .await
@@ -1137,7 +1156,13 @@ impl Runner {
 
     async fn on_tick(&mut self) {
         // Reap the log collections that have ended.
-        while self.collectors.try_join_next().is_some() {}
+        while let Some(ended) = self.collectors.try_join_next() {
+            if let Ok(task) = ended
+                && !self.collecting.contains(&task)
+            {
+                self.wakes.remove(&task);
+            }
+        }
         let now = SystemTime::now();
         let ids: Vec<u64> = self
             .pipelines
@@ -1355,6 +1380,7 @@ impl Runner {
     }
 
     async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
+        self.fail_missing_sources().await;
         let failed = expiry::fail_expired_dependencies(
             &mut self.pipelines,
             &self.config.data_dir,
@@ -1376,6 +1402,10 @@ impl Runner {
             }
             return;
         }
+        let agent_of: HashMap<String, String> = offers
+            .iter()
+            .map(|o| (o.id.clone(), o.agent_id.clone()))
+            .collect();
         // Tagged jobs first, each into the offers of agents with its tags;
         // then the others into what is left.
         let mut left: Vec<pb::Offer> = offers;
@@ -1408,10 +1438,11 @@ impl Runner {
         };
         for (offer, tasks) in launches {
             let started: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            let agent = agent_of.get(&offer).cloned().unwrap_or_default();
             match self.framework.accept(vec![offer], tasks, None).await {
                 Ok(_) => {
                     for task in started {
-                        self.launched(&task).await;
+                        self.launched(&task, &agent).await;
                     }
                 }
                 Err(e) => warn!("cannot launch jobs: {e}"),
@@ -1427,7 +1458,7 @@ impl Runner {
         }
     }
 
-    async fn launched(&mut self, task: &str) {
+    async fn launched(&mut self, task: &str, agent: &str) {
         let Some((p, j, _)) = parse_task_id(task) else {
             return;
         };
@@ -1436,6 +1467,13 @@ impl Runner {
         };
         if let Err(e) = rec.state.started(j, task, SystemTime::now()) {
             warn!(task, "launched a job that was not pending: {e}");
+        }
+        if !agent.is_empty() {
+            rec.attempt_agents
+                .insert(task.to_string(), agent.to_string());
+            if let Some(slot) = rec.agents.get_mut(j) {
+                *slot = agent.to_string();
+            }
         }
         if let Some(slot) = rec.kill_reasons.get_mut(j) {
             *slot = None;
@@ -1464,12 +1502,13 @@ impl Runner {
         if !current {
             return;
         }
-        if !status.agent_id.is_empty()
-            && let Some(slot) = rec.agents.get_mut(j)
-        {
-            *slot = status.agent_id.clone();
+        if !status.agent_id.is_empty() {
+            if let Some(slot) = rec.agents.get_mut(j) {
+                *slot = status.agent_id.clone();
+            }
+            rec.attempt_agents
+                .insert(status.task_id.clone(), status.agent_id.clone());
         }
-        let agent = rec.agents.get(j).cloned().unwrap_or_default();
         if state == pb::TaskState::TaskRunning
             || state == pb::TaskState::TaskStarting
             || state.is_terminal()
@@ -1477,7 +1516,7 @@ impl Runner {
             // Starts collecting the log, or goes on where an earlier
             // collection stopped (a restart of the framework; a task that
             // ended while it was down), before the job can show as ended.
-            self.follow_log(p, j, attempt, &agent).await;
+            self.follow_log(p, j, attempt);
         }
         if !state.is_terminal() {
             return;
@@ -1511,51 +1550,18 @@ impl Runner {
         }
     }
 
-    async fn agent_address(&mut self, agent: &str) -> Option<String> {
-        if let Some(a) = self.agents.get(agent) {
-            return Some(a.clone());
-        }
-        for master in &self.config.masters {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(master))
-            else {
-                continue;
-            };
-            let Ok(channel) = endpoint
-                .connect_timeout(Duration::from_secs(3))
-                .connect()
-                .await
-            else {
-                continue;
-            };
-            let mut client = pb::operator_client::OperatorClient::new(channel);
-            let mut request = tonic::Request::new(pb::Empty {});
-            request.metadata_mut().insert(
-                "berth-read",
-                tonic::metadata::MetadataValue::from_static("stale"),
-            );
-            if let Ok(list) = client.list_agents(request).await {
-                for a in list.into_inner().agents {
-                    if let Some(info) = a.info {
-                        self.agents.insert(a.id.clone(), info.address.clone());
-                    }
-                }
-                break;
-            }
-        }
-        self.agents.get(agent).cloned()
-    }
-
-    /// Collects the log of job `j`'s attempt `attempt` from `agent`,
-    /// from where it stopped, unless that is being done already.
-    async fn follow_log(&mut self, p: u64, j: usize, attempt: usize, agent: &str) {
+    /// Collects the log of job `j`'s attempt `attempt` from the agent it
+    /// ran on, from where it stopped, trying again after errors (see
+    /// [`collect::follow`]). If it is being collected already, a collection
+    /// waiting to try again tries now.
+    fn follow_log(&mut self, p: u64, j: usize, attempt: usize) {
         let task = task_id(p, j, attempt);
-        if self.collecting.contains(&task) || agent.is_empty() {
+        if self.collecting.contains(&task) {
+            if let Some(wake) = self.wakes.get(&task) {
+                wake.notify_one();
+            }
             return;
         }
-        let Some(address) = self.agent_address(agent).await else {
-            warn!(task = %task, "no address for agent {agent}; its log is not collected");
-            return;
-        };
         let Some(rec) = self.pipelines.get(&p) else {
             return;
         };
@@ -1563,19 +1569,230 @@ impl Runner {
             return;
         };
         let source = LogSource {
-            address,
+            agent: rec.agent_of(j, &task),
             framework_id: self.framework.id(),
-            task,
+            task: task.clone(),
             secrets: rec.masked_values.clone(),
             path: PipelineRecord::log_path(&self.config.data_dir, p, j, attempt),
         };
+        let wake = Arc::new(Notify::new());
+        self.wakes.insert(task, wake.clone());
         let stop = self.stop_collectors.clone();
+        let agents = self.agent_book.clone();
+        let retry = self.config.log_retry;
         self.collectors.spawn(async move {
             let _collecting = collecting;
-            if let Err(e) = collect::collect(&source, &stop).await {
-                warn!(task = %source.task, "collecting the log failed: {e}");
-            }
+            collect::follow(&source, &agents, retry, &wake, &stop).await;
+            source.task
         });
+    }
+
+    /// At start: goes on collecting every log whose collection had not
+    /// finished — of jobs still running, and of jobs that ended before
+    /// their whole log was stored (the framework stopped, or the agent
+    /// could not be reached). Logs the expiry sweep deleted are not
+    /// collected again.
+    async fn resume_logs(&mut self) {
+        let mut attempts: Vec<(u64, usize, usize, PathBuf)> = Vec::new();
+        for rec in self.pipelines.values() {
+            for (j, job) in rec.state.jobs().iter().enumerate() {
+                for (i, attempt) in job.attempts.iter().enumerate() {
+                    let number = i + 1;
+                    // Never launched (nothing to collect), or deleted.
+                    if attempt.task_id.is_empty() || rec.expired.log_expired(j, number) {
+                        continue;
+                    }
+                    let path = PipelineRecord::log_path(&self.config.data_dir, rec.id, j, number);
+                    attempts.push((rec.id, j, number, path));
+                }
+            }
+        }
+        let unfinished = tokio::task::spawn_blocking(move || {
+            attempts
+                .into_iter()
+                .filter(|(.., path)| !collect::is_whole(path))
+                .map(|(p, j, a, _)| (p, j, a))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if !unfinished.is_empty() {
+            info!(
+                logs = unfinished.len(),
+                "resuming the collection of unfinished logs"
+            );
+        }
+        for (p, j, a) in unfinished {
+            self.follow_log(p, j, a);
+        }
+    }
+
+    /// Fails, without launching them, the pending jobs of pipelines whose
+    /// source archive is missing (the framework stopped between storing a
+    /// new pipeline and moving its archive into place; or the archive was
+    /// deleted): each gets an attempt that ended with
+    /// `missing_dependency_failure` and a log that says why.
+    async fn fail_missing_sources(&mut self) {
+        let now = SystemTime::now();
+        let ids: Vec<u64> = self
+            .pipelines
+            .values()
+            // An expired source is the expiry's to report (it says why).
+            .filter(|rec| !rec.state.pending().is_empty() && !rec.expired.source)
+            .map(|rec| rec.id)
+            .collect();
+        for id in ids {
+            let archive = self.files.source(id);
+            if tokio::fs::try_exists(&archive).await.unwrap_or(true) {
+                continue;
+            }
+            let Some(rec) = self.pipelines.get_mut(&id) else {
+                continue;
+            };
+            let message = format!(
+                "the source archive of pipeline {id} is missing ({}); run the commit again in a new pipeline",
+                archive.display()
+            );
+            warn!(pipeline = id, "{message}");
+            // A failure the job's `retry` covers puts it back to pending:
+            // go round until none is left.
+            let mut failed = 0;
+            while let Some(i) = rec.state.pending().first().copied() {
+                let result = rec.state.started(i, "", now).and_then(|()| {
+                    rec.state.finished(
+                        i,
+                        JobEnd::failure(FailureReason::MissingDependencyFailure, message.clone()),
+                        now,
+                    )
+                });
+                if let Err(e) = result {
+                    warn!(pipeline = id, job = i, "cannot fail the job: {e}");
+                    break;
+                }
+                failed += 1;
+                let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
+                let path = PipelineRecord::log_path(&self.config.data_dir, id, i, attempt);
+                write_whole_log(
+                    &path,
+                    &format!("ERROR: Job failed (missing dependency): {message}\n"),
+                )
+                .await;
+                rec.state.advance(now);
+            }
+            if failed > 0 {
+                self.persist(id).await;
+            }
+        }
+    }
+}
+
+/// Writes a log the runner makes itself (a job failed without being
+/// launched): whole at once, nothing to collect.
+async fn write_whole_log(path: &Path, text: &str) {
+    let written = async {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::write(path, text).await
+    };
+    if let Err(e) = written.await {
+        warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// Plans `submission` as a new pipeline and stores its record (with
+/// `update` to a registered repository, in the same transaction); returns
+/// the record. Nothing is stored when the plan fails or is empty.
+fn create_record(
+    store: &Store,
+    update: Option<RepoUpdate>,
+    config: &Config,
+    submission: &Submission,
+) -> Result<PipelineRecord, RunError> {
+    let rev = &submission.revision;
+    let source = submission.source;
+    let repo = RevisionRepository { rev };
+    let branch = !rev.is_tag && source::is_branch(rev);
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut made: Option<PipelineRecord> = None;
+    let mut failure: Option<RunError> = None;
+    store.linked(update).create_with(|id| {
+        let ctx = Context {
+            project_name: rev.project_name.clone(),
+            project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
+            commit_sha: rev.sha.clone(),
+            ref_name: rev.ref_name.clone(),
+            ref_is_tag: rev.is_tag,
+            default_branch: rev.default_branch.clone(),
+            pipeline_id: id,
+            source,
+            changed_files: Some(rev.changed_files.clone()),
+            secrets: submission.variables.clone(),
+        };
+        let plan = match config.plan(&ctx, &repo) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                failure = Some(RunError::NoPipeline(
+                    "workflow:rules create no pipeline for this ref".into(),
+                ));
+                return None;
+            }
+            Err(e) => {
+                failure = Some(RunError::NoPipeline(e.to_string()));
+                return None;
+            }
+        };
+        let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
+        let state = match Pipeline::new(nodes) {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some(e.into());
+                return None;
+            }
+        };
+        let masked_values = submission
+            .variables
+            .iter()
+            .filter(|v| v.masked)
+            .map(|v| v.value.clone())
+            .collect();
+        let jobs = plan.jobs.len();
+        let rec = PipelineRecord {
+            id,
+            project: rev.project_name.clone(),
+            sha: rev.sha.clone(),
+            ref_name: rev.ref_name.clone(),
+            source: source.as_str().to_string(),
+            token: token.clone(),
+            created_ms: now_ms(),
+            finished_ms: None,
+            plan,
+            state,
+            masked_values,
+            agents: vec![String::new(); jobs],
+            attempt_agents: BTreeMap::new(),
+            kill_reasons: vec![None; jobs],
+            repository: rev.root.join(&rev.subdir).display().to_string(),
+            branch,
+            auto_canceled_by: None,
+            waiting_for_resource: Vec::new(),
+            expired: Expired::default(),
+        };
+        made = Some(rec.clone());
+        Some(rec)
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    made.ok_or_else(|| RunError::Other("no record was made".into()))
+}
+
+/// Removes a temporary file, if it is there.
+fn remove_temp(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!("cannot remove {}: {e}", path.display()),
     }
 }
 
@@ -1745,6 +1962,7 @@ mod tests {
             state,
             masked_values: Vec::new(),
             agents: vec![String::new(); jobs],
+            attempt_agents: BTreeMap::new(),
             kill_reasons: vec![None; jobs],
             repository: "/src/demo".into(),
             branch: true,

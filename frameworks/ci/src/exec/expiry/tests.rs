@@ -72,6 +72,7 @@ fn record(id: u64, ref_name: &str, yaml: &str) -> PipelineRecord {
         state: Pipeline::new(nodes).unwrap(),
         masked_values: Vec::new(),
         agents: vec![String::new(); jobs],
+        attempt_agents: Default::default(),
         kill_reasons: vec![None; jobs],
         repository: "/src/demo".into(),
         branch: true,
