@@ -47,8 +47,14 @@ pub(crate) enum CiCommand {
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
-    /// Pipelines, newest first.
+    /// Pipelines, newest first (the newest 100 unless --limit).
     List {
+        /// How many pipelines at most (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only pipelines whose ids are below this one (the next page).
+        #[arg(long)]
+        before: Option<u64>,
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
@@ -268,7 +274,11 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
         } => report(
             crate::ci_client::trigger(&server, &dir, reference, dirty, &vars, &secrets).await,
         ),
-        CiCommand::List { server } => report(crate::ci_client::list(&server).await),
+        CiCommand::List {
+            limit,
+            before,
+            server,
+        } => report(crate::ci_client::list(&server, limit, before).await),
         CiCommand::Show { id, server } => {
             report(crate::ci_client::pipeline_action(&server, id, None).await)
         }

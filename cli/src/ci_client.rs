@@ -341,9 +341,13 @@ pub(crate) async fn trigger(
     print_view(opts, &view)
 }
 
-/// `berth ci list`.
-pub(crate) async fn list(opts: &ServerOpts) -> anyhow::Result<()> {
-    let all: Vec<PipelineSummary> = json(request(opts, "GET", "/ci/v1/pipelines", None).await?)?;
+/// `berth ci list [--limit N] [--before ID]`.
+pub(crate) async fn list(opts: &ServerOpts, limit: u32, before: Option<u64>) -> anyhow::Result<()> {
+    let mut path = format!("/ci/v1/pipelines?limit={limit}");
+    if let Some(before) = before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let all: Vec<PipelineSummary> = json(request(opts, "GET", &path, None).await?)?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());

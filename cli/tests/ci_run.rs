@@ -281,7 +281,7 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
             .await
             .expect("gRPC on the API's port");
         let listed = client
-            .list_pipelines(ci::ListPipelinesRequest {})
+            .list_pipelines(ci::ListPipelinesRequest::default())
             .await
             .expect("ListPipelines")
             .into_inner();
@@ -400,7 +400,7 @@ fn the_ci_daemon_stops_on_sigterm_with_a_log_follower_and_a_stuck_request_open()
             .expect("a partial request");
         // Its headers reach the server before the signal does.
         let answer = client
-            .list_pipelines(ci::ListPipelinesRequest {})
+            .list_pipelines(ci::ListPipelinesRequest::default())
             .await
             .expect("ListPipelines");
         assert_eq!(answer.into_inner().pipelines.len(), 1);

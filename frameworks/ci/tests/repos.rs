@@ -107,7 +107,7 @@ impl Fixture {
         serde_json::from_str(&body).unwrap()
     }
 
-    async fn pipelines(&self) -> Vec<PipelineRecord> {
+    async fn pipelines(&self) -> Vec<std::sync::Arc<PipelineRecord>> {
         self.handle.list().await.unwrap()
     }
 
@@ -115,8 +115,8 @@ impl Fixture {
     async fn wait_pipelines(
         &self,
         what: &str,
-        done: impl Fn(&[PipelineRecord]) -> bool,
-    ) -> Vec<PipelineRecord> {
+        done: impl Fn(&[std::sync::Arc<PipelineRecord>]) -> bool,
+    ) -> Vec<std::sync::Arc<PipelineRecord>> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let all = self.pipelines().await;
@@ -179,7 +179,7 @@ fn commit(dir: &Path, file: &str, text: &str) -> String {
 
 const PIPELINE: &str = "build:\n  script:\n    - echo \"built $CI_COMMIT_SHA after $CI_COMMIT_BEFORE_SHA on $CI_COMMIT_BRANCH\"\n";
 
-fn finished(all: &[PipelineRecord]) -> bool {
+fn finished(all: &[std::sync::Arc<PipelineRecord>]) -> bool {
     all.iter().all(|p| p.status().is_finished())
 }
 

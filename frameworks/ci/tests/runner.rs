@@ -110,7 +110,7 @@ async fn wait_for(
     id: u64,
     what: &str,
     done: impl Fn(&PipelineRecord) -> bool,
-) -> PipelineRecord {
+) -> std::sync::Arc<PipelineRecord> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let rec = handle.get(id).await.unwrap().expect("the pipeline exists");
@@ -1067,7 +1067,7 @@ async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end
     let http = http_get(&url, "/ci/v1/pipelines").await;
     assert_eq!(http, "[]");
     let listed = client
-        .list_pipelines(ci::ListPipelinesRequest {})
+        .list_pipelines(ci::ListPipelinesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1334,7 +1334,7 @@ async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end
     .await;
     assert_eq!(rec.state.jobs()[0].attempts.len(), 2);
     let listed = client
-        .list_pipelines(ci::ListPipelinesRequest {})
+        .list_pipelines(ci::ListPipelinesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1373,7 +1373,11 @@ async fn http_get(base: &str, path: &str) -> String {
 }
 
 /// Waits until the job's attempt has ended and its whole log is stored.
-async fn wait_log_complete(handle: &RunnerHandle, id: u64, job: &str) -> PipelineRecord {
+async fn wait_log_complete(
+    handle: &RunnerHandle,
+    id: u64,
+    job: &str,
+) -> std::sync::Arc<PipelineRecord> {
     wait_for(handle, id, "the job and its log to end", |r| {
         let i = r.state.find(job).unwrap();
         let state = &r.state.jobs()[i];

@@ -2,7 +2,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /ci/v1/pipelines` | every pipeline, newest first (summaries) |
+//! | `GET /ci/v1/pipelines?limit=N&before=ID` | pipelines, newest first (summaries): at most `limit` (default 100, at most 1000) whose ids are below `before` (all when absent) |
 //! | `POST /ci/v1/pipelines` | run a repository on this machine ([`Trigger`]) |
 //! | `GET /ci/v1/pipelines/{id}` | one pipeline with its jobs |
 //! | `POST /ci/v1/pipelines/{id}/cancel` | cancel it |
@@ -52,6 +52,7 @@
 //! [`ErrorKind`] each API maps to its own codes, and the same message.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -64,7 +65,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::repos::{HookOutcome, NewRepo, RepoError, RepoView, Repos};
-use super::runner::{PipelineRecord, RunError, RunnerHandle, Submission};
+use super::runner::{
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, PipelineRecord, RunError, RunnerHandle, Submission,
+};
 use super::source;
 use super::state::JobStatus;
 use crate::{PipelineSource, SecretVariable};
@@ -378,28 +381,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for JsonQuery<T> {
     }
 }
 
-async fn record(handle: &RunnerHandle, id: u64) -> Result<PipelineRecord, ApiError> {
+async fn record(handle: &RunnerHandle, id: u64) -> Result<Arc<PipelineRecord>, ApiError> {
     handle
         .get(id)
         .await?
         .ok_or_else(|| RunError::NoSuchPipeline(id).into())
 }
 
-/// Every pipeline, newest first.
-pub async fn list_pipelines(handle: &RunnerHandle) -> Result<Vec<PipelineSummary>, ApiError> {
-    let mut all: Vec<PipelineSummary> = handle
-        .list()
-        .await?
+/// Which page of pipelines to list: `GET /ci/v1/pipelines?limit=&before=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ListQuery {
+    /// How many at most ([`DEFAULT_LIST_LIMIT`] when absent; 1 to
+    /// [`MAX_LIST_LIMIT`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only pipelines whose ids are below this one (the next page starts
+    /// below the last id of this one).
+    #[serde(default)]
+    pub before: Option<u64>,
+}
+
+/// Pipelines, newest first: one page of at most `query.limit` below
+/// `query.before`. A limit of 0 or above [`MAX_LIST_LIMIT`] is refused.
+/// Read without the runner's loop, without copying any plan.
+pub async fn list_pipelines(
+    handle: &RunnerHandle,
+    query: ListQuery,
+) -> Result<Vec<PipelineSummary>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(ApiError::bad(format!(
+            "limit {limit} is out of range: give 1 to {MAX_LIST_LIMIT}"
+        )));
+    }
+    Ok(handle
+        .list_page(limit, query.before)
         .iter()
-        .map(PipelineSummary::of)
-        .collect();
-    all.sort_by_key(|s| std::cmp::Reverse(s.id));
-    Ok(all)
+        .map(|rec| PipelineSummary::of(rec))
+        .collect())
 }
 
 /// Pipeline `id` with its jobs.
 pub async fn pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
-    Ok(PipelineView::of(&record(handle, id).await?))
+    Ok(PipelineView::of(&*record(handle, id).await?))
 }
 
 /// Checks a trigger and runs the pipeline of its repository; returns the
@@ -601,8 +625,11 @@ pub async fn read_log(
     Ok(part.into_bytes(|limit, total| super::log::marker_line(limit, total, finished, location)))
 }
 
-async fn list(State(handle): State<RunnerHandle>) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
-    Ok(Json(list_pipelines(&handle).await?))
+async fn list(
+    State(handle): State<RunnerHandle>,
+    JsonQuery(query): JsonQuery<ListQuery>,
+) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+    Ok(Json(list_pipelines(&handle, query).await?))
 }
 
 async fn trigger(

@@ -162,9 +162,17 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<pb::JobLogChunk, Status>> + Se
 impl pb::ci_server::Ci for CiService {
     async fn list_pipelines(
         &self,
-        _request: Request<pb::ListPipelinesRequest>,
+        request: Request<pb::ListPipelinesRequest>,
     ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
-        let all = api::list_pipelines(&self.handle).await.map_err(status)?;
+        let req = request.into_inner();
+        // Proto3 zeros: no limit given (the default), no `before`.
+        let query = api::ListQuery {
+            limit: (req.limit != 0).then_some(req.limit as usize),
+            before: (req.before != 0).then_some(req.before),
+        };
+        let all = api::list_pipelines(&self.handle, query)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListPipelinesResponse {
             pipelines: all.iter().map(summary_message).collect(),
         }))

@@ -317,9 +317,29 @@ pub enum RunError {
     Other(String),
 }
 
+/// A submission whose slow part is done, off the runner's loop: parsed,
+/// planned once (which reads what the plan needs of the repository), and
+/// its source archive written to a temporary file.
+struct Prepared {
+    submission: Submission,
+    config: Config,
+    repository: Arc<MemoRepository>,
+    archive: TempArchive,
+}
+
+/// A source archive under its temporary name; removed when dropped unless
+/// it was moved into place.
+struct TempArchive(PathBuf);
+
+impl Drop for TempArchive {
+    fn drop(&mut self) {
+        remove_temp(&self.0);
+    }
+}
+
 enum Request {
     Submit(
-        Box<Submission>,
+        Box<Prepared>,
         Option<RepoUpdate>,
         oneshot::Sender<Result<u64, RunError>>,
     ),
@@ -327,8 +347,6 @@ enum Request {
     Retry(u64, oneshot::Sender<Result<(), RunError>>),
     RetryJob(u64, String, oneshot::Sender<Result<(), RunError>>),
     Play(u64, String, oneshot::Sender<Result<(), RunError>>),
-    Get(u64, oneshot::Sender<Option<PipelineRecord>>),
-    List(oneshot::Sender<Vec<PipelineRecord>>),
     Sweep(oneshot::Sender<SweepReport>),
 }
 
@@ -343,6 +361,34 @@ pub struct RunnerHandle {
     max_log_bytes: u64,
     store: Arc<Store>,
     collecting: Collecting,
+    published: Arc<Published>,
+}
+
+/// The default number of pipelines [`RunnerHandle::list_page`] returns.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The most pipelines [`RunnerHandle::list_page`] returns at once.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// The pipelines as the API reads them, without the runner's loop: each
+/// record as last persisted, with its derived
+/// [`waiting_for_resource`](PipelineRecord::waiting_for_resource). The loop
+/// replaces a pipeline's entry whenever it persists it (and the entries of
+/// the pipelines whose resource-group waits that changed).
+#[derive(Debug, Default)]
+struct Published(RwLock<BTreeMap<u64, Arc<PipelineRecord>>>);
+
+impl Published {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<PipelineRecord>>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<PipelineRecord>>> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for RunnerHandle {
@@ -378,7 +424,14 @@ impl RunnerHandle {
         submission: Submission,
         update: Option<RepoUpdate>,
     ) -> Result<u64, RunError> {
-        self.ask(|tx| Request::Submit(Box::new(submission), update, tx))
+        // The slow part (planning against the repository, `git archive` of
+        // the commit) runs here, not on the runner's loop; the loop only
+        // stores the record and moves the archive into place.
+        let files = self.files.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(submission, &files))
+            .await
+            .map_err(|e| RunError::Other(e.to_string()))??;
+        self.ask(|tx| Request::Submit(Box::new(prepared), update, tx))
             .await?
     }
 
@@ -414,14 +467,27 @@ impl RunnerHandle {
             .await?
     }
 
-    /// A pipeline's record.
-    pub async fn get(&self, id: u64) -> Result<Option<PipelineRecord>, RunError> {
-        self.ask(|tx| Request::Get(id, tx)).await
+    /// A pipeline's record, as last persisted (read without the runner's
+    /// loop; nothing is copied).
+    pub async fn get(&self, id: u64) -> Result<Option<Arc<PipelineRecord>>, RunError> {
+        Ok(self.published.read().get(&id).cloned())
     }
 
-    /// Every pipeline.
-    pub async fn list(&self) -> Result<Vec<PipelineRecord>, RunError> {
-        self.ask(Request::List).await
+    /// Every pipeline, oldest first.
+    pub async fn list(&self) -> Result<Vec<Arc<PipelineRecord>>, RunError> {
+        Ok(self.published.read().values().cloned().collect())
+    }
+
+    /// At most `limit` pipelines (capped at [`MAX_LIST_LIMIT`]) whose ids
+    /// are below `before` (all when `None`), newest first.
+    pub fn list_page(&self, limit: usize, before: Option<u64>) -> Vec<Arc<PipelineRecord>> {
+        let all = self.published.read();
+        let end = before.unwrap_or(u64::MAX);
+        all.range(..end)
+            .rev()
+            .take(limit.min(MAX_LIST_LIMIT))
+            .map(|(_, rec)| rec.clone())
+            .collect()
     }
 
     /// Runs the expiry sweep now (it also runs at start and every
@@ -519,6 +585,7 @@ impl RunnerHandle {
             max_log_bytes: super::log::DEFAULT_MAX_LOG_BYTES,
             store,
             collecting: Collecting::default(),
+            published: Arc::default(),
         }
     }
 }
@@ -661,6 +728,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(64);
     let (changes_tx, changes) = watch::channel(0);
     let collecting = Collecting::default();
+    let published = Arc::new(Published::default());
     let config_masters = config.masters.clone();
     let handle = RunnerHandle {
         tx,
@@ -671,6 +739,7 @@ pub async fn start(
         max_log_bytes: config.max_log_bytes,
         store: store.clone(),
         collecting: collecting.clone(),
+        published: published.clone(),
     };
     let mut runner = Runner {
         config,
@@ -686,7 +755,9 @@ pub async fn start(
         stop_collectors: CancellationToken::new(),
         agent_book: AgentBook::new(config_masters),
         wakes: HashMap::new(),
+        published,
     };
+    runner.publish_all();
     runner.rearm_deadlines();
     runner.fail_missing_sources().await;
     // Before the handle is used: the logs still to be collected are
@@ -717,6 +788,8 @@ struct Runner {
     /// Per task whose log is being collected: cuts the collection's wait
     /// before its next try short (a new update of the task came).
     wakes: HashMap<String, Arc<Notify>>,
+    /// What the API reads (shared with the handle).
+    published: Arc<Published>,
 }
 
 impl Runner {
@@ -858,13 +931,52 @@ impl Runner {
             Ok(Err(e)) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
             Err(e) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
         }
+        self.publish(id);
         self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Publishes every pipeline (at start).
+    fn publish_all(&self) {
+        let resources = self.resources();
+        let mut published = self.published.write();
+        for (id, rec) in &self.pipelines {
+            published.insert(*id, Arc::new(with_waits(rec, &resources)));
+        }
+    }
+
+    /// Publishes pipeline `id` as it is now, and the unfinished pipelines
+    /// whose resource-group waits changed with it (a finished pipeline's
+    /// waits change only when it finishes: it is `id` then).
+    fn publish(&self, id: u64) {
+        let resources = self.resources();
+        let mut published = self.published.write();
+        if let Some(rec) = self.pipelines.get(&id) {
+            published.insert(id, Arc::new(with_waits(rec, &resources)));
+        }
+        for rec in self.pipelines.values() {
+            if rec.id == id
+                || rec.plan.jobs.iter().all(|j| j.resource_group.is_none())
+                || rec.status().is_finished()
+            {
+                continue;
+            }
+            let waits = waits(rec, &resources);
+            if published
+                .get(&rec.id)
+                .is_some_and(|p| p.waiting_for_resource == waits)
+            {
+                continue;
+            }
+            let mut copy = rec.clone();
+            copy.waiting_for_resource = waits;
+            published.insert(rec.id, Arc::new(copy));
+        }
     }
 
     async fn on_request(&mut self, request: Request) {
         match request {
-            Request::Submit(submission, update, reply) => {
-                let result = self.submit(*submission, update).await;
+            Request::Submit(prepared, update, reply) => {
+                let result = self.submit(*prepared, update).await;
                 if result.is_ok() {
                     self.revive().await;
                 }
@@ -924,23 +1036,6 @@ impl Runner {
                 }
                 let _ = reply.send(result);
             }
-            Request::Get(id, reply) => {
-                let resources = self.resources();
-                let rec = self
-                    .pipelines
-                    .get(&id)
-                    .map(|rec| with_waits(rec, &resources));
-                let _ = reply.send(rec);
-            }
-            Request::List(reply) => {
-                let resources = self.resources();
-                let all = self
-                    .pipelines
-                    .values()
-                    .map(|rec| with_waits(rec, &resources))
-                    .collect();
-                let _ = reply.send(all);
-            }
             Request::Sweep(reply) => {
                 let report = self.sweep().await;
                 let _ = reply.send(report);
@@ -966,51 +1061,35 @@ impl Runner {
         report
     }
 
+    /// Stores a prepared submission (see [`prepare`]) and moves its
+    /// archive into place: the quick, ordered part, so ids follow the order
+    /// the submissions reach the loop.
     async fn submit(
         &mut self,
-        submission: Submission,
+        prepared: Prepared,
         update: Option<RepoUpdate>,
     ) -> Result<u64, RunError> {
-        let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
-            .map_err(|diags| {
-            RunError::Invalid(
-                diags
-                    .iter()
-                    .map(|d| format!(".gitlab-ci.yml:{d}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
-        for v in submission.variables.iter().filter(|v| v.masked) {
-            super::mask::check_maskable(&v.name, &v.value)?;
-        }
         let files = self.files.clone();
         let store = self.store.clone();
-        let default_branch = submission.revision.default_branch.clone();
+        let default_branch = prepared.submission.revision.default_branch.clone();
         let created = tokio::task::spawn_blocking(move || -> Result<PipelineRecord, RunError> {
-            // The source archive first, under a temporary name: a pipeline
-            // (and a registered repository's memory of having run the
-            // commit) is stored only once its source is there.
-            let archive = files.temp_path();
-            let written = source::write_archive(&submission.revision, &archive);
-            let made = written
-                .map_err(RunError::from)
-                .and_then(|_| create_record(&store, update, &config, &submission));
-            let rec = match made {
-                Ok(rec) => rec,
-                Err(e) => {
-                    remove_temp(&archive);
-                    return Err(e);
-                }
-            };
-            if let Err(e) = std::fs::rename(&archive, files.source(rec.id)) {
+            let Prepared {
+                submission,
+                config,
+                repository,
+                archive,
+            } = prepared;
+            // The archive is written already: a pipeline (and a registered
+            // repository's memory of having run the commit) is stored only
+            // once its source is there. Dropping `archive` removes it.
+            let rec = create_record(&store, update, &config, &submission, &*repository)?;
+            if let Err(e) = std::fs::rename(&archive.0, files.source(rec.id)) {
                 // Stored already: its jobs fail as they come to run (see
                 // `fail_missing_sources`), with the reason in their logs.
                 tracing::error!(
                     pipeline = rec.id,
                     "cannot move the source archive into place: {e}"
                 );
-                remove_temp(&archive);
             }
             Ok(rec)
         })
@@ -1708,10 +1787,10 @@ fn create_record(
     update: Option<RepoUpdate>,
     config: &Config,
     submission: &Submission,
+    repo: &dyn crate::Repository,
 ) -> Result<PipelineRecord, RunError> {
     let rev = &submission.revision;
     let source = submission.source;
-    let repo = RevisionRepository { rev };
     let branch = !rev.is_tag && source::is_branch(rev);
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut made: Option<PipelineRecord> = None;
@@ -1729,7 +1808,7 @@ fn create_record(
             changed_files: Some(rev.changed_files.clone()),
             secrets: submission.variables.clone(),
         };
-        let plan = match config.plan(&ctx, &repo) {
+        let plan = match config.plan(&ctx, repo) {
             Ok(Some(plan)) => plan,
             Ok(None) => {
                 failure = Some(RunError::NoPipeline(
@@ -1796,14 +1875,75 @@ fn remove_temp(path: &Path) {
     }
 }
 
+/// Which of `rec`'s jobs wait for their resource group.
+fn waits(rec: &PipelineRecord, resources: &Assignment) -> Vec<bool> {
+    (0..rec.plan.jobs.len())
+        .map(|i| resources.is_waiting(rec.id, i))
+        .collect()
+}
+
 /// A copy of `rec` that says which of its jobs wait for their resource
 /// group.
 fn with_waits(rec: &PipelineRecord, resources: &Assignment) -> PipelineRecord {
-    let mut rec = rec.clone();
-    rec.waiting_for_resource = (0..rec.plan.jobs.len())
-        .map(|i| resources.is_waiting(rec.id, i))
-        .collect();
-    rec
+    let mut copy = rec.clone();
+    copy.waiting_for_resource = waits(rec, resources);
+    copy
+}
+
+/// The slow part of a submission, run off the runner's loop: parses the
+/// definition, checks masked values, plans it once (to refuse a
+/// submission that makes no pipeline before anything is written, and to
+/// read what the plan needs of the repository, remembered for the plan the
+/// loop makes with the pipeline's id), and writes the source archive to a
+/// temporary file.
+fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunError> {
+    let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
+        .map_err(|diags| {
+            RunError::Invalid(
+                diags
+                    .iter()
+                    .map(|d| format!(".gitlab-ci.yml:{d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    for v in submission.variables.iter().filter(|v| v.masked) {
+        super::mask::check_maskable(&v.name, &v.value)?;
+    }
+    let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
+    let rev = &submission.revision;
+    // Planned as pipeline 0 here; the loop plans again with the real id
+    // from what this read (a plan only reads the repository for
+    // `rules:exists`, `rules:changes` of files and `cache:key:files`).
+    let ctx = Context {
+        project_name: rev.project_name.clone(),
+        project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
+        commit_sha: rev.sha.clone(),
+        ref_name: rev.ref_name.clone(),
+        ref_is_tag: rev.is_tag,
+        default_branch: rev.default_branch.clone(),
+        pipeline_id: 0,
+        source: submission.source,
+        changed_files: Some(rev.changed_files.clone()),
+        secrets: submission.variables.clone(),
+    };
+    match config.plan(&ctx, &*repository) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(RunError::NoPipeline(
+                "workflow:rules create no pipeline for this ref".into(),
+            ));
+        }
+        Err(e) => return Err(RunError::NoPipeline(e.to_string())),
+    }
+    let archive = TempArchive(files.temp_path());
+    source::write_archive(&submission.revision, &archive.0)?;
+    Ok(Prepared {
+        submission,
+        config,
+        repository,
+        archive,
+    })
 }
 
 /// How a job attempt ended, from its terminal update.
@@ -1864,18 +2004,60 @@ fn deadline(started: Option<SystemTime>, timeout: Duration) -> Instant {
 }
 
 /// A revision as a [`crate::Repository`] (for `rules:exists` and
-/// `cache:key:files`).
-struct RevisionRepository<'a> {
-    rev: &'a Revision,
+/// `cache:key:files`) that remembers what it read: a submission is planned
+/// off the runner's loop first, and planned again on the loop (with its
+/// id) from memory.
+#[derive(Debug)]
+struct MemoRepository {
+    rev: Revision,
+    files: std::sync::Mutex<Option<Vec<String>>>,
+    reads: std::sync::Mutex<HashMap<String, Option<Vec<u8>>>>,
+    /// How many times git was asked (for tests).
+    asked: std::sync::atomic::AtomicUsize,
 }
 
-impl crate::Repository for RevisionRepository<'_> {
+impl MemoRepository {
+    fn new(rev: Revision) -> MemoRepository {
+        MemoRepository {
+            rev,
+            files: std::sync::Mutex::default(),
+            reads: std::sync::Mutex::default(),
+            asked: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn ask(&self) {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::Repository for MemoRepository {
     fn files(&self) -> Vec<String> {
-        source::list_files(self.rev).unwrap_or_default()
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        files
+            .get_or_insert_with(|| {
+                self.ask();
+                source::list_files(&self.rev).unwrap_or_default()
+            })
+            .clone()
     }
 
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        source::read_file(self.rev, path).ok().flatten()
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads
+            .entry(path.to_string())
+            .or_insert_with(|| {
+                self.ask();
+                source::read_file(&self.rev, path).ok().flatten()
+            })
+            .clone()
     }
 }
 
@@ -2012,6 +2194,161 @@ mod tests {
         assert_eq!(old.auto_canceled_by, None);
         assert!(!old.is_waiting_for_resource(0));
         assert_eq!(old.plan.jobs[0].resource_group.as_deref(), Some("prod"));
+    }
+
+    /// A git repository with a pipeline file and one source file.
+    fn git_repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        berth_tests::git(d, &["init", "-q", "-b", "main"]);
+        std::fs::write(d.join("a.txt"), "a\n").unwrap();
+        berth_tests::git(d, &["add", "."]);
+        berth_tests::git(d, &["commit", "-q", "-m", "first"]);
+        dir
+    }
+
+    fn submission(dir: &Path, definition: &str) -> Submission {
+        Submission {
+            revision: source::resolve(dir, None, false).unwrap(),
+            definition: definition.into(),
+            source: PipelineSource::Api,
+            variables: Vec::new(),
+        }
+    }
+
+    fn temp_files(files: &FileStore) -> Vec<PathBuf> {
+        let Some(dir) = files.temp_path().parent().map(Path::to_path_buf) else {
+            return Vec::new();
+        };
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_submission_is_prepared_off_the_loop_and_its_archive_removed_unless_used() {
+        let repo = git_repo();
+        let data = tempfile::tempdir().unwrap();
+        let files = FileStore::new(data.path().join("files"), 1 << 20).unwrap();
+        // A pipeline `rules:exists` keeps: the plan reads the file list.
+        let yaml = "build:\n  rules:\n    - exists: [a.txt]\n  script: [x]\n";
+        let prepared = prepare(submission(repo.path(), yaml), &files).unwrap();
+        let archive = prepared.archive.0.clone();
+        assert!(archive.is_file(), "the archive is written before the loop");
+        let asked = prepared
+            .repository
+            .asked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(asked >= 1, "the first plan read the repository");
+        // The loop's plan (with the real id) reads it from memory.
+        let store = Store::open(data.path().join("ci.redb")).unwrap();
+        let rec = create_record(
+            &store,
+            None,
+            &prepared.config,
+            &prepared.submission,
+            &*prepared.repository,
+        )
+        .unwrap();
+        assert_eq!(rec.id, 1);
+        assert_eq!(rec.plan.jobs.len(), 1);
+        assert_eq!(
+            prepared
+                .repository
+                .asked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            asked,
+            "git was not asked again"
+        );
+        // A submission that never reaches the loop leaves no archive.
+        drop(prepared);
+        assert!(!archive.exists());
+        assert!(temp_files(&files).is_empty());
+    }
+
+    #[test]
+    fn a_submission_without_a_pipeline_writes_no_archive() {
+        let repo = git_repo();
+        let data = tempfile::tempdir().unwrap();
+        let files = FileStore::new(data.path().join("files"), 1 << 20).unwrap();
+        let yaml = "build:\n  rules:\n    - exists: [missing.txt]\n  script: [x]\n";
+        let Err(err) = prepare(submission(repo.path(), yaml), &files) else {
+            panic!("no job is left, yet it was prepared");
+        };
+        assert!(matches!(err, RunError::NoPipeline(_)), "{err}");
+        assert!(temp_files(&files).is_empty(), "{:?}", temp_files(&files));
+        let Err(err) = prepare(submission(repo.path(), "build: [\n"), &files) else {
+            panic!("a broken definition was prepared");
+        };
+        assert!(matches!(err, RunError::Invalid(_)), "{err}");
+    }
+
+    /// A detached handle publishing pipelines `1..=n`.
+    fn handle_with(n: u64) -> (tempfile::TempDir, RunnerHandle) {
+        let data = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(data.path().join("ci.redb")).unwrap());
+        let handle = RunnerHandle::detached(data.path().to_path_buf(), store);
+        let base = record("build:\n  script: [x]\n");
+        {
+            let mut published = handle.published.write();
+            for id in 1..=n {
+                let mut rec = base.clone();
+                rec.id = id;
+                published.insert(id, Arc::new(rec));
+            }
+        }
+        (data, handle)
+    }
+
+    fn ids(page: &[Arc<PipelineRecord>]) -> Vec<u64> {
+        page.iter().map(|r| r.id).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_come_from_the_published_records_without_the_loop() {
+        // A detached handle has no loop: every request through it fails.
+        let (_data, handle) = handle_with(3);
+        assert!(matches!(handle.cancel(1).await, Err(RunError::Stopped)));
+        let rec = handle.get(2).await.unwrap().expect("published");
+        assert_eq!(rec.id, 2);
+        assert!(handle.get(4).await.unwrap().is_none());
+        assert_eq!(ids(&handle.list().await.unwrap()), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn lists_are_pages_newest_first() {
+        let (_data, handle) = handle_with(1005);
+        assert_eq!(ids(&handle.list_page(3, None)), vec![1005, 1004, 1003]);
+        assert_eq!(ids(&handle.list_page(3, Some(3))), vec![2, 1]);
+        assert!(handle.list_page(3, Some(1)).is_empty());
+        assert_eq!(handle.list_page(5000, None).len(), MAX_LIST_LIMIT);
+        use super::super::api::{ErrorKind, ListQuery, list_pipelines};
+        let page = list_pipelines(&handle, ListQuery::default()).await.unwrap();
+        assert_eq!(page.len(), DEFAULT_LIST_LIMIT);
+        assert_eq!(page[0].id, 1005);
+        let page = list_pipelines(
+            &handle,
+            ListQuery {
+                limit: Some(2),
+                before: Some(10),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![9, 8]);
+        for limit in [0, MAX_LIST_LIMIT + 1] {
+            let err = list_pipelines(
+                &handle,
+                ListQuery {
+                    limit: Some(limit),
+                    before: None,
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::BadRequest, "{limit}: {}", err.message);
+        }
     }
 
     fn status(state: pb::TaskState) -> pb::TaskStatus {
