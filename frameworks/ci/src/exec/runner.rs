@@ -31,6 +31,13 @@
 //! into place right after. A pipeline whose archive is missing all the
 //! same (the framework stopped between the two) fails the jobs it would
 //! launch, with the reason in their logs, instead of launching them.
+//!
+//! The loop does only quick, ordered work. A submission is parsed,
+//! planned and archived before it reaches the loop (in
+//! [`RunnerHandle::submit_linked`], on a blocking thread); agents' addresses
+//! are looked up by the log collectors; and reads (`get`, `list`, the log
+//! endpoints) come from per-pipeline snapshots the loop publishes on every
+//! change, never through the loop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
