@@ -1271,7 +1271,7 @@ fn secret_parts(info: &Userinfo<'_>) -> Vec<String> {
 /// `url` with the secrets of its userinfo hidden, for showing and logging:
 /// `user:password@` becomes `user:***@`, a token (`https://TOKEN@host`,
 /// any user name without a password in an http(s) URL, or one that
-/// [looks like a token](looks_like_token)) becomes `***@`. A plain user
+/// looks like a token) becomes `***@`. A plain user
 /// name without a password (`git@host:path`, `ssh://git@host/path`) is
 /// no secret and stays. Local paths are returned as they are.
 pub fn redact(url: &str) -> String {
