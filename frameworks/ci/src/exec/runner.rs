@@ -998,16 +998,11 @@ impl Runner {
                     None => Err(RunError::NoSuchPipeline(id)),
                     Some(rec) => {
                         rec.state.retry();
-                        rec.state.advance(SystemTime::now());
-                        // Running again: no longer superseded.
-                        rec.auto_canceled_by = None;
+                        running_again(rec);
                         Ok(())
                     }
                 };
-                if result.is_ok() {
-                    self.persist(id).await;
-                    self.revive().await;
-                }
+                self.changed_on_request(id, &result).await;
                 let _ = reply.send(result);
             }
             Request::RetryJob(id, job, reply) => {
@@ -1017,16 +1012,11 @@ impl Runner {
                         None => Err(RunError::NoSuchJob(id, job)),
                         Some(i) => rec.state.retry_job(i).map_err(RunError::from).map(|()| {
                             info!(pipeline = id, job = %job, "job retried");
-                            rec.state.advance(SystemTime::now());
-                            // Running again: no longer superseded.
-                            rec.auto_canceled_by = None;
+                            running_again(rec);
                         }),
                     },
                 };
-                if result.is_ok() {
-                    self.persist(id).await;
-                    self.revive().await;
-                }
+                self.changed_on_request(id, &result).await;
                 let _ = reply.send(result);
             }
             Request::Play(id, job, reply) => {
@@ -1037,10 +1027,7 @@ impl Runner {
                         Some(i) => rec.state.play(i).map_err(RunError::from),
                     },
                 };
-                if result.is_ok() {
-                    self.persist(id).await;
-                    self.revive().await;
-                }
+                self.changed_on_request(id, &result).await;
                 let _ = reply.send(result);
             }
             Request::Sweep(reply) => {
@@ -1198,6 +1185,16 @@ impl Runner {
             self.revive().await;
         }
         Ok(())
+    }
+
+    /// After a change to pipeline `id` asked for through the handle
+    /// (retry, play): when it worked, stores the pipeline and asks for
+    /// offers again for the jobs it made pending.
+    async fn changed_on_request<T>(&mut self, id: u64, result: &Result<T, RunError>) {
+        if result.is_ok() {
+            self.persist(id).await;
+            self.revive().await;
+        }
     }
 
     async fn revive(&self) {
@@ -1997,6 +1994,13 @@ fn job_end(status: &pb::TaskStatus, killed_for: Option<FailureReason>) -> JobEnd
         pb::TaskState::TaskError => JobEnd::failure(FailureReason::SchedulerFailure, message),
         _ => JobEnd::failure(FailureReason::RunnerSystemFailure, message),
     }
+}
+
+/// A retried pipeline runs again: its jobs advance, and it is no longer
+/// superseded (auto-canceled) by a newer one.
+fn running_again(rec: &mut PipelineRecord) {
+    rec.state.advance(SystemTime::now());
+    rec.auto_canceled_by = None;
 }
 
 /// When a job attempt that started at `started` must have ended: its time
