@@ -23,6 +23,37 @@ impl Drop for Daemon {
     }
 }
 
+/// Where a daemon's log goes: `<dir>/<name>.log`, for [`log_tails`].
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// The last lines of every daemon's log in `dir`, for a failure message.
+fn log_tails(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut logs: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("== {}\n", log.display()));
+        for line in &lines[lines.len().saturating_sub(25)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -58,7 +89,7 @@ fn master(id: u64, addrs: &[String], dir: &Path) -> Daemon {
                 "0.5",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(dir, &format!("master-{id}")))
             .spawn()
             .expect("berth master starts"),
     )
@@ -130,7 +161,7 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
                 .arg(dir.path().join(format!("agent-{a}")))
                 .args(["--resources", "cpus:16;mem:16384"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log_file(dir.path(), &format!("agent-{a}")))
                 .spawn()?,
         ));
     }
@@ -147,9 +178,10 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
     while finished.len() < TASKS || accepted.len() < TASKS {
         assert!(
             Instant::now() < deadline,
-            "{} accepted, {} finished in time",
+            "{} accepted, {} finished in time; the daemons' logs end:\n{}",
             accepted.len(),
-            finished.len()
+            finished.len(),
+            log_tails(dir.path())
         );
         // Kill the leader once a third of the tasks are accepted.
         if killed.is_none() && accepted.len() >= TASKS / 3 {

@@ -1798,6 +1798,17 @@ impl Core {
         for kill in self.pending_kills.remove(&id).unwrap_or_default() {
             self.send_agent(&id, pb::master_message::Message::KillTask(kill));
         }
+        for (fw, task) in &effects.relaunch {
+            let Some(record) = self.registry.task(fw, task) else {
+                continue;
+            };
+            info!(agent = %id, framework = %fw, task = %task, "the agent never got this launch; sending it again");
+            let message = pb::master_message::Message::RunTask(pb::RunTask {
+                framework: self.registry.framework(fw).map(FrameworkRecord::to_info),
+                task: Some(record.task_info()),
+            });
+            self.send_agent(&id, message);
+        }
         info!(agent = %id, hostname = %record.hostname, resources = %record.total(), new, "agent registered");
         self.allocation_dirty = true;
         Ok(())

@@ -201,7 +201,9 @@ pub enum Command {
         reason: String,
     },
     /// An agent registered or re-registered. Tasks the registry has on it
-    /// that the agent does not report are lost.
+    /// that the agent does not report are lost, except launches no agent
+    /// ever reported that still fit on it: those are sent again
+    /// ([`Effects::relaunch`]).
     RegisterAgent {
         /// The agent as it is now.
         record: AgentRecord,
@@ -275,6 +277,11 @@ pub struct Effects {
     /// Tasks an agent reported that the registry does not know: to be
     /// killed (an agent never runs a task the registry does not know).
     pub unknown_tasks: Vec<(FrameworkId, TaskId)>,
+    /// Launched tasks that no agent ever reported and that the agent
+    /// re-registering does not have: their `RunTask` was lost on the way
+    /// (a leader that died right after committing the launch), so the
+    /// leader sends it again instead of losing an acknowledged launch.
+    pub relaunch: Vec<(FrameworkId, TaskId)>,
 }
 
 /// The registry state.
@@ -594,6 +601,32 @@ impl Registry {
             .map(|t| (t.framework.clone(), t.id.clone()))
             .collect();
 
+        // Launched tasks no agent ever reported (still STAGING, no status)
+        // that the agent lacks never reached it: they are sent again when
+        // they fit next to what it runs, and lost otherwise.
+        let mut relaunch: BTreeSet<(FrameworkId, TaskId)> = BTreeSet::new();
+        {
+            let key_of = |t: &TaskRecord| (t.framework.clone(), t.id.clone());
+            let mut kept: Vec<&TaskRecord> = self
+                .tasks_on(&id)
+                .filter(|t| reported.contains_key(&key_of(t)))
+                .collect();
+            for t in self.tasks_on(&id) {
+                if reported.contains_key(&key_of(t))
+                    || t.state() != pb::TaskState::TaskStaging
+                    || !t.status.is_empty()
+                {
+                    continue;
+                }
+                kept.push(t);
+                if check_fits(record, kept.iter().copied()).is_ok() {
+                    relaunch.insert(key_of(t));
+                } else {
+                    kept.pop();
+                }
+            }
+        }
+
         let mut record = record.clone();
         if let Some(old) = self.agents.get(&record.id) {
             record.registered_at_ms = old.registered_at_ms;
@@ -608,6 +641,7 @@ impl Registry {
                 continue;
             };
             match reported.get(key) {
+                None if relaunch.contains(key) => effects.relaunch.push(key.clone()),
                 Some(&state) => {
                     let state =
                         pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified);
@@ -1253,6 +1287,10 @@ mod tests {
     #[test]
     fn reregistration_loses_unreported_tasks_and_kills_unknown_ones() {
         let mut r = cluster();
+        // t2 ran on a1 (a1 reported it once), so a1 coming back without it
+        // means it is gone.
+        r.apply(&update("f1", "t2", pb::TaskState::TaskRunning))
+            .unwrap();
         r.apply(&subscribe("f2", false)).unwrap();
         r.apply(&register("a2", "cpus:4;mem:1024", None)).unwrap();
         r.apply(&launch("f2", "a2", vec![task("f2", "x", "a2", "cpus:1")]))
@@ -1287,6 +1325,35 @@ mod tests {
             r.task(&fw("f2"), &tid("x")).map(|t| t.agent.clone()),
             Some(agent_id("a2"))
         );
+    }
+
+    #[test]
+    fn reregistration_relaunches_a_launch_the_agent_never_got_when_it_fits() {
+        let mut r = cluster();
+        // a1 comes back with t1 only; t2 was launched but never reported:
+        // its RunTask was lost, so it is sent again and keeps its place.
+        let running = vec![("f1", "t1", pb::TaskState::TaskRunning)];
+        let e = r
+            .apply(&register("a1", "cpus:4;mem:1024", Some(running.clone())))
+            .unwrap();
+        assert_eq!(e.relaunch, vec![(fw("f1"), tid("t2"))]);
+        assert!(e.updates.is_empty() && e.freed.is_empty(), "{e:?}");
+        assert_eq!(
+            r.task(&fw("f1"), &tid("t2")).map(TaskRecord::state),
+            Some(pb::TaskState::TaskStaging)
+        );
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:3;mem:384"));
+
+        // Smaller now: t2 no longer fits next to t1, so it is lost.
+        let mut r = cluster();
+        let e = r
+            .apply(&register("a1", "cpus:2;mem:1024", Some(running)))
+            .unwrap();
+        assert!(e.relaunch.is_empty());
+        assert_eq!(e.updates.len(), 1);
+        assert_eq!(e.updates[0].1.task_id, "t2");
+        assert_eq!(e.updates[0].1.state, pb::TaskState::TaskLost as i32);
+        assert_eq!(r.agent_used(&agent_id("a1")), res("cpus:1;mem:128"));
     }
 
     #[test]
