@@ -107,3 +107,28 @@ pub fn load_average() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// How long one operator call of the bench binaries may take (connecting
+/// included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An operator client connected to the master at `addr` (no Nagle delay).
+pub async fn operator(
+    addr: &str,
+) -> anyhow::Result<berth_proto::operator_client::OperatorClient<tonic::transport::Channel>> {
+    use anyhow::Context as _;
+    let channel = tonic::transport::Endpoint::from_shared(berth_proto::endpoint_uri(addr))?
+        .tcp_nodelay(true)
+        .connect_timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(berth_proto::operator_client::OperatorClient::new(channel))
+}
+
+/// `msg` as a request that gives up after [`CALL_TIMEOUT`].
+pub fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(CALL_TIMEOUT);
+    r
+}

@@ -20,14 +20,8 @@ use hyper_util::rt::TokioExecutor;
 /// `berth ci serve` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Master address(es), comma-separated.
-    #[arg(
-        long,
-        env = "BERTH_MASTER",
-        default_value = "127.0.0.1:5050",
-        value_delimiter = ','
-    )]
-    master: Vec<String>,
+    #[command(flatten)]
+    masters: crate::daemons::MasterList,
     /// Where the API and the agents' file routes are served.
     #[arg(long, default_value = "127.0.0.1:5080")]
     listen: std::net::SocketAddr,
@@ -113,7 +107,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !base.starts_with("http://") {
         bail!("--advertise must be an http:// URL, not {base:?}");
     }
-    let mut config = RunnerConfig::new(args.master, args.data_dir.clone(), base.clone());
+    let mut config = RunnerConfig::new(args.masters.master, args.data_dir.clone(), base.clone());
     config.max_log_bytes = args.max_log_bytes;
     config.auto_cancel = !args.no_auto_cancel;
     config.log_retention = args.log_retention.0;

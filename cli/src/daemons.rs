@@ -94,9 +94,9 @@ impl MasterTuning {
     }
 }
 
-/// Options of `berth agent`.
+/// The masters a daemon (an agent, the CI framework) connects to.
 #[derive(Debug, Args)]
-pub(crate) struct AgentArgs {
+pub(crate) struct MasterList {
     /// Master address(es), comma-separated.
     #[arg(
         long,
@@ -104,7 +104,14 @@ pub(crate) struct AgentArgs {
         default_value = "127.0.0.1:5050",
         value_delimiter = ','
     )]
-    master: Vec<String>,
+    pub(crate) master: Vec<String>,
+}
+
+/// Options of `berth agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    #[command(flatten)]
+    masters: MasterList,
     /// Address to listen on (the agent's log API).
     #[arg(long, default_value = "0.0.0.0:5051")]
     listen: SocketAddr,
@@ -318,7 +325,9 @@ pub(crate) async fn master(args: MasterArgs) -> anyhow::Result<()> {
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen, "agent").await?;
     let local = listener.local_addr()?;
-    let config = args.shape.config(args.master, args.work_dir, local)?;
+    let config = args
+        .shape
+        .config(args.masters.master, args.work_dir, local)?;
     eprintln!("berth agent listening on {local}");
     berth_agent::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -27,13 +27,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use berth_benches::{operator, request};
 use berth_proto as pb;
 use clap::Parser;
-use tonic::transport::{Channel, Endpoint};
 
-/// How long one call may take before it counts as an error.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new group may take to elect a leader that commits.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping a master may take.
@@ -246,26 +244,10 @@ async fn start_group(n: usize, base: &Path) -> anyhow::Result<Group> {
     })
 }
 
-async fn connect(addr: &str) -> anyhow::Result<pb::operator_client::OperatorClient<Channel>> {
-    let channel = Endpoint::from_shared(pb::endpoint_uri(addr))?
-        .tcp_nodelay(true)
-        .connect_timeout(CALL_TIMEOUT)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(pb::operator_client::OperatorClient::new(channel))
-}
-
-fn request<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(CALL_TIMEOUT);
-    r
-}
-
 /// The leader's Raft id and term as `addr` sees them, and the leader's
 /// applied index when `addr` is the leader.
 async fn members(
-    client: &mut pb::operator_client::OperatorClient<Channel>,
+    client: &mut pb::operator_client::OperatorClient<tonic::transport::Channel>,
 ) -> anyhow::Result<(u64, u64, u64)> {
     let list = client
         .list_members(request(pb::Empty {}))
@@ -286,7 +268,7 @@ async fn wait_for_leader(addrs: &[String]) -> anyhow::Result<usize> {
     let mut last_error = String::from("no leader yet");
     while Instant::now() < deadline {
         for (i, addr) in addrs.iter().enumerate() {
-            let Ok(mut client) = connect(addr).await else {
+            let Ok(mut client) = operator(addr).await else {
                 continue;
             };
             let leader_id = match members(&mut client).await {
@@ -336,13 +318,13 @@ async fn phase(
 ) -> anyhow::Result<Row> {
     let addr = &addrs[leader];
     let fsync_before = quantile(&fsync_probe(data_dir, 50)?, 0.5);
-    let mut admin = connect(addr).await?;
+    let mut admin = operator(addr).await?;
     let (leader_before, term_before, applied_before) = members(&mut admin).await?;
 
     // Connect every client before the clock starts.
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
-        conns.push(connect(addr).await?);
+        conns.push(operator(addr).await?);
     }
     let start = Instant::now() + Duration::from_millis(100);
     let window_start = start + Duration::from_secs(args.warmup);

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use berth_benches::{operator, request};
 use berth_proto as pb;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::stats::{self, Rss};
 
@@ -16,8 +16,6 @@ use crate::stats::{self, Rss};
 pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping a master may take.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest wait for one operator call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A `berth master` process, killed when dropped.
 #[derive(Debug)]
@@ -215,21 +213,6 @@ impl Cluster {
     pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
-}
-
-async fn operator(addr: &str) -> anyhow::Result<pb::operator_client::OperatorClient<Channel>> {
-    let channel = Endpoint::from_shared(pb::endpoint_uri(addr))?
-        .connect_timeout(CALL_TIMEOUT)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(pb::operator_client::OperatorClient::new(channel))
-}
-
-fn request<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(CALL_TIMEOUT);
-    r
 }
 
 /// Whether the master at `addr` (Raft id `id`) leads and has taken over

@@ -1006,27 +1006,19 @@ impl Runner {
                 let _ = reply.send(result);
             }
             Request::RetryJob(id, job, reply) => {
-                let result = match self.pipelines.get_mut(&id) {
-                    None => Err(RunError::NoSuchPipeline(id)),
-                    Some(rec) => match rec.state.find(&job) {
-                        None => Err(RunError::NoSuchJob(id, job)),
-                        Some(i) => rec.state.retry_job(i).map_err(RunError::from).map(|()| {
-                            info!(pipeline = id, job = %job, "job retried");
-                            running_again(rec);
-                        }),
-                    },
-                };
+                let result = self.job_mut(id, &job).and_then(|(rec, i)| {
+                    rec.state.retry_job(i).map_err(RunError::from).map(|()| {
+                        info!(pipeline = id, job = %job, "job retried");
+                        running_again(rec);
+                    })
+                });
                 self.changed_on_request(id, &result).await;
                 let _ = reply.send(result);
             }
             Request::Play(id, job, reply) => {
-                let result = match self.pipelines.get_mut(&id) {
-                    None => Err(RunError::NoSuchPipeline(id)),
-                    Some(rec) => match rec.state.find(&job) {
-                        None => Err(RunError::NoSuchJob(id, job)),
-                        Some(i) => rec.state.play(i).map_err(RunError::from),
-                    },
-                };
+                let result = self
+                    .job_mut(id, &job)
+                    .and_then(|(rec, i)| rec.state.play(i).map_err(RunError::from));
                 self.changed_on_request(id, &result).await;
                 let _ = reply.send(result);
             }
@@ -1185,6 +1177,19 @@ impl Runner {
             self.revive().await;
         }
         Ok(())
+    }
+
+    /// Pipeline `id` and the index of its job `job`.
+    fn job_mut(&mut self, id: u64, job: &str) -> Result<(&mut PipelineRecord, usize), RunError> {
+        let rec = self
+            .pipelines
+            .get_mut(&id)
+            .ok_or(RunError::NoSuchPipeline(id))?;
+        let i = rec
+            .state
+            .find(job)
+            .ok_or_else(|| RunError::NoSuchJob(id, job.to_string()))?;
+        Ok((rec, i))
     }
 
     /// After a change to pipeline `id` asked for through the handle
