@@ -144,6 +144,7 @@ struct ValidTask {
     env: HashMap<String, String>,
     container: Option<ContainerSpec>,
     health: Option<HealthCheckSpec>,
+    masked_values: Vec<String>,
 }
 
 /// The agent: configuration, containerizers, checkpoint and [`Core`].
@@ -533,6 +534,7 @@ impl Agent {
             env: valid.env,
             resources: valid.resources,
             container: valid.container,
+            masked_values: valid.masked_values,
         };
         drop(core);
         tokio::spawn(Arc::clone(self).supervise(key, kind, spec, valid.health));
@@ -997,6 +999,7 @@ impl Agent {
                     .container_id
                     .clone()
                     .map_or_else(ContainerId::random, ContainerId);
+                let masked_values = task.masked_values.clone();
                 let entry = TaskEntry {
                     framework_id: key.0.clone(),
                     task,
@@ -1032,6 +1035,7 @@ impl Agent {
                                 pid: t.pid,
                                 pgid: t.pgid,
                                 sandbox: t.sandbox.clone(),
+                                masked_values,
                             });
                     } else {
                         unstarted.push(key.clone());
@@ -1347,12 +1351,14 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
         .transpose()
         .map_err(|e| format!("invalid health check: {e}"))?;
     berth_proto::transfer::validate_task_transfers(task)?;
+    berth_proto::mask::validate_task_masks(task)?;
     Ok(ValidTask {
         command,
         resources,
         env: cmd.env.clone(),
         container,
         health,
+        masked_values: task.masked_values.clone(),
     })
 }
 

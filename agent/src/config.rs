@@ -83,6 +83,11 @@ pub struct AgentConfig {
     /// How long archiving and uploading one output (`TaskInfo.outputs`) may
     /// take.
     pub upload_timeout: Duration,
+    /// Who masks the output of process tasks with `masked_values`: a
+    /// thread of the agent by default; `berth agent` runs `berth
+    /// task-logger` processes, which outlive an agent restart (see
+    /// [`crate::logger`]).
+    pub task_logger: crate::logger::TaskLogger,
 }
 
 impl AgentConfig {
@@ -110,6 +115,7 @@ impl AgentConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
+            task_logger: crate::logger::TaskLogger::InAgent,
         }
     }
 

@@ -1605,6 +1605,7 @@ mod tests {
             env: HashMap::new(),
             resources: "cpus:0.1;mem:32".parse().unwrap(),
             container: None,
+            masked_values: Vec::new(),
         };
         let sandbox = spec.sandbox.clone();
         let launched = containerizer.launch(spec).await.unwrap();

@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod containerizer;
 pub mod error;
 pub mod health;
+pub mod logger;
 pub mod status_update;
 
 mod agent;
@@ -124,14 +125,11 @@ pub async fn run(
         checkpoint::Checkpoint::open(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
     let docker = connect_docker(&config).await;
+    let process = Arc::new(ProcessContainerizer::with_logger(
+        config.task_logger.clone(),
+    ));
     let agent = Arc::new(Agent::new(
-        config,
-        &resources,
-        hostname,
-        address,
-        Arc::new(ProcessContainerizer::new()),
-        docker,
-        checkpoint,
+        config, &resources, hostname, address, process, docker, checkpoint,
     ));
     let known = recovered.tasks.len();
     if known > 0 || !recovered.agent_id.is_empty() {

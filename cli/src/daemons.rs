@@ -205,6 +205,13 @@ impl AgentShape {
         config.fetch_max_bytes = self.fetch_max_bytes;
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
+        // Tasks with masked values are logged by `berth task-logger`
+        // processes, which outlive an agent restart.
+        config.task_logger = berth_agent::logger::TaskLogger::Program {
+            program: std::env::current_exe()
+                .context("cannot find this berth executable (for its task logger)")?,
+            args: vec!["task-logger".into()],
+        };
         config.advertise_address = Some(match &self.advertise {
             Some(a) => a.clone(),
             None if local.ip().is_unspecified() => {

@@ -94,6 +94,10 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
+    /// The agent's task logger (started by the agent, not by hand): copies
+    /// stdin to stdout with the values in BERTH_TASK_LOGGER_MASKS masked.
+    #[command(hide = true)]
+    TaskLogger,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +295,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
+        Command::TaskLogger => {
+            // A plain blocking filter from stdin to stdout.
+            let code = tokio::task::spawn_blocking(berth_agent::logger::run_program).await?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|e| match e.downcast::<run::ExitWith>() {

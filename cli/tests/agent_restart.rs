@@ -5,9 +5,9 @@
 //! carrying its labels and leaves a foreign container alone. Needs Docker
 //! (a failure in CI, a skip elsewhere).
 
+use berth_tests::ChildProcess;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_proto as pb;
@@ -16,15 +16,6 @@ use berth_tests::{TEST_IMAGE, docker, docker_ready, remove_owned_containers};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 const SLEEPERS: usize = 20;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Removes what the test created, whatever happens.
 struct Cleanup {
@@ -39,32 +30,16 @@ impl Drop for Cleanup {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn agent(master: &str, work: &Path) -> Daemon {
-    Daemon(
-        Command::new(BERTH)
-            .args(["agent", "--master", master, "--listen", "127.0.0.1:0"])
-            .arg("--work-dir")
-            .arg(work)
-            .args([
-                "--resources",
-                "cpus:8;mem:4096;disk:1000;ports:[31300-31399]",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth agent starts"),
+fn agent(master: &str, work: &Path) -> ChildProcess {
+    berth_tests::berth_agent(
+        BERTH,
+        master,
+        work,
+        &[
+            "--resources",
+            "cpus:8;mem:4096;disk:1000;ports:[31300-31399]",
+        ],
     )
-}
-
-fn state(s: &pb::TaskStatus) -> pb::TaskState {
-    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
 }
 
 /// Docker id and start time of every container of `owner`, by task id.
@@ -109,17 +84,7 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
         owner: owner.clone(),
         foreign: format!("berth-test-foreign-{suffix}"),
     };
-    let master_addr = format!("127.0.0.1:{}", free_port());
-    let _master = Daemon(
-        Command::new(BERTH)
-            .args(["master", "--listen", &master_addr])
-            .arg("--data-dir")
-            .arg(dir.path().join("master"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth master starts"),
-    );
+    let (_master, master_addr) = berth_tests::berth_master(BERTH, &dir.path().join("master"));
     let mut agent_proc = agent(&master_addr, &work);
 
     let config = FrameworkConfig::new("agent-restart").failover_timeout(Duration::from_secs(300));
@@ -165,8 +130,11 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
                 }
             }
             Event::Update(st) => {
-                anyhow::ensure!(!state(&st).is_terminal(), "task ended early: {st:?}");
-                if state(&st) == pb::TaskState::TaskRunning {
+                anyhow::ensure!(
+                    !berth_tests::task_state(&st).is_terminal(),
+                    "task ended early: {st:?}"
+                );
+                if berth_tests::task_state(&st) == pb::TaskState::TaskRunning {
                     running.insert(st.task_id.clone(), st);
                 }
             }
@@ -229,12 +197,16 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
 
     // The exit that happened while the agent was down is reported.
     let end = berth_tests::next_matching(&mut events, Duration::from_secs(60), |e| match e {
-        Event::Update(st) if state(&st).is_terminal() => Some(st),
+        Event::Update(st) if berth_tests::task_state(&st).is_terminal() => Some(st),
         _ => None,
     })
     .await?;
     assert_eq!(end.task_id, "exiter", "{end:?}");
-    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFailed,
+        "{end:?}"
+    );
     assert_eq!(end.exit_code, Some(7), "{end:?}");
 
     // The orphan goes; the 20 sleepers are the same containers, never
@@ -305,11 +277,19 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
     // and it ends as KILLED (not as an unknown exit).
     fw.kill("process", None).await?;
     let end = berth_tests::next_matching(&mut events, Duration::from_secs(30), |e| match e {
-        Event::Update(st) if st.task_id == "process" && state(&st).is_terminal() => Some(st),
+        Event::Update(st)
+            if st.task_id == "process" && berth_tests::task_state(&st).is_terminal() =>
+        {
+            Some(st)
+        }
         _ => None,
     })
     .await?;
-    assert_eq!(state(&end), pb::TaskState::TaskKilled, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskKilled,
+        "{end:?}"
+    );
     drop(cleanup);
     Ok(())
 }

@@ -63,7 +63,7 @@ struct Run {
 impl Run {
     /// Every stored job log, by path.
     fn logs(&self) -> Vec<(PathBuf, String)> {
-        files_under(&self.data.path().join("ci/logs"))
+        berth_tests::files_under(&self.data.path().join("ci/logs"))
             .into_iter()
             .map(|p| {
                 let text = std::fs::read_to_string(&p).unwrap();
@@ -113,25 +113,6 @@ fn ci_run(repo: &Path, docker: bool, extra: &[&str]) -> Run {
         ),
         data,
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Waits (at most `limit`) until `done` holds.
@@ -281,7 +262,7 @@ fn manual_example_waits_until_a_job_is_played() {
     assert!(
         !run.data.path().join("ci").exists(),
         "nothing ran: {:?}",
-        files_under(run.data.path())
+        berth_tests::files_under(run.data.path())
     );
 }
 
@@ -361,16 +342,30 @@ fn masked_secret_example_never_stores_the_secret() {
     );
     let stored = run.logs();
     assert!(!stored.is_empty());
-    for path in files_under(run.data.path()) {
-        if path.extension().is_some_and(|e| e == "log") {
-            let bytes = std::fs::read(&path).unwrap();
+    // Neither the CI logs nor the agent's sandbox files (its log API's
+    // source) hold it: the agent's task loggers masked it first.
+    let mut sandbox_files = 0;
+    for path in berth_tests::files_under(run.data.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let sandbox_log = name == "stdout" || name == "stderr";
+        if path.extension().is_some_and(|e| e == "log") || sandbox_log {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
             assert!(
-                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                !text.contains(SECRET),
                 "{} holds the secret",
                 path.display()
             );
+            if sandbox_log && text.contains("[MASKED]") {
+                sandbox_files += 1;
+            }
         }
     }
+    assert_eq!(
+        sandbox_files,
+        2,
+        "the job's stdout and stderr, masked, under {}",
+        run.data.path().display()
+    );
 
     // Without the secret the job says how to give it.
     let run = ci_run(repo.path(), false, &[]);

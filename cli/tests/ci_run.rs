@@ -5,6 +5,7 @@
 //! `parallel:matrix`, allowed failures, manual jobs, cancel, masked secrets,
 //! Docker jobs) run the example repositories, in `ci_examples.rs`.
 
+use berth_tests::{ChildProcess, free_port};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -145,23 +146,6 @@ fn repo_without_pipeline() -> tempfile::TempDir {
     repo(&[("README", "no pipeline\n")])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn berth(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BERTH).args(args).output().expect("berth runs");
     let text = format!(
@@ -174,11 +158,11 @@ fn berth(args: &[&str]) -> (Option<i32>, String) {
 
 /// `berth dev` and `berth ci serve` next to it, with their data in `dir`;
 /// returns them once the CI framework answers, and its URL.
-fn start_ci_daemon(dir: &Path) -> (Child, Child, String) {
+fn start_ci_daemon(dir: &Path) -> (ChildProcess, ChildProcess, String) {
     let master = format!("127.0.0.1:{}", free_port());
     let agent = format!("127.0.0.1:{}", free_port());
     let server = format!("http://127.0.0.1:{}", free_port());
-    let dev = Child(
+    let dev = ChildProcess(
         Command::new(BERTH)
             .args([
                 "dev",
@@ -200,7 +184,7 @@ fn start_ci_daemon(dir: &Path) -> (Child, Child, String) {
             .spawn()
             .expect("berth dev starts"),
     );
-    let serve = Child(
+    let serve = ChildProcess(
         Command::new(BERTH)
             .args(["ci", "serve", "--log-retention", "30d", "--master", &master])
             .arg("--listen")
@@ -636,7 +620,7 @@ fn ci_logs_follow_prefixes_the_lines_of_jobs_running_at_the_same_time() {
         .spawn()
         .expect("berth ci logs starts");
     let stdout = child.stdout.take().expect("piped stdout");
-    let follower = Child(child);
+    let follower = ChildProcess(child);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead as _;
@@ -762,7 +746,7 @@ fn the_ci_daemon_cuts_logs_and_auto_cancels_superseded_pipelines() {
     let master = format!("127.0.0.1:{}", free_port());
     let agent = format!("127.0.0.1:{}", free_port());
     let server = format!("http://127.0.0.1:{}", free_port());
-    let _dev = Child(
+    let _dev = ChildProcess(
         Command::new(BERTH)
             .args(["dev", "--listen", &master, "--agent-listen", &agent])
             .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
@@ -780,7 +764,7 @@ fn the_ci_daemon_cuts_logs_and_auto_cancels_superseded_pipelines() {
         out.contains("is not a number of bytes of at least 1"),
         "{out}"
     );
-    let _serve = Child(
+    let _serve = ChildProcess(
         Command::new(BERTH)
             .args(["ci", "serve", "--master", &master, "--listen"])
             .arg(server.trim_start_matches("http://"))

@@ -1,6 +1,7 @@
 //! Tests of the real `berth` binary: `berth dev` as a child process, then
 //! admin commands and `berth run` against it.
 
+use berth_tests::{ChildProcess, free_port};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -222,24 +223,8 @@ fn malformed_arguments_get_specific_errors() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[String]) -> Daemon {
-    Daemon(
+fn spawn(args: &[String]) -> ChildProcess {
+    ChildProcess(
         Command::new(BERTH)
             .args(args)
             .stdout(Stdio::null())

@@ -1,9 +1,10 @@
 //! Three real `berth master` processes and two agents: SIGKILL the leader
 //! while a framework launches 1,000 tasks.
 
+use berth_tests::{ChildProcess, free_port};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_proto as pb;
@@ -13,15 +14,6 @@ const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 /// raft-rs randomizes the election timeout in [10, 20) ticks of 100 ms.
 const MAX_ELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const TASKS: usize = 1000;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Where a daemon's log goes: `<dir>/<name>.log`, for [`log_tails`].
 fn log_file(dir: &Path, name: &str) -> Stdio {
@@ -54,20 +46,13 @@ fn log_tails(dir: &Path) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn master(id: u64, addrs: &[String], dir: &Path) -> Daemon {
+fn master(id: u64, addrs: &[String], dir: &Path) -> ChildProcess {
     let peers: Vec<String> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect();
-    Daemon(
+    ChildProcess(
         Command::new(BERTH)
             .args([
                 "master",
@@ -143,12 +128,12 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut masters: BTreeMap<u64, Daemon> = (1..=3)
+    let mut masters: BTreeMap<u64, ChildProcess> = (1..=3)
         .map(|id| (id, master(id, &addrs, dir.path())))
         .collect();
     let mut agents = Vec::new();
     for a in 0..2 {
-        agents.push(Daemon(
+        agents.push(ChildProcess(
             Command::new(BERTH)
                 .args([
                     "agent",

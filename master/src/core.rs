@@ -2740,6 +2740,8 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     // again with the same rules.
     berth_proto::transfer::validate_task_transfers(info)
         .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
+    berth_proto::mask::validate_task_masks(info)
+        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
     Ok(id)
 }
 

@@ -34,6 +34,7 @@ pub mod ci {
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod convert;
+pub mod mask;
 pub mod transfer;
 
 /// Turns a master or agent address as users write it (`host:port`,

@@ -35,6 +35,102 @@ pub fn fast_master_config(data_dir: std::path::PathBuf) -> berth_master::MasterC
     c
 }
 
+/// A child process (a `berth` binary a test started), killed and reaped
+/// when dropped, also when the test panics.
+#[derive(Debug)]
+pub struct ChildProcess(pub std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `berth master` (the binary at `berth`) alone on a free port of
+/// 127.0.0.1, its data under `data_dir`, quiet; returns it and its address.
+///
+/// # Panics
+/// If the binary cannot be started.
+#[must_use]
+pub fn berth_master(berth: &str, data_dir: &std::path::Path) -> (ChildProcess, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(berth)
+        .args(["master", "--listen", &addr])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("berth master starts");
+    (ChildProcess(child), addr)
+}
+
+/// Starts `berth agent` (the binary at `berth`) attached to `master`,
+/// listening on a free port, its files under `work_dir`, with `args`
+/// added (resources and the like), quiet.
+///
+/// # Panics
+/// If the binary cannot be started.
+#[must_use]
+pub fn berth_agent(
+    berth: &str,
+    master: &str,
+    work_dir: &std::path::Path,
+    args: &[&str],
+) -> ChildProcess {
+    let child = std::process::Command::new(berth)
+        .args(["agent", "--master", master, "--listen", "127.0.0.1:0"])
+        .arg("--work-dir")
+        .arg(work_dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("berth agent starts");
+    ChildProcess(child)
+}
+
+/// A status's state (`Unspecified` for a number this build does not know).
+#[must_use]
+pub fn task_state(s: &pb::TaskStatus) -> pb::TaskState {
+    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
+}
+
+/// Every file under `dir`, at any depth (directories that cannot be read
+/// are passed over).
+#[must_use]
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A port of 127.0.0.1 that is free now (for a daemon to listen on).
+///
+/// # Panics
+/// If no port can be bound at all.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A daemon (master or agent) running in this process as a task, stopped
 /// through its shutdown future.
 #[derive(Debug)]

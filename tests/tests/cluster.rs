@@ -8,10 +8,6 @@ use berth_proto as pb;
 use berth_sdk::{Event, FrameworkConfig, Strategy};
 use berth_tests::{Cluster, Proxy, init_logging, next_matching};
 
-fn state(s: &pb::TaskStatus) -> pb::TaskState {
-    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
-}
-
 /// 100 short tasks over two agents, each exiting with a known code; one
 /// long task killed; every agent update acknowledged exactly as the SDK
 /// counts, and no update resent afterwards (the acks reached the agents).
@@ -89,13 +85,13 @@ async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
                     seen_uuids.insert(status.uuid.clone());
                 }
                 if status.task_id == "long"
-                    && state(&status) == pb::TaskState::TaskRunning
+                    && berth_tests::task_state(&status) == pb::TaskState::TaskRunning
                     && !killed_long
                 {
                     fw.kill("long", Some(Duration::from_secs(1))).await?;
                     killed_long = true;
                 }
-                if state(&status).is_terminal() {
+                if berth_tests::task_state(&status).is_terminal() {
                     terminal.insert(status.task_id.clone(), status);
                 }
             }
@@ -107,13 +103,24 @@ async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
         let s = &terminal[&format!("t{i:03}")];
         let code = i % 4;
         if code == 0 {
-            assert_eq!(state(s), pb::TaskState::TaskFinished, "t{i:03}: {s:?}");
+            assert_eq!(
+                berth_tests::task_state(s),
+                pb::TaskState::TaskFinished,
+                "t{i:03}: {s:?}"
+            );
         } else {
-            assert_eq!(state(s), pb::TaskState::TaskFailed, "t{i:03}: {s:?}");
+            assert_eq!(
+                berth_tests::task_state(s),
+                pb::TaskState::TaskFailed,
+                "t{i:03}: {s:?}"
+            );
         }
         assert_eq!(s.exit_code, Some(code), "t{i:03}");
     }
-    assert_eq!(state(&terminal["long"]), pb::TaskState::TaskKilled);
+    assert_eq!(
+        berth_tests::task_state(&terminal["long"]),
+        pb::TaskState::TaskKilled
+    );
     let used_agents: BTreeSet<String> = placed_on.values().cloned().collect();
     assert_eq!(used_agents, agent_ids, "tasks should run on both agents");
 
@@ -184,7 +191,10 @@ async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()
     let (offer, tasks) = plan.launches.into_iter().next().expect("placed");
     fw.accept(vec![offer], tasks, None).await?;
     next_matching(&mut events, Duration::from_secs(10), |e| match e {
-        Event::Update(s) if s.task_id == "sleeper" && state(&s) == pb::TaskState::TaskRunning => {
+        Event::Update(s)
+            if s.task_id == "sleeper"
+                && berth_tests::task_state(&s) == pb::TaskState::TaskRunning =>
+        {
             Some(())
         }
         _ => None,
@@ -231,7 +241,7 @@ async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()
     fw.reconcile_all().await?;
     next_matching(&mut events, Duration::from_secs(10), |e| match e {
         Event::Update(s) if s.task_id == "sleeper" && s.reason == "RECONCILIATION" => {
-            assert_eq!(state(&s), pb::TaskState::TaskRunning);
+            assert_eq!(berth_tests::task_state(&s), pb::TaskState::TaskRunning);
             Some(())
         }
         _ => None,
@@ -239,7 +249,10 @@ async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()
     .await?;
     fw.kill("sleeper", None).await?;
     next_matching(&mut events, Duration::from_secs(15), |e| match e {
-        Event::Update(s) if s.task_id == "sleeper" && state(&s) == pb::TaskState::TaskKilled => {
+        Event::Update(s)
+            if s.task_id == "sleeper"
+                && berth_tests::task_state(&s) == pb::TaskState::TaskKilled =>
+        {
             Some(())
         }
         _ => None,
@@ -279,7 +292,9 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
         fw.accept(vec![offer], tasks, Some(Duration::from_secs(600)))
             .await?;
         next_matching(&mut events, Duration::from_secs(10), |e| match e {
-            Event::Update(s) if state(&s) == pb::TaskState::TaskRunning => Some(()),
+            Event::Update(s) if berth_tests::task_state(&s) == pb::TaskState::TaskRunning => {
+                Some(())
+            }
             _ => None,
         })
         .await?;
@@ -298,7 +313,7 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
             _ => None,
         })
         .await?;
-        assert_eq!(state(&s), expected);
+        assert_eq!(berth_tests::task_state(&s), expected);
     }
     let agents = cluster
         .operator()
@@ -316,7 +331,7 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
             _ => None,
         })
         .await?;
-        assert_eq!(state(&s), pb::TaskState::TaskRunning);
+        assert_eq!(berth_tests::task_state(&s), pb::TaskState::TaskRunning);
     }
     let agents = cluster.wait_agents(1, Duration::from_secs(10)).await?;
     assert_eq!(agents[0].state, "ACTIVE");
@@ -362,7 +377,9 @@ async fn failover_timeout_kills_tasks_only_after_it_expires() -> anyhow::Result<
             let (offer, tasks) = plan.launches.into_iter().next().expect("placed");
             fw.accept(vec![offer], tasks, Some(Duration::ZERO)).await?;
             next_matching(&mut events, Duration::from_secs(10), |e| match e {
-                Event::Update(s) if state(&s) == pb::TaskState::TaskRunning => Some(()),
+                Event::Update(s) if berth_tests::task_state(&s) == pb::TaskState::TaskRunning => {
+                    Some(())
+                }
                 _ => None,
             })
             .await?;
@@ -406,7 +423,7 @@ async fn failover_timeout_kills_tasks_only_after_it_expires() -> anyhow::Result<
         _ => None,
     })
     .await?;
-    assert_eq!(state(&s), pb::TaskState::TaskRunning);
+    assert_eq!(berth_tests::task_state(&s), pb::TaskState::TaskRunning);
 
     // "brief" is removed once its 2 s run out, and its task is killed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

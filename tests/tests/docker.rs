@@ -13,10 +13,6 @@ use berth_tests::{Cluster, TEST_IMAGE, docker_ready, init_logging, remove_owned_
 
 const AGENT_RESOURCES: &str = "cpus:4;mem:2048;disk:1000;ports:[31200-31299]";
 
-fn state(s: &pb::TaskStatus) -> pb::TaskState {
-    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
-}
-
 /// A cluster with one Docker-enabled agent and a subscribed framework.
 struct Setup {
     cluster: Cluster,
@@ -180,10 +176,14 @@ async fn container_gets_limits_output_exit_code_and_is_killed() -> anyhow::Resul
     .await?;
 
     let (end, _) = wait_update(&mut s, "limits", Duration::from_secs(60), |st| {
-        state(st).is_terminal()
+        berth_tests::task_state(st).is_terminal()
     })
     .await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFailed,
+        "{end:?}"
+    );
     assert_eq!(end.exit_code, Some(3), "{end:?}");
     assert!(!end.container_id.is_empty());
     let fw = s.fw.id();
@@ -199,17 +199,21 @@ async fn container_gets_limits_output_exit_code_and_is_killed() -> anyhow::Resul
     assert_eq!(err.trim(), "to-stderr");
 
     wait_update(&mut s, "stubborn", Duration::from_secs(60), |st| {
-        state(st) == pb::TaskState::TaskRunning
+        berth_tests::task_state(st) == pb::TaskState::TaskRunning
     })
     .await?;
     let started = Instant::now();
     s.fw.kill("stubborn", None).await?;
     let (end, _) = wait_update(&mut s, "stubborn", Duration::from_secs(30), |st| {
-        state(st).is_terminal()
+        berth_tests::task_state(st).is_terminal()
     })
     .await?;
     let took = started.elapsed();
-    assert_eq!(state(&end), pb::TaskState::TaskKilled, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskKilled,
+        "{end:?}"
+    );
     assert_eq!(end.reason, "KILLED_BY_REQUEST");
     assert!(
         took >= Duration::from_millis(900),
@@ -243,13 +247,17 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
             .await?
             .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
         if let Event::Update(st) = ev
-            && state(&st).is_terminal()
+            && berth_tests::task_state(&st).is_terminal()
         {
             ends.insert(st.task_id.clone(), st);
         }
     }
     let missing = &ends["missing"];
-    assert_eq!(state(missing), pb::TaskState::TaskFailed, "{missing:?}");
+    assert_eq!(
+        berth_tests::task_state(missing),
+        pb::TaskState::TaskFailed,
+        "{missing:?}"
+    );
     assert_eq!(missing.reason, "LAUNCH_FAILED");
     assert!(
         missing
@@ -259,7 +267,11 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
         missing.message
     );
     let oom = &ends["oom"];
-    assert_eq!(state(oom), pb::TaskState::TaskFailed, "{oom:?}");
+    assert_eq!(
+        berth_tests::task_state(oom),
+        pb::TaskState::TaskFailed,
+        "{oom:?}"
+    );
     assert_eq!(oom.reason, "OOM", "{oom:?}");
     Ok(())
 }
@@ -359,10 +371,10 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
         {
             healthy.entry(st.task_id.clone()).or_default().push(h);
         }
-        if st.task_id == "web" && state(&st) == pb::TaskState::TaskRunning {
+        if st.task_id == "web" && berth_tests::task_state(&st) == pb::TaskState::TaskRunning {
             web_ports.clone_from(&st.ports);
         }
-        if state(&st).is_terminal() {
+        if berth_tests::task_state(&st).is_terminal() {
             ends.insert(st.task_id.clone(), st);
         }
     }
@@ -378,7 +390,11 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
     assert_eq!(healthy["flaky"], vec![true, false], "{healthy:?}");
     for id in ["flaky", "deaf"] {
         let end = &ends[id];
-        assert_eq!(state(end), pb::TaskState::TaskKilled, "{end:?}");
+        assert_eq!(
+            berth_tests::task_state(end),
+            pb::TaskState::TaskKilled,
+            "{end:?}"
+        );
         assert_eq!(end.reason, "HEALTH_CHECK_FAILED", "{end:?}");
         assert!(end.message.contains("health check failed"), "{end:?}");
         assert_eq!(end.healthy, Some(false), "{end:?}");
@@ -413,17 +429,25 @@ async fn agent_without_docker_fails_container_tasks_plainly() -> anyhow::Result<
     )
     .await?;
     let (end, _) = wait_update(&mut s, "boxed", Duration::from_secs(30), |st| {
-        state(st).is_terminal()
+        berth_tests::task_state(st).is_terminal()
     })
     .await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFailed,
+        "{end:?}"
+    );
     assert_eq!(end.reason, "LAUNCH_FAILED");
     assert!(end.message.contains("no Docker daemon"), "{end:?}");
     let (end, _) = wait_update(&mut s, "plain", Duration::from_secs(30), |st| {
-        state(st).is_terminal()
+        berth_tests::task_state(st).is_terminal()
     })
     .await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFinished,
+        "{end:?}"
+    );
     Ok(())
 }
 
@@ -458,10 +482,14 @@ async fn container_tasks_get_fetched_files_and_upload_outputs() -> anyhow::Resul
     }];
     launch(&mut s, vec![t]).await?;
     let (end, _) = wait_update(&mut s, "xfer", Duration::from_secs(120), |st| {
-        state(st).is_terminal()
+        berth_tests::task_state(st).is_terminal()
     })
     .await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFinished,
+        "{end:?}"
+    );
     assert_eq!(end.outputs.len(), 1, "{:?}", end.outputs);
     assert!(end.outputs[0].ok, "{:?}", end.outputs[0]);
     assert_eq!(end.outputs[0].files, 1);

@@ -11,10 +11,6 @@ use berth_sdk::{Event, Events, Framework, FrameworkConfig};
 use berth_tests::files::{FileServer, tar_gz, tar_gz_entries};
 use berth_tests::{Cluster, init_logging};
 
-fn state(s: &pb::TaskStatus) -> pb::TaskState {
-    pb::TaskState::try_from(s.state).unwrap_or(pb::TaskState::Unspecified)
-}
-
 struct Setup {
     cluster: Cluster,
     fw: Framework,
@@ -101,7 +97,8 @@ impl Setup {
     }
 
     async fn wait_end(&mut self, task: &str) -> anyhow::Result<pb::TaskStatus> {
-        self.wait_update(task, |st| state(st).is_terminal()).await
+        self.wait_update(task, |st| berth_tests::task_state(st).is_terminal())
+            .await
     }
 }
 
@@ -184,7 +181,7 @@ async fn fetched_uris_are_in_the_sandbox_before_the_command_starts() -> anyhow::
     let sandbox = s.sandbox("reader");
     let stderr = std::fs::read_to_string(sandbox.join("stderr"))?;
     assert_eq!(
-        state(&end),
+        berth_tests::task_state(&end),
         pb::TaskState::TaskFinished,
         "{end:?}\nstderr: {stderr}"
     );
@@ -217,7 +214,11 @@ async fn fetched_uris_are_in_the_sandbox_before_the_command_starts() -> anyhow::
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     let end = s.wait_end("missing").await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFailed,
+        "{end:?}"
+    );
     assert_eq!(end.reason, "FETCH_FAILED");
     assert!(
         end.message.contains(&s.server.url("/files/nope.tgz")) && end.message.contains("404"),
@@ -287,7 +288,11 @@ async fn outputs_are_uploaded_when_their_when_matches() -> anyhow::Result<()> {
     s.launch(vec![good, bad]).await?;
 
     let end = s.wait_end("good").await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFinished, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFinished,
+        "{end:?}"
+    );
     assert_eq!(end.outputs.len(), 2, "{:?}", end.outputs);
     let artifacts = &end.outputs[0];
     assert_eq!(artifacts.name, "artifacts");
@@ -335,7 +340,11 @@ async fn outputs_are_uploaded_when_their_when_matches() -> anyhow::Result<()> {
     );
 
     let end = s.wait_end("bad").await?;
-    assert_eq!(state(&end), pb::TaskState::TaskFailed, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFailed,
+        "{end:?}"
+    );
     assert_eq!(end.exit_code, Some(3));
     assert_eq!(end.outputs.len(), 2, "{:?}", end.outputs);
     assert!(end.outputs[0].ok, "{:?}", end.outputs[0]);
@@ -367,7 +376,9 @@ async fn a_kill_during_a_stalled_fetch_ends_the_task_killed() -> anyhow::Result<
     }
     s.launch(vec![stalled]).await?;
     let starting = s
-        .wait_update("stalled", |st| state(st) == pb::TaskState::TaskStarting)
+        .wait_update("stalled", |st| {
+            berth_tests::task_state(st) == pb::TaskState::TaskStarting
+        })
         .await?;
     assert!(starting.message.contains("fetching"), "{starting:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,7 +393,11 @@ async fn a_kill_during_a_stalled_fetch_ends_the_task_killed() -> anyhow::Result<
     s.fw.kill("stalled", None).await?;
     let end = s.wait_end("stalled").await?;
     let took = started.elapsed();
-    assert_eq!(state(&end), pb::TaskState::TaskKilled, "{end:?}");
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskKilled,
+        "{end:?}"
+    );
     assert_eq!(end.reason, "KILLED_BY_REQUEST");
     assert!(end.message.contains("while fetching"), "{}", end.message);
     // The fetch timeout is 120 s; a kill that waited for it would take that.

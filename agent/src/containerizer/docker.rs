@@ -24,7 +24,14 @@
 //!   into the sandbox's `stdout` and `stderr`, and records the timestamp of
 //!   the last line written in `.berth-log-since`, so the follower of a
 //!   re-adopted container resumes without duplicating lines. `wait` resolves
-//!   only after the follower has written the container's last output.
+//!   only after the follower has written the container's last output. The
+//!   task's masked values are replaced as the follower writes (a streaming
+//!   masker per stream), so the sandbox files never hold them. Docker's own
+//!   log of the container holds the raw output until the container is
+//!   removed, after the task ends. A value can only be split across Docker
+//!   messages inside a line longer than Docker's 16 KiB message: if the
+//!   agent stops right then, the few bytes the masker held back are lost,
+//!   never written unmasked.
 //! - Timeouts: every Docker call is bounded by the `call_timeout` given to
 //!   [`DockerContainerizer::connect`] ([`ContainerError::DaemonTimeout`]),
 //!   except the long ones: waiting for an exit, following logs, and pulling
@@ -60,6 +67,8 @@ use super::{
     BoxFuture, CONTAINER_SANDBOX, Command, ContainerId, ContainerSpec, Containerizer, LaunchSpec,
     Launched, NetworkMode, RecoverRecord, Termination, prepare_sandbox, wait_exit,
 };
+use berth_proto::mask::Masker;
+
 use crate::error::ContainerError;
 
 /// Label holding the owner (the agent's unique string) of a container.
@@ -305,7 +314,12 @@ impl DockerContainerizer {
             self.remove_quietly(&created.id).await;
             return Err(e.into());
         }
-        self.adopt(&spec.container_id, created.id.clone(), spec.sandbox.clone());
+        self.adopt(
+            &spec.container_id,
+            created.id.clone(),
+            spec.sandbox.clone(),
+            &spec.masked_values,
+        );
         tracing::debug!(container = %spec.container_id, docker_id = %created.id, task = %spec.task_id, image = %container.image, "launched");
         Ok(Launched {
             container_id: spec.container_id,
@@ -348,12 +362,13 @@ impl DockerContainerizer {
 
     /// Starts the log follower and the exit watcher of a container and
     /// remembers it.
-    fn adopt(&self, id: &ContainerId, docker_id: String, sandbox: PathBuf) {
+    fn adopt(&self, id: &ContainerId, docker_id: String, sandbox: PathBuf, masked: &[String]) {
         let (tx, rx) = watch::channel(None);
         let follower = tokio::spawn(follow_logs(
             self.docker.clone(),
             docker_id.clone(),
             sandbox,
+            Masker::new(masked),
             self.call_timeout,
             id.clone(),
         ));
@@ -481,7 +496,12 @@ impl DockerContainerizer {
                 continue;
             }
             tracing::info!(container = %r.container_id, docker_id, task = %r.task_id, "re-adopted container");
-            self.adopt(&r.container_id, docker_id, r.sandbox.clone());
+            self.adopt(
+                &r.container_id,
+                docker_id,
+                r.sandbox.clone(),
+                &r.masked_values,
+            );
             adopted.push(r.container_id);
         }
         self.remove_orphans(&known).await?;
@@ -996,6 +1016,9 @@ struct LogFollower {
     sandbox: PathBuf,
     stdout: tokio::fs::File,
     stderr: tokio::fs::File,
+    /// The task's masked values, one masker per stream.
+    out_mask: Masker,
+    err_mask: Masker,
     /// The timestamp of the last line written, and as Docker wrote it.
     last: Option<(LogTime, String)>,
 }
@@ -1010,7 +1033,12 @@ enum FollowError {
 }
 
 impl LogFollower {
-    async fn open(docker: Docker, docker_id: String, sandbox: PathBuf) -> std::io::Result<Self> {
+    async fn open(
+        docker: Docker,
+        docker_id: String,
+        sandbox: PathBuf,
+        masker: Masker,
+    ) -> std::io::Result<Self> {
         let mut append = tokio::fs::OpenOptions::new();
         append.create(true).append(true);
         let stdout = append.open(sandbox.join("stdout")).await?;
@@ -1033,6 +1061,8 @@ impl LogFollower {
             sandbox,
             stdout,
             stderr,
+            out_mask: masker.clone(),
+            err_mask: masker,
             last,
         })
     }
@@ -1088,9 +1118,9 @@ impl LogFollower {
                     None => &message[..],
                 };
                 if to_err {
-                    err.extend_from_slice(content);
+                    err.extend(self.err_mask.push(content));
                 } else {
-                    out.extend_from_slice(content);
+                    out.extend(self.out_mask.push(content));
                 }
             }
             self.write(&out, &err, newest)
@@ -1136,10 +1166,11 @@ async fn follow_logs(
     docker: Docker,
     docker_id: String,
     sandbox: PathBuf,
+    masker: Masker,
     call_timeout: Duration,
     id: ContainerId,
 ) {
-    let mut f = match LogFollower::open(docker.clone(), docker_id.clone(), sandbox).await {
+    let mut f = match LogFollower::open(docker.clone(), docker_id.clone(), sandbox, masker).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(container = %id, error = %e, "cannot open the sandbox's log files; not following the container's output");
@@ -1173,10 +1204,17 @@ async fn follow_logs(
         Ok(()) => {}
         Err(FollowError::Io(e)) => {
             tracing::error!(container = %id, error = %e, "writing the container's output failed");
+            return;
         }
         Err(FollowError::Docker(e)) => {
             tracing::warn!(container = %id, error = %e, "reading the container's last output failed");
         }
+    }
+    // The end of the output: what the maskers held back (a possible start
+    // of a value that never came) is output after all.
+    let (out, err) = (f.out_mask.finish(), f.err_mask.finish());
+    if let Err(e) = f.write(&out, &err, None).await {
+        tracing::error!(container = %id, error = %e, "writing the container's output failed");
     }
 }
 

@@ -79,6 +79,9 @@ pub struct LaunchSpec {
     /// The container image and its settings: `Some` for tasks run by the
     /// Docker containerizer, `None` for the process containerizer.
     pub container: Option<ContainerSpec>,
+    /// Values replaced with `[MASKED]` in the task's output before it
+    /// reaches the sandbox files (`TaskInfo.masked_values`, validated).
+    pub masked_values: Vec<String>,
 }
 
 /// A validated `pb::ContainerInfo` with its host ports resolved (see
@@ -464,6 +467,8 @@ pub struct RecoverRecord {
     pub pgid: i32,
     /// The task's sandbox.
     pub sandbox: PathBuf,
+    /// The values masked in its output, as at launch.
+    pub masked_values: Vec<String>,
 }
 
 /// Starts, watches and stops task containers.

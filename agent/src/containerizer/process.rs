@@ -4,7 +4,11 @@
 //! - Sandbox: the directory given in the [`LaunchSpec`]; an existing one (a
 //!   task id relaunched after its earlier run was forgotten) is removed and
 //!   recreated, so every run starts clean. `stdout` and `stderr` files in it
-//!   receive the task's output; stdin is `/dev/null`.
+//!   receive the task's output; stdin is `/dev/null`. A task with masked
+//!   values writes into pipes read by its loggers instead
+//!   ([`crate::logger`]), and its end is reported once they have written
+//!   its last output (its group is killed first: nothing left behind keeps
+//!   a pipe open).
 //! - Environment: only `PATH` and `HOME` are inherited, then the task's own
 //!   variables, then the `BERTH_*` variables (which win).
 //! - Kill: SIGTERM to the whole group, SIGKILL to the group after the grace
@@ -26,6 +30,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::logger::{self, TaskLogger};
+
 use super::{
     BoxFuture, Command, ContainerId, Containerizer, LaunchSpec, Launched, RecoverRecord,
     Termination, prepare_sandbox, wait_exit,
@@ -41,6 +47,8 @@ const RECOVER_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub struct ProcessContainerizer {
     containers: Mutex<HashMap<ContainerId, Container>>,
+    /// Who masks the output of tasks with masked values.
+    logger: TaskLogger,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +65,16 @@ impl ProcessContainerizer {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A containerizer whose tasks with masked values are logged by
+    /// `logger`.
+    #[must_use]
+    pub fn with_logger(logger: TaskLogger) -> Self {
+        ProcessContainerizer {
+            containers: Mutex::default(),
+            logger,
+        }
     }
 
     fn get(&self, id: &ContainerId) -> Result<Container, ContainerError> {
@@ -97,14 +115,29 @@ impl ProcessContainerizer {
                 .open(spec.sandbox.join(name))
                 .map_err(sandbox_err)
         };
-        let stdout = open("stdout")?;
-        let stderr = open("stderr")?;
+        let logged = !spec.masked_values.is_empty();
+        let output = |name: &str| -> Result<Stdio, ContainerError> {
+            if !logged {
+                return Ok(Stdio::from(open(name)?));
+            }
+            let file = logger::open_locked(&spec.sandbox.join(name)).map_err(sandbox_err)?;
+            let pipe =
+                logger::start(&self.logger, file, &spec.masked_values).map_err(|source| {
+                    ContainerError::Spawn {
+                        program: "the task logger".into(),
+                        source,
+                    }
+                })?;
+            Ok(Stdio::from(pipe))
+        };
+        let stdout = output("stdout")?;
+        let stderr = output("stderr")?;
 
         let (mut cmd, program) = command_for(&spec.command)?;
         cmd.current_dir(&spec.sandbox)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
+            .stdout(stdout)
+            .stderr(stderr)
             .env_clear()
             .envs(task_environment(&spec))
             .process_group(0)
@@ -116,8 +149,13 @@ impl ProcessContainerizer {
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| ContainerError::Invalid("spawned process has no pid".into()))?;
+        // The pipes' writing ends went to the child; the parent's copies
+        // are closed (dropped with `cmd`), so the loggers see the end of
+        // the output when the task's processes are gone.
+        drop(cmd);
         let (tx, rx) = watch::channel(None);
         let id = spec.container_id.clone();
+        let sandbox = spec.sandbox.clone();
         tokio::spawn(async move {
             let term = match child.wait().await {
                 Ok(status) => match (status.code(), status.signal()) {
@@ -130,6 +168,9 @@ impl ProcessContainerizer {
                     Termination::Unknown
                 }
             };
+            if logged {
+                drain(pid, &sandbox, &id).await;
+            }
             tx.send_replace(Some(term));
         });
         self.insert(
@@ -182,8 +223,17 @@ impl ProcessContainerizer {
             }
             let (tx, rx) = watch::channel(None);
             let pid = r.pid;
+            let (pgid, logged, sandbox, id) = (
+                r.pgid,
+                !r.masked_values.is_empty(),
+                r.sandbox.clone(),
+                r.container_id.clone(),
+            );
             tokio::spawn(async move {
                 let term = poll_exit(pid).await;
+                if logged {
+                    drain(pgid, &sandbox, &id).await;
+                }
                 tx.send_replace(Some(term));
             });
             tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "re-adopted process");
@@ -276,6 +326,20 @@ impl Containerizer for ProcessContainerizer {
                 }
             }
         })
+    }
+}
+
+/// After a logged task's main process ended: kills what is left of its
+/// group (as `destroy` would next), so nothing keeps its output pipes open,
+/// then waits for its loggers to write the last of its output.
+async fn drain(pgid: i32, sandbox: &std::path::Path, id: &ContainerId) {
+    if let Err(e) = signal_group(pgid, Signal::SIGKILL) {
+        tracing::warn!(container = %id, error = %e, "killing what is left of the task's group failed");
+    }
+    for name in ["stdout", "stderr"] {
+        if !logger::wait_drained(sandbox.join(name), logger::DRAIN_TIMEOUT).await {
+            tracing::warn!(container = %id, file = name, "the task logger did not finish in time; reporting the task's end without its last output");
+        }
     }
 }
 
@@ -426,6 +490,7 @@ mod tests {
                 .parse()
                 .unwrap(),
             container: None,
+            masked_values: Vec::new(),
         }
     }
 
@@ -484,6 +549,123 @@ mod tests {
             c.wait(&launched.container_id).await.unwrap(),
             Termination::Exited(3)
         );
+    }
+
+    const S1: &str = "s3cret-value-1";
+    const S2: &str = "other-secret-22";
+
+    fn masked(dir: &std::path::Path, script: &str) -> LaunchSpec {
+        let mut s = spec(dir, sh(script));
+        s.env.insert("S1".into(), S1.into());
+        s.env.insert("S2".into(), S2.into());
+        s.masked_values = vec![S1.into(), S2.into()];
+        s
+    }
+
+    fn read(path: std::path::PathBuf) -> String {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[tokio::test]
+    async fn masked_values_never_reach_the_sandbox_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        // Split across writes, on both streams, and at the very end
+        // without a newline: all of it is in the files once `wait` returns.
+        let s = masked(
+            dir.path(),
+            "printf 'a s3cr'; sleep 0.2; printf 'et-value-1 b\\n'; echo \"err $S2\" >&2; printf \"tail $S1\"; exit 4",
+        );
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        assert_eq!(
+            c.wait(&l.container_id).await.unwrap(),
+            Termination::Exited(4)
+        );
+        assert_eq!(read(sandbox.join("stdout")), "a [MASKED] b\ntail [MASKED]");
+        assert_eq!(read(sandbox.join("stderr")), "err [MASKED]\n");
+    }
+
+    #[tokio::test]
+    async fn a_killed_masked_task_has_its_last_words_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let s = masked(
+            dir.path(),
+            "trap 'echo \"term $S1\"; exit 0' TERM; echo \"up $S1\"; while true; do sleep 0.05; done",
+        );
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        let stdout = sandbox.join("stdout");
+        let t0 = Instant::now();
+        while !std::fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .contains("up")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the task never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = c
+            .destroy(&l.container_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(t, Termination::Exited(0));
+        assert_eq!(read(stdout), "up [MASKED]\nterm [MASKED]\n");
+    }
+
+    #[tokio::test]
+    async fn what_a_masked_task_leaves_behind_does_not_hold_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        // The background sleep holds the output pipe open.
+        let s = masked(dir.path(), "sleep 600 & echo \"bg $S2\"; exit 0");
+        let sandbox = s.sandbox.clone();
+        let l = c.launch(s).await.unwrap();
+        assert_eq!(
+            c.wait(&l.container_id).await.unwrap(),
+            Termination::Exited(0)
+        );
+        // Its group was killed, so the loggers ended (their lock is free)
+        // rather than the wait giving up on them.
+        for name in ["stdout", "stderr"] {
+            assert!(logger::wait_drained(sandbox.join(name), Duration::ZERO).await);
+        }
+        assert_eq!(read(sandbox.join("stdout")), "bg [MASKED]\n");
+    }
+
+    #[tokio::test]
+    async fn a_readopted_masked_task_ends_once_its_output_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ProcessContainerizer::new();
+        let s = masked(
+            dir.path(),
+            "while [ ! -f go ]; do sleep 0.05; done; sleep 0.3; echo \"end $S1\"",
+        );
+        let sandbox = s.sandbox.clone();
+        let l = first.launch(s.clone()).await.unwrap();
+        // A second containerizer (an agent restarted) re-adopts it; the
+        // loggers of the first go on (they are threads of this process
+        // here, processes of their own under `berth agent`).
+        let second = ProcessContainerizer::new();
+        let record = RecoverRecord {
+            container_id: l.container_id.clone(),
+            framework_id: s.framework_id.clone(),
+            task_id: s.task_id.clone(),
+            pid: l.pid,
+            pgid: l.pgid,
+            sandbox: sandbox.clone(),
+            masked_values: s.masked_values.clone(),
+        };
+        assert_eq!(
+            second.recover(vec![record]).await.unwrap(),
+            vec![l.container_id.clone()]
+        );
+        std::fs::write(sandbox.join("go"), b"").unwrap();
+        second.wait(&l.container_id).await.unwrap();
+        assert_eq!(read(sandbox.join("stdout")), "end [MASKED]\n");
     }
 
     #[tokio::test]
@@ -587,6 +769,7 @@ mod tests {
             pid,
             pgid: pid,
             sandbox: std::env::temp_dir(),
+            masked_values: Vec::new(),
         };
         let dead = RecoverRecord {
             container_id: ContainerId::random(),
@@ -595,6 +778,7 @@ mod tests {
             pid: i32::MAX - 7,
             pgid: i32::MAX - 7,
             sandbox: std::env::temp_dir(),
+            masked_values: Vec::new(),
         };
         let adopted = c.recover(vec![live.clone(), dead]).await.unwrap();
         assert_eq!(adopted, vec![live.container_id.clone()]);

@@ -6,7 +6,8 @@ pub mod expiry;
 pub mod files;
 pub mod grpc;
 pub mod log;
-pub mod mask;
+/// The masker lives in `berth-proto`: agents mask task output with it too.
+pub use berth_proto::mask;
 pub mod repos;
 pub mod resource_group;
 pub mod runner;

@@ -1155,6 +1155,15 @@ async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end
     let rec = fx.handle.get(id).await.unwrap().unwrap();
     assert_eq!(status_of(&rec, "build"), JobStatus::Success);
     assert_eq!(streamed, log_of(&fx.handle, &rec, "build"));
+    // The job's task carried the value for its agent to mask: the
+    // sandbox's stdout (what the agent's log API serves) is masked too.
+    let sandbox_out = sandbox_files(cluster.dir.path(), "stdout");
+    let build_out = sandbox_out
+        .iter()
+        .find(|text| text.contains("line 6"))
+        .unwrap_or_else(|| panic!("no sandbox stdout with the job's lines: {sandbox_out:?}"));
+    assert!(build_out.contains("line 6 [MASKED]\n"), "{build_out}");
+    assert!(!build_out.contains(SECRET), "{build_out}");
     // From an offset: the rest.
     let (tail, _) = follow_log(
         &mut client,
@@ -1274,7 +1283,15 @@ async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end
         .unwrap()
         .into_inner();
     assert_ne!(job_of(&played, "ship").status, "manual");
-    let (shipped, _) = follow_log(&mut client, log_request(id, "ship")).await;
+    // In full: the fetcher's line alone may fill the first LIMIT bytes.
+    let (shipped, _) = follow_log(
+        &mut client,
+        ci::FollowJobLogRequest {
+            full: true,
+            ..log_request(id, "ship")
+        },
+    )
+    .await;
     assert!(shipped.contains("shipped"), "{shipped}");
     let shown = client
         .get_pipeline(ci::GetPipelineRequest { id })
@@ -1343,6 +1360,15 @@ async fn the_grpc_api_drives_pipelines_and_streams_a_running_jobs_log_to_its_end
     cancel_all(&fx.handle, &[second]).await;
     server.abort();
     fx.shut().await;
+}
+
+/// The text of every file called `name` under `dir`.
+fn sandbox_files(dir: &std::path::Path, name: &str) -> Vec<String> {
+    berth_tests::files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .map(|p| String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned())
+        .collect()
 }
 
 /// GET over plain HTTP/1.1 (what `berth ci` clients do), body as text.

@@ -99,6 +99,7 @@ fn spec(dir: &Path, command: Command, resources: &str, container: ContainerSpec)
         env: HashMap::from([("GREETING".to_owned(), "hello".to_owned())]),
         resources: resources.parse().unwrap(),
         container: Some(container),
+        masked_values: Vec::new(),
     }
 }
 
@@ -444,6 +445,26 @@ async fn runs_a_task_with_output_env_labels_and_exit_code() {
 }
 
 #[tokio::test]
+async fn masked_values_never_reach_the_sandbox_files() {
+    let Some(fx) = docker_or_skip().await else {
+        return;
+    };
+    // Split across writes (and so across Docker's messages), on both
+    // streams, and at the very end without a newline.
+    let mut s = fx.busybox(
+        "printf 'a s3cr'; sleep 0.3; printf \"et-value-1 b\\n\"; echo \"err $OTHER\" >&2; printf \"tail $OTHER\"; exit 4",
+    );
+    s.env.insert("OTHER".into(), "other-secret-22".into());
+    s.masked_values = vec!["s3cret-value-1".into(), "other-secret-22".into()];
+    let (id, sandbox) = (s.container_id.clone(), s.sandbox.clone());
+    fx.c().launch(s).await.unwrap();
+    assert_eq!(fx.c().wait(&id).await.unwrap(), Termination::Exited(4));
+    assert_eq!(read(sandbox.join("stdout")), "a [MASKED] b\ntail [MASKED]");
+    assert_eq!(read(sandbox.join("stderr")), "err [MASKED]\n");
+    fx.c().cleanup(&id).await;
+}
+
+#[tokio::test]
 async fn relaunch_cleans_the_sandbox_and_argv_runs_directly() {
     let Some(fx) = docker_or_skip().await else {
         return;
@@ -715,6 +736,7 @@ async fn recover_readopts_running_and_exited_containers_and_removes_orphans() {
         pid: 0,
         pgid: 0,
         sandbox: s.sandbox.clone(),
+        masked_values: s.masked_values.clone(),
     };
     let gone = ContainerId::random();
     let mut records = vec![record(&running1), record(&running2), record(&exiting)];

@@ -1464,6 +1464,9 @@ impl Runner {
             container,
             health_check: None,
             outputs,
+            // The agent masks them too, before the output reaches the
+            // sandbox (which its log API serves).
+            masked_values: rec.masked_values.clone(),
         })
     }
 
@@ -1916,8 +1919,17 @@ fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunErr
                     .join("\n"),
             )
         })?;
+    let mut masked = 0;
     for v in submission.variables.iter().filter(|v| v.masked) {
         super::mask::check_maskable(&v.name, &v.value)?;
+        masked += 1;
+    }
+    // Each job's task carries the values for its agent to mask.
+    if masked > super::mask::MAX_TASK_MASKED_VALUES {
+        return Err(RunError::Invalid(format!(
+            "{masked} masked variables; at most {} can be masked",
+            super::mask::MAX_TASK_MASKED_VALUES
+        )));
     }
     let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
     let rev = &submission.revision;

@@ -46,6 +46,16 @@ pub enum MaskError {
         /// Its length.
         len: usize,
     },
+    /// Longer than a task may have masked.
+    #[error(
+        "variable {name} is masked but its value has {len} bytes; masked values may have at most {MAX_MASKED_VALUE_BYTES}"
+    )]
+    TooLong {
+        /// The variable.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// Spans lines: a log line never contains it whole.
     #[error("variable {name} is masked but its value spans several lines, which cannot be masked")]
     Multiline {
@@ -62,10 +72,60 @@ pub fn check_maskable(name: &str, value: &str) -> Result<(), MaskError> {
             len: value.chars().count(),
         });
     }
+    if value.len() > MAX_MASKED_VALUE_BYTES {
+        return Err(MaskError::TooLong {
+            name: name.to_string(),
+            len: value.len(),
+        });
+    }
     if value.contains('\n') || value.contains('\r') {
         return Err(MaskError::Multiline {
             name: name.to_string(),
         });
+    }
+    Ok(())
+}
+
+/// Most values one task may have masked (`TaskInfo.masked_values`).
+pub const MAX_TASK_MASKED_VALUES: usize = 64;
+/// Longest value a task may have masked, in bytes.
+pub const MAX_MASKED_VALUE_BYTES: usize = 4096;
+
+/// Checks a task's `masked_values`; the master applies it when a task is
+/// accepted and the agent again before it runs one.
+///
+/// # Errors
+/// A sentence naming the first bad value by its position (never by the
+/// value itself): too many, too short, too long, a line break or a NUL.
+pub fn validate_task_masks(task: &crate::v1::TaskInfo) -> Result<(), String> {
+    let values = &task.masked_values;
+    if values.len() > MAX_TASK_MASKED_VALUES {
+        return Err(format!(
+            "masked_values: {} values, at most {MAX_TASK_MASKED_VALUES} are allowed",
+            values.len()
+        ));
+    }
+    for (i, v) in values.iter().enumerate() {
+        let chars = v.chars().count();
+        if chars < MIN_SECRET_LEN {
+            return Err(format!(
+                "masked_values[{i}] has {chars} characters; masked values need at least {MIN_SECRET_LEN}"
+            ));
+        }
+        if v.len() > MAX_MASKED_VALUE_BYTES {
+            return Err(format!(
+                "masked_values[{i}] has {} bytes, at most {MAX_MASKED_VALUE_BYTES} are allowed",
+                v.len()
+            ));
+        }
+        if v.contains(['\n', '\r']) {
+            return Err(format!(
+                "masked_values[{i}] spans several lines, which cannot be masked"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!("masked_values[{i}] contains NUL"));
+        }
     }
     Ok(())
 }
@@ -169,6 +229,51 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn task_masks_are_checked_without_showing_the_values() {
+        let task = |values: Vec<String>| crate::v1::TaskInfo {
+            masked_values: values,
+            ..Default::default()
+        };
+        assert_eq!(validate_task_masks(&task(vec![])), Ok(()));
+        assert_eq!(
+            validate_task_masks(&task(vec!["12345678".into(), "ünïcödé".repeat(2)])),
+            Ok(())
+        );
+        for (values, want) in [
+            (
+                vec!["12345678".into(), "1234567".into()],
+                "masked_values[1] has 7 characters; masked values need at least 8",
+            ),
+            (
+                vec!["x".repeat(4097)],
+                "masked_values[0] has 4097 bytes, at most 4096 are allowed",
+            ),
+            (
+                vec!["line-one\nline-two".into()],
+                "masked_values[0] spans several lines, which cannot be masked",
+            ),
+            (
+                vec!["carriage\rreturn".into()],
+                "masked_values[0] spans several lines, which cannot be masked",
+            ),
+            (
+                vec!["nul-\0-inside".into()],
+                "masked_values[0] contains NUL",
+            ),
+            (
+                vec!["12345678".into(); 65],
+                "masked_values: 65 values, at most 64 are allowed",
+            ),
+        ] {
+            assert_eq!(validate_task_masks(&task(values)).unwrap_err(), want);
+        }
+        assert!(matches!(
+            check_maskable("BIG", &"y".repeat(4097)),
+            Err(MaskError::TooLong { len: 4097, .. })
+        ));
+    }
 
     #[test]
     fn masks_whole_values() {
