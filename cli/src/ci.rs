@@ -120,10 +120,14 @@ pub(crate) enum CiCommand {
     },
     /// Start a manual job.
     Play {
-        /// The pipeline.
-        id: u64,
-        /// The job's name.
-        job: String,
+        /// PIPELINE/JOB, e.g. 12/deploy; the job is everything after the
+        /// first `/`.
+        #[arg(value_name = "PIPELINE/JOB", value_parser = crate::ci_logs::parse_job_ref)]
+        target: crate::ci_logs::JobRef,
+        /// The job's name, as a second argument (`12 deploy` is
+        /// `12/deploy`).
+        #[arg(value_name = "JOB")]
+        job: Option<String>,
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
@@ -291,8 +295,20 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             ),
             Some(job) => report(crate::ci_client::retry_job(&server, target.pipeline, &job).await),
         },
-        CiCommand::Play { id, job, server } => {
-            report(crate::ci_client::play(&server, id, &job).await)
+        CiCommand::Play {
+            target,
+            job,
+            server,
+        } => {
+            let id = target.pipeline;
+            match one_job("play", target, job) {
+                Ok(Some(job)) => report(crate::ci_client::play(&server, id, &job).await),
+                Ok(None) => usage_error(
+                    "play",
+                    "which job? give PIPELINE/JOB (or PIPELINE JOB)".into(),
+                ),
+                Err(code) => code,
+            }
         }
         CiCommand::Logs {
             target,
@@ -302,20 +318,9 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             server,
         } => {
             let id = target.pipeline;
-            let job = match (target.job, job) {
-                (Some(first), Some(second)) => {
-                    return usage_error(
-                        "logs",
-                        format!(
-                            "the job is given twice ({id}/{first} and {second:?}): give PIPELINE/JOB or PIPELINE JOB"
-                        ),
-                    );
-                }
-                (None, Some(second)) => match crate::ci_logs::check_job_name(&second) {
-                    Ok(_) => Some(second),
-                    Err(e) => return usage_error("logs", format!("invalid JOB: {e}")),
-                },
-                (first, None) => first,
+            let job = match one_job("logs", target, job) {
+                Ok(job) => job,
+                Err(code) => return code,
             };
             match job {
                 Some(job) => report(crate::ci_logs::job_log(&server, id, &job, follow, full).await),
@@ -323,6 +328,29 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             }
         }
         CiCommand::Repo { command } => report(crate::ci_client::repo(command).await),
+    }
+}
+
+/// The job of `PIPELINE[/JOB] [JOB]`: from either place, not both; a
+/// usage error (printed, exit 2) otherwise.
+fn one_job(
+    subcommand: &str,
+    target: crate::ci_logs::JobRef,
+    job: Option<String>,
+) -> Result<Option<String>, ExitCode> {
+    match (target.job, job) {
+        (Some(first), Some(second)) => Err(usage_error(
+            subcommand,
+            format!(
+                "the job is given twice ({}/{first} and {second:?}): give PIPELINE/JOB or PIPELINE JOB",
+                target.pipeline
+            ),
+        )),
+        (None, Some(second)) => match crate::ci_logs::check_job_name(&second) {
+            Ok(_) => Ok(Some(second)),
+            Err(e) => Err(usage_error(subcommand, format!("invalid JOB: {e}"))),
+        },
+        (first, None) => Ok(first),
     }
 }
 

@@ -248,9 +248,21 @@ fn the_ci_daemon_is_driven_by_the_client_commands() {
     let (code, out) = berth(&["ci", "cancel", "99", "--server", &server]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no pipeline 99"), "{out}");
-    let (code, out) = berth(&["ci", "play", "1", "build", "--server", &server]);
+    // PIPELINE/JOB as for logs and retry; the job once and only once.
+    let (code, out) = berth(&["ci", "play", "1/build", "--server", &server]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("not a manual job"), "{out}");
+    for (args, needle) in [
+        (&["1"][..], "which job? give PIPELINE/JOB"),
+        (&["1/ship", "ship"][..], "the job is given twice"),
+    ] {
+        let mut argv = vec!["ci", "play"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--server", &server]);
+        let (code, out) = berth(&argv);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains(needle), "{out}");
+    }
 
     let (code, out) = berth(&["ci", "list", "--json", "--server", &server]);
     assert_eq!(code, Some(0), "{out}");
