@@ -2107,6 +2107,24 @@ async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at
         let error = json["error"].as_str().unwrap_or_default();
         assert!(error.contains(why), "{method} {uri}: {error:?}");
     }
+    // A body over the limit: 413, and JSON too.
+    let huge = format!(
+        r#"{{"repository": "/src", "pad": "{}"}}"#,
+        "x".repeat(berth_ci::exec::api::MAX_BODY_BYTES)
+    );
+    let (code, kind, answer) = call_raw(
+        &api,
+        "POST",
+        "/ci/v1/pipelines",
+        Some("application/json"),
+        &huge,
+    )
+    .await;
+    assert_eq!((code, kind.as_str()), (413, "application/json"), "{answer}");
+    assert!(
+        answer.contains("request body is over the 2097152 bytes"),
+        "{answer}"
+    );
     let all = fx.handle.list().await.unwrap();
     assert_eq!(all.len(), 1, "nothing was created");
     assert_eq!(status_of(&all[0], "build"), JobStatus::Success);

@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -274,6 +274,9 @@ pub enum ErrorKind {
     Unprocessable,
     /// A repository could not be fetched (HTTP 502, gRPC `UNAVAILABLE`).
     BadGateway,
+    /// A request body over [`MAX_BODY_BYTES`] (HTTP 413, gRPC
+    /// `RESOURCE_EXHAUSTED`).
+    TooLarge,
     /// Something failed on the server (HTTP 500, gRPC `INTERNAL`).
     Internal,
 }
@@ -318,6 +321,7 @@ impl IntoResponse for ApiError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
@@ -363,6 +367,36 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for JsonPat
             .await
             .map(|axum::extract::Path(value)| JsonPath(value))
             .map_err(|e| ApiError::bad(e.body_text()))
+    }
+}
+
+/// The largest request body the API reads (axum's default limit).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// A request body (axum's `Bytes`, limited to [`MAX_BODY_BYTES`]) that
+/// answers one too large or unreadable with the API's JSON error instead
+/// of axum's plain text.
+struct Body(axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorKind::TooLarge,
+                        format!(
+                            "the request body is over the {MAX_BODY_BYTES} bytes this API reads"
+                        ),
+                    )
+                } else {
+                    ApiError::bad(format!("cannot read the request body: {}", e.body_text()))
+                }
+            })
     }
 }
 
@@ -634,7 +668,7 @@ async fn list(
 
 async fn trigger(
     State(handle): State<RunnerHandle>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Json<PipelineView>, ApiError> {
     // Parsed here, not by axum's `Json`, so that every bad body (wrong
     // content type, not JSON, a field missing or of the wrong type) gets
@@ -785,7 +819,7 @@ async fn list_repos(State(repos): State<Repos>) -> Result<Json<Vec<RepoView>>, A
 
 async fn add_repo(
     State(repos): State<Repos>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
     let new: NewRepo = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the body is not a repository to add: {e}")))?;
@@ -810,7 +844,7 @@ async fn hook(
     State(repos): State<Repos>,
     JsonPath(id): JsonPath<u64>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<HookReply>), ApiError> {
     let token = ["x-berth-token", "x-gitlab-token"]
         .iter()

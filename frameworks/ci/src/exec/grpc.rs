@@ -102,6 +102,7 @@ pub fn status(e: ApiError) -> Status {
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unprocessable => Code::FailedPrecondition,
+        ErrorKind::TooLarge => Code::ResourceExhausted,
     };
     Status::new(code, e.message)
 }
