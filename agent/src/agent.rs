@@ -204,6 +204,7 @@ impl Agent {
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_timeout: config.fetch_timeout,
             upload_timeout: config.upload_timeout,
+            file_urls: config.file_urls,
         });
         Agent {
             transfers,

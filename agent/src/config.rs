@@ -88,6 +88,11 @@ pub struct AgentConfig {
     /// task-logger` processes, which outlive an agent restart (see
     /// [`crate::logger`]).
     pub task_logger: crate::logger::TaskLogger,
+    /// Whether tasks may fetch from and upload to `file://` URLs, paths of
+    /// the agent's host, which the agent reads and writes with its own
+    /// rights. On by default (as Mesos's fetcher); turn it off where
+    /// frameworks are not trusted with the host's files.
+    pub file_urls: bool,
 }
 
 impl AgentConfig {
@@ -116,6 +121,7 @@ impl AgentConfig {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
             task_logger: crate::logger::TaskLogger::InAgent,
+            file_urls: true,
         }
     }
 

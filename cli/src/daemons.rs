@@ -163,6 +163,11 @@ pub(crate) struct AgentShape {
     /// Seconds archiving and uploading one task output may take.
     #[arg(long, default_value = "300", value_parser = parse_positive_seconds)]
     upload_timeout: Duration,
+    /// Refuse tasks' file:// URIs and outputs (paths of this host, read and
+    /// written with the agent's rights): for clusters whose frameworks are
+    /// not trusted with the host's files.
+    #[arg(long)]
+    no_file_urls: bool,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
@@ -205,6 +210,7 @@ impl AgentShape {
         config.fetch_max_bytes = self.fetch_max_bytes;
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
+        config.file_urls = !self.no_file_urls;
         // Tasks with masked values are logged by `berth task-logger`
         // processes, which outlive an agent restart.
         config.task_logger = berth_agent::logger::TaskLogger::Program {

@@ -85,6 +85,7 @@ async fn fetch_one(
     let max = t.limits.fetch_max_bytes;
     let downloaded = match &location {
         Location::Http(u) => download_http(t, u, temp, max).await?,
+        Location::File(_) if !t.limits.file_urls => return Err(super::FILE_URLS_REFUSED.into()),
         Location::File(p) => copy_file(p, temp, max).await?,
     };
     let bytes = match downloaded {
@@ -280,6 +281,7 @@ mod tests {
             fetch_max_bytes: max,
             fetch_timeout: Duration::from_secs(10),
             upload_timeout: Duration::from_secs(10),
+            file_urls: true,
         })
     }
 
@@ -325,9 +327,19 @@ mod tests {
         assert_eq!(err.message, "no such file");
         let mut optional = file_uri(&missing, "m");
         optional.optional = true;
-        fetch_all(&transfers(10), &sandbox, &[optional])
+        fetch_all(&transfers(10), &sandbox, &[optional.clone()])
             .await
             .unwrap();
+
+        // An agent that allows no file:// URLs refuses them, optional ones
+        // too (a refusal is not a missing file).
+        let mut closed = transfers(10);
+        closed.limits.file_urls = false;
+        for uri in [file_uri(&src, "again"), optional] {
+            let err = fetch_all(&closed, &sandbox, &[uri]).await.unwrap_err();
+            assert_eq!(err.message, super::super::FILE_URLS_REFUSED);
+        }
+        assert!(!sandbox.join("again").exists());
 
         // A symlink in the sandbox does not redirect a fetch out of it.
         let outside = dir.path().join("outside");

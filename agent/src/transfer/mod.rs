@@ -48,7 +48,14 @@ pub(crate) struct Limits {
     pub(crate) fetch_timeout: Duration,
     /// Time one output may take, archive and upload.
     pub(crate) upload_timeout: Duration,
+    /// Whether `file://` URLs (paths of the agent host) may be fetched from
+    /// and uploaded to.
+    pub(crate) file_urls: bool,
 }
+
+/// Why a `file://` URL is refused by an agent that allows none.
+pub(crate) const FILE_URLS_REFUSED: &str =
+    "this agent does not allow file:// URLs (it runs with --no-file-urls)";
 
 /// The HTTP client and the limits shared by every transfer of the agent.
 #[derive(Debug, Clone)]

@@ -128,6 +128,9 @@ async fn upload_one(
 ) -> Result<archive::Built, (String, archive::Built)> {
     let none = archive::Built::default();
     let location = parse_url(&o.url).map_err(|e| (e, none))?;
+    if matches!(location, Location::File(_)) && !t.limits.file_urls {
+        return Err((super::FILE_URLS_REFUSED.into(), none));
+    }
     let include = compile_globs("paths", &o.paths).map_err(|e| (e, none))?;
     let exclude = compile_globs("exclude", &o.exclude).map_err(|e| (e, none))?;
     let (root, out) = (sandbox.to_path_buf(), temp.to_path_buf());
@@ -236,6 +239,7 @@ mod tests {
             fetch_max_bytes: 1 << 20,
             fetch_timeout: std::time::Duration::from_secs(10),
             upload_timeout: std::time::Duration::from_secs(10),
+            file_urls: true,
         });
         let outputs = vec![pb::OutputUpload {
             url: format!("file://{}", dest.display()),
@@ -267,5 +271,18 @@ mod tests {
 
         // Not wanted on failure: no result at all.
         assert!(upload_all(&t, &sandbox, &outputs, false).await.is_empty());
+
+        // An agent that allows no file:// URLs writes nothing there.
+        let mut closed = t.clone();
+        closed.limits.file_urls = false;
+        let elsewhere = dir.path().join("elsewhere.tar.gz");
+        let outputs = vec![pb::OutputUpload {
+            url: format!("file://{}", elsewhere.display()),
+            ..outputs[0].clone()
+        }];
+        let refused = upload_all(&closed, &sandbox, &outputs, true).await;
+        assert!(!refused[0].ok);
+        assert_eq!(refused[0].error, super::super::FILE_URLS_REFUSED);
+        assert!(!elsewhere.exists());
     }
 }
