@@ -956,6 +956,7 @@ impl Agent {
 
     fn ack(&self, key: &TaskKey, uuid: &[u8]) {
         let mut core = self.lock();
+        let mut forgotten = None;
         match core.updates.ack(key, uuid, Instant::now()) {
             AckOutcome::Ignored => {
                 tracing::debug!(framework_id = %key.0, task_id = %key.1, "ignoring acknowledgement of an unknown status update");
@@ -963,7 +964,7 @@ impl Agent {
             AckOutcome::Acked { next, .. } => {
                 if next.is_none() && core.tasks.get(key).is_some_and(|e| e.state.is_terminal()) {
                     tracing::debug!(framework_id = %key.0, task_id = %key.1, "terminal update acknowledged; forgetting task");
-                    core.tasks.remove(key);
+                    forgotten = core.tasks.remove(key).map(|e| e.sandbox);
                 }
                 // Losing this write in a crash only resends the update.
                 self.persist_with(&core, key, false);
@@ -972,6 +973,47 @@ impl Agent {
                 }
             }
         }
+        drop(core);
+        // The sandbox's garbage-collection delay counts from here.
+        if let Some(sandbox) = forgotten
+            && let Err(e) = std::fs::write(sandbox.join(crate::gc::ENDED_MARKER), b"")
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(framework_id = %key.0, task_id = %key.1, error = %e, "cannot mark the sandbox of a forgotten task");
+        }
+    }
+
+    /// One sandbox garbage-collection sweep (see [`crate::gc`]); returns
+    /// how many sandboxes it deleted. Blocking: file system work.
+    pub(crate) fn collect_garbage(&self, now: std::time::SystemTime) -> usize {
+        let root = self.config.work_dir.join("sandboxes");
+        let trash = self.config.work_dir.join(crate::gc::TRASH_DIR);
+        let stale = crate::gc::stale_sandboxes(&root, now, self.config.sandbox_gc_delay);
+        if !stale.is_empty() {
+            if let Err(e) = std::fs::create_dir_all(&trash) {
+                tracing::warn!(error = %e, "cannot create the sandbox trash directory");
+                return 0;
+            }
+            let core = self.lock();
+            for s in stale {
+                if core
+                    .tasks
+                    .contains_key(&(s.framework_id.clone(), s.task_id.clone()))
+                {
+                    continue;
+                }
+                let to = trash.join(format!("{}-{}", uuid::Uuid::new_v4(), s.task_id));
+                if let Err(e) = std::fs::rename(&s.path, &to) {
+                    tracing::warn!(path = %s.path.display(), error = %e, "cannot move an old sandbox away");
+                }
+            }
+        }
+        let removed = crate::gc::empty_trash(&trash);
+        crate::gc::remove_empty_frameworks(&root);
+        if removed > 0 {
+            tracing::info!(removed, "deleted old sandboxes");
+        }
+        removed
     }
 
     /// Re-adopts the tasks of the checkpoint after a restart: containers

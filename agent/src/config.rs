@@ -28,6 +28,8 @@ pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_FETCH_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Default bound on fetching one URI.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time a forgotten task's sandbox is kept (a week).
+pub const DEFAULT_SANDBOX_GC_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default bound on archiving and uploading one output.
 pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -93,6 +95,10 @@ pub struct AgentConfig {
     /// rights. On by default (as Mesos's fetcher); turn it off where
     /// frameworks are not trusted with the host's files.
     pub file_urls: bool,
+    /// How long the sandbox of a task the agent has forgotten (ended, last
+    /// update acknowledged) is kept after it last changed; see
+    /// [`crate::gc`]. A week by default, as Mesos's `--gc_delay`.
+    pub sandbox_gc_delay: Duration,
 }
 
 impl AgentConfig {
@@ -122,6 +128,7 @@ impl AgentConfig {
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
             task_logger: crate::logger::TaskLogger::InAgent,
             file_urls: true,
+            sandbox_gc_delay: DEFAULT_SANDBOX_GC_DELAY,
         }
     }
 
@@ -172,6 +179,11 @@ impl AgentConfig {
         if self.upload_timeout.is_zero() {
             return Err(AgentError::Config(
                 "upload_timeout: must be positive".into(),
+            ));
+        }
+        if self.sandbox_gc_delay.is_zero() {
+            return Err(AgentError::Config(
+                "sandbox_gc_delay: must be positive".into(),
             ));
         }
         if self.attributes.iter().any(|(k, _)| k.is_empty()) {
@@ -295,6 +307,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("fetch_timeout")
+        );
+        let mut c = ok.clone();
+        c.sandbox_gc_delay = Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sandbox_gc_delay: must be positive")
         );
         let mut c = ok;
         c.master_timeout = Duration::ZERO;

@@ -22,16 +22,18 @@
 //! - [`health`]: agent-side health checks (HTTP, TCP, command): spec
 //!   validation, probes and the check loop.
 //!
-//! What it is not (yet): no resource isolation for process tasks and no
-//! sandbox garbage collection.
+//! What it is not (yet): no resource isolation for process tasks.
 //!
 //! Files: sandboxes live in `work_dir/sandboxes/<framework_id>/<task_id>/`,
 //! holding the task's `stdout` and `stderr`. A task id relaunched after its
-//! earlier run was forgotten gets its sandbox emptied first.
+//! earlier run was forgotten gets its sandbox emptied first. A forgotten
+//! task's sandbox is deleted once unchanged for
+//! [`AgentConfig::sandbox_gc_delay`] (see the `gc` module).
 
 pub mod checkpoint;
 pub mod containerizer;
 pub mod error;
+mod gc;
 pub mod health;
 pub mod logger;
 pub mod status_update;
@@ -57,8 +59,8 @@ pub use agent::{
 };
 pub use config::{
     AgentConfig, DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, DEFAULT_KILL_GRACE,
-    DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS, DEFAULT_STATUS_RETRY_INITIAL, DEFAULT_UPLOAD_TIMEOUT,
-    STATUS_RETRY_MAX, detect_resources,
+    DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS, DEFAULT_SANDBOX_GC_DELAY, DEFAULT_STATUS_RETRY_INITIAL,
+    DEFAULT_UPLOAD_TIMEOUT, STATUS_RETRY_MAX, detect_resources,
 };
 pub use error::AgentError;
 
@@ -167,6 +169,31 @@ pub async fn run(
         })
     };
 
+    let gc = {
+        let agent = Arc::clone(&agent);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(gc::sweep_interval(agent.config.sandbox_gc_delay));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let stopped = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                if stopped {
+                    break;
+                }
+                let sweeper = Arc::clone(&agent);
+                let sweep = tokio::task::spawn_blocking(move || {
+                    sweeper.collect_garbage(std::time::SystemTime::now())
+                });
+                if let Err(e) = sweep.await {
+                    tracing::warn!(error = %e, "a sandbox sweep failed");
+                }
+            }
+        })
+    };
+
     let server_result = tokio::select! {
         () = shutdown => None,
         r = &mut server => Some(r),
@@ -206,6 +233,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = master.await;
     let _ = retry.await;
+    let _ = gc.await;
     let result = match server_result {
         Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(e))) => Err(AgentError::Server(e)),

@@ -713,3 +713,81 @@ async fn restart_readopts_tasks_and_resends_unacknowledged_updates() {
     agent.shutdown();
     agent.join().await.unwrap();
 }
+
+/// Waits until `path` is gone; returns how long that took.
+async fn wait_gone(path: &std::path::Path) -> Duration {
+    let t0 = Instant::now();
+    while path.exists() {
+        assert!(t0.elapsed() < WAIT, "{} was never deleted", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test]
+async fn sandboxes_of_forgotten_tasks_are_deleted_after_the_delay() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Left by an earlier run: the old sandbox of a task this agent does
+    // not know, and what a crash left in the trash.
+    let old = dir.path().join("sandboxes/fw-0/old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("stdout"), "x").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for p in [old.join("stdout"), old.clone()] {
+        std::fs::File::open(&p)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    let leftover = dir.path().join(gc::TRASH_DIR).join("leftover");
+    std::fs::create_dir_all(&leftover).unwrap();
+    let delay = Duration::from_secs(1);
+    let mut cfg = config(maddr, dir.path());
+    cfg.sandbox_gc_delay = delay;
+    let mut agent = RunningAgent::start(cfg).await;
+    let mut s = master.session().await;
+    s.register().await;
+    s.registered("agent-gc");
+    wait_gone(&old).await;
+    wait_gone(&leftover).await;
+    assert!(!dir.path().join("sandboxes/fw-0").exists());
+
+    s.run(shell_task("done", "echo bye"));
+    s.run(shell_task("runs", "exec sleep 30"));
+    let mut ended = None;
+    let mut running = false;
+    while ended.is_none() || !running {
+        let u = s.update().await;
+        s.ack(&u);
+        let st = u.status.unwrap();
+        match (st.task_id.as_str(), st.state()) {
+            ("done", pb::TaskState::TaskFinished) => ended = Some(Instant::now()),
+            ("runs", pb::TaskState::TaskRunning) => running = true,
+            _ => {}
+        }
+    }
+    let sandboxes = dir.path().join("sandboxes/fw-1");
+    // Not before the delay, counted from the end (the task was forgotten
+    // once its last update was acknowledged, just now).
+    let done = sandboxes.join("done");
+    assert_eq!(
+        std::fs::read_to_string(done.join("stdout")).unwrap(),
+        "bye\n"
+    );
+    wait_gone(&done).await;
+    let since_end = ended.unwrap().elapsed();
+    assert!(
+        since_end >= delay - Duration::from_millis(50),
+        "{since_end:?}"
+    );
+    // A running task's sandbox stays, however quiet it is.
+    tokio::time::sleep(delay * 2).await;
+    assert!(sandboxes.join("runs/stdout").exists());
+    // Once it ends and is forgotten, it goes too.
+    s.kill("runs", 0.0);
+    s.expect("runs", pb::TaskState::TaskKilled).await;
+    wait_gone(&sandboxes.join("runs")).await;
+    agent.shutdown();
+    agent.join().await.unwrap();
+}

@@ -168,6 +168,10 @@ pub(crate) struct AgentShape {
     /// not trusted with the host's files.
     #[arg(long)]
     no_file_urls: bool,
+    /// Seconds a finished task's sandbox is kept after it last changed
+    /// (a week by default).
+    #[arg(long, default_value = "604800", value_parser = parse_positive_seconds)]
+    sandbox_gc_delay: Duration,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
@@ -211,6 +215,7 @@ impl AgentShape {
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
         config.file_urls = !self.no_file_urls;
+        config.sandbox_gc_delay = self.sandbox_gc_delay;
         // Tasks with masked values are logged by `berth task-logger`
         // processes, which outlive an agent restart.
         config.task_logger = berth_agent::logger::TaskLogger::Program {
