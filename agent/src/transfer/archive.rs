@@ -130,11 +130,14 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
 /// anything but a regular file, writes through symlinks, device files and
 /// FIFOs. Permission bits are kept without setuid, setgid and sticky.
 /// Entries already written stay on disk when a later one is refused.
+/// Once `cancel` is set it stops before the next entry (the fetch was
+/// killed or timed out), so nothing more is written into the sandbox.
 pub(crate) fn extract(
     archive: &Path,
     root: &Path,
     dest: &Path,
     max_bytes: u64,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Extracted, String> {
     let mut file = File::open(archive).map_err(|e| format!("cannot open the download: {e}"))?;
     let mut magic = [0u8; 2];
@@ -158,6 +161,12 @@ pub(crate) fn extract(
         .entries()
         .map_err(|e| format!("not a tar archive: {e}"))?;
     for entry in entries {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(format!(
+                "extraction cancelled after {} entries",
+                done.entries
+            ));
+        }
         let mut entry = entry.map_err(|e| format!("corrupt archive: {e}"))?;
         let kind = entry.header().entry_type();
         if matches!(
@@ -414,8 +423,28 @@ mod tests {
         fn extract(&self, bytes: &[u8], dest: &str) -> Result<Extracted, String> {
             let archive = self.dir.path().join("download");
             fs::write(&archive, bytes).unwrap();
-            extract(&archive, &self.sandbox(), Path::new(dest), 1 << 20)
+            let go_on = std::sync::atomic::AtomicBool::new(false);
+            extract(&archive, &self.sandbox(), Path::new(dest), 1 << 20, &go_on)
         }
+    }
+
+    #[test]
+    fn a_cancelled_extraction_writes_nothing_more() {
+        let f = Fixture::new();
+        let mut tar = tar::Builder::new(Vec::new());
+        for name in ["a", "b"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let archive = f.dir.path().join("download");
+        fs::write(&archive, tar.into_inner().unwrap()).unwrap();
+        let cancelled = std::sync::atomic::AtomicBool::new(true);
+        let err = extract(&archive, &f.sandbox(), Path::new(""), 1 << 20, &cancelled).unwrap_err();
+        assert_eq!(err, "extraction cancelled after 0 entries");
+        assert!(!f.sandbox().join("a").exists());
     }
 
     #[test]

@@ -43,6 +43,16 @@ enum Downloaded {
     Missing(String),
 }
 
+/// A flag set when it is dropped.
+#[derive(Debug, Default)]
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Fetches `uris` into `sandbox`, in order, logging each to the sandbox's
 /// `stderr`. Stops at the first failure.
 pub(crate) async fn fetch_all(
@@ -97,10 +107,15 @@ async fn fetch_one(
     };
     if uri.extract {
         let (temp, root, dest) = (temp.to_path_buf(), sandbox.to_path_buf(), target.clone());
-        let done = tokio::task::spawn_blocking(move || archive::extract(&temp, &root, &dest, max))
-            .await
-            .map_err(|e| format!("extraction failed: {e}"))?
-            .map_err(|e| format!("cannot extract: {e}"))?;
+        // Dropped with this future (a kill, the fetch timeout): the
+        // extraction then stops before its next entry.
+        let cancel = CancelOnDrop::default();
+        let flag = std::sync::Arc::clone(&cancel.0);
+        let done =
+            tokio::task::spawn_blocking(move || archive::extract(&temp, &root, &dest, max, &flag))
+                .await
+                .map_err(|e| format!("extraction failed: {e}"))?
+                .map_err(|e| format!("cannot extract: {e}"))?;
         let into = if target.as_os_str().is_empty() {
             "the sandbox".to_owned()
         } else {
