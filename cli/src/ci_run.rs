@@ -137,22 +137,6 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     result
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 /// Checks `--play` names against the pipeline file before anything runs:
 /// each must name a job of the file, or one of its `parallel` instances
 /// (`deploy: [eu]`, `test 1/3`). A file that does not parse is left to the
@@ -221,7 +205,7 @@ async fn follow(
     let mut changes = handle.changes();
     let mut progress = Progress::new(Mode::detect());
     let mut played: BTreeSet<usize> = BTreeSet::new();
-    let mut interrupt = Box::pin(interrupted());
+    let mut interrupt = Box::pin(crate::daemons::shutdown_signal());
     let mut canceled = false;
     if let Some(record) = handle.get(id).await? {
         for notice in play_notices(&record, play) {
@@ -281,7 +265,7 @@ async fn follow(
                     "berth: canceling pipeline #{id}; waiting for its jobs to end (Ctrl-C again to stop waiting)"
                 ));
                 handle.cancel(id).await?;
-                interrupt = Box::pin(interrupted());
+                interrupt = Box::pin(crate::daemons::shutdown_signal());
             }
         }
     };

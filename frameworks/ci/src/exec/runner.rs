@@ -1808,18 +1808,7 @@ fn create_record(
     let mut made: Option<PipelineRecord> = None;
     let mut failure: Option<RunError> = None;
     store.linked(update).create_with(|id| {
-        let ctx = Context {
-            project_name: rev.project_name.clone(),
-            project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
-            commit_sha: rev.sha.clone(),
-            ref_name: rev.ref_name.clone(),
-            ref_is_tag: rev.is_tag,
-            default_branch: rev.default_branch.clone(),
-            pipeline_id: id,
-            source,
-            changed_files: Some(rev.changed_files.clone()),
-            secrets: submission.variables.clone(),
-        };
+        let ctx = plan_context(submission, id);
         let plan = match config.plan(&ctx, repo) {
             Ok(Some(plan)) => plan,
             Ok(None) => {
@@ -1902,6 +1891,23 @@ fn with_waits(rec: &PipelineRecord, resources: &Assignment) -> PipelineRecord {
     copy
 }
 
+/// What a plan of `submission` as pipeline `id` is evaluated against.
+fn plan_context(submission: &Submission, id: u64) -> Context {
+    let rev = &submission.revision;
+    Context {
+        project_name: rev.project_name.clone(),
+        project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
+        commit_sha: rev.sha.clone(),
+        ref_name: rev.ref_name.clone(),
+        ref_is_tag: rev.is_tag,
+        default_branch: rev.default_branch.clone(),
+        pipeline_id: id,
+        source: submission.source,
+        changed_files: Some(rev.changed_files.clone()),
+        secrets: submission.variables.clone(),
+    }
+}
+
 /// The slow part of a submission, run off the runner's loop: parses the
 /// definition, checks masked values, plans it once (to refuse a
 /// submission that makes no pipeline before anything is written, and to
@@ -1932,22 +1938,10 @@ fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunErr
         )));
     }
     let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
-    let rev = &submission.revision;
     // Planned as pipeline 0 here; the loop plans again with the real id
     // from what this read (a plan only reads the repository for
     // `rules:exists`, `rules:changes` of files and `cache:key:files`).
-    let ctx = Context {
-        project_name: rev.project_name.clone(),
-        project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
-        commit_sha: rev.sha.clone(),
-        ref_name: rev.ref_name.clone(),
-        ref_is_tag: rev.is_tag,
-        default_branch: rev.default_branch.clone(),
-        pipeline_id: 0,
-        source: submission.source,
-        changed_files: Some(rev.changed_files.clone()),
-        secrets: submission.variables.clone(),
-    };
+    let ctx = plan_context(&submission, 0);
     match config.plan(&ctx, &*repository) {
         Ok(Some(_)) => {}
         Ok(None) => {
