@@ -170,18 +170,27 @@ pub(crate) struct AgentShape {
     no_file_urls: bool,
     /// Seconds a finished task's sandbox is kept after it last changed
     /// (a week by default).
-    #[arg(long, default_value = "604800", value_parser = parse_positive_seconds)]
+    #[arg(long, default_value = "604800", value_parser = parse_gc_delay)]
     sandbox_gc_delay: Duration,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
+    seconds_up_to(s, 3600.0)
+}
+
+/// A sandbox garbage-collection delay: up to a year.
+fn parse_gc_delay(s: &str) -> Result<Duration, String> {
+    seconds_up_to(s, 365.0 * 86_400.0)
+}
+
+fn seconds_up_to(s: &str, max: f64) -> Result<Duration, String> {
     let v: f64 = s
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
+    if !v.is_finite() || v <= 0.0 || v > max {
         return Err(format!(
-            "{s:?} must be more than 0 and at most 3600 seconds"
+            "{s:?} must be more than 0 and at most {max} seconds"
         ));
     }
     Ok(Duration::from_secs_f64(v))
@@ -479,6 +488,33 @@ mod tests {
         );
         assert!(parse_peer("2=nowhere").unwrap_err().contains("HOST:PORT"));
         assert!(parse_peer("h:1").unwrap_err().contains("ID=HOST:PORT"));
+    }
+
+    #[test]
+    fn every_daemon_starts_from_its_defaults() {
+        use clap::Parser as _;
+        // A default a value parser refuses would stop the daemon at start.
+        for argv in [
+            &["berth", "agent"][..],
+            &["berth", "master"],
+            &["berth", "dev"],
+            &["berth", "ci", "run"],
+            &["berth", "ci", "serve"],
+        ] {
+            if let Err(e) = crate::Cli::try_parse_from(argv) {
+                panic!("{argv:?}: {e}");
+            }
+        }
+        assert_eq!(
+            parse_gc_delay("604800").unwrap(),
+            Duration::from_secs(604_800)
+        );
+        assert!(
+            parse_gc_delay("31536001")
+                .unwrap_err()
+                .contains("at most 31536000 seconds")
+        );
+        assert!(parse_positive_seconds("3601").is_err());
     }
 
     #[test]
