@@ -53,6 +53,17 @@ pub struct FrameworkConfig {
     pub connect_timeout: Duration,
     /// How long a call waits for the master's answer (default 30 s).
     pub call_timeout: Duration,
+    /// After every subscription that resumes the framework (a
+    /// re-subscription, or [`FrameworkConfig::framework_id`] given), ask the
+    /// master for the latest state of the framework's tasks (default
+    /// `true`): of the tasks the SDK believes live (launched through it,
+    /// or reported in a non-terminal state, and not reported ended since),
+    /// or, when it knows of none, of every task the master holds. Updates
+    /// the master made while the framework was away, such as `TASK_LOST`
+    /// for a task of a removed agent, are not sent again; this is how the
+    /// framework hears of them. Turn it off for a framework that
+    /// reconciles on [`Event::Subscribed`](crate::Event::Subscribed) itself.
+    pub reconcile_on_resubscribe: bool,
 }
 
 impl FrameworkConfig {
@@ -69,6 +80,7 @@ impl FrameworkConfig {
             auto_acknowledge: true,
             connect_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(30),
+            reconcile_on_resubscribe: true,
         }
     }
 
@@ -129,6 +141,14 @@ impl FrameworkConfig {
     #[must_use]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// Turns the implicit reconciliation after a resuming subscription on
+    /// or off (see [`FrameworkConfig::reconcile_on_resubscribe`]).
+    #[must_use]
+    pub fn reconcile_on_resubscribe(mut self, yes: bool) -> Self {
+        self.reconcile_on_resubscribe = yes;
         self
     }
 

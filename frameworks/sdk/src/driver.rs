@@ -26,6 +26,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Heartbeats missed before the connection is considered dead.
 const MISSED_HEARTBEATS: u32 = 3;
+/// Most tasks asked about in one reconciliation call.
+const RECONCILE_BATCH: usize = 1000;
 
 /// A live subscription: the stream and what `SUBSCRIBED` said.
 struct Subscription {
@@ -225,6 +227,7 @@ pub async fn subscribe(
         shared,
         endpoints,
         tx,
+        resumed: !id.is_empty(),
     };
     tokio::spawn(driver.run(sub));
     Ok((framework, Events::new(rx, ack_tx, events_shared)))
@@ -309,10 +312,15 @@ struct Driver {
     shutdown: watch::Receiver<Phase>,
     /// The acknowledger task, if auto-acknowledge is on.
     acker: Option<tokio::task::JoinHandle<()>>,
+    /// The first subscription resumed an existing framework.
+    resumed: bool,
 }
 
 impl Driver {
     async fn run(mut self, mut sub: Subscription) {
+        if self.resumed {
+            self.reconcile(&sub).await;
+        }
         loop {
             let pumped = self.pump(&mut sub.stream, sub.heartbeat).await;
             if !matches!(pumped, Pump::Stop) && self.torn_down().await {
@@ -364,6 +372,7 @@ impl Driver {
             // Before the handle can make calls on the new stream, so a
             // newer list from the user is never overtaken by this one.
             self.republish_pending(&sub).await;
+            self.reconcile(&sub).await;
             self.shared.set_link(sub.link());
             let event = Event::Subscribed {
                 framework_id: sub.framework_id.clone(),
@@ -409,6 +418,56 @@ impl Driver {
             }
             if self.shared.pending_generation() == generation {
                 return;
+            }
+        }
+    }
+
+    /// Reconciles on a subscription that resumed the framework (unless
+    /// configured off), so that updates the master made while the
+    /// framework was away (`TASK_LOST` for a task of a removed agent, say)
+    /// are not missed: the answers come as updates on the new stream.
+    /// Explicitly for the tasks the SDK believes live (the master answers
+    /// `TASK_LOST`, or `TASK_UNKNOWN` when partition-aware, for one it does
+    /// not know, which implicit reconciliation would not mention);
+    /// implicitly when it knows of none (a framework process started again
+    /// with its id), which lists every task the master holds. Failures are
+    /// logged; the framework can still call
+    /// [`Framework::reconcile`](crate::Framework::reconcile).
+    async fn reconcile(&self, sub: &Subscription) {
+        if !self.shared.config.reconcile_on_resubscribe {
+            return;
+        }
+        let live = self.shared.live_tasks();
+        let batches: Vec<Vec<pb::ReconcileTask>> = if live.is_empty() {
+            vec![Vec::new()]
+        } else {
+            live.chunks(RECONCILE_BATCH).map(<[_]>::to_vec).collect()
+        };
+        let wait = self.shared.config.call_timeout;
+        for tasks in batches {
+            let count = tasks.len();
+            let request = pb::ReconcileRequest {
+                header: Some(pb::CallHeader {
+                    framework_id: self.shared.framework_id.clone(),
+                    stream_id: sub.stream_id.clone(),
+                }),
+                tasks,
+            };
+            let mut client = sub.client.clone();
+            match tokio::time::timeout(wait, client.reconcile(request)).await {
+                Ok(Ok(_)) => tracing::debug!(tasks = count, "reconciling after subscribing"),
+                Ok(Err(status)) => {
+                    tracing::warn!(
+                        code = ?status.code(),
+                        message = %status.message(),
+                        "could not reconcile after subscribing"
+                    );
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("reconciling after subscribing timed out");
+                    return;
+                }
             }
         }
     }
@@ -485,7 +544,10 @@ impl Driver {
                 Some(Wire::Rescind(r)) => Event::Rescind {
                     offer_id: r.offer_id,
                 },
-                Some(Wire::Update(status)) => Event::Update(status),
+                Some(Wire::Update(status)) => {
+                    self.shared.track(&status);
+                    Event::Update(status)
+                }
                 Some(Wire::Failure(f)) => Event::Failure {
                     agent_id: f.agent_id,
                 },

@@ -21,9 +21,10 @@ pub enum Event {
     /// and again after every successful re-subscription.
     ///
     /// After a re-subscription every offer held before is void (the master
-    /// may have restarted or failed over); forget them and call
-    /// [`Framework::reconcile_all`](crate::Framework::reconcile_all) to learn
-    /// what happened to your tasks meanwhile.
+    /// may have restarted or failed over); forget them. What happened to
+    /// your tasks meanwhile arrives as updates: the SDK has asked for the
+    /// state of every task (see
+    /// [`FrameworkConfig::reconcile_on_resubscribe`](crate::FrameworkConfig::reconcile_on_resubscribe)).
     Subscribed {
         /// The framework id (the same for the life of the framework).
         framework_id: String,

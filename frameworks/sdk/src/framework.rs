@@ -60,6 +60,11 @@ pub(crate) struct Shared {
     /// The pending set last given to [`Framework::update_pending`], for
     /// the driver to publish again after a re-subscription.
     pending: Mutex<Published>,
+    /// The tasks believed live: launched through this handle, or reported
+    /// in a non-terminal state, and not reported ended since; task id to
+    /// agent id (empty until known). The driver reconciles them after a
+    /// re-subscription.
+    live: Mutex<HashMap<String, String>>,
 }
 
 /// The pending set last published (or attempted), and a counter of
@@ -81,7 +86,40 @@ impl Shared {
             acks_queued: AtomicUsize::new(0),
             phase: watch::Sender::new(Phase::Running),
             pending: Mutex::new(Published::default()),
+            live: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows a status update: a task in a terminal state is no longer
+    /// live, any other is.
+    pub(crate) fn track(&self, status: &pb::TaskStatus) {
+        let ended = pb::TaskState::try_from(status.state).is_ok_and(|s| s.is_terminal());
+        let mut live = self.live();
+        if ended {
+            live.remove(&status.task_id);
+        } else {
+            live.insert(status.task_id.clone(), status.agent_id.clone());
+        }
+    }
+
+    /// The tasks believed live, as a reconciliation asks about them.
+    pub(crate) fn live_tasks(&self) -> Vec<pb::ReconcileTask> {
+        let mut tasks: Vec<pb::ReconcileTask> = self
+            .live()
+            .iter()
+            .map(|(task_id, agent_id)| pb::ReconcileTask {
+                task_id: task_id.clone(),
+                agent_id: agent_id.clone(),
+            })
+            .collect();
+        tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        tasks
     }
 
     fn published(&self) -> MutexGuard<'_, Published> {
@@ -270,6 +308,16 @@ impl Framework {
         tasks: Vec<pb::TaskInfo>,
         refuse: Option<Duration>,
     ) -> Result<Vec<String>, SdkError> {
+        // Live from before the call, so that an update arriving before the
+        // answer finds them; forgotten again if they were not launched.
+        let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        {
+            let mut live = self.shared.live();
+            for t in &tasks {
+                live.entry(t.task_id.clone())
+                    .or_insert_with(|| t.agent_id.clone());
+            }
+        }
         let operations = if tasks.is_empty() {
             Vec::new()
         } else {
@@ -287,8 +335,18 @@ impl Framework {
                 })
                 .await
             })
-            .await?;
-        Ok(reply.launched_task_ids)
+            .await;
+        let launched = match &reply {
+            Ok(r) => r.launched_task_ids.as_slice(),
+            Err(_) => &[],
+        };
+        {
+            let mut live = self.shared.live();
+            for id in ids.iter().filter(|id| !launched.contains(id)) {
+                live.remove(id);
+            }
+        }
+        Ok(reply?.launched_task_ids)
     }
 
     /// Declines `offer_ids`; the resources are not offered to this

@@ -537,3 +537,99 @@ async fn teardown_sends_queued_acks_first() {
     assert!(matches!(calls[3], Call::Teardown(_)));
     assert_eq!(fw.acknowledged(), 3);
 }
+
+fn reconciles(fake: &FakeMaster) -> Vec<pb::ReconcileRequest> {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Reconcile(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn task(id: &str) -> pb::TaskInfo {
+    berth_sdk::shell_task(id, id, "true", "cpus:0.1;mem:16").expect("a valid task")
+}
+
+/// Updates the master made while the framework was away are not sent
+/// again: after a re-subscription the SDK asks about the tasks it believes
+/// live, by id (so one the master lost comes back as LOST), and after a
+/// resumed first subscription about every task. Both can be turned off.
+#[tokio::test]
+async fn resubscribing_reconciles_the_tasks_believed_live() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    assert!(reconciles(&fake).is_empty(), "a new framework has no tasks");
+    fw.accept(
+        vec!["o-1".into()],
+        vec![task("ends"), task("runs"), task("quiet")],
+        None,
+    )
+    .await
+    .unwrap();
+    // A refused launch is not live.
+    fake.state().accept_error = Some((Code::InvalidArgument, "no".into()));
+    assert!(
+        fw.accept(vec!["o-2".into()], vec![task("refused")], None)
+            .await
+            .is_err()
+    );
+    fake.state().accept_error = None;
+    fake.push(Wire::Update(agent_update(
+        "runs",
+        1,
+        TaskState::TaskRunning,
+    )))
+    .await;
+    fake.push(Wire::Update(agent_update(
+        "ends",
+        2,
+        TaskState::TaskFinished,
+    )))
+    .await;
+    for _ in 0..2 {
+        assert!(matches!(next(&mut events).await, Event::Update(_)));
+    }
+
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    let asked = reconciles(&fake);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].header.as_ref().unwrap().stream_id, "stream-2");
+    let ids: Vec<(&str, &str)> = asked[0]
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.agent_id.as_str()))
+        .collect();
+    assert_eq!(ids, [("quiet", ""), ("runs", "agent-1")]);
+
+    // A framework process started again with its id knows no task yet: it
+    // asks about every one (implicit reconciliation).
+    drop((fw, events));
+    let (_fw, _events) = subscribe(vec![fake.address()], config().framework_id("fw-1"))
+        .await
+        .unwrap();
+    wait_until("the implicit reconciliation", || {
+        reconciles(&fake).len() == 2
+    })
+    .await;
+    assert!(reconciles(&fake)[1].tasks.is_empty());
+    drop((_fw, _events));
+
+    // Off: nothing is asked, on resuming or on re-subscribing.
+    let off = config()
+        .framework_id("fw-1")
+        .reconcile_on_resubscribe(false);
+    let (fw, mut events) = subscribe(vec![fake.address()], off).await.unwrap();
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    fw.accept(vec!["o-1".into()], vec![task("t")], None)
+        .await
+        .unwrap();
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    fw.revive(vec![]).await.unwrap();
+    assert_eq!(reconciles(&fake).len(), 2);
+}

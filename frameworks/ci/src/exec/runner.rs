@@ -720,7 +720,10 @@ pub async fn start(
             pipelines.insert(id, rec);
         }
     }
+    // It reconciles on every SUBSCRIBED itself: its running jobs'
+    // tasks explicitly (an unknown one is LOST), then the rest implicitly.
     let framework_config = FrameworkConfig::new("berth-ci")
+        .reconcile_on_resubscribe(false)
         .roles([config.role.clone()])
         .failover_timeout(Duration::from_secs(7 * 24 * 3600));
     let framework_config = match std::fs::read_to_string(config.data_dir.join("framework-id")) {
