@@ -988,7 +988,13 @@ impl Agent {
     pub(crate) fn collect_garbage(&self, now: std::time::SystemTime) -> usize {
         let root = self.config.work_dir.join("sandboxes");
         let trash = self.config.work_dir.join(crate::gc::TRASH_DIR);
-        let stale = crate::gc::stale_sandboxes(&root, now, self.config.sandbox_gc_delay);
+        let usage = crate::gc::disk_usage(&self.config.work_dir).unwrap_or(0.0);
+        let delay = crate::gc::effective_delay(
+            self.config.sandbox_gc_delay,
+            self.config.sandbox_gc_disk_headroom,
+            usage,
+        );
+        let stale = crate::gc::stale_sandboxes(&root, now, delay);
         if !stale.is_empty() {
             if let Err(e) = std::fs::create_dir_all(&trash) {
                 tracing::warn!(error = %e, "cannot create the sandbox trash directory");

@@ -99,6 +99,10 @@ pub struct AgentConfig {
     /// update acknowledged) is kept after it last changed; see
     /// [`crate::gc`]. A week by default, as Mesos's `--gc_delay`.
     pub sandbox_gc_delay: Duration,
+    /// The share of the disk to keep free (0 to 1, default 0.1): the
+    /// fuller the disk, the shorter the delay (scaled by `1 - headroom -
+    /// used`, but at least 10 minutes), as Mesos's `--gc_disk_headroom`.
+    pub sandbox_gc_disk_headroom: f64,
 }
 
 impl AgentConfig {
@@ -129,6 +133,7 @@ impl AgentConfig {
             task_logger: crate::logger::TaskLogger::InAgent,
             file_urls: true,
             sandbox_gc_delay: DEFAULT_SANDBOX_GC_DELAY,
+            sandbox_gc_disk_headroom: 0.1,
         }
     }
 
@@ -185,6 +190,12 @@ impl AgentConfig {
             return Err(AgentError::Config(
                 "sandbox_gc_delay: must be positive".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.sandbox_gc_disk_headroom) {
+            return Err(AgentError::Config(format!(
+                "sandbox_gc_disk_headroom: {} is not between 0 and 1",
+                self.sandbox_gc_disk_headroom
+            )));
         }
         if self.attributes.iter().any(|(k, _)| k.is_empty()) {
             return Err(AgentError::Config(
@@ -315,6 +326,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("sandbox_gc_delay: must be positive")
+        );
+        let mut c = ok.clone();
+        c.sandbox_gc_disk_headroom = f64::NAN;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sandbox_gc_disk_headroom: NaN is not between 0 and 1")
         );
         let mut c = ok;
         c.master_timeout = Duration::ZERO;

@@ -10,6 +10,12 @@
 //! when it forgets a task, so a task that was quiet for long before it
 //! ended still keeps its sandbox for the whole delay.
 //!
+//! The fuller the disk, the sooner, as Mesos's `--gc_disk_headroom`: each
+//! sweep uses the delay scaled by `1 - headroom - usage` ([`effective_delay`],
+//! `usage` the used fraction of the work dir's file system), but never
+//! below [`MIN_EFFECTIVE_DELAY`] (or the configured delay, if shorter), so a
+//! framework still collecting a just-ended task's log finds it.
+//!
 //! A sweep runs when the agent starts and then every [`sweep_interval`]. It
 //! finds the sandboxes past the delay without the agent's lock; then, under
 //! the lock, it moves each one whose task the agent still does not know
@@ -25,6 +31,32 @@ use std::time::{Duration, SystemTime};
 pub(crate) const ENDED_MARKER: &str = ".berth-ended";
 /// Directory (under the work dir) sandboxes are moved to before deletion.
 pub(crate) const TRASH_DIR: &str = "sandboxes-gc";
+
+/// The shortest delay a full disk brings a sweep down to (unless the
+/// configured delay is shorter).
+pub(crate) const MIN_EFFECTIVE_DELAY: Duration = Duration::from_secs(600);
+
+/// The delay a sweep uses: `delay` scaled by `1 - headroom - usage` (as
+/// Mesos does), at least [`MIN_EFFECTIVE_DELAY`] or `delay` if that is
+/// shorter. `usage` is the used fraction of the disk (0 to 1).
+#[must_use]
+pub(crate) fn effective_delay(delay: Duration, headroom: f64, usage: f64) -> Duration {
+    let factor = (1.0 - headroom - usage).clamp(0.0, 1.0);
+    delay.mul_f64(factor).max(MIN_EFFECTIVE_DELAY.min(delay))
+}
+
+/// The used fraction (0 to 1) of the file system holding `dir`; `None` if
+/// it cannot be read.
+pub(crate) fn disk_usage(dir: &Path) -> Option<f64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    #[allow(clippy::useless_conversion, clippy::cast_precision_loss)]
+    // field types differ between platforms
+    let (total, available) = (
+        u64::from(st.blocks()) as f64,
+        u64::from(st.blocks_available()) as f64,
+    );
+    (total > 0.0).then(|| (1.0 - available / total).clamp(0.0, 1.0))
+}
 
 /// How often sandboxes are swept for a given delay: a quarter of it,
 /// between 100 ms and a minute.
@@ -209,6 +241,22 @@ mod tests {
         remove_empty_frameworks(&root);
         assert!(!root.join("empty").exists());
         assert!(root.join("full/task").exists());
+    }
+
+    #[test]
+    fn a_fuller_disk_shortens_the_delay_down_to_a_floor() {
+        let week = Duration::from_secs(604_800);
+        // Mesos's example: 10% headroom, disk half full: 40% of the delay.
+        assert_eq!(effective_delay(week, 0.1, 0.5), week.mul_f64(0.4));
+        assert_eq!(effective_delay(week, 0.0, 0.0), week);
+        // Past the headroom: the floor, not zero.
+        assert_eq!(effective_delay(week, 0.1, 0.95), MIN_EFFECTIVE_DELAY);
+        // A configured delay under the floor stays as it is.
+        let second = Duration::from_secs(1);
+        assert_eq!(effective_delay(second, 0.1, 0.95), second);
+        let usage = disk_usage(Path::new("/")).unwrap();
+        assert!((0.0..=1.0).contains(&usage), "{usage}");
+        assert_eq!(disk_usage(Path::new("/no/such/dir")), None);
     }
 
     #[test]

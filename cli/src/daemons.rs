@@ -172,10 +172,28 @@ pub(crate) struct AgentShape {
     /// (a week by default).
     #[arg(long, default_value = "604800", value_parser = parse_gc_delay)]
     sandbox_gc_delay: Duration,
+    /// Share of the disk to keep free (0 to 1): the fuller the disk, the
+    /// sooner finished sandboxes go (the delay times 1 - headroom - used,
+    /// at least 10 minutes).
+    #[arg(long, default_value = "0.1", value_parser = parse_fraction)]
+    sandbox_gc_disk_headroom: f64,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
     seconds_up_to(s, 3600.0)
+}
+
+/// A fraction from 0 to 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} is not between 0 and 1"))
+    }
 }
 
 /// A sandbox garbage-collection delay: up to a year.
@@ -225,6 +243,7 @@ impl AgentShape {
         config.upload_timeout = self.upload_timeout;
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
+        config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
         // Tasks with masked values are logged by `berth task-logger`
         // processes, which outlive an agent restart.
         config.task_logger = berth_agent::logger::TaskLogger::Program {
@@ -515,6 +534,10 @@ mod tests {
                 .contains("at most 31536000 seconds")
         );
         assert!(parse_positive_seconds("3601").is_err());
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        for bad in ["-0.1", "1.5", "NaN", "x"] {
+            assert!(parse_fraction(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
