@@ -45,6 +45,11 @@ pub(crate) struct RunArgs {
     /// Docker network mode: bridge, host or none (needs --image).
     #[arg(long, requires = "image", value_parser = ["bridge", "host", "none"])]
     network: Option<String>,
+    /// Give the command the environment variable NAME=VALUE, and have the
+    /// agent replace VALUE with [MASKED] in its output before it is written
+    /// or shown (repeatable; VALUE has at least 8 characters, one line).
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_secret)]
+    secrets: Vec<(String, String)>,
     #[command(flatten)]
     client: ClientOpts,
     /// The command and its arguments (with --image, optional: the image's
@@ -79,6 +84,12 @@ fn parse_scalar(name: &'static str, s: &str) -> Result<Scalar, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number"))?;
     Scalar::from_f64(name, v).map_err(|e| e.to_string())
+}
+
+fn parse_secret(s: &str) -> Result<(String, String), String> {
+    let (name, value) = crate::ci::parse_var(s)?;
+    berth_proto::mask::check_maskable(&name, &value).map_err(|e| e.to_string())?;
+    Ok((name, value))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -126,10 +137,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         task_id: task_id.clone(),
         name: args.name.clone(),
         resources: Some(resources_to_proto(&want)),
-        command: (!args.command.is_empty()).then(|| pb::CommandInfo {
+        // Without a command (an image's own) but with secrets, a command
+        // with neither argv nor shell carries their environment.
+        command: (!args.command.is_empty() || !args.secrets.is_empty()).then(|| pb::CommandInfo {
             argv: args.command.clone(),
+            env: args.secrets.iter().cloned().collect(),
             ..Default::default()
         }),
+        masked_values: args.secrets.iter().map(|(_, v)| v.clone()).collect(),
         container: args.image.as_ref().map(|image| pb::ContainerInfo {
             image: image.clone(),
             network: args.network.clone().unwrap_or_default(),

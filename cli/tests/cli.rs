@@ -163,6 +163,38 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
     let out = dev.berth(&["task", "log", &failed_id]);
     assert_eq!(text(&out.stdout), "hi\n");
 
+    // A secret reaches the command and is masked in its output: in what
+    // `berth run` streams and in the sandbox the agent serves.
+    let secret = "hunter2-secret-99";
+    let out = dev.berth(&[
+        "run",
+        "--name",
+        "secret",
+        "--secret",
+        &format!("TOKEN={secret}"),
+        "--",
+        "sh",
+        "-c",
+        "echo \"token $TOKEN ${#TOKEN}\"; echo \"err $TOKEN\" >&2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token [MASKED] 17\n");
+    assert!(
+        text(&out.stderr).contains("err [MASKED]"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains(secret));
+    let tasks = text(&dev.berth(&["task", "list", "--all"]).stdout);
+    let secret_id = tasks
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|id| id.starts_with("secret-"))
+        .expect("the secret task's row")
+        .to_string();
+    let out = dev.berth(&["task", "log", &secret_id, "--stderr"]);
+    assert_eq!(text(&out.stdout), "err [MASKED]\n");
+
     let out = dev.berth(&["state", "--json"]);
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state is JSON");
     assert_eq!(state["agents"].as_array().map(Vec::len), Some(1));
@@ -192,6 +224,15 @@ fn malformed_arguments_get_specific_errors() {
         (&["master", "--agent-ping-timeout", "-3"], "positive"),
         (&["master", "--listen", "nowhere"], "invalid"),
         (&["task", "log"], "required"),
+        (&["run", "--secret", "T=short", "--", "true"], "at least 8"),
+        (
+            &["run", "--secret", "BAD NAME=long-enough", "--", "true"],
+            "is not a variable name",
+        ),
+        (
+            &["run", "--secret", "NOVALUE", "--", "true"],
+            "is not NAME=VALUE",
+        ),
     ];
     for (args, needle) in cases {
         let out = Command::new(BERTH)
