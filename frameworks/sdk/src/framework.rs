@@ -1,6 +1,6 @@
 //! [`Framework`]: the handle for scheduler calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -336,13 +336,13 @@ impl Framework {
                 .await
             })
             .await;
-        let launched = match &reply {
-            Ok(r) => r.launched_task_ids.as_slice(),
-            Err(_) => &[],
+        let launched: HashSet<&str> = match &reply {
+            Ok(r) => r.launched_task_ids.iter().map(String::as_str).collect(),
+            Err(_) => HashSet::new(),
         };
         {
             let mut live = self.shared.live();
-            for id in ids.iter().filter(|id| !launched.contains(id)) {
+            for id in ids.iter().filter(|id| !launched.contains(id.as_str())) {
                 live.remove(id);
             }
         }
