@@ -7,6 +7,7 @@
 //! removed when the [`Cluster`] is dropped. [`files`] is an HTTP file
 //! server for the fetcher and uploader tests.
 
+pub mod campaign;
 pub mod files;
 
 use std::net::SocketAddr;

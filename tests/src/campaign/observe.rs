@@ -1,0 +1,474 @@
+//! What the campaign asks the masters, through the operator API only:
+//! who leads (each master's own `ListMembers`, never a guess), which
+//! agents and frameworks are attached to the leader, each master's applied
+//! index and registry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+use berth_proto as pb;
+use pb::operator_client::OperatorClient;
+use tonic::transport::Channel;
+
+use super::cluster::{Cluster, Topology};
+use super::runs::{Lives, run_of_framework};
+
+/// How long one operator call may take: a frozen master accepts the TCP
+/// connection and never answers.
+const CALL: Duration = Duration::from_millis(800);
+/// How often re-attachment is polled (the error of a polled time).
+const POLL: Duration = Duration::from_millis(50);
+
+async fn client(addr: &str) -> Option<OperatorClient<Channel>> {
+    let ch = Channel::from_shared(pb::endpoint_uri(addr))
+        .ok()?
+        .connect_timeout(CALL)
+        .timeout(CALL);
+    let ch = tokio::time::timeout(CALL, ch.connect()).await.ok()?.ok()?;
+    Some(OperatorClient::new(ch))
+}
+
+/// Runs one call on a fresh connection to `addr`, within [`CALL`].
+async fn ask<T, F, Fut>(addr: &str, call: F) -> Option<T>
+where
+    F: FnOnce(OperatorClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let op = client(addr).await?;
+    let r = tokio::time::timeout(CALL, call(op)).await.ok()?.ok()?;
+    Some(r.into_inner())
+}
+
+/// A master's view of the Raft group.
+pub(crate) async fn members(addr: &str) -> Option<pb::MemberList> {
+    ask(
+        addr,
+        |mut op| async move { op.list_members(pb::Empty {}).await },
+    )
+    .await
+}
+
+/// Agents as `addr` sees them (from its own registry and connections).
+async fn agents(addr: &str) -> Option<Vec<pb::AgentView>> {
+    ask(addr, |mut op| async move {
+        op.list_agents(crate::stale(pb::Empty {})).await
+    })
+    .await
+    .map(|l| l.agents)
+}
+
+/// Frameworks as `addr` sees them.
+async fn frameworks(addr: &str) -> Option<Vec<pb::FrameworkView>> {
+    ask(addr, |mut op| async move {
+        op.list_frameworks(crate::stale(pb::Empty {})).await
+    })
+    .await
+    .map(|l| l.frameworks)
+}
+
+/// Everything `addr` holds (stale read: its own registry).
+async fn state(addr: &str) -> Option<pb::ClusterState> {
+    ask(addr, |mut op| async move {
+        op.get_state(crate::stale(pb::Empty {})).await
+    })
+    .await
+}
+
+/// The master that leads, by its own word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leader {
+    /// Raft id.
+    pub(crate) id: u64,
+    /// Its term.
+    pub(crate) term: u64,
+}
+
+/// The leader among `masters` (index, address): a master whose own
+/// `ListMembers` names itself leader. An isolated old leader may still
+/// claim to lead in its old term; the highest term wins.
+pub(crate) async fn find_leader(masters: &[(usize, String)]) -> Option<Leader> {
+    let answers = futures::future::join_all(masters.iter().map(|(_, addr)| members(addr))).await;
+    answers
+        .into_iter()
+        .flatten()
+        .filter(|m| m.leader_id != 0 && m.leader_id == m.answered_by)
+        .map(|m| Leader {
+            id: m.leader_id,
+            term: m.term,
+        })
+        .max_by_key(|l| l.term)
+}
+
+/// Waits until every master that runs (and is not frozen) names one and
+/// the same leader in one term, and the leader has every running agent
+/// connected. Daemons that ended by themselves are recorded and restarted
+/// on the way.
+///
+/// # Errors
+/// What was still wrong when `timeout` passed.
+pub(crate) async fn wait_healthy(
+    cluster: &mut Cluster,
+    timeout: Duration,
+) -> Result<Leader, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        cluster.reap();
+        let problem = match health(cluster).await {
+            Ok(l) => return Ok(l),
+            Err(p) => p,
+        };
+        if tokio::time::Instant::now() > deadline {
+            return Err(problem);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn health(cluster: &Cluster) -> Result<Leader, String> {
+    let live = cluster.live_masters();
+    if live.len() < cluster.masters.len() {
+        return Err(format!(
+            "{} of {} masters run",
+            live.len(),
+            cluster.masters.len()
+        ));
+    }
+    let views = futures::future::join_all(live.iter().map(|(_, a)| members(a))).await;
+    let mut seen = BTreeSet::new();
+    for ((i, _), v) in live.iter().zip(&views) {
+        let v = v
+            .as_ref()
+            .ok_or_else(|| format!("master-{} does not answer", i + 1))?;
+        seen.insert((v.leader_id, v.term));
+    }
+    let (id, term) = match seen.iter().collect::<Vec<_>>()[..] {
+        [&(id, term)] if id != 0 => (id, term),
+        _ => return Err(format!("masters disagree on (leader, term): {seen:?}")),
+    };
+    let idx = cluster
+        .topo
+        .master_index(id)
+        .ok_or_else(|| format!("leader id {id} is not one of ours"))?;
+    let views = agents(&cluster.topo.masters[idx])
+        .await
+        .ok_or_else(|| format!("leader master-{} lists no agents", idx + 1))?;
+    for (i, d) in cluster.agents.iter().enumerate() {
+        let addr = &cluster.topo.agents[i];
+        let connected = views
+            .iter()
+            .any(|v| v.connected && v.info.as_ref().is_some_and(|i| &i.address == addr));
+        if d.is_up() && !connected {
+            return Err(format!("{} is not connected to the leader", d.name));
+        }
+    }
+    Ok(Leader { id, term })
+}
+
+/// What was seen after a leader fault: when a new leader took over and when
+/// each framework and agent attached to it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reattach {
+    /// The new leader's Raft id.
+    pub(crate) new_leader: Option<u64>,
+    /// When it took over (Unix seconds).
+    pub(crate) leading_since: Option<f64>,
+    /// Who attached to it when (Unix seconds): "agent-0", "run r0042".
+    pub(crate) attached: Vec<(String, f64)>,
+    /// Who had not attached when the watch gave up.
+    pub(crate) missing: Vec<String>,
+}
+
+/// Watches a leader change: asks `masters` (the faulted one left out)
+/// who leads until one with a term above `old` does, then asks it until
+/// every agent of `agents` (indexes) and every framework of a `berth run`
+/// that started before `since` and still runs is connected to it, for at
+/// most `cap`.
+///
+/// The times are polled (every 50 ms, the midpoint of the last poll that
+/// did not see a change and the first that did). Once the master reports
+/// `LeaderInfo.leading_since` and `…View.connected_at` (issue 12), they
+/// replace the polled times here, and only here.
+pub(crate) async fn watch_reattach(
+    topo: &Topology,
+    lives: &Lives,
+    masters: &[(usize, String)],
+    old: Leader,
+    agents_expected: &[usize],
+    since: f64,
+    cap: Duration,
+) -> Reattach {
+    let deadline = tokio::time::Instant::now() + cap;
+    let mut out = Reattach::default();
+    let mut last_poll = super::now();
+    let mut attached: BTreeMap<String, f64> = BTreeMap::new();
+    let mut pending: BTreeSet<String>;
+    loop {
+        let t = super::now();
+        let midpoint = f64::midpoint(last_poll, t);
+        last_poll = t;
+        if out.leading_since.is_none()
+            && let Some(l) = find_leader(masters).await
+            && l.term > old.term
+        {
+            out.new_leader = Some(l.id);
+            out.leading_since = Some(midpoint);
+        }
+        pending = BTreeSet::new();
+        if let (Some(id), Some(since_leading)) = (out.new_leader, out.leading_since)
+            && let Some(idx) = topo.master_index(id)
+        {
+            let addr = &topo.masters[idx];
+            let (agent_views, fw_views) = tokio::join!(agents(addr), frameworks(addr));
+            let at = midpoint.max(since_leading);
+            match agent_views {
+                Some(views) => {
+                    for &i in agents_expected {
+                        let name = format!("agent-{i}");
+                        let up = views.iter().any(|v| {
+                            v.connected
+                                && v.info.as_ref().is_some_and(|x| x.address == topo.agents[i])
+                        });
+                        if up {
+                            attached.entry(name).or_insert(at);
+                        } else if !attached.contains_key(&name) {
+                            pending.insert(name);
+                        }
+                    }
+                }
+                None => {
+                    pending.insert("the new leader's agent list".into());
+                }
+            }
+            match fw_views {
+                Some(views) => {
+                    for v in views {
+                        let Some(run) = v.info.as_ref().and_then(|i| run_of_framework(&i.name))
+                        else {
+                            continue;
+                        };
+                        let name = format!("run {run}");
+                        if v.connected {
+                            attached.entry(name).or_insert(at);
+                        } else if !attached.contains_key(&name)
+                            && lives.running_since_before(run, since)
+                        {
+                            pending.insert(name);
+                        }
+                    }
+                }
+                None => {
+                    pending.insert("the new leader's framework list".into());
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+        } else {
+            pending.insert("a new leader".into());
+        }
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    out.attached = attached.into_iter().collect();
+    out.missing = pending.into_iter().collect();
+    out
+}
+
+/// How the masters ended up: one applied index and one registry, or not.
+#[derive(Debug, Clone, Default)]
+pub struct Convergence {
+    /// Each master's applied index (Raft id, index) at the last look.
+    pub indexes: Vec<(u64, u64)>,
+    /// Whether every master had the same applied index, stable across
+    /// the read of its registry.
+    pub same_index: bool,
+    /// What differed between the registries at that index, if anything
+    /// (or why they could not be compared).
+    pub registry_diff: Option<String>,
+    /// Agents, frameworks and tasks (completed ones included) in the
+    /// registry compared.
+    pub counts: (usize, usize, usize),
+    /// Runs whose framework was still registered after every `berth run`
+    /// had ended (`berth run` tears its framework down on every exit path).
+    pub leftover: Vec<String>,
+}
+
+/// Waits up to `timeout` for every master to reach one applied index and
+/// compares their registries there.
+pub(crate) async fn converge(cluster: &mut Cluster, timeout: Duration) -> Convergence {
+    if let Some(net) = cluster.net.as_mut()
+        && let Err(e) = net.heal_all()
+    {
+        return Convergence {
+            registry_diff: Some(format!("could not heal the network: {e:#}")),
+            ..Convergence::default()
+        };
+    }
+    if let Err(e) = wait_healthy(cluster, Duration::from_secs(60)).await {
+        return Convergence {
+            registry_diff: Some(format!("the cluster did not become healthy: {e}")),
+            ..Convergence::default()
+        };
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = Convergence::default();
+    loop {
+        last = look(&cluster.topo.masters).await.unwrap_or(last);
+        if last.same_index && last.registry_diff.is_none() {
+            return last;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One look at every master: index, registry, index again.
+async fn look(masters: &[String]) -> Option<Convergence> {
+    let own_index = |m: &pb::MemberList| {
+        m.members
+            .iter()
+            .find(|x| x.id == m.answered_by)
+            .map(|x| (m.answered_by, x.index))
+    };
+    let before = futures::future::join_all(masters.iter().map(|a| members(a))).await;
+    let states = futures::future::join_all(masters.iter().map(|a| state(a))).await;
+    let after = futures::future::join_all(masters.iter().map(|a| members(a))).await;
+    let mut indexes = Vec::new();
+    let mut stable = true;
+    for (b, a) in before.iter().zip(&after) {
+        let (b, a) = (
+            b.as_ref().and_then(own_index)?,
+            a.as_ref().and_then(own_index)?,
+        );
+        stable &= a == b;
+        indexes.push(a);
+    }
+    let same_index = stable && indexes.windows(2).all(|w| w[0].1 == w[1].1);
+    let states: Vec<pb::ClusterState> = states.into_iter().collect::<Option<_>>()?;
+    let states: Vec<pb::ClusterState> = states.into_iter().map(replicated_part).collect();
+    let first = &states[0];
+    let counts = (
+        first.agents.len(),
+        first.frameworks.len(),
+        first.tasks.len(),
+    );
+    let leftover = first
+        .frameworks
+        .iter()
+        .filter_map(|f| f.info.as_ref().and_then(|i| run_of_framework(&i.name)))
+        .map(str::to_string)
+        .collect();
+    let mut diff = String::new();
+    for (i, s) in states.iter().enumerate().skip(1) {
+        if s != first {
+            let _ = writeln!(
+                diff,
+                "master-{} and master-{} differ: {}",
+                indexes[0].0,
+                indexes[i].0,
+                describe_diff(first, s)
+            );
+        }
+    }
+    Some(Convergence {
+        indexes,
+        same_index,
+        registry_diff: (!same_index || !diff.is_empty()).then(|| {
+            if diff.is_empty() {
+                "the applied indexes differ".to_string()
+            } else {
+                diff
+            }
+        }),
+        counts,
+        leftover,
+    })
+}
+
+/// A master's state without what only the leader holds, sorted by id, so
+/// that states of different masters compare equal when their registries
+/// are. Left out, as leader-only soft state (not replicated):
+/// - `ClusterState.leader`: each master's own view of who leads;
+/// - `AgentView.connected`, `FrameworkView.connected`: live streams, which
+///   only the leader has;
+/// - `AgentView.offered`, `FrameworkView.offered`: the leader's offer book;
+/// - `RoleView.allocated`: on the leader it counts offers, on followers
+///   only tasks.
+///
+/// Everything else (agents with their state, resources, task counts and
+/// registration times; frameworks with their info and disconnect times;
+/// every task with its state and latest status; roles' weights, quotas
+/// and frameworks) comes from the replicated registry and must be equal.
+fn replicated_part(mut s: pb::ClusterState) -> pb::ClusterState {
+    s.leader = None;
+    for a in &mut s.agents {
+        a.connected = false;
+        a.offered = None;
+    }
+    for f in &mut s.frameworks {
+        f.connected = false;
+        f.offered = None;
+    }
+    for r in &mut s.roles {
+        r.allocated = None;
+    }
+    s.agents.sort_by(|a, b| a.id.cmp(&b.id));
+    s.frameworks.sort_by(|a, b| fw_id(a).cmp(fw_id(b)));
+    s.tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    s.roles.sort_by(|a, b| a.name.cmp(&b.name));
+    s
+}
+
+fn fw_id(f: &pb::FrameworkView) -> &str {
+    f.info.as_ref().map_or("", |i| i.id.as_str())
+}
+
+/// The first few differences between two registries, by id.
+fn describe_diff(a: &pb::ClusterState, b: &pb::ClusterState) -> String {
+    fn section<T: std::fmt::Debug + PartialEq>(
+        what: &str,
+        a: &[T],
+        b: &[T],
+        key: impl Fn(&T) -> String,
+        out: &mut Vec<String>,
+    ) {
+        let ka: BTreeMap<String, &T> = a.iter().map(|x| (key(x), x)).collect();
+        let kb: BTreeMap<String, &T> = b.iter().map(|x| (key(x), x)).collect();
+        for k in ka.keys().chain(kb.keys()).collect::<BTreeSet<_>>() {
+            match (ka.get(k), kb.get(k)) {
+                (Some(x), Some(y)) if x == y => {}
+                (Some(x), Some(y)) => out.push(format!(
+                    "{what} {k}: {} vs {}",
+                    super::cut(&format!("{x:?}")),
+                    super::cut(&format!("{y:?}"))
+                )),
+                (Some(_), None) => out.push(format!("{what} {k} only on the first")),
+                (None, Some(_)) => out.push(format!("{what} {k} only on the second")),
+                (None, None) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    section("agent", &a.agents, &b.agents, |x| x.id.clone(), &mut out);
+    section(
+        "framework",
+        &a.frameworks,
+        &b.frameworks,
+        |x| fw_id(x).to_string(),
+        &mut out,
+    );
+    section("task", &a.tasks, &b.tasks, |x| x.task_id.clone(), &mut out);
+    section("role", &a.roles, &b.roles, |x| x.name.clone(), &mut out);
+    let n = out.len();
+    out.truncate(5);
+    if n > 5 {
+        out.push(format!("and {} more", n - 5));
+    }
+    out.join("; ")
+}
