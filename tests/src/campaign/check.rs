@@ -195,7 +195,7 @@ pub(crate) fn convergence(c: &Convergence) -> Vec<Violation> {
 
 /// The last 300 bytes of `s`, on one line, without terminal colours.
 fn tail(s: &str) -> String {
-    let plain = strip_ansi(s);
+    let plain = super::strip_ansi(s);
     let s = plain.trim();
     let mut start = s.len().saturating_sub(300);
     while !s.is_char_boundary(start) {
@@ -203,24 +203,6 @@ fn tail(s: &str) -> String {
     }
     let t = s[start..].replace('\n', " ⏎ ");
     if t.is_empty() { "(nothing)".into() } else { t }
-}
-
-/// `s` without ANSI escape sequences (`ESC [ … letter`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -290,7 +272,7 @@ mod tests {
     #[test]
     fn colours_are_taken_out_of_quoted_output() {
         assert_eq!(
-            strip_ansi("\u{1b}[3mframework_id\u{1b}[0m\u{1b}[2m=\u{1b}[0mfw-1"),
+            super::super::strip_ansi("\u{1b}[3mframework_id\u{1b}[0m\u{1b}[2m=\u{1b}[0mfw-1"),
             "framework_id=fw-1"
         );
         assert_eq!(tail("a\nb\n"), "a ⏎ b");

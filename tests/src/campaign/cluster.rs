@@ -52,6 +52,9 @@ pub(crate) struct Topology {
     pub(crate) berth: PathBuf,
     /// One file per run, one line per real execution of its task.
     pub(crate) marks: PathBuf,
+    /// Each run's stdout and stderr (`NAME.stdout`, `NAME.stderr`), for
+    /// looking into a violation with `--keep`.
+    pub(crate) outputs: PathBuf,
     /// Masters' API addresses; master `i` has Raft id `i + 1`.
     pub(crate) masters: Vec<String>,
     /// Agents' API addresses (what they advertise).
@@ -193,9 +196,9 @@ impl Daemon {
         self.kill();
     }
 
-    /// The last `n` lines of its log.
+    /// The last `n` lines of its log, without terminal colours.
     fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = super::strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -232,9 +235,15 @@ impl Cluster {
     pub(crate) async fn start(config: &Config, dir: &Path) -> anyhow::Result<Self> {
         let logs = dir.join("logs");
         let marks = dir.join("marks");
-        std::fs::create_dir_all(&logs)?;
-        std::fs::create_dir_all(&marks)?;
+        let outputs = dir.join("runs");
+        for d in [&logs, &marks, &outputs] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        // The partitions variant listens on bridge addresses, which issue
+        // 12's safe default refuses without `--insecure`.
         let partitions = config.variant == Variant::Partitions;
+        let insecure_master = partitions && has_flag(&config.berth, "master", "--insecure");
+        let insecure_agent = partitions && has_flag(&config.berth, "agent", "--insecure");
         let (net, masters, agents, clients) = match config.variant {
             Variant::Processes => {
                 let masters = (0..MASTERS)
@@ -269,6 +278,7 @@ impl Cluster {
         let topo = Arc::new(Topology {
             berth: config.berth.clone(),
             marks,
+            outputs,
             masters,
             agents,
             clients,
@@ -304,7 +314,7 @@ impl Cluster {
                     t.as_secs_f64().to_string().into(),
                 ]);
             }
-            if partitions && has_flag(&config.berth, "master", "--insecure") {
+            if insecure_master {
                 args.push("--insecure".into());
             }
             master_daemons.push(Daemon {
@@ -334,7 +344,7 @@ impl Cluster {
                 // SIGKILL, the fault, leaves them running as always.
                 "--kill-tasks-on-shutdown".into(),
             ];
-            if partitions && has_flag(&config.berth, "agent", "--insecure") {
+            if insecure_agent {
                 args.push("--insecure".into());
             }
             agent_daemons.push(Daemon {
@@ -449,9 +459,7 @@ pub(crate) fn agent_node(i: usize) -> String {
     format!("a{i}")
 }
 
-/// Whether `berth SUB` has `flag`. The partitions variant listens on
-/// bridge addresses, which issue 12's safe default refuses without
-/// `--insecure`; builds from before it have no such flag.
+/// Whether `berth SUB` has `flag` (builds from before a flag have none).
 fn has_flag(berth: &Path, sub: &str, flag: &str) -> bool {
     Command::new(berth)
         .args([sub, "--help"])

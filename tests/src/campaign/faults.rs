@@ -160,6 +160,17 @@ impl FaultRecord {
             self.reattach = Some(reattach_seconds(self.at, since, heartbeat, &w.attached));
         }
     }
+
+    /// Says so in the detail when the last re-attachment came only after
+    /// the fault ended (`after` past it): clients waited for the frozen
+    /// or cut-off leader instead of finding the new one.
+    fn note_late(&mut self, w: &Reattach, after: Duration, end: &str) {
+        let last = w.attached.iter().map(|(_, t)| *t).fold(f64::MIN, f64::max);
+        if !w.attached.is_empty() && last >= self.at + after.as_secs_f64() {
+            self.detail
+                .push_str(&format!("; the last re-attached only after {end}"));
+        }
+    }
 }
 
 /// The re-attach time: from the new leader's election — or, when clients
@@ -397,6 +408,7 @@ impl Injector {
             }
         );
         record.with_watch(&w, Some(self.config.heartbeat_timeout));
+        record.note_late(&w, frozen_for, "SIGCONT");
         if let Err(e) = thawed {
             return Err((record, e));
         }
@@ -551,6 +563,7 @@ impl Injector {
         let (w, healed): (Option<Reattach>, anyhow::Result<()>) = tokio::join!(watch, timeline);
         if let Some(w) = w {
             record.with_watch(&w, None);
+            record.note_late(&w, how_long, "the heal");
         }
         if let Err(e) = healed {
             return Err((record, e));

@@ -161,6 +161,16 @@ impl Config {
                 cut(&self.berth.display().to_string())
             );
         }
+        if let Some(d) = &self.keep_dir {
+            let text = d.display().to_string();
+            // Tasks' scripts quote the marks directory in single quotes.
+            if text.contains(['\'', '\n']) {
+                bail!(
+                    "the directory {} must not contain a quote or a newline",
+                    cut(&text)
+                );
+            }
+        }
         if !(1..=8).contains(&self.concurrency) {
             bail!(
                 "concurrency must be between 1 and 8, got {}",
@@ -270,7 +280,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let log_tails = if violations.is_empty() {
         String::new()
     } else {
-        cluster.log_tails(30)
+        cluster.log_tails(20)
     };
     cluster.shutdown().await;
     Ok(Report {
@@ -308,6 +318,24 @@ pub(crate) fn cut(s: &str) -> String {
         end -= 1;
     }
     format!("{:?}… ({} bytes)", &s[..end], s.len())
+}
+
+/// `s` without ANSI escape sequences (`ESC [ … letter`).
+pub(crate) fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -317,7 +317,13 @@ pub(crate) async fn converge(cluster: &mut Cluster, timeout: Duration) -> Conver
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = Convergence::default();
     loop {
-        last = look(&cluster.topo.masters).await.unwrap_or(last);
+        match look(&cluster.topo.masters).await {
+            Some(c) => last = c,
+            None => {
+                last.same_index = false;
+                last.registry_diff = Some("a master did not answer ListMembers or GetState".into());
+            }
+        }
         if last.same_index && last.registry_diff.is_none() {
             return last;
         }

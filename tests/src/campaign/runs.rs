@@ -316,6 +316,12 @@ async fn one_run(topo: &Topology, plan: RunPlan, timeout: Duration) -> RunOutcom
     if let Some(err) = err {
         outcome.stderr.push_str(&err.await.unwrap_or_default());
     }
+    for (ext, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        let path = topo.outputs.join(format!("{}.{ext}", outcome.plan.name));
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("campaign: cannot write {}: {e}", path.display());
+        }
+    }
     outcome
 }
 
