@@ -60,12 +60,24 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 /// Master timing settings shared by `berth master` and `berth dev`.
 #[derive(Debug, Args)]
 pub(crate) struct MasterTuning {
-    /// Seconds between pings to each agent.
-    #[arg(long, value_parser = parse_seconds, default_value = "2", allow_negative_numbers = true)]
+    /// Seconds between pings to each agent (agents take a master that
+    /// stays silent for their --master-timeout as lost).
+    #[arg(long, value_parser = parse_seconds, default_value = "1", allow_negative_numbers = true)]
     agent_ping_interval: Duration,
     /// Seconds without a pong before an agent is unreachable.
     #[arg(long, value_parser = parse_seconds, default_value = "15", allow_negative_numbers = true)]
     agent_ping_timeout: Duration,
+    /// Seconds a new leader gives the agents it inherits to register with
+    /// it before their ping timeout starts to count (at least the ping
+    /// timeout), so that a master failover does not make agents
+    /// unreachable.
+    #[arg(long, value_parser = parse_seconds, default_value = "30", allow_negative_numbers = true)]
+    agent_reregister_timeout: Duration,
+    /// Seconds between HEARTBEAT events on framework streams (frameworks
+    /// take a stream that stays silent for their heartbeat timeout as
+    /// lost; the SDK's is 4 s).
+    #[arg(long, value_parser = parse_seconds, default_value = "1", allow_negative_numbers = true)]
+    heartbeat_interval: Duration,
     /// Seconds before an unused offer is rescinded.
     #[arg(long, value_parser = parse_seconds, default_value = "60", allow_negative_numbers = true)]
     offer_timeout: Duration,
@@ -85,6 +97,8 @@ impl MasterTuning {
         config.advertise_address = advertise;
         config.agent_ping_interval = self.agent_ping_interval;
         config.agent_ping_timeout = self.agent_ping_timeout;
+        config.agent_reregister_timeout = self.agent_reregister_timeout;
+        config.heartbeat_interval = self.heartbeat_interval;
         config.max_completed_tasks = self.max_completed_tasks;
         config.offer_timeout = Some(self.offer_timeout);
         config.offer_limit = self

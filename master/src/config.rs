@@ -20,6 +20,14 @@ pub struct MasterConfig {
     /// its tasks go TASK_UNREACHABLE (partition-aware frameworks) or
     /// TASK_LOST.
     pub agent_ping_timeout: Duration,
+    /// After a master becomes leader, how long agents the registry holds
+    /// reachable have to register with it before the ping timeout starts
+    /// to count (at least `agent_ping_timeout` either way). An agent needs
+    /// time to notice that its master failed and to find the new one; a
+    /// failover must not make healthy agents unreachable. Mesos's
+    /// `--agent_reregister_timeout` (10 minutes there; agents find berth's
+    /// new leader within seconds).
+    pub agent_reregister_timeout: Duration,
     /// Interval between HEARTBEAT events on framework streams.
     pub heartbeat_interval: Duration,
     /// How often the allocator runs a full cycle (filters expire, declined
@@ -66,9 +74,10 @@ impl MasterConfig {
         Self {
             data_dir: data_dir.into(),
             advertise_address: None,
-            agent_ping_interval: Duration::from_secs(2),
+            agent_ping_interval: Duration::from_secs(1),
             agent_ping_timeout: Duration::from_secs(15),
-            heartbeat_interval: Duration::from_secs(5),
+            agent_reregister_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(1),
             allocation_interval: Duration::from_secs(1),
             offer_timeout: Some(Duration::from_secs(60)),
             offer_limit: None,
@@ -93,6 +102,7 @@ impl MasterConfig {
         let positive = [
             ("agent_ping_interval", self.agent_ping_interval),
             ("agent_ping_timeout", self.agent_ping_timeout),
+            ("agent_reregister_timeout", self.agent_reregister_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("allocation_interval", self.allocation_interval),
         ];

@@ -33,6 +33,7 @@ use crate::error::{ApplyError, MasterError};
 use crate::pending::{self, PendingWork};
 use crate::raft::Transport;
 use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
+use crate::raft::transport::HeardFrom;
 use crate::registry::{
     AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs,
 };
@@ -180,12 +181,16 @@ pub(crate) enum Request {
 struct FrameworkConn {
     stream_id: String,
     tx: EventTx,
+    /// When this stream subscribed (wall clock, ms since the Unix epoch).
+    connected_at_ms: u64,
 }
 
 struct AgentConn {
     conn: u64,
     tx: AgentTx,
     ping_seq: u64,
+    /// When this stream registered (wall clock, ms since the Unix epoch).
+    connected_at_ms: u64,
 }
 
 /// A command as it travels through the Raft log: who proposed it, so the
@@ -249,6 +254,11 @@ pub(crate) struct Core {
     /// The term this core leads in, once it has taken over (applied every
     /// earlier entry and rebuilt the allocator). `None` on followers.
     leading: Option<u64>,
+    /// When this core took over as leader (wall clock, ms since the Unix
+    /// epoch), for operators and for measuring how fast clients follow.
+    leading_since_ms: u64,
+    /// When a Raft message last arrived from each peer.
+    heard: HeardFrom,
     allocator: Allocator,
     offers: OfferBook,
     frameworks: HashMap<FrameworkId, FrameworkConn>,
@@ -256,6 +266,9 @@ pub(crate) struct Core {
     conn_agents: HashMap<u64, AgentId>,
     /// When each registered, reachable agent was last heard from.
     last_seen: HashMap<AgentId, Instant>,
+    /// Until when agents that have not registered with this leader yet are
+    /// not timed out (`agent_reregister_timeout` after the takeover).
+    reregister_until: Instant,
     pending_kills: HashMap<AgentId, Vec<pb::KillTask>>,
     /// What frameworks wait to place, and why: soft state of the leader,
     /// like offers (not replicated; frameworks publish it again after they
@@ -279,6 +292,9 @@ pub(crate) struct RaftParts {
     /// The registry as of the storage's snapshot, and that snapshot's index.
     pub registry: Registry,
     pub snapshot_index: u64,
+    /// When a Raft message last arrived from each peer (filled by the
+    /// inbound transport service).
+    pub heard: HeardFrom,
 }
 
 impl Core {
@@ -311,12 +327,15 @@ impl Core {
             pending_reads: HashMap::new(),
             subscribing: HashMap::new(),
             leading: None,
+            leading_since_ms: 0,
+            heard: raft.heard,
             allocator,
             offers,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             conn_agents: HashMap::new(),
             last_seen: HashMap::new(),
+            reregister_until: now,
             pending_kills: HashMap::new(),
             pending_work: PendingWork::default(),
             epoch: now,
@@ -331,8 +350,9 @@ impl Core {
 
     /// Rebuilds the leader-only state from the registry: the allocator (with
     /// weights, quotas, every known framework inactive until it
-    /// re-subscribes), an empty offer book with a fresh id prefix, and a full
-    /// ping timeout for every reachable agent to re-register.
+    /// re-subscribes), an empty offer book with a fresh id prefix, and
+    /// `agent_reregister_timeout` (at least a ping timeout) for every
+    /// reachable agent to register with this leader.
     fn rebuild_leader_state(&mut self, term: u64) {
         let mut allocator = Allocator::new(allocator_config(&self.config));
         for (role, w) in self.registry.weights() {
@@ -354,6 +374,7 @@ impl Core {
             self.config.offer_timeout,
         );
         let now = Instant::now();
+        self.reregister_until = now + self.config.agent_reregister_timeout;
         self.last_seen = self
             .registry
             .agents()
@@ -458,6 +479,7 @@ impl Core {
         }
         self.rebuild_leader_state(term);
         self.leading = Some(term);
+        self.leading_since_ms = unix_ms();
         info!(term, "leading");
         // Frameworks connected to the previous leader (or to this master
         // before a restart) start their failover clocks now; ones already
@@ -987,6 +1009,7 @@ impl Core {
             FrameworkConn {
                 stream_id: stream_id.clone(),
                 tx,
+                connected_at_ms: unix_ms(),
             },
         );
         info!(framework = %id, name = %record.name, resubscribed = known, "framework subscribed");
@@ -1780,6 +1803,7 @@ impl Core {
                 conn,
                 tx,
                 ping_seq: 0,
+                connected_at_ms: unix_ms(),
             },
         );
         self.conn_agents.insert(conn, id.clone());
@@ -2024,9 +2048,13 @@ impl Core {
 
     async fn check_agent_timeouts(&mut self, now: Instant) {
         let timeout = self.config.agent_ping_timeout;
+        // Agents that have not registered with this leader yet are within
+        // their re-registration grace after a takeover.
+        let grace = now < self.reregister_until;
         let expired: Vec<AgentId> = self
             .last_seen
             .iter()
+            .filter(|(id, _)| !grace || self.agents.contains_key(*id))
             .filter(|(_, seen)| now.duration_since(**seen) > timeout)
             .map(|(id, _)| id.clone())
             .collect();
@@ -2371,6 +2399,12 @@ impl Core {
                 .and_then(|id| self.members.get(&id).cloned())
                 .unwrap_or_default(),
             raft_id: leader.unwrap_or(0),
+            term: self.raft_status.borrow().term,
+            leading_since: if self.leading.is_some() {
+                ms_to_secs(self.leading_since_ms)
+            } else {
+                0.0
+            },
         }
     }
 
@@ -2392,6 +2426,11 @@ impl Core {
                     "FOLLOWER"
                 }
                 .into(),
+                last_heard_at: if id == st.id {
+                    0.0
+                } else {
+                    self.heard.get(id).map_or(0.0, system_time_secs)
+                },
                 index: if id == st.id {
                     self.applied_index
                 } else {
@@ -2518,6 +2557,10 @@ impl Core {
                 task_count: u32::try_from(self.registry.tasks_on(&a.id).count())
                     .unwrap_or(u32::MAX),
                 registered_at: ms_to_secs(a.registered_at_ms),
+                connected_at: self
+                    .agents
+                    .get(&a.id)
+                    .map_or(0.0, |c| ms_to_secs(c.connected_at_ms)),
             })
             .collect()
     }
@@ -2544,6 +2587,10 @@ impl Core {
                     task_count: u32::try_from(self.registry.tasks_of(&f.id).count())
                         .unwrap_or(u32::MAX),
                     registered_at: ms_to_secs(f.registered_at_ms),
+                    connected_at: self
+                        .frameworks
+                        .get(&f.id)
+                        .map_or(0.0, |c| ms_to_secs(c.connected_at_ms)),
                 }
             })
             .collect()
@@ -2877,6 +2924,12 @@ fn rand_u64() -> u64 {
     ])
 }
 
+/// Seconds since the Unix epoch of `t` (0 for a time before it).
+fn system_time_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
@@ -2981,6 +3034,7 @@ mod tests {
                 transport,
                 registry: Registry::new(100),
                 snapshot_index: 0,
+                heard: HeardFrom::default(),
             },
         );
         for _ in 0..200 {

@@ -96,8 +96,13 @@ pub async fn run(
     let transport =
         raft::transport::GrpcTransport::new(config.id, peers, config.raft_faults.clone());
     let (inbox_tx, mut inbox_rx) = mpsc::channel(4096);
-    let raft_service =
-        raft::transport::RaftTransportService::new(config.id, inbox_tx, config.raft_faults.clone());
+    let heard = raft::transport::HeardFrom::default();
+    let raft_service = raft::transport::RaftTransportService::new(
+        config.id,
+        inbox_tx,
+        config.raft_faults.clone(),
+        heard.clone(),
+    );
     let raft_streams = raft_service.clone();
     let mut node_config = raft::node::NodeConfig::new(config.id);
     node_config.tick = config.raft_tick;
@@ -131,6 +136,7 @@ pub async fn run(
             transport,
             registry,
             snapshot_index,
+            heard,
         },
     );
     let (req_tx, req_rx) = mpsc::channel(4096);

@@ -675,6 +675,26 @@ fn jitter(d: Duration) -> Duration {
 // Server side
 // ---------------------------------------------------------------------------
 
+/// When a Raft message last arrived from each peer (wall clock), filled by
+/// the [`RaftTransportService`] and read by the master core for
+/// `ListMembers`: a member the leader has not heard from for a while is
+/// down or cut off. Clones share the map.
+#[derive(Debug, Clone, Default)]
+pub struct HeardFrom(Arc<Mutex<HashMap<u64, std::time::SystemTime>>>);
+
+impl HeardFrom {
+    /// Records that a message from `peer` arrived now.
+    fn heard(&self, peer: u64) {
+        lock(&self.0).insert(peer, std::time::SystemTime::now());
+    }
+
+    /// When a message from `peer` last arrived, if ever.
+    #[must_use]
+    pub fn get(&self, peer: u64) -> Option<std::time::SystemTime> {
+        lock(&self.0).get(&peer).copied()
+    }
+}
+
 /// Counters of a [`RaftTransportService`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InboundStats {
@@ -748,6 +768,7 @@ struct ServiceInner {
     faults: Faults,
     counters: InboundCounters,
     closed: watch::Sender<bool>,
+    heard: HeardFrom,
     rejected_warn: Throttle,
     undecodable_warn: Throttle,
 }
@@ -767,9 +788,15 @@ pub struct RaftTransportService {
 }
 
 impl RaftTransportService {
-    /// A service for node `self_id` forwarding raft messages to `inbox`.
+    /// A service for node `self_id` forwarding raft messages to `inbox`,
+    /// recording in `heard` when each peer's last message arrived.
     #[must_use]
-    pub fn new(self_id: u64, inbox: mpsc::Sender<Message>, faults: Faults) -> Self {
+    pub fn new(
+        self_id: u64,
+        inbox: mpsc::Sender<Message>,
+        faults: Faults,
+        heard: HeardFrom,
+    ) -> Self {
         Self {
             inner: Arc::new(ServiceInner {
                 self_id,
@@ -777,6 +804,7 @@ impl RaftTransportService {
                 faults,
                 counters: InboundCounters::default(),
                 closed: watch::Sender::new(false),
+                heard,
                 rejected_warn: Throttle::default(),
                 undecodable_warn: Throttle::default(),
             }),
@@ -861,6 +889,7 @@ impl RaftTransportService {
             return None;
         }
         debug!(from, to, msg_type = ?message.get_msg_type(), term = message.term, index = message.index, "raft message received");
+        inner.heard.heard(from);
         Some(message)
     }
 }

@@ -84,7 +84,7 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        let service = RaftTransportService::new(id, inbox, faults);
+        let service = RaftTransportService::new(id, inbox, faults, HeardFrom::default());
         let server = service.clone().into_server();
         let (stop, stopped) = oneshot::channel::<()>();
         let served = runtime.spawn(async move {
