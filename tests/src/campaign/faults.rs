@@ -175,9 +175,9 @@ impl FaultRecord {
 
 /// The re-attach time: from the new leader's election — or, when clients
 /// had to notice a silent leader first, from the fault plus `heartbeat`
-/// if that is later — to the last attachment. One function, so that the
-/// polled times and the masters' own `leading_since`/`connected_at` give
-/// the same measure.
+/// if that is later — to the last attachment. The times are the new
+/// leader's own `leading_since` and the `connected_at` of each agent and
+/// framework it lists (one clock: every process runs on this machine).
 pub(crate) fn reattach_seconds(
     fault_at: f64,
     leading_since: f64,

@@ -18,7 +18,7 @@ use super::runs::{Lives, run_of_framework};
 /// How long one operator call may take: a frozen master accepts the TCP
 /// connection and never answers.
 const CALL: Duration = Duration::from_millis(800);
-/// How often re-attachment is polled (the error of a polled time).
+/// How often the watch of a leader change looks.
 const POLL: Duration = Duration::from_millis(50);
 
 async fn client(addr: &str) -> Option<OperatorClient<Channel>> {
@@ -77,26 +77,36 @@ async fn state(addr: &str) -> Option<pb::ClusterState> {
 }
 
 /// The master that leads, by its own word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Leader {
     /// Raft id.
     pub(crate) id: u64,
     /// Its term.
     pub(crate) term: u64,
+    /// When it took over (Unix seconds), as it says.
+    pub(crate) leading_since: f64,
 }
 
 /// The leader among `masters` (index, address): a master whose own
-/// `ListMembers` names itself leader. An isolated old leader may still
-/// claim to lead in its old term; the highest term wins.
+/// `GetLeader` answer carries `leading_since` (only a master that has taken
+/// over sets it). An isolated old leader may still claim to lead in its old
+/// term; the highest term wins.
 pub(crate) async fn find_leader(masters: &[(usize, String)]) -> Option<Leader> {
-    let answers = futures::future::join_all(masters.iter().map(|(_, addr)| members(addr))).await;
+    let answers = futures::future::join_all(masters.iter().map(|(_, addr)| {
+        ask(
+            addr,
+            |mut op| async move { op.get_leader(pb::Empty {}).await },
+        )
+    }))
+    .await;
     answers
         .into_iter()
         .flatten()
-        .filter(|m| m.leader_id != 0 && m.leader_id == m.answered_by)
-        .map(|m| Leader {
-            id: m.leader_id,
-            term: m.term,
+        .filter(|l| l.leading_since > 0.0 && l.raft_id != 0)
+        .map(|l| Leader {
+            id: l.raft_id,
+            term: l.term,
+            leading_since: l.leading_since,
         })
         .max_by_key(|l| l.term)
 }
@@ -151,6 +161,10 @@ async fn health(cluster: &Cluster) -> Result<Leader, String> {
         .topo
         .master_index(id)
         .ok_or_else(|| format!("leader id {id} is not one of ours"))?;
+    let leader = find_leader(&[(idx, cluster.topo.masters[idx].clone())])
+        .await
+        .filter(|l| l.id == id && l.term == term)
+        .ok_or_else(|| format!("master-{} has not taken over in term {term} yet", idx + 1))?;
     let views = agents(&cluster.topo.masters[idx])
         .await
         .ok_or_else(|| format!("leader master-{} lists no agents", idx + 1))?;
@@ -163,33 +177,31 @@ async fn health(cluster: &Cluster) -> Result<Leader, String> {
             return Err(format!("{} is not connected to the leader", d.name));
         }
     }
-    Ok(Leader { id, term })
+    Ok(leader)
 }
 
 /// What was seen after a leader fault: when a new leader took over and when
-/// each framework and agent attached to it.
+/// each framework and agent attached to it, as the new leader reports
+/// (`LeaderInfo.leading_since`, `AgentView`/`FrameworkView.connected_at`;
+/// every process shares this machine's clock).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Reattach {
     /// The new leader's Raft id.
     pub(crate) new_leader: Option<u64>,
     /// When it took over (Unix seconds).
     pub(crate) leading_since: Option<f64>,
-    /// Who attached to it when (Unix seconds): "agent-0", "run r0042".
+    /// Who attached to it when (Unix seconds): "agent-0", "run r00042".
     pub(crate) attached: Vec<(String, f64)>,
     /// Who had not attached when the watch gave up.
     pub(crate) missing: Vec<String>,
 }
 
 /// Watches a leader change: asks `masters` (the faulted one left out)
-/// who leads until one with a term above `old` does, then asks it until
-/// every agent of `agents` (indexes) and every framework of a `berth run`
-/// that started before `since` and still runs is connected to it, for at
-/// most `cap`.
-///
-/// The times are polled (every 50 ms, the midpoint of the last poll that
-/// did not see a change and the first that did). Once the master reports
-/// `LeaderInfo.leading_since` and `…View.connected_at` (issue 12), they
-/// replace the polled times here, and only here.
+/// who leads until one leads in a term above `old`'s, then asks it, every
+/// 50 ms, until every agent of `agents` (indexes) and every framework of a
+/// `berth run` that started before `since` and still runs is connected to
+/// it, for at most `cap`. Should the leader change again meanwhile, the
+/// watch follows the newest one and takes its times.
 pub(crate) async fn watch_reattach(
     topo: &Topology,
     lives: &Lives,
@@ -201,39 +213,38 @@ pub(crate) async fn watch_reattach(
 ) -> Reattach {
     let deadline = tokio::time::Instant::now() + cap;
     let mut out = Reattach::default();
-    let mut last_poll = super::now();
     let mut attached: BTreeMap<String, f64> = BTreeMap::new();
     let mut pending: BTreeSet<String>;
     loop {
-        let t = super::now();
-        let midpoint = f64::midpoint(last_poll, t);
-        last_poll = t;
-        if out.leading_since.is_none()
-            && let Some(l) = find_leader(masters).await
-            && l.term > old.term
-        {
-            out.new_leader = Some(l.id);
-            out.leading_since = Some(midpoint);
-        }
         pending = BTreeSet::new();
-        if let (Some(id), Some(since_leading)) = (out.new_leader, out.leading_since)
-            && let Some(idx) = topo.master_index(id)
+        let leader = find_leader(masters).await.filter(|l| l.term > old.term);
+        if let Some(l) = leader
+            && let Some(idx) = topo.master_index(l.id)
         {
+            if out.new_leader != Some(l.id) || out.leading_since != Some(l.leading_since) {
+                out.new_leader = Some(l.id);
+                out.leading_since = Some(l.leading_since);
+                attached.clear();
+            }
             let addr = &topo.masters[idx];
             let (agent_views, fw_views) = tokio::join!(agents(addr), frameworks(addr));
-            let at = midpoint.max(since_leading);
             match agent_views {
                 Some(views) => {
                     for &i in agents_expected {
                         let name = format!("agent-{i}");
-                        let up = views.iter().any(|v| {
-                            v.connected
-                                && v.info.as_ref().is_some_and(|x| x.address == topo.agents[i])
-                        });
-                        if up {
-                            attached.entry(name).or_insert(at);
-                        } else if !attached.contains_key(&name) {
-                            pending.insert(name);
+                        let at = views
+                            .iter()
+                            .find(|v| v.info.as_ref().is_some_and(|x| x.address == topo.agents[i]))
+                            .filter(|v| v.connected && v.connected_at > 0.0)
+                            .map(|v| v.connected_at);
+                        match at {
+                            Some(at) => {
+                                attached.insert(name, at);
+                            }
+                            None => {
+                                attached.remove(&name);
+                                pending.insert(name);
+                            }
                         }
                     }
                 }
@@ -249,11 +260,10 @@ pub(crate) async fn watch_reattach(
                             continue;
                         };
                         let name = format!("run {run}");
-                        if v.connected {
-                            attached.entry(name).or_insert(at);
-                        } else if !attached.contains_key(&name)
-                            && lives.running_since_before(run, since)
-                        {
+                        if v.connected && v.connected_at > 0.0 {
+                            attached.insert(name, v.connected_at);
+                        } else if lives.running_since_before(run, since) {
+                            attached.remove(&name);
                             pending.insert(name);
                         }
                     }
@@ -401,8 +411,8 @@ async fn look(masters: &[String]) -> Option<Convergence> {
 /// that states of different masters compare equal when their registries
 /// are. Left out, as leader-only soft state (not replicated):
 /// - `ClusterState.leader`: each master's own view of who leads;
-/// - `AgentView.connected`, `FrameworkView.connected`: live streams, which
-///   only the leader has;
+/// - `AgentView.connected`, `FrameworkView.connected` and their
+///   `connected_at`: live streams, which only the leader has;
 /// - `AgentView.offered`, `FrameworkView.offered`: the leader's offer book;
 /// - `RoleView.allocated`: on the leader it counts offers, on followers
 ///   only tasks.
@@ -415,10 +425,12 @@ fn replicated_part(mut s: pb::ClusterState) -> pb::ClusterState {
     s.leader = None;
     for a in &mut s.agents {
         a.connected = false;
+        a.connected_at = 0.0;
         a.offered = None;
     }
     for f in &mut s.frameworks {
         f.connected = false;
+        f.connected_at = 0.0;
         f.offered = None;
     }
     for r in &mut s.roles {
