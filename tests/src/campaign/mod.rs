@@ -140,7 +140,7 @@ impl Config {
             duration: Duration::ZERO,
             max_time: Duration::from_secs(600),
             concurrency: 8,
-            run_timeout: Duration::from_secs(150),
+            run_timeout: Duration::from_secs(120),
             heartbeat_timeout: Duration::from_secs(5),
             reattach_bar: Duration::from_secs(2),
             reattach_cap: Duration::from_secs(45),

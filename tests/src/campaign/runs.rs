@@ -276,7 +276,7 @@ async fn one_run(topo: &Topology, plan: RunPlan, timeout: Duration) -> RunOutcom
     let started_at = super::now();
     let mut cmd = tokio::process::Command::from(topo.clients.command(&topo.berth));
     cmd.args(["run", "--master", &topo.master_list(), "--name", &plan.name])
-        .args(["--cpus", "0.1", "--mem", "16", "--timeout", "120", "--"])
+        .args(["--cpus", "0.1", "--mem", "32", "--timeout", "60", "--"])
         .args(["sh", "-c", &plan.script(&topo.marks)])
         .env_remove("BERTH_MASTER")
         .stdin(Stdio::null())
