@@ -111,9 +111,8 @@ pub(crate) fn faults(config: &Config, records: &[FaultRecord]) -> Vec<Violation>
     }
     let mut per_kind: BTreeMap<FaultKind, Vec<f64>> = BTreeMap::new();
     for (n, r) in records.iter().enumerate() {
-        if r.kind.bar_after_heartbeat().is_none() {
-            continue;
-        }
+        // Not re-attaching at all is a failure for every kind; the time
+        // bar is only for the kinds the issue sets one for.
         if !r.missing.is_empty() {
             out.push(Violation::new(
                 "reattach",
@@ -127,7 +126,7 @@ pub(crate) fn faults(config: &Config, records: &[FaultRecord]) -> Vec<Violation>
                 ),
             ));
         }
-        if let Some(t) = r.reattach {
+        if let (Some(t), Some(_)) = (r.reattach, r.kind.bar_after_heartbeat()) {
             per_kind.entry(r.kind).or_default().push(t);
         }
     }
@@ -304,7 +303,17 @@ mod tests {
             rec(FaultKind::LeaderKill, Some(0.4), &[]),
             rec(FaultKind::LeaderStop, Some(0.4), &[]),
             rec(FaultKind::AgentKill, None, &[]),
+            // Partitions have no time bar...
+            rec(FaultKind::Flapping, Some(30.0), &[]),
         ];
+        // ...but not re-attaching at all fails them too.
+        let stuck = [rec(FaultKind::MinoritySplit, None, &["run r00007"])];
+        let v = faults(&config, &stuck);
+        assert!(
+            v.iter()
+                .any(|v| v.message.contains("minority-split") && v.message.contains("run r00007")),
+            "{v:#?}"
+        );
         assert!(
             faults(&config, &ok).is_empty(),
             "{:#?}",

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::cluster::{AGENTS, Cluster, MASTERS, Topology, agent_node, master_node};
-use super::observe::{self, Leader, Reattach};
+use super::observe::{self, Leader, Reattach, Watch};
 use super::runs::{Gate, Lives, StopSignal};
 use super::{Config, Variant, Violation};
 
@@ -319,16 +319,15 @@ impl Injector {
 
     async fn watch(&self, masters: &[(usize, String)], old: Leader, at: f64) -> Reattach {
         let agents: Vec<usize> = (0..AGENTS).collect();
-        observe::watch_reattach(
-            &self.cluster.topo,
-            &self.lives,
+        let w = Watch {
             masters,
             old,
-            &agents,
-            at,
-            self.config.reattach_cap,
-        )
-        .await
+            agents: &agents,
+            since: at,
+            cap: self.config.reattach_cap,
+            no_change_after: None,
+        };
+        observe::watch_reattach(&self.cluster.topo, &self.lives, w).await
     }
 
     async fn leader_kill(&mut self, kind: FaultKind, leader: Leader) -> Injected {
@@ -401,7 +400,18 @@ impl Injector {
         let (topo, lives, cap) = (&self.cluster.topo, &self.lives, self.config.reattach_cap);
         let daemon = &mut self.cluster.masters[idx];
         let (w, thawed) = tokio::join!(
-            observe::watch_reattach(topo, lives, &others, leader, &agents, record.at, cap),
+            observe::watch_reattach(
+                topo,
+                lives,
+                Watch {
+                    masters: &others,
+                    old: leader,
+                    agents: &agents,
+                    since: record.at,
+                    cap,
+                    no_change_after: None,
+                }
+            ),
             async {
                 tokio::time::sleep(frozen_for).await;
                 daemon.thaw()
@@ -540,9 +550,20 @@ impl Injector {
         let topo: &Topology = &self.cluster.topo;
         let (lives, cap) = (&self.lives, self.config.reattach_cap);
         let at = record.at;
+        // A new leader should come; should the old one keep its place
+        // through the whole fault (a flap too short), stop waiting 3 s
+        // after the heal.
+        let w = Watch {
+            masters: &masters,
+            old: leader,
+            agents: &agents,
+            since: at,
+            cap,
+            no_change_after: Some(how_long + Duration::from_secs(3)),
+        };
         let watch = async {
             if leader_change {
-                Some(observe::watch_reattach(topo, lives, &masters, leader, &agents, at, cap).await)
+                Some(observe::watch_reattach(topo, lives, w).await)
             } else {
                 None
             }
@@ -561,9 +582,15 @@ impl Injector {
             if cut { net.heal(&a, &b) } else { Ok(()) }
         };
         let (w, healed): (Option<Reattach>, anyhow::Result<()>) = tokio::join!(watch, timeline);
-        if let Some(w) = w {
-            record.with_watch(&w, None);
-            record.note_late(&w, how_long, "the heal");
+        match w {
+            Some(w) if w.new_leader.is_none() && w.missing.is_empty() => {
+                record.detail.push_str("; the leader kept its place");
+            }
+            Some(w) => {
+                record.with_watch(&w, None);
+                record.note_late(&w, how_long, "the heal");
+            }
+            None => {}
         }
         if let Err(e) = healed {
             return Err((record, e));

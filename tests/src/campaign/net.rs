@@ -384,6 +384,83 @@ fn nft(ns: &str, script: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn blocked_in(ns: &str) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "berth_campaign",
+                "blocked",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn what_a_killed_campaign_left_is_removed_and_nothing_else() {
+        if let Some(why) = unavailable() {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but {why}");
+            eprintln!("skipping: {why}");
+            return;
+        }
+        // No process has pid 4294967 (above Linux's largest pid_max); this
+        // process is alive.
+        let dead = "bc4294967x0-t";
+        let alive = format!("bc{}x999-t", std::process::id());
+        for ns in [dead, &alive] {
+            ip(&["netns", "add", ns]).unwrap();
+        }
+        clean_stale();
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let list = String::from_utf8_lossy(&list.stdout).into_owned();
+        let _ = ip(&["netns", "del", &alive]);
+        let _ = ip(&["netns", "del", dead]);
+        assert!(!list.contains(dead), "{list}");
+        assert!(list.contains(&alive), "{list}");
+    }
+
+    #[test]
+    fn cuts_are_rules_on_both_ends_and_everything_goes_when_dropped() {
+        if let Some(why) = unavailable() {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but {why}");
+            eprintln!("skipping: {why}");
+            return;
+        }
+        let mut net = Net::create(&[("x", 11), ("y", 12), ("z", 13)]).unwrap();
+        let (x, y, z) = (
+            net.node("x").clone(),
+            net.node("y").clone(),
+            net.node("z").clone(),
+        );
+        let link = net.observer_link.clone();
+        net.cut(&["x".into()], &["y".into(), "z".into()]).unwrap();
+        assert!(blocked_in(&x.ns).contains(&y.ip) && blocked_in(&x.ns).contains(&z.ip));
+        assert!(blocked_in(&y.ns).contains(&x.ip) && !blocked_in(&y.ns).contains(&z.ip));
+        net.heal(&["x".into()], &["y".into()]).unwrap();
+        assert!(!blocked_in(&x.ns).contains(&y.ip) && blocked_in(&x.ns).contains(&z.ip));
+        assert!(!blocked_in(&y.ns).contains(&x.ip));
+        net.heal_all().unwrap();
+        assert!(!blocked_in(&z.ns).contains(&x.ip));
+        let made = net.made.clone();
+        drop(net);
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let list = String::from_utf8_lossy(&list.stdout);
+        for ns in made {
+            assert!(!list.contains(&ns), "{ns} left behind");
+        }
+        let links = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&links.stdout).contains(&link));
+    }
+
     #[test]
     fn only_names_of_our_shape_carry_an_owner() {
         assert_eq!(owner_pid("bc123x0-m1"), Some(123));

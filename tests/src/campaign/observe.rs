@@ -196,22 +196,43 @@ pub(crate) struct Reattach {
     pub(crate) missing: Vec<String>,
 }
 
-/// Watches a leader change: asks `masters` (the faulted one left out)
-/// who leads until one leads in a term above `old`'s, then asks it, every
-/// 50 ms, until every agent of `agents` (indexes) and every framework of a
-/// `berth run` that started before `since` and still runs is connected to
-/// it, for at most `cap`. Should the leader change again meanwhile, the
-/// watch follows the newest one and takes its times.
-pub(crate) async fn watch_reattach(
-    topo: &Topology,
-    lives: &Lives,
-    masters: &[(usize, String)],
-    old: Leader,
-    agents_expected: &[usize],
-    since: f64,
-    cap: Duration,
-) -> Reattach {
-    let deadline = tokio::time::Instant::now() + cap;
+/// What to watch after a fault.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    /// The masters to ask who leads (index, address): the faulted one
+    /// left out when it cannot answer.
+    pub(crate) masters: &'a [(usize, String)],
+    /// The leader before the fault.
+    pub(crate) old: Leader,
+    /// The agents (indexes) that must attach.
+    pub(crate) agents: &'a [usize],
+    /// When the fault began (Unix seconds): frameworks of runs started
+    /// before it must attach.
+    pub(crate) since: f64,
+    /// How long to watch at most.
+    pub(crate) cap: Duration,
+    /// When no new leader has come this long after the start, stop: the
+    /// leader kept its place (a partition it rode out).
+    pub(crate) no_change_after: Option<Duration>,
+}
+
+/// Watches a leader change: asks the masters who leads until one leads in
+/// a term above the old leader's, then asks it, every 50 ms, until every
+/// agent and every framework of a `berth run` that started before the
+/// fault and still runs is connected to it. Should the leader change again
+/// meanwhile, the watch follows the newest one and takes its times.
+pub(crate) async fn watch_reattach(topo: &Topology, lives: &Lives, w: Watch<'_>) -> Reattach {
+    let Watch {
+        masters,
+        old,
+        agents: agents_expected,
+        since,
+        cap,
+        no_change_after,
+    } = w;
+    let start = tokio::time::Instant::now();
+    let no_change_by = no_change_after.map(|d| start + d);
+    let deadline = start + cap;
     let mut out = Reattach::default();
     let mut attached: BTreeMap<String, f64> = BTreeMap::new();
     let mut pending: BTreeSet<String>;
@@ -275,6 +296,10 @@ pub(crate) async fn watch_reattach(
             if pending.is_empty() {
                 break;
             }
+        } else if out.new_leader.is_none()
+            && no_change_by.is_some_and(|t| tokio::time::Instant::now() > t)
+        {
+            break;
         } else {
             pending.insert("a new leader".into());
         }
