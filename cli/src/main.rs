@@ -57,6 +57,7 @@ enum Command {
     /// Run a master and an agent in one process, data under ./.berth.
     Dev(daemons::DevArgs),
     /// Run a one-off command as a task, stream its output, exit with its code.
+    #[command(after_help = run::EXIT_CODES_HELP)]
     Run(run::RunArgs),
     /// Agents.
     Node {
