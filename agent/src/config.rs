@@ -10,8 +10,10 @@ use crate::error::AgentError;
 
 /// Default grace period between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
-/// Default time without any message from the master before reconnecting.
-pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default time without any message from the master (it pings every
+/// second) before the agent takes it as lost and finds the leader again: a
+/// frozen or cut-off leader is left within 5 s.
+pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default first resend delay of an unacknowledged status update: 10 s, as
 /// in Mesos (`STATUS_UPDATE_RETRY_INTERVAL_MIN`). Updates are also resent at
 /// once after every re-registration, so a lost master costs no 10 s wait; a
@@ -60,8 +62,9 @@ pub struct AgentConfig {
     /// Grace between SIGTERM and SIGKILL when neither the kill nor the task
     /// says otherwise.
     pub default_kill_grace: Duration,
-    /// Reconnect when nothing (not even a ping) arrives from the master for
-    /// this long.
+    /// Take the master as lost and find the leader again when nothing (not
+    /// even a ping) arrives from it for this long (at least two of its ping
+    /// intervals).
     pub master_timeout: Duration,
     /// First resend delay of an unacknowledged status update (doubling up to
     /// [`STATUS_RETRY_MAX`]).

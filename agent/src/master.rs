@@ -1,75 +1,75 @@
-//! The connection to the master: dial, `Attach`, register, answer pings,
-//! hand the master's messages to the [`Agent`], and reconnect with backoff
-//! (cycling through the configured masters) whenever the stream ends, errors
-//! or stays silent for `master_timeout`.
+//! The connection to the master: find the leader, `Attach`, register,
+//! answer pings, hand the master's messages to the [`Agent`], and start over
+//! whenever the stream ends, errors or stays silent.
+//!
+//! The leader is found by asking every configured master at once who leads
+//! ([`berth_proto::leader`]), every 100 ms while none does: a follower's
+//! hint that still names a dead or frozen leader is never waited on. A
+//! master that stays silent (no message, not even a ping) for
+//! `master_timeout` (4 s by default; at least two of the master's ping
+//! intervals) is taken as lost: frozen, or cut off.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto as pb;
 use berth_proto::agent_api_client::AgentApiClient;
+use berth_proto::leader::{Leader, Masters};
 use berth_scheduler_core::AgentId;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 use crate::agent::Agent;
 
-/// First reconnect delay.
-const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
-/// Largest reconnect delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Longest time to establish a TCP connection to a master.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a session that ended without a registration (the leader
+/// refused it, or stepped down meanwhile) before asking again who leads.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long one round of leader finding may take before it is logged and
+/// started over.
+const FIND_ROUND: Duration = Duration::from_secs(30);
+/// A stream is lost when nothing arrived for this many of the master's
+/// ping intervals, even if `master_timeout` is shorter.
+const MISSED_PINGS: u32 = 2;
 /// Buffer of the outbound stream.
 const OUTBOUND_BUFFER: usize = 1024;
 
-/// Keeps the agent attached to a master until `stop` becomes true.
+/// Keeps the agent attached to the leading master until `stop` becomes
+/// true.
 pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let masters: Vec<String> = agent
-        .config
-        .masters
-        .iter()
-        .map(|m| berth_proto::endpoint_uri(m))
-        .collect();
-    let mut index = 0usize;
-    let mut backoff = BACKOFF_INITIAL;
-    let mut hint: Option<String> = None;
+    let mut masters = match Masters::new(&agent.config.masters) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("cannot attach to a master: {e}");
+            return;
+        }
+    };
     loop {
         if *stop.borrow() {
             break;
         }
-        let Some(configured) = masters.get(index % masters.len().max(1)) else {
-            tracing::error!("no master address configured");
-            return;
+        let found = tokio::select! {
+            found = masters.find_leader(Instant::now() + FIND_ROUND) => found,
+            _ = stop.changed() => break,
         };
-        // A follower names the leader: go there next instead of cycling.
-        let uri = hint.take().unwrap_or_else(|| configured.clone());
-        let uri = &uri;
+        let leader = match found {
+            Ok(leader) => leader,
+            Err(no) => {
+                tracing::warn!("cannot attach to a master: {no}; still trying");
+                continue;
+            }
+        };
         let outcome = tokio::select! {
-            o = session(&agent, uri) => o,
+            o = session(&agent, &leader) => o,
             _ = stop.changed() => break,
         };
         agent.on_disconnected();
-        if outcome.registered {
-            backoff = BACKOFF_INITIAL;
-        }
-        if let Some(leader) = outcome.leader {
-            tracing::info!(master = %uri, %leader, "not the leader; following it");
-            hint = Some(berth_proto::endpoint_uri(&leader));
+        tracing::warn!(master = %leader.address, reason = %outcome.reason, "disconnected from master; finding the leader");
+        if !outcome.registered {
             tokio::select! {
-                () = tokio::time::sleep(BACKOFF_INITIAL) => {}
+                () = tokio::time::sleep(RETRY_PAUSE) => {}
                 _ = stop.changed() => break,
             }
-            continue;
-        }
-        tracing::warn!(master = %uri, reason = %outcome.reason, "disconnected from master; reconnecting");
-        index = index.wrapping_add(1);
-        let delay = jitter(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => break,
         }
     }
     agent.on_disconnected();
@@ -79,59 +79,45 @@ pub(crate) async fn maintain(agent: Arc<Agent>, mut stop: watch::Receiver<bool>)
 struct Outcome {
     registered: bool,
     reason: String,
-    /// The leader's address, when a follower refused the registration.
-    leader: Option<String>,
 }
 
-/// The gRPC metadata key a follower master names the leader in.
-const LEADER_METADATA_KEY: &str = "berth-leader";
-
-/// One stream to one master, from dialling to its end.
-async fn session(agent: &Arc<Agent>, uri: &str) -> Outcome {
+/// One stream to the leader, from `Attach` to its end.
+async fn session(agent: &Arc<Agent>, leader: &Leader) -> Outcome {
     let mut registered = false;
-    let mut leader = None;
-    let reason = match run_session(agent, uri, &mut registered, &mut leader).await {
+    let reason = match run_session(agent, leader, &mut registered).await {
         Ok(()) => "stream ended".to_owned(),
         Err(e) => e,
     };
-    Outcome {
-        registered,
-        reason,
-        leader,
-    }
+    Outcome { registered, reason }
+}
+
+/// How long the stream may stay silent: `master_timeout`, but at least
+/// [`MISSED_PINGS`] ping intervals once the master said how often it pings.
+fn silence_limit(master_timeout: Duration, ping_interval_seconds: Option<f64>) -> Duration {
+    let pings = ping_interval_seconds
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs_f64(s.min(3600.0)) * MISSED_PINGS
+        });
+    master_timeout.max(pings)
 }
 
 async fn run_session(
     agent: &Arc<Agent>,
-    uri: &str,
+    leader: &Leader,
     registered: &mut bool,
-    leader: &mut Option<String>,
 ) -> Result<(), String> {
-    let timeout = agent.config.master_timeout;
-    let endpoint = Endpoint::from_shared(uri.to_owned())
-        .map_err(|e| format!("invalid master address {uri:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut client = AgentApiClient::new(channel).max_decoding_message_size(pb::MAX_MESSAGE_BYTES);
+    let uri = leader.address.as_str();
+    let mut timeout = silence_limit(agent.config.master_timeout, None);
+    let mut client = AgentApiClient::new(leader.channel.clone())
+        .max_decoding_message_size(pb::MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     tx.try_send(agent.register_message())
         .map_err(|e| format!("cannot queue Register: {e}"))?;
     let response = tokio::time::timeout(timeout, client.attach(ReceiverStream::new(rx)))
         .await
         .map_err(|_| "no answer to Attach".to_owned())?
-        .map_err(|s| {
-            *leader = s
-                .metadata()
-                .get(LEADER_METADATA_KEY)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned);
-            format!("Attach failed: {s}")
-        })?;
+        .map_err(|s| format!("Attach failed: {}", berth_proto::leader::status_reason(&s)))?;
     let mut inbound = response.into_inner();
     loop {
         let msg = match tokio::time::timeout(timeout, inbound.message()).await {
@@ -148,7 +134,8 @@ async fn run_session(
             pb::master_message::Message::Registered(r) if !*registered => {
                 AgentId::new(r.agent_id.as_str())
                     .map_err(|e| format!("master sent an invalid agent id: {e}"))?;
-                tracing::info!(master = %uri, master_id = %r.master_id, ping_interval = r.ping_interval_seconds, "attached to master");
+                timeout = silence_limit(agent.config.master_timeout, Some(r.ping_interval_seconds));
+                tracing::info!(master = %uri, master_id = %r.master_id, term = leader.term, ping_interval = r.ping_interval_seconds, "attached to master");
                 *registered = true;
                 agent.on_registered(r.agent_id, tx.clone());
             }
@@ -164,25 +151,17 @@ async fn run_session(
     }
 }
 
-/// `d` scaled by a random factor in [0.5, 1.0).
-fn jitter(d: Duration) -> Duration {
-    let r = uuid::Uuid::new_v4().as_u128() % 1000;
-    let factor = 0.5 + (r as f64) / 2000.0;
-    d.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn jitter_in_range() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(1000));
-            assert!(
-                j >= Duration::from_millis(500) && j < Duration::from_millis(1000),
-                "{j:?}"
-            );
-        }
+    fn silence_limit_is_the_timeout_or_two_pings() {
+        let s = Duration::from_secs;
+        assert_eq!(silence_limit(s(4), None), s(4));
+        assert_eq!(silence_limit(s(4), Some(1.0)), s(4));
+        assert_eq!(silence_limit(s(4), Some(5.0)), s(10));
+        assert_eq!(silence_limit(s(4), Some(f64::NAN)), s(4));
+        assert_eq!(silence_limit(s(4), Some(-1.0)), s(4));
     }
 }

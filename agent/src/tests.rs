@@ -191,6 +191,8 @@ impl Master {
                     sessions: tx,
                     acked: Acked::default(),
                 }))
+                // The agent asks who leads before it attaches.
+                .add_service(berth_proto::testing::FakeLeader::new().into_server())
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
                 .unwrap();

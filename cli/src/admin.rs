@@ -5,48 +5,13 @@ use std::io::Write;
 use anyhow::{Context, anyhow, bail};
 use berth_proto as pb;
 use berth_proto::convert::resources_from_proto_opt;
-use berth_proto::operator_client::OperatorClient;
 use berth_scheduler_core::Resources;
 use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::ClientOpts;
+pub(crate) use crate::client::operator;
 use crate::table::render;
-
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(pb::endpoint_uri(addr))
-        .with_context(|| format!("invalid master address {addr:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach master {addr}: {e}"))
-}
-
-/// Connects to the first master that answers, then to the leader it names
-/// (any master answers GetLeader), so that writes and linearizable reads
-/// go where they can be served.
-pub(crate) async fn operator(client: &ClientOpts) -> anyhow::Result<OperatorClient<Channel>> {
-    let mut last = None;
-    for addr in &client.master {
-        match connect(addr).await {
-            Ok(ch) => {
-                let mut op = OperatorClient::new(ch);
-                let leader = op
-                    .get_leader(pb::Empty {})
-                    .await
-                    .map(tonic::Response::into_inner);
-                return match leader {
-                    Ok(l) if !l.address.is_empty() && l.address != *addr => {
-                        Ok(OperatorClient::new(connect(&l.address).await?))
-                    }
-                    _ => Ok(op),
-                };
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow!("no master address given (use --master or BERTH_MASTER)")))
-}
 
 fn rpc(e: tonic::Status) -> anyhow::Error {
     anyhow!("{}", e.message())
@@ -73,7 +38,7 @@ fn state_name(s: i32) -> String {
         .map_or_else(|_| format!("UNKNOWN({s})"), |s| s.as_str_name().to_string())
 }
 
-fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -596,70 +561,6 @@ pub(crate) async fn state(client: &ClientOpts) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
-}
-
-pub(crate) async fn members(client: &ClientOpts) -> anyhow::Result<()> {
-    let list = operator(client)
-        .await?
-        .list_members(pb::Empty {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    if client.json {
-        let members: Vec<serde_json::Value> = list
-            .members
-            .iter()
-            .map(|m| json!({"id": m.id, "address": m.address, "role": m.role, "index": m.index}))
-            .collect();
-        return print_json(&json!({
-            "leader_id": list.leader_id, "term": list.term, "answered_by": list.answered_by, "members": members,
-        }));
-    }
-    let rows: Vec<Vec<String>> = list
-        .members
-        .iter()
-        .map(|m| {
-            vec![
-                m.id.to_string(),
-                m.address.clone(),
-                m.role.clone(),
-                if m.index == 0 && m.id != list.answered_by {
-                    "-".into()
-                } else {
-                    m.index.to_string()
-                },
-            ]
-        })
-        .collect();
-    print!("{}", render(&["ID", "ADDRESS", "ROLE", "INDEX"], &rows));
-    println!(
-        "term {}, answered by master {}",
-        list.term, list.answered_by
-    );
-    Ok(())
-}
-
-pub(crate) async fn add_member(client: &ClientOpts, id: u64, address: &str) -> anyhow::Result<()> {
-    operator(client)
-        .await?
-        .add_member(pb::AddMemberRequest {
-            id,
-            address: address.to_string(),
-        })
-        .await
-        .map_err(rpc)?;
-    println!("master {id} ({address}) added");
-    Ok(())
-}
-
-pub(crate) async fn remove_member(client: &ClientOpts, id: u64) -> anyhow::Result<()> {
-    operator(client)
-        .await?
-        .remove_member(pb::RemoveMemberRequest { id })
-        .await
-        .map_err(rpc)?;
-    println!("master {id} removed");
     Ok(())
 }
 

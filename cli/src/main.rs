@@ -6,7 +6,9 @@ mod ci_client;
 mod ci_logs;
 mod ci_progress;
 mod ci_run;
+mod client;
 mod daemons;
+mod members;
 mod run;
 mod table;
 
@@ -55,6 +57,7 @@ enum Command {
     /// Run a master and an agent in one process, data under ./.berth.
     Dev(daemons::DevArgs),
     /// Run a one-off command as a task, stream its output, exit with its code.
+    #[command(after_help = run::EXIT_CODES_HELP)]
     Run(run::RunArgs),
     /// Agents.
     Node {
@@ -107,12 +110,17 @@ enum MasterCommand {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Add a master to the group (start it first with `--join`).
+    /// Add a master to the group (start it first with `--id ID --join`): it
+    /// catches up as a non-voting learner, then becomes a voter.
     Add {
-        /// Its Raft id (unused so far).
+        /// Its Raft id (as given to its --id).
         id: u64,
         /// Its API address (host:port).
         address: String,
+        /// Add it even if no master answers at ADDRESS, or it runs with
+        /// another id, or it already belongs to a group.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -256,13 +264,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             command: Some(command),
             ..
         } => match command {
-            MasterCommand::Members { client } => admin::members(&client).await,
+            MasterCommand::Members { client } => members::members(&client).await,
             MasterCommand::Add {
                 id,
                 address,
+                force,
                 client,
-            } => admin::add_member(&client, id, &address).await,
-            MasterCommand::Remove { id, client } => admin::remove_member(&client, id).await,
+            } => members::add_member(&client, id, &address, force).await,
+            MasterCommand::Remove { id, client } => members::remove_member(&client, id).await,
         },
         Command::Agent(args) => daemons::agent(args).await,
         Command::Dev(args) => daemons::dev(args).await,

@@ -4,12 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use berth_agent::REASON_OOM;
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::placement::{Explanation, explain};
 use berth_scheduler_core::{PortRanges, Resources, Scalar};
-use berth_sdk::{Event, FrameworkConfig};
+use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError};
 use clap::Args;
 
 use crate::ClientOpts;
@@ -18,10 +18,11 @@ use crate::admin::stream_log;
 /// Options of `berth run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// CPUs for the task.
+    /// CPUs for the task (more than 0).
     #[arg(long, default_value = "0.1", value_parser = parse_cpus, allow_negative_numbers = true)]
     cpus: Scalar,
-    /// Memory for the task, in MiB.
+    /// Memory for the task, in MiB (more than 0; it is also the
+    /// container's memory limit).
     #[arg(long, default_value = "64", value_parser = parse_mem, allow_negative_numbers = true)]
     mem: Scalar,
     /// Role to run under.
@@ -34,7 +35,8 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "60", value_parser = parse_timeout, allow_negative_numbers = true)]
     timeout: Duration,
     /// Run the command in a container of this Docker image (on an agent
-    /// with a Docker daemon). `berth image build` makes a local one.
+    /// with a Docker daemon; a local image needs no registry, see
+    /// scripts/build-test-image.sh).
     #[arg(long)]
     image: Option<String>,
     /// Publish this container port on a host port taken from the offer
@@ -78,12 +80,18 @@ fn parse_mem(s: &str) -> Result<Scalar, String> {
     parse_scalar("mem", s)
 }
 
+/// A positive amount of a resource: a task without cpus or memory would
+/// run without limits (a container with no memory limit at all).
 fn parse_scalar(name: &'static str, s: &str) -> Result<Scalar, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    Scalar::from_f64(name, v).map_err(|e| e.to_string())
+        .map_err(|_| format!("{:?} is not a number", berth_proto::cut(s)))?;
+    let scalar = Scalar::from_f64(name, v).map_err(|e| e.to_string())?;
+    if scalar.milli() == 0 {
+        return Err(format!("{name} must be more than 0"));
+    }
+    Ok(scalar)
 }
 
 fn parse_secret(s: &str) -> Result<(String, String), String> {
@@ -103,10 +111,106 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// The exit codes, as `berth run --help` lists them.
+pub(crate) const EXIT_CODES_HELP: &str = "\
+Exit codes (as docker run's):
+  0..255  the task's own exit code: 0 when it finished, its code when it failed;
+          127 when the command is not found, 126 when it cannot be executed;
+          128+N when it was killed by signal N (143: killed with SIGTERM,
+          e.g. after Ctrl-C; 137 when no code is known, or out of memory)
+  125     berth could not run the task or lost it: no master could be reached
+          (within 5 s, with the reason), the launch was refused, no offer fit
+          within --timeout, the task was lost, or it failed before its command
+          ran (fetch, container start)
+  130     interrupted (Ctrl-C, SIGTERM) before the task was launched
+  2       bad arguments
+berth run follows the task through master failovers and agent restarts; a task
+on an agent that is cut off is waited for, not given up.";
+
+/// `berth run`'s own exit codes. Otherwise it exits with the task's exit
+/// code, as `docker run` does (whose 125/126/127 these follow): a command
+/// that is not found is the task's 127 and one that cannot be executed its
+/// 126, as the agent reports them.
+pub(crate) mod exit {
+    /// berth could not run the task or lost track of it: the cluster cannot
+    /// be reached, the launch was refused, no offer fit in time, the task
+    /// was lost or failed before its command ran (its fetch failed, its
+    /// container could not start).
+    pub(crate) const BERTH: u8 = 125;
+    /// Interrupted (Ctrl-C, SIGTERM) before the task was launched: 128 +
+    /// SIGINT, as shells report it.
+    pub(crate) const INTERRUPTED: u8 = 130;
+    /// The task was killed and its agent reported no exit code (128 +
+    /// SIGKILL).
+    pub(crate) const KILLED: u8 = 137;
+}
+
+/// How long `berth run` looks for a leading master before it gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a launch whose outcome is unknown may stay so (waiting for the
+/// reconciliation that tells whether the cluster has the task).
+const UNKNOWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the task has to end after `berth run` killed it.
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Launches refused outright (not merely of unknown outcome) before
+/// `berth run` gives up: offers made by a master that lost its leadership
+/// are refused by the next one, so one refusal is not final.
+const MAX_REFUSALS: u32 = 3;
+/// How long the teardown at the end is retried (across a leader change).
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the task's output may take to be read to its end after the
+/// task ended.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How `berth run` ended, before it becomes an exit code.
+#[derive(Debug)]
+enum Outcome {
+    /// The task ended with this status.
+    Ended(pb::TaskStatus),
+    /// berth could not run the task, or lost it (exit 125).
+    Failed(String),
+    /// Interrupted before the task was launched.
+    Interrupted,
+}
+
+/// Where the launch stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Launch {
+    /// No launch made, or the last one is known not to have happened.
+    NotLaunched,
+    /// A launch was sent but its answer was lost (the master died, froze or
+    /// stepped down, or the call timed out): it may or may not have been
+    /// committed. Reconciliation tells; until then nothing is launched
+    /// again. The same task id is used for every attempt, so the registry
+    /// would refuse a second launch of a task it has anyway.
+    Unknown { since: tokio::time::Instant },
+    /// The cluster has the task.
+    Launched,
+}
+
+/// One `berth run`.
+struct Run<'a> {
+    args: &'a RunArgs,
+    framework: &'a Framework,
+    task: pb::TaskInfo,
+    want: Resources,
+    deadline: tokio::time::Instant,
+    launch: Launch,
+    refusals: u32,
+    /// Offers are suppressed (once launched).
+    suppressed: bool,
+    /// Why the task waits, as last printed and published.
+    waiting: Option<String>,
+    /// When the kill was sent (Ctrl-C), and whether it must be sent again
+    /// once subscribed (the call failed).
+    killing: Option<tokio::time::Instant>,
+    kill_again: bool,
+    /// The agent is unreachable (said once).
+    unreachable: bool,
+    output: Option<tokio::task::JoinHandle<()>>,
+}
+
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.cpus.milli() == 0 && args.mem.milli() == 0 {
-        bail!("the task needs some --cpus or --mem");
-    }
     let want = Resources {
         cpus: args.cpus,
         mem: args.mem,
@@ -117,24 +221,33 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(image), false) => format!("{image}: {}", args.command.join(" ")),
         (None, _) => args.command.join(" "),
     };
-    let config = FrameworkConfig::new(format!("berth-run: {what}"))
+    let config = FrameworkConfig::new(format!("berth-run: {}", berth_proto::cut(&what)))
         .roles([args.role.clone()])
         // Survives a master restart or failover; if `berth run` itself dies,
         // the master kills the task after this long.
         .failover_timeout(Duration::from_secs(60))
         // Acknowledge by hand: the last update must be acknowledged before
         // the framework is torn down.
-        .auto_acknowledge(false);
-    let (framework, mut events) = berth_sdk::subscribe(args.client.master.clone(), config)
-        .await
-        .map_err(|e| anyhow!("cannot subscribe: {e}"))?;
+        .auto_acknowledge(false)
+        // A task on an agent that is cut off is UNREACHABLE, not LOST: it
+        // may come back, and `berth run` waits for it.
+        .partition_aware(true)
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (framework, mut events) =
+        match berth_sdk::subscribe(args.client.master.clone(), config).await {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                eprintln!("berth: cannot run the task: {e}");
+                return Err(ExitWith(exit::BERTH).into());
+            }
+        };
     let task_id = format!(
         "{}-{}",
         args.name,
         &framework.id().chars().rev().take(8).collect::<String>()
     );
     let task = pb::TaskInfo {
-        task_id: task_id.clone(),
+        task_id,
         name: args.name.clone(),
         resources: Some(resources_to_proto(&want)),
         // Without a command (an image's own) but with secrets, a command
@@ -152,171 +265,417 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
+    let mut run = Run {
+        args: &args,
+        framework: &framework,
+        task,
+        want,
+        deadline: tokio::time::Instant::now() + args.timeout,
+        launch: Launch::NotLaunched,
+        refusals: 0,
+        suppressed: false,
+        waiting: None,
+        killing: None,
+        kill_again: false,
+        unreachable: false,
+        output: None,
+    };
+    let outcome = run.drive(&mut events).await;
+    if let Some(output) = run.output.take()
+        && tokio::time::timeout(OUTPUT_TIMEOUT, output).await.is_err()
+    {
+        eprintln!("berth: the task's output was not read to its end within {OUTPUT_TIMEOUT:?}");
+    }
+    teardown(&framework, &mut events).await;
+    drop(events);
+    match exit_code(&run.task, &run.want, outcome) {
+        0 => Ok(()),
+        code => Err(ExitWith(code).into()),
+    }
+}
 
-    let deadline = tokio::time::Instant::now() + args.timeout;
-    let mut launched = false;
-    let mut streaming: Option<tokio::task::JoinHandle<()>> = None;
-    // Ctrl-C or SIGTERM kills the task (and waits for it to end) instead of
-    // leaving it to the failover timeout.
-    let interrupted = crate::daemons::shutdown_signal();
-    tokio::pin!(interrupted);
-    let mut killing = false;
-    // Why the task waits, as last printed and published.
-    let mut waiting: Option<String> = None;
-    let outcome = loop {
-        let event = if killing {
-            match tokio::time::timeout(Duration::from_secs(15), events.next()).await {
-                Ok(e) => e,
-                Err(_) => break Err(anyhow!("task {task_id} did not end after the kill")),
+/// The exit code of `berth run` for `outcome`, saying on stderr what berth
+/// knows that the task's output does not.
+fn exit_code(task: &pb::TaskInfo, want: &Resources, outcome: Outcome) -> u8 {
+    let id = &task.task_id;
+    let status = match outcome {
+        Outcome::Ended(status) => status,
+        Outcome::Failed(why) => {
+            eprintln!("berth: {why}");
+            return exit::BERTH;
+        }
+        Outcome::Interrupted => {
+            eprintln!("berth: interrupted before the task was launched");
+            return exit::INTERRUPTED;
+        }
+    };
+    let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+    let code = status
+        .exit_code
+        .map(|c| u8::try_from(c).unwrap_or(exit::BERTH));
+    match state {
+        pb::TaskState::TaskFinished => 0,
+        pb::TaskState::TaskFailed if status.reason == REASON_OOM => {
+            eprintln!(
+                "berth: task {id} killed: out of memory (limit {} MiB)",
+                want.mem.to_f64()
+            );
+            code.unwrap_or(exit::KILLED)
+        }
+        pb::TaskState::TaskFailed if code.is_some() => code.unwrap_or(exit::BERTH),
+        pb::TaskState::TaskKilled => {
+            eprintln!("berth: task {id} was killed");
+            code.unwrap_or(exit::KILLED)
+        }
+        state => {
+            let mut why = format!("task {id} ended {}", state.as_str_name());
+            for part in [&status.reason, &status.message] {
+                if !part.is_empty() {
+                    why.push_str(": ");
+                    why.push_str(&berth_proto::cut(part));
+                }
             }
-        } else if launched {
-            tokio::select! {
-                e = events.next() => e,
-                () = &mut interrupted => {
-                    killing = true;
-                    if let Err(e) = framework.kill(&task_id, None).await {
-                        break Err(anyhow!("interrupted; killing task {task_id} failed: {e}"));
+            eprintln!("berth: {why}");
+            exit::BERTH
+        }
+    }
+}
+
+/// Tears the framework down (which kills its task if it still runs), across
+/// a leader change: retried until it is done or [`TEARDOWN_TIMEOUT`].
+async fn teardown(framework: &Framework, events: &mut Events) {
+    let deadline = tokio::time::Instant::now() + TEARDOWN_TIMEOUT;
+    loop {
+        let err = match framework.teardown().await {
+            // Removed: torn down already (a teardown whose answer was lost),
+            // or by its failover timeout.
+            Ok(()) | Err(SdkError::Removed(_)) => return,
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => return,
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "berth: could not tear the framework down ({err}); the master removes it and its task 60 s after it lost track of it"
+            );
+            return;
+        }
+        tracing::debug!("teardown: {err}; trying again");
+        // Wait for the SDK to re-subscribe (or for a moment).
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(event) = events.next().await {
+                if matches!(event, Event::Subscribed { .. } | Event::Error(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Run<'_> {
+    fn task_id(&self) -> &str {
+        &self.task.task_id
+    }
+
+    /// Follows the task from its launch to its end.
+    async fn drive(&mut self, events: &mut Events) -> Outcome {
+        // Ctrl-C or SIGTERM kills the task (and waits for it to end) instead
+        // of leaving it to the failover timeout.
+        let interrupted = crate::daemons::shutdown_signal();
+        tokio::pin!(interrupted);
+        let mut interrupt_seen = false;
+        loop {
+            let deadline = self.next_deadline();
+            let event = tokio::select! {
+                event = events.next() => event,
+                () = &mut interrupted, if !interrupt_seen => {
+                    interrupt_seen = true;
+                    if let Some(outcome) = self.on_interrupt().await {
+                        return outcome;
                     }
                     continue;
                 }
+                () = tokio::time::sleep_until(deadline) => return self.on_deadline(),
+            };
+            let Some(event) = event else {
+                return Outcome::Failed("the framework's event stream ended".into());
+            };
+            if let Some(outcome) = self.on_event(event).await {
+                return outcome;
             }
-        } else {
-            tokio::select! {
-                e = tokio::time::timeout_at(deadline, events.next()) => match e {
-                    Ok(e) => e,
-                    Err(_) => {
-                        let why = waiting.as_deref().map_or_else(String::new, |w| format!(" ({w})"));
-                        break Err(anyhow!(
-                            "no offer with {want} arrived within {:?}{why}",
-                            args.timeout
-                        ));
-                    }
-                },
-                // Nothing runs yet: stop waiting (the teardown below takes
-                // the pending task away).
-                () = &mut interrupted => break Err(anyhow!("interrupted while waiting for resources")),
+        }
+    }
+
+    /// When `berth run` stops waiting for what it waits for now.
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        if let Some(killed) = self.killing {
+            return killed + KILL_TIMEOUT;
+        }
+        match self.launch {
+            Launch::NotLaunched => self.deadline,
+            Launch::Unknown { since } => since + UNKNOWN_TIMEOUT,
+            Launch::Launched => far,
+        }
+    }
+
+    fn on_deadline(&self) -> Outcome {
+        if self.killing.is_some() {
+            return Outcome::Failed(format!(
+                "task {} did not end within {KILL_TIMEOUT:?} of the kill",
+                self.task_id()
+            ));
+        }
+        match self.launch {
+            Launch::NotLaunched => {
+                let why = self
+                    .waiting
+                    .as_deref()
+                    .map_or_else(String::new, |w| format!(" ({w})"));
+                Outcome::Failed(format!(
+                    "no offer with {} arrived within {:?}{why}",
+                    self.want, self.args.timeout
+                ))
             }
-        };
-        let Some(event) = event else {
-            break Err(anyhow!("the master closed the framework's stream"));
-        };
+            Launch::Unknown { .. } => Outcome::Failed(format!(
+                "the cluster did not say within {UNKNOWN_TIMEOUT:?} whether task {} was launched",
+                self.task_id()
+            )),
+            // Never: no deadline.
+            Launch::Launched => Outcome::Failed("internal: deadline while launched".into()),
+        }
+    }
+
+    async fn on_interrupt(&mut self) -> Option<Outcome> {
+        match self.launch {
+            // Nothing runs yet (or, if an unknown launch did happen, the
+            // teardown kills it).
+            Launch::NotLaunched | Launch::Unknown { .. } => Some(Outcome::Interrupted),
+            Launch::Launched => {
+                self.killing = Some(tokio::time::Instant::now());
+                self.kill().await;
+                None
+            }
+        }
+    }
+
+    async fn kill(&mut self) {
+        let id = self.task.task_id.clone();
+        match self.framework.kill(&id, None).await {
+            Ok(()) => self.kill_again = false,
+            Err(e) => {
+                // Sent again once re-subscribed.
+                tracing::debug!("kill: {e}");
+                self.kill_again = true;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) -> Option<Outcome> {
         match event {
-            Event::Offers(offers) => {
-                let offered = offers.clone();
-                let mut unused = Vec::new();
-                for offer in offers {
-                    let offered = resources_from_proto_opt(offer.resources.as_ref()).ok();
-                    let host_ports = offered
-                        .as_ref()
-                        .filter(|r| r.contains(&want))
-                        .and_then(|r| first_ports(&r.ports, args.ports.len()));
-                    if let (false, Some(host_ports)) = (launched, host_ports) {
-                        let mut t = task.clone();
-                        t.agent_id.clone_from(&offer.agent_id);
-                        with_ports(&mut t, &want, &args.ports, &host_ports);
-                        framework
-                            .accept(vec![offer.id.clone()], vec![t], None)
-                            .await
-                            .map_err(|e| anyhow!("launch refused: {e}"))?;
-                        launched = true;
-                    } else {
-                        unused.push(offer.id);
-                    }
-                }
-                if launched && waiting.take().is_some() {
-                    // Not pending any more.
-                    if let Err(e) = framework.update_pending(Vec::new()).await {
-                        tracing::debug!("clearing the pending task failed: {e}");
-                    }
-                } else if !launched && !offered.is_empty() {
-                    let why = explain_offers(&offered, &want, args.ports.len());
-                    let pending = berth_sdk::pending_task(&task, &why);
-                    if waiting.as_deref() != Some(pending.reason.as_str()) {
-                        // Once per reason, not once per offer.
-                        eprintln!("berth: waiting for resources: {}", pending.reason);
-                        waiting = Some(pending.reason.clone());
-                        if let Err(e) = framework.update_pending(vec![pending]).await {
-                            tracing::debug!("publishing the pending task failed: {e}");
-                        }
-                    }
-                }
-                if !unused.is_empty() {
-                    let _ = framework
-                        .decline(unused, Some(Duration::from_secs(3600)))
-                        .await;
-                }
-                if launched {
-                    let _ = framework.suppress(Vec::new()).await;
-                }
-            }
-            Event::Update(status) if status.task_id == task_id => {
-                if let Err(e) = framework.acknowledge(&status).await {
+            Event::Offers(offers) => self.on_offers(offers).await,
+            Event::Update(status) if status.task_id == self.task.task_id => {
+                if let Err(e) = self.framework.acknowledge(&status).await {
                     tracing::debug!("acknowledgement failed (the agent resends): {e}");
                 }
-                let state =
-                    pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
-                if state == pb::TaskState::TaskRunning
-                    && !status.ports.is_empty()
-                    && args.image.is_some()
-                    && status.reason.is_empty()
-                {
-                    eprintln!(
-                        "berth: task {task_id} running; ports {}",
-                        crate::admin::ports_text(&status.ports)
-                    );
-                }
-                if streaming.is_none() && state != pb::TaskState::TaskStaging {
-                    streaming = Some(tokio::spawn(stream_output(
-                        args.client.clone(),
-                        framework.id(),
-                        task_id.clone(),
-                    )));
-                }
-                if state.is_terminal() {
-                    break Ok(status);
-                }
+                self.on_update(status).await
             }
-            Event::Error(message) => break Err(anyhow!("framework removed: {message}")),
             Event::Update(status) => {
-                let _ = framework.acknowledge(&status).await;
+                let _ = self.framework.acknowledge(&status).await;
+                None
             }
+            Event::Subscribed {
+                resubscribed: true, ..
+            } => {
+                // The SDK reconciles the task (launched, or of unknown
+                // outcome) by itself; a kill that failed goes out again, and
+                // a task still to launch gets offers from the new leader.
+                if self.kill_again {
+                    self.kill().await;
+                }
+                if matches!(self.launch, Launch::Unknown { .. }) {
+                    self.reconcile().await;
+                }
+                self.suppressed = false;
+                None
+            }
+            Event::Error(message) => Some(Outcome::Failed(format!(
+                "the framework was removed: {message}"
+            ))),
             Event::Subscribed { .. }
             | Event::Rescind { .. }
             | Event::Failure { .. }
-            | Event::Disconnected => {}
+            | Event::Disconnected => None,
         }
-    };
-    if let Some(handle) = streaming {
-        // Logs end when the task is terminal and its files are read out.
-        let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
     }
-    if let Err(e) = framework.teardown().await {
-        tracing::debug!("teardown: {e}");
-    }
-    drop(events);
-    let status = outcome?;
-    let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
-    let code = match (state, status.exit_code) {
-        (pb::TaskState::TaskFinished, _) => 0,
-        (pb::TaskState::TaskFailed, Some(code)) => u8::try_from(code.clamp(0, 255)).unwrap_or(1),
-        (pb::TaskState::TaskKilled, _) => {
-            eprintln!("berth: task {task_id} was killed");
-            137
+
+    /// Asks the master about the task; the answer comes as an update.
+    async fn reconcile(&self) {
+        let task = (self.task.task_id.clone(), String::new());
+        if let Err(e) = self.framework.reconcile(vec![task]).await {
+            // The SDK reconciles it after the next re-subscription.
+            tracing::debug!("reconcile: {e}");
         }
-        (state, _) => {
+    }
+
+    async fn on_offers(&mut self, offers: Vec<pb::Offer>) -> Option<Outcome> {
+        let offered = offers.clone();
+        let mut unused = Vec::new();
+        // Offers a refused launch left with us: offered again at once.
+        let mut retry = Vec::new();
+        for offer in offers {
+            let host_ports = resources_from_proto_opt(offer.resources.as_ref())
+                .ok()
+                .filter(|r| r.contains(&self.want))
+                .and_then(|r| first_ports(&r.ports, self.args.ports.len()));
+            let Some(host_ports) = host_ports.filter(|_| self.launch == Launch::NotLaunched) else {
+                unused.push(offer.id);
+                continue;
+            };
+            let mut t = self.task.clone();
+            t.agent_id.clone_from(&offer.agent_id);
+            with_ports(&mut t, &self.want, &self.args.ports, &host_ports);
+            match self
+                .framework
+                .accept(vec![offer.id.clone()], vec![t], None)
+                .await
+            {
+                Ok(ids) if ids.iter().any(|id| id == self.task_id()) => {
+                    self.launch = Launch::Launched;
+                }
+                Ok(_) => {
+                    if let Some(outcome) = self.refused("the master launched nothing") {
+                        return Some(outcome);
+                    }
+                    retry.push(offer.id);
+                }
+                Err(e) if e.outcome_unknown() => {
+                    tracing::debug!("launch outcome unknown: {e}");
+                    self.launch = Launch::Unknown {
+                        since: tokio::time::Instant::now(),
+                    };
+                    self.reconcile().await;
+                }
+                // Not sent; offers come again after the re-subscription.
+                Err(SdkError::NotSubscribed) => {}
+                Err(SdkError::Removed(why)) => {
+                    return Some(Outcome::Failed(format!("the framework was removed: {why}")));
+                }
+                // The task exists already (a launch whose answer was lost),
+                // or the subscription was superseded: ask.
+                Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                    tracing::debug!("launch refused: {e}; reconciling");
+                    self.launch = Launch::Unknown {
+                        since: tokio::time::Instant::now(),
+                    };
+                    self.reconcile().await;
+                    retry.push(offer.id);
+                }
+                Err(e) => {
+                    if let Some(outcome) = self.refused(&e.to_string()) {
+                        return Some(outcome);
+                    }
+                    retry.push(offer.id);
+                }
+            }
+        }
+        if self.launch == Launch::NotLaunched && !offered.is_empty() && retry.is_empty() {
+            self.publish_waiting(&offered).await;
+        } else if self.launch != Launch::NotLaunched && self.waiting.take().is_some() {
+            // Not pending any more.
+            if let Err(e) = self.framework.update_pending(Vec::new()).await {
+                tracing::debug!("clearing the pending task failed: {e}");
+            }
+        }
+        if !retry.is_empty() {
+            let _ = self.framework.decline(retry, Some(Duration::ZERO)).await;
+        }
+        if !unused.is_empty() {
+            let _ = self
+                .framework
+                .decline(unused, Some(Duration::from_secs(3600)))
+                .await;
+        }
+        if self.launch != Launch::NotLaunched && !self.suppressed {
+            self.suppressed = self.framework.suppress(Vec::new()).await.is_ok();
+        }
+        None
+    }
+
+    /// Counts a refused launch; gives up after [`MAX_REFUSALS`].
+    fn refused(&mut self, why: &str) -> Option<Outcome> {
+        self.refusals += 1;
+        tracing::debug!(refusals = self.refusals, "launch refused: {why}");
+        (self.refusals >= MAX_REFUSALS).then(|| Outcome::Failed(format!("launch refused: {why}")))
+    }
+
+    /// Says once per reason why nothing fits, and publishes it as pending.
+    async fn publish_waiting(&mut self, offered: &[pb::Offer]) {
+        let why = explain_offers(offered, &self.want, self.args.ports.len());
+        let pending = berth_sdk::pending_task(&self.task, &why);
+        if self.waiting.as_deref() != Some(pending.reason.as_str()) {
+            eprintln!("berth: waiting for resources: {}", pending.reason);
+            self.waiting = Some(pending.reason.clone());
+            if let Err(e) = self.framework.update_pending(vec![pending]).await {
+                tracing::debug!("publishing the pending task failed: {e}");
+            }
+        }
+    }
+
+    async fn on_update(&mut self, status: pb::TaskStatus) -> Option<Outcome> {
+        let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+        let id = self.task.task_id.clone();
+        if state == pb::TaskState::TaskUnknown {
+            return match self.launch {
+                // The cluster never had it: launch it (with the same id).
+                Launch::Unknown { .. } => {
+                    tracing::debug!("the launch of {id} did not happen; launching again");
+                    self.launch = Launch::NotLaunched;
+                    self.suppressed = false;
+                    let _ = self.framework.revive(Vec::new()).await;
+                    None
+                }
+                Launch::NotLaunched => None,
+                Launch::Launched => Some(Outcome::Failed(format!(
+                    "the cluster no longer knows task {id}"
+                ))),
+            };
+        }
+        self.launch = Launch::Launched;
+        match state {
+            pb::TaskState::TaskUnreachable => {
+                if !self.unreachable {
+                    self.unreachable = true;
+                    eprintln!(
+                        "berth: the agent of task {id} is unreachable; waiting for it to come back"
+                    );
+                }
+                return None;
+            }
+            _ if self.unreachable => {
+                self.unreachable = false;
+                eprintln!("berth: the agent of task {id} is back");
+            }
+            _ => {}
+        }
+        if state == pb::TaskState::TaskRunning
+            && !status.ports.is_empty()
+            && self.args.image.is_some()
+            && status.reason.is_empty()
+        {
             eprintln!(
-                "berth: task {task_id} ended {}: {} {}",
-                state.as_str_name(),
-                status.reason,
-                status.message
+                "berth: task {id} running; ports {}",
+                crate::admin::ports_text(&status.ports)
             );
-            1
         }
-    };
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(ExitWith(code).into())
+        if self.output.is_none() && state != pb::TaskState::TaskStaging {
+            self.output = Some(tokio::spawn(stream_output(
+                self.args.client.clone(),
+                self.framework.id(),
+                id,
+            )));
+        }
+        state.is_terminal().then_some(Outcome::Ended(status))
     }
 }
 

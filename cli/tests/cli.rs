@@ -217,6 +217,14 @@ fn malformed_arguments_get_specific_errors() {
         (&["run", "--cpus", "-1", "--", "true"], "negative"),
         (&["run", "--cpus", "NaN", "--", "true"], "finite"),
         (&["run", "--mem", "1e300", "--", "true"], "large"),
+        (
+            &["run", "--mem", "0", "--", "true"],
+            "mem must be more than 0",
+        ),
+        (
+            &["run", "--cpus", "0", "--", "true"],
+            "cpus must be more than 0",
+        ),
         (&["run"], "required"),
         (&["agent", "--resources", "cpus:x"], "cpus"),
         (&["agent", "--resources", "bogus:1"], "unknown resource"),
@@ -258,7 +266,25 @@ fn malformed_arguments_get_specific_errors() {
         .expect("berth runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("cannot reach master"),
+        text(&out.stderr).contains("cannot reach the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    // `berth run` against a cluster that is down fails within 5 s, with
+    // berth's own exit code and the OS's reason.
+    let started = Instant::now();
+    let out = Command::new(BERTH)
+        .args(["run", "--master", "127.0.0.1:1", "--", "true"])
+        .output()
+        .expect("berth runs");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Connection refused"),
         "{}",
         text(&out.stderr)
     );
@@ -478,7 +504,8 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         assert!(Instant::now() < deadline, "berth run ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(1));
+    // 128 + SIGINT, as documented: interrupted before the launch.
+    assert_eq!(status.code(), Some(130));
     // Everything it said after the waiting line (the reader ends at EOF).
     let rest: Vec<String> = rx.iter().collect();
     assert!(
@@ -486,7 +513,8 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         "the reason did not change, so it is said once: {rest:?}"
     );
     assert!(
-        rest.iter().any(|l| l.contains("interrupted while waiting")),
+        rest.iter()
+            .any(|l| l.contains("interrupted before the task was launched")),
         "{rest:?}"
     );
     let out = dev.berth(&["task", "pending"]);

@@ -269,3 +269,247 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
     drop(agents);
     Ok(())
 }
+
+/// The master that says it leads (it took over and serves), with its view.
+async fn leading(addrs: &[String]) -> Option<(usize, pb::LeaderInfo)> {
+    for (i, a) in addrs.iter().enumerate() {
+        if let Some(mut op) = operator(a).await
+            && let Ok(Ok(l)) =
+                tokio::time::timeout(Duration::from_millis(500), op.get_leader(pb::Empty {})).await
+        {
+            let l = l.into_inner();
+            if l.leading_since > 0.0 {
+                return Some((i, l));
+            }
+        }
+    }
+    None
+}
+
+/// Waits until a master other than `not` leads and sees every one of
+/// `agents` agents and the framework `framework` connected; returns the
+/// leader's index, when it took over, and the latest `connected_at` of
+/// them.
+async fn reattached(
+    addrs: &[String],
+    not: Option<usize>,
+    agents: usize,
+    framework: &str,
+    dir: &Path,
+) -> (usize, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "clients did not re-attach within 30 s; the daemons' logs end:\n{}",
+            log_tails(dir)
+        );
+        if let Some((i, info)) = leading(addrs).await
+            && Some(i) != not
+            && let Some(mut op) = operator(&addrs[i]).await
+        {
+            let request = |op: &mut pb::operator_client::OperatorClient<_>| {
+                let mut op = op.clone();
+                async move {
+                    let a = op.list_agents(pb::Empty {}).await.ok()?.into_inner();
+                    let f = op.list_frameworks(pb::Empty {}).await.ok()?.into_inner();
+                    Some((a, f))
+                }
+            };
+            if let Ok(Some((a, f))) =
+                tokio::time::timeout(Duration::from_secs(1), request(&mut op)).await
+            {
+                let connected: Vec<f64> = a
+                    .agents
+                    .iter()
+                    .filter(|a| a.connected)
+                    .map(|a| a.connected_at)
+                    .chain(
+                        f.frameworks
+                            .iter()
+                            .filter(|f| {
+                                f.connected && f.info.as_ref().is_some_and(|i| i.id == framework)
+                            })
+                            .map(|f| f.connected_at),
+                    )
+                    .collect();
+                assert!(
+                    a.agents.iter().all(|a| a.state != "UNREACHABLE"),
+                    "a failover made an agent unreachable: {:?}",
+                    a.agents
+                );
+                if connected.len() == agents + 1 {
+                    let last = connected.iter().copied().fold(0.0, f64::max);
+                    return (i, info.leading_since, last);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn signal(child: &ChildProcess, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig}");
+}
+
+fn agent(addrs: &[String], dir: &Path, n: usize) -> ChildProcess {
+    ChildProcess(
+        Command::new(BERTH)
+            .args([
+                "agent",
+                "--master",
+                &addrs.join(","),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--work-dir")
+            .arg(dir.join(format!("agent-{n}")))
+            .args(["--resources", "cpus:16;mem:16384"])
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, &format!("agent-{n}")))
+            .spawn()
+            .expect("berth agent starts"),
+    )
+}
+
+/// Issue 12's bar: frameworks and agents re-attach to a new leader within
+/// 2 s of its takeover after a SIGKILL of the old one, and within 2 s of
+/// their heartbeat timeout (4 s) after a SIGSTOP. Measured on the new
+/// leader's own clock: `connected_at - leading_since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reattach_within_two_seconds_of_a_new_leader() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut masters: BTreeMap<u64, ChildProcess> = (1..=3)
+        .map(|id| (id, master(id, &addrs, dir.path())))
+        .collect();
+    let _agents: Vec<ChildProcess> = (0..2).map(|n| agent(&addrs, dir.path(), n)).collect();
+    let config = FrameworkConfig::new("reattach").failover_timeout(Duration::from_secs(300));
+    let (fw, mut events) = berth_sdk::subscribe(addrs.clone(), config).await?;
+    // Keep the event stream read, as a framework does.
+    let reader = tokio::spawn(async move { while events.next().await.is_some() {} });
+    let (first, _, _) = reattached(&addrs, None, 2, &fw.id(), dir.path()).await;
+
+    // SIGKILL the leader.
+    let first_id = u64::try_from(first)? + 1;
+    drop(masters.remove(&first_id));
+    let (second, since, last) = reattached(&addrs, Some(first), 2, &fw.id(), dir.path()).await;
+    let after_kill = last - since;
+    println!(
+        "after SIGKILL of the leader: every client re-attached {after_kill:.3} s after the new leader took over"
+    );
+    assert!(after_kill <= 2.0, "{after_kill:.3} s after the takeover");
+    masters.insert(first_id, master(first_id, &addrs, dir.path()));
+
+    // SIGSTOP the new leader: clients notice after their 4 s timeout.
+    let second_id = u64::try_from(second)? + 1;
+    let stopped_at = unix_now();
+    signal(&masters[&second_id], "STOP");
+    let (_, since, last) = reattached(&addrs, Some(second), 2, &fw.id(), dir.path()).await;
+    signal(&masters[&second_id], "CONT");
+    let timeout = berth_sdk::DEFAULT_HEARTBEAT_TIMEOUT.as_secs_f64();
+    let after_timeout = last - (stopped_at + timeout).max(since);
+    println!(
+        "after SIGSTOP of the leader: the new one took over {:.3} s after the stop, every client re-attached {after_timeout:.3} s after the {timeout} s heartbeat timeout",
+        since - stopped_at
+    );
+    assert!(
+        after_timeout <= 2.0,
+        "{after_timeout:.3} s after the heartbeat timeout"
+    );
+    reader.abort();
+    Ok(())
+}
+
+/// Issue 12, item 2: `berth run`s in flight while the leader is SIGKILLed,
+/// and while it is SIGSTOPped for 8 s, all end with their task's exit code
+/// and output; no task runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_runs_ride_out_a_leader_kill_and_a_freeze() -> anyhow::Result<()> {
+    const RUNS: usize = 8;
+    let dir = tempfile::tempdir()?;
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks)?;
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut masters: BTreeMap<u64, ChildProcess> = (1..=3)
+        .map(|id| (id, master(id, &addrs, dir.path())))
+        .collect();
+    let _agent = agent(&addrs, dir.path(), 0);
+    while leading(&addrs).await.is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (round, fault) in ["KILL", "STOP"].into_iter().enumerate() {
+        let runs: Vec<(i32, std::process::Child)> = (0..RUNS)
+            .map(|i| {
+                let code = i32::try_from(10 + round * RUNS + i).expect("small");
+                let script = format!(
+                    "echo $$ >> {}/$BERTH_TASK_ID; sleep 2; echo out-{code}; exit {code}",
+                    marks.display()
+                );
+                let child = Command::new(BERTH)
+                    .args(["run", "--master", &addrs.join(","), "--timeout", "120"])
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("berth run starts");
+                (code, child)
+            })
+            .collect();
+        // Let them subscribe and start launching, then hit the leader.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (i, _) = leading(&addrs).await.expect("a leader");
+        let id = u64::try_from(i)? + 1;
+        match fault {
+            "KILL" => {
+                drop(masters.remove(&id));
+            }
+            _ => {
+                signal(&masters[&id], "STOP");
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                signal(&masters[&id], "CONT");
+            }
+        }
+        for (code, child) in runs {
+            let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "after a {fault} of the leader: stdout {stdout:?}, stderr {stderr:?}; the daemons' logs end:\n{}",
+                log_tails(dir.path())
+            );
+            assert!(
+                stdout.contains(&format!("out-{code}")),
+                "{stdout:?} {stderr:?}"
+            );
+        }
+        if fault == "KILL" {
+            masters.insert(id, master(id, &addrs, dir.path()));
+        }
+    }
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&marks)? {
+        let entry = entry?;
+        let runs = std::fs::read_to_string(entry.path())?.lines().count();
+        assert_eq!(runs, 1, "task {:?} ran {runs} times", entry.file_name());
+        ran += 1;
+    }
+    assert_eq!(ran, 2 * RUNS);
+    Ok(())
+}

@@ -266,9 +266,13 @@ pub(crate) struct Core {
     conn_agents: HashMap<u64, AgentId>,
     /// When each registered, reachable agent was last heard from.
     last_seen: HashMap<AgentId, Instant>,
-    /// Until when agents that have not registered with this leader yet are
-    /// not timed out (`agent_reregister_timeout` after the takeover).
+    /// Until when the agents inherited at the takeover that have not
+    /// registered with this leader yet are not timed out
+    /// (`agent_reregister_timeout` after the takeover).
     reregister_until: Instant,
+    /// The agents inherited at the takeover that have not registered with
+    /// this leader yet.
+    inherited: std::collections::HashSet<AgentId>,
     pending_kills: HashMap<AgentId, Vec<pb::KillTask>>,
     /// What frameworks wait to place, and why: soft state of the leader,
     /// like offers (not replicated; frameworks publish it again after they
@@ -336,6 +340,7 @@ impl Core {
             conn_agents: HashMap::new(),
             last_seen: HashMap::new(),
             reregister_until: now,
+            inherited: std::collections::HashSet::new(),
             pending_kills: HashMap::new(),
             pending_work: PendingWork::default(),
             epoch: now,
@@ -381,6 +386,7 @@ impl Core {
             .filter(|a| a.unreachable_since_ms.is_none())
             .map(|a| (a.id.clone(), now))
             .collect();
+        self.inherited = self.last_seen.keys().cloned().collect();
         self.pending_kills.clear();
         self.allocation_dirty = true;
     }
@@ -398,6 +404,7 @@ impl Core {
         self.agents.clear();
         self.conn_agents.clear();
         self.last_seen.clear();
+        self.inherited.clear();
         self.pending_kills.clear();
         self.pending_work.clear();
         self.offers = OfferBook::new(&self.master_id, self.config.offer_timeout);
@@ -1808,6 +1815,7 @@ impl Core {
         );
         self.conn_agents.insert(conn, id.clone());
         self.last_seen.insert(id.clone(), Instant::now());
+        self.inherited.remove(&id);
         for (fw, task) in &effects.unknown_tasks {
             warn!(agent = %id, framework = %fw, task = %task, "agent runs a task the registry does not know; killing it");
             self.send_agent(
@@ -2048,13 +2056,15 @@ impl Core {
 
     async fn check_agent_timeouts(&mut self, now: Instant) {
         let timeout = self.config.agent_ping_timeout;
-        // Agents that have not registered with this leader yet are within
-        // their re-registration grace after a takeover.
-        let grace = now < self.reregister_until;
+        // Inherited agents that have not registered with this leader yet
+        // are within their re-registration grace after a takeover.
+        if now >= self.reregister_until {
+            self.inherited.clear();
+        }
         let expired: Vec<AgentId> = self
             .last_seen
             .iter()
-            .filter(|(id, _)| !grace || self.agents.contains_key(*id))
+            .filter(|(id, _)| !self.inherited.contains(*id))
             .filter(|(_, seen)| now.duration_since(**seen) > timeout)
             .map(|(id, _)| id.clone())
             .collect();

@@ -297,6 +297,10 @@ pub struct Registry {
     /// Resources used by active tasks, per agent. Derived; rebuilt on load.
     #[serde(skip)]
     agent_used: BTreeMap<AgentId, Resources>,
+    /// How many times each (framework, task) id is in `completed`.
+    /// Derived; rebuilt on load.
+    #[serde(skip)]
+    completed_ids: std::collections::HashMap<(FrameworkId, TaskId), u32>,
 }
 
 impl Registry {
@@ -313,9 +317,7 @@ impl Registry {
     /// not replicated state).
     pub fn set_max_completed(&mut self, max_completed: usize) {
         self.max_completed = max_completed;
-        while self.completed.len() > self.max_completed {
-            self.completed.pop_front();
-        }
+        self.trim_completed();
     }
 
     /// Rebuilds derived indexes after deserializing a snapshot.
@@ -323,6 +325,13 @@ impl Registry {
         self.agent_used.clear();
         for task in self.tasks.values().flat_map(BTreeMap::values) {
             *self.agent_used.entry(task.agent.clone()).or_default() += task.allocated.total();
+        }
+        self.completed_ids.clear();
+        for task in &self.completed {
+            *self
+                .completed_ids
+                .entry((task.framework.clone(), task.id.clone()))
+                .or_default() += 1;
         }
     }
 
@@ -767,7 +776,16 @@ impl Registry {
                     t.id.as_str()
                 )));
             }
-            if !ids.insert(t.id.clone()) || self.task(framework, &t.id).is_some() {
+            // A recently completed task's id is refused too: a framework
+            // that launches again a task whose first launch's answer it never
+            // got must not run it twice if that launch did happen and the
+            // task already ended.
+            if !ids.insert(t.id.clone())
+                || self.task(framework, &t.id).is_some()
+                || self
+                    .completed_ids
+                    .contains_key(&(framework.clone(), t.id.clone()))
+            {
                 return Err(ApplyError::DuplicateTask {
                     framework: framework.to_string(),
                     task: t.id.to_string(),
@@ -866,9 +884,26 @@ impl Registry {
     }
 
     fn push_completed(&mut self, task: TaskRecord) {
+        *self
+            .completed_ids
+            .entry((task.framework.clone(), task.id.clone()))
+            .or_default() += 1;
         self.completed.push_back(task);
+        self.trim_completed();
+    }
+
+    fn trim_completed(&mut self) {
         while self.completed.len() > self.max_completed {
-            self.completed.pop_front();
+            let Some(old) = self.completed.pop_front() else {
+                break;
+            };
+            let key = (old.framework, old.id);
+            if let Some(n) = self.completed_ids.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.completed_ids.remove(&key);
+                }
+            }
         }
     }
 }
@@ -1246,6 +1281,36 @@ mod tests {
             vec![task("f1", "t2", "a1", "cpus:0.1;ports:[8001-8001]")],
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn a_recently_completed_task_id_is_not_launched_again() {
+        let mut r = cluster();
+        r.set_max_completed(2);
+        r.apply(&update("f1", "t1", pb::TaskState::TaskFinished))
+            .unwrap();
+        let again = launch("f1", "a1", vec![task("f1", "t1", "a1", "cpus:0.1")]);
+        let e = refused(&mut r, &again);
+        assert!(matches!(e, ApplyError::DuplicateTask { .. }), "{e}");
+        // The index survives a snapshot round trip.
+        let mut restored: Registry =
+            postcard::from_bytes(&postcard::to_stdvec(&r).unwrap()).unwrap();
+        restored.rebuild_indexes();
+        assert_eq!(restored, r);
+        assert!(matches!(
+            restored.apply(&again),
+            Err(ApplyError::DuplicateTask { .. })
+        ));
+        // Once it fell off the bounded list of completed tasks, the id is
+        // free again.
+        for t in ["t3", "t4"] {
+            r.apply(&launch("f1", "a1", vec![task("f1", t, "a1", "cpus:0.1")]))
+                .unwrap();
+            r.apply(&update("f1", t, pb::TaskState::TaskFinished))
+                .unwrap();
+        }
+        assert!(r.completed_task(&fw("f1"), &tid("t1")).is_none());
+        r.apply(&again).unwrap();
     }
 
     #[test]

@@ -34,8 +34,29 @@ pub mod ci {
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod convert;
+pub mod leader;
 pub mod mask;
+pub mod testing;
 pub mod transfer;
+
+/// Longest piece of an input value that error messages quote.
+pub const QUOTE_BYTES: usize = 64;
+
+/// `value` as error messages quote it: whole when it is at most
+/// [`QUOTE_BYTES`] long, otherwise its first bytes (cut at a character
+/// boundary) followed by `… (N bytes)`, so that no message grows with its
+/// input.
+#[must_use]
+pub fn cut(value: &str) -> String {
+    if value.len() <= QUOTE_BYTES {
+        return value.to_owned();
+    }
+    let mut end = QUOTE_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &value[..end], value.len())
+}
 
 /// Turns a master or agent address as users write it (`host:port`,
 /// `http://host:port`) into the URI tonic connects to.
@@ -51,6 +72,15 @@ pub fn endpoint_uri(address: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cut_keeps_short_values_and_bounds_long_ones() {
+        assert_eq!(super::cut("abc"), "abc");
+        let long = "é".repeat(1000);
+        let c = super::cut(&long);
+        assert!(c.ends_with("… (2000 bytes)"), "{c}");
+        assert!(c.len() <= super::QUOTE_BYTES + 20);
+    }
+
     #[test]
     fn endpoint_uri_adds_a_scheme_once() {
         assert_eq!(

@@ -7,6 +7,10 @@ use berth_scheduler_core::{FrameworkId, Role};
 
 use crate::SdkError;
 
+/// Default [`FrameworkConfig::heartbeat_timeout`]: a frozen master is
+/// noticed within 5 s.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Largest failover timeout accepted: one year. Longer values are almost
 /// certainly a unit mistake.
 pub const MAX_FAILOVER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -47,12 +51,21 @@ pub struct FrameworkConfig {
     /// [`Framework::acknowledge`](crate::Framework::acknowledge).
     pub auto_acknowledge: bool,
     /// How long [`subscribe`](crate::subscribe) keeps trying to reach a
-    /// master before giving up (default 30 s). Re-subscription after a
-    /// disconnect retries for as long as the [`Events`](crate::Events)
-    /// stream is alive.
+    /// leading master before giving up (default 30 s). Re-subscription
+    /// after a disconnect retries for as long as the
+    /// [`Events`](crate::Events) stream is alive.
     pub connect_timeout: Duration,
-    /// How long a call waits for the master's answer (default 30 s).
+    /// How long a call waits for the master's answer (default 10 s, the
+    /// master's own limit for committing a change). A call whose event
+    /// stream is lost meanwhile ends at once with
+    /// [`SdkError::ConnectionLost`].
     pub call_timeout: Duration,
+    /// How long the event stream may stay silent (no event, not even a
+    /// heartbeat) before the SDK takes the master as lost — frozen, or cut
+    /// off — and re-subscribes to whichever master leads (default 4 s; never
+    /// less than two of the master's heartbeat intervals, 1 s each by
+    /// default).
+    pub heartbeat_timeout: Duration,
     /// After every subscription that resumes the framework (a
     /// re-subscription, or [`FrameworkConfig::framework_id`] given), ask the
     /// master for the latest state of the framework's tasks (default
@@ -79,7 +92,8 @@ impl FrameworkConfig {
             framework_id: None,
             auto_acknowledge: true,
             connect_timeout: Duration::from_secs(30),
-            call_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(10),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             reconcile_on_resubscribe: true,
         }
     }
@@ -144,6 +158,14 @@ impl FrameworkConfig {
         self
     }
 
+    /// Sets how long a silent event stream is tolerated (see
+    /// [`FrameworkConfig::heartbeat_timeout`]).
+    #[must_use]
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
     /// Turns the implicit reconciliation after a resuming subscription on
     /// or off (see [`FrameworkConfig::reconcile_on_resubscribe`]).
     #[must_use]
@@ -183,8 +205,13 @@ impl FrameworkConfig {
                 self.failover_timeout
             ));
         }
-        if self.connect_timeout.is_zero() || self.call_timeout.is_zero() {
-            return invalid("connect and call timeouts must be greater than zero".to_owned());
+        if self.connect_timeout.is_zero()
+            || self.call_timeout.is_zero()
+            || self.heartbeat_timeout.is_zero()
+        {
+            return invalid(
+                "connect, call and heartbeat timeouts must be greater than zero".to_owned(),
+            );
         }
         Ok(())
     }
@@ -236,6 +263,8 @@ mod tests {
         assert!(err(&forever).contains("failover"));
         let zero = FrameworkConfig::new("x").call_timeout(Duration::ZERO);
         assert!(err(&zero).contains("timeout"));
+        let zero = FrameworkConfig::new("x").heartbeat_timeout(Duration::ZERO);
+        assert!(err(&zero).contains("heartbeat"));
         assert!(matches!(
             FrameworkConfig::new("").validate(),
             Err(SdkError::InvalidConfig(_))

@@ -4,6 +4,12 @@
 //! [`Driver::run`], which reads the master's event stream, drops heartbeats,
 //! forwards everything else to [`Events`], watches the heartbeat deadline,
 //! and re-subscribes with the same framework id when the stream is lost.
+//!
+//! Every (re-)subscription first finds the leader by asking all known
+//! masters at once ([`berth_proto::leader`]): a follower's hint is never
+//! followed blindly, so a hint that still names a leader that just died or
+//! froze costs nothing. A frozen leader is noticed when its stream stays
+//! silent for [`FrameworkConfig::heartbeat_timeout`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,24 +20,29 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::Streaming;
 
-use crate::connection::{Backoff, Client, Endpoints, connect};
+use berth_proto::leader::{Masters, PROBE_INTERVAL};
+
+use crate::connection::{Client, client, masters};
 use crate::framework::{Link, Phase, Shared};
 use crate::{Event, Events, Framework, FrameworkConfig, SdkError};
 
 /// Events buffered between the driver and the user.
 const EVENT_BUFFER: usize = 1024;
-/// Longest wait for a TCP connection to a master.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Heartbeat interval assumed when the master sends a nonsensical one.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
-/// Heartbeats missed before the connection is considered dead.
-const MISSED_HEARTBEATS: u32 = 3;
+/// A stream is lost when nothing arrived for this many heartbeat
+/// intervals, even if the configured heartbeat timeout is shorter.
+const MISSED_HEARTBEATS: u32 = 2;
+/// How long one round of leader finding may take before a re-subscription
+/// attempt starts over (the attempts go on until they succeed).
+const FIND_ROUND: Duration = Duration::from_secs(30);
 /// Most tasks asked about in one reconciliation call.
 const RECONCILE_BATCH: usize = 1000;
 
 /// A live subscription: the stream and what `SUBSCRIBED` said.
 struct Subscription {
     client: Client,
+    /// The leader's address, as the SDK reached it.
     uri: String,
     stream: Streaming<pb::Event>,
     framework_id: String,
@@ -59,6 +70,14 @@ enum AttemptError {
     Fatal(SdkError),
 }
 
+/// How long a stream may stay silent before it counts as lost: the
+/// configured heartbeat timeout, but never less than [`MISSED_HEARTBEATS`]
+/// of the master's heartbeat intervals (a master configured with slow
+/// heartbeats would otherwise look dead between two of them).
+fn silence_limit(timeout: Duration, interval: Duration) -> Duration {
+    timeout.max(interval * MISSED_HEARTBEATS)
+}
+
 /// The heartbeat interval from `SUBSCRIBED`, sanitized.
 fn heartbeat_interval(seconds: f64) -> Duration {
     if seconds.is_finite() && seconds > 0.0 {
@@ -68,49 +87,52 @@ fn heartbeat_interval(seconds: f64) -> Duration {
     }
 }
 
-/// Sorts an error status of `Subscribe` into retryable and fatal, following
-/// a leader hint if the master named one.
-fn classify(status: tonic::Status, endpoints: &mut Endpoints) -> AttemptError {
+/// Sorts an error status of `Subscribe` into retryable and fatal. A
+/// redirect needs no special handling: the next attempt asks every master
+/// who leads.
+fn classify(status: &tonic::Status) -> AttemptError {
     match status.code() {
         tonic::Code::NotFound => {
             AttemptError::Fatal(SdkError::Removed(status.message().to_owned()))
         }
         tonic::Code::InvalidArgument
         | tonic::Code::PermissionDenied
-        | tonic::Code::Unauthenticated => AttemptError::Fatal(status.into()),
-        _ => {
-            endpoints.follow(&status);
-            AttemptError::Retry(format!("{:?}: {}", status.code(), status.message()))
-        }
+        | tonic::Code::Unauthenticated => AttemptError::Fatal(status.clone().into()),
+        _ => AttemptError::Retry(format!(
+            "{:?}: {}",
+            status.code(),
+            berth_proto::leader::status_reason(status)
+        )),
     }
 }
 
-/// One subscription attempt at the next address: connect, call
-/// `Subscribe`, wait for `SUBSCRIBED`.
+/// One subscription attempt: find the leader (asking every master until
+/// one leads or `deadline`), call `Subscribe` there, wait for
+/// `SUBSCRIBED`.
 async fn attempt(
-    endpoints: &mut Endpoints,
+    masters: &mut Masters,
     config: &FrameworkConfig,
     id: &str,
+    deadline: Instant,
 ) -> Result<Subscription, AttemptError> {
-    let uri = endpoints.next_uri();
-    let wait = config.call_timeout;
-    let mut client = connect(&uri, wait.min(MAX_CONNECT_TIMEOUT))
+    let leader = masters
+        .find_leader(deadline)
         .await
-        .map_err(|e| match e {
-            SdkError::InvalidConfig(_) => AttemptError::Fatal(e),
-            other => AttemptError::Retry(other.to_string()),
-        })?;
+        .map_err(|no| AttemptError::Retry(no.to_string()))?;
+    let uri = leader.address.clone();
+    let mut client = client(&leader);
+    let wait = config.call_timeout;
     let request = pb::SubscribeRequest {
         framework: Some(config.to_info(id)),
     };
     let mut stream = match tokio::time::timeout(wait, client.subscribe(request)).await {
         Err(_) => return Err(AttemptError::Retry(format!("{uri}: subscribe timed out"))),
-        Ok(Err(status)) => return Err(classify(status, endpoints)),
+        Ok(Err(status)) => return Err(classify(&status)),
         Ok(Ok(response)) => response.into_inner(),
     };
     let first = match tokio::time::timeout(wait, stream.message()).await {
         Err(_) => return Err(AttemptError::Retry(format!("{uri}: no SUBSCRIBED event"))),
-        Ok(Err(status)) => return Err(classify(status, endpoints)),
+        Ok(Err(status)) => return Err(classify(&status)),
         Ok(Ok(None)) => return Err(AttemptError::Retry(format!("{uri}: stream ended at once"))),
         Ok(Ok(Some(event))) => event,
     };
@@ -148,9 +170,10 @@ async fn attempt(
 /// Subscribes a framework to a berth master and returns its call handle and
 /// event stream.
 ///
-/// `masters` are `host:port` addresses (or `http://` URIs) of the masters;
-/// they are tried in turn, with backoff (100 ms doubling to 5 s, jittered),
-/// for up to [`FrameworkConfig::connect_timeout`]. Returns once the master
+/// `masters` are `host:port` addresses (or `http://` URIs) of the masters.
+/// All of them are asked at once who leads (every 100 ms while none does),
+/// for up to [`FrameworkConfig::connect_timeout`], and the framework
+/// subscribes to the one that says it leads. Returns once that master
 /// answered `SUBSCRIBED`; that event is also the first one on [`Events`].
 ///
 /// Must be called inside a tokio runtime: it spawns the background task
@@ -164,33 +187,30 @@ async fn attempt(
 ///   expired).
 /// - [`SdkError::Rpc`]: the master refused the subscription
 ///   (`INVALID_ARGUMENT`).
-/// - [`SdkError::Transport`]: no master answered within the connect timeout.
+/// - [`SdkError::Transport`]: no master led within the connect timeout; the
+///   message says what each master answered (e.g. `connection refused`).
 pub async fn subscribe(
     masters: Vec<String>,
     config: FrameworkConfig,
 ) -> Result<(Framework, Events), SdkError> {
     config.validate()?;
-    let mut endpoints = Endpoints::new(masters)?;
+    let mut masters = self::masters(&masters)?;
     let id = config.framework_id.clone().unwrap_or_default();
     let deadline = Instant::now() + config.connect_timeout;
-    let mut backoff = Backoff::new();
     let sub = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let why = match tokio::time::timeout(left, attempt(&mut endpoints, &config, &id)).await {
-            Ok(Ok(sub)) => break sub,
-            Ok(Err(AttemptError::Fatal(e))) => return Err(e),
-            Ok(Err(AttemptError::Retry(why))) => why,
-            Err(_) => "timed out".to_owned(),
-        };
+        let why =
+            match tokio::time::timeout(left, attempt(&mut masters, &config, &id, deadline)).await {
+                Ok(Ok(sub)) => break sub,
+                Ok(Err(AttemptError::Fatal(e))) => return Err(e),
+                Ok(Err(AttemptError::Retry(why))) => why,
+                Err(_) => format!("no subscription within {:?}", config.connect_timeout),
+            };
         tracing::debug!(reason = %why, "subscription attempt failed");
-        let delay = backoff.next_delay();
-        if Instant::now() + delay >= deadline {
-            return Err(SdkError::Transport(format!(
-                "no master answered within {:?}; last error: {why}",
-                config.connect_timeout
-            )));
+        if Instant::now() + PROBE_INTERVAL >= deadline {
+            return Err(SdkError::Transport(why));
         }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(PROBE_INTERVAL).await;
     };
     tracing::info!(
         framework_id = %sub.framework_id,
@@ -225,7 +245,7 @@ pub async fn subscribe(
         acker,
         shutdown: shared.phase.subscribe(),
         shared,
-        endpoints,
+        masters,
         tx,
         resumed: !id.is_empty(),
     };
@@ -307,7 +327,7 @@ async fn stopped(phase: &mut watch::Receiver<Phase>, tx: &mpsc::Sender<Event>) {
 /// The background task of one framework.
 struct Driver {
     shared: Arc<Shared>,
-    endpoints: Endpoints,
+    masters: Masters,
     tx: mpsc::Sender<Event>,
     shutdown: watch::Receiver<Phase>,
     /// The acknowledger task, if auto-acknowledge is on.
@@ -511,10 +531,11 @@ impl Driver {
         }
     }
 
-    /// Reads one stream until it ends, fails, misses heartbeats or carries
-    /// ERROR.
+    /// Reads one stream until it ends, fails, stays silent for the
+    /// heartbeat timeout (at least [`MISSED_HEARTBEATS`] intervals) or
+    /// carries ERROR.
     async fn pump(&mut self, stream: &mut Streaming<pb::Event>, heartbeat: Duration) -> Pump {
-        let limit = heartbeat * MISSED_HEARTBEATS;
+        let limit = silence_limit(self.shared.config.heartbeat_timeout, heartbeat);
         loop {
             let next = tokio::select! {
                 () = stopped(&mut self.shutdown, &self.tx) => return Pump::Stop,
@@ -523,7 +544,6 @@ impl Driver {
             let wire = match next {
                 Err(_) => return Pump::Lost(format!("no event for {limit:?}")),
                 Ok(Err(status)) => {
-                    self.endpoints.follow(&status);
                     return Pump::Lost(format!("{:?}: {}", status.code(), status.message()));
                 }
                 Ok(Ok(None)) => return Pump::Lost("the master closed the stream".to_owned()),
@@ -558,21 +578,17 @@ impl Driver {
         }
     }
 
-    /// Re-subscribes with the framework's id, with backoff, until it works
-    /// (`Ok(Some)`), the driver should stop (`Ok(None)`) or the master
-    /// refuses for good (`Err`).
+    /// Re-subscribes with the framework's id until it works (`Ok(Some)`),
+    /// the driver should stop (`Ok(None)`) or the master refuses for good
+    /// (`Err`). The first attempt starts at once: it asks every master who
+    /// leads, so it does not wait on the master that was just lost.
     async fn resubscribe(&mut self) -> Result<Option<Subscription>, SdkError> {
-        let mut backoff = Backoff::new();
         let id = self.shared.framework_id.clone();
         loop {
-            let delay = backoff.next_delay();
-            tokio::select! {
-                () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
-                () = tokio::time::sleep(delay) => {}
-            }
+            let deadline = Instant::now() + FIND_ROUND;
             let result = tokio::select! {
                 () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
-                r = attempt(&mut self.endpoints, &self.shared.config, &id) => r,
+                r = attempt(&mut self.masters, &self.shared.config, &id, deadline) => r,
             };
             match result {
                 Ok(sub) => return Ok(Some(sub)),
@@ -581,6 +597,10 @@ impl Driver {
                     tracing::debug!(reason = %why, "re-subscription attempt failed");
                 }
             }
+            tokio::select! {
+                () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
         }
     }
 }
@@ -588,6 +608,13 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_limit_is_the_timeout_or_two_intervals() {
+        let s = Duration::from_secs;
+        assert_eq!(silence_limit(s(4), s(1)), s(4));
+        assert_eq!(silence_limit(s(4), s(5)), s(10));
+    }
 
     #[test]
     fn heartbeat_sanitized() {

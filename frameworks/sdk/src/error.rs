@@ -43,9 +43,15 @@ pub enum SdkError {
     /// No master could be reached.
     #[error("cannot reach a master: {0}")]
     Transport(String),
-    /// A call got no answer within the configured call timeout.
-    #[error("call timed out after {0:?}")]
+    /// A call got no answer within the configured call timeout; it may or
+    /// may not have taken effect.
+    #[error("call timed out after {0:?}; its outcome is unknown")]
     Timeout(std::time::Duration),
+    /// The event stream was lost while the call waited for its answer (the
+    /// master died, froze or stepped down); the call may or may not have
+    /// taken effect, and the SDK is re-subscribing.
+    #[error("the connection to the master was lost during the call; its outcome is unknown")]
+    ConnectionLost,
 }
 
 impl SdkError {
@@ -55,6 +61,36 @@ impl SdkError {
         match self {
             SdkError::Rpc { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// Whether a call that failed this way may still have taken effect:
+    /// it timed out, its connection was lost, or the master answered
+    /// `UNAVAILABLE` (a leader that stepped down, or could not commit in
+    /// time, may have replicated the change already, and the next leader
+    /// then commits it) or another code that does not say the call was
+    /// refused. Reconcile before doing it again. `false` for refusals that
+    /// change nothing (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`,
+    /// `NOT_FOUND`, …) and for calls never sent ([`SdkError::NotSubscribed`]).
+    #[must_use]
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            SdkError::Timeout(_) | SdkError::ConnectionLost | SdkError::Transport(_) => true,
+            SdkError::Rpc { code, .. } => !matches!(
+                code,
+                tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::NotFound
+                    | tonic::Code::AlreadyExists
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::Unimplemented
+            ),
+            SdkError::InvalidConfig(_)
+            | SdkError::InvalidTask { .. }
+            | SdkError::NotSubscribed
+            | SdkError::Removed(_) => false,
         }
     }
 }

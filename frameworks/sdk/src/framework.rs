@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) config: FrameworkConfig,
     pub(crate) framework_id: String,
     link: Mutex<Link>,
+    /// Counts changes of `link`, so that a call made on one link ends when
+    /// that link is lost instead of waiting for its timeout.
+    link_changes: watch::Sender<u64>,
     acknowledged: AtomicU64,
     /// Automatic acknowledgements queued but not yet sent.
     pub(crate) acks_queued: AtomicUsize,
@@ -82,6 +85,7 @@ impl Shared {
             config,
             framework_id,
             link: Mutex::new(link),
+            link_changes: watch::Sender::new(0),
             acknowledged: AtomicU64::new(0),
             acks_queued: AtomicUsize::new(0),
             phase: watch::Sender::new(Phase::Running),
@@ -190,6 +194,7 @@ impl Shared {
         // Removal is final.
         if !matches!(*guard, Link::Removed(_)) {
             *guard = link;
+            self.link_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }
@@ -257,9 +262,13 @@ impl Framework {
         self.shared.acknowledged.load(Ordering::Relaxed)
     }
 
-    /// The client and header for a call, or why there is none.
-    fn link(&self) -> Result<(Client, pb::CallHeader), SdkError> {
-        match &*self.shared.lock() {
+    /// The client and header for a call, or why there is none, with a
+    /// receiver that sees every later change of the link (taken under the link's lock, which changes are made
+    /// under, so none is missed and none before is seen).
+    fn watched_link(&self) -> Result<(Client, pb::CallHeader, watch::Receiver<u64>), SdkError> {
+        let guard = self.shared.lock();
+        let changes = self.shared.link_changes.subscribe();
+        match &*guard {
             Link::Connected {
                 client, stream_id, ..
             } => Ok((
@@ -268,6 +277,7 @@ impl Framework {
                     framework_id: self.shared.framework_id.clone(),
                     stream_id: stream_id.clone(),
                 },
+                changes,
             )),
             Link::Disconnected => Err(SdkError::NotSubscribed),
             Link::Removed(why) => Err(SdkError::Removed(why.clone())),
@@ -275,17 +285,23 @@ impl Framework {
     }
 
     /// Runs one unary call with the current header and the call timeout.
+    /// It ends early with [`SdkError::ConnectionLost`] when the link it was
+    /// made on changes (the stream was lost: the master may be frozen, and
+    /// the driver is already re-subscribing elsewhere).
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, SdkError>
     where
         F: FnOnce(Client, Option<pb::CallHeader>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let (client, header) = self.link()?;
+        let (client, header, mut changes) = self.watched_link()?;
         let timeout = self.shared.config.call_timeout;
-        match tokio::time::timeout(timeout, f(client, Some(header))).await {
-            Err(_) => Err(SdkError::Timeout(timeout)),
-            Ok(Err(status)) => Err(status.into()),
-            Ok(Ok(response)) => Ok(response.into_inner()),
+        tokio::select! {
+            answer = tokio::time::timeout(timeout, f(client, Some(header))) => match answer {
+                Err(_) => Err(SdkError::Timeout(timeout)),
+                Ok(Err(status)) => Err(status.into()),
+                Ok(Ok(response)) => Ok(response.into_inner()),
+            },
+            _ = changes.changed() => Err(SdkError::ConnectionLost),
         }
     }
 
@@ -338,6 +354,9 @@ impl Framework {
             .await;
         let launched: HashSet<&str> = match &reply {
             Ok(r) => r.launched_task_ids.iter().map(String::as_str).collect(),
+            // The tasks may have been launched: they stay live, so the
+            // reconciliation after the next re-subscription asks about them.
+            Err(e) if e.outcome_unknown() => ids.iter().map(String::as_str).collect(),
             Err(_) => HashSet::new(),
         };
         {

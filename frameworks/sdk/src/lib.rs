@@ -8,9 +8,12 @@
 //!
 //! - subscribes to the master ([`subscribe`]) and hands you an [`Events`]
 //!   stream of offers, rescinds, task status updates and agent failures;
-//! - keeps the subscription alive: it watches heartbeats, and after a
-//!   disconnect or a master restart it re-subscribes with the same framework
-//!   id, with backoff, trying the configured master addresses in turn;
+//! - keeps the subscription alive: it watches heartbeats (a stream silent
+//!   for [`FrameworkConfig::heartbeat_timeout`], 4 s by default, is lost),
+//!   and after a disconnect, a master restart or a failover it asks every
+//!   known master at once who leads and re-subscribes there with the same
+//!   framework id, typically within a few hundred milliseconds of the new
+//!   leader's election;
 //! - acknowledges agent status updates for you (after you have read them;
 //!   see [`Events`]) unless you turn that off;
 //! - gives you a cheap, cloneable [`Framework`] handle for the calls:
@@ -72,7 +75,7 @@ mod packing;
 
 pub use berth_proto as proto;
 pub use berth_scheduler_core::placement::{Explanation, Strategy};
-pub use config::{FrameworkConfig, MAX_FAILOVER_TIMEOUT};
+pub use config::{DEFAULT_HEARTBEAT_TIMEOUT, FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
 pub use error::SdkError;
 pub use events::{Event, Events};

@@ -10,7 +10,7 @@ use berth_proto as pb;
 use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError, subscribe};
 use pb::TaskState;
 use pb::event::Event as Wire;
-use support::{Call, FakeMaster, agent_update, master_update, wait_until};
+use support::{Call, FakeMaster, LeaderRole, agent_update, master_update, wait_until};
 use tonic::Code;
 
 /// Long enough that the fake's heartbeat never matters, unless a test sets
@@ -378,13 +378,15 @@ async fn error_event_ends_the_stream() {
 
 #[tokio::test]
 async fn missing_heartbeats_trigger_resubscription() {
-    // SUBSCRIBED says 100 ms, but the fake never sends a heartbeat.
+    // SUBSCRIBED says 100 ms, but the fake never sends a heartbeat: the
+    // stream is lost after the heartbeat timeout.
     let fake = FakeMaster::start(0.1, false).await;
-    let (fw, mut events) = connect(&fake, config()).await;
+    let config = config().heartbeat_timeout(Duration::from_millis(400));
+    let (fw, mut events) = connect(&fake, config).await;
     let started = tokio::time::Instant::now();
     assert_eq!(next(&mut events).await, Event::Disconnected);
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
+        started.elapsed() >= Duration::from_millis(400),
         "{:?}",
         started.elapsed()
     );
@@ -512,7 +514,78 @@ async fn subscribe_errors() {
     .await
     .unwrap_err();
     assert!(matches!(err, SdkError::Transport(_)), "{err}");
+    // The OS's reason, not "transport error".
+    assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn subscribes_where_a_master_says_it_leads_not_where_a_follower_points() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    // A follower still names a leader that died; another master leads.
+    let follower = FakeMaster::start(NO_HEARTBEAT, false).await;
+    follower.leader.set(LeaderRole::Follows(Some(dead.clone())));
+    let leader = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, _events) = subscribe(vec![dead, follower.address(), leader.address()], config())
+        .await
+        .unwrap();
+    assert_eq!(fw.master().unwrap(), leader.address());
+    assert!(follower.subscribes().is_empty());
+}
+
+#[tokio::test]
+async fn a_frozen_leader_is_left_within_the_heartbeat_timeout() {
+    let first = FakeMaster::start(0.1, true).await;
+    let second = FakeMaster::start(0.1, true).await;
+    second
+        .leader
+        .set(LeaderRole::Follows(Some(first.address())));
+    let config = config().heartbeat_timeout(Duration::from_millis(600));
+    let (fw, mut events) = subscribe(vec![first.address(), second.address()], config)
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
+    quiet(&mut events, 700).await;
+    // The leader freezes (no heartbeats, no answers) and the other master
+    // takes over, both know the framework.
+    second.state().frameworks.insert(fw.id());
+    first.leader.set(LeaderRole::Frozen);
+    second.leader.set(LeaderRole::Leads);
+    let frozen_at = tokio::time::Instant::now();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    match next(&mut events).await {
+        Event::Subscribed { resubscribed, .. } => assert!(resubscribed),
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    let took = frozen_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(600 + 2000),
+        "re-subscribed {took:?} after the freeze"
+    );
+    assert_eq!(fw.master().unwrap(), second.address());
+    assert_eq!(second.subscribes()[0].id, fw.id());
+}
+
+#[tokio::test]
+async fn a_call_in_flight_ends_when_its_stream_is_lost() {
+    let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let (fw, mut events) = connect(&fake, config()).await;
+    fake.state().accept_delay = Some(Duration::from_secs(30));
+    let call = tokio::spawn({
+        let fw = fw.clone();
+        async move { fw.accept(vec!["o1".into()], vec![], None).await }
+    });
+    wait_until("the accept reached the master", || !fake.calls().is_empty()).await;
+    let started = tokio::time::Instant::now();
+    fake.drop_stream();
+    assert_eq!(next(&mut events).await, Event::Disconnected);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err, SdkError::ConnectionLost);
+    assert!(err.outcome_unknown());
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]

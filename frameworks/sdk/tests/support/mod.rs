@@ -1,7 +1,9 @@
 //! A fake berth master for SDK tests: a real tonic server implementing the
 //! scheduler service on 127.0.0.1:0 that records every call, lets the test
 //! push events, drop the stream, refuse calls, and stop and restart on the
-//! same port.
+//! same port; and the operator service's `GetLeader`, which the SDK asks
+//! before it subscribes (the fake leads unless told to follow, or to
+//! freeze).
 
 // Test scaffolding: panicking on a broken fake is what we want.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use berth_proto as pb;
 use berth_proto::scheduler_server::{Scheduler, SchedulerServer};
+use berth_proto::testing::FakeLeader;
+pub use berth_proto::testing::LeaderRole;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -65,11 +69,15 @@ pub struct State {
     pub heartbeat_seconds: f64,
     pub auto_heartbeat: bool,
     pub accept_error: Option<(Code, String)>,
+    /// Accept waits this long before answering.
+    pub accept_delay: Option<Duration>,
 }
 
 #[derive(Clone)]
 struct Service {
     state: Arc<Mutex<State>>,
+    /// How it answers `GetLeader`; a frozen fake sends no heartbeats.
+    leader: FakeLeader,
 }
 
 impl Service {
@@ -134,10 +142,14 @@ impl Scheduler for Service {
         if s.auto_heartbeat {
             let weak = tx.downgrade();
             let every = Duration::from_secs_f64(s.heartbeat_seconds);
+            let leader = self.leader.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(tx) = weak.upgrade() else { return };
+                    if leader.role() == LeaderRole::Frozen {
+                        continue;
+                    }
                     let hb = pb::Event {
                         event: Some(pb::event::Event::Heartbeat(pb::Heartbeat {})),
                     };
@@ -162,6 +174,10 @@ impl Scheduler for Service {
         self.check(Call::Accept(r.clone()))?;
         if let Some((code, msg)) = self.lock().accept_error.clone() {
             return Err(Status::new(code, msg));
+        }
+        let delay = self.lock().accept_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
         }
         let launched_task_ids = r
             .operations
@@ -244,6 +260,8 @@ impl Scheduler for Service {
 pub struct FakeMaster {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// How it answers `GetLeader` (it leads unless a test says otherwise).
+    pub leader: FakeLeader,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -262,6 +280,7 @@ impl FakeMaster {
         let mut fake = FakeMaster {
             addr,
             state,
+            leader: FakeLeader::new(),
             running: None,
         };
         fake.serve(listener);
@@ -271,11 +290,14 @@ impl FakeMaster {
     fn serve(&mut self, listener: TcpListener) {
         let service = SchedulerServer::new(Service {
             state: Arc::clone(&self.state),
+            leader: self.leader.clone(),
         });
+        let operator = self.leader.clone().into_server();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(operator)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = rx.await;
                 })
