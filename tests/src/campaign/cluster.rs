@@ -394,12 +394,20 @@ impl Cluster {
     pub(crate) fn reap(&mut self) {
         for d in self.masters.iter_mut().chain(self.agents.iter_mut()) {
             if let Some(status) = d.exited() {
+                let tail = d.log_tail(15);
+                // The campaign sends SIGTERM only when it ends: a daemon
+                // that says so was signalled by something else on this
+                // machine (a stray `kill` of a reused pid, say).
+                let why = if tail.contains("shutting down") {
+                    " after a SIGTERM or SIGINT the campaign did not send"
+                } else {
+                    ""
+                };
                 self.exits.push(Violation::new(
                     "daemon",
                     format!(
-                        "{} exited by itself ({status}); its log ends:\n{}",
-                        d.name,
-                        d.log_tail(15)
+                        "{} exited by itself ({status}){why}; its log ends:\n{tail}",
+                        d.name
                     ),
                 ));
                 if let Err(e) = d.start() {

@@ -75,7 +75,7 @@ impl std::str::FromStr for Variant {
             "partitions" => Ok(Self::Partitions),
             other => Err(format!(
                 "variant {} is not one of: processes, partitions",
-                cut(other)
+                quote(other)
             )),
         }
     }
@@ -158,7 +158,7 @@ impl Config {
         if !self.berth.is_file() {
             bail!(
                 "the berth binary {} does not exist (build it with `cargo build -p berth-cli`)",
-                cut(&self.berth.display().to_string())
+                quote(&self.berth.display().to_string())
             );
         }
         if let Some(d) = &self.keep_dir {
@@ -167,7 +167,7 @@ impl Config {
             if text.contains(['\'', '\n']) {
                 bail!(
                     "the directory {} must not contain a quote or a newline",
-                    cut(&text)
+                    quote(&text)
                 );
             }
         }
@@ -307,17 +307,10 @@ pub(crate) fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A value quoted in a message, cut to 64 bytes plus "… (N bytes)".
-pub(crate) fn cut(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
-        return format!("{s:?}");
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}… ({} bytes)", &s[..end], s.len())
+/// A value quoted in a message, cut as berth cuts every echoed value
+/// (`berth_proto::cut`: 64 bytes plus "… (N bytes)").
+pub(crate) fn quote(s: &str) -> String {
+    format!("\"{}\"", berth_proto::cut(s))
 }
 
 /// `s` without ANSI escape sequences (`ESC [ … letter`).
@@ -344,11 +337,9 @@ mod tests {
 
     #[test]
     fn long_values_are_cut_in_messages() {
-        assert_eq!(cut("abc"), "\"abc\"");
+        assert_eq!(quote("abc"), "\"abc\"");
         let long = "x".repeat(100);
-        assert_eq!(cut(&long), format!("{:?}… (100 bytes)", "x".repeat(64)));
-        let wide = "é".repeat(40);
-        assert!(cut(&wide).ends_with("… (80 bytes)"));
+        assert_eq!(quote(&long), format!("\"{}… (100 bytes)\"", "x".repeat(64)));
     }
 
     #[test]

@@ -472,6 +472,20 @@ fn fw_id(f: &pb::FrameworkView) -> &str {
     f.info.as_ref().map_or("", |i| i.id.as_str())
 }
 
+/// Two different texts from a little before where they first differ, each
+/// cut as berth cuts echoed values.
+fn first_difference(a: &str, b: &str) -> (String, String) {
+    let same = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let mut start = same.saturating_sub(24);
+    // a and b agree on their first `same` bytes, so a boundary of one is a
+    // boundary of the other.
+    while !a.is_char_boundary(start) {
+        start -= 1;
+    }
+    let show = |s: &str| format!("…{}", berth_proto::cut(&s[start..]));
+    (show(a), show(b))
+}
+
 /// The first few differences between two registries, by id.
 fn describe_diff(a: &pb::ClusterState, b: &pb::ClusterState) -> String {
     fn section<T: std::fmt::Debug + PartialEq>(
@@ -486,11 +500,10 @@ fn describe_diff(a: &pb::ClusterState, b: &pb::ClusterState) -> String {
         for k in ka.keys().chain(kb.keys()).collect::<BTreeSet<_>>() {
             match (ka.get(k), kb.get(k)) {
                 (Some(x), Some(y)) if x == y => {}
-                (Some(x), Some(y)) => out.push(format!(
-                    "{what} {k}: {} vs {}",
-                    super::cut(&format!("{x:?}")),
-                    super::cut(&format!("{y:?}"))
-                )),
+                (Some(x), Some(y)) => {
+                    let (x, y) = first_difference(&format!("{x:?}"), &format!("{y:?}"));
+                    out.push(format!("{what} {k}: {x} vs {y}"));
+                }
                 (Some(_), None) => out.push(format!("{what} {k} only on the first")),
                 (None, Some(_)) => out.push(format!("{what} {k} only on the second")),
                 (None, None) => {}
@@ -514,4 +527,78 @@ fn describe_diff(a: &pb::ClusterState, b: &pb::ClusterState) -> String {
         out.push(format!("and {} more", n - 5));
     }
     out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_difference_is_shown_where_it_is() {
+        let a = format!(
+            "TaskView {{ task_id: \"r00042-abcdef\", state: {} }}",
+            "TaskFinished"
+        );
+        let b = format!(
+            "TaskView {{ task_id: \"r00042-abcdef\", state: {} }}",
+            "TaskLost"
+        );
+        let (x, y) = first_difference(&a, &b);
+        // From 24 bytes before the first difference ("F" vs "L").
+        assert_eq!(x, "…042-abcdef\", state: TaskFinished }");
+        assert_eq!(y, "…042-abcdef\", state: TaskLost }");
+        let mut s1 = pb::ClusterState::default();
+        let mut s2 = pb::ClusterState::default();
+        s1.tasks.push(pb::TaskView {
+            task_id: "t1".into(),
+            state: 1,
+            ..Default::default()
+        });
+        s2.tasks.push(pb::TaskView {
+            task_id: "t1".into(),
+            state: 2,
+            ..Default::default()
+        });
+        s2.tasks.push(pb::TaskView {
+            task_id: "t2".into(),
+            ..Default::default()
+        });
+        let d = describe_diff(&s1, &s2);
+        assert!(d.starts_with("task t1: …"), "{d}");
+        assert!(d.ends_with("task t2 only on the second"), "{d}");
+    }
+
+    #[test]
+    fn leader_only_state_is_left_out_of_the_comparison() {
+        let agent = |connected, offered: Option<pb::Resources>| pb::AgentView {
+            id: "a1".into(),
+            connected,
+            connected_at: if connected { 12.5 } else { 0.0 },
+            offered,
+            task_count: 3,
+            ..Default::default()
+        };
+        let leader = pb::ClusterState {
+            leader: Some(pb::LeaderInfo {
+                raft_id: 1,
+                ..Default::default()
+            }),
+            agents: vec![agent(true, Some(pb::Resources::default()))],
+            ..Default::default()
+        };
+        let follower = pb::ClusterState {
+            agents: vec![agent(false, None)],
+            ..Default::default()
+        };
+        assert_eq!(replicated_part(leader.clone()), replicated_part(follower));
+        let mut other = leader;
+        other.agents[0].task_count = 4;
+        assert_ne!(
+            replicated_part(other),
+            replicated_part(pb::ClusterState {
+                agents: vec![agent(false, None)],
+                ..Default::default()
+            })
+        );
+    }
 }
