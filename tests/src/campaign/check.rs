@@ -289,6 +289,7 @@ mod tests {
             new_leader: Some(2),
             election_after: Some(1.0),
             reattach,
+            reattach_after_election: reattach,
             last_attached: None,
             missing: missing.iter().map(ToString::to_string).collect(),
             recovered_after: None,

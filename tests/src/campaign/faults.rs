@@ -116,6 +116,9 @@ pub struct FaultRecord {
     /// the election for partitions) to the last framework or agent
     /// re-attached to the new leader.
     pub reattach: Option<f64>,
+    /// Seconds from the election to the last re-attachment (the same as
+    /// `reattach` but for SIGSTOP, whose bar counts from later).
+    pub reattach_after_election: Option<f64>,
     /// Who re-attached last ("agent-1", "run r00042").
     pub last_attached: Option<String>,
     /// Who had not re-attached when the campaign stopped waiting.
@@ -137,6 +140,7 @@ impl FaultRecord {
             new_leader: None,
             election_after: None,
             reattach: None,
+            reattach_after_election: None,
             last_attached: None,
             missing: Vec::new(),
             recovered_after: None,
@@ -158,6 +162,8 @@ impl FaultRecord {
             && w.missing.is_empty()
         {
             self.reattach = Some(reattach_seconds(self.at, since, heartbeat, &w.attached));
+            self.reattach_after_election =
+                Some(reattach_seconds(self.at, since, None, &w.attached));
         }
     }
 

@@ -295,7 +295,27 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         heartbeat_timeout: config.heartbeat_timeout,
         log_tails,
         dir: config.keep_dir.clone(),
+        machine: machine(&config),
     })
+}
+
+/// The machine in one line: cores, memory, kernel, and the binary tested.
+fn machine(config: &Config) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / (1024 * 1024));
+    format!(
+        "{cores} cores, {mem_gib} GiB, Linux {}, berth {}",
+        kernel.trim(),
+        config.berth.display()
+    )
 }
 
 /// Seconds since the Unix epoch, the clock every process on this machine

@@ -100,6 +100,8 @@ pub struct Report {
     pub log_tails: String,
     /// Where the campaign's files were kept, if they were.
     pub dir: Option<PathBuf>,
+    /// The machine and binary it ran on, for the record.
+    pub machine: String,
 }
 
 impl Report {
@@ -127,6 +129,7 @@ impl fmt::Display for Report {
             self.seed,
             self.elapsed.as_secs_f64()
         )?;
+        writeln!(f, "machine: {}", self.machine)?;
         let as_planned = self
             .runs
             .iter()
@@ -202,6 +205,13 @@ impl fmt::Display for Report {
             }
             if let Some(r) = x.reattach {
                 line.push_str(&format!("; re-attached {r:.2} s"));
+                if x.kind.bar_after_heartbeat() == Some(true)
+                    && let Some(e) = x.reattach_after_election
+                {
+                    line.push_str(&format!(
+                        " after the heartbeat timeout ({e:.2} s after the election)"
+                    ));
+                }
                 if let Some(last) = &x.last_attached {
                     line.push_str(&format!(" (last: {last})"));
                 }
