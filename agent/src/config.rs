@@ -85,11 +85,12 @@ pub struct AgentConfig {
     /// How long archiving and uploading one output (`TaskInfo.outputs`) may
     /// take.
     pub upload_timeout: Duration,
-    /// Who masks the output of process tasks with `masked_values`: a
-    /// thread of the agent by default; `berth agent` runs `berth
-    /// task-logger` processes, which outlive an agent restart (see
-    /// [`crate::logger`]).
-    pub task_logger: crate::logger::TaskLogger,
+    /// Who is the parent of process tasks: the agent's own process by
+    /// default; `berth agent` and `berth dev` run every process task under
+    /// a `berth task-supervisor` process, which outlives an agent restart
+    /// and records the task's exit status (see [`crate::supervisor`] for
+    /// what the default loses).
+    pub task_supervisor: crate::supervisor::TaskSupervisor,
     /// Whether tasks may fetch from and upload to `file://` URLs, paths of
     /// the agent's host, which the agent reads and writes with its own
     /// rights. On by default (as Mesos's fetcher); turn it off where
@@ -130,7 +131,7 @@ impl AgentConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
-            task_logger: crate::logger::TaskLogger::InAgent,
+            task_supervisor: crate::supervisor::TaskSupervisor::InAgent,
             file_urls: true,
             sandbox_gc_delay: DEFAULT_SANDBOX_GC_DELAY,
             sandbox_gc_disk_headroom: 0.1,

@@ -17,6 +17,9 @@
 //! - [`status_update`]: the status-update manager, a pure structure — one
 //!   ordered queue per task, only the head in flight, resent with backoff
 //!   until acknowledged.
+//! - [`supervisor`]: task supervisors, the parents of process tasks that
+//!   outlive the agent and record their exit statuses
+//!   (`berth task-supervisor` runs [`supervisor::run_program`]).
 //! - [`checkpoint`]: the checkpoint store (`work_dir/agent.redb`): agent id,
 //!   task records and unacknowledged status updates, each write fsynced.
 //! - [`health`]: agent-side health checks (HTTP, TCP, command): spec
@@ -37,6 +40,7 @@ mod gc;
 pub mod health;
 pub mod logger;
 pub mod status_update;
+pub mod supervisor;
 
 mod agent;
 mod config;
@@ -127,8 +131,8 @@ pub async fn run(
         checkpoint::Checkpoint::open(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
     let docker = connect_docker(&config).await;
-    let process = Arc::new(ProcessContainerizer::with_logger(
-        config.task_logger.clone(),
+    let process = Arc::new(ProcessContainerizer::with_supervisor(
+        config.task_supervisor.clone(),
     ));
     let agent = Arc::new(Agent::new(
         config, &resources, hostname, address, process, docker, checkpoint,

@@ -244,12 +244,12 @@ impl AgentShape {
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
         config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
-        // Tasks with masked values are logged by `berth task-logger`
-        // processes, which outlive an agent restart.
-        config.task_logger = berth_agent::logger::TaskLogger::Program {
+        // Every process task runs under a `berth task-supervisor`, which
+        // outlives an agent restart and records the task's exit status.
+        config.task_supervisor = berth_agent::supervisor::TaskSupervisor::Program {
             program: std::env::current_exe()
-                .context("cannot find this berth executable (for its task logger)")?,
-            args: vec!["task-logger".into()],
+                .context("cannot find this berth executable (for its task supervisor)")?,
+            args: vec!["task-supervisor".into()],
         };
         config.advertise_address = Some(match &self.advertise {
             Some(a) => a.clone(),

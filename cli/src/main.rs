@@ -9,6 +9,7 @@ mod ci_run;
 mod daemons;
 mod run;
 mod table;
+mod task_log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,10 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
-    /// The agent's task logger (started by the agent, not by hand): copies
-    /// stdin to stdout with the values in BERTH_TASK_LOGGER_MASKS masked.
+    /// A process task's supervisor (started by the agent, not by hand):
+    /// runs the task described on stdin, masks its output, records its exit
+    /// status in the sandbox (the working directory).
     #[command(hide = true)]
-    TaskLogger,
+    TaskSupervisor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,9 +297,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
-        Command::TaskLogger => {
-            // A plain blocking filter from stdin to stdout.
-            let code = tokio::task::spawn_blocking(berth_agent::logger::run_program).await?;
+        Command::TaskSupervisor => {
+            // Blocking work: waiting for the task, masking its output.
+            let code = tokio::task::spawn_blocking(berth_agent::supervisor::run_program).await?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
     }

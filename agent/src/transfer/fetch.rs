@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::archive::{self, create_dirs_inside};
 use super::{Transfers, bounded, log_line, shown_url};
+use crate::error::error_chain;
 
 /// A URI that could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,21 +268,6 @@ async fn create_temp(temp: &Path) -> Result<tokio::fs::File, String> {
 
 fn too_big(max: u64) -> String {
     format!("larger than the limit of {max} bytes (--fetch-max-bytes)")
-}
-
-/// An error and its sources, "a: b: c" (hyper's own messages are terse).
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

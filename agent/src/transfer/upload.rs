@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::archive;
-use super::fetch::error_chain;
 use super::{Transfers, bounded, log_line, shown_url};
+use crate::error::error_chain;
 
 /// Size of the chunks an archive is sent in.
 const CHUNK: usize = 64 * 1024;
