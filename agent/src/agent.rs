@@ -204,6 +204,7 @@ impl Agent {
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_timeout: config.fetch_timeout,
             upload_timeout: config.upload_timeout,
+            retry_for: config.transfer_retry,
             file_urls: config.file_urls,
         });
         Agent {

@@ -32,6 +32,12 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_SANDBOX_GC_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default bound on archiving and uploading one output.
 pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time a fetch or upload that failed in a way that may pass (the
+/// server refuses or drops connections, times out, answers 5xx) is tried
+/// again: long enough for a file server's restart or a short outage.
+pub const DEFAULT_TRANSFER_RETRY: Duration = Duration::from_secs(300);
+/// Longest [`AgentConfig::transfer_retry`].
+pub const MAX_TRANSFER_RETRY: Duration = Duration::from_secs(3600);
 
 /// How an agent is configured. Build with [`AgentConfig::new`], adjust the
 /// public fields, then [`AgentConfig::validate`] (which [`crate::run`] also
@@ -85,6 +91,11 @@ pub struct AgentConfig {
     /// How long archiving and uploading one output (`TaskInfo.outputs`) may
     /// take.
     pub upload_timeout: Duration,
+    /// How long a fetch or an upload whose HTTP attempt failed in a way
+    /// that may pass is tried again, counted from the first failure (with
+    /// backoff, each attempt within its timeout); zero: never. See the
+    /// agent's transfer module for which failures count.
+    pub transfer_retry: Duration,
     /// Who is the parent of process tasks: the agent's own process by
     /// default; `berth agent` and `berth dev` run every process task under
     /// a `berth task-supervisor` process, which outlives an agent restart
@@ -111,7 +122,8 @@ impl AgentConfig {
     /// reservations or attributes, system hostname, 3 s kill grace, 15 s
     /// master timeout, 1 s first status resend delay, Docker used when a
     /// daemon answers (10 s per call), tasks left running on shutdown,
-    /// fetches of at most 2 GiB and 5 minutes per URI, 5 minutes per upload.
+    /// fetches of at most 2 GiB and 5 minutes per URI, 5 minutes per upload,
+    /// failed transfers retried for 5 minutes.
     #[must_use]
     pub fn new(masters: Vec<String>, work_dir: PathBuf) -> Self {
         AgentConfig {
@@ -131,6 +143,7 @@ impl AgentConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
+            transfer_retry: DEFAULT_TRANSFER_RETRY,
             task_supervisor: crate::supervisor::TaskSupervisor::InAgent,
             file_urls: true,
             sandbox_gc_delay: DEFAULT_SANDBOX_GC_DELAY,
@@ -144,7 +157,8 @@ impl AgentConfig {
     /// [`AgentError::Config`] naming the first bad field: no masters, an
     /// empty master address, an empty work dir, a zero master timeout or
     /// status retry delay, an empty attribute name, a zero fetch limit,
-    /// fetch timeout or upload timeout.
+    /// fetch timeout or upload timeout, a transfer retry of more than an
+    /// hour.
     pub fn validate(self) -> Result<Self, AgentError> {
         if self.masters.is_empty() {
             return Err(AgentError::Config(
@@ -186,6 +200,13 @@ impl AgentConfig {
             return Err(AgentError::Config(
                 "upload_timeout: must be positive".into(),
             ));
+        }
+        if self.transfer_retry > MAX_TRANSFER_RETRY {
+            return Err(AgentError::Config(format!(
+                "transfer_retry: {}s is more than the {}s allowed",
+                self.transfer_retry.as_secs(),
+                MAX_TRANSFER_RETRY.as_secs()
+            )));
         }
         if self.sandbox_gc_delay.is_zero() {
             return Err(AgentError::Config(
@@ -320,6 +341,15 @@ mod tests {
                 .to_string()
                 .contains("fetch_timeout")
         );
+        let mut c = ok.clone();
+        c.transfer_retry = MAX_TRANSFER_RETRY + Duration::from_secs(1);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid agent configuration: transfer_retry: 3601s is more than the 3600s allowed"
+        );
+        let mut c = ok.clone();
+        c.transfer_retry = Duration::ZERO;
+        assert!(c.validate().is_ok(), "zero: no retries");
         let mut c = ok.clone();
         c.sandbox_gc_delay = Duration::ZERO;
         assert!(

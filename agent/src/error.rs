@@ -189,3 +189,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// `s` as echoed in a message, quoted: at most its first 64 bytes, then
+/// "… (N bytes)" when it is longer, so no input makes a message long.
+#[must_use]
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &s[..end], s.len())
+}

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::containerizer::{Command, ContainerId, Termination};
-use crate::error::ContainerError;
+use crate::error::{ContainerError, shown};
 
 /// The supervisor's lock and information file in the sandbox: locked
 /// (`flock`, exclusive) for the supervisor's whole life; holds an [`Info`].
@@ -380,23 +380,10 @@ fn read_record<T: for<'de> Deserialize<'de>>(
         return Err(format!(
             "{} belongs to container {}, not {container_id}",
             path.display(),
-            cut(id)
+            shown(id)
         ));
     }
     Ok(Some(record))
-}
-
-/// `s` as echoed in a message: at most 64 bytes, then "… (N bytes)".
-fn cut(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
 /// The recorded end of `container_id`'s task in `sandbox`, if recorded.
@@ -903,7 +890,10 @@ mod tests {
         assert_eq!(read_exit(dir.path(), &id), Ok(Some(Termination::Exited(0))));
         let other = ContainerId("c-2".into());
         let err = read_exit(dir.path(), &other).unwrap_err();
-        assert!(err.contains("belongs to container c-1, not c-2"), "{err}");
+        assert!(
+            err.contains(r#"belongs to container "c-1", not c-2"#),
+            "{err}"
+        );
         std::fs::write(
             dir.path().join(EXIT_FILE),
             r#"{"version":7,"container_id":"c-1","status":"exited","code":0}"#,

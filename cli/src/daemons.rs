@@ -163,6 +163,11 @@ pub(crate) struct AgentShape {
     /// Seconds archiving and uploading one task output may take.
     #[arg(long, default_value = "300", value_parser = parse_positive_seconds)]
     upload_timeout: Duration,
+    /// Seconds a fetch or upload is tried again (with backoff) after its
+    /// server refused or dropped the connection, timed out or answered
+    /// 408, 429 or 5xx; 0 never retries (at most 3600).
+    #[arg(long, default_value = "300", value_parser = parse_retry_seconds)]
+    transfer_retry: Duration,
     /// Refuse tasks' file:// URIs and outputs (paths of this host, read and
     /// written with the agent's rights): for clusters whose frameworks are
     /// not trusted with the host's files.
@@ -181,6 +186,17 @@ pub(crate) struct AgentShape {
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
     seconds_up_to(s, 3600.0)
+}
+
+/// Seconds from 0 to an hour (0: no retries).
+fn parse_retry_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{} must be a number of seconds from 0 to 3600",
+            berth_agent::error::shown(s)
+        )),
+    }
 }
 
 /// A fraction from 0 to 1.
@@ -241,6 +257,7 @@ impl AgentShape {
         config.fetch_max_bytes = self.fetch_max_bytes;
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
+        config.transfer_retry = self.transfer_retry;
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
         config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
@@ -538,6 +555,21 @@ mod tests {
         for bad in ["-0.1", "1.5", "NaN", "x"] {
             assert!(parse_fraction(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn transfer_retry_is_zero_to_an_hour() {
+        assert_eq!(parse_retry_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_retry_seconds("300"), Ok(Duration::from_secs(300)));
+        for bad in ["-1", "3601", "NaN", "inf", "x"] {
+            let e = parse_retry_seconds(bad).unwrap_err();
+            assert!(
+                e.ends_with("must be a number of seconds from 0 to 3600"),
+                "{e}"
+            );
+        }
+        let e = parse_retry_seconds(&"9".repeat(100)).unwrap_err();
+        assert!(e.contains("… (100 bytes)"), "{e}");
     }
 
     #[test]
