@@ -53,6 +53,11 @@ pub struct AgentConfig {
     /// Unreserved resources to advertise; `None` detects them with
     /// [`detect_resources`].
     pub resources: Option<Resources>,
+    /// Resources given by the operator (`berth agent --resources`), merged
+    /// over the ones above per resource name, as Mesos does: each name
+    /// given replaces that amount, the others stay as detected (or as in
+    /// `resources`).
+    pub resource_overrides: Option<ResourceOverrides>,
     /// Static reservations, advertised in `AgentInfo.reserved`.
     pub reserved: BTreeMap<Role, Resources>,
     /// Attributes advertised in `AgentInfo.attributes`.
@@ -130,6 +135,7 @@ impl AgentConfig {
             masters,
             work_dir,
             resources: None,
+            resource_overrides: None,
             reserved: BTreeMap::new(),
             attributes: Vec::new(),
             hostname: None,
@@ -237,6 +243,79 @@ impl AgentConfig {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Resources given by name, each replacing the amount of that name in
+/// another set (what `berth agent --resources` gives: `ports:[...]` alone
+/// keeps the detected cpus, memory and disk). Parsed from the Mesos text
+/// form; a name given with 0 is given (that amount becomes 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceOverrides {
+    given: Resources,
+    /// The names given, as in the text.
+    names: Vec<&'static str>,
+}
+
+impl std::str::FromStr for ResourceOverrides {
+    type Err = berth_scheduler_core::ResourceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let given: Resources = text.parse()?;
+        // The parser accepted every token, so each names one of these.
+        let names = text
+            .split(';')
+            .filter_map(|t| t.split_once(':'))
+            .filter_map(|(name, _)| {
+                ["cpus", "mem", "disk", "gpus", "ports"]
+                    .into_iter()
+                    .find(|n| *n == name.trim())
+            })
+            .collect();
+        Ok(ResourceOverrides { given, names })
+    }
+}
+
+impl ResourceOverrides {
+    /// `base` with every given name replaced by the given amount.
+    #[must_use]
+    pub fn over(&self, base: &Resources) -> Resources {
+        let mut out = base.clone();
+        for name in &self.names {
+            match *name {
+                "cpus" => out.cpus = self.given.cpus,
+                "mem" => out.mem = self.given.mem,
+                "disk" => out.disk = self.given.disk,
+                "gpus" => out.gpus = self.given.gpus,
+                _ => out.ports = self.given.ports.clone(),
+            }
+        }
+        out
+    }
+
+    /// The names given, in the order of the text.
+    #[must_use]
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// What an agent with these resources cannot run, for a warning at start:
+/// with no cpus or no memory no task (they all ask for some) is ever
+/// placed on it.
+#[must_use]
+pub fn nothing_to_offer(r: &Resources) -> Option<String> {
+    let missing: Vec<&str> = [("cpus", r.cpus), ("mem", r.mem)]
+        .into_iter()
+        .filter(|(_, v)| *v == Scalar::ZERO)
+        .map(|(n, _)| n)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "this agent offers no {} ({r}): no task that needs {} will ever run here",
+            missing.join(" and no "),
+            if missing.len() == 2 { "them" } else { "it" }
+        )
+    })
+}
+
 /// Detects this machine's resources: `cpus` = available parallelism, `mem`
 /// = total RAM minus 1 GiB (but at least half of it), `disk` = free space of
 /// `work_dir`'s filesystem minus 10 %, ports `[31000-32000]`.
@@ -315,6 +394,53 @@ mod tests {
         let text = "MemTotal:       16318420 kB\nMemFree:         1234 kB\n";
         assert_eq!(parse_mem_total_kib(text), Some(16_318_420));
         assert_eq!(parse_mem_total_kib("nothing"), None);
+    }
+
+    #[test]
+    fn given_resources_replace_the_detected_ones_by_name() {
+        let detected: Resources = "cpus:8;mem:16000;disk:50000;ports:[31000-32000]"
+            .parse()
+            .unwrap();
+        let only_ports: ResourceOverrides = "ports:[40000-40009]".parse().unwrap();
+        assert_eq!(only_ports.names(), ["ports"]);
+        assert_eq!(
+            only_ports.over(&detected),
+            "cpus:8;mem:16000;disk:50000;ports:[40000-40009]"
+                .parse()
+                .unwrap()
+        );
+        let some: ResourceOverrides = " cpus : 2 ; mem:0;gpus:1".parse().unwrap();
+        assert_eq!(some.names(), ["cpus", "mem", "gpus"]);
+        assert_eq!(
+            some.over(&detected),
+            "cpus:2;mem:0;disk:50000;gpus:1;ports:[31000-32000]"
+                .parse()
+                .unwrap()
+        );
+        // Empty: everything stays detected.
+        let none: ResourceOverrides = "".parse().unwrap();
+        assert_eq!(none.over(&detected), detected);
+        // The text's errors are the parser's.
+        assert!("cpus:x".parse::<ResourceOverrides>().is_err());
+        assert!("bogus:1".parse::<ResourceOverrides>().is_err());
+        assert!("cpus:1;cpus:2".parse::<ResourceOverrides>().is_err());
+    }
+
+    #[test]
+    fn an_agent_without_cpus_or_memory_is_told() {
+        let full: Resources = "cpus:1;mem:64".parse().unwrap();
+        assert_eq!(nothing_to_offer(&full), None);
+        let no_mem: Resources = "cpus:1;ports:[1-2]".parse().unwrap();
+        assert_eq!(
+            nothing_to_offer(&no_mem).unwrap(),
+            "this agent offers no mem (cpus:1;ports:[1-2]): no task that needs it will ever run here"
+        );
+        let nothing: Resources = "ports:[1-2]".parse().unwrap();
+        assert!(
+            nothing_to_offer(&nothing)
+                .unwrap()
+                .starts_with("this agent offers no cpus and no mem")
+        );
     }
 
     #[test]

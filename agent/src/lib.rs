@@ -64,8 +64,8 @@ pub use agent::{
 pub use config::{
     AgentConfig, DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, DEFAULT_KILL_GRACE,
     DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS, DEFAULT_SANDBOX_GC_DELAY, DEFAULT_STATUS_RETRY_INITIAL,
-    DEFAULT_TRANSFER_RETRY, DEFAULT_UPLOAD_TIMEOUT, MAX_TRANSFER_RETRY, STATUS_RETRY_MAX,
-    detect_resources,
+    DEFAULT_TRANSFER_RETRY, DEFAULT_UPLOAD_TIMEOUT, MAX_TRANSFER_RETRY, ResourceOverrides,
+    STATUS_RETRY_MAX, detect_resources, nothing_to_offer,
 };
 pub use error::AgentError;
 
@@ -110,10 +110,17 @@ pub async fn run(
             path: sandboxes.clone(),
             source,
         })?;
-    let resources = match &config.resources {
+    let base = match &config.resources {
         Some(r) => r.clone(),
         None => detect_resources(&config.work_dir)?,
     };
+    let resources = match &config.resource_overrides {
+        Some(given) => given.over(&base),
+        None => base,
+    };
+    if let Some(warning) = config::nothing_to_offer(&resources) {
+        tracing::warn!("{warning}");
+    }
     let hostname = match &config.hostname {
         Some(h) => h.clone(),
         None => hostname::get()

@@ -428,6 +428,31 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     agent.join().await.unwrap();
 }
 
+/// `--resources ports:[...]` alone: the agent registers with its detected
+/// cpus, memory and disk and the given ports.
+#[tokio::test]
+async fn given_resources_are_merged_over_the_detected_ones() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(maddr, dir.path());
+    cfg.resources = None;
+    cfg.resource_overrides = Some("ports:[40000-40009]".parse().unwrap());
+    let mut agent = RunningAgent::start(cfg).await;
+    let mut s = master.session().await;
+    let info = s.register().await.info.unwrap();
+    let offered = berth_proto::convert::resources_from_proto_opt(info.resources.as_ref()).unwrap();
+    let detected = crate::detect_resources(dir.path()).unwrap();
+    assert_eq!(offered.cpus, detected.cpus);
+    assert_eq!(offered.mem, detected.mem);
+    assert!(
+        offered.disk > berth_scheduler_core::Scalar::ZERO,
+        "{offered}"
+    );
+    assert_eq!(offered.ports.to_string(), "[40000-40009]");
+    agent.shutdown();
+    agent.join().await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_framework_kills_its_tasks() {
     let (mut master, maddr) = master().await;

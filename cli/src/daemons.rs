@@ -125,10 +125,12 @@ pub(crate) struct AgentArgs {
 /// What an agent offers; shared by `berth agent` and `berth dev`.
 #[derive(Debug, Args)]
 pub(crate) struct AgentShape {
-    /// Resources to offer instead of detected ones, e.g.
-    /// "cpus:4;mem:8192;disk:10000;ports:[31000-32000]".
-    #[arg(long, value_parser = parse_resources)]
-    resources: Option<Resources>,
+    /// Resources to offer, e.g. "cpus:4;mem:8192;disk:10000;ports:[31000-32000]":
+    /// each one given replaces the detected amount, the others stay
+    /// detected ("ports:[40000-40099]" alone keeps the detected cpus,
+    /// memory and disk).
+    #[arg(long, value_parser = parse_resource_overrides)]
+    resources: Option<berth_agent::ResourceOverrides>,
     /// A static reservation "ROLE=RESOURCES"; repeatable.
     #[arg(long, value_parser = parse_reservation)]
     reserve: Vec<(Role, Resources)>,
@@ -241,7 +243,7 @@ impl AgentShape {
         local: SocketAddr,
     ) -> anyhow::Result<berth_agent::AgentConfig> {
         let mut config = berth_agent::AgentConfig::new(masters, work_dir);
-        config.resources = self.resources.clone();
+        config.resource_overrides = self.resources.clone();
         let mut reserved = BTreeMap::new();
         for (role, r) in &self.reserve {
             if reserved.insert(role.clone(), r.clone()).is_some() {
@@ -324,6 +326,11 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn parse_resources(s: &str) -> Result<Resources, String> {
     s.parse::<Resources>().map_err(|e| e.to_string())
+}
+
+fn parse_resource_overrides(s: &str) -> Result<berth_agent::ResourceOverrides, String> {
+    s.parse()
+        .map_err(|e: berth_scheduler_core::ResourceError| e.to_string())
 }
 
 fn parse_reservation(s: &str) -> Result<(Role, Resources), String> {
