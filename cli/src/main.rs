@@ -229,6 +229,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::TaskSupervisor = cli.command {
+        // One per process task, all the task's life: no async runtime and
+        // its threads, only the blocking work of waiting and masking.
+        let code = berth_agent::supervisor::run_program();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -297,11 +303,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
-        Command::TaskSupervisor => {
-            // Blocking work: waiting for the task, masking its output.
-            let code = tokio::task::spawn_blocking(berth_agent::supervisor::run_program).await?;
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-        }
+        // Run by `main` before the runtime starts.
+        Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|e| match e.downcast::<run::ExitWith>() {
