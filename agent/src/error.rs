@@ -204,3 +204,42 @@ pub fn shown(s: &str) -> String {
     }
     format!("{:?}… ({} bytes)", &s[..end], s.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_that_cannot_start_have_the_shells_exit_codes() {
+        let spawn = |errno| ContainerError::Spawn {
+            program: "x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(spawn(libc::ENOENT).exit_code(), Some(127));
+        assert_eq!(spawn(libc::EACCES).exit_code(), Some(126));
+        assert_eq!(spawn(libc::ENOEXEC).exit_code(), Some(126));
+        assert_eq!(spawn(libc::ENOMEM).exit_code(), None);
+        // Docker's words for the same failures, as `docker run` reads them.
+        let docker = |m: &str| ContainerError::Docker(m.into()).exit_code();
+        assert_eq!(
+            docker(r#"failed to create task: exec: "nope": executable file not found in $PATH"#),
+            Some(127)
+        );
+        assert_eq!(
+            docker("exec: \"/x\": stat /x: no such file or directory"),
+            Some(127)
+        );
+        assert_eq!(docker("exec: \"/etc\": permission denied"), Some(126));
+        assert_eq!(docker("No such image: busybox:nope"), None);
+        assert_eq!(ContainerError::Invalid("x".into()).exit_code(), None);
+    }
+
+    #[test]
+    fn echoed_values_are_cut_at_64_bytes() {
+        assert_eq!(shown("short"), "\"short\"");
+        let long = "é".repeat(100);
+        let s = shown(&long);
+        assert!(s.ends_with("… (200 bytes)"), "{s}");
+        assert!(s.len() < 64 + 20, "{s}");
+    }
+}

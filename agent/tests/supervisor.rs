@@ -345,14 +345,22 @@ fn main() {
             || Box::pin(a_killed_supervisor_leaves_a_task_that_is_adopted_by_its_start_time()),
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // As libtest: names to run (substrings), `--skip NAME` to leave out;
+    // other flags are ignored.
+    let (mut filter, mut skip) = (Vec::new(), Vec::new());
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--skip" {
+            skip.extend(args.next());
+        } else if !a.starts_with('-') {
+            filter.push(a);
+        }
+    }
     let mut failed = Vec::new();
     let mut ran = 0;
     for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+        let wanted = filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+        if !wanted || skip.iter().any(|s| name.contains(s.as_str())) {
             continue;
         }
         ran += 1;
@@ -373,10 +381,11 @@ fn main() {
         }
     }
     println!(
-        "\ntest result: {}. {} passed; {} failed",
+        "\ntest result: {}. {} passed; {} failed; {} filtered out",
         if failed.is_empty() { "ok" } else { "FAILED" },
         ran - failed.len(),
-        failed.len()
+        failed.len(),
+        tests.len() - ran
     );
     if !failed.is_empty() {
         std::process::exit(101);
