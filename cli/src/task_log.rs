@@ -8,8 +8,9 @@
 //! (`ReadLogRequest.offset`); chunks are placed by their own `offset`, so a
 //! repeated byte is dropped and a missing one is an error, never a silent
 //! gap. While the agent is unreachable it says so once on stderr, and it
-//! gives up after [`OUTAGE_LIMIT`] without a stream. A frozen agent is
-//! noticed by HTTP/2 keepalive pings (5 s, then 5 s to answer).
+//! gives up after [`OUTAGE_LIMIT`] without a stream ([`OUTAGE_LIMIT_ONCE`]
+//! for a log read once, not followed). A frozen agent is noticed by HTTP/2
+//! keepalive pings (5 s, then 5 s to answer).
 //!
 //! What is not retried: answers the agent gave on purpose (an unknown task,
 //! a bad request, a file it cannot read), and a failed write of our own
@@ -24,11 +25,13 @@ use berth_agent::error::error_chain;
 use berth_proto as pb;
 use tonic::transport::Endpoint;
 
-/// How long a log is waited for while its agent is unreachable (counted
-/// from the last moment a stream was open), before [`stream_log`] gives
-/// up. Long enough for an agent restart, short enough that a reader of a
-/// dead agent's task does not hang.
+/// How long a followed log is waited for while its agent is unreachable
+/// (counted from the last moment a stream was open), before [`stream_log`]
+/// gives up. Long enough for an agent restart, short enough that a reader
+/// of a dead agent's task does not hang.
 pub(crate) const OUTAGE_LIMIT: Duration = Duration::from_secs(120);
+/// The same for a log read once (not followed): the user waits for it.
+pub(crate) const OUTAGE_LIMIT_ONCE: Duration = Duration::from_secs(10);
 /// First wait before reconnecting; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
@@ -57,7 +60,8 @@ enum Failure {
 /// # Errors
 /// No address, a refusal by the agent (unknown task, bad request, a file it
 /// cannot read), a failed write to `out`, a gap in the chunks, or an agent
-/// unreachable for longer than [`OUTAGE_LIMIT`].
+/// unreachable for longer than [`OUTAGE_LIMIT`] ([`OUTAGE_LIMIT_ONCE`]
+/// without `follow`).
 pub(crate) async fn stream_log(
     agent_address: &str,
     framework_id: &str,
@@ -86,6 +90,11 @@ pub(crate) async fn stream_log(
         pb::LogFile::Stderr => "stderr",
         _ => "stdout",
     };
+    let limit = if follow {
+        OUTAGE_LIMIT
+    } else {
+        OUTAGE_LIMIT_ONCE
+    };
     let mut delivered = 0u64;
     let mut last_open = Instant::now();
     let mut delay = BACKOFF_FIRST;
@@ -110,7 +119,7 @@ pub(crate) async fn stream_log(
                     delay = BACKOFF_FIRST;
                 }
                 let down_for = last_open.elapsed();
-                if down_for > OUTAGE_LIMIT {
+                if down_for > limit {
                     bail!(
                         "gave up reading the task's {name} from its agent at {agent_address}: \
                          unreachable for {}s ({why}); {delivered} bytes were shown",
@@ -121,7 +130,7 @@ pub(crate) async fn stream_log(
                     eprintln!(
                         "berth: the task's agent at {agent_address} is unreachable ({why}); \
                          retrying for up to {}s, then the task's {name} goes on where it stopped",
-                        OUTAGE_LIMIT.as_secs()
+                        limit.as_secs()
                     );
                     told = true;
                 }

@@ -302,8 +302,22 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
 
 /// Tasks of the process bar.
 const RUNS: usize = 20;
-/// Lines each of them writes before and after the agent's death.
+/// Lines each of them writes before and after the agent's death; task 0
+/// writes [`BIG_LINES`] longer ones (about 500 KB each time: many chunks
+/// of the log API, read across the restart from an offset).
 const LINES: usize = 40;
+const BIG_LINES: usize = 5000;
+/// What the long lines of task 0 end with.
+const PAD: &str = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// How many lines task `i` writes in each phase, and what ends them.
+fn shape(i: usize) -> (usize, &'static str) {
+    if i == 0 {
+        (BIG_LINES, PAD)
+    } else {
+        (LINES, "")
+    }
+}
 
 /// Starts `berth agent` on `listen` (a fixed address: the restarted agent
 /// must be where `berth run` reads the logs), process tasks only, its log
@@ -328,10 +342,11 @@ fn agent_on(master: &str, work: &Path, listen: &str, log: &Path) -> ChildProcess
 
 /// What task `i` writes to stdout.
 fn expected_stdout(i: usize) -> String {
+    let (lines, pad) = shape(i);
     let mut s = String::new();
     for phase in ["before", "after"] {
-        for line in 0..LINES {
-            s.push_str(&format!("task {i} line {line} {phase}\n"));
+        for line in 0..lines {
+            s.push_str(&format!("task {i} line {line} {phase}{pad}\n"));
         }
     }
     s
@@ -370,11 +385,12 @@ async fn process_tasks_that_end_while_the_agent_is_down_keep_their_exit_codes_an
     // LINES more and a line on stderr, and exits with its own code.
     let mut runs = Vec::new();
     for i in 0..RUNS {
+        let (lines, pad) = shape(i);
         let script = format!(
-            "n=0; while [ $n -lt {LINES} ]; do echo \"task {i} line $n before\"; n=$((n+1)); done; \
+            "n=0; while [ $n -lt {lines} ]; do echo \"task {i} line $n before{pad}\"; n=$((n+1)); done; \
              echo 'task {i} stderr before' >&2; \
              while [ ! -f {go} ]; do sleep 0.05; done; \
-             n=0; while [ $n -lt {LINES} ]; do echo \"task {i} line $n after\"; n=$((n+1)); done; \
+             n=0; while [ $n -lt {lines} ]; do echo \"task {i} line $n after{pad}\"; n=$((n+1)); done; \
              echo 'task {i} stderr after' >&2; exit {i}",
             go = go.display()
         );
@@ -401,7 +417,8 @@ async fn process_tasks_that_end_while_the_agent_is_down_keep_their_exit_codes_an
     // shown it: the log streams are open when the agent dies.
     let t0 = Instant::now();
     for (i, (_, out, _)) in runs.iter().enumerate() {
-        let last = format!("task {i} line {} before\n", LINES - 1);
+        let (lines, pad) = shape(i);
+        let last = format!("task {i} line {} before{pad}\n", lines - 1);
         while !text(out).contains(&last) {
             anyhow::ensure!(
                 t0.elapsed() < Duration::from_secs(120),
@@ -456,7 +473,14 @@ async fn process_tasks_that_end_while_the_agent_is_down_keep_their_exit_codes_an
             "berth run {i}; stderr: {}",
             text(err)
         );
-        assert_eq!(text(out), expected_stdout(i), "berth run {i}'s stdout");
+        let shown = text(out);
+        assert!(
+            shown == expected_stdout(i),
+            "berth run {i}'s stdout differs: {} bytes, {} expected; stderr: {}",
+            shown.len(),
+            expected_stdout(i).len(),
+            text(err)
+        );
         let shown = text(err);
         for line in [
             format!("task {i} stderr before\n"),
