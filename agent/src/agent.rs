@@ -204,6 +204,7 @@ impl Agent {
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_timeout: config.fetch_timeout,
             upload_timeout: config.upload_timeout,
+            retry_for: config.transfer_retry,
             file_urls: config.file_urls,
         });
         Agent {
@@ -583,13 +584,14 @@ impl Agent {
             Ok(l) => l,
             Err(e) => {
                 let mut core = self.lock();
+                // A missing or unexecutable program has the shell's code.
                 self.record(
                     &mut core,
                     &key,
                     pb::TaskState::TaskFailed,
                     REASON_LAUNCH_FAILED,
                     e.to_string(),
-                    None,
+                    e.exit_code(),
                 );
                 return;
             }
@@ -1049,6 +1051,18 @@ impl Agent {
                     .clone()
                     .map_or_else(ContainerId::random, ContainerId);
                 let masked_values = task.masked_values.clone();
+                // A process task whose launch the agent did not live to
+                // checkpoint may still have been started by its
+                // supervisor, which says so in the sandbox.
+                let (pid, pgid) = match (t.containerizer, &t.container_id) {
+                    (ContainerizerKind::Process, Some(id))
+                        if t.pid <= 0 && !state.is_terminal() =>
+                    {
+                        crate::supervisor::read_info(&t.sandbox, &ContainerId(id.clone()))
+                            .map_or((0, 0), |i| (i.task_pid, i.task_pid))
+                    }
+                    _ => (t.pid, t.pgid),
+                };
                 let entry = TaskEntry {
                     framework_id: key.0.clone(),
                     task,
@@ -1057,8 +1071,8 @@ impl Agent {
                     kind: t.containerizer,
                     container_id: container_id.clone(),
                     container: None,
-                    pid: t.pid,
-                    pgid: t.pgid,
+                    pid,
+                    pgid,
                     kill: t.kill.as_ref().map(|(ms, reason)| Kill {
                         grace: Duration::from_millis(*ms),
                         reason: known_reason(reason),
@@ -1069,7 +1083,7 @@ impl Agent {
                     abort: None,
                 };
                 let launched = match t.containerizer {
-                    ContainerizerKind::Process => t.pid > 0,
+                    ContainerizerKind::Process => pid > 0,
                     ContainerizerKind::Docker => true,
                 };
                 if !state.is_terminal() {
@@ -1081,8 +1095,8 @@ impl Agent {
                                 container_id,
                                 framework_id: key.0.clone(),
                                 task_id: key.1.clone(),
-                                pid: t.pid,
-                                pgid: t.pgid,
+                                pid,
+                                pgid,
                                 sandbox: t.sandbox.clone(),
                                 masked_values,
                             });
@@ -1185,7 +1199,8 @@ impl Agent {
         let mut core = self.lock();
         let message = match kind {
             ContainerizerKind::Process => {
-                "the task's process ended while the agent was down (exit status unknown)"
+                "the task's process ended while the agent was down and no supervisor recorded \
+                 how (exit status unknown)"
             }
             ContainerizerKind::Docker => {
                 "the task's container is gone (removed while the agent was down)"

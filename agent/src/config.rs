@@ -34,6 +34,12 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_SANDBOX_GC_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default bound on archiving and uploading one output.
 pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time a fetch or upload that failed in a way that may pass (the
+/// server refuses or drops connections, times out, answers 5xx) is tried
+/// again: long enough for a file server's restart or a short outage.
+pub const DEFAULT_TRANSFER_RETRY: Duration = Duration::from_secs(300);
+/// Longest [`AgentConfig::transfer_retry`].
+pub const MAX_TRANSFER_RETRY: Duration = Duration::from_secs(3600);
 
 /// How an agent is configured. Build with [`AgentConfig::new`], adjust the
 /// public fields, then [`AgentConfig::validate`] (which [`crate::run`] also
@@ -49,6 +55,11 @@ pub struct AgentConfig {
     /// Unreserved resources to advertise; `None` detects them with
     /// [`detect_resources`].
     pub resources: Option<Resources>,
+    /// Resources given by the operator (`berth agent --resources`), merged
+    /// over the ones above per resource name, as Mesos does: each name
+    /// given replaces that amount, the others stay as detected (or as in
+    /// `resources`).
+    pub resource_overrides: Option<ResourceOverrides>,
     /// Static reservations, advertised in `AgentInfo.reserved`.
     pub reserved: BTreeMap<Role, Resources>,
     /// Attributes advertised in `AgentInfo.attributes`.
@@ -88,11 +99,17 @@ pub struct AgentConfig {
     /// How long archiving and uploading one output (`TaskInfo.outputs`) may
     /// take.
     pub upload_timeout: Duration,
-    /// Who masks the output of process tasks with `masked_values`: a
-    /// thread of the agent by default; `berth agent` runs `berth
-    /// task-logger` processes, which outlive an agent restart (see
-    /// [`crate::logger`]).
-    pub task_logger: crate::logger::TaskLogger,
+    /// How long a fetch or an upload whose HTTP attempt failed in a way
+    /// that may pass is tried again, counted from the first failure (with
+    /// backoff, each attempt within its timeout); zero: never. See the
+    /// agent's transfer module for which failures count.
+    pub transfer_retry: Duration,
+    /// Who is the parent of process tasks: the agent's own process by
+    /// default; `berth agent` and `berth dev` run every process task under
+    /// a `berth task-supervisor` process, which outlives an agent restart
+    /// and records the task's exit status (see [`crate::supervisor`] for
+    /// what the default loses).
+    pub task_supervisor: crate::supervisor::TaskSupervisor,
     /// Whether tasks may fetch from and upload to `file://` URLs, paths of
     /// the agent's host, which the agent reads and writes with its own
     /// rights. On by default (as Mesos's fetcher); turn it off where
@@ -113,13 +130,15 @@ impl AgentConfig {
     /// reservations or attributes, system hostname, 3 s kill grace, 15 s
     /// master timeout, 1 s first status resend delay, Docker used when a
     /// daemon answers (10 s per call), tasks left running on shutdown,
-    /// fetches of at most 2 GiB and 5 minutes per URI, 5 minutes per upload.
+    /// fetches of at most 2 GiB and 5 minutes per URI, 5 minutes per upload,
+    /// failed transfers retried for 5 minutes.
     #[must_use]
     pub fn new(masters: Vec<String>, work_dir: PathBuf) -> Self {
         AgentConfig {
             masters,
             work_dir,
             resources: None,
+            resource_overrides: None,
             reserved: BTreeMap::new(),
             attributes: Vec::new(),
             hostname: None,
@@ -133,7 +152,8 @@ impl AgentConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
-            task_logger: crate::logger::TaskLogger::InAgent,
+            transfer_retry: DEFAULT_TRANSFER_RETRY,
+            task_supervisor: crate::supervisor::TaskSupervisor::InAgent,
             file_urls: true,
             sandbox_gc_delay: DEFAULT_SANDBOX_GC_DELAY,
             sandbox_gc_disk_headroom: 0.1,
@@ -146,7 +166,8 @@ impl AgentConfig {
     /// [`AgentError::Config`] naming the first bad field: no masters, an
     /// empty master address, an empty work dir, a zero master timeout or
     /// status retry delay, an empty attribute name, a zero fetch limit,
-    /// fetch timeout or upload timeout.
+    /// fetch timeout or upload timeout, a transfer retry of more than an
+    /// hour.
     pub fn validate(self) -> Result<Self, AgentError> {
         if self.masters.is_empty() {
             return Err(AgentError::Config(
@@ -189,6 +210,13 @@ impl AgentConfig {
                 "upload_timeout: must be positive".into(),
             ));
         }
+        if self.transfer_retry > MAX_TRANSFER_RETRY {
+            return Err(AgentError::Config(format!(
+                "transfer_retry: {}s is more than the {}s allowed",
+                self.transfer_retry.as_secs(),
+                MAX_TRANSFER_RETRY.as_secs()
+            )));
+        }
         if self.sandbox_gc_delay.is_zero() {
             return Err(AgentError::Config(
                 "sandbox_gc_delay: must be positive".into(),
@@ -217,6 +245,79 @@ impl AgentConfig {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Resources given by name, each replacing the amount of that name in
+/// another set (what `berth agent --resources` gives: `ports:[...]` alone
+/// keeps the detected cpus, memory and disk). Parsed from the Mesos text
+/// form; a name given with 0 is given (that amount becomes 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceOverrides {
+    given: Resources,
+    /// The names given, as in the text.
+    names: Vec<&'static str>,
+}
+
+impl std::str::FromStr for ResourceOverrides {
+    type Err = berth_scheduler_core::ResourceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let given: Resources = text.parse()?;
+        // The parser accepted every token, so each names one of these.
+        let names = text
+            .split(';')
+            .filter_map(|t| t.split_once(':'))
+            .filter_map(|(name, _)| {
+                ["cpus", "mem", "disk", "gpus", "ports"]
+                    .into_iter()
+                    .find(|n| *n == name.trim())
+            })
+            .collect();
+        Ok(ResourceOverrides { given, names })
+    }
+}
+
+impl ResourceOverrides {
+    /// `base` with every given name replaced by the given amount.
+    #[must_use]
+    pub fn over(&self, base: &Resources) -> Resources {
+        let mut out = base.clone();
+        for name in &self.names {
+            match *name {
+                "cpus" => out.cpus = self.given.cpus,
+                "mem" => out.mem = self.given.mem,
+                "disk" => out.disk = self.given.disk,
+                "gpus" => out.gpus = self.given.gpus,
+                _ => out.ports = self.given.ports.clone(),
+            }
+        }
+        out
+    }
+
+    /// The names given, in the order of the text.
+    #[must_use]
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// What an agent with these resources cannot run, for a warning at start:
+/// with no cpus or no memory no task (they all ask for some) is ever
+/// placed on it.
+#[must_use]
+pub fn nothing_to_offer(r: &Resources) -> Option<String> {
+    let missing: Vec<&str> = [("cpus", r.cpus), ("mem", r.mem)]
+        .into_iter()
+        .filter(|(_, v)| *v == Scalar::ZERO)
+        .map(|(n, _)| n)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "this agent offers no {} ({r}): no task that needs {} will ever run here",
+            missing.join(" and no "),
+            if missing.len() == 2 { "them" } else { "it" }
+        )
+    })
+}
 
 /// Detects this machine's resources: `cpus` = available parallelism, `mem`
 /// = total RAM minus 1 GiB (but at least half of it), `disk` = free space of
@@ -299,6 +400,53 @@ mod tests {
     }
 
     #[test]
+    fn given_resources_replace_the_detected_ones_by_name() {
+        let detected: Resources = "cpus:8;mem:16000;disk:50000;ports:[31000-32000]"
+            .parse()
+            .unwrap();
+        let only_ports: ResourceOverrides = "ports:[40000-40009]".parse().unwrap();
+        assert_eq!(only_ports.names(), ["ports"]);
+        assert_eq!(
+            only_ports.over(&detected),
+            "cpus:8;mem:16000;disk:50000;ports:[40000-40009]"
+                .parse()
+                .unwrap()
+        );
+        let some: ResourceOverrides = " cpus : 2 ; mem:0;gpus:1".parse().unwrap();
+        assert_eq!(some.names(), ["cpus", "mem", "gpus"]);
+        assert_eq!(
+            some.over(&detected),
+            "cpus:2;mem:0;disk:50000;gpus:1;ports:[31000-32000]"
+                .parse()
+                .unwrap()
+        );
+        // Empty: everything stays detected.
+        let none: ResourceOverrides = "".parse().unwrap();
+        assert_eq!(none.over(&detected), detected);
+        // The text's errors are the parser's.
+        assert!("cpus:x".parse::<ResourceOverrides>().is_err());
+        assert!("bogus:1".parse::<ResourceOverrides>().is_err());
+        assert!("cpus:1;cpus:2".parse::<ResourceOverrides>().is_err());
+    }
+
+    #[test]
+    fn an_agent_without_cpus_or_memory_is_told() {
+        let full: Resources = "cpus:1;mem:64".parse().unwrap();
+        assert_eq!(nothing_to_offer(&full), None);
+        let no_mem: Resources = "cpus:1;ports:[1-2]".parse().unwrap();
+        assert_eq!(
+            nothing_to_offer(&no_mem).unwrap(),
+            "this agent offers no mem (cpus:1;ports:[1-2]): no task that needs it will ever run here"
+        );
+        let nothing: Resources = "ports:[1-2]".parse().unwrap();
+        assert!(
+            nothing_to_offer(&nothing)
+                .unwrap()
+                .starts_with("this agent offers no cpus and no mem")
+        );
+    }
+
+    #[test]
     fn validate_rejects_bad_config() {
         let ok = AgentConfig::new(vec!["127.0.0.1:5050".into()], "/tmp/x".into());
         assert!(ok.clone().validate().is_ok());
@@ -322,6 +470,15 @@ mod tests {
                 .to_string()
                 .contains("fetch_timeout")
         );
+        let mut c = ok.clone();
+        c.transfer_retry = MAX_TRANSFER_RETRY + Duration::from_secs(1);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid agent configuration: transfer_retry: 3601s is more than the 3600s allowed"
+        );
+        let mut c = ok.clone();
+        c.transfer_retry = Duration::ZERO;
+        assert!(c.validate().is_ok(), "zero: no retries");
         let mut c = ok.clone();
         c.sandbox_gc_delay = Duration::ZERO;
         assert!(

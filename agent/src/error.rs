@@ -92,6 +92,39 @@ pub enum ContainerError {
     },
 }
 
+impl ContainerError {
+    /// The exit code a shell or Docker gives a command that could not be
+    /// started: 127 for a program that does not exist, 126 for one that
+    /// cannot be executed (not executable, not a program), so a process
+    /// task and a container report the same code. `None` for every other
+    /// error (nothing ran that could have an exit code).
+    #[must_use]
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ContainerError::Spawn { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => Some(127),
+                Some(libc::EACCES | libc::ENOEXEC | libc::EISDIR | libc::EPERM) => Some(126),
+                _ => None,
+            },
+            // The daemon's words for the same failures (what `docker run`
+            // maps to 127 and 126).
+            ContainerError::Docker(message) => {
+                let m = message.to_ascii_lowercase();
+                if m.contains("executable file not found")
+                    || m.contains("no such file or directory")
+                {
+                    Some(127)
+                } else if m.contains("permission denied") {
+                    Some(126)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Errors of the agent's checkpoint store ([`crate::checkpoint`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -137,4 +170,76 @@ pub enum CheckpointError {
     /// A record could not be encoded.
     #[error("cannot encode checkpoint record: {0}")]
     Encode(String),
+}
+
+/// An error and its sources, "a: b: c", each said once: the messages of
+/// hyper and tonic alone are terse ("transport error"), the cause is in
+/// their sources.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `s` as echoed in a message, quoted: at most its first 64 bytes, then
+/// "… (N bytes)" when it is longer, so no input makes a message long.
+#[must_use]
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_that_cannot_start_have_the_shells_exit_codes() {
+        let spawn = |errno| ContainerError::Spawn {
+            program: "x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(spawn(libc::ENOENT).exit_code(), Some(127));
+        assert_eq!(spawn(libc::EACCES).exit_code(), Some(126));
+        assert_eq!(spawn(libc::ENOEXEC).exit_code(), Some(126));
+        assert_eq!(spawn(libc::ENOMEM).exit_code(), None);
+        // Docker's words for the same failures, as `docker run` reads them.
+        let docker = |m: &str| ContainerError::Docker(m.into()).exit_code();
+        assert_eq!(
+            docker(r#"failed to create task: exec: "nope": executable file not found in $PATH"#),
+            Some(127)
+        );
+        assert_eq!(
+            docker("exec: \"/x\": stat /x: no such file or directory"),
+            Some(127)
+        );
+        assert_eq!(docker("exec: \"/etc\": permission denied"), Some(126));
+        assert_eq!(docker("No such image: busybox:nope"), None);
+        assert_eq!(ContainerError::Invalid("x".into()).exit_code(), None);
+    }
+
+    #[test]
+    fn echoed_values_are_cut_at_64_bytes() {
+        assert_eq!(shown("short"), "\"short\"");
+        let long = "é".repeat(100);
+        let s = shown(&long);
+        assert!(s.ends_with("… (200 bytes)"), "{s}");
+        assert!(s.len() < 64 + 20, "{s}");
+    }
 }

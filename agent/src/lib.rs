@@ -17,6 +17,9 @@
 //! - [`status_update`]: the status-update manager, a pure structure — one
 //!   ordered queue per task, only the head in flight, resent with backoff
 //!   until acknowledged.
+//! - [`supervisor`]: task supervisors, the parents of process tasks that
+//!   outlive the agent and record their exit statuses
+//!   (`berth task-supervisor` runs [`supervisor::run_program`]).
 //! - [`checkpoint`]: the checkpoint store (`work_dir/agent.redb`): agent id,
 //!   task records and unacknowledged status updates, each write fsynced.
 //! - [`health`]: agent-side health checks (HTTP, TCP, command): spec
@@ -37,6 +40,7 @@ mod gc;
 pub mod health;
 pub mod logger;
 pub mod status_update;
+pub mod supervisor;
 
 mod agent;
 mod config;
@@ -60,7 +64,8 @@ pub use agent::{
 pub use config::{
     AgentConfig, DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, DEFAULT_KILL_GRACE,
     DEFAULT_MASTER_TIMEOUT, DEFAULT_PORTS, DEFAULT_SANDBOX_GC_DELAY, DEFAULT_STATUS_RETRY_INITIAL,
-    DEFAULT_UPLOAD_TIMEOUT, STATUS_RETRY_MAX, detect_resources,
+    DEFAULT_TRANSFER_RETRY, DEFAULT_UPLOAD_TIMEOUT, MAX_TRANSFER_RETRY, ResourceOverrides,
+    STATUS_RETRY_MAX, detect_resources, nothing_to_offer,
 };
 pub use error::AgentError;
 
@@ -105,10 +110,17 @@ pub async fn run(
             path: sandboxes.clone(),
             source,
         })?;
-    let resources = match &config.resources {
+    let base = match &config.resources {
         Some(r) => r.clone(),
         None => detect_resources(&config.work_dir)?,
     };
+    let resources = match &config.resource_overrides {
+        Some(given) => given.over(&base),
+        None => base,
+    };
+    if let Some(warning) = config::nothing_to_offer(&resources) {
+        tracing::warn!("{warning}");
+    }
     let hostname = match &config.hostname {
         Some(h) => h.clone(),
         None => hostname::get()
@@ -127,8 +139,8 @@ pub async fn run(
         checkpoint::Checkpoint::open(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
     let docker = connect_docker(&config).await;
-    let process = Arc::new(ProcessContainerizer::with_logger(
-        config.task_logger.clone(),
+    let process = Arc::new(ProcessContainerizer::with_supervisor(
+        config.task_supervisor.clone(),
     ));
     let agent = Arc::new(Agent::new(
         config, &resources, hostname, address, process, docker, checkpoint,

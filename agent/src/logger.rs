@@ -10,38 +10,29 @@
 //! task's output comes through Docker's log API; the agent masks it as it
 //! follows it, see the Docker containerizer.)
 //!
-//! Two kinds, [`TaskLogger`]:
-//! - [`TaskLogger::Program`]: a process of its own, `berth task-logger`
-//!   (whose whole work is [`run_program`]): its stdin is the pipe, its
-//!   stdout the sandbox file, the values come in the environment variable
-//!   [`MASKS_ENV`]. In a process group of its own, it is not hit by the
-//!   task's kill, and it outlives an agent restart: the task goes on writing
-//!   and nothing is lost or left unmasked. `berth agent` and `berth dev`
-//!   use it.
-//! - [`TaskLogger::InAgent`]: a thread of the agent does the same. When the
-//!   agent's process ends the pipe has no reader, and the task's next write
-//!   fails (SIGPIPE). The library's default, for embedding and tests.
-//!
-//! Either way, the agent opens the file and locks it (`flock`, exclusive)
-//! before the logger starts, and hands the logger the locked file: the lock
-//! is held until the logger has written its last byte and exited.
-//! [`wait_drained`] takes the lock to know that a task's output is all in
-//! the file, and the process containerizer reports a task's end only after
-//! that (bounded by [`DRAIN_TIMEOUT`]), for a task it re-adopted after a
-//! restart too. A task without masked values writes its files directly and
-//! holds no lock, so waiting for it costs nothing.
+//! Who runs the loggers depends on the task's parent
+//! ([`crate::supervisor::TaskSupervisor`]):
+//! - under a supervisor process (`berth agent`, `berth dev`), threads of
+//!   the supervisor run [`filter`]: they outlive an agent restart, the task
+//!   goes on writing and nothing is lost or left unmasked; the supervisor
+//!   records the task's end only after they wrote its last output;
+//! - in the agent ([`start`], the library's default), a thread of the agent
+//!   does the same. When the agent's process ends the pipe has no reader,
+//!   and the task's next write fails (SIGPIPE). The agent opens the file and
+//!   locks it (`flock`, exclusive) before the logger starts and hands the
+//!   logger the locked file: the lock is held until the logger has written
+//!   its last byte. [`wait_drained`] takes the lock to know that a task's
+//!   output is all in the file, and the process containerizer reports a
+//!   task's end only after that (bounded by [`DRAIN_TIMEOUT`]). A task
+//!   without masked values writes its files directly and holds no lock, so
+//!   waiting for it costs nothing.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_proto::mask::Masker;
-
-/// Environment variable holding the values a program logger masks, as a
-/// JSON array of strings.
-pub const MASKS_ENV: &str = "BERTH_TASK_LOGGER_MASKS";
 
 /// How long a task's end waits for its loggers to write its last output.
 /// A logger still running then (a process the task left behind holds the
@@ -50,23 +41,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often [`wait_drained`] tries the lock.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
-
-/// Who masks a process task's output. See the module docs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum TaskLogger {
-    /// A thread of the agent.
-    #[default]
-    InAgent,
-    /// A program, run as `program args...` with the pipe as stdin, the
-    /// sandbox file as stdout and the values in [`MASKS_ENV`]; it must do
-    /// what [`run_program`] does (`berth task-logger`).
-    Program {
-        /// The executable.
-        program: PathBuf,
-        /// Its first arguments.
-        args: Vec<OsString>,
-    },
-}
 
 /// Copies `input` to `output` until end of input, masking as it goes;
 /// every chunk read is written at once (the sandbox file is followed live).
@@ -94,43 +68,6 @@ pub fn filter(mut input: impl Read, mut output: impl Write, mut masker: Masker) 
     Ok(written + out.len() as u64)
 }
 
-/// The logger program: masks stdin to stdout with the values in
-/// [`MASKS_ENV`]; returns the process's exit code. If the values cannot be
-/// read, it writes no output at all (rather than output it cannot mask):
-/// one line saying so, then it reads stdin to its end and drops it, so the
-/// task is not stopped by a broken pipe.
-#[must_use]
-pub fn run_program() -> i32 {
-    use std::os::fd::AsFd as _;
-    // Unbuffered: every chunk reaches the file at once (Rust's stdout is
-    // line-buffered, which would hold a line being written back).
-    let (Ok(stdin), Ok(stdout)) = (
-        io::stdin().as_fd().try_clone_to_owned(),
-        io::stdout().as_fd().try_clone_to_owned(),
-    ) else {
-        return 1;
-    };
-    let (stdin, mut stdout) = (File::from(stdin), File::from(stdout));
-    let masks = std::env::var(MASKS_ENV)
-        .map_err(|e| format!("{MASKS_ENV}: {e}"))
-        .and_then(|raw| {
-            serde_json::from_str::<Vec<String>>(&raw)
-                .map_err(|e| format!("{MASKS_ENV} is not a JSON array of strings: {e}"))
-        });
-    match masks {
-        Ok(values) => match filter(stdin, stdout, Masker::new(values)) {
-            Ok(_) => 0,
-            Err(_) => 1,
-        },
-        Err(why) => {
-            // Best effort: the line is all it can say.
-            let _ = writeln!(stdout, "[berth] the task logger dropped this output: {why}");
-            let _ = io::copy(&mut { stdin }, &mut io::sink());
-            2
-        }
-    }
-}
-
 /// Opens a sandbox log file for a logger: appending, and locked until the
 /// logger (which inherits the lock with the file) is done.
 ///
@@ -151,49 +88,22 @@ pub(crate) fn open_locked(path: &Path) -> io::Result<File> {
     }
 }
 
-/// Starts the logger of one stream: returns the pipe's writing end, for the
-/// task. `output` is the locked file from [`open_locked`].
+/// Starts the logger of one stream on a thread of the agent: returns the
+/// pipe's writing end, for the task. `output` is the locked file from
+/// [`open_locked`].
 ///
 /// # Errors
-/// The pipe or the logger could not be made.
-pub(crate) fn start(
-    logger: &TaskLogger,
-    output: File,
-    masked_values: &[String],
-) -> io::Result<io::PipeWriter> {
+/// The pipe or the thread could not be made.
+pub(crate) fn start(output: File, masked_values: &[String]) -> io::Result<io::PipeWriter> {
     let (reader, writer) = io::pipe()?;
-    match logger {
-        TaskLogger::InAgent => {
-            let masker = Masker::new(masked_values);
-            std::thread::Builder::new()
-                .name("berth-task-logger".into())
-                .spawn(move || {
-                    if let Err(e) = filter(reader, output, masker) {
-                        tracing::warn!(error = %e, "task logger failed");
-                    }
-                })?;
-        }
-        TaskLogger::Program { program, args } => {
-            let masks = serde_json::to_string(masked_values).map_err(io::Error::other)?;
-            // Reaped by tokio when it exits (the handle is dropped).
-            tokio::process::Command::new(program)
-                .args(args)
-                .stdin(std::process::Stdio::from(reader))
-                .stdout(std::process::Stdio::from(output))
-                .stderr(std::process::Stdio::null())
-                .env_clear()
-                .env(MASKS_ENV, masks)
-                .process_group(0)
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("starting the task logger {}: {e}", program.display()),
-                    )
-                })?;
-        }
-    }
+    let masker = Masker::new(masked_values);
+    std::thread::Builder::new()
+        .name("berth-task-logger".into())
+        .spawn(move || {
+            if let Err(e) = filter(reader, output, masker) {
+                tracing::warn!(error = %e, "task logger failed");
+            }
+        })?;
     Ok(writer)
 }
 

@@ -430,6 +430,65 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     agent.join().await.unwrap();
 }
 
+/// `--resources ports:[...]` alone: the agent registers with its detected
+/// cpus, memory and disk and the given ports.
+#[tokio::test]
+async fn given_resources_are_merged_over_the_detected_ones() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(maddr, dir.path());
+    cfg.resources = None;
+    cfg.resource_overrides = Some("ports:[40000-40009]".parse().unwrap());
+    let mut agent = RunningAgent::start(cfg).await;
+    let mut s = master.session().await;
+    let info = s.register().await.info.unwrap();
+    let offered = berth_proto::convert::resources_from_proto_opt(info.resources.as_ref()).unwrap();
+    let detected = crate::detect_resources(dir.path()).unwrap();
+    assert_eq!(offered.cpus, detected.cpus);
+    assert_eq!(offered.mem, detected.mem);
+    assert!(
+        offered.disk > berth_scheduler_core::Scalar::ZERO,
+        "{offered}"
+    );
+    assert_eq!(offered.ports.to_string(), "[40000-40009]");
+    agent.shutdown();
+    agent.join().await.unwrap();
+}
+
+/// A program that does not exist, or cannot be executed, ends its task
+/// with the shell's code: 127 and 126 (as Docker's), reason LAUNCH_FAILED.
+#[tokio::test]
+async fn a_program_that_cannot_start_fails_with_the_shells_exit_code() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = RunningAgent::start(config(maddr, dir.path())).await;
+    let mut s = master.session().await;
+    s.register().await;
+    s.registered("agent-3");
+    let plain = dir.path().join("plain-file");
+    std::fs::write(&plain, "not a program").unwrap();
+    for (id, program, code) in [
+        ("missing", "/no/such/program-xyz".to_owned(), 127),
+        ("noexec", plain.display().to_string(), 126),
+    ] {
+        s.run(pb::TaskInfo {
+            task_id: id.into(),
+            command: Some(pb::CommandInfo {
+                argv: vec![program],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        s.expect(id, pb::TaskState::TaskStarting).await;
+        let end = s.expect(id, pb::TaskState::TaskFailed).await;
+        assert_eq!(end.reason, REASON_LAUNCH_FAILED, "{end:?}");
+        assert_eq!(end.exit_code, Some(code), "{end:?}");
+        assert!(end.message.starts_with("cannot start"), "{end:?}");
+    }
+    agent.shutdown();
+    agent.join().await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_framework_kills_its_tasks() {
     let (mut master, maddr) = master().await;

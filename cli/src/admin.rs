@@ -408,42 +408,9 @@ pub(crate) async fn task_log(
     .await
 }
 
-/// Streams a task's log from its agent into `out`.
-pub(crate) async fn stream_log(
-    agent_address: &str,
-    framework_id: &str,
-    task_id: &str,
-    file: pb::LogFile,
-    follow: bool,
-    out: &mut (dyn Write + Send),
-) -> anyhow::Result<()> {
-    if agent_address.is_empty() {
-        bail!("the task's agent did not register an address for its logs");
-    }
-    let channel = Channel::from_shared(pb::endpoint_uri(agent_address))
-        .with_context(|| format!("invalid agent address {agent_address:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach agent at {agent_address}"))?;
-    let mut client = pb::agent_client::AgentClient::new(channel);
-    let mut stream = client
-        .read_log(pb::ReadLogRequest {
-            task_id: task_id.to_string(),
-            framework_id: framework_id.to_string(),
-            file: file as i32,
-            offset: 0,
-            follow,
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    while let Some(chunk) = stream.message().await.map_err(rpc)? {
-        out.write_all(&chunk.data)?;
-        out.flush()?;
-    }
-    Ok(())
-}
+// Moved to `task_log.rs` (it reconnects across agent restarts); kept
+// reachable here for the callers of `admin::stream_log`.
+pub(crate) use crate::task_log::stream_log;
 
 pub(crate) async fn role_list(client: &ClientOpts) -> anyhow::Result<()> {
     let roles = operator(client)

@@ -139,10 +139,12 @@ pub(crate) struct AgentArgs {
 /// What an agent offers; shared by `berth agent` and `berth dev`.
 #[derive(Debug, Args)]
 pub(crate) struct AgentShape {
-    /// Resources to offer instead of detected ones, e.g.
-    /// "cpus:4;mem:8192;disk:10000;ports:[31000-32000]".
-    #[arg(long, value_parser = parse_resources)]
-    resources: Option<Resources>,
+    /// Resources to offer, e.g. "cpus:4;mem:8192;disk:10000;ports:[31000-32000]":
+    /// each one given replaces the detected amount, the others stay
+    /// detected ("ports:[40000-40099]" alone keeps the detected cpus,
+    /// memory and disk).
+    #[arg(long, value_parser = parse_resource_overrides)]
+    resources: Option<berth_agent::ResourceOverrides>,
     /// A static reservation "ROLE=RESOURCES"; repeatable.
     #[arg(long, value_parser = parse_reservation)]
     reserve: Vec<(Role, Resources)>,
@@ -177,6 +179,11 @@ pub(crate) struct AgentShape {
     /// Seconds archiving and uploading one task output may take.
     #[arg(long, default_value = "300", value_parser = parse_positive_seconds)]
     upload_timeout: Duration,
+    /// Seconds a fetch or upload is tried again (with backoff) after its
+    /// server refused or dropped the connection, timed out or answered
+    /// 408, 429 or 5xx; 0 never retries (at most 3600).
+    #[arg(long, default_value = "300", value_parser = parse_retry_seconds)]
+    transfer_retry: Duration,
     /// Refuse tasks' file:// URIs and outputs (paths of this host, read and
     /// written with the agent's rights): for clusters whose frameworks are
     /// not trusted with the host's files.
@@ -195,6 +202,17 @@ pub(crate) struct AgentShape {
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
     seconds_up_to(s, 3600.0)
+}
+
+/// Seconds from 0 to an hour (0: no retries).
+fn parse_retry_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{} must be a number of seconds from 0 to 3600",
+            berth_agent::error::shown(s)
+        )),
+    }
 }
 
 /// A fraction from 0 to 1.
@@ -239,7 +257,7 @@ impl AgentShape {
         local: SocketAddr,
     ) -> anyhow::Result<berth_agent::AgentConfig> {
         let mut config = berth_agent::AgentConfig::new(masters, work_dir);
-        config.resources = self.resources.clone();
+        config.resource_overrides = self.resources.clone();
         let mut reserved = BTreeMap::new();
         for (role, r) in &self.reserve {
             if reserved.insert(role.clone(), r.clone()).is_some() {
@@ -255,15 +273,16 @@ impl AgentShape {
         config.fetch_max_bytes = self.fetch_max_bytes;
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
+        config.transfer_retry = self.transfer_retry;
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
         config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
-        // Tasks with masked values are logged by `berth task-logger`
-        // processes, which outlive an agent restart.
-        config.task_logger = berth_agent::logger::TaskLogger::Program {
+        // Every process task runs under a `berth task-supervisor`, which
+        // outlives an agent restart and records the task's exit status.
+        config.task_supervisor = berth_agent::supervisor::TaskSupervisor::Program {
             program: std::env::current_exe()
-                .context("cannot find this berth executable (for its task logger)")?,
-            args: vec!["task-logger".into()],
+                .context("cannot find this berth executable (for its task supervisor)")?,
+            args: vec!["task-supervisor".into()],
         };
         config.advertise_address = Some(match &self.advertise {
             Some(a) => a.clone(),
@@ -321,6 +340,11 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn parse_resources(s: &str) -> Result<Resources, String> {
     s.parse::<Resources>().map_err(|e| e.to_string())
+}
+
+fn parse_resource_overrides(s: &str) -> Result<berth_agent::ResourceOverrides, String> {
+    s.parse()
+        .map_err(|e: berth_scheduler_core::ResourceError| e.to_string())
 }
 
 fn parse_reservation(s: &str) -> Result<(Role, Resources), String> {
@@ -552,6 +576,21 @@ mod tests {
         for bad in ["-0.1", "1.5", "NaN", "x"] {
             assert!(parse_fraction(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn transfer_retry_is_zero_to_an_hour() {
+        assert_eq!(parse_retry_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_retry_seconds("300"), Ok(Duration::from_secs(300)));
+        for bad in ["-1", "3601", "NaN", "inf", "x"] {
+            let e = parse_retry_seconds(bad).unwrap_err();
+            assert!(
+                e.ends_with("must be a number of seconds from 0 to 3600"),
+                "{e}"
+            );
+        }
+        let e = parse_retry_seconds(&"9".repeat(100)).unwrap_err();
+        assert!(e.contains("… (100 bytes)"), "{e}");
     }
 
     #[test]

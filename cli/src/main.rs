@@ -11,6 +11,7 @@ mod daemons;
 mod members;
 mod run;
 mod table;
+mod task_log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,10 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
-    /// The agent's task logger (started by the agent, not by hand): copies
-    /// stdin to stdout with the values in BERTH_TASK_LOGGER_MASKS masked.
+    /// A process task's supervisor (started by the agent, not by hand):
+    /// runs the task described on stdin, masks its output, records its exit
+    /// status in the sandbox (the working directory).
     #[command(hide = true)]
-    TaskLogger,
+    TaskSupervisor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +237,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::TaskSupervisor = cli.command {
+        // One per process task, all the task's life: no async runtime and
+        // its threads, only the blocking work of waiting and masking.
+        let code = berth_agent::supervisor::run_program();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -304,11 +312,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
-        Command::TaskLogger => {
-            // A plain blocking filter from stdin to stdout.
-            let code = tokio::task::spawn_blocking(berth_agent::logger::run_program).await?;
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-        }
+        // Run by `main` before the runtime starts.
+        Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|e| match e.downcast::<run::ExitWith>() {

@@ -15,8 +15,9 @@ use crate::table::render;
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
 /// How long `master add` gives a new master to answer before refusing it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Deadline of `AddMember`: the new master first catches up as a learner.
-const ADD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a new master may take to catch up as a learner before `master
+/// add` gives up promoting it.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How a member looks from the answering master: `up`, `unreachable (last
 /// heard 12s ago)`, `unreachable (never heard from)`, or `-` when the
@@ -174,14 +175,41 @@ pub(crate) async fn add_member(
     if !force {
         check_joiner(id, address).await?;
     }
-    let leader = crate::client::leader(client).await?;
-    operator_at(&leader.address, ADD_TIMEOUT)?
-        .add_member(pb::AddMemberRequest {
-            id,
-            address: address.to_string(),
-        })
-        .await
-        .map_err(|s| anyhow!("{}", berth_proto::leader::status_reason(&s)))?;
+    let request = pb::AddMemberRequest {
+        id,
+        address: address.to_string(),
+    };
+    // First as a learner (it gets the log, it does not vote), then, once it
+    // has caught up, as a voter: a voter far behind would stall commits.
+    let mut op = operator(client).await?;
+    let role = match op.add_member(request.clone()).await {
+        Ok(r) => r.into_inner().role,
+        // Added as a learner by an earlier `master add`: promote it.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => "LEARNER".into(),
+        Err(s) => bail!("{}", berth_proto::leader::status_reason(&s)),
+    };
+    if role == "LEARNER" {
+        eprintln!("berth: master {id} added as a learner; waiting for it to catch up");
+    }
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    let mut role = role;
+    while role != "VOTER" {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The leader may have changed meanwhile.
+        let mut op = operator(client).await?;
+        match op.add_member(request.clone()).await {
+            Ok(r) => role = r.into_inner().role,
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                if tokio::time::Instant::now() >= deadline {
+                    bail!(
+                        "master {id} did not catch up within {CATCH_UP_TIMEOUT:?} ({}); it stays a learner (it does not vote) — see its log, or take it out with `berth master remove {id}`",
+                        s.message()
+                    );
+                }
+            }
+            Err(s) => bail!("{}", berth_proto::leader::status_reason(&s)),
+        }
+    }
     println!("master {id} ({address}) added");
     Ok(())
 }

@@ -513,3 +513,93 @@ async fn berth_runs_ride_out_a_leader_kill_and_a_freeze() -> anyhow::Result<()> 
     assert_eq!(ran, 2 * RUNS);
     Ok(())
 }
+
+/// Issue 12, item 4: the documented way to grow a group — start a master
+/// with `--id N --join` (no `--peers`), then `berth master add N ADDRESS` —
+/// makes it a voter that learned the group; a third one too, after which
+/// the first master can die and the other two carry on. An address where
+/// no master answers is refused.
+#[test]
+fn masters_join_a_running_group_as_the_readme_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let start = |id: usize, extra: &[&str]| {
+        ChildProcess(
+            Command::new(BERTH)
+                .args([
+                    "master",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &addrs[id - 1],
+                ])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("master-{id}")))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(log_file(dir.path(), &format!("master-{id}")))
+                .spawn()
+                .expect("berth master starts"),
+        )
+    };
+    let berth = |args: &[&str]| Command::new(BERTH).args(args).output().expect("berth runs");
+    let mut first = start(1, &[]);
+    let _second = start(2, &["--join"]);
+    let _third = start(3, &["--join"]);
+    for id in [2, 3] {
+        let out = berth(&[
+            "master",
+            "add",
+            &id.to_string(),
+            &addrs[id - 1],
+            "--master",
+            &addrs[0],
+        ]);
+        assert!(
+            out.status.success(),
+            "master add {id}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log_tails(dir.path())
+        );
+    }
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = berth(&["master", "add", "9", &dead, "--master", &addrs[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no master answers"), "{err}");
+
+    // The first master dies; the two that joined elect a leader between
+    // them and serve.
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    let all = addrs.join(",");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let members = loop {
+        let out = berth(&["master", "members", "--json", "--master", &all]);
+        if out.status.success() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("members --json is JSON");
+            let first_unreachable = v["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == 1 && m["reachable"] == false));
+            if v["leader_id"].as_u64().is_some_and(|l| l == 2 || l == 3) && first_unreachable {
+                break v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader among the joined masters:\n{}",
+            log_tails(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(3));
+    let out = berth(&["role", "weight", "joined", "2", "--master", &all]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,8 +1,9 @@
 //! A process task with masked values, run by a real `berth agent`: its
-//! output goes through `berth task-logger` processes, so neither its sandbox
-//! files nor the agent's log API (`berth task log`) ever hold the values,
-//! and the task keeps writing, masked, while the agent is SIGKILLed and
-//! restarted.
+//! output goes through the masking threads of its `berth task-supervisor`
+//! process, so neither its sandbox files nor the agent's log API (`berth
+//! task log`) ever hold the values, and the task keeps writing, masked,
+//! while the agent is SIGKILLed and restarted; its exit status, recorded
+//! by the supervisor, is reported after the restart.
 #![allow(clippy::unwrap_used)]
 
 use berth_tests::ChildProcess;
@@ -109,8 +110,8 @@ async fn masked_output_survives_an_agent_sigkill_and_is_never_stored() {
     let stdout = sandbox.join("stdout");
     wait_for_text(&stdout, "tick 2 ").await;
 
-    // SIGKILL the agent: the task's loggers are processes of their own and
-    // go on writing, masked.
+    // SIGKILL the agent: the task's supervisor is a process of its own and
+    // goes on writing, masked.
     agent_proc.0.kill().unwrap();
     agent_proc.0.wait().unwrap();
     let before = read(&stdout).matches("tick").count();
@@ -125,6 +126,8 @@ async fn masked_output_survives_an_agent_sigkill_and_is_never_stored() {
     .await
     .unwrap();
     assert_eq!(end.task_id, "masked");
+    assert_eq!(end.exit_code, Some(3), "{end:?}");
+    assert_eq!(berth_tests::task_state(&end), pb::TaskState::TaskFailed);
 
     // All of it is in the files by the time the end is reported, masked.
     let out = read(&stdout);

@@ -131,6 +131,7 @@ pub(crate) enum OperatorReply {
     Roles(pb::RoleList),
     Leader(pb::LeaderInfo),
     Members(pb::MemberList),
+    AddMember(pb::AddMemberResponse),
     Pending(pb::PendingList),
 }
 
@@ -205,6 +206,24 @@ struct Proposal {
     /// The command.
     cmd: Command,
 }
+
+/// What a membership change makes of a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// A learner: receives the log, does not vote.
+    Learner,
+    /// A voter.
+    Voter,
+    /// Not a member.
+    Gone,
+}
+
+/// A learner this close to the leader's commit index (in entries) has
+/// caught up enough to become a voter.
+const CAUGHT_UP_SLACK: u64 = 100;
+
+/// Longest member address accepted.
+const MAX_MEMBER_ADDRESS: usize = 256;
 
 /// How long a proposal may take to commit before the caller is told.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -314,7 +333,7 @@ impl Core {
         let raft_status = raft.handle.status();
         let offers = OfferBook::new(&master_id, config.offer_timeout);
         let allocator = Allocator::new(allocator_config(&config));
-        Self {
+        let mut core = Self {
             config,
             master_id,
             registry: raft.registry,
@@ -350,7 +369,11 @@ impl Core {
             last_ping: now,
             last_heartbeat: now,
             fatal: None,
-        }
+        };
+        // Members added after the bootstrap are known from the replicated
+        // state (the snapshot it was loaded from).
+        core.learn_members();
+        core
     }
 
     /// Rebuilds the leader-only state from the registry: the allocator (with
@@ -389,6 +412,41 @@ impl Core {
         self.inherited = self.last_seen.keys().cloned().collect();
         self.pending_kills.clear();
         self.allocation_dirty = true;
+    }
+
+    /// Takes the members' addresses the registry replicates: a master that
+    /// joined (or lost the log entries that added members) learns where
+    /// every member listens. Addresses it has are kept unless the registry
+    /// says otherwise.
+    fn learn_members(&mut self) {
+        let replicated: Vec<(u64, String)> = self
+            .registry
+            .members()
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        for (id, address) in replicated {
+            if id != self.config.id && self.members.get(&id) != Some(&address) {
+                self.members.insert(id, address.clone());
+                self.transport.set_peer(id, Some(address));
+            }
+        }
+    }
+
+    /// On taking over: puts the members' addresses this leader knows into
+    /// the replicated state when the registry lacks or differs from them
+    /// (the bootstrap members are known from `--peers` only).
+    fn record_members(&mut self) {
+        let st = self.raft_status.borrow().clone();
+        let known: BTreeMap<u64, String> = st
+            .voters
+            .iter()
+            .chain(&st.learners)
+            .filter_map(|id| self.members.get(id).map(|a| (*id, a.clone())))
+            .collect();
+        if &known != self.registry.members() {
+            self.propose_detached(Command::RecordMembers { members: known });
+        }
     }
 
     /// Drops everything only a leader holds: connections (their streams end
@@ -488,6 +546,7 @@ impl Core {
         self.leading = Some(term);
         self.leading_since_ms = unix_ms();
         info!(term, "leading");
+        self.record_members();
         // Frameworks connected to the previous leader (or to this master
         // before a restart) start their failover clocks now; ones already
         // disconnected keep their recorded time.
@@ -718,6 +777,9 @@ impl Core {
                     // Whoever proposed the removal: its pending work goes.
                     self.pending_work.remove(id);
                 }
+                if let (Ok(_), Command::RecordMembers { .. }) = (&result, &proposal.cmd) {
+                    self.learn_members();
+                }
                 let ours = proposal.origin == self.origin;
                 let mine = ours && Some(proposal.seq) == waiting;
                 if let Ok(effects) = &result
@@ -752,6 +814,7 @@ impl Core {
                         self.applied_index = index;
                         self.since_snapshot = 0;
                         info!(index, "registry restored from a snapshot");
+                        self.learn_members();
                         if let Some(term) = self.leading {
                             self.rebuild_leader_state(term);
                         }
@@ -773,16 +836,28 @@ impl Core {
                 if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context)
                     && (voters.contains(&id) || learners.contains(&id))
                 {
+                    self.registry.member_changed(id, Some(&address));
                     self.members.insert(id, address.clone());
                     if id != self.config.id {
                         self.transport.set_peer(id, Some(address));
                     }
                 }
+                let member = |id: &u64| voters.contains(id) || learners.contains(id);
+                let left: Vec<u64> = self
+                    .registry
+                    .members()
+                    .keys()
+                    .copied()
+                    .filter(|id| !member(id))
+                    .collect();
+                for id in left {
+                    self.registry.member_changed(id, None);
+                }
                 let gone: Vec<u64> = self
                     .members
                     .keys()
                     .copied()
-                    .filter(|id| !voters.contains(id) && !learners.contains(id))
+                    .filter(|id| !member(id))
                     .collect();
                 for id in gone {
                     self.members.remove(&id);
@@ -2227,7 +2302,7 @@ impl Core {
         };
         match call {
             OperatorCall::AddMember(req) => {
-                let _ = reply.send(self.add_member(req).await.map(|()| OperatorReply::Empty));
+                let _ = reply.send(self.add_member(req).await.map(OperatorReply::AddMember));
             }
             OperatorCall::RemoveMember(id) => {
                 let _ = reply.send(self.remove_member(id).await.map(|()| OperatorReply::Empty));
@@ -2460,24 +2535,65 @@ impl Core {
         }
     }
 
-    async fn add_member(&mut self, req: pb::AddMemberRequest) -> Result<(), Status> {
+    /// Adds a master as a learner, or promotes a learner that has caught
+    /// up to a voter (see `AddMember` in operator.proto).
+    async fn add_member(
+        &mut self,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::AddMemberResponse, Status> {
         if req.id == 0 || req.address.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "a member needs an id of 1 or more and an address",
             ));
         }
+        if req.address.len() > MAX_MEMBER_ADDRESS
+            || req
+                .address
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            || !req.address.contains(':')
+        {
+            return Err(Status::invalid_argument(format!(
+                "member address {:?} must look like HOST:PORT",
+                berth_proto::cut(&req.address)
+            )));
+        }
         let st = self.raft_status.borrow().clone();
-        if st.voters.contains(&req.id) || st.learners.contains(&req.id) {
+        if st.voters.contains(&req.id) {
             return Err(Status::already_exists(format!(
-                "master {} is already a member",
+                "master {} is already a voting member",
                 req.id
             )));
         }
         let context = postcard::to_stdvec(&(req.id, req.address.clone()))
             .map_err(|e| Status::internal(e.to_string()))?;
+        if st.learners.contains(&req.id) {
+            let matched = st
+                .matched
+                .iter()
+                .find(|(m, _)| *m == req.id)
+                .map_or(0, |(_, index)| *index);
+            if matched.saturating_add(CAUGHT_UP_SLACK) < st.commit {
+                return Err(Status::failed_precondition(format!(
+                    "master {} is still catching up (it holds the log up to {matched} of {}); add it again once it has",
+                    req.id, st.commit
+                )));
+            }
+            self.change_membership(req.id, Membership::Voter, context)
+                .await?;
+            info!(id = req.id, address = %req.address, "learner promoted to voter");
+            return Ok(pb::AddMemberResponse {
+                role: "VOTER".into(),
+            });
+        }
         // The new master needs an address before it can receive the log.
         self.transport.set_peer(req.id, Some(req.address.clone()));
-        self.change_membership(req.id, true, context).await
+        self.change_membership(req.id, Membership::Learner, context)
+            .await?;
+        info!(id = req.id, address = %req.address, "master added as a learner");
+        Ok(pb::AddMemberResponse {
+            role: "LEARNER".into(),
+        })
     }
 
     async fn remove_member(&mut self, id: u64) -> Result<(), Status> {
@@ -2485,26 +2601,26 @@ impl Core {
         if !st.voters.contains(&id) && !st.learners.contains(&id) {
             return Err(Status::not_found(format!("master {id} is not a member")));
         }
-        if st.voters.len() == 1 {
+        if st.voters == [id] {
             return Err(Status::failed_precondition("cannot remove the last master"));
         }
         let context = postcard::to_stdvec(&(id, String::new()))
             .map_err(|e| Status::internal(e.to_string()))?;
-        self.change_membership(id, false, context).await
+        self.change_membership(id, Membership::Gone, context).await
     }
 
-    /// Proposes adding or removing voter `id` and waits until it is applied.
+    /// Proposes a change of member `id` and waits until it is applied.
     async fn change_membership(
         &mut self,
         id: u64,
-        add: bool,
+        to: Membership,
         context: Vec<u8>,
     ) -> Result<(), Status> {
         let change = raft::eraftpb::ConfChangeSingle {
-            change_type: if add {
-                raft::eraftpb::ConfChangeType::AddNode
-            } else {
-                raft::eraftpb::ConfChangeType::RemoveNode
+            change_type: match to {
+                Membership::Learner => raft::eraftpb::ConfChangeType::AddLearnerNode,
+                Membership::Voter => raft::eraftpb::ConfChangeType::AddNode,
+                Membership::Gone => raft::eraftpb::ConfChangeType::RemoveNode,
             },
             node_id: id,
             ..Default::default()
@@ -2525,7 +2641,11 @@ impl Core {
                     let Some(applied) = applied else {
                         return Err(Status::unavailable("the raft node stopped"));
                     };
-                    let done = matches!(&applied, Applied::ConfChanged { voters, .. } if voters.contains(&id) == add);
+                    let done = matches!(&applied, Applied::ConfChanged { voters, learners, .. } if match to {
+                        Membership::Learner => learners.contains(&id),
+                        Membership::Voter => voters.contains(&id),
+                        Membership::Gone => !voters.contains(&id) && !learners.contains(&id),
+                    });
                     self.apply(applied, None);
                     if done {
                         return Ok(());

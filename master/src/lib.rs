@@ -97,12 +97,14 @@ pub async fn run(
         raft::transport::GrpcTransport::new(config.id, peers, config.raft_faults.clone());
     let (inbox_tx, mut inbox_rx) = mpsc::channel(4096);
     let heard = raft::transport::HeardFrom::default();
+    transport.set_self_address(&address);
     let raft_service = raft::transport::RaftTransportService::new(
         config.id,
         inbox_tx,
         config.raft_faults.clone(),
         heard.clone(),
-    );
+    )
+    .learning_peers(transport.clone());
     let raft_streams = raft_service.clone();
     let mut node_config = raft::node::NodeConfig::new(config.id);
     node_config.tick = config.raft_tick;

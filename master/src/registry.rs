@@ -265,6 +265,14 @@ pub enum Command {
         /// The role.
         role: Role,
     },
+    /// The API addresses of the masters, by Raft id, as the leader knows
+    /// them. Replicated (and so in snapshots) so that a master that joins,
+    /// or restarts after the entry that added a member was compacted away,
+    /// knows where every member listens.
+    RecordMembers {
+        /// Raft id to `host:port`.
+        members: BTreeMap<u64, String>,
+    },
 }
 
 /// What follows from an applied command, for the leader to act on.
@@ -293,6 +301,10 @@ pub struct Registry {
     completed: VecDeque<TaskRecord>,
     weights: BTreeMap<Role, u64>,
     quotas: BTreeMap<Role, Quota>,
+    /// The masters' API addresses by Raft id (see
+    /// [`Command::RecordMembers`]); members added at run time enter with
+    /// their configuration change, removed ones leave with theirs.
+    members: BTreeMap<u64, String>,
     max_completed: usize,
     /// Resources used by active tasks, per agent. Derived; rebuilt on load.
     #[serde(skip)]
@@ -436,7 +448,8 @@ impl Registry {
             Command::Noop
             | Command::SubscribeFramework { .. }
             | Command::SetQuota { .. }
-            | Command::RemoveQuota { .. } => Ok(()),
+            | Command::RemoveQuota { .. }
+            | Command::RecordMembers { .. } => Ok(()),
             Command::DisconnectFramework { id, .. } | Command::RemoveFramework { id, .. } => {
                 framework(id)
             }
@@ -543,6 +556,30 @@ impl Registry {
             Command::RemoveQuota { role } => {
                 self.quotas.remove(role);
                 Ok(Effects::default())
+            }
+            Command::RecordMembers { members } => {
+                self.members.clone_from(members);
+                Ok(Effects::default())
+            }
+        }
+    }
+
+    /// The masters' API addresses by Raft id, as replicated.
+    #[must_use]
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    /// Follows a committed membership change: master `id` joined at
+    /// `address` (`Some`), or left (`None`). Called by every master at the
+    /// same point of the log, so the member list stays replicated state.
+    pub fn member_changed(&mut self, id: u64, address: Option<&str>) {
+        match address {
+            Some(address) => {
+                self.members.insert(id, address.to_owned());
+            }
+            None => {
+                self.members.remove(&id);
             }
         }
     }

@@ -433,8 +433,15 @@ impl pb::operator_server::Operator for OperatorService {
     async fn add_member(
         &self,
         r: GrpcRequest<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        done!(self, OperatorCall::AddMember(r.into_inner()))
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        match self
+            .0
+            .operator(OperatorCall::AddMember(r.into_inner()), false)
+            .await?
+        {
+            OperatorReply::AddMember(a) => Ok(Response::new(a)),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn remove_member(

@@ -160,7 +160,7 @@ impl Operator for FakeLeader {
     async fn add_member(
         &self,
         _: Request<crate::AddMemberRequest>,
-    ) -> Result<Response<crate::Empty>, Status> {
+    ) -> Result<Response<crate::AddMemberResponse>, Status> {
         Err(Status::unimplemented("add_member"))
     }
 

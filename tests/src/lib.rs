@@ -702,11 +702,15 @@ impl RaftCluster {
     pub fn config(&self, id: u64, join: bool) -> berth_master::MasterConfig {
         let mut c = fast_master_config(self.data_dir(id));
         c.id = id;
-        c.peers.clone_from(&self.peers);
-        if !self.peers.iter().any(|(p, _)| *p == id)
-            && let Some(addr) = self.addrs.get(&id)
-        {
-            c.peers.push((id, addr.to_string()));
+        // A joining master knows nobody, as `berth master --join` without
+        // `--peers`: it learns the group from the members that reach it.
+        if !join {
+            c.peers.clone_from(&self.peers);
+            if !self.peers.iter().any(|(p, _)| *p == id)
+                && let Some(addr) = self.addrs.get(&id)
+            {
+                c.peers.push((id, addr.to_string()));
+            }
         }
         c.raft_tick = self.settings.tick;
         c.election_ticks = self.settings.election_ticks;

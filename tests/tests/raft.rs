@@ -918,12 +918,31 @@ async fn members_are_added_and_removed_while_serving() -> anyhow::Result<()> {
     // Add master 54.
     let joiner = 54;
     let address = cluster.start_joining(joiner).await?;
-    op.clone()
-        .add_member(pb::AddMemberRequest {
-            id: joiner,
-            address: address.clone(),
-        })
-        .await?;
+    let add = pb::AddMemberRequest {
+        id: joiner,
+        address: address.clone(),
+    };
+    // First a learner; a voter once it has caught up (a second call).
+    assert_eq!(
+        op.clone().add_member(add.clone()).await?.into_inner().role,
+        "LEARNER"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match op.clone().add_member(add.clone()).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().role, "VOTER");
+                break;
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                anyhow::ensure!(Instant::now() < deadline, "{joiner} did not catch up: {s}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let again = op.clone().add_member(add.clone()).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again}");
     // The leader sees it replicate the log; it sees itself as a follower of
     // the same leader with the same state.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -20,13 +20,20 @@ struct Setup {
     backlog: Vec<pb::TaskStatus>,
 }
 
+/// A cluster whose agent retries failed transfers for 2 s (a dead port
+/// fails soon).
 async fn setup(name: &str) -> anyhow::Result<Setup> {
+    setup_with(name, Duration::from_secs(2)).await
+}
+
+async fn setup_with(name: &str, transfer_retry: Duration) -> anyhow::Result<Setup> {
     init_logging();
     let mut cluster = Cluster::start(&[]).await?;
     cluster
         .add_agent_with("cpus:4;mem:2048", |c| {
             c.fetch_timeout = Duration::from_secs(120);
             c.upload_timeout = Duration::from_secs(30);
+            c.transfer_retry = transfer_retry;
         })
         .await?;
     cluster.wait_agents(1, Duration::from_secs(10)).await?;
@@ -329,6 +336,11 @@ async fn outputs_are_uploaded_when_their_when_matches() -> anyhow::Result<()> {
         dead_result.error.contains("request failed"),
         "{dead_result:?}"
     );
+    // Tried again for the agent's 2 s, then given up.
+    assert!(
+        dead_result.error.contains("(gave up after"),
+        "{dead_result:?}"
+    );
     let stderr = std::fs::read_to_string(s.sandbox("good").join("stderr"))?;
     assert!(
         stderr.contains("berth: uploaded artifacts (3 files,"),
@@ -403,5 +415,145 @@ async fn a_kill_during_a_stalled_fetch_ends_the_task_killed() -> anyhow::Result<
     // The fetch timeout is 120 s; a kill that waited for it would take that.
     assert!(took < Duration::from_secs(60), "the kill took {took:?}");
     assert!(!s.sandbox("stalled").join("ran").exists());
+    Ok(())
+}
+
+/// Reads a sandbox file, empty when it is not there yet.
+fn read_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A file server that is stopped (connections refused), then answers 503
+/// and breaks a download off halfway does not fail the tasks that use it
+/// meanwhile: their fetches and uploads are tried again until it is back,
+/// the fetched file is whole and each upload arrives whole. A definite
+/// refusal (403) is not tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_ride_out_a_restarting_file_server() -> anyhow::Result<()> {
+    let mut s = setup_with("outage", Duration::from_secs(60)).await?;
+    let data: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
+    s.server.serve("data.bin", data.clone());
+    s.server.stop().await;
+
+    let mut fetcher = task("fetcher", "wc -c < data.bin > size.txt")?;
+    if let Some(c) = fetcher.command.as_mut() {
+        c.uris = vec![uri(s.server.url("/files/data.bin"), "data.bin", false)];
+    }
+    fetcher.outputs = vec![output(
+        s.server.url("/upload/fetcher"),
+        &["size.txt"],
+        &[],
+        When::Always,
+    )];
+    let mut maker = task("maker", "echo made > made.txt")?;
+    maker.outputs = vec![output(
+        s.server.url("/upload/maker"),
+        &["made.txt"],
+        &[],
+        When::OnSuccess,
+    )];
+    s.launch(vec![fetcher, maker]).await?;
+
+    // Both meet the closed port and say, once, that they try again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (task, what) in [
+        (
+            "fetcher",
+            format!("berth: fetching {}", s.server.url("/files/data.bin")),
+        ),
+        (
+            "maker",
+            format!(
+                "berth: uploading outputs[0] to {}",
+                s.server.url("/upload/maker")
+            ),
+        ),
+    ] {
+        let path = s.sandbox(task).join("stderr");
+        while !read_text(&path).contains("trying again for up to 60s") {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{task} never said it retries: {}",
+                read_text(&path)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = read_text(&path);
+        assert!(log.contains(&what), "{log}");
+        assert!(log.contains("Connection refused"), "{log}");
+    }
+    // The outage lasts a few attempts; then the server is back, but the
+    // next two requests get 503 and the next download breaks off halfway.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.server
+        .answer_next(axum::http::StatusCode::SERVICE_UNAVAILABLE, 2);
+    s.server.cut_next(1);
+    s.server.restart().await?;
+
+    let end = s.wait_end("fetcher").await?;
+    let stderr = read_text(&s.sandbox("fetcher").join("stderr"));
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFinished,
+        "{end:?}\n{stderr}"
+    );
+    assert_eq!(stderr.matches("trying again").count(), 1, "{stderr}");
+    let fetched = std::fs::read(s.sandbox("fetcher").join("data.bin"))?;
+    assert!(
+        fetched == data,
+        "the fetched file differs ({} bytes)",
+        fetched.len()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(s.sandbox("fetcher"))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".berth-fetch"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(end.outputs[0].ok, "{:?}", end.outputs);
+    let end = s.wait_end("maker").await?;
+    assert_eq!(
+        berth_tests::task_state(&end),
+        pb::TaskState::TaskFinished,
+        "{end:?}"
+    );
+    assert!(end.outputs[0].ok, "{:?}", end.outputs);
+
+    let uploads = s.server.uploads();
+    let size = tar_gz_entries(&uploads["fetcher"].body)?;
+    assert_eq!(size[0].2, b"800000\n");
+    let made = tar_gz_entries(&uploads["maker"].body)?;
+    assert_eq!(made[0].2, b"made\n");
+    // The download was asked for more than once: refused, 503 or cut, and
+    // whole at last.
+    let gets = s
+        .server
+        .requests()
+        .iter()
+        .filter(|r| *r == "/files/data.bin")
+        .count();
+    assert!(gets >= 2, "{gets} downloads");
+
+    // A definite refusal is reported at once, not tried again.
+    s.server.answer_next(axum::http::StatusCode::FORBIDDEN, 1);
+    let mut refused = task("refused", "echo x > x.txt")?;
+    refused.outputs = vec![output(
+        s.server.url("/upload/refused"),
+        &["x.txt"],
+        &[],
+        When::Always,
+    )];
+    let started = Instant::now();
+    s.launch(vec![refused]).await?;
+    let end = s.wait_end("refused").await?;
+    assert_eq!(
+        end.outputs[0].error, "HTTP 403 Forbidden",
+        "{:?}",
+        end.outputs
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let stderr = read_text(&s.sandbox("refused").join("stderr"));
+    assert!(!stderr.contains("trying again"), "{stderr}");
+    assert!(!s.server.uploads().contains_key("refused"));
     Ok(())
 }

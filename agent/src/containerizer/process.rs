@@ -1,6 +1,10 @@
-//! The process containerizer: each task is a plain child process in its own
+//! The process containerizer: each task is a plain process in its own
 //! process group, with its sandbox as working directory.
 //!
+//! - Parent: a supervisor process of its own with
+//!   [`TaskSupervisor::Program`] (it outlives the agent and records the
+//!   task's exit status in the sandbox; see [`crate::supervisor`]), or the
+//!   agent itself with [`TaskSupervisor::InAgent`].
 //! - Sandbox: the directory given in the [`LaunchSpec`]; an existing one (a
 //!   task id relaunched after its earlier run was forgotten) is removed and
 //!   recreated, so every run starts clean. `stdout` and `stderr` files in it
@@ -12,14 +16,20 @@
 //! - Environment: only `PATH` and `HOME` are inherited, then the task's own
 //!   variables, then the `BERTH_*` variables (which win).
 //! - Kill: SIGTERM to the whole group, SIGKILL to the group after the grace
-//!   (and once more after the main process is gone, for stragglers).
-//! - Exits of launched processes are reaped by tokio; re-adopted processes
-//!   are polled (`waitpid(WNOHANG)` if they are our children, else
-//!   `kill(pid, 0)`).
+//!   (and once more after the main process is gone, for stragglers). A
+//!   supervised task's group is signalled only while its supervisor lives
+//!   (its zombie holds the group's id until then).
+//! - Exits: a supervised task's end is read from its supervisor's record
+//!   once the supervisor is gone (waited for as a child, polled through
+//!   its lock after a restart). The agent's own children are reaped by
+//!   tokio; re-adopted unsupervised processes are polled (`waitpid(WNOHANG)`
+//!   if they are our children, else `kill(pid, 0)`: their status is
+//!   unknown).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -30,7 +40,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use crate::logger::{self, TaskLogger};
+use crate::logger;
+use crate::supervisor::{self, Found, TaskSupervisor};
 
 use super::{
     BoxFuture, Command, ContainerId, Containerizer, LaunchSpec, Launched, RecoverRecord,
@@ -40,15 +51,15 @@ use crate::error::ContainerError;
 
 /// `PATH` for tasks when the agent itself has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// How often re-adopted processes are checked.
+/// How often re-adopted processes and supervisors are checked.
 const RECOVER_POLL: Duration = Duration::from_millis(100);
 
 /// Runs tasks as process groups on the host. See the module docs.
 #[derive(Debug, Default)]
 pub struct ProcessContainerizer {
     containers: Mutex<HashMap<ContainerId, Container>>,
-    /// Who masks the output of tasks with masked values.
-    logger: TaskLogger,
+    /// Who is the parent of the tasks.
+    supervisor: TaskSupervisor,
 }
 
 #[derive(Debug, Clone)]
@@ -56,24 +67,46 @@ struct Container {
     pgid: i32,
     exit: watch::Receiver<Option<Termination>>,
     /// Working directory and environment for `exec` (health checks).
-    sandbox: std::path::PathBuf,
+    sandbox: PathBuf,
     env: BTreeMap<OsString, OsString>,
+    /// Run by a supervisor: signal the group only while it lives.
+    supervised: bool,
+}
+
+impl Container {
+    /// Sends `sig` to the task's group, unless a supervised task's
+    /// supervisor is gone (then the group's id may be someone else's, and
+    /// the supervisor has killed what was left of the group).
+    fn signal(&self, sig: Signal) -> Result<(), ContainerError> {
+        if self.supervised {
+            match supervisor::alive(&self.sandbox) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    return Err(ContainerError::Invalid(format!(
+                        "cannot tell whether the task's supervisor lives: {e}"
+                    )));
+                }
+            }
+        }
+        signal_group(self.pgid, sig)
+    }
 }
 
 impl ProcessContainerizer {
-    /// A containerizer with no containers.
+    /// A containerizer with no containers whose tasks are the agent's own
+    /// children ([`TaskSupervisor::InAgent`]).
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A containerizer whose tasks with masked values are logged by
-    /// `logger`.
+    /// A containerizer whose tasks run under `supervisor`.
     #[must_use]
-    pub fn with_logger(logger: TaskLogger) -> Self {
+    pub fn with_supervisor(supervisor: TaskSupervisor) -> Self {
         ProcessContainerizer {
             containers: Mutex::default(),
-            logger,
+            supervisor,
         }
     }
 
@@ -105,74 +138,16 @@ impl ProcessContainerizer {
         if !spec.sandbox_prepared {
             prepare_sandbox(&spec.sandbox).await?;
         }
-        let sandbox_err = |source| ContainerError::Sandbox {
-            path: spec.sandbox.clone(),
-            source,
-        };
-        let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(spec.sandbox.join(name))
-                .map_err(sandbox_err)
-        };
-        let logged = !spec.masked_values.is_empty();
-        let output = |name: &str| -> Result<Stdio, ContainerError> {
-            if !logged {
-                return Ok(Stdio::from(open(name)?));
+        let (rx, pid, supervised) = match &self.supervisor {
+            TaskSupervisor::InAgent => {
+                let (rx, pid) = launch_in_agent(&spec)?;
+                (rx, pid, false)
             }
-            let file = logger::open_locked(&spec.sandbox.join(name)).map_err(sandbox_err)?;
-            let pipe =
-                logger::start(&self.logger, file, &spec.masked_values).map_err(|source| {
-                    ContainerError::Spawn {
-                        program: "the task logger".into(),
-                        source,
-                    }
-                })?;
-            Ok(Stdio::from(pipe))
-        };
-        let stdout = output("stdout")?;
-        let stderr = output("stderr")?;
-
-        let (mut cmd, program) = command_for(&spec.command)?;
-        cmd.current_dir(&spec.sandbox)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .env_clear()
-            .envs(task_environment(&spec))
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .map_err(|source| ContainerError::Spawn { program, source })?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| ContainerError::Invalid("spawned process has no pid".into()))?;
-        // The pipes' writing ends went to the child; the parent's copies
-        // are closed (dropped with `cmd`), so the loggers see the end of
-        // the output when the task's processes are gone.
-        drop(cmd);
-        let (tx, rx) = watch::channel(None);
-        let id = spec.container_id.clone();
-        let sandbox = spec.sandbox.clone();
-        tokio::spawn(async move {
-            let term = match child.wait().await {
-                Ok(status) => match (status.code(), status.signal()) {
-                    (Some(c), _) => Termination::Exited(c),
-                    (None, Some(s)) => Termination::Signaled(s),
-                    (None, None) => Termination::Unknown,
-                },
-                Err(e) => {
-                    tracing::error!(container = %id, error = %e, "waiting for task process failed");
-                    Termination::Unknown
-                }
-            };
-            if logged {
-                drain(pid, &sandbox, &id).await;
+            TaskSupervisor::Program { program, args } => {
+                let (rx, pid) = launch_supervised(&spec, program, args).await?;
+                (rx, pid, true)
             }
-            tx.send_replace(Some(term));
-        });
+        };
         self.insert(
             spec.container_id.clone(),
             Container {
@@ -180,9 +155,10 @@ impl ProcessContainerizer {
                 exit: rx,
                 env: task_environment(&spec),
                 sandbox: spec.sandbox.clone(),
+                supervised,
             },
         );
-        tracing::debug!(container = %spec.container_id, pid, task = %spec.task_id, "launched");
+        tracing::debug!(container = %spec.container_id, pid, supervised, task = %spec.task_id, "launched");
         Ok(Launched {
             container_id: spec.container_id,
             pid,
@@ -197,46 +173,69 @@ impl ProcessContainerizer {
     ) -> Result<Termination, ContainerError> {
         let c = self.get(id)?;
         if let Some(t) = *c.exit.borrow() {
-            signal_group(c.pgid, Signal::SIGKILL)?;
+            c.signal(Signal::SIGKILL)?;
             return Ok(t);
         }
-        signal_group(c.pgid, Signal::SIGTERM)?;
+        c.signal(Signal::SIGTERM)?;
         let term = match tokio::time::timeout(grace, wait_exit(c.exit.clone())).await {
             Ok(t) => t,
             Err(_) => {
                 tracing::info!(container = %id, grace_ms = grace.as_millis(), "grace period over; sending SIGKILL");
-                signal_group(c.pgid, Signal::SIGKILL)?;
+                c.signal(Signal::SIGKILL)?;
                 wait_exit(c.exit.clone()).await
             }
         };
         // Whatever else is left of the group goes too.
-        signal_group(c.pgid, Signal::SIGKILL)?;
+        c.signal(Signal::SIGKILL)?;
         Ok(term)
     }
 
     fn recover_inner(&self, records: Vec<RecoverRecord>) -> Vec<ContainerId> {
         let mut adopted = Vec::new();
         for r in records {
-            if !is_alive(r.pid, r.pgid) {
-                tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "not re-adopting: process is gone");
-                continue;
-            }
+            let found = supervisor::inspect(&r.sandbox, &r.container_id);
             let (tx, rx) = watch::channel(None);
-            let pid = r.pid;
-            let (pgid, logged, sandbox, id) = (
-                r.pgid,
-                !r.masked_values.is_empty(),
-                r.sandbox.clone(),
-                r.container_id.clone(),
-            );
-            tokio::spawn(async move {
-                let term = poll_exit(pid).await;
-                if logged {
-                    drain(pgid, &sandbox, &id).await;
+            let supervised = match found {
+                Found::Running => {
+                    let (sandbox, id) = (r.sandbox.clone(), r.container_id.clone());
+                    tokio::spawn(async move {
+                        tx.send_replace(Some(supervisor_end(&sandbox, &id).await));
+                    });
+                    tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "re-adopted supervised process");
+                    true
                 }
-                tx.send_replace(Some(term));
-            });
-            tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "re-adopted process");
+                Found::Ended(term) => {
+                    tx.send_replace(Some(term));
+                    tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, %term, "the task ended while the agent was down");
+                    true
+                }
+                Found::Lost(info) => {
+                    // The supervisor was killed: the task may run on,
+                    // unwatched and not our child. Adopted only if it is
+                    // the same process (its start time says so).
+                    let same = info.as_ref().is_some_and(|i| {
+                        i.task_pid == r.pid
+                            && i.task_start.is_some()
+                            && i.task_start == supervisor::process_start(r.pid)
+                    });
+                    if !same || !is_alive(r.pid, r.pgid) {
+                        tracing::warn!(container = %r.container_id, pid = r.pid, task = %r.task_id, "not re-adopting: the task's supervisor is gone without recording its end");
+                        continue;
+                    }
+                    tracing::warn!(container = %r.container_id, pid = r.pid, task = %r.task_id, "the task's supervisor is gone; re-adopting the task itself (its exit status will be unknown)");
+                    self.spawn_unsupervised_watch(&r, tx);
+                    false
+                }
+                Found::Unsupervised => {
+                    if !is_alive(r.pid, r.pgid) {
+                        tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "not re-adopting: process is gone");
+                        continue;
+                    }
+                    self.spawn_unsupervised_watch(&r, tx);
+                    tracing::info!(container = %r.container_id, pid = r.pid, task = %r.task_id, "re-adopted process");
+                    false
+                }
+            };
             self.insert(
                 r.container_id.clone(),
                 Container {
@@ -244,11 +243,177 @@ impl ProcessContainerizer {
                     exit: rx,
                     env: base_environment(),
                     sandbox: r.sandbox.clone(),
+                    supervised,
                 },
             );
             adopted.push(r.container_id);
         }
         adopted
+    }
+
+    /// Watches a re-adopted process that no supervisor of ours watches.
+    fn spawn_unsupervised_watch(&self, r: &RecoverRecord, tx: watch::Sender<Option<Termination>>) {
+        let pid = r.pid;
+        let (pgid, logged, sandbox, id) = (
+            r.pgid,
+            !r.masked_values.is_empty(),
+            r.sandbox.clone(),
+            r.container_id.clone(),
+        );
+        tokio::spawn(async move {
+            let term = poll_exit(pid).await;
+            if logged {
+                drain(pgid, &sandbox, &id).await;
+            }
+            tx.send_replace(Some(term));
+        });
+    }
+}
+
+/// Starts a task as a child of the agent; its exit is published on the
+/// returned channel.
+fn launch_in_agent(
+    spec: &LaunchSpec,
+) -> Result<(watch::Receiver<Option<Termination>>, i32), ContainerError> {
+    let sandbox_err = |source| ContainerError::Sandbox {
+        path: spec.sandbox.clone(),
+        source,
+    };
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(spec.sandbox.join(name))
+            .map_err(sandbox_err)
+    };
+    let logged = !spec.masked_values.is_empty();
+    let output = |name: &str| -> Result<Stdio, ContainerError> {
+        if !logged {
+            return Ok(Stdio::from(open(name)?));
+        }
+        let file = logger::open_locked(&spec.sandbox.join(name)).map_err(sandbox_err)?;
+        let pipe =
+            logger::start(file, &spec.masked_values).map_err(|source| ContainerError::Spawn {
+                program: "the task logger".into(),
+                source,
+            })?;
+        Ok(Stdio::from(pipe))
+    };
+    let stdout = output("stdout")?;
+    let stderr = output("stderr")?;
+
+    let (mut cmd, program) = command_for(&spec.command)?;
+    cmd.current_dir(&spec.sandbox)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .env_clear()
+        .envs(task_environment(spec))
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| ContainerError::Spawn { program, source })?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| ContainerError::Invalid("spawned process has no pid".into()))?;
+    // The pipes' writing ends went to the child; the parent's copies
+    // are closed (dropped with `cmd`), so the loggers see the end of
+    // the output when the task's processes are gone.
+    drop(cmd);
+    let (tx, rx) = watch::channel(None);
+    let id = spec.container_id.clone();
+    let sandbox = spec.sandbox.clone();
+    tokio::spawn(async move {
+        let term = match child.wait().await {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(c), _) => Termination::Exited(c),
+                (None, Some(s)) => Termination::Signaled(s),
+                (None, None) => Termination::Unknown,
+            },
+            Err(e) => {
+                tracing::error!(container = %id, error = %e, "waiting for task process failed");
+                Termination::Unknown
+            }
+        };
+        if logged {
+            drain(pid, &sandbox, &id).await;
+        }
+        tx.send_replace(Some(term));
+    });
+    Ok((rx, pid))
+}
+
+/// Starts a task under a supervisor program; its exit (read from the
+/// supervisor's record once the supervisor is gone) is published on the
+/// returned channel.
+async fn launch_supervised(
+    spec: &LaunchSpec,
+    program: &Path,
+    args: &[OsString],
+) -> Result<(watch::Receiver<Option<Termination>>, i32), ContainerError> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.sandbox.join("stderr"))
+        .map_err(|source| ContainerError::Sandbox {
+            path: spec.sandbox.clone(),
+            source,
+        })?;
+    let request = supervisor::Spec {
+        version: supervisor::FORMAT_VERSION,
+        container_id: spec.container_id.0.clone(),
+        command: (&spec.command).into(),
+        masked_values: spec.masked_values.clone(),
+    };
+    let env = task_environment(spec);
+    let mut started =
+        supervisor::start(program, args, &spec.sandbox, &env, stderr, &request).await?;
+    let (tx, rx) = watch::channel(None);
+    let (sandbox, id) = (spec.sandbox.clone(), spec.container_id.clone());
+    tokio::spawn(async move {
+        // Our child until the agent restarts: its end is the record's
+        // moment. (A failed wait falls back to its lock.)
+        if let Err(e) = started.supervisor.wait().await {
+            tracing::warn!(container = %id, error = %e, "waiting for the task's supervisor failed; watching its lock");
+        }
+        tx.send_replace(Some(supervisor_end(&sandbox, &id).await));
+    });
+    Ok((rx, started.pid))
+}
+
+/// Waits until the supervisor of `id` in `sandbox` is gone (its lock is
+/// free), then reads how the task ended (unknown without a record).
+async fn supervisor_end(sandbox: &Path, id: &ContainerId) -> Termination {
+    loop {
+        let s = sandbox.to_path_buf();
+        match tokio::task::spawn_blocking(move || supervisor::alive(&s)).await {
+            Ok(Ok(false)) => break,
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(container = %id, error = %e, "cannot tell whether the task's supervisor lives");
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "checking the task's supervisor failed");
+            }
+        }
+        tokio::time::sleep(RECOVER_POLL).await;
+    }
+    let (s, i) = (sandbox.to_path_buf(), id.clone());
+    match tokio::task::spawn_blocking(move || supervisor::read_exit(&s, &i)).await {
+        Ok(Ok(Some(t))) => t,
+        Ok(Ok(None)) => {
+            tracing::warn!(container = %id, "the task's supervisor ended without recording the task's exit status");
+            Termination::Unknown
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(container = %id, error = %e, "the task's exit record is unusable");
+            Termination::Unknown
+        }
+        Err(e) => {
+            tracing::warn!(container = %id, error = %e, "reading the task's exit record failed");
+            Termination::Unknown
+        }
     }
 }
 

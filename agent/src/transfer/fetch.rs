@@ -2,10 +2,12 @@
 //! command starts.
 //!
 //! Each URI streams into a temporary `.berth-fetch-<i>` file in the sandbox
-//! (never whole in memory), at most `fetch_max_bytes`, within
-//! `fetch_timeout`; then it is moved to its place (mode 0755 when
-//! `executable`) or unpacked there and removed (`extract`). A missing
-//! `optional` URI is skipped. The first failure stops the fetch.
+//! (never whole in memory), at most `fetch_max_bytes`, each attempt within
+//! `fetch_timeout`, tried again as [`super`] says for `retry_for` (the
+//! temporary file starts empty at every attempt); then it is moved to its
+//! place (mode 0755 when `executable`) or unpacked there and removed
+//! (`extract`). A missing `optional` URI is skipped. The first failure
+//! stops the fetch.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +20,8 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::archive::{self, create_dirs_inside};
-use super::{Transfers, bounded, log_line, shown_url};
+use super::{Failed, Transfers, bounded, log_line, shown_url};
+use crate::error::error_chain;
 
 /// A URI that could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,8 @@ pub(crate) async fn fetch_all(
     for (i, uri) in uris.iter().enumerate() {
         let url = shown_url(&uri.url).to_owned();
         let temp = sandbox.join(format!("{}fetch-{i}", archive::AGENT_FILE_PREFIX));
-        let timeout = t.limits.fetch_timeout;
+        // Attempts, the waits between them and the extraction.
+        let timeout = t.limits.fetch_timeout + t.limits.retry_for;
         let result = match tokio::time::timeout(timeout, fetch_one(t, sandbox, uri, &temp)).await {
             Ok(r) => r,
             Err(_) => Err(format!("timed out after {timeout:?}")),
@@ -94,7 +98,16 @@ async fn fetch_one(
     let target = fetch_target(uri)?;
     let max = t.limits.fetch_max_bytes;
     let downloaded = match &location {
-        Location::Http(u) => download_http(t, u, temp, max).await?,
+        Location::Http(u) => {
+            super::retrying(
+                &t.limits,
+                sandbox,
+                &format!("fetching {url}"),
+                t.limits.fetch_timeout,
+                || download_http(t, u, temp, max),
+            )
+            .await?
+        }
         Location::File(_) if !t.limits.file_urls => return Err(super::FILE_URLS_REFUSED.into()),
         Location::File(p) => copy_file(p, temp, max).await?,
     };
@@ -169,33 +182,42 @@ async fn place(
         .map_err(|e| format!("cannot set the mode of {}: {e}", target.display()))
 }
 
+/// One attempt at downloading `uri` into `temp` (created anew, so what an
+/// earlier attempt left is gone).
 async fn download_http(
     t: &Transfers,
     uri: &http::Uri,
     temp: &Path,
     max: u64,
-) -> Result<Downloaded, String> {
+) -> Result<Downloaded, Failed> {
     let request = http::Request::get(uri.clone())
         .body(
             Empty::<bytes::Bytes>::new()
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         )
-        .map_err(|e| format!("bad request: {e}"))?;
+        .map_err(|e| Failed::definite(format!("bad request: {e}")))?;
     let response = t
         .client
         .request(request)
         .await
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+        .map_err(|e| Failed::transient(format!("request failed: {}", error_chain(&e))))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
         return Ok(Downloaded::Missing(format!("not found (HTTP {status})")));
     }
     if status.is_redirection() {
-        return Err(format!("HTTP {status}: redirects are not followed"));
+        return Err(Failed::definite(format!(
+            "HTTP {status}: redirects are not followed"
+        )));
     }
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        let message = format!("HTTP {status}");
+        return Err(if super::transient_status(status) {
+            Failed::transient(message)
+        } else {
+            Failed::definite(message)
+        });
     }
     if let Some(len) = response
         .headers()
@@ -204,27 +226,30 @@ async fn download_http(
         .and_then(|v| v.parse::<u64>().ok())
         && len > max
     {
-        return Err(too_big(max));
+        return Err(Failed::definite(too_big(max)));
     }
     let mut body = response.into_body();
-    let mut out = create_temp(temp).await?;
+    let mut out = create_temp(temp).await.map_err(Failed::definite)?;
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("download failed: {}", error_chain(&e)))?;
+        // A body cut short (the server went away) fails here, also when
+        // its length was announced: hyper checks it.
+        let frame = frame
+            .map_err(|e| Failed::transient(format!("download failed: {}", error_chain(&e))))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
         total += data.len() as u64;
         if total > max {
-            return Err(too_big(max));
+            return Err(Failed::definite(too_big(max)));
         }
         out.write_all(&data)
             .await
-            .map_err(|e| format!("cannot write the download: {e}"))?;
+            .map_err(|e| Failed::definite(format!("cannot write the download: {e}")))?;
     }
     out.flush()
         .await
-        .map_err(|e| format!("cannot write the download: {e}"))?;
+        .map_err(|e| Failed::definite(format!("cannot write the download: {e}")))?;
     Ok(Downloaded::Bytes(total))
 }
 
@@ -269,21 +294,6 @@ fn too_big(max: u64) -> String {
     format!("larger than the limit of {max} bytes (--fetch-max-bytes)")
 }
 
-/// An error and its sources, "a: b: c" (hyper's own messages are terse).
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -296,6 +306,7 @@ mod tests {
             fetch_max_bytes: max,
             fetch_timeout: Duration::from_secs(10),
             upload_timeout: Duration::from_secs(10),
+            retry_for: Duration::ZERO,
             file_urls: true,
         })
     }

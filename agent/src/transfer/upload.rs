@@ -4,7 +4,8 @@
 //! For each output whose `when` matches the outcome, the matching files go
 //! into a tar.gz (`.berth-output-<i>.tar.gz` in the sandbox, removed
 //! afterwards), which is PUT to an `http://` URL or written to a `file://`
-//! path, within `upload_timeout`. No matching files: nothing is uploaded and
+//! path, each attempt within `upload_timeout`, an HTTP PUT tried again as
+//! [`super`] says for `retry_for`. No matching files: nothing is uploaded and
 //! the result says "no files matched". Each result goes into the terminal
 //! update; a failure is reported there and in the task's `stderr`, and does
 //! not change the task's state.
@@ -19,8 +20,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::archive;
-use super::fetch::error_chain;
-use super::{Transfers, bounded, log_line, shown_url};
+use super::{Failed, Transfers, bounded, log_line, shown_url};
+use crate::error::error_chain;
 
 /// Size of the chunks an archive is sent in.
 const CHUNK: usize = 64 * 1024;
@@ -56,14 +57,16 @@ pub(crate) async fn upload_all(
             o.name.clone()
         };
         let temp = sandbox.join(format!("{}output-{i}.tar.gz", archive::AGENT_FILE_PREFIX));
-        let timeout = t.limits.upload_timeout;
-        let outcome = match tokio::time::timeout(timeout, upload_one(t, sandbox, o, &temp)).await {
-            Ok(r) => r,
-            Err(_) => Err((
-                format!("timed out after {timeout:?}"),
-                archive::Built::default(),
-            )),
-        };
+        // The archive, the attempts and the waits between them.
+        let timeout = t.limits.upload_timeout + t.limits.retry_for;
+        let outcome =
+            match tokio::time::timeout(timeout, upload_one(t, sandbox, o, &temp, &name)).await {
+                Ok(r) => r,
+                Err(_) => Err((
+                    format!("timed out after {timeout:?}"),
+                    archive::Built::default(),
+                )),
+            };
         let _ = tokio::fs::remove_file(&temp).await;
         let result = match outcome {
             Ok(built) => {
@@ -125,6 +128,7 @@ async fn upload_one(
     sandbox: &Path,
     o: &pb::OutputUpload,
     temp: &Path,
+    name: &str,
 ) -> Result<archive::Built, (String, archive::Built)> {
     let none = archive::Built::default();
     let location = parse_url(&o.url).map_err(|e| (e, none))?;
@@ -143,7 +147,16 @@ async fn upload_one(
         return Err(("no files matched".into(), built));
     }
     let sent = match location {
-        Location::Http(uri) => put(t, uri, temp, built.bytes).await,
+        Location::Http(uri) => {
+            super::retrying(
+                &t.limits,
+                sandbox,
+                &format!("uploading {name} to {}", shown_url(&o.url)),
+                t.limits.upload_timeout,
+                || put(t, uri.clone(), temp, built.bytes),
+            )
+            .await
+        }
         Location::File(path) => write_new(temp, &path).await,
     };
     sent.map(|()| built).map_err(|e| (e, built))
@@ -169,11 +182,12 @@ async fn write_new(archive: &Path, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// PUTs the file `archive` (`len` bytes) to `uri`, streamed.
-async fn put(t: &Transfers, uri: http::Uri, archive: &Path, len: u64) -> Result<(), String> {
+/// One attempt at PUTting the file `archive` (`len` bytes) to `uri`,
+/// streamed.
+async fn put(t: &Transfers, uri: http::Uri, archive: &Path, len: u64) -> Result<(), Failed> {
     let file = tokio::fs::File::open(archive)
         .await
-        .map_err(|e| format!("cannot open the archive: {e}"))?;
+        .map_err(|e| Failed::definite(format!("cannot open the archive: {e}")))?;
     let chunks = futures::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; CHUNK];
@@ -191,17 +205,19 @@ async fn put(t: &Transfers, uri: http::Uri, archive: &Path, len: u64) -> Result<
         .header(http::header::CONTENT_TYPE, "application/gzip")
         .header(http::header::CONTENT_LENGTH, len)
         .body(body)
-        .map_err(|e| format!("bad request: {e}"))?;
+        .map_err(|e| Failed::definite(format!("bad request: {e}")))?;
     let response = t
         .client
         .request(request)
         .await
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+        .map_err(|e| Failed::transient(format!("request failed: {}", error_chain(&e))))?;
     let status = response.status();
     if status.is_success() {
         Ok(())
+    } else if super::transient_status(status) {
+        Err(Failed::transient(format!("HTTP {status}")))
     } else {
-        Err(format!("HTTP {status}"))
+        Err(Failed::definite(format!("HTTP {status}")))
     }
 }
 
@@ -239,6 +255,7 @@ mod tests {
             fetch_max_bytes: 1 << 20,
             fetch_timeout: std::time::Duration::from_secs(10),
             upload_timeout: std::time::Duration::from_secs(10),
+            retry_for: std::time::Duration::ZERO,
             file_urls: true,
         });
         let outputs = vec![pb::OutputUpload {

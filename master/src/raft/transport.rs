@@ -40,6 +40,14 @@ use tracing::{debug, info, warn};
 /// Default capacity of each peer's outbound queue, in messages.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
+/// Metadata of a peer's stream naming the sender and where it listens,
+/// `ID=HOST:PORT`: a master that joins a group knows nobody, and learns
+/// from the first stream of each member where to answer it.
+pub const FROM_METADATA_KEY: &str = "berth-raft-from";
+
+/// Longest address accepted in [`FROM_METADATA_KEY`].
+const MAX_PEER_ADDRESS: usize = 256;
+
 /// Largest encoded raft message the transport sends or accepts (snapshots
 /// travel whole in one `MsgSnapshot`, so this bounds the snapshot size).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -304,6 +312,8 @@ struct PeerShared {
     counters: Counters,
     totals: Arc<Counters>,
     faults: Faults,
+    /// Where this node listens, told to peers on every stream.
+    self_address: Arc<RwLock<Option<String>>>,
 }
 
 impl PeerShared {
@@ -333,6 +343,7 @@ struct Peer {
 /// transport stops every peer task.
 pub struct GrpcTransport {
     self_id: u64,
+    self_address: Arc<RwLock<Option<String>>>,
     faults: Faults,
     capacity: usize,
     runtime: tokio::runtime::Handle,
@@ -369,6 +380,7 @@ impl GrpcTransport {
     ) -> Arc<Self> {
         let transport = Self {
             self_id,
+            self_address: Arc::new(RwLock::new(None)),
             faults,
             capacity: capacity.max(1),
             runtime: tokio::runtime::Handle::current(),
@@ -386,6 +398,35 @@ impl GrpcTransport {
     #[must_use]
     pub fn self_id(&self) -> u64 {
         self.self_id
+    }
+
+    /// Sets the address this node's API listens at; every stream to a peer
+    /// names it, so that a peer that does not know this node yet (it just
+    /// joined) can answer.
+    pub fn set_self_address(&self, address: &str) {
+        *self
+            .self_address
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(address.to_owned());
+    }
+
+    /// Takes `address` as peer `id`'s unless an address for it is known
+    /// already (configured, or learned from the replicated member list):
+    /// how a master that joined learns where the members that talk to it
+    /// listen.
+    pub fn learn_peer(&self, id: u64, address: &str) {
+        if id == self.self_id {
+            return;
+        }
+        let known = self
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id);
+        if !known {
+            info!(peer = id, %address, "learned a raft peer's address from its stream");
+            self.update_peer(id, Some(address.to_owned()));
+        }
     }
 
     /// A snapshot of the counters, per current peer and in total.
@@ -456,6 +497,7 @@ impl GrpcTransport {
                     counters: Counters::default(),
                     totals: self.totals.clone(),
                     faults: self.faults.clone(),
+                    self_address: self.self_address.clone(),
                 });
                 let task = self
                     .runtime
@@ -609,8 +651,20 @@ async fn session(shared: &Arc<PeerShared>, uri: &str, connected: &mut bool) -> R
     let (_stop, stopped) = oneshot::channel::<()>();
     let generation = shared.generation.load(Ordering::SeqCst);
     let body = outbound(shared.clone(), generation).take_until(stopped);
+    let mut request = Request::new(body);
+    let from = shared
+        .self_address
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|address| format!("{}={address}", shared.self_id));
+    if let Some(from) = from
+        && let Ok(value) = from.parse()
+    {
+        request.metadata_mut().insert(FROM_METADATA_KEY, value);
+    }
     client
-        .stream(body)
+        .stream(request)
         .await
         .map(|_| ())
         .map_err(|s| format!("stream failed: {}: {}", s.code(), s.message()))
@@ -769,6 +823,8 @@ struct ServiceInner {
     counters: InboundCounters,
     closed: watch::Sender<bool>,
     heard: HeardFrom,
+    /// Learns the addresses of peers that stream to this node.
+    learner: Option<Arc<GrpcTransport>>,
     rejected_warn: Throttle,
     undecodable_warn: Throttle,
 }
@@ -805,10 +861,23 @@ impl RaftTransportService {
                 counters: InboundCounters::default(),
                 closed: watch::Sender::new(false),
                 heard,
+                learner: None,
                 rejected_warn: Throttle::default(),
                 undecodable_warn: Throttle::default(),
             }),
         }
+    }
+
+    /// Has `transport` learn the address of every peer that opens a stream
+    /// to this node naming itself ([`FROM_METADATA_KEY`]) and that it does
+    /// not know yet.
+    #[must_use]
+    pub fn learning_peers(mut self, transport: Arc<GrpcTransport>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.learner = Some(transport),
+            None => warn!("raft service already shared; peers' addresses will not be learned"),
+        }
+        self
     }
 
     /// The tonic server of this service, accepting messages up to
@@ -894,6 +963,17 @@ impl RaftTransportService {
     }
 }
 
+/// `ID=HOST:PORT` from [`FROM_METADATA_KEY`], if it is one.
+fn parse_from(value: &str) -> Option<(u64, &str)> {
+    let (id, address) = value.split_once('=')?;
+    let id: u64 = id.parse().ok().filter(|id| *id > 0)?;
+    let ok = !address.is_empty()
+        && address.len() <= MAX_PEER_ADDRESS
+        && address.contains(':')
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some((id, address))
+}
+
 /// Resolves once `closed` holds true (or its sender is gone).
 async fn wait_closed(closed: &mut watch::Receiver<bool>) {
     let _ = closed.wait_for(|c| *c).await;
@@ -906,6 +986,15 @@ impl RaftTransport for RaftTransportService {
         request: Request<Streaming<pb::RaftEnvelope>>,
     ) -> Result<Response<pb::Empty>, Status> {
         let remote = request.remote_addr();
+        if let Some(learner) = &self.inner.learner
+            && let Some((id, address)) = request
+                .metadata()
+                .get(FROM_METADATA_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_from)
+        {
+            learner.learn_peer(id, address);
+        }
         let mut inbound = request.into_inner();
         let mut closed = self.inner.closed.subscribe();
         self.inner.counters.streams.fetch_add(1, Ordering::Relaxed);

@@ -511,3 +511,21 @@ fn faults_debug_lists_blocked_links() {
     f.heal();
     assert!(!f.is_blocked(1, 2));
 }
+
+#[test]
+fn a_peer_names_itself_in_its_stream_metadata() {
+    assert_eq!(parse_from("4=127.0.0.1:5054"), Some((4, "127.0.0.1:5054")));
+    assert_eq!(parse_from("4=host.example:1"), Some((4, "host.example:1")));
+    for bad in [
+        "",
+        "4",
+        "0=h:1",
+        "x=h:1",
+        "4=",
+        "4=nohostport",
+        "4=a b:1",
+        &format!("4={}:1", "h".repeat(300)),
+    ] {
+        assert_eq!(parse_from(bad), None, "{bad:?}");
+    }
+}
