@@ -285,6 +285,7 @@ mod tests {
             target: "master-1".into(),
             at: 0.0,
             detail: String::new(),
+            runs_in_flight: 8,
             old_leader: Some(1),
             new_leader: Some(2),
             election_after: Some(1.0),

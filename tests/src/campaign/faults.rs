@@ -106,6 +106,8 @@ pub struct FaultRecord {
     pub at: f64,
     /// Its parameters ("stopped 12.3 s").
     pub detail: String,
+    /// `berth run`s running when it was injected (what it could hit).
+    pub runs_in_flight: usize,
     /// The leader before it.
     pub old_leader: Option<u64>,
     /// The leader elected after it, if one was.
@@ -136,6 +138,7 @@ impl FaultRecord {
             target,
             at: super::now(),
             detail: String::new(),
+            runs_in_flight: 0,
             old_leader: old.map(|l| l.id),
             new_leader: None,
             election_after: None,
@@ -263,7 +266,8 @@ impl Injector {
                 order.extend(round);
             }
             let Some(kind) = order.pop_front() else { break };
-            let record = self.inject(kind, leader).await;
+            let mut record = self.inject(kind, leader).await;
+            record.runs_in_flight = self.lives.running_at(record.at);
             if let Some(e) = &record.error {
                 violations.push(Violation::new(
                     "campaign",

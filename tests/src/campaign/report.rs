@@ -189,12 +189,13 @@ impl fmt::Display for Report {
         let t0 = self.faults.first().map_or(0.0, |x| x.at);
         for (n, x) in self.faults.iter().enumerate() {
             let mut line = format!(
-                "  #{} +{:.0}s {} {} ({})",
+                "  #{} +{:.0}s {} {} ({}; {} runs in flight)",
                 n + 1,
                 x.at - t0,
                 x.kind.name(),
                 x.target,
-                x.detail
+                x.detail,
+                x.runs_in_flight
             );
             if let Some(e) = x.election_after {
                 line.push_str(&format!(

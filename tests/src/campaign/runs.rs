@@ -143,6 +143,16 @@ impl Lives {
         }
     }
 
+    /// How many runs were running at `t`.
+    pub(crate) fn running_at(&self, t: f64) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|&&(start, end)| start <= t && end.is_none_or(|e| e > t))
+            .count()
+    }
+
     /// Whether `run` started before `t` and still runs.
     pub(crate) fn running_since_before(&self, run: &str, t: f64) -> bool {
         self.0
