@@ -280,10 +280,15 @@ pub(crate) async fn watch_reattach(topo: &Topology, lives: &Lives, w: Watch<'_>)
                         else {
                             continue;
                         };
+                        // A run started after the fault subscribes for
+                        // the first time: it does not re-attach.
+                        if !lives.started_before(run, since) {
+                            continue;
+                        }
                         let name = format!("run {run}");
                         if v.connected && v.connected_at > 0.0 {
                             attached.insert(name, v.connected_at);
-                        } else if lives.running_since_before(run, since) {
+                        } else if lives.running(run) {
                             attached.remove(&name);
                             pending.insert(name);
                         }

@@ -153,13 +153,22 @@ impl Lives {
             .count()
     }
 
-    /// Whether `run` started before `t` and still runs.
-    pub(crate) fn running_since_before(&self, run: &str, t: f64) -> bool {
+    /// Whether `run` started before `t`.
+    pub(crate) fn started_before(&self, run: &str, t: f64) -> bool {
+        self.life(run).is_some_and(|(start, _)| start < t)
+    }
+
+    /// Whether `run` still runs.
+    pub(crate) fn running(&self, run: &str) -> bool {
+        self.life(run).is_some_and(|(_, end)| end.is_none())
+    }
+
+    fn life(&self, run: &str) -> Option<Life> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(run)
-            .is_some_and(|&(start, end)| start < t && end.is_none())
+            .copied()
     }
 }
 
@@ -370,6 +379,25 @@ mod tests {
         assert_eq!(run_of_framework(&fw), Some("r00042"));
         assert_eq!(run_of_framework("berth-ci"), None);
         assert_eq!(run_of_framework("run=unterminated"), None);
+    }
+
+    #[test]
+    fn lives_tell_which_runs_a_fault_could_have_hit() {
+        let lives = Lives::default();
+        let before = super::super::now() - 1.0;
+        lives.start("r1");
+        lives.start("r2");
+        let during = super::super::now() + 0.5;
+        lives.end("r2");
+        let after = super::super::now() + 1.0;
+        assert!(lives.started_before("r1", during) && !lives.started_before("r1", before));
+        assert!(
+            !lives.started_before("r9", after),
+            "an unknown run never started"
+        );
+        assert!(lives.running("r1") && !lives.running("r2"));
+        assert_eq!(lives.running_at(before), 0);
+        assert_eq!(lives.running_at(after), 1, "r2 had ended");
     }
 
     #[test]
