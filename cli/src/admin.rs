@@ -2,16 +2,16 @@
 
 use std::io::Write;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use berth_proto as pb;
 use berth_proto::convert::resources_from_proto_opt;
 use berth_scheduler_core::Resources;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::ClientOpts;
 pub(crate) use crate::client::operator;
 use crate::table::render;
+use crate::task_log::stream_log;
 
 fn rpc(e: tonic::Status) -> anyhow::Error {
     anyhow!("{}", e.message())
@@ -407,10 +407,6 @@ pub(crate) async fn task_log(
     )
     .await
 }
-
-// Moved to `task_log.rs` (it reconnects across agent restarts); kept
-// reachable here for the callers of `admin::stream_log`.
-pub(crate) use crate::task_log::stream_log;
 
 pub(crate) async fn role_list(client: &ClientOpts) -> anyhow::Result<()> {
     let roles = operator(client)

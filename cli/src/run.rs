@@ -13,7 +13,7 @@ use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError};
 use clap::Args;
 
 use crate::ClientOpts;
-use crate::admin::stream_log;
+use crate::task_log::stream_log;
 
 /// Options of `berth run`.
 #[derive(Debug, Args)]
@@ -775,6 +775,28 @@ async fn stream_output(client: ClientOpts, framework_id: String, task_id: String
     let _ = err.await;
 }
 
+/// Counts what goes through it.
+struct Counting<'a> {
+    inner: &'a mut (dyn Write + Send),
+    written: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Follows one file of the task to its end. [`stream_log`] rides out agent
+/// restarts by itself; the only retry here is for a log the agent does not
+/// have yet (for a moment after STARTING), and only while nothing was
+/// written, so no byte is ever repeated.
 async fn follow(
     address: &str,
     framework_id: &str,
@@ -782,11 +804,17 @@ async fn follow(
     file: pb::LogFile,
     w: &mut (dyn Write + Send),
 ) {
-    // The sandbox may not exist for a moment after STARTING; retry briefly.
+    let mut out = Counting {
+        inner: w,
+        written: 0,
+    };
     for attempt in 0..20 {
-        match stream_log(address, framework_id, task_id, file, true, w).await {
+        match stream_log(address, framework_id, task_id, file, true, &mut out).await {
             Ok(()) => return,
-            Err(e) if attempt == 19 => eprintln!("berth: cannot read the task's {file:?}: {e:#}"),
+            Err(e) if attempt == 19 || out.written > 0 => {
+                eprintln!("berth: cannot read the task's {file:?}: {e:#}");
+                return;
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
