@@ -198,6 +198,12 @@ pub(crate) struct AgentShape {
     /// at least 10 minutes).
     #[arg(long, default_value = "0.1", value_parser = parse_fraction)]
     sandbox_gc_disk_headroom: f64,
+    /// Seconds without any message from the master (it pings every second)
+    /// before the agent takes it as lost (frozen or cut off) and attaches
+    /// to whichever master leads; at least two of the master's ping
+    /// intervals.
+    #[arg(long, default_value = "4", value_parser = parse_positive_seconds)]
+    master_timeout: Duration,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
@@ -274,6 +280,7 @@ impl AgentShape {
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
         config.transfer_retry = self.transfer_retry;
+        config.master_timeout = self.master_timeout;
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
         config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
