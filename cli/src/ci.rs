@@ -371,10 +371,12 @@ fn usage_error(subcommand: &str, message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Exit 0, or print the error and exit 1.
+/// Exit 0, or print the error and exit 1 (a closed stdout is a quiet 0:
+/// see [`crate::out`]).
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if crate::out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
@@ -419,11 +421,11 @@ fn lint(args: &LintArgs) -> ExitCode {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            println!(
+            let _ = outln!(
                 "{name}:1:1: error: the file is not UTF-8 (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()
             );
-            println!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
+            let _ = outln!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
             return ExitCode::from(1);
         }
     };
@@ -432,14 +434,14 @@ fn lint(args: &LintArgs) -> ExitCode {
         Err(d) => (None, d),
     };
     for d in &diags {
-        println!("{name}:{d}");
+        let _ = outln!("{name}:{d}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     let (jobs, stages) = config
         .as_ref()
         .map_or((0, 0), |c| (c.job_names().count(), c.used_stages().len()));
-    println!(
+    let _ = outln!(
         "{name}: {} in {}, {}, {}",
         plural(jobs, "job"),
         plural(stages, "stage"),

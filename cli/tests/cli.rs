@@ -70,6 +70,28 @@ impl Dev {
             .expect("berth runs")
     }
 
+    /// `berth ARGS` whose stdout is a pipe already closed by its reader
+    /// (as in `berth ARGS | head -0`): it writes only after a round trip
+    /// to the master, so every write meets a closed pipe.
+    fn berth_into_closed_pipe(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(BERTH)
+            .args(args)
+            .env("BERTH_MASTER", &self.master)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth runs");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("berth ends")
+    }
+
+    /// `berth ARGS --json`, parsed.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.berth(&[args, &["--json"]].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     fn wait_for_agent(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -115,6 +137,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The column names of a table's first line.
+fn header(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 #[test]
 fn dev_runs_a_command_and_reports_its_exit_code() {
     let mut dev = Dev::start();
@@ -138,15 +170,36 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         text(&out.stderr)
     );
 
-    // The admin commands see the agent and the finished tasks.
-    let out = dev.berth(&["node", "list"]);
-    assert!(out.status.success());
+    // The admin commands see the agent, with its address, and the finished
+    // tasks. `--master` may come before the subcommand.
+    let out = Command::new(BERTH)
+        .args(["--master", &dev.master, "node", "list"])
+        .env_remove("BERTH_MASTER")
+        .output()
+        .expect("berth runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let nodes = text(&out.stdout);
-    assert!(nodes.starts_with("ID"), "{nodes}");
+    assert_eq!(
+        header(&nodes),
+        [
+            "ID", "HOSTNAME", "ADDRESS", "STATE", "TASKS", "USED", "TOTAL"
+        ]
+    );
+    let agent = &dev.json(&["node", "list"])[0];
+    let address = agent["address"].as_str().expect("the agent's address");
+    assert!(address.starts_with("127.0.0.1:"), "{agent}");
+    let row = nodes.lines().nth(1).expect("the agent's row");
     assert!(
-        nodes.contains("ACTIVE") && nodes.contains("cpus:2;mem:1024"),
+        row.contains(address) && row.contains("ACTIVE") && row.contains("cpus:2;mem:1024"),
         "{nodes}"
     );
+    let out = Command::new(BERTH)
+        .args(["--json", "--master", &dev.master, "node", "list"])
+        .env_remove("BERTH_MASTER")
+        .output()
+        .expect("berth runs");
+    let before: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(before[0]["id"], agent["id"]);
 
     let out = dev.berth(&["task", "list", "--all"]);
     let tasks = text(&out.stdout);
@@ -154,6 +207,44 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         tasks.contains("FINISHED") && tasks.contains("FAILED"),
         "{tasks}"
     );
+    assert_eq!(
+        header(&tasks),
+        [
+            "ID",
+            "FRAMEWORK",
+            "AGENT",
+            "STATE",
+            "EXIT",
+            "STARTED",
+            "DURATION",
+            "RESOURCES",
+            "PORTS"
+        ]
+    );
+    assert!(
+        tasks.lines().skip(1).all(|l| l.contains("s ago ")),
+        "every task ran: {tasks}"
+    );
+    // Their times: launched, first running, ended, and how long they ran.
+    for task in dev
+        .json(&["task", "list", "--all"])
+        .as_array()
+        .expect("tasks")
+    {
+        let time = |key: &str| {
+            task[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {task}"))
+        };
+        let (launched, running, ended) =
+            (time("launched_at"), time("running_at"), time("ended_at"));
+        assert!(launched > 1.6e9, "{task}");
+        // The agent's clock (running, ended) is this machine's too.
+        assert!(launched - 1.0 <= running && running <= ended, "{task}");
+        assert!(ended < launched + 60.0, "{task}");
+        let duration = task["duration_seconds"].as_f64().expect("duration");
+        assert!((duration - (ended - running)).abs() < 1e-6, "{task}");
+    }
     let failed_id = tasks
         .lines()
         .find(|l| l.contains("FAILED"))
@@ -162,6 +253,47 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         .to_string();
     let out = dev.berth(&["task", "log", &failed_id]);
     assert_eq!(text(&out.stdout), "hi\n");
+    // A unique prefix of an id names the task; an ambiguous one lists the
+    // candidates; an unknown one says so.
+    let out = dev.berth(&["task", "log", &failed_id[..failed_id.len() - 1]]);
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    let out = dev.berth(&["task", "log", "run-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"run-\" is the start of 3 task ids: ") && err.contains(&failed_id),
+        "{err}"
+    );
+    let out = dev.berth(&["task", "log", "nosuchtask"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no task \"nosuchtask\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dev.berth(&["task", "log", &failed_id, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--json does not apply"));
+
+    // A reader that goes away (`| head`) ends a command quietly with 0.
+    for args in [
+        &["state", "--json"][..],
+        &["state"],
+        &["task", "list", "--all"],
+        &["task", "list", "--all", "--json"],
+        &["node", "list"],
+        &["framework", "list", "--json"],
+        &["role", "list"],
+        &["master", "members"],
+        &["task", "log", &failed_id],
+    ] {
+        let out = dev.berth_into_closed_pipe(args);
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (Some(0), String::new()),
+            "{args:?}"
+        );
+    }
 
     // A secret reaches the command and is masked in its output: in what
     // `berth run` streams and in the sandbox the agent serves.
@@ -433,13 +565,11 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         assert!(Instant::now() < deadline, "not listed as pending: {table}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut lines = table.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(header, ["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"]);
+    assert_eq!(
+        header(&table),
+        ["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"]
+    );
+    let mut lines = table.lines().skip(1);
     let row = lines.next().expect("one pending task");
     assert!(row.starts_with("toobig-"), "{row}");
     assert!(row.contains("cpus:0.1;mem:4096"), "{row}");
@@ -461,10 +591,53 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         "{entry}"
     );
     let framework = entry["framework_id"].as_str().expect("framework id");
-    let out = dev.berth(&["task", "pending", "--framework", framework]);
-    assert!(text(&out.stdout).contains("toobig-"));
+    assert_eq!(entry["draining_agents"], serde_json::json!([]));
+    let out = dev.berth(&["task", "pending", "--framework", &framework[..8]]);
+    assert!(
+        text(&out.stdout).contains("toobig-"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = dev.berth(&["task", "pending", "--framework", "fw-other"]);
-    assert_eq!(text(&out.stdout).lines().count(), 1, "only the header");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no framework \"fw-other\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A drained agent makes no offers, so the framework's reason cannot
+    // mention it: the table names it, with what it leaves unused.
+    let agent = dev.json(&["node", "list"])[0]["id"]
+        .as_str()
+        .expect("agent id")
+        .to_string();
+    let out = dev.berth(&["node", "drain", &agent[..agent.len() - 2], "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let drained: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        drained,
+        serde_json::json!({"agent_id": agent, "state": "DRAINING"})
+    );
+    let table = text(&dev.berth(&["task", "pending"]).stdout);
+    let last = table.lines().last().unwrap_or_default();
+    assert!(last.starts_with(&format!("agent {agent} (")), "{table}");
+    assert!(
+        last.ends_with(&format!(
+            "is draining: its free cpus:2;mem:1024;disk:1000;ports:[31000-31100] is offered to no framework (`berth node reactivate {agent}` offers it again)"
+        )),
+        "{table}"
+    );
+    let json = dev.json(&["task", "pending"]);
+    assert_eq!(json[0]["draining_agents"][0]["id"], agent.as_str());
+    assert_eq!(json[0]["draining_agents"][0]["free"]["mem"], 1024.0);
+    let out = dev.berth(&["node", "reactivate", &agent]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("agent {agent} is active again\n")
+    );
+    let table = text(&dev.berth(&["task", "pending"]).stdout);
+    assert!(!table.contains("draining"), "{table}");
 
     // Interrupted while waiting: the framework goes, and its pending task.
     let _ = Command::new("kill")
@@ -495,5 +668,74 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         1,
         "{}",
         text(&out.stdout)
+    );
+}
+
+/// Every subcommand's `--help` works, and every `berth …` command a help
+/// text names exists.
+#[test]
+fn every_help_text_names_real_commands() {
+    // Named by `berth run --help`, which another change rewrites.
+    const STALE: &[&str] = &["berth image build"];
+    fn help(path: &[String]) -> String {
+        let out = Command::new(BERTH)
+            .args(path)
+            .arg("--help")
+            .output()
+            .expect("berth runs");
+        assert!(out.status.success(), "{path:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+    /// The subcommands a help text lists.
+    fn subcommands(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .map(str::to_string)
+            .collect()
+    }
+    let mut known: Vec<Vec<String>> = Vec::new();
+    let mut texts: Vec<(Vec<String>, String)> = Vec::new();
+    let mut queue = vec![Vec::new()];
+    while let Some(path) = queue.pop() {
+        let text = help(&path);
+        for sub in subcommands(&text) {
+            let mut next = path.clone();
+            next.push(sub);
+            queue.push(next);
+        }
+        known.push(path.clone());
+        texts.push((path, text));
+    }
+    assert!(known.len() > 30, "{known:?}");
+    for (path, text) in &texts {
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let Some(rest) = quoted.strip_prefix("berth ") else {
+                continue;
+            };
+            let words: Vec<String> = rest
+                .split_whitespace()
+                .take_while(|w| {
+                    w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-')
+                })
+                .map(str::to_string)
+                .collect();
+            let named = (1..=words.len())
+                .rev()
+                .any(|n| known.contains(&words[..n].to_vec()));
+            assert!(
+                named || STALE.contains(&quoted),
+                "`berth {path:?} --help` names `{quoted}`, which does not exist"
+            );
+        }
+    }
+    // `berth state` prints a summary unless --json.
+    let state = help(&["state".to_string()]);
+    assert!(
+        state.contains("summary") && state.contains("--json"),
+        "{state}"
     );
 }

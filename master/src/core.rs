@@ -715,7 +715,7 @@ impl Core {
                 result
             }
             Applied::Snapshot { index, data } => {
-                match postcard::from_bytes::<Registry>(&data) {
+                match Registry::from_snapshot(&data) {
                     Ok(mut registry) => {
                         registry.set_max_completed(self.config.max_completed_tasks);
                         registry.rebuild_indexes();
@@ -789,7 +789,7 @@ impl Core {
     /// waiting for room in the applied channel.
     fn snapshot_now(&mut self) {
         self.since_snapshot = 0;
-        match postcard::to_stdvec(&self.registry) {
+        match self.registry.to_snapshot() {
             Ok(data) => {
                 let raft = self.raft.clone();
                 let index = self.applied_index;
@@ -1479,6 +1479,8 @@ impl Core {
                 state: pb::TaskState::TaskStaging as i32,
                 status: Vec::new(),
                 launched_at_ms: now_ms,
+                running_at_ms: None,
+                ended_at_ms: None,
             });
         }
 
@@ -1864,6 +1866,10 @@ impl Core {
         }
         // The update is about the agent that sent it, whatever it claims.
         status.agent_id = agent.to_string();
+        // The registry takes a task's times from its updates' timestamps.
+        if crate::registry::secs_to_ms(status.timestamp).is_none() {
+            status.timestamp = ms_to_secs(unix_ms());
+        }
         let ack_ourselves = |core: &mut Self| {
             core.send_agent(
                 agent,
@@ -2296,24 +2302,16 @@ impl Core {
         draining: bool,
         reply: oneshot::Sender<Result<OperatorReply, Status>>,
     ) {
-        if id.is_empty() {
-            let _ = reply.send(Err(Status::invalid_argument("agent id must not be empty")));
-            return;
-        }
-        let id = match AgentId::new(id.to_string()) {
+        let known = known_id(id, "agent", AgentId::new, |id| {
+            self.registry.agent(id).is_some()
+        });
+        let id = match known {
             Ok(id) => id,
             Err(e) => {
-                let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                let _ = reply.send(Err(e));
                 return;
             }
         };
-        if self.registry.agent(&id).is_none() {
-            let _ = reply.send(Err(Status::not_found(format!(
-                "unknown agent {:?}",
-                id.as_str()
-            ))));
-            return;
-        }
         self.propose(
             Command::SetAgentDraining {
                 id: id.clone(),
@@ -2571,6 +2569,9 @@ impl Core {
                         .map(|a| a.address.clone())
                         .unwrap_or_default(),
                     role: t.role.to_string(),
+                    launched_at: ms_to_secs(t.launched_at_ms),
+                    running_at: t.running_at_ms.map_or(0.0, ms_to_secs),
+                    ended_at: t.ended_at_ms.map_or(0.0, ms_to_secs),
                 }
             })
             .collect()
@@ -2642,6 +2643,25 @@ impl Core {
                 }
             })
             .collect()
+    }
+}
+
+/// The id an operator call names: INVALID_ARGUMENT when it is not a valid
+/// id (empty included), NOT_FOUND when the registry does not know it.
+fn known_id<T: std::fmt::Display>(
+    raw: &str,
+    kind: &str,
+    parse: impl FnOnce(String) -> Result<T, berth_scheduler_core::IdError>,
+    known: impl FnOnce(&T) -> bool,
+) -> Result<T, Status> {
+    let id = parse(raw.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if known(&id) {
+        Ok(id)
+    } else {
+        Err(Status::not_found(format!(
+            "unknown {kind} {:?}",
+            id.to_string()
+        )))
     }
 }
 
@@ -3310,6 +3330,8 @@ mod tests {
             state: pb::TaskState::TaskRunning as i32,
             status: Vec::new(),
             launched_at_ms: 0,
+            running_at_ms: None,
+            ended_at_ms: None,
         };
         filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
         core.commit(Command::LaunchTasks {
