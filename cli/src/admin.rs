@@ -312,6 +312,24 @@ pub(crate) async fn node_drain(
     Ok(())
 }
 
+/// `berth framework teardown`: the framework is removed as by its own
+/// TEARDOWN call (its tasks are killed, it is forgotten).
+pub(crate) async fn framework_teardown(client: &ClientOpts, given: &str) -> anyhow::Result<()> {
+    let id = framework_id(client, given, &[]).await?;
+    operator(client)
+        .await?
+        .teardown_framework(pb::FrameworkRef {
+            framework_id: id.clone(),
+        })
+        .await
+        .map_err(rpc)?;
+    if client.json {
+        return print_json(&json!({"framework_id": id, "torn_down": true}));
+    }
+    outln!("framework {id} is torn down: its tasks are being killed")?;
+    Ok(())
+}
+
 pub(crate) async fn framework_list(client: &ClientOpts) -> anyhow::Result<()> {
     let fws = operator(client)
         .await?

@@ -202,6 +202,12 @@ enum FrameworkCommand {
     /// List frameworks: connected, or disconnected within their failover
     /// timeout.
     List,
+    /// Remove a framework as its own teardown does: its tasks are killed
+    /// and it is forgotten (it cannot subscribe again with its id).
+    Teardown {
+        /// Framework id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +349,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Framework { command, client } => match command {
             FrameworkCommand::List => admin::framework_list(&client).await,
+            FrameworkCommand::Teardown { id } => admin::framework_teardown(&client, &id).await,
         },
         Command::Task { command, client } => match command {
             TaskCommand::List { all, framework } => admin::task_list(&client, all, framework).await,

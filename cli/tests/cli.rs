@@ -671,6 +671,141 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
     );
 }
 
+/// `berth framework teardown` removes a framework as its own teardown
+/// does: its task is killed, it leaves `framework list`, and the framework
+/// (an SDK one here) is told it was removed.
+#[test]
+fn operator_teardown_ends_a_frameworks_tasks_and_tells_it() {
+    use berth_sdk::{Event, FrameworkConfig, SdkError};
+    let dev = Dev::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (framework, mut events) = runtime.block_on(async {
+        let (framework, mut events) = berth_sdk::subscribe(
+            vec![dev.master.clone()],
+            FrameworkConfig::new("teardown-test"),
+        )
+        .await
+        .expect("subscribes");
+        let mut task = berth_sdk::shell_task(
+            "sleeper",
+            "sleeper",
+            format!("echo $$ > {}; exec sleep 120", pid_file.display()),
+            "cpus:0.1;mem:32",
+        )
+        .expect("a task");
+        let mut launched = false;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+                .await
+                .expect("the task runs within 30 s")
+                .expect("the stream stays open");
+            match event {
+                Event::Offers(offers) if !launched => {
+                    task.agent_id.clone_from(&offers[0].agent_id);
+                    framework
+                        .accept(vec![offers[0].id.clone()], vec![task.clone()], None)
+                        .await
+                        .expect("launched");
+                    launched = true;
+                }
+                Event::Update(status) if status.state() == berth_proto::TaskState::TaskRunning => {
+                    break;
+                }
+                Event::Update(status) => {
+                    assert!(!status.state().is_terminal(), "{status:?}");
+                }
+                _ => {}
+            }
+        }
+        (framework, events)
+    });
+    let id = framework.id();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the task wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+
+    // A prefix names it; with --json the answer is JSON.
+    let out = dev.berth(&["framework", "teardown", &id[..10], "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        answer,
+        serde_json::json!({"framework_id": id, "torn_down": true})
+    );
+
+    runtime.block_on(async {
+        let removed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("told within 10 s")
+            {
+                Some(Event::Error(why)) => break why,
+                Some(_) => {}
+                None => panic!("the stream ended without saying why"),
+            }
+        };
+        assert_eq!(removed, "framework removed: OPERATOR_TEARDOWN");
+        let e = framework.kill("sleeper", None).await.unwrap_err();
+        assert!(matches!(e, SdkError::Removed(_)), "{e:?}");
+    });
+
+    let frameworks = dev.json(&["framework", "list"]);
+    assert!(
+        !frameworks.to_string().contains(&id),
+        "still listed: {frameworks}"
+    );
+    let tasks = dev.json(&["task", "list", "--all"]);
+    let task = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == "sleeper"))
+        .unwrap_or_else(|| panic!("the task is listed: {tasks}"));
+    assert_eq!(task["state"], "TASK_KILLED", "{task}");
+    assert_eq!(task["reason"], "OPERATOR_TEARDOWN", "{task}");
+    assert!(task["ended_at"].as_f64().is_some_and(|t| t > 0.0), "{task}");
+    // The agent killed the process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    while alive() {
+        assert!(Instant::now() < deadline, "process {pid} still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Gone: the command says so, the API answers NOT_FOUND.
+    let out = dev.berth(&["framework", "teardown", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no framework"),
+        "{}",
+        text(&out.stderr)
+    );
+    let code = runtime.block_on(async {
+        let mut op =
+            berth_proto::operator_client::OperatorClient::connect(format!("http://{}", dev.master))
+                .await
+                .expect("connects");
+        op.teardown_framework(berth_proto::FrameworkRef {
+            framework_id: id.clone(),
+        })
+        .await
+        .expect_err("unknown now")
+        .code()
+    });
+    assert_eq!(code, tonic::Code::NotFound);
+}
+
 /// Every subcommand's `--help` works, and every `berth …` command a help
 /// text names exists.
 #[test]
@@ -711,6 +846,7 @@ fn every_help_text_names_real_commands() {
         texts.push((path, text));
     }
     assert!(known.len() > 30, "{known:?}");
+    assert!(known.contains(&vec!["framework".to_string(), "teardown".to_string()]));
     for (path, text) in &texts {
         for quoted in text.split('`').skip(1).step_by(2) {
             let Some(rest) = quoted.strip_prefix("berth ") else {

@@ -100,6 +100,8 @@ pub(crate) enum OperatorCall {
     RemoveMember(u64),
     /// Pending work: live state of the leader, never read on a follower.
     Pending(pb::ListPendingRequest),
+    /// Remove a framework (its id), as its own Teardown does.
+    Teardown(String),
 }
 
 impl OperatorCall {
@@ -2202,6 +2204,7 @@ impl Core {
             }
             OperatorCall::Drain(id) => self.set_draining(&id, true, reply),
             OperatorCall::Reactivate(id) => self.set_draining(&id, false, reply),
+            OperatorCall::Teardown(id) => self.teardown_by_operator(&id, reply),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
                     .map_err(|e| Status::invalid_argument(e.to_string()))
@@ -2328,6 +2331,33 @@ impl Core {
                 let _ = reply.send(answer);
             },
         );
+    }
+
+    /// Removes a framework for an operator, as its own Teardown does;
+    /// answered once the removal is committed.
+    fn teardown_by_operator(
+        &mut self,
+        id: &str,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        let known = known_id(id, "framework", FrameworkId::new, |id| {
+            self.registry.framework(id).is_some()
+        });
+        let id = match known {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        info!(framework = %id, "framework torn down by an operator");
+        self.remove_framework(&id, "OPERATOR_TEARDOWN", move |core, result| {
+            let _ = reply.send(
+                result
+                    .map(|()| OperatorReply::Empty)
+                    .map_err(|e| core.status_of(e, Status::internal)),
+            );
+        });
     }
 
     /// An agent's draining flag is committed: stop or resume offering it.
@@ -3389,6 +3419,63 @@ mod tests {
         let o = offers(&mut core, &mut ev2);
         assert!((offered_cpus(&o) - 4.0).abs() < 1e-9, "{o:?}");
         assert!(core.registry.agent_used(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
+        let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
+        let teardown = async |core: &mut Core, id: &str| {
+            let (tx, rx) = oneshot::channel();
+            core.operator(OperatorCall::Teardown(id.into()), tx).await;
+            core.answered(rx).await
+        };
+        // Refused calls change nothing.
+        let before = core.registry.clone();
+        for (id, code) in [
+            ("fw-unknown", tonic::Code::NotFound),
+            ("", tonic::Code::InvalidArgument),
+            ("a/b", tonic::Code::InvalidArgument),
+        ] {
+            let e = teardown(&mut core, id).await.unwrap_err();
+            assert_eq!(e.code(), code, "{id:?}: {e}");
+        }
+        assert_eq!(core.registry, before);
+        assert!(drain_agent(&mut arx).is_empty());
+
+        teardown(&mut core, &header.framework_id).await.unwrap();
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        assert!(core.registry.framework(&fw).is_none());
+        let task = core
+            .registry
+            .completed_task(&fw, &TaskId::new("t1").unwrap())
+            .expect("t1 completed");
+        let status = task.last_status();
+        assert_eq!(status.state(), pb::TaskState::TaskKilled);
+        assert_eq!(status.reason, "OPERATOR_TEARDOWN");
+        assert!(task.ended_at_ms.is_some());
+        assert!(drain_agent(&mut arx).iter().any(
+            |m| matches!(m, M::ShutdownFramework(s) if s.framework_id == header.framework_id)
+        ));
+        assert!(
+            drain_events(&mut events).iter().any(|e| matches!(
+                e,
+                pb::event::Event::Error(e) if e.message == "framework removed: OPERATOR_TEARDOWN"
+            )),
+            "the framework is told"
+        );
+        // Gone: a second teardown, and a re-subscription with its id, are
+        // refused.
+        let e = teardown(&mut core, &header.framework_id).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = core
+            .subscribe_wait(pb::FrameworkInfo {
+                id: header.framework_id.clone(),
+                name: "fw".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
     }
 
     #[tokio::test]
