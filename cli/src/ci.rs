@@ -215,6 +215,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) master: Vec<String>,
     /// Where the CI framework serves sources and artifacts to the agents.
+    /// Anything but loopback (for the agents of another machine) needs
+    /// --insecure.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: std::net::SocketAddr,
     /// Keep the run's data (cluster, pipelines, logs) here instead of a
@@ -229,6 +231,29 @@ pub(crate) struct RunArgs {
     pub(crate) tuning: crate::daemons::MasterTuning,
     #[command(flatten)]
     pub(crate) shape: crate::daemons::AgentShape,
+    #[command(flatten)]
+    pub(crate) exposure: crate::daemons::Exposure,
+}
+
+impl RunArgs {
+    /// The APIs the run serves (its file server, and the embedded
+    /// cluster's agent), and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<crate::daemons::Api<'_>>, bool) {
+        let mut apis = vec![crate::daemons::Api {
+            name: "the CI file server",
+            risk: "download the pipeline's source and artifacts, and upload artifacts",
+            listen: self.listen,
+            advertise: None,
+        }];
+        if self.master.is_empty() {
+            // The embedded agent listens on loopback (`ci_run.rs`).
+            apis.push(
+                self.shape
+                    .api(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            );
+        }
+        (apis, self.exposure.insecure)
+    }
 }
 
 /// `--max-log-bytes`: a number of bytes, at least 1.

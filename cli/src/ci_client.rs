@@ -22,10 +22,12 @@ use hyper_util::rt::TokioExecutor;
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     masters: crate::daemons::MasterList,
-    /// Where the API and the agents' file routes are served.
+    /// Where the API and the agents' file routes are served. Anything but
+    /// loopback needs --insecure.
     #[arg(long, default_value = "127.0.0.1:5080")]
     listen: std::net::SocketAddr,
     /// The URL agents reach this address at (default: http://LISTEN).
+    /// Anything but loopback needs --insecure.
     #[arg(long)]
     advertise: Option<String>,
     /// Pipelines, artifacts, caches, logs and mirrors of registered
@@ -56,6 +58,23 @@ pub(crate) struct ServeArgs {
     /// `missing_dependency_failure`.
     #[arg(long, default_value = "7d", value_parser = parse_retention)]
     source_retention: Retention,
+    #[command(flatten)]
+    exposure: crate::daemons::Exposure,
+}
+
+impl ServeArgs {
+    /// Its API, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<crate::daemons::Api<'_>>, bool) {
+        (
+            vec![crate::daemons::Api {
+                name: "the CI API",
+                risk: "run pipelines (any command, on the cluster's agents) and read every job's log and artifacts",
+                listen: self.listen,
+                advertise: self.advertise.as_deref(),
+            }],
+            self.exposure.insecure,
+        )
+    }
 }
 
 /// A retention: a duration, or for ever.

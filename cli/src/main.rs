@@ -268,6 +268,26 @@ enum RoleCommand {
     },
 }
 
+/// The APIs a daemon command serves, and whether `--insecure` was given;
+/// `None` for the other commands.
+fn daemon_apis(command: &Command) -> Option<(Vec<daemons::Api<'_>>, bool)> {
+    match command {
+        Command::Master {
+            command: None,
+            args,
+        } => Some(args.apis()),
+        Command::Agent(args) => Some(args.apis()),
+        Command::Dev(args) => Some(args.apis()),
+        Command::Ci {
+            command: ci::CiCommand::Serve(args),
+        } => Some(args.apis()),
+        Command::Ci {
+            command: ci::CiCommand::Run(args),
+        } => Some(args.apis()),
+        _ => None,
+    }
+}
+
 /// A path flag's default under the current directory.
 pub(crate) fn berth_dir() -> PathBuf {
     PathBuf::from(".berth")
@@ -276,6 +296,17 @@ pub(crate) fn berth_dir() -> PathBuf {
 fn main() -> ExitCode {
     use std::io::IsTerminal as _;
     let cli = Cli::parse_from(hoist(std::env::args_os().collect()));
+    if let Some((apis, insecure)) = daemon_apis(&cli.command) {
+        if let Err(message) = daemons::check_exposure(&apis, insecure) {
+            eprintln!("berth: {message}");
+            return ExitCode::from(2);
+        }
+        if insecure {
+            for warning in daemons::insecure_warnings(&apis) {
+                eprintln!("{warning}");
+            }
+        }
+    }
     // Colours only for a person at a terminal (and not with NO_COLOR): a
     // log file or a pipe gets plain text.
     let colour = std::io::stderr().is_terminal()
@@ -387,6 +418,31 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::hoist;
+
+    #[test]
+    fn every_daemon_listens_on_loopback_by_default() {
+        use clap::Parser as _;
+        for argv in [
+            &["berth", "master"][..],
+            &["berth", "agent"],
+            &["berth", "dev"],
+            &["berth", "ci", "serve"],
+            &["berth", "ci", "run"],
+        ] {
+            let cli = super::Cli::try_parse_from(argv).expect("parses");
+            let (apis, insecure) = super::daemon_apis(&cli.command).expect("a daemon");
+            assert!(!insecure, "{argv:?}");
+            assert!(
+                apis.iter().all(|api| api.listen.ip().is_loopback()),
+                "{argv:?}: {apis:?}"
+            );
+            assert_eq!(
+                super::daemons::check_exposure(&apis, false),
+                Ok(()),
+                "{argv:?}"
+            );
+        }
+    }
 
     fn hoisted(argv: &[&str]) -> Vec<String> {
         hoist(argv.iter().map(Into::into).collect())

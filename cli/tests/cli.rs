@@ -806,6 +806,122 @@ fn operator_teardown_ends_a_frameworks_tasks_and_tells_it() {
     assert_eq!(code, tonic::Code::NotFound);
 }
 
+/// Runs `berth ARGS` that must end by itself within 20 s (a daemon that
+/// started instead of refusing is killed, and the test fails).
+fn bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(BERTH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{args:?} did not end: {}", text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Until berth has authentication, a daemon listens on loopback unless
+/// `--insecure` is given, and then says at every start that its API is
+/// unauthenticated; its log has no colour codes when stderr is no
+/// terminal.
+#[test]
+fn daemons_listen_beyond_loopback_only_with_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").display().to_string();
+    for args in [
+        &["master", "--listen", "0.0.0.0:0", "--data-dir", &data][..],
+        &[
+            "master",
+            "--advertise",
+            "192.0.2.1:5050",
+            "--data-dir",
+            &data,
+        ],
+        &["agent", "--listen", "0.0.0.0:0", "--work-dir", &data],
+        &[
+            "agent",
+            "--advertise",
+            "node-7.example:5051",
+            "--work-dir",
+            &data,
+        ],
+        &["dev", "--agent-listen", "[::]:0", "--data-dir", &data],
+        &["ci", "serve", "--listen", "0.0.0.0:0", "--data-dir", &data],
+        &[
+            "ci",
+            "serve",
+            "--advertise",
+            "http://ci.example:5080",
+            "--data-dir",
+            &data,
+        ],
+        &["ci", "run", "--listen", "0.0.0.0:0", &data],
+    ] {
+        let out = bounded(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("berth: refusing to ")
+                && err
+                    .contains("it is not a loopback address, and berth has no authentication yet")
+                && err.contains("add --insecure"),
+            "{args:?}: {err}"
+        );
+        assert!(!dir.path().join("data").exists(), "{args:?} wrote nothing");
+    }
+
+    let mut master = Command::new(BERTH)
+        .args([
+            "master",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--data-dir",
+            &data,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("BERTH_LOG")
+        .spawn()
+        .expect("berth master starts");
+    let stderr = master.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    // Up to the first log line of the master library.
+    for line in lines.by_ref() {
+        let done = line.contains("master starting");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let _ = Command::new("kill")
+        .args(["-TERM", &master.id().to_string()])
+        .status();
+    let status = master.wait().expect("wait");
+    assert!(status.success(), "{status:?}: {seen:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some(
+            "berth: WARNING: --insecure: the master API on 0.0.0.0:0 is unauthenticated: anyone who can reach it can run any command as root on every agent"
+        ),
+        "{seen:?}"
+    );
+    assert!(seen.last().is_some_and(|l| l.contains("INFO")), "{seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains('\u{1b}')),
+        "no colour codes in a pipe: {seen:?}"
+    );
+}
+
 /// Every subcommand's `--help` works, and every `berth …` command a help
 /// text names exists.
 #[test]
