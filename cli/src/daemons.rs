@@ -689,9 +689,15 @@ mod tests {
             &["berth", "ci", "run"],
             &["berth", "ci", "serve"],
         ] {
-            if let Err(e) = crate::Cli::try_parse_from(argv) {
-                panic!("{argv:?}: {e}");
-            }
+            let cli = crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            // ... and on loopback only.
+            let (apis, insecure) = crate::daemon_apis(&cli.command).expect("a daemon");
+            assert!(!insecure, "{argv:?}");
+            assert!(
+                apis.iter().all(|api| api.listen.ip().is_loopback()),
+                "{argv:?}: {apis:?}"
+            );
+            assert_eq!(check_exposure(&apis, false), Ok(()), "{argv:?}");
         }
         assert_eq!(
             parse_gc_delay("604800").unwrap(),

@@ -419,31 +419,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::hoist;
 
-    #[test]
-    fn every_daemon_listens_on_loopback_by_default() {
-        use clap::Parser as _;
-        for argv in [
-            &["berth", "master"][..],
-            &["berth", "agent"],
-            &["berth", "dev"],
-            &["berth", "ci", "serve"],
-            &["berth", "ci", "run"],
-        ] {
-            let cli = super::Cli::try_parse_from(argv).expect("parses");
-            let (apis, insecure) = super::daemon_apis(&cli.command).expect("a daemon");
-            assert!(!insecure, "{argv:?}");
-            assert!(
-                apis.iter().all(|api| api.listen.ip().is_loopback()),
-                "{argv:?}: {apis:?}"
-            );
-            assert_eq!(
-                super::daemons::check_exposure(&apis, false),
-                Ok(()),
-                "{argv:?}"
-            );
-        }
-    }
-
     fn hoisted(argv: &[&str]) -> Vec<String> {
         hoist(argv.iter().map(Into::into).collect())
             .into_iter()
