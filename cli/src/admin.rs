@@ -84,9 +84,10 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 /// Most bytes of a value an error message quotes.
 const QUOTED_BYTES: usize = 64;
 
-/// A value for an error message: quoted, and cut after [`QUOTED_BYTES`]
-/// bytes with its length (`"abc…"… (300 bytes)`), so that a huge argument
-/// does not make a huge message.
+/// A value for an error message: quoted, and when longer than
+/// [`QUOTED_BYTES`] cut there and followed by its length (`"<its first 64
+/// bytes>"… (300 bytes)`), so that a huge argument does not make a huge
+/// message.
 pub(crate) fn quoted(value: &str) -> String {
     if value.len() <= QUOTED_BYTES {
         return format!("{value:?}");
