@@ -118,7 +118,7 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
                 variables,
             })
             .await?;
-        println!(
+        let _ = outln!(
             "pipeline #{id}: {} {} ({short}{})",
             revision.project_name,
             revision.ref_name,
@@ -291,7 +291,7 @@ async fn follow(
         .enumerate()
     {
         if job.status == JobStatus::Failed {
-            println!("\n--- log of failed job {} ---", node.name);
+            let _ = outln!("\n--- log of failed job {} ---", node.name);
             print_log(handle, &record, i, job.attempts.len(), keeps_logs);
         }
     }
@@ -301,7 +301,7 @@ async fn follow(
     } else {
         ""
     };
-    println!("\npipeline #{id}: {status}{warnings}");
+    let _ = outln!("\npipeline #{id}: {status}{warnings}");
     Ok(status == PipelineStatus::Success)
 }
 
@@ -316,7 +316,7 @@ fn print_log(
 ) {
     let path = handle.log_path(record.id, job, attempt);
     if !path.exists() {
-        println!("(no log: {} does not exist)", path.display());
+        let _ = outln!("(no log: {} does not exist)", path.display());
         return;
     }
     match log::read_part(&path, 0, handle.max_log_bytes()) {
@@ -329,8 +329,10 @@ fn print_log(
                 };
                 log::marker_line(limit, total, true, &location)
             });
-            print!("{}", String::from_utf8_lossy(&bytes));
+            let _ = out!("{}", String::from_utf8_lossy(&bytes));
         }
-        Err(e) => println!("(no log: {}: {e})", path.display()),
+        Err(e) => {
+            let _ = outln!("(no log: {}: {e})", path.display());
+        }
     }
 }

@@ -211,6 +211,10 @@ struct Run<'a> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.client.json {
+        eprintln!("berth: berth run prints the task's own output; it has no --json");
+        return Err(ExitWith(2).into());
+    }
     let want = Resources {
         cpus: args.cpus,
         mem: args.mem,
@@ -756,7 +760,9 @@ async fn stream_output(client: ClientOpts, framework_id: String, task_id: String
     let out = {
         let (address, fw, task) = (address.clone(), framework_id.clone(), task_id.clone());
         tokio::spawn(async move {
-            let mut w: Box<dyn Write + Send> = Box::new(std::io::stdout());
+            // A reader that went away (`berth run … | head -1`) ends the
+            // output quietly; the task is still followed to its end.
+            let mut w: Box<dyn Write + Send> = Box::new(crate::out::Stdout);
             follow(&address, &fw, &task, pb::LogFile::Stdout, &mut w).await;
         })
     };
@@ -811,6 +817,7 @@ async fn follow(
     for attempt in 0..20 {
         match stream_log(address, framework_id, task_id, file, true, &mut out).await {
             Ok(()) => return,
+            Err(e) if crate::out::is_closed(&e) => return,
             Err(e) if attempt == 19 || out.written > 0 => {
                 eprintln!("berth: cannot read the task's {file:?}: {e:#}");
                 return;

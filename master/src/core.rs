@@ -101,6 +101,8 @@ pub(crate) enum OperatorCall {
     RemoveMember(u64),
     /// Pending work: live state of the leader, never read on a follower.
     Pending(pb::ListPendingRequest),
+    /// Remove a framework (its id), as its own Teardown does.
+    Teardown(String),
 }
 
 impl OperatorCall {
@@ -806,7 +808,7 @@ impl Core {
                 result
             }
             Applied::Snapshot { index, data } => {
-                match postcard::from_bytes::<Registry>(&data) {
+                match Registry::from_snapshot(&data) {
                     Ok(mut registry) => {
                         registry.set_max_completed(self.config.max_completed_tasks);
                         registry.rebuild_indexes();
@@ -893,7 +895,7 @@ impl Core {
     /// waiting for room in the applied channel.
     fn snapshot_now(&mut self) {
         self.since_snapshot = 0;
-        match postcard::to_stdvec(&self.registry) {
+        match self.registry.to_snapshot() {
             Ok(data) => {
                 let raft = self.raft.clone();
                 let index = self.applied_index;
@@ -1584,6 +1586,8 @@ impl Core {
                 state: pb::TaskState::TaskStaging as i32,
                 status: Vec::new(),
                 launched_at_ms: now_ms,
+                running_at_ms: None,
+                ended_at_ms: None,
             });
         }
 
@@ -1971,6 +1975,10 @@ impl Core {
         }
         // The update is about the agent that sent it, whatever it claims.
         status.agent_id = agent.to_string();
+        // The registry takes a task's times from its updates' timestamps.
+        if crate::registry::secs_to_ms(status.timestamp).is_none() {
+            status.timestamp = ms_to_secs(unix_ms());
+        }
         let ack_ourselves = |core: &mut Self| {
             core.send_agent(
                 agent,
@@ -2309,6 +2317,7 @@ impl Core {
             }
             OperatorCall::Drain(id) => self.set_draining(&id, true, reply),
             OperatorCall::Reactivate(id) => self.set_draining(&id, false, reply),
+            OperatorCall::Teardown(id) => self.teardown_by_operator(&id, reply),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
                     .map_err(|e| Status::invalid_argument(e.to_string()))
@@ -2409,24 +2418,16 @@ impl Core {
         draining: bool,
         reply: oneshot::Sender<Result<OperatorReply, Status>>,
     ) {
-        if id.is_empty() {
-            let _ = reply.send(Err(Status::invalid_argument("agent id must not be empty")));
-            return;
-        }
-        let id = match AgentId::new(id.to_string()) {
+        let known = known_id(id, "agent", AgentId::new, |id| {
+            self.registry.agent(id).is_some()
+        });
+        let id = match known {
             Ok(id) => id,
             Err(e) => {
-                let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                let _ = reply.send(Err(e));
                 return;
             }
         };
-        if self.registry.agent(&id).is_none() {
-            let _ = reply.send(Err(Status::not_found(format!(
-                "unknown agent {:?}",
-                id.as_str()
-            ))));
-            return;
-        }
         self.propose(
             Command::SetAgentDraining {
                 id: id.clone(),
@@ -2443,6 +2444,33 @@ impl Core {
                 let _ = reply.send(answer);
             },
         );
+    }
+
+    /// Removes a framework for an operator, as its own Teardown does;
+    /// answered once the removal is committed.
+    fn teardown_by_operator(
+        &mut self,
+        id: &str,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        let known = known_id(id, "framework", FrameworkId::new, |id| {
+            self.registry.framework(id).is_some()
+        });
+        let id = match known {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        info!(framework = %id, "framework torn down by an operator");
+        self.remove_framework(&id, "OPERATOR_TEARDOWN", move |core, result| {
+            let _ = reply.send(
+                result
+                    .map(|()| OperatorReply::Empty)
+                    .map_err(|e| core.status_of(e, Status::internal)),
+            );
+        });
     }
 
     /// An agent's draining flag is committed: stop or resume offering it.
@@ -2748,6 +2776,9 @@ impl Core {
                         .map(|a| a.address.clone())
                         .unwrap_or_default(),
                     role: t.role.to_string(),
+                    launched_at: ms_to_secs(t.launched_at_ms),
+                    running_at: t.running_at_ms.map_or(0.0, ms_to_secs),
+                    ended_at: t.ended_at_ms.map_or(0.0, ms_to_secs),
                 }
             })
             .collect()
@@ -2819,6 +2850,25 @@ impl Core {
                 }
             })
             .collect()
+    }
+}
+
+/// The id an operator call names: INVALID_ARGUMENT when it is not a valid
+/// id (empty included), NOT_FOUND when the registry does not know it.
+fn known_id<T: std::fmt::Display>(
+    raw: &str,
+    kind: &str,
+    parse: impl FnOnce(String) -> Result<T, berth_scheduler_core::IdError>,
+    known: impl FnOnce(&T) -> bool,
+) -> Result<T, Status> {
+    let id = parse(raw.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if known(&id) {
+        Ok(id)
+    } else {
+        Err(Status::not_found(format!(
+            "unknown {kind} {:?}",
+            id.to_string()
+        )))
     }
 }
 
@@ -3494,6 +3544,8 @@ mod tests {
             state: pb::TaskState::TaskRunning as i32,
             status: Vec::new(),
             launched_at_ms: 0,
+            running_at_ms: None,
+            ended_at_ms: None,
         };
         filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
         core.commit(Command::LaunchTasks {
@@ -3551,6 +3603,63 @@ mod tests {
         let o = offers(&mut core, &mut ev2);
         assert!((offered_cpus(&o) - 4.0).abs() < 1e-9, "{o:?}");
         assert!(core.registry.agent_used(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
+        let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
+        let teardown = async |core: &mut Core, id: &str| {
+            let (tx, rx) = oneshot::channel();
+            core.operator(OperatorCall::Teardown(id.into()), tx).await;
+            core.answered(rx).await
+        };
+        // Refused calls change nothing.
+        let before = core.registry.clone();
+        for (id, code) in [
+            ("fw-unknown", tonic::Code::NotFound),
+            ("", tonic::Code::InvalidArgument),
+            ("a/b", tonic::Code::InvalidArgument),
+        ] {
+            let e = teardown(&mut core, id).await.unwrap_err();
+            assert_eq!(e.code(), code, "{id:?}: {e}");
+        }
+        assert_eq!(core.registry, before);
+        assert!(drain_agent(&mut arx).is_empty());
+
+        teardown(&mut core, &header.framework_id).await.unwrap();
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        assert!(core.registry.framework(&fw).is_none());
+        let task = core
+            .registry
+            .completed_task(&fw, &TaskId::new("t1").unwrap())
+            .expect("t1 completed");
+        let status = task.last_status();
+        assert_eq!(status.state(), pb::TaskState::TaskKilled);
+        assert_eq!(status.reason, "OPERATOR_TEARDOWN");
+        assert!(task.ended_at_ms.is_some());
+        assert!(drain_agent(&mut arx).iter().any(
+            |m| matches!(m, M::ShutdownFramework(s) if s.framework_id == header.framework_id)
+        ));
+        assert!(
+            drain_events(&mut events).iter().any(|e| matches!(
+                e,
+                pb::event::Event::Error(e) if e.message == "framework removed: OPERATOR_TEARDOWN"
+            )),
+            "the framework is told"
+        );
+        // Gone: a second teardown, and a re-subscription with its id, are
+        // refused.
+        let e = teardown(&mut core, &header.framework_id).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = core
+            .subscribe_wait(pb::FrameworkInfo {
+                id: header.framework_id.clone(),
+                name: "fw".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
     }
 
     #[tokio::test]

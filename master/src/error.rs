@@ -68,3 +68,15 @@ pub enum ApplyError {
     #[error("{0}")]
     Unavailable(String),
 }
+
+/// Why registry snapshot bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A snapshot of a version this master does not know (written by a
+    /// newer berth).
+    #[error("registry snapshot version {0} is not one this berth reads (it reads 0 and 1)")]
+    Version(u8),
+    /// The bytes do not decode.
+    #[error("undecodable registry snapshot: {0}")]
+    Decode(#[from] postcard::Error),
+}

@@ -451,6 +451,13 @@ impl pb::operator_server::Operator for OperatorService {
         done!(self, OperatorCall::RemoveMember(r.into_inner().id))
     }
 
+    async fn teardown_framework(
+        &self,
+        r: GrpcRequest<pb::FrameworkRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::Teardown(r.into_inner().framework_id))
+    }
+
     async fn list_pending(
         &self,
         r: GrpcRequest<pb::ListPendingRequest>,
