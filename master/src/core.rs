@@ -11,7 +11,7 @@
 //! caller. Entries are applied in log order, so effects follow the order
 //! in which commands were proposed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::{
     AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook,
-    OfferError, OfferId, Quota, Resources, Role, TaskId, Time, Weight,
+    OfferError, OfferId, Quota, Quoted, Resources, Role, TaskId, Time, Weight, quoted,
 };
 use prost::Message;
 use raft::StateRole;
@@ -252,6 +252,10 @@ pub(crate) struct Core {
     allocator: Allocator,
     offers: OfferBook,
     frameworks: HashMap<FrameworkId, FrameworkConn>,
+    /// The last streams of each framework that a newer subscription
+    /// superseded (or that ended), so a call on one is told so, and a
+    /// made-up stream id is told it is unknown.
+    retired_streams: HashMap<FrameworkId, VecDeque<String>>,
     agents: HashMap<AgentId, AgentConn>,
     conn_agents: HashMap<u64, AgentId>,
     /// When each registered, reachable agent was last heard from.
@@ -314,6 +318,7 @@ impl Core {
             allocator,
             offers,
             frameworks: HashMap::new(),
+            retired_streams: HashMap::new(),
             agents: HashMap::new(),
             conn_agents: HashMap::new(),
             last_seen: HashMap::new(),
@@ -374,6 +379,7 @@ impl Core {
         for (_, conn) in self.frameworks.drain() {
             let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
         }
+        self.retired_streams.clear();
         self.agents.clear();
         self.conn_agents.clear();
         self.last_seen.clear();
@@ -958,6 +964,7 @@ impl Core {
             let _ = old.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
                 message: "superseded by a newer subscription".into(),
             }))));
+            self.retire_stream(&id, old.stream_id);
         }
         self.rescind_framework_offers(&id);
         if known {
@@ -1024,8 +1031,8 @@ impl Core {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             if self.registry.framework(&id).is_none() {
                 return Err(Status::not_found(format!(
-                    "framework {:?} is not registered (it was removed or never existed)",
-                    info.id
+                    "framework {} is not registered (it was removed or never existed)",
+                    quoted(&info.id)
                 )));
             }
             id
@@ -1051,6 +1058,7 @@ impl Core {
             return;
         }
         self.frameworks.remove(id);
+        self.retire_stream(id, stream_id.to_string());
         if self.subscribing.contains_key(id) {
             // A newer subscription is being committed; it takes over.
             return;
@@ -1137,6 +1145,7 @@ impl Core {
             kills.retain(|k| k.framework_id != id.as_str());
         }
         self.pending_kills.retain(|_, kills| !kills.is_empty());
+        self.retired_streams.remove(id);
         if let Some(conn) = self.frameworks.remove(id) {
             let _ = conn
                 .tx
@@ -1148,23 +1157,59 @@ impl Core {
         info!(framework = %id, reason, "framework removed");
     }
 
-    /// Checks the call's header: the framework is subscribed on this stream.
+    /// Remembers a framework's stream that ended or was superseded (the
+    /// last few), so that a late call on it is answered "superseded", not
+    /// "unknown".
+    fn retire_stream(&mut self, id: &FrameworkId, stream_id: String) {
+        const KEPT: usize = 8;
+        let retired = self.retired_streams.entry(id.clone()).or_default();
+        if retired.len() == KEPT {
+            retired.pop_front();
+        }
+        retired.push_back(stream_id);
+    }
+
+    /// Checks the call's header: the framework is registered (NOT_FOUND
+    /// otherwise) and subscribed on this stream (FAILED_PRECONDITION
+    /// otherwise, saying whether the stream is an older one of the
+    /// framework or one this master never opened for it).
     fn caller(&self, header: Option<&pb::CallHeader>) -> Result<FrameworkId, Status> {
         let header = header.ok_or_else(|| Status::invalid_argument("call header is missing"))?;
         let id = FrameworkId::new(header.framework_id.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.registry.framework(&id).is_none() {
+            return Err(Status::not_found(format!(
+                "framework {} is not registered (torn down, removed after its failover \
+                 timeout, or never registered)",
+                quoted(id.as_str())
+            )));
+        }
+        let stream = &header.stream_id;
         match self.frameworks.get(&id) {
             None => Err(Status::failed_precondition(format!(
-                "framework {:?} is not subscribed",
-                header.framework_id
+                "framework {} is not subscribed to this master (its stream ended); \
+                 subscribe again with its id",
+                quoted(id.as_str())
             ))),
-            Some(conn) if conn.stream_id != header.stream_id => {
+            Some(conn) if conn.stream_id == *stream => Ok(id),
+            Some(_)
+                if self
+                    .retired_streams
+                    .get(&id)
+                    .is_some_and(|r| r.contains(stream)) =>
+            {
                 Err(Status::failed_precondition(format!(
-                    "stream {:?} was superseded by a newer subscription of framework {:?}",
-                    header.stream_id, header.framework_id
+                    "stream {} was superseded by a newer subscription of framework {}",
+                    quoted(stream),
+                    quoted(id.as_str())
                 )))
             }
-            Some(_) => Ok(id),
+            Some(_) => Err(Status::failed_precondition(format!(
+                "unknown stream id {} for framework {}: this master did not open it \
+                 (use the stream_id of the framework's SUBSCRIBED event)",
+                quoted(stream),
+                quoted(id.as_str())
+            ))),
         }
     }
 
@@ -1306,7 +1351,8 @@ impl Core {
             let role = Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if !subscribed.contains(&role) {
                 return Err(Status::invalid_argument(format!(
-                    "framework is not subscribed to role {r:?}"
+                    "framework is not subscribed to role {}",
+                    quoted(r)
                 )));
             }
             out.insert(role);
@@ -1429,26 +1475,27 @@ impl Core {
             let id = validate_task(&info)?;
             if !seen.insert(id.clone()) {
                 return Err(Status::invalid_argument(format!(
-                    "task id {:?} appears twice",
-                    info.task_id
+                    "task id {} appears twice",
+                    quoted(&info.task_id)
                 )));
             }
             if self.registry.task(&fw, &id).is_some() {
                 return Err(Status::invalid_argument(format!(
-                    "task {:?} already exists in this framework",
-                    info.task_id
+                    "task {} already exists in this framework",
+                    quoted(&info.task_id)
                 )));
             }
             if !info.agent_id.is_empty() && info.agent_id != agent.as_str() {
                 return Err(Status::invalid_argument(format!(
-                    "task {:?} names agent {:?} but the offers are on agent {:?}",
-                    info.task_id,
-                    info.agent_id,
-                    agent.as_str()
+                    "task {} names agent {} but the offers are on agent {}",
+                    quoted(&info.task_id),
+                    quoted(&info.agent_id),
+                    quoted(agent.as_str())
                 )));
             }
-            let want = resources_from_proto_opt(info.resources.as_ref())
-                .map_err(|e| Status::invalid_argument(format!("task {:?}: {e}", info.task_id)))?;
+            let want = resources_from_proto_opt(info.resources.as_ref()).map_err(|e| {
+                Status::invalid_argument(format!("task {}: {e}", quoted(&info.task_id)))
+            })?;
             if want.cpus.milli() == 0 && want.mem.milli() == 0 {
                 return Err(Status::invalid_argument(format!(
                     "task {:?} must request some cpus or mem",
@@ -1458,8 +1505,8 @@ impl Core {
             let before = pool.total();
             let Some(allocated) = pool.take(&want) else {
                 return Err(Status::invalid_argument(format!(
-                    "tasks need more than the offers hold: task {:?} needs {want}, {before} left",
-                    info.task_id
+                    "tasks need more than the offers hold: task {} needs {want}, {before} left",
+                    quoted(&info.task_id)
                 )));
             };
             used = used
@@ -1522,9 +1569,9 @@ impl Core {
                 return Ok(());
             }
             return Err(Status::not_found(format!(
-                "task {:?} is not a task of framework {:?}",
-                req.task_id,
-                fw.as_str()
+                "task {} is not a task of framework {}",
+                quoted(&req.task_id),
+                quoted(fw.as_str())
             )));
         };
         let kill = pb::KillTask {
@@ -1601,7 +1648,9 @@ impl Core {
                 mpsc::error::TrySendError::Closed(_) => "is closed",
             });
             // Dropping the sender ends the stream; the framework re-subscribes.
-            self.frameworks.remove(framework);
+            if let Some(conn) = self.frameworks.remove(framework) {
+                self.retire_stream(framework, conn.stream_id);
+            }
             self.allocator.deactivate_framework(framework);
             self.rescind_framework_offers(framework);
             // Its failover clock starts at the next tick.
@@ -1665,6 +1714,12 @@ impl Core {
                 "register: hostname must be 1 to 1024 bytes",
             ));
         }
+        if !info.address.is_empty() {
+            berth_proto::check_address(&info.address)
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+        }
+        check_attributes(&info.attributes)
+            .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
         let unreserved = resources_from_proto_opt(info.resources.as_ref())
             .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
         let mut reserved = BTreeMap::new();
@@ -2260,8 +2315,8 @@ impl Core {
                 };
                 if !self.registry.quotas().contains_key(&role) {
                     let _ = reply.send(Err(Status::not_found(format!(
-                        "role {:?} has no quota",
-                        role.as_str()
+                        "role {} has no quota",
+                        quoted(role.as_str())
                     ))));
                     return;
                 }
@@ -2309,8 +2364,8 @@ impl Core {
         };
         if self.registry.agent(&id).is_none() {
             let _ = reply.send(Err(Status::not_found(format!(
-                "unknown agent {:?}",
-                id.as_str()
+                "unknown agent {}",
+                quoted(id.as_str())
             ))));
             return;
         }
@@ -2417,6 +2472,8 @@ impl Core {
                 "a member needs an id of 1 or more and an address",
             ));
         }
+        berth_proto::check_address(&req.address)
+            .map_err(|e| Status::invalid_argument(format!("master {}: {e}", req.id)))?;
         let st = self.raft_status.borrow().clone();
         if st.voters.contains(&req.id) || st.learners.contains(&req.id) {
             return Err(Status::already_exists(format!(
@@ -2685,10 +2742,10 @@ fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
 fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     let id =
         TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let name = &info.task_id;
+    let name = quoted(&info.task_id);
     if info.name.len() > MAX_NAME {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: name longer than {MAX_NAME} bytes"
+            "task {name}: name longer than {MAX_NAME} bytes"
         )));
     }
     if let Some(c) = &info.container {
@@ -2704,7 +2761,7 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         (None, Some(_)) => &default_command,
         (None, None) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?} has no command"
+                "task {name} has no command"
             )));
         }
     };
@@ -2712,46 +2769,47 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         (true, true) if info.container.is_some() => {}
         (true, true) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: command needs `shell` or `argv`"
+                "task {name}: command needs `shell` or `argv`"
             )));
         }
         (false, false) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: command must set only one of `shell` and `argv`"
+                "task {name}: command must set only one of `shell` and `argv`"
             )));
         }
         _ => {}
     }
     if command.argv.first().is_some_and(String::is_empty) {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: argv[0] is empty"
+            "task {name}: argv[0] is empty"
         )));
     }
     for key in command.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: invalid environment variable name {key:?}"
+                "task {name}: invalid environment variable name {}",
+                quoted(key)
             )));
         }
     }
     seconds("kill_grace_period_seconds", info.kill_grace_period_seconds)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {}", e.message())))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {}", e.message())))?;
     // The URIs it fetches and the outputs it uploads; the agent checks them
     // again with the same rules.
     berth_proto::transfer::validate_task_transfers(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
     berth_proto::mask::validate_task_masks(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
     Ok(id)
 }
 
 /// Checks what the master can of a task's container (the agent checks the
 /// rest, such as host ports against the task's resources, and fails the
 /// task with its reason).
-fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
+fn validate_container(name: Quoted<'_>, c: &pb::ContainerInfo) -> Result<(), Status> {
     let bad = |m: String| {
         Err(Status::invalid_argument(format!(
-            "task {name:?}: container {m}"
+            "task {name}: container {m}"
         )))
     };
     if c.image.is_empty() {
@@ -2763,14 +2821,14 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
             .any(|ch| ch.is_whitespace() || ch.is_control())
     {
         return bad(format!(
-            "image {:?} must be at most 255 bytes without whitespace or control characters",
-            c.image
+            "image {} must be at most 255 bytes without whitespace or control characters",
+            quoted(&c.image)
         ));
     }
     if !matches!(c.network.as_str(), "" | "bridge" | "host" | "none") {
         return bad(format!(
-            "network {:?} is not one of bridge, host, none",
-            c.network
+            "network {} is not one of bridge, host, none",
+            quoted(&c.network)
         ));
     }
     for m in &c.port_mappings {
@@ -2781,14 +2839,18 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
             ));
         }
         if !matches!(m.protocol.to_ascii_lowercase().as_str(), "" | "tcp" | "udp") {
-            return bad(format!("port protocol {:?} is not tcp or udp", m.protocol));
+            return bad(format!(
+                "port protocol {} is not tcp or udp",
+                quoted(&m.protocol)
+            ));
         }
     }
     for v in &c.volumes {
         if !v.host_path.starts_with('/') || !v.container_path.starts_with('/') {
             return bad(format!(
-                "volume {:?}:{:?} needs absolute paths on both sides",
-                v.host_path, v.container_path
+                "volume {}:{} needs absolute paths on both sides",
+                quoted(&v.host_path),
+                quoted(&v.container_path)
             ));
         }
     }
@@ -2797,13 +2859,13 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
 
 /// Checks the shape of a task's health check (the agent validates it in
 /// full).
-fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> {
+fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), Status> {
     let kinds = usize::from(h.command.is_some())
         + usize::from(h.http.is_some())
         + usize::from(h.tcp.is_some());
     if kinds != 1 {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: a health check needs exactly one of command, http and tcp ({kinds} set)"
+            "task {name}: a health check needs exactly one of command, http and tcp ({kinds} set)"
         )));
     }
     let port = h
@@ -2815,7 +2877,7 @@ fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> 
         && (p == 0 || p > 65535)
     {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: health check port {p} is out of range (1-65535)"
+            "task {name}: health check port {p} is out of range (1-65535)"
         )));
     }
     for (field, v) in [
@@ -2825,8 +2887,37 @@ fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> 
         ("delay_seconds", h.delay_seconds),
     ] {
         seconds(field, v).map_err(|e| {
-            Status::invalid_argument(format!("task {name:?}: health check {}", e.message()))
+            Status::invalid_argument(format!("task {name}: health check {}", e.message()))
         })?;
+    }
+    Ok(())
+}
+
+/// Most attributes an agent may report.
+const MAX_ATTRIBUTES: usize = 128;
+
+/// Checks an agent's attributes: they are stored in the registry and shown
+/// to every framework, so they are bounded like names.
+fn check_attributes(attributes: &[pb::Attribute]) -> Result<(), String> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(format!(
+            "{} attributes; at most {MAX_ATTRIBUTES} are allowed",
+            attributes.len()
+        ));
+    }
+    for a in attributes {
+        if a.name.is_empty() || a.name.len() > 255 || a.name.chars().any(char::is_control) {
+            return Err(format!(
+                "attribute name {} must be 1 to 255 bytes without control characters",
+                quoted(&a.name)
+            ));
+        }
+        if a.value.len() > MAX_NAME || a.value.chars().any(char::is_control) {
+            return Err(format!(
+                "attribute {} has a value over {MAX_NAME} bytes or with control characters",
+                quoted(&a.name)
+            ));
+        }
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use berth_proto as pb;
-use berth_scheduler_core::{AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId};
+use berth_scheduler_core::{
+    AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId, quoted,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -452,9 +454,9 @@ impl Registry {
                 pb::TaskState::try_from(status.state).map_err(|_| {
                     ApplyError::Invalid(format!("unknown task state {}", status.state))
                 })?;
-                self.task(framework, task)
-                    .map(|_| ())
-                    .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task.as_str())))
+                self.task(framework, task).map(|_| ()).ok_or_else(|| {
+                    ApplyError::Invalid(format!("unknown task {}", quoted(task.as_str())))
+                })
             }
             Command::SetWeight { weight_milli, .. } => {
                 if *weight_milli == 0 {
@@ -763,8 +765,8 @@ impl Registry {
         for t in tasks {
             if &t.framework != framework || &t.agent != agent_id {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} names another framework or agent",
-                    t.id.as_str()
+                    "task {} names another framework or agent",
+                    quoted(t.id.as_str())
                 )));
             }
             if !ids.insert(t.id.clone()) || self.task(framework, &t.id).is_some() {
@@ -776,8 +778,8 @@ impl Registry {
             let wants = t.allocated.total();
             if !need.ports.intersection(&wants.ports).is_empty() {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} claims ports another task of the launch claims",
-                    t.id.as_str()
+                    "task {} claims ports another task of the launch claims",
+                    quoted(t.id.as_str())
                 )));
             }
             need = need
@@ -829,7 +831,9 @@ impl Registry {
             .tasks
             .get_mut(framework)
             .and_then(|m| m.get_mut(task_id))
-            .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task_id.as_str())))?;
+            .ok_or_else(|| {
+                ApplyError::Invalid(format!("unknown task {}", quoted(task_id.as_str())))
+            })?;
         task.state = state as i32;
         task.status = status_bytes.to_vec();
         let mut effects = Effects::default();
@@ -887,9 +891,9 @@ fn check_fits<'a>(
         let total = t.allocated.total();
         if !ports.intersection(&total.ports).is_empty() {
             return Err(ApplyError::Invalid(format!(
-                "task {:?} claims ports another task on agent {:?} claims",
-                t.id.as_str(),
-                agent.id.as_str()
+                "task {} claims ports another task on agent {} claims",
+                quoted(t.id.as_str()),
+                quoted(agent.id.as_str())
             )));
         }
         ports = ports.union(&total.ports);

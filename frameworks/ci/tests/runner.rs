@@ -2125,6 +2125,54 @@ async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at
         answer.contains("request body is over the 2097152 bytes"),
         "{answer}"
     );
+    // A megabyte in a path, a job name, a repository, a reference or a
+    // variable name: refused with the value quoted cut short.
+    // A URI holds at most 64 KiB (the `http` crate's limit), a body 2 MiB.
+    let mb = "x".repeat(1 << 20);
+    let long = "x".repeat(60_000);
+    for (method, uri, body, why) in [
+        (
+            "GET",
+            format!("/ci/v1/pipelines/{long}"),
+            String::new(),
+            "message cut",
+        ),
+        (
+            "POST",
+            format!("/ci/v1/pipelines/{id}/jobs/{long}/play"),
+            String::new(),
+            "(60000 bytes)",
+        ),
+        (
+            "GET",
+            format!("/ci/v1/pipelines/{id}/jobs/{long}/log"),
+            String::new(),
+            "(60000 bytes)",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".to_string(),
+            format!(r#"{{"repository": "{mb}"}}"#),
+            "(1048576 bytes) must be an absolute path",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".to_string(),
+            format!(r#"{{"repository": "/{mb}"}}"#),
+            "is longer than 4096 bytes",
+        ),
+    ] {
+        let (code, _, answer) = call_raw(&api, method, &uri, Some("application/json"), &body).await;
+        let shown: String = answer.chars().take(300).collect();
+        assert!(matches!(code, 400 | 404), "{method}: {code} {shown}");
+        assert!(answer.contains(why), "{method}: {shown}");
+        assert!(
+            answer.len() < 4096,
+            "{method}: {} bytes: {shown}",
+            answer.len()
+        );
+    }
+
     let all = fx.handle.list().await.unwrap();
     assert_eq!(all.len(), 1, "nothing was created");
     assert_eq!(status_of(&all[0], "build"), JobStatus::Success);
@@ -2145,6 +2193,78 @@ async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at
         let _ = axum::serve(listener, app.into_make_service()).await;
     });
     let mut client = CiClient::connect(url).await.unwrap();
+    // Megabyte job names, repositories, references and variable names over
+    // gRPC: short errors, trailers a standard client accepts.
+    let short = |what: &str, e: tonic::Status, code: tonic::Code, why: &str| {
+        let shown: String = e.message().chars().take(300).collect();
+        assert_eq!(e.code(), code, "{what}: {shown}");
+        assert!(e.message().contains(why), "{what}: {shown}");
+        assert!(
+            e.message().len() <= 1024,
+            "{what}: {} bytes",
+            e.message().len()
+        );
+    };
+    let play = client
+        .play_job(ci::PlayJobRequest {
+            pipeline: id,
+            job: mb.clone(),
+        })
+        .await
+        .unwrap_err();
+    short("play", play, tonic::Code::NotFound, "(1048576 bytes)");
+    let retry = client
+        .retry_job(ci::RetryJobRequest {
+            pipeline: id,
+            job: mb.clone(),
+        })
+        .await
+        .unwrap_err();
+    short("retry", retry, tonic::Code::NotFound, "(1048576 bytes)");
+    let follow = client
+        .follow_job_log(log_request(id, &mb))
+        .await
+        .unwrap_err();
+    short("follow", follow, tonic::Code::NotFound, "(1048576 bytes)");
+    let trigger = |f: &dyn Fn(&mut ci::TriggerPipelineRequest)| {
+        let mut t = ci::TriggerPipelineRequest {
+            repository: repo.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        f(&mut t);
+        t
+    };
+    for (what, request, why) in [
+        (
+            "repository",
+            trigger(&|t| t.repository = format!("/{mb}")),
+            "longer than 4096 bytes",
+        ),
+        (
+            "reference",
+            trigger(&|t| t.reference = Some(mb.clone())),
+            "(1048576 bytes) must be at most 4096 bytes",
+        ),
+        (
+            "variable",
+            trigger(&|t| {
+                t.variables = vec![ci::TriggerVariable {
+                    name: format!("{mb}-"),
+                    value: "v".into(),
+                    masked: false,
+                }]
+            }),
+            "(1048577 bytes) is not a variable name",
+        ),
+    ] {
+        let e = client.trigger_pipeline(request).await.unwrap_err();
+        short(what, e, tonic::Code::InvalidArgument, why);
+    }
+    assert_eq!(
+        fx.handle.list().await.unwrap().len(),
+        1,
+        "nothing was created"
+    );
     let view = client
         .get_pipeline(ci::GetPipelineRequest { id })
         .await

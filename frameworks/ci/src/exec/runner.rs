@@ -302,7 +302,7 @@ pub enum RunError {
     #[error("no pipeline {0}")]
     NoSuchPipeline(u64),
     /// No such job.
-    #[error("pipeline {0} has no job {1:?}")]
+    #[error("pipeline {} has no job {}", .0, berth_proto::quoted(.1))]
     NoSuchJob(u64, String),
     /// A state transition was refused.
     #[error(transparent)]
