@@ -375,7 +375,7 @@ impl Core {
         if self.leading.take().is_some() {
             info!("no longer the leader; closing framework and agent streams");
         }
-        self.fail_pending(&ApplyError::NotLeader);
+        self.fail_pending(&ApplyError::LeadershipLost);
         for (_, conn) in self.frameworks.drain() {
             let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
         }
@@ -529,7 +529,7 @@ impl Core {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(ApplyError::Unavailable("the command was not committed in time".into()));
+                    return Err(ApplyError::Unavailable("the command was not committed in time; it may still be committed (reconcile before retrying)".into()));
                 }
             }
         }
@@ -623,7 +623,7 @@ impl Core {
                 (p.then)(
                     self,
                     Err(ApplyError::Unavailable(
-                        "the command was not committed in time".into(),
+                        "the command was not committed in time; it may still be committed (reconcile before retrying)".into(),
                     )),
                 );
             }
@@ -810,11 +810,22 @@ impl Core {
     }
 
     /// Maps a commit error to a gRPC status: "not the leader" becomes a
-    /// redirect, anything else `make(message)`.
+    /// redirect (also when leadership was lost with the command in flight,
+    /// saying its outcome is unknown), an unknown framework NOT_FOUND (it
+    /// was removed meanwhile), anything else `make(message)`.
     fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> Status) -> Status {
         match e {
             ApplyError::NotLeader => self.not_leader(),
+            ApplyError::LeadershipLost => {
+                let redirect = self.not_leader();
+                Status::with_metadata(
+                    tonic::Code::Unavailable,
+                    format!("{e}; {}", redirect.message()),
+                    redirect.metadata().clone(),
+                )
+            }
             ApplyError::Unavailable(m) => Status::unavailable(m),
+            e @ ApplyError::UnknownFramework(_) => Status::not_found(e.to_string()),
             e => make(e.to_string()),
         }
     }
@@ -1689,11 +1700,12 @@ impl Core {
             let answer = match result {
                 Ok(effects) => core.agent_registered(conn, id, new, tx, &effects),
                 Err(e) => Err(match e {
-                    ApplyError::NotLeader => core.not_leader(),
-                    ApplyError::Unavailable(m) => Status::unavailable(m),
                     ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
                         Status::failed_precondition(format!("register: {e}"))
                     }
+                    e @ (ApplyError::NotLeader
+                    | ApplyError::LeadershipLost
+                    | ApplyError::Unavailable(_)) => core.status_of(e, Status::internal),
                     _ => Status::internal(e.to_string()),
                 }),
             };
@@ -3426,6 +3438,34 @@ mod tests {
             drain_agent(&mut arx).is_empty(),
             "nothing sent to the agent"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_in_flight_when_leadership_is_lost_is_told_its_outcome_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir).await;
+        let _agent = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
+        let (header, mut events) = subscribe(&mut core, "").await;
+        let offer = offers(&mut core, &mut events).remove(0);
+        // Proposed, not applied yet, when this master steps down.
+        let (tx, mut rx) = oneshot::channel();
+        core.accept(
+            accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"),
+            tx,
+        );
+        core.step_down();
+        let err = match rx.try_recv() {
+            Ok(Err(e)) => e,
+            other => panic!("expected an error at once, got {other:?}"),
+        };
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+        assert!(
+            err.message()
+                .starts_with("this master lost leadership before the command was committed"),
+            "{}",
+            err.message()
+        );
+        assert!(err.message().contains("reconcile"), "{}", err.message());
     }
 
     #[tokio::test]

@@ -61,6 +61,14 @@ pub enum ApplyError {
     /// committed by it.
     #[error("this master is not the leader")]
     NotLeader,
+    /// This master proposed the command but lost leadership before it was
+    /// committed: the new leader may still commit it, so its outcome is
+    /// unknown.
+    #[error(
+        "this master lost leadership before the command was committed; the new leader may \
+         still commit it (reconcile before retrying)"
+    )]
+    LeadershipLost,
     /// Any other invariant the command would break.
     #[error("{0}")]
     Invalid(String),

@@ -1509,6 +1509,22 @@ async fn megabyte_inputs_get_short_specific_errors_on_every_call() -> anyhow::Re
         "(255 bytes) of framework",
     );
 
+    // Over the 4 MiB message limit: refused before berth sees it, with the
+    // code scheduler.proto documents (tonic's OUT_OF_RANGE).
+    let r = client
+        .accept(accept(
+            &h,
+            &[&offer],
+            vec![task(&"z".repeat(5 * MB), small())],
+        ))
+        .await;
+    refused_short(
+        "a 5 MiB accept",
+        r,
+        Code::OutOfRange,
+        "decoded message length too large",
+    );
+
     // Nothing changed: one framework, no task, no role state; the offer
     // still launches.
     let state = op.get_state(pb::Empty {}).await?.into_inner();
