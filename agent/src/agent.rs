@@ -374,7 +374,7 @@ impl Agent {
             state: state as i32,
             message,
             reason: reason.to_owned(),
-            source: pb::StatusSource::SourceAgent as i32,
+            source: pb::StatusSource::Agent as i32,
             agent_id: core.agent_id.clone(),
             exit_code,
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),

@@ -1635,7 +1635,7 @@ impl Core {
                         },
                         message: "the master does not know this task".into(),
                         reason: "RECONCILIATION".into(),
-                        source: pb::StatusSource::SourceMaster as i32,
+                        source: pb::StatusSource::Master as i32,
                         agent_id: t.agent_id.clone(),
                         timestamp: ms_to_secs(unix_ms()),
                         ..Default::default()
@@ -2729,7 +2729,7 @@ fn event(e: pb::event::Event) -> pb::Event {
 
 fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
     status.uuid.clear();
-    status.source = pb::StatusSource::SourceMaster as i32;
+    status.source = pb::StatusSource::Master as i32;
     status.reason = "RECONCILIATION".into();
     status
 }

@@ -164,7 +164,7 @@ impl TaskRecord {
                 task_id: self.id.to_string(),
                 state: self.state,
                 agent_id: self.agent.to_string(),
-                source: pb::StatusSource::SourceMaster as i32,
+                source: pb::StatusSource::Master as i32,
                 timestamp: ms_to_secs(self.launched_at_ms),
                 ..Default::default()
             };
@@ -948,7 +948,7 @@ fn master_status(
         state: state as i32,
         message: message.to_string(),
         reason: reason.to_string(),
-        source: pb::StatusSource::SourceMaster as i32,
+        source: pb::StatusSource::Master as i32,
         agent_id: task.agent.to_string(),
         exit_code: None,
         uuid: Vec::new(),

@@ -2,7 +2,8 @@
 //!
 //! The protobuf messages and tonic services of the three APIs of the master
 //! (scheduler, agent, operator), the agent's own log API and the CI
-//! framework's API ([`ci`]), generated from `proto/*.proto` at build time.
+//! framework's API ([`ci`]), generated at build time from the .proto files
+//! under `proto/berth/`, laid out as their packages say.
 //! Every message and field is documented in the .proto files; the
 //! generated Rust items carry those comments.
 //!

@@ -225,7 +225,7 @@ pub fn validate_outputs(outputs: &[OutputUpload]) -> Result<(), String> {
         compile_globs("exclude", &o.exclude).map_err(at)?;
         if crate::output_upload::When::try_from(o.when).is_err() {
             return Err(at(format!(
-                "when {} is not ON_SUCCESS (0), ON_FAILURE (1) or ALWAYS (2)",
+                "when {} is not WHEN_ON_SUCCESS (0), WHEN_ON_FAILURE (1) or WHEN_ALWAYS (2)",
                 o.when
             )));
         }
