@@ -1387,6 +1387,8 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
     }
     let resources = resources_from_proto_opt(task.resources.as_ref())
         .map_err(|e| format!("invalid resources: {e}"))?;
+    berth_proto::minimums::check_task_minimums(&task.task_id, &resources, task.container.is_some())
+        .map_err(|e| e.to_string())?;
     let container = task
         .container
         .as_ref()
@@ -1425,6 +1427,11 @@ mod tests {
     fn task(cmd: pb::CommandInfo) -> pb::TaskInfo {
         pb::TaskInfo {
             task_id: "t1".into(),
+            resources: Some(pb::Resources {
+                cpus: 0.1,
+                mem: 32.0,
+                ..Default::default()
+            }),
             command: Some(cmd),
             ..Default::default()
         }
@@ -1477,6 +1484,17 @@ mod tests {
             ..Default::default()
         });
         assert!(validate_task("fw", &bad_res).unwrap_err().contains("cpus"));
+        // The master's minimums, checked again (berth_proto::minimums).
+        let mut no_mem = task(pb::CommandInfo {
+            shell: "true".into(),
+            ..Default::default()
+        });
+        no_mem.resources = Some(pb::Resources {
+            cpus: 1.0,
+            ..Default::default()
+        });
+        let err = validate_task("fw", &no_mem).unwrap_err();
+        assert!(err.contains("asks for no mem"), "{err}");
     }
 
     #[test]

@@ -1507,12 +1507,12 @@ impl Core {
             let want = resources_from_proto_opt(info.resources.as_ref()).map_err(|e| {
                 Status::invalid_argument(format!("task {}: {e}", quoted(&info.task_id)))
             })?;
-            if want.cpus.milli() == 0 && want.mem.milli() == 0 {
-                return Err(Status::invalid_argument(format!(
-                    "task {:?} must request some cpus or mem",
-                    info.task_id
-                )));
-            }
+            berth_proto::minimums::check_task_minimums(
+                &info.task_id,
+                &want,
+                info.container.is_some(),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let before = pool.total();
             let Some(allocated) = pool.take(&want) else {
                 return Err(Status::invalid_argument(format!(

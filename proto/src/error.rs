@@ -32,3 +32,36 @@ pub enum AddressError {
         reason: &'static str,
     },
 }
+
+/// A task asks for less than every task, or every container task, needs
+/// (see [`crate::minimums`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MinimumError {
+    /// No cpus or no memory at all.
+    #[error(
+        "task {} asks for no {resource}: every task needs a positive {resource} request",
+        quoted(.task)
+    )]
+    NotPositive {
+        /// The task id.
+        task: String,
+        /// `"cpus"` or `"mem"`.
+        resource: &'static str,
+    },
+    /// A container task under Docker's minimum.
+    #[error(
+        "task {} asks for {got} {resource}; a container task needs at least {min} \
+         (Docker's minimum)",
+        quoted(.task)
+    )]
+    BelowContainerMinimum {
+        /// The task id.
+        task: String,
+        /// `"cpus"` or `"mem"` (MiB).
+        resource: &'static str,
+        /// What it asks for.
+        got: f64,
+        /// The minimum.
+        min: f64,
+    },
+}

@@ -9,9 +9,11 @@
 //!
 //! This crate holds wire types only. Validation and conversion into
 //! berth's domain types (fixed-point resources, validated ids) live with the
-//! code that receives them, in `berth-scheduler-core` terms. The exception
-//! is [`transfer`]: the rules for a task's fetched URIs and uploaded outputs,
-//! which the master and the agent both apply and must apply alike.
+//! code that receives them, in `berth-scheduler-core` terms. The exceptions
+//! are the rules the master and the agent both apply and must apply alike:
+//! [`transfer`] (a task's fetched URIs and uploaded outputs), [`mask`]
+//! (masked values), [`minimums`] (the least a task may ask for) and
+//! [`check_address`].
 
 /// Version 1 of the berth protocol (`package berth.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
@@ -37,6 +39,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub mod convert;
 pub mod error;
 pub mod mask;
+pub mod minimums;
 pub mod transfer;
 
 pub use berth_scheduler_core::quoted;

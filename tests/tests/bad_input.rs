@@ -353,13 +353,60 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
                 mem: 0.0,
                 ..Default::default()
             },
-            "some cpus or mem",
+            "task \"r\" asks for no cpus: every task needs a positive cpus request",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.5,
+                mem: 0.0,
+                ..Default::default()
+            },
+            "task \"r\" asks for no mem: every task needs a positive mem request",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.0001,
+                mem: 32.0,
+                ..Default::default()
+            },
+            "asks for no cpus",
         ),
     ] {
         refused(
             client
                 .accept(accept(&h, &[&offer], vec![task("r", r)]))
                 .await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    // A container task needs what Docker accepts: 6 MiB and 0.01 cpus.
+    for (cpus, mem, needle) in [
+        (
+            0.1,
+            5.0,
+            "task \"c\" asks for 5 mem; a container task needs at least 6",
+        ),
+        (
+            0.005,
+            32.0,
+            "task \"c\" asks for 0.005 cpus; a container task needs at least 0.01",
+        ),
+    ] {
+        let mut t = task(
+            "c",
+            pb::Resources {
+                cpus,
+                mem,
+                ..Default::default()
+            },
+        );
+        t.container = Some(pb::ContainerInfo {
+            image: "busybox".into(),
+            ..Default::default()
+        });
+        refused(
+            client.accept(accept(&h, &[&offer], vec![t])).await,
             Code::InvalidArgument,
             needle,
         );
