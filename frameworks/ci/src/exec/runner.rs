@@ -63,6 +63,12 @@ use crate::{
     PlannedJob, SecretVariable, render_script,
 };
 
+/// The file in the data directory holding the framework's id.
+const FRAMEWORK_ID_FILE: &str = "framework-id";
+
+/// How long a teardown at stop may take.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Where a job's files are, inside a Docker job's container.
 const CONTAINER_SANDBOX: &str = "/mnt/berth/sandbox";
 
@@ -115,6 +121,16 @@ pub struct RunnerConfig {
     /// How a log collection that fails is tried again before it gives up
     /// (see [`super::collect`]).
     pub log_retry: LogRetry,
+    /// How long the masters keep the framework (and its jobs' tasks) while
+    /// it is disconnected: a week by default, so that a `berth ci serve`
+    /// that is restarted finds its jobs still running.
+    pub failover_timeout: Duration,
+    /// Tear the framework down when the runner stops (its tasks are
+    /// killed, the masters forget it, and the stored framework id is
+    /// deleted): for a one-shot run such as `berth ci run`, which would
+    /// otherwise leave a disconnected framework behind for
+    /// `failover_timeout`. Off by default (`berth ci serve` comes back).
+    pub teardown_on_stop: bool,
 }
 
 impl RunnerConfig {
@@ -139,6 +155,8 @@ impl RunnerConfig {
             source_retention: Some(expiry::DEFAULT_SOURCE_RETENTION),
             sweep_interval: Duration::from_secs(3600),
             log_retry: LogRetry::default(),
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            teardown_on_stop: false,
         }
     }
 
@@ -725,16 +743,43 @@ pub async fn start(
     let framework_config = FrameworkConfig::new("berth-ci")
         .reconcile_on_resubscribe(false)
         .roles([config.role.clone()])
-        .failover_timeout(Duration::from_secs(7 * 24 * 3600));
-    let framework_config = match std::fs::read_to_string(config.data_dir.join("framework-id")) {
-        Ok(id) if !id.trim().is_empty() => framework_config.framework_id(id.trim()),
-        _ => framework_config,
+        .failover_timeout(config.failover_timeout);
+    let id_file = config.data_dir.join(FRAMEWORK_ID_FILE);
+    let stored = std::fs::read_to_string(&id_file)
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty());
+    let subscribed = match stored {
+        Some(id) => {
+            match berth_sdk::subscribe(
+                config.masters.clone(),
+                framework_config.clone().framework_id(&id),
+            )
+            .await
+            {
+                // Removed by the masters (torn down, or away past its
+                // failover timeout; its tasks were killed): start afresh,
+                // as a new framework, rather than never again.
+                Err(berth_sdk::SdkError::Removed(why)) => {
+                    warn!(framework = %id, "the stored framework id was removed by the masters ({why}); subscribing as a new framework");
+                    berth_sdk::subscribe(config.masters.clone(), framework_config).await
+                }
+                other => other,
+            }
+        }
+        None => berth_sdk::subscribe(config.masters.clone(), framework_config).await,
     };
-    let (framework, events) = berth_sdk::subscribe(config.masters.clone(), framework_config)
-        .await
-        .map_err(|e| RunError::Other(format!("cannot subscribe to the masters: {e}")))?;
-    std::fs::write(config.data_dir.join("framework-id"), framework.id())
-        .map_err(|e| RunError::Other(format!("cannot store the framework id: {e}")))?;
+    let (framework, events) =
+        subscribed.map_err(|e| RunError::Other(format!("cannot subscribe to the masters: {e}")))?;
+    if let Err(e) = std::fs::write(&id_file, framework.id()) {
+        // Not stored, so never found again: do not leave it behind.
+        if let Err(t) = framework.teardown().await {
+            warn!(framework = %framework.id(), "cannot tear the framework down: {t}");
+        }
+        return Err(RunError::Other(format!(
+            "cannot store the framework id: {e}"
+        )));
+    }
     let (tx, rx) = mpsc::channel(64);
     let (changes_tx, changes) = watch::channel(0);
     let collecting = Collecting::default();
@@ -834,7 +879,36 @@ impl Runner {
             }
         }
         self.stop_collecting().await;
+        if self.config.teardown_on_stop {
+            self.teardown().await;
+        }
         info!("CI runner stopped");
+    }
+
+    /// Removes the framework from the masters (they kill its tasks) and
+    /// forgets its id, bounded in time: a cluster that does not answer
+    /// removes it after its failover timeout anyway.
+    async fn teardown(&mut self) {
+        let id = self.framework.id().to_string();
+        match tokio::time::timeout(TEARDOWN_TIMEOUT, self.framework.teardown()).await {
+            Ok(Ok(())) => {
+                info!(framework = %id, "CI framework torn down");
+                let file = self.config.data_dir.join(FRAMEWORK_ID_FILE);
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!("cannot remove {}: {e}", file.display());
+                }
+            }
+            Ok(Err(e)) => warn!(
+                framework = %id,
+                "cannot tear the CI framework down ({e}); the masters remove it after its failover timeout"
+            ),
+            Err(_) => warn!(
+                framework = %id,
+                "the CI framework's teardown did not finish within {TEARDOWN_TIMEOUT:?}; the masters remove it after its failover timeout"
+            ),
+        }
     }
 
     /// After a restart: the time limits of the jobs that were running,
