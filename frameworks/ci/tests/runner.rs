@@ -1485,6 +1485,46 @@ async fn a_new_runner_reattaches_to_a_running_job_and_collects_its_log_exactly_o
     fx.shut().await;
 }
 
+/// A job's log is one stream in the order written: the agent's fetch of
+/// the source first, then the script's stdout and stderr interleaved as
+/// they were written, the line that ends the job, and the upload of its
+/// artifacts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_log_keeps_stdout_stderr_and_the_agents_lines_in_the_order_written() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo(
+        "test:\n  script:\n    - i=1; while [ $i -le 20 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done\n    - mkdir -p out && echo r > out/report\n    - echo 'test failed, see above' >&2; exit 4\n  artifacts:\n    when: always\n    paths: [out/]\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_log_complete(&fx.handle, id, "test").await;
+    assert_eq!(status_of(&rec, "test"), JobStatus::Failed);
+    let log = log_of(&fx.handle, &rec, "test");
+    let mut at = 0;
+    let mut next = |needle: &str| {
+        let found = log[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} of:\n{log}"));
+        at += found + needle.len();
+    };
+    next("berth: fetched");
+    next("$ i=1;");
+    for i in 1..=20 {
+        next(&format!("out {i}\nerr {i}\n"));
+    }
+    next("test failed, see above\n");
+    next("ERROR: Job failed: exit code 4\n");
+    next("berth: uploaded artifacts");
+    assert!(
+        !log.contains("job script starts"),
+        "the start mark is left out: {log}"
+    );
+    fx.shut().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_that_ended_or_ran_out_of_time_while_the_runner_was_down_get_their_final_status() {
     use berth_ci::exec::state::FailureReason;
