@@ -1525,6 +1525,45 @@ async fn a_jobs_log_keeps_stdout_stderr_and_the_agents_lines_in_the_order_writte
     fx.shut().await;
 }
 
+/// A job asking for less than the masters accept (`BERTH_MEMORY` under a
+/// milli-MiB; a container under Docker's 6 MiB) fails before it is
+/// launched, saying why, and does not hold up the jobs packed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_less_than_the_cluster_accepts_fails_without_blocking_others() {
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo(
+        "tiny:\n  variables: {BERTH_MEMORY: \"0.0001\"}\n  script: [echo tiny]\nboxed:\n  image: busybox\n  variables: {BERTH_MEMORY: \"4\"}\n  script: [echo boxed]\nfine:\n  script: [echo fine]\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, id, "the pipeline to finish", |r| {
+        r.status().is_finished()
+    })
+    .await;
+    assert_eq!(status_of(&rec, "fine"), JobStatus::Success);
+    for (job, why) in [
+        ("tiny", "asks for no mem"),
+        ("boxed", "asks for 4 mem; a container task needs at least 6"),
+    ] {
+        assert_eq!(status_of(&rec, job), JobStatus::Failed, "{job}");
+        let i = rec.state.find(job).unwrap();
+        let attempt = &rec.state.jobs()[i].attempts[0];
+        let end = attempt.end.clone().unwrap();
+        assert_eq!(end.reason, Some(FailureReason::SchedulerFailure), "{job}");
+        assert!(end.message.contains(why), "{job}: {}", end.message);
+        let log = log_of(&fx.handle, &rec, job);
+        assert!(
+            log.contains("ERROR: Job failed (the cluster would refuse it)") && log.contains(why),
+            "{job}: {log}"
+        );
+    }
+    fx.shut().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_that_ended_or_ran_out_of_time_while_the_runner_was_down_get_their_final_status() {
     use berth_ci::exec::state::FailureReason;
