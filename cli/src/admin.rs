@@ -11,6 +11,8 @@ use berth_proto::convert::resources_from_proto_opt;
 use berth_scheduler_core::Resources;
 use serde_json::json;
 
+use berth_proto::quoted;
+
 use crate::ClientOpts;
 pub(crate) use crate::client::operator;
 use crate::table::render;
@@ -44,24 +46,6 @@ fn state_name(s: i32) -> String {
 pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
-}
-
-/// Most bytes of a value an error message quotes.
-const QUOTED_BYTES: usize = 64;
-
-/// A value for an error message: quoted, and when longer than
-/// [`QUOTED_BYTES`] cut there and followed by its length (`"<its first 64
-/// bytes>"… (300 bytes)`), so that a huge argument does not make a huge
-/// message.
-pub(crate) fn quoted(value: &str) -> String {
-    if value.len() <= QUOTED_BYTES {
-        return format!("{value:?}");
-    }
-    let mut end = QUOTED_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}… ({} bytes)", &value[..end], value.len())
 }
 
 /// A kind of id the commands take as a prefix, and where to see them.
@@ -125,7 +109,7 @@ pub(crate) fn resolve_id<'a>(
             kind.name,
             many.iter()
                 .take(CANDIDATES_SHOWN)
-                .map(|c| quoted(c))
+                .map(|c| quoted(c).to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
             if many.len() > CANDIDATES_SHOWN {
@@ -873,14 +857,6 @@ mod tests {
         let e = resolve_id(AGENT, &huge, ["a1"]).unwrap_err().to_string();
         assert!(e.len() < 200, "{e}");
         assert!(e.contains("(100000 bytes)"), "{e}");
-    }
-
-    #[test]
-    fn quoted_values_are_cut_on_a_character_boundary() {
-        assert_eq!(quoted("abc"), "\"abc\"");
-        let long = format!("{}é{}", "a".repeat(63), "b".repeat(10));
-        // Byte 64 is inside "é": the cut is before it.
-        assert_eq!(quoted(&long), format!("\"{}\"… (75 bytes)", "a".repeat(63)));
     }
 
     #[test]

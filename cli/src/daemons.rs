@@ -87,7 +87,7 @@ pub(crate) fn check_exposure(apis: &[Api<'_>], insecure: bool) -> Result<(), Str
                 .map(|a| ("advertise", a.to_string()))
         };
         if let Some((verb, address)) = exposed {
-            let address = crate::admin::quoted(&address);
+            let address = berth_proto::quoted(&address);
             return Err(format!(
                 "refusing to {verb} {address} for {}: it is not a loopback address, and berth has \
                  no authentication yet: anyone who can reach {} can {}. Use a 127.0.0.1 \

@@ -86,7 +86,7 @@ fn parse_scalar(name: &'static str, s: &str) -> Result<Scalar, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{:?} is not a number", berth_proto::cut(s)))?;
+        .map_err(|_| format!("{} is not a number", berth_proto::quoted(s)))?;
     let scalar = Scalar::from_f64(name, v).map_err(|e| e.to_string())?;
     if scalar.milli() == 0 {
         return Err(format!("{name} must be more than 0"));
@@ -220,12 +220,23 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         mem: args.mem,
         ..Resources::empty()
     };
+    // The master's rule, checked before anything is sent (a container
+    // needs at least what Docker accepts).
+    if let Err(e) =
+        berth_proto::minimums::check_task_minimums(&args.name, &want, args.image.is_some())
+    {
+        eprintln!("berth: {e}");
+        return Err(ExitWith(2).into());
+    }
     let what = match (&args.image, args.command.is_empty()) {
         (Some(image), true) => image.clone(),
         (Some(image), false) => format!("{image}: {}", args.command.join(" ")),
         (None, _) => args.command.join(" "),
     };
-    let config = FrameworkConfig::new(format!("berth-run: {}", berth_proto::cut(&what)))
+    // A name for display: a long command is cut (frameworks' names are
+    // at most 1024 bytes).
+    let what: String = what.chars().take(200).collect();
+    let config = FrameworkConfig::new(format!("berth-run: {what}"))
         .roles([args.role.clone()])
         // Survives a master restart or failover; if `berth run` itself dies,
         // the master kills the task after this long.
@@ -336,7 +347,7 @@ fn exit_code(task: &pb::TaskInfo, want: &Resources, outcome: Outcome) -> u8 {
             for part in [&status.reason, &status.message] {
                 if !part.is_empty() {
                     why.push_str(": ");
-                    why.push_str(&berth_proto::cut(part));
+                    why.push_str(part);
                 }
             }
             eprintln!("berth: {why}");

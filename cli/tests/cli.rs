@@ -357,6 +357,18 @@ fn malformed_arguments_get_specific_errors() {
             &["run", "--cpus", "0", "--", "true"],
             "cpus must be more than 0",
         ),
+        (
+            &[
+                "run",
+                "--image",
+                "berth/busybox:latest",
+                "--mem",
+                "2",
+                "--",
+                "true",
+            ],
+            "a container task needs at least 6",
+        ),
         (&["run"], "required"),
         (&["agent", "--resources", "cpus:x"], "cpus"),
         (&["agent", "--resources", "bogus:1"], "unknown resource"),

@@ -22,7 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use berth_proto as pb;
-use berth_scheduler_core::{AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId};
+use berth_scheduler_core::{
+    AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId, quoted,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -181,7 +183,7 @@ impl TaskRecord {
                 task_id: self.id.to_string(),
                 state: self.state,
                 agent_id: self.agent.to_string(),
-                source: pb::StatusSource::SourceMaster as i32,
+                source: pb::StatusSource::Master as i32,
                 timestamp: ms_to_secs(self.launched_at_ms),
                 ..Default::default()
             };
@@ -508,9 +510,9 @@ impl Registry {
                 pb::TaskState::try_from(status.state).map_err(|_| {
                     ApplyError::Invalid(format!("unknown task state {}", status.state))
                 })?;
-                self.task(framework, task)
-                    .map(|_| ())
-                    .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task.as_str())))
+                self.task(framework, task).map(|_| ()).ok_or_else(|| {
+                    ApplyError::Invalid(format!("unknown task {}", quoted(task.as_str())))
+                })
             }
             Command::SetWeight { weight_milli, .. } => {
                 if *weight_milli == 0 {
@@ -849,8 +851,8 @@ impl Registry {
         for t in tasks {
             if &t.framework != framework || &t.agent != agent_id {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} names another framework or agent",
-                    t.id.as_str()
+                    "task {} names another framework or agent",
+                    quoted(t.id.as_str())
                 )));
             }
             // A recently completed task's id is refused too: a framework
@@ -871,8 +873,8 @@ impl Registry {
             let wants = t.allocated.total();
             if !need.ports.intersection(&wants.ports).is_empty() {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} claims ports another task of the launch claims",
-                    t.id.as_str()
+                    "task {} claims ports another task of the launch claims",
+                    quoted(t.id.as_str())
                 )));
             }
             need = need
@@ -924,7 +926,9 @@ impl Registry {
             .tasks
             .get_mut(framework)
             .and_then(|m| m.get_mut(task_id))
-            .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task_id.as_str())))?;
+            .ok_or_else(|| {
+                ApplyError::Invalid(format!("unknown task {}", quoted(task_id.as_str())))
+            })?;
         task.state = state as i32;
         task.status = status_bytes.to_vec();
         // The update's own time (when the agent saw the change), so that
@@ -1006,9 +1010,9 @@ fn check_fits<'a>(
         let total = t.allocated.total();
         if !ports.intersection(&total.ports).is_empty() {
             return Err(ApplyError::Invalid(format!(
-                "task {:?} claims ports another task on agent {:?} claims",
-                t.id.as_str(),
-                agent.id.as_str()
+                "task {} claims ports another task on agent {} claims",
+                quoted(t.id.as_str()),
+                quoted(agent.id.as_str())
             )));
         }
         ports = ports.union(&total.ports);
@@ -1063,7 +1067,7 @@ fn master_status(
         state: state as i32,
         message: message.to_string(),
         reason: reason.to_string(),
-        source: pb::StatusSource::SourceMaster as i32,
+        source: pb::StatusSource::Master as i32,
         agent_id: task.agent.to_string(),
         exit_code: None,
         uuid: Vec::new(),

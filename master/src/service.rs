@@ -45,6 +45,7 @@ impl CoreHandle {
             .map_err(|_| Status::unavailable("master is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("master is shutting down"))?
+            .map_err(pb::bounded_status)
     }
 
     async fn call(&self, call: SchedulerCall) -> Result<CallReply, Status> {
