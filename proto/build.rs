@@ -1,15 +1,17 @@
-//! Generates the protobuf messages and tonic services from `proto/*.proto`
-//! with the protoc binary vendored by `protoc-bin-vendored`, so building
-//! berth needs no system protoc.
+//! Generates the protobuf messages and tonic services from the .proto files
+//! under `proto/`, laid out as their packages say (`berth/v1/`,
+//! `berth/ci/v1/`, so that code generated from them in other languages can
+//! live in a package), with the protoc binary vendored by
+//! `protoc-bin-vendored`, so building berth needs no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
-        "proto/common.proto",
-        "proto/scheduler.proto",
-        "proto/agent.proto",
-        "proto/operator.proto",
-        "proto/raft.proto",
-        "proto/ci.proto",
+        "proto/berth/v1/common.proto",
+        "proto/berth/v1/scheduler.proto",
+        "proto/berth/v1/agent.proto",
+        "proto/berth/v1/operator.proto",
+        "proto/berth/v1/raft.proto",
+        "proto/berth/ci/v1/ci.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -375,7 +375,7 @@ impl Agent {
             state: state as i32,
             message,
             reason: reason.to_owned(),
-            source: pb::StatusSource::SourceAgent as i32,
+            source: pb::StatusSource::Agent as i32,
             agent_id: core.agent_id.clone(),
             exit_code,
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
@@ -1402,6 +1402,8 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
     }
     let resources = resources_from_proto_opt(task.resources.as_ref())
         .map_err(|e| format!("invalid resources: {e}"))?;
+    berth_proto::minimums::check_task_minimums(&task.task_id, &resources, task.container.is_some())
+        .map_err(|e| e.to_string())?;
     let container = task
         .container
         .as_ref()
@@ -1440,6 +1442,11 @@ mod tests {
     fn task(cmd: pb::CommandInfo) -> pb::TaskInfo {
         pb::TaskInfo {
             task_id: "t1".into(),
+            resources: Some(pb::Resources {
+                cpus: 0.1,
+                mem: 32.0,
+                ..Default::default()
+            }),
             command: Some(cmd),
             ..Default::default()
         }
@@ -1492,6 +1499,17 @@ mod tests {
             ..Default::default()
         });
         assert!(validate_task("fw", &bad_res).unwrap_err().contains("cpus"));
+        // The master's minimums, checked again (berth_proto::minimums).
+        let mut no_mem = task(pb::CommandInfo {
+            shell: "true".into(),
+            ..Default::default()
+        });
+        no_mem.resources = Some(pb::Resources {
+            cpus: 1.0,
+            ..Default::default()
+        });
+        let err = validate_task("fw", &no_mem).unwrap_err();
+        assert!(err.contains("asks for no mem"), "{err}");
     }
 
     #[test]

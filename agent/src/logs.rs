@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto as pb;
-use berth_scheduler_core::{FrameworkId, TaskId};
+use berth_scheduler_core::{FrameworkId, TaskId, quoted};
 use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
@@ -49,7 +49,8 @@ impl LogService {
             if let Some((k, e)) = found.next() {
                 if found.next().is_some() {
                     return Err(Status::invalid_argument(format!(
-                        "task id {task_id:?} is used by several frameworks on this agent; give framework_id"
+                        "task id {} is used by several frameworks on this agent; give framework_id",
+                        quoted(task_id)
                     )));
                 }
                 return Ok((k.clone(), e.sandbox.clone()));
@@ -73,7 +74,8 @@ impl LogService {
             }
             if hits.len() > 1 {
                 return Err(Status::invalid_argument(format!(
-                    "task id {task_id:?} is used by several frameworks on this agent; give framework_id"
+                    "task id {} is used by several frameworks on this agent; give framework_id",
+                    quoted(task_id)
                 )));
             }
             if let Some((fw, sandbox)) = hits.pop() {
@@ -81,9 +83,13 @@ impl LogService {
             }
         }
         Err(Status::not_found(if framework_id.is_empty() {
-            format!("task {task_id:?} is not known to this agent")
+            format!("task {} is not known to this agent", quoted(task_id))
         } else {
-            format!("task {task_id:?} of framework {framework_id:?} is not known to this agent")
+            format!(
+                "task {} of framework {} is not known to this agent",
+                quoted(task_id),
+                quoted(framework_id)
+            )
         }))
     }
 

@@ -318,7 +318,7 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     let st = first.status.clone().unwrap();
     assert_eq!(first.framework_id, "fw-1");
     assert_eq!(st.state(), pb::TaskState::TaskStarting);
-    assert_eq!(st.source(), pb::StatusSource::SourceAgent);
+    assert_eq!(st.source(), pb::StatusSource::Agent);
     assert_eq!(st.agent_id, "agent-1");
     assert_eq!(st.uuid.len(), 16);
     assert!(st.timestamp > 1.0e9);

@@ -215,6 +215,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) master: Vec<String>,
     /// Where the CI framework serves sources and artifacts to the agents.
+    /// Anything but loopback (for the agents of another machine) needs
+    /// --insecure.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: std::net::SocketAddr,
     /// Keep the run's data (cluster, pipelines, logs) here instead of a
@@ -229,6 +231,29 @@ pub(crate) struct RunArgs {
     pub(crate) tuning: crate::daemons::MasterTuning,
     #[command(flatten)]
     pub(crate) shape: crate::daemons::AgentShape,
+    #[command(flatten)]
+    pub(crate) exposure: crate::daemons::Exposure,
+}
+
+impl RunArgs {
+    /// The APIs the run serves (its file server, and the embedded
+    /// cluster's agent), and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<crate::daemons::Api<'_>>, bool) {
+        let mut apis = vec![crate::daemons::Api {
+            name: "the CI file server",
+            risk: "download the pipeline's source and artifacts, and upload artifacts",
+            listen: self.listen,
+            advertise: None,
+        }];
+        if self.master.is_empty() {
+            // The embedded agent listens on loopback (`ci_run.rs`).
+            apis.push(
+                self.shape
+                    .api(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            );
+        }
+        (apis, self.exposure.insecure)
+    }
 }
 
 /// `--max-log-bytes`: a number of bytes, at least 1.
@@ -371,10 +396,12 @@ fn usage_error(subcommand: &str, message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Exit 0, or print the error and exit 1.
+/// Exit 0, or print the error and exit 1 (a closed stdout is a quiet 0:
+/// see [`crate::out`]).
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if crate::out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
@@ -419,11 +446,11 @@ fn lint(args: &LintArgs) -> ExitCode {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            println!(
+            let _ = outln!(
                 "{name}:1:1: error: the file is not UTF-8 (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()
             );
-            println!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
+            let _ = outln!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
             return ExitCode::from(1);
         }
     };
@@ -432,14 +459,14 @@ fn lint(args: &LintArgs) -> ExitCode {
         Err(d) => (None, d),
     };
     for d in &diags {
-        println!("{name}:{d}");
+        let _ = outln!("{name}:{d}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     let (jobs, stages) = config
         .as_ref()
         .map_or((0, 0), |c| (c.job_names().count(), c.used_stages().len()));
-    println!(
+    let _ = outln!(
         "{name}: {} in {}, {}, {}",
         plural(jobs, "job"),
         plural(stages, "stage"),

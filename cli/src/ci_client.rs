@@ -22,10 +22,12 @@ use hyper_util::rt::TokioExecutor;
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     masters: crate::daemons::MasterList,
-    /// Where the API and the agents' file routes are served.
+    /// Where the API and the agents' file routes are served. Anything but
+    /// loopback needs --insecure.
     #[arg(long, default_value = "127.0.0.1:5080")]
     listen: std::net::SocketAddr,
     /// The URL agents reach this address at (default: http://LISTEN).
+    /// Anything but loopback needs --insecure.
     #[arg(long)]
     advertise: Option<String>,
     /// Pipelines, artifacts, caches, logs and mirrors of registered
@@ -56,6 +58,23 @@ pub(crate) struct ServeArgs {
     /// `missing_dependency_failure`.
     #[arg(long, default_value = "7d", value_parser = parse_retention)]
     source_retention: Retention,
+    #[command(flatten)]
+    exposure: crate::daemons::Exposure,
+}
+
+impl ServeArgs {
+    /// Its API, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<crate::daemons::Api<'_>>, bool) {
+        (
+            vec![crate::daemons::Api {
+                name: "the CI API",
+                risk: "run pipelines (any command, on the cluster's agents) and read every job's log and artifacts",
+                listen: self.listen,
+                advertise: self.advertise.as_deref(),
+            }],
+            self.exposure.insecure,
+        )
+    }
 }
 
 /// A retention: a duration, or for ever.
@@ -239,11 +258,11 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(reply: Reply) -> anyhow::Resu
 
 fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        outln!("{}", serde_json::to_string_pretty(view)?)?;
         return Ok(());
     }
     let s = &view.summary;
-    println!(
+    outln!(
         "pipeline #{}: {} {} ({}) {}{}{}{}",
         s.id,
         s.project,
@@ -263,7 +282,7 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
         } else {
             ""
         }
-    );
+    )?;
     let rows: Vec<Vec<String>> = view
         .jobs
         .iter()
@@ -277,10 +296,10 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         crate::table::render(&["JOB", "STAGE", "STATUS", "ATTEMPTS", "WHY"], &rows)
-    );
+    )?;
     Ok(())
 }
 
@@ -343,7 +362,7 @@ pub(crate) async fn list(opts: &ServerOpts, limit: u32, before: Option<u64>) -> 
     }
     let all: Vec<PipelineSummary> = json(request(opts, "GET", &path, None).await?)?;
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?)?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = all
@@ -359,13 +378,13 @@ pub(crate) async fn list(opts: &ServerOpts, limit: u32, before: Option<u64>) -> 
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         crate::table::render(
             &["ID", "PROJECT", "REF", "COMMIT", "SOURCE", "STATUS"],
             &rows
         )
-    );
+    )?;
     Ok(())
 }
 
@@ -425,7 +444,7 @@ pub(crate) async fn repo(command: crate::ci::RepoCommand) -> anyhow::Result<()> 
         RepoCommand::List { server } => {
             let all: Vec<RepoView> = json(request(&server, "GET", "/ci/v1/repos", None).await?)?;
             if server.json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?)?;
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = all
@@ -443,7 +462,7 @@ pub(crate) async fn repo(command: crate::ci::RepoCommand) -> anyhow::Result<()> 
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 crate::table::render(
                     &[
@@ -458,7 +477,7 @@ pub(crate) async fn repo(command: crate::ci::RepoCommand) -> anyhow::Result<()> 
                     ],
                     &rows
                 )
-            );
+            )?;
             Ok(())
         }
         RepoCommand::Show { id, server } => {
@@ -470,12 +489,13 @@ pub(crate) async fn repo(command: crate::ci::RepoCommand) -> anyhow::Result<()> 
             let view: RepoView =
                 json(request(&server, "DELETE", &format!("/ci/v1/repos/{id}"), None).await?)?;
             if server.json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?)?;
             } else {
-                println!(
+                outln!(
                     "repository #{} ({}) removed; its pipelines stay",
-                    view.id, view.url
-                );
+                    view.id,
+                    view.url
+                )?;
             }
             Ok(())
         }
@@ -527,28 +547,28 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
 
 fn print_repo(opts: &ServerOpts, view: &RepoView) -> anyhow::Result<()> {
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        outln!("{}", serde_json::to_string_pretty(view)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "repository #{}: {} ({}), branches {}, polled every {} s",
         view.id,
         view.project,
         view.url,
         view.branches.join(", "),
         view.poll_interval_secs
-    );
+    )?;
     if view.webhook {
-        println!(
+        outln!(
             "  webhook: POST {}/ci/v1/repos/{}/hook with its secret in X-Berth-Token (or X-Gitlab-Token)",
             opts.server.trim_end_matches('/'),
             view.id
-        );
+        )?;
     } else {
-        println!("  webhook: none (no secret)");
+        outln!("  webhook: none (no secret)")?;
     }
     if let Some(e) = &view.last_error {
-        println!("  error: {e}");
+        outln!("  error: {e}")?;
     }
     if !view.runs.is_empty() {
         let rows: Vec<Vec<String>> = view
@@ -563,10 +583,10 @@ fn print_repo(opts: &ServerOpts, view: &RepoView) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        print!(
+        out!(
             "{}",
             crate::table::render(&["BRANCH", "COMMIT", "PIPELINE", "ERROR"], &rows)
-        );
+        )?;
     }
     Ok(())
 }

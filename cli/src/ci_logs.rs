@@ -157,7 +157,7 @@ pub(crate) async fn job_log(
         }
         offset += reply.body.len();
         {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::out::Stdout;
             out.write_all(&reply.body)?;
             out.flush()?;
         }
@@ -184,7 +184,7 @@ pub(crate) async fn pipeline_logs(
     follow: bool,
     full: bool,
 ) -> anyhow::Result<()> {
-    let mut printer = Printer::new(std::io::stdout());
+    let mut printer = Printer::new(crate::out::Stdout);
     let mut progress: BTreeMap<Key, Progress> = BTreeMap::new();
     let status = loop {
         let view: PipelineView =

@@ -253,7 +253,7 @@ impl Progress {
     /// last call.
     fn lines(&mut self, record: &PipelineRecord) {
         for line in self.changed_lines(record) {
-            println!("{line}");
+            let _ = outln!("{line}");
         }
     }
 

@@ -86,6 +86,12 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     let local = listener.local_addr()?;
     let mut config = RunnerConfig::new(masters, data_dir.join("ci"), format!("http://{local}"));
     config.max_log_bytes = args.max_log_bytes;
+    // A one-shot run: its framework goes when it ends, however it ends
+    // (teardown at stop), and if this process dies the masters remove it
+    // (killing its jobs) after a minute, as for `berth run`, instead of
+    // keeping it for `berth ci serve`'s week.
+    config.teardown_on_stop = true;
+    config.failover_timeout = CI_RUN_FAILOVER_TIMEOUT;
     let keeps_logs = args.data_dir.is_some();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let result = async {
@@ -95,46 +101,65 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
         .await?;
         let server =
             tokio::spawn(axum::serve(listener, handle.router().into_make_service()).into_future());
-        let mut variables: Vec<SecretVariable> = args
-            .vars
-            .iter()
-            .map(|(name, value)| SecretVariable {
-                name: name.clone(),
-                value: value.clone(),
-                masked: false,
-            })
-            .collect();
-        variables.extend(args.secrets.iter().map(|(name, value)| SecretVariable {
-            name: name.clone(),
-            value: value.clone(),
-            masked: true,
-        }));
-        let short = revision.sha.get(..8).unwrap_or(&revision.sha).to_string();
-        let id = handle
-            .submit(Submission {
-                revision: revision.clone(),
-                definition,
-                source: PipelineSource::Web,
-                variables,
-            })
-            .await?;
-        println!(
-            "pipeline #{id}: {} {} ({short}{})",
-            revision.project_name,
-            revision.ref_name,
-            if revision.dirty { ", working tree" } else { "" }
-        );
-        let passed = follow(&handle, id, &args.play, keeps_logs).await?;
+        let passed = submit_and_follow(&handle, &args, &revision, definition, keeps_logs).await;
         server.abort();
+        // Every way out (passed, failed, canceled, Ctrl-C twice, an error)
+        // stops the runner and waits for it: it tears the framework down.
         let _ = stop_tx.send(());
         let _ = runner_task.await;
-        Ok::<bool, anyhow::Error>(passed)
+        passed
     }
     .await;
     if let Some(cluster) = cluster {
         cluster.stop().await?;
     }
     result
+}
+
+/// How long the masters keep `berth ci run`'s framework when the command
+/// dies without tearing it down.
+const CI_RUN_FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Submits the pipeline and follows it to its end (see [`follow`]).
+async fn submit_and_follow(
+    handle: &runner::RunnerHandle,
+    args: &RunArgs,
+    revision: &source::Revision,
+    definition: String,
+    keeps_logs: bool,
+) -> anyhow::Result<bool> {
+    let mut variables: Vec<SecretVariable> = args
+        .vars
+        .iter()
+        .map(|(name, value)| SecretVariable {
+            name: name.clone(),
+            value: value.clone(),
+            masked: false,
+        })
+        .collect();
+    variables.extend(args.secrets.iter().map(|(name, value)| SecretVariable {
+        name: name.clone(),
+        value: value.clone(),
+        masked: true,
+    }));
+    let short = revision.sha.get(..8).unwrap_or(&revision.sha).to_string();
+    let id = handle
+        .submit(Submission {
+            revision: revision.clone(),
+            definition,
+            source: PipelineSource::Web,
+            variables,
+        })
+        .await?;
+    // A closed stdout does not stop the pipeline (its result is the exit
+    // status).
+    let _ = outln!(
+        "pipeline #{id}: {} {} ({short}{})",
+        revision.project_name,
+        revision.ref_name,
+        if revision.dirty { ", working tree" } else { "" }
+    );
+    follow(handle, id, &args.play, keeps_logs).await
 }
 
 /// Checks `--play` names against the pipeline file before anything runs:
@@ -256,7 +281,7 @@ async fn follow(
                 if canceled {
                     progress.finish(&record);
                     progress.note(
-                        "berth: stopped waiting; jobs still running are killed as the embedded agent stops",
+                        "berth: stopped waiting; jobs still running are killed as the CI framework is torn down",
                     );
                     return Ok(false);
                 }
@@ -291,7 +316,7 @@ async fn follow(
         .enumerate()
     {
         if job.status == JobStatus::Failed {
-            println!("\n--- log of failed job {} ---", node.name);
+            let _ = outln!("\n--- log of failed job {} ---", node.name);
             print_log(handle, &record, i, job.attempts.len(), keeps_logs);
         }
     }
@@ -301,7 +326,7 @@ async fn follow(
     } else {
         ""
     };
-    println!("\npipeline #{id}: {status}{warnings}");
+    let _ = outln!("\npipeline #{id}: {status}{warnings}");
     Ok(status == PipelineStatus::Success)
 }
 
@@ -316,7 +341,7 @@ fn print_log(
 ) {
     let path = handle.log_path(record.id, job, attempt);
     if !path.exists() {
-        println!("(no log: {} does not exist)", path.display());
+        let _ = outln!("(no log: {} does not exist)", path.display());
         return;
     }
     match log::read_part(&path, 0, handle.max_log_bytes()) {
@@ -329,8 +354,10 @@ fn print_log(
                 };
                 log::marker_line(limit, total, true, &location)
             });
-            print!("{}", String::from_utf8_lossy(&bytes));
+            let _ = out!("{}", String::from_utf8_lossy(&bytes));
         }
-        Err(e) => println!("(no log: {}: {e})", path.display()),
+        Err(e) => {
+            let _ = outln!("(no log: {}: {e})", path.display());
+        }
     }
 }

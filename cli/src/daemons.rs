@@ -1,7 +1,7 @@
 //! `berth master`, `berth agent` and `berth dev`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,11 +12,112 @@ use tokio::net::TcpListener;
 
 use crate::berth_dir;
 
+/// `--insecure`: what a daemon needs to listen beyond loopback until berth
+/// has authentication.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Exposure {
+    /// Allow listening on (or advertising) an address other than loopback.
+    /// berth has no authentication yet: anyone who can reach an API can use
+    /// it, and through the master run any command as root on every agent.
+    /// Give it only on a network where everyone who can connect is trusted;
+    /// a warning says so at every start.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+/// One of a daemon's APIs: where it can be reached, and what anyone who
+/// reaches it can do.
+#[derive(Debug)]
+pub(crate) struct Api<'a> {
+    /// "the master API".
+    pub(crate) name: &'static str,
+    /// What anyone who reaches it can do ("run any command ...").
+    pub(crate) risk: &'static str,
+    /// The address it listens on.
+    pub(crate) listen: SocketAddr,
+    /// The address (or URL) others are told to reach it at, if given.
+    pub(crate) advertise: Option<&'a str>,
+}
+
+/// What reaching the master gives.
+pub(crate) const MASTER_RISK: &str = "run any command as root on every agent";
+/// What reaching an agent gives.
+pub(crate) const AGENT_RISK: &str = "read the output of every task on the agent";
+
+/// The host of an address or URL (`http://h:1/x`, `h:1`, `[::1]:1`, `h`).
+fn host_of(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map_or(v6, |(h, _)| h);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// Whether a host name or address is this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses APIs that listen on (or advertise) an address other than
+/// loopback, unless `--insecure` was given: an unauthenticated API must not
+/// be reachable from the network by accident.
+///
+/// # Errors
+/// The message saying which address, why, and what `--insecure` means.
+pub(crate) fn check_exposure(apis: &[Api<'_>], insecure: bool) -> Result<(), String> {
+    if insecure {
+        return Ok(());
+    }
+    for api in apis {
+        let exposed = if !api.listen.ip().is_loopback() {
+            Some(("listen on", api.listen.to_string()))
+        } else {
+            api.advertise
+                .filter(|a| !is_loopback_host(host_of(a)))
+                .map(|a| ("advertise", a.to_string()))
+        };
+        if let Some((verb, address)) = exposed {
+            let address = berth_proto::quoted(&address);
+            return Err(format!(
+                "refusing to {verb} {address} for {}: it is not a loopback address, and berth has \
+                 no authentication yet: anyone who can reach {} can {}. Use a 127.0.0.1 \
+                 address (the default), or add --insecure to accept that on a network where \
+                 everyone who can connect is trusted",
+                api.name, api.name, api.risk
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The warnings `--insecure` prints at every start, one per API.
+pub(crate) fn insecure_warnings(apis: &[Api<'_>]) -> Vec<String> {
+    apis.iter()
+        .map(|api| {
+            format!(
+                "berth: WARNING: --insecure: {} on {} is unauthenticated: anyone who can reach it can {}",
+                api.name, api.listen, api.risk
+            )
+        })
+        .collect()
+}
+
 /// Options of `berth master`.
 #[derive(Debug, Args)]
 pub(crate) struct MasterArgs {
     /// Address to listen on (gRPC: scheduler, agent and operator APIs).
-    #[arg(long, default_value = "0.0.0.0:5050")]
+    /// Anything but loopback needs --insecure.
+    #[arg(long, default_value = "127.0.0.1:5050")]
     listen: SocketAddr,
     /// Directory for the registry.
     #[arg(long, default_value = ".berth/master")]
@@ -37,6 +138,23 @@ pub(crate) struct MasterArgs {
     join: bool,
     #[command(flatten)]
     tuning: MasterTuning,
+    #[command(flatten)]
+    exposure: Exposure,
+}
+
+impl MasterArgs {
+    /// Its API, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<Api<'_>>, bool) {
+        (
+            vec![Api {
+                name: "the master API",
+                risk: MASTER_RISK,
+                listen: self.listen,
+                advertise: self.advertise.as_deref(),
+            }],
+            self.exposure.insecure,
+        )
+    }
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -126,14 +244,24 @@ pub(crate) struct MasterList {
 pub(crate) struct AgentArgs {
     #[command(flatten)]
     masters: MasterList,
-    /// Address to listen on (the agent's log API).
-    #[arg(long, default_value = "0.0.0.0:5051")]
+    /// Address to listen on (the agent's log API). Anything but loopback
+    /// needs --insecure.
+    #[arg(long, default_value = "127.0.0.1:5051")]
     listen: SocketAddr,
     /// Directory for sandboxes.
     #[arg(long, default_value = ".berth/agent")]
     work_dir: PathBuf,
     #[command(flatten)]
     shape: AgentShape,
+    #[command(flatten)]
+    exposure: Exposure,
+}
+
+impl AgentArgs {
+    /// Its API, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<Api<'_>>, bool) {
+        (vec![self.shape.api(self.listen)], self.exposure.insecure)
+    }
 }
 
 /// What an agent offers; shared by `berth agent` and `berth dev`.
@@ -156,6 +284,7 @@ pub(crate) struct AgentShape {
     hostname: Option<String>,
     /// Address others reach the agent's API at (defaults to the listen
     /// address, or hostname:port when listening on all interfaces).
+    /// Anything but loopback needs --insecure.
     #[arg(long)]
     advertise: Option<String>,
     /// Run process tasks only, even when a Docker daemon answers.
@@ -198,6 +327,12 @@ pub(crate) struct AgentShape {
     /// at least 10 minutes).
     #[arg(long, default_value = "0.1", value_parser = parse_fraction)]
     sandbox_gc_disk_headroom: f64,
+    /// Seconds without any message from the master (it pings every second)
+    /// before the agent takes it as lost (frozen or cut off) and attaches
+    /// to whichever master leads; at least two of the master's ping
+    /// intervals.
+    #[arg(long, default_value = "4", value_parser = parse_positive_seconds)]
+    master_timeout: Duration,
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
@@ -250,6 +385,16 @@ fn seconds_up_to(s: &str, max: f64) -> Result<Duration, String> {
 pub(crate) struct Attributes(Vec<(String, String)>);
 
 impl AgentShape {
+    /// The API of an agent of this shape listening on `listen`.
+    pub(crate) fn api(&self, listen: SocketAddr) -> Api<'_> {
+        Api {
+            name: "the agent API",
+            risk: AGENT_RISK,
+            listen,
+            advertise: self.advertise.as_deref(),
+        }
+    }
+
     fn config(
         &self,
         masters: Vec<String>,
@@ -274,6 +419,7 @@ impl AgentShape {
         config.fetch_timeout = self.fetch_timeout;
         config.upload_timeout = self.upload_timeout;
         config.transfer_retry = self.transfer_retry;
+        config.master_timeout = self.master_timeout;
         config.file_urls = !self.no_file_urls;
         config.sandbox_gc_delay = self.sandbox_gc_delay;
         config.sandbox_gc_disk_headroom = self.sandbox_gc_disk_headroom;
@@ -313,16 +459,36 @@ pub(crate) struct DevArgs {
     /// Directory for the master's registry and the agent's sandboxes.
     #[arg(long, default_value_os_t = berth_dir())]
     data_dir: PathBuf,
-    /// Master address.
+    /// Master address. Anything but loopback needs --insecure.
     #[arg(long, default_value = "127.0.0.1:5050")]
     listen: SocketAddr,
-    /// Agent API address.
+    /// Agent API address. Anything but loopback needs --insecure.
     #[arg(long, default_value = "127.0.0.1:5051")]
     agent_listen: SocketAddr,
     #[command(flatten)]
     tuning: MasterTuning,
     #[command(flatten)]
     shape: AgentShape,
+    #[command(flatten)]
+    exposure: Exposure,
+}
+
+impl DevArgs {
+    /// Its master's and agent's APIs, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<Api<'_>>, bool) {
+        (
+            vec![
+                Api {
+                    name: "the master API",
+                    risk: MASTER_RISK,
+                    listen: self.listen,
+                    advertise: None,
+                },
+                self.shape.api(self.agent_listen),
+            ],
+            self.exposure.insecure,
+        )
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -378,42 +544,51 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for the {what}"))
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed
+/// when this is called, not when the future is first polled: a daemon
+/// calls it first, so that a SIGTERM while it starts stops it gracefully
+/// instead of killing it.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = signal(SignalKind::terminate())
+        .and_then(|term| signal(SignalKind::interrupt()).map(|interrupt| (term, interrupt)));
+    async move {
+        match handlers {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 pub(crate) async fn master(args: MasterArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let listener = bind(args.listen, "master").await?;
     let mut config = args.tuning.config(args.data_dir, args.advertise);
     config.id = args.id;
     config.peers = args.peers;
     config.join = args.join;
     eprintln!("berth master listening on {}", listener.local_addr()?);
-    berth_master::run(listener, config, shutdown_signal()).await?;
+    berth_master::run(listener, config, shutdown).await?;
     Ok(())
 }
 
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let listener = bind(args.listen, "agent").await?;
     let local = listener.local_addr()?;
     let config = args
         .shape
         .config(args.masters.master, args.work_dir, local)?;
     eprintln!("berth agent listening on {local}");
-    berth_agent::run(listener, config, shutdown_signal()).await?;
+    berth_agent::run(listener, config, shutdown).await?;
     Ok(())
 }
 
@@ -484,6 +659,7 @@ impl Embedded {
 }
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let cluster = Embedded::start(
         &args.data_dir,
         args.listen,
@@ -505,7 +681,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes());
         let _ = out.flush();
     }
-    shutdown_signal().await;
+    shutdown.await;
     cluster.stop().await
 }
 
@@ -558,9 +734,15 @@ mod tests {
             &["berth", "ci", "run"],
             &["berth", "ci", "serve"],
         ] {
-            if let Err(e) = crate::Cli::try_parse_from(argv) {
-                panic!("{argv:?}: {e}");
-            }
+            let cli = crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            // ... and on loopback only.
+            let (apis, insecure) = crate::daemon_apis(&cli.command).expect("a daemon");
+            assert!(!insecure, "{argv:?}");
+            assert!(
+                apis.iter().all(|api| api.listen.ip().is_loopback()),
+                "{argv:?}: {apis:?}"
+            );
+            assert_eq!(check_exposure(&apis, false), Ok(()), "{argv:?}");
         }
         assert_eq!(
             parse_gc_delay("604800").unwrap(),
@@ -599,5 +781,69 @@ mod tests {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_seconds("1.5").unwrap(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn only_loopback_is_served_without_insecure() {
+        assert_eq!(host_of("http://build.example:5080/ci"), "build.example");
+        assert_eq!(host_of("10.0.0.1:5050"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:5050"), "::1");
+        assert_eq!(host_of("::1"), "::1");
+        assert_eq!(host_of("http://user@localhost"), "localhost");
+        assert_eq!(host_of("node-7"), "node-7");
+        for local in [
+            "localhost",
+            "LOCALHOST.",
+            "a.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+        ] {
+            assert!(is_loopback_host(local), "{local}");
+        }
+        for remote in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "::",
+            "example.com",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback_host(remote), "{remote}");
+        }
+        let api = |listen: &str, advertise: Option<&'static str>| Api {
+            name: "the master API",
+            risk: MASTER_RISK,
+            listen: listen.parse().unwrap(),
+            advertise,
+        };
+        assert_eq!(
+            check_exposure(&[api("127.0.0.1:5050", None)], false),
+            Ok(())
+        );
+        assert_eq!(
+            check_exposure(&[api("[::1]:5050", Some("localhost:5050"))], false),
+            Ok(())
+        );
+        let e = check_exposure(&[api("0.0.0.0:5050", None)], false).unwrap_err();
+        assert!(e.starts_with("refusing to listen on \"0.0.0.0:5050\" for the master API: it is not a loopback address"), "{e}");
+        assert!(
+            e.contains("run any command as root on every agent") && e.contains("--insecure"),
+            "{e}"
+        );
+        let e = check_exposure(&[api("127.0.0.1:5050", Some("10.1.1.1:5050"))], false).unwrap_err();
+        assert!(
+            e.starts_with("refusing to advertise \"10.1.1.1:5050\""),
+            "{e}"
+        );
+        assert_eq!(
+            check_exposure(&[api("0.0.0.0:5050", Some("10.1.1.1:5050"))], true),
+            Ok(())
+        );
+        assert_eq!(
+            insecure_warnings(&[api("0.0.0.0:5050", None)]),
+            [
+                "berth: WARNING: --insecure: the master API on 0.0.0.0:5050 is unauthenticated: anyone who can reach it can run any command as root on every agent"
+            ]
+        );
     }
 }

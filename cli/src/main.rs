@@ -1,5 +1,8 @@
 //! `berth`: the daemons (`master`, `agent`, `dev`) and the admin commands.
 
+#[macro_use]
+mod out;
+
 mod admin;
 mod ci;
 mod ci_client;
@@ -22,8 +25,60 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, propagate_version = true)]
 struct Cli {
+    /// Master address(es) for the admin commands (host:port,
+    /// comma-separated): the subcommand's --master, given before it.
+    #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
+    #[allow(dead_code, reason = "moved after the subcommand by `hoist`")]
+    master: Vec<String>,
+    /// Print JSON instead of tables (admin commands): the subcommand's
+    /// --json, given before it.
+    #[arg(long)]
+    #[allow(dead_code, reason = "moved after the subcommand by `hoist`")]
+    json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Moves `--master ADDRS` and `--json` given before the subcommand to
+/// right after it (`berth --master A node list` is `berth node list
+/// --master A`), so that each subcommand's own flag takes them: one that
+/// has no such flag refuses it as clap refuses any unknown flag, instead
+/// of ignoring it.
+fn hoist(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory as _;
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--json" || arg.starts_with("--master=") {
+            moved.push(i);
+            i += 1;
+        } else if arg == "--master" && i + 1 < args.len() {
+            moved.extend([i, i + 1]);
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    // The subcommand path: the names that follow, each a subcommand of the
+    // one before.
+    let mut command = Cli::command();
+    let mut end = i;
+    while let Some(name) = args.get(end).and_then(|a| a.to_str()) {
+        let Some(sub) = command.find_subcommand(name).cloned() else {
+            break;
+        };
+        command = sub;
+        end += 1;
+    }
+    if moved.is_empty() || end == i {
+        // Nothing to move, or no subcommand: clap says what is wrong.
+        return args;
+    }
+    let mut out: Vec<std::ffi::OsString> = args[..1].to_vec();
+    out.extend(args[i..end].iter().cloned());
+    out.extend(moved.iter().map(|&m| args[m].clone()));
+    out.extend(args[end..].iter().cloned());
+    out
 }
 
 /// Where the admin commands find the cluster, and how they print.
@@ -88,7 +143,8 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// The whole cluster state (JSON).
+    /// A summary of the cluster (leader, counts); with --json the whole
+    /// state: agents, frameworks, tasks and roles.
     State {
         #[command(flatten)]
         client: ClientOpts,
@@ -137,47 +193,58 @@ enum MasterCommand {
 
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
-    /// List agents.
+    /// List agents: address, state, tasks, used and total resources.
     List,
     /// Stop offers on an agent (running tasks stay).
     Drain {
-        /// Agent id.
+        /// Agent id, or a unique prefix of it.
         id: String,
     },
     /// Resume offers on a drained agent.
     Reactivate {
-        /// Agent id.
+        /// Agent id, or a unique prefix of it.
         id: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum FrameworkCommand {
-    /// List frameworks.
+    /// List frameworks: connected, or disconnected within their failover
+    /// timeout.
     List,
+    /// Remove a framework as its own teardown does: its tasks are killed
+    /// and it is forgotten (it cannot subscribe again with its id).
+    Teardown {
+        /// Framework id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum TaskCommand {
-    /// List tasks.
+    /// List active tasks: state, exit code, when they started running and
+    /// for how long, resources and host ports.
     List {
         /// Include recently completed tasks.
         #[arg(long, short)]
         all: bool,
-        /// Only this framework's tasks.
+        /// Only this framework's tasks (its id, or a unique prefix of it).
         #[arg(long)]
         framework: Option<String>,
     },
     /// Tasks frameworks wait to place, and why (as the frameworks
-    /// published them; kept by the leading master only).
+    /// published them; kept by the leading master only). Draining agents,
+    /// whose free resources are offered to no one, are named under the
+    /// table.
     Pending {
-        /// Only this framework's pending tasks.
+        /// Only this framework's pending tasks (its id, or a unique prefix
+        /// of it).
         #[arg(long)]
         framework: Option<String>,
     },
-    /// Print a task's output.
+    /// Print a task's output (stdout, or stderr with --stderr).
     Log {
-        /// Task id.
+        /// Task id, or a unique prefix of it.
         id: String,
         /// Keep printing new output until the task ends.
         #[arg(long, short)]
@@ -211,14 +278,51 @@ enum RoleCommand {
     },
 }
 
+/// The APIs a daemon command serves, and whether `--insecure` was given;
+/// `None` for the other commands.
+fn daemon_apis(command: &Command) -> Option<(Vec<daemons::Api<'_>>, bool)> {
+    match command {
+        Command::Master {
+            command: None,
+            args,
+        } => Some(args.apis()),
+        Command::Agent(args) => Some(args.apis()),
+        Command::Dev(args) => Some(args.apis()),
+        Command::Ci {
+            command: ci::CiCommand::Serve(args),
+        } => Some(args.apis()),
+        Command::Ci {
+            command: ci::CiCommand::Run(args),
+        } => Some(args.apis()),
+        _ => None,
+    }
+}
+
 /// A path flag's default under the current directory.
 pub(crate) fn berth_dir() -> PathBuf {
     PathBuf::from(".berth")
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use std::io::IsTerminal as _;
+    let cli = Cli::parse_from(hoist(std::env::args_os().collect()));
+    if let Some((apis, insecure)) = daemon_apis(&cli.command) {
+        if let Err(message) = daemons::check_exposure(&apis, insecure) {
+            eprintln!("berth: {message}");
+            return ExitCode::from(2);
+        }
+        if insecure {
+            for warning in daemons::insecure_warnings(&apis) {
+                eprintln!("{warning}");
+            }
+        }
+    }
+    // Colours only for a person at a terminal (and not with NO_COLOR): a
+    // log file or a pipe gets plain text.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(match cli.command {
@@ -255,6 +359,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // `berth ... | head`: the reader has what it wanted.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
@@ -291,6 +397,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Framework { command, client } => match command {
             FrameworkCommand::List => admin::framework_list(&client).await,
+            FrameworkCommand::Teardown { id } => admin::framework_teardown(&client, &id).await,
         },
         Command::Task { command, client } => match command {
             TaskCommand::List { all, framework } => admin::task_list(&client, all, framework).await,
@@ -320,4 +427,63 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Ok(exit) => Ok(ExitCode::from(exit.0)),
         Err(e) => Err(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist;
+
+    fn hoisted(argv: &[&str]) -> Vec<String> {
+        hoist(argv.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn flags_before_the_subcommand_move_after_it() {
+        assert_eq!(
+            hoisted(&["berth", "--master", "a:1", "node", "list"]),
+            ["berth", "node", "list", "--master", "a:1"]
+        );
+        assert_eq!(
+            hoisted(&[
+                "berth",
+                "--json",
+                "--master=a:1,b:2",
+                "task",
+                "log",
+                "t1",
+                "-f"
+            ]),
+            [
+                "berth",
+                "task",
+                "log",
+                "--json",
+                "--master=a:1,b:2",
+                "t1",
+                "-f"
+            ]
+        );
+        // Before the `--` of `berth run`, never inside the command.
+        assert_eq!(
+            hoisted(&["berth", "--master", "a:1", "run", "--", "echo", "--json"]),
+            ["berth", "run", "--master", "a:1", "--", "echo", "--json"]
+        );
+        assert_eq!(
+            hoisted(&["berth", "--json", "ci", "run", "."]),
+            ["berth", "ci", "run", "--json", "."]
+        );
+        // Unchanged: nothing to move, nothing after, no subcommand.
+        for argv in [
+            &["berth", "node", "list", "--json"][..],
+            &["berth", "--json"],
+            &["berth", "--master"],
+            &["berth", "--json", "nope"],
+            &["berth", "-h", "--json", "node"],
+        ] {
+            assert_eq!(hoisted(argv), argv, "{argv:?}");
+        }
+    }
 }

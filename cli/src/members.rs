@@ -126,14 +126,15 @@ pub(crate) async fn members(client: &ClientOpts) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render(&["ID", "ADDRESS", "ROLE", "INDEX", "STATUS"], &rows)
-    );
-    println!(
+    )?;
+    outln!(
         "term {}, answered by master {}",
-        list.term, list.answered_by
-    );
+        list.term,
+        list.answered_by
+    )?;
     Ok(())
 }
 
@@ -210,7 +211,10 @@ pub(crate) async fn add_member(
             Err(s) => bail!("{}", berth_proto::leader::status_reason(&s)),
         }
     }
-    println!("master {id} ({address}) added");
+    if client.json {
+        return crate::admin::print_json(&json!({"id": id, "address": address}));
+    }
+    outln!("master {id} ({address}) added")?;
     Ok(())
 }
 
@@ -220,7 +224,10 @@ pub(crate) async fn remove_member(client: &ClientOpts, id: u64) -> anyhow::Resul
         .remove_member(pb::RemoveMemberRequest { id })
         .await
         .map_err(|s| anyhow!("{}", berth_proto::leader::status_reason(&s)))?;
-    println!("master {id} removed");
+    if client.json {
+        return crate::admin::print_json(&json!({"id": id, "removed": true}));
+    }
+    outln!("master {id} removed")?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError};
 use clap::Args;
 
 use crate::ClientOpts;
-use crate::admin::stream_log;
+use crate::task_log::stream_log;
 
 /// Options of `berth run`.
 #[derive(Debug, Args)]
@@ -86,7 +86,7 @@ fn parse_scalar(name: &'static str, s: &str) -> Result<Scalar, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{:?} is not a number", berth_proto::cut(s)))?;
+        .map_err(|_| format!("{} is not a number", berth_proto::quoted(s)))?;
     let scalar = Scalar::from_f64(name, v).map_err(|e| e.to_string())?;
     if scalar.milli() == 0 {
         return Err(format!("{name} must be more than 0"));
@@ -211,17 +211,32 @@ struct Run<'a> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.client.json {
+        eprintln!("berth: berth run prints the task's own output; it has no --json");
+        return Err(ExitWith(2).into());
+    }
     let want = Resources {
         cpus: args.cpus,
         mem: args.mem,
         ..Resources::empty()
     };
+    // The master's rule, checked before anything is sent (a container
+    // needs at least what Docker accepts).
+    if let Err(e) =
+        berth_proto::minimums::check_task_minimums(&args.name, &want, args.image.is_some())
+    {
+        eprintln!("berth: {e}");
+        return Err(ExitWith(2).into());
+    }
     let what = match (&args.image, args.command.is_empty()) {
         (Some(image), true) => image.clone(),
         (Some(image), false) => format!("{image}: {}", args.command.join(" ")),
         (None, _) => args.command.join(" "),
     };
-    let config = FrameworkConfig::new(format!("berth-run: {}", berth_proto::cut(&what)))
+    // A name for display: a long command is cut (frameworks' names are
+    // at most 1024 bytes).
+    let what: String = what.chars().take(200).collect();
+    let config = FrameworkConfig::new(format!("berth-run: {what}"))
         .roles([args.role.clone()])
         // Survives a master restart or failover; if `berth run` itself dies,
         // the master kills the task after this long.
@@ -332,7 +347,7 @@ fn exit_code(task: &pb::TaskInfo, want: &Resources, outcome: Outcome) -> u8 {
             for part in [&status.reason, &status.message] {
                 if !part.is_empty() {
                     why.push_str(": ");
-                    why.push_str(&berth_proto::cut(part));
+                    why.push_str(part);
                 }
             }
             eprintln!("berth: {why}");
@@ -756,7 +771,9 @@ async fn stream_output(client: ClientOpts, framework_id: String, task_id: String
     let out = {
         let (address, fw, task) = (address.clone(), framework_id.clone(), task_id.clone());
         tokio::spawn(async move {
-            let mut w: Box<dyn Write + Send> = Box::new(std::io::stdout());
+            // A reader that went away (`berth run … | head -1`) ends the
+            // output quietly; the task is still followed to its end.
+            let mut w: Box<dyn Write + Send> = Box::new(crate::out::Stdout);
             follow(&address, &fw, &task, pb::LogFile::Stdout, &mut w).await;
         })
     };
@@ -775,6 +792,28 @@ async fn stream_output(client: ClientOpts, framework_id: String, task_id: String
     let _ = err.await;
 }
 
+/// Counts what goes through it.
+struct Counting<'a> {
+    inner: &'a mut (dyn Write + Send),
+    written: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Follows one file of the task to its end. [`stream_log`] rides out agent
+/// restarts by itself; the only retry here is for a log the agent does not
+/// have yet (for a moment after STARTING), and only while nothing was
+/// written, so no byte is ever repeated.
 async fn follow(
     address: &str,
     framework_id: &str,
@@ -782,11 +821,18 @@ async fn follow(
     file: pb::LogFile,
     w: &mut (dyn Write + Send),
 ) {
-    // The sandbox may not exist for a moment after STARTING; retry briefly.
+    let mut out = Counting {
+        inner: w,
+        written: 0,
+    };
     for attempt in 0..20 {
-        match stream_log(address, framework_id, task_id, file, true, w).await {
+        match stream_log(address, framework_id, task_id, file, true, &mut out).await {
             Ok(()) => return,
-            Err(e) if attempt == 19 => eprintln!("berth: cannot read the task's {file:?}: {e:#}"),
+            Err(e) if crate::out::is_closed(&e) => return,
+            Err(e) if attempt == 19 || out.written > 0 => {
+                eprintln!("berth: cannot read the task's {file:?}: {e:#}");
+                return;
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

@@ -178,7 +178,11 @@ async fn read_once(
         }
         out.write_all(fresh)
             .and_then(|()| out.flush())
-            .map_err(|e| Failure::Fatal(anyhow!("cannot write the task's output: {e}")))?;
+            .map_err(|e| {
+                // Keep the error itself: a closed stdout is a quiet end
+                // (`crate::out::is_closed`), not a failure.
+                Failure::Fatal(anyhow::Error::from(e).context("cannot write the task's output"))
+            })?;
         *delivered += fresh.len() as u64;
     }
 }

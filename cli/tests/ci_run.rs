@@ -159,31 +159,8 @@ fn berth(args: &[&str]) -> (Option<i32>, String) {
 /// `berth dev` and `berth ci serve` next to it, with their data in `dir`;
 /// returns them once the CI framework answers, and its URL.
 fn start_ci_daemon(dir: &Path) -> (ChildProcess, ChildProcess, String) {
-    let master = format!("127.0.0.1:{}", free_port());
-    let agent = format!("127.0.0.1:{}", free_port());
     let server = format!("http://127.0.0.1:{}", free_port());
-    let dev = ChildProcess(
-        Command::new(BERTH)
-            .args([
-                "dev",
-                "--listen",
-                &master,
-                "--agent-listen",
-                &agent,
-                "--no-docker",
-            ])
-            .args([
-                "--resources",
-                "cpus:4;mem:4096;disk:10000",
-                "--kill-tasks-on-shutdown",
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("dev"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth dev starts"),
-    );
+    let (dev, master) = start_dev(dir);
     let serve = ChildProcess(
         Command::new(BERTH)
             .args(["ci", "serve", "--log-retention", "30d", "--master", &master])
@@ -703,6 +680,125 @@ fn ci_logs_follow_prefixes_the_lines_of_jobs_running_at_the_same_time() {
     );
 }
 
+/// `berth dev` alone (a master and an agent), with its data in `dir`;
+/// returns it once its master answers, and the master's address.
+fn start_dev(dir: &Path) -> (ChildProcess, String) {
+    let master = format!("127.0.0.1:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
+    let dev = ChildProcess(
+        Command::new(BERTH)
+            .args(["dev", "--listen", &master, "--agent-listen", &agent])
+            .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
+            .arg("--kill-tasks-on-shutdown")
+            .arg("--data-dir")
+            .arg(dir.join("dev"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth dev starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while berth(&["framework", "list", "--master", &master]).0 != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth dev did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    (dev, master)
+}
+
+/// The frameworks the master at `master` knows, by name.
+fn framework_names(master: &str) -> Vec<String> {
+    let (code, out) = berth(&["framework", "list", "--json", "--master", master]);
+    assert_eq!(code, Some(0), "{out}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    list.iter()
+        .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `berth ci run --master` on a running cluster tears its CI framework
+/// down however the run ends: passed, failed, canceled by Ctrl-C, and
+/// given up by a second Ctrl-C (its running job is killed with it).
+#[test]
+fn berth_ci_run_on_a_cluster_leaves_no_framework_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, master) = start_dev(dir.path());
+    let run = |repo: &Path| {
+        Command::new(BERTH)
+            .args(["ci", "run"])
+            .arg(repo)
+            .args(["--master", &master])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth runs")
+    };
+    let output = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("berth ends");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    for (pipeline, exit) in [
+        ("ok:\n  script: [echo fine]\n", 0),
+        ("bad:\n  script: [exit 3]\n", 1),
+    ] {
+        let repo = repo(&[(".gitlab-ci.yml", pipeline)]);
+        let (code, out) = output(run(repo.path()));
+        assert_eq!(code, Some(exit), "{out}");
+        let names = framework_names(&master);
+        assert!(
+            !names.iter().any(|n| n == "berth-ci"),
+            "after a run that exited {exit}: {names:?}"
+        );
+    }
+
+    // Ctrl-C while a job runs; and Ctrl-C twice, which stops waiting for
+    // the job to end: the teardown kills it.
+    let slow = repo(&[(
+        ".gitlab-ci.yml",
+        "slow:\n  script: [echo slow-started, sleep 300]\n",
+    )]);
+    for interrupts in [1, 2] {
+        let child = run(slow.path());
+        let pid = child.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, tasks) = berth(&["task", "list", "--json", "--master", &master]);
+            if tasks.contains("TASK_RUNNING") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow job never ran: {tasks}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for _ in 0..interrupts {
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let (code, out) = output(child);
+        assert_eq!(code, Some(1), "{interrupts} Ctrl-C: {out}");
+        let names = framework_names(&master);
+        assert!(
+            !names.iter().any(|n| n == "berth-ci"),
+            "after {interrupts} Ctrl-C: {names:?}"
+        );
+        let (_, tasks) = berth(&["task", "list", "--json", "--master", &master]);
+        assert!(
+            !tasks.contains("TASK_RUNNING"),
+            "a job outlived its framework: {tasks}"
+        );
+    }
+}
+
 /// `--max-log-bytes`: a failed job's log is printed up to the limit, then
 /// a line that says where it was cut and where the whole log is.
 #[test]
@@ -755,21 +851,8 @@ fn berth_ci_run_cuts_long_logs_of_failed_jobs() {
 #[test]
 fn the_ci_daemon_cuts_logs_and_auto_cancels_superseded_pipelines() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let master = format!("127.0.0.1:{}", free_port());
-    let agent = format!("127.0.0.1:{}", free_port());
     let server = format!("http://127.0.0.1:{}", free_port());
-    let _dev = ChildProcess(
-        Command::new(BERTH)
-            .args(["dev", "--listen", &master, "--agent-listen", &agent])
-            .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-            .arg("--kill-tasks-on-shutdown")
-            .arg("--data-dir")
-            .arg(dir.path().join("dev"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth dev starts"),
-    );
+    let (_dev, master) = start_dev(dir.path());
     let (code, out) = berth(&["ci", "serve", "--max-log-bytes", "0"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(

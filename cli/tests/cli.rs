@@ -70,6 +70,28 @@ impl Dev {
             .expect("berth runs")
     }
 
+    /// `berth ARGS` whose stdout is a pipe already closed by its reader
+    /// (as in `berth ARGS | head -0`): it writes only after a round trip
+    /// to the master, so every write meets a closed pipe.
+    fn berth_into_closed_pipe(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(BERTH)
+            .args(args)
+            .env("BERTH_MASTER", &self.master)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth runs");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("berth ends")
+    }
+
+    /// `berth ARGS --json`, parsed.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.berth(&[args, &["--json"]].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     fn wait_for_agent(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -115,6 +137,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The column names of a table's first line.
+fn header(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 #[test]
 fn dev_runs_a_command_and_reports_its_exit_code() {
     let mut dev = Dev::start();
@@ -138,15 +170,36 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         text(&out.stderr)
     );
 
-    // The admin commands see the agent and the finished tasks.
-    let out = dev.berth(&["node", "list"]);
-    assert!(out.status.success());
+    // The admin commands see the agent, with its address, and the finished
+    // tasks. `--master` may come before the subcommand.
+    let out = Command::new(BERTH)
+        .args(["--master", &dev.master, "node", "list"])
+        .env_remove("BERTH_MASTER")
+        .output()
+        .expect("berth runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let nodes = text(&out.stdout);
-    assert!(nodes.starts_with("ID"), "{nodes}");
+    assert_eq!(
+        header(&nodes),
+        [
+            "ID", "HOSTNAME", "ADDRESS", "STATE", "TASKS", "USED", "TOTAL"
+        ]
+    );
+    let agent = &dev.json(&["node", "list"])[0];
+    let address = agent["address"].as_str().expect("the agent's address");
+    assert!(address.starts_with("127.0.0.1:"), "{agent}");
+    let row = nodes.lines().nth(1).expect("the agent's row");
     assert!(
-        nodes.contains("ACTIVE") && nodes.contains("cpus:2;mem:1024"),
+        row.contains(address) && row.contains("ACTIVE") && row.contains("cpus:2;mem:1024"),
         "{nodes}"
     );
+    let out = Command::new(BERTH)
+        .args(["--json", "--master", &dev.master, "node", "list"])
+        .env_remove("BERTH_MASTER")
+        .output()
+        .expect("berth runs");
+    let before: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(before[0]["id"], agent["id"]);
 
     let out = dev.berth(&["task", "list", "--all"]);
     let tasks = text(&out.stdout);
@@ -154,6 +207,44 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         tasks.contains("FINISHED") && tasks.contains("FAILED"),
         "{tasks}"
     );
+    assert_eq!(
+        header(&tasks),
+        [
+            "ID",
+            "FRAMEWORK",
+            "AGENT",
+            "STATE",
+            "EXIT",
+            "STARTED",
+            "DURATION",
+            "RESOURCES",
+            "PORTS"
+        ]
+    );
+    assert!(
+        tasks.lines().skip(1).all(|l| l.contains("s ago ")),
+        "every task ran: {tasks}"
+    );
+    // Their times: launched, first running, ended, and how long they ran.
+    for task in dev
+        .json(&["task", "list", "--all"])
+        .as_array()
+        .expect("tasks")
+    {
+        let time = |key: &str| {
+            task[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {task}"))
+        };
+        let (launched, running, ended) =
+            (time("launched_at"), time("running_at"), time("ended_at"));
+        assert!(launched > 1.6e9, "{task}");
+        // The agent's clock (running, ended) is this machine's too.
+        assert!(launched - 1.0 <= running && running <= ended, "{task}");
+        assert!(ended < launched + 60.0, "{task}");
+        let duration = task["duration_seconds"].as_f64().expect("duration");
+        assert!((duration - (ended - running)).abs() < 1e-6, "{task}");
+    }
     let failed_id = tasks
         .lines()
         .find(|l| l.contains("FAILED"))
@@ -162,6 +253,47 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
         .to_string();
     let out = dev.berth(&["task", "log", &failed_id]);
     assert_eq!(text(&out.stdout), "hi\n");
+    // A unique prefix of an id names the task; an ambiguous one lists the
+    // candidates; an unknown one says so.
+    let out = dev.berth(&["task", "log", &failed_id[..failed_id.len() - 1]]);
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    let out = dev.berth(&["task", "log", "run-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"run-\" is the start of 3 task ids: ") && err.contains(&failed_id),
+        "{err}"
+    );
+    let out = dev.berth(&["task", "log", "nosuchtask"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no task \"nosuchtask\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dev.berth(&["task", "log", &failed_id, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--json does not apply"));
+
+    // A reader that goes away (`| head`) ends a command quietly with 0.
+    for args in [
+        &["state", "--json"][..],
+        &["state"],
+        &["task", "list", "--all"],
+        &["task", "list", "--all", "--json"],
+        &["node", "list"],
+        &["framework", "list", "--json"],
+        &["role", "list"],
+        &["master", "members"],
+        &["task", "log", &failed_id],
+    ] {
+        let out = dev.berth_into_closed_pipe(args);
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (Some(0), String::new()),
+            "{args:?}"
+        );
+    }
 
     // A secret reaches the command and is masked in its output: in what
     // `berth run` streams and in the sandbox the agent serves.
@@ -224,6 +356,18 @@ fn malformed_arguments_get_specific_errors() {
         (
             &["run", "--cpus", "0", "--", "true"],
             "cpus must be more than 0",
+        ),
+        (
+            &[
+                "run",
+                "--image",
+                "berth/busybox:latest",
+                "--mem",
+                "2",
+                "--",
+                "true",
+            ],
+            "a container task needs at least 6",
         ),
         (&["run"], "required"),
         (&["agent", "--resources", "cpus:x"], "cpus"),
@@ -459,13 +603,11 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         assert!(Instant::now() < deadline, "not listed as pending: {table}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut lines = table.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(header, ["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"]);
+    assert_eq!(
+        header(&table),
+        ["ID", "FRAMEWORK", "RESOURCES", "WAITING", "WHY"]
+    );
+    let mut lines = table.lines().skip(1);
     let row = lines.next().expect("one pending task");
     assert!(row.starts_with("toobig-"), "{row}");
     assert!(row.contains("cpus:0.1;mem:4096"), "{row}");
@@ -487,10 +629,53 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         "{entry}"
     );
     let framework = entry["framework_id"].as_str().expect("framework id");
-    let out = dev.berth(&["task", "pending", "--framework", framework]);
-    assert!(text(&out.stdout).contains("toobig-"));
+    assert_eq!(entry["draining_agents"], serde_json::json!([]));
+    let out = dev.berth(&["task", "pending", "--framework", &framework[..8]]);
+    assert!(
+        text(&out.stdout).contains("toobig-"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = dev.berth(&["task", "pending", "--framework", "fw-other"]);
-    assert_eq!(text(&out.stdout).lines().count(), 1, "only the header");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no framework \"fw-other\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A drained agent makes no offers, so the framework's reason cannot
+    // mention it: the table names it, with what it leaves unused.
+    let agent = dev.json(&["node", "list"])[0]["id"]
+        .as_str()
+        .expect("agent id")
+        .to_string();
+    let out = dev.berth(&["node", "drain", &agent[..agent.len() - 2], "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let drained: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        drained,
+        serde_json::json!({"agent_id": agent, "state": "DRAINING"})
+    );
+    let table = text(&dev.berth(&["task", "pending"]).stdout);
+    let last = table.lines().last().unwrap_or_default();
+    assert!(last.starts_with(&format!("agent {agent} (")), "{table}");
+    assert!(
+        last.ends_with(&format!(
+            "is draining: its free cpus:2;mem:1024;disk:1000;ports:[31000-31100] is offered to no framework (`berth node reactivate {agent}` offers it again)"
+        )),
+        "{table}"
+    );
+    let json = dev.json(&["task", "pending"]);
+    assert_eq!(json[0]["draining_agents"][0]["id"], agent.as_str());
+    assert_eq!(json[0]["draining_agents"][0]["free"]["mem"], 1024.0);
+    let out = dev.berth(&["node", "reactivate", &agent]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("agent {agent} is active again\n")
+    );
+    let table = text(&dev.berth(&["task", "pending"]).stdout);
+    assert!(!table.contains("draining"), "{table}");
 
     // Interrupted while waiting: the framework goes, and its pending task.
     let _ = Command::new("kill")
@@ -523,5 +708,324 @@ fn run_that_fits_nowhere_waits_and_shows_as_pending() {
         1,
         "{}",
         text(&out.stdout)
+    );
+}
+
+/// `berth framework teardown` removes a framework as its own teardown
+/// does: its task is killed, it leaves `framework list`, and the framework
+/// (an SDK one here) is told it was removed.
+#[test]
+fn operator_teardown_ends_a_frameworks_tasks_and_tells_it() {
+    use berth_sdk::{Event, FrameworkConfig, SdkError};
+    let dev = Dev::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (framework, mut events) = runtime.block_on(async {
+        let (framework, mut events) = berth_sdk::subscribe(
+            vec![dev.master.clone()],
+            FrameworkConfig::new("teardown-test"),
+        )
+        .await
+        .expect("subscribes");
+        let mut task = berth_sdk::shell_task(
+            "sleeper",
+            "sleeper",
+            format!("echo $$ > {}; exec sleep 120", pid_file.display()),
+            "cpus:0.1;mem:32",
+        )
+        .expect("a task");
+        let mut launched = false;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+                .await
+                .expect("the task runs within 30 s")
+                .expect("the stream stays open");
+            match event {
+                Event::Offers(offers) if !launched => {
+                    task.agent_id.clone_from(&offers[0].agent_id);
+                    framework
+                        .accept(vec![offers[0].id.clone()], vec![task.clone()], None)
+                        .await
+                        .expect("launched");
+                    launched = true;
+                }
+                Event::Update(status) if status.state() == berth_proto::TaskState::TaskRunning => {
+                    break;
+                }
+                Event::Update(status) => {
+                    assert!(!status.state().is_terminal(), "{status:?}");
+                }
+                _ => {}
+            }
+        }
+        (framework, events)
+    });
+    let id = framework.id();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the task wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+
+    // A prefix names it; with --json the answer is JSON.
+    let out = dev.berth(&["framework", "teardown", &id[..10], "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        answer,
+        serde_json::json!({"framework_id": id, "torn_down": true})
+    );
+
+    runtime.block_on(async {
+        let removed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("told within 10 s")
+            {
+                Some(Event::Error(why)) => break why,
+                Some(_) => {}
+                None => panic!("the stream ended without saying why"),
+            }
+        };
+        assert_eq!(removed, "framework removed: OPERATOR_TEARDOWN");
+        let e = framework.kill("sleeper", None).await.unwrap_err();
+        assert!(matches!(e, SdkError::Removed(_)), "{e:?}");
+    });
+
+    let frameworks = dev.json(&["framework", "list"]);
+    assert!(
+        !frameworks.to_string().contains(&id),
+        "still listed: {frameworks}"
+    );
+    let tasks = dev.json(&["task", "list", "--all"]);
+    let task = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == "sleeper"))
+        .unwrap_or_else(|| panic!("the task is listed: {tasks}"));
+    assert_eq!(task["state"], "TASK_KILLED", "{task}");
+    assert_eq!(task["reason"], "OPERATOR_TEARDOWN", "{task}");
+    assert!(task["ended_at"].as_f64().is_some_and(|t| t > 0.0), "{task}");
+    // The agent killed the process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    while alive() {
+        assert!(Instant::now() < deadline, "process {pid} still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Gone: the command says so, the API answers NOT_FOUND.
+    let out = dev.berth(&["framework", "teardown", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no framework"),
+        "{}",
+        text(&out.stderr)
+    );
+    let code = runtime.block_on(async {
+        let mut op =
+            berth_proto::operator_client::OperatorClient::connect(format!("http://{}", dev.master))
+                .await
+                .expect("connects");
+        op.teardown_framework(berth_proto::FrameworkRef {
+            framework_id: id.clone(),
+        })
+        .await
+        .expect_err("unknown now")
+        .code()
+    });
+    assert_eq!(code, tonic::Code::NotFound);
+}
+
+/// Runs `berth ARGS` that must end by itself within 20 s (a daemon that
+/// started instead of refusing is killed, and the test fails).
+fn bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(BERTH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{args:?} did not end: {}", text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Until berth has authentication, a daemon listens on loopback unless
+/// `--insecure` is given, and then says at every start that its API is
+/// unauthenticated; its log has no colour codes when stderr is no
+/// terminal.
+#[test]
+fn daemons_listen_beyond_loopback_only_with_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").display().to_string();
+    for args in [
+        &["master", "--listen", "0.0.0.0:0", "--data-dir", &data][..],
+        &[
+            "master",
+            "--advertise",
+            "192.0.2.1:5050",
+            "--data-dir",
+            &data,
+        ],
+        &["agent", "--listen", "0.0.0.0:0", "--work-dir", &data],
+        &[
+            "agent",
+            "--advertise",
+            "node-7.example:5051",
+            "--work-dir",
+            &data,
+        ],
+        &["dev", "--agent-listen", "[::]:0", "--data-dir", &data],
+        &["ci", "serve", "--listen", "0.0.0.0:0", "--data-dir", &data],
+        &[
+            "ci",
+            "serve",
+            "--advertise",
+            "http://ci.example:5080",
+            "--data-dir",
+            &data,
+        ],
+        &["ci", "run", "--listen", "0.0.0.0:0", &data],
+    ] {
+        let out = bounded(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("berth: refusing to ")
+                && err
+                    .contains("it is not a loopback address, and berth has no authentication yet")
+                && err.contains("add --insecure"),
+            "{args:?}: {err}"
+        );
+        assert!(!dir.path().join("data").exists(), "{args:?} wrote nothing");
+    }
+
+    let mut master = Command::new(BERTH)
+        .args([
+            "master",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--data-dir",
+            &data,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("BERTH_LOG")
+        .spawn()
+        .expect("berth master starts");
+    let stderr = master.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    // Up to the first log line of the master library.
+    for line in lines.by_ref() {
+        let done = line.contains("master starting");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let _ = Command::new("kill")
+        .args(["-TERM", &master.id().to_string()])
+        .status();
+    let status = master.wait().expect("wait");
+    assert!(status.success(), "{status:?}: {seen:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some(
+            "berth: WARNING: --insecure: the master API on 0.0.0.0:0 is unauthenticated: anyone who can reach it can run any command as root on every agent"
+        ),
+        "{seen:?}"
+    );
+    assert!(seen.last().is_some_and(|l| l.contains("INFO")), "{seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains('\u{1b}')),
+        "no colour codes in a pipe: {seen:?}"
+    );
+}
+
+/// Every subcommand's `--help` works, and every `berth …` command a help
+/// text names exists.
+#[test]
+fn every_help_text_names_real_commands() {
+    fn help(path: &[String]) -> String {
+        let out = Command::new(BERTH)
+            .args(path)
+            .arg("--help")
+            .output()
+            .expect("berth runs");
+        assert!(out.status.success(), "{path:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+    /// The subcommands a help text lists.
+    fn subcommands(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .map(str::to_string)
+            .collect()
+    }
+    let mut known: Vec<Vec<String>> = Vec::new();
+    let mut texts: Vec<(Vec<String>, String)> = Vec::new();
+    let mut queue = vec![Vec::new()];
+    while let Some(path) = queue.pop() {
+        let text = help(&path);
+        for sub in subcommands(&text) {
+            let mut next = path.clone();
+            next.push(sub);
+            queue.push(next);
+        }
+        known.push(path.clone());
+        texts.push((path, text));
+    }
+    assert!(known.len() > 30, "{known:?}");
+    assert!(known.contains(&vec!["framework".to_string(), "teardown".to_string()]));
+    for (path, text) in &texts {
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let Some(rest) = quoted.strip_prefix("berth ") else {
+                continue;
+            };
+            let words: Vec<String> = rest
+                .split_whitespace()
+                .take_while(|w| {
+                    w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-')
+                })
+                .map(str::to_string)
+                .collect();
+            let named = (1..=words.len())
+                .rev()
+                .any(|n| known.contains(&words[..n].to_vec()));
+            assert!(
+                named,
+                "`berth {path:?} --help` names `{quoted}`, which does not exist"
+            );
+        }
+    }
+    // `berth state` prints a summary unless --json.
+    let state = help(&["state".to_string()]);
+    assert!(
+        state.contains("summary") && state.contains("--json"),
+        "{state}"
     );
 }

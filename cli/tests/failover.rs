@@ -603,3 +603,101 @@ fn masters_join_a_running_group_as_the_readme_says() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 12, item 6: `berth run` is partition-aware. Its task's agent is cut
+/// off from the master past the ping timeout: `berth run` says it waits for
+/// the agent, and when the link heals it follows the task to its end and
+/// exits with its code (before, it exited 1 with TASK_LOST and its teardown
+/// killed the task that came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_run_waits_for_an_agent_cut_off_past_the_ping_timeout() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _master = ChildProcess(
+        Command::new(BERTH)
+            .args(["master", "--listen", &addr])
+            .arg("--data-dir")
+            .arg(dir.path().join("master"))
+            .args(["--agent-ping-interval", "0.5", "--agent-ping-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "master"))
+            .spawn()?,
+    );
+    let proxy = berth_tests::Proxy::start(addr.parse()?).await?;
+    let _agent = ChildProcess(
+        Command::new(BERTH)
+            .args(["agent", "--master", &proxy.addr.to_string()])
+            .args(["--listen", "127.0.0.1:0", "--resources", "cpus:2;mem:1024"])
+            .arg("--work-dir")
+            .arg(dir.path().join("agent"))
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "agent"))
+            .spawn()?,
+    );
+    let mut run = Command::new(BERTH)
+        .args(["run", "--master", &addr, "--timeout", "60", "--"])
+        .args(["sh", "-c", "sleep 8; echo survived; exit 7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = run.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Cut the agent off once its task runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{}", log_tails(dir.path()));
+        if let Some(mut op) = operator(&addr).await
+            && let Ok(t) = op
+                .list_tasks(pb::ListTasksRequest::default())
+                .await
+                .map(tonic::Response::into_inner)
+            && t.tasks
+                .iter()
+                .any(|t| t.state == pb::TaskState::TaskRunning as i32)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.cut().await;
+    let said = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                let waiting = line.contains("is unreachable; waiting");
+                lines.push(line);
+                if waiting {
+                    return (true, lines, rx);
+                }
+            }
+        }
+        (false, lines, rx)
+    })
+    .await?;
+    let (waiting, lines, rx) = said;
+    assert!(waiting, "berth run did not say it waits: {lines:?}");
+    proxy.restore();
+    let out = tokio::task::spawn_blocking(move || run.wait_with_output()).await??;
+    // Everything it said to the end (the reader stops at EOF).
+    let rest: Vec<String> = rx.iter().collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stdout {stdout:?}, stderr {lines:?} {rest:?}\n{}",
+        log_tails(dir.path())
+    );
+    assert!(stdout.contains("survived"), "{stdout:?}");
+    assert!(rest.iter().any(|l| l.contains("is back")), "{rest:?}");
+    Ok(())
+}

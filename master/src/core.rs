@@ -11,7 +11,7 @@
 //! caller. Entries are applied in log order, so effects follow the order
 //! in which commands were proposed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::{
     AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook,
-    OfferError, OfferId, Quota, Resources, Role, TaskId, Time, Weight,
+    OfferError, OfferId, Quota, Quoted, Resources, Role, TaskId, Time, Weight, quoted,
 };
 use prost::Message;
 use raft::StateRole;
@@ -101,6 +101,8 @@ pub(crate) enum OperatorCall {
     RemoveMember(u64),
     /// Pending work: live state of the leader, never read on a follower.
     Pending(pb::ListPendingRequest),
+    /// Remove a framework (its id), as its own Teardown does.
+    Teardown(String),
 }
 
 impl OperatorCall {
@@ -222,9 +224,6 @@ enum Membership {
 /// caught up enough to become a voter.
 const CAUGHT_UP_SLACK: u64 = 100;
 
-/// Longest member address accepted.
-const MAX_MEMBER_ADDRESS: usize = 256;
-
 /// How long a proposal may take to commit before the caller is told.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -281,6 +280,10 @@ pub(crate) struct Core {
     allocator: Allocator,
     offers: OfferBook,
     frameworks: HashMap<FrameworkId, FrameworkConn>,
+    /// The last streams of each framework that a newer subscription
+    /// superseded (or that ended), so a call on one is told so, and a
+    /// made-up stream id is told it is unknown.
+    retired_streams: HashMap<FrameworkId, VecDeque<String>>,
     agents: HashMap<AgentId, AgentConn>,
     conn_agents: HashMap<u64, AgentId>,
     /// When each registered, reachable agent was last heard from.
@@ -355,6 +358,7 @@ impl Core {
             allocator,
             offers,
             frameworks: HashMap::new(),
+            retired_streams: HashMap::new(),
             agents: HashMap::new(),
             conn_agents: HashMap::new(),
             last_seen: HashMap::new(),
@@ -455,10 +459,11 @@ impl Core {
         if self.leading.take().is_some() {
             info!("no longer the leader; closing framework and agent streams");
         }
-        self.fail_pending(&ApplyError::NotLeader);
+        self.fail_pending(&ApplyError::LeadershipLost);
         for (_, conn) in self.frameworks.drain() {
             let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
         }
+        self.retired_streams.clear();
         self.agents.clear();
         self.conn_agents.clear();
         self.last_seen.clear();
@@ -611,7 +616,7 @@ impl Core {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(ApplyError::Unavailable("the command was not committed in time".into()));
+                    return Err(ApplyError::Unavailable("the command was not committed in time; it may still be committed (reconcile before retrying)".into()));
                 }
             }
         }
@@ -705,7 +710,7 @@ impl Core {
                 (p.then)(
                     self,
                     Err(ApplyError::Unavailable(
-                        "the command was not committed in time".into(),
+                        "the command was not committed in time; it may still be committed (reconcile before retrying)".into(),
                     )),
                 );
             }
@@ -806,7 +811,7 @@ impl Core {
                 result
             }
             Applied::Snapshot { index, data } => {
-                match postcard::from_bytes::<Registry>(&data) {
+                match Registry::from_snapshot(&data) {
                     Ok(mut registry) => {
                         registry.set_max_completed(self.config.max_completed_tasks);
                         registry.rebuild_indexes();
@@ -893,7 +898,7 @@ impl Core {
     /// waiting for room in the applied channel.
     fn snapshot_now(&mut self) {
         self.since_snapshot = 0;
-        match postcard::to_stdvec(&self.registry) {
+        match self.registry.to_snapshot() {
             Ok(data) => {
                 let raft = self.raft.clone();
                 let index = self.applied_index;
@@ -908,11 +913,22 @@ impl Core {
     }
 
     /// Maps a commit error to a gRPC status: "not the leader" becomes a
-    /// redirect, anything else `make(message)`.
+    /// redirect (also when leadership was lost with the command in flight,
+    /// saying its outcome is unknown), an unknown framework NOT_FOUND (it
+    /// was removed meanwhile), anything else `make(message)`.
     fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> Status) -> Status {
         match e {
             ApplyError::NotLeader => self.not_leader(),
+            ApplyError::LeadershipLost => {
+                let redirect = self.not_leader();
+                Status::with_metadata(
+                    tonic::Code::Unavailable,
+                    format!("{e}; {}", redirect.message()),
+                    redirect.metadata().clone(),
+                )
+            }
             ApplyError::Unavailable(m) => Status::unavailable(m),
+            e @ ApplyError::UnknownFramework(_) => Status::not_found(e.to_string()),
             e => make(e.to_string()),
         }
     }
@@ -1062,6 +1078,7 @@ impl Core {
             let _ = old.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
                 message: "superseded by a newer subscription".into(),
             }))));
+            self.retire_stream(&id, old.stream_id);
         }
         self.rescind_framework_offers(&id);
         if known {
@@ -1129,8 +1146,8 @@ impl Core {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             if self.registry.framework(&id).is_none() {
                 return Err(Status::not_found(format!(
-                    "framework {:?} is not registered (it was removed or never existed)",
-                    info.id
+                    "framework {} is not registered (it was removed or never existed)",
+                    quoted(&info.id)
                 )));
             }
             id
@@ -1156,6 +1173,7 @@ impl Core {
             return;
         }
         self.frameworks.remove(id);
+        self.retire_stream(id, stream_id.to_string());
         if self.subscribing.contains_key(id) {
             // A newer subscription is being committed; it takes over.
             return;
@@ -1242,6 +1260,7 @@ impl Core {
             kills.retain(|k| k.framework_id != id.as_str());
         }
         self.pending_kills.retain(|_, kills| !kills.is_empty());
+        self.retired_streams.remove(id);
         if let Some(conn) = self.frameworks.remove(id) {
             let _ = conn
                 .tx
@@ -1253,23 +1272,59 @@ impl Core {
         info!(framework = %id, reason, "framework removed");
     }
 
-    /// Checks the call's header: the framework is subscribed on this stream.
+    /// Remembers a framework's stream that ended or was superseded (the
+    /// last few), so that a late call on it is answered "superseded", not
+    /// "unknown".
+    fn retire_stream(&mut self, id: &FrameworkId, stream_id: String) {
+        const KEPT: usize = 8;
+        let retired = self.retired_streams.entry(id.clone()).or_default();
+        if retired.len() == KEPT {
+            retired.pop_front();
+        }
+        retired.push_back(stream_id);
+    }
+
+    /// Checks the call's header: the framework is registered (NOT_FOUND
+    /// otherwise) and subscribed on this stream (FAILED_PRECONDITION
+    /// otherwise, saying whether the stream is an older one of the
+    /// framework or one this master never opened for it).
     fn caller(&self, header: Option<&pb::CallHeader>) -> Result<FrameworkId, Status> {
         let header = header.ok_or_else(|| Status::invalid_argument("call header is missing"))?;
         let id = FrameworkId::new(header.framework_id.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.registry.framework(&id).is_none() {
+            return Err(Status::not_found(format!(
+                "framework {} is not registered (torn down, removed after its failover \
+                 timeout, or never registered)",
+                quoted(id.as_str())
+            )));
+        }
+        let stream = &header.stream_id;
         match self.frameworks.get(&id) {
             None => Err(Status::failed_precondition(format!(
-                "framework {:?} is not subscribed",
-                header.framework_id
+                "framework {} is not subscribed to this master (its stream ended); \
+                 subscribe again with its id",
+                quoted(id.as_str())
             ))),
-            Some(conn) if conn.stream_id != header.stream_id => {
+            Some(conn) if conn.stream_id == *stream => Ok(id),
+            Some(_)
+                if self
+                    .retired_streams
+                    .get(&id)
+                    .is_some_and(|r| r.contains(stream)) =>
+            {
                 Err(Status::failed_precondition(format!(
-                    "stream {:?} was superseded by a newer subscription of framework {:?}",
-                    header.stream_id, header.framework_id
+                    "stream {} was superseded by a newer subscription of framework {}",
+                    quoted(stream),
+                    quoted(id.as_str())
                 )))
             }
-            Some(_) => Ok(id),
+            Some(_) => Err(Status::failed_precondition(format!(
+                "unknown stream id {} for framework {}: this master did not open it \
+                 (use the stream_id of the framework's SUBSCRIBED event)",
+                quoted(stream),
+                quoted(id.as_str())
+            ))),
         }
     }
 
@@ -1411,7 +1466,8 @@ impl Core {
             let role = Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if !subscribed.contains(&role) {
                 return Err(Status::invalid_argument(format!(
-                    "framework is not subscribed to role {r:?}"
+                    "framework is not subscribed to role {}",
+                    quoted(r)
                 )));
             }
             out.insert(role);
@@ -1534,37 +1590,38 @@ impl Core {
             let id = validate_task(&info)?;
             if !seen.insert(id.clone()) {
                 return Err(Status::invalid_argument(format!(
-                    "task id {:?} appears twice",
-                    info.task_id
+                    "task id {} appears twice",
+                    quoted(&info.task_id)
                 )));
             }
             if self.registry.task(&fw, &id).is_some() {
                 return Err(Status::invalid_argument(format!(
-                    "task {:?} already exists in this framework",
-                    info.task_id
+                    "task {} already exists in this framework",
+                    quoted(&info.task_id)
                 )));
             }
             if !info.agent_id.is_empty() && info.agent_id != agent.as_str() {
                 return Err(Status::invalid_argument(format!(
-                    "task {:?} names agent {:?} but the offers are on agent {:?}",
-                    info.task_id,
-                    info.agent_id,
-                    agent.as_str()
+                    "task {} names agent {} but the offers are on agent {}",
+                    quoted(&info.task_id),
+                    quoted(&info.agent_id),
+                    quoted(agent.as_str())
                 )));
             }
-            let want = resources_from_proto_opt(info.resources.as_ref())
-                .map_err(|e| Status::invalid_argument(format!("task {:?}: {e}", info.task_id)))?;
-            if want.cpus.milli() == 0 && want.mem.milli() == 0 {
-                return Err(Status::invalid_argument(format!(
-                    "task {:?} must request some cpus or mem",
-                    info.task_id
-                )));
-            }
+            let want = resources_from_proto_opt(info.resources.as_ref()).map_err(|e| {
+                Status::invalid_argument(format!("task {}: {e}", quoted(&info.task_id)))
+            })?;
+            berth_proto::minimums::check_task_minimums(
+                &info.task_id,
+                &want,
+                info.container.is_some(),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let before = pool.total();
             let Some(allocated) = pool.take(&want) else {
                 return Err(Status::invalid_argument(format!(
-                    "tasks need more than the offers hold: task {:?} needs {want}, {before} left",
-                    info.task_id
+                    "tasks need more than the offers hold: task {} needs {want}, {before} left",
+                    quoted(&info.task_id)
                 )));
             };
             used = used
@@ -1584,6 +1641,8 @@ impl Core {
                 state: pb::TaskState::TaskStaging as i32,
                 status: Vec::new(),
                 launched_at_ms: now_ms,
+                running_at_ms: None,
+                ended_at_ms: None,
             });
         }
 
@@ -1627,9 +1686,9 @@ impl Core {
                 return Ok(());
             }
             return Err(Status::not_found(format!(
-                "task {:?} is not a task of framework {:?}",
-                req.task_id,
-                fw.as_str()
+                "task {} is not a task of framework {}",
+                quoted(&req.task_id),
+                quoted(fw.as_str())
             )));
         };
         let kill = pb::KillTask {
@@ -1682,7 +1741,7 @@ impl Core {
                         },
                         message: "the master does not know this task".into(),
                         reason: "RECONCILIATION".into(),
-                        source: pb::StatusSource::SourceMaster as i32,
+                        source: pb::StatusSource::Master as i32,
                         agent_id: t.agent_id.clone(),
                         timestamp: ms_to_secs(unix_ms()),
                         ..Default::default()
@@ -1706,7 +1765,9 @@ impl Core {
                 mpsc::error::TrySendError::Closed(_) => "is closed",
             });
             // Dropping the sender ends the stream; the framework re-subscribes.
-            self.frameworks.remove(framework);
+            if let Some(conn) = self.frameworks.remove(framework) {
+                self.retire_stream(framework, conn.stream_id);
+            }
             self.allocator.deactivate_framework(framework);
             self.rescind_framework_offers(framework);
             // Its failover clock starts at the next tick.
@@ -1745,11 +1806,12 @@ impl Core {
             let answer = match result {
                 Ok(effects) => core.agent_registered(conn, id, new, tx, &effects),
                 Err(e) => Err(match e {
-                    ApplyError::NotLeader => core.not_leader(),
-                    ApplyError::Unavailable(m) => Status::unavailable(m),
                     ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
                         Status::failed_precondition(format!("register: {e}"))
                     }
+                    e @ (ApplyError::NotLeader
+                    | ApplyError::LeadershipLost
+                    | ApplyError::Unavailable(_)) => core.status_of(e, Status::internal),
                     _ => Status::internal(e.to_string()),
                 }),
             };
@@ -1770,6 +1832,12 @@ impl Core {
                 "register: hostname must be 1 to 1024 bytes",
             ));
         }
+        if !info.address.is_empty() {
+            berth_proto::check_address(&info.address)
+                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+        }
+        check_attributes(&info.attributes)
+            .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
         let unreserved = resources_from_proto_opt(info.resources.as_ref())
             .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
         let mut reserved = BTreeMap::new();
@@ -1971,6 +2039,10 @@ impl Core {
         }
         // The update is about the agent that sent it, whatever it claims.
         status.agent_id = agent.to_string();
+        // The registry takes a task's times from its updates' timestamps.
+        if crate::registry::secs_to_ms(status.timestamp).is_none() {
+            status.timestamp = ms_to_secs(unix_ms());
+        }
         let ack_ourselves = |core: &mut Self| {
             core.send_agent(
                 agent,
@@ -2309,6 +2381,7 @@ impl Core {
             }
             OperatorCall::Drain(id) => self.set_draining(&id, true, reply),
             OperatorCall::Reactivate(id) => self.set_draining(&id, false, reply),
+            OperatorCall::Teardown(id) => self.teardown_by_operator(&id, reply),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
                     .map_err(|e| Status::invalid_argument(e.to_string()))
@@ -2373,8 +2446,8 @@ impl Core {
                 };
                 if !self.registry.quotas().contains_key(&role) {
                     let _ = reply.send(Err(Status::not_found(format!(
-                        "role {:?} has no quota",
-                        role.as_str()
+                        "role {} has no quota",
+                        quoted(role.as_str())
                     ))));
                     return;
                 }
@@ -2409,24 +2482,16 @@ impl Core {
         draining: bool,
         reply: oneshot::Sender<Result<OperatorReply, Status>>,
     ) {
-        if id.is_empty() {
-            let _ = reply.send(Err(Status::invalid_argument("agent id must not be empty")));
-            return;
-        }
-        let id = match AgentId::new(id.to_string()) {
+        let known = known_id(id, "agent", AgentId::new, |id| {
+            self.registry.agent(id).is_some()
+        });
+        let id = match known {
             Ok(id) => id,
             Err(e) => {
-                let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                let _ = reply.send(Err(e));
                 return;
             }
         };
-        if self.registry.agent(&id).is_none() {
-            let _ = reply.send(Err(Status::not_found(format!(
-                "unknown agent {:?}",
-                id.as_str()
-            ))));
-            return;
-        }
         self.propose(
             Command::SetAgentDraining {
                 id: id.clone(),
@@ -2443,6 +2508,33 @@ impl Core {
                 let _ = reply.send(answer);
             },
         );
+    }
+
+    /// Removes a framework for an operator, as its own Teardown does;
+    /// answered once the removal is committed.
+    fn teardown_by_operator(
+        &mut self,
+        id: &str,
+        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    ) {
+        let known = known_id(id, "framework", FrameworkId::new, |id| {
+            self.registry.framework(id).is_some()
+        });
+        let id = match known {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        info!(framework = %id, "framework torn down by an operator");
+        self.remove_framework(&id, "OPERATOR_TEARDOWN", move |core, result| {
+            let _ = reply.send(
+                result
+                    .map(|()| OperatorReply::Empty)
+                    .map_err(|e| core.status_of(e, Status::internal)),
+            );
+        });
     }
 
     /// An agent's draining flag is committed: stop or resume offering it.
@@ -2546,18 +2638,8 @@ impl Core {
                 "a member needs an id of 1 or more and an address",
             ));
         }
-        if req.address.len() > MAX_MEMBER_ADDRESS
-            || req
-                .address
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-            || !req.address.contains(':')
-        {
-            return Err(Status::invalid_argument(format!(
-                "member address {:?} must look like HOST:PORT",
-                berth_proto::cut(&req.address)
-            )));
-        }
+        berth_proto::check_address(&req.address)
+            .map_err(|e| Status::invalid_argument(format!("master {}: {e}", req.id)))?;
         let st = self.raft_status.borrow().clone();
         if st.voters.contains(&req.id) {
             return Err(Status::already_exists(format!(
@@ -2748,6 +2830,9 @@ impl Core {
                         .map(|a| a.address.clone())
                         .unwrap_or_default(),
                     role: t.role.to_string(),
+                    launched_at: ms_to_secs(t.launched_at_ms),
+                    running_at: t.running_at_ms.map_or(0.0, ms_to_secs),
+                    ended_at: t.ended_at_ms.map_or(0.0, ms_to_secs),
                 }
             })
             .collect()
@@ -2822,6 +2907,25 @@ impl Core {
     }
 }
 
+/// The id an operator call names: INVALID_ARGUMENT when it is not a valid
+/// id (empty included), NOT_FOUND when the registry does not know it.
+fn known_id<T: std::fmt::Display>(
+    raw: &str,
+    kind: &str,
+    parse: impl FnOnce(String) -> Result<T, berth_scheduler_core::IdError>,
+    known: impl FnOnce(&T) -> bool,
+) -> Result<T, Status> {
+    let id = parse(raw.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if known(&id) {
+        Ok(id)
+    } else {
+        Err(Status::not_found(format!(
+            "unknown {kind} {}",
+            quoted(&id.to_string())
+        )))
+    }
+}
+
 /// The allocator settings of a master.
 fn allocator_config(config: &MasterConfig) -> AllocatorConfig {
     AllocatorConfig {
@@ -2837,7 +2941,7 @@ fn event(e: pb::event::Event) -> pb::Event {
 
 fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
     status.uuid.clear();
-    status.source = pb::StatusSource::SourceMaster as i32;
+    status.source = pb::StatusSource::Master as i32;
     status.reason = "RECONCILIATION".into();
     status
 }
@@ -2862,10 +2966,10 @@ fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
 fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     let id =
         TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let name = &info.task_id;
+    let name = quoted(&info.task_id);
     if info.name.len() > MAX_NAME {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: name longer than {MAX_NAME} bytes"
+            "task {name}: name longer than {MAX_NAME} bytes"
         )));
     }
     if let Some(c) = &info.container {
@@ -2881,7 +2985,7 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         (None, Some(_)) => &default_command,
         (None, None) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?} has no command"
+                "task {name} has no command"
             )));
         }
     };
@@ -2889,46 +2993,47 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         (true, true) if info.container.is_some() => {}
         (true, true) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: command needs `shell` or `argv`"
+                "task {name}: command needs `shell` or `argv`"
             )));
         }
         (false, false) => {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: command must set only one of `shell` and `argv`"
+                "task {name}: command must set only one of `shell` and `argv`"
             )));
         }
         _ => {}
     }
     if command.argv.first().is_some_and(String::is_empty) {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: argv[0] is empty"
+            "task {name}: argv[0] is empty"
         )));
     }
     for key in command.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(Status::invalid_argument(format!(
-                "task {name:?}: invalid environment variable name {key:?}"
+                "task {name}: invalid environment variable name {}",
+                quoted(key)
             )));
         }
     }
     seconds("kill_grace_period_seconds", info.kill_grace_period_seconds)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {}", e.message())))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {}", e.message())))?;
     // The URIs it fetches and the outputs it uploads; the agent checks them
     // again with the same rules.
     berth_proto::transfer::validate_task_transfers(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
     berth_proto::mask::validate_task_masks(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name:?}: {e}")))?;
+        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
     Ok(id)
 }
 
 /// Checks what the master can of a task's container (the agent checks the
 /// rest, such as host ports against the task's resources, and fails the
 /// task with its reason).
-fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
+fn validate_container(name: Quoted<'_>, c: &pb::ContainerInfo) -> Result<(), Status> {
     let bad = |m: String| {
         Err(Status::invalid_argument(format!(
-            "task {name:?}: container {m}"
+            "task {name}: container {m}"
         )))
     };
     if c.image.is_empty() {
@@ -2940,14 +3045,14 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
             .any(|ch| ch.is_whitespace() || ch.is_control())
     {
         return bad(format!(
-            "image {:?} must be at most 255 bytes without whitespace or control characters",
-            c.image
+            "image {} must be at most 255 bytes without whitespace or control characters",
+            quoted(&c.image)
         ));
     }
     if !matches!(c.network.as_str(), "" | "bridge" | "host" | "none") {
         return bad(format!(
-            "network {:?} is not one of bridge, host, none",
-            c.network
+            "network {} is not one of bridge, host, none",
+            quoted(&c.network)
         ));
     }
     for m in &c.port_mappings {
@@ -2958,14 +3063,18 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
             ));
         }
         if !matches!(m.protocol.to_ascii_lowercase().as_str(), "" | "tcp" | "udp") {
-            return bad(format!("port protocol {:?} is not tcp or udp", m.protocol));
+            return bad(format!(
+                "port protocol {} is not tcp or udp",
+                quoted(&m.protocol)
+            ));
         }
     }
     for v in &c.volumes {
         if !v.host_path.starts_with('/') || !v.container_path.starts_with('/') {
             return bad(format!(
-                "volume {:?}:{:?} needs absolute paths on both sides",
-                v.host_path, v.container_path
+                "volume {}:{} needs absolute paths on both sides",
+                quoted(&v.host_path),
+                quoted(&v.container_path)
             ));
         }
     }
@@ -2974,13 +3083,13 @@ fn validate_container(name: &str, c: &pb::ContainerInfo) -> Result<(), Status> {
 
 /// Checks the shape of a task's health check (the agent validates it in
 /// full).
-fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> {
+fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), Status> {
     let kinds = usize::from(h.command.is_some())
         + usize::from(h.http.is_some())
         + usize::from(h.tcp.is_some());
     if kinds != 1 {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: a health check needs exactly one of command, http and tcp ({kinds} set)"
+            "task {name}: a health check needs exactly one of command, http and tcp ({kinds} set)"
         )));
     }
     let port = h
@@ -2992,7 +3101,7 @@ fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> 
         && (p == 0 || p > 65535)
     {
         return Err(Status::invalid_argument(format!(
-            "task {name:?}: health check port {p} is out of range (1-65535)"
+            "task {name}: health check port {p} is out of range (1-65535)"
         )));
     }
     for (field, v) in [
@@ -3002,8 +3111,37 @@ fn validate_health_check(name: &str, h: &pb::HealthCheck) -> Result<(), Status> 
         ("delay_seconds", h.delay_seconds),
     ] {
         seconds(field, v).map_err(|e| {
-            Status::invalid_argument(format!("task {name:?}: health check {}", e.message()))
+            Status::invalid_argument(format!("task {name}: health check {}", e.message()))
         })?;
+    }
+    Ok(())
+}
+
+/// Most attributes an agent may report.
+const MAX_ATTRIBUTES: usize = 128;
+
+/// Checks an agent's attributes: they are stored in the registry and shown
+/// to every framework, so they are bounded like names.
+fn check_attributes(attributes: &[pb::Attribute]) -> Result<(), String> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(format!(
+            "{} attributes; at most {MAX_ATTRIBUTES} are allowed",
+            attributes.len()
+        ));
+    }
+    for a in attributes {
+        if a.name.is_empty() || a.name.len() > 255 || a.name.chars().any(char::is_control) {
+            return Err(format!(
+                "attribute name {} must be 1 to 255 bytes without control characters",
+                quoted(&a.name)
+            ));
+        }
+        if a.value.len() > MAX_NAME || a.value.chars().any(char::is_control) {
+            return Err(format!(
+                "attribute {} has a value over {MAX_NAME} bytes or with control characters",
+                quoted(&a.name)
+            ));
+        }
     }
     Ok(())
 }
@@ -3494,6 +3632,8 @@ mod tests {
             state: pb::TaskState::TaskRunning as i32,
             status: Vec::new(),
             launched_at_ms: 0,
+            running_at_ms: None,
+            ended_at_ms: None,
         };
         filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
         core.commit(Command::LaunchTasks {
@@ -3519,6 +3659,34 @@ mod tests {
             drain_agent(&mut arx).is_empty(),
             "nothing sent to the agent"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_in_flight_when_leadership_is_lost_is_told_its_outcome_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core = core(&dir).await;
+        let _agent = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
+        let (header, mut events) = subscribe(&mut core, "").await;
+        let offer = offers(&mut core, &mut events).remove(0);
+        // Proposed, not applied yet, when this master steps down.
+        let (tx, mut rx) = oneshot::channel();
+        core.accept(
+            accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"),
+            tx,
+        );
+        core.step_down();
+        let err = match rx.try_recv() {
+            Ok(Err(e)) => e,
+            other => panic!("expected an error at once, got {other:?}"),
+        };
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+        assert!(
+            err.message()
+                .starts_with("this master lost leadership before the command was committed"),
+            "{}",
+            err.message()
+        );
+        assert!(err.message().contains("reconcile"), "{}", err.message());
     }
 
     #[tokio::test]
@@ -3551,6 +3719,63 @@ mod tests {
         let o = offers(&mut core, &mut ev2);
         assert!((offered_cpus(&o) - 4.0).abs() < 1e-9, "{o:?}");
         assert!(core.registry.agent_used(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
+        let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
+        let teardown = async |core: &mut Core, id: &str| {
+            let (tx, rx) = oneshot::channel();
+            core.operator(OperatorCall::Teardown(id.into()), tx).await;
+            core.answered(rx).await
+        };
+        // Refused calls change nothing.
+        let before = core.registry.clone();
+        for (id, code) in [
+            ("fw-unknown", tonic::Code::NotFound),
+            ("", tonic::Code::InvalidArgument),
+            ("a/b", tonic::Code::InvalidArgument),
+        ] {
+            let e = teardown(&mut core, id).await.unwrap_err();
+            assert_eq!(e.code(), code, "{id:?}: {e}");
+        }
+        assert_eq!(core.registry, before);
+        assert!(drain_agent(&mut arx).is_empty());
+
+        teardown(&mut core, &header.framework_id).await.unwrap();
+        let fw = FrameworkId::new(header.framework_id.clone()).unwrap();
+        assert!(core.registry.framework(&fw).is_none());
+        let task = core
+            .registry
+            .completed_task(&fw, &TaskId::new("t1").unwrap())
+            .expect("t1 completed");
+        let status = task.last_status();
+        assert_eq!(status.state(), pb::TaskState::TaskKilled);
+        assert_eq!(status.reason, "OPERATOR_TEARDOWN");
+        assert!(task.ended_at_ms.is_some());
+        assert!(drain_agent(&mut arx).iter().any(
+            |m| matches!(m, M::ShutdownFramework(s) if s.framework_id == header.framework_id)
+        ));
+        assert!(
+            drain_events(&mut events).iter().any(|e| matches!(
+                e,
+                pb::event::Event::Error(e) if e.message == "framework removed: OPERATOR_TEARDOWN"
+            )),
+            "the framework is told"
+        );
+        // Gone: a second teardown, and a re-subscription with its id, are
+        // refused.
+        let e = teardown(&mut core, &header.framework_id).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = core
+            .subscribe_wait(pb::FrameworkInfo {
+                id: header.framework_id.clone(),
+                name: "fw".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
     }
 
     #[tokio::test]

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use berth_scheduler_core::quoted;
+
 /// What can go wrong in the master outside a single API call.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -32,13 +34,13 @@ pub enum MasterError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
     /// The framework is not in the registry.
-    #[error("unknown framework {0:?}")]
+    #[error("unknown framework {}", quoted(.0))]
     UnknownFramework(String),
     /// The agent is not in the registry.
-    #[error("unknown agent {0:?}")]
+    #[error("unknown agent {}", quoted(.0))]
     UnknownAgent(String),
     /// A task with this id is already active in the framework.
-    #[error("task {task:?} already exists in framework {framework:?}")]
+    #[error("task {} already exists in framework {}", quoted(.task), quoted(.framework))]
     DuplicateTask {
         /// The framework.
         framework: String,
@@ -46,7 +48,7 @@ pub enum ApplyError {
         task: String,
     },
     /// Applying the command would allocate an agent beyond its resources.
-    #[error("agent {agent:?} has {free} free; tasks need {need}")]
+    #[error("agent {} has {free} free; tasks need {need}", quoted(.agent))]
     Overcommit {
         /// The agent.
         agent: String,
@@ -59,6 +61,14 @@ pub enum ApplyError {
     /// committed by it.
     #[error("this master is not the leader")]
     NotLeader,
+    /// This master proposed the command but lost leadership before it was
+    /// committed: the new leader may still commit it, so its outcome is
+    /// unknown.
+    #[error(
+        "this master lost leadership before the command was committed; the new leader may \
+         still commit it (reconcile before retrying)"
+    )]
+    LeadershipLost,
     /// Any other invariant the command would break.
     #[error("{0}")]
     Invalid(String),
@@ -67,4 +77,16 @@ pub enum ApplyError {
     /// may still commit later.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Why registry snapshot bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A snapshot of a version this master does not know (written by a
+    /// newer berth).
+    #[error("registry snapshot version {0} is not one this berth reads (it reads 0 and 1)")]
+    Version(u8),
+    /// The bytes do not decode.
+    #[error("undecodable registry snapshot: {0}")]
+    Decode(#[from] postcard::Error),
 }

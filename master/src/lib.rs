@@ -68,7 +68,7 @@ pub async fn run(
     let mut registry = if data.is_empty() {
         registry::Registry::new(config.max_completed_tasks)
     } else {
-        postcard::from_bytes::<registry::Registry>(&data).map_err(|e| {
+        registry::Registry::from_snapshot(&data).map_err(|e| {
             MasterError::Corrupt(format!("registry snapshot at {snapshot_index}: {e}"))
         })?
     };

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
-use berth_scheduler_core::{FrameworkId, TaskId};
+use berth_scheduler_core::{FrameworkId, TaskId, quoted};
 
 use crate::registry::ms_to_secs;
 
@@ -29,7 +29,7 @@ const MAX_TEXT: usize = 1024;
 
 /// Why a published list was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("pending task {index} ({task_id:?}): {reason}")]
+#[error("pending task {index} ({}): {reason}", quoted(.task_id))]
 pub(crate) struct InvalidPending {
     /// Position in the list.
     pub index: usize,
@@ -109,7 +109,10 @@ fn check_entry(task: &pb::PendingTask) -> Result<pb::Resources, String> {
             return Err("constraint text contains control characters".into());
         }
         if !constraints.insert(c.constraint.as_str()) {
-            return Err(format!("constraint {:?} appears twice", c.constraint));
+            return Err(format!(
+                "constraint {} appears twice",
+                quoted(&c.constraint)
+            ));
         }
         filtered = filtered.saturating_add(c.count);
     }

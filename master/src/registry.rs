@@ -11,15 +11,24 @@
 //! [`Effects`] tell the caller (the leader) what follows from a command:
 //! master-generated status updates to forward and resources to return to the
 //! allocator. Followers ignore them.
+//!
+//! Formats: commands travel in the Raft log and the registry in snapshots,
+//! both postcard-encoded. A snapshot starts with [`SNAPSHOT_MAGIC`] and a
+//! version byte; one without them is the first format (before task times)
+//! and is read through [`legacy`]. A command whose shape changes gets a new
+//! variant at the end of [`Command`]; the old one stays, at its place, for
+//! the entries already in logs (`LaunchTasksV0`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use berth_proto as pb;
-use berth_scheduler_core::{AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId};
+use berth_scheduler_core::{
+    AgentId, Allocated, FrameworkId, Quota, Resources, Role, TaskId, quoted,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, SnapshotError};
 
 /// A framework as the registry keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,9 +146,21 @@ pub struct TaskRecord {
     pub status: Vec<u8>,
     /// Unix milliseconds of the launch.
     pub launched_at_ms: u64,
+    /// Unix milliseconds of its first TASK_RUNNING; `None` before.
+    pub running_at_ms: Option<u64>,
+    /// Unix milliseconds when it became a completed task; `None` while it
+    /// is active.
+    pub ended_at_ms: Option<u64>,
 }
 
 impl TaskRecord {
+    /// Notes the task's first TASK_RUNNING, at `at_ms`.
+    fn reached(&mut self, state: pb::TaskState, at_ms: u64) {
+        if state == pb::TaskState::TaskRunning && self.running_at_ms.is_none() {
+            self.running_at_ms = Some(at_ms);
+        }
+    }
+
     /// The task's latest state.
     #[must_use]
     pub fn state(&self) -> pb::TaskState {
@@ -162,7 +183,7 @@ impl TaskRecord {
                 task_id: self.id.to_string(),
                 state: self.state,
                 agent_id: self.agent.to_string(),
-                source: pb::StatusSource::SourceMaster as i32,
+                source: pb::StatusSource::Master as i32,
                 timestamp: ms_to_secs(self.launched_at_ms),
                 ..Default::default()
             };
@@ -228,14 +249,15 @@ pub enum Command {
         /// Whether it is draining.
         draining: bool,
     },
-    /// Tasks launched on one agent from accepted offers.
-    LaunchTasks {
+    /// [`Command::LaunchTasks`] as logs written before task times hold
+    /// it; read (as a launch of those tasks), never written.
+    LaunchTasksV0 {
         /// Their framework.
         framework: FrameworkId,
         /// Their agent.
         agent: AgentId,
         /// The tasks, in state TASK_STAGING.
-        tasks: Vec<TaskRecord>,
+        tasks: Vec<legacy::TaskRecordV0>,
     },
     /// A status update from an agent.
     UpdateTask {
@@ -264,6 +286,15 @@ pub enum Command {
     RemoveQuota {
         /// The role.
         role: Role,
+    },
+    /// Tasks launched on one agent from accepted offers.
+    LaunchTasks {
+        /// Their framework.
+        framework: FrameworkId,
+        /// Their agent.
+        agent: AgentId,
+        /// The tasks, in state TASK_STAGING.
+        tasks: Vec<TaskRecord>,
     },
     /// The API addresses of the masters, by Raft id, as the leader knows
     /// them. Replicated (and so in snapshots) so that a master that joins,
@@ -464,6 +495,11 @@ impl Registry {
                 agent,
                 tasks,
             } => self.check_launch(framework, agent, tasks),
+            Command::LaunchTasksV0 {
+                framework,
+                agent,
+                tasks,
+            } => self.check_launch(framework, agent, &legacy::records(tasks)),
             Command::UpdateTask {
                 framework,
                 task,
@@ -474,9 +510,9 @@ impl Registry {
                 pb::TaskState::try_from(status.state).map_err(|_| {
                     ApplyError::Invalid(format!("unknown task state {}", status.state))
                 })?;
-                self.task(framework, task)
-                    .map(|_| ())
-                    .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task.as_str())))
+                self.task(framework, task).map(|_| ()).ok_or_else(|| {
+                    ApplyError::Invalid(format!("unknown task {}", quoted(task.as_str())))
+                })
             }
             Command::SetWeight { weight_milli, .. } => {
                 if *weight_milli == 0 {
@@ -537,6 +573,11 @@ impl Registry {
                 agent,
                 tasks,
             } => self.launch(framework, agent, tasks),
+            Command::LaunchTasksV0 {
+                framework,
+                agent,
+                tasks,
+            } => self.launch(framework, agent, &legacy::records(tasks)),
             Command::UpdateTask {
                 framework,
                 task,
@@ -612,7 +653,7 @@ impl Registry {
             );
             task.state = status.state;
             task.status = status.encode_to_vec();
-            self.push_completed(task);
+            self.push_completed(task, at_ms);
         }
         Ok(effects)
     }
@@ -708,6 +749,7 @@ impl Registry {
                         );
                         task.state = status.state;
                         task.status = status.encode_to_vec();
+                        task.reached(state, at_ms);
                         effects.updates.push((key.0.clone(), status));
                     }
                 }
@@ -733,7 +775,7 @@ impl Registry {
                     task.state = status.state;
                     task.status = status.encode_to_vec();
                     effects.updates.push((key.0.clone(), status));
-                    self.push_completed(task);
+                    self.push_completed(task, at_ms);
                 }
             }
         }
@@ -809,8 +851,8 @@ impl Registry {
         for t in tasks {
             if &t.framework != framework || &t.agent != agent_id {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} names another framework or agent",
-                    t.id.as_str()
+                    "task {} names another framework or agent",
+                    quoted(t.id.as_str())
                 )));
             }
             // A recently completed task's id is refused too: a framework
@@ -831,8 +873,8 @@ impl Registry {
             let wants = t.allocated.total();
             if !need.ports.intersection(&wants.ports).is_empty() {
                 return Err(ApplyError::Invalid(format!(
-                    "task {:?} claims ports another task of the launch claims",
-                    t.id.as_str()
+                    "task {} claims ports another task of the launch claims",
+                    quoted(t.id.as_str())
                 )));
             }
             need = need
@@ -884,9 +926,16 @@ impl Registry {
             .tasks
             .get_mut(framework)
             .and_then(|m| m.get_mut(task_id))
-            .ok_or_else(|| ApplyError::Invalid(format!("unknown task {:?}", task_id.as_str())))?;
+            .ok_or_else(|| {
+                ApplyError::Invalid(format!("unknown task {}", quoted(task_id.as_str())))
+            })?;
         task.state = state as i32;
         task.status = status_bytes.to_vec();
+        // The update's own time (when the agent saw the change), so that
+        // applying reads no clock; one without a usable time counts as at
+        // the launch.
+        let at_ms = secs_to_ms(status.timestamp).unwrap_or(task.launched_at_ms);
+        task.reached(state, at_ms);
         let mut effects = Effects::default();
         if state.is_terminal() {
             let Some(task) = self.remove_task(framework, task_id) else {
@@ -899,7 +948,7 @@ impl Registry {
                 task.role.clone(),
                 task.allocated.clone(),
             ));
-            self.push_completed(task);
+            self.push_completed(task, at_ms);
         }
         Ok(effects)
     }
@@ -920,7 +969,9 @@ impl Registry {
         }
     }
 
-    fn push_completed(&mut self, task: TaskRecord) {
+    /// Moves an ended task to the completed ones, with its end time.
+    fn push_completed(&mut self, mut task: TaskRecord, at_ms: u64) {
+        task.ended_at_ms.get_or_insert(at_ms);
         *self
             .completed_ids
             .entry((task.framework.clone(), task.id.clone()))
@@ -959,9 +1010,9 @@ fn check_fits<'a>(
         let total = t.allocated.total();
         if !ports.intersection(&total.ports).is_empty() {
             return Err(ApplyError::Invalid(format!(
-                "task {:?} claims ports another task on agent {:?} claims",
-                t.id.as_str(),
-                agent.id.as_str()
+                "task {} claims ports another task on agent {} claims",
+                quoted(t.id.as_str()),
+                quoted(agent.id.as_str())
             )));
         }
         ports = ports.union(&total.ports);
@@ -1016,7 +1067,7 @@ fn master_status(
         state: state as i32,
         message: message.to_string(),
         reason: reason.to_string(),
-        source: pb::StatusSource::SourceMaster as i32,
+        source: pb::StatusSource::Master as i32,
         agent_id: task.agent.to_string(),
         exit_code: None,
         uuid: Vec::new(),
@@ -1034,6 +1085,131 @@ fn master_status(
 #[allow(clippy::cast_precision_loss)]
 pub fn ms_to_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+/// Fractional seconds since the Unix epoch (a `TaskStatus.timestamp`) to
+/// milliseconds; `None` when not a time after the epoch.
+#[must_use]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub fn secs_to_ms(secs: f64) -> Option<u64> {
+    // Beyond year 275,000 (2^53 ms) a double loses whole milliseconds.
+    (secs.is_finite() && secs > 0.0 && secs < 9.0e12).then(|| (secs * 1000.0).round() as u64)
+}
+
+/// How a registry snapshot starts, before its version byte.
+pub const SNAPSHOT_MAGIC: &[u8] = b"\0berth-registry";
+
+/// The version of the snapshots this registry writes: 1 added task times
+/// (0 is the first format, without magic or version).
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+impl Registry {
+    /// The registry as snapshot bytes: [`SNAPSHOT_MAGIC`],
+    /// [`SNAPSHOT_VERSION`], then the postcard-encoded registry.
+    ///
+    /// # Errors
+    /// When postcard cannot encode it.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, postcard::Error> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.push(SNAPSHOT_VERSION);
+        postcard::to_extend(self, out)
+    }
+
+    /// Reads snapshot bytes of any known version (indexes not rebuilt: see
+    /// [`Registry::rebuild_indexes`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError`] when the bytes are not a snapshot this version of
+    /// berth can read.
+    pub fn from_snapshot(data: &[u8]) -> Result<Registry, SnapshotError> {
+        match data.strip_prefix(SNAPSHOT_MAGIC) {
+            Some([SNAPSHOT_VERSION, rest @ ..]) => Ok(postcard::from_bytes(rest)?),
+            Some([version, ..]) => Err(SnapshotError::Version(*version)),
+            Some([]) => Err(SnapshotError::Version(0)),
+            None => Ok(postcard::from_bytes::<legacy::RegistryV0>(data)?.into()),
+        }
+    }
+}
+
+/// Earlier formats, read and converted, never written.
+pub mod legacy {
+    use super::{
+        AgentId, AgentRecord, Allocated, BTreeMap, Deserialize, FrameworkId, FrameworkRecord,
+        Quota, Registry, Role, Serialize, TaskId, TaskRecord, VecDeque,
+    };
+
+    /// A task before task times (snapshot version 0, `LaunchTasksV0`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[allow(missing_docs)]
+    pub struct TaskRecordV0 {
+        pub framework: FrameworkId,
+        pub id: TaskId,
+        pub agent: AgentId,
+        pub role: Role,
+        pub allocated: Allocated,
+        pub info: Vec<u8>,
+        pub state: i32,
+        pub status: Vec<u8>,
+        pub launched_at_ms: u64,
+    }
+
+    impl From<TaskRecordV0> for TaskRecord {
+        fn from(t: TaskRecordV0) -> TaskRecord {
+            TaskRecord {
+                framework: t.framework,
+                id: t.id,
+                agent: t.agent,
+                role: t.role,
+                allocated: t.allocated,
+                info: t.info,
+                state: t.state,
+                status: t.status,
+                launched_at_ms: t.launched_at_ms,
+                running_at_ms: None,
+                ended_at_ms: None,
+            }
+        }
+    }
+
+    /// Version 0 tasks as today's records.
+    pub(super) fn records(tasks: &[TaskRecordV0]) -> Vec<TaskRecord> {
+        tasks.iter().cloned().map(TaskRecord::from).collect()
+    }
+
+    /// A registry snapshot of version 0.
+    #[derive(Deserialize)]
+    pub(super) struct RegistryV0 {
+        frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+        agents: BTreeMap<AgentId, AgentRecord>,
+        tasks: BTreeMap<FrameworkId, BTreeMap<TaskId, TaskRecordV0>>,
+        completed: VecDeque<TaskRecordV0>,
+        weights: BTreeMap<Role, u64>,
+        quotas: BTreeMap<Role, Quota>,
+        max_completed: usize,
+    }
+
+    impl From<RegistryV0> for Registry {
+        fn from(r: RegistryV0) -> Registry {
+            Registry {
+                frameworks: r.frameworks,
+                agents: r.agents,
+                tasks: r
+                    .tasks
+                    .into_iter()
+                    .map(|(f, tasks)| {
+                        (f, tasks.into_iter().map(|(id, t)| (id, t.into())).collect())
+                    })
+                    .collect(),
+                completed: r.completed.into_iter().map(TaskRecord::from).collect(),
+                weights: r.weights,
+                quotas: r.quotas,
+                members: BTreeMap::new(),
+                max_completed: r.max_completed,
+                agent_used: BTreeMap::new(),
+                completed_ids: std::collections::HashMap::new(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1113,6 +1289,8 @@ mod tests {
             state: pb::TaskState::TaskStaging as i32,
             status: Vec::new(),
             launched_at_ms: 2,
+            running_at_ms: None,
+            ended_at_ms: None,
         }
     }
 
@@ -1125,6 +1303,11 @@ mod tests {
     }
 
     fn update(framework: &str, task: &str, state: pb::TaskState) -> Command {
+        update_at(framework, task, state, 0.0)
+    }
+
+    /// An update with its timestamp (seconds).
+    fn update_at(framework: &str, task: &str, state: pb::TaskState, at: f64) -> Command {
         Command::UpdateTask {
             framework: fw(framework),
             task: tid(task),
@@ -1132,6 +1315,7 @@ mod tests {
                 task_id: task.into(),
                 state: state as i32,
                 uuid: vec![7; 16],
+                timestamp: at,
                 ..Default::default()
             }
             .encode_to_vec(),
@@ -1651,10 +1835,173 @@ mod tests {
         let mut r = cluster();
         r.apply(&update("f1", "t1", pb::TaskState::TaskFailed))
             .unwrap();
-        let bytes = postcard::to_stdvec(&r).unwrap();
-        let mut back: Registry = postcard::from_bytes(&bytes).unwrap();
+        let bytes = r.to_snapshot().unwrap();
+        let mut back = Registry::from_snapshot(&bytes).unwrap();
         back.rebuild_indexes();
         assert_eq!(back, r);
         assert_eq!(back.agent_used(&agent_id("a1")), res("cpus:2;mem:256"));
+    }
+
+    fn times(r: &Registry, task: &str) -> (u64, Option<u64>, Option<u64>) {
+        let t = r
+            .task(&fw("f1"), &tid(task))
+            .or_else(|| r.completed_task(&fw("f1"), &tid(task)))
+            .expect("the task is known");
+        (t.launched_at_ms, t.running_at_ms, t.ended_at_ms)
+    }
+
+    #[test]
+    fn tasks_carry_launch_first_running_and_end_times() {
+        let mut r = cluster();
+        assert_eq!(times(&r, "t1"), (2, None, None));
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskStarting, 3.0))
+            .unwrap();
+        assert_eq!(times(&r, "t1"), (2, None, None));
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskRunning, 4.5))
+            .unwrap();
+        assert_eq!(times(&r, "t1"), (2, Some(4500), None));
+        // A later RUNNING (a health change) keeps the first time.
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskRunning, 8.0))
+            .unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskFinished, 9.25))
+            .unwrap();
+        assert_eq!(times(&r, "t1"), (2, Some(4500), Some(9250)));
+        // An update without a usable time counts as at the launch.
+        let mut r = cluster();
+        r.apply(&update("f1", "t1", pb::TaskState::TaskRunning))
+            .unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskFailed, f64::NAN))
+            .unwrap();
+        assert_eq!(times(&r, "t1"), (2, Some(2), Some(2)));
+        // Ended by the master: the command's time.
+        let mut r = cluster();
+        r.apply(&Command::RemoveFramework {
+            id: fw("f1"),
+            at_ms: 70,
+            reason: "gone".into(),
+        })
+        .unwrap();
+        assert_eq!(times(&r, "t2"), (2, None, Some(70)));
+        let mut r = cluster();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskRunning, 1.0))
+            .unwrap();
+        // t2 was reported once (so it is not sent again): the agent lost it.
+        r.apply(&update_at("f1", "t2", pb::TaskState::TaskStarting, 1.0))
+            .unwrap();
+        r.apply(&register(
+            "a1",
+            "cpus:4;mem:1024",
+            Some(vec![("f1", "t1", pb::TaskState::TaskRunning)]),
+        ))
+        .unwrap();
+        assert_eq!(
+            times(&r, "t2"),
+            (2, None, Some(5)),
+            "lost at re-registration"
+        );
+        assert_eq!(times(&r, "t1"), (2, Some(1000), None));
+    }
+
+    #[test]
+    fn seconds_become_milliseconds_only_for_times_after_the_epoch() {
+        assert_eq!(secs_to_ms(1.5), Some(1500));
+        assert_eq!(secs_to_ms(1_700_000_000.123), Some(1_700_000_000_123));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1.0e13] {
+            assert_eq!(secs_to_ms(bad), None, "{bad}");
+        }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// f1 on a1 with t1 (finished, timestamp 9 s) and t2 (staging), as
+    /// written by berth before task times (commit c1e4ac8).
+    const SNAPSHOT_V0: &str = "0102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e807000000000000000002010202000201026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400200000a";
+    /// Its `LaunchTasks` of t1 and t2, as logged then.
+    const LAUNCH_V0: &str = "0702663102613102026631027431026131012ae80780e8070000000000000000020102020002026631027432026131012ae80780e8070000000000000000020102020002";
+
+    #[test]
+    fn first_format_snapshots_and_launches_are_read() {
+        let old = Registry::from_snapshot(&unhex(SNAPSHOT_V0)).expect("a version 0 snapshot");
+        let cmd: Command = postcard::from_bytes(&unhex(LAUNCH_V0)).expect("a version 0 launch");
+        assert!(matches!(&cmd, Command::LaunchTasksV0 { tasks, .. } if tasks.len() == 2));
+        // The same state, built by applying the old log.
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        r.apply(&register("a1", "cpus:4;mem:1024", None)).unwrap();
+        assert_eq!(r.check(&cmd), Ok(()));
+        r.apply(&cmd).unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskFinished, 9.0))
+            .unwrap();
+        let mut old = old;
+        old.rebuild_indexes();
+        // The old format had no times: t1's end is the one its update gave.
+        let t1 = r.completed_task(&fw("f1"), &tid("t1")).unwrap().clone();
+        assert_eq!(t1.ended_at_ms, Some(9000));
+        let mut expected = r.clone();
+        expected.completed[0].ended_at_ms = None;
+        assert_eq!(old, expected);
+        assert_eq!(old.agent_used(&agent_id("a1")), res("cpus:1;mem:128"));
+    }
+
+    #[test]
+    fn snapshots_carry_their_version_and_refuse_unknown_ones() {
+        let mut r = cluster();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskRunning, 4.0))
+            .unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskFailed, 6.0))
+            .unwrap();
+        let bytes = r.to_snapshot().unwrap();
+        assert!(bytes.starts_with(SNAPSHOT_MAGIC));
+        assert_eq!(bytes[SNAPSHOT_MAGIC.len()], SNAPSHOT_VERSION);
+        let mut back = Registry::from_snapshot(&bytes).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, r);
+        let mut newer = bytes.clone();
+        newer[SNAPSHOT_MAGIC.len()] = SNAPSHOT_VERSION + 1;
+        let e = Registry::from_snapshot(&newer).unwrap_err();
+        assert!(e.to_string().contains("version 2"), "{e}");
+        assert!(Registry::from_snapshot(SNAPSHOT_MAGIC).is_err());
+        assert!(Registry::from_snapshot(b"\xff\xff").is_err());
+    }
+
+    /// The snapshot of version 1 of the state of [`SNAPSHOT_V0`], t1 having
+    /// run from 4 s to 9 s: a change of these bytes is a change of the
+    /// format, which needs a new version.
+    const SNAPSHOT_V1: &str = "0062657274682d7265676973747279010102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e8070000000000000000020102020002000001026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400201a01f01a846000001010e3132372e302e302e313a353035300a";
+
+    #[test]
+    fn version_1_snapshots_keep_their_bytes() {
+        let mut r = Registry::new(10);
+        r.apply(&subscribe("f1", false)).unwrap();
+        r.apply(&register("a1", "cpus:4;mem:1024", None)).unwrap();
+        let with_info = |id: &str| TaskRecord {
+            info: vec![1, 2],
+            ..task("f1", id, "a1", "cpus:1;mem:128")
+        };
+        r.apply(&launch("f1", "a1", vec![with_info("t1"), with_info("t2")]))
+            .unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskRunning, 4.0))
+            .unwrap();
+        r.apply(&update_at("f1", "t1", pb::TaskState::TaskFinished, 9.0))
+            .unwrap();
+        r.apply(&Command::RecordMembers {
+            members: [(1, "127.0.0.1:5050".to_owned())].into(),
+        })
+        .unwrap();
+        let hex: String = r
+            .to_snapshot()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, SNAPSHOT_V1);
+        let mut back = Registry::from_snapshot(&unhex(SNAPSHOT_V1)).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, r);
     }
 }

@@ -45,6 +45,7 @@ impl CoreHandle {
             .map_err(|_| Status::unavailable("master is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("master is shutting down"))?
+            .map_err(pb::bounded_status)
     }
 
     async fn call(&self, call: SchedulerCall) -> Result<CallReply, Status> {
@@ -449,6 +450,13 @@ impl pb::operator_server::Operator for OperatorService {
         r: GrpcRequest<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         done!(self, OperatorCall::RemoveMember(r.into_inner().id))
+    }
+
+    async fn teardown_framework(
+        &self,
+        r: GrpcRequest<pb::FrameworkRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        done!(self, OperatorCall::Teardown(r.into_inner().framework_id))
     }
 
     async fn list_pending(

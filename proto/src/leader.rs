@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::AddressError;
 use crate::operator_client::OperatorClient;
 
 /// How long one master may take to answer a probe (connect included).
@@ -47,20 +48,15 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// master from growing the list.
 const MAX_MASTERS: usize = 16;
 
-/// A master address that cannot be used.
+/// A list of master addresses that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
+pub enum MastersError {
     /// No address at all.
     #[error("no master address given")]
     Empty,
     /// An address that is not `host:port` or a URI.
-    #[error("invalid master address {address}: {reason}")]
-    Invalid {
-        /// The address, cut short.
-        address: String,
-        /// Why.
-        reason: String,
-    },
+    #[error("invalid master address: {0}")]
+    Address(#[from] AddressError),
 }
 
 /// The leading master, as it said itself.
@@ -160,24 +156,20 @@ impl Masters {
     /// The masters at `addresses` (`host:port` or `http://host:port`).
     ///
     /// # Errors
-    /// [`AddressError`] for an empty list or an address that is not one.
-    pub fn new<S: AsRef<str>>(addresses: &[S]) -> Result<Self, AddressError> {
+    /// [`MastersError`] for an empty list or an address that is not one
+    /// ([`crate::check_address`]).
+    pub fn new<S: AsRef<str>>(addresses: &[S]) -> Result<Self, MastersError> {
         let mut masters = Masters {
             masters: Vec::new(),
             probe_timeout: PROBE_TIMEOUT,
         };
         for a in addresses {
             let a = a.as_ref().trim();
-            if a.is_empty() {
-                return Err(AddressError::Invalid {
-                    address: String::new(),
-                    reason: "empty address".to_owned(),
-                });
-            }
+            crate::check_address(a)?;
             masters.learn(a)?;
         }
         if masters.masters.is_empty() {
-            return Err(AddressError::Empty);
+            return Err(MastersError::Empty);
         }
         Ok(masters)
     }
@@ -259,8 +251,10 @@ impl Masters {
             .collect();
         for h in hints {
             // A master added at run time: ask it from the next round on. A
-            // hint that does not parse is the master's problem; ignore it.
-            let _ = self.learn(&h);
+            // hint that is not an address is the master's problem; ignore it.
+            if crate::check_address(&h).is_ok() {
+                let _ = self.learn(&h);
+            }
         }
         Err(NoLeader { answers })
     }
@@ -307,9 +301,9 @@ pub fn lazy_channel(address: &str, connect_timeout: Duration) -> Result<Channel,
 /// [`AddressError::Invalid`] when `address` is not an address.
 pub fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, AddressError> {
     let uri = crate::endpoint_uri(address);
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| AddressError::Invalid {
-        address: crate::cut(address),
-        reason: e.to_string(),
+    let endpoint = Endpoint::from_shared(uri).map_err(|_| AddressError::Malformed {
+        address: address.to_owned(),
+        reason: "it is not a URI",
     })?;
     Ok(endpoint
         .connect_timeout(connect_timeout)
@@ -381,14 +375,14 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused() {
-        assert_eq!(Masters::new::<&str>(&[]).unwrap_err(), AddressError::Empty);
+        assert_eq!(Masters::new::<&str>(&[]).unwrap_err(), MastersError::Empty);
         assert!(matches!(
             Masters::new(&[" "]),
-            Err(AddressError::Invalid { .. })
+            Err(MastersError::Address(AddressError::Empty))
         ));
         assert!(matches!(
             Masters::new(&["a b:1"]),
-            Err(AddressError::Invalid { .. })
+            Err(MastersError::Address(AddressError::Malformed { .. }))
         ));
         let long = "x".repeat(100_000);
         let err = Masters::new(&[format!("{long} :1")])

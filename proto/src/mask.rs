@@ -6,6 +6,8 @@
 //! [`Masker::finish`] shows whether they start a secret; everything it
 //! returns is final and masked.
 
+use berth_scheduler_core::quoted;
+
 /// What a masked value is replaced with (GitLab's spelling).
 pub const MASK: &str = "[MASKED]";
 
@@ -38,7 +40,7 @@ impl std::fmt::Debug for Masker {
 pub enum MaskError {
     /// Too short to mask safely.
     #[error(
-        "variable {name} is masked but its value has {len} characters; masked values need at least {MIN_SECRET_LEN}"
+        "variable {} is masked but its value has {len} characters; masked values need at least {MIN_SECRET_LEN}", quoted(.name)
     )]
     TooShort {
         /// The variable.
@@ -48,7 +50,7 @@ pub enum MaskError {
     },
     /// Longer than a task may have masked.
     #[error(
-        "variable {name} is masked but its value has {len} bytes; masked values may have at most {MAX_MASKED_VALUE_BYTES}"
+        "variable {} is masked but its value has {len} bytes; masked values may have at most {MAX_MASKED_VALUE_BYTES}", quoted(.name)
     )]
     TooLong {
         /// The variable.
@@ -57,7 +59,7 @@ pub enum MaskError {
         len: usize,
     },
     /// Spans lines: a log line never contains it whole.
-    #[error("variable {name} is masked but its value spans several lines, which cannot be masked")]
+    #[error("variable {} is masked but its value spans several lines, which cannot be masked", quoted(.name))]
     Multiline {
         /// The variable.
         name: String,

@@ -171,6 +171,13 @@ impl Operator for FakeLeader {
         Err(Status::unimplemented("remove_member"))
     }
 
+    async fn teardown_framework(
+        &self,
+        _: Request<crate::FrameworkRef>,
+    ) -> Result<Response<crate::Empty>, Status> {
+        Err(Status::unimplemented("teardown_framework"))
+    }
+
     async fn list_pending(
         &self,
         _: Request<crate::ListPendingRequest>,

@@ -8,6 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use berth_scheduler_core::quoted;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::{CommandInfo, FetchUri, OutputUpload, TaskInfo};
@@ -50,39 +51,41 @@ pub fn parse_url(url: &str) -> Result<Location, String> {
             url.len()
         ));
     }
+    let shown = quoted(url);
     if url.chars().any(char::is_control) {
-        return Err(format!("url {url:?} contains control characters"));
+        return Err(format!("url {shown} contains control characters"));
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "url {url:?} has no scheme: expected http:// or file://"
+            "url {shown} has no scheme: expected http:// or file://"
         ));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "http" => {
             let uri: http::Uri = url
                 .parse()
-                .map_err(|e| format!("url {url:?} does not parse: {e}"))?;
+                .map_err(|e| format!("url {shown} does not parse: {e}"))?;
             if uri.host().is_none_or(str::is_empty) {
-                return Err(format!("url {url:?} has no host"));
+                return Err(format!("url {shown} has no host"));
             }
             Ok(Location::Http(uri))
         }
         "file" => {
             if !rest.starts_with('/') {
                 return Err(format!(
-                    "url {url:?}: a file:// url needs an absolute path (file:///path), \
+                    "url {shown}: a file:// url needs an absolute path (file:///path), \
                      without a host"
                 ));
             }
             let path = Path::new(rest);
             if path.components().any(|c| c == Component::ParentDir) {
-                return Err(format!("url {url:?}: the path must not contain \"..\""));
+                return Err(format!("url {shown}: the path must not contain \"..\""));
             }
             Ok(Location::File(path.to_path_buf()))
         }
         other => Err(format!(
-            "url {url:?} has the unsupported scheme {other:?}: expected http:// or file://"
+            "url {shown} has the unsupported scheme {}: expected http:// or file://",
+            quoted(other)
         )),
     }
 }
@@ -102,19 +105,20 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
             path.len()
         ));
     }
+    let shown = quoted(path);
     if path.chars().any(char::is_control) {
-        return Err(format!("path {path:?} contains control characters"));
+        return Err(format!("path {shown} contains control characters"));
     }
     if path.starts_with('/') {
         return Err(format!(
-            "path {path:?} is absolute; it must be relative to the sandbox"
+            "path {shown} is absolute; it must be relative to the sandbox"
         ));
     }
     if Path::new(path)
         .components()
         .any(|c| c == Component::ParentDir)
     {
-        return Err(format!("path {path:?} must not contain \"..\""));
+        return Err(format!("path {shown} must not contain \"..\""));
     }
     Ok(())
 }
@@ -141,7 +145,10 @@ pub fn fetch_target(uri: &FetchUri) -> Result<PathBuf, String> {
     };
     let name = path.rsplit('/').next().unwrap_or_default();
     if name.is_empty() || name == "." {
-        return Err(format!("url {:?} names no file; set output_path", uri.url));
+        return Err(format!(
+            "url {} names no file; set output_path",
+            quoted(&uri.url)
+        ));
     }
     check_relative_path(name)?;
     Ok(PathBuf::from(name))
@@ -182,7 +189,9 @@ pub fn compile_globs(what: &str, globs: &[String]) -> Result<GlobSet, String> {
         let trimmed = g.trim_end_matches('/');
         let trimmed = trimmed.strip_prefix("./").unwrap_or(trimmed);
         check_relative_path(trimmed).map_err(|e| format!("{what}[{i}]: {e}"))?;
-        set.add(glob(trimmed).map_err(|e| format!("{what}[{i}]: glob {g:?}: {e}"))?);
+        set.add(
+            glob(trimmed).map_err(|e| format!("{what}[{i}]: glob {}: {}", quoted(g), e.kind()))?,
+        );
     }
     set.build()
         .map_err(|e| format!("{what}: cannot compile the globs: {e}"))
@@ -216,7 +225,7 @@ pub fn validate_outputs(outputs: &[OutputUpload]) -> Result<(), String> {
         compile_globs("exclude", &o.exclude).map_err(at)?;
         if crate::output_upload::When::try_from(o.when).is_err() {
             return Err(at(format!(
-                "when {} is not ON_SUCCESS (0), ON_FAILURE (1) or ALWAYS (2)",
+                "when {} is not WHEN_ON_SUCCESS (0), WHEN_ON_FAILURE (1) or WHEN_ALWAYS (2)",
                 o.when
             )));
         }
@@ -227,7 +236,10 @@ pub fn validate_outputs(outputs: &[OutputUpload]) -> Result<(), String> {
             )));
         }
         if o.name.chars().any(char::is_control) {
-            return Err(at(format!("name {:?} contains control characters", o.name)));
+            return Err(at(format!(
+                "name {} contains control characters",
+                quoted(&o.name)
+            )));
         }
     }
     Ok(())

@@ -3,7 +3,44 @@
 //! Every variant names the offending value and the exact problem, so the
 //! message can be shown to an operator or a framework author as is.
 
+use std::fmt;
+
 use crate::ids::{AgentId, FrameworkId, OfferId, Role};
+
+/// The most bytes of one input value an error message quotes.
+pub const MAX_QUOTED_BYTES: usize = 64;
+
+/// Quotes `value` for an error message, cut short: at most
+/// [`MAX_QUOTED_BYTES`] bytes of it (at a char boundary), escaped as Rust's
+/// `{:?}` does, and, when it was cut, `… (N bytes)` after the closing quote.
+///
+/// Why: errors travel back to callers in gRPC trailers and HTTP bodies, and
+/// a message that echoes a megabyte id makes a trailer standard clients
+/// refuse (grpcio: "received metadata size exceeds hard limit"), so the
+/// caller never learns why it was refused. Every message that quotes input
+/// goes through this one function, in every crate.
+#[must_use]
+pub fn quoted(value: &str) -> Quoted<'_> {
+    Quoted(value)
+}
+
+/// An input value as an error message quotes it; see [`quoted`].
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s.len() <= MAX_QUOTED_BYTES {
+            return write!(f, "{s:?}");
+        }
+        let mut end = MAX_QUOTED_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{:?}… ({} bytes)", &s[..end], s.len())
+    }
+}
 
 /// Formats an `f64` for error messages: plain decimal for ordinary
 /// magnitudes, scientific notation for huge or tiny ones.
@@ -28,7 +65,7 @@ pub enum IdError {
         kind: &'static str,
     },
     /// The id was longer than 255 bytes.
-    #[error("invalid {kind} {value:?}: must be at most 255 bytes (got {len})")]
+    #[error("invalid {kind} {}: must be at most 255 bytes (got {len})", quoted(.value))]
     TooLong {
         /// What kind of id this was.
         kind: &'static str,
@@ -38,7 +75,7 @@ pub enum IdError {
         len: usize,
     },
     /// The id contained a forbidden character such as `/` or `\`.
-    #[error("invalid {kind} {value:?}: must not contain {ch:?}")]
+    #[error("invalid {kind} {}: must not contain {ch:?}", quoted(.value))]
     ForbiddenChar {
         /// What kind of id this was.
         kind: &'static str,
@@ -48,7 +85,7 @@ pub enum IdError {
         ch: char,
     },
     /// The id was `.` or `..` or contained `..`.
-    #[error("invalid {kind} {value:?}: must not be '.' or contain '..'")]
+    #[error("invalid {kind} {}: must not be '.' or contain '..'", quoted(.value))]
     DotPath {
         /// What kind of id this was.
         kind: &'static str,
@@ -56,7 +93,7 @@ pub enum IdError {
         value: String,
     },
     /// The id contained a control character (including `\n`, `\0`, DEL).
-    #[error("invalid {kind} {value:?}: must not contain control characters")]
+    #[error("invalid {kind} {}: must not contain control characters", quoted(.value))]
     ControlChar {
         /// What kind of id this was.
         kind: &'static str,
@@ -64,7 +101,7 @@ pub enum IdError {
         value: String,
     },
     /// The id contained whitespace.
-    #[error("invalid {kind} {value:?}: must not contain whitespace")]
+    #[error("invalid {kind} {}: must not contain whitespace", quoted(.value))]
     Whitespace {
         /// What kind of id this was.
         kind: &'static str,
@@ -72,7 +109,7 @@ pub enum IdError {
         value: String,
     },
     /// A role name started with `-`.
-    #[error("invalid {kind} {value:?}: must not start with '-'")]
+    #[error("invalid {kind} {}: must not start with '-'", quoted(.value))]
     LeadingDash {
         /// What kind of id this was.
         kind: &'static str,
@@ -129,7 +166,7 @@ pub enum ResourceError {
         value: u64,
     },
     /// Resource text could not be parsed.
-    #[error("cannot parse resources {input:?}: {reason}")]
+    #[error("cannot parse resources {}: {reason}", quoted(.input))]
     Parse {
         /// The text (or the token of it) that failed.
         input: String,
@@ -137,10 +174,10 @@ pub enum ResourceError {
         reason: String,
     },
     /// Resource text named a resource berth does not know.
-    #[error("unknown resource {0:?} (known: cpus, mem, disk, gpus, ports)")]
+    #[error("unknown resource {} (known: cpus, mem, disk, gpus, ports)", quoted(.0))]
     UnknownResource(String),
     /// Resource text named the same resource twice.
-    #[error("duplicate resource {0:?}")]
+    #[error("duplicate resource {}", quoted(.0))]
     DuplicateResource(String),
     /// An addition exceeded [`crate::Scalar::MAX_UNITS`].
     #[error("resource {name:?} overflows: sum exceeds 1000000000000")]
@@ -154,10 +191,10 @@ pub enum ResourceError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AllocatorError {
     /// The framework is not registered with the allocator.
-    #[error("unknown framework {:?}", .0.as_str())]
+    #[error("unknown framework {}", quoted(.0.as_str()))]
     UnknownFramework(FrameworkId),
     /// The agent is not registered with the allocator.
-    #[error("unknown agent {:?}", .0.as_str())]
+    #[error("unknown agent {}", quoted(.0.as_str()))]
     UnknownAgent(AgentId),
     /// A role weight was not a finite number in `(0, 1e6]`.
     #[error("invalid weight {value}: {reason}")]
@@ -168,7 +205,7 @@ pub enum AllocatorError {
         reason: &'static str,
     },
     /// A quota was invalid (e.g. its guarantee exceeds its limit).
-    #[error("invalid quota for role {:?}: {reason}", .role.as_str())]
+    #[error("invalid quota for role {}: {reason}", quoted(.role.as_str()))]
     InvalidQuota {
         /// The role the quota was for.
         role: Role,
@@ -177,11 +214,11 @@ pub enum AllocatorError {
     },
     /// Recorded usage exceeds what is free on the agent.
     #[error(
-        "usage by framework {:?} in role {:?} on agent {:?} exceeds its free resources: \
+        "usage by framework {} in role {} on agent {} exceeds its free resources: \
          wanted [{wanted}], free [{free}]",
-        .framework.as_str(),
-        .role.as_str(),
-        .agent.as_str()
+        quoted(.framework.as_str()),
+        quoted(.role.as_str()),
+        quoted(.agent.as_str())
     )]
     OverAllocation {
         /// The agent.
@@ -196,7 +233,7 @@ pub enum AllocatorError {
         free: String,
     },
     /// A new agent total is smaller than what is allocated on it.
-    #[error("new total of agent {:?} does not cover its allocated resources: {reason}", .agent.as_str())]
+    #[error("new total of agent {} does not cover its allocated resources: {reason}", quoted(.agent.as_str()))]
     TotalBelowAllocated {
         /// The agent.
         agent: AgentId,
@@ -215,16 +252,16 @@ pub enum OfferError {
     #[error("no offer ids given")]
     Empty,
     /// The offer id was never issued by this book.
-    #[error("unknown offer {:?}", .0.as_str())]
+    #[error("unknown offer {}", quoted(.0.as_str()))]
     Unknown(OfferId),
     /// The same offer id was given twice.
-    #[error("offer {:?} given more than once", .0.as_str())]
+    #[error("offer {} given more than once", quoted(.0.as_str()))]
     Duplicate(OfferId),
     /// The offer was rescinded, expired or already used.
-    #[error("offer {:?} was rescinded or already used", .0.as_str())]
+    #[error("offer {} was rescinded or already used", quoted(.0.as_str()))]
     Rescinded(OfferId),
     /// The offer belongs to another framework.
-    #[error("offer {:?} belongs to framework {:?}", .offer.as_str(), .owner.as_str())]
+    #[error("offer {} belongs to framework {}", quoted(.offer.as_str()), quoted(.owner.as_str()))]
     NotYours {
         /// The offer.
         offer: OfferId,
@@ -235,4 +272,55 @@ pub enum OfferError {
     /// from one agent only.
     #[error("offers are on different agents; one accept may combine offers from one agent only")]
     DifferentAgents,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskId;
+
+    #[test]
+    fn short_values_are_quoted_whole() {
+        assert_eq!(quoted("a b").to_string(), r#""a b""#);
+        assert_eq!(quoted("x\ny").to_string(), r#""x\ny""#);
+        let exact = "e".repeat(MAX_QUOTED_BYTES);
+        assert_eq!(quoted(&exact).to_string(), format!("{exact:?}"));
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary_with_their_length() {
+        let long = "a".repeat(1 << 20);
+        let shown = quoted(&long).to_string();
+        assert_eq!(
+            shown,
+            format!("\"{}\"… (1048576 bytes)", "a".repeat(MAX_QUOTED_BYTES))
+        );
+        // 'é' is two bytes: 63 bytes of 'a' then 'é' straddles byte 64.
+        let straddle = format!("{}é{}", "a".repeat(63), "z".repeat(100));
+        assert_eq!(
+            quoted(&straddle).to_string(),
+            format!("\"{}\"… (165 bytes)", "a".repeat(63))
+        );
+        // Escaping can grow the quoted part, but only by a bounded factor.
+        let controls = "\u{1}".repeat(1 << 20);
+        assert!(quoted(&controls).to_string().len() < 16 * MAX_QUOTED_BYTES);
+    }
+
+    #[test]
+    fn id_errors_quote_huge_ids_cut_short() {
+        let huge = "x".repeat(1 << 20);
+        let e = TaskId::new(huge).unwrap_err().to_string();
+        assert!(e.len() < 200, "{} bytes", e.len());
+        assert!(e.contains("(1048576 bytes)"), "{e}");
+        assert!(
+            e.ends_with("must be at most 255 bytes (got 1048576)"),
+            "{e}"
+        );
+        let spaced = format!("{} {}", "y".repeat(100), "y".repeat(100));
+        let e = TaskId::new(spaced).unwrap_err().to_string();
+        assert!(
+            e.ends_with("(201 bytes): must not contain whitespace"),
+            "{e}"
+        );
+    }
 }

@@ -40,7 +40,9 @@ pub mod workload;
 pub use allocator::{
     AgentResources, Allocated, Allocation, Allocator, AllocatorConfig, Quota, RoleInfo, Weight,
 };
-pub use error::{AllocatorError, IdError, OfferError, ResourceError};
+pub use error::{
+    AllocatorError, IdError, MAX_QUOTED_BYTES, OfferError, Quoted, ResourceError, quoted,
+};
 pub use ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 pub use offers::{Offer, OfferBook};
 pub use placement::{Packing, Placer, Strategy, Unplaced, pack};

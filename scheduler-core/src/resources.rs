@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::ResourceError;
+use crate::error::quoted;
 
 /// A non-negative fixed-point quantity in milli-units (`1.0 == 1000`).
 ///
@@ -639,12 +640,12 @@ fn parse_ports(input: &str, value: &str) -> Result<PortRanges, ResourceError> {
         let part = part.trim();
         let (b, e) = part
             .split_once('-')
-            .ok_or_else(|| parse_err(&format!("port range {part:?} must be begin-end")))?;
+            .ok_or_else(|| parse_err(&format!("port range {} must be begin-end", quoted(part))))?;
         let num = |s: &str| {
             s.trim().parse::<u64>().map_err(|_| {
                 parse_err(&format!(
-                    "port {:?} is not a non-negative integer",
-                    s.trim()
+                    "port {} is not a non-negative integer",
+                    quoted(s.trim())
                 ))
             })
         };
@@ -689,7 +690,7 @@ impl FromStr for Resources {
                 Some(k) => {
                     let v: f64 = value.parse().map_err(|_| ResourceError::Parse {
                         input: token.to_owned(),
-                        reason: format!("{value:?} is not a number"),
+                        reason: format!("{} is not a number", quoted(value)),
                     })?;
                     *out.scalar_mut(k) = Scalar::from_f64(k.name(), v)?;
                 }

@@ -353,13 +353,60 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
                 mem: 0.0,
                 ..Default::default()
             },
-            "some cpus or mem",
+            "task \"r\" asks for no cpus: every task needs a positive cpus request",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.5,
+                mem: 0.0,
+                ..Default::default()
+            },
+            "task \"r\" asks for no mem: every task needs a positive mem request",
+        ),
+        (
+            pb::Resources {
+                cpus: 0.0001,
+                mem: 32.0,
+                ..Default::default()
+            },
+            "asks for no cpus",
         ),
     ] {
         refused(
             client
                 .accept(accept(&h, &[&offer], vec![task("r", r)]))
                 .await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    // A container task needs what Docker accepts: 6 MiB and 0.01 cpus.
+    for (cpus, mem, needle) in [
+        (
+            0.1,
+            5.0,
+            "task \"c\" asks for 5 mem; a container task needs at least 6",
+        ),
+        (
+            0.005,
+            32.0,
+            "task \"c\" asks for 0.005 cpus; a container task needs at least 0.01",
+        ),
+    ] {
+        let mut t = task(
+            "c",
+            pb::Resources {
+                cpus,
+                mem,
+                ..Default::default()
+            },
+        );
+        t.container = Some(pb::ContainerInfo {
+            image: "busybox".into(),
+            ..Default::default()
+        });
+        refused(
+            client.accept(accept(&h, &[&offer], vec![t])).await,
             Code::InvalidArgument,
             needle,
         );
@@ -398,8 +445,8 @@ async fn bad_accepts_are_refused_and_change_nothing() -> anyhow::Result<()> {
     };
     refused(
         client.accept(accept(&stranger, &[&offer], vec![])).await,
-        Code::FailedPrecondition,
-        "not subscribed",
+        Code::NotFound,
+        "is not registered",
     );
     let mut no_header = accept(&h, &[&offer], vec![]);
     no_header.header = None;
@@ -615,6 +662,62 @@ async fn superseded_streams_and_unknown_frameworks_are_refused() -> anyhow::Resu
         1,
         "refused subscriptions registered nothing"
     );
+
+    // A stream id the master never opened is called unknown, not
+    // superseded.
+    let made_up = pb::CallHeader {
+        stream_id: "made-up".into(),
+        ..second.header.clone()
+    };
+    refused(
+        client.revive(revive(&made_up)).await,
+        Code::FailedPrecondition,
+        "unknown stream id \"made-up\"",
+    );
+    // A framework whose stream ended is not subscribed (it may come back).
+    let third = subscribe_raw(&addr, "", "gone").await?;
+    let third_header = third.header.clone();
+    drop(third);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.revive(revive(&third_header)).await {
+            Err(e) if e.code() == Code::FailedPrecondition => {
+                assert!(
+                    e.message().contains("is not subscribed to this master"),
+                    "{}",
+                    e.message()
+                );
+                break;
+            }
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "a closed stream's framework still answers {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A torn-down framework is not found, on every call.
+    client
+        .teardown(pb::TeardownRequest {
+            header: Some(second.header.clone()),
+        })
+        .await?;
+    refused(
+        client.revive(revive(&second.header)).await,
+        Code::NotFound,
+        "is not registered (torn down",
+    );
+    refused(
+        client
+            .kill(pb::KillRequest {
+                header: Some(second.header.clone()),
+                task_id: "t".into(),
+                grace_period_seconds: None,
+            })
+            .await,
+        Code::NotFound,
+        "is not registered",
+    );
     Ok(())
 }
 
@@ -804,13 +907,13 @@ async fn bad_pending_work_is_refused_and_changes_nothing() -> anyhow::Result<()>
         ),
         (
             header("fw-never", &h.stream_id),
-            Code::FailedPrecondition,
-            "not subscribed",
+            Code::NotFound,
+            "is not registered",
         ),
         (
-            header(&h.framework_id, "old-stream"),
+            header(&h.framework_id, "made-up-stream"),
             Code::FailedPrecondition,
-            "superseded",
+            "unknown stream id \"made-up-stream\"",
         ),
     ] {
         refused(
@@ -894,5 +997,590 @@ async fn bad_pending_work_is_refused_and_changes_nothing() -> anyhow::Result<()>
         .update_pending(update(Some(h.clone()), Vec::new()))
         .await?;
     assert!(pending_of(&mut op).await?.is_empty());
+    Ok(())
+}
+
+/// One megabyte: ids, names, roles and addresses this long are refused
+/// with errors that quote them cut short (tonic refuses requests over
+/// 4 MiB before they reach berth, so this is as long as an input gets).
+const MB: usize = 1 << 20;
+
+fn huge(c: char) -> String {
+    c.to_string().repeat(MB)
+}
+
+/// What an error costs a gRPC client in trailers: its message
+/// percent-encoded (at most three bytes per byte) and the other metadata.
+fn trailer_bytes(s: &tonic::Status) -> usize {
+    3 * s.message().len()
+        + s.metadata()
+            .as_ref()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum::<usize>()
+}
+
+/// Asserts `result` is an error with `code` saying `needle`, whose message
+/// stays short whatever the input's size (it quotes at most 64 bytes of
+/// any value) and whose trailers fit the 8 KiB standard clients accept.
+fn refused_short<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
+    let s = match result {
+        Ok(v) => panic!("{what}: expected {code:?} containing {needle:?}, got Ok({v:?})"),
+        Err(s) => s,
+    };
+    let shown: String = s.message().chars().take(300).collect();
+    assert_eq!(s.code(), code, "{what}: {shown}");
+    assert!(
+        s.message().contains(needle),
+        "{what}: {shown:?} does not contain {needle:?}"
+    );
+    assert!(
+        s.message().len() <= 1024,
+        "{what}: a {}-byte message: {shown}",
+        s.message().len()
+    );
+    assert!(
+        trailer_bytes(&s) < 8 * 1024,
+        "{what}: {} bytes of trailers",
+        trailer_bytes(&s)
+    );
+}
+
+/// Every call that takes an id, a name, a role or an address, given a
+/// megabyte of it, is refused with its specific error, quoting the value
+/// cut short, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabyte_inputs_get_short_specific_errors_on_every_call() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::start(&["cpus:1;mem:512"]).await?;
+    cluster.wait_agents(1, Duration::from_secs(10)).await?;
+    let addr = cluster.master_addr();
+    let mut client = raw_scheduler(&addr).await?;
+    let mut fw = subscribe_raw(&addr, "", "huge").await?;
+    let offers = next_offers(&mut fw).await?;
+    let offer = offers[0].id.clone();
+    let h = fw.header.clone();
+    let big = huge('x');
+    let spaced = format!("a {}", huge('y'));
+
+    // Subscribe.
+    let info = |f: &dyn Fn(&mut pb::FrameworkInfo)| {
+        let mut i = pb::FrameworkInfo {
+            name: "x".into(),
+            ..Default::default()
+        };
+        f(&mut i);
+        pb::SubscribeRequest { framework: Some(i) }
+    };
+    for (what, req, code, needle) in [
+        (
+            "subscribe id",
+            info(&|i| i.id = big.clone()),
+            Code::InvalidArgument,
+            "invalid framework id \"xxx",
+        ),
+        (
+            "subscribe name",
+            info(&|i| i.name = big.clone()),
+            Code::InvalidArgument,
+            "at most 1024 bytes",
+        ),
+        (
+            "subscribe hostname",
+            info(&|i| i.hostname = big.clone()),
+            Code::InvalidArgument,
+            "at most 1024 bytes",
+        ),
+        (
+            "subscribe role",
+            info(&|i| i.roles = vec![spaced.clone()]),
+            Code::InvalidArgument,
+            "(1048578 bytes): must be at most 255 bytes",
+        ),
+    ] {
+        let r = client.subscribe(req).await;
+        refused_short(what, r.map(|_| ()), code, needle);
+    }
+
+    // Every call, with a megabyte framework id and with a megabyte stream id.
+    let bad_fw = pb::CallHeader {
+        framework_id: big.clone(),
+        stream_id: h.stream_id.clone(),
+    };
+    let bad_stream = pb::CallHeader {
+        framework_id: h.framework_id.clone(),
+        stream_id: big.clone(),
+    };
+    for (header, code, needle) in [
+        (
+            &bad_fw,
+            Code::InvalidArgument,
+            "(1048576 bytes): must be at most 255 bytes",
+        ),
+        (
+            &bad_stream,
+            Code::FailedPrecondition,
+            "unknown stream id \"xxx",
+        ),
+    ] {
+        let hd = Some(header.clone());
+        refused_short(
+            "accept",
+            client.accept(accept(header, &[&offer], vec![])).await,
+            code,
+            needle,
+        );
+        let r = client
+            .decline(pb::DeclineRequest {
+                header: hd.clone(),
+                offer_ids: vec![offer.clone()],
+                filters: None,
+            })
+            .await;
+        refused_short("decline", r, code, needle);
+        let r = client
+            .revive(pb::ReviveRequest {
+                header: hd.clone(),
+                roles: vec![],
+            })
+            .await;
+        refused_short("revive", r, code, needle);
+        let r = client
+            .suppress(pb::SuppressRequest {
+                header: hd.clone(),
+                roles: vec![],
+            })
+            .await;
+        refused_short("suppress", r, code, needle);
+        let r = client
+            .kill(pb::KillRequest {
+                header: hd.clone(),
+                task_id: "t".into(),
+                grace_period_seconds: None,
+            })
+            .await;
+        refused_short("kill", r, code, needle);
+        let r = client
+            .acknowledge(pb::AcknowledgeRequest {
+                header: hd.clone(),
+                agent_id: "a".into(),
+                task_id: "t".into(),
+                uuid: vec![0; 16],
+            })
+            .await;
+        refused_short("acknowledge", r, code, needle);
+        let r = client
+            .reconcile(pb::ReconcileRequest {
+                header: hd.clone(),
+                tasks: vec![],
+            })
+            .await;
+        refused_short("reconcile", r, code, needle);
+        let r = client
+            .update_pending(pb::UpdatePendingRequest {
+                header: hd.clone(),
+                tasks: vec![],
+            })
+            .await;
+        refused_short("update pending", r, code, needle);
+        let r = client
+            .teardown(pb::TeardownRequest { header: hd.clone() })
+            .await;
+        refused_short("teardown", r, code, needle);
+    }
+
+    // The ids, names and values inside the calls.
+    let long_id = "(1048576 bytes): must be at most 255 bytes";
+    refused_short(
+        "accept offer id",
+        client
+            .accept(accept(&h, &[&big], vec![task("t", small())]))
+            .await,
+        Code::InvalidArgument,
+        long_id,
+    );
+    let with = |f: &dyn Fn(&mut pb::TaskInfo)| {
+        let mut t = task("t", small());
+        f(&mut t);
+        vec![t]
+    };
+    let image = |f: &dyn Fn(&mut pb::ContainerInfo)| {
+        with(&|t| {
+            let mut c = pb::ContainerInfo {
+                image: "busybox".into(),
+                ..Default::default()
+            };
+            f(&mut c);
+            t.container = Some(c);
+        })
+    };
+    for (what, tasks, needle) in [
+        ("task id", with(&|t| t.task_id = big.clone()), long_id),
+        (
+            "task id with a space",
+            with(&|t| t.task_id = spaced.clone()),
+            "invalid task id \"a yyy",
+        ),
+        (
+            "task name",
+            with(&|t| t.name = big.clone()),
+            "name longer than 1024 bytes",
+        ),
+        (
+            "task agent id",
+            with(&|t| t.agent_id = big.clone()),
+            "(1048576 bytes) but the offers are on agent",
+        ),
+        (
+            "container image",
+            image(&|c| c.image = big.clone()),
+            "(1048576 bytes) must be at most 255 bytes",
+        ),
+        (
+            "container network",
+            image(&|c| c.network = big.clone()),
+            "(1048576 bytes) is not one of bridge, host, none",
+        ),
+        (
+            "port protocol",
+            image(&|c| {
+                c.port_mappings = vec![pb::PortMapping {
+                    container_port: 80,
+                    host_port: 0,
+                    protocol: big.clone(),
+                }]
+            }),
+            "(1048576 bytes) is not tcp or udp",
+        ),
+        (
+            "volume",
+            image(&|c| {
+                c.volumes = vec![pb::Volume {
+                    host_path: big.clone(),
+                    container_path: "/v".into(),
+                    ..Default::default()
+                }]
+            }),
+            "needs absolute paths on both sides",
+        ),
+        (
+            "environment variable",
+            with(&|t| {
+                if let Some(c) = t.command.as_mut() {
+                    c.env.insert(format!("{big}="), "v".into());
+                }
+            }),
+            "invalid environment variable name",
+        ),
+        (
+            "fetched url",
+            with(&|t| {
+                if let Some(c) = t.command.as_mut() {
+                    c.uris = vec![pb::FetchUri {
+                        url: big.clone(),
+                        ..Default::default()
+                    }];
+                }
+            }),
+            "at most 4096 are allowed",
+        ),
+        (
+            "output name",
+            with(&|t| {
+                t.outputs = vec![pb::OutputUpload {
+                    url: "http://h/put".into(),
+                    paths: vec!["a".into()],
+                    name: big.clone(),
+                    ..Default::default()
+                }]
+            }),
+            "at most 255 are allowed",
+        ),
+    ] {
+        refused_short(
+            what,
+            client.accept(accept(&h, &[&offer], tasks)).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    // A list of bad ids: the first is reported, cut short.
+    let r = client
+        .decline(pb::DeclineRequest {
+            header: Some(h.clone()),
+            offer_ids: vec![big.clone(), big.clone(), big.clone()],
+            filters: None,
+        })
+        .await;
+    refused_short("decline ids", r, Code::InvalidArgument, long_id);
+    for (what, roles) in [
+        ("revive", vec![big.clone()]),
+        ("suppress", vec![spaced.clone()]),
+    ] {
+        let r = if what == "revive" {
+            client
+                .revive(pb::ReviveRequest {
+                    header: Some(h.clone()),
+                    roles,
+                })
+                .await
+        } else {
+            client
+                .suppress(pb::SuppressRequest {
+                    header: Some(h.clone()),
+                    roles,
+                })
+                .await
+        };
+        refused_short(what, r, Code::InvalidArgument, "invalid role");
+    }
+    let r = client
+        .kill(pb::KillRequest {
+            header: Some(h.clone()),
+            task_id: big.clone(),
+            grace_period_seconds: None,
+        })
+        .await;
+    refused_short("kill task id", r, Code::InvalidArgument, long_id);
+    for (agent_id, task_id) in [(big.clone(), "t".to_string()), ("a".into(), big.clone())] {
+        let r = client
+            .acknowledge(pb::AcknowledgeRequest {
+                header: Some(h.clone()),
+                agent_id,
+                task_id,
+                uuid: vec![0; 16],
+            })
+            .await;
+        refused_short("acknowledge ids", r, Code::InvalidArgument, long_id);
+    }
+    let r = client
+        .reconcile(pb::ReconcileRequest {
+            header: Some(h.clone()),
+            tasks: vec![
+                pb::ReconcileTask {
+                    task_id: big.clone(),
+                    agent_id: String::new(),
+                };
+                3
+            ],
+        })
+        .await;
+    refused_short("reconcile ids", r, Code::InvalidArgument, long_id);
+    let r = client
+        .update_pending(pb::UpdatePendingRequest {
+            header: Some(h.clone()),
+            tasks: vec![pb::PendingTask {
+                task_id: spaced.clone(),
+                ..Default::default()
+            }],
+        })
+        .await;
+    refused_short(
+        "pending task id",
+        r,
+        Code::InvalidArgument,
+        "pending task 0 (\"a yyy",
+    );
+
+    // Operator calls.
+    let mut op = cluster.operator().await?;
+    let agent_ref = || pb::AgentRef {
+        agent_id: big.clone(),
+    };
+    refused_short(
+        "drain",
+        op.drain_agent(agent_ref()).await,
+        Code::InvalidArgument,
+        long_id,
+    );
+    refused_short(
+        "reactivate",
+        op.reactivate_agent(agent_ref()).await,
+        Code::InvalidArgument,
+        long_id,
+    );
+    let r = op
+        .list_tasks(pb::ListTasksRequest {
+            framework_id: big.clone(),
+            include_completed: true,
+        })
+        .await;
+    refused_short("list tasks", r, Code::InvalidArgument, long_id);
+    let r = op
+        .list_pending(pb::ListPendingRequest {
+            framework_id: big.clone(),
+        })
+        .await;
+    refused_short("list pending", r, Code::InvalidArgument, long_id);
+    let r = op
+        .set_weight(pb::SetWeightRequest {
+            role: big.clone(),
+            weight: 1.0,
+        })
+        .await;
+    refused_short("set weight", r, Code::InvalidArgument, long_id);
+    let r = op
+        .set_quota(pb::SetQuotaRequest {
+            role: big.clone(),
+            guarantee: Some(small()),
+            limit: None,
+        })
+        .await;
+    refused_short("set quota", r, Code::InvalidArgument, long_id);
+    let r = op.remove_quota(pb::RoleRef { role: big.clone() }).await;
+    refused_short("remove quota", r, Code::InvalidArgument, long_id);
+    let r = op
+        .add_member(pb::AddMemberRequest {
+            id: 9,
+            address: format!("{big}:5050"),
+        })
+        .await;
+    refused_short(
+        "add member",
+        r,
+        Code::InvalidArgument,
+        "(1048581 bytes) is 1048581 bytes; at most 255",
+    );
+
+    // Agent registrations.
+    let ch = tonic::transport::Channel::from_shared(pb::endpoint_uri(&addr))?
+        .connect()
+        .await?;
+    let mut agent_api = pb::agent_api_client::AgentApiClient::new(ch);
+    let register = |f: &dyn Fn(&mut pb::Register)| {
+        let mut r = pb::Register {
+            agent_id: String::new(),
+            info: Some(pb::AgentInfo {
+                hostname: "h".into(),
+                address: "127.0.0.1:1".into(),
+                resources: Some(small()),
+                ..Default::default()
+            }),
+            tasks: vec![],
+        };
+        f(&mut r);
+        pb::AgentMessage {
+            message: Some(pb::agent_message::Message::Register(r)),
+        }
+    };
+    let info = |f: &dyn Fn(&mut pb::AgentInfo)| {
+        register(&|r| {
+            if let Some(i) = r.info.as_mut() {
+                f(i);
+            }
+        })
+    };
+    for (what, message, needle) in [
+        ("agent id", register(&|r| r.agent_id = big.clone()), long_id),
+        (
+            "hostname",
+            info(&|i| i.hostname = big.clone()),
+            "hostname must be 1 to 1024 bytes",
+        ),
+        (
+            "address",
+            info(&|i| i.address = big.clone()),
+            "at most 255 are allowed",
+        ),
+        (
+            "attribute",
+            info(&|i| {
+                i.attributes = vec![pb::Attribute {
+                    name: big.clone(),
+                    value: "v".into(),
+                }]
+            }),
+            "(1048576 bytes) must be 1 to 255 bytes",
+        ),
+        (
+            "reserved role",
+            info(&|i| {
+                i.reserved.insert(big.clone(), small());
+            }),
+            long_id,
+        ),
+        (
+            "task's framework",
+            register(&|r| {
+                r.tasks = vec![pb::AgentTask {
+                    framework_id: big.clone(),
+                    task: Some(task("t", small())),
+                    state: pb::TaskState::TaskRunning as i32,
+                }]
+            }),
+            long_id,
+        ),
+    ] {
+        let r = agent_api.attach(tokio_stream::iter(vec![message])).await;
+        refused_short(what, r.map(|_| ()), Code::InvalidArgument, needle);
+    }
+
+    // The agent's own ReadLog.
+    let agents = op.list_agents(pb::Empty {}).await?.into_inner().agents;
+    assert_eq!(agents.len(), 1, "refused registrations registered nothing");
+    let agent_addr = agents[0]
+        .info
+        .as_ref()
+        .map(|i| i.address.clone())
+        .unwrap_or_default();
+    let ch = tonic::transport::Channel::from_shared(pb::endpoint_uri(&agent_addr))?
+        .connect()
+        .await?;
+    let mut logs = pb::agent_client::AgentClient::new(ch);
+    for (task_id, framework_id) in [(big.clone(), String::new()), ("t".into(), big.clone())] {
+        let r = logs
+            .read_log(pb::ReadLogRequest {
+                task_id,
+                framework_id,
+                ..Default::default()
+            })
+            .await;
+        refused_short("read log", r.map(|_| ()), Code::InvalidArgument, long_id);
+    }
+    let r = logs
+        .read_log(pb::ReadLogRequest {
+            task_id: "x".repeat(255),
+            framework_id: "f".repeat(255),
+            ..Default::default()
+        })
+        .await;
+    refused_short(
+        "read log of an unknown task",
+        r.map(|_| ()),
+        Code::NotFound,
+        "(255 bytes) of framework",
+    );
+
+    // Over the 4 MiB message limit: refused before berth sees it, with the
+    // code scheduler.proto documents (tonic's OUT_OF_RANGE).
+    let r = client
+        .accept(accept(
+            &h,
+            &[&offer],
+            vec![task(&"z".repeat(5 * MB), small())],
+        ))
+        .await;
+    refused_short(
+        "a 5 MiB accept",
+        r,
+        Code::OutOfRange,
+        "decoded message length too large",
+    );
+
+    // Nothing changed: one framework, no task, no role state; the offer
+    // still launches.
+    let state = op.get_state(pb::Empty {}).await?.into_inner();
+    assert_eq!(state.frameworks.len(), 1);
+    assert!(state.tasks.is_empty(), "{:?}", state.tasks);
+    let ok = client
+        .accept(accept(&h, &[&offer], vec![task("good", small())]))
+        .await?
+        .into_inner();
+    assert_eq!(ok.launched_task_ids, ["good"]);
     Ok(())
 }

@@ -43,5 +43,5 @@ pub use plan::{
     Cache, Context, DirRepository, MemoryRepository, Need, NodeIndex, PipelineSource, Plan,
     PlanError, PlannedJob, Repository, SecretVariable,
 };
-pub use script::{render, render_script, sh_quote};
+pub use script::{SCRIPT_START_MARKER, render, render_script, sh_quote};
 pub use vars::{expand, is_name, parse_duration, ref_slug};

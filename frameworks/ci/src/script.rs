@@ -1,6 +1,11 @@
 //! Rendering a planned job into the POSIX `sh` script its task runs.
 //!
 //! The script (for busybox sh, dash or bash):
+//! - writes [`SCRIPT_START_MARKER`] to its standard error, then sends its
+//!   standard error to its standard output (`exec 2>&1`),
+//!   so the job's output is one stream in the order written, as GitLab's
+//!   runner keeps it: a test's failure on stderr comes before the
+//!   `ERROR: Job failed` that follows it, not in a file of its own;
 //! - runs `before_script` then `script` in one subshell with `set -e`
 //!   (and `pipefail` where the shell has it), printing each command as
 //!   `$ command` before running it, so the first failing command stops it;
@@ -23,6 +28,15 @@
 //! which keeps secret values out of the script text.
 
 use crate::plan::PlannedJob;
+
+/// The line a job's script writes to its stderr before anything else,
+/// before it sends its stderr to its stdout. The task's `stderr` then
+/// holds the agent's lines from before the script (its fetches) above
+/// this line and its lines from after (its uploads) below it, so the log
+/// collector can put each where it belongs around `stdout` and leaves the
+/// line itself out. Framed by ASCII record separators, so no ordinary
+/// output is mistaken for it.
+pub const SCRIPT_START_MARKER: &str = "\u{1e}berth-ci: job script starts\u{1e}\n";
 
 /// Quotes `s` for sh as one word.
 pub fn sh_quote(s: &str) -> String {
@@ -74,6 +88,9 @@ pub fn render(
         "# berth-ci job {}\n",
         name.replace(['\n', '\r'], " ")
     ));
+    // Where the script starts, for the log collector (see the module
+    // docs); then one stream, in the order written.
+    s.push_str("printf '\\036berth-ci: job script starts\\036\\n' >&2\nexec 2>&1\n");
     s.push_str("berth_cancelled=0\nberth_pid=\n");
     // Signal the whole group only when this shell leads it (field 5 of
     // /proc/self/stat is the group id): otherwise the group is the caller's.

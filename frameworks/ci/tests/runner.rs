@@ -1485,6 +1485,85 @@ async fn a_new_runner_reattaches_to_a_running_job_and_collects_its_log_exactly_o
     fx.shut().await;
 }
 
+/// A job's log is one stream in the order written: the agent's fetch of
+/// the source first, then the script's stdout and stderr interleaved as
+/// they were written, the line that ends the job, and the upload of its
+/// artifacts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_log_keeps_stdout_stderr_and_the_agents_lines_in_the_order_written() {
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo(
+        "test:\n  script:\n    - i=1; while [ $i -le 20 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done\n    - mkdir -p out && echo r > out/report\n    - echo 'test failed, see above' >&2; exit 4\n  artifacts:\n    when: always\n    paths: [out/]\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_log_complete(&fx.handle, id, "test").await;
+    assert_eq!(status_of(&rec, "test"), JobStatus::Failed);
+    let log = log_of(&fx.handle, &rec, "test");
+    let mut at = 0;
+    let mut next = |needle: &str| {
+        let found = log[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} of:\n{log}"));
+        at += found + needle.len();
+    };
+    next("berth: fetched");
+    next("$ i=1;");
+    for i in 1..=20 {
+        next(&format!("out {i}\nerr {i}\n"));
+    }
+    next("test failed, see above\n");
+    next("ERROR: Job failed: exit code 4\n");
+    next("berth: uploaded artifacts");
+    assert!(
+        !log.contains("job script starts"),
+        "the start mark is left out: {log}"
+    );
+    fx.shut().await;
+}
+
+/// A job asking for less than the masters accept (`BERTH_MEMORY` under a
+/// milli-MiB; a container under Docker's 6 MiB) fails before it is
+/// launched, saying why, and does not hold up the jobs packed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_less_than_the_cluster_accepts_fails_without_blocking_others() {
+    use berth_ci::exec::state::FailureReason;
+    let cluster = Cluster::start(&["cpus:4;mem:4096;disk:10000"])
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo(
+        "tiny:\n  variables: {BERTH_MEMORY: \"0.0001\"}\n  script: [echo tiny]\nboxed:\n  image: busybox\n  variables: {BERTH_MEMORY: \"4\"}\n  script: [echo boxed]\nfine:\n  script: [echo fine]\n",
+    );
+    let fx = start_runner(&cluster, data.path()).await;
+    let id = submit(&fx.handle, repo.path()).await;
+    let rec = wait_for(&fx.handle, id, "the pipeline to finish", |r| {
+        r.status().is_finished()
+    })
+    .await;
+    assert_eq!(status_of(&rec, "fine"), JobStatus::Success);
+    for (job, why) in [
+        ("tiny", "asks for no mem"),
+        ("boxed", "asks for 4 mem; a container task needs at least 6"),
+    ] {
+        assert_eq!(status_of(&rec, job), JobStatus::Failed, "{job}");
+        let i = rec.state.find(job).unwrap();
+        let attempt = &rec.state.jobs()[i].attempts[0];
+        let end = attempt.end.clone().unwrap();
+        assert_eq!(end.reason, Some(FailureReason::SchedulerFailure), "{job}");
+        assert!(end.message.contains(why), "{job}: {}", end.message);
+        let log = log_of(&fx.handle, &rec, job);
+        assert!(
+            log.contains("ERROR: Job failed (the cluster would refuse it)") && log.contains(why),
+            "{job}: {log}"
+        );
+    }
+    fx.shut().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_that_ended_or_ran_out_of_time_while_the_runner_was_down_get_their_final_status() {
     use berth_ci::exec::state::FailureReason;
@@ -2125,6 +2204,54 @@ async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at
         answer.contains("request body is over the 2097152 bytes"),
         "{answer}"
     );
+    // A megabyte in a path, a job name, a repository, a reference or a
+    // variable name: refused with the value quoted cut short.
+    // A URI holds at most 64 KiB (the `http` crate's limit), a body 2 MiB.
+    let mb = "x".repeat(1 << 20);
+    let long = "x".repeat(60_000);
+    for (method, uri, body, why) in [
+        (
+            "GET",
+            format!("/ci/v1/pipelines/{long}"),
+            String::new(),
+            "message cut",
+        ),
+        (
+            "POST",
+            format!("/ci/v1/pipelines/{id}/jobs/{long}/play"),
+            String::new(),
+            "(60000 bytes)",
+        ),
+        (
+            "GET",
+            format!("/ci/v1/pipelines/{id}/jobs/{long}/log"),
+            String::new(),
+            "(60000 bytes)",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".to_string(),
+            format!(r#"{{"repository": "{mb}"}}"#),
+            "(1048576 bytes) must be an absolute path",
+        ),
+        (
+            "POST",
+            "/ci/v1/pipelines".to_string(),
+            format!(r#"{{"repository": "/{mb}"}}"#),
+            "is longer than 4096 bytes",
+        ),
+    ] {
+        let (code, _, answer) = call_raw(&api, method, &uri, Some("application/json"), &body).await;
+        let shown: String = answer.chars().take(300).collect();
+        assert!(matches!(code, 400 | 404), "{method}: {code} {shown}");
+        assert!(answer.contains(why), "{method}: {shown}");
+        assert!(
+            answer.len() < 4096,
+            "{method}: {} bytes: {shown}",
+            answer.len()
+        );
+    }
+
     let all = fx.handle.list().await.unwrap();
     assert_eq!(all.len(), 1, "nothing was created");
     assert_eq!(status_of(&all[0], "build"), JobStatus::Success);
@@ -2145,6 +2272,78 @@ async fn bad_http_input_gets_json_400_and_grpc_shows_expiry_and_stops_streams_at
         let _ = axum::serve(listener, app.into_make_service()).await;
     });
     let mut client = CiClient::connect(url).await.unwrap();
+    // Megabyte job names, repositories, references and variable names over
+    // gRPC: short errors, trailers a standard client accepts.
+    let short = |what: &str, e: tonic::Status, code: tonic::Code, why: &str| {
+        let shown: String = e.message().chars().take(300).collect();
+        assert_eq!(e.code(), code, "{what}: {shown}");
+        assert!(e.message().contains(why), "{what}: {shown}");
+        assert!(
+            e.message().len() <= 1024,
+            "{what}: {} bytes",
+            e.message().len()
+        );
+    };
+    let play = client
+        .play_job(ci::PlayJobRequest {
+            pipeline: id,
+            job: mb.clone(),
+        })
+        .await
+        .unwrap_err();
+    short("play", play, tonic::Code::NotFound, "(1048576 bytes)");
+    let retry = client
+        .retry_job(ci::RetryJobRequest {
+            pipeline: id,
+            job: mb.clone(),
+        })
+        .await
+        .unwrap_err();
+    short("retry", retry, tonic::Code::NotFound, "(1048576 bytes)");
+    let follow = client
+        .follow_job_log(log_request(id, &mb))
+        .await
+        .unwrap_err();
+    short("follow", follow, tonic::Code::NotFound, "(1048576 bytes)");
+    let trigger = |f: &dyn Fn(&mut ci::TriggerPipelineRequest)| {
+        let mut t = ci::TriggerPipelineRequest {
+            repository: repo.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        f(&mut t);
+        t
+    };
+    for (what, request, why) in [
+        (
+            "repository",
+            trigger(&|t| t.repository = format!("/{mb}")),
+            "longer than 4096 bytes",
+        ),
+        (
+            "reference",
+            trigger(&|t| t.reference = Some(mb.clone())),
+            "(1048576 bytes) must be at most 4096 bytes",
+        ),
+        (
+            "variable",
+            trigger(&|t| {
+                t.variables = vec![ci::TriggerVariable {
+                    name: format!("{mb}-"),
+                    value: "v".into(),
+                    masked: false,
+                }]
+            }),
+            "(1048577 bytes) is not a variable name",
+        ),
+    ] {
+        let e = client.trigger_pipeline(request).await.unwrap_err();
+        short(what, e, tonic::Code::InvalidArgument, why);
+    }
+    assert_eq!(
+        fx.handle.list().await.unwrap().len(),
+        1,
+        "nothing was created"
+    );
     let view = client
         .get_pipeline(ci::GetPipelineRequest { id })
         .await

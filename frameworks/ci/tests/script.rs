@@ -32,6 +32,58 @@ fn run(before: &[&str], script: &[&str], after: &[&str]) -> (i32, String, tempfi
     )
 }
 
+/// What the commands write to stderr is in stdout, in the order written,
+/// before the line that ends the job.
+#[test]
+fn stderr_and_stdout_are_one_stream_in_the_order_written() {
+    let (code, out, _d) = run(
+        &[],
+        &[
+            "echo one; echo two >&2; echo three",
+            "ls /nonexistent-berth-dir",
+        ],
+        &["echo after >&2"],
+    );
+    assert_ne!(code, 0, "{out}");
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from {out:?}"))
+    };
+    assert!(at("\none\n") < at("\ntwo\n"), "{out}");
+    assert!(at("\ntwo\n") < at("\nthree\n"), "{out}");
+    assert!(at("\nthree\n") < at("No such file"), "{out}");
+    assert!(at("No such file") < at("Running after_script"), "{out}");
+    assert!(at("\nafter\n") < at("ERROR: Job failed"), "{out}");
+}
+
+/// The script marks its start on stderr, and writes nothing else there.
+#[test]
+fn the_script_marks_its_start_on_stderr_and_writes_nothing_else_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.sh");
+    let text = render(
+        "job",
+        &lines(&["echo a >&2"]),
+        &lines(&["echo b >&2; false"]),
+        &lines(&["echo c >&2"]),
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("sh")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        berth_ci::SCRIPT_START_MARKER
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\na\n") && stdout.contains("\nb\n") && stdout.contains("\nc\n"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn commands_are_printed_then_run() {
     let (code, out, _d) = run(&["echo before"], &["echo hello", "echo world"], &[]);

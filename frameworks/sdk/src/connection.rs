@@ -2,7 +2,7 @@
 //! [`berth_proto::leader`], which decides for frameworks, agents and the CLI
 //! alike which master to talk to.
 
-use berth_proto::leader::{AddressError, Leader, Masters};
+use berth_proto::leader::{Leader, Masters, MastersError};
 use berth_proto::scheduler_client::SchedulerClient;
 use tonic::transport::Channel;
 
@@ -14,8 +14,8 @@ pub(crate) type Client = SchedulerClient<Channel>;
 /// The known masters, checked: `host:port` addresses or URIs.
 pub(crate) fn masters(addresses: &[String]) -> Result<Masters, SdkError> {
     Masters::new(addresses).map_err(|e| match e {
-        AddressError::Empty => SdkError::InvalidConfig("no master addresses given".to_owned()),
-        e @ AddressError::Invalid { .. } => SdkError::InvalidConfig(e.to_string()),
+        MastersError::Empty => SdkError::InvalidConfig("no master addresses given".to_owned()),
+        e @ MastersError::Address(_) => SdkError::InvalidConfig(e.to_string()),
     })
 }
 

@@ -71,7 +71,7 @@ async fn subscribe_and_calls_carry_ids() {
     assert_eq!(info.roles, ["dev"]);
     assert!((info.failover_timeout_seconds - 30.0).abs() < 1e-9);
 
-    let task = berth_sdk::shell_task("t1", "t1", "true", "cpus:0.1").unwrap();
+    let task = berth_sdk::shell_task("t1", "t1", "true", "cpus:0.1;mem:32").unwrap();
     let launched = fw
         .accept(vec!["o1".into()], vec![task], Some(Duration::from_secs(2)))
         .await

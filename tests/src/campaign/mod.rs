@@ -75,7 +75,7 @@ impl std::str::FromStr for Variant {
             "partitions" => Ok(Self::Partitions),
             other => Err(format!(
                 "variant {} is not one of: processes, partitions",
-                quote(other)
+                berth_proto::quoted(other)
             )),
         }
     }
@@ -158,7 +158,7 @@ impl Config {
         if !self.berth.is_file() {
             bail!(
                 "the berth binary {} does not exist (build it with `cargo build -p berth-cli`)",
-                quote(&self.berth.display().to_string())
+                berth_proto::quoted(&self.berth.display().to_string())
             );
         }
         if let Some(d) = &self.keep_dir {
@@ -167,7 +167,7 @@ impl Config {
             if text.contains(['\'', '\n']) {
                 bail!(
                     "the directory {} must not contain a quote or a newline",
-                    quote(&text)
+                    berth_proto::quoted(&text)
                 );
             }
         }
@@ -327,12 +327,6 @@ pub(crate) fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A value quoted in a message, cut as berth cuts every echoed value
-/// (`berth_proto::cut`: 64 bytes plus "… (N bytes)").
-pub(crate) fn quote(s: &str) -> String {
-    format!("\"{}\"", berth_proto::cut(s))
-}
-
 /// `s` without ANSI escape sequences (`ESC [ … letter`).
 pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -354,13 +348,6 @@ pub(crate) fn strip_ansi(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_values_are_cut_in_messages() {
-        assert_eq!(quote("abc"), "\"abc\"");
-        let long = "x".repeat(100);
-        assert_eq!(quote(&long), format!("\"{}… (100 bytes)\"", "x".repeat(64)));
-    }
 
     #[test]
     fn variants_parse_and_bad_ones_are_named() {

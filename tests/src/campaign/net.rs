@@ -374,7 +374,7 @@ fn nft(ns: &str, script: &str) -> anyhow::Result<()> {
         bail!(
             "nft in {ns} failed: {} (script: {})",
             String::from_utf8_lossy(&out.stderr).trim(),
-            super::quote(script)
+            berth_proto::quoted(script)
         );
     }
     Ok(())

@@ -478,7 +478,7 @@ fn fw_id(f: &pb::FrameworkView) -> &str {
 }
 
 /// Two different texts from a little before where they first differ, each
-/// cut as berth cuts echoed values.
+/// quoted as berth quotes input (cut at 64 bytes).
 fn first_difference(a: &str, b: &str) -> (String, String) {
     let same = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
     let mut start = same.saturating_sub(24);
@@ -487,7 +487,7 @@ fn first_difference(a: &str, b: &str) -> (String, String) {
     while !a.is_char_boundary(start) {
         start -= 1;
     }
-    let show = |s: &str| format!("…{}", berth_proto::cut(&s[start..]));
+    let show = |s: &str| format!("…{}", berth_proto::quoted(&s[start..]));
     (show(a), show(b))
 }
 
@@ -550,8 +550,8 @@ mod tests {
         );
         let (x, y) = first_difference(&a, &b);
         // From 24 bytes before the first difference ("F" vs "L").
-        assert_eq!(x, "…042-abcdef\", state: TaskFinished }");
-        assert_eq!(y, "…042-abcdef\", state: TaskLost }");
+        assert_eq!(x, r#"…"042-abcdef\", state: TaskFinished }""#);
+        assert_eq!(y, r#"…"042-abcdef\", state: TaskLost }""#);
         let mut s1 = pb::ClusterState::default();
         let mut s2 = pb::ClusterState::default();
         s1.tasks.push(pb::TaskView {

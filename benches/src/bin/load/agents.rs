@@ -481,7 +481,7 @@ impl SimAgent {
                 } else {
                     String::new()
                 },
-                source: pb::StatusSource::SourceAgent as i32,
+                source: pb::StatusSource::Agent as i32,
                 agent_id: self.agent_id.clone(),
                 exit_code: finished.then_some(0),
                 uuid,

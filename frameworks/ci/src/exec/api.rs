@@ -61,6 +61,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use berth_proto::{bounded_message, quoted};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -366,9 +367,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for JsonPat
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| JsonPath(value))
-            .map_err(|e| ApiError::bad(e.body_text()))
+            .map_err(|e| ApiError::bad(bounded_message(&e.body_text())))
     }
 }
+
+/// Longest repository path or reference a trigger may name, in bytes
+/// (Linux's `PATH_MAX`).
+pub const MAX_TRIGGER_PATH_BYTES: usize = 4096;
 
 /// The largest request body the API reads (axum's default limit).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -394,7 +399,10 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                         ),
                     )
                 } else {
-                    ApiError::bad(format!("cannot read the request body: {}", e.body_text()))
+                    ApiError::bad(bounded_message(&format!(
+                        "cannot read the request body: {}",
+                        e.body_text()
+                    )))
                 }
             })
     }
@@ -411,7 +419,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for JsonQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| JsonQuery(value))
-            .map_err(|e| ApiError::bad(e.body_text()))
+            .map_err(|e| ApiError::bad(bounded_message(&e.body_text())))
     }
 }
 
@@ -472,8 +480,22 @@ pub async fn trigger_pipeline(
     let path = std::path::PathBuf::from(&trigger.repository);
     if !path.is_absolute() {
         return Err(ApiError::bad(format!(
-            "repository {:?} must be an absolute path",
-            trigger.repository
+            "repository {} must be an absolute path",
+            quoted(&trigger.repository)
+        )));
+    }
+    if trigger.repository.len() > MAX_TRIGGER_PATH_BYTES {
+        return Err(ApiError::bad(format!(
+            "repository {} is longer than {MAX_TRIGGER_PATH_BYTES} bytes",
+            quoted(&trigger.repository)
+        )));
+    }
+    if let Some(r) = &trigger.reference
+        && (r.len() > MAX_TRIGGER_PATH_BYTES || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad(format!(
+            "reference {} must be at most {MAX_TRIGGER_PATH_BYTES} bytes without control characters",
+            quoted(r)
         )));
     }
     if trigger.dirty && trigger.reference.is_some() {
@@ -482,8 +504,8 @@ pub async fn trigger_pipeline(
     for v in &trigger.variables {
         if !crate::is_name(&v.name) {
             return Err(ApiError::bad(format!(
-                "{:?} is not a variable name",
-                v.name
+                "{} is not a variable name",
+                quoted(&v.name)
             )));
         }
     }
@@ -497,8 +519,12 @@ pub async fn trigger_pipeline(
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::bad(e.to_string()))?;
-    let text =
-        text.ok_or_else(|| ApiError::bad(format!("{} has no .gitlab-ci.yml", trigger.repository)))?;
+    let text = text.ok_or_else(|| {
+        ApiError::bad(format!(
+            "{} has no .gitlab-ci.yml",
+            quoted(&trigger.repository)
+        ))
+    })?;
     let definition =
         String::from_utf8(text).map_err(|_| ApiError::bad(".gitlab-ci.yml is not UTF-8 text"))?;
     let id = handle
@@ -595,7 +621,8 @@ pub async fn log_target(
                     ApiError::new(
                         ErrorKind::NotFound,
                         format!(
-                            "job {job:?} of pipeline {id} has no attempt {n} (it has {})",
+                            "job {} of pipeline {id} has no attempt {n} (it has {})",
+                            quoted(job),
                             state.attempts.len()
                         ),
                     )
@@ -606,7 +633,10 @@ pub async fn log_target(
     if rec.expired.log_expired(index, number) {
         return Err(ApiError::new(
             ErrorKind::Gone,
-            format!("the log of job {job:?} of pipeline {id} expired and was deleted"),
+            format!(
+                "the log of job {} of pipeline {id} expired and was deleted",
+                quoted(job)
+            ),
         ));
     }
     let Some(task) = number.checked_sub(1).and_then(|i| state.attempts.get(i)) else {

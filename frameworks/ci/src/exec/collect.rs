@@ -1,7 +1,13 @@
 //! Collecting a job's log from its agent: the task's `stdout` and `stderr`,
 //! followed through `Agent.ReadLog`, masked (see [`super::mask`]) and
-//! appended to one log file, in a way that survives a restart of the CI
-//! framework.
+//! appended to one log file in the order they were written, in a way that
+//! survives a restart of the CI framework.
+//!
+//! The order: the job's script writes [`crate::SCRIPT_START_MARKER`] to its
+//! stderr, then sends its stderr to its stdout, so the task's `stderr`
+//! holds only the agent's own lines: its fetches above the mark, its
+//! uploads below it. The log is `stderr` up to the mark (the mark left
+//! out), then `stdout`, then the rest of `stderr`.
 //!
 //! Next to each log `<job>-<attempt>.log` a small JSON file
 //! `<job>-<attempt>.log.pos` (a [`Position`]) is replaced after every write:
@@ -65,6 +71,11 @@ pub struct Position {
     /// line saying the rest could not be collected.
     #[serde(default)]
     pub gave_up: bool,
+    /// `stderr` was read up to the job script's start mark: what the
+    /// agent wrote before the script (its fetches) is in the log, and
+    /// `stdout` comes next (see [`collect`]).
+    #[serde(default)]
+    pub script_started: bool,
 }
 
 impl Position {
@@ -591,14 +602,9 @@ pub(crate) async fn collect(
     if sink.pos.is_done() {
         return Ok(Outcome::Done);
     }
-    let address = address.to_string();
-    let agent_error = |status: tonic::Status| CollectError::Agent {
-        address: address.clone(),
-        message: status.message().to_string(),
-    };
-    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(&address))
+    let channel = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(address))
         .map_err(|e| CollectError::Connect {
-            address: address.clone(),
+            address: address.to_string(),
             message: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
@@ -609,82 +615,193 @@ pub(crate) async fn collect(
         .connect()
         .await
         .map_err(|e| CollectError::Connect {
-            address: address.clone(),
+            address: address.to_string(),
             message: e.to_string(),
         })?;
-    let offsets = [sink.pos.stdout, sink.pos.stderr];
-    let done = [sink.pos.stdout_done, sink.pos.stderr_done];
-    let mut streams: [Option<tonic::Streaming<pb::LogChunk>>; 2] = [None, None];
-    let mut read = offsets;
-    let mut maskers = [
-        Masker::new(source.secrets.iter()),
-        Masker::new(source.secrets.iter()),
-    ];
-    for (i, (file, _)) in STREAMS.iter().enumerate() {
-        if done[i] {
-            continue;
-        }
-        let mut client = pb::agent_client::AgentClient::new(channel.clone());
-        let request = pb::ReadLogRequest {
-            task_id: source.task.clone(),
-            framework_id: source.framework_id.clone(),
-            file: *file as i32,
-            offset: offsets[i],
-            follow: true,
-        };
-        match client.read_log(request).await {
-            Ok(response) => streams[i] = Some(response.into_inner()),
-            Err(status) if nothing_there(&status) => {
-                sink.write(&[], i, offsets[i], true).await?;
-            }
-            Err(status) => return Err(agent_error(status)),
-        }
+    let mut client = pb::agent_client::AgentClient::new(channel);
+    // One stream, in the order written. The job's script sends its stderr
+    // to its stdout (`crate::script`), so the task's `stderr` holds only
+    // the agent's own lines: its fetches, written before the script
+    // starts, and its uploads, after the script's last output. The script
+    // marks where it starts in `stderr` (`SCRIPT_START_MARKER`, first thing
+    // it does), so the log is: `stderr` up to the mark, then `stdout`,
+    // then the rest of `stderr` — also when the collection starts after
+    // the job has ended. A position from before the mark existed that has
+    // `stdout` under way goes on with `stdout`.
+    let started = sink.pos.script_started || sink.pos.stdout > 0 || sink.pos.stdout_done;
+    if !started
+        && !sink.pos.stderr_done
+        && lines_before_script(&mut client, source, &mut sink, stop, address).await?
+            == Outcome::Stopped
+    {
+        return Ok(Outcome::Stopped);
     }
-    while streams.iter().any(Option::is_some) {
-        let [stdout, stderr] = &mut streams;
-        let (i, message) = tokio::select! {
-            () = stop.cancelled() => return Ok(Outcome::Stopped),
-            m = next(stdout), if stdout.is_some() => (0, m),
-            m = next(stderr), if stderr.is_some() => (1, m),
+    for which in [0, 1] {
+        let done = if which == 0 {
+            sink.pos.stdout_done
+        } else {
+            sink.pos.stderr_done
         };
-        match message {
-            Ok(Some(chunk)) => {
-                if chunk.offset != read[i] {
-                    return Err(CollectError::Gap {
-                        address: address.clone(),
-                        stream: STREAMS[i].1,
-                        got: chunk.offset,
-                        expected: read[i],
-                    });
-                }
-                read[i] += chunk.data.len() as u64;
-                let masked = maskers[i].push(&chunk.data);
-                let kept = read[i] - maskers[i].held_len() as u64;
-                sink.write(&masked, i, kept, false).await?;
-            }
-            Ok(None) => {
-                let rest = maskers[i].finish();
-                sink.write(&rest, i, read[i], true).await?;
-                streams[i] = None;
-            }
-            Err(status) if nothing_there(&status) => {
-                let rest = maskers[i].finish();
-                sink.write(&rest, i, read[i], true).await?;
-                streams[i] = None;
-            }
-            Err(status) => return Err(agent_error(status)),
+        if !done
+            && copy(&mut client, source, &mut sink, which, stop, address).await? == Outcome::Stopped
+        {
+            return Ok(Outcome::Stopped);
         }
     }
     Ok(Outcome::Done)
 }
 
-/// The next message of a stream that is there.
-async fn next(
-    stream: &mut Option<tonic::Streaming<pb::LogChunk>>,
-) -> Result<Option<pb::LogChunk>, tonic::Status> {
-    match stream {
-        Some(s) => s.message().await,
-        None => Ok(None),
+/// Copies stream `which` (0 stdout, 1 stderr) of `source`'s task, masked,
+/// from where the position says to its end.
+async fn copy(
+    client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+    source: &LogSource,
+    sink: &mut Sink,
+    which: usize,
+    stop: &CancellationToken,
+    address: &str,
+) -> Result<Outcome, CollectError> {
+    let mut read = if which == 0 {
+        sink.pos.stdout
+    } else {
+        sink.pos.stderr
+    };
+    let mut masker = Masker::new(source.secrets.iter());
+    let Some(mut stream) = read_log(client, source, which, read)
+        .await
+        .map_err(|status| agent_error(address, status))?
+    else {
+        sink.write(&[], which, read, true).await?;
+        return Ok(Outcome::Done);
+    };
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(Outcome::Stopped),
+            m = stream.message() => m,
+        };
+        match message {
+            Ok(Some(chunk)) => {
+                check_offset(&chunk, read, which, address)?;
+                read += chunk.data.len() as u64;
+                let masked = masker.push(&chunk.data);
+                let kept = read - masker.held_len() as u64;
+                sink.write(&masked, which, kept, false).await?;
+            }
+            Ok(None) => break,
+            Err(status) if nothing_there(&status) => break,
+            Err(status) => return Err(agent_error(address, status)),
+        }
+    }
+    let rest = masker.finish();
+    sink.write(&rest, which, read, true).await?;
+    Ok(Outcome::Done)
+}
+
+/// Copies the agent's lines written to `stderr` before the job's script
+/// started (its fetches), masked, up to the script's start mark, which is
+/// left out; without a mark (the script never ran: a fetch failed) all of
+/// `stderr`. Reads whole lines: a line is stored once its end is read.
+async fn lines_before_script(
+    client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+    source: &LogSource,
+    sink: &mut Sink,
+    stop: &CancellationToken,
+    address: &str,
+) -> Result<Outcome, CollectError> {
+    let mark = crate::script::SCRIPT_START_MARKER.as_bytes();
+    // Raw bytes of stderr stored (through the masker) and read.
+    let mut consumed = sink.pos.stderr;
+    let mut read = consumed;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut masker = Masker::new(source.secrets.iter());
+    let Some(mut stream) = read_log(client, source, 1, read)
+        .await
+        .map_err(|status| agent_error(address, status))?
+    else {
+        sink.write(&[], 1, read, true).await?;
+        return Ok(Outcome::Done);
+    };
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(Outcome::Stopped),
+            m = stream.message() => m,
+        };
+        let chunk = match message {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(status) if nothing_there(&status) => break,
+            Err(status) => return Err(agent_error(address, status)),
+        };
+        check_offset(&chunk, read, 1, address)?;
+        read += chunk.data.len() as u64;
+        pending.extend_from_slice(&chunk.data);
+        let mut out = Vec::new();
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            consumed += line.len() as u64;
+            if line == mark {
+                out.extend(masker.finish());
+                sink.pos.script_started = true;
+                sink.write(&out, 1, consumed, false).await?;
+                return Ok(Outcome::Done);
+            }
+            out.extend(masker.push(&line));
+        }
+        let kept = consumed - masker.held_len() as u64;
+        sink.write(&out, 1, kept, false).await?;
+    }
+    // No mark: the script never ran; this is all of stderr.
+    let mut rest = masker.push(&pending);
+    rest.extend(masker.finish());
+    sink.write(&rest, 1, read, true).await?;
+    Ok(Outcome::Done)
+}
+
+/// A chunk must start where its stream was read up to.
+fn check_offset(
+    chunk: &pb::LogChunk,
+    read: u64,
+    which: usize,
+    address: &str,
+) -> Result<(), CollectError> {
+    if chunk.offset == read {
+        return Ok(());
+    }
+    Err(CollectError::Gap {
+        address: address.to_string(),
+        stream: STREAMS[which].1,
+        got: chunk.offset,
+        expected: read,
+    })
+}
+
+fn agent_error(address: &str, status: tonic::Status) -> CollectError {
+    CollectError::Agent {
+        address: address.to_string(),
+        message: status.message().to_string(),
+    }
+}
+
+/// Follows stream `which` (0 stdout, 1 stderr) of `source`'s task from
+/// `offset`; `None` when the agent has nothing there (no such task or
+/// file).
+async fn read_log(
+    client: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+    source: &LogSource,
+    which: usize,
+    offset: u64,
+) -> Result<Option<tonic::Streaming<pb::LogChunk>>, tonic::Status> {
+    let request = pb::ReadLogRequest {
+        task_id: source.task.clone(),
+        framework_id: source.framework_id.clone(),
+        file: STREAMS[which].0 as i32,
+        offset,
+        follow: true,
+    };
+    match client.read_log(request).await {
+        Ok(response) => Ok(Some(response.into_inner())),
+        Err(status) if nothing_there(&status) => Ok(None),
+        Err(status) => Err(status),
     }
 }
 
@@ -698,6 +815,21 @@ mod tests {
             position_path(Path::new("/d/logs/7/0-1.log")),
             Path::new("/d/logs/7/0-1.log.pos")
         );
+    }
+
+    #[test]
+    fn positions_stored_before_the_script_start_mark_still_read() {
+        let old = r#"{"len":5,"stdout":5,"stderr":0,"stdout_done":false,"stderr_done":false}"#;
+        let pos: Position = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            pos,
+            Position {
+                len: 5,
+                stdout: 5,
+                ..Position::default()
+            }
+        );
+        assert!(!pos.script_started);
     }
 
     #[tokio::test]
@@ -732,6 +864,7 @@ mod tests {
                 stdout_done: false,
                 stderr_done: true,
                 gave_up: false,
+                script_started: false,
             }
         );
         drop(sink);

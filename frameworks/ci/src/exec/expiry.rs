@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use super::collect::Collecting;
 use super::files::FileStore;
 use super::runner::PipelineRecord;
-use super::state::{FailureReason, JobEnd, PipelineStatus};
+use super::state::{FailureReason, PipelineStatus};
 use crate::Plan;
 
 /// GitLab's default of `artifacts:expire_in`.
@@ -472,30 +472,21 @@ pub async fn fail_expired_dependencies(
             .into_iter()
             .find_map(|i| missing_dependency(rec, i).map(|m| (i, m)))
         {
-            let result = rec.state.started(i, "", now).and_then(|()| {
-                rec.state.finished(
-                    i,
-                    JobEnd::failure(FailureReason::MissingDependencyFailure, message.clone()),
-                    now,
-                )
-            });
-            if let Err(e) = result {
+            if let Err(e) = super::runner::fail_unlaunched(
+                rec,
+                i,
+                FailureReason::MissingDependencyFailure,
+                "missing dependency",
+                &message,
+                data_dir,
+                now,
+            )
+            .await
+            {
                 warn!(pipeline = rec.id, job = i, "cannot fail the job: {e}");
                 break;
             }
             any = true;
-            let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
-            let path = PipelineRecord::log_path(data_dir, rec.id, i, attempt);
-            let text = format!("ERROR: Job failed (missing dependency): {message}\n");
-            let written = async {
-                if let Some(dir) = path.parent() {
-                    tokio::fs::create_dir_all(dir).await?;
-                }
-                tokio::fs::write(&path, text).await
-            };
-            if let Err(e) = written.await {
-                warn!(pipeline = rec.id, "cannot write {}: {e}", path.display());
-            }
             info!(pipeline = rec.id, job = i, "{message}");
         }
         if any {

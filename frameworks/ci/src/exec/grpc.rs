@@ -88,7 +88,8 @@ fn shutting_down() -> Status {
     Status::unavailable("the CI framework is shutting down; follow the log again once it is back")
 }
 
-/// The gRPC status of an API error: its kind's code, its message. A log
+/// The gRPC status of an API error: its kind's code, its message (cut to
+/// what a gRPC trailer carries, `berth_proto::bounded_status`). A log
 /// the expiry sweep deleted (HTTP 410 Gone) is `NOT_FOUND`: gRPC has no
 /// "gone", and the job's `log_expired` tells it from an unknown job.
 pub fn status(e: ApiError) -> Status {
@@ -104,7 +105,7 @@ pub fn status(e: ApiError) -> Status {
         ErrorKind::Unprocessable => Code::FailedPrecondition,
         ErrorKind::TooLarge => Code::ResourceExhausted,
     };
-    Status::new(code, e.message)
+    berth_proto::bounded_status(Status::new(code, e.message))
 }
 
 fn summary_message(s: &PipelineSummary) -> pb::PipelineSummary {

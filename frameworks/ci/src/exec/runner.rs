@@ -39,7 +39,7 @@
 //! endpoints) come from per-pipeline snapshots the loop publishes on every
 //! change, never through the loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,6 +62,34 @@ use crate::{
     ArtifactsWhen, CachePolicy, CacheWhen, Config, Context, ParseOptions, PipelineSource, Plan,
     PlannedJob, SecretVariable, render_script,
 };
+
+/// Pending jobs' tasks, and the jobs the masters would refuse.
+#[derive(Default)]
+struct PendingTasks {
+    /// Tasks to pack, with the job's tags.
+    tasks: Vec<(pb::TaskInfo, Vec<String>)>,
+    /// Pipeline, job index and why.
+    refused: Vec<(u64, usize, String)>,
+}
+
+/// Why the masters would refuse `task` for what it asks for (the rule they
+/// apply, `berth_proto::minimums`), if they would.
+fn below_minimums(task: &pb::TaskInfo) -> Option<String> {
+    match berth_proto::convert::resources_from_proto_opt(task.resources.as_ref()) {
+        Err(e) => Some(e.to_string()),
+        Ok(r) => {
+            berth_proto::minimums::check_task_minimums(&task.task_id, &r, task.container.is_some())
+                .err()
+                .map(|e| e.to_string())
+        }
+    }
+}
+
+/// The file in the data directory holding the framework's id.
+const FRAMEWORK_ID_FILE: &str = "framework-id";
+
+/// How long a teardown at stop may take.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where a job's files are, inside a Docker job's container.
 const CONTAINER_SANDBOX: &str = "/mnt/berth/sandbox";
@@ -115,6 +143,16 @@ pub struct RunnerConfig {
     /// How a log collection that fails is tried again before it gives up
     /// (see [`super::collect`]).
     pub log_retry: LogRetry,
+    /// How long the masters keep the framework (and its jobs' tasks) while
+    /// it is disconnected: a week by default, so that a `berth ci serve`
+    /// that is restarted finds its jobs still running.
+    pub failover_timeout: Duration,
+    /// Tear the framework down when the runner stops (its tasks are
+    /// killed, the masters forget it, and the stored framework id is
+    /// deleted): for a one-shot run such as `berth ci run`, which would
+    /// otherwise leave a disconnected framework behind for
+    /// `failover_timeout`. Off by default (`berth ci serve` comes back).
+    pub teardown_on_stop: bool,
 }
 
 impl RunnerConfig {
@@ -139,6 +177,8 @@ impl RunnerConfig {
             source_retention: Some(expiry::DEFAULT_SOURCE_RETENTION),
             sweep_interval: Duration::from_secs(3600),
             log_retry: LogRetry::default(),
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            teardown_on_stop: false,
         }
     }
 
@@ -302,7 +342,7 @@ pub enum RunError {
     #[error("no pipeline {0}")]
     NoSuchPipeline(u64),
     /// No such job.
-    #[error("pipeline {0} has no job {1:?}")]
+    #[error("pipeline {} has no job {}", .0, berth_proto::quoted(.1))]
     NoSuchJob(u64, String),
     /// A state transition was refused.
     #[error(transparent)]
@@ -725,16 +765,43 @@ pub async fn start(
     let framework_config = FrameworkConfig::new("berth-ci")
         .reconcile_on_resubscribe(false)
         .roles([config.role.clone()])
-        .failover_timeout(Duration::from_secs(7 * 24 * 3600));
-    let framework_config = match std::fs::read_to_string(config.data_dir.join("framework-id")) {
-        Ok(id) if !id.trim().is_empty() => framework_config.framework_id(id.trim()),
-        _ => framework_config,
+        .failover_timeout(config.failover_timeout);
+    let id_file = config.data_dir.join(FRAMEWORK_ID_FILE);
+    let stored = std::fs::read_to_string(&id_file)
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty());
+    let subscribed = match stored {
+        Some(id) => {
+            match berth_sdk::subscribe(
+                config.masters.clone(),
+                framework_config.clone().framework_id(&id),
+            )
+            .await
+            {
+                // Removed by the masters (torn down, or away past its
+                // failover timeout; its tasks were killed): start afresh,
+                // as a new framework, rather than never again.
+                Err(berth_sdk::SdkError::Removed(why)) => {
+                    warn!(framework = %id, "the stored framework id was removed by the masters ({why}); subscribing as a new framework");
+                    berth_sdk::subscribe(config.masters.clone(), framework_config).await
+                }
+                other => other,
+            }
+        }
+        None => berth_sdk::subscribe(config.masters.clone(), framework_config).await,
     };
-    let (framework, events) = berth_sdk::subscribe(config.masters.clone(), framework_config)
-        .await
-        .map_err(|e| RunError::Other(format!("cannot subscribe to the masters: {e}")))?;
-    std::fs::write(config.data_dir.join("framework-id"), framework.id())
-        .map_err(|e| RunError::Other(format!("cannot store the framework id: {e}")))?;
+    let (framework, events) =
+        subscribed.map_err(|e| RunError::Other(format!("cannot subscribe to the masters: {e}")))?;
+    if let Err(e) = std::fs::write(&id_file, framework.id()) {
+        // Not stored, so never found again: do not leave it behind.
+        if let Err(t) = framework.teardown().await {
+            warn!(framework = %framework.id(), "cannot tear the framework down: {t}");
+        }
+        return Err(RunError::Other(format!(
+            "cannot store the framework id: {e}"
+        )));
+    }
     let (tx, rx) = mpsc::channel(64);
     let (changes_tx, changes) = watch::channel(0);
     let collecting = Collecting::default();
@@ -834,7 +901,36 @@ impl Runner {
             }
         }
         self.stop_collecting().await;
+        if self.config.teardown_on_stop {
+            self.teardown().await;
+        }
         info!("CI runner stopped");
+    }
+
+    /// Removes the framework from the masters (they kill its tasks) and
+    /// forgets its id, bounded in time: a cluster that does not answer
+    /// removes it after its failover timeout anyway.
+    async fn teardown(&mut self) {
+        let id = self.framework.id().to_string();
+        match tokio::time::timeout(TEARDOWN_TIMEOUT, self.framework.teardown()).await {
+            Ok(Ok(())) => {
+                info!(framework = %id, "CI framework torn down");
+                let file = self.config.data_dir.join(FRAMEWORK_ID_FILE);
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!("cannot remove {}: {e}", file.display());
+                }
+            }
+            Ok(Err(e)) => warn!(
+                framework = %id,
+                "cannot tear the CI framework down ({e}); the masters remove it after its failover timeout"
+            ),
+            Err(_) => warn!(
+                framework = %id,
+                "the CI framework's teardown did not finish within {TEARDOWN_TIMEOUT:?}; the masters remove it after its failover timeout"
+            ),
+        }
     }
 
     /// After a restart: the time limits of the jobs that were running,
@@ -1307,9 +1403,14 @@ impl Runner {
 
     /// The pending jobs, oldest pipeline first, with their tasks; not the
     /// ones waiting for their resource group.
-    fn pending_tasks(&self) -> Vec<(pb::TaskInfo, Vec<String>)> {
+    /// The tasks of the pending jobs to pack into offers, with their tags;
+    /// and the jobs whose task asks for less than every task (or every
+    /// container task) needs (`BERTH_CPUS`, `BERTH_MEMORY`), with why: the
+    /// masters would refuse them, and with them the other tasks of the
+    /// same accept.
+    fn pending_tasks(&self) -> PendingTasks {
         let resources = self.resources();
-        let mut out = Vec::new();
+        let mut out = PendingTasks::default();
         for rec in self.pipelines.values() {
             for i in rec.state.pending() {
                 if resources.is_waiting(rec.id, i) {
@@ -1317,12 +1418,50 @@ impl Runner {
                 }
                 let attempt = rec.state.job(i).map_or(0, |j| j.attempts.len()) + 1;
                 match self.task_for(rec, i, attempt) {
-                    Ok(task) => out.push((task, rec.plan.jobs[i].tags.clone())),
+                    Ok(task) => match below_minimums(&task) {
+                        Some(why) => out.refused.push((rec.id, i, why)),
+                        None => out.tasks.push((task, rec.plan.jobs[i].tags.clone())),
+                    },
                     Err(e) => warn!(pipeline = rec.id, job = i, "cannot build the task: {e}"),
                 }
             }
         }
         out
+    }
+
+    /// Fails the jobs the masters would refuse (see [`Self::pending_tasks`])
+    /// with `scheduler_failure`, without launching them.
+    async fn fail_refused(&mut self, refused: Vec<(u64, usize, String)>) {
+        let now = SystemTime::now();
+        let mut changed = BTreeSet::new();
+        for (id, i, why) in refused {
+            let Some(rec) = self.pipelines.get_mut(&id) else {
+                continue;
+            };
+            let message =
+                format!("{why} (set BERTH_CPUS and BERTH_MEMORY, in MiB, to what the job needs)");
+            warn!(pipeline = id, job = i, "{message}");
+            match fail_unlaunched(
+                rec,
+                i,
+                FailureReason::SchedulerFailure,
+                "the cluster would refuse it",
+                &message,
+                &self.config.data_dir,
+                now,
+            )
+            .await
+            {
+                Ok(()) => {
+                    rec.state.advance(now);
+                    changed.insert(id);
+                }
+                Err(e) => warn!(pipeline = id, job = i, "cannot fail the job: {e}"),
+            }
+        }
+        for id in changed {
+            self.persist(id).await;
+        }
     }
 
     fn task_for(
@@ -1484,7 +1623,13 @@ impl Runner {
         for id in failed {
             self.persist(id).await;
         }
-        let pending = self.pending_tasks();
+        let PendingTasks {
+            tasks: pending,
+            refused,
+        } = self.pending_tasks();
+        if !refused.is_empty() {
+            self.fail_refused(refused).await;
+        }
         if pending.is_empty() {
             let ids = offers.iter().map(|o| o.id.clone()).collect();
             if let Err(e) = self
@@ -1752,25 +1897,21 @@ impl Runner {
             // go round until none is left.
             let mut failed = 0;
             while let Some(i) = rec.state.pending().first().copied() {
-                let result = rec.state.started(i, "", now).and_then(|()| {
-                    rec.state.finished(
-                        i,
-                        JobEnd::failure(FailureReason::MissingDependencyFailure, message.clone()),
-                        now,
-                    )
-                });
-                if let Err(e) = result {
+                if let Err(e) = fail_unlaunched(
+                    rec,
+                    i,
+                    FailureReason::MissingDependencyFailure,
+                    "missing dependency",
+                    &message,
+                    &self.config.data_dir,
+                    now,
+                )
+                .await
+                {
                     warn!(pipeline = id, job = i, "cannot fail the job: {e}");
                     break;
                 }
                 failed += 1;
-                let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
-                let path = PipelineRecord::log_path(&self.config.data_dir, id, i, attempt);
-                write_whole_log(
-                    &path,
-                    &format!("ERROR: Job failed (missing dependency): {message}\n"),
-                )
-                .await;
                 rec.state.advance(now);
             }
             if failed > 0 {
@@ -1782,6 +1923,29 @@ impl Runner {
 
 /// Writes a log the runner makes itself (a job failed without being
 /// launched): whole at once, nothing to collect.
+/// Fails pending job `i` of `rec` without launching it: an attempt with no
+/// task that ends at once with `reason` and `message`, and a log holding
+/// `ERROR: Job failed (<what>): <message>`. A failure the job's `retry`
+/// covers puts it back to pending. The caller advances and stores the
+/// pipeline.
+pub(crate) async fn fail_unlaunched(
+    rec: &mut PipelineRecord,
+    i: usize,
+    reason: FailureReason,
+    what: &str,
+    message: &str,
+    data_dir: &Path,
+    now: SystemTime,
+) -> Result<(), super::state::StateError> {
+    rec.state.started(i, "", now)?;
+    rec.state
+        .finished(i, JobEnd::failure(reason, message.to_string()), now)?;
+    let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
+    let path = PipelineRecord::log_path(data_dir, rec.id, i, attempt);
+    write_whole_log(&path, &format!("ERROR: Job failed ({what}): {message}\n")).await;
+    Ok(())
+}
+
 async fn write_whole_log(path: &Path, text: &str) {
     let written = async {
         if let Some(dir) = path.parent() {

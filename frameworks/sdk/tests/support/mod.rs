@@ -406,7 +406,7 @@ pub fn agent_update(task: &str, n: u8, state: pb::TaskState) -> pb::TaskStatus {
     pb::TaskStatus {
         task_id: task.into(),
         state: state as i32,
-        source: pb::StatusSource::SourceAgent as i32,
+        source: pb::StatusSource::Agent as i32,
         agent_id: "agent-1".into(),
         uuid: vec![n; 16],
         timestamp: berth_proto::convert::unix_now(),
@@ -419,7 +419,7 @@ pub fn master_update(task: &str, state: pb::TaskState) -> pb::TaskStatus {
     pb::TaskStatus {
         task_id: task.into(),
         state: state as i32,
-        source: pb::StatusSource::SourceMaster as i32,
+        source: pb::StatusSource::Master as i32,
         reason: "RECONCILIATION".into(),
         ..Default::default()
     }

@@ -2,7 +2,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::exec::state::{
-    AllowFailure, JobNode, JobStatus, Pipeline, RetryPolicy, When as StateWhen,
+    AllowFailure, JobEnd, JobNode, JobStatus, Pipeline, RetryPolicy, When as StateWhen,
 };
 use crate::{Config, Context, MemoryRepository, ParseOptions, PipelineSource};
 
