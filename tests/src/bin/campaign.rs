@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Go on for at least this many seconds.
-    #[arg(long, default_value = "0", value_parser = seconds)]
+    #[arg(long, default_value = "0", value_parser = seconds, allow_negative_numbers = true)]
     duration: Duration,
     /// Start at least this many `berth run`s (default: as in CI).
     #[arg(long)]
@@ -45,14 +45,14 @@ struct Args {
     concurrency: usize,
     /// Seconds a client may take to notice a frozen leader (the SIGSTOP
     /// bar counts 2 s from the end of it).
-    #[arg(long, default_value = "5", value_parser = seconds)]
+    #[arg(long, default_value = "5", value_parser = seconds, allow_negative_numbers = true)]
     heartbeat_timeout: Duration,
     /// The masters' --agent-ping-timeout (default: berth's, or 5 s for
     /// partitions).
-    #[arg(long, value_parser = seconds)]
+    #[arg(long, value_parser = seconds, allow_negative_numbers = true)]
     agent_ping_timeout: Option<Duration>,
     /// Abort past this many seconds (default: the duration plus 15 minutes).
-    #[arg(long, value_parser = seconds)]
+    #[arg(long, value_parser = seconds, allow_negative_numbers = true)]
     max_time: Option<Duration>,
     /// Keep the daemons' logs, data and marks in this directory.
     #[arg(long)]

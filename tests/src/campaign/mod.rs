@@ -190,6 +190,9 @@ impl Config {
                 bail!("{name} must be positive");
             }
         }
+        if self.agent_ping_timeout.is_some_and(|t| t.is_zero()) {
+            bail!("agent_ping_timeout must be positive");
+        }
         if self.max_time <= self.duration {
             bail!(
                 "max_time ({:?}) must be longer than duration ({:?})",
