@@ -13,8 +13,11 @@ use crate::table::render;
 /// A member the leader has not heard from for longer than this is shown as
 /// unreachable (the leader hears from every member several times a second).
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
-/// How long `master add` gives a new master to answer before refusing it.
+/// How long one call to a new master may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `master add` waits for a new master to answer (it may have
+/// been started a moment ago) before refusing it.
+const JOINER_WAIT: Duration = Duration::from_secs(5);
 /// How long a new master may take to catch up as a learner before `master
 /// add` gives up promoting it.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -141,17 +144,19 @@ pub(crate) async fn members(client: &ClientOpts) -> anyhow::Result<()> {
 /// Checks that a master answers at `address`, runs with Raft id `id`, and
 /// belongs to no group yet (started with `--join`).
 async fn check_joiner(id: u64, address: &str) -> anyhow::Result<()> {
-    let mut op = operator_at(address, PROBE_TIMEOUT)?;
-    let list = op
-        .list_members(pb::Empty {})
-        .await
-        .map_err(|s| {
-            anyhow!(
+    let op = operator_at(address, PROBE_TIMEOUT)?;
+    // A master started a moment ago may not listen yet: ask for a while.
+    let deadline = tokio::time::Instant::now() + JOINER_WAIT;
+    let list = loop {
+        match op.clone().list_members(pb::Empty {}).await {
+            Ok(list) => break list.into_inner(),
+            Err(s) if tokio::time::Instant::now() >= deadline => bail!(
                 "no master answers at {address}: {} (start it first with `berth master --id {id} --join`, or add --force)",
                 berth_proto::leader::status_reason(&s)
-            )
-        })?
-        .into_inner();
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     if list.answered_by != id {
         bail!(
             "the master at {address} runs with id {}, not {id} (add --force to add it anyway)",
