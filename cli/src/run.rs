@@ -145,8 +145,14 @@ pub(crate) mod exit {
     pub(crate) const KILLED: u8 = 137;
 }
 
+/// The reason of the master's answers to a reconciliation.
+const REASON_RECONCILIATION: &str = "RECONCILIATION";
+
 /// How long `berth run` looks for a leading master before it gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the subscription may take once a master led: long enough to
+/// ride out a leader that froze or was cut off just after it answered.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a launch whose outcome is unknown may stay so (waiting for the
 /// reconciliation that tells whether the cluster has the task).
 const UNKNOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -207,6 +213,14 @@ struct Run<'a> {
     kill_again: bool,
     /// The agent is unreachable (said once).
     unreachable: bool,
+    /// Answers still to come (on this stream) to the reconciliations
+    /// `berth run` asked for; it asks for every one itself, so it can count
+    /// them.
+    answers_due: u32,
+    /// How many of those were asked before the current launch: their
+    /// answers may say TASK_UNKNOWN of a task launched since, and are not
+    /// about it.
+    stale_answers: u32,
     output: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -247,7 +261,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         // A task on an agent that is cut off is UNREACHABLE, not LOST: it
         // may come back, and `berth run` waits for it.
         .partition_aware(true)
-        .connect_timeout(CONNECT_TIMEOUT);
+        // It reconciles by itself after a re-subscription, to count the
+        // answers (see `Run::answers_due`).
+        .reconcile_on_resubscribe(false)
+        .connect_timeout(SUBSCRIBE_TIMEOUT);
+    // A cluster that is down (no master answers, or none leads) is said
+    // within CONNECT_TIMEOUT, with the reason; one that is electing a
+    // leader, or whose leader froze a moment ago, is waited for.
+    if let Err(e) = crate::client::masters(&args.client)?
+        .find_leader(tokio::time::Instant::now() + CONNECT_TIMEOUT)
+        .await
+    {
+        eprintln!("berth: cannot run the task: {e}");
+        return Err(ExitWith(exit::BERTH).into());
+    }
     let (framework, mut events) =
         match berth_sdk::subscribe(args.client.master.clone(), config).await {
             Ok(subscribed) => subscribed,
@@ -293,6 +320,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         killing: None,
         kill_again: false,
         unreachable: false,
+        answers_due: 0,
+        stale_answers: 0,
         output: None,
     };
     let outcome = run.drive(&mut events).await;
@@ -502,13 +531,16 @@ impl Run<'_> {
             Event::Subscribed {
                 resubscribed: true, ..
             } => {
-                // The SDK reconciles the task (launched, or of unknown
-                // outcome) by itself; a kill that failed goes out again, and
-                // a task still to launch gets offers from the new leader.
+                // Answers asked for on the old stream are gone with it. The
+                // task (launched, or of unknown outcome) is reconciled on
+                // the new one, a kill that failed goes out again, and a task
+                // still to launch gets offers from the new leader.
+                self.answers_due = 0;
+                self.stale_answers = 0;
                 if self.kill_again {
                     self.kill().await;
                 }
-                if matches!(self.launch, Launch::Unknown { .. }) {
+                if self.launch != Launch::NotLaunched {
                     self.reconcile().await;
                 }
                 self.suppressed = false;
@@ -525,11 +557,12 @@ impl Run<'_> {
     }
 
     /// Asks the master about the task; the answer comes as an update.
-    async fn reconcile(&self) {
+    async fn reconcile(&mut self) {
         let task = (self.task.task_id.clone(), String::new());
-        if let Err(e) = self.framework.reconcile(vec![task]).await {
-            // The SDK reconciles it after the next re-subscription.
-            tracing::debug!("reconcile: {e}");
+        match self.framework.reconcile(vec![task]).await {
+            Ok(()) => self.answers_due += 1,
+            // Asked again after the next re-subscription.
+            Err(e) => tracing::debug!("reconcile: {e}"),
         }
     }
 
@@ -557,6 +590,9 @@ impl Run<'_> {
             {
                 Ok(ids) if ids.iter().any(|id| id == self.task_id()) => {
                     self.launch = Launch::Launched;
+                    // Answers to questions asked before this launch may
+                    // still say the task is unknown.
+                    self.stale_answers = self.answers_due;
                 }
                 Ok(_) => {
                     if let Some(outcome) = self.refused("the master launched nothing") {
@@ -569,6 +605,9 @@ impl Run<'_> {
                     self.launch = Launch::Unknown {
                         since: tokio::time::Instant::now(),
                     };
+                    // Only an answer to a question asked from now on
+                    // tells whether this launch happened.
+                    self.stale_answers = self.answers_due;
                     self.reconcile().await;
                 }
                 // Not sent; offers come again after the re-subscription.
@@ -583,6 +622,9 @@ impl Run<'_> {
                     self.launch = Launch::Unknown {
                         since: tokio::time::Instant::now(),
                     };
+                    // Only an answer to a question asked from now on
+                    // tells whether this launch happened.
+                    self.stale_answers = self.answers_due;
                     self.reconcile().await;
                     retry.push(offer.id);
                 }
@@ -640,6 +682,16 @@ impl Run<'_> {
     async fn on_update(&mut self, status: pb::TaskStatus) -> Option<Outcome> {
         let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
         let id = self.task.task_id.clone();
+        if status.reason == REASON_RECONCILIATION && self.answers_due > 0 {
+            self.answers_due -= 1;
+            if self.stale_answers > 0 {
+                self.stale_answers -= 1;
+                if state == pb::TaskState::TaskUnknown {
+                    // About the launch before this one.
+                    return None;
+                }
+            }
+        }
         if state == pb::TaskState::TaskUnknown {
             return match self.launch {
                 // The cluster never had it: launch it (with the same id).

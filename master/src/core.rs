@@ -1643,6 +1643,7 @@ impl Core {
                 launched_at_ms: now_ms,
                 running_at_ms: None,
                 ended_at_ms: None,
+                reported: false,
             });
         }
 
@@ -3634,6 +3635,7 @@ mod tests {
             launched_at_ms: 0,
             running_at_ms: None,
             ended_at_ms: None,
+            reported: false,
         };
         filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
         core.commit(Command::LaunchTasks {

@@ -151,6 +151,12 @@ pub struct TaskRecord {
     /// Unix milliseconds when it became a completed task; `None` while it
     /// is active.
     pub ended_at_ms: Option<u64>,
+    /// Whether its agent ever reported a status of it. A launch no agent
+    /// reported may never have reached one (its `RunTask` was lost with a
+    /// leader that died, or with a link that was cut); when its agent
+    /// registers again without it, it is sent again rather than lost,
+    /// whatever the master said of it meanwhile (TASK_UNREACHABLE).
+    pub reported: bool,
 }
 
 impl TaskRecord {
@@ -688,9 +694,9 @@ impl Registry {
             .map(|t| (t.framework.clone(), t.id.clone()))
             .collect();
 
-        // Launched tasks no agent ever reported (still STAGING, no status)
-        // that the agent lacks never reached it: they are sent again when
-        // they fit next to what it runs, and lost otherwise.
+        // Launched tasks no agent ever reported (still STAGING, or marked
+        // unreachable since) that the agent lacks never reached it: they are
+        // sent again when they fit next to what it runs, and lost otherwise.
         let mut relaunch: BTreeSet<(FrameworkId, TaskId)> = BTreeSet::new();
         {
             let key_of = |t: &TaskRecord| (t.framework.clone(), t.id.clone());
@@ -699,10 +705,7 @@ impl Registry {
                 .filter(|t| reported.contains_key(&key_of(t)))
                 .collect();
             for t in self.tasks_on(&id) {
-                if reported.contains_key(&key_of(t))
-                    || t.state() != pb::TaskState::TaskStaging
-                    || !t.status.is_empty()
-                {
+                if reported.contains_key(&key_of(t)) || t.reported {
                     continue;
                 }
                 kept.push(t);
@@ -730,6 +733,7 @@ impl Registry {
             match reported.get(key) {
                 None if relaunch.contains(key) => effects.relaunch.push(key.clone()),
                 Some(&state) => {
+                    task.reported = true;
                     let state =
                         pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified);
                     let was = task.state();
@@ -931,6 +935,7 @@ impl Registry {
             })?;
         task.state = state as i32;
         task.status = status_bytes.to_vec();
+        task.reported = true;
         // The update's own time (when the agent saw the change), so that
         // applying reads no clock; one without a usable time counts as at
         // the launch.
@@ -1155,6 +1160,9 @@ pub mod legacy {
 
     impl From<TaskRecordV0> for TaskRecord {
         fn from(t: TaskRecordV0) -> TaskRecord {
+            // The first format did not say; a task with a status was seen
+            // by its agent as far as it can tell (the old rule).
+            let reported = !t.status.is_empty();
             TaskRecord {
                 framework: t.framework,
                 id: t.id,
@@ -1167,6 +1175,7 @@ pub mod legacy {
                 launched_at_ms: t.launched_at_ms,
                 running_at_ms: None,
                 ended_at_ms: None,
+                reported,
             }
         }
     }
@@ -1291,6 +1300,7 @@ mod tests {
             launched_at_ms: 2,
             running_at_ms: None,
             ended_at_ms: None,
+            reported: false,
         }
     }
 
@@ -1643,6 +1653,49 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_never_reported_is_sent_again_after_its_agent_was_unreachable() {
+        // t2 was launched on a1, which was cut off before it got the
+        // RunTask: marked unreachable, then back without t2. t1, which a1
+        // did report, is back running.
+        let mut r = cluster();
+        r.apply(&update("f1", "t1", pb::TaskState::TaskRunning))
+            .unwrap();
+        r.apply(&Command::MarkAgentUnreachable {
+            id: agent_id("a1"),
+            at_ms: 5,
+        })
+        .unwrap();
+        assert_eq!(
+            r.task(&fw("f1"), &tid("t2")).map(TaskRecord::state),
+            Some(pb::TaskState::TaskLost)
+        );
+        let running = vec![("f1", "t1", pb::TaskState::TaskRunning)];
+        let e = r
+            .apply(&register("a1", "cpus:4;mem:1024", Some(running)))
+            .unwrap();
+        assert_eq!(e.relaunch, vec![(fw("f1"), tid("t2"))]);
+        assert!(r.task(&fw("f1"), &tid("t2")).is_some());
+        // t1 was reported: had a1 come back without it, it would be lost.
+        let mut r = cluster();
+        r.apply(&update("f1", "t1", pb::TaskState::TaskRunning))
+            .unwrap();
+        r.apply(&Command::MarkAgentUnreachable {
+            id: agent_id("a1"),
+            at_ms: 5,
+        })
+        .unwrap();
+        let e = r
+            .apply(&register("a1", "cpus:4;mem:1024", Some(Vec::new())))
+            .unwrap();
+        assert_eq!(e.relaunch, vec![(fw("f1"), tid("t2"))]);
+        assert_eq!(
+            r.completed_task(&fw("f1"), &tid("t1"))
+                .map(TaskRecord::state),
+            Some(pb::TaskState::TaskLost)
+        );
+    }
+
+    #[test]
     fn new_agent_with_tasks_gets_them_killed() {
         let mut r = cluster();
         let e = r
@@ -1972,7 +2025,7 @@ mod tests {
     /// The snapshot of version 1 of the state of [`SNAPSHOT_V0`], t1 having
     /// run from 4 s to 9 s: a change of these bytes is a change of the
     /// format, which needs a new version.
-    const SNAPSHOT_V1: &str = "0062657274682d7265676973747279010102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e8070000000000000000020102020002000001026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400201a01f01a846000001010e3132372e302e302e313a353035300a";
+    const SNAPSHOT_V1: &str = "0062657274682d7265676973747279010102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e807000000000000000002010202000200000001026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400201a01f01a84601000001010e3132372e302e302e313a353035300a";
 
     #[test]
     fn version_1_snapshots_keep_their_bytes() {

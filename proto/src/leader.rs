@@ -38,6 +38,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 pub const SLOW_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// See [`SLOW_PROBE_INTERVAL`].
 pub const SLOW_AFTER: Duration = Duration::from_secs(30);
+/// After a master said it leads, how long the others of the round may
+/// still answer.
+const CLAIM_GRACE: Duration = Duration::from_millis(100);
 /// Interval of HTTP/2 keep-alive pings on master connections.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// A connection whose keep-alive ping is not answered within this long is
@@ -214,10 +217,37 @@ impl Masters {
     /// # Errors
     /// [`NoLeader`] when no master says it leads.
     pub async fn probe(&mut self) -> Result<Leader, NoLeader> {
+        use futures::StreamExt as _;
         let timeout = self.probe_timeout;
-        let answers =
-            futures::future::join_all(self.masters.iter().map(|m| ask(m.channel.clone(), timeout)))
-                .await;
+        let mut pending: futures::stream::FuturesUnordered<_> = self
+            .masters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let channel = m.channel.clone();
+                async move { (i, ask(channel, timeout).await) }
+            })
+            .collect();
+        let mut answers: Vec<Answer> =
+            vec![Answer::Failed(format!("no answer within {timeout:?}")); self.masters.len()];
+        // Once a master says it leads, the others get CLAIM_GRACE more to
+        // answer (one may lead in a higher term), not the whole probe
+        // timeout: a frozen or cut-off master must not hold up the round.
+        let mut grace: Option<Instant> = None;
+        loop {
+            let next = match grace {
+                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => pending.next().await,
+            };
+            let Some((i, answer)) = next else { break };
+            if grace.is_none() && matches!(answer, Answer::Leads { .. }) {
+                grace = Some(Instant::now() + CLAIM_GRACE);
+            }
+            answers[i] = answer;
+        }
         let mut best: Option<(usize, u64, f64)> = None;
         let mut hints = Vec::new();
         for (i, answer) in answers.iter().enumerate() {

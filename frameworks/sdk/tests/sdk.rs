@@ -706,3 +706,22 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
     fw.revive(vec![]).await.unwrap();
     assert_eq!(reconciles(&fake).len(), 2);
 }
+
+#[tokio::test]
+async fn a_frozen_master_does_not_hold_up_finding_the_leader() {
+    // Listed first, never answering: the probe of the others decides.
+    let frozen = FakeMaster::start(NO_HEARTBEAT, false).await;
+    frozen.leader.set(LeaderRole::Frozen);
+    let leader = FakeMaster::start(NO_HEARTBEAT, false).await;
+    let started = tokio::time::Instant::now();
+    let (fw, _events) = subscribe(vec![frozen.address(), leader.address()], config())
+        .await
+        .unwrap();
+    assert_eq!(fw.master().unwrap(), leader.address());
+    // Well under the 1 s a frozen master is given to answer.
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+}
