@@ -1029,3 +1029,68 @@ fn every_help_text_names_real_commands() {
         "{state}"
     );
 }
+
+/// `berth run`'s exit codes agree with what the cluster records: a
+/// missing program is 127 and a file that is not executable 126, as a
+/// shell and `docker run` say; Ctrl-C kills the task, and `berth run`
+/// exits with the code its agent reported (143 for the SIGTERM), the one
+/// `berth task list` shows.
+#[test]
+fn berth_runs_exit_codes_agree_with_the_tasks() {
+    let dev = Dev::start();
+    let out = dev.berth(&["run", "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("not-a-program");
+    std::fs::write(&plain, "text").expect("write");
+    let out = dev.berth(&["run", "--", plain.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+
+    let mut run = Command::new(BERTH)
+        .args(["run", "--name", "interrupted", "--", "sleep", "60"])
+        .env("BERTH_MASTER", &dev.master)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth run starts");
+    // Interrupt it once its task runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = dev.json(&["task", "list"]);
+        if tasks
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["state"] == "TASK_RUNNING"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "berth run ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let tasks = dev.json(&["task", "list", "--all"]);
+    let task = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "interrupted"))
+        .cloned()
+        .expect("the interrupted task is listed");
+    assert_eq!(task["state"], "TASK_KILLED", "{task}");
+    let recorded = task["exit_code"].as_i64().expect("an exit code");
+    assert_eq!(recorded, 143, "{task}");
+    assert_eq!(status.code().map(i64::from), Some(recorded));
+    let mut err = String::new();
+    if let Some(mut e) = run.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(err.contains("was killed"), "{err}");
+}
