@@ -418,6 +418,26 @@ async fn clients_reattach_within_two_seconds_of_a_new_leader() -> anyhow::Result
     let stopped_at = unix_now();
     signal(&masters[&second_id], "STOP");
     let (_, since, last) = reattached(&addrs, Some(second), 2, &fw.id(), dir.path()).await;
+    // The admin CLI passes over the frozen master, listed first.
+    let mut listed = vec![addrs[second].clone()];
+    listed.extend(addrs.iter().filter(|a| **a != addrs[second]).cloned());
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BERTH)
+            .args(["master", "members", "--master", &listed.join(",")])
+            .output()
+    })
+    .await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "master members took {:?} with a frozen master listed first",
+        started.elapsed()
+    );
     signal(&masters[&second_id], "CONT");
     let timeout = berth_sdk::DEFAULT_HEARTBEAT_TIMEOUT.as_secs_f64();
     let after_timeout = last - (stopped_at + timeout).max(since);
