@@ -131,25 +131,7 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
     let mut masters: BTreeMap<u64, ChildProcess> = (1..=3)
         .map(|id| (id, master(id, &addrs, dir.path())))
         .collect();
-    let mut agents = Vec::new();
-    for a in 0..2 {
-        agents.push(ChildProcess(
-            Command::new(BERTH)
-                .args([
-                    "agent",
-                    "--master",
-                    &addrs.join(","),
-                    "--listen",
-                    "127.0.0.1:0",
-                ])
-                .arg("--work-dir")
-                .arg(dir.path().join(format!("agent-{a}")))
-                .args(["--resources", "cpus:16;mem:16384"])
-                .stdout(Stdio::null())
-                .stderr(log_file(dir.path(), &format!("agent-{a}")))
-                .spawn()?,
-        ));
-    }
+    let agents: Vec<ChildProcess> = (0..2).map(|n| agent(&addrs, dir.path(), n)).collect();
 
     let config = FrameworkConfig::new("thousand").failover_timeout(Duration::from_secs(300));
     let (fw, mut events) = berth_sdk::subscribe(addrs.clone(), config).await?;
