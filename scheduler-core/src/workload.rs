@@ -173,7 +173,10 @@ pub enum WorkloadError {
         message: String,
     },
     /// Two nodes or two tasks share an id.
-    #[error("duplicate {kind} id {id:?} ({kind}s #{first} and #{second}, counting from 1)")]
+    #[error(
+        "duplicate {kind} id {} ({kind}s #{first} and #{second}, counting from 1)",
+        crate::error::quoted(.id)
+    )]
     DuplicateId {
         /// `"node"` or `"task"`.
         kind: &'static str,
@@ -188,7 +191,7 @@ pub enum WorkloadError {
 
 fn column_suffix(column: &Option<String>) -> String {
     match column {
-        Some(c) => format!(", column {c:?}"),
+        Some(c) => format!(", column {}", crate::error::quoted(c)),
         None => String::new(),
     }
 }
@@ -312,12 +315,27 @@ impl Workload {
 
 /// serde_json appends " at line L column C"; the error carries those
 /// separately.
+/// serde_json's message without its position (the error carries line and
+/// column), cut to [`MAX_JSON_MESSAGE`] bytes: serde quotes the offending
+/// input (an unknown field's name, a string of the wrong type) whole.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    if message.len() <= MAX_JSON_MESSAGE {
+        return message.to_owned();
     }
+    let mut end = MAX_JSON_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &message[..end], message.len())
 }
+
+/// The longest serde_json message a [`WorkloadError::Json`] keeps, in
+/// bytes.
+const MAX_JSON_MESSAGE: usize = 200;
 
 // ---------------------------------------------------------------------------
 // JSON form

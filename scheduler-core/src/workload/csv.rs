@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Constraint, ConstraintOp, Node, Task, WorkloadError, seconds_to_millis};
+use crate::error::quoted;
 use crate::ids::{AgentId, TaskId};
 use crate::resources::Scalar;
 use crate::time::Time;
@@ -244,7 +245,7 @@ impl Row<'_> {
     fn number(&self, column: &str, value: &str) -> Result<f64, WorkloadError> {
         value
             .parse::<f64>()
-            .map_err(|_| self.err(column, format!("{value:?} is not a number")))
+            .map_err(|_| self.err(column, format!("{} is not a number", quoted(value))))
     }
 
     fn scalar(&self, column: &'static str, required: bool) -> Result<Scalar, WorkloadError> {
@@ -289,14 +290,14 @@ fn parse_attributes(row: &Row<'_>, value: &str) -> Result<BTreeMap<String, Strin
             continue;
         }
         let Some((k, v)) = part.split_once('=') else {
-            return Err(row.err("attributes", format!("{part:?} is not key=value")));
+            return Err(row.err("attributes", format!("{} is not key=value", quoted(part))));
         };
         let (k, v) = (k.trim(), v.trim());
         if k.is_empty() {
-            return Err(row.err("attributes", format!("{part:?} has an empty key")));
+            return Err(row.err("attributes", format!("{} has an empty key", quoted(part))));
         }
         if out.insert(k.to_owned(), v.to_owned()).is_some() {
-            return Err(row.err("attributes", format!("attribute {k:?} given twice")));
+            return Err(row.err("attributes", format!("attribute {} given twice", quoted(k))));
         }
     }
     Ok(out)
@@ -317,14 +318,17 @@ fn parse_constraints(row: &Row<'_>, value: &str) -> Result<Vec<Constraint>, Work
         } else {
             return Err(row.err(
                 "constraints",
-                format!("{part:?} is not attribute==value or attribute!=value"),
+                format!(
+                    "{} is not attribute==value or attribute!=value",
+                    quoted(part)
+                ),
             ));
         };
         let k = k.trim();
         if k.is_empty() {
             return Err(row.err(
                 "constraints",
-                format!("{part:?} has an empty attribute name"),
+                format!("{} has an empty attribute name", quoted(part)),
             ));
         }
         out.push(Constraint {

@@ -490,6 +490,31 @@ fn csv_errors_name_the_line_and_column() {
 }
 
 #[test]
+fn errors_quote_long_values_cut_short() {
+    const T: &str = "id,cpus,mem\nt,1,1\n";
+    let long = "x".repeat(100_000);
+    let csv_cases = [
+        format!("id,cpus,mem\nn,{long},1\n"),
+        format!("id,cpus,mem,attributes\nn,1,1,{long}\n"),
+        format!("id,cpus,mem,{long}\n"),
+    ];
+    for nodes in &csv_cases {
+        let message = Workload::from_csv(nodes, T).unwrap_err().to_string();
+        assert!(
+            message.len() < 300,
+            "{} bytes: {}",
+            message.len(),
+            &message[..300]
+        );
+        assert!(message.contains("(100000 bytes)"), "{message}");
+    }
+    let json = format!(r#"{{"nodes": [], "tasks": [], "{long}": 1}}"#);
+    let message = Workload::from_json(&json).unwrap_err().to_string();
+    assert!(message.len() < 300, "{} bytes", message.len());
+    assert!(message.contains("unknown field"), "{message}");
+}
+
+#[test]
 fn garbage_never_panics() {
     // Bytes that are not a workload in either form give errors.
     for input in [
