@@ -593,13 +593,13 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 /// A master and an agent running in this process (`berth dev`, and the
-/// cluster `berth ci run` starts for its pipeline).
+/// cluster `berth ci run` starts for its pipeline), through the launcher
+/// the tests and benchmarks use too ([`berth_local`]).
 pub(crate) struct Embedded {
     pub(crate) master_addr: SocketAddr,
     pub(crate) agent_addr: SocketAddr,
-    stop_tx: tokio::sync::broadcast::Sender<()>,
-    master: tokio::task::JoinHandle<Result<(), berth_master::MasterError>>,
-    agent: tokio::task::JoinHandle<Result<(), berth_agent::AgentError>>,
+    master: berth_local::Master,
+    agent: berth_local::Agent,
 }
 
 impl Embedded {
@@ -621,37 +621,18 @@ impl Embedded {
             data_dir.join("agent"),
             agent_addr,
         )?;
-        let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-        let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
-            let mut rx = tx.subscribe();
-            async move {
-                let _ = rx.recv().await;
-            }
-        };
-        let master = tokio::spawn(berth_master::run(
-            master_listener,
-            master_config,
-            stop(&stop_tx),
-        ));
-        let agent = tokio::spawn(berth_agent::run(
-            agent_listener,
-            agent_config,
-            stop(&stop_tx),
-        ));
         Ok(Embedded {
             master_addr,
             agent_addr,
-            stop_tx,
-            master,
-            agent,
+            master: berth_local::master(master_listener, master_config)?,
+            agent: berth_local::agent(agent_listener, agent_config)?,
         })
     }
 
     /// Stops both, the agent first so its final updates reach the master.
-    pub(crate) async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop_tx.send(());
-        let agent_result = self.agent.await.context("agent task")?;
-        let master_result = self.master.await.context("master task")?;
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        let agent_result = self.agent.stop().await;
+        let master_result = self.master.stop().await;
         agent_result?;
         master_result?;
         Ok(())

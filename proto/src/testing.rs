@@ -1,7 +1,12 @@
-//! Stand-ins for tests of clients (the SDK's, the agent's): an operator
-//! service that answers only `GetLeader`, as a leader, a follower or a
-//! frozen master would. Serve it next to a fake scheduler or agent API so
-//! that clients, which ask who leads before they connect, find it.
+//! Test support every crate can reach.
+//!
+//! - Stand-ins for tests of clients (the SDK's, the agent's): an operator
+//!   service that answers only `GetLeader`, as a leader, a follower or a
+//!   frozen master would. Serve it next to a fake scheduler or agent API so
+//!   that clients, which ask who leads before they connect, find it.
+//! - The one builder of the local Docker image the tests run
+//!   ([`ensure_test_image`]), used by the agent's containerizer tests and by
+//!   `berth-tests`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -184,4 +189,55 @@ impl Operator for FakeLeader {
     ) -> Result<Response<crate::PendingList>, Status> {
         Err(Status::unimplemented("list_pending"))
     }
+}
+
+/// The local image the Docker tests run: `FROM scratch` plus Debian's
+/// static busybox, built by `scripts/build-test-image.sh` (no registry is
+/// needed).
+pub const TEST_IMAGE: &str = "berth/busybox:latest";
+
+/// Makes sure a Docker daemon answers and [`TEST_IMAGE`] exists, building
+/// it with `scripts/build-test-image.sh` when it is missing. The check and
+/// build run once per process; later calls return the first answer. Call
+/// it from blocking code (it runs the `docker` command).
+///
+/// # Errors
+/// Why the Docker tests cannot run: no daemon answers, or the image is
+/// missing and the script failed (with its stderr).
+pub fn ensure_test_image() -> Result<(), String> {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let ok = |args: &[&str]| {
+                std::process::Command::new("docker")
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ok(&["version", "--format", "{{.Server.Version}}"]) {
+                return Err("no Docker daemon answers `docker version`".into());
+            }
+            if ok(&["image", "inspect", TEST_IMAGE]) {
+                return Ok(());
+            }
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts/build-test-image.sh");
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} failed ({}): {}",
+                    script.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        })
+        .clone()
 }

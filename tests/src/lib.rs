@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use berth_proto as pb;
 use berth_scheduler_core::Resources;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -132,112 +132,51 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A daemon (master or agent) running in this process as a task, stopped
-/// through its shutdown future.
-#[derive(Debug)]
-pub struct Daemon<E> {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    what: &'static str,
-    stop: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<Result<(), E>>>,
-}
-
+/// A master or an agent running in this process ([`berth_local`], the
+/// launcher `berth dev` and the benchmarks use too).
+pub use berth_local::{Daemon, StopError};
 /// A master running in this process.
-pub type MasterHandle = Daemon<berth_master::MasterError>;
+pub type MasterHandle = berth_local::Master;
 /// An agent running in this process.
-pub type AgentHandle = Daemon<berth_agent::AgentError>;
+pub type AgentHandle = berth_local::Agent;
 
-impl<E: std::error::Error + Send + Sync + 'static> Daemon<E> {
-    fn spawn<F>(
-        addr: SocketAddr,
-        what: &'static str,
-        run: impl FnOnce(oneshot::Receiver<()>) -> F,
-    ) -> Self
-    where
-        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        Self {
-            addr,
-            what,
-            stop: Some(stop),
-            join: Some(tokio::spawn(run(stopped))),
-        }
-    }
+/// How long the harness waits for a daemon to stop before failing the
+/// test.
+const STOP_LIMIT: Duration = Duration::from_secs(20);
 
-    /// Stops the daemon gracefully and waits for it (an agent kills its
-    /// tasks).
-    ///
-    /// # Errors
-    /// If it returned an error or did not stop within 20 s.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(join) = self.join.take() {
-            tokio::time::timeout(Duration::from_secs(20), join)
-                .await
-                .with_context(|| format!("{} did not stop within 20 s", self.what))???;
-        }
-        Ok(())
-    }
+/// Starts a master on `addr` (port 0 for any), retrying the bind briefly
+/// while a just-stopped master releases the port.
+///
+/// # Errors
+/// If the port cannot be bound.
+pub async fn start_master(
+    addr: SocketAddr,
+    config: berth_master::MasterConfig,
+) -> anyhow::Result<MasterHandle> {
+    let listener = bind_retrying(addr).await?;
+    start_master_on(listener, config)
 }
 
-impl<E> Drop for Daemon<E> {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Starts a master on an already bound listener.
+///
+/// # Errors
+/// If the listener has no local address.
+pub fn start_master_on(
+    listener: TcpListener,
+    config: berth_master::MasterConfig,
+) -> anyhow::Result<MasterHandle> {
+    Ok(berth_local::master(listener, config)?.with_stop_limit(STOP_LIMIT))
 }
 
-impl MasterHandle {
-    /// Starts a master on `addr` (port 0 for any).
-    ///
-    /// # Errors
-    /// If the port cannot be bound.
-    pub async fn start(
-        addr: SocketAddr,
-        config: berth_master::MasterConfig,
-    ) -> anyhow::Result<Self> {
-        let listener = bind_retrying(addr).await?;
-        Self::start_on(listener, config)
-    }
-
-    /// Starts a master on an already bound listener.
-    ///
-    /// # Errors
-    /// If the listener has no local address.
-    pub fn start_on(
-        listener: TcpListener,
-        config: berth_master::MasterConfig,
-    ) -> anyhow::Result<Self> {
-        let addr = listener.local_addr()?;
-        Ok(Self::spawn(addr, "master", |stopped| {
-            berth_master::run(listener, config, async move {
-                let _ = stopped.await;
-            })
-        }))
-    }
-}
-
-impl AgentHandle {
-    /// Starts an agent with `config` (its advertise address is set to the
-    /// listener's).
-    ///
-    /// # Errors
-    /// If the port cannot be bound.
-    pub async fn start(mut config: berth_agent::AgentConfig) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        config.advertise_address = Some(addr.to_string());
-        Ok(Self::spawn(addr, "agent", |stopped| {
-            berth_agent::run(listener, config, async move {
-                let _ = stopped.await;
-            })
-        }))
-    }
+/// Starts an agent with `config` on a free port of 127.0.0.1 (its
+/// advertise address is set to the listener's).
+///
+/// # Errors
+/// If the port cannot be bound.
+pub async fn start_agent(mut config: berth_agent::AgentConfig) -> anyhow::Result<AgentHandle> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    config.advertise_address = Some(listener.local_addr()?.to_string());
+    Ok(berth_local::agent(listener, config)?.with_stop_limit(STOP_LIMIT))
 }
 
 /// Agent settings tuned for fast tests: fixed resources, quick resends.
@@ -292,7 +231,7 @@ impl Cluster {
     /// If anything fails to start.
     pub async fn start(agent_resources: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let master = MasterHandle::start(
+        let master = start_master(
             "127.0.0.1:0".parse()?,
             fast_master_config(dir.path().join("master")),
         )
@@ -320,7 +259,7 @@ impl Cluster {
         resources: &str,
     ) -> anyhow::Result<&AgentHandle> {
         let work = self.dir.path().join(format!("agent-{}", self.agents.len()));
-        let agent = AgentHandle::start(fast_agent_config(master, work, resources)).await?;
+        let agent = start_agent(fast_agent_config(master, work, resources)).await?;
         self.agents.push(agent);
         Ok(self.agents.last().expect("just pushed"))
     }
@@ -338,7 +277,7 @@ impl Cluster {
         let work = self.dir.path().join(format!("agent-{}", self.agents.len()));
         let mut config = fast_agent_config(&self.master_addr(), work, resources);
         adjust(&mut config);
-        let agent = AgentHandle::start(config).await?;
+        let agent = start_agent(config).await?;
         self.agents.push(agent);
         Ok(self.agents.last().expect("just pushed"))
     }
@@ -357,7 +296,7 @@ impl Cluster {
         let addr = self.master.addr;
         self.master.stop().await?;
         self.master =
-            MasterHandle::start(addr, fast_master_config(self.dir.path().join("master"))).await?;
+            start_master(addr, fast_master_config(self.dir.path().join("master"))).await?;
         Ok(())
     }
 
@@ -666,16 +605,12 @@ impl RaftCluster {
         settings: RaftSettings,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut listeners = Vec::new();
-        for id in ids {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            listeners.push((*id, listener));
-        }
+        let listeners = berth_local::GroupListeners::bind(ids).await?;
         let mut addrs = std::collections::BTreeMap::new();
-        for (id, l) in &listeners {
-            addrs.insert(*id, l.local_addr()?);
+        for (id, addr) in &listeners.peers {
+            addrs.insert(*id, addr.parse()?);
         }
-        let peers: Vec<(u64, String)> = addrs.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let peers = listeners.peers.clone();
         let mut cluster = Self {
             settings,
             faults: berth_master::raft::transport::Faults::default(),
@@ -685,11 +620,10 @@ impl RaftCluster {
             dir,
             peers,
         };
-        for (id, listener) in listeners {
-            let config = cluster.config(id, false);
+        for (id, master) in listeners.start(|id, _| cluster.config(id, false))? {
             cluster
                 .masters
-                .insert(id, MasterHandle::start_on(listener, config)?);
+                .insert(id, master.with_stop_limit(STOP_LIMIT));
         }
         for r in agent_resources {
             cluster.add_agent(r).await?;
@@ -755,8 +689,7 @@ impl RaftCluster {
     /// If it fails to start.
     pub async fn add_agent(&mut self, resources: &str) -> anyhow::Result<&AgentHandle> {
         let work = self.agent_dir(self.agents.len());
-        let agent =
-            AgentHandle::start(fast_agent_config_multi(self.addresses(), work, resources)).await?;
+        let agent = start_agent(fast_agent_config_multi(self.addresses(), work, resources)).await?;
         self.agents.push(agent);
         Ok(self.agents.last().expect("just pushed"))
     }
@@ -776,7 +709,7 @@ impl RaftCluster {
             .masters
             .remove(&id)
             .with_context(|| format!("master {id} is not running"))?;
-        m.stop().await
+        Ok(m.stop().await?)
     }
 
     /// Starts master `id` again on its port and data directory.
@@ -791,7 +724,7 @@ impl RaftCluster {
             .addrs
             .get(&id)
             .with_context(|| format!("master {id} is not a member"))?;
-        let handle = MasterHandle::start(addr, self.config(id, false)).await?;
+        let handle = start_master(addr, self.config(id, false)).await?;
         self.masters.insert(id, handle);
         Ok(())
     }
@@ -809,7 +742,7 @@ impl RaftCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         self.addrs.insert(id, addr);
-        let handle = MasterHandle::start_on(listener, self.config(id, true))?;
+        let handle = start_master_on(listener, self.config(id, true))?;
         self.masters.insert(id, handle);
         Ok(addr.to_string())
     }
@@ -999,52 +932,19 @@ pub fn captured(mut pick: impl FnMut(&CapturedEvent) -> bool) -> Vec<CapturedEve
 // Docker
 // ---------------------------------------------------------------------------
 
-/// The local image the Docker tests run: `FROM scratch` plus Debian's static
-/// busybox, built by `scripts/build-test-image.sh` (no registry needed).
-pub const TEST_IMAGE: &str = "berth/busybox:latest";
+pub use berth_proto::testing::TEST_IMAGE;
 
 /// Whether the Docker tests can run: a daemon answers and [`TEST_IMAGE`]
-/// exists (built here once if missing). Without a daemon a test under CI
-/// (`CI` set) must fail, so this panics there; elsewhere it prints a notice
-/// and returns false, and the test returns early.
+/// exists (built once if missing, by
+/// [`berth_proto::testing::ensure_test_image`]). Without a daemon a test
+/// under CI (`CI` set) must fail, so this panics there; elsewhere it prints
+/// a notice and returns false, and the test returns early.
 ///
 /// # Panics
 /// Under CI when there is no usable daemon or the image cannot be built.
 #[must_use]
 pub fn docker_ready(test: &str) -> bool {
-    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let ok = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ok(&["version", "--format", "{{.Server.Version}}"]) {
-            return Err("no Docker daemon answers `docker version`".into());
-        }
-        if ok(&["image", "inspect", TEST_IMAGE]) {
-            return Ok(());
-        }
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    match ready {
+    match berth_proto::testing::ensure_test_image() {
         Ok(()) => true,
         Err(e) => {
             assert!(

@@ -88,7 +88,7 @@ struct Row {
 #[derive(Debug)]
 struct Group {
     addrs: Vec<String>,
-    masters: berth_benches::LocalMasters,
+    masters: berth_benches::MasterGroup,
     dir: tempfile::TempDir,
 }
 
@@ -162,7 +162,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &masters in &args.masters {
-        let group = start_group(masters, &base).await?;
+        let mut group = start_group(masters, &base).await?;
         let started = Instant::now();
         let leader = wait_for_leader(&group.addrs).await?;
         eprintln!(
@@ -198,7 +198,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
         .await;
-        group.masters.stop(STOP_TIMEOUT).await;
+        berth_benches::stop_masters(&mut group.masters, STOP_TIMEOUT).await;
         result?;
     }
 
@@ -236,7 +236,7 @@ async fn start_group(n: usize, base: &Path) -> anyhow::Result<Group> {
     let dir = tempfile::Builder::new()
         .prefix("berth-raft-bench-")
         .tempdir_in(base)?;
-    let masters = berth_benches::LocalMasters::start(n, dir.path(), |_| {}).await?;
+    let masters = berth_benches::MasterGroup::start(n, dir.path(), |_| {}).await?;
     Ok(Group {
         addrs: masters.addrs.clone(),
         masters,

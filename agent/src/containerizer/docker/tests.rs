@@ -4,7 +4,6 @@
 //! image is missing).
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use berth_proto as pb;
@@ -16,7 +15,7 @@ use super::*;
 use crate::containerizer::{PortBinding, Protocol};
 
 /// The image the tests run (built locally: no registry is needed).
-const IMAGE: &str = "berth/busybox:latest";
+const IMAGE: &str = berth_proto::testing::TEST_IMAGE;
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---- pure helpers -------------------------------------------------------
@@ -251,37 +250,15 @@ async fn docker_or_skip() -> Option<Fixture> {
     })
 }
 
-/// Runs `scripts/build-test-image.sh` once per test run if the image is
-/// missing.
+/// Builds the test image if it is missing, with the builder every crate's
+/// Docker tests share.
 async fn ensure_test_image(c: &DockerContainerizer) {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     if c.client().inspect_image(IMAGE).await.is_ok() {
         return;
     }
-    let result = tokio::task::spawn_blocking(|| {
-        BUILT
-            .get_or_init(|| {
-                let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
-                let out = std::process::Command::new("bash")
-                    .arg(&script)
-                    .output()
-                    .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} failed ({}): {}",
-                        script.display(),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    ))
-                }
-            })
-            .clone()
-    })
-    .await
-    .unwrap();
+    let result = tokio::task::spawn_blocking(berth_proto::testing::ensure_test_image)
+        .await
+        .unwrap();
     if let Err(e) = result {
         panic!(
             "the test image {IMAGE} is missing and building it failed; run scripts/build-test-image.sh: {e}"

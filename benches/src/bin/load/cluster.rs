@@ -1,4 +1,4 @@
-//! The three masters: in this process (`berth_benches::LocalMasters`, as
+//! The three masters: in this process (`berth_benches::MasterGroup`, as
 //! `raft_bench` does) or
 //! as `berth master` processes, with their data in a temporary directory.
 
@@ -30,7 +30,7 @@ impl Drop for Daemon {
 
 #[derive(Debug)]
 enum Masters {
-    InProcess(berth_benches::LocalMasters),
+    InProcess(berth_benches::MasterGroup),
     Processes(Vec<Daemon>),
 }
 
@@ -60,7 +60,7 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("berth-load-")
             .tempdir_in(base)?;
-        let masters = berth_benches::LocalMasters::start(n, dir.path(), |config| {
+        let masters = berth_benches::MasterGroup::start(n, dir.path(), |config| {
             tuning(config);
             config.offer_limit = offer_limit;
         })
@@ -203,7 +203,7 @@ impl Cluster {
     /// Stops every master.
     pub(crate) async fn stop(self) {
         match self.masters {
-            Masters::InProcess(m) => m.stop(STOP_TIMEOUT).await,
+            Masters::InProcess(mut m) => berth_benches::stop_masters(&mut m, STOP_TIMEOUT).await,
             // Dropping kills them.
             Masters::Processes(daemons) => drop(daemons),
         }
