@@ -23,9 +23,10 @@
 //!   a pipeline each, as GitLab runs one for the push that creates a
 //!   project.
 //!
-//! Every function that runs `git` blocks or is bounded by
-//! [`ReposConfig::fetch_timeout`]; the async ones call the blocking ones
-//! through `spawn_blocking`.
+//! git runs through [`crate::exec::git`], never prompting: a clone or
+//! fetch of a remote is killed after [`ReposConfig::fetch_timeout`], a
+//! read of a commit ([`super::source`], blocking, called through
+//! `spawn_blocking`) after [`crate::exec::git::LOCAL_TIMEOUT`].
 //!
 //! Where things are:
 //!
@@ -39,7 +40,8 @@
 //! - `trigger`: a commit's pipeline, created once per branch;
 //! - `webhook`: the webhook's body and its handling;
 //! - `poller`: the background poller;
-//! - `redact`: credentials in URLs and in git's messages.
+//! - [`crate::exec::git`]: running git (also for [`super::source`]), and
+//!   hiding credentials in URLs and in git's messages.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,14 +56,13 @@ use poller::PollStatus;
 mod mirror;
 mod poller;
 mod record;
-mod redact;
 mod registry;
 mod trigger;
 mod validate;
 mod webhook;
 
+pub use crate::exec::git::redact::{redact, redact_message};
 pub use record::{KEPT_RUNS, RepoRecord, RepoRun, RepoView};
-pub use redact::{redact, redact_message};
 pub use validate::{
     DEFAULT_POLL_INTERVAL, MAX_BRANCHES, MAX_POLL_INTERVAL, MAX_SECRET_LEN, MAX_URL_LEN,
     MIN_POLL_INTERVAL, MIN_SECRET_LEN, NewRepo, check_branch_name,
@@ -314,6 +315,10 @@ mod tests {
     /// A repository service on the state file in `dir`, without a runner
     /// or a poller.
     fn repos_on(dir: &Path) -> Repos {
+        repos_with(dir, ReposConfig::default())
+    }
+
+    fn repos_with(dir: &Path, config: ReposConfig) -> Repos {
         let store = Arc::new(Store::open(dir.join("ci.redb")).unwrap());
         let runner = RunnerHandle::detached(dir.to_path_buf(), store.clone());
         let repos_dir = dir.join("repos");
@@ -323,7 +328,7 @@ mod tests {
                 runner,
                 store,
                 repos_dir,
-                config: ReposConfig::default(),
+                config,
                 locks: Mutex::new(HashMap::new()),
                 status: Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
@@ -423,6 +428,56 @@ mod tests {
         assert!(
             !mirror.exists(),
             "the removed repository's mirror was cloned again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clone_from_a_server_that_never_answers_is_cut_off_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = repos_with(
+            dir.path(),
+            ReposConfig {
+                fetch_timeout: Duration::from_secs(1),
+            },
+        );
+        // A loopback server that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let started = std::time::Instant::now();
+        let added = repos
+            .add(NewRepo {
+                url: format!("http://bot:s3cret-passw0rd@{addr}/g/p.git"),
+                branches: Vec::new(),
+                poll_interval_secs: None,
+                webhook_secret: None,
+            })
+            .await;
+        let took = started.elapsed();
+        silent.abort();
+        match added {
+            Err(RepoError::Invalid(message)) => assert_eq!(
+                message,
+                format!("cannot read http://bot:***@{addr}/g/p.git: git clone timed out after 1 s")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(15)).contains(&took),
+            "took {took:?}"
+        );
+        assert!(repos.list().await.unwrap().is_empty(), "nothing stored");
+        assert!(
+            std::fs::read_dir(dir.path().join("repos"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no clone left behind"
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Credential redaction: a repository URL's password or token never
-//! leaves it, not in the API, the logs, nor git's error messages.
+//! leaves it, not in the API, the logs, nor git's error messages (every
+//! error of [`super::Git`] passes through here).
 
 /// A repository URL cut around its userinfo: `before` + `userinfo` + `@`
 /// + `after`.
@@ -126,7 +127,7 @@ pub fn redact_message(text: &str, url: &str) -> String {
 
 /// `text` with each `scheme://…` in it (up to white space or a quote)
 /// [redacted](redact).
-fn redact_urls_in(text: &str) -> String {
+pub fn redact_urls_in(text: &str) -> String {
     let scheme_char = |c: char| c.is_ascii_alphanumeric() || "+.-".contains(c);
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
