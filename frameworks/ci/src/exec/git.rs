@@ -242,11 +242,6 @@ impl Git {
         self
     }
 
-    /// The timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// The command as it is started, in a process group of its own.
     fn command(&self, cmd: &GitCommand) -> std::process::Command {
         use std::os::unix::process::CommandExt as _;

@@ -24,6 +24,23 @@ impl Repos {
         self.git().run(&clone).await.map(drop)
     }
 
+    /// Where repository `id`'s commits are read, brought up to date: its
+    /// mirror fetched (a remote), or its local path.
+    ///
+    /// The record is read under the repository's lock: a removal that
+    /// went first leaves none (its mirror must not be cloned again), and a
+    /// removal that comes later waits for this fetch.
+    pub(super) async fn current_dir(&self, id: u64) -> Result<PathBuf, RepoError> {
+        let lock = self.lock(id);
+        let _held = lock.lock().await;
+        let rec = self.record(id).await?.ok_or(RepoError::NoSuchRepo(id))?;
+        if rec.remote {
+            self.sync_mirror(&rec).await
+        } else {
+            Ok(rec.git_dir(&self.inner.repos_dir))
+        }
+    }
+
     /// Brings the mirror up to date (cloning it again if it is missing);
     /// returns its path.
     pub(super) async fn sync_mirror(&self, rec: &RepoRecord) -> Result<PathBuf, RepoError> {

@@ -51,16 +51,7 @@ impl Repos {
     }
 
     async fn poll_once(&self, id: u64) -> Result<Vec<String>, RepoError> {
-        let dir = {
-            let lock = self.lock(id);
-            let _held = lock.lock().await;
-            let rec = self.record(id).await?.ok_or(RepoError::NoSuchRepo(id))?;
-            if rec.remote {
-                self.sync_mirror(&rec).await?
-            } else {
-                rec.git_dir(&self.inner.repos_dir)
-            }
-        };
+        let dir = self.current_dir(id).await?;
         let rec = self.record(id).await?.ok_or(RepoError::NoSuchRepo(id))?;
         let mut errors = Vec::new();
         for branch in &rec.branches {

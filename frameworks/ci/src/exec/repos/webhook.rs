@@ -56,20 +56,7 @@ impl Repos {
         if let Some(run) = rec.run(&push.branch, &push.sha) {
             return existing(run);
         }
-        let dir = {
-            // The record again, under the lock: a removal that went first
-            // (after the read above) leaves none, and its mirror must not
-            // be cloned again; a removal that comes later waits for this
-            // fetch.
-            let lock = self.lock(id);
-            let _held = lock.lock().await;
-            let rec = self.record(id).await?.ok_or(RepoError::NoSuchRepo(id))?;
-            if rec.remote {
-                self.sync_mirror(&rec).await?
-            } else {
-                rec.git_dir(&self.inner.repos_dir)
-            }
-        };
+        let dir = self.current_dir(id).await?;
         let (sha, branch) = (push.sha.clone(), push.branch.clone());
         let on_branch = blocking(move || Ok(source::on_branch(&dir, &sha, &branch)?)).await?;
         if !on_branch {
