@@ -4,6 +4,7 @@ pub mod api;
 pub mod collect;
 pub mod expiry;
 pub mod files;
+pub mod git;
 pub mod grpc;
 pub mod log;
 /// The masker lives in `berth-proto`: agents mask task output with it too.

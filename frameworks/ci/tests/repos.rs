@@ -9,68 +9,38 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_ci::exec::api::{HookReply, PipelineSummary};
-use berth_ci::exec::repos::{self, RepoView, ReposConfig};
-use berth_ci::exec::runner::{self, PipelineRecord, RunnerConfig, RunnerHandle};
+use berth_ci::exec::repos::{RepoView, ReposConfig};
+use berth_ci::exec::runner::PipelineRecord;
 use berth_ci::exec::state::PipelineStatus;
 use berth_tests::{Cluster, git};
+use common::ci_fixture::{self, CiFixture};
+
+mod common;
 
 const SECRET: &str = "a-webhook-secret-0123456789";
 
 struct Fixture {
-    handle: RunnerHandle,
+    ci: CiFixture,
     api: axum::Router,
-    stop: tokio::sync::oneshot::Sender<()>,
-    stop_repos: tokio::sync::oneshot::Sender<()>,
-    runner: tokio::task::JoinHandle<()>,
-    poller: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start(cluster: &Cluster, data: &Path) -> Fixture {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = RunnerConfig::new(vec![cluster.master_addr()], data.to_path_buf(), base);
-    config.default_cpus = 0.1;
-    config.default_mem = 32.0;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (handle, runner) = runner::start(config, async {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let (stop_repos, repos_stopped) = tokio::sync::oneshot::channel::<()>();
     let repos_config = ReposConfig {
         fetch_timeout: Duration::from_secs(30),
     };
-    let (repos, poller) = repos::start(handle.clone(), repos_config, async {
-        let _ = repos_stopped.await;
-    })
-    .await
-    .unwrap();
-    let files = handle.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, files.into_make_service()).await;
-    });
-    let api =
-        berth_ci::exec::api::router(handle.clone()).merge(berth_ci::exec::api::repos_router(repos));
-    Fixture {
-        handle,
-        api,
-        stop,
-        stop_repos,
-        runner,
-        poller,
-        server,
-    }
+    let ci = ci_fixture::start(cluster, data, |_| {})
+        .await
+        .with_repos(repos_config)
+        .await;
+    let repos = ci.repos().unwrap().clone();
+    let api = berth_ci::exec::api::router(ci.handle.clone())
+        .merge(berth_ci::exec::api::repos_router(repos));
+    Fixture { ci, api }
 }
 
 impl Fixture {
     async fn shut(self) {
-        let _ = self.stop_repos.send(());
-        let _ = self.poller.await;
-        let _ = self.stop.send(());
-        let _ = self.runner.await;
-        self.server.abort();
+        self.ci.shut().await;
     }
 
     async fn call(
@@ -80,23 +50,7 @@ impl Fixture {
         json: Option<serde_json::Value>,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
-        use http_body_util::BodyExt as _;
-        use tower::ServiceExt as _;
-        let mut builder = axum::http::Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let request = match json {
-            Some(v) => builder
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(v.to_string()))
-                .unwrap(),
-            None => builder.body(axum::body::Body::empty()).unwrap(),
-        };
-        let response = self.api.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        ci_fixture::call(&self.api, method, uri, json, headers).await
     }
 
     async fn repo(&self, id: u64) -> RepoView {
@@ -108,7 +62,7 @@ impl Fixture {
     }
 
     async fn pipelines(&self) -> Vec<std::sync::Arc<PipelineRecord>> {
-        self.handle.list().await.unwrap()
+        self.ci.handle.list().await.unwrap()
     }
 
     /// Waits until `done` holds for the pipelines, up to 60 s.
@@ -238,7 +192,7 @@ async fn polling_runs_each_new_head_once_also_across_a_restart() {
     assert_eq!(view.last_pipeline, Some(2));
     assert_eq!(view.last_error, None);
     // The job saw the previous head as CI_COMMIT_BEFORE_SHA.
-    let log = std::fs::read_to_string(fx.handle.log_path(2, 0, 1)).unwrap_or_default();
+    let log = std::fs::read_to_string(fx.ci.handle.log_path(2, 0, 1)).unwrap_or_default();
     assert!(
         log.contains(&format!("built {second} after {first} on main")),
         "{log}"
@@ -326,7 +280,7 @@ async fn webhooks_need_the_secret_and_run_a_commit_once() {
     assert_eq!(code, 201, "{reply}");
     let created: HookReply = serde_json::from_str(&reply).unwrap();
     assert_eq!((created.pipeline, created.created), (Some(2), true));
-    let rec = fx.handle.get(2).await.unwrap().unwrap();
+    let rec = fx.ci.handle.get(2).await.unwrap().unwrap();
     assert_eq!(
         (rec.sha.as_str(), rec.source.as_str()),
         (second.as_str(), "push")

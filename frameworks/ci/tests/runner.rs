@@ -11,65 +11,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_ci::PipelineSource;
-use berth_ci::exec::runner::{self, PipelineRecord, RunnerConfig, RunnerHandle, Submission};
+use berth_ci::exec::runner::{PipelineRecord, RunnerConfig, RunnerHandle, Submission};
 use berth_ci::exec::source;
 use berth_ci::exec::state::{JobStatus, PipelineStatus};
 use berth_tests::Cluster;
+use common::ci_fixture::{self, CiFixture as Fixture};
+
+mod common;
 
 fn repo(pipeline: &str) -> tempfile::TempDir {
     berth_tests::git_repo(&[(".gitlab-ci.yml", pipeline)])
-}
-
-struct Fixture {
-    handle: RunnerHandle,
-    stop: tokio::sync::oneshot::Sender<()>,
-    runner: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start_runner(cluster: &Cluster, data: &Path) -> Fixture {
     start_runner_with(cluster, data, |_| {}).await
 }
 
+/// A runner whose jobs get 5 s to stop when killed, its config changed
+/// further by `tune`.
 async fn start_runner_with(
     cluster: &Cluster,
     data: &Path,
     tune: impl FnOnce(&mut RunnerConfig),
 ) -> Fixture {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = RunnerConfig::new(vec![cluster.master_addr()], data.to_path_buf(), base);
-    config.default_cpus = 0.1;
-    config.default_mem = 32.0;
-    config.kill_grace = Duration::from_secs(5);
-    tune(&mut config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (handle, runner) = runner::start(config, async {
-        let _ = stopped.await;
+    ci_fixture::start(cluster, data, |config| {
+        config.kill_grace = Duration::from_secs(5);
+        tune(config);
     })
     .await
-    .unwrap();
-    let router = handle.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router.into_make_service()).await;
-    });
-    Fixture {
-        handle,
-        stop,
-        runner,
-        server,
-    }
-}
-
-impl Fixture {
-    async fn shut(self) {
-        let _ = self.stop.send(());
-        let _ = self.runner.await;
-        self.server.abort();
-        // The server's router holds a handle (and so the state file):
-        // wait until it is dropped, so that a new runner can open it.
-        let _ = self.server.await;
-    }
 }
 
 async fn submit(handle: &RunnerHandle, repo: &Path) -> u64 {
@@ -258,20 +227,7 @@ async fn call_with(
     uri: &str,
     json: Option<serde_json::Value>,
 ) -> (u16, String) {
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-    let builder = axum::http::Request::builder().method(method).uri(uri);
-    let request = match json {
-        Some(v) => builder
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(v.to_string()))
-            .unwrap(),
-        None => builder.body(axum::body::Body::empty()).unwrap(),
-    };
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    ci_fixture::call(router, method, uri, json, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,14 +3,17 @@
 //! each job's sandbox before the script starts.
 //!
 //! This uses the `git` command, as GitLab's runner does: no library reads
-//! every repository format git itself writes. Every function here blocks;
-//! call them from `spawn_blocking` in async code.
+//! every repository format git itself writes. It runs through
+//! [`super::git`] (no prompt, bounded output, killed after
+//! [`LOCAL_TIMEOUT`]). Every function here blocks; call them from
+//! `spawn_blocking` in async code.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use super::git::{Git, GitCommand, GitError, LOCAL_TIMEOUT};
 
 /// What went wrong reading a repository.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,15 @@ pub enum SourceError {
         dir: PathBuf,
         /// What git said.
         stderr: String,
+    },
+    /// git gave no answer in {dir}: it timed out, wrote too much, or its
+    /// output could not be read.
+    #[error("cannot read {dir}: {source}")]
+    Run {
+        /// The repository.
+        dir: PathBuf,
+        /// Why.
+        source: GitError,
     },
     /// Not a repository.
     #[error("{0} is not a git repository (or any of its parents)")]
@@ -70,31 +82,52 @@ pub struct Revision {
     pub subdir: String,
 }
 
+/// Runs git in `dir`; its stdout. A command that ran and failed is
+/// [`SourceError::Git`] (for many commands here an answer: "no such
+/// ref"); one that gave no answer is another error.
+fn git_bytes<I, S>(dir: &Path, args: I) -> Result<Vec<u8>, SourceError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let command = GitCommand::new(args).in_dir(dir);
+    Git::new(LOCAL_TIMEOUT)
+        .run_blocking(&command)
+        .map_err(|e| match e {
+            GitError::NoGit(e) => SourceError::NoGit(e),
+            GitError::Failed { stderr, .. } => SourceError::Git {
+                args: command.args_shown(),
+                dir: dir.to_path_buf(),
+                stderr,
+            },
+            source => SourceError::Run {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        })
+}
+
 fn git<I, S>(dir: &Path, args: I) -> Result<String, SourceError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(SourceError::NoGit)?;
-    if !out.status.success() {
-        return Err(SourceError::Git {
-            args: args
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            dir: dir.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+    git_bytes(dir, args).map(|out| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether a git command that answers by its exit status (`show-ref
+/// --verify`, `merge-base --is-ancestor`) said yes; an error only when git
+/// gave no answer.
+fn git_says_yes<I, S>(dir: &Path, args: I) -> Result<bool, SourceError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    match git_bytes(dir, args) {
+        Ok(_) => Ok(true),
+        Err(SourceError::Git { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The top directory of the repository `dir` is in: its working tree, or
@@ -153,11 +186,10 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
     .to_string();
     let (ref_name, is_tag) = match reference {
         Some(r)
-            if git(
+            if git_says_yes(
                 &root,
                 ["show-ref", "--verify", "--quiet", &format!("refs/tags/{r}")],
-            )
-            .is_ok() =>
+            )? =>
         {
             (r.to_string(), true)
         }
@@ -263,11 +295,10 @@ pub fn is_branch(rev: &Revision) -> bool {
 }
 
 fn changed_files(root: &Path, sha: &str) -> Result<Vec<String>, SourceError> {
-    let has_parent = git(
+    let has_parent = git_says_yes(
         root,
         ["rev-parse", "--verify", "--quiet", &format!("{sha}^")],
-    )
-    .is_ok();
+    )?;
     let out = if has_parent {
         git(root, ["diff", "--name-only", "-z", &format!("{sha}^"), sha])?
     } else {
@@ -338,10 +369,10 @@ pub fn default_branch_of(dir: &Path) -> Result<Option<String>, SourceError> {
 /// or one of its ancestors.
 pub fn on_branch(dir: &Path, sha: &str, branch: &str) -> Result<bool, SourceError> {
     let (root, _) = top(dir)?;
-    if git(&root, ["cat-file", "-e", &format!("{sha}^{{commit}}")]).is_err() {
+    if !git_says_yes(&root, ["cat-file", "-e", &format!("{sha}^{{commit}}")])? {
         return Ok(false);
     }
-    Ok(git(
+    git_says_yes(
         &root,
         [
             "merge-base",
@@ -350,7 +381,6 @@ pub fn on_branch(dir: &Path, sha: &str, branch: &str) -> Result<bool, SourceErro
             &format!("refs/heads/{branch}"),
         ],
     )
-    .is_ok())
 }
 
 /// Reads a file of the revision (the pipeline definition, files for
@@ -369,17 +399,13 @@ pub fn read_file(rev: &Revision, path: &str) -> Result<Option<Vec<u8>>, SourceEr
             }),
         };
     }
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(&rev.root)
-        .args(["cat-file", "blob", &format!("{}:{path}", rev.sha)])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(SourceError::NoGit)?;
-    if out.status.success() {
-        Ok(Some(out.stdout))
-    } else {
-        Ok(None)
+    match git_bytes(
+        &rev.root,
+        ["cat-file", "blob", &format!("{}:{path}", rev.sha)],
+    ) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(SourceError::Git { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -629,7 +655,7 @@ mod tests {
 
         let out = tempfile::tempdir().unwrap();
         let mirror = out.path().join("app.git");
-        let status = Command::new("git")
+        let status = std::process::Command::new("git")
             .args(["clone", "-q", "--mirror"])
             .arg(dir.path())
             .arg(&mirror)

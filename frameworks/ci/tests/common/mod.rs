@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod ci_fixture;
+
 use berth_ci::{Config, Context, Diagnostic, MemoryRepository, ParseOptions, PipelineSource, Plan};
 
 /// Parses, panicking with the diagnostics on error.
