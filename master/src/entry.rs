@@ -44,8 +44,10 @@
 //! any of their bytes change; they tell you which case below you are in.
 //!
 //! - **A new command**: add a variant at the *end* of `Command`. Old
-//!   entries keep their variant indexes, so no version bump; add its golden
-//!   entry. An old berth cannot read the new entry (it stops on it), so a
+//!   entries keep their variant indexes, so no version bump. Give it a
+//!   golden entry in `entry::tests` (`commands()`); running the tests with
+//!   `BERTH_WRITE_GOLDEN=1` appends its line to the current version's
+//!   file. An old berth cannot read the new entry (it stops on it), so a
 //!   rolling upgrade must finish before anything proposes the new command.
 //! - **A new field in a command, or in a record a command holds**: do not
 //!   add it to the existing type. Copy the old shape into a `V<n>` type (as
@@ -59,16 +61,16 @@
 //!   field's type (even `i32` → `u32` changes the bytes: postcard zigzags
 //!   signed integers), or add or remove `#[serde(skip)]`, `default` or
 //!   `flatten` attributes on logged types (postcard has no field names to
-//!   default from). Renaming a field or a variant in Rust
-//!   is safe: the bytes do not hold names.
+//!   default from). Renaming a field or a variant in Rust is safe: the
+//!   bytes do not hold names.
 //! - **A change of [`Proposal`] or [`MemberContext`] themselves**, or of
 //!   the layout above: bump [`ENTRY_VERSION`], keep the decoder of the old
 //!   version in [`decode_proposal`]/[`decode_member`], add golden files of
 //!   the new version and keep the old ones: they must decode for ever.
 //!
-//! The golden files of a version are never rewritten: bytes that changed
-//! mean the format changed, and the fix is one of the cases above, not new
-//! golden bytes.
+//! The lines of a golden file are never rewritten (a new command only
+//! appends one): bytes that changed mean the format changed, and the fix
+//! is one of the cases above, not new golden bytes.
 
 use serde::{Deserialize, Serialize};
 

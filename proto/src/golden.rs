@@ -2,9 +2,10 @@
 //! entries and snapshots, the agent's checkpoint): named byte strings
 //! checked in as hex, one `name hex` line each, `#` starting a comment
 //! line. A test compares what this berth writes with them and decodes
-//! them. A golden file is written once, when it is missing and the test
-//! runs with `BERTH_WRITE_GOLDEN=1`, and never rewritten: bytes of an
-//! existing version that change mean the format changed.
+//! them. A golden file is written when it is missing and the test runs
+//! with `BERTH_WRITE_GOLDEN=1`; with it set, values the file does not hold
+//! yet (a new command) are appended. Lines are never rewritten: bytes of
+//! an existing version that change mean the format changed.
 //!
 //! Test support: these functions panic, with a message that says what to
 //! do, instead of returning errors.
@@ -13,9 +14,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Reads the golden file at `path`. When it is missing and
-/// `BERTH_WRITE_GOLDEN` is set, writes it from `current` (each line of
-/// `header` as a comment first) and panics, to have it reviewed and
+/// Reads the golden file at `path`. When `BERTH_WRITE_GOLDEN` is set and
+/// the file is missing, writes it from `current` (each line of `header`
+/// as a comment first); when it lacks some names of `current`, appends
+/// those. Either way it then panics, to have the file reviewed and
 /// committed.
 ///
 /// # Panics
@@ -57,13 +59,33 @@ pub fn load(path: &Path, header: &str, current: &[(&str, Vec<u8>)]) -> BTreeMap<
         let dup = golden.insert(name.to_owned(), unhex(hex.trim()));
         assert!(dup.is_none(), "{}: {name} twice", path.display());
     }
+    let missing: Vec<&(&str, Vec<u8>)> = current
+        .iter()
+        .filter(|(name, _)| !golden.contains_key(*name))
+        .collect();
+    if !missing.is_empty() && std::env::var_os("BERTH_WRITE_GOLDEN").is_some() {
+        let mut text = text;
+        for (name, bytes) in &missing {
+            let _ = writeln!(text, "{name} {}", hex(bytes));
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            panic!("appending to golden file {}: {e}", path.display());
+        }
+        panic!(
+            "appended {} values to golden file {}: review and commit it",
+            missing.len(),
+            path.display()
+        );
+    }
     let mut names: Vec<&str> = current.iter().map(|(n, _)| *n).collect();
     names.sort_unstable();
     let held: Vec<&str> = golden.keys().map(String::as_str).collect();
     assert_eq!(
         held,
         names,
-        "the names golden file {} holds",
+        "the names golden file {} holds (left) and the values the test has (right): run it \
+         with BERTH_WRITE_GOLDEN=1 to append the new ones; a value the test no longer has \
+         must be put back",
         path.display()
     );
     golden

@@ -618,10 +618,41 @@ fn newer_and_broken_entries_are_refused() {
     assert_eq!(decode_member(&[]).unwrap(), None);
 }
 
+/// The entries the golden snapshot of version 1 is the state of: the
+/// commands of [`commands`] when it was written. Commands added later
+/// have golden entries but stay out of it, so that the snapshot's bytes
+/// do not change with them.
+const V1_SNAPSHOT_LOG: [&str; 18] = [
+    "noop",
+    "subscribe_framework",
+    "subscribe_framework_jobs",
+    "register_agent",
+    "register_agent_node2",
+    "launch_tasks",
+    "update_task",
+    "update_task_finished",
+    "register_agent_again",
+    "set_weight",
+    "set_quota",
+    "set_quota_batch",
+    "remove_quota",
+    "set_agent_draining",
+    "mark_agent_unreachable",
+    "disconnect_framework",
+    "remove_framework",
+    "record_members",
+];
+
 /// The registry the golden log builds.
 fn golden_registry() -> Registry {
     let mut r = Registry::new(1000);
-    for (name, cmd) in commands() {
+    let log: Vec<(&str, Command)> = commands()
+        .into_iter()
+        .filter(|(name, _)| V1_SNAPSHOT_LOG.contains(name))
+        .collect();
+    let names: Vec<&str> = log.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, V1_SNAPSHOT_LOG);
+    for (name, cmd) in log {
         if let Err(e) = r.apply(&cmd) {
             panic!("{name}: {e}");
         }
