@@ -31,6 +31,24 @@
 //! Reading never trusts the file: a record that does not decode, or that
 //! contradicts its key, is a [`CheckpointError::Corrupt`] naming the table
 //! and the key.
+//!
+//! Changing the format: task records are postcard, which is not
+//! self-describing (values in declaration order, no field names, an enum
+//! variant is its index), so a record decodes only with the type that
+//! wrote it. Any change of what the file holds — a field added to,
+//! removed from or reordered in [`TaskCheckpoint`] (or a type it holds), a
+//! variant of [`ContainerizerKind`] added anywhere but at the end, a new
+//! table or key, another encoding of the update queue — bumps
+//! [`SCHEMA_VERSION`] and adds a migration in [`Checkpoint::open`], in the
+//! transaction that checks the version: read every record with a copy of
+//! the old type (`TaskCheckpointV1`), write it in the new form, write the
+//! new version. A newer agent thus reads the file of an older one; an older
+//! agent refuses a newer file ([`CheckpointError::NewerSchema`]). Renaming
+//! a field in Rust changes nothing on disk. The prost-encoded `TaskInfo`
+//! and `StatusUpdate` inside records follow protobuf's rules instead (new
+//! fields get new numbers). Golden files in `agent/testdata/` hold every
+//! value of version 1 and a whole version 1 file; they are never
+//! rewritten, and a version gets files of its own.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -591,6 +609,9 @@ mod path_bytes {
         Vec::<u8>::deserialize(d).map(|b| PathBuf::from(OsString::from_vec(b)))
     }
 }
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(test)]
 mod tests {

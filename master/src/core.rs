@@ -23,12 +23,12 @@ use berth_scheduler_core::{
 };
 use prost::Message;
 use raft::StateRole;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
 use crate::config::MasterConfig;
+use crate::entry::{self, MemberContext, Proposal};
 use crate::error::{ApplyError, MasterError};
 use crate::pending::{self, PendingWork};
 use crate::raft::Transport;
@@ -194,19 +194,6 @@ struct AgentConn {
     ping_seq: u64,
     /// When this stream registered (wall clock, ms since the Unix epoch).
     connected_at_ms: u64,
-}
-
-/// A command as it travels through the Raft log: who proposed it, so the
-/// proposer can recognise its own entry when it is applied.
-#[derive(Debug, Serialize, Deserialize)]
-struct Proposal {
-    /// Random per core start: entries proposed by an earlier run of this
-    /// master never match a proposal of this run.
-    origin: u64,
-    /// Sequence number within `origin`.
-    seq: u64,
-    /// The command.
-    cmd: Command,
 }
 
 /// What a membership change makes of a master.
@@ -575,7 +562,7 @@ impl Core {
     fn encode(&mut self, cmd: Command) -> Result<(u64, Vec<u8>), ApplyError> {
         self.proposal_seq += 1;
         let seq = self.proposal_seq;
-        let data = postcard::to_stdvec(&Proposal {
+        let data = entry::encode_proposal(&Proposal {
             origin: self.origin,
             seq,
             cmd,
@@ -764,7 +751,7 @@ impl Core {
             Applied::Entry { index, data, .. } => {
                 self.applied_index = index;
                 self.since_snapshot += 1;
-                let proposal: Proposal = match postcard::from_bytes(&data) {
+                let proposal = match entry::decode_proposal(&data) {
                     Ok(p) => p,
                     Err(e) => {
                         self.fatal = Some(MasterError::Corrupt(format!("log entry {index}: {e}")));
@@ -838,7 +825,15 @@ impl Core {
                 context,
             } => {
                 self.applied_index = index;
-                if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context)
+                let member = match entry::decode_member(&context) {
+                    Ok(member) => member,
+                    Err(e) => {
+                        self.fatal =
+                            Some(MasterError::Corrupt(format!("conf change {index}: {e}")));
+                        return None;
+                    }
+                };
+                if let Some(MemberContext { id, address }) = member
                     && (voters.contains(&id) || learners.contains(&id))
                 {
                     self.registry.member_changed(id, Some(&address));
@@ -2648,8 +2643,11 @@ impl Core {
                 req.id
             )));
         }
-        let context = postcard::to_stdvec(&(req.id, req.address.clone()))
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let context = entry::encode_member(&MemberContext {
+            id: req.id,
+            address: req.address.clone(),
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
         if st.learners.contains(&req.id) {
             let matched = st
                 .matched
@@ -2687,8 +2685,11 @@ impl Core {
         if st.voters == [id] {
             return Err(Status::failed_precondition("cannot remove the last master"));
         }
-        let context = postcard::to_stdvec(&(id, String::new()))
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let context = entry::encode_member(&MemberContext {
+            id,
+            address: String::new(),
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
         self.change_membership(id, Membership::Gone, context).await
     }
 

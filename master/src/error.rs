@@ -90,3 +90,26 @@ pub enum SnapshotError {
     #[error("undecodable registry snapshot: {0}")]
     Decode(#[from] postcard::Error),
 }
+
+/// Why a Raft log entry written by the master (a proposal, or the context
+/// of a membership change) could not be read. See [`crate::entry`].
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// An entry of a format version this master does not know (written by
+    /// a newer berth).
+    #[error(
+        "log entry format version {0} is not one this berth reads (it reads 0 to {max}); \
+         upgrade this master",
+        max = crate::entry::ENTRY_VERSION
+    )]
+    Version(u8),
+    /// The tag is not followed by a version and the guard byte.
+    #[error("log entry header broken: its tag is not followed by a version and the guard byte")]
+    Header,
+    /// The value is followed by bytes that are not part of it.
+    #[error("log entry has {0} unexpected trailing bytes")]
+    Trailing(usize),
+    /// The bytes do not decode.
+    #[error("undecodable log entry: {0}")]
+    Decode(#[from] postcard::Error),
+}

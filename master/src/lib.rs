@@ -13,6 +13,7 @@
 
 pub mod config;
 mod core;
+pub mod entry;
 pub mod error;
 mod pending;
 pub mod raft;

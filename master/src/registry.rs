@@ -12,12 +12,15 @@
 //! master-generated status updates to forward and resources to return to the
 //! allocator. Followers ignore them.
 //!
-//! Formats: commands travel in the Raft log and the registry in snapshots,
-//! both postcard-encoded. A snapshot starts with [`SNAPSHOT_MAGIC`] and a
-//! version byte; one without them is the first format (before task times)
-//! and is read through [`legacy`]. A command whose shape changes gets a new
-//! variant at the end of [`Command`]; the old one stays, at its place, for
-//! the entries already in logs (`LaunchTasksV0`).
+//! Formats: commands travel in the Raft log (inside a versioned entry, see
+//! [`crate::entry`], whose docs say how to add a command or a field) and
+//! the registry in snapshots, both postcard-encoded. A snapshot starts with
+//! [`SNAPSHOT_MAGIC`] and a version byte; one without them is the first
+//! format (before task times) and is read through [`legacy`]. A command
+//! whose shape changes gets a new variant at the end of [`Command`]; the
+//! old one stays, at its place, for the entries already in logs
+//! (`LaunchTasksV0`). Golden files in `master/testdata/` hold entries and a
+//! snapshot of every version.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -38,6 +38,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod convert;
 pub mod error;
+pub mod golden;
 pub mod leader;
 pub mod mask;
 pub mod minimums;

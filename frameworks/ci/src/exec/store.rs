@@ -6,9 +6,42 @@
 //! A record is written whole, in one transaction with
 //! [`Durability::Immediate`](redb::Durability::Immediate), whenever the
 //! pipeline changes: when a method returns `Ok`, the change survives
-//! SIGKILL and power loss. Records are JSON, so that a newer berth reads
-//! an older file (fields added with defaults). The methods block; call
-//! them off the async workers.
+//! SIGKILL and power loss. The methods block; call them off the async
+//! workers.
+//!
+//! # Format
+//!
+//! Tables: `meta` (`&str` → `u64`: the next pipeline and repository ids,
+//! and [`FORMAT_KEY`], the file's format version), `pipelines` (id → the
+//! JSON of a `runner::PipelineRecord`) and `repos` (id → the JSON of a
+//! `repos::RepoRecord`). A file without a format version was written
+//! before files had one (version 0); its records are the same JSON as
+//! version 1, and opening it writes the version. A file of a newer version
+//! than [`FORMAT_VERSION`] is refused ([`StoreError::Version`]) and left
+//! as it is.
+//!
+//! # Changing the format
+//!
+//! Records are JSON, which names its fields, so most changes need no new
+//! version:
+//! - **A new field**: give it `#[serde(default)]` (or an `Option`), so
+//!   that records written before it read (with the default). An older
+//!   berth reading a newer record ignores the field, and drops it when it
+//!   writes the record back: a downgrade loses what the field held, nothing
+//!   more.
+//! - **A new enum variant**: fine for a newer berth; an older one cannot
+//!   read a record holding it (it stops with [`StoreError::Corrupt`]).
+//! - **Anything else** (a field renamed, removed or of another type or
+//!   meaning, an enum represented otherwise, a table or key added whose
+//!   absence an older file would misread): bump [`FORMAT_VERSION`] and
+//!   migrate in [`Store::open`], in the transaction that checks the
+//!   version: read every record of the old version, write it in the new
+//!   form, write the new version.
+//!
+//! The golden files in `frameworks/ci/testdata/store-v1/` (a pipeline and a
+//! repository record, and a whole file) are never rewritten: they must read
+//! in every later berth. A change that needs new golden bytes for an old
+//! version is a change of the format.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +54,13 @@ const PIPELINES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("pipelin
 const REPOS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("repos");
 const NEXT_ID: &str = "next_pipeline_id";
 const NEXT_REPO_ID: &str = "next_repo_id";
+
+/// The `meta` key of the file's format version.
+pub const FORMAT_KEY: &str = "format_version";
+
+/// The format version this berth reads and writes (0 is the format before
+/// files had a version, which it reads as this one).
+pub const FORMAT_VERSION: u64 = 1;
 
 /// Changes a repository's record (JSON) given a new pipeline's id; `None`
 /// leaves it as it is.
@@ -66,6 +106,18 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// The file is of a format version this berth does not read (written
+    /// by a newer one).
+    #[error(
+        "CI state {path}: format version {found} is not one this berth reads (it reads \
+         {FORMAT_VERSION} and files without a version); use a newer berth"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u64,
+    },
     /// A registered repository's record could not be read back.
     #[error("CI state {path}: repository {id} is unreadable: {message}")]
     CorruptRepo {
@@ -96,7 +148,28 @@ impl Store {
         let store = Store { db, path };
         let txn = store.db.begin_write().map_err(|e| store.err(e))?;
         {
-            txn.open_table(META).map_err(|e| store.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| store.err(e))?;
+            let found = meta
+                .get(FORMAT_KEY)
+                .map_err(|e| store.err(e))?
+                .map(|v| v.value());
+            match found {
+                Some(FORMAT_VERSION) => {}
+                // A new file, or one of version 0: its records are those of
+                // version 1.
+                None => {
+                    meta.insert(FORMAT_KEY, FORMAT_VERSION)
+                        .map_err(|e| store.err(e))?;
+                }
+                // Dropping the transaction aborts it: nothing changes.
+                Some(found) => {
+                    return Err(StoreError::Version {
+                        path: store.path.clone(),
+                        found,
+                    });
+                }
+            }
+            drop(meta);
             txn.open_table(PIPELINES).map_err(|e| store.err(e))?;
             txn.open_table(REPOS).map_err(|e| store.err(e))?;
         }
@@ -356,6 +429,9 @@ impl Store {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(test)]
 mod tests {
