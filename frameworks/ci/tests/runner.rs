@@ -267,6 +267,9 @@ async fn the_http_api_lists_shows_plays_cancels_and_serves_logs() {
         .collect();
     assert_eq!(statuses, [("build", "success"), ("ship", "manual")]);
 
+    // The log is collected after the job's end is recorded: wait for it to
+    // be whole before reading it (under load it may still be on its way).
+    wait_log_complete(&fx.handle, id, "build").await;
     let (code, body) = call(
         &api,
         "GET",
