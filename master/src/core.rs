@@ -10,6 +10,9 @@
 //! on the effects (sends the tasks, updates the allocator) and answers the
 //! caller. Entries are applied in log order, so effects follow the order
 //! in which commands were proposed.
+//!
+//! The core refuses calls with a [`CallError`]; only [`crate::service`]
+//! turns one into a gRPC status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,11 +28,10 @@ use prost::Message;
 use raft::StateRole;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::Status;
 use tracing::{debug, error, info, warn};
 
 use crate::config::MasterConfig;
-use crate::error::{ApplyError, MasterError};
+use crate::error::{ApplyError, CallError, MasterError};
 use crate::pending::{self, PendingWork};
 use crate::raft::Transport;
 use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
@@ -57,9 +59,9 @@ const BUSY_ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
 const BUSY_ALLOCATION_SPACING: u32 = 4;
 
 /// A framework's event sender.
-pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
+pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, CallError>>;
 /// An agent's message sender.
-pub(crate) type AgentTx = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+pub(crate) type AgentTx = mpsc::Sender<Result<pb::MasterMessage, CallError>>;
 
 /// A scheduler call, after the gRPC layer.
 #[derive(Debug)]
@@ -142,7 +144,7 @@ pub(crate) enum OperatorReply {
 pub(crate) struct Subscription {
     pub framework: FrameworkId,
     pub stream_id: String,
-    pub events: mpsc::Receiver<Result<pb::Event, Status>>,
+    pub events: mpsc::Receiver<Result<pb::Event, CallError>>,
 }
 
 /// What the gRPC layer asks of the core.
@@ -150,11 +152,11 @@ pub(crate) struct Subscription {
 pub(crate) enum Request {
     Subscribe {
         info: pb::FrameworkInfo,
-        reply: oneshot::Sender<Result<Subscription, Status>>,
+        reply: oneshot::Sender<Result<Subscription, CallError>>,
     },
     Call {
         call: SchedulerCall,
-        reply: oneshot::Sender<Result<CallReply, Status>>,
+        reply: oneshot::Sender<Result<CallReply, CallError>>,
     },
     FrameworkStreamClosed {
         framework: FrameworkId,
@@ -164,7 +166,7 @@ pub(crate) enum Request {
         conn: u64,
         register: pb::Register,
         tx: AgentTx,
-        reply: oneshot::Sender<Result<(), Status>>,
+        reply: oneshot::Sender<Result<(), CallError>>,
     },
     AgentMessage {
         conn: u64,
@@ -177,7 +179,7 @@ pub(crate) enum Request {
         call: OperatorCall,
         /// The caller accepts a possibly stale read from any master.
         stale_ok: bool,
-        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     },
 }
 
@@ -236,7 +238,7 @@ type Then = Box<dyn FnOnce(&mut Core, Result<Effects, ApplyError>) + Send>;
 /// A linearizable operator read waiting for its ReadIndex.
 struct PendingRead {
     call: OperatorCall,
-    reply: oneshot::Sender<Result<OperatorReply, Status>>,
+    reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     deadline: Instant,
 }
 
@@ -461,7 +463,7 @@ impl Core {
         }
         self.fail_pending(&ApplyError::LeadershipLost);
         for (_, conn) in self.frameworks.drain() {
-            let _ = conn.tx.try_send(Err(self_not_leader_status(None)));
+            let _ = conn.tx.try_send(Err(CallError::NotLeader { leader: None }));
         }
         self.retired_streams.clear();
         self.agents.clear();
@@ -725,7 +727,7 @@ impl Core {
             if let Some(r) = self.pending_reads.remove(&ctx) {
                 let _ = r
                     .reply
-                    .send(Err(Status::unavailable("read index timed out")));
+                    .send(Err(CallError::unavailable("read index timed out")));
             }
         }
     }
@@ -736,7 +738,7 @@ impl Core {
     async fn start_read(
         &mut self,
         call: OperatorCall,
-        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     ) {
         let ctx = rand_u64().to_be_bytes().to_vec();
         if self.raft.read_index(ctx.clone()).await.is_err() {
@@ -912,35 +914,34 @@ impl Core {
         }
     }
 
-    /// Maps a commit error to a gRPC status: "not the leader" becomes a
+    /// Maps a commit error to a call error: "not the leader" becomes a
     /// redirect (also when leadership was lost with the command in flight,
     /// saying its outcome is unknown), an unknown framework NOT_FOUND (it
     /// was removed meanwhile), anything else `make(message)`.
-    fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> Status) -> Status {
+    fn status_of(&self, e: ApplyError, make: impl FnOnce(String) -> CallError) -> CallError {
         match e {
             ApplyError::NotLeader => self.not_leader(),
-            ApplyError::LeadershipLost => {
-                let redirect = self.not_leader();
-                Status::with_metadata(
-                    tonic::Code::Unavailable,
-                    format!("{e}; {}", redirect.message()),
-                    redirect.metadata().clone(),
-                )
-            }
-            ApplyError::Unavailable(m) => Status::unavailable(m),
-            e @ ApplyError::UnknownFramework(_) => Status::not_found(e.to_string()),
+            ApplyError::LeadershipLost => CallError::OutcomeUnknown {
+                leader: self.leader_address(),
+            },
+            ApplyError::Unavailable(m) => CallError::Unavailable(m),
+            e @ ApplyError::UnknownFramework(_) => CallError::NotFound(e.to_string()),
             e => make(e.to_string()),
         }
     }
 
-    /// The error a follower answers with, naming the leader when known
-    /// (metadata `berth-leader`), which the SDK, the agent and the CLI
-    /// follow.
-    fn not_leader(&self) -> Status {
-        self_not_leader_status(
-            self.raft_leader()
-                .and_then(|id| self.members.get(&id).cloned()),
-        )
+    /// The leader's API address, when this master knows it.
+    fn leader_address(&self) -> Option<String> {
+        self.raft_leader()
+            .and_then(|id| self.members.get(&id).cloned())
+    }
+
+    /// The error a follower answers with, naming the leader when known,
+    /// which the SDK, the agent and the CLI follow.
+    fn not_leader(&self) -> CallError {
+        CallError::NotLeader {
+            leader: self.leader_address(),
+        }
     }
 
     fn act_on(&mut self, effects: &Effects) {
@@ -1038,7 +1039,7 @@ impl Core {
     fn subscribe(
         &mut self,
         info: pb::FrameworkInfo,
-        reply: oneshot::Sender<Result<Subscription, Status>>,
+        reply: oneshot::Sender<Result<Subscription, CallError>>,
     ) {
         let record = match self.validate_framework(&info) {
             Ok(r) => r,
@@ -1061,7 +1062,7 @@ impl Core {
                     }
                 }
                 let result = result
-                    .map_err(|e| core.status_of(e, Status::internal))
+                    .map_err(|e| core.status_of(e, CallError::internal))
                     .and_then(|_| core.subscribed(record, known));
                 let _ = reply.send(result);
             },
@@ -1070,7 +1071,11 @@ impl Core {
 
     /// A subscription is committed: supersede an older stream, activate
     /// the framework in the allocator and open the new stream.
-    fn subscribed(&mut self, record: FrameworkRecord, known: bool) -> Result<Subscription, Status> {
+    fn subscribed(
+        &mut self,
+        record: FrameworkRecord,
+        known: bool,
+    ) -> Result<Subscription, CallError> {
         let id = record.id.clone();
         // A newer subscription supersedes the old stream; offers made on the
         // old stream are void.
@@ -1102,7 +1107,7 @@ impl Core {
             master_id: self.master_id.clone(),
         }));
         tx.try_send(Ok(subscribed))
-            .map_err(|_| Status::internal("new stream closed"))?;
+            .map_err(|_| CallError::internal("new stream closed"))?;
         self.frameworks.insert(
             id.clone(),
             FrameworkConn {
@@ -1120,19 +1125,22 @@ impl Core {
         })
     }
 
-    fn validate_framework(&self, info: &pb::FrameworkInfo) -> Result<FrameworkRecord, Status> {
+    fn validate_framework(&self, info: &pb::FrameworkInfo) -> Result<FrameworkRecord, CallError> {
         if info.name.trim().is_empty() {
-            return Err(Status::invalid_argument("framework name must not be empty"));
+            return Err(CallError::invalid_argument(
+                "framework name must not be empty",
+            ));
         }
         if info.name.len() > MAX_NAME || info.hostname.len() > MAX_NAME {
-            return Err(Status::invalid_argument(format!(
+            return Err(CallError::invalid_argument(format!(
                 "framework name and hostname must be at most {MAX_NAME} bytes"
             )));
         }
         let mut roles = BTreeSet::new();
         for r in &info.roles {
-            roles
-                .insert(Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?);
+            roles.insert(
+                Role::new(r.clone()).map_err(|e| CallError::invalid_argument(e.to_string()))?,
+            );
         }
         if roles.is_empty() {
             roles.insert(Role::default());
@@ -1140,12 +1148,12 @@ impl Core {
         let failover = seconds("failover_timeout_seconds", info.failover_timeout_seconds)?;
         let id = if info.id.is_empty() {
             FrameworkId::new(format!("fw-{}", uuid::Uuid::new_v4().simple()))
-                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| CallError::internal(e.to_string()))?
         } else {
             let id = FrameworkId::new(info.id.clone())
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| CallError::invalid_argument(e.to_string()))?;
             if self.registry.framework(&id).is_none() {
-                return Err(Status::not_found(format!(
+                return Err(CallError::not_found(format!(
                     "framework {} is not registered (it was removed or never existed)",
                     quoted(&info.id)
                 )));
@@ -1288,12 +1296,12 @@ impl Core {
     /// otherwise) and subscribed on this stream (FAILED_PRECONDITION
     /// otherwise, saying whether the stream is an older one of the
     /// framework or one this master never opened for it).
-    fn caller(&self, header: Option<&pb::CallHeader>) -> Result<FrameworkId, Status> {
-        let header = header.ok_or_else(|| Status::invalid_argument("call header is missing"))?;
+    fn caller(&self, header: Option<&pb::CallHeader>) -> Result<FrameworkId, CallError> {
+        let header = header.ok_or_else(|| CallError::invalid_argument("call header is missing"))?;
         let id = FrameworkId::new(header.framework_id.clone())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| CallError::invalid_argument(e.to_string()))?;
         if self.registry.framework(&id).is_none() {
-            return Err(Status::not_found(format!(
+            return Err(CallError::not_found(format!(
                 "framework {} is not registered (torn down, removed after its failover \
                  timeout, or never registered)",
                 quoted(id.as_str())
@@ -1301,7 +1309,7 @@ impl Core {
         }
         let stream = &header.stream_id;
         match self.frameworks.get(&id) {
-            None => Err(Status::failed_precondition(format!(
+            None => Err(CallError::failed_precondition(format!(
                 "framework {} is not subscribed to this master (its stream ended); \
                  subscribe again with its id",
                 quoted(id.as_str())
@@ -1313,13 +1321,13 @@ impl Core {
                     .get(&id)
                     .is_some_and(|r| r.contains(stream)) =>
             {
-                Err(Status::failed_precondition(format!(
+                Err(CallError::failed_precondition(format!(
                     "stream {} was superseded by a newer subscription of framework {}",
                     quoted(stream),
                     quoted(id.as_str())
                 )))
             }
-            Some(_) => Err(Status::failed_precondition(format!(
+            Some(_) => Err(CallError::failed_precondition(format!(
                 "unknown stream id {} for framework {}: this master did not open it \
                  (use the stream_id of the framework's SUBSCRIBED event)",
                 quoted(stream),
@@ -1330,7 +1338,7 @@ impl Core {
 
     /// Handles a scheduler call; calls that change the registry are
     /// answered once their command is committed.
-    fn call(&mut self, call: SchedulerCall, reply: oneshot::Sender<Result<CallReply, Status>>) {
+    fn call(&mut self, call: SchedulerCall, reply: oneshot::Sender<Result<CallReply, CallError>>) {
         match call {
             SchedulerCall::Accept(req) => self.accept(req, reply),
             SchedulerCall::Teardown(req) => match self.caller(req.header.as_ref()) {
@@ -1342,7 +1350,7 @@ impl Core {
                     let _ = reply.send(
                         result
                             .map(|()| CallReply::Empty)
-                            .map_err(|e| core.status_of(e, Status::internal)),
+                            .map_err(|e| core.status_of(e, CallError::internal)),
                     );
                 }),
             },
@@ -1353,15 +1361,15 @@ impl Core {
     }
 
     /// Handles a scheduler call that changes nothing durable.
-    fn call_now(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+    fn call_now(&mut self, call: SchedulerCall) -> Result<CallReply, CallError> {
         match call {
-            SchedulerCall::Accept(_) | SchedulerCall::Teardown(_) => {
-                Err(Status::internal("accept and teardown are committed calls"))
-            }
+            SchedulerCall::Accept(_) | SchedulerCall::Teardown(_) => Err(CallError::internal(
+                "accept and teardown are committed calls",
+            )),
             SchedulerCall::UpdatePending(req) => {
                 let fw = self.caller(req.header.as_ref())?;
                 let tasks = pending::validate(req.tasks)
-                    .map_err(|e| Status::invalid_argument(format!("update pending: {e}")))?;
+                    .map_err(|e| CallError::invalid_argument(format!("update pending: {e}")))?;
                 debug!(framework = %fw, tasks = tasks.len(), "pending work published");
                 self.pending_work.replace(fw, tasks, unix_ms());
                 Ok(CallReply::Empty)
@@ -1373,18 +1381,18 @@ impl Core {
                 // Unlike an accept, a decline may return offers of several
                 // agents: each is checked, then all are taken.
                 if ids.is_empty() {
-                    return Err(Status::invalid_argument(OfferError::Empty.to_string()));
+                    return Err(CallError::invalid_argument(OfferError::Empty.to_string()));
                 }
                 let mut seen = BTreeSet::new();
                 for id in &ids {
                     if !seen.insert(id) {
-                        return Err(Status::invalid_argument(
+                        return Err(CallError::invalid_argument(
                             OfferError::Duplicate(id.clone()).to_string(),
                         ));
                     }
                     self.offers
                         .validate(&fw, std::slice::from_ref(id))
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        .map_err(|e| CallError::invalid_argument(e.to_string()))?;
                 }
                 let taken: Vec<_> = ids.iter().filter_map(|id| self.offers.remove(id)).collect();
                 let now = self.now();
@@ -1418,11 +1426,11 @@ impl Core {
             SchedulerCall::Acknowledge(req) => {
                 let fw = self.caller(req.header.as_ref())?;
                 let agent = AgentId::new(req.agent_id.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e| CallError::invalid_argument(e.to_string()))?;
                 let task = TaskId::new(req.task_id.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e| CallError::invalid_argument(e.to_string()))?;
                 if req.uuid.len() != 16 {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(CallError::invalid_argument(format!(
                         "uuid must be 16 bytes, got {}",
                         req.uuid.len()
                     )));
@@ -1441,7 +1449,7 @@ impl Core {
         }
     }
 
-    fn refuse(&self, filters: Option<&pb::Filters>) -> Result<Duration, Status> {
+    fn refuse(&self, filters: Option<&pb::Filters>) -> Result<Duration, CallError> {
         match filters.and_then(|f| f.refuse_seconds) {
             None => Ok(self.config.default_refuse),
             Some(s) => seconds("refuse_seconds", s),
@@ -1452,7 +1460,7 @@ impl Core {
         &self,
         fw: &FrameworkId,
         roles: &[String],
-    ) -> Result<Option<BTreeSet<Role>>, Status> {
+    ) -> Result<Option<BTreeSet<Role>>, CallError> {
         if roles.is_empty() {
             return Ok(None);
         }
@@ -1463,9 +1471,10 @@ impl Core {
             .unwrap_or_default();
         let mut out = BTreeSet::new();
         for r in roles {
-            let role = Role::new(r.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let role =
+                Role::new(r.clone()).map_err(|e| CallError::invalid_argument(e.to_string()))?;
             if !subscribed.contains(&role) {
-                return Err(Status::invalid_argument(format!(
+                return Err(CallError::invalid_argument(format!(
                     "framework is not subscribed to role {}",
                     quoted(r)
                 )));
@@ -1481,7 +1490,7 @@ impl Core {
     fn accept(
         &mut self,
         req: pb::AcceptRequest,
-        reply: oneshot::Sender<Result<CallReply, Status>>,
+        reply: oneshot::Sender<Result<CallReply, CallError>>,
     ) {
         match self.prepare_accept(req) {
             Err(e) => {
@@ -1497,7 +1506,7 @@ impl Core {
                     tasks,
                 } = &cmd
                 else {
-                    let _ = reply.send(Err(Status::internal("accept prepared a non-launch")));
+                    let _ = reply.send(Err(CallError::internal("accept prepared a non-launch")));
                     return;
                 };
                 let (fw, agent, records) = (framework.clone(), agent.clone(), tasks.clone());
@@ -1511,7 +1520,7 @@ impl Core {
                             let now = core.now();
                             core.allocator.recover(&agent, &fw, &role, &used, None, now);
                             core.allocation_dirty = true;
-                            Err(core.status_of(e, Status::failed_precondition))
+                            Err(core.status_of(e, CallError::failed_precondition))
                         }
                     };
                     let _ = reply.send(answer.map(CallReply::Accept));
@@ -1551,18 +1560,18 @@ impl Core {
     fn prepare_accept(
         &mut self,
         req: pb::AcceptRequest,
-    ) -> Result<Option<(Command, Allocated)>, Status> {
+    ) -> Result<Option<(Command, Allocated)>, CallError> {
         let fw = self.caller(req.header.as_ref())?;
         let refuse = self.refuse(req.filters.as_ref())?;
         let ids = offer_ids(&req.offer_ids)?;
         let offers = self
             .offers
             .validate(&fw, &ids)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| CallError::invalid_argument(e.to_string()))?;
         let agent = offers[0].agent.clone();
         let role = offers[0].role.clone();
         if offers.iter().any(|o| o.role != role) {
-            return Err(Status::invalid_argument(
+            return Err(CallError::invalid_argument(
                 "accepted offers must all be for one role",
             ));
         }
@@ -1570,7 +1579,7 @@ impl Core {
         for o in &offers {
             pool = pool
                 .checked_add(&o.resources)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| CallError::invalid_argument(e.to_string()))?;
         }
 
         let mut infos = Vec::new();
@@ -1579,7 +1588,7 @@ impl Core {
                 Some(pb::operation::Operation::Launch(launch)) => {
                     infos.extend(launch.tasks.iter().cloned())
                 }
-                None => return Err(Status::invalid_argument("operation is empty")),
+                None => return Err(CallError::invalid_argument("operation is empty")),
             }
         }
         let now_ms = unix_ms();
@@ -1589,19 +1598,19 @@ impl Core {
         for mut info in infos {
             let id = validate_task(&info)?;
             if !seen.insert(id.clone()) {
-                return Err(Status::invalid_argument(format!(
+                return Err(CallError::invalid_argument(format!(
                     "task id {} appears twice",
                     quoted(&info.task_id)
                 )));
             }
             if self.registry.task(&fw, &id).is_some() {
-                return Err(Status::invalid_argument(format!(
+                return Err(CallError::invalid_argument(format!(
                     "task {} already exists in this framework",
                     quoted(&info.task_id)
                 )));
             }
             if !info.agent_id.is_empty() && info.agent_id != agent.as_str() {
-                return Err(Status::invalid_argument(format!(
+                return Err(CallError::invalid_argument(format!(
                     "task {} names agent {} but the offers are on agent {}",
                     quoted(&info.task_id),
                     quoted(&info.agent_id),
@@ -1609,24 +1618,24 @@ impl Core {
                 )));
             }
             let want = resources_from_proto_opt(info.resources.as_ref()).map_err(|e| {
-                Status::invalid_argument(format!("task {}: {e}", quoted(&info.task_id)))
+                CallError::invalid_argument(format!("task {}: {e}", quoted(&info.task_id)))
             })?;
             berth_proto::minimums::check_task_minimums(
                 &info.task_id,
                 &want,
                 info.container.is_some(),
             )
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| CallError::invalid_argument(e.to_string()))?;
             let before = pool.total();
             let Some(allocated) = pool.take(&want) else {
-                return Err(Status::invalid_argument(format!(
+                return Err(CallError::invalid_argument(format!(
                     "tasks need more than the offers hold: task {} needs {want}, {before} left",
                     quoted(&info.task_id)
                 )));
             };
             used = used
                 .checked_add(&allocated)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| CallError::invalid_argument(e.to_string()))?;
             info.agent_id = agent.to_string();
             if info.name.is_empty() {
                 info.name = info.task_id.clone();
@@ -1658,13 +1667,13 @@ impl Core {
         if launches {
             self.registry
                 .check(&cmd)
-                .map_err(|e| self.status_of(e, Status::failed_precondition))?;
+                .map_err(|e| self.status_of(e, CallError::failed_precondition))?;
         }
         // Use the offers: their resources stay allocated to the tasks; the
         // rest goes back now.
         self.offers
             .take(&fw, &ids)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| CallError::internal(e.to_string()))?;
         let now = self.now();
         if !pool.is_empty() {
             self.allocator
@@ -1674,10 +1683,10 @@ impl Core {
         Ok(launches.then_some((cmd, used)))
     }
 
-    fn kill(&mut self, req: pb::KillRequest) -> Result<(), Status> {
+    fn kill(&mut self, req: pb::KillRequest) -> Result<(), CallError> {
         let fw = self.caller(req.header.as_ref())?;
         let task = TaskId::new(req.task_id.clone())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| CallError::invalid_argument(e.to_string()))?;
         let grace = match req.grace_period_seconds {
             Some(s) => seconds("grace_period_seconds", s)?.as_secs_f64(),
             None => 0.0,
@@ -1686,7 +1695,7 @@ impl Core {
             if self.registry.completed_task(&fw, &task).is_some() {
                 return Ok(());
             }
-            return Err(Status::not_found(format!(
+            return Err(CallError::not_found(format!(
                 "task {} is not a task of framework {}",
                 quoted(&req.task_id),
                 quoted(fw.as_str())
@@ -1710,7 +1719,7 @@ impl Core {
         Ok(())
     }
 
-    fn reconcile(&mut self, req: pb::ReconcileRequest) -> Result<(), Status> {
+    fn reconcile(&mut self, req: pb::ReconcileRequest) -> Result<(), CallError> {
         let fw = self.caller(req.header.as_ref())?;
         let partition_aware = self
             .registry
@@ -1726,7 +1735,7 @@ impl Core {
         } else {
             for t in &req.tasks {
                 let id = TaskId::new(t.task_id.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e| CallError::invalid_argument(e.to_string()))?;
                 let known = self
                     .registry
                     .task(&fw, &id)
@@ -1784,7 +1793,7 @@ impl Core {
         conn: u64,
         reg: pb::Register,
         tx: AgentTx,
-        reply: oneshot::Sender<Result<(), Status>>,
+        reply: oneshot::Sender<Result<(), CallError>>,
     ) {
         let (id, new, cmd) = match self.prepare_registration(reg) {
             Ok(v) => v,
@@ -1794,7 +1803,7 @@ impl Core {
             }
         };
         if tx.is_closed() {
-            let _ = reply.send(Err(Status::unavailable(
+            let _ = reply.send(Err(CallError::unavailable(
                 "agent stream closed during registration",
             )));
             return;
@@ -1808,12 +1817,12 @@ impl Core {
                 Ok(effects) => core.agent_registered(conn, id, new, tx, &effects),
                 Err(e) => Err(match e {
                     ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
-                        Status::failed_precondition(format!("register: {e}"))
+                        CallError::failed_precondition(format!("register: {e}"))
                     }
                     e @ (ApplyError::NotLeader
                     | ApplyError::LeadershipLost
-                    | ApplyError::Unavailable(_)) => core.status_of(e, Status::internal),
-                    _ => Status::internal(e.to_string()),
+                    | ApplyError::Unavailable(_)) => core.status_of(e, CallError::internal),
+                    _ => CallError::internal(e.to_string()),
                 }),
             };
             let _ = reply.send(answer);
@@ -1824,50 +1833,50 @@ impl Core {
     fn prepare_registration(
         &mut self,
         reg: pb::Register,
-    ) -> Result<(AgentId, bool, Command), Status> {
+    ) -> Result<(AgentId, bool, Command), CallError> {
         let info = reg
             .info
-            .ok_or_else(|| Status::invalid_argument("register: agent info is missing"))?;
+            .ok_or_else(|| CallError::invalid_argument("register: agent info is missing"))?;
         if info.hostname.trim().is_empty() || info.hostname.len() > MAX_NAME {
-            return Err(Status::invalid_argument(
+            return Err(CallError::invalid_argument(
                 "register: hostname must be 1 to 1024 bytes",
             ));
         }
         if !info.address.is_empty() {
             berth_proto::check_address(&info.address)
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
         }
         check_attributes(&info.attributes)
-            .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
         let unreserved = resources_from_proto_opt(info.resources.as_ref())
-            .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+            .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
         let mut reserved = BTreeMap::new();
         for (role, r) in &info.reserved {
             let role = Role::new(role.clone())
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
             let r = resources_from_proto(r)
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
             reserved.insert(role, r);
         }
         let mut reported = Vec::new();
         for t in &reg.tasks {
             let fw = FrameworkId::new(t.framework_id.clone())
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
             let task = t
                 .task
                 .as_ref()
-                .ok_or_else(|| Status::invalid_argument("register: task info is missing"))?;
+                .ok_or_else(|| CallError::invalid_argument("register: task info is missing"))?;
             let id = TaskId::new(task.task_id.clone())
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?;
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?;
             reported.push((fw, id, t.state));
         }
         let new = reg.agent_id.is_empty();
         let id = if new {
             AgentId::new(format!("agent-{}", uuid::Uuid::new_v4().simple()))
-                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| CallError::internal(e.to_string()))?
         } else {
             AgentId::new(reg.agent_id.clone())
-                .map_err(|e| Status::invalid_argument(format!("register: {e}")))?
+                .map_err(|e| CallError::invalid_argument(format!("register: {e}")))?
         };
         let record = AgentRecord {
             id: id.clone(),
@@ -1904,7 +1913,7 @@ impl Core {
         new: bool,
         tx: AgentTx,
         effects: &Effects,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CallError> {
         // Replace an older connection of the same agent: its stream no
         // longer affects state.
         if let Some(old) = self.agents.remove(&id) {
@@ -1913,7 +1922,7 @@ impl Core {
         self.remove_agent_from_allocator(&id);
 
         let Some(record) = self.registry.agent(&id).cloned() else {
-            return Err(Status::internal("agent vanished from the registry"));
+            return Err(CallError::internal("agent vanished from the registry"));
         };
         let registered = pb::MasterMessage {
             message: Some(pb::master_message::Message::Registered(pb::Registered {
@@ -1926,7 +1935,7 @@ impl Core {
             // Gone already: registered but not connected; it has until its
             // ping timeout to come back.
             self.last_seen.entry(id).or_insert_with(Instant::now);
-            return Err(Status::unavailable(
+            return Err(CallError::unavailable(
                 "agent stream closed during registration",
             ));
         }
@@ -2306,7 +2315,7 @@ impl Core {
     // ----- operator ---------------------------------------------------------
 
     /// Answers an operator read from this master's registry.
-    fn read(&self, call: OperatorCall) -> Result<OperatorReply, Status> {
+    fn read(&self, call: OperatorCall) -> Result<OperatorReply, CallError> {
         Ok(match call {
             OperatorCall::State => OperatorReply::State(Box::new(pb::ClusterState {
                 leader: Some(self.leader()),
@@ -2327,7 +2336,7 @@ impl Core {
                 } else {
                     Some(
                         FrameworkId::new(req.framework_id)
-                            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                            .map_err(|e| CallError::invalid_argument(e.to_string()))?,
                     )
                 };
                 OperatorReply::Tasks(pb::TaskList {
@@ -2348,7 +2357,7 @@ impl Core {
                 } else {
                     Some(
                         FrameworkId::new(req.framework_id)
-                            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                            .map_err(|e| CallError::invalid_argument(e.to_string()))?,
                     )
                 };
                 let tasks = self.pending_work.views(only.as_ref(), |id| {
@@ -2358,7 +2367,7 @@ impl Core {
                 });
                 OperatorReply::Pending(pb::PendingList { tasks })
             }
-            _ => return Err(Status::internal("not a read")),
+            _ => return Err(CallError::internal("not a read")),
         })
     }
 
@@ -2366,12 +2375,12 @@ impl Core {
     async fn operator(
         &mut self,
         call: OperatorCall,
-        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     ) {
         let answer = |core: &mut Core, result: Result<Effects, ApplyError>| {
             result
                 .map(|_| OperatorReply::Empty)
-                .map_err(|e| core.status_of(e, Status::invalid_argument))
+                .map_err(|e| core.status_of(e, CallError::invalid_argument))
         };
         match call {
             OperatorCall::AddMember(req) => {
@@ -2385,11 +2394,11 @@ impl Core {
             OperatorCall::Teardown(id) => self.teardown_by_operator(&id, reply),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
-                    .map_err(|e| Status::invalid_argument(e.to_string()))
+                    .map_err(|e| CallError::invalid_argument(e.to_string()))
                     .and_then(|role| {
                         Weight::new(req.weight)
                             .map(|w| (role, w))
-                            .map_err(|e| Status::invalid_argument(e.to_string()))
+                            .map_err(|e| CallError::invalid_argument(e.to_string()))
                     });
                 let (role, weight) = match parsed {
                     Ok(v) => v,
@@ -2441,12 +2450,12 @@ impl Core {
                 let role = match Role::new(role) {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                        let _ = reply.send(Err(CallError::invalid_argument(e.to_string())));
                         return;
                     }
                 };
                 if !self.registry.quotas().contains_key(&role) {
-                    let _ = reply.send(Err(Status::not_found(format!(
+                    let _ = reply.send(Err(CallError::not_found(format!(
                         "role {} has no quota",
                         quoted(role.as_str())
                     ))));
@@ -2481,7 +2490,7 @@ impl Core {
         &mut self,
         id: &str,
         draining: bool,
-        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     ) {
         let known = known_id(id, "agent", AgentId::new, |id| {
             self.registry.agent(id).is_some()
@@ -2504,7 +2513,7 @@ impl Core {
                         core.draining_changed(&id, draining);
                         Ok(OperatorReply::Empty)
                     }
-                    Err(e) => Err(core.status_of(e, Status::invalid_argument)),
+                    Err(e) => Err(core.status_of(e, CallError::invalid_argument)),
                 };
                 let _ = reply.send(answer);
             },
@@ -2516,7 +2525,7 @@ impl Core {
     fn teardown_by_operator(
         &mut self,
         id: &str,
-        reply: oneshot::Sender<Result<OperatorReply, Status>>,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     ) {
         let known = known_id(id, "framework", FrameworkId::new, |id| {
             self.registry.framework(id).is_some()
@@ -2533,7 +2542,7 @@ impl Core {
             let _ = reply.send(
                 result
                     .map(|()| OperatorReply::Empty)
-                    .map_err(|e| core.status_of(e, Status::internal)),
+                    .map_err(|e| core.status_of(e, CallError::internal)),
             );
         });
     }
@@ -2633,23 +2642,23 @@ impl Core {
     async fn add_member(
         &mut self,
         req: pb::AddMemberRequest,
-    ) -> Result<pb::AddMemberResponse, Status> {
+    ) -> Result<pb::AddMemberResponse, CallError> {
         if req.id == 0 || req.address.trim().is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(CallError::invalid_argument(
                 "a member needs an id of 1 or more and an address",
             ));
         }
         berth_proto::check_address(&req.address)
-            .map_err(|e| Status::invalid_argument(format!("master {}: {e}", req.id)))?;
+            .map_err(|e| CallError::invalid_argument(format!("master {}: {e}", req.id)))?;
         let st = self.raft_status.borrow().clone();
         if st.voters.contains(&req.id) {
-            return Err(Status::already_exists(format!(
+            return Err(CallError::already_exists(format!(
                 "master {} is already a voting member",
                 req.id
             )));
         }
         let context = postcard::to_stdvec(&(req.id, req.address.clone()))
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| CallError::internal(e.to_string()))?;
         if st.learners.contains(&req.id) {
             let matched = st
                 .matched
@@ -2657,7 +2666,7 @@ impl Core {
                 .find(|(m, _)| *m == req.id)
                 .map_or(0, |(_, index)| *index);
             if matched.saturating_add(CAUGHT_UP_SLACK) < st.commit {
-                return Err(Status::failed_precondition(format!(
+                return Err(CallError::failed_precondition(format!(
                     "master {} is still catching up (it holds the log up to {matched} of {}); add it again once it has",
                     req.id, st.commit
                 )));
@@ -2679,16 +2688,18 @@ impl Core {
         })
     }
 
-    async fn remove_member(&mut self, id: u64) -> Result<(), Status> {
+    async fn remove_member(&mut self, id: u64) -> Result<(), CallError> {
         let st = self.raft_status.borrow().clone();
         if !st.voters.contains(&id) && !st.learners.contains(&id) {
-            return Err(Status::not_found(format!("master {id} is not a member")));
+            return Err(CallError::not_found(format!("master {id} is not a member")));
         }
         if st.voters == [id] {
-            return Err(Status::failed_precondition("cannot remove the last master"));
+            return Err(CallError::failed_precondition(
+                "cannot remove the last master",
+            ));
         }
         let context = postcard::to_stdvec(&(id, String::new()))
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| CallError::internal(e.to_string()))?;
         self.change_membership(id, Membership::Gone, context).await
     }
 
@@ -2698,7 +2709,7 @@ impl Core {
         id: u64,
         to: Membership,
         context: Vec<u8>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CallError> {
         let change = raft::eraftpb::ConfChangeSingle {
             change_type: match to {
                 Membership::Learner => raft::eraftpb::ConfChangeType::AddLearnerNode,
@@ -2715,14 +2726,14 @@ impl Core {
             .await
             .map_err(|e| match e {
                 ProposeError::NotLeader { .. } => self.not_leader(),
-                other => Status::failed_precondition(other.to_string()),
+                other => CallError::failed_precondition(other.to_string()),
             })?;
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
         loop {
             tokio::select! {
                 applied = self.applied_rx.recv() => {
                     let Some(applied) = applied else {
-                        return Err(Status::unavailable("the raft node stopped"));
+                        return Err(CallError::unavailable("the raft node stopped"));
                     };
                     let done = matches!(&applied, Applied::ConfChanged { voters, learners, .. } if match to {
                         Membership::Learner => learners.contains(&id),
@@ -2735,7 +2746,7 @@ impl Core {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(Status::unavailable("the membership change was not committed in time"));
+                    return Err(CallError::unavailable("the membership change was not committed in time"));
                 }
             }
         }
@@ -2915,12 +2926,12 @@ fn known_id<T: std::fmt::Display>(
     kind: &str,
     parse: impl FnOnce(String) -> Result<T, berth_scheduler_core::IdError>,
     known: impl FnOnce(&T) -> bool,
-) -> Result<T, Status> {
-    let id = parse(raw.to_string()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+) -> Result<T, CallError> {
+    let id = parse(raw.to_string()).map_err(|e| CallError::invalid_argument(e.to_string()))?;
     if known(&id) {
         Ok(id)
     } else {
-        Err(Status::not_found(format!(
+        Err(CallError::not_found(format!(
             "unknown {kind} {}",
             quoted(&id.to_string())
         )))
@@ -2947,16 +2958,16 @@ fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
     status
 }
 
-fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, Status> {
+fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, CallError> {
     ids.iter()
-        .map(|s| OfferId::new(s.clone()).map_err(|e| Status::invalid_argument(e.to_string())))
+        .map(|s| OfferId::new(s.clone()).map_err(|e| CallError::invalid_argument(e.to_string())))
         .collect()
 }
 
 /// Validates a duration given in seconds on the wire.
-fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
+fn seconds(name: &str, s: f64) -> Result<Duration, CallError> {
     if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "{name} must be a finite number of seconds between 0 and {MAX_SECONDS}, got {s}"
         )));
     }
@@ -2964,12 +2975,12 @@ fn seconds(name: &str, s: f64) -> Result<Duration, Status> {
 }
 
 /// Validates a task's own fields (not its fit in the offers).
-fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
-    let id =
-        TaskId::new(info.task_id.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, CallError> {
+    let id = TaskId::new(info.task_id.clone())
+        .map_err(|e| CallError::invalid_argument(e.to_string()))?;
     let name = quoted(&info.task_id);
     if info.name.len() > MAX_NAME {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "task {name}: name longer than {MAX_NAME} bytes"
         )));
     }
@@ -2985,7 +2996,7 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
         // A container without a command runs its image's own CMD.
         (None, Some(_)) => &default_command,
         (None, None) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(CallError::invalid_argument(format!(
                 "task {name} has no command"
             )));
         }
@@ -2993,47 +3004,47 @@ fn validate_task(info: &pb::TaskInfo) -> Result<TaskId, Status> {
     match (command.shell.is_empty(), command.argv.is_empty()) {
         (true, true) if info.container.is_some() => {}
         (true, true) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(CallError::invalid_argument(format!(
                 "task {name}: command needs `shell` or `argv`"
             )));
         }
         (false, false) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(CallError::invalid_argument(format!(
                 "task {name}: command must set only one of `shell` and `argv`"
             )));
         }
         _ => {}
     }
     if command.argv.first().is_some_and(String::is_empty) {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "task {name}: argv[0] is empty"
         )));
     }
     for key in command.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(Status::invalid_argument(format!(
+            return Err(CallError::invalid_argument(format!(
                 "task {name}: invalid environment variable name {}",
                 quoted(key)
             )));
         }
     }
     seconds("kill_grace_period_seconds", info.kill_grace_period_seconds)
-        .map_err(|e| Status::invalid_argument(format!("task {name}: {}", e.message())))?;
+        .map_err(|e| CallError::invalid_argument(format!("task {name}: {e}")))?;
     // The URIs it fetches and the outputs it uploads; the agent checks them
     // again with the same rules.
     berth_proto::transfer::validate_task_transfers(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
+        .map_err(|e| CallError::invalid_argument(format!("task {name}: {e}")))?;
     berth_proto::mask::validate_task_masks(info)
-        .map_err(|e| Status::invalid_argument(format!("task {name}: {e}")))?;
+        .map_err(|e| CallError::invalid_argument(format!("task {name}: {e}")))?;
     Ok(id)
 }
 
 /// Checks what the master can of a task's container (the agent checks the
 /// rest, such as host ports against the task's resources, and fails the
 /// task with its reason).
-fn validate_container(name: Quoted<'_>, c: &pb::ContainerInfo) -> Result<(), Status> {
+fn validate_container(name: Quoted<'_>, c: &pb::ContainerInfo) -> Result<(), CallError> {
     let bad = |m: String| {
-        Err(Status::invalid_argument(format!(
+        Err(CallError::invalid_argument(format!(
             "task {name}: container {m}"
         )))
     };
@@ -3084,12 +3095,12 @@ fn validate_container(name: Quoted<'_>, c: &pb::ContainerInfo) -> Result<(), Sta
 
 /// Checks the shape of a task's health check (the agent validates it in
 /// full).
-fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), Status> {
+fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), CallError> {
     let kinds = usize::from(h.command.is_some())
         + usize::from(h.http.is_some())
         + usize::from(h.tcp.is_some());
     if kinds != 1 {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "task {name}: a health check needs exactly one of command, http and tcp ({kinds} set)"
         )));
     }
@@ -3101,7 +3112,7 @@ fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), St
     if let Some(p) = port
         && (p == 0 || p > 65535)
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "task {name}: health check port {p} is out of range (1-65535)"
         )));
     }
@@ -3111,9 +3122,8 @@ fn validate_health_check(name: Quoted<'_>, h: &pb::HealthCheck) -> Result<(), St
         ("timeout_seconds", h.timeout_seconds),
         ("delay_seconds", h.delay_seconds),
     ] {
-        seconds(field, v).map_err(|e| {
-            Status::invalid_argument(format!("task {name}: health check {}", e.message()))
-        })?;
+        seconds(field, v)
+            .map_err(|e| CallError::invalid_argument(format!("task {name}: health check {e}")))?;
     }
     Ok(())
 }
@@ -3149,41 +3159,24 @@ fn check_attributes(attributes: &[pb::Attribute]) -> Result<(), String> {
 
 /// Validates a `SetQuota` request: its role and a quota the allocator
 /// accepts (a rejected quota is not logged).
-fn validate_quota(req: &pb::SetQuotaRequest) -> Result<(Role, Quota), Status> {
-    let role = Role::new(req.role.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+fn validate_quota(req: &pb::SetQuotaRequest) -> Result<(Role, Quota), CallError> {
+    let role =
+        Role::new(req.role.clone()).map_err(|e| CallError::invalid_argument(e.to_string()))?;
     let guarantee = resources_from_proto_opt(req.guarantee.as_ref())
-        .map_err(|e| Status::invalid_argument(format!("guarantee: {e}")))?;
+        .map_err(|e| CallError::invalid_argument(format!("guarantee: {e}")))?;
     let limit = req
         .limit
         .as_ref()
         .map(resources_from_proto)
         .transpose()
-        .map_err(|e| Status::invalid_argument(format!("limit: {e}")))?;
+        .map_err(|e| CallError::invalid_argument(format!("limit: {e}")))?;
     let quota = Quota { guarantee, limit };
     let mut probe = Allocator::new(AllocatorConfig::default());
     probe
         .set_quota(role.clone(), quota.clone())
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| CallError::invalid_argument(e.to_string()))?;
     Ok((role, quota))
 }
-
-/// UNAVAILABLE "not the leader", with the leader's address in the
-/// `berth-leader` metadata when it is known.
-pub(crate) fn self_not_leader_status(leader: Option<String>) -> Status {
-    let mut status = Status::unavailable(match &leader {
-        Some(addr) => format!("this master is not the leader; the leader is at {addr}"),
-        None => "this master is not the leader and no leader is known yet".to_string(),
-    });
-    if let Some(addr) = leader
-        && let Ok(value) = addr.parse()
-    {
-        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
-    }
-    status
-}
-
-/// The gRPC metadata key naming the leader's address on redirects.
-pub const LEADER_METADATA_KEY: &str = "berth-leader";
 
 /// A random u64 (not cryptographic; for ids that must differ across runs).
 fn rand_u64() -> u64 {
@@ -3214,7 +3207,7 @@ mod tests {
     use crate::raft::transport::{Faults, GrpcTransport};
     use pb::master_message::Message as M;
 
-    type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, Status>>;
+    type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, CallError>>;
 
     /// Drives the core's Raft side in tests, where no run loop does.
     impl Core {
@@ -3246,7 +3239,7 @@ mod tests {
         async fn accept_wait(
             &mut self,
             req: pb::AcceptRequest,
-        ) -> Result<pb::AcceptResponse, Status> {
+        ) -> Result<pb::AcceptResponse, CallError> {
             let (tx, rx) = oneshot::channel();
             self.accept(req, tx);
             match self.answered(rx).await? {
@@ -3255,7 +3248,7 @@ mod tests {
             }
         }
 
-        async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, Status> {
+        async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, CallError> {
             let (tx, rx) = oneshot::channel();
             self.call(call, tx);
             self.answered(rx).await
@@ -3264,13 +3257,13 @@ mod tests {
         async fn subscribe_wait(
             &mut self,
             info: pb::FrameworkInfo,
-        ) -> Result<Subscription, Status> {
+        ) -> Result<Subscription, CallError> {
             let (tx, rx) = oneshot::channel();
             self.subscribe(info, tx);
             self.answered(rx).await
         }
     }
-    type EventRx = mpsc::Receiver<Result<pb::Event, Status>>;
+    type EventRx = mpsc::Receiver<Result<pb::Event, CallError>>;
 
     /// A core leading a one-master Raft group on a temporary directory.
     async fn core(dir: &tempfile::TempDir) -> Core {
@@ -3336,7 +3329,7 @@ mod tests {
         agent_id: &str,
         resources: &str,
         tasks: &[(&str, &str, pb::TaskState)],
-    ) -> (Result<(), Status>, AgentRx) {
+    ) -> (Result<(), CallError>, AgentRx) {
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let reg = pb::Register {
             agent_id: agent_id.into(),
