@@ -31,26 +31,23 @@ impl Core {
                 };
                 let (fw, agent, records) = (framework.clone(), agent.clone(), tasks.clone());
                 let role = records.first().map(|r| r.role.clone()).unwrap_or_default();
-                self.propose_checked(cmd, move |core, result| {
-                    let answer = match result {
-                        Ok(_) => Ok(core.launched(&fw, &agent, &records)),
-                        Err(e) => {
-                            // The tasks never exist: their share of the
-                            // offers goes back to the allocator.
-                            let now = core.now();
-                            core.allocator.recover(&agent, &fw, &role, &used, None, now);
-                            core.allocation_dirty = true;
-                            Err(core.status_of(e, CallError::failed_precondition))
-                        }
-                    };
-                    let _ = reply.send(answer.map(CallReply::Accept));
-                });
+                self.propose_checked(
+                    cmd,
+                    Then::Launched {
+                        framework: fw,
+                        agent,
+                        role,
+                        records,
+                        used,
+                        reply,
+                    },
+                );
             }
         }
     }
 
     /// A launch is committed: send its tasks to the agent.
-    fn launched(
+    pub(super) fn launched(
         &mut self,
         fw: &FrameworkId,
         agent: &AgentId,

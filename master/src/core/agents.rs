@@ -30,21 +30,16 @@ impl Core {
         // do not fit the resources it now reports) changes nothing, not
         // even an older connection of the same agent. A new agent's tasks
         // (it lost its id) are all unknown and get killed.
-        self.propose(cmd, move |core, result| {
-            let answer = match result {
-                Ok(effects) => core.agent_registered(conn, id, new, tx, &effects),
-                Err(e) => Err(match e {
-                    ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
-                        CallError::failed_precondition(format!("register: {e}"))
-                    }
-                    e @ (ApplyError::NotLeader
-                    | ApplyError::LeadershipLost
-                    | ApplyError::Unavailable(_)) => core.status_of(e, CallError::internal),
-                    _ => CallError::internal(e.to_string()),
-                }),
-            };
-            let _ = reply.send(answer);
-        });
+        self.propose(
+            cmd,
+            Then::AgentRegistered {
+                conn,
+                id,
+                new,
+                tx,
+                reply,
+            },
+        );
     }
 
     /// Validates a `Register` into the command that records it.
@@ -124,7 +119,7 @@ impl Core {
     }
 
     /// A registration is committed: take over the agent's connection.
-    fn agent_registered(
+    pub(super) fn agent_registered(
         &mut self,
         conn: u64,
         id: AgentId,

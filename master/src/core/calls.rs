@@ -18,13 +18,9 @@ impl Core {
                     let _ = reply.send(Err(e));
                 }
                 // Answered success only once the removal is durable.
-                Ok(fw) => self.remove_framework(&fw, "FRAMEWORK_TEARDOWN", move |core, result| {
-                    let _ = reply.send(
-                        result
-                            .map(|()| CallReply::Empty)
-                            .map_err(|e| core.status_of(e, CallError::internal)),
-                    );
-                }),
+                Ok(fw) => {
+                    self.remove_framework(&fw, "FRAMEWORK_TEARDOWN", RemovalReply::Framework(reply))
+                }
             },
             other => {
                 let _ = reply.send(self.call_now(other));

@@ -23,17 +23,10 @@ impl Core {
             Command::SubscribeFramework {
                 record: record.clone(),
             },
-            move |core, result| {
-                if let Some(n) = core.subscribing.get_mut(&record.id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        core.subscribing.remove(&record.id);
-                    }
-                }
-                let result = result
-                    .map_err(|e| core.status_of(e, CallError::internal))
-                    .and_then(|_| core.subscribed(record, known));
-                let _ = reply.send(result);
+            Then::Subscribed {
+                record,
+                known,
+                reply,
             },
         );
     }
@@ -186,38 +179,26 @@ impl Core {
         }
     }
 
-    /// Removes a framework for good; `then` runs with the outcome once
-    /// the removal is committed. On error nothing changed.
-    pub(super) fn remove_framework(
-        &mut self,
-        id: &FrameworkId,
-        reason: &str,
-        then: impl FnOnce(&mut Core, Result<(), ApplyError>) + Send + 'static,
-    ) {
-        let fw = id.clone();
-        let why = reason.to_string();
+    /// Removes a framework for good; `reply` is answered once the removal
+    /// is committed. On error nothing changed.
+    pub(super) fn remove_framework(&mut self, id: &FrameworkId, reason: &str, reply: RemovalReply) {
         self.propose(
             Command::RemoveFramework {
                 id: id.clone(),
                 at_ms: unix_ms(),
                 reason: reason.to_string(),
             },
-            move |core, result| match result {
-                Ok(effects) => {
-                    core.framework_removed(&fw, &why, &effects);
-                    then(core, Ok(()));
-                }
-                Err(e) => {
-                    warn!(framework = %fw, "remove framework: {e}");
-                    then(core, Err(e));
-                }
+            Then::FrameworkRemoved {
+                id: id.clone(),
+                reason: reason.to_string(),
+                reply,
             },
         );
     }
 
     /// A framework's removal is committed: shut it down on its agents and
     /// drop its offers, allocator entry, queued kills and stream.
-    fn framework_removed(&mut self, id: &FrameworkId, reason: &str, effects: &Effects) {
+    pub(super) fn framework_removed(&mut self, id: &FrameworkId, reason: &str, effects: &Effects) {
         let agents: BTreeSet<AgentId> = effects.freed.iter().map(|(a, ..)| a.clone()).collect();
         for agent in agents {
             self.send_agent(

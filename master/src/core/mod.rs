@@ -6,23 +6,26 @@
 //! A call that changes the registry is checked, proposed to Raft and parked
 //! ([`Core::propose`]); the core goes on with the next request, so the
 //! commands of concurrent calls share Raft rounds and fsyncs. When Raft
-//! commits the entry and the core applies it, the parked continuation acts
-//! on the effects (sends the tasks, updates the allocator) and answers the
-//! caller. Entries are applied in log order, so effects follow the order
+//! commits the entry and the core applies it, the parked continuation (a
+//! [`then::Then`], plain data) acts on the effects (sends the tasks,
+//! updates the allocator) and answers the caller. Entries are applied in log order, so effects follow the order
 //! in which commands were proposed.
 //!
 //! The core refuses calls with a [`CallError`]; only [`crate::service`]
-//! turns one into a gRPC status.
+//! turns one into a gRPC status. IO a handler needs done beyond replying
+//! (a snapshot handed to Raft) it pushes as an [`Action`], which the run
+//! loop executes.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `leadership` taking over and stepping
 //! down; `replicate` proposals, applying what Raft commits, reads and
-//! snapshots; `frameworks` subscriptions and streams; `calls` the
-//! scheduler calls but Accept, which is `accept`; `agents` registration
-//! and connections; `status` agents' status updates; `timers` periodic
-//! work and allocation; `operator` operator calls; `membership` Raft
-//! membership changes; `views` what operators read; `validate` the checks
-//! of a task's own fields.
+//! snapshots; `then` the continuations of proposals; `frameworks`
+//! subscriptions and streams; `calls` the scheduler calls but Accept,
+//! which is `accept`; `agents` registration and connections; `status`
+//! agents' status updates; `timers` periodic work and allocation;
+//! `operator` operator calls; `membership` Raft membership changes;
+//! `views` what operators read; `validate` the checks of a task's own
+//! fields.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -51,10 +54,12 @@ mod replicate;
 mod status;
 #[cfg(test)]
 mod tests;
+mod then;
 mod timers;
 mod validate;
 mod views;
 
+use self::then::{RemovalReply, Then};
 use self::validate::{check_attributes, validate_task};
 use crate::config::MasterConfig;
 use crate::error::{ApplyError, CallError, MasterError};
@@ -227,12 +232,6 @@ struct AgentConn {
 /// How long a proposal may take to commit before the caller is told.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What to do with the outcome of a proposal once this core has applied it
-/// (or once it cannot be: leadership lost, not committed in time). Runs on
-/// the core, after the registry applied the entry and the core acted on its
-/// effects.
-type Then = Box<dyn FnOnce(&mut Core, Result<Effects, ApplyError>) + Send>;
-
 /// A linearizable operator read waiting for its ReadIndex.
 struct PendingRead {
     call: OperatorCall,
@@ -308,6 +307,25 @@ pub(crate) struct Core {
     last_ping: Instant,
     last_heartbeat: Instant,
     fatal: Option<MasterError>,
+    /// IO the handlers asked for, executed by the run loop.
+    actions: Vec<Action>,
+}
+
+/// IO a handler leaves to the shell (the run loop), which executes it
+/// after the handler returns: handlers decide, the shell acts.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// Hand Raft a snapshot of the registry as of log index `index`, so it
+    /// can compact the log before it (and send it to peers that fell
+    /// behind). Executed on a task of its own: awaiting it in the loop
+    /// could deadlock with the Raft node waiting for room in the applied
+    /// channel.
+    Snapshot {
+        /// The applied index the snapshot was taken at.
+        index: u64,
+        /// The encoded registry.
+        data: Vec<u8>,
+    },
 }
 
 /// What the core needs from Raft.
@@ -373,6 +391,7 @@ impl Core {
             last_ping: now,
             last_heartbeat: now,
             fatal: None,
+            actions: Vec::new(),
         };
         // Members added after the bootstrap are known from the replicated
         // state (the snapshot it was loaded from).
@@ -389,6 +408,7 @@ impl Core {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.execute_actions();
             if let Some(e) = self.fatal.take() {
                 error!("master stopping: {e}");
                 return Err(e);
@@ -422,6 +442,22 @@ impl Core {
         }
         info!("master core stopped");
         Ok(())
+    }
+
+    /// Executes the IO the handlers asked for, in order.
+    fn execute_actions(&mut self) {
+        for action in std::mem::take(&mut self.actions) {
+            match action {
+                Action::Snapshot { index, data } => {
+                    let raft = self.raft.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = raft.compact(index, data).await {
+                            warn!(index, "snapshot failed (the log keeps everything): {e}");
+                        }
+                    });
+                }
+            }
+        }
     }
 
     async fn handle(&mut self, req: Request) {

@@ -67,11 +67,6 @@ impl Core {
         call: OperatorCall,
         reply: oneshot::Sender<Result<OperatorReply, CallError>>,
     ) {
-        let answer = |core: &mut Core, result: Result<Effects, ApplyError>| {
-            result
-                .map(|_| OperatorReply::Empty)
-                .map_err(|e| core.status_of(e, CallError::invalid_argument))
-        };
         match call {
             OperatorCall::AddMember(req) => {
                 let _ = reply.send(self.add_member(req).await.map(OperatorReply::AddMember));
@@ -103,12 +98,10 @@ impl Core {
                         role: role.clone(),
                         weight_milli,
                     },
-                    move |core, result| {
-                        if result.is_ok() {
-                            core.allocator.set_weight(role, weight);
-                            core.allocation_dirty = true;
-                        }
-                        let _ = reply.send(answer(core, result));
+                    Then::WeightSet {
+                        role,
+                        weight,
+                        reply,
                     },
                 );
             }
@@ -125,15 +118,7 @@ impl Core {
                         role: role.clone(),
                         quota: quota.clone(),
                     },
-                    move |core, result| {
-                        if result.is_ok() {
-                            if let Err(e) = core.allocator.set_quota(role, quota) {
-                                warn!("quota accepted by the probe but not the allocator: {e}");
-                            }
-                            core.allocation_dirty = true;
-                        }
-                        let _ = reply.send(answer(core, result));
-                    },
+                    Then::QuotaSet { role, quota, reply },
                 );
             }
             OperatorCall::RemoveQuota(role) => {
@@ -153,13 +138,7 @@ impl Core {
                 }
                 self.propose(
                     Command::RemoveQuota { role: role.clone() },
-                    move |core, result| {
-                        if result.is_ok() {
-                            core.allocator.remove_quota(&role);
-                            core.allocation_dirty = true;
-                        }
-                        let _ = reply.send(answer(core, result));
-                    },
+                    Then::QuotaRemoved { role, reply },
                 );
             }
             OperatorCall::State
@@ -197,15 +176,10 @@ impl Core {
                 id: id.clone(),
                 draining,
             },
-            move |core, result| {
-                let answer = match result {
-                    Ok(_) => {
-                        core.draining_changed(&id, draining);
-                        Ok(OperatorReply::Empty)
-                    }
-                    Err(e) => Err(core.status_of(e, CallError::invalid_argument)),
-                };
-                let _ = reply.send(answer);
+            Then::DrainingSet {
+                id,
+                draining,
+                reply,
             },
         );
     }
@@ -228,17 +202,11 @@ impl Core {
             }
         };
         info!(framework = %id, "framework torn down by an operator");
-        self.remove_framework(&id, "OPERATOR_TEARDOWN", move |core, result| {
-            let _ = reply.send(
-                result
-                    .map(|()| OperatorReply::Empty)
-                    .map_err(|e| core.status_of(e, CallError::internal)),
-            );
-        });
+        self.remove_framework(&id, "OPERATOR_TEARDOWN", RemovalReply::Operator(reply));
     }
 
     /// An agent's draining flag is committed: stop or resume offering it.
-    fn draining_changed(&mut self, id: &AgentId, draining: bool) {
+    pub(super) fn draining_changed(&mut self, id: &AgentId, draining: bool) {
         if draining {
             self.allocator.deactivate_agent(id);
             let now = self.now();

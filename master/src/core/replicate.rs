@@ -84,31 +84,23 @@ impl Core {
     /// applied (two launches of one task id, say). The registry then
     /// refuses it when applying, deterministically on every master (a
     /// no-op), and `then` gets that error.
-    pub(super) fn propose(
-        &mut self,
-        cmd: Command,
-        then: impl FnOnce(&mut Core, Result<Effects, ApplyError>) + Send + 'static,
-    ) {
+    pub(super) fn propose(&mut self, cmd: Command, then: Then) {
         if let Err(e) = self.registry.check(&cmd) {
-            then(self, Err(e));
+            self.resume(then, Err(e));
             return;
         }
         self.propose_checked(cmd, then);
     }
 
     /// [`Self::propose`] for a command the caller has just checked.
-    pub(super) fn propose_checked(
-        &mut self,
-        cmd: Command,
-        then: impl FnOnce(&mut Core, Result<Effects, ApplyError>) + Send + 'static,
-    ) {
+    pub(super) fn propose_checked(&mut self, cmd: Command, then: Then) {
         let (seq, data) = match self.encode(cmd) {
             Ok(v) => v,
-            Err(e) => return then(self, Err(e)),
+            Err(e) => return self.resume(then, Err(e)),
         };
         if !self.raft.propose_detached(data) {
-            return then(
-                self,
+            return self.resume(
+                then,
                 Err(ApplyError::Unavailable(
                     "the raft proposal queue is full; try again".into(),
                 )),
@@ -117,7 +109,7 @@ impl Core {
         self.pending.insert(
             seq,
             Pending {
-                then: Box::new(then),
+                then,
                 deadline: Instant::now() + COMMIT_TIMEOUT,
             },
         );
@@ -126,17 +118,13 @@ impl Core {
     /// Checks and proposes a command whose outcome nobody waits for; what
     /// applying it does happens in `apply`.
     pub(super) fn propose_detached(&mut self, cmd: Command) {
-        self.propose(cmd, |_, result| {
-            if let Err(e) = result {
-                debug!("detached command not applied: {e}");
-            }
-        });
+        self.propose(cmd, Then::Detached);
     }
 
     /// Ends every pending proposal with `err` (leadership lost).
     pub(super) fn fail_pending(&mut self, err: &ApplyError) {
         for (_, p) in std::mem::take(&mut self.pending) {
-            (p.then)(self, Err(err.clone()));
+            self.resume(p.then, Err(err.clone()));
         }
         // Raft drops the reads of a leader that steps down.
         let redirect = self.not_leader();
@@ -158,8 +146,8 @@ impl Core {
         for seq in expired {
             if let Some(p) = self.pending.remove(&seq) {
                 warn!(seq, "a proposal was not committed in time");
-                (p.then)(
-                    self,
+                self.resume(
+                    p.then,
                     Err(ApplyError::Unavailable(
                         "the command was not committed in time; it may still be committed (reconcile before retrying)".into(),
                     )),
@@ -254,7 +242,7 @@ impl Core {
                     Some(result)
                 } else {
                     if ours && let Some(p) = self.pending.remove(&proposal.seq) {
-                        (p.then)(self, result);
+                        self.resume(p.then, result);
                     }
                     None
                 };
@@ -344,21 +332,15 @@ impl Core {
         }
     }
 
-    /// Hands Raft a snapshot of the registry as of the applied index. The
-    /// call is spawned: awaiting it here could deadlock with the node
-    /// waiting for room in the applied channel.
+    /// Asks the shell to hand Raft a snapshot of the registry as of the
+    /// applied index ([`Action::Snapshot`]); the core does no IO here.
     fn snapshot_now(&mut self) {
         self.since_snapshot = 0;
         match self.registry.to_snapshot() {
-            Ok(data) => {
-                let raft = self.raft.clone();
-                let index = self.applied_index;
-                tokio::spawn(async move {
-                    if let Err(e) = raft.compact(index, data).await {
-                        warn!(index, "snapshot failed (the log keeps everything): {e}");
-                    }
-                });
-            }
+            Ok(data) => self.actions.push(Action::Snapshot {
+                index: self.applied_index,
+                data,
+            }),
             Err(e) => warn!("cannot encode a registry snapshot: {e}"),
         }
     }

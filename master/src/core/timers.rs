@@ -123,7 +123,7 @@ impl Core {
             .map(|f| f.id.clone())
             .collect();
         for id in expired {
-            self.remove_framework(&id, "FAILOVER_TIMEOUT", |_, _| {});
+            self.remove_framework(&id, "FAILOVER_TIMEOUT", RemovalReply::Nobody);
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod agents;
 mod frameworks;
+mod replicate;
 
 use super::*;
 use crate::raft::node::{NodeConfig, start};
