@@ -108,7 +108,7 @@ impl Core {
                 None => return Err(CallError::invalid_argument("operation is empty")),
             }
         }
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms;
         let mut seen = BTreeSet::new();
         let mut records = Vec::with_capacity(infos.len());
         let mut used = Allocated::default();

@@ -103,7 +103,7 @@ impl Core {
                 .map(|a| (a.name.clone(), a.value.clone()))
                 .collect(),
             draining: false,
-            registered_at_ms: unix_ms(),
+            registered_at_ms: self.clock.unix_ms,
             unreachable_since_ms: None,
         };
 
@@ -113,7 +113,7 @@ impl Core {
             Command::RegisterAgent {
                 record,
                 reported: Some(reported),
-                at_ms: unix_ms(),
+                at_ms: self.clock.unix_ms,
             },
         ))
     }
@@ -147,7 +147,7 @@ impl Core {
         if tx.try_send(Ok(registered)).is_err() {
             // Gone already: registered but not connected; it has until its
             // ping timeout to come back.
-            self.last_seen.entry(id).or_insert_with(Instant::now);
+            self.last_seen.entry(id).or_insert(self.clock.instant);
             return Err(CallError::unavailable(
                 "agent stream closed during registration",
             ));
@@ -176,11 +176,11 @@ impl Core {
                 conn,
                 tx,
                 ping_seq: 0,
-                connected_at_ms: unix_ms(),
+                connected_at_ms: self.clock.unix_ms,
             },
         );
         self.conn_agents.insert(conn, id.clone());
-        self.last_seen.insert(id.clone(), Instant::now());
+        self.last_seen.insert(id.clone(), self.clock.instant);
         self.inherited.remove(&id);
         for (fw, task) in &effects.unknown_tasks {
             warn!(agent = %id, framework = %fw, task = %task, "agent runs a task the registry does not know; killing it");
@@ -228,7 +228,7 @@ impl Core {
         let Some(agent) = self.conn_agents.get(&conn).cloned() else {
             return;
         };
-        self.last_seen.insert(agent.clone(), Instant::now());
+        self.last_seen.insert(agent.clone(), self.clock.instant);
         match message.message {
             Some(pb::agent_message::Message::Pong(_)) => {}
             Some(pb::agent_message::Message::StatusUpdate(update)) => {
@@ -251,7 +251,7 @@ impl Core {
             // It has until its ping timeout to come back.
             self.last_seen
                 .entry(agent.clone())
-                .or_insert_with(Instant::now);
+                .or_insert(self.clock.instant);
             info!(agent = %agent, "agent disconnected");
         }
     }

@@ -39,7 +39,7 @@ impl Core {
                 let tasks = pending::validate(req.tasks)
                     .map_err(|e| CallError::invalid_argument(format!("update pending: {e}")))?;
                 debug!(framework = %fw, tasks = tasks.len(), "pending work published");
-                self.pending_work.replace(fw, tasks, unix_ms());
+                self.pending_work.replace(fw, tasks, self.clock.unix_ms);
                 Ok(CallReply::Empty)
             }
             SchedulerCall::Decline(req) => {
@@ -222,7 +222,7 @@ impl Core {
                         reason: "RECONCILIATION".into(),
                         source: pb::StatusSource::Master as i32,
                         agent_id: t.agent_id.clone(),
-                        timestamp: ms_to_secs(unix_ms()),
+                        timestamp: ms_to_secs(self.clock.unix_ms),
                         ..Default::default()
                     },
                 });

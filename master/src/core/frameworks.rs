@@ -75,7 +75,7 @@ impl Core {
             FrameworkConn {
                 stream_id: stream_id.clone(),
                 tx,
-                connected_at_ms: unix_ms(),
+                connected_at_ms: self.clock.unix_ms,
             },
         );
         info!(framework = %id, name = %record.name, resubscribed = known, "framework subscribed");
@@ -129,7 +129,7 @@ impl Core {
             failover_timeout_ms: u64::try_from(failover.as_millis()).unwrap_or(u64::MAX),
             partition_aware: info.partition_aware,
             hostname: info.hostname.clone(),
-            registered_at_ms: unix_ms(),
+            registered_at_ms: self.clock.unix_ms,
             disconnected_at_ms: None,
         })
     }
@@ -158,7 +158,7 @@ impl Core {
         if self.registry.framework(id).is_some() {
             self.propose_detached(Command::DisconnectFramework {
                 id: id.clone(),
-                at_ms: unix_ms(),
+                at_ms: self.clock.unix_ms,
             });
         }
         info!(framework = %id, "framework disconnected; failover timeout running");
@@ -185,7 +185,7 @@ impl Core {
         self.propose(
             Command::RemoveFramework {
                 id: id.clone(),
-                at_ms: unix_ms(),
+                at_ms: self.clock.unix_ms,
                 reason: reason.to_string(),
             },
             Then::FrameworkRemoved {

@@ -30,7 +30,7 @@ impl Core {
             &format!("{}-t{term}", self.master_id),
             self.config.offer_timeout,
         );
-        let now = Instant::now();
+        let now = self.clock.instant;
         self.reregister_until = now + self.config.agent_reregister_timeout;
         self.last_seen = self
             .registry
@@ -130,7 +130,7 @@ impl Core {
         }
         self.rebuild_leader_state(term);
         self.leading = Some(term);
-        self.leading_since_ms = unix_ms();
+        self.leading_since_ms = self.clock.unix_ms;
         info!(term, "leading");
         self.record_members();
         // Frameworks connected to the previous leader (or to this master
@@ -142,7 +142,7 @@ impl Core {
             .filter(|f| f.disconnected_at_ms.is_none())
             .map(|f| f.id.clone())
             .collect();
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms;
         for id in connected {
             self.propose_detached(Command::DisconnectFramework { id, at_ms: now_ms });
         }

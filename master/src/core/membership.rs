@@ -121,6 +121,7 @@ impl Core {
                         Membership::Voter => voters.contains(&id),
                         Membership::Gone => !voters.contains(&id) && !learners.contains(&id),
                     });
+                    self.clock = Clock::read();
                     self.apply(applied, None);
                     if done {
                         return Ok(());

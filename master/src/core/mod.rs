@@ -14,7 +14,8 @@
 //! The core refuses calls with a [`CallError`]; only [`crate::service`]
 //! turns one into a gRPC status. IO a handler needs done beyond replying
 //! (a snapshot handed to Raft) it pushes as an [`Action`], which the run
-//! loop executes.
+//! loop executes; the run loop also reads the clock, once per input
+//! ([`Clock`]), and handlers take their time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `leadership` taking over and stepping
@@ -309,6 +310,31 @@ pub(crate) struct Core {
     fatal: Option<MasterError>,
     /// IO the handlers asked for, executed by the run loop.
     actions: Vec<Action>,
+    /// The time of the input being handled.
+    clock: Clock,
+}
+
+/// The time the core handles an input at: read once by the shell (the run
+/// loop) before each input, so every decision about one input sees one
+/// time, and tests can set it.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// Monotonic: deadlines, timeouts, allocation spacing and the
+    /// allocator's [`Time`] (measured from [`Core::epoch`]).
+    instant: Instant,
+    /// Wall clock, ms since the Unix epoch: times recorded in the registry
+    /// and shown to operators.
+    unix_ms: u64,
+}
+
+impl Clock {
+    /// The time now, from the system's clocks.
+    fn read() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
 }
 
 /// IO a handler leaves to the shell (the run loop), which executes it
@@ -348,7 +374,8 @@ impl Core {
         address: String,
         raft: RaftParts,
     ) -> Self {
-        let now = Instant::now();
+        let clock = Clock::read();
+        let now = clock.instant;
         let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
         members.insert(config.id, address);
         let raft_status = raft.handle.status();
@@ -392,6 +419,7 @@ impl Core {
             last_heartbeat: now,
             fatal: None,
             actions: Vec::new(),
+            clock,
         };
         // Members added after the bootstrap are known from the replicated
         // state (the snapshot it was loaded from).
@@ -416,14 +444,21 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
+                // Each arm reads the clock once, when its input arrived.
                 applied = self.applied_rx.recv() => match applied {
-                    Some(a) => { self.apply(a, None); }
+                    Some(a) => {
+                        self.clock = Clock::read();
+                        self.apply(a, None);
+                    }
                     None => {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                     }
                 },
                 changed = self.raft_status.changed() => match changed {
-                    Ok(()) => self.on_raft_status().await,
+                    Ok(()) => {
+                        self.clock = Clock::read();
+                        self.on_raft_status().await
+                    }
                     Err(_) => {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                     }
@@ -432,10 +467,14 @@ impl Core {
                 // requests a biased select would otherwise never reach it,
                 // and pings, heartbeats, expiries and allocation would stop.
                 _ = tick.tick() => if self.leading.is_some() {
+                    self.clock = Clock::read();
                     self.on_tick(requests.is_empty()).await
                 },
                 req = requests.recv() => match req {
-                    Some(req) => self.handle(req).await,
+                    Some(req) => {
+                        self.clock = Clock::read();
+                        self.handle(req).await
+                    }
                     None => break,
                 },
             }

@@ -19,7 +19,8 @@ struct Proposal {
 
 impl Core {
     pub(super) fn now(&self) -> Time {
-        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        let since = self.clock.instant.saturating_duration_since(self.epoch);
+        Time::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Encodes a command as this core's next proposal.
@@ -54,6 +55,7 @@ impl Core {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                         return Err(ApplyError::NotLeader);
                     };
+                    self.clock = Clock::read();
                     if let Some(result) = self.apply(applied, Some(seq)) {
                         return result;
                     }
@@ -110,7 +112,7 @@ impl Core {
             seq,
             Pending {
                 then,
-                deadline: Instant::now() + COMMIT_TIMEOUT,
+                deadline: self.clock.instant + COMMIT_TIMEOUT,
             },
         );
     }
@@ -187,7 +189,7 @@ impl Core {
             PendingRead {
                 call,
                 reply,
-                deadline: Instant::now() + COMMIT_TIMEOUT,
+                deadline: self.clock.instant + COMMIT_TIMEOUT,
             },
         );
     }

@@ -28,7 +28,7 @@ impl Core {
         status.agent_id = agent.to_string();
         // The registry takes a task's times from its updates' timestamps.
         if crate::registry::secs_to_ms(status.timestamp).is_none() {
-            status.timestamp = ms_to_secs(unix_ms());
+            status.timestamp = ms_to_secs(self.clock.unix_ms);
         }
         let ack_ourselves = |core: &mut Self| {
             core.send_agent(

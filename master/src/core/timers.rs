@@ -12,7 +12,7 @@ impl Core {
     /// or status updates is folded into one costly cycle instead of one per
     /// tick, while cheap cycles do not make frameworks wait.
     pub(super) async fn on_tick(&mut self, idle: bool) {
-        let now = Instant::now();
+        let now = self.clock.instant;
         self.expire_pending(now);
         if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
             self.last_ping = now;
@@ -75,6 +75,8 @@ impl Core {
             self.allocation_dirty = false;
             self.last_allocation = now;
             self.allocate();
+            // A measurement of the cycle's cost, not a time a decision is
+            // made at: the one clock read outside the shell.
             self.last_allocation_cost = now.elapsed();
         }
     }
@@ -104,14 +106,14 @@ impl Core {
             if self.registry.agent(&id).is_some() {
                 self.propose_detached(Command::MarkAgentUnreachable {
                     id,
-                    at_ms: unix_ms(),
+                    at_ms: self.clock.unix_ms,
                 });
             }
         }
     }
 
     async fn check_failover_timeouts(&mut self) {
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms;
         let expired: Vec<FrameworkId> = self
             .registry
             .frameworks()

@@ -186,3 +186,41 @@ async fn kills_for_a_disconnected_agent_are_queued_once() {
         .count();
     assert_eq!(kills, 1);
 }
+
+#[tokio::test]
+async fn a_silent_agent_times_out_on_the_clock_the_shell_passes_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core(&dir).await;
+    let (agent, _arx) = new_agent(&mut core, 1, "cpus:4;mem:1024").await;
+    core.settle().await;
+    let seen = core.last_seen[&agent];
+    let timeout = core.config.agent_ping_timeout;
+    let interval = core.config.agent_ping_interval;
+
+    // Exactly the timeout after it was last heard from: not yet.
+    core.clock = Clock {
+        instant: seen + timeout,
+        unix_ms: 41_000,
+    };
+    core.on_tick(true).await;
+    core.settle().await;
+    assert_eq!(
+        core.registry.agent(&agent).unwrap().unreachable_since_ms,
+        None
+    );
+    assert!(core.agents.contains_key(&agent));
+
+    // At the next ping round past the timeout: unreachable, at the wall
+    // time the shell passed in, not one the handler read.
+    core.clock = Clock {
+        instant: seen + timeout + interval,
+        unix_ms: 42_000,
+    };
+    core.on_tick(true).await;
+    core.settle().await;
+    assert_eq!(
+        core.registry.agent(&agent).unwrap().unreachable_since_ms,
+        Some(42_000)
+    );
+    assert!(!core.agents.contains_key(&agent));
+}

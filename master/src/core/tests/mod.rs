@@ -27,6 +27,7 @@ impl Core {
                 .await
                 .expect("nothing applied within 10 s")
                 .expect("raft stopped");
+            self.clock = Clock::read();
             self.apply(applied, None);
         }
     }
@@ -36,6 +37,7 @@ impl Core {
         while let Ok(Some(applied)) =
             tokio::time::timeout(Duration::from_millis(100), self.applied_rx.recv()).await
         {
+            self.clock = Clock::read();
             self.apply(applied, None);
         }
     }
