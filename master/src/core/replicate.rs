@@ -4,17 +4,23 @@
 //! lost, or it times out. Also linearizable reads and snapshots.
 
 use super::*;
+
 /// A command as it travels through the Raft log: who proposed it, so the
 /// proposer can recognise its own entry when it is applied.
 #[derive(Debug, Serialize, Deserialize)]
-struct Proposal {
+pub(super) struct Proposal {
     /// Random per core start: entries proposed by an earlier run of this
     /// master never match a proposal of this run.
-    origin: u64,
+    pub(super) origin: u64,
     /// Sequence number within `origin`.
-    seq: u64,
+    pub(super) seq: u64,
     /// The command.
-    cmd: Command,
+    pub(super) cmd: Command,
+}
+
+/// Decodes a log entry that [`Core::encode`] wrote.
+pub(super) fn decode(data: &[u8]) -> Result<Proposal, postcard::Error> {
+    postcard::from_bytes::<Proposal>(data)
 }
 
 impl Core {
@@ -205,7 +211,7 @@ impl Core {
             Applied::Entry { index, data, .. } => {
                 self.applied_index = index;
                 self.since_snapshot += 1;
-                let proposal: Proposal = match postcard::from_bytes(&data) {
+                let proposal = match decode(&data) {
                     Ok(p) => p,
                     Err(e) => {
                         self.fatal = Some(MasterError::Corrupt(format!("log entry {index}: {e}")));

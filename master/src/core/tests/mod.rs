@@ -1,8 +1,11 @@
-//! Tests of the core with a real one-master Raft group on redb: the
-//! helpers here, the tests by topic in the submodules.
+//! Tests of the core. `handlers` runs the handlers without IO, on a fake
+//! Raft node (no storage, sockets, timers or runtime); the others drive a
+//! core leading a real one-master Raft group on redb, with the helpers
+//! here.
 
 mod agents;
 mod frameworks;
+mod handlers;
 mod replicate;
 
 use super::*;
@@ -73,6 +76,28 @@ async fn core(dir: &tempfile::TempDir) -> Core {
     core_with(dir, |_| {}).await
 }
 
+/// Master 1's core, at 127.0.0.1:1, on an empty registry.
+fn new_core(
+    config: MasterConfig,
+    handle: RaftHandle,
+    applied: mpsc::Receiver<Applied>,
+    transport: Arc<dyn Transport>,
+) -> Core {
+    Core::new(
+        config,
+        "m1".into(),
+        "127.0.0.1:1".into(),
+        RaftParts {
+            handle,
+            applied,
+            transport,
+            registry: Registry::new(100),
+            snapshot_index: 0,
+            heard: HeardFrom::default(),
+        },
+    )
+}
+
 /// A one-master core whose settings `tune` adjusts.
 async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)) -> Core {
     let storage = RaftStorage::open(&dir.path().join("raft.redb")).unwrap();
@@ -89,19 +114,7 @@ async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)
     let mut config = MasterConfig::new(dir.path());
     config.offer_timeout = None;
     tune(&mut config);
-    let mut core = Core::new(
-        config,
-        "m1".into(),
-        "127.0.0.1:1".into(),
-        RaftParts {
-            handle,
-            applied,
-            transport,
-            registry: Registry::new(100),
-            snapshot_index: 0,
-            heard: HeardFrom::default(),
-        },
-    );
+    let mut core = new_core(config, handle, applied, transport);
     for _ in 0..200 {
         core.on_raft_status().await;
         if core.leading.is_some() {
