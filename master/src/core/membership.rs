@@ -38,8 +38,8 @@ impl Core {
                 req.id
             )));
         }
-        let context = postcard::to_stdvec(&(req.id, req.address.clone()))
-            .map_err(|e| CallError::internal(e.to_string()))?;
+        let context =
+            encode_member(req.id, &req.address).map_err(|e| CallError::internal(e.to_string()))?;
         if st.learners.contains(&req.id) {
             let matched = st
                 .matched
@@ -79,8 +79,7 @@ impl Core {
                 "cannot remove the last master",
             ));
         }
-        let context = postcard::to_stdvec(&(id, String::new()))
-            .map_err(|e| CallError::internal(e.to_string()))?;
+        let context = encode_member(id, "").map_err(|e| CallError::internal(e.to_string()))?;
         self.change_membership(id, Membership::Gone, context).await
     }
 
@@ -133,4 +132,15 @@ impl Core {
             }
         }
     }
+}
+
+/// The context of a membership change: the member's id and API address
+/// (empty when it leaves), read back by [`decode_member`].
+pub(super) fn encode_member(id: u64, address: &str) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&(id, address))
+}
+
+/// The member a membership change's context names, and its address.
+pub(super) fn decode_member(context: &[u8]) -> Result<(u64, String), postcard::Error> {
+    postcard::from_bytes::<(u64, String)>(context)
 }

@@ -285,7 +285,7 @@ impl Core {
                 context,
             } => {
                 self.applied_index = index;
-                if let Ok((id, address)) = postcard::from_bytes::<(u64, String)>(&context)
+                if let Ok((id, address)) = membership::decode_member(&context)
                     && (voters.contains(&id) || learners.contains(&id))
                 {
                     self.registry.member_changed(id, Some(&address));

@@ -86,3 +86,15 @@ async fn an_accept_in_flight_waits_as_an_inspectable_launch_continuation() {
         )
     );
 }
+
+#[test]
+fn membership_contexts_keep_their_encoding() {
+    use crate::core::membership::{decode_member, encode_member};
+    let bytes = encode_member(7, "10.0.0.7:5050").unwrap();
+    // What every master wrote before the encoding had a function of its own.
+    assert_eq!(
+        bytes,
+        postcard::to_stdvec(&(7_u64, "10.0.0.7:5050".to_string())).unwrap()
+    );
+    assert_eq!(decode_member(&bytes).unwrap(), (7, "10.0.0.7:5050".into()));
+}
