@@ -113,3 +113,86 @@ pub enum EntryError {
     #[error("undecodable log entry: {0}")]
     Decode(#[from] postcard::Error),
 }
+
+/// Why the core refused a call or could not answer it. The core speaks only
+/// this; the gRPC layer (`service.rs`) alone turns it into a
+/// `tonic::Status`, one variant to one code, with the message unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The call is malformed or names something invalid (INVALID_ARGUMENT).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The call names something the master does not know (NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// What the call would create exists already (ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The call is valid but the cluster's state refuses it now
+    /// (FAILED_PRECONDITION).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The master cannot do it now; the caller may retry (UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug of the master (INTERNAL).
+    #[error("{0}")]
+    Internal(String),
+    /// This master is not the leader; `leader` is the leader's address
+    /// when known, which callers follow (UNAVAILABLE, with the address in
+    /// the `berth-leader` metadata).
+    #[error("{}", not_leader_message(.leader.as_deref()))]
+    NotLeader {
+        /// The leader's API address, when known.
+        leader: Option<String>,
+    },
+    /// This master lost leadership with the call's command in flight: the
+    /// new leader may still commit it (UNAVAILABLE, with the leader's
+    /// address like [`CallError::NotLeader`]).
+    #[error("{}; {}", ApplyError::LeadershipLost, not_leader_message(.leader.as_deref()))]
+    OutcomeUnknown {
+        /// The leader's API address, when known.
+        leader: Option<String>,
+    },
+}
+
+impl CallError {
+    /// INVALID_ARGUMENT with `message`.
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::InvalidArgument(message.into())
+    }
+
+    /// NOT_FOUND with `message`.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    /// ALREADY_EXISTS with `message`.
+    pub(crate) fn already_exists(message: impl Into<String>) -> Self {
+        Self::AlreadyExists(message.into())
+    }
+
+    /// FAILED_PRECONDITION with `message`.
+    pub(crate) fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::FailedPrecondition(message.into())
+    }
+
+    /// UNAVAILABLE with `message`.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable(message.into())
+    }
+
+    /// INTERNAL with `message`.
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(message.into())
+    }
+}
+
+/// What a master that is not the leader answers, naming the leader when it
+/// knows it.
+fn not_leader_message(leader: Option<&str>) -> String {
+    match leader {
+        Some(addr) => format!("this master is not the leader; the leader is at {addr}"),
+        None => "this master is not the leader and no leader is known yet".to_string(),
+    }
+}

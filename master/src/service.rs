@@ -15,9 +15,59 @@ use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::core::{AGENT_QUEUE, CallReply, OperatorCall, OperatorReply, Request, SchedulerCall};
+use crate::error::CallError;
 
 /// How long an agent has to send Register after opening its stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gRPC metadata key naming the leader's address on redirects.
+pub const LEADER_METADATA_KEY: &str = "berth-leader";
+
+/// The gRPC status of a call error: one code per variant, the message as
+/// the core wrote it; redirects carry the leader's address in the
+/// `berth-leader` metadata, which the SDK, the agent and the CLI follow.
+pub(crate) fn status(e: CallError) -> Status {
+    let redirect = |leader: Option<String>, message: String| {
+        let mut status = Status::unavailable(message);
+        if let Some(addr) = leader
+            && let Ok(value) = addr.parse()
+        {
+            status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+        }
+        status
+    };
+    match e {
+        CallError::InvalidArgument(m) => Status::invalid_argument(m),
+        CallError::NotFound(m) => Status::not_found(m),
+        CallError::AlreadyExists(m) => Status::already_exists(m),
+        CallError::FailedPrecondition(m) => Status::failed_precondition(m),
+        CallError::Unavailable(m) => Status::unavailable(m),
+        CallError::Internal(m) => Status::internal(m),
+        CallError::NotLeader { ref leader } | CallError::OutcomeUnknown { ref leader } => {
+            let message = e.to_string();
+            redirect(leader.clone(), message)
+        }
+    }
+}
+
+/// What a call error looks like on the wire, for the core's tests.
+#[cfg(test)]
+impl CallError {
+    pub(crate) fn code(&self) -> tonic::Code {
+        status(self.clone()).code()
+    }
+
+    pub(crate) fn message(&self) -> String {
+        status(self.clone()).message().to_string()
+    }
+}
+
+/// A stream of the core's messages to a peer, as gRPC items.
+fn as_grpc<T>(
+    rx: mpsc::Receiver<Result<T, CallError>>,
+) -> impl Stream<Item = Result<T, Status>> + Unpin {
+    ReceiverStream::new(rx).map(|item| item.map_err(status))
+}
 
 /// Handle to the core shared by the three services.
 #[derive(Debug, Clone)]
@@ -36,7 +86,7 @@ impl CoreHandle {
 
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request,
+        make: impl FnOnce(oneshot::Sender<Result<T, CallError>>) -> Request,
     ) -> Result<T, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -45,7 +95,7 @@ impl CoreHandle {
             .map_err(|_| Status::unavailable("master is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("master is shutting down"))?
-            .map_err(pb::bounded_status)
+            .map_err(|e| pb::bounded_status(status(e)))
     }
 
     async fn call(&self, call: SchedulerCall) -> Result<CallReply, Status> {
@@ -132,7 +182,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             stream_id: sub.stream_id.clone(),
         };
         let stream = Notifying {
-            inner: ReceiverStream::new(sub.events),
+            inner: as_grpc(sub.events),
             on_drop: Some((self.0.tx.clone(), closed)),
         };
         Ok(Response::new(Box::pin(stream)))
@@ -286,7 +336,7 @@ impl pb::agent_api_server::AgentApi for AgentService {
             let _ = core.send(Request::AgentClosed { conn }).await;
         });
         let stream = Notifying {
-            inner: ReceiverStream::new(rx),
+            inner: as_grpc(rx),
             on_drop: Some((self.0.tx.clone(), Request::AgentClosed { conn })),
         };
         Ok(Response::new(Box::pin(stream)))
@@ -472,5 +522,77 @@ impl pb::operator_server::Operator for OperatorService {
             OperatorReply::Pending(p) => Ok(Response::new(p)),
             _ => Err(unexpected()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_errors_become_the_statuses_callers_know() {
+        for (e, code) in [
+            (
+                CallError::invalid_argument("a"),
+                tonic::Code::InvalidArgument,
+            ),
+            (CallError::not_found("a"), tonic::Code::NotFound),
+            (CallError::already_exists("a"), tonic::Code::AlreadyExists),
+            (
+                CallError::failed_precondition("a"),
+                tonic::Code::FailedPrecondition,
+            ),
+            (CallError::unavailable("a"), tonic::Code::Unavailable),
+            (CallError::internal("a"), tonic::Code::Internal),
+        ] {
+            let s = status(e);
+            assert_eq!((s.code(), s.message()), (code, "a"));
+            assert!(s.metadata().get(LEADER_METADATA_KEY).is_none());
+        }
+    }
+
+    #[test]
+    fn redirects_name_the_leader_in_message_and_metadata() {
+        let s = status(CallError::NotLeader {
+            leader: Some("10.0.0.1:5050".into()),
+        });
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            s.message(),
+            "this master is not the leader; the leader is at 10.0.0.1:5050"
+        );
+        assert_eq!(
+            s.metadata()
+                .get(LEADER_METADATA_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("10.0.0.1:5050")
+        );
+
+        let s = status(CallError::NotLeader { leader: None });
+        assert_eq!(
+            s.message(),
+            "this master is not the leader and no leader is known yet"
+        );
+        assert!(s.metadata().get(LEADER_METADATA_KEY).is_none());
+
+        let s = status(CallError::OutcomeUnknown {
+            leader: Some("10.0.0.2:5050".into()),
+        });
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(
+            s.message().starts_with("this master lost leadership")
+                && s.message().ends_with(
+                    "(reconcile before retrying); this master is not the leader; \
+                     the leader is at 10.0.0.2:5050"
+                ),
+            "{}",
+            s.message()
+        );
+        assert_eq!(
+            s.metadata()
+                .get(LEADER_METADATA_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("10.0.0.2:5050")
+        );
     }
 }

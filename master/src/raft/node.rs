@@ -361,6 +361,57 @@ fn stopped() -> MasterError {
     MasterError::Server("the raft node has stopped".into())
 }
 
+/// A stand-in for a raft node, for tests of the code above Raft without
+/// storage, sockets or timers: the test takes what was proposed
+/// ([`FakeNode::proposed`]) and sets the status the handle reports.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FakeNode {
+    requests: mpsc::Receiver<Request>,
+    _inbound: mpsc::Receiver<Message>,
+    /// What the handle's status says.
+    pub(crate) status: watch::Sender<Status>,
+}
+
+#[cfg(test)]
+impl FakeNode {
+    /// A handle whose node is this fake, reporting `status`.
+    pub(crate) fn new(status: Status) -> (RaftHandle, Self) {
+        let (requests_tx, requests) = mpsc::channel(1024);
+        let (inbound_tx, inbound) = mpsc::channel(1);
+        let (status_tx, status_rx) = watch::channel(status.clone());
+        let handle = RaftHandle {
+            id: status.id,
+            requests: requests_tx,
+            inbound: inbound_tx,
+            status: status_rx,
+        };
+        let node = Self {
+            requests,
+            _inbound: inbound,
+            status: status_tx,
+        };
+        (handle, node)
+    }
+
+    /// The entries proposed since the last call, in order (proposals that
+    /// wait for the node are told it took them). Panics on any other
+    /// request: a test that expects one does not use this.
+    pub(crate) fn proposed(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Propose { data, reply } => {
+                    let _ = reply.send(Ok(()));
+                    out.push(data);
+                }
+                other => panic!("the fake raft node got {other:?}"),
+            }
+        }
+        out
+    }
+}
+
 /// Starts the raft loop for `storage` (which must be initialized, or empty
 /// for a node that waits to be added to a cluster) and returns its handle,
 /// the stream of [`Applied`] items and the task. The loop ends when

@@ -1,0 +1,184 @@
+//! The leader's life cycle: taking over when Raft makes this master leader
+//! (a no-op barrier, then the leader-only state rebuilt from the
+//! registry), stepping down, and the members' addresses.
+
+use super::*;
+
+impl Core {
+    /// Rebuilds the leader-only state from the registry: the allocator (with
+    /// weights, quotas, every known framework inactive until it
+    /// re-subscribes), an empty offer book with a fresh id prefix, and
+    /// `agent_reregister_timeout` (at least a ping timeout) for every
+    /// reachable agent to register with this leader.
+    pub(super) fn rebuild_leader_state(&mut self, term: u64) {
+        let mut allocator = Allocator::new(allocator_config(&self.config));
+        for (role, w) in self.registry.weights() {
+            if let Ok(weight) = Weight::new(ms_to_secs(*w)) {
+                allocator.set_weight(role.clone(), weight);
+            }
+        }
+        for (role, q) in self.registry.quotas() {
+            if let Err(e) = allocator.set_quota(role.clone(), q.clone()) {
+                warn!(role = %role, "stored quota rejected by the allocator: {e}");
+            }
+        }
+        for fw in self.registry.frameworks() {
+            allocator.add_framework(fw.id.clone(), fw.roles.clone(), false);
+        }
+        self.allocator = allocator;
+        self.offers = OfferBook::new(
+            &format!("{}-t{term}", self.master_id),
+            self.config.offer_timeout,
+        );
+        let now = self.clock.instant;
+        self.reregister_until = now + self.config.agent_reregister_timeout;
+        self.last_seen = self
+            .registry
+            .agents()
+            .filter(|a| a.unreachable_since_ms.is_none())
+            .map(|a| (a.id.clone(), now))
+            .collect();
+        self.inherited = self.last_seen.keys().cloned().collect();
+        self.pending_kills.clear();
+        self.allocation_dirty = true;
+    }
+
+    /// Takes the members' addresses the registry replicates: a master that
+    /// joined (or lost the log entries that added members) learns where
+    /// every member listens. Addresses it has are kept unless the registry
+    /// says otherwise.
+    pub(super) fn learn_members(&mut self) {
+        let replicated: Vec<(u64, String)> = self
+            .registry
+            .members()
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        for (id, address) in replicated {
+            if id != self.config.id && self.members.get(&id) != Some(&address) {
+                self.members.insert(id, address.clone());
+                self.transport.set_peer(id, Some(address));
+            }
+        }
+    }
+
+    /// On taking over: puts the members' addresses this leader knows into
+    /// the replicated state when the registry lacks or differs from them
+    /// (the bootstrap members are known from `--peers` only).
+    fn record_members(&mut self) {
+        let st = self.raft_status.borrow().clone();
+        let known: BTreeMap<u64, String> = st
+            .voters
+            .iter()
+            .chain(&st.learners)
+            .filter_map(|id| self.members.get(id).map(|a| (*id, a.clone())))
+            .collect();
+        if &known != self.registry.members() {
+            self.propose_detached(Command::RecordMembers { members: known });
+        }
+    }
+
+    /// Drops everything only a leader holds: connections (their streams end
+    /// and they reconnect to the new leader), offers, allocator state.
+    pub(super) fn step_down(&mut self) {
+        if self.leading.take().is_some() {
+            info!("no longer the leader; closing framework and agent streams");
+        }
+        self.fail_pending(&ApplyError::LeadershipLost);
+        for (_, conn) in self.frameworks.drain() {
+            let _ = conn.tx.try_send(Err(CallError::NotLeader { leader: None }));
+        }
+        self.retired_streams.clear();
+        self.agents.clear();
+        self.conn_agents.clear();
+        self.last_seen.clear();
+        self.inherited.clear();
+        self.pending_kills.clear();
+        self.pending_work.clear();
+        self.offers = OfferBook::new(&self.master_id, self.config.offer_timeout);
+        self.allocator = Allocator::new(allocator_config(&self.config));
+    }
+
+    pub(super) fn raft_leader(&self) -> Option<u64> {
+        let st = self.raft_status.borrow();
+        (st.leader_id != 0).then_some(st.leader_id)
+    }
+
+    /// Takes over when Raft made this node leader; steps down when not.
+    pub(super) async fn on_raft_status(&mut self) {
+        let (role, term) = {
+            let st = self.raft_status.borrow();
+            (st.role, st.term)
+        };
+        if role != StateRole::Leader {
+            if self.leading.is_some() {
+                self.step_down();
+            }
+            return;
+        }
+        if self.leading == Some(term) {
+            return;
+        }
+        if self.leading.is_some() {
+            self.step_down();
+        }
+        // Everything committed before this term is applied once an entry
+        // of this term is: commit a no-op as a barrier.
+        if let Err(e) = self.commit(Command::Noop).await {
+            warn!("could not take over as leader: {e}");
+            return;
+        }
+        self.rebuild_leader_state(term);
+        self.leading = Some(term);
+        self.leading_since_ms = self.clock.unix_ms;
+        info!(term, "leading");
+        self.record_members();
+        // Frameworks connected to the previous leader (or to this master
+        // before a restart) start their failover clocks now; ones already
+        // disconnected keep their recorded time.
+        let connected: Vec<FrameworkId> = self
+            .registry
+            .frameworks()
+            .filter(|f| f.disconnected_at_ms.is_none())
+            .map(|f| f.id.clone())
+            .collect();
+        let now_ms = self.clock.unix_ms;
+        for id in connected {
+            self.propose_detached(Command::DisconnectFramework { id, at_ms: now_ms });
+        }
+    }
+
+    /// Maps a commit error to a call error: "not the leader" becomes a
+    /// redirect (also when leadership was lost with the command in flight,
+    /// saying its outcome is unknown), an unknown framework NOT_FOUND (it
+    /// was removed meanwhile), anything else `make(message)`.
+    pub(super) fn status_of(
+        &self,
+        e: ApplyError,
+        make: impl FnOnce(String) -> CallError,
+    ) -> CallError {
+        match e {
+            ApplyError::NotLeader => self.not_leader(),
+            ApplyError::LeadershipLost => CallError::OutcomeUnknown {
+                leader: self.leader_address(),
+            },
+            ApplyError::Unavailable(m) => CallError::Unavailable(m),
+            e @ ApplyError::UnknownFramework(_) => CallError::NotFound(e.to_string()),
+            e => make(e.to_string()),
+        }
+    }
+
+    /// The leader's API address, when this master knows it.
+    fn leader_address(&self) -> Option<String> {
+        self.raft_leader()
+            .and_then(|id| self.members.get(&id).cloned())
+    }
+
+    /// The error a follower answers with, naming the leader when known,
+    /// which the SDK, the agent and the CLI follow.
+    pub(super) fn not_leader(&self) -> CallError {
+        CallError::NotLeader {
+            leader: self.leader_address(),
+        }
+    }
+}

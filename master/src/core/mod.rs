@@ -1,0 +1,621 @@
+//! The master's core: one task that owns the registry, the allocator, the
+//! offer book and every framework and agent connection.
+//!
+//! gRPC handlers ([`crate::service`]) turn calls into [`Request`]s and await
+//! the reply; the core handles one request at a time, so there are no locks.
+//! A call that changes the registry is checked, proposed to Raft and parked
+//! ([`Core::propose`]); the core goes on with the next request, so the
+//! commands of concurrent calls share Raft rounds and fsyncs. When Raft
+//! commits the entry and the core applies it, the parked continuation (a
+//! [`then::Then`], plain data) acts on the effects (sends the tasks,
+//! updates the allocator) and answers the caller. Entries are applied in log order, so effects follow the order
+//! in which commands were proposed.
+//!
+//! The core refuses calls with a [`CallError`]; only [`crate::service`]
+//! turns one into a gRPC status. IO a handler needs done beyond replying
+//! (a snapshot handed to Raft) it pushes as an [`Action`], which the run
+//! loop executes; the run loop also reads the clock, once per input
+//! ([`Clock`]), and handlers take their time from it.
+//!
+//! One file per concern, each an `impl Core` block: `mod.rs` the types, the
+//! run loop and request dispatch; `leadership` taking over and stepping
+//! down; `replicate` proposals, applying what Raft commits, reads and
+//! snapshots; `then` the continuations of proposals; `frameworks`
+//! subscriptions and streams; `calls` the scheduler calls but Accept,
+//! which is `accept`; `agents` registration and connections; `status`
+//! agents' status updates; `timers` periodic work and allocation;
+//! `operator` operator calls; `membership` Raft membership changes;
+//! `views` what operators read; `validate` the checks of a task's own
+//! fields.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_proto as pb;
+use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
+use berth_scheduler_core::{
+    AgentId, AgentResources, Allocated, Allocator, AllocatorConfig, FrameworkId, OfferBook,
+    OfferError, OfferId, Quota, Resources, Role, TaskId, Time, Weight, quoted,
+};
+use prost::Message;
+use raft::StateRole;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+mod accept;
+mod agents;
+mod calls;
+mod frameworks;
+mod leadership;
+mod membership;
+mod operator;
+mod replicate;
+mod status;
+#[cfg(test)]
+mod tests;
+mod then;
+mod timers;
+mod validate;
+mod views;
+
+use self::then::{RemovalReply, Then};
+use self::validate::{check_attributes, validate_task};
+use crate::config::MasterConfig;
+use crate::error::{ApplyError, CallError, MasterError};
+use crate::pending::{self, PendingWork};
+use crate::raft::Transport;
+use crate::raft::node::{Applied, ProposeError, RaftHandle, Status as RaftStatus};
+use crate::raft::transport::HeardFrom;
+use crate::registry::{
+    AgentRecord, Command, Effects, FrameworkRecord, Registry, TaskRecord, ms_to_secs,
+};
+
+/// Events queued per framework stream before the framework counts as too
+/// slow and is disconnected.
+const FRAMEWORK_QUEUE: usize = 8192;
+/// Messages queued per agent stream.
+pub(crate) const AGENT_QUEUE: usize = 8192;
+/// Longest accepted failover timeout, refuse filter or grace period.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// Longest names and hostnames accepted.
+const MAX_NAME: usize = 1024;
+/// While requests keep coming, a change-triggered allocation waits at
+/// most this long (see `Core::on_tick`).
+const BUSY_ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
+/// While requests keep coming, allocation cycles are spaced by this many
+/// times the last cycle's duration (up to [`BUSY_ALLOCATION_INTERVAL`]), so
+/// that they take at most about a fifth of the core's time: cheap cycles
+/// (few frameworks wanting offers) run every tick, costly ones are folded.
+const BUSY_ALLOCATION_SPACING: u32 = 4;
+
+/// A framework's event sender.
+pub(crate) type EventTx = mpsc::Sender<Result<pb::Event, CallError>>;
+/// An agent's message sender.
+pub(crate) type AgentTx = mpsc::Sender<Result<pb::MasterMessage, CallError>>;
+
+/// A scheduler call, after the gRPC layer.
+#[derive(Debug)]
+pub(crate) enum SchedulerCall {
+    Accept(pb::AcceptRequest),
+    Decline(pb::DeclineRequest),
+    Revive(pb::ReviveRequest),
+    Suppress(pb::SuppressRequest),
+    Kill(pb::KillRequest),
+    Acknowledge(pb::AcknowledgeRequest),
+    Reconcile(pb::ReconcileRequest),
+    Teardown(pb::TeardownRequest),
+    UpdatePending(pb::UpdatePendingRequest),
+}
+
+/// Reply to a scheduler call.
+#[derive(Debug)]
+pub(crate) enum CallReply {
+    Empty,
+    Accept(pb::AcceptResponse),
+}
+
+/// An operator call.
+#[derive(Debug)]
+pub(crate) enum OperatorCall {
+    State,
+    Agents,
+    Frameworks,
+    Tasks(pb::ListTasksRequest),
+    Roles,
+    Drain(String),
+    Reactivate(String),
+    Leader,
+    SetWeight(pb::SetWeightRequest),
+    SetQuota(pb::SetQuotaRequest),
+    RemoveQuota(String),
+    Members,
+    AddMember(pb::AddMemberRequest),
+    RemoveMember(u64),
+    /// Pending work: live state of the leader, never read on a follower.
+    Pending(pb::ListPendingRequest),
+    /// Remove a framework (its id), as its own Teardown does.
+    Teardown(String),
+}
+
+impl OperatorCall {
+    /// Whether the call only reads.
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Self::State
+                | Self::Agents
+                | Self::Frameworks
+                | Self::Tasks(_)
+                | Self::Roles
+                | Self::Leader
+                | Self::Members
+                | Self::Pending(_)
+        )
+    }
+}
+
+/// Reply to an operator call.
+#[derive(Debug)]
+pub(crate) enum OperatorReply {
+    Empty,
+    State(Box<pb::ClusterState>),
+    Agents(pb::AgentList),
+    Frameworks(pb::FrameworkList),
+    Tasks(pb::TaskList),
+    Roles(pb::RoleList),
+    Leader(pb::LeaderInfo),
+    Members(pb::MemberList),
+    AddMember(pb::AddMemberResponse),
+    Pending(pb::PendingList),
+}
+
+/// A successful subscription.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub framework: FrameworkId,
+    pub stream_id: String,
+    pub events: mpsc::Receiver<Result<pb::Event, CallError>>,
+}
+
+/// What the gRPC layer asks of the core.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Subscribe {
+        info: pb::FrameworkInfo,
+        reply: oneshot::Sender<Result<Subscription, CallError>>,
+    },
+    Call {
+        call: SchedulerCall,
+        reply: oneshot::Sender<Result<CallReply, CallError>>,
+    },
+    FrameworkStreamClosed {
+        framework: FrameworkId,
+        stream_id: String,
+    },
+    AgentRegister {
+        conn: u64,
+        register: pb::Register,
+        tx: AgentTx,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    AgentMessage {
+        conn: u64,
+        message: pb::AgentMessage,
+    },
+    AgentClosed {
+        conn: u64,
+    },
+    Operator {
+        call: OperatorCall,
+        /// The caller accepts a possibly stale read from any master.
+        stale_ok: bool,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+    },
+}
+
+struct FrameworkConn {
+    stream_id: String,
+    tx: EventTx,
+    /// When this stream subscribed (wall clock, ms since the Unix epoch).
+    connected_at_ms: u64,
+}
+
+struct AgentConn {
+    conn: u64,
+    tx: AgentTx,
+    ping_seq: u64,
+    /// When this stream registered (wall clock, ms since the Unix epoch).
+    connected_at_ms: u64,
+}
+
+/// How long a proposal may take to commit before the caller is told.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A linearizable operator read waiting for its ReadIndex.
+struct PendingRead {
+    call: OperatorCall,
+    reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+    deadline: Instant,
+}
+
+/// A proposal of this core waiting to be applied.
+struct Pending {
+    then: Then,
+    deadline: Instant,
+}
+
+/// The master core.
+pub(crate) struct Core {
+    config: MasterConfig,
+    master_id: String,
+    registry: Registry,
+    raft: RaftHandle,
+    applied_rx: mpsc::Receiver<Applied>,
+    raft_status: watch::Receiver<RaftStatus>,
+    transport: Arc<dyn Transport>,
+    /// API addresses of the masters, by Raft id.
+    members: BTreeMap<u64, String>,
+    applied_index: u64,
+    since_snapshot: u64,
+    origin: u64,
+    proposal_seq: u64,
+    /// Proposals of this core not applied yet, by sequence number: the
+    /// core goes on with other requests meanwhile, so many calls share a
+    /// Raft round (and an fsync).
+    pending: BTreeMap<u64, Pending>,
+    /// Operator reads waiting for their ReadIndex, by request context.
+    pending_reads: HashMap<Vec<u8>, PendingRead>,
+    /// Frameworks with a subscription being committed, and how many.
+    subscribing: HashMap<FrameworkId, usize>,
+    /// The term this core leads in, once it has taken over (applied every
+    /// earlier entry and rebuilt the allocator). `None` on followers.
+    leading: Option<u64>,
+    /// When this core took over as leader (wall clock, ms since the Unix
+    /// epoch), for operators and for measuring how fast clients follow.
+    leading_since_ms: u64,
+    /// When a Raft message last arrived from each peer.
+    heard: HeardFrom,
+    allocator: Allocator,
+    offers: OfferBook,
+    frameworks: HashMap<FrameworkId, FrameworkConn>,
+    /// The last streams of each framework that a newer subscription
+    /// superseded (or that ended), so a call on one is told so, and a
+    /// made-up stream id is told it is unknown.
+    retired_streams: HashMap<FrameworkId, VecDeque<String>>,
+    agents: HashMap<AgentId, AgentConn>,
+    conn_agents: HashMap<u64, AgentId>,
+    /// When each registered, reachable agent was last heard from.
+    last_seen: HashMap<AgentId, Instant>,
+    /// Until when the agents inherited at the takeover that have not
+    /// registered with this leader yet are not timed out
+    /// (`agent_reregister_timeout` after the takeover).
+    reregister_until: Instant,
+    /// The agents inherited at the takeover that have not registered with
+    /// this leader yet.
+    inherited: std::collections::HashSet<AgentId>,
+    pending_kills: HashMap<AgentId, Vec<pb::KillTask>>,
+    /// What frameworks wait to place, and why: soft state of the leader,
+    /// like offers (not replicated; frameworks publish it again after they
+    /// re-subscribe to a new leader).
+    pending_work: PendingWork,
+    epoch: Instant,
+    allocation_dirty: bool,
+    last_allocation: Instant,
+    /// How long the last allocation cycle took (offers built and sent).
+    last_allocation_cost: Duration,
+    last_ping: Instant,
+    last_heartbeat: Instant,
+    fatal: Option<MasterError>,
+    /// IO the handlers asked for, executed by the run loop.
+    actions: Vec<Action>,
+    /// The time of the input being handled.
+    clock: Clock,
+}
+
+/// The time the core handles an input at: read once by the shell (the run
+/// loop) before each input, so every decision about one input sees one
+/// time, and tests can set it.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// Monotonic: deadlines, timeouts, allocation spacing and the
+    /// allocator's [`Time`] (measured from [`Core::epoch`]).
+    instant: Instant,
+    /// Wall clock, ms since the Unix epoch: times recorded in the registry
+    /// and shown to operators.
+    unix_ms: u64,
+}
+
+impl Clock {
+    /// The time now, from the system's clocks.
+    fn read() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
+}
+
+/// IO a handler leaves to the shell (the run loop), which executes it
+/// after the handler returns: handlers decide, the shell acts.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// Hand Raft a snapshot of the registry as of log index `index`, so it
+    /// can compact the log before it (and send it to peers that fell
+    /// behind). Executed on a task of its own: awaiting it in the loop
+    /// could deadlock with the Raft node waiting for room in the applied
+    /// channel.
+    Snapshot {
+        /// The applied index the snapshot was taken at.
+        index: u64,
+        /// The encoded registry.
+        data: Vec<u8>,
+    },
+}
+
+/// What the core needs from Raft.
+pub(crate) struct RaftParts {
+    pub handle: RaftHandle,
+    pub applied: mpsc::Receiver<Applied>,
+    pub transport: Arc<dyn Transport>,
+    /// The registry as of the storage's snapshot, and that snapshot's index.
+    pub registry: Registry,
+    pub snapshot_index: u64,
+    /// When a Raft message last arrived from each peer (filled by the
+    /// inbound transport service).
+    pub heard: HeardFrom,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: MasterConfig,
+        master_id: String,
+        address: String,
+        raft: RaftParts,
+    ) -> Self {
+        let clock = Clock::read();
+        let now = clock.instant;
+        let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
+        members.insert(config.id, address);
+        let raft_status = raft.handle.status();
+        let offers = OfferBook::new(&master_id, config.offer_timeout);
+        let allocator = Allocator::new(allocator_config(&config));
+        let mut core = Self {
+            config,
+            master_id,
+            registry: raft.registry,
+            raft: raft.handle,
+            applied_rx: raft.applied,
+            raft_status,
+            transport: raft.transport,
+            members,
+            applied_index: raft.snapshot_index,
+            since_snapshot: 0,
+            origin: rand_u64(),
+            proposal_seq: 0,
+            pending: BTreeMap::new(),
+            pending_reads: HashMap::new(),
+            subscribing: HashMap::new(),
+            leading: None,
+            leading_since_ms: 0,
+            heard: raft.heard,
+            allocator,
+            offers,
+            frameworks: HashMap::new(),
+            retired_streams: HashMap::new(),
+            agents: HashMap::new(),
+            conn_agents: HashMap::new(),
+            last_seen: HashMap::new(),
+            reregister_until: now,
+            inherited: std::collections::HashSet::new(),
+            pending_kills: HashMap::new(),
+            pending_work: PendingWork::default(),
+            epoch: now,
+            allocation_dirty: true,
+            last_allocation: now,
+            last_allocation_cost: Duration::ZERO,
+            last_ping: now,
+            last_heartbeat: now,
+            fatal: None,
+            actions: Vec::new(),
+            clock,
+        };
+        // Members added after the bootstrap are known from the replicated
+        // state (the snapshot it was loaded from).
+        core.learn_members();
+        core
+    }
+
+    /// Runs until `stop` fires, Raft stops, or a fatal error happens.
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Result<(), MasterError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.execute_actions();
+            if let Some(e) = self.fatal.take() {
+                error!("master stopping: {e}");
+                return Err(e);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                // Each arm reads the clock once, when its input arrived.
+                applied = self.applied_rx.recv() => match applied {
+                    Some(a) => {
+                        self.clock = Clock::read();
+                        self.apply(a, None);
+                    }
+                    None => {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                    }
+                },
+                changed = self.raft_status.changed() => match changed {
+                    Ok(()) => {
+                        self.clock = Clock::read();
+                        self.on_raft_status().await
+                    }
+                    Err(_) => {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                    }
+                },
+                // The tick comes before requests: under a steady stream of
+                // requests a biased select would otherwise never reach it,
+                // and pings, heartbeats, expiries and allocation would stop.
+                _ = tick.tick() => if self.leading.is_some() {
+                    self.clock = Clock::read();
+                    self.on_tick(requests.is_empty()).await
+                },
+                req = requests.recv() => match req {
+                    Some(req) => {
+                        self.clock = Clock::read();
+                        self.handle(req).await
+                    }
+                    None => break,
+                },
+            }
+        }
+        info!("master core stopped");
+        Ok(())
+    }
+
+    /// Executes the IO the handlers asked for, in order.
+    fn execute_actions(&mut self) {
+        for action in std::mem::take(&mut self.actions) {
+            match action {
+                Action::Snapshot { index, data } => {
+                    let raft = self.raft.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = raft.compact(index, data).await {
+                            warn!(index, "snapshot failed (the log keeps everything): {e}");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        if self.leading.is_none() {
+            self.handle_as_follower(req);
+            return;
+        }
+        match req {
+            Request::Subscribe { info, reply } => self.subscribe(info, reply),
+            Request::Call { call, reply } => self.call(call, reply),
+            Request::FrameworkStreamClosed {
+                framework,
+                stream_id,
+            } => self.framework_closed(&framework, &stream_id),
+            Request::AgentRegister {
+                conn,
+                register,
+                tx,
+                reply,
+            } => self.register_agent(conn, register, tx, reply),
+            Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
+            Request::AgentClosed { conn } => self.agent_closed(conn),
+            Request::Operator {
+                call,
+                stale_ok,
+                reply,
+            } => {
+                // GetLeader and ListMembers tell this master's own view and
+                // need no barrier (a leader cut off from the others would
+                // otherwise answer them only when its read times out).
+                let own_view = matches!(call, OperatorCall::Leader | OperatorCall::Members);
+                if !call.is_read() {
+                    return self.operator(call, reply).await;
+                }
+                if stale_ok || own_view {
+                    let _ = reply.send(self.read(call));
+                } else {
+                    self.start_read(call, reply).await;
+                }
+            }
+        }
+    }
+
+    /// A follower (or a leader still taking over) redirects every call to
+    /// the leader; operator reads marked stale-ok are served from this
+    /// master's registry.
+    fn handle_as_follower(&mut self, req: Request) {
+        let redirect = self.not_leader();
+        match req {
+            Request::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::Call { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::AgentRegister { reply, .. } => {
+                let _ = reply.send(Err(redirect));
+            }
+            Request::Operator {
+                call,
+                stale_ok,
+                reply,
+            } => {
+                let answer = match call {
+                    OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
+                    OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
+                    // Only the leader holds pending work, even for stale reads.
+                    OperatorCall::Pending(_) => Err(redirect),
+                    call if stale_ok && call.is_read() => self.read(call),
+                    _ => Err(redirect),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::FrameworkStreamClosed { .. }
+            | Request::AgentMessage { .. }
+            | Request::AgentClosed { .. } => {}
+        }
+    }
+}
+
+/// The allocator settings of a master.
+fn allocator_config(config: &MasterConfig) -> AllocatorConfig {
+    AllocatorConfig {
+        default_refuse: config.default_refuse,
+        offer_limit: config.offer_limit,
+        ..AllocatorConfig::default()
+    }
+}
+
+fn event(e: pb::event::Event) -> pb::Event {
+    pb::Event { event: Some(e) }
+}
+
+fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, CallError> {
+    ids.iter()
+        .map(|s| OfferId::new(s.clone()).map_err(|e| CallError::invalid_argument(e.to_string())))
+        .collect()
+}
+
+/// Validates a duration given in seconds on the wire.
+fn seconds(name: &str, s: f64) -> Result<Duration, CallError> {
+    if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
+        return Err(CallError::invalid_argument(format!(
+            "{name} must be a finite number of seconds between 0 and {MAX_SECONDS}, got {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// A random u64 (not cryptographic; for ids that must differ across runs).
+fn rand_u64() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,365 @@
+//! Proposals and what Raft hands back: a command is checked, encoded as a
+//! [`Proposal`] and proposed; its continuation waits, keyed by sequence
+//! number, until the entry is applied ([`Core::apply`]), leadership is
+//! lost, or it times out. Also linearizable reads and snapshots.
+
+use super::*;
+use crate::entry::{self, Proposal};
+use crate::error::EntryError;
+
+/// Decodes a log entry that [`Core::encode`] wrote (the format and its
+/// versions are [`crate::entry`]'s).
+pub(super) fn decode(data: &[u8]) -> Result<Proposal, EntryError> {
+    entry::decode_proposal(data)
+}
+
+impl Core {
+    pub(super) fn now(&self) -> Time {
+        let since = self.clock.instant.saturating_duration_since(self.epoch);
+        Time::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Encodes a command as this core's next proposal.
+    fn encode(&mut self, cmd: Command) -> Result<(u64, Vec<u8>), ApplyError> {
+        self.proposal_seq += 1;
+        let seq = self.proposal_seq;
+        let data = entry::encode_proposal(&Proposal {
+            origin: self.origin,
+            seq,
+            cmd,
+        })
+        .map_err(|e| ApplyError::Invalid(format!("cannot encode the command: {e}")))?;
+        Ok((seq, data))
+    }
+
+    /// Proposes a command and waits until Raft committed it and this core
+    /// applied it; returns what applying it did. The core handles nothing
+    /// else meanwhile, so this is kept for the leader's takeover barrier;
+    /// calls use [`Self::propose`].
+    pub(super) async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
+        self.registry.check(&cmd)?;
+        let (seq, data) = self.encode(cmd)?;
+        self.raft.propose(data).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } => ApplyError::NotLeader,
+            other => ApplyError::Unavailable(other.to_string()),
+        })?;
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            tokio::select! {
+                applied = self.applied_rx.recv() => {
+                    let Some(applied) = applied else {
+                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
+                        return Err(ApplyError::NotLeader);
+                    };
+                    self.clock = Clock::read();
+                    if let Some(result) = self.apply(applied, Some(seq)) {
+                        return result;
+                    }
+                }
+                changed = self.raft_status.changed() => {
+                    if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
+                        // This wait consumed the change: leave it for the
+                        // run loop, which must still step down.
+                        self.raft_status.mark_changed();
+                        return Err(ApplyError::NotLeader);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ApplyError::Unavailable("the command was not committed in time; it may still be committed (reconcile before retrying)".into()));
+                }
+            }
+        }
+    }
+
+    /// Checks a command and proposes it without waiting: `then` runs with
+    /// the outcome once the entry is applied (or at once if the registry
+    /// refuses it, or when it cannot commit: leadership lost, not committed
+    /// within [`COMMIT_TIMEOUT`]). Meanwhile the core goes on with other
+    /// requests, so concurrent calls share Raft rounds and fsyncs.
+    ///
+    /// The check runs against the registry as applied so far; a proposal
+    /// still in flight may make a checked command invalid by the time it is
+    /// applied (two launches of one task id, say). The registry then
+    /// refuses it when applying, deterministically on every master (a
+    /// no-op), and `then` gets that error.
+    pub(super) fn propose(&mut self, cmd: Command, then: Then) {
+        if let Err(e) = self.registry.check(&cmd) {
+            self.resume(then, Err(e));
+            return;
+        }
+        self.propose_checked(cmd, then);
+    }
+
+    /// [`Self::propose`] for a command the caller has just checked.
+    pub(super) fn propose_checked(&mut self, cmd: Command, then: Then) {
+        let (seq, data) = match self.encode(cmd) {
+            Ok(v) => v,
+            Err(e) => return self.resume(then, Err(e)),
+        };
+        if !self.raft.propose_detached(data) {
+            return self.resume(
+                then,
+                Err(ApplyError::Unavailable(
+                    "the raft proposal queue is full; try again".into(),
+                )),
+            );
+        }
+        self.pending.insert(
+            seq,
+            Pending {
+                then,
+                deadline: self.clock.instant + COMMIT_TIMEOUT,
+            },
+        );
+    }
+
+    /// Checks and proposes a command whose outcome nobody waits for; what
+    /// applying it does happens in `apply`.
+    pub(super) fn propose_detached(&mut self, cmd: Command) {
+        self.propose(cmd, Then::Detached);
+    }
+
+    /// Ends every pending proposal with `err` (leadership lost).
+    pub(super) fn fail_pending(&mut self, err: &ApplyError) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            self.resume(p.then, Err(err.clone()));
+        }
+        // Raft drops the reads of a leader that steps down.
+        let redirect = self.not_leader();
+        for (_, r) in self.pending_reads.drain() {
+            let _ = r.reply.send(Err(redirect.clone()));
+        }
+    }
+
+    /// Ends the pending proposals that are past their deadline. If one
+    /// still commits later it is applied like any entry, with nobody
+    /// waiting for it.
+    pub(super) fn expire_pending(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(p) = self.pending.remove(&seq) {
+                warn!(seq, "a proposal was not committed in time");
+                self.resume(
+                    p.then,
+                    Err(ApplyError::Unavailable(
+                        "the command was not committed in time; it may still be committed (reconcile before retrying)".into(),
+                    )),
+                );
+            }
+        }
+        let expired: Vec<Vec<u8>> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(ctx, _)| ctx.clone())
+            .collect();
+        for ctx in expired {
+            if let Some(r) = self.pending_reads.remove(&ctx) {
+                let _ = r
+                    .reply
+                    .send(Err(CallError::unavailable("read index timed out")));
+            }
+        }
+    }
+
+    /// Starts a linearizable operator read (Raft's ReadIndex): it is
+    /// answered from the registry once this leader has applied everything
+    /// committed when the read began. The core goes on meanwhile.
+    pub(super) async fn start_read(
+        &mut self,
+        call: OperatorCall,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+    ) {
+        let ctx = rand_u64().to_be_bytes().to_vec();
+        if self.raft.read_index(ctx.clone()).await.is_err() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        self.pending_reads.insert(
+            ctx,
+            PendingRead {
+                call,
+                reply,
+                deadline: self.clock.instant + COMMIT_TIMEOUT,
+            },
+        );
+    }
+
+    /// Applies one item from Raft. Returns the result when it is the entry
+    /// of the proposal `waiting` for.
+    pub(super) fn apply(
+        &mut self,
+        applied: Applied,
+        waiting: Option<u64>,
+    ) -> Option<Result<Effects, ApplyError>> {
+        match applied {
+            Applied::Entry { index, data, .. } => {
+                self.applied_index = index;
+                self.since_snapshot += 1;
+                let proposal = match decode(&data) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.fatal = Some(MasterError::Corrupt(format!("log entry {index}: {e}")));
+                        return None;
+                    }
+                };
+                let result = self.registry.apply(&proposal.cmd);
+                if let Err(e) = &result {
+                    debug!(
+                        index,
+                        "command refused when applied (a no-op on every master): {e}"
+                    );
+                }
+                if let (Ok(_), Command::RemoveFramework { id, .. }) = (&result, &proposal.cmd) {
+                    // Whoever proposed the removal: its pending work goes.
+                    self.pending_work.remove(id);
+                }
+                if let (Ok(_), Command::RecordMembers { .. }) = (&result, &proposal.cmd) {
+                    self.learn_members();
+                }
+                let ours = proposal.origin == self.origin;
+                let mine = ours && Some(proposal.seq) == waiting;
+                if let Ok(effects) = &result
+                    && self.leading.is_some()
+                {
+                    self.act_on(effects);
+                    if let Command::UpdateTask {
+                        framework, status, ..
+                    } = &proposal.cmd
+                        && let Ok(status) = pb::TaskStatus::decode(status.as_slice())
+                    {
+                        self.send_event(framework, pb::event::Event::Update(status));
+                    }
+                }
+                let result = if mine {
+                    Some(result)
+                } else {
+                    if ours && let Some(p) = self.pending.remove(&proposal.seq) {
+                        self.resume(p.then, result);
+                    }
+                    None
+                };
+                self.maybe_snapshot();
+                result
+            }
+            Applied::Snapshot { index, data } => {
+                match Registry::from_snapshot(&data) {
+                    Ok(mut registry) => {
+                        registry.set_max_completed(self.config.max_completed_tasks);
+                        registry.rebuild_indexes();
+                        self.registry = registry;
+                        self.applied_index = index;
+                        self.since_snapshot = 0;
+                        info!(index, "registry restored from a snapshot");
+                        self.learn_members();
+                        if let Some(term) = self.leading {
+                            self.rebuild_leader_state(term);
+                        }
+                    }
+                    Err(e) => {
+                        self.fatal =
+                            Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
+                    }
+                }
+                None
+            }
+            Applied::ConfChanged {
+                index,
+                voters,
+                learners,
+                context,
+            } => {
+                self.applied_index = index;
+                let member = match membership::decode_member(&context) {
+                    Ok(member) => member,
+                    Err(e) => {
+                        self.fatal =
+                            Some(MasterError::Corrupt(format!("conf change {index}: {e}")));
+                        return None;
+                    }
+                };
+                if let Some((id, address)) = member
+                    && (voters.contains(&id) || learners.contains(&id))
+                {
+                    self.registry.member_changed(id, Some(&address));
+                    self.members.insert(id, address.clone());
+                    if id != self.config.id {
+                        self.transport.set_peer(id, Some(address));
+                    }
+                }
+                let member = |id: &u64| voters.contains(id) || learners.contains(id);
+                let left: Vec<u64> = self
+                    .registry
+                    .members()
+                    .keys()
+                    .copied()
+                    .filter(|id| !member(id))
+                    .collect();
+                for id in left {
+                    self.registry.member_changed(id, None);
+                }
+                let gone: Vec<u64> = self
+                    .members
+                    .keys()
+                    .copied()
+                    .filter(|id| !member(id))
+                    .collect();
+                for id in gone {
+                    self.members.remove(&id);
+                    self.transport.set_peer(id, None);
+                }
+                info!(index, ?voters, ?learners, "membership changed");
+                None
+            }
+            Applied::ReadReady { ctx, .. } => {
+                if let Some(r) = self.pending_reads.remove(&ctx) {
+                    let _ = r.reply.send(self.read(r.call));
+                }
+                None
+            }
+            Applied::SnapshotWanted { index } => {
+                // A peer needs a snapshot newer than the stored one (it fell
+                // behind, or joined after it was taken).
+                debug!(index, "snapshot wanted by a peer");
+                self.snapshot_now();
+                None
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.since_snapshot >= self.config.snapshot_every {
+            self.snapshot_now();
+        }
+    }
+
+    /// Asks the shell to hand Raft a snapshot of the registry as of the
+    /// applied index ([`Action::Snapshot`]); the core does no IO here.
+    fn snapshot_now(&mut self) {
+        self.since_snapshot = 0;
+        match self.registry.to_snapshot() {
+            Ok(data) => self.actions.push(Action::Snapshot {
+                index: self.applied_index,
+                data,
+            }),
+            Err(e) => warn!("cannot encode a registry snapshot: {e}"),
+        }
+    }
+
+    fn act_on(&mut self, effects: &Effects) {
+        let now = self.now();
+        for (framework, status) in &effects.updates {
+            self.send_event(framework, pb::event::Event::Update(status.clone()));
+        }
+        for (agent, framework, role, allocated) in &effects.freed {
+            self.allocator
+                .recover(agent, framework, role, allocated, None, now);
+            self.allocation_dirty = true;
+        }
+    }
+}
