@@ -852,3 +852,46 @@ async fn sandboxes_of_forgotten_tasks_are_deleted_after_the_delay() {
     agent.shutdown();
     agent.join().await.unwrap();
 }
+
+/// Fail closed: once a checkpoint write fails the agent reports nothing
+/// more (the update it could not record is never sent), launches nothing
+/// more, and stops with the error.
+#[tokio::test]
+async fn a_failed_checkpoint_write_stops_the_agent() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(config(maddr, dir.path())).await;
+    let mut s = master.session().await;
+    s.register().await;
+    s.registered("agent-1");
+    s.run(shell_task("t1", "exit 0"));
+    s.expect("t1", pb::TaskState::TaskStarting).await;
+    s.expect("t1", pb::TaskState::TaskRunning).await;
+    s.expect("t1", pb::TaskState::TaskFinished).await;
+
+    let path = std::path::absolute(dir.path())
+        .unwrap()
+        .join(crate::checkpoint::FILE_NAME);
+    crate::writer::inject::fail_writes(path);
+    let marker = dir.path().join("ran");
+    s.run(shell_task("t2", &format!("touch {}", marker.display())));
+    let err = agent
+        .join()
+        .await
+        .expect_err("the agent stops with the error");
+    assert!(matches!(err, AgentError::CheckpointWrite(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("checkpoint write failed") && text.contains("injected write failure"),
+        "{text}"
+    );
+    // Nothing about t2 was sent, and it never ran.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), s.inbound.recv()).await
+    {
+        if let Some(AM::StatusUpdate(u)) = m.message {
+            let st = u.status.unwrap();
+            assert_ne!(st.task_id, "t2", "{st:?}");
+        }
+    }
+    assert!(!marker.exists(), "t2 was launched after the failed write");
+}
