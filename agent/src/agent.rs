@@ -35,31 +35,31 @@ use crate::transfer::{self, Transfers};
 use crate::writer::{Job, Write, Writer};
 
 /// Reason of a task killed by a `KillTask`.
-pub const REASON_KILLED_BY_REQUEST: &str = "KILLED_BY_REQUEST";
+pub const REASON_KILLED_BY_REQUEST: pb::TaskReason = pb::TaskReason::KilledByRequest;
 /// Reason of a task that exited by itself.
-pub const REASON_EXITED: &str = "EXITED";
+pub const REASON_EXITED: pb::TaskReason = pb::TaskReason::Exited;
 /// Reason of a task killed by a signal nobody asked for.
-pub const REASON_SIGNALED: &str = "SIGNALED";
+pub const REASON_SIGNALED: pb::TaskReason = pb::TaskReason::Signaled;
 /// Reason of a task the kernel killed for exceeding its memory limit.
-pub const REASON_OOM: &str = "OOM";
+pub const REASON_OOM: pb::TaskReason = pb::TaskReason::Oom;
 /// Reason of a task that could not be started (invalid or spawn failure).
-pub const REASON_LAUNCH_FAILED: &str = "LAUNCH_FAILED";
+pub const REASON_LAUNCH_FAILED: pb::TaskReason = pb::TaskReason::LaunchFailed;
 /// Reason of the `TASK_LOST` sent for a kill of a task the agent does not know.
-pub const REASON_UNKNOWN_TASK: &str = "UNKNOWN_TASK";
+pub const REASON_UNKNOWN_TASK: pb::TaskReason = pb::TaskReason::UnknownTask;
 /// Reason of a task killed by `ShutdownFramework`.
-pub const REASON_FRAMEWORK_REMOVED: &str = "FRAMEWORK_REMOVED";
+pub const REASON_FRAMEWORK_REMOVED: pb::TaskReason = pb::TaskReason::FrameworkRemoved;
 /// Reason of a task killed (or refused) because the agent shuts down.
-pub const REASON_AGENT_SHUTDOWN: &str = "AGENT_SHUTDOWN";
+pub const REASON_AGENT_SHUTDOWN: pb::TaskReason = pb::TaskReason::AgentShutdown;
 /// Reason of a task killed because its health check failed too often.
-pub const REASON_HEALTH_CHECK_FAILED: &str = "HEALTH_CHECK_FAILED";
+pub const REASON_HEALTH_CHECK_FAILED: pb::TaskReason = pb::TaskReason::HealthCheckFailed;
 /// Reason of a `TASK_RUNNING` update that reports a change of `healthy`.
-pub const REASON_HEALTH_CHECK: &str = "HEALTH_CHECK";
+pub const REASON_HEALTH_CHECK: pb::TaskReason = pb::TaskReason::HealthCheck;
 /// Reason of a task whose container could not be recovered after an agent
 /// restart.
-pub const REASON_RECOVERY_FAILED: &str = "CONTAINER_RECOVERY_FAILED";
+pub const REASON_RECOVERY_FAILED: pb::TaskReason = pb::TaskReason::ContainerRecoveryFailed;
 /// Reason of a task one of whose URIs could not be fetched (its command
 /// never ran).
-pub const REASON_FETCH_FAILED: &str = "FETCH_FAILED";
+pub const REASON_FETCH_FAILED: pb::TaskReason = pb::TaskReason::FetchFailed;
 
 /// Output results of a task whose exit the agent could not see.
 const NOT_UPLOADED_AFTER_RESTART: &str = "agent restarted: the task ended while the agent was down (exit status unknown); \
@@ -74,7 +74,7 @@ const MAX_LISTED_PORTS: usize = 1024;
 #[derive(Debug, Clone)]
 struct Kill {
     grace: Duration,
-    reason: &'static str,
+    reason: pb::TaskReason,
     /// Why, when more needs saying than the reason (a failed health check).
     message: Option<String>,
 }
@@ -369,7 +369,7 @@ impl Agent {
         core: &mut Core,
         key: &TaskKey,
         state: pb::TaskState,
-        reason: &str,
+        reason: pb::TaskReason,
         message: String,
         exit_code: Option<i32>,
     ) {
@@ -384,7 +384,7 @@ impl Agent {
         core: &mut Core,
         key: &TaskKey,
         state: pb::TaskState,
-        reason: &str,
+        reason: pb::TaskReason,
         message: String,
         exit_code: Option<i32>,
         outputs: Vec<pb::OutputResult>,
@@ -394,7 +394,7 @@ impl Agent {
             task_id: key.1.clone(),
             state: state as i32,
             message,
-            reason: reason.to_owned(),
+            reason: reason as i32,
             source: pb::StatusSource::Agent as i32,
             agent_id: core.agent_id.clone(),
             exit_code,
@@ -411,7 +411,7 @@ impl Agent {
             outputs,
         };
         tracing::info!(
-            framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason,
+            framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason = reason.short_name(),
             message = %status.message, "status update"
         );
         if let Some(e) = core.tasks.get_mut(key) {
@@ -537,7 +537,7 @@ impl Agent {
             &mut core,
             &key,
             pb::TaskState::TaskStarting,
-            "",
+            pb::TaskReason::Unspecified,
             if task.command.as_ref().is_some_and(|c| !c.uris.is_empty()) {
                 "preparing sandbox, fetching URIs and starting the task".into()
             } else {
@@ -638,7 +638,7 @@ impl Agent {
                 &mut core,
                 &key,
                 pb::TaskState::TaskRunning,
-                "",
+                pb::TaskReason::Unspecified,
                 message,
                 None,
             );
@@ -921,7 +921,7 @@ impl Agent {
         self: &Arc<Self>,
         key: &TaskKey,
         grace_seconds: f64,
-        reason: &'static str,
+        reason: pb::TaskReason,
         message: Option<String>,
     ) {
         let mut core = self.lock();
@@ -947,7 +947,7 @@ impl Agent {
         let grace = grace_from_secs(grace_seconds)
             .or_else(|| grace_from_secs(entry.task.kill_grace_period_seconds))
             .unwrap_or(default_grace);
-        tracing::info!(framework_id = %key.0, task_id = %key.1, grace_ms = grace.as_millis(), reason, "killing task");
+        tracing::info!(framework_id = %key.0, task_id = %key.1, grace_ms = grace.as_millis(), reason = reason.short_name(), "killing task");
         entry.kill = Some(Kill {
             grace,
             reason,
@@ -1303,7 +1303,8 @@ fn checkpoint_of(key: &TaskKey, e: &TaskEntry) -> TaskCheckpoint {
         kill: e.kill.as_ref().map(|k| {
             (
                 u64::try_from(k.grace.as_millis()).unwrap_or(u64::MAX),
-                k.reason.to_owned(),
+                // The checkpoint keeps the reason's name (as it always did).
+                k.reason.short_name().to_owned(),
             )
         }),
         ports: e
@@ -1320,8 +1321,8 @@ fn checkpoint_of(key: &TaskKey, e: &TaskEntry) -> TaskCheckpoint {
     }
 }
 
-/// The reason constant a checkpointed kill reason names.
-fn known_reason(reason: &str) -> &'static str {
+/// The reason a checkpointed kill reason names.
+fn known_reason(reason: &str) -> pb::TaskReason {
     [
         REASON_KILLED_BY_REQUEST,
         REASON_FRAMEWORK_REMOVED,
@@ -1329,7 +1330,7 @@ fn known_reason(reason: &str) -> &'static str {
         REASON_HEALTH_CHECK_FAILED,
     ]
     .into_iter()
-    .find(|r| *r == reason)
+    .find(|r| r.short_name() == reason)
     .unwrap_or(REASON_KILLED_BY_REQUEST)
 }
 

@@ -1741,7 +1741,7 @@ impl Core {
                             pb::TaskState::TaskLost as i32
                         },
                         message: "the master does not know this task".into(),
-                        reason: "RECONCILIATION".into(),
+                        reason: pb::TaskReason::Reconciliation as i32,
                         source: pb::StatusSource::Master as i32,
                         agent_id: t.agent_id.clone(),
                         timestamp: ms_to_secs(unix_ms()),
@@ -2943,7 +2943,7 @@ fn event(e: pb::event::Event) -> pb::Event {
 fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
     status.uuid.clear();
     status.source = pb::StatusSource::Master as i32;
-    status.reason = "RECONCILIATION".into();
+    status.reason = pb::TaskReason::Reconciliation as i32;
     status
 }
 
@@ -3606,7 +3606,7 @@ mod tests {
             .expect("t1 completed");
         let status = task.last_status();
         assert_eq!(status.state(), pb::TaskState::TaskKilled);
-        assert_eq!(status.reason, "OPERATOR_TEARDOWN");
+        assert_eq!(status.reason(), pb::TaskReason::OperatorTeardown);
         assert!(task.ended_at_ms.is_some());
         assert!(drain_agent(&mut arx).iter().any(
             |m| matches!(m, M::ShutdownFramework(s) if s.framework_id == header.framework_id)

@@ -706,6 +706,8 @@ mod tests {
         );
         h.command = Some(shell("true"));
         assert!(hc_err(&h).ends_with("all three are set"));
+        h.http = None;
+        assert!(hc_err(&h).ends_with("command and tcp are set"));
     }
 
     #[test]
@@ -719,6 +721,26 @@ mod tests {
             hc_err(&command(CommandInfo::default())),
             "health check: the command needs `shell` or `argv`; neither is set"
         );
+        let both = CommandInfo {
+            shell: "true".into(),
+            argv: vec!["true".into()],
+            ..Default::default()
+        };
+        assert!(hc_err(&command(both)).ends_with("both are set"));
+        let empty0 = CommandInfo {
+            argv: vec![String::new(), "x".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            hc_err(&command(empty0)),
+            "health check: the command's argv[0] must not be empty"
+        );
+        assert!(hc_err(&command(shell("tr\0ue"))).contains("NUL"));
+        let nul_arg = CommandInfo {
+            argv: vec!["test".into(), "a\0b".into()],
+            ..Default::default()
+        };
+        assert!(hc_err(&command(nul_arg)).contains("NUL"));
         let mut env = shell("true");
         env.env.insert("A".into(), "1".into());
         assert!(hc_err(&command(env)).contains("command.env is not supported"));
@@ -737,6 +759,10 @@ mod tests {
         assert_eq!(
             hc_err(&http(0, "/", "")),
             "health check http.port is required (1-65535)"
+        );
+        assert_eq!(
+            hc_err(&http(70000, "/", "")),
+            "health check http.port 70000 is out of range (1-65535)"
         );
         assert!(validate_health_check(&tcp(65535)).is_ok());
     }
