@@ -4,9 +4,11 @@
 //! queues. [`Agent`] wraps it with the configuration, the containerizers and
 //! the checkpoint, and implements the reactions to the master's messages, to
 //! task exits and to health checks. Every state change is made under the
-//! core's lock and checkpointed (fsynced) before anything is sent about it,
-//! so updates of one task are queued in the order they happen and survive a
-//! SIGKILL of the agent.
+//! core's lock and its checkpoint write queued there for the checkpoint
+//! writer ([`crate::writer`]), which makes it durable (fsynced) before it
+//! sends anything about it, so updates of one task are queued in the order
+//! they happen and survive a SIGKILL of the agent. A failed write stops the
+//! agent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, unix_now};
-use berth_scheduler_core::{FrameworkId, Resources, TaskId};
+use berth_scheduler_core::{FrameworkId, Resources};
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -30,33 +32,34 @@ use crate::error::ContainerError;
 use crate::health::{HealthCheckSpec, HealthEvent, HealthHandle, probe_for, spawn_health_checker};
 use crate::status_update::{AckOutcome, StatusUpdateManager, TaskKey};
 use crate::transfer::{self, Transfers};
+use crate::writer::{Job, Write, Writer};
 
 /// Reason of a task killed by a `KillTask`.
-pub const REASON_KILLED_BY_REQUEST: &str = "KILLED_BY_REQUEST";
+pub const REASON_KILLED_BY_REQUEST: pb::TaskReason = pb::TaskReason::KilledByRequest;
 /// Reason of a task that exited by itself.
-pub const REASON_EXITED: &str = "EXITED";
+pub const REASON_EXITED: pb::TaskReason = pb::TaskReason::Exited;
 /// Reason of a task killed by a signal nobody asked for.
-pub const REASON_SIGNALED: &str = "SIGNALED";
+pub const REASON_SIGNALED: pb::TaskReason = pb::TaskReason::Signaled;
 /// Reason of a task the kernel killed for exceeding its memory limit.
-pub const REASON_OOM: &str = "OOM";
+pub const REASON_OOM: pb::TaskReason = pb::TaskReason::Oom;
 /// Reason of a task that could not be started (invalid or spawn failure).
-pub const REASON_LAUNCH_FAILED: &str = "LAUNCH_FAILED";
+pub const REASON_LAUNCH_FAILED: pb::TaskReason = pb::TaskReason::LaunchFailed;
 /// Reason of the `TASK_LOST` sent for a kill of a task the agent does not know.
-pub const REASON_UNKNOWN_TASK: &str = "UNKNOWN_TASK";
+pub const REASON_UNKNOWN_TASK: pb::TaskReason = pb::TaskReason::UnknownTask;
 /// Reason of a task killed by `ShutdownFramework`.
-pub const REASON_FRAMEWORK_REMOVED: &str = "FRAMEWORK_REMOVED";
+pub const REASON_FRAMEWORK_REMOVED: pb::TaskReason = pb::TaskReason::FrameworkRemoved;
 /// Reason of a task killed (or refused) because the agent shuts down.
-pub const REASON_AGENT_SHUTDOWN: &str = "AGENT_SHUTDOWN";
+pub const REASON_AGENT_SHUTDOWN: pb::TaskReason = pb::TaskReason::AgentShutdown;
 /// Reason of a task killed because its health check failed too often.
-pub const REASON_HEALTH_CHECK_FAILED: &str = "HEALTH_CHECK_FAILED";
+pub const REASON_HEALTH_CHECK_FAILED: pb::TaskReason = pb::TaskReason::HealthCheckFailed;
 /// Reason of a `TASK_RUNNING` update that reports a change of `healthy`.
-pub const REASON_HEALTH_CHECK: &str = "HEALTH_CHECK";
+pub const REASON_HEALTH_CHECK: pb::TaskReason = pb::TaskReason::HealthCheck;
 /// Reason of a task whose container could not be recovered after an agent
 /// restart.
-pub const REASON_RECOVERY_FAILED: &str = "CONTAINER_RECOVERY_FAILED";
+pub const REASON_RECOVERY_FAILED: pb::TaskReason = pb::TaskReason::ContainerRecoveryFailed;
 /// Reason of a task one of whose URIs could not be fetched (its command
 /// never ran).
-pub const REASON_FETCH_FAILED: &str = "FETCH_FAILED";
+pub const REASON_FETCH_FAILED: pb::TaskReason = pb::TaskReason::FetchFailed;
 
 /// Output results of a task whose exit the agent could not see.
 const NOT_UPLOADED_AFTER_RESTART: &str = "agent restarted: the task ended while the agent was down (exit status unknown); \
@@ -71,7 +74,7 @@ const MAX_LISTED_PORTS: usize = 1024;
 #[derive(Debug, Clone)]
 struct Kill {
     grace: Duration,
-    reason: &'static str,
+    reason: pb::TaskReason,
     /// Why, when more needs saying than the reason (a failed health check).
     message: Option<String>,
 }
@@ -117,6 +120,8 @@ pub(crate) struct Core {
     /// Sender of the current master stream, set while registered.
     outbound: Option<mpsc::Sender<pb::AgentMessage>>,
     shutting_down: bool,
+    /// The checkpoint writer: writes, and status updates sent after them.
+    writer: Writer,
 }
 
 impl Core {
@@ -129,10 +134,17 @@ impl Core {
         }
     }
 
+    /// Sends a status update through the checkpoint writer: after every
+    /// write queued before it, so never before the write that records it.
     fn send_update(&self, u: pb::StatusUpdate) {
-        self.send(pb::AgentMessage {
-            message: Some(pb::agent_message::Message::StatusUpdate(u)),
-        });
+        if let Some(tx) = &self.outbound {
+            self.writer.queue(Job::Send(
+                tx.clone(),
+                pb::AgentMessage {
+                    message: Some(pb::agent_message::Message::StatusUpdate(u)),
+                },
+            ));
+        }
     }
 }
 
@@ -156,7 +168,8 @@ pub(crate) struct Agent {
     process: Arc<dyn Containerizer>,
     /// The Docker containerizer, when a daemon answered at start-up.
     docker: Option<Arc<dyn Containerizer>>,
-    checkpoint: Checkpoint,
+    /// The checkpoint writer (a clone of the core's).
+    pub(crate) writer: Writer,
     /// The fetcher's and uploader's HTTP client and limits.
     transfers: Transfers,
     core: Mutex<Core>,
@@ -200,6 +213,7 @@ impl Agent {
                 .collect(),
         };
         let updates = StatusUpdateManager::new(config.status_retry_initial, STATUS_RETRY_MAX);
+        let writer = Writer::spawn(checkpoint);
         let transfers = Transfers::new(transfer::Limits {
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_timeout: config.fetch_timeout,
@@ -213,7 +227,7 @@ impl Agent {
             info,
             process,
             docker,
-            checkpoint,
+            writer: writer.clone(),
             detached: tokio::sync::watch::Sender::new(false),
             core: Mutex::new(Core {
                 agent_id: String::new(),
@@ -222,6 +236,7 @@ impl Agent {
                 health: HashMap::new(),
                 outbound: None,
                 shutting_down: false,
+                writer,
             }),
         }
     }
@@ -246,10 +261,10 @@ impl Agent {
             .join(task_id)
     }
 
-    /// Writes a task's record and its unacknowledged updates to the
-    /// checkpoint (or removes them once the task is forgotten). Called
-    /// under the core's lock after every change, before anything about the
-    /// change is sent.
+    /// Queues the write of a task's record and its unacknowledged updates
+    /// to the checkpoint (or of their removal once the task is forgotten).
+    /// Called under the core's lock after every change, before anything
+    /// about the change is sent (and sent through the same queue).
     fn persist(&self, core: &Core, key: &TaskKey) {
         self.persist_with(core, key, true);
     }
@@ -259,19 +274,23 @@ impl Agent {
     /// acknowledgement that shortened a queue, a forgotten terminal task).
     fn persist_with(&self, core: &Core, key: &TaskKey, durable: bool) {
         let queue = core.updates.queue(key);
-        let ck = &self.checkpoint;
-        let result = match (core.tasks.get(key), durable) {
-            (Some(e), true) => ck.put_task_and_updates(&checkpoint_of(key, e), &queue),
-            (Some(e), false) => ck.put_task_and_updates_lazily(&checkpoint_of(key, e), &queue),
-            (None, true) if queue.is_empty() => ck.remove_task(&key.0, &key.1),
-            (None, false) if queue.is_empty() => ck.remove_task_lazily(&key.0, &key.1),
-            (None, true) => ck.put_updates(&key.0, &key.1, &queue),
-            (None, false) => ck.put_updates_lazily(&key.0, &key.1, &queue),
+        let (framework_id, task_id) = key.clone();
+        let write = match core.tasks.get(key) {
+            Some(e) => Write::TaskAndUpdates {
+                record: checkpoint_of(key, e),
+                queue,
+            },
+            None if queue.is_empty() => Write::RemoveTask {
+                framework_id,
+                task_id,
+            },
+            None => Write::Updates {
+                framework_id,
+                task_id,
+                queue,
+            },
         };
-        if let Err(e) = result {
-            tracing::error!(framework_id = %key.0, task_id = %key.1, error = %e,
-                "cannot checkpoint the task; it may not be recovered after a restart");
-        }
+        core.writer.queue(Job::Write { write, durable });
     }
 
     /// The `Register` message for a new stream: the last agent id, the
@@ -302,10 +321,11 @@ impl Agent {
         if !core.agent_id.is_empty() && core.agent_id != agent_id {
             tracing::warn!(old = %core.agent_id, new = %agent_id, "master assigned a different agent id");
         }
-        if core.agent_id != agent_id
-            && let Err(e) = self.checkpoint.set_agent_id(&agent_id)
-        {
-            tracing::error!(error = %e, "cannot checkpoint the agent id");
+        if core.agent_id != agent_id {
+            core.writer.queue(Job::Write {
+                write: Write::AgentId(agent_id.clone()),
+                durable: true,
+            });
         }
         core.agent_id = agent_id;
         core.outbound = Some(tx);
@@ -349,7 +369,7 @@ impl Agent {
         core: &mut Core,
         key: &TaskKey,
         state: pb::TaskState,
-        reason: &str,
+        reason: pb::TaskReason,
         message: String,
         exit_code: Option<i32>,
     ) {
@@ -364,7 +384,7 @@ impl Agent {
         core: &mut Core,
         key: &TaskKey,
         state: pb::TaskState,
-        reason: &str,
+        reason: pb::TaskReason,
         message: String,
         exit_code: Option<i32>,
         outputs: Vec<pb::OutputResult>,
@@ -374,7 +394,7 @@ impl Agent {
             task_id: key.1.clone(),
             state: state as i32,
             message,
-            reason: reason.to_owned(),
+            reason: reason as i32,
             source: pb::StatusSource::Agent as i32,
             agent_id: core.agent_id.clone(),
             exit_code,
@@ -391,7 +411,7 @@ impl Agent {
             outputs,
         };
         tracing::info!(
-            framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason,
+            framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), reason = reason.short_name(),
             message = %status.message, "status update"
         );
         if let Some(e) = core.tasks.get_mut(key) {
@@ -517,7 +537,7 @@ impl Agent {
             &mut core,
             &key,
             pb::TaskState::TaskStarting,
-            "",
+            pb::TaskReason::Unspecified,
             if task.command.as_ref().is_some_and(|c| !c.uris.is_empty()) {
                 "preparing sandbox, fetching URIs and starting the task".into()
             } else {
@@ -579,6 +599,11 @@ impl Agent {
         if !self.prepare_and_fetch(&key, &spec.sandbox).await {
             return;
         }
+        // The task's record (with its container id) is on disk before the
+        // container exists, so a restarted agent can find it.
+        if self.writer.flushed().await.is_err() {
+            return;
+        }
         let image = spec.container.as_ref().map(|c| c.image.clone());
         let launched = match containerizer.launch(spec).await {
             Ok(l) => l,
@@ -613,7 +638,7 @@ impl Agent {
                 &mut core,
                 &key,
                 pb::TaskState::TaskRunning,
-                "",
+                pb::TaskReason::Unspecified,
                 message,
                 None,
             );
@@ -896,7 +921,7 @@ impl Agent {
         self: &Arc<Self>,
         key: &TaskKey,
         grace_seconds: f64,
-        reason: &'static str,
+        reason: pb::TaskReason,
         message: Option<String>,
     ) {
         let mut core = self.lock();
@@ -922,7 +947,7 @@ impl Agent {
         let grace = grace_from_secs(grace_seconds)
             .or_else(|| grace_from_secs(entry.task.kill_grace_period_seconds))
             .unwrap_or(default_grace);
-        tracing::info!(framework_id = %key.0, task_id = %key.1, grace_ms = grace.as_millis(), reason, "killing task");
+        tracing::info!(framework_id = %key.0, task_id = %key.1, grace_ms = grace.as_millis(), reason = reason.short_name(), "killing task");
         entry.kill = Some(Kill {
             grace,
             reason,
@@ -1278,7 +1303,8 @@ fn checkpoint_of(key: &TaskKey, e: &TaskEntry) -> TaskCheckpoint {
         kill: e.kill.as_ref().map(|k| {
             (
                 u64::try_from(k.grace.as_millis()).unwrap_or(u64::MAX),
-                k.reason.to_owned(),
+                // The checkpoint keeps the reason's name (as it always did).
+                k.reason.short_name().to_owned(),
             )
         }),
         ports: e
@@ -1295,8 +1321,8 @@ fn checkpoint_of(key: &TaskKey, e: &TaskEntry) -> TaskCheckpoint {
     }
 }
 
-/// The reason constant a checkpointed kill reason names.
-fn known_reason(reason: &str) -> &'static str {
+/// The reason a checkpointed kill reason names.
+fn known_reason(reason: &str) -> pb::TaskReason {
     [
         REASON_KILLED_BY_REQUEST,
         REASON_FRAMEWORK_REMOVED,
@@ -1304,7 +1330,7 @@ fn known_reason(reason: &str) -> &'static str {
         REASON_HEALTH_CHECK_FAILED,
     ]
     .into_iter()
-    .find(|r| *r == reason)
+    .find(|r| r.short_name() == reason)
     .unwrap_or(REASON_KILLED_BY_REQUEST)
 }
 
@@ -1355,51 +1381,22 @@ fn grace_from_secs(secs: f64) -> Option<Duration> {
     }
 }
 
-/// Checks a task from `RunTask`: its command, resources, environment,
-/// container and health check, or a message saying what is wrong.
+/// Checks a task from `RunTask` by the rules the master applies too
+/// ([`berth_proto::task::validate_task`]), then what only the agent does:
+/// its framework id, its resources against the minimums, its host ports
+/// against its port resources; or a message saying what is wrong.
 fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, String> {
     FrameworkId::new(framework_id).map_err(|e| e.to_string())?;
-    TaskId::new(task.task_id.as_str()).map_err(|e| e.to_string())?;
+    berth_proto::task::validate_task(task).map_err(|e| e.to_string())?;
     let default_cmd = pb::CommandInfo::default();
-    let cmd = match (&task.command, &task.container) {
-        (Some(cmd), _) => cmd,
-        // A container without a command runs its image's own CMD.
-        (None, Some(_)) => &default_cmd,
-        (None, None) => return Err("the task has no command".into()),
+    // Validated: a task without a command has a container.
+    let cmd = task.command.as_ref().unwrap_or(&default_cmd);
+    let command = if cmd.shell.is_empty() {
+        // Empty for a container that runs its image's CMD.
+        Command::Argv(cmd.argv.clone())
+    } else {
+        Command::Shell(cmd.shell.clone())
     };
-    let command = match (cmd.shell.is_empty(), cmd.argv.is_empty()) {
-        (true, true) if task.container.is_some() => Command::Argv(Vec::new()),
-        (false, true) => Command::Shell(cmd.shell.clone()),
-        (true, false) => {
-            if cmd.argv[0].is_empty() {
-                return Err("argv[0] must not be empty".into());
-            }
-            Command::Argv(cmd.argv.clone())
-        }
-        (true, true) => {
-            return Err("the command must set one of shell and argv; neither is set".into());
-        }
-        (false, false) => {
-            return Err("the command must set only one of shell and argv; both are set".into());
-        }
-    };
-    let has_nul = |s: &str| s.contains('\0');
-    if command_strings(&command).any(has_nul) {
-        return Err("the command must not contain NUL bytes".into());
-    }
-    for (k, v) in &cmd.env {
-        if k.is_empty() {
-            return Err("environment variable names must not be empty".into());
-        }
-        if k.contains('=') || has_nul(k) {
-            return Err(format!(
-                "environment variable name {k:?} must not contain '=' or NUL"
-            ));
-        }
-        if has_nul(v) {
-            return Err(format!("environment variable {k:?} must not contain NUL"));
-        }
-    }
     let resources = resources_from_proto_opt(task.resources.as_ref())
         .map_err(|e| format!("invalid resources: {e}"))?;
     berth_proto::minimums::check_task_minimums(&task.task_id, &resources, task.container.is_some())
@@ -1416,8 +1413,6 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
         .map(HealthCheckSpec::from_proto)
         .transpose()
         .map_err(|e| format!("invalid health check: {e}"))?;
-    berth_proto::transfer::validate_task_transfers(task)?;
-    berth_proto::mask::validate_task_masks(task)?;
     Ok(ValidTask {
         command,
         resources,
@@ -1426,13 +1421,6 @@ fn validate_task(framework_id: &str, task: &pb::TaskInfo) -> Result<ValidTask, S
         health,
         masked_values: task.masked_values.clone(),
     })
-}
-
-fn command_strings(c: &Command) -> Box<dyn Iterator<Item = &str> + '_> {
-    match c {
-        Command::Shell(s) => Box::new(std::iter::once(s.as_str())),
-        Command::Argv(v) => Box::new(v.iter().map(String::as_str)),
-    }
 }
 
 #[cfg(test)]

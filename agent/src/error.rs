@@ -36,6 +36,10 @@ pub enum AgentError {
     /// The checkpoint could not be opened, read or written.
     #[error("checkpoint: {0}")]
     Checkpoint(CheckpointError),
+    /// A checkpoint write failed while the agent ran: it stopped rather
+    /// than go on with a checkpoint that no longer says what it did.
+    #[error("a checkpoint write failed, so the agent stopped: {0}")]
+    CheckpointWrite(std::sync::Arc<CheckpointError>),
     /// An internal task of the agent failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),

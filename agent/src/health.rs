@@ -44,15 +44,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default failures in a row that get the task killed
 /// (`consecutive_failures` 0).
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 3;
-/// Smallest interval [`HealthCheckSpec::from_proto`] accepts.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
-/// Smallest timeout [`HealthCheckSpec::from_proto`] accepts.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
-/// Largest delay, grace period, interval and timeout
-/// [`HealthCheckSpec::from_proto`] accepts: one day.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-/// Longest HTTP check path, in bytes.
-pub const MAX_HTTP_PATH_BYTES: usize = 2048;
+/// The limits of a health check, shared with the master
+/// ([`berth_proto::task::validate_health_check`]): the smallest interval
+/// and timeout, the largest delay, grace period, interval and timeout (one
+/// day), the longest HTTP check path in bytes.
+pub use berth_proto::task::{MAX_DURATION, MAX_HTTP_PATH_BYTES, MIN_INTERVAL, MIN_TIMEOUT};
 
 /// Longest line (status line or header) read from an HTTP answer.
 const MAX_HTTP_LINE: u64 = 8 * 1024;
@@ -114,80 +110,50 @@ pub enum CheckKind {
 }
 
 impl HealthCheckSpec {
-    /// Validates a `pb::HealthCheck` and fills in its defaults.
-    ///
-    /// Rules:
-    /// - exactly one of `command`, `http` and `tcp` is set;
-    /// - `command`: exactly one of `shell` and `argv`, no NUL byte,
-    ///   `argv[0]` not empty, and no `env` (the check runs with the task's
-    ///   environment);
-    /// - `http.port`, `tcp.port`: 1-65535; `http.path`: empty (meaning
-    ///   "/") or starting with '/', printable ASCII without whitespace (so
-    ///   percent-encode the rest), at most [`MAX_HTTP_PATH_BYTES`];
-    ///   `http.scheme`: empty or "http" (https is not supported);
-    /// - durations: finite and not negative; 0 means the default (delay 0,
-    ///   grace period 10 s, interval 10 s, timeout 20 s); each at most
-    ///   [`MAX_DURATION`] (one day); the interval at least [`MIN_INTERVAL`]
-    ///   (100 ms) and the timeout at least [`MIN_TIMEOUT`] (10 ms);
-    /// - `consecutive_failures`: 0 means the default, 3. Proto3 cannot tell
-    ///   an explicit 0 from an unset field, so "never kill" cannot be asked
-    ///   for; a large value comes close.
+    /// Validates a `pb::HealthCheck` by the rules the master applies too
+    /// ([`berth_proto::task::validate_health_check`]) and fills in its
+    /// defaults: 0 means the default for each duration (delay 0, grace
+    /// period 10 s, interval 10 s, timeout 20 s) and for
+    /// `consecutive_failures` (3). Proto3 cannot tell an explicit 0 from
+    /// an unset field, so "never kill" cannot be asked for; a large value
+    /// comes close.
     ///
     /// # Errors
     /// A message naming the field and the rule it breaks.
     pub fn from_proto(hc: &pb::HealthCheck) -> Result<Self, String> {
+        berth_proto::task::validate_health_check(hc).map_err(|e| e.to_string())?;
         let kind = match (&hc.command, &hc.http, &hc.tcp) {
-            (Some(command), None, None) => CheckKind::Command(command_from_proto(command)?),
-            (None, Some(http), None) => http_from_proto(http)?,
-            (None, None, Some(tcp)) => CheckKind::Tcp {
-                port: port("tcp.port", tcp.port)?,
+            (Some(cmd), _, _) => CheckKind::Command(if cmd.argv.is_empty() {
+                Command::Shell(cmd.shell.clone())
+            } else {
+                Command::Argv(cmd.argv.clone())
+            }),
+            (None, Some(http), _) => CheckKind::Http {
+                port: port(http.port)?,
+                path: if http.path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    http.path.clone()
+                },
             },
-            (command, http, tcp) => {
-                let set: Vec<&str> = [
-                    ("command", command.is_some()),
-                    ("http", http.is_some()),
-                    ("tcp", tcp.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(name, is_set)| is_set.then_some(name))
-                .collect();
-                return Err(match set.as_slice() {
-                    [] => "the health check must set one of command, http and tcp; none is set"
-                        .to_owned(),
-                    [a, b] => format!(
-                        "the health check must set only one of command, http and tcp; {a} and {b} are set"
-                    ),
-                    _ => "the health check must set only one of command, http and tcp; all three are set"
-                        .to_owned(),
-                });
+            (None, None, Some(tcp)) => CheckKind::Tcp {
+                port: port(tcp.port)?,
+            },
+            (None, None, None) => return Err("the health check sets no kind".into()),
+        };
+        let or = |secs: f64, default: Duration| {
+            if secs == 0.0 {
+                default
+            } else {
+                Duration::from_secs_f64(secs)
             }
         };
         Ok(HealthCheckSpec {
             kind,
-            delay: seconds(
-                "delay_seconds",
-                hc.delay_seconds,
-                DEFAULT_DELAY,
-                Duration::ZERO,
-            )?,
-            grace_period: seconds(
-                "grace_period_seconds",
-                hc.grace_period_seconds,
-                DEFAULT_GRACE_PERIOD,
-                Duration::ZERO,
-            )?,
-            interval: seconds(
-                "interval_seconds",
-                hc.interval_seconds,
-                DEFAULT_INTERVAL,
-                MIN_INTERVAL,
-            )?,
-            timeout: seconds(
-                "timeout_seconds",
-                hc.timeout_seconds,
-                DEFAULT_TIMEOUT,
-                MIN_TIMEOUT,
-            )?,
+            delay: or(hc.delay_seconds, DEFAULT_DELAY),
+            grace_period: or(hc.grace_period_seconds, DEFAULT_GRACE_PERIOD),
+            interval: or(hc.interval_seconds, DEFAULT_INTERVAL),
+            timeout: or(hc.timeout_seconds, DEFAULT_TIMEOUT),
             consecutive_failures: match hc.consecutive_failures {
                 0 => DEFAULT_CONSECUTIVE_FAILURES,
                 n => n,
@@ -196,115 +162,9 @@ impl HealthCheckSpec {
     }
 }
 
-/// The command of a command check, validated like a task's command.
-fn command_from_proto(cmd: &pb::CommandInfo) -> Result<Command, String> {
-    let command = match (cmd.shell.is_empty(), cmd.argv.is_empty()) {
-        (false, true) => Command::Shell(cmd.shell.clone()),
-        (true, false) => {
-            if cmd.argv[0].is_empty() {
-                return Err("command.argv[0] must not be empty".into());
-            }
-            Command::Argv(cmd.argv.clone())
-        }
-        (true, true) => {
-            return Err("the command must set one of shell and argv; neither is set".into());
-        }
-        (false, false) => {
-            return Err("the command must set only one of shell and argv; both are set".into());
-        }
-    };
-    let has_nul = match &command {
-        Command::Shell(s) => s.contains('\0'),
-        Command::Argv(argv) => argv.iter().any(|a| a.contains('\0')),
-    };
-    if has_nul {
-        return Err("the command must not contain NUL bytes".into());
-    }
-    if !cmd.env.is_empty() {
-        return Err(
-            "command.env is not supported for health checks: the check runs with the task's environment"
-                .into(),
-        );
-    }
-    Ok(command)
-}
-
-/// An HTTP check, validated.
-fn http_from_proto(http: &pb::HttpCheck) -> Result<CheckKind, String> {
-    let port = port("http.port", http.port)?;
-    match http.scheme.as_str() {
-        "" | "http" => {}
-        "https" => {
-            return Err(
-                "http.scheme \"https\" is not supported: health checks speak plain http only"
-                    .into(),
-            );
-        }
-        other => {
-            return Err(format!(
-                "http.scheme must be empty or \"http\", got {other:?}"
-            ));
-        }
-    }
-    let path = if http.path.is_empty() {
-        "/".to_owned()
-    } else {
-        http.path.clone()
-    };
-    if !path.starts_with('/') {
-        return Err(format!("http.path must start with '/', got {path:?}"));
-    }
-    if path.len() > MAX_HTTP_PATH_BYTES {
-        return Err(format!(
-            "http.path must be at most {MAX_HTTP_PATH_BYTES} bytes, got {}",
-            path.len()
-        ));
-    }
-    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "http.path must be printable ASCII without whitespace or control characters (percent-encode others), found {c:?}"
-        ));
-    }
-    Ok(CheckKind::Http { port, path })
-}
-
-/// A port number from the proto: 1-65535.
-fn port(field: &str, value: u32) -> Result<u16, String> {
-    match u16::try_from(value) {
-        Ok(0) => Err(format!("{field} is required (1-65535)")),
-        Ok(p) => Ok(p),
-        Err(_) => Err(format!("{field} must be 1-65535, got {value}")),
-    }
-}
-
-/// A duration in seconds from the proto: finite, not negative, 0 for
-/// `default`, between `min` and [`MAX_DURATION`].
-fn seconds(field: &str, value: f64, default: Duration, min: Duration) -> Result<Duration, String> {
-    if value.is_nan() || value.is_infinite() {
-        return Err(format!(
-            "{field} must be a finite number of seconds, got {value}"
-        ));
-    }
-    if value < 0.0 {
-        return Err(format!("{field} must not be negative, got {value}"));
-    }
-    if value == 0.0 {
-        return Ok(default);
-    }
-    if value > MAX_DURATION.as_secs_f64() {
-        return Err(format!(
-            "{field} must be at most {} seconds, got {value}",
-            MAX_DURATION.as_secs()
-        ));
-    }
-    let d = Duration::from_secs_f64(value);
-    if d < min {
-        return Err(format!(
-            "{field} must be at least {} seconds, got {value}",
-            min.as_secs_f64()
-        ));
-    }
-    Ok(d)
+/// A validated port number as the probe takes it.
+fn port(value: u32) -> Result<u16, String> {
+    u16::try_from(value).map_err(|_| format!("port {value} is not in 1-65535"))
 }
 
 /// One health check of one task.
@@ -835,152 +695,30 @@ mod tests {
         );
     }
 
+    /// The rules themselves are `berth_proto::task`'s (tested there);
+    /// the agent refuses with their words.
     #[test]
-    fn from_proto_wants_exactly_one_kind() {
+    fn from_proto_applies_the_shared_rules() {
         assert_eq!(
             err(&pb::HealthCheck::default()),
-            "the health check must set one of command, http and tcp; none is set"
+            "the health check must set exactly one of command, http and tcp; none is set"
+        );
+        assert_eq!(
+            err(&tcp_check(65536)),
+            "health check tcp.port 65536 is out of range (1-65535)"
         );
         let mut hc = tcp_check(80);
-        hc.http = Some(http(80, "/", ""));
+        hc.interval_seconds = 0.05;
         assert_eq!(
             err(&hc),
-            "the health check must set only one of command, http and tcp; http and tcp are set"
+            "health check interval_seconds must be at least 0.1 seconds, got 0.05"
         );
-        hc.command = Some(shell("true"));
-        assert_eq!(
-            err(&hc),
-            "the health check must set only one of command, http and tcp; all three are set"
-        );
-        hc.http = None;
-        assert!(err(&hc).contains("command and tcp are set"));
-    }
-
-    #[test]
-    fn from_proto_checks_the_command() {
-        let e = err(&command_check(pb::CommandInfo::default()));
-        assert!(e.contains("neither is set"), "{e}");
-        let both = pb::CommandInfo {
-            shell: "true".into(),
-            argv: vec!["true".into()],
-            ..Default::default()
-        };
-        assert!(err(&command_check(both)).contains("both are set"));
-        let empty_argv0 = pb::CommandInfo {
-            argv: vec![String::new(), "x".into()],
-            ..Default::default()
-        };
-        assert_eq!(
-            err(&command_check(empty_argv0)),
-            "command.argv[0] must not be empty"
-        );
-        assert!(err(&command_check(shell("tr\0ue"))).contains("NUL"));
-        let nul_arg = pb::CommandInfo {
-            argv: vec!["test".into(), "a\0b".into()],
-            ..Default::default()
-        };
-        assert!(err(&command_check(nul_arg)).contains("NUL"));
         let env = pb::CommandInfo {
             shell: "true".into(),
             env: HashMap::from([("A".to_owned(), "1".to_owned())]),
             ..Default::default()
         };
         assert!(err(&command_check(env)).contains("command.env is not supported"));
-    }
-
-    #[test]
-    fn from_proto_checks_ports() {
-        assert_eq!(err(&tcp_check(0)), "tcp.port is required (1-65535)");
-        assert_eq!(
-            err(&tcp_check(65536)),
-            "tcp.port must be 1-65535, got 65536"
-        );
-        assert_eq!(
-            err(&http_check(http(0, "/", ""))),
-            "http.port is required (1-65535)"
-        );
-        assert_eq!(
-            err(&http_check(http(70000, "/", ""))),
-            "http.port must be 1-65535, got 70000"
-        );
-    }
-
-    #[test]
-    fn from_proto_checks_the_http_path_and_scheme() {
-        assert_eq!(
-            err(&http_check(http(80, "health", ""))),
-            "http.path must start with '/', got \"health\""
-        );
-        for bad in ["/a b", "/a\tb", "/a\nb", "/a\0b", "/caf\u{e9}"] {
-            let e = err(&http_check(http(80, bad, "")));
-            assert!(
-                e.contains("printable ASCII without whitespace"),
-                "{bad:?}: {e}"
-            );
-        }
-        let long = format!("/{}", "a".repeat(MAX_HTTP_PATH_BYTES));
-        assert_eq!(
-            err(&http_check(http(80, &long, ""))),
-            "http.path must be at most 2048 bytes, got 2049"
-        );
-        let longest = format!("/{}", "a".repeat(MAX_HTTP_PATH_BYTES - 1));
-        assert!(HealthCheckSpec::from_proto(&http_check(http(80, &longest, ""))).is_ok());
-        let e = err(&http_check(http(80, "/", "https")));
-        assert!(e.contains("\"https\" is not supported"), "{e}");
-        assert_eq!(
-            err(&http_check(http(80, "/", "ftp"))),
-            "http.scheme must be empty or \"http\", got \"ftp\""
-        );
-    }
-
-    #[test]
-    fn from_proto_checks_durations() {
-        type Set = fn(&mut pb::HealthCheck, f64);
-        let fields: [(&str, Set); 4] = [
-            ("delay_seconds", |h, v| h.delay_seconds = v),
-            ("grace_period_seconds", |h, v| h.grace_period_seconds = v),
-            ("interval_seconds", |h, v| h.interval_seconds = v),
-            ("timeout_seconds", |h, v| h.timeout_seconds = v),
-        ];
-        for (name, set) in fields {
-            let with = |v: f64| {
-                let mut hc = tcp_check(80);
-                set(&mut hc, v);
-                hc
-            };
-            assert_eq!(
-                err(&with(-1.0)),
-                format!("{name} must not be negative, got -1")
-            );
-            assert_eq!(
-                err(&with(f64::NAN)),
-                format!("{name} must be a finite number of seconds, got NaN")
-            );
-            assert_eq!(
-                err(&with(f64::INFINITY)),
-                format!("{name} must be a finite number of seconds, got inf")
-            );
-            assert_eq!(
-                err(&with(86_400.5)),
-                format!("{name} must be at most 86400 seconds, got 86400.5")
-            );
-            assert!(
-                HealthCheckSpec::from_proto(&with(86_400.0)).is_ok(),
-                "{name}"
-            );
-        }
-        let mut hc = tcp_check(80);
-        hc.interval_seconds = 0.05;
-        assert_eq!(
-            err(&hc),
-            "interval_seconds must be at least 0.1 seconds, got 0.05"
-        );
-        let mut hc = tcp_check(80);
-        hc.timeout_seconds = 0.001;
-        assert_eq!(
-            err(&hc),
-            "timeout_seconds must be at least 0.01 seconds, got 0.001"
-        );
         // Tiny delays and grace periods are fine.
         let mut hc = tcp_check(80);
         hc.delay_seconds = 0.001;

@@ -47,6 +47,7 @@ mod config;
 mod logs;
 mod master;
 mod transfer;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -89,9 +90,12 @@ const RETRY_TICK: Duration = Duration::from_millis(50);
 /// `kill_tasks_on_shutdown` it first kills every task (SIGTERM, grace,
 /// SIGKILL) and tries for up to 2 s to deliver the final status updates.
 ///
+/// A failed checkpoint write stops it too (fail closed): it returns at
+/// once with the error, leaving its tasks to the next start.
+///
 /// # Errors
 /// An invalid configuration, an unusable work directory, failed resource
-/// detection, or a failure of the gRPC server.
+/// detection, a failed checkpoint write, or a failure of the gRPC server.
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: AgentConfig,
@@ -206,9 +210,14 @@ pub async fn run(
         })
     };
 
+    let mut write_failure = None;
     let server_result = tokio::select! {
         () = shutdown => None,
         r = &mut server => Some(r),
+        e = agent.writer.failed() => {
+            write_failure = Some(e);
+            None
+        }
     };
     if let Some(r) = &server_result {
         tracing::error!(result = ?r, "agent API server stopped unexpectedly; shutting down");
@@ -216,8 +225,10 @@ pub async fn run(
 
     // Shutdown: leave the tasks running for the next start to re-adopt, or
     // (when configured) kill every task; then give the final updates a
-    // chance.
-    let kill = agent.config.kill_tasks_on_shutdown;
+    // chance. After a failed checkpoint write nothing more can be recorded
+    // or reported: the agent stops at once and leaves its tasks to the
+    // next start, which recovers them from the last good write.
+    let kill = agent.config.kill_tasks_on_shutdown && write_failure.is_none();
     agent.begin_shutdown(kill);
     let max_grace = {
         let core = agent.lock();
@@ -247,6 +258,7 @@ pub async fn run(
     let _ = retry.await;
     let _ = gc.await;
     let result = match server_result {
+        _ if write_failure.is_some() => Ok(()),
         Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(e))) => Err(AgentError::Server(e)),
         Some(Err(e)) => Err(AgentError::Internal(format!(
@@ -277,6 +289,10 @@ pub async fn run(
             holders = Arc::strong_count(&agent) - 1,
             "agent state still in use at exit"
         );
+    }
+    agent.writer.close().await;
+    if let Some(e) = write_failure.or_else(|| agent.writer.failure()) {
+        return Err(AgentError::CheckpointWrite(e));
     }
     result
 }

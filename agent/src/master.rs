@@ -112,7 +112,15 @@ async fn run_session(
     let mut client = AgentApiClient::new(leader.channel.clone())
         .max_decoding_message_size(pb::MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-    tx.try_send(agent.register_message())
+    // The tasks it reports are checkpointed before the master hears of
+    // them, as every status update is.
+    let register = agent.register_message();
+    agent
+        .writer
+        .flushed()
+        .await
+        .map_err(|e| format!("cannot register: {e}"))?;
+    tx.try_send(register)
         .map_err(|e| format!("cannot queue Register: {e}"))?;
     let response = tokio::time::timeout(timeout, client.attach(ReceiverStream::new(rx)))
         .await

@@ -338,7 +338,7 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     s.expect("t1", pb::TaskState::TaskRunning).await;
     let fin = s.expect("t1", pb::TaskState::TaskFinished).await;
     assert_eq!(fin.exit_code, Some(0));
-    assert_eq!(fin.reason, REASON_EXITED);
+    assert_eq!(fin.reason(), REASON_EXITED);
 
     // A failing task reports its exit code.
     s.run(shell_task("t3", "exit 3"));
@@ -384,7 +384,7 @@ async fn registers_runs_tasks_resends_and_reregisters() {
         (st.task_id.as_str(), st.state()),
         ("t2", pb::TaskState::TaskKilled)
     );
-    assert_eq!(st.reason, REASON_KILLED_BY_REQUEST);
+    assert_eq!(st.reason(), REASON_KILLED_BY_REQUEST);
     // A kill of a terminal task does nothing new (only the unacknowledged
     // TASK_KILLED is resent); of an unknown one, TASK_LOST.
     s.kill("t2", 0.0);
@@ -400,21 +400,21 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     s.ack(&lost);
     let lost = lost.status.unwrap();
     assert_eq!(lost.state(), pb::TaskState::TaskLost);
-    assert_eq!(lost.reason, REASON_UNKNOWN_TASK);
+    assert_eq!(lost.reason(), REASON_UNKNOWN_TASK);
 
     // Invalid tasks and spawn failures fail with LAUNCH_FAILED.
     let mut both = shell_task("bad", "true");
     both.command.as_mut().unwrap().argv = vec!["true".into()];
     s.run(both);
     let bad = s.expect("bad", pb::TaskState::TaskFailed).await;
-    assert_eq!(bad.reason, REASON_LAUNCH_FAILED);
+    assert_eq!(bad.reason(), REASON_LAUNCH_FAILED);
     assert!(bad.message.contains("both"), "{}", bad.message);
     let mut missing = shell_task("missing", "");
     missing.command.as_mut().unwrap().argv = vec!["/no/such/program-xyz".into()];
     s.run(missing);
     s.expect("missing", pb::TaskState::TaskStarting).await;
     let m = s.expect("missing", pb::TaskState::TaskFailed).await;
-    assert_eq!(m.reason, REASON_LAUNCH_FAILED);
+    assert_eq!(m.reason(), REASON_LAUNCH_FAILED);
     assert!(m.message.contains("No such file"), "{}", m.message);
 
     // Shutdown kills running tasks and delivers their final updates.
@@ -426,7 +426,7 @@ async fn registers_runs_tasks_resends_and_reregisters() {
     s.expect("t4", pb::TaskState::TaskRunning).await;
     agent.shutdown();
     let k = s.expect("t4", pb::TaskState::TaskKilled).await;
-    assert_eq!(k.reason, REASON_AGENT_SHUTDOWN);
+    assert_eq!(k.reason(), REASON_AGENT_SHUTDOWN);
     agent.join().await.unwrap();
 }
 
@@ -480,7 +480,7 @@ async fn a_program_that_cannot_start_fails_with_the_shells_exit_code() {
         });
         s.expect(id, pb::TaskState::TaskStarting).await;
         let end = s.expect(id, pb::TaskState::TaskFailed).await;
-        assert_eq!(end.reason, REASON_LAUNCH_FAILED, "{end:?}");
+        assert_eq!(end.reason(), REASON_LAUNCH_FAILED, "{end:?}");
         assert_eq!(end.exit_code, Some(code), "{end:?}");
         assert!(end.message.starts_with("cannot start"), "{end:?}");
     }
@@ -516,7 +516,7 @@ async fn shutdown_framework_kills_its_tasks() {
         s.ack(&u);
         let st = u.status.unwrap();
         assert_eq!(st.state(), pb::TaskState::TaskKilled);
-        assert_eq!(st.reason, REASON_FRAMEWORK_REMOVED);
+        assert_eq!(st.reason(), REASON_FRAMEWORK_REMOVED);
         killed.push(st.task_id);
     }
     killed.sort();
@@ -769,7 +769,7 @@ async fn restart_readopts_tasks_and_resends_unacknowledged_updates() {
     s.ack(&resent);
     s.kill("long", 1.0);
     let end = s.expect("long", pb::TaskState::TaskKilled).await;
-    assert_eq!(end.reason, "KILLED_BY_REQUEST", "{end:?}");
+    assert_eq!(end.reason(), REASON_KILLED_BY_REQUEST, "{end:?}");
     agent.shutdown();
     agent.join().await.unwrap();
 }
@@ -851,4 +851,47 @@ async fn sandboxes_of_forgotten_tasks_are_deleted_after_the_delay() {
     wait_gone(&sandboxes.join("runs")).await;
     agent.shutdown();
     agent.join().await.unwrap();
+}
+
+/// Fail closed: once a checkpoint write fails the agent reports nothing
+/// more (the update it could not record is never sent), launches nothing
+/// more, and stops with the error.
+#[tokio::test]
+async fn a_failed_checkpoint_write_stops_the_agent() {
+    let (mut master, maddr) = master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = RunningAgent::start(config(maddr, dir.path())).await;
+    let mut s = master.session().await;
+    s.register().await;
+    s.registered("agent-1");
+    s.run(shell_task("t1", "exit 0"));
+    s.expect("t1", pb::TaskState::TaskStarting).await;
+    s.expect("t1", pb::TaskState::TaskRunning).await;
+    s.expect("t1", pb::TaskState::TaskFinished).await;
+
+    let path = std::path::absolute(dir.path())
+        .unwrap()
+        .join(crate::checkpoint::FILE_NAME);
+    crate::writer::inject::fail_writes(path);
+    let marker = dir.path().join("ran");
+    s.run(shell_task("t2", &format!("touch {}", marker.display())));
+    let err = agent
+        .join()
+        .await
+        .expect_err("the agent stops with the error");
+    assert!(matches!(err, AgentError::CheckpointWrite(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("checkpoint write failed") && text.contains("injected write failure"),
+        "{text}"
+    );
+    // Nothing about t2 was sent, and it never ran.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), s.inbound.recv()).await
+    {
+        if let Some(AM::StatusUpdate(u)) = m.message {
+            let st = u.status.unwrap();
+            assert_ne!(st.task_id, "t2", "{st:?}");
+        }
+    }
+    assert!(!marker.exists(), "t2 was launched after the failed write");
 }

@@ -163,7 +163,7 @@ fn task_json(t: &pb::TaskView) -> serde_json::Value {
     json!({
         "id": t.task_id, "name": t.name, "framework_id": t.framework_id, "agent_id": t.agent_id,
         "state": state_name(t.state), "role": t.role, "resources": res_json(t.resources.as_ref()),
-        "exit_code": status.exit_code, "reason": status.reason, "message": status.message,
+        "exit_code": status.exit_code, "reason": status.reason().short_name(), "message": status.message,
         "agent_address": t.agent_address, "healthy": status.healthy,
         "container_id": status.container_id,
         "launched_at": t.launched_at, "running_at": t.running_at, "ended_at": t.ended_at,

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use berth_agent::REASON_OOM;
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::placement::{Explanation, explain};
@@ -144,9 +143,6 @@ pub(crate) mod exit {
     /// SIGKILL).
     pub(crate) const KILLED: u8 = 137;
 }
-
-/// The reason of the master's answers to a reconciliation.
-const REASON_RECONCILIATION: &str = "RECONCILIATION";
 
 /// How long `berth run` looks for a leading master before it gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -359,7 +355,7 @@ fn exit_code(task: &pb::TaskInfo, want: &Resources, outcome: Outcome) -> u8 {
         .map(|c| u8::try_from(c).unwrap_or(exit::BERTH));
     match state {
         pb::TaskState::TaskFinished => 0,
-        pb::TaskState::TaskFailed if status.reason == REASON_OOM => {
+        pb::TaskState::TaskFailed if status.reason() == pb::TaskReason::Oom => {
             eprintln!(
                 "berth: task {id} killed: out of memory (limit {} MiB)",
                 want.mem.to_f64()
@@ -373,7 +369,7 @@ fn exit_code(task: &pb::TaskInfo, want: &Resources, outcome: Outcome) -> u8 {
         }
         state => {
             let mut why = format!("task {id} ended {}", state.as_str_name());
-            for part in [&status.reason, &status.message] {
+            for part in [status.reason().short_name(), status.message.as_str()] {
                 if !part.is_empty() {
                     why.push_str(": ");
                     why.push_str(part);
@@ -682,7 +678,7 @@ impl Run<'_> {
     async fn on_update(&mut self, status: pb::TaskStatus) -> Option<Outcome> {
         let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
         let id = self.task.task_id.clone();
-        if status.reason == REASON_RECONCILIATION && self.answers_due > 0 {
+        if status.reason() == pb::TaskReason::Reconciliation && self.answers_due > 0 {
             self.answers_due -= 1;
             if self.stale_answers > 0 {
                 self.stale_answers -= 1;
@@ -728,7 +724,7 @@ impl Run<'_> {
         if state == pb::TaskState::TaskRunning
             && !status.ports.is_empty()
             && self.args.image.is_some()
-            && status.reason.is_empty()
+            && status.reason() == pb::TaskReason::Unspecified
         {
             eprintln!(
                 "berth: task {id} running; ports {}",

@@ -517,7 +517,7 @@ async fn process_tasks_that_end_while_the_agent_is_down_keep_their_exit_codes_an
         };
         assert_eq!(berth_tests::task_state(&st), want, "{st:?}");
         assert_eq!(st.exit_code, Some(i32::try_from(i)?), "{st:?}");
-        assert_eq!(st.reason, "EXITED", "{st:?}");
+        assert_eq!(st.reason(), pb::TaskReason::Exited, "{st:?}");
     }
     Ok(())
 }

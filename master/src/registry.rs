@@ -227,7 +227,9 @@ pub enum Command {
         id: FrameworkId,
         /// Unix milliseconds.
         at_ms: u64,
-        /// Why, for the tasks' final status.
+        /// Why, for the tasks' final status: the short name of a
+        /// `pb::TaskReason` (`"FRAMEWORK_TEARDOWN"`; see
+        /// `TaskReason::short_name`).
         reason: String,
     },
     /// An agent registered or re-registered. Tasks the registry has on it
@@ -653,10 +655,12 @@ impl Registry {
                 task.role.clone(),
                 task.allocated.clone(),
             ));
+            // The log keeps the reason's name; a name this master does not
+            // know (from a newer one) is reported unspecified.
             let status = master_status(
                 &task,
                 pb::TaskState::TaskKilled,
-                reason,
+                pb::TaskReason::from_short_name(reason).unwrap_or_default(),
                 "framework removed",
                 at_ms,
             );
@@ -750,7 +754,7 @@ impl Registry {
                         let status = master_status(
                             task,
                             state,
-                            "AGENT_REREGISTERED",
+                            pb::TaskReason::AgentReregistered,
                             "agent re-registered",
                             at_ms,
                         );
@@ -775,7 +779,7 @@ impl Registry {
                     let status = master_status(
                         &task,
                         pb::TaskState::TaskLost,
-                        "TASK_NOT_ON_AGENT",
+                        pb::TaskReason::TaskNotOnAgent,
                         "the agent re-registered without this task",
                         at_ms,
                     );
@@ -829,7 +833,7 @@ impl Registry {
             let status = master_status(
                 task,
                 state,
-                "AGENT_UNREACHABLE",
+                pb::TaskReason::AgentUnreachable,
                 "agent missed its pings",
                 at_ms,
             );
@@ -1065,7 +1069,7 @@ fn reported_map(
 fn master_status(
     task: &TaskRecord,
     state: pb::TaskState,
-    reason: &str,
+    reason: pb::TaskReason,
     message: &str,
     at_ms: u64,
 ) -> pb::TaskStatus {
@@ -1074,7 +1078,7 @@ fn master_status(
         task_id: task.id.to_string(),
         state: state as i32,
         message: message.to_string(),
-        reason: reason.to_string(),
+        reason: reason as i32,
         source: pb::StatusSource::Master as i32,
         agent_id: task.agent.to_string(),
         exit_code: None,

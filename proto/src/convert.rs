@@ -66,6 +66,32 @@ impl pb::TaskState {
     }
 }
 
+impl pb::TaskReason {
+    /// The reason's name without the `TASK_REASON_` prefix, as people and
+    /// scripts read it (`"OOM"`, `"FETCH_FAILED"`); empty for
+    /// `UNSPECIFIED`.
+    #[must_use]
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "",
+            r => r
+                .as_str_name()
+                .strip_prefix("TASK_REASON_")
+                .unwrap_or(r.as_str_name()),
+        }
+    }
+
+    /// The reason named `name` without its prefix ([`Self::short_name`]),
+    /// if there is one.
+    #[must_use]
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        if name.is_empty() {
+            return None;
+        }
+        Self::from_str_name(&format!("TASK_REASON_{name}"))
+    }
+}
+
 /// Current wall-clock time as seconds since the Unix epoch, the form of
 /// `TaskStatus.timestamp`.
 #[must_use]
@@ -100,6 +126,23 @@ mod tests {
             ..Default::default()
         };
         assert!(resources_from_proto(&p).is_err());
+    }
+
+    #[test]
+    fn reason_short_names_round_trip() {
+        assert_eq!(pb::TaskReason::Oom.short_name(), "OOM");
+        assert_eq!(pb::TaskReason::FetchFailed.short_name(), "FETCH_FAILED");
+        assert_eq!(pb::TaskReason::Unspecified.short_name(), "");
+        for r in [
+            pb::TaskReason::Exited,
+            pb::TaskReason::ContainerRecoveryFailed,
+            pb::TaskReason::FailoverTimeout,
+        ] {
+            assert_eq!(pb::TaskReason::from_short_name(r.short_name()), Some(r));
+        }
+        assert_eq!(pb::TaskReason::from_short_name(""), None);
+        assert_eq!(pb::TaskReason::from_short_name("NO_SUCH"), None);
+        assert_eq!(pb::TaskReason::from_short_name("TASK_REASON_OOM"), None);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! code that receives them, in `berth-scheduler-core` terms. The exceptions
 //! are the rules the master and the agent both apply and must apply alike:
 //! [`transfer`] (a task's fetched URIs and uploaded outputs), [`mask`]
-//! (masked values), [`minimums`] (the least a task may ask for) and
-//! [`check_address`].
+//! (masked values), [`minimums`] (the least a task may ask for), [`task`]
+//! (a `TaskInfo`'s own fields: command, environment, container, health
+//! check) and [`check_address`].
 
 /// Version 1 of the berth protocol (`package berth.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
@@ -42,6 +43,7 @@ pub mod golden;
 pub mod leader;
 pub mod mask;
 pub mod minimums;
+pub mod task;
 pub mod testing;
 pub mod transfer;
 

@@ -240,7 +240,9 @@ async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()
     // Reconciliation reports it running; a kill still reaches it.
     fw.reconcile_all().await?;
     next_matching(&mut events, Duration::from_secs(10), |e| match e {
-        Event::Update(s) if s.task_id == "sleeper" && s.reason == "RECONCILIATION" => {
+        Event::Update(s)
+            if s.task_id == "sleeper" && s.reason() == pb::TaskReason::Reconciliation =>
+        {
             assert_eq!(berth_tests::task_state(&s), pb::TaskState::TaskRunning);
             Some(())
         }
@@ -309,7 +311,7 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
             pb::TaskState::TaskLost
         };
         let s = next_matching(events, Duration::from_secs(15), |e| match e {
-            Event::Update(s) if s.reason == "AGENT_UNREACHABLE" => Some(s),
+            Event::Update(s) if s.reason() == pb::TaskReason::AgentUnreachable => Some(s),
             _ => None,
         })
         .await?;
@@ -327,7 +329,7 @@ async fn partitioned_agent_goes_unreachable_and_comes_back() -> anyhow::Result<(
     proxy.restore();
     for (_, events, _) in &mut frameworks {
         let s = next_matching(events, Duration::from_secs(20), |e| match e {
-            Event::Update(s) if s.reason == "AGENT_REREGISTERED" => Some(s),
+            Event::Update(s) if s.reason() == pb::TaskReason::AgentReregistered => Some(s),
             _ => None,
         })
         .await?;

@@ -214,7 +214,7 @@ async fn container_gets_limits_output_exit_code_and_is_killed() -> anyhow::Resul
         pb::TaskState::TaskKilled,
         "{end:?}"
     );
-    assert_eq!(end.reason, "KILLED_BY_REQUEST");
+    assert_eq!(end.reason(), pb::TaskReason::KilledByRequest);
     assert!(
         took >= Duration::from_millis(900),
         "it ignores SIGTERM, so only SIGKILL after the 1 s grace ends it; took {took:?}"
@@ -258,7 +258,7 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
         pb::TaskState::TaskFailed,
         "{missing:?}"
     );
-    assert_eq!(missing.reason, "LAUNCH_FAILED");
+    assert_eq!(missing.reason(), pb::TaskReason::LaunchFailed);
     assert!(
         missing
             .message
@@ -272,7 +272,7 @@ async fn missing_image_and_oom_fail_with_their_reasons() -> anyhow::Result<()> {
         pb::TaskState::TaskFailed,
         "{oom:?}"
     );
-    assert_eq!(oom.reason, "OOM", "{oom:?}");
+    assert_eq!(oom.reason(), pb::TaskReason::Oom, "{oom:?}");
     Ok(())
 }
 
@@ -367,7 +367,7 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
             .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
         let Event::Update(st) = ev else { continue };
         if let Some(h) = st.healthy
-            && st.reason == "HEALTH_CHECK"
+            && st.reason() == pb::TaskReason::HealthCheck
         {
             healthy.entry(st.task_id.clone()).or_default().push(h);
         }
@@ -395,7 +395,7 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
             pb::TaskState::TaskKilled,
             "{end:?}"
         );
-        assert_eq!(end.reason, "HEALTH_CHECK_FAILED", "{end:?}");
+        assert_eq!(end.reason(), pb::TaskReason::HealthCheckFailed, "{end:?}");
         assert!(end.message.contains("health check failed"), "{end:?}");
         assert_eq!(end.healthy, Some(false), "{end:?}");
     }
@@ -437,7 +437,7 @@ async fn agent_without_docker_fails_container_tasks_plainly() -> anyhow::Result<
         pb::TaskState::TaskFailed,
         "{end:?}"
     );
-    assert_eq!(end.reason, "LAUNCH_FAILED");
+    assert_eq!(end.reason(), pb::TaskReason::LaunchFailed);
     assert!(end.message.contains("no Docker daemon"), "{end:?}");
     let (end, _) = wait_update(&mut s, "plain", Duration::from_secs(30), |st| {
         berth_tests::task_state(st).is_terminal()

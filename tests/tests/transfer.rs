@@ -226,7 +226,7 @@ async fn fetched_uris_are_in_the_sandbox_before_the_command_starts() -> anyhow::
         pb::TaskState::TaskFailed,
         "{end:?}"
     );
-    assert_eq!(end.reason, "FETCH_FAILED");
+    assert_eq!(end.reason(), pb::TaskReason::FetchFailed);
     assert!(
         end.message.contains(&s.server.url("/files/nope.tgz")) && end.message.contains("404"),
         "{}",
@@ -410,7 +410,7 @@ async fn a_kill_during_a_stalled_fetch_ends_the_task_killed() -> anyhow::Result<
         pb::TaskState::TaskKilled,
         "{end:?}"
     );
-    assert_eq!(end.reason, "KILLED_BY_REQUEST");
+    assert_eq!(end.reason(), pb::TaskReason::KilledByRequest);
     assert!(end.message.contains("while fetching"), "{}", end.message);
     // The fetch timeout is 120 s; a kill that waited for it would take that.
     assert!(took < Duration::from_secs(60), "the kill took {took:?}");

@@ -12,7 +12,7 @@ pub mod process;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -158,109 +158,48 @@ pub enum NetworkMode {
 }
 
 /// Where the Docker containerizer mounts the task's sandbox inside the
-/// container (also its working directory and `BERTH_SANDBOX`).
-pub const CONTAINER_SANDBOX: &str = "/mnt/berth/sandbox";
-
-/// Longest image reference accepted, in bytes.
-pub const MAX_IMAGE_LEN: usize = 255;
+/// container (also its working directory and `BERTH_SANDBOX`); the
+/// longest image reference accepted, in bytes.
+pub use berth_proto::task::{CONTAINER_SANDBOX, MAX_IMAGE_LEN};
 
 impl ContainerSpec {
-    /// Validates a task's `ContainerInfo` and resolves its host ports
-    /// against `ports`, the task's port resources.
-    ///
-    /// Rules: the image is not empty, at most [`MAX_IMAGE_LEN`] bytes, without
-    /// whitespace or control characters; entrypoint strings hold no NUL; the
-    /// network is `""`/`"bridge"`, `"host"` or `"none"` (any case), and only
-    /// the bridge network takes port mappings; a container port is in
-    /// 1-65535, a protocol `""`/`"tcp"`/`"udp"` (any case); a host port is
-    /// one of `ports` and used once, and `0` takes the lowest port of `ports`
-    /// not otherwise mapped; both paths of a volume are absolute, without
-    /// NUL or `:` (Docker's bind syntax), the container path has no `..`, is
-    /// not [`CONTAINER_SANDBOX`] and is mounted once; the user has no
-    /// whitespace or control characters.
+    /// Validates a task's `ContainerInfo` by the rules the master applies
+    /// too ([`berth_proto::task::validate_container`]) and resolves its
+    /// host ports against `ports`, the task's port resources: a host port
+    /// is one of `ports` and used once, and `0` takes the lowest port of
+    /// `ports` not otherwise mapped.
     ///
     /// # Errors
-    ///
     /// A message naming the offending field and why.
     pub fn from_proto(
         info: &pb::ContainerInfo,
         ports: &PortRanges,
     ) -> Result<ContainerSpec, String> {
-        let image = info.image.as_str();
-        if image.is_empty() {
-            return Err("container image is empty".into());
-        }
-        if image.len() > MAX_IMAGE_LEN {
-            return Err(format!(
-                "container image is {} bytes long; at most {MAX_IMAGE_LEN} are allowed",
-                image.len()
-            ));
-        }
-        if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "container image {image:?} must not contain whitespace or control characters"
-            ));
-        }
-        for (i, arg) in info.entrypoint.iter().enumerate() {
-            if arg.contains('\0') {
-                return Err(format!("entrypoint[{i}] {arg:?} contains a NUL byte"));
-            }
-        }
-        let network = match info.network.to_ascii_lowercase().as_str() {
-            "" | "bridge" => NetworkMode::Bridge,
+        berth_proto::task::validate_container(info).map_err(|e| e.to_string())?;
+        let network = match info.network.as_str() {
             "host" => NetworkMode::Host,
             "none" => NetworkMode::None,
-            other => {
-                return Err(format!(
-                    "unknown network {other:?}: expected \"bridge\", \"host\" or \"none\""
-                ));
-            }
+            // "" or "bridge": validated above.
+            _ => NetworkMode::Bridge,
         };
-        let ports = resolve_ports(&info.port_mappings, ports, network)?;
-        let volumes = validate_volumes(&info.volumes)?;
-        if info
-            .user
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(format!(
-                "user {:?} must not contain whitespace or control characters",
-                info.user
-            ));
-        }
         Ok(ContainerSpec {
-            image: image.to_owned(),
+            image: info.image.clone(),
             entrypoint: info.entrypoint.clone(),
-            ports,
-            volumes,
+            ports: resolve_ports(&info.port_mappings, ports)?,
+            volumes: volumes(&info.volumes),
             user: info.user.clone(),
             network,
         })
     }
 }
 
-/// Checks port mappings and gives each a host port from `ports`.
+/// Gives each (validated) port mapping a host port from `ports`.
 fn resolve_ports(
     mappings: &[pb::PortMapping],
     ports: &PortRanges,
-    network: NetworkMode,
 ) -> Result<Vec<PortBinding>, String> {
     if mappings.is_empty() {
         return Ok(Vec::new());
-    }
-    match network {
-        NetworkMode::Bridge => {}
-        NetworkMode::Host => {
-            return Err(
-                "port mappings need the bridge network; with network \"host\" the task binds its ports directly"
-                    .into(),
-            );
-        }
-        NetworkMode::None => {
-            return Err(
-                "port mappings need the bridge network; network \"none\" has no ports".into(),
-            );
-        }
     }
     let available = ports.count();
     if mappings.len() as u64 > available {
@@ -300,23 +239,14 @@ fn resolve_ports(
         .filter(|p| !used.contains(p));
     let mut out = Vec::with_capacity(mappings.len());
     for (i, m) in mappings.iter().enumerate() {
+        let out_of_range =
+            |what: &str, p: u32| format!("port_mappings[{i}]: {what} port {p} is not in 1-65535");
         let container_port = u16::try_from(m.container_port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                format!(
-                    "port_mappings[{i}]: container port {} is not in 1-65535",
-                    m.container_port
-                )
-            })?;
-        let protocol = match m.protocol.to_ascii_lowercase().as_str() {
-            "" | "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                return Err(format!(
-                    "port_mappings[{i}]: unknown protocol {other:?}: expected \"tcp\" or \"udp\""
-                ));
-            }
+            .map_err(|_| out_of_range("container", m.container_port))?;
+        let protocol = if m.protocol.eq_ignore_ascii_case("udp") {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
         };
         let host_port = if m.host_port == 0 {
             // Cannot run out: there are at least as many ports as mappings.
@@ -324,12 +254,7 @@ fn resolve_ports(
                 format!("port_mappings[{i}]: no unused port left in the task's ports {ports}")
             })?
         } else {
-            u16::try_from(m.host_port).map_err(|_| {
-                format!(
-                    "port_mappings[{i}]: host port {} is not in 1-65535",
-                    m.host_port
-                )
-            })?
+            u16::try_from(m.host_port).map_err(|_| out_of_range("host", m.host_port))?
         };
         out.push(PortBinding {
             host_port,
@@ -340,56 +265,16 @@ fn resolve_ports(
     Ok(out)
 }
 
-/// Checks bind mounts.
-fn validate_volumes(volumes: &[pb::Volume]) -> Result<Vec<VolumeSpec>, String> {
-    let mut out: Vec<VolumeSpec> = Vec::with_capacity(volumes.len());
-    for (i, v) in volumes.iter().enumerate() {
-        for (what, path) in [("host", &v.host_path), ("container", &v.container_path)] {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "volumes[{i}]: {what} path {path:?} is not absolute"
-                ));
-            }
-            if path.contains('\0') {
-                return Err(format!(
-                    "volumes[{i}]: {what} path {path:?} contains a NUL byte"
-                ));
-            }
-            if path.contains(':') {
-                return Err(format!(
-                    "volumes[{i}]: {what} path {path:?} contains ':', which Docker's bind syntax cannot express"
-                ));
-            }
-        }
-        let container_path = Path::new(&v.container_path);
-        if container_path
-            .components()
-            .any(|c| c == Component::ParentDir)
-        {
-            return Err(format!(
-                "volumes[{i}]: container path {:?} must not contain \"..\"",
-                v.container_path
-            ));
-        }
-        if container_path == Path::new(CONTAINER_SANDBOX) {
-            return Err(format!(
-                "volumes[{i}]: container path {:?} is where the task's sandbox is mounted",
-                v.container_path
-            ));
-        }
-        if out.iter().any(|o| o.container_path == container_path) {
-            return Err(format!(
-                "volumes[{i}]: container path {:?} is mounted twice",
-                v.container_path
-            ));
-        }
-        out.push(VolumeSpec {
+/// The bind mounts of a (validated) container.
+fn volumes(volumes: &[pb::Volume]) -> Vec<VolumeSpec> {
+    volumes
+        .iter()
+        .map(|v| VolumeSpec {
             host_path: PathBuf::from(&v.host_path),
-            container_path: container_path.to_path_buf(),
+            container_path: PathBuf::from(&v.container_path),
             read_only: v.read_only,
-        });
-    }
-    Ok(out)
+        })
+        .collect()
 }
 
 /// A started container.
@@ -610,17 +495,20 @@ mod tests {
 
     #[test]
     fn image_rules() {
-        assert_eq!(err(&info("")), "container image is empty");
+        assert_eq!(err(&info("")), "container image must not be empty");
         let long = "a".repeat(MAX_IMAGE_LEN + 1);
         assert_eq!(
             err(&info(&long)),
-            "container image is 256 bytes long; at most 255 are allowed"
+            format!(
+                "container image {} must be at most 255 bytes without whitespace or control characters",
+                berth_proto::quoted(&long)
+            )
         );
         assert!(ContainerSpec::from_proto(&info(&"a".repeat(MAX_IMAGE_LEN)), &ports()).is_ok());
         for bad in ["busy box", "busybox\t", "busy\0box", "busy\nbox"] {
             let e = err(&info(bad));
             assert!(
-                e.contains("must not contain whitespace or control characters"),
+                e.contains("must be at most 255 bytes without whitespace or control characters"),
                 "{bad:?}: {e}"
             );
         }
@@ -635,7 +523,10 @@ mod tests {
             i.entrypoint
         );
         i.entrypoint.push("a\0b".into());
-        assert_eq!(err(&i), r#"entrypoint[2] "a\0b" contains a NUL byte"#);
+        assert_eq!(
+            err(&i),
+            r#"container entrypoint[2] "a\0b" contains a NUL byte"#
+        );
     }
 
     #[test]
@@ -643,7 +534,7 @@ mod tests {
         for (text, want) in [
             ("", NetworkMode::Bridge),
             ("bridge", NetworkMode::Bridge),
-            ("HOST", NetworkMode::Host),
+            ("host", NetworkMode::Host),
             ("none", NetworkMode::None),
         ] {
             let mut i = info("img");
@@ -654,12 +545,18 @@ mod tests {
                 "{text}"
             );
         }
-        let mut i = info("img");
-        i.network = "overlay".into();
-        assert_eq!(
-            err(&i),
-            r#"unknown network "overlay": expected "bridge", "host" or "none""#
-        );
+        // Network names are case-sensitive, as Docker's are.
+        for bad in ["overlay", "HOST"] {
+            let mut i = info("img");
+            i.network = bad.into();
+            assert_eq!(
+                err(&i),
+                format!(
+                    "container network {bad:?} is not one of bridge, host, none \
+                     (network names are case-sensitive, as in Docker)"
+                )
+            );
+        }
     }
 
     #[test]
@@ -704,15 +601,15 @@ mod tests {
         };
         assert_eq!(
             err(&with(vec![mapping(0, 0, "")])),
-            "port_mappings[0]: container port 0 is not in 1-65535"
+            "container port_mappings[0] 0:0 is out of range (ports are 1-65535; host port 0 picks one)"
         );
         assert_eq!(
             err(&with(vec![mapping(80, 0, ""), mapping(70000, 0, "")])),
-            "port_mappings[1]: container port 70000 is not in 1-65535"
+            "container port_mappings[1] 0:70000 is out of range (ports are 1-65535; host port 0 picks one)"
         );
         assert_eq!(
             err(&with(vec![mapping(80, 0, "sctp")])),
-            r#"port_mappings[0]: unknown protocol "sctp": expected "tcp" or "udp""#
+            r#"container port_mappings[0] protocol "sctp" is not tcp or udp"#
         );
         assert_eq!(
             err(&with(vec![mapping(80, 31002, "")])),
@@ -720,7 +617,7 @@ mod tests {
         );
         assert_eq!(
             err(&with(vec![mapping(80, 99999, "")])),
-            "port_mappings[0]: host port 99999 is not one of the task's ports [31000-31001,31005-31005]"
+            "container port_mappings[0] 99999:80 is out of range (ports are 1-65535; host port 0 picks one)"
         );
         assert_eq!(
             err(&with(vec![
@@ -786,11 +683,11 @@ mod tests {
         );
         assert_eq!(
             err(&with(vec![volume("srv", "/data", false)])),
-            r#"volumes[0]: host path "srv" is not absolute"#
+            r#"volumes[0]: host path "srv" is not absolute; a volume needs absolute paths on both sides"#
         );
         assert_eq!(
             err(&with(vec![volume("/srv", "", false)])),
-            r#"volumes[0]: container path "" is not absolute"#
+            r#"volumes[0]: container path "" is not absolute; a volume needs absolute paths on both sides"#
         );
         assert_eq!(
             err(&with(vec![volume("/srv\0x", "/data", false)])),
@@ -844,7 +741,7 @@ mod tests {
             i.user = bad.into();
             assert_eq!(
                 err(&i),
-                format!("user {bad:?} must not contain whitespace or control characters")
+                format!("container user {bad:?} must not contain whitespace or control characters")
             );
         }
     }

@@ -35,6 +35,9 @@ assert agent_pb2.LOG_FILE_STDOUT == 1, agent_pb2.LOG_FILE_STDOUT
 assert common_pb2.STATUS_SOURCE_AGENT == 2
 assert common_pb2.OutputUpload.WHEN_ALWAYS == 2
 assert common_pb2.TaskState.Name(3) == "TASK_RUNNING"
+# A status's reason is an enum, matched by value rather than by spelling.
+assert common_pb2.TaskReason.Name(6) == "TASK_REASON_FETCH_FAILED"
+assert common_pb2.TaskStatus(reason=common_pb2.TASK_REASON_OOM).reason == 4
 assert ci_pb2.DESCRIPTOR.package == "berth.ci.v1"
 print("imported mypkg.berth.v1 and mypkg.berth.ci.v1")
 

@@ -219,7 +219,7 @@ impl Core {
                             pb::TaskState::TaskLost as i32
                         },
                         message: "the master does not know this task".into(),
-                        reason: "RECONCILIATION".into(),
+                        reason: pb::TaskReason::Reconciliation as i32,
                         source: pb::StatusSource::Master as i32,
                         agent_id: t.agent_id.clone(),
                         timestamp: ms_to_secs(self.clock.unix_ms),
@@ -257,6 +257,6 @@ impl Core {
 fn reconciled(mut status: pb::TaskStatus) -> pb::TaskStatus {
     status.uuid.clear();
     status.source = pb::StatusSource::Master as i32;
-    status.reason = "RECONCILIATION".into();
+    status.reason = pb::TaskReason::Reconciliation as i32;
     status
 }

@@ -477,10 +477,10 @@ impl SimAgent {
                 state: state as i32,
                 message: String::new(),
                 reason: if finished {
-                    "EXITED".into()
+                    pb::TaskReason::Exited
                 } else {
-                    String::new()
-                },
+                    pb::TaskReason::Unspecified
+                } as i32,
                 source: pb::StatusSource::Agent as i32,
                 agent_id: self.agent_id.clone(),
                 exit_code: finished.then_some(0),

@@ -2145,7 +2145,7 @@ fn job_end(status: &pb::TaskStatus, killed_for: Option<FailureReason>) -> JobEnd
                 format!("uploading artifacts failed: {}", o.error),
             ),
         },
-        pb::TaskState::TaskFailed if status.reason == "FETCH_FAILED" => {
+        pb::TaskState::TaskFailed if status.reason() == pb::TaskReason::FetchFailed => {
             JobEnd::failure(FailureReason::MissingDependencyFailure, message)
         }
         pb::TaskState::TaskFailed => match status.exit_code {
@@ -2560,12 +2560,12 @@ mod tests {
         assert_eq!(end.reason, Some(FailureReason::ScriptFailure));
         assert_eq!(end.exit_code, Some(3));
         failed.exit_code = None;
-        failed.reason = "FETCH_FAILED".into();
+        failed.reason = pb::TaskReason::FetchFailed as i32;
         assert_eq!(
             job_end(&failed, None).reason,
             Some(FailureReason::MissingDependencyFailure)
         );
-        failed.reason = "LAUNCH_FAILED".into();
+        failed.reason = pb::TaskReason::LaunchFailed as i32;
         assert_eq!(
             job_end(&failed, None).reason,
             Some(FailureReason::RunnerSystemFailure)

@@ -420,7 +420,7 @@ pub fn master_update(task: &str, state: pb::TaskState) -> pb::TaskStatus {
         task_id: task.into(),
         state: state as i32,
         source: pb::StatusSource::Master as i32,
-        reason: "RECONCILIATION".into(),
+        reason: berth_proto::TaskReason::Reconciliation as i32,
         ..Default::default()
     }
 }

@@ -183,7 +183,7 @@ async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
         .expect("t1 completed");
     let status = task.last_status();
     assert_eq!(status.state(), pb::TaskState::TaskKilled);
-    assert_eq!(status.reason, "OPERATOR_TEARDOWN");
+    assert_eq!(status.reason(), pb::TaskReason::OperatorTeardown);
     assert!(task.ended_at_ms.is_some());
     assert!(
         drain_agent(&mut arx)
