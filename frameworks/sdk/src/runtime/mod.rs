@@ -27,9 +27,9 @@
 //! - [`decide`]: the pure function; [`Action`]s to reconcile, kill, give
 //!   up, launch into offers, decline with a filter, publish pending work,
 //!   suppress, revive. Its unit tests assert the exact actions.
-//! - [`Runtime`]: subscribes (through [`subscribe`](crate::subscribe)),
+//! - [`Runtime`]: subscribes (through [`subscribe`]),
 //!   feeds events into [`Observed`], calls [`decide`] and executes the
-//!   actions with the [`Framework`](crate::Framework) handle, and calls the
+//!   actions with the [`Framework`] handle, and calls the
 //!   framework's [`Scheduler`] hooks.
 //!
 //! # Guarantees
