@@ -6,6 +6,7 @@ pub mod expiry;
 pub mod files;
 pub mod grpc;
 pub mod log;
+pub mod record;
 /// The masker lives in `berth-proto`: agents mask task output with it too.
 pub use berth_proto::mask;
 pub mod repos;
@@ -14,3 +15,4 @@ pub mod runner;
 pub mod source;
 pub mod state;
 pub mod store;
+mod task;
