@@ -132,7 +132,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.log_retention = args.log_retention.0;
     config.source_retention = args.source_retention.0;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (handle, runner_task) = runner::start(config, async {
+    let (handle, mut runner_task) = runner::start(config, async {
         let _ = stop_rx.await;
     })
     .await?;
@@ -172,6 +172,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result?,
+        // The runner stops on its own only when it must (a failed write of
+        // its state): so does the process, non-zero, with the reason.
+        _ = &mut runner_task => {
+            shutdown.cancel();
+            let _ = repos_stop_tx.send(());
+            let _ = repos_task.await;
+            let why = handle
+                .failure()
+                .unwrap_or_else(|| "the CI runner stopped".to_owned());
+            bail!("{why}");
+        }
         () = crate::daemons::shutdown_signal() => {
             shutdown.cancel();
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
@@ -187,7 +198,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = repos_task.await;
     let _ = stop_tx.send(());
     let _ = runner_task.await;
-    Ok(())
+    match handle.failure() {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
 /// A response: status and body.

@@ -107,6 +107,11 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
         // stops the runner and waits for it: it tears the framework down.
         let _ = stop_tx.send(());
         let _ = runner_task.await;
+        // A runner that stopped on its own (a failed write of its state)
+        // is the error to report, whatever following the pipeline said.
+        if let Some(why) = handle.failure() {
+            anyhow::bail!("{why}");
+        }
         passed
     }
     .await;

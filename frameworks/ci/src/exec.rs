@@ -7,6 +7,7 @@ pub mod files;
 pub mod git;
 pub mod grpc;
 pub mod log;
+pub mod record;
 /// The masker lives in `berth-proto`: agents mask task output with it too.
 pub use berth_proto::mask;
 pub mod repos;
@@ -15,3 +16,4 @@ pub mod runner;
 pub mod source;
 pub mod state;
 pub mod store;
+mod task;

@@ -103,3 +103,35 @@ impl From<tonic::Status> for SdkError {
         }
     }
 }
+
+/// An error of the framework's own code (its persistence, mostly), as the
+/// [`Scheduler`](crate::runtime::Scheduler) hooks return it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why [`Runtime::run`](crate::runtime::Runtime::run) stopped with an
+/// error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The subscription could not be made, or a call failed in a way that
+    /// ends the runtime.
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+    /// The master removed the framework (torn down elsewhere, failover
+    /// timeout expired, or superseded by a newer instance).
+    #[error("the framework was removed: {0}")]
+    Removed(String),
+    /// The event stream ended without a reason.
+    #[error("the event stream ended")]
+    Ended,
+    /// A hook of the framework failed (typically a durable write); the
+    /// runtime stops rather than act on state it could not save. `during`
+    /// says which hook.
+    #[error("the framework failed while {during}: {source}")]
+    Framework {
+        /// What the runtime was doing.
+        during: &'static str,
+        /// The framework's error.
+        #[source]
+        source: BoxError,
+    },
+}

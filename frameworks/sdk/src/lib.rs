@@ -26,13 +26,21 @@
 //!   `berth task pending`, and publishes them again after a
 //!   re-subscription.
 //!
-//! What it is not: it keeps no state of your tasks and persists nothing. It
-//! does not retry calls (an `ACCEPT` is not idempotent), hold offers for
-//! you, or re-launch anything; after a re-subscription your held offers are
-//! void and you should reconcile ([`Framework::reconcile_all`]). If you need
-//! to survive your own restart, store the framework id and pass it back in
-//! [`FrameworkConfig::framework_id`], with a non-zero
-//! [`FrameworkConfig::failover_timeout`].
+//! - runs a framework for you if you let it ([`runtime`]): you state your
+//!   intent (the tasks you want), a pure function decides the calls that
+//!   close the gap to what the cluster has, and the runtime makes them,
+//!   never launching a task twice and calling your hooks to save state
+//!   before the calls that depend on it.
+//!
+//! What the bare SDK is not: it keeps no state of your tasks and persists
+//! nothing. It does not retry calls (an `ACCEPT` is not idempotent), hold
+//! offers for you, or re-launch anything; after a re-subscription your held
+//! offers are void and you should reconcile ([`Framework::reconcile_all`]).
+//! If you need to survive your own restart, store the framework id and pass
+//! it back in [`FrameworkConfig::framework_id`], with a non-zero
+//! [`FrameworkConfig::failover_timeout`]. The [`runtime`] does the
+//! bookkeeping for you but stores nothing either: its hooks tell you what to
+//! save.
 //!
 //! # Example
 //!
@@ -63,7 +71,8 @@
 //! # }
 //! ```
 //!
-//! See `examples/hello.rs` for a complete framework.
+//! See `examples/hello.rs` for a complete framework on the bare SDK, and
+//! `examples/runtime_jobs.rs` for one on the [`runtime`].
 
 mod config;
 mod connection;
@@ -72,12 +81,13 @@ mod error;
 mod events;
 mod framework;
 mod packing;
+pub mod runtime;
 
 pub use berth_proto as proto;
 pub use berth_scheduler_core::placement::{Explanation, Strategy};
 pub use config::{DEFAULT_HEARTBEAT_TIMEOUT, FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
-pub use error::SdkError;
+pub use error::{BoxError, RuntimeError, SdkError};
 pub use events::{Event, Events};
 pub use framework::Framework;
 pub use packing::{

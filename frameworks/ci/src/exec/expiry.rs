@@ -37,12 +37,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::collect::Collecting;
 use super::files::FileStore;
-use super::runner::PipelineRecord;
+pub use super::record::Expired;
+use super::record::PipelineRecord;
 use super::state::{FailureReason, PipelineStatus};
 use crate::Plan;
 
@@ -79,36 +79,6 @@ impl Default for Policy {
             keep_latest_artifacts: true,
             sources: Some(DEFAULT_SOURCE_RETENTION),
         }
-    }
-}
-
-/// What the sweep deleted of one pipeline (stored in its record).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Expired {
-    /// Job index → the attempt whose artifacts were deleted (the job's
-    /// latest then; a later attempt uploads new ones).
-    #[serde(default)]
-    pub artifacts: BTreeMap<usize, usize>,
-    /// Job index → the logs of its attempts 1 to this one were deleted.
-    #[serde(default)]
-    pub logs: BTreeMap<usize, usize>,
-    /// The pipeline's source archive was deleted: no job of it can run
-    /// again.
-    #[serde(default)]
-    pub source: bool,
-}
-
-impl Expired {
-    /// Whether the artifacts of job `job`, whose latest attempt is
-    /// `attempts`, were deleted.
-    pub fn artifacts_expired(&self, job: usize, attempts: usize) -> bool {
-        attempts > 0 && self.artifacts.get(&job) == Some(&attempts)
-    }
-
-    /// Whether the log of attempt `attempt` (from 1) of job `job` was
-    /// deleted.
-    pub fn log_expired(&self, job: usize, attempt: usize) -> bool {
-        attempt > 0 && self.logs.get(&job).is_some_and(|&n| attempt <= n)
     }
 }
 
@@ -472,7 +442,7 @@ pub async fn fail_expired_dependencies(
             .into_iter()
             .find_map(|i| missing_dependency(rec, i).map(|m| (i, m)))
         {
-            if let Err(e) = super::runner::fail_unlaunched(
+            if let Err(e) = super::record::fail_unlaunched(
                 rec,
                 i,
                 FailureReason::MissingDependencyFailure,

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 
 #[cfg(doc)]
-use super::runner::PipelineRecord;
+use super::record::PipelineRecord;
 use super::state::JobStatus;
 
 /// A job that names a resource group, as [`assign`] sees it.

@@ -14,7 +14,11 @@
 //! - follows the job's output from the agent, masks secrets, and stores it;
 //! - turns task updates into job results through the pipeline's
 //!   [state machine](super::state), and persists every change in the
-//!   [store](super::store) before acting on it.
+//!   [store](super::store) before acting on it. A write that fails stops
+//!   the runner (fail closed): nothing more is stored or launched, the
+//!   loop ends, and [`RunnerHandle::failure`] says why (`berth ci serve`
+//!   exits non-zero with it). Its jobs run on for the framework's failover
+//!   timeout, for a restarted runner to re-attach to.
 //!
 //! On restart it reads its pipelines back and re-attaches to the jobs that
 //! were running: it re-arms their time limits from their original start
@@ -32,6 +36,10 @@
 //! same (the framework stopped between the two) fails the jobs it would
 //! launch, with the reason in their logs, instead of launching them.
 //!
+//! The record it keeps per pipeline is [`super::record`] (shared with the
+//! expiry sweep and the resource groups, which do not depend on the
+//! runner); a job becomes a task in the pure `task` module.
+//!
 //! The loop does only quick, ordered work. A submission is parsed,
 //! planned and archived before it reaches the loop (in
 //! [`RunnerHandle::submit_linked`], on a blocking thread); agents' addresses
@@ -41,27 +49,27 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_sdk::proto as pb;
 use berth_sdk::{Event, Framework, FrameworkConfig, Strategy, pack_offers};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::collect::{self, AgentBook, Collecting, LogRetry, LogSource};
-use super::expiry::{self, Expired, SweepReport};
-use super::files::{Access, FileStore, PipelineAccess, urls};
+use super::expiry::{self, SweepReport};
+use super::files::{Access, FileStore, PipelineAccess};
+pub use super::record::PipelineRecord;
+use super::record::{fail_unlaunched, parse_task_id, task_id};
 use super::resource_group::{self, Assignment, GroupJob};
 use super::source::{self, Revision};
-use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline, PipelineStatus};
+use super::state::{self, FailureReason, JobEnd, JobNode, JobStatus, Pipeline};
 use super::store::{RepoUpdate, Store, StoreError};
-use crate::{
-    ArtifactsWhen, CachePolicy, CacheWhen, Config, Context, ParseOptions, PipelineSource, Plan,
-    PlannedJob, SecretVariable, render_script,
-};
+pub use super::task::tags_match;
+use super::task::{TaskDefaults, below_minimums, task_for};
+use crate::{Config, Context, ParseOptions, PipelineSource, Plan, PlannedJob, SecretVariable};
 
 /// Pending jobs' tasks, and the jobs the masters would refuse.
 #[derive(Default)]
@@ -70,19 +78,6 @@ struct PendingTasks {
     tasks: Vec<(pb::TaskInfo, Vec<String>)>,
     /// Pipeline, job index and why.
     refused: Vec<(u64, usize, String)>,
-}
-
-/// Why the masters would refuse `task` for what it asks for (the rule they
-/// apply, `berth_proto::minimums`), if they would.
-fn below_minimums(task: &pb::TaskInfo) -> Option<String> {
-    match berth_proto::convert::resources_from_proto_opt(task.resources.as_ref()) {
-        Err(e) => Some(e.to_string()),
-        Ok(r) => {
-            berth_proto::minimums::check_task_minimums(&task.task_id, &r, task.container.is_some())
-                .err()
-                .map(|e| e.to_string())
-        }
-    }
 }
 
 /// The file in the data directory holding the framework's id.
@@ -192,130 +187,6 @@ impl RunnerConfig {
     }
 }
 
-/// One pipeline as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PipelineRecord {
-    /// Its id (`CI_PIPELINE_ID`).
-    pub id: u64,
-    /// The project's name.
-    pub project: String,
-    /// The commit.
-    pub sha: String,
-    /// The branch or tag.
-    pub ref_name: String,
-    /// What started it.
-    pub source: String,
-    /// The secret in its file URLs.
-    pub token: String,
-    /// When it was created (ms since the epoch).
-    pub created_ms: u64,
-    /// When it last finished (ms since the epoch).
-    pub finished_ms: Option<u64>,
-    /// The plan.
-    pub plan: Plan,
-    /// Its jobs' states.
-    pub state: Pipeline,
-    /// Names of the masked variables' values are not stored; the values
-    /// are (they are needed to mask logs after a restart).
-    pub masked_values: Vec<String>,
-    /// Per job, the agent of its latest attempt (for logs).
-    pub agents: Vec<String>,
-    /// Per attempt (by its task id), the agent it was launched on: where
-    /// its log is collected from, also after a restart and after the job
-    /// ran again.
-    #[serde(default)]
-    pub attempt_agents: BTreeMap<String, String>,
-    /// Per job, why its latest attempt was killed by the framework.
-    #[serde(default)]
-    pub kill_reasons: Vec<Option<FailureReason>>,
-    /// The repository's directory (with the project's subdirectory): what
-    /// makes two pipelines the same project's (see
-    /// [`PipelineRecord::project_key`]).
-    #[serde(default)]
-    pub repository: String,
-    /// `ref_name` is a branch (not a tag, a commit or a detached HEAD).
-    #[serde(default)]
-    pub branch: bool,
-    /// The newer pipeline of the same branch that auto-canceled this one.
-    #[serde(default)]
-    pub auto_canceled_by: Option<u64>,
-    /// Per job: pending, but waiting for its `resource_group` (another job
-    /// holds it). Derived by the runner when it hands the record out; not
-    /// stored.
-    #[serde(skip)]
-    pub waiting_for_resource: Vec<bool>,
-    /// The artifacts, logs and source the expiry sweep deleted.
-    #[serde(default)]
-    pub expired: Expired,
-}
-
-impl PipelineRecord {
-    /// The pipeline's status.
-    pub fn status(&self) -> PipelineStatus {
-        self.state.status()
-    }
-
-    /// What makes two pipelines the same project's, for auto-cancel, the
-    /// artifacts kept as the latest successful ones, caches and resource
-    /// groups: the repository's path or mirror with the project's
-    /// subdirectory ([`PipelineRecord::repository`]), so that two
-    /// repositories whose projects have the same name share nothing. A
-    /// record stored before `repository` existed falls back to the
-    /// project's name.
-    pub fn project_key(&self) -> &str {
-        if self.repository.is_empty() {
-            &self.project
-        } else {
-            &self.repository
-        }
-    }
-
-    /// Whether job `i` is pending but waits for its resource group.
-    pub fn is_waiting_for_resource(&self, i: usize) -> bool {
-        self.waiting_for_resource.get(i).copied().unwrap_or(false)
-    }
-
-    /// Whether a newer pipeline may auto-cancel this one: every job that
-    /// has started (running or finished, in any attempt) is
-    /// `interruptible`. Jobs not started yet do not count: they are just
-    /// never started.
-    pub fn is_interruptible(&self) -> bool {
-        self.state
-            .jobs()
-            .iter()
-            .zip(&self.plan.jobs)
-            .all(|(state, planned)| state.attempts.is_empty() || planned.interruptible)
-    }
-
-    /// The agent attempt `task` (a task id) of job `j` was launched on;
-    /// empty when not known.
-    pub fn agent_of(&self, j: usize, task: &str) -> String {
-        if let Some(agent) = self.attempt_agents.get(task) {
-            return agent.clone();
-        }
-        // Records stored before agents were kept per attempt know the
-        // latest attempt's.
-        let latest = self
-            .state
-            .job(j)
-            .and_then(|job| job.attempts.last())
-            .is_some_and(|a| a.task_id == task);
-        if latest {
-            self.agents.get(j).cloned().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    }
-
-    /// The stored log of job `job`'s attempt `attempt` (from 1).
-    pub fn log_path(data_dir: &std::path::Path, id: u64, job: usize, attempt: usize) -> PathBuf {
-        data_dir
-            .join("logs")
-            .join(id.to_string())
-            .join(format!("{job}-{attempt}.log"))
-    }
-}
-
 /// A pipeline to create.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -409,6 +280,9 @@ pub struct RunnerHandle {
     store: Arc<Store>,
     collecting: Collecting,
     published: Arc<Published>,
+    /// Why the runner stopped on its own, if it did (see
+    /// [`RunnerHandle::failure`]).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 /// The default number of pipelines [`RunnerHandle::list_page`] returns.
@@ -585,6 +459,17 @@ impl RunnerHandle {
         self.collecting.contains(task_id)
     }
 
+    /// Why the runner stopped on its own, if it did: a pipeline's record
+    /// could not be stored (the runner fails closed rather than run jobs
+    /// whose state it cannot keep). `None` while it runs and after a
+    /// requested stop.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether the stored log of job `job`'s attempt `attempt` (from 1),
     /// launched as task `task_id`, will not grow any more: it is not being
     /// collected, and its collection read both streams to their end or
@@ -633,6 +518,7 @@ impl RunnerHandle {
             store,
             collecting: Collecting::default(),
             published: Arc::default(),
+            failure: Arc::default(),
         }
     }
 }
@@ -659,19 +545,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The task id of a job's attempt: `ci-<pipeline>-<job>-<attempt>`.
-fn task_id(pipeline: u64, job: usize, attempt: usize) -> String {
-    format!("ci-{pipeline}-{job}-{attempt}")
-}
-
-fn parse_task_id(id: &str) -> Option<(u64, usize, usize)> {
-    let mut parts = id.strip_prefix("ci-")?.split('-');
-    let p = parts.next()?.parse().ok()?;
-    let j = parts.next()?.parse().ok()?;
-    let a = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((p, j, a))
 }
 
 /// The ordering view of a planned job for the state machine.
@@ -710,25 +583,6 @@ fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
             exit_codes: job.retry.exit_codes.clone(),
         },
     }
-}
-
-/// Whether an agent's attributes satisfy a job's tags: each tag is an
-/// attribute name, or one of the comma-separated values of the `tags`
-/// attribute.
-pub fn tags_match(tags: &[String], attributes: &[pb::Attribute]) -> bool {
-    tags.iter().all(|tag| {
-        attributes.iter().any(|a| {
-            a.name == *tag || (a.name == "tags" && a.value.split(',').any(|v| v.trim() == tag))
-        })
-    })
-}
-
-fn scalar_var(job: &PlannedJob, name: &str, default: f64) -> f64 {
-    job.variables
-        .get(name)
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(default)
 }
 
 /// Starts the CI framework: opens its state, subscribes to the masters
@@ -806,6 +660,7 @@ pub async fn start(
     let (changes_tx, changes) = watch::channel(0);
     let collecting = Collecting::default();
     let published = Arc::new(Published::default());
+    let failure = Arc::new(Mutex::new(None));
     let config_masters = config.masters.clone();
     let handle = RunnerHandle {
         tx,
@@ -817,6 +672,7 @@ pub async fn start(
         store: store.clone(),
         collecting: collecting.clone(),
         published: published.clone(),
+        failure: failure.clone(),
     };
     let mut runner = Runner {
         config,
@@ -833,6 +689,7 @@ pub async fn start(
         agent_book: AgentBook::new(config_masters),
         wakes: HashMap::new(),
         published,
+        failure,
     };
     runner.publish_all();
     runner.rearm_deadlines();
@@ -867,6 +724,10 @@ struct Runner {
     wakes: HashMap<String, Arc<Notify>>,
     /// What the API reads (shared with the handle).
     published: Arc<Published>,
+    /// Why the runner stops on its own: set by the first failed durable
+    /// write, after which nothing more is written or launched and the
+    /// loop ends (shared with the handle).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Runner {
@@ -898,6 +759,10 @@ impl Runner {
                 _ = sweep.tick() => {
                     self.sweep().await;
                 }
+            }
+            if let Some(why) = self.failed() {
+                error!("the CI runner stops: {why}");
+                break;
             }
         }
         self.stop_collecting().await;
@@ -1021,7 +886,33 @@ impl Runner {
         }
     }
 
+    /// Why the runner must stop, if a durable write failed.
+    fn failed(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the first failed durable write: the loop ends after the
+    /// current step, and nothing more is stored or launched meanwhile.
+    fn fail(&self, why: String) {
+        let mut failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failure.is_none() {
+            *failure = Some(why);
+        }
+    }
+
+    /// Stores pipeline `id`'s record and publishes it. A failed write
+    /// stops the runner (fail closed: jobs must not run on state that is
+    /// not kept); after one, nothing more is stored.
     async fn persist(&mut self, id: u64) {
+        if self.failed().is_some() {
+            return;
+        }
         let Some(rec) = self.pipelines.get_mut(&id) else {
             return;
         };
@@ -1032,10 +923,13 @@ impl Runner {
         }
         let rec = rec.clone();
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.put(id, &rec)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
-            Err(e) => warn!(pipeline = id, "cannot store the pipeline: {e}"),
+        let stored = match tokio::task::spawn_blocking(move || store.put(id, &rec)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            self.fail(format!("cannot store pipeline {id}: {e}"));
+            return;
         }
         self.publish(id);
         self.changes.send_modify(|v| *v += 1);
@@ -1417,7 +1311,13 @@ impl Runner {
                     continue;
                 }
                 let attempt = rec.state.job(i).map_or(0, |j| j.attempts.len()) + 1;
-                match self.task_for(rec, i, attempt) {
+                let defaults = TaskDefaults {
+                    base_url: &self.config.base_url,
+                    cpus: self.config.default_cpus,
+                    mem: self.config.default_mem,
+                    kill_grace: self.config.kill_grace,
+                };
+                match task_for(rec, i, attempt, &defaults) {
                     Ok(task) => match below_minimums(&task) {
                         Some(why) => out.refused.push((rec.id, i, why)),
                         None => out.tasks.push((task, rec.plan.jobs[i].tags.clone())),
@@ -1462,154 +1362,6 @@ impl Runner {
         for id in changed {
             self.persist(id).await;
         }
-    }
-
-    fn task_for(
-        &self,
-        rec: &PipelineRecord,
-        i: usize,
-        attempt: usize,
-    ) -> Result<pb::TaskInfo, RunError> {
-        let job = &rec.plan.jobs[i];
-        let base = self.config.base_url.trim_end_matches('/');
-        let project = &rec.project;
-        let name_err = |e: super::files::NameError| RunError::Other(e.to_string());
-        let mut uris = vec![pb::FetchUri {
-            url: format!("{base}{}", urls::source(rec.id, &rec.token)),
-            extract: true,
-            output_path: project.clone(),
-            ..Default::default()
-        }];
-        // Artifacts of the jobs it depends on: its needs with artifacts, its
-        // `dependencies`, or every job of earlier stages.
-        let sources = expiry::artifact_sources(&rec.plan, i);
-        for dep in sources
-            .iter()
-            .filter_map(|&k| rec.plan.jobs.get(k))
-            .filter(|d| d.artifacts.is_some())
-        {
-            uris.push(pb::FetchUri {
-                url: format!(
-                    "{base}{}",
-                    urls::artifacts(rec.id, &dep.name, &rec.token).map_err(name_err)?
-                ),
-                extract: true,
-                // Jobs whose artifacts were not uploaded (failed, skipped,
-                // nothing matched) are skipped, as GitLab does.
-                optional: true,
-                ..Default::default()
-            });
-        }
-        let mut outputs = Vec::new();
-        for cache in &job.caches {
-            if cache.policy != CachePolicy::Push {
-                uris.push(pb::FetchUri {
-                    url: format!(
-                        "{base}{}",
-                        urls::cache(rec.id, &cache.key, &rec.token).map_err(name_err)?
-                    ),
-                    extract: true,
-                    optional: true,
-                    ..Default::default()
-                });
-            }
-            if cache.policy != CachePolicy::Pull {
-                outputs.push(pb::OutputUpload {
-                    url: format!(
-                        "{base}{}",
-                        urls::cache(rec.id, &cache.key, &rec.token).map_err(name_err)?
-                    ),
-                    paths: cache
-                        .paths
-                        .iter()
-                        .map(|p| format!("{project}/{p}"))
-                        .collect(),
-                    exclude: Vec::new(),
-                    when: match cache.when {
-                        CacheWhen::OnSuccess => pb::output_upload::When::OnSuccess,
-                        CacheWhen::OnFailure => pb::output_upload::When::OnFailure,
-                        CacheWhen::Always => pb::output_upload::When::Always,
-                    } as i32,
-                    name: format!("cache {}", cache.key),
-                });
-            }
-        }
-        if let Some(artifacts) = &job.artifacts
-            && !artifacts.paths.is_empty()
-        {
-            outputs.push(pb::OutputUpload {
-                url: format!(
-                    "{base}{}",
-                    urls::artifacts(rec.id, &job.name, &rec.token).map_err(name_err)?
-                ),
-                paths: artifacts
-                    .paths
-                    .iter()
-                    .map(|p| format!("{project}/{p}"))
-                    .collect(),
-                exclude: artifacts
-                    .exclude
-                    .iter()
-                    .map(|p| format!("{project}/{p}"))
-                    .collect(),
-                when: match artifacts.when {
-                    ArtifactsWhen::OnSuccess => pb::output_upload::When::OnSuccess,
-                    ArtifactsWhen::OnFailure => pb::output_upload::When::OnFailure,
-                    ArtifactsWhen::Always => pb::output_upload::When::Always,
-                } as i32,
-                name: "artifacts".into(),
-            });
-        }
-        let job_id = rec.id * 1000 + i as u64 + 1;
-        let mut env: HashMap<String, String> = job.environment(job_id).into_iter().collect();
-        env.remove("CI_PROJECT_DIR");
-        // The project directory is under the sandbox, wherever the agent
-        // put it; the script starts there.
-        let script = format!(
-            "CI_PROJECT_DIR=\"$BERTH_SANDBOX\"/{p}; export CI_PROJECT_DIR; cd \"$CI_PROJECT_DIR\" || exit 1\n{}",
-            render_script(job),
-            p = super::super::sh_quote(project),
-        );
-        let cpus = scalar_var(job, "BERTH_CPUS", self.config.default_cpus);
-        let mem = scalar_var(job, "BERTH_MEMORY", self.config.default_mem);
-        let container = job.image.as_ref().map(|image| pb::ContainerInfo {
-            image: image.name.clone(),
-            entrypoint: image.entrypoint.clone().unwrap_or_default(),
-            ..Default::default()
-        });
-        Ok(pb::TaskInfo {
-            task_id: task_id(rec.id, i, attempt),
-            name: format!("{} #{} {}", rec.project, rec.id, job.name),
-            agent_id: String::new(),
-            resources: Some(pb::Resources {
-                cpus,
-                mem,
-                ..Default::default()
-            }),
-            command: Some(pb::CommandInfo {
-                shell: script,
-                argv: Vec::new(),
-                env,
-                uris,
-            }),
-            labels: vec![
-                pb::Label {
-                    key: "berth.ci/pipeline".into(),
-                    value: rec.id.to_string(),
-                },
-                pb::Label {
-                    key: "berth.ci/job".into(),
-                    value: job.name.clone(),
-                },
-            ],
-            kill_grace_period_seconds: self.config.kill_grace.as_secs_f64(),
-            container,
-            health_check: None,
-            outputs,
-            // The agent masks them too, before the output reaches the
-            // sandbox (which its log API serves).
-            masked_values: rec.masked_values.clone(),
-        })
     }
 
     async fn on_offers(&mut self, offers: Vec<pb::Offer>) {
@@ -1676,6 +1428,10 @@ impl Runner {
             }
         };
         for (offer, tasks) in launches {
+            if self.failed().is_some() {
+                // Its offers expire; the runner is stopping.
+                break;
+            }
             let started: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
             let agent = agent_of.get(&offer).cloned().unwrap_or_default();
             match self.framework.accept(vec![offer], tasks, None).await {
@@ -1921,43 +1677,6 @@ impl Runner {
     }
 }
 
-/// Writes a log the runner makes itself (a job failed without being
-/// launched): whole at once, nothing to collect.
-/// Fails pending job `i` of `rec` without launching it: an attempt with no
-/// task that ends at once with `reason` and `message`, and a log holding
-/// `ERROR: Job failed (<what>): <message>`. A failure the job's `retry`
-/// covers puts it back to pending. The caller advances and stores the
-/// pipeline.
-pub(crate) async fn fail_unlaunched(
-    rec: &mut PipelineRecord,
-    i: usize,
-    reason: FailureReason,
-    what: &str,
-    message: &str,
-    data_dir: &Path,
-    now: SystemTime,
-) -> Result<(), super::state::StateError> {
-    rec.state.started(i, "", now)?;
-    rec.state
-        .finished(i, JobEnd::failure(reason, message.to_string()), now)?;
-    let attempt = rec.state.job(i).map_or(1, |j| j.attempts.len());
-    let path = PipelineRecord::log_path(data_dir, rec.id, i, attempt);
-    write_whole_log(&path, &format!("ERROR: Job failed ({what}): {message}\n")).await;
-    Ok(())
-}
-
-async fn write_whole_log(path: &Path, text: &str) {
-    let written = async {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        tokio::fs::write(path, text).await
-    };
-    if let Err(e) = written.await {
-        warn!("cannot write {}: {e}", path.display());
-    }
-}
-
 /// Plans `submission` as a new pipeline and stores its record (with
 /// `update` to a registered repository, in the same transaction); returns
 /// the record. Nothing is stored when the plan fails or is empty.
@@ -2023,7 +1742,7 @@ fn create_record(
             branch,
             auto_canceled_by: None,
             waiting_for_resource: Vec::new(),
-            expired: Expired::default(),
+            expired: expiry::Expired::default(),
         };
         made = Some(rec.clone());
         Some(rec)
@@ -2281,25 +2000,6 @@ mod tests {
         assert!(deadline(None, minute) - now >= minute);
         let future = SystemTime::now() + Duration::from_secs(3600);
         assert!(deadline(Some(future), minute) - now >= minute);
-    }
-
-    #[test]
-    fn tags_match_attribute_names_or_the_tags_list() {
-        let attrs = vec![
-            pb::Attribute {
-                name: "docker".into(),
-                value: "yes".into(),
-            },
-            pb::Attribute {
-                name: "tags".into(),
-                value: "linux, x86".into(),
-            },
-        ];
-        assert!(tags_match(&[], &attrs));
-        assert!(tags_match(&["docker".into()], &attrs));
-        assert!(tags_match(&["linux".into(), "x86".into()], &attrs));
-        assert!(!tags_match(&["arm".into()], &attrs));
-        assert!(!tags_match(&["linux".into(), "gpu".into()], &attrs));
     }
 
     /// A stored-like record of `yaml`'s pipeline for branch `feature`.

@@ -135,6 +135,9 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Fault injection: while set, [`Store::put`] and [`Store::remove`]
+    /// fail as on a full disk (see [`Store::fail_writes`]).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -145,7 +148,11 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            failing: std::sync::atomic::AtomicBool::new(false),
+        };
         let txn = store.db.begin_write().map_err(|e| store.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| store.err(e))?;
@@ -252,8 +259,25 @@ impl Store {
         Ok(Some(id))
     }
 
+    /// Fault injection for tests of the fail-closed paths: while `failing`
+    /// is set, every [`Store::put`] and [`Store::remove`] fails with
+    /// [`StoreError::Db`] and changes nothing, as on a full disk.
+    pub fn fail_writes(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The error of a write while [`Store::fail_writes`] is set.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.err("writes are failing (fault injected)"));
+        }
+        Ok(())
+    }
+
     /// Replaces a pipeline's record.
     pub fn put<T: Serialize>(&self, id: u64, record: &T) -> Result<(), StoreError> {
+        self.check_writable()?;
         let bytes = serde_json::to_vec(record).map_err(|e| self.err(e))?;
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
@@ -298,6 +322,7 @@ impl Store {
 
     /// Deletes a pipeline's record (expiry).
     pub fn remove(&self, id: u64) -> Result<(), StoreError> {
+        self.check_writable()?;
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut pipelines = txn.open_table(PIPELINES).map_err(|e| self.err(e))?;

@@ -1,0 +1,347 @@
+//! [`decide`]: the pure function from (intent, observed, now) to actions.
+
+use std::time::{Duration, Instant};
+
+use berth_proto as pb;
+
+use super::observed::{Observed, TaskPhase};
+use crate::{Strategy, pack_offers, pending_tasks, task_resources};
+
+/// One task the framework wants to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    /// The task; its `task_id` is its identity. A task id is launched at
+    /// most once: to run the same work again (a retry), want a task with a
+    /// new id.
+    pub task: pb::TaskInfo,
+    /// The framework saved, before it last stopped, that a launch of this
+    /// task was about to be sent (see
+    /// [`Scheduler::before_launch`](super::Scheduler::before_launch)). Such
+    /// a task is reconciled first and launched only if the master does not
+    /// have it.
+    pub maybe_launched: bool,
+}
+
+impl Wanted {
+    /// A task never launched before.
+    #[must_use]
+    pub fn new(task: pb::TaskInfo) -> Self {
+        Wanted {
+            task,
+            maybe_launched: false,
+        }
+    }
+
+    /// A task that may have been launched by an earlier run of the
+    /// framework.
+    #[must_use]
+    pub fn recovered(task: pb::TaskInfo) -> Self {
+        Wanted {
+            task,
+            maybe_launched: true,
+        }
+    }
+}
+
+/// What the framework wants running now: its intent. Tasks come first to
+/// last in launch priority. A task the cluster runs that the intent no
+/// longer names is killed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Intent {
+    /// The wanted tasks, in priority order.
+    pub tasks: Vec<Wanted>,
+}
+
+impl Intent {
+    /// An intent of `tasks`.
+    #[must_use]
+    pub fn new(tasks: Vec<Wanted>) -> Self {
+        Intent { tasks }
+    }
+
+    /// Whether the intent names `task_id`.
+    #[must_use]
+    pub fn wants(&self, task_id: &str) -> bool {
+        self.tasks.iter().any(|w| w.task.task_id == task_id)
+    }
+}
+
+/// How [`decide`] turns the gap into actions; the same for the life of a
+/// runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// How tasks are packed into offers.
+    pub strategy: Strategy,
+    /// The decline filter while tasks wait (`None`: the master's default
+    /// of 5 s).
+    pub refuse: Option<Duration>,
+    /// The decline filter when no task waits.
+    pub idle_refuse: Duration,
+    /// How long a reconciliation may go unanswered before it is asked
+    /// again.
+    pub reconcile_retry: Duration,
+    /// How long a killed task may go on before the kill is sent again.
+    pub kill_retry: Duration,
+    /// The grace between SIGTERM and SIGKILL of a kill (`None`: the task's
+    /// own).
+    pub kill_grace: Option<Duration>,
+    /// Launches of one task the master may refuse outright before the
+    /// runtime gives up on it (reports `TASK_ERROR`).
+    pub max_refusals: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            strategy: Strategy::FirstFit,
+            refuse: None,
+            idle_refuse: Duration::from_secs(60),
+            reconcile_retry: Duration::from_secs(30),
+            kill_retry: Duration::from_secs(30),
+            kill_grace: None,
+            max_refusals: 3,
+        }
+    }
+}
+
+/// One thing the runtime does on the framework's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Ask the master about these `(task id, agent id)` pairs (agent id may
+    /// be empty); the answers come as updates.
+    Reconcile {
+        /// The tasks to ask about, by id.
+        tasks: Vec<(String, String)>,
+    },
+    /// Kill a task the framework no longer wants.
+    Kill {
+        /// The task.
+        task_id: String,
+        /// SIGTERM to SIGKILL (`None`: the task's own).
+        grace: Option<Duration>,
+    },
+    /// Give up on a task: it cannot be launched (invalid, or refused
+    /// [`Policy::max_refusals`] times). The runtime reports `status` (a
+    /// `TASK_ERROR` from the framework itself) to the framework as if it
+    /// were an update.
+    GiveUp {
+        /// The status to report.
+        status: pb::TaskStatus,
+    },
+    /// Launch `tasks` in one offer (one accept call). The framework's
+    /// [`Scheduler::before_launch`](super::Scheduler::before_launch) runs
+    /// first.
+    Launch {
+        /// The offer.
+        offer_id: String,
+        /// The tasks, each with the offer's agent id.
+        tasks: Vec<pb::TaskInfo>,
+    },
+    /// Decline offers, filtering them for `refuse`.
+    Decline {
+        /// The offers.
+        offer_ids: Vec<String>,
+        /// The filter (`None`: the master's default).
+        refuse: Option<Duration>,
+    },
+    /// Publish the tasks that wait and why (empty: none waits).
+    PublishPending {
+        /// The pending work.
+        tasks: Vec<pb::PendingTask>,
+    },
+    /// Stop offers: nothing waits.
+    Suppress,
+    /// Resume offers: tasks wait.
+    Revive,
+}
+
+/// What [`decide`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// The actions, in the order to execute them.
+    pub actions: Vec<Action>,
+    /// When to decide again even if nothing happens (a retry falls due).
+    pub wake_at: Option<Instant>,
+}
+
+/// The actions that close the gap between `intent` and `observed` at
+/// `now`. Pure and deterministic.
+///
+/// In this order:
+/// 1. reconcile the tasks whose launch outcome is unknown (and, after a
+///    restart, the wanted tasks that may have been launched), once per
+///    subscription and again after [`Policy::reconcile_retry`];
+/// 2. kill the launched tasks the intent no longer names (again after
+///    [`Policy::kill_retry`]);
+/// 3. give up on wanted tasks that are invalid or were refused
+///    [`Policy::max_refusals`] times;
+/// 4. pack the wanted tasks known not to be launched into the held offers
+///    and launch them, one action per offer;
+/// 5. decline the offers that got nothing ([`Policy::refuse`] while tasks
+///    wait, [`Policy::idle_refuse`] when none does);
+/// 6. publish the tasks that fit in no offer, with why, when that changed;
+/// 7. suppress offers when no task waits, revive them when one does.
+///
+/// A task of unknown launch outcome is never launched: only an answer
+/// that the master does not have it makes it launchable again. Nothing is
+/// decided while not subscribed.
+#[must_use]
+pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instant) -> Decision {
+    let mut decision = Decision::default();
+    if !observed.subscribed {
+        return decision;
+    }
+    let wake = |at: Instant, d: &mut Decision| {
+        d.wake_at = Some(d.wake_at.map_or(at, |w| w.min(at)));
+    };
+
+    // 1. Reconcile.
+    let mut ask = Vec::new();
+    let due = |asked: Option<Instant>| asked.is_none_or(|t| now >= t + policy.reconcile_retry);
+    for w in &intent.tasks {
+        if w.maybe_launched && observed.task(&w.task.task_id).is_none() {
+            ask.push((w.task.task_id.clone(), w.task.agent_id.clone()));
+        }
+    }
+    for (id, view) in &observed.tasks {
+        if view.phase != TaskPhase::Unknown {
+            continue;
+        }
+        if due(view.reconcile_asked) {
+            let agent = intent
+                .tasks
+                .iter()
+                .find(|w| &w.task.task_id == id)
+                .map(|w| w.task.agent_id.clone())
+                .unwrap_or_default();
+            ask.push((id.clone(), agent));
+        } else if let Some(t) = view.reconcile_asked {
+            wake(t + policy.reconcile_retry, &mut decision);
+        }
+    }
+    if !ask.is_empty() {
+        ask.sort();
+        let retry = now + policy.reconcile_retry;
+        wake(retry, &mut decision);
+        decision.actions.push(Action::Reconcile { tasks: ask });
+    }
+
+    // 2. Kill.
+    for (id, view) in &observed.tasks {
+        if !matches!(view.phase, TaskPhase::Launched { .. }) || intent.wants(id) {
+            continue;
+        }
+        match view.kill_sent {
+            Some(t) if now < t + policy.kill_retry => wake(t + policy.kill_retry, &mut decision),
+            _ => {
+                decision.actions.push(Action::Kill {
+                    task_id: id.clone(),
+                    grace: policy.kill_grace,
+                });
+                wake(now + policy.kill_retry, &mut decision);
+            }
+        }
+    }
+
+    // 3. Give up; collect the tasks that wait.
+    let mut waiting = Vec::new();
+    for w in &intent.tasks {
+        let id = &w.task.task_id;
+        let launchable = match observed.task(id) {
+            None => !w.maybe_launched,
+            Some(view) => view.phase == TaskPhase::NotLaunched,
+        };
+        if !launchable {
+            continue;
+        }
+        let refusals = observed.task(id).map_or(0, |v| v.refusals);
+        let invalid = task_resources(&w.task).err().map(|e| e.to_string());
+        let why = match invalid {
+            Some(why) => Some(why),
+            None if refusals >= policy.max_refusals => Some(format!(
+                "the master refused its launch {refusals} times, last: {}",
+                observed
+                    .task(id)
+                    .and_then(|v| v.last_refusal.as_deref())
+                    .unwrap_or("no reason given")
+            )),
+            None => None,
+        };
+        match why {
+            Some(message) => decision.actions.push(Action::GiveUp {
+                status: given_up(&w.task, message),
+            }),
+            None => waiting.push(w.task.clone()),
+        }
+    }
+
+    // 4.–6. Launch, decline, publish.
+    let still_waiting = if observed.offers.is_empty() {
+        waiting.len()
+    } else {
+        // Every task's resources were checked above: packing cannot fail.
+        let plan = match pack_offers(&observed.offers, waiting, policy.strategy) {
+            Ok(plan) => plan,
+            Err(_) => return decision,
+        };
+        for (offer_id, tasks) in plan.launches {
+            decision.actions.push(Action::Launch { offer_id, tasks });
+        }
+        let idle = plan.unplaced.is_empty();
+        if !plan.unused.is_empty() {
+            decision.actions.push(Action::Decline {
+                offer_ids: plan.unused,
+                refuse: if idle {
+                    Some(policy.idle_refuse)
+                } else {
+                    policy.refuse
+                },
+            });
+        }
+        let pending = pending_tasks(&observed.offers, &plan.unplaced).unwrap_or_default();
+        if observed.published_pending.as_ref() != Some(&pending)
+            && !(pending.is_empty() && observed.published_pending.is_none())
+        {
+            decision
+                .actions
+                .push(Action::PublishPending { tasks: pending });
+        }
+        plan.unplaced.len()
+    };
+    if still_waiting == 0
+        && observed.offers.is_empty()
+        && observed
+            .published_pending
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+    {
+        decision
+            .actions
+            .push(Action::PublishPending { tasks: Vec::new() });
+    }
+
+    // 7. Suppress or revive.
+    if still_waiting == 0 && !observed.suppressed {
+        decision.actions.push(Action::Suppress);
+    } else if still_waiting > 0 && observed.suppressed {
+        decision.actions.push(Action::Revive);
+    }
+    decision
+}
+
+/// The `TASK_ERROR` the runtime reports for a task it gave up on.
+fn given_up(task: &pb::TaskInfo, message: String) -> pb::TaskStatus {
+    pb::TaskStatus {
+        task_id: task.task_id.clone(),
+        state: pb::TaskState::TaskError as i32,
+        message,
+        source: pb::StatusSource::Master as i32,
+        reason: pb::TaskReason::TaskInvalid as i32,
+        ..Default::default()
+    }
+}
+
+/// The ids of `tasks`.
+pub(crate) fn task_ids(tasks: &[pb::TaskInfo]) -> Vec<String> {
+    tasks.iter().map(|t| t.task_id.clone()).collect()
+}
