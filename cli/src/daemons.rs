@@ -629,6 +629,30 @@ impl Embedded {
         })
     }
 
+    /// Runs until `shutdown` (then stops both) or until either daemon ends
+    /// by itself, which it does only when it fails (a failed durable write,
+    /// say): then the other is stopped too and the failure is returned, so
+    /// `berth dev` exits non-zero with the reason rather than going on half
+    /// alive.
+    pub(crate) async fn run_until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            () = shutdown => self.stop().await,
+            ended = self.master.wait() => {
+                let _ = self.agent.stop().await;
+                ended.context("the embedded master stopped")?;
+                anyhow::bail!("the embedded master stopped")
+            }
+            ended = self.agent.wait() => {
+                let _ = self.master.stop().await;
+                ended.context("the embedded agent stopped")?;
+                anyhow::bail!("the embedded agent stopped")
+            }
+        }
+    }
+
     /// Stops both, the agent first so its final updates reach the master.
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let agent_result = self.agent.stop().await;
@@ -662,8 +686,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes());
         let _ = out.flush();
     }
-    shutdown.await;
-    cluster.stop().await
+    cluster.run_until(shutdown).await
 }
 
 #[cfg(test)]

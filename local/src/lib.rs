@@ -144,6 +144,33 @@ impl<E: std::error::Error + Send + 'static> Daemon<E> {
         }
     }
 
+    /// Waits until the daemon ends by itself, without asking it to stop (a
+    /// master or agent ends on its own only when it fails, e.g. on a failed
+    /// durable write); returns how it ended. Pending forever once it was
+    /// stopped or waited for.
+    ///
+    /// # Errors
+    /// If it returned an error or panicked.
+    pub async fn wait(&mut self) -> Result<(), StopError<E>> {
+        let Some(join) = self.join.as_mut() else {
+            return std::future::pending().await;
+        };
+        let joined = join.await;
+        self.join = None;
+        self.stop = None;
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(StopError::Failed {
+                what: self.what,
+                source,
+            }),
+            Err(e) => Err(StopError::Panicked {
+                what: self.what,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Asks the daemon to stop without waiting for it.
     fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -323,6 +350,25 @@ mod tests {
         assert!(group.masters.iter().all(Daemon::is_finished));
         // A second stop is a no-op.
         assert!(group.stop(Duration::from_secs(1)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wait_returns_when_a_daemon_fails_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut m = master(listener, MasterConfig::new(file)).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(20), m.wait())
+            .await
+            .expect("a master that cannot open its data ends by itself")
+            .unwrap_err();
+        assert!(
+            matches!(err, StopError::Failed { what: "master", .. }),
+            "{err}"
+        );
+        // Once it ended, stop has nothing left to wait for.
+        m.stop().await.unwrap();
     }
 
     #[tokio::test]
