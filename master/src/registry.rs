@@ -1,9 +1,13 @@
 //! The registry: the master's durable state machine.
 //!
-//! Every durable change of cluster state is a [`Command`]. The master appends
-//! a command to the log (see [`crate::store`]) and applies it with
-//! [`Registry::apply`]; a command that [`Registry::apply`] refuses changes
-//! nothing and is never logged. Applying is deterministic — commands carry
+//! Every durable change of cluster state is a [`Command`]. The leader's
+//! core checks a command against the registry ([`Registry::check`]: a
+//! command it refuses is never proposed), proposes it to the Raft log
+//! (`crate::core`, `crate::raft`), and every master applies it once
+//! committed with [`Registry::apply`]. A command that passed the check can
+//! still be refused when applied (a racing command got there first); the
+//! refusal changes nothing, on every master alike. Applying is
+//! deterministic — commands carry
 //! their own timestamps and the registry reads no clock and draws no random
 //! numbers — so the same log always yields the same registry. That is the
 //! property Raft replication needs: followers apply the same commands.

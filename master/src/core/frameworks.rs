@@ -1,5 +1,11 @@
 //! Framework subscriptions and streams: subscribe, supersede, disconnect,
 //! remove, and the check of a call's header (`caller`).
+//!
+//! A call's framework must be registered (NOT_FOUND otherwise) and call on
+//! its current stream (FAILED_PRECONDITION: "not subscribed", "superseded"
+//! for one of its last 8 streams, "unknown stream id"). A framework whose
+//! stream closes is disconnected: its offers are rescinded, and after its
+//! `failover_timeout` it is removed and its tasks are killed.
 
 use super::*;
 

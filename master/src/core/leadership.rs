@@ -1,6 +1,15 @@
 //! The leader's life cycle: taking over when Raft makes this master leader
 //! (a no-op barrier, then the leader-only state rebuilt from the
 //! registry), stepping down, and the members' addresses.
+//!
+//! A new leader commits a no-op (so every earlier entry is applied),
+//! rebuilds the allocator from the registry and starts with no offers. It
+//! gives every agent it inherits as reachable `agent_reregister_timeout`
+//! (30 s) to register with it before the ping timeout counts, and starts
+//! the failover clock of every framework that was connected to the old
+//! leader. A launch no agent ever reported (its `RunTask` was lost with the
+//! old leader) is sent again when its agent registers. Stepping down drops
+//! every stream; followers answer calls with a redirect.
 
 use super::*;
 

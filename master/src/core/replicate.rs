@@ -2,6 +2,15 @@
 //! [`Proposal`] and proposed; its continuation waits, keyed by sequence
 //! number, until the entry is applied ([`Core::apply`]), leadership is
 //! lost, or it times out. Also linearizable reads and snapshots.
+//!
+//! Parked work that cannot be answered ends with UNAVAILABLE: "lost
+//! leadership before the command was committed" (with the `berth-leader`
+//! redirect) when leadership is lost, "not committed in time" after 10 s;
+//! both mean the outcome is unknown (the new leader may still commit it).
+//! Linearizable operator reads wait the same way for their ReadIndex to be
+//! applied. After `snapshot_every` applied entries, or when Raft asks for
+//! one, the registry's bytes go to the Raft node as a snapshot (an
+//! [`Action`] the run loop executes) and the log before it is compacted.
 
 use super::*;
 use crate::entry::{self, Proposal};

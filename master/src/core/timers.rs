@@ -1,5 +1,10 @@
 //! Periodic work on the leader: pings and agent timeouts, heartbeats,
 //! framework failover timeouts, offer expiry and allocation cycles.
+//!
+//! Allocation runs every `allocation_interval`, and soon after anything
+//! frees resources: at once when no request waits, otherwise at the first
+//! 50 ms tick that is 4× the last cycle's duration after it (at most
+//! 200 ms), so cheap cycles are not delayed and costly ones are folded.
 
 use super::*;
 
