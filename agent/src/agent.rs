@@ -9,6 +9,20 @@
 //! sends anything about it, so updates of one task are queued in the order
 //! they happen and survive a SIGKILL of the agent. A failed write stops the
 //! agent.
+//!
+//! Before a task runs, it is validated again as the master did (command,
+//! resources and minimums, container, health check, transfers, masked
+//! values). A task with a `container` runs under Docker, one without under
+//! `process`; on an agent without a Docker daemon a container task ends
+//! `TASK_FAILED` with reason `TASK_REASON_LAUNCH_FAILED`. A change of a
+//! task's health is a `TASK_RUNNING` update with reason
+//! `TASK_REASON_HEALTH_CHECK`; too many failed checks kill it with reason
+//! `TASK_REASON_HEALTH_CHECK_FAILED`.
+//!
+//! After a restart, `Agent::recover` re-adopts the checkpointed containers
+//! (process and Docker) and restarts their health checks, reports the ones
+//! that ended while the agent was down, and queues the unacknowledged
+//! updates for resending.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,4 +1,12 @@
 //! Agent configuration and resource detection.
+//!
+//! [`AgentConfig::validate`] checks a configuration. [`detect_resources`]
+//! measures the machine (cpus, memory, the work dir's free disk, ports
+//! 31000-32000). The operator's `--resources` are [`ResourceOverrides`],
+//! merged over what was detected name by name, as Mesos does: `ports:[...]`
+//! alone keeps the detected cpus, memory and disk. [`nothing_to_offer`]
+//! is the warning the daemon gives at start for an agent left with no cpus
+//! or no memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,13 +6,17 @@
 //!
 //! - [`HealthCheckSpec::from_proto`]: validates a `pb::HealthCheck` and fills
 //!   in the defaults.
-//! - [`Probe`]: one check — [`HttpProbe`] (a hand-written HTTP/1.1 `GET`),
-//!   [`TcpProbe`] (a connect) and [`CommandProbe`] (a command run through
-//!   [`Containerizer::exec`]). [`probe_for`] builds the one a spec asks for.
+//! - [`Probe`]: one check — [`HttpProbe`] (a hand-written HTTP/1.1 `GET`)
+//!   and [`TcpProbe`] (a connect), both to the agent host (normally
+//!   127.0.0.1) on the check's host port, and [`CommandProbe`] (a command
+//!   run through [`Containerizer::exec`]). [`probe_for`] builds the one a
+//!   spec asks for.
 //! - [`spawn_health_checker`]: the loop that runs a probe every interval and
 //!   reports [`HealthEvent`]s. The decisions (grace period, failure counting)
 //!   are made by a small pure tracker, so the loop itself only sleeps, probes
-//!   and sends.
+//!   and sends. A spec has a delay, an interval, a timeout, a grace period
+//!   (failures before the task was ever healthy are ignored during it, as in
+//!   Marathon) and a count of consecutive failures.
 //!
 //! What it is not: the loop does not kill the task. When it reports
 //! [`HealthEvent::Unhealthy`] the agent kills the task (reason

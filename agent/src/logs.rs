@@ -114,7 +114,16 @@ impl pb::agent_server::Agent for LogService {
         &self,
         request: Request<pb::ReadLogRequest>,
     ) -> Result<Response<Self::ReadLogStream>, Status> {
-        let req = request.into_inner();
+        // Every error this service sends is cut as the master's are.
+        self.open_log(request.into_inner())
+            .map(Response::new)
+            .map_err(berth_proto::bounded_status)
+    }
+}
+
+impl LogService {
+    /// Checks a `ReadLog` request and starts streaming the file.
+    fn open_log(&self, req: pb::ReadLogRequest) -> Result<ChunkStream, Status> {
         TaskId::new(req.task_id.as_str()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !req.framework_id.is_empty() {
             FrameworkId::new(req.framework_id.as_str())
@@ -137,10 +146,10 @@ impl pb::agent_server::Agent for LogService {
         tokio::spawn(async move {
             if let Err(status) = stream_file(&agent, &key, path, req.offset, req.follow, &tx).await
             {
-                let _ = tx.send(Err(status)).await;
+                let _ = tx.send(Err(berth_proto::bounded_status(status))).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
 

@@ -7,7 +7,8 @@
 //! hint that still names a dead or frozen leader is never waited on. A
 //! master that stays silent (no message, not even a ping) for
 //! `master_timeout` (4 s by default; at least two of the master's ping
-//! intervals) is taken as lost: frozen, or cut off.
+//! intervals) is taken as lost: frozen, or cut off, and left within about
+//! 5 s. Registering and re-registering carry the agent's running tasks.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,11 @@
 //! One ordered queue per task; only the head is in flight. The head is
 //! resent with exponential backoff until an acknowledgement with its uuid
 //! arrives; then it is dropped and the next update goes out at once. On
-//! every (re-)registration all heads are resent immediately.
+//! every (re-)registration all heads are resent immediately. By default a
+//! head is resent every 10 s: the backoff starts at Mesos's first resend
+//! delay and is capped at the same value
+//! ([`crate::DEFAULT_STATUS_RETRY_INITIAL`],
+//! [`crate::STATUS_RETRY_MAX`]).
 //!
 //! This is a pure data structure: no IO, no clock. Callers pass `now` and
 //! send what the methods return.

@@ -40,6 +40,9 @@
 //! that ended while the agent was down, reported with the recorded status
 //! (and its outputs uploaded then). Every file is checked against the
 //! container id, so an earlier run's files are never taken for this one's.
+//! A supervisor killed without writing a record leaves a task that is
+//! re-adopted only if its `/proc` start time is the one recorded (its
+//! status then unknown).
 //!
 //! [`TaskSupervisor::InAgent`], the library's default (the in-process test
 //! harness and the benches cannot exec `berth`), runs tasks as children of
@@ -48,6 +51,9 @@
 //! `CONTAINER_RECOVERY_FAILED`, outputs not uploaded), and a task with
 //! masked values dies of SIGPIPE at its next write once the agent's
 //! process is gone (its masking threads were the agent's).
+//!
+//! Tested with real supervisor processes in `agent/tests/supervisor.rs`, a
+//! test binary that is its own supervisor program (no libtest harness).
 
 use std::ffi::OsString;
 use std::fs::File;

@@ -1,5 +1,6 @@
 //! What the benchmark binaries share: a description of the machine they
-//! ran on, printed with every result, and in-process masters.
+//! ran on, printed with every result, in-process masters ([`MasterGroup`])
+//! and the operator client with its call timeout ([`CALL_TIMEOUT`]).
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 //! Admin commands: node, framework, task, role and state.
 //!
 //! They print on stdout through [`crate::out`] (a closed pipe ends them
-//! quietly) and take ids as a unique prefix ([`resolve_id`]).
+//! quietly) and take ids as a unique prefix ([`resolve_id`]). Among them:
+//! `berth task pending`, which names the draining agents under its table,
+//! and `berth framework teardown`.
 
 use std::io::Write;
 

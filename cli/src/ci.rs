@@ -1,4 +1,5 @@
-//! `berth ci ...`: the CI framework's commands and their arguments.
+//! `berth ci ...`: the CI framework's commands and their arguments, and
+//! `berth ci lint`.
 
 use std::io::Read;
 use std::path::PathBuf;

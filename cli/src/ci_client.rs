@@ -1,7 +1,11 @@
 //! `berth ci serve` (the CI framework as a daemon) and the commands that
 //! talk to it over its HTTP/JSON API: `trigger`, `list`, `show`,
 //! `cancel`, `retry` (a pipeline's failed jobs, or one job), `play` and
-//! `repo add|list|show|remove` (`logs` is in [`crate::ci_logs`]).
+//! `repo add|list|show|remove` (`logs` is in [`crate::ci_logs`]), through
+//! a small hyper client.
+//!
+//! On SIGTERM or Ctrl-C, `serve` cancels the token of the gRPC streams and
+//! gives open requests [`SHUTDOWN_GRACE`] before it stops anyway.
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -6,6 +6,8 @@
 //! a CI log, the tests) one plain line on stdout per change of a job's
 //! status, `  <status>   <job>   <detail>`. With stderr on a terminal and
 //! stdout redirected, both: the bars for the eye, the lines for the file.
+//! A pending job whose resource group is held shows `waiting for resource`,
+//! as the API says `waiting_for_resource`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;

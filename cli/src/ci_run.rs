@@ -3,6 +3,13 @@
 //! ([`crate::ci_progress`]), plays the `--play` manual jobs, cancels the
 //! pipeline on Ctrl-C, shows the logs of failed jobs, and exits with the
 //! pipeline's result.
+//!
+//! The embedded cluster is [`crate::daemons::Embedded`], the same code as
+//! `berth dev`, with the runner's file routes on the `--listen` address;
+//! `--master` runs on a real cluster instead. The runner has
+//! `RunnerConfig::teardown_on_stop` and a 60 s failover timeout, and every
+//! way out stops the runner and waits for it, so the framework is torn
+//! down whether the run passed, failed, was canceled or ended in an error.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;

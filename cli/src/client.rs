@@ -1,7 +1,7 @@
 //! How the admin commands reach the cluster: the leading master, found by
 //! asking every `--master` address at once ([`berth_proto::leader`]), so
 //! that a master that is down, frozen or cut off is passed over, and every
-//! call with a deadline, so that none hangs.
+//! call with a deadline, so that none hangs ([`CALL_TIMEOUT`], 10 s).
 
 use std::time::Duration;
 

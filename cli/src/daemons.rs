@@ -1,4 +1,11 @@
 //! `berth master`, `berth agent` and `berth dev`.
+//!
+//! Every daemon listens on loopback unless `--insecure` is given:
+//! [`check_exposure`] refuses anything else, for `master`, `agent`, `dev`,
+//! `ci serve` and `ci run`, before anything starts. A daemon installs its
+//! signal handlers first ([`shutdown_signal`]), so a SIGTERM while it
+//! starts is a graceful stop. [`Embedded`] (a master and an agent in one
+//! process) is shared by `berth dev` and `berth ci run`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

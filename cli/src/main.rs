@@ -1,4 +1,10 @@
 //! `berth`: the daemons (`master`, `agent`, `dev`) and the admin commands.
+//!
+//! `hoist` moves `--master` and `--json` given before the subcommand to
+//! after it, where the subcommand's own flag takes them or clap refuses
+//! them. Log colours only on a terminal (and not with `NO_COLOR`).
+//! `berth task-supervisor` is hidden: it is what the agent starts as the
+//! parent of a process task (`berth_agent::supervisor::run_program`).
 
 #[macro_use]
 mod out;

@@ -1,4 +1,9 @@
 //! `berth master members | add | remove`: the masters' Raft group.
+//!
+//! `members` shows a member the leader has not heard from for 2 s as
+//! unreachable. `add` first checks that a fresh master with that id
+//! (started with `--join`) answers at the address, adds it as a learner
+//! and promotes it to a voter once it has caught up.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

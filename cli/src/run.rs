@@ -1,5 +1,19 @@
 //! `berth run`: a small built-in framework that runs one command as a task,
 //! streams its output and exits with its exit code.
+//!
+//! It follows the task through master failovers and agent restarts, and
+//! tears its framework down on every way out, retrying the teardown across
+//! a leader change. While nothing fits, it publishes its task as pending
+//! and says why, once per reason.
+//!
+//! The launch is a small state machine, `Launch`: `NotLaunched`, `Unknown`
+//! (an accept whose answer was lost: reconciled before anything else, and
+//! launched again only on TASK_UNKNOWN, under the same task id, which the
+//! registry refuses if it has the task) and `Launched`. It asks for every
+//! reconciliation itself and counts them, so that a late TASK_UNKNOWN
+//! about an earlier launch is not taken for the current one. Its own exit
+//! codes are in `exit` (`BERTH`, `INTERRUPTED`, `KILLED`), listed by
+//! `--help`.
 
 use std::io::Write;
 use std::time::Duration;

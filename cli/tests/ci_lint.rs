@@ -1,4 +1,5 @@
-//! `berth ci lint` on real files: output format and exit codes.
+//! `berth ci lint` on real files: output format and exit codes, for good,
+//! bad, standard input, missing and oversized files.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -4,6 +4,13 @@
 //! repositories). The pipeline scenarios (artifacts, `needs`,
 //! `parallel:matrix`, allowed failures, manual jobs, cancel, masked secrets,
 //! Docker jobs) run the example repositories, in `ci_examples.rs`.
+//!
+//! Also: `berth ci serve` stopped by SIGTERM within its grace with a
+//! `FollowJobLog` and a stuck request open, `berth ci logs` of a whole
+//! pipeline (sections, and prefixed lines of two jobs running together),
+//! `berth ci retry PIPELINE/JOB` of a failing job until the pipeline
+//! passes, and `berth ci run --master` leaving no `berth-ci` framework
+//! behind.
 
 use berth_tests::{ChildProcess, free_port};
 use std::path::Path;

@@ -1,5 +1,12 @@
 //! Tests of the real `berth` binary: `berth dev` as a child process, then
 //! admin commands and `berth run` against it.
+//!
+//! Covered: `berth run` and its exit codes, admin commands with ids as
+//! unique prefixes, task times, output into a closed pipe, malformed
+//! arguments, a `berth run` that fits nowhere shown by `berth task pending`
+//! (with a drained agent), `berth framework teardown` of an SDK framework,
+//! daemons refused beyond loopback and warned with `--insecure`, every
+//! `--help`, and a SIGKILLed master losing no acknowledged state.
 
 use berth_tests::{ChildProcess, free_port};
 use std::io::{BufRead, BufReader};

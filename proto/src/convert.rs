@@ -3,6 +3,9 @@
 //! Every conversion from the wire validates: scalars go through
 //! [`Scalar::from_f64`] (no negative, NaN, infinite, subnormal or absurdly
 //! large values) and ports through [`PortRanges::from_ranges`].
+//!
+//! Also here: [`pb::TaskState::is_terminal`] and [`unix_now`], the clock
+//! reading of `TaskStatus.timestamp`.
 
 use berth_scheduler_core::{PortRanges, ResourceError, Resources, Scalar};
 

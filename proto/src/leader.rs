@@ -19,6 +19,11 @@
 //! Each master gets one lazily connected [`Channel`], reused for the probes
 //! and handed out with the [`Leader`] for the caller's own calls and
 //! streams: HTTP/2 keep-alive pings on it notice a frozen peer.
+//!
+//! Timing: each probe may take [`PROBE_TIMEOUT`]; rounds run every
+//! [`PROBE_INTERVAL`], slowing to [`SLOW_PROBE_INTERVAL`] once no master
+//! has led for [`SLOW_AFTER`]. [`NoLeader`] carries each master's answer,
+//! with the OS's reason for a failed connection ([`status_reason`]).
 
 use std::fmt;
 use std::time::Duration;

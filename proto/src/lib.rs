@@ -5,7 +5,8 @@
 //! framework's API ([`ci`]), generated at build time from the .proto files
 //! under `proto/berth/`, laid out as their packages say.
 //! Every message and field is documented in the .proto files; the
-//! generated Rust items carry those comments.
+//! generated Rust items carry those comments. prost drops the enum's name
+//! from its values: `LOG_FILE_STDOUT` is `LogFile::Stdout`.
 //!
 //! This crate holds wire types only. Validation and conversion into
 //! berth's domain types (fixed-point resources, validated ids) live with the
@@ -15,6 +16,13 @@
 //! (masked values), [`minimums`] (the least a task may ask for), [`task`]
 //! (a `TaskInfo`'s own fields: command, environment, container, health
 //! check) and [`check_address`].
+//!
+//! It also holds what every client and service shares about the wire:
+//! finding the leading master ([`leader`]), [`endpoint_uri`], and
+//! [`bounded_status`], which cuts the message of any error a gRPC service
+//! sends to [`MAX_STATUS_MESSAGE_BYTES`] (behind the per-value cut of
+//! [`quoted`]); the master's services, the agent's `ReadLog` and the CI
+//! framework's APIs pass their errors through it.
 
 /// Version 1 of the berth protocol (`package berth.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]

@@ -5,6 +5,11 @@
 //! each chunk (one less than the longest secret) until the next chunk or
 //! [`Masker::finish`] shows whether they start a secret; everything it
 //! returns is final and masked.
+//!
+//! The rules for the values a task asks to mask (`TaskInfo.masked_values`,
+//! [`validate_task_masks`]) are checked alike by the master at accept and
+//! by the agent before launch; the agent's loggers and the CI framework
+//! mask with [`Masker`].
 
 use berth_scheduler_core::quoted;
 

@@ -1,5 +1,7 @@
 //! The least a task may ask for, checked alike by the master when a task is
-//! accepted and by the agent before it launches one.
+//! accepted and by the agent before it launches one: positive cpus and
+//! memory for every task, and for a container task at least 0.01 cpus and
+//! 6 MiB.
 //!
 //! Why: a task without a memory request ran with no memory limit at all
 //! (Docker reads a zero limit as "unlimited"), and one without cpus took

@@ -2,8 +2,9 @@
 //!
 //! - Stand-ins for tests of clients (the SDK's, the agent's): an operator
 //!   service that answers only `GetLeader`, as a leader, a follower or a
-//!   frozen master would. Serve it next to a fake scheduler or agent API so
-//!   that clients, which ask who leads before they connect, find it.
+//!   frozen master would ([`FakeLeader`]). Serve it next to a fake
+//!   scheduler or agent API so that clients, which ask who leads before
+//!   they connect, find it.
 //! - The one builder of the local Docker image the tests run
 //!   ([`ensure_test_image`]), used by the agent's containerizer tests and by
 //!   `berth-tests`.

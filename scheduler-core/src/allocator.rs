@@ -37,6 +37,24 @@
 //! allocator, frameworks also have a dense index that travels with them in
 //! the role sorters, so walking past filtered frameworks needs no lookup by
 //! name.
+//!
+//! # Offer limit
+//!
+//! With [`AllocatorConfig::offer_limit`], a framework holding that many
+//! offers is not eligible. Offers a cycle makes are counted as it makes
+//! them; the master reports the count its offer book holds before each
+//! cycle with [`Allocator::set_outstanding_offers`]. A cycle stops
+//! scanning agents once no framework is eligible.
+//!
+//! # Grants, recovery, and the reference model
+//!
+//! An [`Allocated`] grant keeps the part reserved to the role apart from
+//! the unreserved part; [`Allocated::take`] carves a task out of it.
+//! [`Allocator::add_used`] records usage that already exists (tasks found
+//! running after a restart); [`Allocator::recover`] returns resources, with a
+//! decline filter when asked. The differential proptest
+//! `tests/allocator_equivalence.rs` checks this allocator against the
+//! earlier, simpler one kept in `tests/reference/`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{Excluded, Unbounded};

@@ -2,6 +2,11 @@
 //!
 //! Every variant names the offending value and the exact problem, so the
 //! message can be shown to an operator or a framework author as is.
+//!
+//! [`quoted`] is the one way an error message in any crate quotes input:
+//! at most [`MAX_QUOTED_BYTES`] of it, escaped, then `… (N bytes)` when it
+//! was longer, so that a megabyte id never comes back as a megabyte
+//! message.
 
 use std::fmt;
 

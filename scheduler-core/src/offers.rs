@@ -4,6 +4,7 @@
 //! book). The book hands out ids, checks that an accept or decline names
 //! live offers of the calling framework on one agent, and remembers recently
 //! removed ids so a late accept gets "rescinded" rather than "unknown".
+//! With a timeout, offers expire: [`OfferBook::expire`] removes them.
 //! It does not talk to the allocator: the master returns the resources of
 //! removed offers with [`crate::Allocator::recover`].
 

@@ -12,7 +12,8 @@
 //!   ports.
 //! - [`explain`] and [`Unplaced`] say why a task fits nowhere: how many
 //!   nodes were short on each dimension and how many each constraint
-//!   filtered out.
+//!   filtered out; [`Unplaced::describe`] says it about offers, as the
+//!   SDK's packing helper and `berth run` do.
 //! - [`lower_bound`], [`stranded`] and [`Utilization`] measure packing
 //!   quality.
 //!

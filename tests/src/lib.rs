@@ -6,6 +6,13 @@
 //! Everything binds 127.0.0.1:0 and lives in a temporary directory that is
 //! removed when the [`Cluster`] is dropped. [`files`] is an HTTP file
 //! server for the fetcher and uploader tests.
+//!
+//! Also here: [`RaftCluster`] (several in-process masters as one Raft
+//! group with a shared fault-injecting transport; masters stopped, started
+//! and joined), [`Proxy`] (the TCP proxy), raw gRPC frameworks
+//! ([`subscribe_raw`], for input the SDK would refuse to build), helpers
+//! that start real `berth master` and `berth agent` processes, and
+//! [`campaign`], the fault campaign of issue 12 (`docs/fault-campaign.md`).
 
 pub mod campaign;
 pub mod files;

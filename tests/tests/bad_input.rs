@@ -1,5 +1,12 @@
 //! Bad input gets a specific error and changes nothing. These tests speak
 //! raw gRPC, so they can send what the SDK would refuse to build.
+//!
+//! Covered: bad accepts, superseded streams and unknown frameworks (a
+//! stream id the master never opened is "unknown", not "superseded"), bad
+//! operator and agent input, bad pending work, and megabyte ids, names,
+//! roles and addresses on every call (scheduler, operator, agent
+//! `Register`, `ReadLog`), which must get short specific errors whose
+//! trailers fit the 8 KiB standard gRPC clients accept.
 
 use std::time::Duration;
 

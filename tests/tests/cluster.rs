@@ -1,5 +1,8 @@
 //! End-to-end tests against an in-process cluster: a master and agents on
-//! ephemeral loopback ports, frameworks through the SDK.
+//! ephemeral loopback ports, frameworks through the SDK: 100 tasks on two
+//! agents, a master restart, a partitioned agent, the failover timeout, a
+//! drained agent, and pending work (explained, published again after a
+//! master restart, gone after teardown).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;

@@ -2,6 +2,12 @@
 //! the Docker containerizer, on this machine's Docker Engine, running the
 //! local `berth/busybox` image (no registry). In CI (`CI` set) a missing
 //! daemon fails these tests; elsewhere they are skipped with a notice.
+//! The image is built by `scripts/build-test-image.sh`.
+//!
+//! Covered: limits read back inside the container, output, exit code and
+//! kill after the grace period; a missing image and an OOM kill with their
+//! reasons; health checks; an agent without Docker failing container tasks
+//! plainly; fetched files and uploaded outputs of container tasks.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

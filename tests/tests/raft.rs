@@ -1,7 +1,10 @@
 //! End-to-end tests of the Raft-replicated master: three (or four)
 //! in-process masters on fixed loopback ports with fast Raft ticks, a
 //! shared fault-injecting transport, agents and frameworks that know every
-//! master.
+//! master. Covered: leader failover keeping every acknowledged launch, an
+//! isolated leader stepping down (its offers die with it), a full restart,
+//! a lagging follower caught up by snapshot, members added and removed
+//! while serving, and the failover timeout across a leader change.
 //!
 //! The tests run one at a time (`SERIAL`): two of them bound how long an
 //! election or a step-down takes, and five clusters electing leaders at

@@ -1,6 +1,12 @@
 //! The agent's fetcher and uploader end to end: an in-process cluster with
 //! a process-containerizer agent, and a small HTTP file server on
 //! 127.0.0.1 that serves the fetched files and receives the uploads.
+//!
+//! Covered: fetched URIs (extracted, executable, optional, a missing one
+//! failing the task), uploaded outputs (globs, excludes, `when`, a dead
+//! port), a kill during a stalled fetch, and fetches and uploads riding
+//! out a file server that is stopped, restarted, answers 503 and breaks a
+//! download off (a 403 is not retried).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

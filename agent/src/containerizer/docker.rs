@@ -36,6 +36,11 @@
 //!   [`DockerContainerizer::connect`] ([`ContainerError::DaemonTimeout`]),
 //!   except the long ones: waiting for an exit, following logs, and pulling
 //!   an image (bounded by [`DockerContainerizer::with_pull_timeout`]).
+//! - Also: `recover` re-adopts this agent's containers, `exec` runs a
+//!   command health check inside a container.
+//!
+//! Its tests need a Docker daemon and the local test image; without a
+//! daemon they skip, or fail when `CI` is set (see `tests.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;

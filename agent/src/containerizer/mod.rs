@@ -4,7 +4,15 @@
 //! `recover`). The trait is object-safe (boxed futures), so the agent holds
 //! an `Arc<dyn Containerizer>`: [`process::ProcessContainerizer`] runs tasks
 //! as host process groups, [`docker::DockerContainerizer`] as Docker
-//! containers.
+//! containers. Besides Mesos's four, the trait has `cleanup` (remove what
+//! is left of an ended container) and `exec` (run a command in a running
+//! one, for command health checks).
+//!
+//! [`ContainerSpec::from_proto`] validates a task's `ContainerInfo`.
+//! Exit codes are the shell's for both: a signal N is 128 + N
+//! ([`Termination::exit_code`]), a program that does not exist 127 and one
+//! that cannot be executed 126 ([`ContainerError::exit_code`], which also
+//! reads Docker's words for the same failures).
 
 pub mod docker;
 pub mod process;

@@ -21,7 +21,25 @@
 //! (any other 4xx, a redirect, a file too large) is not retried. A fetch
 //! starts again from its first byte into a fresh temporary file, so a
 //! partial body never becomes the fetched file; an upload sends the same
-//! archive again (PUT is idempotent). `file://` URLs are not retried.
+//! archive again (PUT is idempotent). `file://` URLs are not retried. The
+//! first retry of a transfer is told once in the task's log.
+//!
+//! An agent with `file_urls` off (`--no-file-urls`) refuses `file://` both
+//! ways.
+//!
+//! Around the task (driven by the agent): the agent prepares the sandbox
+//! before fetching (`LaunchSpec::sandbox_prepared` tells the containerizer
+//! not to empty it again); the task is `TASK_STARTING` while it fetches; a
+//! kill cancels the fetch (`TASK_KILLED`; an extraction stops before its
+//! next entry) and a failed fetch ends the task `TASK_FAILED` with reason
+//! `FETCH_FAILED` before anything runs. Uploads run after the container
+//! exited and its leftovers were destroyed, before a Docker container is
+//! removed; their results go into the terminal update's `outputs` and
+//! never change the task's state. After an agent restart, a Docker task or
+//! a supervised process task that exited meanwhile has its outputs
+//! uploaded then; a process task whose exit is unknown has them reported
+//! not uploaded ("agent restarted"); a task caught mid-fetch fails with
+//! `CONTAINER_RECOVERY_FAILED`.
 
 pub(crate) mod archive;
 mod fetch;

@@ -4,6 +4,25 @@
 //! `!reference` tags, then `extends` (deep merge of mappings, lists
 //! replaced), then `default:`, then each job's keywords are checked and
 //! typed, then the cross-job checks (stages, needs, dependencies).
+//! `extends` chains are checked for cycles, missing parents and depth
+//! ([`ParseOptions::max_extends_depth`]); every problem is a [`Diagnostic`]
+//! with its line and column. Size, node and nesting limits are
+//! [`ParseOptions`].
+//!
+//! Supported: the job keywords of `JOB_KEYS`, `default:` with those of
+//! `DEFAULT_KEYS`, the global keywords of `GLOBAL_KEYS`, `workflow:rules`,
+//! YAML anchors, `<<` and `!reference`. Among the sub-keywords:
+//! `artifacts` (`paths`, `exclude`, `expire_in`, `when`, `name`,
+//! `reports:junit`), `cache` (`key`, `key:files`, `paths`, `policy`,
+//! `when`; up to 4 caches), `rules` (`if`, `changes`, `exists`, `when`,
+//! `allow_failure`, `variables`, `start_in`), `allow_failure:exit_codes`,
+//! `retry` (`max`, `when`, `exit_codes`) and `parallel:matrix`.
+//!
+//! Keywords GitLab knows and berth does not support are warned about and
+//! ignored rather than refused, so an unchanged file still runs:
+//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `include` (its
+//! files are not read), `services`, the `spec` header,
+//! `artifacts:untracked` and report types other than `junit`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

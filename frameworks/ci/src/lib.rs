@@ -1,5 +1,7 @@
 //! The pipeline language of berth's CI framework: a repository's unchanged
-//! `.gitlab-ci.yml`, parsed, checked and planned.
+//! `.gitlab-ci.yml`, parsed, checked and planned. This part is a pure
+//! library: no networking, no cluster; the repository is read through the
+//! [`Repository`] trait.
 //!
 //! - [`Config::parse`] reads the YAML (with positions on every node,
 //!   anchors, `<<` merges, `!reference`, `extends`, `default`) and checks

@@ -1,5 +1,12 @@
 //! Turning a [`Config`] and a trigger [`Context`] into a concrete [`Plan`]:
 //! which jobs run, with which variables, in which order.
+//!
+//! [`Config::plan`] evaluates `workflow:rules` (no pipeline when they say
+//! so), each job's `rules` or `only`/`except`, expands `parallel` and
+//! `parallel:matrix`, merges variables (predefined < global < workflow <
+//! job < matrix < rule < secret) and expands `$VAR` references in them,
+//! resolves `needs` to planned jobs, and computes cache keys (`key:files`
+//! hashes the files' contents, read through the [`Repository`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,5 +1,7 @@
 //! One test per error, with its exact line and column; and the limits that
-//! keep hostile files from hanging or exhausting memory.
+//! keep hostile files from hanging or exhausting memory (the billion
+//! laughs, size, nesting and `extends` depth); and a proptest that parsing
+//! and planning never panic.
 
 mod common;
 

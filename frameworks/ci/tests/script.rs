@@ -1,4 +1,5 @@
-//! The rendered job script, run with the real `sh` in a temporary directory.
+//! The rendered job script, run with the real `sh` in a temporary directory,
+//! including SIGTERM (to the script, or to its whole process group).
 
 #![allow(clippy::unwrap_used)]
 
