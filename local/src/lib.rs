@@ -131,17 +131,7 @@ impl<E: std::error::Error + Send + 'static> Daemon<E> {
             },
             None => join.await,
         };
-        match joined {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(StopError::Failed {
-                what: self.what,
-                source,
-            }),
-            Err(e) => Err(StopError::Panicked {
-                what: self.what,
-                reason: e.to_string(),
-            }),
-        }
+        ended(self.what, joined)
     }
 
     /// Waits until the daemon ends by itself, without asking it to stop (a
@@ -158,17 +148,7 @@ impl<E: std::error::Error + Send + 'static> Daemon<E> {
         let joined = join.await;
         self.join = None;
         self.stop = None;
-        match joined {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(StopError::Failed {
-                what: self.what,
-                source,
-            }),
-            Err(e) => Err(StopError::Panicked {
-                what: self.what,
-                reason: e.to_string(),
-            }),
-        }
+        ended(self.what, joined)
     }
 
     /// Asks the daemon to stop without waiting for it.
@@ -182,6 +162,22 @@ impl<E: std::error::Error + Send + 'static> Daemon<E> {
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.join.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+/// How a daemon's task ended, as [`Daemon::stop`] and [`Daemon::wait`]
+/// report it.
+fn ended<E: std::error::Error + 'static>(
+    what: &'static str,
+    joined: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Result<(), StopError<E>> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(StopError::Failed { what, source }),
+        Err(e) => Err(StopError::Panicked {
+            what,
+            reason: e.to_string(),
+        }),
     }
 }
 
