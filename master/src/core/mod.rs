@@ -338,8 +338,22 @@ impl Clock {
 
 /// IO a handler leaves to the shell (the run loop), which executes it
 /// after the handler returns: handlers decide, the shell acts.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum Action {
+    /// Queue an event on the framework's stream current when the action is
+    /// executed (dropped if it has none); a full or closed stream
+    /// disconnects the framework, as [`Core::deliver_event`] describes.
+    ToFramework {
+        framework: FrameworkId,
+        event: pb::event::Event,
+    },
+    /// Queue a message on the agent's stream current when the action is
+    /// executed (dropped if it has none); a full or closed stream counts as
+    /// the agent's connection closing ([`Core::deliver_to_agent`]).
+    ToAgent {
+        agent: AgentId,
+        message: pb::master_message::Message,
+    },
     /// Hand Raft a snapshot of the registry as of log index `index`, so it
     /// can compact the log before it (and send it to peers that fell
     /// behind). Executed on a task of its own: awaiting it in the loop
@@ -482,10 +496,16 @@ impl Core {
         Ok(())
     }
 
-    /// Executes the IO the handlers asked for, in order.
+    /// Executes the IO the handlers asked for, in order. Executing one can
+    /// push more (a send to a full stream disconnects its framework or
+    /// agent, which may send in turn); those run next, before the rest, in
+    /// the order a handler sending inline would have sent them.
     fn execute_actions(&mut self) {
-        for action in std::mem::take(&mut self.actions) {
+        let mut queue: VecDeque<Action> = std::mem::take(&mut self.actions).into();
+        while let Some(action) = queue.pop_front() {
             match action {
+                Action::ToFramework { framework, event } => self.deliver_event(&framework, event),
+                Action::ToAgent { agent, message } => self.deliver_to_agent(&agent, message),
                 Action::Snapshot { index, data } => {
                     let raft = self.raft.clone();
                     tokio::spawn(async move {
@@ -494,6 +514,9 @@ impl Core {
                         }
                     });
                 }
+            }
+            for pushed in std::mem::take(&mut self.actions).into_iter().rev() {
+                queue.push_front(pushed);
             }
         }
     }
