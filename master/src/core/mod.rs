@@ -12,10 +12,20 @@
 //! in which commands were proposed.
 //!
 //! The core refuses calls with a [`CallError`]; only [`crate::service`]
-//! turns one into a gRPC status. IO a handler needs done beyond replying
-//! (a snapshot handed to Raft) it pushes as an [`Action`], which the run
-//! loop executes; the run loop also reads the clock, once per input
-//! ([`Clock`]), and handlers take their time from it.
+//! turns one into a gRPC status. A handler does not send to frameworks and
+//! agents itself: it pushes each event or message as an [`Action`]
+//! ([`Action::ToFramework`], [`Action::ToAgent`]), as it does a snapshot
+//! for Raft ([`Action::Snapshot`]); after each input the run loop executes
+//! the pushed actions in order, before it takes the next input, so what a
+//! handler sends is data a test can compare. A send finds the stream
+//! current when it is executed; a full or closed stream disconnects its
+//! framework or agent then, as an inline send did. Still done inline:
+//! replies on oneshot channels, the first message of a new stream
+//! (SUBSCRIBED, REGISTERED) and the last one of an ended stream
+//! (superseded, removed, no longer leader), and the Raft calls that
+//! membership changes and linearizable reads await. The run loop also
+//! reads the clock, once per input ([`Clock`]), and handlers take their
+//! time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `leadership` taking over and stepping
