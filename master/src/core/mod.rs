@@ -348,6 +348,9 @@ impl Clock {
 
 /// IO a handler leaves to the shell (the run loop), which executes it
 /// after the handler returns: handlers decide, the shell acts.
+// Actions are drained after every input, so a few hundred bytes per send
+// for a while cost less than boxing each message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 enum Action {
     /// Queue an event on the framework's stream current when the action is
