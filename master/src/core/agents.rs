@@ -256,7 +256,24 @@ impl Core {
         }
     }
 
+    /// Sends `message` to the agent's current stream: pushed as an
+    /// [`Action::ToAgent`] and delivered by [`Core::deliver_to_agent`] once
+    /// the handler returns.
     pub(super) fn send_agent(&mut self, agent: &AgentId, message: pb::master_message::Message) {
+        self.actions.push(Action::ToAgent {
+            agent: agent.clone(),
+            message,
+        });
+    }
+
+    /// Executes an [`Action::ToAgent`]: queues the message on the agent's
+    /// current stream (dropped if it has none); a full or closed stream
+    /// counts as the agent's connection closing.
+    pub(super) fn deliver_to_agent(
+        &mut self,
+        agent: &AgentId,
+        message: pb::master_message::Message,
+    ) {
         let Some(conn) = self.agents.get(agent) else {
             debug!(agent = %agent, "agent not connected; message dropped");
             return;

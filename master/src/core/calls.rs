@@ -234,7 +234,20 @@ impl Core {
         Ok(())
     }
 
+    /// Sends `ev` to the framework's current stream: pushed as an
+    /// [`Action::ToFramework`] and delivered by [`Core::deliver_event`]
+    /// once the handler returns.
     pub(super) fn send_event(&mut self, framework: &FrameworkId, ev: pb::event::Event) {
+        self.actions.push(Action::ToFramework {
+            framework: framework.clone(),
+            event: ev,
+        });
+    }
+
+    /// Executes an [`Action::ToFramework`]: queues the event on the
+    /// framework's current stream (dropped if it has none); a full or
+    /// closed stream disconnects the framework.
+    pub(super) fn deliver_event(&mut self, framework: &FrameworkId, ev: pb::event::Event) {
         let Some(conn) = self.frameworks.get(framework) else {
             return;
         };

@@ -12,10 +12,20 @@
 //! in which commands were proposed.
 //!
 //! The core refuses calls with a [`CallError`]; only [`crate::service`]
-//! turns one into a gRPC status. IO a handler needs done beyond replying
-//! (a snapshot handed to Raft) it pushes as an [`Action`], which the run
-//! loop executes; the run loop also reads the clock, once per input
-//! ([`Clock`]), and handlers take their time from it.
+//! turns one into a gRPC status. A handler does not send to frameworks and
+//! agents itself: it pushes each event or message as an [`Action`]
+//! ([`Action::ToFramework`], [`Action::ToAgent`]), as it does a snapshot
+//! for Raft ([`Action::Snapshot`]); after each input the run loop executes
+//! the pushed actions in order, before it takes the next input, so what a
+//! handler sends is data a test can compare. A send finds the stream
+//! current when it is executed; a full or closed stream disconnects its
+//! framework or agent then, as an inline send did. Still done inline:
+//! replies on oneshot channels, the first message of a new stream
+//! (SUBSCRIBED, REGISTERED) and the last one of an ended stream
+//! (superseded, removed, no longer leader), and the Raft calls that
+//! membership changes and linearizable reads await. The run loop also
+//! reads the clock, once per input ([`Clock`]), and handlers take their
+//! time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `leadership` taking over and stepping
@@ -338,8 +348,25 @@ impl Clock {
 
 /// IO a handler leaves to the shell (the run loop), which executes it
 /// after the handler returns: handlers decide, the shell acts.
-#[derive(Debug, PartialEq, Eq)]
+// Actions are drained after every input, so a few hundred bytes per send
+// for a while cost less than boxing each message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq)]
 enum Action {
+    /// Queue an event on the framework's stream current when the action is
+    /// executed (dropped if it has none); a full or closed stream
+    /// disconnects the framework, as [`Core::deliver_event`] describes.
+    ToFramework {
+        framework: FrameworkId,
+        event: pb::event::Event,
+    },
+    /// Queue a message on the agent's stream current when the action is
+    /// executed (dropped if it has none); a full or closed stream counts as
+    /// the agent's connection closing ([`Core::deliver_to_agent`]).
+    ToAgent {
+        agent: AgentId,
+        message: pb::master_message::Message,
+    },
     /// Hand Raft a snapshot of the registry as of log index `index`, so it
     /// can compact the log before it (and send it to peers that fell
     /// behind). Executed on a task of its own: awaiting it in the loop
@@ -482,10 +509,16 @@ impl Core {
         Ok(())
     }
 
-    /// Executes the IO the handlers asked for, in order.
+    /// Executes the IO the handlers asked for, in order. Executing one can
+    /// push more (a send to a full stream disconnects its framework or
+    /// agent, which may send in turn); those run next, before the rest, in
+    /// the order a handler sending inline would have sent them.
     fn execute_actions(&mut self) {
-        for action in std::mem::take(&mut self.actions) {
+        let mut queue: VecDeque<Action> = std::mem::take(&mut self.actions).into();
+        while let Some(action) = queue.pop_front() {
             match action {
+                Action::ToFramework { framework, event } => self.deliver_event(&framework, event),
+                Action::ToAgent { agent, message } => self.deliver_to_agent(&agent, message),
                 Action::Snapshot { index, data } => {
                     let raft = self.raft.clone();
                     tokio::spawn(async move {
@@ -494,6 +527,9 @@ impl Core {
                         }
                     });
                 }
+            }
+            for pushed in std::mem::take(&mut self.actions).into_iter().rev() {
+                queue.push_front(pushed);
             }
         }
     }

@@ -18,9 +18,21 @@ type AgentRx = mpsc::Receiver<Result<pb::MasterMessage, CallError>>;
 
 /// Drives the core's Raft side in tests, where no run loop does.
 impl Core {
+    /// Executes the sends the handlers pushed, as the run loop does after
+    /// each input; snapshots stay in [`Core::actions`] for tests to see.
+    fn deliver_sends(&mut self) {
+        let (snapshots, sends): (Vec<Action>, Vec<Action>) = std::mem::take(&mut self.actions)
+            .into_iter()
+            .partition(|a| matches!(a, Action::Snapshot { .. }));
+        self.actions = sends;
+        self.execute_actions();
+        self.actions = snapshots;
+    }
+
     /// Applies what Raft delivers until `rx` has the reply.
     async fn answered<T>(&mut self, mut rx: oneshot::Receiver<T>) -> T {
         loop {
+            self.deliver_sends();
             match rx.try_recv() {
                 Ok(v) => return v,
                 Err(oneshot::error::TryRecvError::Closed) => panic!("reply dropped"),
@@ -43,6 +55,7 @@ impl Core {
             self.clock = Clock::read();
             self.apply(applied, None);
         }
+        self.deliver_sends();
     }
 
     async fn accept_wait(
@@ -133,6 +146,7 @@ async fn deliver(core: &mut Core, conn: u64, message: pb::AgentMessage) {
     {
         core.apply(applied, None);
     }
+    core.deliver_sends();
 }
 
 fn res(s: &str) -> pb::Resources {
@@ -217,6 +231,7 @@ async fn subscribe(core: &mut Core, id: &str) -> (pb::CallHeader, EventRx) {
 /// Runs an allocation and returns the framework's new offers.
 fn offers(core: &mut Core, events: &mut EventRx) -> Vec<pb::Offer> {
     core.allocate();
+    core.deliver_sends();
     drain_events(events)
         .into_iter()
         .flat_map(|e| match e {

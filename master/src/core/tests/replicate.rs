@@ -18,8 +18,11 @@ async fn snapshots_are_actions_for_the_shell_not_spawned_by_the_handler() {
     let snapshots: Vec<(u64, Registry)> = core
         .actions
         .iter()
-        .map(|a| match a {
-            Action::Snapshot { index, data } => (*index, Registry::from_snapshot(data).unwrap()),
+        .filter_map(|a| match a {
+            Action::Snapshot { index, data } => {
+                Some((*index, Registry::from_snapshot(data).unwrap()))
+            }
+            _ => None,
         })
         .collect();
     assert_eq!(snapshots.len(), 1, "{:?}", core.actions);
