@@ -74,6 +74,8 @@
 //! See `examples/hello.rs` for a complete framework on the bare SDK, and
 //! `examples/runtime_jobs.rs` for one on the [`runtime`].
 
+#![warn(missing_docs)]
+
 mod config;
 mod connection;
 mod driver;
