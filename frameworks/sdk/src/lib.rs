@@ -89,7 +89,7 @@ pub use berth_proto as proto;
 pub use berth_scheduler_core::placement::{Explanation, Strategy};
 pub use config::{DEFAULT_HEARTBEAT_TIMEOUT, FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
-pub use error::{BoxError, RuntimeError, SdkError};
+pub use error::{BoxError, ErrorKind, RuntimeError, SdkError};
 pub use events::{Event, Events};
 pub use framework::Framework;
 pub use packing::{
