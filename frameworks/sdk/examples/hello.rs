@@ -88,9 +88,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         match event {
             Event::Subscribed { resubscribed, .. } => {
                 if resubscribed {
-                    // Offers we held are void; learn what happened meanwhile.
-                    println!("re-subscribed; reconciling");
-                    framework.reconcile_all().await?;
+                    // Offers we held are void. What happened to our tasks
+                    // meanwhile arrives as updates: the SDK reconciles them.
+                    println!("re-subscribed");
                     if !pending.is_empty() && suppressed {
                         framework.revive(vec![]).await?;
                         suppressed = false;

@@ -484,9 +484,11 @@ impl Framework {
     }
 
     /// Implicit reconciliation: the master sends the latest state of every
-    /// non-terminal task of this framework. Do this after every
-    /// [`Event::Subscribed`](crate::Event::Subscribed) with
-    /// `resubscribed: true`.
+    /// non-terminal task of this framework. The SDK already reconciles after
+    /// every [`Event::Subscribed`](crate::Event::Subscribed) with
+    /// `resubscribed: true` unless
+    /// [`FrameworkConfig::reconcile_on_resubscribe`](crate::FrameworkConfig::reconcile_on_resubscribe)
+    /// is off; call this when you turned it off, or to ask at any other time.
     ///
     /// # Errors
     /// See [`SdkError`].
