@@ -22,7 +22,7 @@ use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::placement::{Explanation, explain};
 use berth_scheduler_core::{PortRanges, Resources, Scalar};
-use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError};
+use berth_sdk::{ErrorKind, Event, Events, Framework, FrameworkConfig, SdkError};
 use clap::Args;
 
 use crate::ClientOpts;
@@ -404,7 +404,7 @@ async fn teardown(framework: &Framework, events: &mut Events) {
             // Removed: torn down already (a teardown whose answer was lost),
             // or by its failover timeout.
             Ok(()) | Err(SdkError::Removed(_)) => return,
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => return,
+            Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => e,
         };
         if tokio::time::Instant::now() >= deadline {
@@ -627,7 +627,7 @@ impl Run<'_> {
                 }
                 // The task exists already (a launch whose answer was lost),
                 // or the subscription was superseded: ask.
-                Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                Err(e) if e.kind() == ErrorKind::Conflict => {
                     tracing::debug!("launch refused: {e}; reconciling");
                     self.launch = Launch::Unknown {
                         since: tokio::time::Instant::now(),

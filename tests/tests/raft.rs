@@ -277,8 +277,14 @@ async fn launch_all(
                         Err(e) => {
                             // Not sent at all, or refused before anything was
                             // recorded: the same ids can be used again.
-                            let unsent = matches!(e, berth_sdk::SdkError::NotSubscribed)
-                                || e.code() == Some(Code::InvalidArgument);
+                            let unsent = matches!(
+                                e,
+                                berth_sdk::SdkError::NotSubscribed
+                                    | berth_sdk::SdkError::Rpc {
+                                        kind: berth_sdk::ErrorKind::Invalid,
+                                        ..
+                                    }
+                            );
                             if unsent {
                                 pending.extend(tasks);
                             } else {

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options: `--master ADDR` (repeatable, or comma-separated), `--tasks N`
-//! (default 5), `--resources TEXT` (default `cpus:0.1;mem:32`), `--role ROLE`.
+//! (default 5), `--resources TEXT` (default `cpus:0.1;mem:32`), `--role ROLE`
+//! (repeatable); `--help` lists them. Bad arguments exit with 64.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -16,48 +17,27 @@ use std::time::Duration;
 use berth_sdk::proto::TaskState;
 use berth_sdk::{Event, FrameworkConfig, Strategy, pack_offers, shell_task, subscribe};
 
+/// Launches N shell tasks on a berth cluster and waits for them to end.
+#[derive(Debug, clap::Parser)]
+#[command(name = "hello")]
 struct Args {
+    /// Address of a master (repeatable, or comma-separated).
+    #[arg(
+        long = "master",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5050"
+    )]
     masters: Vec<String>,
+    /// How many tasks to launch.
+    #[arg(long, default_value_t = 5)]
     tasks: usize,
+    /// The resources of each task.
+    #[arg(long, value_name = "TEXT", default_value = "cpus:0.1;mem:32")]
     resources: String,
+    /// A role to subscribe to (repeatable; none means the default role).
+    #[arg(long = "role", value_name = "ROLE")]
     roles: Vec<String>,
-}
-
-const USAGE: &str = "usage: hello [--master ADDR]... [--tasks N] [--resources TEXT] [--role ROLE]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        masters: Vec::new(),
-        tasks: 5,
-        resources: "cpus:0.1;mem:32".to_owned(),
-        roles: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--master" => args
-                .masters
-                .extend(value()?.split(',').map(str::trim).map(str::to_owned)),
-            "--tasks" => {
-                let v = value()?;
-                args.tasks = v
-                    .parse()
-                    .map_err(|_| format!("--tasks: {v:?} is not a number"))?;
-            }
-            "--resources" => args.resources = value()?,
-            "--role" => args.roles.push(value()?),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    if args.masters.is_empty() {
-        args.masters.push("127.0.0.1:5050".to_owned());
-    }
-    Ok(args)
 }
 
 #[tokio::main]
@@ -69,11 +49,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return Ok(ExitCode::from(64));
+    let args = match <Args as clap::Parser>::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // `--help` and `--version` are not errors; bad arguments exit
+            // with EX_USAGE.
+            let code = if e.use_stderr() { 64 } else { 0 };
+            e.print()?;
+            return Ok(ExitCode::from(code));
         }
     };
 
@@ -105,9 +88,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         match event {
             Event::Subscribed { resubscribed, .. } => {
                 if resubscribed {
-                    // Offers we held are void; learn what happened meanwhile.
-                    println!("re-subscribed; reconciling");
-                    framework.reconcile_all().await?;
+                    // Offers we held are void. What happened to our tasks
+                    // meanwhile arrives as updates: the SDK reconciles them.
+                    println!("re-subscribed");
                     if !pending.is_empty() && suppressed {
                         framework.revive(vec![]).await?;
                         suppressed = false;

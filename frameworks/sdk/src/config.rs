@@ -17,8 +17,9 @@ pub const MAX_FAILOVER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Describes a framework to the master and tunes the SDK.
 ///
-/// Build it with [`FrameworkConfig::new`] and the builder-style setters; the
-/// fields are public for callers that prefer struct syntax.
+/// Build it with [`FrameworkConfig::new`] and the builder-style setters. The
+/// fields are private and the struct is `#[non_exhaustive]`, so a new option
+/// (with its default) is not a breaking change.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,58 +31,36 @@ pub const MAX_FAILOVER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FrameworkConfig {
-    /// Human-readable name; must not be empty.
-    pub name: String,
-    /// Roles to subscribe to; empty means the default role `"*"`.
-    pub roles: Vec<String>,
-    /// How long the master keeps the framework and its tasks after the
-    /// event stream disconnects. Zero kills its tasks on disconnect.
-    pub failover_timeout: Duration,
-    /// Whether the framework understands `TASK_UNREACHABLE` and
-    /// `TASK_UNKNOWN`.
-    pub partition_aware: bool,
-    /// Host the framework runs on, for display.
-    pub hostname: Option<String>,
-    /// Id of an existing framework to resume (failover); `None` registers a
-    /// new framework.
-    pub framework_id: Option<String>,
-    /// Acknowledge agent status updates automatically (default `true`); see
-    /// [`Events`](crate::Events) for when. With `false`, call
-    /// [`Framework::acknowledge`](crate::Framework::acknowledge).
-    pub auto_acknowledge: bool,
-    /// How long [`subscribe`](crate::subscribe) keeps trying to reach a
-    /// leading master before giving up (default 30 s). Re-subscription
-    /// after a disconnect retries for as long as the
-    /// [`Events`](crate::Events) stream is alive.
-    pub connect_timeout: Duration,
-    /// How long a call waits for the master's answer (default 10 s, the
-    /// master's own limit for committing a change). A call whose event
-    /// stream is lost meanwhile ends at once with
-    /// [`SdkError::ConnectionLost`].
-    pub call_timeout: Duration,
-    /// How long the event stream may stay silent (no event, not even a
-    /// heartbeat) before the SDK takes the master as lost — frozen, or cut
-    /// off — and re-subscribes to whichever master leads (default 4 s; never
-    /// less than two of the master's heartbeat intervals, 1 s each by
-    /// default).
-    pub heartbeat_timeout: Duration,
-    /// After every subscription that resumes the framework (a
-    /// re-subscription, or [`FrameworkConfig::framework_id`] given), ask the
-    /// master for the latest state of the framework's tasks (default
-    /// `true`): of the tasks the SDK believes live (launched through it,
-    /// or reported in a non-terminal state, and not reported ended since),
-    /// or, when it knows of none, of every task the master holds. Updates
-    /// the master made while the framework was away, such as `TASK_LOST`
-    /// for a task of a removed agent, are not sent again; this is how the
-    /// framework hears of them. Turn it off for a framework that
-    /// reconciles on [`Event::Subscribed`](crate::Event::Subscribed) itself.
-    pub reconcile_on_resubscribe: bool,
+    /// See [`FrameworkConfig::new`].
+    pub(crate) name: String,
+    /// See [`FrameworkConfig::roles`].
+    pub(crate) roles: Vec<String>,
+    /// See [`FrameworkConfig::failover_timeout`].
+    pub(crate) failover_timeout: Duration,
+    /// See [`FrameworkConfig::partition_aware`].
+    pub(crate) partition_aware: bool,
+    /// See [`FrameworkConfig::hostname`].
+    pub(crate) hostname: Option<String>,
+    /// See [`FrameworkConfig::framework_id`].
+    pub(crate) framework_id: Option<String>,
+    /// See [`FrameworkConfig::auto_acknowledge`].
+    pub(crate) auto_acknowledge: bool,
+    /// See [`FrameworkConfig::connect_timeout`].
+    pub(crate) connect_timeout: Duration,
+    /// See [`FrameworkConfig::call_timeout`].
+    pub(crate) call_timeout: Duration,
+    /// See [`FrameworkConfig::heartbeat_timeout`].
+    pub(crate) heartbeat_timeout: Duration,
+    /// See [`FrameworkConfig::reconcile_on_resubscribe`].
+    pub(crate) reconcile_on_resubscribe: bool,
 }
 
 impl FrameworkConfig {
-    /// A config with the given name and defaults: default role, no
-    /// failover timeout, not partition-aware, auto-acknowledge on.
+    /// A config with the given human-readable name (it must not be empty)
+    /// and defaults: default role, no failover timeout, not
+    /// partition-aware, auto-acknowledge on.
     pub fn new(name: impl Into<String>) -> Self {
         FrameworkConfig {
             name: name.into(),
@@ -98,7 +77,8 @@ impl FrameworkConfig {
         }
     }
 
-    /// Sets the roles.
+    /// Sets the roles to subscribe to; none (the default) means the default
+    /// role `"*"`.
     #[must_use]
     pub fn roles<I, S>(mut self, roles: I) -> Self
     where
@@ -109,14 +89,17 @@ impl FrameworkConfig {
         self
     }
 
-    /// Sets the failover timeout.
+    /// Sets how long the master keeps the framework and its tasks after the
+    /// event stream disconnects (default zero: its tasks are killed on
+    /// disconnect).
     #[must_use]
     pub fn failover_timeout(mut self, timeout: Duration) -> Self {
         self.failover_timeout = timeout;
         self
     }
 
-    /// Sets whether the framework is partition-aware.
+    /// Sets whether the framework understands `TASK_UNREACHABLE` and
+    /// `TASK_UNKNOWN` (default `false`).
     #[must_use]
     pub fn partition_aware(mut self, yes: bool) -> Self {
         self.partition_aware = yes;
@@ -130,36 +113,48 @@ impl FrameworkConfig {
         self
     }
 
-    /// Resumes the existing framework `id` instead of registering a new one.
+    /// Resumes the existing framework `id` (failover) instead of
+    /// registering a new one (the default).
     #[must_use]
     pub fn framework_id(mut self, id: impl Into<String>) -> Self {
         self.framework_id = Some(id.into());
         self
     }
 
-    /// Turns automatic acknowledgement of status updates on or off.
+    /// Turns automatic acknowledgement of agent status updates on or off
+    /// (default on); see [`Events`](crate::Events) for when. With `false`,
+    /// call [`Framework::acknowledge`](crate::Framework::acknowledge).
     #[must_use]
     pub fn auto_acknowledge(mut self, yes: bool) -> Self {
         self.auto_acknowledge = yes;
         self
     }
 
-    /// Sets how long the first subscription keeps trying to reach a master.
+    /// Sets how long [`subscribe`](crate::subscribe) keeps trying to reach
+    /// a leading master before giving up (default 30 s). Re-subscription
+    /// after a disconnect retries for as long as the
+    /// [`Events`](crate::Events) stream is alive.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Sets how long a call waits for the master's answer.
+    /// Sets how long a call waits for the master's answer (default 10 s,
+    /// the master's own limit for committing a change). A call whose event
+    /// stream is lost meanwhile ends at once with
+    /// [`SdkError::ConnectionLost`].
     #[must_use]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
     }
 
-    /// Sets how long a silent event stream is tolerated (see
-    /// [`FrameworkConfig::heartbeat_timeout`]).
+    /// Sets how long the event stream may stay silent (no event, not even
+    /// a heartbeat) before the SDK takes the master as lost — frozen, or
+    /// cut off — and re-subscribes to whichever master leads (default 4 s;
+    /// never less than two of the master's heartbeat intervals, 1 s each
+    /// by default).
     #[must_use]
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
@@ -167,7 +162,17 @@ impl FrameworkConfig {
     }
 
     /// Turns the implicit reconciliation after a resuming subscription on
-    /// or off (see [`FrameworkConfig::reconcile_on_resubscribe`]).
+    /// or off (default on). After every subscription that resumes the
+    /// framework (a re-subscription, or
+    /// [`FrameworkConfig::framework_id`] given), the SDK asks the master
+    /// for the latest state of the framework's tasks: of the tasks it
+    /// believes live (launched through it, or reported in a non-terminal
+    /// state, and not reported ended since), or, when it knows of none, of
+    /// every task the master holds. Updates the master made while the
+    /// framework was away, such as `TASK_LOST` for a task of a removed
+    /// agent, are not sent again; this is how the framework hears of them.
+    /// Turn it off for a framework that reconciles on
+    /// [`Event::Subscribed`](crate::Event::Subscribed) itself.
     #[must_use]
     pub fn reconcile_on_resubscribe(mut self, yes: bool) -> Self {
         self.reconcile_on_resubscribe = yes;

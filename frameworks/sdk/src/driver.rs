@@ -186,7 +186,7 @@ async fn attempt(
 ///   [`FrameworkConfig::framework_id`] (`NOT_FOUND`; its failover timeout
 ///   expired).
 /// - [`SdkError::Rpc`]: the master refused the subscription
-///   (`INVALID_ARGUMENT`).
+///   ([`ErrorKind::Invalid`](crate::ErrorKind::Invalid)).
 /// - [`SdkError::Transport`]: no master led within the connect timeout; the
 ///   message says what each master answered (e.g. `connection refused`).
 pub async fn subscribe(

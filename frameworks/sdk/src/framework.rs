@@ -312,12 +312,13 @@ impl Framework {
     /// [`Event::Update`](crate::Event::Update).
     ///
     /// Offers received before the last [`Event::Disconnected`](crate::Event::Disconnected)
-    /// are void; accepting them fails with `INVALID_ARGUMENT`.
+    /// are void; accepting them fails with [`ErrorKind::Invalid`](crate::ErrorKind::Invalid).
     ///
     /// # Errors
-    /// [`SdkError::Rpc`] with `InvalidArgument` for unknown, rescinded or
-    /// foreign offers and tasks that do not fit (nothing is launched);
-    /// `FailedPrecondition` for a stale subscription; see [`SdkError`].
+    /// [`SdkError::Rpc`] of [`ErrorKind::Invalid`](crate::ErrorKind::Invalid)
+    /// for unknown, rescinded or foreign offers and tasks that do not fit
+    /// (nothing is launched); [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)
+    /// for a stale subscription or a task id in use; see [`SdkError`].
     pub async fn accept(
         &self,
         offer_ids: Vec<String>,
@@ -483,9 +484,11 @@ impl Framework {
     }
 
     /// Implicit reconciliation: the master sends the latest state of every
-    /// non-terminal task of this framework. Do this after every
-    /// [`Event::Subscribed`](crate::Event::Subscribed) with
-    /// `resubscribed: true`.
+    /// non-terminal task of this framework. The SDK already reconciles after
+    /// every [`Event::Subscribed`](crate::Event::Subscribed) with
+    /// `resubscribed: true` unless
+    /// [`FrameworkConfig::reconcile_on_resubscribe`](crate::FrameworkConfig::reconcile_on_resubscribe)
+    /// is off; call this when you turned it off, or to ask at any other time.
     ///
     /// # Errors
     /// See [`SdkError`].
@@ -508,7 +511,7 @@ impl Framework {
     /// [`SdkError::NotSubscribed`].
     ///
     /// # Errors
-    /// [`SdkError::Rpc`] with `InvalidArgument` for an invalid list (over
+    /// [`SdkError::Rpc`] of [`ErrorKind::Invalid`](crate::ErrorKind::Invalid) for an invalid list (over
     /// 10,000 tasks, a repeated or invalid task id, invalid resources, a
     /// reason over 4 KiB, counts that do not add up); the previous list
     /// stays. See [`SdkError`].

@@ -32,15 +32,23 @@
 //!   never launching a task twice and calling your hooks to save state
 //!   before the calls that depend on it.
 //!
-//! What the bare SDK is not: it keeps no state of your tasks and persists
-//! nothing. It does not retry calls (an `ACCEPT` is not idempotent), hold
-//! offers for you, or re-launch anything; after a re-subscription your held
-//! offers are void and you should reconcile ([`Framework::reconcile_all`]).
-//! If you need to survive your own restart, store the framework id and pass
-//! it back in [`FrameworkConfig::framework_id`], with a non-zero
-//! [`FrameworkConfig::failover_timeout`]. The [`runtime`] does the
-//! bookkeeping for you but stores nothing either: its hooks tell you what to
-//! save.
+//! What the bare SDK keeps: the ids of the tasks it believes live (launched
+//! through it, or reported in a non-terminal state, and not reported ended
+//! since), in memory, and after every subscription that resumes the
+//! framework it reconciles them with the master, so that what happened to
+//! them meanwhile arrives as [`Event::Update`]s (see
+//! [`FrameworkConfig::reconcile_on_resubscribe`]; you need not call
+//! [`Framework::reconcile_all`] yourself).
+//!
+//! What it is not: it persists nothing. It does not retry calls (an
+//! `ACCEPT` is not idempotent), hold offers for you, or re-launch anything;
+//! after a re-subscription your held offers are void. If you need to survive
+//! your own restart, store the framework id and pass it back in
+//! [`FrameworkConfig::framework_id`], with a non-zero
+//! [`FrameworkConfig::failover_timeout`]; the first subscription then
+//! reconciles every task the master holds for the framework. The [`runtime`]
+//! does the bookkeeping of your intent for you but stores nothing either: its
+//! hooks tell you what to save.
 //!
 //! # Example
 //!
@@ -74,6 +82,8 @@
 //! See `examples/hello.rs` for a complete framework on the bare SDK, and
 //! `examples/runtime_jobs.rs` for one on the [`runtime`].
 
+#![warn(missing_docs)]
+
 mod config;
 mod connection;
 mod driver;
@@ -87,7 +97,7 @@ pub use berth_proto as proto;
 pub use berth_scheduler_core::placement::{Explanation, Strategy};
 pub use config::{DEFAULT_HEARTBEAT_TIMEOUT, FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
-pub use error::{BoxError, RuntimeError, SdkError};
+pub use error::{BoxError, ErrorKind, RuntimeError, SdkError};
 pub use events::{Event, Events};
 pub use framework::Framework;
 pub use packing::{

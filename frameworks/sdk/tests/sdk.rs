@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use berth_proto as pb;
-use berth_sdk::{Event, Events, Framework, FrameworkConfig, SdkError, subscribe};
+use berth_sdk::{ErrorKind, Event, Events, Framework, FrameworkConfig, SdkError, subscribe};
 use pb::TaskState;
 use pb::event::Event as Wire;
 use support::{Call, FakeMaster, LeaderRole, agent_update, master_update, wait_until};
@@ -399,7 +399,7 @@ async fn missing_heartbeats_trigger_resubscription() {
 }
 
 #[tokio::test]
-async fn call_errors_keep_their_code() {
+async fn call_errors_keep_their_kind() {
     let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
     let (fw, _events) = connect(&fake, config()).await;
     fake.state().accept_error = Some((Code::InvalidArgument, "unknown offer \"o9\"".into()));
@@ -407,15 +407,17 @@ async fn call_errors_keep_their_code() {
         .accept(vec!["o9".into()], vec![], None)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(!err.outcome_unknown());
     assert!(matches!(
         &err,
-        SdkError::Rpc { code: Code::InvalidArgument, message } if message.contains("o9")
+        SdkError::Rpc { kind: ErrorKind::Invalid, message } if message.contains("o9")
     ));
 
     fake.supersede();
     let err = fw.revive(vec![]).await.unwrap_err();
-    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(!err.outcome_unknown());
 }
 
 #[tokio::test]

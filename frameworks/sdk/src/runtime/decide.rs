@@ -68,26 +68,31 @@ impl Intent {
 
 /// How [`decide`] turns the gap into actions; the same for the life of a
 /// runtime.
+///
+/// Start from [`Policy::default`] and change it with the builder-style
+/// setters; the fields are private and the struct `#[non_exhaustive]`, so a
+/// new knob is not a breaking change.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Policy {
     /// How tasks are packed into offers.
-    pub strategy: Strategy,
+    pub(crate) strategy: Strategy,
     /// The decline filter while tasks wait (`None`: the master's default
     /// of 5 s).
-    pub refuse: Option<Duration>,
+    pub(crate) refuse: Option<Duration>,
     /// The decline filter when no task waits.
-    pub idle_refuse: Duration,
+    pub(crate) idle_refuse: Duration,
     /// How long a reconciliation may go unanswered before it is asked
     /// again.
-    pub reconcile_retry: Duration,
+    pub(crate) reconcile_retry: Duration,
     /// How long a killed task may go on before the kill is sent again.
-    pub kill_retry: Duration,
+    pub(crate) kill_retry: Duration,
     /// The grace between SIGTERM and SIGKILL of a kill (`None`: the task's
     /// own).
-    pub kill_grace: Option<Duration>,
+    pub(crate) kill_grace: Option<Duration>,
     /// Launches of one task the master may refuse outright before the
     /// runtime gives up on it (reports `TASK_ERROR`).
-    pub max_refusals: u32,
+    pub(crate) max_refusals: u32,
 }
 
 impl Default for Policy {
@@ -101,6 +106,64 @@ impl Default for Policy {
             kill_grace: None,
             max_refusals: 3,
         }
+    }
+}
+
+impl Policy {
+    /// Sets how tasks are packed into offers (default
+    /// [`Strategy::FirstFit`]).
+    #[must_use]
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Sets the decline filter while tasks wait (default `None`: the
+    /// master's default of 5 s).
+    #[must_use]
+    pub fn refuse(mut self, refuse: Option<Duration>) -> Self {
+        self.refuse = refuse;
+        self
+    }
+
+    /// Sets the decline filter when no task waits (default 60 s).
+    #[must_use]
+    pub fn idle_refuse(mut self, refuse: Duration) -> Self {
+        self.idle_refuse = refuse;
+        self
+    }
+
+    /// Sets how long a reconciliation may go unanswered before it is asked
+    /// again (default 30 s).
+    #[must_use]
+    pub fn reconcile_retry(mut self, retry: Duration) -> Self {
+        self.reconcile_retry = retry;
+        self
+    }
+
+    /// Sets how long a killed task may go on before the kill is sent again
+    /// (default 30 s).
+    #[must_use]
+    pub fn kill_retry(mut self, retry: Duration) -> Self {
+        self.kill_retry = retry;
+        self
+    }
+
+    /// Sets the grace between SIGTERM and SIGKILL of a kill (default
+    /// `None`: the task's own).
+    #[must_use]
+    pub fn kill_grace(mut self, grace: Option<Duration>) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// Sets how many launches of one task the master may refuse outright
+    /// before the runtime gives up on it and reports `TASK_ERROR` (default
+    /// 3).
+    #[must_use]
+    pub fn max_refusals(mut self, refusals: u32) -> Self {
+        self.max_refusals = refusals;
+        self
     }
 }
 

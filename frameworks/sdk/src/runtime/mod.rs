@@ -116,7 +116,7 @@ pub use observed::{
 };
 
 use crate::error::{BoxError, RuntimeError};
-use crate::{Event, Framework, FrameworkConfig, SdkError, subscribe};
+use crate::{ErrorKind, Event, Framework, FrameworkConfig, SdkError, subscribe};
 
 /// What the framework wants the runtime to do next, as its hooks say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +396,7 @@ impl Executor {
             Ok(launched) => LaunchOutcome::Launched(launched),
             Err(SdkError::Removed(why)) => return Err(RuntimeError::Removed(why)),
             Err(SdkError::NotSubscribed) => LaunchOutcome::NotSent,
-            Err(e) if e.outcome_unknown() || e.code() == Some(tonic::Code::FailedPrecondition) => {
+            Err(e) if e.outcome_unknown() || e.kind() == ErrorKind::Conflict => {
                 tracing::info!(tasks = ?ids, error = %e, "launch outcome unknown; reconciling");
                 LaunchOutcome::Unknown
             }

@@ -97,10 +97,7 @@ fn tasks_that_fit_nowhere_are_published_and_offers_declined_briefly() {
     let intent = Intent::new(vec![Wanted::new(big.clone())]);
     let mut o = subscribed();
     o.on_event(&Event::Offers(vec![offer("o1", "ag1", 4.0, 1024.0)]));
-    let policy = Policy {
-        refuse: Some(Duration::from_secs(2)),
-        ..Policy::default()
-    };
+    let policy = Policy::default().refuse(Some(Duration::from_secs(2)));
     let d = decide(&intent, &o, &policy, Instant::now());
     let pending = crate::pending_tasks(&o.offers, &[big]).unwrap();
     assert_eq!(pending[0].reason, "no offer fits: 1 short on cpus");
@@ -249,10 +246,7 @@ fn a_recovered_task_is_reconciled_before_anything_and_followed_if_running() {
 
 #[test]
 fn launched_tasks_no_longer_wanted_are_killed_and_killed_again_later() {
-    let policy = Policy {
-        kill_grace: Some(Duration::from_secs(3)),
-        ..Policy::default()
-    };
+    let policy = Policy::default().kill_grace(Some(Duration::from_secs(3)));
     let t0 = Instant::now();
     let mut o = subscribed();
     o.suppressed = true;
