@@ -55,6 +55,9 @@ pub struct FrameworkConfig {
     pub(crate) heartbeat_timeout: Duration,
     /// See [`FrameworkConfig::reconcile_on_resubscribe`].
     pub(crate) reconcile_on_resubscribe: bool,
+    /// Settings the user made explicitly (not left at their defaults), by
+    /// name: the framework runtime says which of them it overrides.
+    pub(crate) explicit: Vec<&'static str>,
 }
 
 impl FrameworkConfig {
@@ -73,6 +76,7 @@ impl FrameworkConfig {
             connect_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            explicit: Vec::new(),
             reconcile_on_resubscribe: true,
         }
     }
@@ -103,6 +107,7 @@ impl FrameworkConfig {
     #[must_use]
     pub fn partition_aware(mut self, yes: bool) -> Self {
         self.partition_aware = yes;
+        self.explicit.push("partition_aware");
         self
     }
 
@@ -127,6 +132,7 @@ impl FrameworkConfig {
     #[must_use]
     pub fn auto_acknowledge(mut self, yes: bool) -> Self {
         self.auto_acknowledge = yes;
+        self.explicit.push("auto_acknowledge");
         self
     }
 

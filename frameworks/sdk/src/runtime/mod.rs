@@ -203,6 +203,19 @@ pub struct Runtime {
     policy: Policy,
 }
 
+/// The settings of `config` the caller made explicitly that the runtime
+/// overrides (partition awareness off, automatic acknowledgement on).
+fn overridden(config: &FrameworkConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if !config.partition_aware && config.explicit.contains(&"partition_aware") {
+        out.push("partition_aware");
+    }
+    if config.auto_acknowledge && config.explicit.contains(&"auto_acknowledge") {
+        out.push("auto_acknowledge");
+    }
+    out
+}
+
 /// Reports which step of the loop an error of the framework came from.
 fn framework_error(during: &'static str) -> impl FnOnce(BoxError) -> RuntimeError {
     move |source| RuntimeError::Framework { during, source }
@@ -213,9 +226,15 @@ impl Runtime {
     /// cluster through `masters`. The runtime subscribes partition-aware
     /// (it needs `TASK_UNKNOWN` to tell a launch that did not happen) and
     /// acknowledges updates itself; those two settings of `config` are
-    /// overridden.
+    /// overridden, and a warning names each one the caller set otherwise.
     #[must_use]
     pub fn new(masters: Vec<String>, config: FrameworkConfig) -> Self {
+        for setting in overridden(&config) {
+            tracing::warn!(
+                "the framework runtime overrides FrameworkConfig::{setting}: it subscribes \
+                 partition-aware and acknowledges updates itself"
+            );
+        }
         Runtime {
             masters,
             config: config.partition_aware(true).auto_acknowledge(false),

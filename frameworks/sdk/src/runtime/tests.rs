@@ -368,3 +368,22 @@ fn offers_are_void_after_a_disconnect_and_rescinds_drop_them() {
     let d = decide(&intent, &o, &Policy::default(), Instant::now());
     assert_eq!(d, Decision::default());
 }
+
+#[test]
+fn the_settings_the_runtime_overrides_are_named_only_when_the_caller_made_them() {
+    use crate::FrameworkConfig;
+    // Defaults are not the caller's request: nothing to warn about.
+    assert!(super::overridden(&FrameworkConfig::new("f")).is_empty());
+    // What the runtime wants anyway is not overridden.
+    let agreeing = FrameworkConfig::new("f")
+        .partition_aware(true)
+        .auto_acknowledge(false);
+    assert!(super::overridden(&agreeing).is_empty());
+    let conflicting = FrameworkConfig::new("f")
+        .partition_aware(false)
+        .auto_acknowledge(true);
+    assert_eq!(
+        super::overridden(&conflicting),
+        ["partition_aware", "auto_acknowledge"]
+    );
+}
