@@ -18,50 +18,64 @@
 //! `record.rs` is the leaf the others share: `PipelineRecord` (one pipeline
 //! as stored), `Expired`, the task ids of job attempts and
 //! `fail_unlaunched`; `task.rs` is the pure job → `TaskInfo` step
-//! (`task_for`, `tags_match`, `below_minimums`).
+//! (`task_for`, `tags_match`): the rendered script, the job's variables as
+//! the environment, the image as a Docker container or a process without
+//! one; `CommandInfo.uris` for the commit's source archive, the artifacts of
+//! the jobs it depends on and its caches; `TaskInfo.outputs` for its
+//! artifacts and caches.
 //!
-//! `runner.rs` is the framework: one event loop owns every pipeline; it
-//! turns pending jobs into tasks (a job whose task asks for less than
-//! `berth_proto::minimums` allows is failed with `scheduler_failure` before
-//! it is packed, by `fail_unlaunched`, which the missing-source and expiry
-//! checks use too: the masters would refuse it, and the tasks accepted with
-//! it; the rendered script, the job's variables as the environment, the
-//! image as a Docker container or a process without one; `CommandInfo.uris`
-//! for the commit's source archive, the artifacts of the jobs it depends on
-//! and its caches; `TaskInfo.outputs` for its artifacts and caches), packs
-//! them into offers (`tags` against agent attributes first), turns terminal
-//! updates into `JobEnd`s with GitLab failure reasons (`FETCH_FAILED` →
-//! missing dependency, no exit code → runner system failure, a failed
+//! The framework runs on the SDK's framework runtime
+//! (`berth_sdk::runtime`), which owns the subscription, offers, launches,
+//! kills, reconciliation and acknowledgements. `schedule.rs` is the CI
+//! side, pure: `intent` (the pending jobs' tasks, oldest pipeline first,
+//! `tags` as placement constraints, not the jobs waiting for their resource
+//! group; the running jobs' tasks to follow; the tasks of canceled and
+//! timed-out jobs to stop), `on_update` (a task's update → the job's result
+//! through the state machine, with GitLab failure reasons: `FETCH_FAILED` →
+//! missing dependency, no exit code → runner system failure, lost,
+//! unreachable or unknown to the master → runner system failure, a failed
 //! artifact upload → data integrity, killed at `timeout` → execution
-//! timeout), stores every change in `store.rs` (redb, one JSON record per
-//! pipeline, durable on return; the file carries a format version, and a
-//! newer one is refused) before acting on it — a write that fails stops the
-//! runner (`RunnerHandle::failure` says why; `berth ci serve` exits non-zero
-//! with it) — and follows each job's stdout and stderr from its agent's
-//! `ReadLog` into one log file through `berth_proto::mask` (a streaming
-//! masker that catches secrets split across chunks; the agent masks the
-//! task's output with the same values first, see `logger.rs`, so the log it
-//! serves holds none of them), in the order they were written: the rendered
-//! script writes `SCRIPT_START_MARKER` to its stderr and then sends its
-//! stderr to its stdout (`exec 2>&1`), so the task's `stderr` holds only the
-//! agent's lines, fetches above the mark and uploads below it; the log is
-//! `stderr` up to the mark (left out), then `stdout`, then the rest of
-//! `stderr`, also when the collection starts late or resumes
-//! (`Position::script_started`). Logs are stored as `logs/<pipeline>/<job
-//! index>-<attempt>.log`: job names (any characters, up to 255 bytes) make
-//! no safe, readable, collision-free file names, and every viewer finds a
-//! log by the job's name.
+//! timeout), `due` (delayed jobs that start, time limits counted from the
+//! attempt's recorded start). A restart is not a special path: the intent
+//! names the running jobs' tasks as launched before (the runtime asks the
+//! master about them first) and the canceled jobs' tasks to stop (their
+//! kills are sent again). A job whose task asks for less than
+//! `berth_proto::minimums` allows is given up on by the runtime and failed
+//! with `scheduler_failure` by `fail_unlaunched`, which the missing-source
+//! and expiry checks use too.
 //!
-//! Slow work stays off that loop: a submission is parsed, planned once and
-//! its `git archive` written to a temporary file in
-//! `RunnerHandle::submit_linked` (`spawn_blocking`), the loop then only
-//! stores the record (ids in the order submissions reach it; a linked
-//! repository update in the same transaction), moves the archive into place
-//! and publishes it; agents' addresses are looked up by the log collections
-//! themselves (`collect.rs`); reads (`get`, `list`, log followers) use the
-//! records the loop publishes on every persist (`Arc<PipelineRecord>` per
-//! pipeline, `waiting_for_resource` derived then), never the loop, and
-//! `list` is a page (`limit`, `before`) of summaries.
+//! `runner.rs` holds the handle and the start; `runner/framework.rs`
+//! executes: it stores every change in `store.rs` (redb, one JSON record
+//! per pipeline, durable on return; the file carries a format version, and
+//! a newer one is refused) before the runtime acts on it — a write that
+//! fails stops the runner (`RunnerHandle::failure` says why; `berth ci
+//! serve` exits non-zero with it) — and follows each job's stdout and
+//! stderr from its agent's `ReadLog` into one log file through
+//! `berth_proto::mask` (a streaming masker that catches secrets split
+//! across chunks; the agent masks the task's output with the same values
+//! first, see `logger.rs`, so the log it serves holds none of them), in the
+//! order they were written: the rendered script writes
+//! `SCRIPT_START_MARKER` to its stderr and then sends its stderr to its
+//! stdout (`exec 2>&1`), so the task's `stderr` holds only the agent's
+//! lines, fetches above the mark and uploads below it; the log is `stderr`
+//! up to the mark (left out), then `stdout`, then the rest of `stderr`,
+//! also when the collection starts late or resumes
+//! (`Position::script_started`). Logs are stored as
+//! `logs/<pipeline>/<job index>-<attempt>.log`: job names (any characters,
+//! up to 255 bytes) make no safe, readable, collision-free file names, and
+//! every viewer finds a log by the job's name.
+//!
+//! Slow work stays off the runtime's task: a submission is parsed, planned
+//! once and its `git archive` written to a temporary file in
+//! `RunnerHandle::submit_linked` (`spawn_blocking`), the framework then
+//! only stores the record (ids in the order submissions reach it; a linked
+//! repository update in the same transaction), moves the archive into
+//! place and publishes it; agents' addresses are looked up by the log
+//! collections themselves (`collect.rs`); reads (`get`, `list`, log
+//! followers) use the records published on every persist
+//! (`Arc<PipelineRecord>` per pipeline, `waiting_for_resource` derived
+//! then), never the framework's task, and `list` is a page (`limit`,
+//! `before`) of summaries.
 //!
 //! `collect.rs` makes that resumable: after every write it replaces a
 //! `<log>.pos` file with the log's length and, per stream, the raw offset
@@ -235,6 +249,7 @@ pub use berth_proto::mask;
 pub mod repos;
 pub mod resource_group;
 pub mod runner;
+mod schedule;
 pub mod source;
 pub mod state;
 pub mod store;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_sdk::proto as pb;
+use berth_sdk::runtime::Constraint;
 
 use super::expiry;
 use super::files::{NameError, urls};
@@ -167,28 +168,12 @@ pub(crate) fn task_for(
     })
 }
 
-/// Why the masters would refuse `task` for what it asks for (the rule they
-/// apply, `berth_proto::minimums`), if they would.
-pub(crate) fn below_minimums(task: &pb::TaskInfo) -> Option<String> {
-    match berth_proto::convert::resources_from_proto_opt(task.resources.as_ref()) {
-        Err(e) => Some(e.to_string()),
-        Ok(r) => {
-            berth_proto::minimums::check_task_minimums(&task.task_id, &r, task.container.is_some())
-                .err()
-                .map(|e| e.to_string())
-        }
-    }
-}
-
 /// Whether an agent's attributes satisfy a job's tags: each tag is an
 /// attribute name, or one of the comma-separated values of the `tags`
 /// attribute.
 pub fn tags_match(tags: &[String], attributes: &[pb::Attribute]) -> bool {
-    tags.iter().all(|tag| {
-        attributes.iter().any(|a| {
-            a.name == *tag || (a.name == "tags" && a.value.split(',').any(|v| v.trim() == tag))
-        })
-    })
+    tags.iter()
+        .all(|tag| Constraint::Tag(tag.clone()).allows(attributes))
 }
 
 /// A positive, finite number from job variable `name`, or `default`.

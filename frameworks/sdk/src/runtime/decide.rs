@@ -5,7 +5,49 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 
 use super::observed::{Observed, TaskPhase};
-use crate::{Strategy, pack_offers, pending_tasks, task_resources};
+use crate::{PackPlan, Strategy, pack_offers, pending_tasks, task_resources};
+
+/// What the framework knew of a wanted task before the runtime started:
+/// whether an earlier run of it may have launched the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prior {
+    /// Never launched: launch it when it fits.
+    #[default]
+    New,
+    /// An earlier run saved that a launch was about to be sent (see
+    /// [`Scheduler::before_launch`](super::Scheduler::before_launch)) and
+    /// never heard of it since. The task is reconciled first and launched
+    /// only if the master does not have it.
+    MaybeLaunched,
+    /// An earlier run saw the task in the cluster (an update came). The
+    /// task is reconciled first and never launched again: if the master no
+    /// longer has it, the answer (`TASK_UNKNOWN`) ends it and is reported
+    /// to [`Scheduler::on_update`](super::Scheduler::on_update).
+    Launched,
+}
+
+/// Where a task may be placed, beyond fitting the offer's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Constraint {
+    /// The offer's agent carries the tag: an attribute of that name, or
+    /// the tag among the comma-separated values of its `tags` attribute
+    /// (how `berth agent --attributes` spells a list of tags).
+    Tag(String),
+}
+
+impl Constraint {
+    /// Whether an agent with `attributes` (an offer's) satisfies the
+    /// constraint.
+    #[must_use]
+    pub fn allows(&self, attributes: &[pb::Attribute]) -> bool {
+        match self {
+            Constraint::Tag(tag) => attributes.iter().any(|a| {
+                a.name == *tag || (a.name == "tags" && a.value.split(',').any(|v| v.trim() == tag))
+            }),
+        }
+    }
+}
 
 /// One task the framework wants to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,12 +56,10 @@ pub struct Wanted {
     /// most once: to run the same work again (a retry), want a task with a
     /// new id.
     pub task: pb::TaskInfo,
-    /// The framework saved, before it last stopped, that a launch of this
-    /// task was about to be sent (see
-    /// [`Scheduler::before_launch`](super::Scheduler::before_launch)). Such
-    /// a task is reconciled first and launched only if the master does not
-    /// have it.
-    pub maybe_launched: bool,
+    /// What an earlier run of the framework knew of it.
+    pub prior: Prior,
+    /// Where it may be placed: every constraint must allow the offer.
+    pub constraints: Vec<Constraint>,
 }
 
 impl Wanted {
@@ -28,18 +68,43 @@ impl Wanted {
     pub fn new(task: pb::TaskInfo) -> Self {
         Wanted {
             task,
-            maybe_launched: false,
+            prior: Prior::New,
+            constraints: Vec::new(),
         }
     }
 
     /// A task that may have been launched by an earlier run of the
-    /// framework.
+    /// framework ([`Prior::MaybeLaunched`]).
     #[must_use]
     pub fn recovered(task: pb::TaskInfo) -> Self {
-        Wanted {
-            task,
-            maybe_launched: true,
-        }
+        Wanted::new(task).prior(Prior::MaybeLaunched)
+    }
+
+    /// A task an earlier run of the framework saw in the cluster
+    /// ([`Prior::Launched`]).
+    #[must_use]
+    pub fn launched(task: pb::TaskInfo) -> Self {
+        Wanted::new(task).prior(Prior::Launched)
+    }
+
+    /// Sets what an earlier run knew of the task.
+    #[must_use]
+    pub fn prior(mut self, prior: Prior) -> Self {
+        self.prior = prior;
+        self
+    }
+
+    /// Adds placement constraints.
+    #[must_use]
+    pub fn constraints(mut self, constraints: impl IntoIterator<Item = Constraint>) -> Self {
+        self.constraints.extend(constraints);
+        self
+    }
+
+    /// Whether `offer` satisfies every constraint.
+    #[must_use]
+    pub fn allows(&self, offer: &pb::Offer) -> bool {
+        self.constraints.iter().all(|c| c.allows(&offer.attributes))
     }
 }
 
@@ -50,19 +115,42 @@ impl Wanted {
 pub struct Intent {
     /// The wanted tasks, in priority order.
     pub tasks: Vec<Wanted>,
+    /// Tasks the framework wants gone that an earlier run may have left
+    /// running, as `(task id, agent id)` (agent id may be empty): each is
+    /// reconciled if the runtime does not know it, killed while it runs,
+    /// and its end reported. Name here what the framework has asked to
+    /// stop until that end arrives; a task the runtime saw itself is
+    /// killed whether named here or not.
+    pub stop: Vec<(String, String)>,
 }
 
 impl Intent {
     /// An intent of `tasks`.
     #[must_use]
     pub fn new(tasks: Vec<Wanted>) -> Self {
-        Intent { tasks }
+        Intent {
+            tasks,
+            stop: Vec::new(),
+        }
     }
 
-    /// Whether the intent names `task_id`.
+    /// Adds tasks to stop ([`Intent::stop`]).
+    #[must_use]
+    pub fn stopping(mut self, tasks: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.stop.extend(tasks);
+        self
+    }
+
+    /// Whether the intent wants `task_id` running.
     #[must_use]
     pub fn wants(&self, task_id: &str) -> bool {
         self.tasks.iter().any(|w| w.task.task_id == task_id)
+    }
+
+    /// Whether the intent names `task_id`, as wanted or as to stop.
+    #[must_use]
+    pub fn names(&self, task_id: &str) -> bool {
+        self.wants(task_id) || self.stop.iter().any(|(id, _)| id == task_id)
     }
 }
 
@@ -261,29 +349,51 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     // 1. Reconcile.
     let mut ask = Vec::new();
     let due = |asked: Option<Instant>| asked.is_none_or(|t| now >= t + policy.reconcile_retry);
-    for w in &intent.tasks {
-        if w.maybe_launched && observed.task(&w.task.task_id).is_none() {
-            ask.push((w.task.task_id.clone(), w.task.agent_id.clone()));
+    let agent_of = |id: &str| {
+        intent
+            .tasks
+            .iter()
+            .find(|w| w.task.task_id == id)
+            .map(|w| w.task.agent_id.clone())
+            .or_else(|| {
+                intent
+                    .stop
+                    .iter()
+                    .find(|(t, _)| t == id)
+                    .map(|(_, a)| a.clone())
+            })
+            .unwrap_or_default()
+    };
+    let unseen = intent
+        .tasks
+        .iter()
+        .filter(|w| w.prior != Prior::New)
+        .map(|w| &w.task.task_id)
+        .chain(intent.stop.iter().map(|(id, _)| id));
+    for id in unseen {
+        if observed.task(id).is_none() {
+            ask.push((id.clone(), agent_of(id)));
         }
     }
     for (id, view) in &observed.tasks {
-        if view.phase != TaskPhase::Unknown {
+        let unanswered = match &view.phase {
+            TaskPhase::Unknown => true,
+            // Adopted from an earlier run, and not heard of since.
+            TaskPhase::Launched { status: None } => view.adopted,
+            _ => false,
+        };
+        if !unanswered {
             continue;
         }
         if due(view.reconcile_asked) {
-            let agent = intent
-                .tasks
-                .iter()
-                .find(|w| &w.task.task_id == id)
-                .map(|w| w.task.agent_id.clone())
-                .unwrap_or_default();
-            ask.push((id.clone(), agent));
+            ask.push((id.clone(), agent_of(id)));
         } else if let Some(t) = view.reconcile_asked {
             wake(t + policy.reconcile_retry, &mut decision);
         }
     }
     if !ask.is_empty() {
         ask.sort();
+        ask.dedup();
         let retry = now + policy.reconcile_retry;
         wake(retry, &mut decision);
         decision.actions.push(Action::Reconcile { tasks: ask });
@@ -307,19 +417,18 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     }
 
     // 3. Give up; collect the tasks that wait.
-    let mut waiting = Vec::new();
+    let mut waiting: Vec<&Wanted> = Vec::new();
     for w in &intent.tasks {
         let id = &w.task.task_id;
         let launchable = match observed.task(id) {
-            None => !w.maybe_launched,
+            None => w.prior == Prior::New,
             Some(view) => view.phase == TaskPhase::NotLaunched,
         };
         if !launchable {
             continue;
         }
         let refusals = observed.task(id).map_or(0, |v| v.refusals);
-        let invalid = task_resources(&w.task).err().map(|e| e.to_string());
-        let why = match invalid {
+        let why = match invalid(&w.task) {
             Some(why) => Some(why),
             None if refusals >= policy.max_refusals => Some(format!(
                 "the master refused its launch {refusals} times, last: {}",
@@ -334,7 +443,7 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
             Some(message) => decision.actions.push(Action::GiveUp {
                 status: given_up(&w.task, message),
             }),
-            None => waiting.push(w.task.clone()),
+            None => waiting.push(w),
         }
     }
 
@@ -342,10 +451,9 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     let still_waiting = if observed.offers.is_empty() {
         waiting.len()
     } else {
-        // Every task's resources were checked above: packing cannot fail.
-        let plan = match pack_offers(&observed.offers, waiting, policy.strategy) {
-            Ok(plan) => plan,
-            Err(_) => return decision,
+        let Some(plan) = place(&observed.offers, &waiting, policy.strategy) else {
+            // Every task's resources were checked above: packing cannot fail.
+            return decision;
         };
         for (offer_id, tasks) in plan.launches {
             decision.actions.push(Action::Launch { offer_id, tasks });
@@ -402,6 +510,66 @@ fn given_up(task: &pb::TaskInfo, message: String) -> pb::TaskStatus {
         reason: pb::TaskReason::TaskInvalid as i32,
         ..Default::default()
     }
+}
+
+/// Why the master would refuse `task` outright, if it would: its own
+/// fields, its resources, the least a task may ask for. The same rules the
+/// master checks, so a task that breaks them is given up on without a
+/// round trip.
+fn invalid(task: &pb::TaskInfo) -> Option<String> {
+    if let Err(e) = berth_proto::task::validate_task(task) {
+        return Some(e.to_string());
+    }
+    let resources = match task_resources(task) {
+        Ok(r) => r,
+        Err(e) => return Some(e.to_string()),
+    };
+    berth_proto::minimums::check_task_minimums(&task.task_id, &resources, task.container.is_some())
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Packs the waiting tasks into `offers`: first the constrained ones, each
+/// set of equal constraints into the offers that satisfy them, then the
+/// others into the offers left. An offer is used by one set only (one
+/// accept per offer). `None` if a task's resources are invalid.
+fn place(offers: &[pb::Offer], waiting: &[&Wanted], strategy: Strategy) -> Option<PackPlan> {
+    let mut left: Vec<pb::Offer> = offers.to_vec();
+    let mut launches = Vec::new();
+    let mut unplaced = Vec::new();
+    let mut groups: Vec<(&[Constraint], Vec<pb::TaskInfo>)> = Vec::new();
+    let mut free = Vec::new();
+    for w in waiting {
+        if w.constraints.is_empty() {
+            free.push(w.task.clone());
+        } else if let Some((_, tasks)) = groups
+            .iter_mut()
+            .find(|(c, _)| *c == w.constraints.as_slice())
+        {
+            tasks.push(w.task.clone());
+        } else {
+            groups.push((w.constraints.as_slice(), vec![w.task.clone()]));
+        }
+    }
+    for (constraints, tasks) in groups {
+        let fitting: Vec<pb::Offer> = left
+            .iter()
+            .filter(|o| constraints.iter().all(|c| c.allows(&o.attributes)))
+            .cloned()
+            .collect();
+        let plan = pack_offers(&fitting, tasks, strategy).ok()?;
+        left.retain(|o| !plan.launches.iter().any(|(id, _)| *id == o.id));
+        launches.extend(plan.launches);
+        unplaced.extend(plan.unplaced);
+    }
+    let plan = pack_offers(&left, free, strategy).ok()?;
+    launches.extend(plan.launches);
+    unplaced.extend(plan.unplaced);
+    Some(PackPlan {
+        launches,
+        unused: plan.unused,
+        unplaced,
+    })
 }
 
 /// The ids of `tasks`.

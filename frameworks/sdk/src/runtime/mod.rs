@@ -110,7 +110,7 @@ use std::time::Instant;
 use berth_proto as pb;
 use tokio::task::JoinSet;
 
-pub use decide::{Action, Decision, Intent, Policy, Wanted, decide};
+pub use decide::{Action, Constraint, Decision, Intent, Policy, Prior, Wanted, decide};
 pub use observed::{
     LaunchOutcome, Observed, REASON_RECONCILIATION, TaskPhase, TaskView, UpdateMeaning,
 };
@@ -187,10 +187,24 @@ pub trait Scheduler: Send {
 
     /// Completes when the intent changed for a reason of the framework's
     /// own (an API call, a timer), or when it wants to stop. Must be
-    /// cancel-safe: the runtime drops it whenever an event comes first.
-    /// The default never completes.
+    /// cancel-safe: the runtime drops it whenever an event comes first, so
+    /// it should only wait (receive from a channel, sleep until a timer)
+    /// and keep what it received; do the work in
+    /// [`Scheduler::on_changed`]. The default never completes.
     fn changed(&mut self) -> impl Future<Output = Control> + Send {
         std::future::pending()
+    }
+
+    /// Runs after [`Scheduler::changed`] completed with
+    /// [`Control::Continue`], and is never cancelled: handle what `changed`
+    /// received (a request, a timer that fell due) and save what it
+    /// changes before returning. The next decision follows. The default
+    /// does nothing.
+    ///
+    /// # Errors
+    /// Any error stops the runtime.
+    fn on_changed(&mut self) -> impl Future<Output = Result<Control, BoxError>> + Send {
+        async { Ok(Control::Continue) }
     }
 }
 
@@ -257,15 +271,73 @@ impl Runtime {
     /// teardown fails; [`RuntimeError::Removed`] if the master removed the
     /// framework; [`RuntimeError::Framework`] if a hook failed.
     pub async fn run<S: Scheduler>(self, scheduler: &mut S) -> Result<Stopped, RuntimeError> {
-        let (framework, mut events) = subscribe(self.masters.clone(), self.config.clone()).await?;
+        self.connect().await?.run(scheduler).await
+    }
+
+    /// Subscribes, without running anything yet: a framework that must
+    /// know it reached the cluster before it goes on (and its framework
+    /// id) connects first, then [`Connected::run`]s.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Sdk`] if the subscription cannot be made (for a
+    /// stored framework id the masters removed, its kind is
+    /// [`SdkError::Removed`]).
+    pub async fn connect(self) -> Result<Connected, RuntimeError> {
+        let (framework, events) = subscribe(self.masters.clone(), self.config.clone()).await?;
+        Ok(Connected {
+            framework,
+            events,
+            policy: self.policy,
+            call_timeout: self.config.call_timeout,
+        })
+    }
+}
+
+/// A subscribed [`Runtime`], not running yet (see [`Runtime::connect`]).
+#[derive(Debug)]
+pub struct Connected {
+    framework: Framework,
+    events: crate::Events,
+    policy: Policy,
+    call_timeout: std::time::Duration,
+}
+
+impl Connected {
+    /// The framework id the masters gave (or resumed).
+    #[must_use]
+    pub fn framework_id(&self) -> String {
+        self.framework.id()
+    }
+
+    /// Tears the framework down without running it (the master kills its
+    /// tasks).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Sdk`] if the teardown fails.
+    pub async fn teardown(self) -> Result<(), RuntimeError> {
+        Ok(self.framework.teardown().await?)
+    }
+
+    /// Runs `scheduler` until a hook says stop, the framework is removed,
+    /// or a hook fails; see [`Runtime::run`].
+    ///
+    /// # Errors
+    /// As [`Runtime::run`].
+    pub async fn run<S: Scheduler>(self, scheduler: &mut S) -> Result<Stopped, RuntimeError> {
+        let Connected {
+            framework,
+            mut events,
+            policy,
+            call_timeout,
+        } = self;
         let mut exec = Executor {
             framework,
-            policy: self.policy,
+            policy,
             observed: Observed::new(),
             acks: JoinSet::new(),
         };
         let result = exec.run(scheduler, &mut events).await;
-        exec.finish_acks(self.config.call_timeout).await;
+        exec.finish_acks(call_timeout).await;
         match result? {
             Control::Teardown => {
                 exec.framework.teardown().await?;
@@ -311,7 +383,13 @@ impl Executor {
                     Some(event) => self.on_event(scheduler, event).await?,
                     None => return Err(RuntimeError::Ended),
                 },
-                control = scheduler.changed() => control,
+                control = scheduler.changed() => match control {
+                    Control::Continue => scheduler
+                        .on_changed()
+                        .await
+                        .map_err(framework_error("handling a change of its own"))?,
+                    other => other,
+                },
                 () = sleep => Control::Continue,
             };
             if control != Control::Continue {
@@ -331,7 +409,8 @@ impl Executor {
         scheduler: &mut S,
     ) -> Result<(Control, bool, Option<Instant>), RuntimeError> {
         let intent = scheduler.intent();
-        self.observed.forget_unwanted(|id| intent.wants(id));
+        self.observed.forget_unwanted(|id| intent.names(id));
+        self.observed.adopt(&intent);
         let decision = decide(&intent, &self.observed, &self.policy, Instant::now());
         let mut again = false;
         for action in decision.actions {

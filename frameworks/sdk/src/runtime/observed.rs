@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use berth_proto as pb;
 
+use super::decide::{Intent, Prior};
 use crate::Event;
 
 /// The reason the master gives its answers to a reconciliation.
@@ -58,6 +59,10 @@ pub struct TaskView {
     pub refusals: u32,
     /// Why the master refused its last launch.
     pub last_refusal: Option<String>,
+    /// Taken over from an earlier run of the framework (see
+    /// [`Observed::adopt`]) rather than launched by this one: reconciled
+    /// until an update about it arrives.
+    pub adopted: bool,
 }
 
 impl TaskView {
@@ -70,6 +75,7 @@ impl TaskView {
             kill_sent: None,
             refusals: 0,
             last_refusal: None,
+            adopted: false,
         }
     }
 
@@ -296,6 +302,26 @@ impl Observed {
     pub fn kill_sent(&mut self, task_id: &str, now: Instant) {
         if let Some(view) = self.tasks.get_mut(task_id) {
             view.kill_sent = Some(now);
+        }
+    }
+
+    /// Takes over what an earlier run of the framework knew, as `intent`
+    /// says: a wanted task of [`Prior::Launched`] and a task to stop that
+    /// the runtime has not heard of are taken as launched (so a task to
+    /// stop is killed, and a `TASK_UNKNOWN` answer about either ends it).
+    pub fn adopt(&mut self, intent: &Intent) {
+        let launched = intent
+            .tasks
+            .iter()
+            .filter(|w| w.prior == Prior::Launched)
+            .map(|w| &w.task.task_id)
+            .chain(intent.stop.iter().map(|(id, _)| id));
+        for id in launched {
+            if !self.tasks.contains_key(id) {
+                let mut view = TaskView::new(TaskPhase::Launched { status: None });
+                view.adopted = true;
+                self.tasks.insert(id.clone(), view);
+            }
         }
     }
 

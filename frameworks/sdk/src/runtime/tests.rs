@@ -387,3 +387,149 @@ fn the_settings_the_runtime_overrides_are_named_only_when_the_caller_made_them()
         ["partition_aware", "auto_acknowledge"]
     );
 }
+
+#[test]
+fn a_task_seen_by_an_earlier_run_is_reconciled_and_its_loss_reported_not_relaunched() {
+    let a = task("a", "cpus:1;mem:32");
+    let intent = Intent::new(vec![Wanted::launched(on_agent(a, "ag1"))]);
+    let t0 = Instant::now();
+    let mut o = subscribed();
+    o.suppressed = true;
+    o.adopt(&intent);
+    o.on_event(&Event::Offers(vec![offer("o1", "ag1", 4.0, 1024.0)]));
+    let d = decide(&intent, &o, &Policy::default(), t0);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Reconcile {
+                tasks: vec![("a".into(), "ag1".into())],
+            },
+            Action::Decline {
+                offer_ids: ids(&["o1"]),
+                refuse: Some(Policy::default().idle_refuse),
+            },
+        ]
+    );
+    o.offers_spent(&ids(&["o1"]));
+    o.reconcile_sent(&ids(&["a"]), t0);
+    // Not asked again before the retry interval.
+    assert_eq!(
+        decide(&intent, &o, &Policy::default(), t0 + Duration::from_secs(1)).actions,
+        vec![]
+    );
+    // The master lost it: the framework hears so, and it is not launched.
+    let gone = status("a", pb::TaskState::TaskUnknown, REASON_RECONCILIATION);
+    assert_eq!(o.update(&gone), UpdateMeaning::Report);
+    o.on_event(&Event::Offers(vec![offer("o2", "ag1", 4.0, 1024.0)]));
+    let d = decide(&intent, &o, &Policy::default(), t0 + Duration::from_secs(2));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Launch { .. })),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn a_task_to_stop_is_killed_at_once_and_its_end_reported() {
+    let intent = Intent::default().stopping([("old".to_owned(), "ag1".to_owned())]);
+    let t0 = Instant::now();
+    let mut o = subscribed();
+    o.suppressed = true;
+    o.adopt(&intent);
+    let d = decide(&intent, &o, &Policy::default(), t0);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Reconcile {
+                tasks: vec![("old".into(), "ag1".into())],
+            },
+            Action::Kill {
+                task_id: "old".into(),
+                grace: None,
+            },
+        ]
+    );
+    o.reconcile_sent(&ids(&["old"]), t0);
+    o.kill_sent("old", t0);
+    let gone = status("old", pb::TaskState::TaskUnknown, REASON_RECONCILIATION);
+    assert_eq!(o.update(&gone), UpdateMeaning::Report);
+    // Ended and still named: kept, not adopted again, nothing to do.
+    o.forget_unwanted(|id| intent.names(id));
+    o.adopt(&intent);
+    assert_eq!(
+        decide(
+            &intent,
+            &o,
+            &Policy::default(),
+            t0 + Duration::from_secs(60)
+        )
+        .actions,
+        vec![]
+    );
+}
+
+#[test]
+fn constrained_tasks_go_only_into_offers_that_allow_them() {
+    let tagged = task("tagged", "cpus:1;mem:32");
+    let plain = task("plain", "cpus:1;mem:32");
+    let intent = Intent::new(vec![
+        Wanted::new(plain.clone()),
+        Wanted::new(tagged.clone()).constraints([Constraint::Tag("gpu".into())]),
+    ]);
+    let mut gpu = offer("o2", "ag2", 4.0, 1024.0);
+    gpu.attributes.push(pb::Attribute {
+        name: "tags".into(),
+        value: "linux, gpu".into(),
+    });
+    let mut o = subscribed();
+    o.suppressed = true;
+    o.on_event(&Event::Offers(vec![offer("o1", "ag1", 4.0, 1024.0), gpu]));
+    let d = decide(&intent, &o, &Policy::default(), Instant::now());
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Launch {
+                offer_id: "o2".into(),
+                tasks: vec![on_agent(tagged.clone(), "ag2")],
+            },
+            Action::Launch {
+                offer_id: "o1".into(),
+                tasks: vec![on_agent(plain, "ag1")],
+            },
+        ]
+    );
+    // With no offer that allows it, it waits (and offers are revived).
+    let intent = Intent::new(vec![
+        Wanted::new(tagged).constraints([Constraint::Tag("gpu".into())]),
+    ]);
+    let mut o = subscribed();
+    o.suppressed = true;
+    o.on_event(&Event::Offers(vec![offer("o1", "ag1", 4.0, 1024.0)]));
+    let d = decide(&intent, &o, &Policy::default(), Instant::now());
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Launch { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert!(d.actions.contains(&Action::Revive), "{:?}", d.actions);
+}
+
+#[test]
+fn a_task_below_the_masters_minimums_is_given_up_without_a_launch() {
+    let mut tiny = task("tiny", "cpus:1;mem:32");
+    tiny.resources.as_mut().unwrap().mem = 0.0;
+    let intent = Intent::new(vec![Wanted::new(tiny)]);
+    let mut o = subscribed();
+    o.on_event(&Event::Offers(vec![offer("o1", "ag1", 4.0, 1024.0)]));
+    let d = decide(&intent, &o, &Policy::default(), Instant::now());
+    let Some(Action::GiveUp { status }) = d.actions.first() else {
+        panic!("expected a give-up first, got {:?}", d.actions);
+    };
+    assert_eq!(status.reason(), pb::TaskReason::TaskInvalid);
+    assert!(status.message.contains("mem"), "{}", status.message);
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Launch { .. })),
+        "{:?}",
+        d.actions
+    );
+}
