@@ -22,7 +22,9 @@ use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto_opt, resources_to_proto};
 use berth_scheduler_core::placement::{Explanation, explain};
 use berth_scheduler_core::{PortRanges, Resources, Scalar};
-use berth_sdk::{ErrorKind, Event, Events, Framework, FrameworkConfig, SdkError};
+use berth_sdk::{
+    ErrorKind, Event, Events, Framework, FrameworkConfig, OfferId, Roles, SdkError, TaskId,
+};
 use clap::Args;
 
 use crate::ClientOpts;
@@ -209,6 +211,8 @@ struct Run<'a> {
     args: &'a RunArgs,
     framework: &'a Framework,
     task: pb::TaskInfo,
+    /// The task's id, typed for the SDK's calls.
+    id: TaskId,
     want: Resources,
     deadline: tokio::time::Instant,
     launch: Launch,
@@ -298,6 +302,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.name,
         &framework.id().chars().rev().take(8).collect::<String>()
     );
+    // `--name` was checked to make a valid id; the suffix is the
+    // framework id's, valid too.
+    let id = match TaskId::new(task_id.as_str()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("berth: cannot run the task: {e}");
+            return Err(ExitWith(exit::BERTH).into());
+        }
+    };
     let task = pb::TaskInfo {
         task_id,
         name: args.name.clone(),
@@ -321,6 +334,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         args: &args,
         framework: &framework,
         task,
+        id,
         want,
         deadline: tokio::time::Instant::now() + args.timeout,
         launch: Launch::NotLaunched,
@@ -514,8 +528,7 @@ impl Run<'_> {
     }
 
     async fn kill(&mut self) {
-        let id = self.task.task_id.clone();
-        match self.framework.kill(&id, None).await {
+        match self.framework.kill(&self.id, None).await {
             Ok(()) => self.kill_again = false,
             Err(e) => {
                 // Sent again once re-subscribed.
@@ -568,7 +581,7 @@ impl Run<'_> {
 
     /// Asks the master about the task; the answer comes as an update.
     async fn reconcile(&mut self) {
-        let task = (self.task.task_id.clone(), String::new());
+        let task = (self.id.clone(), None);
         match self.framework.reconcile(vec![task]).await {
             Ok(()) => self.answers_due += 1,
             // Asked again after the next re-subscription.
@@ -582,12 +595,17 @@ impl Run<'_> {
         // Offers a refused launch left with us: offered again at once.
         let mut retry = Vec::new();
         for offer in offers {
+            // The master's offer ids are valid; one that is not names no
+            // offer to use or decline.
+            let Ok(offer_id) = OfferId::new(offer.id.as_str()) else {
+                continue;
+            };
             let host_ports = resources_from_proto_opt(offer.resources.as_ref())
                 .ok()
                 .filter(|r| r.contains(&self.want))
                 .and_then(|r| first_ports(&r.ports, self.args.ports.len()));
             let Some(host_ports) = host_ports.filter(|_| self.launch == Launch::NotLaunched) else {
-                unused.push(offer.id);
+                unused.push(offer_id);
                 continue;
             };
             let mut t = self.task.clone();
@@ -595,10 +613,10 @@ impl Run<'_> {
             with_ports(&mut t, &self.want, &self.args.ports, &host_ports);
             match self
                 .framework
-                .accept(vec![offer.id.clone()], vec![t], None)
+                .accept(vec![offer_id.clone()], vec![t], None)
                 .await
             {
-                Ok(ids) if ids.iter().any(|id| id == self.task_id()) => {
+                Ok(ids) if ids.contains(&self.id) => {
                     self.launch = Launch::Launched;
                     // Answers to questions asked before this launch may
                     // still say the task is unknown.
@@ -608,7 +626,7 @@ impl Run<'_> {
                     if let Some(outcome) = self.refused("the master launched nothing") {
                         return Some(outcome);
                     }
-                    retry.push(offer.id);
+                    retry.push(offer_id);
                 }
                 Err(e) if e.outcome_unknown() => {
                     tracing::debug!("launch outcome unknown: {e}");
@@ -636,13 +654,13 @@ impl Run<'_> {
                     // tells whether this launch happened.
                     self.stale_answers = self.answers_due;
                     self.reconcile().await;
-                    retry.push(offer.id);
+                    retry.push(offer_id);
                 }
                 Err(e) => {
                     if let Some(outcome) = self.refused(&e.to_string()) {
                         return Some(outcome);
                     }
-                    retry.push(offer.id);
+                    retry.push(offer_id);
                 }
             }
         }
@@ -664,7 +682,7 @@ impl Run<'_> {
                 .await;
         }
         if self.launch != Launch::NotLaunched && !self.suppressed {
-            self.suppressed = self.framework.suppress(Vec::new()).await.is_ok();
+            self.suppressed = self.framework.suppress(Roles::All).await.is_ok();
         }
         None
     }
@@ -709,7 +727,7 @@ impl Run<'_> {
                     tracing::debug!("the launch of {id} did not happen; launching again");
                     self.launch = Launch::NotLaunched;
                     self.suppressed = false;
-                    let _ = self.framework.revive(Vec::new()).await;
+                    let _ = self.framework.revive(Roles::All).await;
                     None
                 }
                 Launch::NotLaunched => None,

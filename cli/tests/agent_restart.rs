@@ -131,8 +131,12 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
         match ev {
             Event::Offers(offers) => {
                 if let Some(tasks) = pending.take() {
-                    fw.accept(vec![offers[0].id.clone()], tasks, Some(Duration::ZERO))
-                        .await?;
+                    fw.accept(
+                        vec![berth_sdk::OfferId::new(offers[0].id.clone()).unwrap()],
+                        tasks,
+                        Some(Duration::ZERO),
+                    )
+                    .await?;
                 }
             }
             Event::Update(st) => {
@@ -281,7 +285,8 @@ async fn sigkilled_agent_readopts_its_containers() -> anyhow::Result<()> {
     }
     // The process task really is the same process: kill it through berth
     // and it ends as KILLED (not as an unknown exit).
-    fw.kill("process", None).await?;
+    fw.kill(&berth_sdk::TaskId::new("process").unwrap(), None)
+        .await?;
     let end = berth_tests::next_matching(&mut events, Duration::from_secs(30), |e| match e {
         Event::Update(st)
             if st.task_id == "process" && berth_tests::task_state(&st).is_terminal() =>

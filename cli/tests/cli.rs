@@ -752,7 +752,11 @@ fn operator_teardown_ends_a_frameworks_tasks_and_tells_it() {
                 Event::Offers(offers) if !launched => {
                     task.agent_id.clone_from(&offers[0].agent_id);
                     framework
-                        .accept(vec![offers[0].id.clone()], vec![task.clone()], None)
+                        .accept(
+                            vec![berth_sdk::OfferId::new(offers[0].id.clone()).unwrap()],
+                            vec![task.clone()],
+                            None,
+                        )
                         .await
                         .expect("launched");
                     launched = true;
@@ -796,7 +800,10 @@ fn operator_teardown_ends_a_frameworks_tasks_and_tells_it() {
             }
         };
         assert_eq!(removed, "framework removed: OPERATOR_TEARDOWN");
-        let e = framework.kill("sleeper", None).await.unwrap_err();
+        let e = framework
+            .kill(&berth_sdk::TaskId::new("sleeper").unwrap(), None)
+            .await
+            .unwrap_err();
         assert!(matches!(e, SdkError::Removed(_)), "{e:?}");
     });
 

@@ -190,7 +190,7 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
                     // failed during the failover is not retried under the
                     // same id.
                     if let Ok(ids) = fw.accept(vec![offer], tasks, Some(Duration::ZERO)).await {
-                        accepted.extend(ids);
+                        accepted.extend(ids.into_iter().map(String::from));
                     }
                 }
                 if !plan.unused.is_empty() {

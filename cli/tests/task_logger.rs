@@ -85,7 +85,11 @@ async fn masked_output_survives_an_agent_sigkill_and_is_never_stored() {
     .await
     .unwrap();
     let err = fw
-        .accept(vec![offers[0].id.clone()], vec![bad], None)
+        .accept(
+            vec![berth_sdk::OfferId::new(offers[0].id.clone()).unwrap()],
+            vec![bad],
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -94,9 +98,13 @@ async fn masked_output_survives_an_agent_sigkill_and_is_never_stored() {
         "{err}"
     );
     // A refused accept leaves the offer as it was.
-    fw.accept(vec![offers[0].id.clone()], vec![task], None)
-        .await
-        .unwrap();
+    fw.accept(
+        vec![berth_sdk::OfferId::new(offers[0].id.clone()).unwrap()],
+        vec![task],
+        None,
+    )
+    .await
+    .unwrap();
     berth_tests::next_matching(&mut events, Duration::from_secs(60), |e| match e {
         Event::Update(st) if berth_tests::task_state(&st) == pb::TaskState::TaskRunning => Some(()),
         Event::Update(st) if berth_tests::task_state(&st).is_terminal() => {

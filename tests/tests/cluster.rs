@@ -64,7 +64,7 @@ async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
                 pending.extend(plan.unplaced);
                 let mut used = BTreeSet::new();
                 for (offer_id, tasks) in plan.launches {
-                    used.insert(offer_id.clone());
+                    used.insert(offer_id.to_string());
                     for t in &tasks {
                         placed_on.insert(t.task_id.clone(), t.agent_id.clone());
                     }
@@ -79,7 +79,14 @@ async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
                     .filter(|id| !used.contains(id))
                     .collect();
                 if !unused.is_empty() {
-                    fw.decline(unused, Some(Duration::ZERO)).await?;
+                    fw.decline(
+                        unused
+                            .into_iter()
+                            .map(|id| berth_sdk::OfferId::new(id).unwrap())
+                            .collect(),
+                        Some(Duration::ZERO),
+                    )
+                    .await?;
                 }
             }
             Event::Update(status) => {
@@ -91,7 +98,11 @@ async fn hundred_tasks_across_two_agents() -> anyhow::Result<()> {
                     && berth_tests::task_state(&status) == pb::TaskState::TaskRunning
                     && !killed_long
                 {
-                    fw.kill("long", Some(Duration::from_secs(1))).await?;
+                    fw.kill(
+                        &berth_sdk::TaskId::new("long").unwrap(),
+                        Some(Duration::from_secs(1)),
+                    )
+                    .await?;
                     killed_long = true;
                 }
                 if berth_tests::task_state(&status).is_terminal() {
@@ -252,7 +263,8 @@ async fn master_restart_keeps_frameworks_agents_and_tasks() -> anyhow::Result<()
         _ => None,
     })
     .await?;
-    fw.kill("sleeper", None).await?;
+    fw.kill(&berth_sdk::TaskId::new("sleeper").unwrap(), None)
+        .await?;
     next_matching(&mut events, Duration::from_secs(15), |e| match e {
         Event::Update(s)
             if s.task_id == "sleeper"
@@ -493,7 +505,10 @@ async fn drained_agent_gets_no_offers() -> anyhow::Result<()> {
         if let Event::Offers(offers) = ev {
             seen.extend(offers.iter().map(|o| o.agent_id.clone()));
             fw.decline(
-                offers.into_iter().map(|o| o.id).collect(),
+                offers
+                    .into_iter()
+                    .map(|o| berth_sdk::OfferId::new(o.id).unwrap())
+                    .collect(),
                 Some(Duration::ZERO),
             )
             .await?;

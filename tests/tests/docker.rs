@@ -76,12 +76,22 @@ async fn launch(s: &mut Setup, tasks: Vec<pb::TaskInfo>) -> anyhow::Result<()> {
     .await?;
     let offer = &offers[0];
     let launched =
-        s.fw.accept(vec![offer.id.clone()], tasks.clone(), Some(Duration::ZERO))
-            .await?;
+        s.fw.accept(
+            vec![berth_sdk::OfferId::new(offer.id.clone()).unwrap()],
+            tasks.clone(),
+            Some(Duration::ZERO),
+        )
+        .await?;
     anyhow::ensure!(launched.len() == tasks.len(), "launched {launched:?}");
     let rest: Vec<String> = offers[1..].iter().map(|o| o.id.clone()).collect();
     if !rest.is_empty() {
-        s.fw.decline(rest, Some(Duration::ZERO)).await?;
+        s.fw.decline(
+            rest.into_iter()
+                .map(|id| berth_sdk::OfferId::new(id).unwrap())
+                .collect(),
+            Some(Duration::ZERO),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -209,7 +219,8 @@ async fn container_gets_limits_output_exit_code_and_is_killed() -> anyhow::Resul
     })
     .await?;
     let started = Instant::now();
-    s.fw.kill("stubborn", None).await?;
+    s.fw.kill(&berth_sdk::TaskId::new("stubborn").unwrap(), None)
+        .await?;
     let (end, _) = wait_update(&mut s, "stubborn", Duration::from_secs(30), |st| {
         berth_tests::task_state(st).is_terminal()
     })

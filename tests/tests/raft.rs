@@ -263,7 +263,7 @@ async fn launch_all(
                 pending.extend(plan.unplaced);
                 let mut used = BTreeSet::new();
                 for (offer_id, tasks) in plan.launches {
-                    used.insert(offer_id.clone());
+                    used.insert(offer_id.to_string());
                     let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
                     match fw
                         .accept(vec![offer_id], tasks.clone(), Some(Duration::ZERO))
@@ -271,7 +271,7 @@ async fn launch_all(
                     {
                         Ok(launched) => {
                             assert_eq!(launched, ids, "the reply lists the launched tasks");
-                            log.accepted.extend(launched);
+                            log.accepted.extend(launched.into_iter().map(String::from));
                             progress.send_replace(log.accepted.len());
                         }
                         Err(e) => {
@@ -308,7 +308,15 @@ async fn launch_all(
                     .filter(|id| !used.contains(id))
                     .collect();
                 if !unused.is_empty() {
-                    let _ = fw.decline(unused, Some(Duration::ZERO)).await;
+                    let _ = fw
+                        .decline(
+                            unused
+                                .into_iter()
+                                .map(|id| berth_sdk::OfferId::new(id).unwrap())
+                                .collect(),
+                            Some(Duration::ZERO),
+                        )
+                        .await;
                 }
             }
             Event::Update(status) => {

@@ -75,7 +75,7 @@ impl Setup {
         let launched = self
             .fw
             .accept(
-                vec![offers[0].id.clone()],
+                vec![berth_sdk::OfferId::new(offers[0].id.clone())?],
                 tasks.clone(),
                 Some(Duration::ZERO),
             )
@@ -408,7 +408,8 @@ async fn a_kill_during_a_stalled_fetch_ends_the_task_killed() -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    s.fw.kill("stalled", None).await?;
+    s.fw.kill(&berth_sdk::TaskId::new("stalled").unwrap(), None)
+        .await?;
     let end = s.wait_end("stalled").await?;
     let took = started.elapsed();
     assert_eq!(

@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     // meanwhile arrives as updates: the SDK reconciles them.
                     println!("re-subscribed");
                     if !pending.is_empty() && suppressed {
-                        framework.revive(vec![]).await?;
+                        framework.revive(berth_sdk::Roles::All).await?;
                         suppressed = false;
                     }
                 }
@@ -102,7 +102,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 pending = plan.unplaced;
                 for (offer_id, tasks) in plan.launches {
                     match framework.accept(vec![offer_id], tasks.clone(), None).await {
-                        Ok(ids) => println!("launched {}", ids.join(", ")),
+                        Ok(ids) => {
+                            let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+                            println!("launched {}", ids.join(", "));
+                        }
                         Err(e) => {
                             eprintln!("accept failed, will retry: {e}");
                             pending.extend(tasks);
@@ -117,7 +120,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     eprintln!("decline failed: {e}");
                 }
                 if pending.is_empty() && !suppressed {
-                    framework.suppress(vec![]).await?;
+                    framework.suppress(berth_sdk::Roles::All).await?;
                     suppressed = true;
                 }
             }

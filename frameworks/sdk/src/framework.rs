@@ -11,7 +11,7 @@ use berth_proto as pb;
 use tokio::sync::watch;
 
 use crate::connection::Client;
-use crate::{FrameworkConfig, SdkError};
+use crate::{AgentId, FrameworkConfig, OfferId, Role, SdkError, TaskId};
 
 /// The state of the link to the master, shared by the handle, the event
 /// stream and the background driver.
@@ -199,6 +199,37 @@ impl Shared {
     }
 }
 
+/// Which of the framework's roles a [`Framework::suppress`] or
+/// [`Framework::revive`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roles {
+    /// Every role the framework subscribed with.
+    All,
+    /// These roles only (an empty list changes nothing).
+    Only(Vec<Role>),
+}
+
+impl Roles {
+    /// The roles as the wire says them: all is the empty list.
+    fn into_wire(self) -> Vec<String> {
+        match self {
+            Roles::All => Vec::new(),
+            Roles::Only(roles) => roles.into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// Whether the call would change nothing (no role named).
+    fn is_none(&self) -> bool {
+        matches!(self, Roles::Only(roles) if roles.is_empty())
+    }
+}
+
+impl From<Role> for Roles {
+    fn from(role: Role) -> Self {
+        Roles::Only(vec![role])
+    }
+}
+
 /// A cheap, cloneable handle for calls to the master on behalf of one
 /// subscribed framework. Safe to use from many tasks at once.
 ///
@@ -321,10 +352,11 @@ impl Framework {
     /// for a stale subscription or a task id in use; see [`SdkError`].
     pub async fn accept(
         &self,
-        offer_ids: Vec<String>,
+        offer_ids: Vec<OfferId>,
         tasks: Vec<pb::TaskInfo>,
         refuse: Option<Duration>,
-    ) -> Result<Vec<String>, SdkError> {
+    ) -> Result<Vec<TaskId>, SdkError> {
+        let offer_ids: Vec<String> = offer_ids.into_iter().map(String::from).collect();
         // Live from before the call, so that an update arriving before the
         // answer finds them; forgotten again if they were not launched.
         let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
@@ -366,7 +398,13 @@ impl Framework {
                 live.remove(id);
             }
         }
-        Ok(reply?.launched_task_ids)
+        // The master launches only valid task ids: one that is not cannot
+        // have been launched.
+        Ok(reply?
+            .launched_task_ids
+            .into_iter()
+            .filter_map(|id| TaskId::new(id).ok())
+            .collect())
     }
 
     /// Declines `offer_ids`; the resources are not offered to this
@@ -376,9 +414,10 @@ impl Framework {
     /// See [`SdkError`].
     pub async fn decline(
         &self,
-        offer_ids: Vec<String>,
+        offer_ids: Vec<OfferId>,
         refuse: Option<Duration>,
     ) -> Result<(), SdkError> {
+        let offer_ids: Vec<String> = offer_ids.into_iter().map(String::from).collect();
         self.call(move |mut c, header| async move {
             c.decline(pb::DeclineRequest {
                 header,
@@ -391,12 +430,15 @@ impl Framework {
         Ok(())
     }
 
-    /// Clears decline filters and resumes offers for `roles` (all of the
-    /// framework's roles when empty).
+    /// Clears decline filters and resumes offers for `roles`.
     ///
     /// # Errors
     /// See [`SdkError`].
-    pub async fn revive(&self, roles: Vec<String>) -> Result<(), SdkError> {
+    pub async fn revive(&self, roles: Roles) -> Result<(), SdkError> {
+        if roles.is_none() {
+            return Ok(());
+        }
+        let roles = roles.into_wire();
         self.call(move |mut c, header| async move {
             c.revive(pb::ReviveRequest { header, roles }).await
         })
@@ -404,11 +446,15 @@ impl Framework {
         Ok(())
     }
 
-    /// Stops offers for `roles` (all when empty) until [`Framework::revive`].
+    /// Stops offers for `roles` until [`Framework::revive`].
     ///
     /// # Errors
     /// See [`SdkError`].
-    pub async fn suppress(&self, roles: Vec<String>) -> Result<(), SdkError> {
+    pub async fn suppress(&self, roles: Roles) -> Result<(), SdkError> {
+        if roles.is_none() {
+            return Ok(());
+        }
+        let roles = roles.into_wire();
         self.call(move |mut c, header| async move {
             c.suppress(pb::SuppressRequest { header, roles }).await
         })
@@ -421,8 +467,8 @@ impl Framework {
     ///
     /// # Errors
     /// See [`SdkError`].
-    pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
-        let task_id = task_id.to_owned();
+    pub async fn kill(&self, task_id: &TaskId, grace: Option<Duration>) -> Result<(), SdkError> {
+        let task_id = task_id.as_str().to_owned();
         self.call(move |mut c, header| async move {
             c.kill(pb::KillRequest {
                 header,
@@ -464,17 +510,20 @@ impl Framework {
         Ok(())
     }
 
-    /// Explicit reconciliation: asks for the latest state of each
-    /// `(task id, agent id)` (the agent id may be empty). An empty list is
-    /// implicit reconciliation, as [`Framework::reconcile_all`]. Answers
-    /// arrive as [`Event::Update`](crate::Event::Update)s from the master.
+    /// Explicit reconciliation: asks for the latest state of each task,
+    /// with the agent it runs on where known. An empty list is implicit
+    /// reconciliation, as [`Framework::reconcile_all`]. Answers arrive as
+    /// [`Event::Update`](crate::Event::Update)s from the master.
     ///
     /// # Errors
     /// See [`SdkError`].
-    pub async fn reconcile(&self, tasks: Vec<(String, String)>) -> Result<(), SdkError> {
+    pub async fn reconcile(&self, tasks: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
         let tasks = tasks
             .into_iter()
-            .map(|(task_id, agent_id)| pb::ReconcileTask { task_id, agent_id })
+            .map(|(task_id, agent_id)| pb::ReconcileTask {
+                task_id: task_id.into(),
+                agent_id: agent_id.map(String::from).unwrap_or_default(),
+            })
             .collect();
         self.call(move |mut c, header| async move {
             c.reconcile(pb::ReconcileRequest { header, tasks }).await

@@ -95,11 +95,12 @@ pub mod runtime;
 
 pub use berth_proto as proto;
 pub use berth_scheduler_core::placement::{Explanation, Strategy};
+pub use berth_scheduler_core::{AgentId, IdError, OfferId, Role, TaskId};
 pub use config::{DEFAULT_HEARTBEAT_TIMEOUT, FrameworkConfig, MAX_FAILOVER_TIMEOUT};
 pub use driver::subscribe;
 pub use error::{BoxError, ErrorKind, RuntimeError, SdkError};
 pub use events::{Event, Events};
-pub use framework::Framework;
+pub use framework::{Framework, Roles};
 pub use packing::{
     PackPlan, explain_unplaced, pack_offers, pending_task, pending_tasks, shell_task,
     task_resources,

@@ -15,7 +15,7 @@ use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resou
 use berth_scheduler_core::placement::{Explanation, Strategy, explain, pack};
 use berth_scheduler_core::{Resources, TaskId};
 
-use crate::SdkError;
+use crate::{OfferId, SdkError};
 
 /// The result of [`pack_offers`].
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -23,10 +23,10 @@ pub struct PackPlan {
     /// Per offer that received tasks, in offer order: the offer id and the
     /// tasks to launch in it, in the order given. Each is one
     /// [`Framework::accept`](crate::Framework::accept) call.
-    pub launches: Vec<(String, Vec<pb::TaskInfo>)>,
+    pub launches: Vec<(OfferId, Vec<pb::TaskInfo>)>,
     /// Ids of the offers that received no task, in offer order; decline
     /// them (or hold them briefly).
-    pub unused: Vec<String>,
+    pub unused: Vec<OfferId>,
     /// Tasks that fit in no offer, in the order given.
     pub unplaced: Vec<pb::TaskInfo>,
 }
@@ -58,7 +58,8 @@ pub fn task_resources(task: &pb::TaskInfo) -> Result<Resources, SdkError> {
 ///
 /// Each placed task's `agent_id` is set to its offer's agent (overwriting
 /// what was there). An offer whose own resources are invalid is treated as
-/// empty and lands in [`PackPlan::unused`].
+/// empty and lands in [`PackPlan::unused`]; one whose id is not a valid
+/// [`OfferId`] (no master makes one) is left out of the plan.
 ///
 /// # Errors
 /// [`SdkError::InvalidTask`] if a task's resources are invalid, naming the
@@ -72,13 +73,24 @@ pub fn pack_offers(
         .iter()
         .map(task_resources)
         .collect::<Result<Vec<_>, _>>()?;
-    let bins = offer_resources(offers);
+    // An offer whose id is not an id names nothing to accept or decline.
+    let offers: Vec<(OfferId, &pb::Offer)> = offers
+        .iter()
+        .filter_map(|o| match OfferId::new(o.id.as_str()) {
+            Ok(id) => Some((id, o)),
+            Err(e) => {
+                tracing::warn!(error = %e, "offer with an invalid id; not used");
+                None
+            }
+        })
+        .collect();
+    let bins = offer_resources(offers.iter().map(|(_, o)| *o));
     let packing = pack(&bins, &items, strategy);
 
     let mut per_offer: Vec<Vec<pb::TaskInfo>> = vec![Vec::new(); offers.len()];
     let mut unplaced = Vec::new();
     for (mut task, slot) in tasks.into_iter().zip(packing.assignments) {
-        match slot.and_then(|i| offers.get(i).map(|o| (i, o))) {
+        match slot.and_then(|i| offers.get(i).map(|(_, o)| (i, o))) {
             Some((i, offer)) => {
                 task.agent_id.clone_from(&offer.agent_id);
                 per_offer[i].push(task);
@@ -90,11 +102,11 @@ pub fn pack_offers(
         unplaced,
         ..PackPlan::default()
     };
-    for (offer, tasks) in offers.iter().zip(per_offer) {
+    for ((id, _), tasks) in offers.into_iter().zip(per_offer) {
         if tasks.is_empty() {
-            plan.unused.push(offer.id.clone());
+            plan.unused.push(id);
         } else {
-            plan.launches.push((offer.id.clone(), tasks));
+            plan.launches.push((id, tasks));
         }
     }
     Ok(plan)
@@ -102,9 +114,9 @@ pub fn pack_offers(
 
 /// The resources of each offer; an offer whose resources are invalid
 /// counts as empty (and is logged).
-fn offer_resources(offers: &[pb::Offer]) -> Vec<Resources> {
+fn offer_resources<'a>(offers: impl IntoIterator<Item = &'a pb::Offer>) -> Vec<Resources> {
     offers
-        .iter()
+        .into_iter()
         .map(|o| {
             resources_from_proto_opt(o.resources.as_ref()).unwrap_or_else(|e| {
                 tracing::warn!(offer_id = %o.id, error = %e, "offer with invalid resources; not used");

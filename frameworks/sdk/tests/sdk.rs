@@ -73,19 +73,33 @@ async fn subscribe_and_calls_carry_ids() {
 
     let task = berth_sdk::shell_task("t1", "t1", "true", "cpus:0.1;mem:32").unwrap();
     let launched = fw
-        .accept(vec!["o1".into()], vec![task], Some(Duration::from_secs(2)))
+        .accept(
+            vec![berth_sdk::OfferId::new("o1").unwrap()],
+            vec![task],
+            Some(Duration::from_secs(2)),
+        )
         .await
         .unwrap();
     assert_eq!(launched, ["t1"]);
-    fw.decline(vec!["o2".into()], None).await.unwrap();
-    fw.revive(vec!["dev".into()]).await.unwrap();
-    fw.suppress(vec![]).await.unwrap();
-    fw.kill("t1", Some(Duration::from_millis(1500)))
+    fw.decline(vec![berth_sdk::OfferId::new("o2").unwrap()], None)
         .await
         .unwrap();
-    fw.reconcile(vec![("t1".into(), "a1".into())])
+    fw.revive(berth_sdk::Role::new("dev").unwrap().into())
         .await
         .unwrap();
+    fw.suppress(berth_sdk::Roles::All).await.unwrap();
+    fw.kill(
+        &berth_sdk::TaskId::new("t1").unwrap(),
+        Some(Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
+    fw.reconcile(vec![(
+        berth_sdk::TaskId::new("t1").unwrap(),
+        Some(berth_sdk::AgentId::new("a1").unwrap()),
+    )])
+    .await
+    .unwrap();
     fw.reconcile_all().await.unwrap();
 
     let calls = fake.calls();
@@ -239,7 +253,7 @@ async fn manual_acknowledgement() {
 async fn dropped_stream_resubscribes_with_the_same_id() {
     let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
     let (fw, mut events) = connect(&fake, config()).await;
-    fw.revive(vec![]).await.unwrap();
+    fw.revive(berth_sdk::Roles::All).await.unwrap();
 
     fake.drop_stream();
     assert_eq!(next(&mut events).await, Event::Disconnected);
@@ -256,7 +270,7 @@ async fn dropped_stream_resubscribes_with_the_same_id() {
     assert_eq!(subs[1].id, "fw-1");
     assert_eq!(subs[1].name, "test-fw");
 
-    fw.revive(vec![]).await.unwrap();
+    fw.revive(berth_sdk::Roles::All).await.unwrap();
     let calls = fake.calls();
     assert_eq!(calls[0].header().unwrap().stream_id, "stream-1");
     assert_eq!(calls[1].header().unwrap().stream_id, "stream-2");
@@ -270,7 +284,10 @@ async fn master_restart_on_the_same_port() {
 
     fake.stop().await;
     assert_eq!(next(&mut events).await, Event::Disconnected);
-    assert_eq!(fw.revive(vec![]).await, Err(SdkError::NotSubscribed));
+    assert_eq!(
+        fw.revive(berth_sdk::Roles::All).await,
+        Err(SdkError::NotSubscribed)
+    );
     assert!(!fw.is_subscribed());
     // Let a few attempts fail against the closed port.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -287,7 +304,7 @@ async fn master_restart_on_the_same_port() {
         }
         other => panic!("expected Subscribed, got {other:?}"),
     }
-    fw.revive(vec![]).await.unwrap();
+    fw.revive(berth_sdk::Roles::All).await.unwrap();
     let last = fake.calls().pop().unwrap();
     assert_eq!(last.header().unwrap().stream_id, "stream-2");
 }
@@ -351,7 +368,10 @@ async fn unknown_framework_on_resubscribe_is_fatal() {
         .await
         .unwrap();
     assert_eq!(end, None);
-    assert!(matches!(fw.revive(vec![]).await, Err(SdkError::Removed(_))));
+    assert!(matches!(
+        fw.revive(berth_sdk::Roles::All).await,
+        Err(SdkError::Removed(_))
+    ));
     // No further attempts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.subscribes().len(), 2);
@@ -404,7 +424,7 @@ async fn call_errors_keep_their_kind() {
     let (fw, _events) = connect(&fake, config()).await;
     fake.state().accept_error = Some((Code::InvalidArgument, "unknown offer \"o9\"".into()));
     let err = fw
-        .accept(vec!["o9".into()], vec![], None)
+        .accept(vec![berth_sdk::OfferId::new("o9").unwrap()], vec![], None)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
@@ -415,7 +435,7 @@ async fn call_errors_keep_their_kind() {
     ));
 
     fake.supersede();
-    let err = fw.revive(vec![]).await.unwrap_err();
+    let err = fw.revive(berth_sdk::Roles::All).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(!err.outcome_unknown());
 }
@@ -429,7 +449,10 @@ async fn teardown_ends_the_stream() {
         .await
         .unwrap();
     assert_eq!(end, None);
-    assert!(matches!(fw.revive(vec![]).await, Err(SdkError::Removed(_))));
+    assert!(matches!(
+        fw.revive(berth_sdk::Roles::All).await,
+        Err(SdkError::Removed(_))
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.subscribes().len(), 1, "re-subscribed after teardown");
 }
@@ -458,7 +481,7 @@ async fn resuming_a_framework_by_id() {
     // The first handle is dead once its events are dropped.
     wait_until("the first handle to close", || !first.is_subscribed()).await;
     assert!(matches!(
-        first.revive(vec![]).await,
+        first.revive(berth_sdk::Roles::All).await,
         Err(SdkError::Removed(_))
     ));
 
@@ -578,7 +601,10 @@ async fn a_call_in_flight_ends_when_its_stream_is_lost() {
     fake.state().accept_delay = Some(Duration::from_secs(30));
     let call = tokio::spawn({
         let fw = fw.clone();
-        async move { fw.accept(vec!["o1".into()], vec![], None).await }
+        async move {
+            fw.accept(vec![berth_sdk::OfferId::new("o1").unwrap()], vec![], None)
+                .await
+        }
     });
     wait_until("the accept reached the master", || !fake.calls().is_empty()).await;
     let started = tokio::time::Instant::now();
@@ -637,7 +663,7 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
     let (fw, mut events) = connect(&fake, config()).await;
     assert!(reconciles(&fake).is_empty(), "a new framework has no tasks");
     fw.accept(
-        vec!["o-1".into()],
+        vec![berth_sdk::OfferId::new("o-1").unwrap()],
         vec![task("ends"), task("runs"), task("quiet")],
         None,
     )
@@ -646,9 +672,13 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
     // A refused launch is not live.
     fake.state().accept_error = Some((Code::InvalidArgument, "no".into()));
     assert!(
-        fw.accept(vec!["o-2".into()], vec![task("refused")], None)
-            .await
-            .is_err()
+        fw.accept(
+            vec![berth_sdk::OfferId::new("o-2").unwrap()],
+            vec![task("refused")],
+            None
+        )
+        .await
+        .is_err()
     );
     fake.state().accept_error = None;
     fake.push(Wire::Update(agent_update(
@@ -699,13 +729,17 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
         .reconcile_on_resubscribe(false);
     let (fw, mut events) = subscribe(vec![fake.address()], off).await.unwrap();
     assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
-    fw.accept(vec!["o-1".into()], vec![task("t")], None)
-        .await
-        .unwrap();
+    fw.accept(
+        vec![berth_sdk::OfferId::new("o-1").unwrap()],
+        vec![task("t")],
+        None,
+    )
+    .await
+    .unwrap();
     fake.drop_stream();
     assert_eq!(next(&mut events).await, Event::Disconnected);
     assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
-    fw.revive(vec![]).await.unwrap();
+    fw.revive(berth_sdk::Roles::All).await.unwrap();
     assert_eq!(reconciles(&fake).len(), 2);
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use berth_proto as pb;
-use berth_sdk::{Event, Events, Framework, SdkError, Strategy, pack_offers};
+use berth_sdk::{Event, Events, Framework, OfferId, Roles, SdkError, Strategy, pack_offers};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -120,10 +120,10 @@ async fn offer_control(
         }
         let result = if now {
             counters.inc(C::Revives);
-            framework.revive(Vec::new()).await
+            framework.revive(Roles::All).await
         } else {
             counters.inc(C::Suppresses);
-            framework.suppress(Vec::new()).await
+            framework.suppress(Roles::All).await
         };
         match result {
             Ok(()) => sent = now,
@@ -236,7 +236,7 @@ pub(crate) async fn run(
                         let received = Instant::now();
                         counters.add(C::Offers, offers.len() as u64);
                         if draining {
-                            let ids = offers.into_iter().map(|o| o.id).collect();
+                            let ids = offer_ids(offers.into_iter().map(|o| o.id).collect());
                             decline(&framework, ids, DRAIN_REFUSE, &err_tx, &counters);
                             continue;
                         }
@@ -254,7 +254,7 @@ pub(crate) async fn run(
                                 counters.inc(C::CallErrors);
                                 out.first_error.get_or_insert_with(|| format!("pack: {e}"));
                                 berth_sdk::PackPlan {
-                                    unused: offers.iter().map(|o| o.id.clone()).collect(),
+                                    unused: offer_ids(offers.iter().map(|o| o.id.clone()).collect()),
                                     ..Default::default()
                                 }
                             }
@@ -270,7 +270,10 @@ pub(crate) async fn run(
                             let done_tx = done_tx.clone();
                             let refuse = work.refuse;
                             tokio::spawn(async move {
-                                let result = f.accept(vec![offer_id], launch, Some(refuse)).await;
+                                let result = f
+                                    .accept(vec![offer_id], launch, Some(refuse))
+                                    .await
+                                    .map(|ids| ids.into_iter().map(String::from).collect());
                                 let _ = done_tx.send(AcceptDone {
                                     task_ids,
                                     received,
@@ -352,7 +355,7 @@ fn new_task(template: &pb::TaskInfo, framework: usize, seq: u64, ms: u64) -> pb:
 
 fn decline(
     framework: &Framework,
-    ids: Vec<String>,
+    ids: Vec<OfferId>,
     refuse: Duration,
     errors: &mpsc::UnboundedSender<String>,
     counters: &Arc<Counters>,
@@ -361,6 +364,14 @@ fn decline(
     spawn_call(framework, errors, counters, move |f| async move {
         f.decline(ids, Some(refuse)).await
     });
+}
+
+/// The master's offer ids as the SDK takes them (one that is not an id
+/// cannot name an offer, and is left out).
+fn offer_ids(ids: Vec<String>) -> Vec<OfferId> {
+    ids.into_iter()
+        .filter_map(|id| OfferId::new(id).ok())
+        .collect()
 }
 
 /// Runs a call in the background; a failure is counted and reported.

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_sdk::proto as pb;
 use berth_sdk::runtime::{Constraint, Intent, Wanted};
+use berth_sdk::{AgentId, TaskId};
 use tracing::warn;
 
 use super::expiry::missing_dependency;
@@ -101,7 +102,11 @@ pub(crate) fn intent(
                     let agent = rec.agent_of(i, &attempt.task_id);
                     let killed = rec.kill_reasons.get(i).copied().flatten().is_some();
                     if job.status == JobStatus::Canceling || killed {
-                        stop.push((attempt.task_id.clone(), agent));
+                        // Stored ids were launched, so valid; one that is
+                        // not was never a task to stop.
+                        if let Ok(task) = TaskId::new(attempt.task_id.as_str()) {
+                            stop.push((task, AgentId::new(agent).ok()));
+                        }
                         continue;
                     }
                     // The task as launched; should it be refused (the

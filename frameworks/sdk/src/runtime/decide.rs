@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 
 use super::observed::{Observed, TaskPhase};
-use crate::{PackPlan, Strategy, pack_offers, pending_tasks, task_resources};
+use crate::{
+    AgentId, OfferId, PackPlan, Strategy, TaskId, pack_offers, pending_tasks, task_resources,
+};
 
 /// What the framework knew of a wanted task before the runtime started:
 /// whether an earlier run of it may have launched the task.
@@ -121,7 +123,7 @@ pub struct Intent {
     /// and its end reported. Name here what the framework has asked to
     /// stop until that end arrives; a task the runtime saw itself is
     /// killed whether named here or not.
-    pub stop: Vec<(String, String)>,
+    pub stop: Vec<(TaskId, Option<AgentId>)>,
 }
 
 impl Intent {
@@ -136,7 +138,7 @@ impl Intent {
 
     /// Adds tasks to stop ([`Intent::stop`]).
     #[must_use]
-    pub fn stopping(mut self, tasks: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn stopping(mut self, tasks: impl IntoIterator<Item = (TaskId, Option<AgentId>)>) -> Self {
         self.stop.extend(tasks);
         self
     }
@@ -150,7 +152,7 @@ impl Intent {
     /// Whether the intent names `task_id`, as wanted or as to stop.
     #[must_use]
     pub fn names(&self, task_id: &str) -> bool {
-        self.wants(task_id) || self.stop.iter().any(|(id, _)| id == task_id)
+        self.wants(task_id) || self.stop.iter().any(|(id, _)| id.as_str() == task_id)
     }
 }
 
@@ -262,12 +264,12 @@ pub enum Action {
     /// be empty); the answers come as updates.
     Reconcile {
         /// The tasks to ask about, by id.
-        tasks: Vec<(String, String)>,
+        tasks: Vec<(TaskId, Option<AgentId>)>,
     },
     /// Kill a task the framework no longer wants.
     Kill {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// SIGTERM to SIGKILL (`None`: the task's own).
         grace: Option<Duration>,
     },
@@ -284,14 +286,14 @@ pub enum Action {
     /// first.
     Launch {
         /// The offer.
-        offer_id: String,
+        offer_id: OfferId,
         /// The tasks, each with the offer's agent id.
         tasks: Vec<pb::TaskInfo>,
     },
     /// Decline offers, filtering them for `refuse`.
     Decline {
         /// The offers.
-        offer_ids: Vec<String>,
+        offer_ids: Vec<OfferId>,
         /// The filter (`None`: the master's default).
         refuse: Option<Duration>,
     },
@@ -359,8 +361,12 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
                 intent
                     .stop
                     .iter()
-                    .find(|(t, _)| t == id)
-                    .map(|(_, a)| a.clone())
+                    .find(|(t, _)| t.as_str() == id)
+                    .map(|(_, a)| {
+                        a.as_ref()
+                            .map(|a| a.as_str().to_owned())
+                            .unwrap_or_default()
+                    })
             })
             .unwrap_or_default()
     };
@@ -368,11 +374,11 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
         .tasks
         .iter()
         .filter(|w| w.prior != Prior::New)
-        .map(|w| &w.task.task_id)
-        .chain(intent.stop.iter().map(|(id, _)| id));
+        .map(|w| w.task.task_id.as_str())
+        .chain(intent.stop.iter().map(|(id, _)| id.as_str()));
     for id in unseen {
         if observed.task(id).is_none() {
-            ask.push((id.clone(), agent_of(id)));
+            ask.push((id.to_owned(), agent_of(id)));
         }
     }
     for (id, view) in &observed.tasks {
@@ -396,7 +402,13 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
         ask.dedup();
         let retry = now + policy.reconcile_retry;
         wake(retry, &mut decision);
-        decision.actions.push(Action::Reconcile { tasks: ask });
+        // Ids the master could not take cannot be asked about (a wanted
+        // task with one is given up on below).
+        let tasks = ask
+            .into_iter()
+            .filter_map(|(task, agent)| Some((TaskId::new(task).ok()?, AgentId::new(agent).ok())))
+            .collect();
+        decision.actions.push(Action::Reconcile { tasks });
     }
 
     // 2. Kill.
@@ -407,10 +419,13 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
         match view.kill_sent {
             Some(t) if now < t + policy.kill_retry => wake(t + policy.kill_retry, &mut decision),
             _ => {
-                decision.actions.push(Action::Kill {
-                    task_id: id.clone(),
-                    grace: policy.kill_grace,
-                });
+                // Known from the master's updates: a valid id.
+                if let Ok(task_id) = TaskId::new(id.as_str()) {
+                    decision.actions.push(Action::Kill {
+                        task_id,
+                        grace: policy.kill_grace,
+                    });
+                }
                 wake(now + policy.kill_retry, &mut decision);
             }
         }

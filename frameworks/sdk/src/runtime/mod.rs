@@ -116,7 +116,10 @@ pub use observed::{
 };
 
 use crate::error::{BoxError, RuntimeError};
-use crate::{ErrorKind, Event, Framework, FrameworkConfig, SdkError, subscribe};
+use crate::{
+    AgentId, ErrorKind, Event, Framework, FrameworkConfig, OfferId, Roles, SdkError, TaskId,
+    subscribe,
+};
 
 /// What the framework wants the runtime to do next, as its hooks say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,7 +424,7 @@ impl Executor {
                     if let Err(e) = self.framework.kill(&task_id, grace).await {
                         tracing::warn!(task_id = %task_id, error = %e, "kill failed; sent again later");
                     }
-                    self.observed.kill_sent(&task_id, Instant::now());
+                    self.observed.kill_sent(task_id.as_str(), Instant::now());
                 }
                 Action::GiveUp { status } => {
                     tracing::warn!(task_id = %status.task_id, reason = %status.message, "giving up on a task");
@@ -440,7 +443,8 @@ impl Executor {
                     self.launch(scheduler, offer_id, tasks).await?;
                 }
                 Action::Decline { offer_ids, refuse } => {
-                    self.observed.offers_spent(&offer_ids);
+                    let spent: Vec<String> = offer_ids.iter().map(ToString::to_string).collect();
+                    self.observed.offers_spent(&spent);
                     if let Err(e) = self.framework.decline(offer_ids, refuse).await {
                         tracing::debug!(error = %e, "decline failed; the offers expire");
                     }
@@ -451,11 +455,11 @@ impl Executor {
                     }
                     self.observed.published_pending = Some(tasks);
                 }
-                Action::Suppress => match self.framework.suppress(Vec::new()).await {
+                Action::Suppress => match self.framework.suppress(Roles::All).await {
                     Ok(()) => self.observed.suppressed = true,
                     Err(e) => tracing::debug!(error = %e, "suppress failed"),
                 },
-                Action::Revive => match self.framework.revive(Vec::new()).await {
+                Action::Revive => match self.framework.revive(Roles::All).await {
                     Ok(()) => self.observed.suppressed = false,
                     Err(e) => tracing::debug!(error = %e, "revive failed"),
                 },
@@ -464,8 +468,8 @@ impl Executor {
         Ok((Control::Continue, again, decision.wake_at))
     }
 
-    async fn reconcile(&mut self, tasks: Vec<(String, String)>) {
-        let ids: Vec<String> = tasks.iter().map(|(t, _)| t.clone()).collect();
+    async fn reconcile(&mut self, tasks: Vec<(TaskId, Option<AgentId>)>) {
+        let ids: Vec<String> = tasks.iter().map(|(t, _)| t.to_string()).collect();
         match self.framework.reconcile(tasks).await {
             Ok(()) => self.observed.reconcile_sent(&ids, Instant::now()),
             Err(e) => {
@@ -479,7 +483,7 @@ impl Executor {
     async fn launch<S: Scheduler>(
         &mut self,
         scheduler: &mut S,
-        offer_id: String,
+        offer_id: OfferId,
         tasks: Vec<pb::TaskInfo>,
     ) -> Result<(), RuntimeError> {
         scheduler
@@ -488,10 +492,12 @@ impl Executor {
             .map_err(framework_error("saving a launch"))?;
         let ids = decide::task_ids(&tasks);
         self.observed.launch_sent(&ids);
-        self.observed.offers_spent(std::slice::from_ref(&offer_id));
+        self.observed.offers_spent(&[offer_id.to_string()]);
         let refuse = self.policy.refuse;
         let outcome = match self.framework.accept(vec![offer_id], tasks, refuse).await {
-            Ok(launched) => LaunchOutcome::Launched(launched),
+            Ok(launched) => {
+                LaunchOutcome::Launched(launched.into_iter().map(String::from).collect())
+            }
             Err(SdkError::Removed(why)) => return Err(RuntimeError::Removed(why)),
             Err(SdkError::NotSubscribed) => LaunchOutcome::NotSent,
             Err(e) if e.outcome_unknown() || e.kind() == ErrorKind::Conflict => {

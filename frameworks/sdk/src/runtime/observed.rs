@@ -314,13 +314,13 @@ impl Observed {
             .tasks
             .iter()
             .filter(|w| w.prior == Prior::Launched)
-            .map(|w| &w.task.task_id)
-            .chain(intent.stop.iter().map(|(id, _)| id));
+            .map(|w| w.task.task_id.as_str())
+            .chain(intent.stop.iter().map(|(id, _)| id.as_str()));
         for id in launched {
             if !self.tasks.contains_key(id) {
                 let mut view = TaskView::new(TaskPhase::Launched { status: None });
                 view.adopted = true;
-                self.tasks.insert(id.clone(), view);
+                self.tasks.insert(id.to_owned(), view);
             }
         }
     }

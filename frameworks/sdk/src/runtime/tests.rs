@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 
 use super::*;
-use crate::shell_task;
+use crate::{AgentId, OfferId, TaskId, shell_task};
 
 fn task(id: &str, resources: &str) -> pb::TaskInfo {
     shell_task(id, id, "true", resources).unwrap()
@@ -49,6 +49,22 @@ fn status(id: &str, state: pb::TaskState, reason: pb::TaskReason) -> pb::TaskSta
     }
 }
 
+fn tid(id: &str) -> TaskId {
+    TaskId::new(id).unwrap()
+}
+
+fn aid(id: &str) -> AgentId {
+    AgentId::new(id).unwrap()
+}
+
+fn oid(id: &str) -> OfferId {
+    OfferId::new(id).unwrap()
+}
+
+fn oids(list: &[&str]) -> Vec<OfferId> {
+    list.iter().map(|id| oid(id)).collect()
+}
+
 fn ids(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -78,11 +94,11 @@ fn tasks_are_packed_into_offers_and_the_rest_declined_and_suppressed() {
         d.actions,
         vec![
             Action::Launch {
-                offer_id: "o1".into(),
+                offer_id: oid("o1"),
                 tasks: vec![on_agent(a, "ag1"), on_agent(b, "ag1")],
             },
             Action::Decline {
-                offer_ids: ids(&["o2"]),
+                offer_ids: oids(&["o2"]),
                 refuse: Some(policy.idle_refuse),
             },
             Action::Suppress,
@@ -105,7 +121,7 @@ fn tasks_that_fit_nowhere_are_published_and_offers_declined_briefly() {
         d.actions,
         vec![
             Action::Decline {
-                offer_ids: ids(&["o1"]),
+                offer_ids: oids(&["o1"]),
                 refuse: Some(Duration::from_secs(2)),
             },
             Action::PublishPending {
@@ -121,7 +137,7 @@ fn tasks_that_fit_nowhere_are_published_and_offers_declined_briefly() {
     assert_eq!(
         d.actions,
         vec![Action::Decline {
-            offer_ids: ids(&["o2"]),
+            offer_ids: oids(&["o2"]),
             refuse: Some(Duration::from_secs(2)),
         }]
     );
@@ -131,7 +147,7 @@ fn tasks_that_fit_nowhere_are_published_and_offers_declined_briefly() {
         d.actions,
         vec![
             Action::Decline {
-                offer_ids: ids(&["o2"]),
+                offer_ids: oids(&["o2"]),
                 refuse: Some(policy.idle_refuse),
             },
             Action::PublishPending { tasks: vec![] },
@@ -167,10 +183,10 @@ fn an_accept_of_unknown_outcome_is_reconciled_not_sent_again() {
         d.actions,
         vec![
             Action::Reconcile {
-                tasks: vec![("a".into(), String::new())],
+                tasks: vec![(tid("a"), None)],
             },
             Action::Decline {
-                offer_ids: ids(&["o1"]),
+                offer_ids: oids(&["o1"]),
                 refuse: Some(policy.idle_refuse),
             },
             Action::Suppress,
@@ -189,7 +205,7 @@ fn an_accept_of_unknown_outcome_is_reconciled_not_sent_again() {
     assert_eq!(
         d.actions,
         vec![Action::Reconcile {
-            tasks: vec![("a".into(), String::new())],
+            tasks: vec![(tid("a"), None)],
         }]
     );
 
@@ -201,7 +217,7 @@ fn an_accept_of_unknown_outcome_is_reconciled_not_sent_again() {
     assert_eq!(
         d.actions,
         vec![Action::Launch {
-            offer_id: "o2".into(),
+            offer_id: oid("o2"),
             tasks: vec![on_agent(a, "ag1")],
         }]
     );
@@ -223,10 +239,10 @@ fn a_recovered_task_is_reconciled_before_anything_and_followed_if_running() {
         d.actions,
         vec![
             Action::Reconcile {
-                tasks: vec![("a".into(), String::new())],
+                tasks: vec![(tid("a"), None)],
             },
             Action::Launch {
-                offer_id: "o1".into(),
+                offer_id: oid("o1"),
                 tasks: vec![on_agent(fresh, "ag1")],
             },
             Action::Suppress,
@@ -261,7 +277,7 @@ fn launched_tasks_no_longer_wanted_are_killed_and_killed_again_later() {
         pb::TaskReason::Unspecified,
     ));
     let kill = Action::Kill {
-        task_id: "orphan".into(),
+        task_id: tid("orphan"),
         grace: Some(Duration::from_secs(3)),
     };
     let d = decide(&Intent::default(), &o, &policy, t0);
@@ -283,7 +299,7 @@ fn launched_tasks_no_longer_wanted_are_killed_and_killed_again_later() {
         d.actions,
         vec![
             Action::Kill {
-                task_id: "orphan".into(),
+                task_id: tid("orphan"),
                 grace: Some(Duration::from_secs(3)),
             },
             Action::Suppress,
@@ -307,7 +323,7 @@ fn ended_tasks_are_never_launched_again() {
     assert_eq!(
         d.actions,
         vec![Action::Decline {
-            offer_ids: ids(&["o1"]),
+            offer_ids: oids(&["o1"]),
             refuse: Some(Policy::default().idle_refuse),
         }]
     );
@@ -402,10 +418,10 @@ fn a_task_seen_by_an_earlier_run_is_reconciled_and_its_loss_reported_not_relaunc
         d.actions,
         vec![
             Action::Reconcile {
-                tasks: vec![("a".into(), "ag1".into())],
+                tasks: vec![(tid("a"), Some(aid("ag1")))],
             },
             Action::Decline {
-                offer_ids: ids(&["o1"]),
+                offer_ids: oids(&["o1"]),
                 refuse: Some(Policy::default().idle_refuse),
             },
         ]
@@ -431,7 +447,7 @@ fn a_task_seen_by_an_earlier_run_is_reconciled_and_its_loss_reported_not_relaunc
 
 #[test]
 fn a_task_to_stop_is_killed_at_once_and_its_end_reported() {
-    let intent = Intent::default().stopping([("old".to_owned(), "ag1".to_owned())]);
+    let intent = Intent::default().stopping([(tid("old"), Some(aid("ag1")))]);
     let t0 = Instant::now();
     let mut o = subscribed();
     o.suppressed = true;
@@ -441,10 +457,10 @@ fn a_task_to_stop_is_killed_at_once_and_its_end_reported() {
         d.actions,
         vec![
             Action::Reconcile {
-                tasks: vec![("old".into(), "ag1".into())],
+                tasks: vec![(tid("old"), Some(aid("ag1")))],
             },
             Action::Kill {
-                task_id: "old".into(),
+                task_id: tid("old"),
                 grace: None,
             },
         ]
@@ -489,11 +505,11 @@ fn constrained_tasks_go_only_into_offers_that_allow_them() {
         d.actions,
         vec![
             Action::Launch {
-                offer_id: "o2".into(),
+                offer_id: oid("o2"),
                 tasks: vec![on_agent(tagged.clone(), "ag2")],
             },
             Action::Launch {
-                offer_id: "o1".into(),
+                offer_id: oid("o1"),
                 tasks: vec![on_agent(plain, "ag1")],
             },
         ]

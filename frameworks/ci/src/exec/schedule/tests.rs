@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_sdk::proto as pb;
 use berth_sdk::runtime::{Constraint, Prior};
+use berth_sdk::{AgentId, TaskId};
 
 use super::*;
 use crate::exec::record::task_id;
@@ -97,7 +98,10 @@ fn running_jobs_are_followed_and_canceled_or_timed_out_ones_stopped() {
     let intent = super::intent(&pipelines(rec.clone()), &defaults());
     assert_eq!(
         intent.stop,
-        vec![("ci-1-0-1".to_owned(), "agent-a".to_owned())]
+        vec![(
+            TaskId::new("ci-1-0-1").unwrap(),
+            Some(AgentId::new("agent-a").unwrap())
+        )]
     );
     assert!(!intent.wants("ci-1-0-1"));
 
@@ -106,6 +110,7 @@ fn running_jobs_are_followed_and_canceled_or_timed_out_ones_stopped() {
     let intent = super::intent(&pipelines(rec), &defaults());
     assert!(intent.tasks.is_empty());
     let stopped: Vec<&str> = intent.stop.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(intent.stop[1].1, None, "no agent recorded");
     assert_eq!(stopped, ["ci-1-0-1", "ci-1-1-7"]);
 }
 
