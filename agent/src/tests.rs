@@ -128,7 +128,7 @@ async fn next_chunk(stream: &mut tonic::Streaming<pb::LogChunk>) -> Option<pb::L
         .unwrap()
 }
 
-fn shell_task(id: &str, shell: &str) -> pb::TaskInfo {
+pub(crate) fn shell_task(id: &str, shell: &str) -> pb::TaskInfo {
     pb::TaskInfo {
         task_id: id.into(),
         name: id.into(),

@@ -12,12 +12,14 @@
 //! through the same queue as the write: a status update is queued here as
 //! a [`Job::Send`] after the [`Job::Write`] that records it, and the thread
 //! sends it only once the write is done. The `Register` of a new stream
-//! waits for [`Writer::flushed`] before it goes out.
+//! waits for [`Writer::flushed`] before it goes out, and so do a launch
+//! (for the task's record) and a kill (for its kill record) before they
+//! reach the containerizer.
 //!
 //! Fail closed: when a write fails, the thread makes no further write and
 //! sends nothing more, and [`Writer::failed`] resolves with the error; the
 //! agent then stops with it ([`crate::run`] returns
-//! [`crate::AgentError::Checkpoint`]) rather than go on with a checkpoint
+//! [`crate::AgentError::CheckpointWrite`]) rather than go on with a checkpoint
 //! that no longer says what it has done. A restarted agent recovers from
 //! the last write that succeeded, as after a crash.
 
@@ -185,6 +187,13 @@ fn run(checkpoint: Checkpoint, jobs: &std_mpsc::Receiver<Job>, failed: &watch::S
 fn apply(ck: &Checkpoint, write: &Write, durable: bool) -> Result<(), CheckpointError> {
     #[cfg(test)]
     inject::check(ck)?;
+    store(ck, write, durable)?;
+    #[cfg(test)]
+    inject::written(ck, write);
+    Ok(())
+}
+
+fn store(ck: &Checkpoint, write: &Write, durable: bool) -> Result<(), CheckpointError> {
     match (write, durable) {
         (Write::TaskAndUpdates { record, queue }, true) => ck.put_task_and_updates(record, queue),
         (Write::TaskAndUpdates { record, queue }, false) => {
@@ -225,16 +234,63 @@ fn apply(ck: &Checkpoint, write: &Write, durable: bool) -> Result<(), Checkpoint
     }
 }
 
-/// Failing writes on purpose, in tests: every write to a checkpoint whose
-/// path is listed fails as a disk error would.
+/// Failing, slowing and watching writes on purpose, in tests: every write
+/// to a checkpoint whose path is listed as failing fails as a disk error
+/// would; one listed as observed takes longer and keeps the task records
+/// it wrote.
 #[cfg(test)]
 pub(crate) mod inject {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
 
-    use super::{Checkpoint, CheckpointError};
+    use super::{Checkpoint, CheckpointError, TaskCheckpoint, Write};
 
     static FAILING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// An observed checkpoint: how long each write takes, and the task
+    /// records written so far, oldest first.
+    struct Observed {
+        path: PathBuf,
+        delay: Duration,
+        written: Vec<TaskCheckpoint>,
+    }
+
+    static OBSERVED: Mutex<Vec<Observed>> = Mutex::new(Vec::new());
+
+    /// Makes every later write to the checkpoint at `path` take `delay`
+    /// longer and keeps the task records it writes ([`written_tasks`]).
+    pub(crate) fn observe_writes(path: PathBuf, delay: Duration) {
+        OBSERVED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Observed {
+                path,
+                delay,
+                written: Vec::new(),
+            });
+    }
+
+    /// The task records written to the observed checkpoint at `path` so
+    /// far, oldest first.
+    pub(crate) fn written_tasks(path: &Path) -> Vec<TaskCheckpoint> {
+        OBSERVED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|o| o.path == path)
+            .flat_map(|o| o.written.clone())
+            .collect()
+    }
+
+    pub(super) fn written(ck: &Checkpoint, write: &Write) {
+        if let Write::TaskAndUpdates { record, .. } = write {
+            let mut observed = OBSERVED.lock().unwrap_or_else(PoisonError::into_inner);
+            for o in observed.iter_mut().filter(|o| o.path == ck.path()) {
+                o.written.push(record.clone());
+            }
+        }
+    }
 
     /// Makes every later write to the checkpoint at `path` fail.
     pub(crate) fn fail_writes(path: PathBuf) {
@@ -245,6 +301,16 @@ pub(crate) mod inject {
     }
 
     pub(super) fn check(ck: &Checkpoint) -> Result<(), CheckpointError> {
+        let delay = OBSERVED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|o| o.path == ck.path())
+            .map(|o| o.delay)
+            .max();
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let failing = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
         if failing.iter().any(|p| p == ck.path()) {
             return Err(CheckpointError::Store {

@@ -226,6 +226,68 @@ pub enum ContainerInfoError {
     },
 }
 
+/// A task's labels break a limit (see [`crate::task::validate_labels`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// More than [`crate::task::MAX_LABELS`] labels.
+    #[error("{count} labels; at most {} are allowed", crate::task::MAX_LABELS)]
+    TooMany {
+        /// How many the task has.
+        count: usize,
+    },
+    /// An empty key.
+    #[error("labels[{index}]: the key must not be empty")]
+    KeyEmpty {
+        /// The label's index.
+        index: usize,
+    },
+    /// A key longer than [`crate::task::MAX_LABEL_KEY_BYTES`].
+    #[error(
+        "labels[{index}]: key {} must be at most {} bytes",
+        quoted(.key),
+        crate::task::MAX_LABEL_KEY_BYTES
+    )]
+    KeyTooLong {
+        /// The label's index.
+        index: usize,
+        /// The key as given.
+        key: String,
+    },
+    /// A key with a NUL byte.
+    #[error("labels[{index}]: key {} contains a NUL byte", quoted(.key))]
+    KeyNul {
+        /// The label's index.
+        index: usize,
+        /// The key as given.
+        key: String,
+    },
+    /// A value longer than [`crate::task::MAX_LABEL_VALUE_BYTES`].
+    #[error(
+        "labels[{index}] {}: value {} must be at most {} bytes",
+        quoted(.key),
+        quoted(.value),
+        crate::task::MAX_LABEL_VALUE_BYTES
+    )]
+    ValueTooLong {
+        /// The label's index.
+        index: usize,
+        /// Its key.
+        key: String,
+        /// The value as given.
+        value: String,
+    },
+    /// A value with a NUL byte.
+    #[error("labels[{index}] {}: value {} contains a NUL byte", quoted(.key), quoted(.value))]
+    ValueNul {
+        /// The label's index.
+        index: usize,
+        /// Its key.
+        key: String,
+        /// The value as given.
+        value: String,
+    },
+}
+
 /// A task's health check is unusable (see
 /// [`crate::task::validate_health_check`]).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -361,6 +423,9 @@ pub enum TaskRuleError {
         /// The variable's name.
         name: String,
     },
+    /// A label breaks a rule of [`crate::task::validate_labels`].
+    #[error(transparent)]
+    Label(LabelError),
     /// `kill_grace_period_seconds` is NaN, infinite, negative or over a
     /// year.
     #[error(

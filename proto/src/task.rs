@@ -2,8 +2,8 @@
 //! accepted and the agent applies again when it is told to run it.
 //!
 //! One function per part ([`validate_task`], [`validate_command`],
-//! [`validate_container`], [`validate_health_check`]), each returning a
-//! typed error that quotes the bad value cut short
+//! [`validate_labels`], [`validate_container`], [`validate_health_check`]),
+//! each returning a typed error that quotes the bad value cut short
 //! ([`berth_scheduler_core::quoted`]). Both daemons call them, so both
 //! refuse the same input with the same words. What needs the agent's host
 //! or the task's resources stays in the agent: resolving host ports against
@@ -20,9 +20,9 @@ use std::time::Duration;
 use berth_scheduler_core::TaskId;
 
 pub use crate::error::{
-    CommandError, ContainerInfoError, HealthCheckError, TaskError, TaskRuleError,
+    CommandError, ContainerInfoError, HealthCheckError, LabelError, TaskError, TaskRuleError,
 };
-use crate::{CommandInfo, ContainerInfo, HealthCheck, TaskInfo};
+use crate::{CommandInfo, ContainerInfo, HealthCheck, Label, TaskInfo};
 
 /// Longest task name, in bytes.
 pub const MAX_TASK_NAME_BYTES: usize = 1024;
@@ -42,15 +42,22 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Longest HTTP health check path, in bytes.
 pub const MAX_HTTP_PATH_BYTES: usize = 2048;
+/// Most labels one task may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 255;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
 
 /// Checks a task's own fields (not its resources nor its fit in an
 /// offer): a valid id; a name of at most [`MAX_TASK_NAME_BYTES`]; a
 /// command ([`validate_command`]; a container task may leave it empty to
 /// run its image's CMD); environment variable names not empty and without
-/// '=' or NUL, values without NUL; a kill grace period of 0 to
-/// [`MAX_KILL_GRACE_SECONDS`]; its container ([`validate_container`]) and
-/// health check ([`validate_health_check`]); its transfers
-/// ([`crate::transfer`]) and masked values ([`crate::mask`]).
+/// '=' or NUL, values without NUL; its labels ([`validate_labels`]); a
+/// kill grace period of 0 to [`MAX_KILL_GRACE_SECONDS`]; its container
+/// ([`validate_container`]) and health check ([`validate_health_check`]);
+/// its transfers ([`crate::transfer`]) and masked values
+/// ([`crate::mask`]).
 ///
 /// # Errors
 /// A [`TaskError`] naming the task, the field and the rule.
@@ -90,6 +97,7 @@ pub fn validate_task(info: &TaskInfo) -> Result<TaskId, TaskError> {
             return Err(invalid(TaskRuleError::EnvValueNul { name: name.clone() }));
         }
     }
+    validate_labels(&info.labels).map_err(|e| invalid(TaskRuleError::Label(e)))?;
     let grace = info.kill_grace_period_seconds;
     if !grace.is_finite() || !(0.0..=MAX_KILL_GRACE_SECONDS).contains(&grace) {
         return Err(invalid(TaskRuleError::KillGrace { value: grace }));
@@ -126,6 +134,54 @@ pub fn validate_command(command: &CommandInfo) -> Result<(), CommandError> {
         .find(|s| s.contains('\0'))
     {
         return Err(CommandError::Nul { text: text.clone() });
+    }
+    Ok(())
+}
+
+/// Checks a task's labels: at most [`MAX_LABELS`] of them; each key not
+/// empty, at most [`MAX_LABEL_KEY_BYTES`] and without NUL; each value at
+/// most [`MAX_LABEL_VALUE_BYTES`] and without NUL. Keys may repeat, as in
+/// Mesos. The first bad label, by position, is the one reported.
+///
+/// # Errors
+/// A [`LabelError`] naming the label by its index.
+pub fn validate_labels(labels: &[Label]) -> Result<(), LabelError> {
+    use LabelError as E;
+    if labels.len() > MAX_LABELS {
+        return Err(E::TooMany {
+            count: labels.len(),
+        });
+    }
+    for (index, Label { key, value }) in labels.iter().enumerate() {
+        if key.is_empty() {
+            return Err(E::KeyEmpty { index });
+        }
+        if key.len() > MAX_LABEL_KEY_BYTES {
+            return Err(E::KeyTooLong {
+                index,
+                key: key.clone(),
+            });
+        }
+        if key.contains('\0') {
+            return Err(E::KeyNul {
+                index,
+                key: key.clone(),
+            });
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(E::ValueTooLong {
+                index,
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        if value.contains('\0') {
+            return Err(E::ValueNul {
+                index,
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -497,6 +553,101 @@ mod tests {
         let huge = format!("{}=", "k".repeat(1 << 20));
         let e = err(&with(&huge, "v"));
         assert!(e.len() < 300 && e.contains("(1048577 bytes)"), "{e}");
+    }
+
+    fn label(key: &str, value: &str) -> Label {
+        Label {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn with_labels(labels: Vec<Label>) -> TaskInfo {
+        let mut t = task(Some(shell("true")));
+        t.labels = labels;
+        t
+    }
+
+    #[test]
+    fn labels_at_their_limits_pass() {
+        let full = |i: usize| {
+            let key = format!("{i:0>width$}", width = MAX_LABEL_KEY_BYTES);
+            label(&key, &"v".repeat(MAX_LABEL_VALUE_BYTES))
+        };
+        let t = with_labels((0..MAX_LABELS).map(full).collect());
+        assert_eq!(
+            validate_task(&t).map(|id| id.as_str().to_owned()),
+            Ok("t1".to_owned())
+        );
+        // Empty values and repeated keys are fine.
+        assert_eq!(validate_labels(&[label("k", ""), label("k", "")]), Ok(()));
+    }
+
+    #[test]
+    fn too_many_labels() {
+        let t = with_labels(vec![label("k", "v"); MAX_LABELS + 1]);
+        assert_eq!(
+            validate_task(&t),
+            Err(TaskError::Invalid {
+                task: "t1".into(),
+                error: TaskRuleError::Label(LabelError::TooMany { count: 65 }),
+            })
+        );
+        assert_eq!(err(&t), "task \"t1\": 65 labels; at most 64 are allowed");
+    }
+
+    #[test]
+    fn label_keys() {
+        let t = with_labels(vec![label("a", "1"), label("", "2")]);
+        assert_eq!(
+            validate_labels(&t.labels),
+            Err(LabelError::KeyEmpty { index: 1 })
+        );
+        assert_eq!(err(&t), "task \"t1\": labels[1]: the key must not be empty");
+
+        let long = "k".repeat(MAX_LABEL_KEY_BYTES + 1);
+        assert!(matches!(
+            validate_labels(&[label(&long, "v")]),
+            Err(LabelError::KeyTooLong { index: 0, .. })
+        ));
+        let e = err(&with_labels(vec![label(&long, "v")]));
+        assert_eq!(
+            e,
+            format!(
+                "task \"t1\": labels[0]: key \"{}\"… (256 bytes) must be at most 255 bytes",
+                "k".repeat(64)
+            )
+        );
+
+        assert_eq!(
+            err(&with_labels(vec![label("a\0b", "v")])),
+            r#"task "t1": labels[0]: key "a\0b" contains a NUL byte"#
+        );
+    }
+
+    #[test]
+    fn label_values() {
+        let long = "v".repeat(MAX_LABEL_VALUE_BYTES + 1);
+        assert!(matches!(
+            validate_labels(&[label("k", &long)]),
+            Err(LabelError::ValueTooLong { index: 0, .. })
+        ));
+        let e = err(&with_labels(vec![label("k", "ok"), label("k", &long)]));
+        assert_eq!(
+            e,
+            format!(
+                "task \"t1\": labels[1] \"k\": value \"{}\"… (4097 bytes) must be at most 4096 bytes",
+                "v".repeat(64)
+            )
+        );
+        // A huge value is never echoed whole.
+        let e = err(&with_labels(vec![label("k", &"v".repeat(1 << 20))]));
+        assert!(e.len() < 200, "{e}");
+
+        assert_eq!(
+            err(&with_labels(vec![label("k", "x\0")])),
+            r#"task "t1": labels[0] "k": value "x\0" contains a NUL byte"#
+        );
     }
 
     #[test]

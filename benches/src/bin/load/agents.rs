@@ -1,6 +1,6 @@
 //! Simulated agents: each one is a tokio task that speaks the real agent
 //! protocol (`AgentApi.Attach`) to the leader, as `berth agent` does
-//! (`agent/src/master.rs`, `agent/src/agent.rs`), but runs no process.
+//! (`agent/src/master.rs`, `agent/src/agent/`), but runs no process.
 //!
 //! - It registers (re-registering with its id and tasks after a lost
 //!   stream), answers pings, and follows a follower's `berth-leader`
