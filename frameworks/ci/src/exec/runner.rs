@@ -52,9 +52,10 @@
 
 mod framework;
 mod requests;
+mod submit;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,16 +66,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use self::framework::CiFramework;
+use self::submit::{Prepared, create_record, prepare};
 use super::collect::{self, AgentBook, Collecting, LogRetry};
 use super::expiry::{self, SweepReport};
 use super::files::{Access, FileStore, PipelineAccess};
 pub use super::record::PipelineRecord;
 use super::resource_group::Assignment;
 use super::source::{self, Revision};
-use super::state::{self, FailureReason, JobNode, Pipeline};
+use super::state;
 use super::store::{RepoUpdate, Store, StoreError};
 pub use super::task::tags_match;
-use crate::{Config, Context, ParseOptions, PipelineSource, Plan, PlannedJob, SecretVariable};
+use crate::{PipelineSource, SecretVariable};
 
 /// The file in the data directory holding the framework's id.
 const FRAMEWORK_ID_FILE: &str = "framework-id";
@@ -226,26 +228,6 @@ pub enum RunError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
-}
-
-/// A submission whose slow part is done, off the runner's loop: parsed,
-/// planned once (which reads what the plan needs of the repository), and
-/// its source archive written to a temporary file.
-struct Prepared {
-    submission: Submission,
-    config: Config,
-    repository: Arc<MemoRepository>,
-    archive: TempArchive,
-}
-
-/// A source archive under its temporary name; removed when dropped unless
-/// it was moved into place.
-struct TempArchive(PathBuf);
-
-impl Drop for TempArchive {
-    fn drop(&mut self) {
-        remove_temp(&self.0);
-    }
 }
 
 enum Request {
@@ -540,44 +522,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The ordering view of a planned job for the state machine.
-fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
-    let index = |name: &str| plan.jobs.iter().position(|j| j.name == name);
-    JobNode {
-        name: job.name.clone(),
-        stage: job.stage_index,
-        needs: job
-            .needs
-            .as_ref()
-            .map(|needs| needs.iter().filter_map(|n| index(&n.job)).collect()),
-        when: match job.when {
-            crate::When::OnFailure => state::When::OnFailure,
-            crate::When::Always => state::When::Always,
-            crate::When::Manual => state::When::Manual,
-            crate::When::Delayed => state::When::Delayed(job.start_in.unwrap_or_default()),
-            crate::When::OnSuccess | crate::When::Never => state::When::OnSuccess,
-        },
-        allow_failure: state::AllowFailure {
-            any: job.allow_failure.any,
-            exit_codes: job.allow_failure.exit_codes.clone(),
-        },
-        retry: state::RetryPolicy {
-            max: job.retry.max,
-            // `always` listed next to exit codes still means every failure.
-            when: if job.retry.when.iter().any(|w| w == "always") {
-                FailureReason::ALL.to_vec()
-            } else {
-                job.retry
-                    .when
-                    .iter()
-                    .filter_map(|w| FailureReason::parse(w))
-                    .collect()
-            },
-            exit_codes: job.retry.exit_codes.clone(),
-        },
-    }
-}
-
 /// Starts the CI framework: opens its state, subscribes to the masters
 /// and runs until `stop` resolves.
 pub async fn start(
@@ -728,91 +672,6 @@ pub async fn start(
     Ok((handle, join))
 }
 
-/// Plans `submission` as a new pipeline and stores its record (with
-/// `update` to a registered repository, in the same transaction); returns
-/// the record. Nothing is stored when the plan fails or is empty.
-fn create_record(
-    store: &Store,
-    update: Option<RepoUpdate>,
-    config: &Config,
-    submission: &Submission,
-    repo: &dyn crate::Repository,
-) -> Result<PipelineRecord, RunError> {
-    let rev = &submission.revision;
-    let source = submission.source;
-    let branch = !rev.is_tag && source::is_branch(rev);
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut made: Option<PipelineRecord> = None;
-    let mut failure: Option<RunError> = None;
-    store.linked(update).create_with(|id| {
-        let ctx = plan_context(submission, id);
-        let plan = match config.plan(&ctx, repo) {
-            Ok(Some(plan)) => plan,
-            Ok(None) => {
-                failure = Some(RunError::NoPipeline(
-                    "workflow:rules create no pipeline for this ref".into(),
-                ));
-                return None;
-            }
-            Err(e) => {
-                failure = Some(RunError::NoPipeline(e.to_string()));
-                return None;
-            }
-        };
-        let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
-        let state = match Pipeline::new(nodes) {
-            Ok(s) => s,
-            Err(e) => {
-                failure = Some(e.into());
-                return None;
-            }
-        };
-        let masked_values = submission
-            .variables
-            .iter()
-            .filter(|v| v.masked)
-            .map(|v| v.value.clone())
-            .collect();
-        let jobs = plan.jobs.len();
-        let rec = PipelineRecord {
-            id,
-            project: rev.project_name.clone(),
-            sha: rev.sha.clone(),
-            ref_name: rev.ref_name.clone(),
-            source: source.as_str().to_string(),
-            token: token.clone(),
-            created_ms: now_ms(),
-            finished_ms: None,
-            plan,
-            state,
-            masked_values,
-            agents: vec![String::new(); jobs],
-            attempt_agents: BTreeMap::new(),
-            kill_reasons: vec![None; jobs],
-            repository: rev.root.join(&rev.subdir).display().to_string(),
-            branch,
-            auto_canceled_by: None,
-            waiting_for_resource: Vec::new(),
-            expired: expiry::Expired::default(),
-        };
-        made = Some(rec.clone());
-        Some(rec)
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    made.ok_or_else(|| RunError::Other("no record was made".into()))
-}
-
-/// Removes a temporary file, if it is there.
-fn remove_temp(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!("cannot remove {}: {e}", path.display()),
-    }
-}
-
 /// Which of `rec`'s jobs wait for their resource group.
 fn waits(rec: &PipelineRecord, resources: &Assignment) -> Vec<bool> {
     (0..rec.plan.jobs.len())
@@ -828,76 +687,6 @@ fn with_waits(rec: &PipelineRecord, resources: &Assignment) -> PipelineRecord {
     copy
 }
 
-/// What a plan of `submission` as pipeline `id` is evaluated against.
-fn plan_context(submission: &Submission, id: u64) -> Context {
-    let rev = &submission.revision;
-    Context {
-        project_name: rev.project_name.clone(),
-        project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
-        commit_sha: rev.sha.clone(),
-        ref_name: rev.ref_name.clone(),
-        ref_is_tag: rev.is_tag,
-        default_branch: rev.default_branch.clone(),
-        pipeline_id: id,
-        source: submission.source,
-        changed_files: Some(rev.changed_files.clone()),
-        secrets: submission.variables.clone(),
-    }
-}
-
-/// The slow part of a submission, run off the runner's loop: parses the
-/// definition, checks masked values, plans it once (to refuse a
-/// submission that makes no pipeline before anything is written, and to
-/// read what the plan needs of the repository, remembered for the plan the
-/// loop makes with the pipeline's id), and writes the source archive to a
-/// temporary file.
-fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunError> {
-    let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
-        .map_err(|diags| {
-            RunError::Invalid(
-                diags
-                    .iter()
-                    .map(|d| format!(".gitlab-ci.yml:{d}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
-    let mut masked = 0;
-    for v in submission.variables.iter().filter(|v| v.masked) {
-        super::mask::check_maskable(&v.name, &v.value)?;
-        masked += 1;
-    }
-    // Each job's task carries the values for its agent to mask.
-    if masked > super::mask::MAX_TASK_MASKED_VALUES {
-        return Err(RunError::Invalid(format!(
-            "{masked} masked variables; at most {} can be masked",
-            super::mask::MAX_TASK_MASKED_VALUES
-        )));
-    }
-    let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
-    // Planned as pipeline 0 here; the loop plans again with the real id
-    // from what this read (a plan only reads the repository for
-    // `rules:exists`, `rules:changes` of files and `cache:key:files`).
-    let ctx = plan_context(&submission, 0);
-    match config.plan(&ctx, &*repository) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(RunError::NoPipeline(
-                "workflow:rules create no pipeline for this ref".into(),
-            ));
-        }
-        Err(e) => return Err(RunError::NoPipeline(e.to_string())),
-    }
-    let archive = TempArchive(files.temp_path());
-    source::write_archive(&submission.revision, &archive.0)?;
-    Ok(Prepared {
-        submission,
-        config,
-        repository,
-        archive,
-    })
-}
-
 /// A retried pipeline runs again: its jobs advance, and it is no longer
 /// superseded (auto-canceled) by a newer one.
 fn running_again(rec: &mut PipelineRecord) {
@@ -905,68 +694,14 @@ fn running_again(rec: &mut PipelineRecord) {
     rec.auto_canceled_by = None;
 }
 
-/// A revision as a [`crate::Repository`] (for `rules:exists` and
-/// `cache:key:files`) that remembers what it read: a submission is planned
-/// off the runner's loop first, and planned again on the loop (with its
-/// id) from memory.
-#[derive(Debug)]
-struct MemoRepository {
-    rev: Revision,
-    files: std::sync::Mutex<Option<Vec<String>>>,
-    reads: std::sync::Mutex<HashMap<String, Option<Vec<u8>>>>,
-    /// How many times git was asked (for tests).
-    asked: std::sync::atomic::AtomicUsize,
-}
-
-impl MemoRepository {
-    fn new(rev: Revision) -> MemoRepository {
-        MemoRepository {
-            rev,
-            files: std::sync::Mutex::default(),
-            reads: std::sync::Mutex::default(),
-            asked: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    fn ask(&self) {
-        self.asked
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl crate::Repository for MemoRepository {
-    fn files(&self) -> Vec<String> {
-        let mut files = self
-            .files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        files
-            .get_or_insert_with(|| {
-                self.ask();
-                source::list_files(&self.rev).unwrap_or_default()
-            })
-            .clone()
-    }
-
-    fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let mut reads = self
-            .reads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reads
-            .entry(path.to_string())
-            .or_insert_with(|| {
-                self.ask();
-                source::read_file(&self.rev, path).ok().flatten()
-            })
-            .clone()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::submit::node;
     use super::*;
     use crate::exec::state::JobEnd;
+    use crate::exec::state::{JobNode, Pipeline};
+    use crate::{Config, Context, ParseOptions};
+    use std::path::Path;
 
     /// A stored-like record of `yaml`'s pipeline for branch `feature`.
     pub(crate) fn record(yaml: &str) -> PipelineRecord {

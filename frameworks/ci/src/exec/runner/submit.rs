@@ -1,0 +1,290 @@
+//! The slow part of a submission, off the framework's task: a
+//! definition parsed and planned once (reading what the plan needs of the
+//! repository, remembered in a [`MemoRepository`]), its source archive
+//! written to a temporary file; and the record made of it on the
+//! framework's task, with the pipeline's id ([`create_record`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::super::expiry;
+use super::super::files::FileStore;
+use super::super::source::{self, Revision};
+use super::super::state::{self, FailureReason, JobNode, Pipeline};
+use super::super::store::{RepoUpdate, Store};
+use super::{CONTAINER_SANDBOX, PipelineRecord, RunError, Submission, now_ms};
+use crate::{Config, Context, ParseOptions, Plan, PlannedJob};
+
+/// A submission whose slow part is done, off the runner's loop: parsed,
+/// planned once (which reads what the plan needs of the repository), and
+/// its source archive written to a temporary file.
+pub(super) struct Prepared {
+    pub(super) submission: Submission,
+    pub(super) config: Config,
+    pub(super) repository: Arc<MemoRepository>,
+    pub(super) archive: TempArchive,
+}
+
+/// A source archive under its temporary name; removed when dropped unless
+/// it was moved into place.
+pub(super) struct TempArchive(pub(super) PathBuf);
+
+impl Drop for TempArchive {
+    fn drop(&mut self) {
+        remove_temp(&self.0);
+    }
+}
+
+/// The ordering view of a planned job for the state machine.
+pub(super) fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
+    let index = |name: &str| plan.jobs.iter().position(|j| j.name == name);
+    JobNode {
+        name: job.name.clone(),
+        stage: job.stage_index,
+        needs: job
+            .needs
+            .as_ref()
+            .map(|needs| needs.iter().filter_map(|n| index(&n.job)).collect()),
+        when: match job.when {
+            crate::When::OnFailure => state::When::OnFailure,
+            crate::When::Always => state::When::Always,
+            crate::When::Manual => state::When::Manual,
+            crate::When::Delayed => state::When::Delayed(job.start_in.unwrap_or_default()),
+            crate::When::OnSuccess | crate::When::Never => state::When::OnSuccess,
+        },
+        allow_failure: state::AllowFailure {
+            any: job.allow_failure.any,
+            exit_codes: job.allow_failure.exit_codes.clone(),
+        },
+        retry: state::RetryPolicy {
+            max: job.retry.max,
+            // `always` listed next to exit codes still means every failure.
+            when: if job.retry.when.iter().any(|w| w == "always") {
+                FailureReason::ALL.to_vec()
+            } else {
+                job.retry
+                    .when
+                    .iter()
+                    .filter_map(|w| FailureReason::parse(w))
+                    .collect()
+            },
+            exit_codes: job.retry.exit_codes.clone(),
+        },
+    }
+}
+
+/// Plans `submission` as a new pipeline and stores its record (with
+/// `update` to a registered repository, in the same transaction); returns
+/// the record. Nothing is stored when the plan fails or is empty.
+pub(super) fn create_record(
+    store: &Store,
+    update: Option<RepoUpdate>,
+    config: &Config,
+    submission: &Submission,
+    repo: &dyn crate::Repository,
+) -> Result<PipelineRecord, RunError> {
+    let rev = &submission.revision;
+    let source = submission.source;
+    let branch = !rev.is_tag && source::is_branch(rev);
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut made: Option<PipelineRecord> = None;
+    let mut failure: Option<RunError> = None;
+    store.linked(update).create_with(|id| {
+        let ctx = plan_context(submission, id);
+        let plan = match config.plan(&ctx, repo) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                failure = Some(RunError::NoPipeline(
+                    "workflow:rules create no pipeline for this ref".into(),
+                ));
+                return None;
+            }
+            Err(e) => {
+                failure = Some(RunError::NoPipeline(e.to_string()));
+                return None;
+            }
+        };
+        let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
+        let state = match Pipeline::new(nodes) {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some(e.into());
+                return None;
+            }
+        };
+        let masked_values = submission
+            .variables
+            .iter()
+            .filter(|v| v.masked)
+            .map(|v| v.value.clone())
+            .collect();
+        let jobs = plan.jobs.len();
+        let rec = PipelineRecord {
+            id,
+            project: rev.project_name.clone(),
+            sha: rev.sha.clone(),
+            ref_name: rev.ref_name.clone(),
+            source: source.as_str().to_string(),
+            token: token.clone(),
+            created_ms: now_ms(),
+            finished_ms: None,
+            plan,
+            state,
+            masked_values,
+            agents: vec![String::new(); jobs],
+            attempt_agents: BTreeMap::new(),
+            kill_reasons: vec![None; jobs],
+            repository: rev.root.join(&rev.subdir).display().to_string(),
+            branch,
+            auto_canceled_by: None,
+            waiting_for_resource: Vec::new(),
+            expired: expiry::Expired::default(),
+        };
+        made = Some(rec.clone());
+        Some(rec)
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    made.ok_or_else(|| RunError::Other("no record was made".into()))
+}
+
+/// Removes a temporary file, if it is there.
+fn remove_temp(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
+/// What a plan of `submission` as pipeline `id` is evaluated against.
+fn plan_context(submission: &Submission, id: u64) -> Context {
+    let rev = &submission.revision;
+    Context {
+        project_name: rev.project_name.clone(),
+        project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
+        commit_sha: rev.sha.clone(),
+        ref_name: rev.ref_name.clone(),
+        ref_is_tag: rev.is_tag,
+        default_branch: rev.default_branch.clone(),
+        pipeline_id: id,
+        source: submission.source,
+        changed_files: Some(rev.changed_files.clone()),
+        secrets: submission.variables.clone(),
+    }
+}
+
+/// The slow part of a submission, run off the runner's loop: parses the
+/// definition, checks masked values, plans it once (to refuse a
+/// submission that makes no pipeline before anything is written, and to
+/// read what the plan needs of the repository, remembered for the plan the
+/// loop makes with the pipeline's id), and writes the source archive to a
+/// temporary file.
+pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunError> {
+    let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
+        .map_err(|diags| {
+            RunError::Invalid(
+                diags
+                    .iter()
+                    .map(|d| format!(".gitlab-ci.yml:{d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    let mut masked = 0;
+    for v in submission.variables.iter().filter(|v| v.masked) {
+        super::super::mask::check_maskable(&v.name, &v.value)?;
+        masked += 1;
+    }
+    // Each job's task carries the values for its agent to mask.
+    if masked > super::super::mask::MAX_TASK_MASKED_VALUES {
+        return Err(RunError::Invalid(format!(
+            "{masked} masked variables; at most {} can be masked",
+            super::super::mask::MAX_TASK_MASKED_VALUES
+        )));
+    }
+    let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
+    // Planned as pipeline 0 here; the loop plans again with the real id
+    // from what this read (a plan only reads the repository for
+    // `rules:exists`, `rules:changes` of files and `cache:key:files`).
+    let ctx = plan_context(&submission, 0);
+    match config.plan(&ctx, &*repository) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(RunError::NoPipeline(
+                "workflow:rules create no pipeline for this ref".into(),
+            ));
+        }
+        Err(e) => return Err(RunError::NoPipeline(e.to_string())),
+    }
+    let archive = TempArchive(files.temp_path());
+    source::write_archive(&submission.revision, &archive.0)?;
+    Ok(Prepared {
+        submission,
+        config,
+        repository,
+        archive,
+    })
+}
+
+/// A revision as a [`crate::Repository`] (for `rules:exists` and
+/// `cache:key:files`) that remembers what it read: a submission is planned
+/// off the runner's loop first, and planned again on the loop (with its
+/// id) from memory.
+#[derive(Debug)]
+pub(super) struct MemoRepository {
+    rev: Revision,
+    files: std::sync::Mutex<Option<Vec<String>>>,
+    reads: std::sync::Mutex<HashMap<String, Option<Vec<u8>>>>,
+    /// How many times git was asked (for tests).
+    pub(super) asked: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoRepository {
+    fn new(rev: Revision) -> MemoRepository {
+        MemoRepository {
+            rev,
+            files: std::sync::Mutex::default(),
+            reads: std::sync::Mutex::default(),
+            asked: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn ask(&self) {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::Repository for MemoRepository {
+    fn files(&self) -> Vec<String> {
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        files
+            .get_or_insert_with(|| {
+                self.ask();
+                source::list_files(&self.rev).unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads
+            .entry(path.to_string())
+            .or_insert_with(|| {
+                self.ask();
+                source::read_file(&self.rev, path).ok().flatten()
+            })
+            .clone()
+    }
+}
