@@ -5,43 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use berth_ci::PipelineSource;
-use berth_ci::exec::runner::{self, PipelineRecord, RunnerConfig, RunnerHandle, Submission};
+use berth_ci::exec::runner::{PipelineRecord, RunnerHandle, Submission};
 use berth_ci::exec::source;
 use berth_ci::exec::state::JobStatus;
 use berth_tests::Cluster;
+use common::ci_fixture;
 
-/// A runner on `data`, its file routes served (agents fetch the job's
-/// source there): the handle, its stop, its task and the server's task.
-async fn start(
-    cluster: &Cluster,
-    data: &Path,
-) -> (
-    RunnerHandle,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = RunnerConfig::new(vec![cluster.master_addr()], data.to_path_buf(), base);
-    config.default_cpus = 0.1;
-    config.default_mem = 32.0;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (handle, join) = runner::start(config, async {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let router = handle.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router.into_make_service()).await;
-    });
-    (handle, stop, join, server)
-}
+mod common;
 
 fn job_status(rec: &PipelineRecord) -> JobStatus {
     rec.state.jobs()[0].status
@@ -73,7 +46,8 @@ async fn a_failed_store_write_stops_the_runner_and_loses_nothing() {
         ".gitlab-ci.yml",
         "slow:\n  script:\n    - echo started\n    - sleep 2\n",
     )]);
-    let (handle, _stop, join, server) = start(&cluster, data.path()).await;
+    let fx = ci_fixture::start(&cluster, data.path(), |_| {}).await;
+    let handle = fx.handle.clone();
     let revision = source::resolve(repo.path(), None, false).unwrap();
     let definition = std::fs::read_to_string(repo.path().join(".gitlab-ci.yml")).unwrap();
     let id = handle
@@ -90,10 +64,7 @@ async fn a_failed_store_write_stops_the_runner_and_loses_nothing() {
 
     // The disk fills up: the job's end cannot be stored.
     handle.store().fail_writes(true);
-    tokio::time::timeout(Duration::from_secs(120), join)
-        .await
-        .expect("the runner stops on its own")
-        .unwrap();
+    fx.wait_stopped(Duration::from_secs(120)).await;
     let why = handle.failure().expect("the runner says why it stopped");
     assert!(
         why.starts_with(&format!("cannot store pipeline {id}: ")) && why.contains("fault injected"),
@@ -102,16 +73,12 @@ async fn a_failed_store_write_stops_the_runner_and_loses_nothing() {
     // What is stored is what was true before the failed write.
     let stored: PipelineRecord = handle.store().get(id).unwrap().unwrap();
     assert_eq!(job_status(&stored), JobStatus::Running);
-    // The server's router holds a handle (and so the state file).
-    server.abort();
-    let _ = server.await;
+    // The handle holds the state file.
     drop(handle);
 
     // A new runner on the same data re-attaches and records the job's end.
-    let (handle, stop, join, server) = start(&cluster, data.path()).await;
-    wait_for_job(&handle, id, JobStatus::Success).await;
-    assert_eq!(handle.failure(), None);
-    let _ = stop.send(());
-    join.await.unwrap();
-    server.abort();
+    let fx = ci_fixture::start(&cluster, data.path(), |_| {}).await;
+    wait_for_job(&fx.handle, id, JobStatus::Success).await;
+    assert_eq!(fx.handle.failure(), None);
+    fx.shut().await;
 }

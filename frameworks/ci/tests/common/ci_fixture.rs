@@ -88,12 +88,34 @@ impl CiFixture {
     /// Stops the poller, then the runner, then the file server, and waits
     /// until they are gone, so that a new fixture can open the state file.
     pub async fn shut(self) {
+        self.stop_within(None).await;
+    }
+
+    /// Waits until the runner stops on its own (it must, within `limit`),
+    /// then stops the rest as [`CiFixture::shut`] does.
+    pub async fn wait_stopped(self, limit: std::time::Duration) {
+        self.stop_within(Some(limit)).await;
+    }
+
+    /// Stops the poller, then the runner (asked to, or on its own within
+    /// `limit`), then the file server, and waits until they are gone.
+    async fn stop_within(mut self, limit: Option<std::time::Duration>) {
         if let Some(service) = self.repos {
             let _ = service.stop.send(());
             let _ = service.poller.await;
         }
-        let _ = self.stop.send(());
-        let _ = self.runner.await;
+        match limit {
+            None => {
+                let _ = self.stop.send(());
+                let _ = (&mut self.runner).await;
+            }
+            Some(limit) => {
+                tokio::time::timeout(limit, &mut self.runner)
+                    .await
+                    .expect("the runner stops on its own")
+                    .unwrap();
+            }
+        }
         self.server.abort();
         // The server's router holds a handle (and so the state file).
         let _ = self.server.await;

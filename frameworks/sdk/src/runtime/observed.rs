@@ -354,20 +354,8 @@ pub enum LaunchOutcome {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ids, status};
     use super::*;
-
-    fn status(id: &str, state: pb::TaskState, reason: pb::TaskReason) -> pb::TaskStatus {
-        pb::TaskStatus {
-            task_id: id.into(),
-            state: state as i32,
-            reason: reason as i32,
-            ..Default::default()
-        }
-    }
-
-    fn ids(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
 
     #[test]
     fn an_unknown_launch_is_not_launched_after_a_fresh_unknown_answer() {

@@ -40,7 +40,7 @@ fn on_agent(mut t: pb::TaskInfo, agent: &str) -> pb::TaskInfo {
     t
 }
 
-fn status(id: &str, state: pb::TaskState, reason: pb::TaskReason) -> pb::TaskStatus {
+pub(super) fn status(id: &str, state: pb::TaskState, reason: pb::TaskReason) -> pb::TaskStatus {
     pb::TaskStatus {
         task_id: id.into(),
         state: state as i32,
@@ -65,7 +65,7 @@ fn oids(list: &[&str]) -> Vec<OfferId> {
     list.iter().map(|id| oid(id)).collect()
 }
 
-fn ids(list: &[&str]) -> Vec<String> {
+pub(super) fn ids(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
