@@ -94,11 +94,15 @@ impl Core {
             info!("no longer the leader; closing framework and agent streams");
         }
         self.fail_pending(&ApplyError::LeadershipLost);
-        for (_, conn) in self.frameworks.drain() {
-            let _ = conn.tx.try_send(Err(CallError::NotLeader { leader: None }));
+        let frameworks: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for id in frameworks {
+            self.drop_connection(&id, Some(Err(CallError::NotLeader { leader: None })));
         }
         self.retired_streams.clear();
-        self.agents.clear();
+        let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        for id in agents {
+            self.drop_agent_connection(&id);
+        }
         self.conn_agents.clear();
         self.last_seen.clear();
         self.inherited.clear();

@@ -135,8 +135,11 @@ impl Core {
         }
         // Raft drops the reads of a leader that steps down.
         let redirect = self.not_leader();
-        for (_, r) in self.pending_reads.drain() {
-            let _ = r.reply.send(Err(redirect.clone()));
+        for (_, r) in std::mem::take(&mut self.pending_reads) {
+            self.reply(Reply::Operator {
+                to: r.to,
+                result: Err(redirect.clone()),
+            });
         }
     }
 
@@ -169,9 +172,10 @@ impl Core {
             .collect();
         for ctx in expired {
             if let Some(r) = self.pending_reads.remove(&ctx) {
-                let _ = r
-                    .reply
-                    .send(Err(CallError::unavailable("read index timed out")));
+                self.reply(Reply::Operator {
+                    to: r.to,
+                    result: Err(CallError::unavailable("read index timed out")),
+                });
             }
         }
     }
@@ -179,21 +183,18 @@ impl Core {
     /// Starts a linearizable operator read (Raft's ReadIndex): it is
     /// answered from the registry once this leader has applied everything
     /// committed when the read began. The core goes on meanwhile.
-    pub(super) async fn start_read(
-        &mut self,
-        call: OperatorCall,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    ) {
+    pub(super) async fn start_read(&mut self, call: OperatorCall, to: Caller<OperatorReply>) {
         let ctx = rand_u64().to_be_bytes().to_vec();
         if self.raft.read_index(ctx.clone()).await.is_err() {
-            let _ = reply.send(Err(self.not_leader()));
+            let result = Err(self.not_leader());
+            self.reply(Reply::Operator { to, result });
             return;
         }
         self.pending_reads.insert(
             ctx,
             PendingRead {
                 call,
-                reply,
+                to,
                 deadline: self.clock.instant + COMMIT_TIMEOUT,
             },
         );
@@ -327,7 +328,8 @@ impl Core {
             }
             Applied::ReadReady { ctx, .. } => {
                 if let Some(r) = self.pending_reads.remove(&ctx) {
-                    let _ = r.reply.send(self.read(r.call));
+                    let result = self.read(r.call);
+                    self.reply(Reply::Operator { to: r.to, result });
                 }
                 None
             }

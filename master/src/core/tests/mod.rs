@@ -7,6 +7,7 @@ mod agents;
 mod frameworks;
 mod handlers;
 mod replicate;
+mod streams;
 
 use super::*;
 use crate::raft::node::{NodeConfig, start};
@@ -62,23 +63,22 @@ impl Core {
         &mut self,
         req: pb::AcceptRequest,
     ) -> Result<pb::AcceptResponse, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.accept(req, tx);
-        match self.answered(rx).await? {
+        match self.call_wait(SchedulerCall::Accept(req)).await? {
             CallReply::Accept(r) => Ok(r),
             CallReply::Empty => panic!("accept answered without a response"),
         }
     }
 
+    /// Makes a scheduler call, as the service does, and waits for the answer.
     async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.call(call, tx);
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Call { call, reply }).await;
         self.answered(rx).await
     }
 
     async fn subscribe_wait(&mut self, info: pb::FrameworkInfo) -> Result<Subscription, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.subscribe(info, tx);
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Subscribe { info, reply }).await;
         self.answered(rx).await
     }
 }
@@ -182,7 +182,13 @@ async fn register(
             .collect(),
     };
     let (reply, answer) = oneshot::channel();
-    core.register_agent(conn, reg, tx, reply);
+    core.request(Request::AgentRegister {
+        conn,
+        register: reg,
+        tx,
+        reply,
+    })
+    .await;
     (core.answered(answer).await, rx)
 }
 
