@@ -207,7 +207,7 @@ impl Core {
         self.allocator.remove_agent(id);
     }
 
-    pub(super) async fn agent_message(&mut self, conn: u64, message: pb::AgentMessage) {
+    pub(super) fn agent_message(&mut self, conn: u64, message: pb::AgentMessage) {
         let Some(agent) = self.conn_agents.get(&conn).cloned() else {
             return;
         };
@@ -215,7 +215,7 @@ impl Core {
         match message.message {
             Some(pb::agent_message::Message::Pong(_)) => {}
             Some(pb::agent_message::Message::StatusUpdate(update)) => {
-                self.status_update(&agent, update).await
+                self.status_update(&agent, update)
             }
             Some(pb::agent_message::Message::Register(_)) => {
                 warn!(agent = %agent, "ignoring a second Register on one stream");

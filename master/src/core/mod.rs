@@ -27,20 +27,25 @@
 //! executed; a full or closed stream disconnects its framework or agent
 //! then, as an inline send did. The core refuses calls with a
 //! [`CallError`]; only [`crate::service`] turns one into a gRPC status.
-//! Still inline: the Raft calls that membership changes and linearizable
-//! reads await. The run loop also reads the clock, once per input
+//! Nor do handlers await Raft: a linearizable read or a membership change
+//! is handed to Raft as an action ([`Action::ReadIndex`],
+//! [`Action::ChangeMembership`]) and parked; it is answered when Raft
+//! applies it, or refuses it (the shell's [`RaftReport`]). The one await
+//! left is the no-op barrier of a leader taking over, before it serves
+//! anything. The run loop also reads the clock, once per input
 //! ([`Clock`]), and handlers take their time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `shell` the channels and the execution
-//! of actions; `leadership` taking over and stepping down; `replicate`
-//! proposals, applying what Raft commits, reads and snapshots; `then` the
-//! continuations of proposals; `frameworks` subscriptions and streams;
-//! `calls` the scheduler calls but Accept, which is `accept`; `agents`
-//! registration and connections; `status` agents' status updates;
-//! `timers` periodic work and allocation; `operator` operator calls;
-//! `membership` Raft membership changes; `views` what operators read;
-//! `validate` the checks of a task's own fields.
+//! of actions; `leadership` taking over, stepping down and answering as a
+//! follower; `replicate` proposals, applying what Raft commits, reads and
+//! snapshots; `then` the continuations of proposals; `frameworks`
+//! subscriptions and streams; `calls` the scheduler calls but Accept,
+//! which is `accept`; `agents` registration and connections; `status`
+//! agents' status updates; `timers` periodic work and allocation;
+//! `operator` operator calls; `membership` Raft membership changes;
+//! `views` what operators read; `validate` the checks of a task's own
+//! fields.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -74,7 +79,8 @@ mod timers;
 mod validate;
 mod views;
 
-use self::shell::{Caller, Io, Registered, Reply, Subscribed};
+use self::membership::PendingChange;
+use self::shell::{Caller, Io, RaftReport, Registered, Reply, Subscribed};
 use self::then::{RemovalReply, Then};
 use self::validate::{check_attributes, validate_task};
 use crate::config::MasterConfig;
@@ -306,6 +312,8 @@ pub(crate) struct Core {
     pending: BTreeMap<u64, Pending>,
     /// Operator reads waiting for their ReadIndex, by request context.
     pending_reads: HashMap<Vec<u8>, PendingRead>,
+    /// The membership change waiting to be applied (one at a time).
+    membership: Option<PendingChange>,
     /// Frameworks with a subscription being committed, and how many.
     subscribing: HashMap<FrameworkId, usize>,
     /// The term this core leads in, once it has taken over (applied every
@@ -411,6 +419,17 @@ enum Action {
     },
     /// End the agent's stream on connection `conn` if it is still open.
     CloseAgent { agent: AgentId, conn: u64 },
+    /// Ask Raft for a ReadIndex with this context; it comes back as
+    /// [`Applied::ReadReady`], or as [`RaftReport::ReadRefused`].
+    ReadIndex { ctx: Vec<u8> },
+    /// Propose a membership change to Raft; it comes back as
+    /// [`Applied::ConfChanged`], or as [`RaftReport::MembershipRefused`]
+    /// naming `seq`.
+    ChangeMembership {
+        seq: u64,
+        change: raft::eraftpb::ConfChangeV2,
+        context: Vec<u8>,
+    },
     /// Hand Raft a snapshot of the registry as of log index `index`, so it
     /// can compact the log before it (and send it to peers that fell
     /// behind). Executed on a task of its own: awaiting it in the loop
@@ -466,6 +485,7 @@ impl Core {
             proposal_seq: 0,
             pending: BTreeMap::new(),
             pending_reads: HashMap::new(),
+            membership: None,
             subscribing: HashMap::new(),
             leading: None,
             leading_since_ms: 0,
@@ -489,7 +509,7 @@ impl Core {
             last_heartbeat: now,
             fatal: None,
             actions: Vec::new(),
-            io: Io::default(),
+            io: Io::new(),
             clock,
         };
         // Members added after the bootstrap are known from the replicated
@@ -534,17 +554,21 @@ impl Core {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                     }
                 },
+                Some(report) = self.io.reports_rx.recv() => {
+                    self.clock = Clock::read();
+                    self.on_raft_report(report);
+                }
                 // The tick comes before requests: under a steady stream of
                 // requests a biased select would otherwise never reach it,
                 // and pings, heartbeats, expiries and allocation would stop.
                 _ = tick.tick() => if self.leading.is_some() {
                     self.clock = Clock::read();
-                    self.on_tick(requests.is_empty()).await
+                    self.on_tick(requests.is_empty())
                 },
                 req = requests.recv() => match req {
                     Some(req) => {
                         self.clock = Clock::read();
-                        self.request(req).await
+                        self.request(req)
                     }
                     None => break,
                 },
@@ -555,13 +579,13 @@ impl Core {
     }
 
     /// Takes a request: the shell parks its caller, a handler handles it.
-    pub(super) async fn request(&mut self, req: Request) {
+    pub(super) fn request(&mut self, req: Request) {
         if let Some(input) = self.park(req) {
-            self.handle(input).await;
+            self.handle(input);
         }
     }
 
-    async fn handle(&mut self, input: Input) {
+    fn handle(&mut self, input: Input) {
         if self.leading.is_none() {
             self.handle_as_follower(input);
             return;
@@ -575,7 +599,7 @@ impl Core {
                 stream_id,
             }) => self.framework_closed(&framework, &stream_id),
             Input::Stream(StreamEvent::AgentMessage { conn, message }) => {
-                self.agent_message(conn, message).await
+                self.agent_message(conn, message)
             }
             Input::Stream(StreamEvent::AgentClosed { conn }) => self.agent_closed(conn),
             Input::Operator(call, stale_ok, to) => {
@@ -584,50 +608,16 @@ impl Core {
                 // otherwise answer them only when its read times out).
                 let own_view = matches!(call, OperatorCall::Leader | OperatorCall::Members);
                 if !call.is_read() {
-                    return self.operator(call, to).await;
+                    return self.operator(call, to);
                 }
                 if stale_ok || own_view {
                     let result = self.read(call);
                     self.reply(Reply::Operator { to, result });
                 } else {
-                    self.start_read(call, to).await;
+                    self.start_read(call, to);
                 }
             }
         }
-    }
-
-    /// A follower (or a leader still taking over) redirects every call to
-    /// the leader; operator reads marked stale-ok are served from this
-    /// master's registry.
-    fn handle_as_follower(&mut self, input: Input) {
-        let redirect = self.not_leader();
-        let reply = match input {
-            Input::Subscribe(_, to) => Reply::Subscribe {
-                to,
-                result: Err(redirect),
-            },
-            Input::Call(_, to) => Reply::Call {
-                to,
-                result: Err(redirect),
-            },
-            Input::AgentRegister { conn, .. } => Reply::Register {
-                conn,
-                result: Err(redirect),
-            },
-            Input::Operator(call, stale_ok, to) => {
-                let result = match call {
-                    OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
-                    OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
-                    // Only the leader holds pending work, even for stale reads.
-                    OperatorCall::Pending(_) => Err(redirect),
-                    call if stale_ok && call.is_read() => self.read(call),
-                    _ => Err(redirect),
-                };
-                Reply::Operator { to, result }
-            }
-            Input::Stream(_) => return,
-        };
-        self.reply(reply);
     }
 }
 

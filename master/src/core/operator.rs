@@ -62,16 +62,10 @@ impl Core {
     }
 
     /// Handles an operator write; it is answered once committed.
-    pub(super) async fn operator(&mut self, call: OperatorCall, to: Caller<OperatorReply>) {
+    pub(super) fn operator(&mut self, call: OperatorCall, to: Caller<OperatorReply>) {
         match call {
-            OperatorCall::AddMember(req) => {
-                let result = self.add_member(req).await.map(OperatorReply::AddMember);
-                self.reply(Reply::Operator { to, result });
-            }
-            OperatorCall::RemoveMember(id) => {
-                let result = self.remove_member(id).await.map(|()| OperatorReply::Empty);
-                self.reply(Reply::Operator { to, result });
-            }
+            OperatorCall::AddMember(req) => self.add_member(req, to),
+            OperatorCall::RemoveMember(id) => self.remove_member(id, to),
             OperatorCall::Drain(id) => self.set_draining(&id, true, to),
             OperatorCall::Reactivate(id) => self.set_draining(&id, false, to),
             OperatorCall::Teardown(id) => self.teardown_by_operator(&id, to),

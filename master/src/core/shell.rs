@@ -12,7 +12,9 @@
 //! [`Action::CloseAgent`], after its last message if it has one
 //! (superseded, removed, no longer leader). Sends find the stream open
 //! when they are executed; a full or closed stream is handed back to the
-//! handlers as its framework or agent disconnecting.
+//! handlers as its framework or agent disconnecting. The shell also makes
+//! the Raft requests handlers ask for (a ReadIndex, a membership change)
+//! on tasks of their own, and reports a refusal back as a [`RaftReport`].
 
 use std::marker::PhantomData;
 
@@ -136,8 +138,17 @@ pub(super) enum Reply {
     },
 }
 
+/// A request the shell made to Raft for a handler that Raft refused (what
+/// it accepts comes back on the applied channel).
+#[derive(Debug)]
+pub(super) enum RaftReport {
+    /// The ReadIndex with this context (this master no longer leads).
+    ReadRefused { ctx: Vec<u8> },
+    /// The membership change `seq`.
+    MembershipRefused { seq: u64, error: ProposeError },
+}
+
 /// The channels the shell holds; handlers never touch them.
-#[derive(Default)]
 pub(super) struct Io {
     /// Open framework streams: each framework's stream id and sender.
     frameworks: HashMap<FrameworkId, (String, EventTx)>,
@@ -149,6 +160,25 @@ pub(super) struct Io {
     pub(super) subscribers: Waiting<Subscription>,
     pub(super) calls: Waiting<CallReply>,
     pub(super) operators: Waiting<OperatorReply>,
+    /// Refusals of the Raft requests the shell made, for the run loop.
+    reports: mpsc::UnboundedSender<RaftReport>,
+    pub(super) reports_rx: mpsc::UnboundedReceiver<RaftReport>,
+}
+
+impl Io {
+    pub(super) fn new() -> Self {
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        Self {
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            registering: HashMap::new(),
+            subscribers: Waiting::default(),
+            calls: Waiting::default(),
+            operators: Waiting::default(),
+            reports,
+            reports_rx,
+        }
+    }
 }
 
 impl Core {
@@ -224,6 +254,26 @@ impl Core {
                     if self.io.agents.get(&agent).is_some_and(|(c, _)| *c == conn) {
                         self.io.agents.remove(&agent);
                     }
+                }
+                Action::ReadIndex { ctx } => {
+                    let (raft, reports) = (self.raft.clone(), self.io.reports.clone());
+                    tokio::spawn(async move {
+                        if raft.read_index(ctx.clone()).await.is_err() {
+                            let _ = reports.send(RaftReport::ReadRefused { ctx });
+                        }
+                    });
+                }
+                Action::ChangeMembership {
+                    seq,
+                    change,
+                    context,
+                } => {
+                    let (raft, reports) = (self.raft.clone(), self.io.reports.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = raft.propose_conf_change(change, context).await {
+                            let _ = reports.send(RaftReport::MembershipRefused { seq, error });
+                        }
+                    });
                 }
                 Action::Snapshot { index, data } => {
                     let raft = self.raft.clone();

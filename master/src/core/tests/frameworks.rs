@@ -101,7 +101,7 @@ async fn a_call_in_flight_when_leadership_is_lost_is_told_its_outcome_is_unknown
     // Proposed, not applied yet, when this master steps down.
     let (reply, mut rx) = oneshot::channel();
     let call = SchedulerCall::Accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"));
-    core.request(Request::Call { call, reply }).await;
+    core.request(Request::Call { call, reply });
     core.step_down();
     core.deliver_sends();
     let err = match rx.try_recv() {
@@ -161,8 +161,7 @@ async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
             call: OperatorCall::Teardown(id.into()),
             stale_ok: false,
             reply,
-        })
-        .await;
+        });
         core.answered(rx).await
     };
     // Refused calls change nothing.
@@ -351,8 +350,7 @@ async fn a_follower_never_answers_pending_work() {
         call: OperatorCall::Pending(pb::ListPendingRequest::default()),
         stale_ok: true,
         reply: tx,
-    })
-    .await;
+    });
     core.deliver_sends();
     let err = rx.await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");

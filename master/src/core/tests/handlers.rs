@@ -3,8 +3,8 @@
 //! runtime. A test feeds inputs (callers are [`Caller`] tokens), takes
 //! what the core proposed, hands the entries back as Raft would once they
 //! commit, and checks exactly what the core proposed, parked, sent and
-//! answered (the [`Action`]s it pushed). The async handlers await nothing
-//! on a fake node, so `futures::executor::block_on` runs them.
+//! answered (the [`Action`]s it pushed). Handlers are plain functions:
+//! they await nothing.
 
 use super::*;
 use crate::core::replicate::decode;
@@ -443,7 +443,7 @@ fn a_status_update_is_forwarded_to_the_framework_once_applied() {
         timestamp: 1_000.0,
         ..Default::default()
     };
-    futures::executor::block_on(h.core.agent_message(
+    h.core.agent_message(
         1,
         pb::AgentMessage {
             message: Some(pb::agent_message::Message::StatusUpdate(pb::StatusUpdate {
@@ -451,7 +451,7 @@ fn a_status_update_is_forwarded_to_the_framework_once_applied() {
                 status: Some(status.clone()),
             })),
         },
-    ));
+    );
     assert_eq!(take_actions(&mut h.core), Vec::new());
 
     let commands = h.commit();
@@ -515,7 +515,7 @@ fn an_agent_that_misses_its_pings_is_pinged_then_dropped_and_marked_unreachable(
 
     // One ping interval later: a ping, nothing else.
     h.core.clock.instant = registered_at + interval;
-    futures::executor::block_on(h.core.on_tick(true));
+    h.core.on_tick(true);
     assert_eq!(
         take_actions(&mut h.core),
         vec![Action::ToAgent {
@@ -529,7 +529,7 @@ fn an_agent_that_misses_its_pings_is_pinged_then_dropped_and_marked_unreachable(
     // Past the ping timeout with no answer: pinged once more, then dropped
     // and marked unreachable.
     h.core.clock.instant = registered_at + timeout + interval;
-    futures::executor::block_on(h.core.on_tick(true));
+    h.core.on_tick(true);
     assert_eq!(
         take_actions(&mut h.core),
         vec![

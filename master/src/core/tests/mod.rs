@@ -8,6 +8,7 @@ mod frameworks;
 mod handlers;
 mod replicate;
 mod streams;
+mod waits;
 
 use super::*;
 use crate::raft::node::{NodeConfig, start};
@@ -72,13 +73,13 @@ impl Core {
     /// Makes a scheduler call, as the service does, and waits for the answer.
     async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.request(Request::Call { call, reply }).await;
+        self.request(Request::Call { call, reply });
         self.answered(rx).await
     }
 
     async fn subscribe_wait(&mut self, info: pb::FrameworkInfo) -> Result<Subscription, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.request(Request::Subscribe { info, reply }).await;
+        self.request(Request::Subscribe { info, reply });
         self.answered(rx).await
     }
 }
@@ -140,7 +141,7 @@ async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)
 
 /// Delivers an agent message, then applies whatever it proposed.
 async fn deliver(core: &mut Core, conn: u64, message: pb::AgentMessage) {
-    core.agent_message(conn, message).await;
+    core.agent_message(conn, message);
     while let Ok(Some(applied)) =
         tokio::time::timeout(Duration::from_millis(100), core.applied_rx.recv()).await
     {
@@ -187,8 +188,7 @@ async fn register(
         register: reg,
         tx,
         reply,
-    })
-    .await;
+    });
     (core.answered(answer).await, rx)
 }
 

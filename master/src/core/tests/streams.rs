@@ -208,7 +208,7 @@ fn a_follower_redirects_every_caller_to_the_leader() {
         Input::Operator(OperatorCall::Agents, true, Caller::new(6)),
     ];
     for input in inputs {
-        futures::executor::block_on(h.core.handle(input));
+        h.core.handle(input);
     }
     assert_eq!(
         take_actions(&mut h.core),
@@ -248,7 +248,7 @@ fn the_shell_opens_a_subscription_with_subscribed_and_ends_it_with_the_last_even
         },
         reply,
     });
-    futures::executor::block_on(h.core.handle(input.unwrap()));
+    h.core.handle(input.unwrap());
     h.commit();
     h.core.execute_actions();
 
@@ -286,7 +286,7 @@ fn the_shell_disconnects_an_agent_whose_stream_closed_before_its_answer() {
         tx,
         reply,
     });
-    futures::executor::block_on(h.core.handle(input.unwrap()));
+    h.core.handle(input.unwrap());
     // The agent goes away while its registration is being committed.
     drop(stream);
     let commands = h.commit();
