@@ -14,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 use tracing::debug;
 
-use crate::core::{AGENT_QUEUE, CallReply, OperatorCall, OperatorReply, Request, SchedulerCall};
+use crate::core::{
+    AGENT_QUEUE, CallReply, OperatorCall, OperatorReply, Request, SchedulerCall, StreamEvent,
+};
 use crate::error::CallError;
 
 /// How long an agent has to send Register after opening its stream.
@@ -177,10 +179,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .0
             .ask(|reply| Request::Subscribe { info, reply })
             .await?;
-        let closed = Request::FrameworkStreamClosed {
+        let closed = Request::Stream(StreamEvent::FrameworkStreamClosed {
             framework: sub.framework.clone(),
             stream_id: sub.stream_id.clone(),
-        };
+        });
         let stream = Notifying {
             inner: as_grpc(sub.events),
             on_drop: Some((self.0.tx.clone(), closed)),
@@ -319,7 +321,7 @@ impl pb::agent_api_server::AgentApi for AgentService {
                 match inbound.message().await {
                     Ok(Some(message)) => {
                         if core
-                            .send(Request::AgentMessage { conn, message })
+                            .send(Request::Stream(StreamEvent::AgentMessage { conn, message }))
                             .await
                             .is_err()
                         {
@@ -333,11 +335,16 @@ impl pb::agent_api_server::AgentApi for AgentService {
                     }
                 }
             }
-            let _ = core.send(Request::AgentClosed { conn }).await;
+            let _ = core
+                .send(Request::Stream(StreamEvent::AgentClosed { conn }))
+                .await;
         });
         let stream = Notifying {
             inner: as_grpc(rx),
-            on_drop: Some((self.0.tx.clone(), Request::AgentClosed { conn })),
+            on_drop: Some((
+                self.0.tx.clone(),
+                Request::Stream(StreamEvent::AgentClosed { conn }),
+            )),
         };
         Ok(Response::new(Box::pin(stream)))
     }

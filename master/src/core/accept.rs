@@ -7,43 +7,37 @@ impl Core {
     /// Accepts offers: validates the launch, takes the offers, proposes the
     /// launch and, once it is committed, sends the tasks to the agent and
     /// answers.
-    pub(super) fn accept(
-        &mut self,
-        req: pb::AcceptRequest,
-        reply: oneshot::Sender<Result<CallReply, CallError>>,
-    ) {
-        match self.prepare_accept(req) {
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
+    pub(super) fn accept(&mut self, req: pb::AcceptRequest, to: Caller<CallReply>) {
+        let (cmd, used) = match self.prepare_accept(req) {
+            Ok(Some(launch)) => launch,
             Ok(None) => {
-                let _ = reply.send(Ok(CallReply::Accept(pb::AcceptResponse::default())));
+                let result = Ok(CallReply::Accept(pb::AcceptResponse::default()));
+                return self.reply(Reply::Call { to, result });
             }
-            Ok(Some((cmd, used))) => {
-                let Command::LaunchTasks {
-                    framework,
-                    agent,
-                    tasks,
-                } = &cmd
-                else {
-                    let _ = reply.send(Err(CallError::internal("accept prepared a non-launch")));
-                    return;
-                };
-                let (fw, agent, records) = (framework.clone(), agent.clone(), tasks.clone());
-                let role = records.first().map(|r| r.role.clone()).unwrap_or_default();
-                self.propose_checked(
-                    cmd,
-                    Then::Launched {
-                        framework: fw,
-                        agent,
-                        role,
-                        records,
-                        used,
-                        reply,
-                    },
-                );
-            }
-        }
+            Err(e) => return self.reply(Reply::Call { to, result: Err(e) }),
+        };
+        let Command::LaunchTasks {
+            framework,
+            agent,
+            tasks,
+        } = &cmd
+        else {
+            let result = Err(CallError::internal("accept prepared a non-launch"));
+            return self.reply(Reply::Call { to, result });
+        };
+        let (fw, agent, records) = (framework.clone(), agent.clone(), tasks.clone());
+        let role = records.first().map(|r| r.role.clone()).unwrap_or_default();
+        self.propose_checked(
+            cmd,
+            Then::Launched {
+                framework: fw,
+                agent,
+                role,
+                records,
+                used,
+                to,
+            },
+        );
     }
 
     /// A launch is committed: send its tasks to the agent.

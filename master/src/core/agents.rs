@@ -6,40 +6,24 @@ use super::*;
 impl Core {
     /// Registers an agent: the registration is committed first, then the
     /// connection is taken over (see [`Self::agent_registered`]).
-    pub(super) fn register_agent(
-        &mut self,
-        conn: u64,
-        reg: pb::Register,
-        tx: AgentTx,
-        reply: oneshot::Sender<Result<(), CallError>>,
-    ) {
+    /// The agent's stream and its caller wait with the shell, by `conn`,
+    /// for the answer.
+    pub(super) fn register_agent(&mut self, conn: u64, reg: pb::Register) {
         let (id, new, cmd) = match self.prepare_registration(reg) {
             Ok(v) => v,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                self.reply(Reply::Register {
+                    conn,
+                    result: Err(e),
+                });
                 return;
             }
         };
-        if tx.is_closed() {
-            let _ = reply.send(Err(CallError::unavailable(
-                "agent stream closed during registration",
-            )));
-            return;
-        }
         // Record the registration first: a refused one (its running tasks
         // do not fit the resources it now reports) changes nothing, not
         // even an older connection of the same agent. A new agent's tasks
         // (it lost its id) are all unknown and get killed.
-        self.propose(
-            cmd,
-            Then::AgentRegistered {
-                conn,
-                id,
-                new,
-                tx,
-                reply,
-            },
-        );
+        self.propose(cmd, Then::AgentRegistered { conn, id, new });
     }
 
     /// Validates a `Register` into the command that records it.
@@ -118,18 +102,19 @@ impl Core {
         ))
     }
 
-    /// A registration is committed: take over the agent's connection.
+    /// A registration is committed: take over the agent's connection and
+    /// answer (the answer opens its stream), then send what it must do.
+    /// On an error nobody was answered.
     pub(super) fn agent_registered(
         &mut self,
         conn: u64,
         id: AgentId,
         new: bool,
-        tx: AgentTx,
         effects: &Effects,
     ) -> Result<(), CallError> {
-        // Replace an older connection of the same agent: its stream no
-        // longer affects state.
-        if let Some(old) = self.agents.remove(&id) {
+        // Replace an older connection of the same agent: its stream ends
+        // and no longer affects state.
+        if let Some(old) = self.drop_agent_connection(&id) {
             self.conn_agents.remove(&old.conn);
         }
         self.remove_agent_from_allocator(&id);
@@ -137,21 +122,20 @@ impl Core {
         let Some(record) = self.registry.agent(&id).cloned() else {
             return Err(CallError::internal("agent vanished from the registry"));
         };
-        let registered = pb::MasterMessage {
-            message: Some(pb::master_message::Message::Registered(pb::Registered {
-                agent_id: id.to_string(),
-                master_id: self.master_id.clone(),
-                ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
-            })),
+        // If its stream closed meanwhile, the shell closes this connection
+        // again when it executes the answer.
+        let first = pb::Registered {
+            agent_id: id.to_string(),
+            master_id: self.master_id.clone(),
+            ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
         };
-        if tx.try_send(Ok(registered)).is_err() {
-            // Gone already: registered but not connected; it has until its
-            // ping timeout to come back.
-            self.last_seen.entry(id).or_insert(self.clock.instant);
-            return Err(CallError::unavailable(
-                "agent stream closed during registration",
-            ));
-        }
+        self.reply(Reply::Register {
+            conn,
+            result: Ok(Registered {
+                agent: id.clone(),
+                first,
+            }),
+        });
         self.allocator.add_agent(
             id.clone(),
             AgentResources {
@@ -174,7 +158,6 @@ impl Core {
             id.clone(),
             AgentConn {
                 conn,
-                tx,
                 ping_seq: 0,
                 connected_at_ms: self.clock.unix_ms,
             },
@@ -224,7 +207,7 @@ impl Core {
         self.allocator.remove_agent(id);
     }
 
-    pub(super) async fn agent_message(&mut self, conn: u64, message: pb::AgentMessage) {
+    pub(super) fn agent_message(&mut self, conn: u64, message: pb::AgentMessage) {
         let Some(agent) = self.conn_agents.get(&conn).cloned() else {
             return;
         };
@@ -232,7 +215,7 @@ impl Core {
         match message.message {
             Some(pb::agent_message::Message::Pong(_)) => {}
             Some(pb::agent_message::Message::StatusUpdate(update)) => {
-                self.status_update(&agent, update).await
+                self.status_update(&agent, update)
             }
             Some(pb::agent_message::Message::Register(_)) => {
                 warn!(agent = %agent, "ignoring a second Register on one stream");
@@ -246,7 +229,7 @@ impl Core {
             return;
         };
         if self.agents.get(&agent).is_some_and(|c| c.conn == conn) {
-            self.agents.remove(&agent);
+            self.drop_agent_connection(&agent);
             self.remove_agent_from_allocator(&agent);
             // It has until its ping timeout to come back.
             self.last_seen
@@ -256,38 +239,24 @@ impl Core {
         }
     }
 
+    /// Forgets the agent's connection, if it has one, and asks the shell
+    /// to end its stream.
+    pub(super) fn drop_agent_connection(&mut self, id: &AgentId) -> Option<AgentConn> {
+        let conn = self.agents.remove(id)?;
+        self.actions.push(Action::CloseAgent {
+            agent: id.clone(),
+            conn: conn.conn,
+        });
+        Some(conn)
+    }
+
     /// Sends `message` to the agent's current stream: pushed as an
-    /// [`Action::ToAgent`] and delivered by [`Core::deliver_to_agent`] once
-    /// the handler returns.
+    /// [`Action::ToAgent`] and delivered by the shell once the handler
+    /// returns.
     pub(super) fn send_agent(&mut self, agent: &AgentId, message: pb::master_message::Message) {
         self.actions.push(Action::ToAgent {
             agent: agent.clone(),
             message,
         });
-    }
-
-    /// Executes an [`Action::ToAgent`]: queues the message on the agent's
-    /// current stream (dropped if it has none); a full or closed stream
-    /// counts as the agent's connection closing.
-    pub(super) fn deliver_to_agent(
-        &mut self,
-        agent: &AgentId,
-        message: pb::master_message::Message,
-    ) {
-        let Some(conn) = self.agents.get(agent) else {
-            debug!(agent = %agent, "agent not connected; message dropped");
-            return;
-        };
-        if conn
-            .tx
-            .try_send(Ok(pb::MasterMessage {
-                message: Some(message),
-            }))
-            .is_err()
-        {
-            warn!(agent = %agent, "agent stream full or closed; dropping the connection");
-            let conn = conn.conn;
-            self.agent_closed(conn);
-        }
     }
 }

@@ -6,24 +6,19 @@ use super::*;
 impl Core {
     /// Handles a scheduler call; calls that change the registry are
     /// answered once their command is committed.
-    pub(super) fn call(
-        &mut self,
-        call: SchedulerCall,
-        reply: oneshot::Sender<Result<CallReply, CallError>>,
-    ) {
+    pub(super) fn call(&mut self, call: SchedulerCall, to: Caller<CallReply>) {
         match call {
-            SchedulerCall::Accept(req) => self.accept(req, reply),
+            SchedulerCall::Accept(req) => self.accept(req, to),
             SchedulerCall::Teardown(req) => match self.caller(req.header.as_ref()) {
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
+                Err(e) => self.reply(Reply::Call { to, result: Err(e) }),
                 // Answered success only once the removal is durable.
                 Ok(fw) => {
-                    self.remove_framework(&fw, "FRAMEWORK_TEARDOWN", RemovalReply::Framework(reply))
+                    self.remove_framework(&fw, "FRAMEWORK_TEARDOWN", RemovalReply::Framework(to))
                 }
             },
             other => {
-                let _ = reply.send(self.call_now(other));
+                let result = self.call_now(other);
+                self.reply(Reply::Call { to, result });
             }
         }
     }
@@ -235,35 +230,13 @@ impl Core {
     }
 
     /// Sends `ev` to the framework's current stream: pushed as an
-    /// [`Action::ToFramework`] and delivered by [`Core::deliver_event`]
-    /// once the handler returns.
+    /// [`Action::ToFramework`] and delivered by the shell once the handler
+    /// returns.
     pub(super) fn send_event(&mut self, framework: &FrameworkId, ev: pb::event::Event) {
         self.actions.push(Action::ToFramework {
             framework: framework.clone(),
             event: ev,
         });
-    }
-
-    /// Executes an [`Action::ToFramework`]: queues the event on the
-    /// framework's current stream (dropped if it has none); a full or
-    /// closed stream disconnects the framework.
-    pub(super) fn deliver_event(&mut self, framework: &FrameworkId, ev: pb::event::Event) {
-        let Some(conn) = self.frameworks.get(framework) else {
-            return;
-        };
-        if let Err(e) = conn.tx.try_send(Ok(event(ev))) {
-            warn!(framework = %framework, "event stream {}; dropping the connection", match e {
-                mpsc::error::TrySendError::Full(_) => "is full",
-                mpsc::error::TrySendError::Closed(_) => "is closed",
-            });
-            // Dropping the sender ends the stream; the framework re-subscribes.
-            if let Some(conn) = self.frameworks.remove(framework) {
-                self.retire_stream(framework, conn.stream_id);
-            }
-            self.allocator.deactivate_framework(framework);
-            self.rescind_framework_offers(framework);
-            // Its failover clock starts at the next tick.
-        }
     }
 }
 

@@ -11,15 +11,11 @@ use super::*;
 
 impl Core {
     /// Records a subscription, then (once committed) opens its event stream.
-    pub(super) fn subscribe(
-        &mut self,
-        info: pb::FrameworkInfo,
-        reply: oneshot::Sender<Result<Subscription, CallError>>,
-    ) {
+    pub(super) fn subscribe(&mut self, info: pb::FrameworkInfo, to: Caller<Subscription>) {
         let record = match self.validate_framework(&info) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                self.reply(Reply::Subscribe { to, result: Err(e) });
                 return;
             }
         };
@@ -29,28 +25,20 @@ impl Core {
             Command::SubscribeFramework {
                 record: record.clone(),
             },
-            Then::Subscribed {
-                record,
-                known,
-                reply,
-            },
+            Then::Subscribed { record, known, to },
         );
     }
 
     /// A subscription is committed: supersede an older stream, activate
-    /// the framework in the allocator and open the new stream.
-    pub(super) fn subscribed(
-        &mut self,
-        record: FrameworkRecord,
-        known: bool,
-    ) -> Result<Subscription, CallError> {
+    /// the framework in the allocator; the answer opens the new stream.
+    pub(super) fn subscribed(&mut self, record: FrameworkRecord, known: bool) -> Subscribed {
         let id = record.id.clone();
         // A newer subscription supersedes the old stream; offers made on the
         // old stream are void.
-        if let Some(old) = self.frameworks.remove(&id) {
-            let _ = old.tx.try_send(Ok(event(pb::event::Event::Error(pb::Error {
-                message: "superseded by a newer subscription".into(),
-            }))));
+        let superseded = pb::event::Event::Error(pb::Error {
+            message: "superseded by a newer subscription".into(),
+        });
+        if let Some(old) = self.drop_connection(&id, Some(Ok(superseded))) {
             self.retire_stream(&id, old.stream_id);
         }
         self.rescind_framework_offers(&id);
@@ -67,30 +55,40 @@ impl Core {
         }
 
         let stream_id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
-        let subscribed = event(pb::event::Event::Subscribed(pb::Subscribed {
-            framework_id: id.to_string(),
-            stream_id: stream_id.clone(),
-            heartbeat_interval_seconds: self.config.heartbeat_interval.as_secs_f64(),
-            master_id: self.master_id.clone(),
-        }));
-        tx.try_send(Ok(subscribed))
-            .map_err(|_| CallError::internal("new stream closed"))?;
         self.frameworks.insert(
             id.clone(),
             FrameworkConn {
                 stream_id: stream_id.clone(),
-                tx,
                 connected_at_ms: self.clock.unix_ms,
             },
         );
         info!(framework = %id, name = %record.name, resubscribed = known, "framework subscribed");
         self.allocation_dirty = true;
-        Ok(Subscription {
-            framework: id,
-            stream_id,
-            events: rx,
-        })
+        Subscribed {
+            framework: id.clone(),
+            first: pb::Subscribed {
+                framework_id: id.to_string(),
+                stream_id,
+                heartbeat_interval_seconds: self.config.heartbeat_interval.as_secs_f64(),
+                master_id: self.master_id.clone(),
+            },
+        }
+    }
+
+    /// Forgets the framework's connection, if it has one, and asks the
+    /// shell to end its stream after `last`.
+    pub(super) fn drop_connection(
+        &mut self,
+        id: &FrameworkId,
+        last: Option<Result<pb::event::Event, CallError>>,
+    ) -> Option<FrameworkConn> {
+        let conn = self.frameworks.remove(id)?;
+        self.actions.push(Action::CloseFramework {
+            framework: id.clone(),
+            stream_id: conn.stream_id.clone(),
+            last,
+        });
+        Some(conn)
     }
 
     fn validate_framework(&self, info: &pb::FrameworkInfo) -> Result<FrameworkRecord, CallError> {
@@ -148,7 +146,7 @@ impl Core {
         if !current {
             return;
         }
-        self.frameworks.remove(id);
+        self.drop_connection(id, None);
         self.retire_stream(id, stream_id.to_string());
         if self.subscribing.contains_key(id) {
             // A newer subscription is being committed; it takes over.
@@ -157,8 +155,26 @@ impl Core {
         self.disconnect_framework(id);
     }
 
+    /// The shell could not queue an event on the framework's stream
+    /// `stream_id` (full or closed) and dropped it: if it is still the
+    /// framework's current stream, the framework is disconnected (its
+    /// failover clock starts at the next tick).
+    pub(super) fn framework_stream_failed(&mut self, id: &FrameworkId, stream_id: &str) {
+        if self
+            .frameworks
+            .get(id)
+            .is_none_or(|c| c.stream_id != stream_id)
+        {
+            return;
+        }
+        self.drop_connection(id, None);
+        self.retire_stream(id, stream_id.to_string());
+        self.allocator.deactivate_framework(id);
+        self.rescind_framework_offers(id);
+    }
+
     pub(super) fn disconnect_framework(&mut self, id: &FrameworkId) {
-        self.frameworks.remove(id);
+        self.drop_connection(id, None);
         self.allocator.deactivate_framework(id);
         self.rescind_framework_offers(id);
         if self.registry.framework(id).is_some() {
@@ -225,13 +241,10 @@ impl Core {
         }
         self.pending_kills.retain(|_, kills| !kills.is_empty());
         self.retired_streams.remove(id);
-        if let Some(conn) = self.frameworks.remove(id) {
-            let _ = conn
-                .tx
-                .try_send(Ok(event(pb::event::Event::Error(pb::Error {
-                    message: format!("framework removed: {reason}"),
-                }))));
-        }
+        let removed = pb::event::Event::Error(pb::Error {
+            message: format!("framework removed: {reason}"),
+        });
+        self.drop_connection(id, Some(Ok(removed)));
         self.allocation_dirty = true;
         info!(framework = %id, reason, "framework removed");
     }

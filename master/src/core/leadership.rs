@@ -9,7 +9,8 @@
 //! the failover clock of every framework that was connected to the old
 //! leader. A launch no agent ever reported (its `RunTask` was lost with the
 //! old leader) is sent again when its agent registers. Stepping down drops
-//! every stream; followers answer calls with a redirect.
+//! every stream; followers answer calls with a redirect
+//! ([`Core::handle_as_follower`]).
 
 use super::*;
 
@@ -94,11 +95,15 @@ impl Core {
             info!("no longer the leader; closing framework and agent streams");
         }
         self.fail_pending(&ApplyError::LeadershipLost);
-        for (_, conn) in self.frameworks.drain() {
-            let _ = conn.tx.try_send(Err(CallError::NotLeader { leader: None }));
+        let frameworks: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for id in frameworks {
+            self.drop_connection(&id, Some(Err(CallError::NotLeader { leader: None })));
         }
         self.retired_streams.clear();
-        self.agents.clear();
+        let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        for id in agents {
+            self.drop_agent_connection(&id);
+        }
         self.conn_agents.clear();
         self.last_seen.clear();
         self.inherited.clear();
@@ -189,5 +194,39 @@ impl Core {
         CallError::NotLeader {
             leader: self.leader_address(),
         }
+    }
+
+    /// A follower (or a leader still taking over) redirects every call to
+    /// the leader; operator reads marked stale-ok are served from this
+    /// master's registry.
+    pub(super) fn handle_as_follower(&mut self, input: Input) {
+        let redirect = self.not_leader();
+        let reply = match input {
+            Input::Subscribe(_, to) => Reply::Subscribe {
+                to,
+                result: Err(redirect),
+            },
+            Input::Call(_, to) => Reply::Call {
+                to,
+                result: Err(redirect),
+            },
+            Input::AgentRegister { conn, .. } => Reply::Register {
+                conn,
+                result: Err(redirect),
+            },
+            Input::Operator(call, stale_ok, to) => {
+                let result = match call {
+                    OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
+                    OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
+                    // Only the leader holds pending work, even for stale reads.
+                    OperatorCall::Pending(_) => Err(redirect),
+                    call if stale_ok && call.is_read() => self.read(call),
+                    _ => Err(redirect),
+                };
+                Reply::Operator { to, result }
+            }
+            Input::Stream(_) => return,
+        };
+        self.reply(reply);
     }
 }

@@ -8,28 +8,37 @@
 //! commands of concurrent calls share Raft rounds and fsyncs. When Raft
 //! commits the entry and the core applies it, the parked continuation (a
 //! [`then::Then`], plain data) acts on the effects (sends the tasks,
-//! updates the allocator) and answers the caller. Entries are applied in log order, so effects follow the order
-//! in which commands were proposed.
+//! updates the allocator) and answers the caller. Entries are applied in
+//! log order, so effects follow the order in which commands were proposed.
 //!
-//! The core refuses calls with a [`CallError`]; only [`crate::service`]
-//! turns one into a gRPC status. A handler does not send to frameworks and
-//! agents itself: it pushes each event or message as an [`Action`]
-//! ([`Action::ToFramework`], [`Action::ToAgent`]), as it does a snapshot
-//! for Raft ([`Action::Snapshot`]); after each input the run loop executes
-//! the pushed actions in order, before it takes the next input, so what a
-//! handler sends is data a test can compare. A send finds the stream
-//! current when it is executed; a full or closed stream disconnects its
-//! framework or agent then, as an inline send did. Still done inline:
-//! replies on oneshot channels, the first message of a new stream
-//! (SUBSCRIBED, REGISTERED) and the last one of an ended stream
-//! (superseded, removed, no longer leader), and the Raft calls that
-//! membership changes and linearizable reads await. The run loop also
-//! reads the clock, once per input ([`Clock`]), and handlers take their
-//! time from it.
+//! The core is a state machine and a thin shell. The shell (the run loop
+//! and [`shell`]) owns the channels, the Raft handle and the clock: it
+//! parks each request's reply channel and hands the handlers an
+//! [`Input`] that names the caller by a [`shell::Caller`] token. Handlers
+//! do no channel IO: they push what they do as [`Action`]s: answers
+//! ([`Action::Reply`]; the answer to a Subscribe or Register opens its
+//! stream, SUBSCRIBED or REGISTERED first), events and messages
+//! ([`Action::ToFramework`], [`Action::ToAgent`]), the end of a stream
+//! with its last message ([`Action::CloseFramework`],
+//! [`Action::CloseAgent`]) and snapshots for Raft ([`Action::Snapshot`]).
+//! After each input the run loop executes the pushed actions in order,
+//! before it takes the next input, so what a handler sends and answers is
+//! data a test can compare. A send finds the stream open when it is
+//! executed; a full or closed stream disconnects its framework or agent
+//! then, as an inline send did. The core refuses calls with a
+//! [`CallError`]; only [`crate::service`] turns one into a gRPC status.
+//! Nor do handlers await Raft: a linearizable read or a membership change
+//! is handed to Raft as an action ([`Action::ReadIndex`],
+//! [`Action::ChangeMembership`]) and parked; it is answered when Raft
+//! applies it, or refuses it (the shell's [`RaftReport`]). The one await
+//! left is the no-op barrier of a leader taking over, before it serves
+//! anything. The run loop also reads the clock, once per input
+//! ([`Clock`]), and handlers take their time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
-//! run loop and request dispatch; `leadership` taking over and stepping
-//! down; `replicate` proposals, applying what Raft commits, reads and
+//! run loop and request dispatch; `shell` the channels and the execution
+//! of actions; `leadership` taking over, stepping down and answering as a
+//! follower; `replicate` proposals, applying what Raft commits, reads and
 //! snapshots; `then` the continuations of proposals; `frameworks`
 //! subscriptions and streams; `calls` the scheduler calls but Accept,
 //! which is `accept`; `agents` registration and connections; `status`
@@ -61,6 +70,7 @@ mod leadership;
 mod membership;
 mod operator;
 mod replicate;
+mod shell;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -69,6 +79,8 @@ mod timers;
 mod validate;
 mod views;
 
+use self::membership::PendingChange;
+use self::shell::{Caller, Io, RaftReport, Registered, Reply, Subscribed};
 use self::then::{RemovalReply, Then};
 use self::validate::{check_attributes, validate_task};
 use crate::config::MasterConfig;
@@ -119,7 +131,7 @@ pub(crate) enum SchedulerCall {
 }
 
 /// Reply to a scheduler call.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum CallReply {
     Empty,
     Accept(pb::AcceptResponse),
@@ -166,7 +178,7 @@ impl OperatorCall {
 }
 
 /// Reply to an operator call.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum OperatorReply {
     Empty,
     State(Box<pb::ClusterState>),
@@ -199,15 +211,28 @@ pub(crate) enum Request {
         call: SchedulerCall,
         reply: oneshot::Sender<Result<CallReply, CallError>>,
     },
-    FrameworkStreamClosed {
-        framework: FrameworkId,
-        stream_id: String,
-    },
     AgentRegister {
         conn: u64,
         register: pb::Register,
         tx: AgentTx,
         reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    Operator {
+        call: OperatorCall,
+        /// The caller accepts a possibly stale read from any master.
+        stale_ok: bool,
+        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+    },
+    Stream(StreamEvent),
+}
+
+/// What the streams of frameworks and agents tell the core; nobody waits
+/// for an answer.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    FrameworkStreamClosed {
+        framework: FrameworkId,
+        stream_id: String,
     },
     AgentMessage {
         conn: u64,
@@ -216,24 +241,35 @@ pub(crate) enum Request {
     AgentClosed {
         conn: u64,
     },
-    Operator {
-        call: OperatorCall,
-        /// The caller accepts a possibly stale read from any master.
-        stale_ok: bool,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    },
 }
 
+/// A [`Request`] as the handlers take it: its reply channel (and an
+/// agent's stream) parked with the shell, which names the caller by a
+/// token ([`Core::park`]).
+#[derive(Debug)]
+pub(super) enum Input {
+    Subscribe(pb::FrameworkInfo, Caller<Subscription>),
+    Call(SchedulerCall, Caller<CallReply>),
+    /// A Register on connection `conn`, whose stream waits with the shell.
+    AgentRegister {
+        conn: u64,
+        register: pb::Register,
+    },
+    /// An operator call, `stale_ok` as in [`Request::Operator`].
+    Operator(OperatorCall, bool, Caller<OperatorReply>),
+    Stream(StreamEvent),
+}
+
+/// A framework's current stream (its sender is the shell's).
 struct FrameworkConn {
     stream_id: String,
-    tx: EventTx,
     /// When this stream subscribed (wall clock, ms since the Unix epoch).
     connected_at_ms: u64,
 }
 
+/// An agent's current connection (its stream's sender is the shell's).
 struct AgentConn {
     conn: u64,
-    tx: AgentTx,
     ping_seq: u64,
     /// When this stream registered (wall clock, ms since the Unix epoch).
     connected_at_ms: u64,
@@ -245,7 +281,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A linearizable operator read waiting for its ReadIndex.
 struct PendingRead {
     call: OperatorCall,
-    reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+    to: Caller<OperatorReply>,
     deadline: Instant,
 }
 
@@ -276,6 +312,8 @@ pub(crate) struct Core {
     pending: BTreeMap<u64, Pending>,
     /// Operator reads waiting for their ReadIndex, by request context.
     pending_reads: HashMap<Vec<u8>, PendingRead>,
+    /// The membership change waiting to be applied (one at a time).
+    membership: Option<PendingChange>,
     /// Frameworks with a subscription being committed, and how many.
     subscribing: HashMap<FrameworkId, usize>,
     /// The term this core leads in, once it has taken over (applied every
@@ -319,6 +357,8 @@ pub(crate) struct Core {
     fatal: Option<MasterError>,
     /// IO the handlers asked for, executed by the run loop.
     actions: Vec<Action>,
+    /// The channels: callers' reply channels and streams' senders.
+    io: Io,
     /// The time of the input being handled.
     clock: Clock,
 }
@@ -353,19 +393,42 @@ impl Clock {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 enum Action {
-    /// Queue an event on the framework's stream current when the action is
+    /// Queue an event on the framework's stream open when the action is
     /// executed (dropped if it has none); a full or closed stream
-    /// disconnects the framework, as [`Core::deliver_event`] describes.
+    /// disconnects the framework.
     ToFramework {
         framework: FrameworkId,
         event: pb::event::Event,
     },
-    /// Queue a message on the agent's stream current when the action is
+    /// Queue a message on the agent's stream open when the action is
     /// executed (dropped if it has none); a full or closed stream counts as
-    /// the agent's connection closing ([`Core::deliver_to_agent`]).
+    /// the agent's connection closing.
     ToAgent {
         agent: AgentId,
         message: pb::master_message::Message,
+    },
+    /// Answer a caller (see [`Reply`]: an answer accepting a Subscribe or
+    /// a Register opens the stream).
+    Reply(Reply),
+    /// End the framework's stream `stream_id` if it is still open: queue
+    /// `last`, if any, and drop the sender.
+    CloseFramework {
+        framework: FrameworkId,
+        stream_id: String,
+        last: Option<Result<pb::event::Event, CallError>>,
+    },
+    /// End the agent's stream on connection `conn` if it is still open.
+    CloseAgent { agent: AgentId, conn: u64 },
+    /// Ask Raft for a ReadIndex with this context; it comes back as
+    /// [`Applied::ReadReady`], or as [`RaftReport::ReadRefused`].
+    ReadIndex { ctx: Vec<u8> },
+    /// Propose a membership change to Raft; it comes back as
+    /// [`Applied::ConfChanged`], or as [`RaftReport::MembershipRefused`]
+    /// naming `seq`.
+    ChangeMembership {
+        seq: u64,
+        change: raft::eraftpb::ConfChangeV2,
+        context: Vec<u8>,
     },
     /// Hand Raft a snapshot of the registry as of log index `index`, so it
     /// can compact the log before it (and send it to peers that fell
@@ -422,6 +485,7 @@ impl Core {
             proposal_seq: 0,
             pending: BTreeMap::new(),
             pending_reads: HashMap::new(),
+            membership: None,
             subscribing: HashMap::new(),
             leading: None,
             leading_since_ms: 0,
@@ -445,6 +509,7 @@ impl Core {
             last_heartbeat: now,
             fatal: None,
             actions: Vec::new(),
+            io: Io::new(),
             clock,
         };
         // Members added after the bootstrap are known from the replicated
@@ -489,17 +554,21 @@ impl Core {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
                     }
                 },
+                Some(report) = self.io.reports_rx.recv() => {
+                    self.clock = Clock::read();
+                    self.on_raft_report(report);
+                }
                 // The tick comes before requests: under a steady stream of
                 // requests a biased select would otherwise never reach it,
                 // and pings, heartbeats, expiries and allocation would stop.
                 _ = tick.tick() => if self.leading.is_some() {
                     self.clock = Clock::read();
-                    self.on_tick(requests.is_empty()).await
+                    self.on_tick(requests.is_empty())
                 },
                 req = requests.recv() => match req {
                     Some(req) => {
                         self.clock = Clock::read();
-                        self.handle(req).await
+                        self.request(req)
                     }
                     None => break,
                 },
@@ -509,105 +578,45 @@ impl Core {
         Ok(())
     }
 
-    /// Executes the IO the handlers asked for, in order. Executing one can
-    /// push more (a send to a full stream disconnects its framework or
-    /// agent, which may send in turn); those run next, before the rest, in
-    /// the order a handler sending inline would have sent them.
-    fn execute_actions(&mut self) {
-        let mut queue: VecDeque<Action> = std::mem::take(&mut self.actions).into();
-        while let Some(action) = queue.pop_front() {
-            match action {
-                Action::ToFramework { framework, event } => self.deliver_event(&framework, event),
-                Action::ToAgent { agent, message } => self.deliver_to_agent(&agent, message),
-                Action::Snapshot { index, data } => {
-                    let raft = self.raft.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = raft.compact(index, data).await {
-                            warn!(index, "snapshot failed (the log keeps everything): {e}");
-                        }
-                    });
-                }
-            }
-            for pushed in std::mem::take(&mut self.actions).into_iter().rev() {
-                queue.push_front(pushed);
-            }
+    /// Takes a request: the shell parks its caller, a handler handles it.
+    pub(super) fn request(&mut self, req: Request) {
+        if let Some(input) = self.park(req) {
+            self.handle(input);
         }
     }
 
-    async fn handle(&mut self, req: Request) {
+    fn handle(&mut self, input: Input) {
         if self.leading.is_none() {
-            self.handle_as_follower(req);
+            self.handle_as_follower(input);
             return;
         }
-        match req {
-            Request::Subscribe { info, reply } => self.subscribe(info, reply),
-            Request::Call { call, reply } => self.call(call, reply),
-            Request::FrameworkStreamClosed {
+        match input {
+            Input::Subscribe(info, to) => self.subscribe(info, to),
+            Input::Call(call, to) => self.call(call, to),
+            Input::AgentRegister { conn, register } => self.register_agent(conn, register),
+            Input::Stream(StreamEvent::FrameworkStreamClosed {
                 framework,
                 stream_id,
-            } => self.framework_closed(&framework, &stream_id),
-            Request::AgentRegister {
-                conn,
-                register,
-                tx,
-                reply,
-            } => self.register_agent(conn, register, tx, reply),
-            Request::AgentMessage { conn, message } => self.agent_message(conn, message).await,
-            Request::AgentClosed { conn } => self.agent_closed(conn),
-            Request::Operator {
-                call,
-                stale_ok,
-                reply,
-            } => {
+            }) => self.framework_closed(&framework, &stream_id),
+            Input::Stream(StreamEvent::AgentMessage { conn, message }) => {
+                self.agent_message(conn, message)
+            }
+            Input::Stream(StreamEvent::AgentClosed { conn }) => self.agent_closed(conn),
+            Input::Operator(call, stale_ok, to) => {
                 // GetLeader and ListMembers tell this master's own view and
                 // need no barrier (a leader cut off from the others would
                 // otherwise answer them only when its read times out).
                 let own_view = matches!(call, OperatorCall::Leader | OperatorCall::Members);
                 if !call.is_read() {
-                    return self.operator(call, reply).await;
+                    return self.operator(call, to);
                 }
                 if stale_ok || own_view {
-                    let _ = reply.send(self.read(call));
+                    let result = self.read(call);
+                    self.reply(Reply::Operator { to, result });
                 } else {
-                    self.start_read(call, reply).await;
+                    self.start_read(call, to);
                 }
             }
-        }
-    }
-
-    /// A follower (or a leader still taking over) redirects every call to
-    /// the leader; operator reads marked stale-ok are served from this
-    /// master's registry.
-    fn handle_as_follower(&mut self, req: Request) {
-        let redirect = self.not_leader();
-        match req {
-            Request::Subscribe { reply, .. } => {
-                let _ = reply.send(Err(redirect));
-            }
-            Request::Call { reply, .. } => {
-                let _ = reply.send(Err(redirect));
-            }
-            Request::AgentRegister { reply, .. } => {
-                let _ = reply.send(Err(redirect));
-            }
-            Request::Operator {
-                call,
-                stale_ok,
-                reply,
-            } => {
-                let answer = match call {
-                    OperatorCall::Leader => Ok(OperatorReply::Leader(self.leader())),
-                    OperatorCall::Members => Ok(OperatorReply::Members(self.members_view())),
-                    // Only the leader holds pending work, even for stale reads.
-                    OperatorCall::Pending(_) => Err(redirect),
-                    call if stale_ok && call.is_read() => self.read(call),
-                    _ => Err(redirect),
-                };
-                let _ = reply.send(answer);
-            }
-            Request::FrameworkStreamClosed { .. }
-            | Request::AgentMessage { .. }
-            | Request::AgentClosed { .. } => {}
         }
     }
 }

@@ -62,21 +62,13 @@ impl Core {
     }
 
     /// Handles an operator write; it is answered once committed.
-    pub(super) async fn operator(
-        &mut self,
-        call: OperatorCall,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    ) {
+    pub(super) fn operator(&mut self, call: OperatorCall, to: Caller<OperatorReply>) {
         match call {
-            OperatorCall::AddMember(req) => {
-                let _ = reply.send(self.add_member(req).await.map(OperatorReply::AddMember));
-            }
-            OperatorCall::RemoveMember(id) => {
-                let _ = reply.send(self.remove_member(id).await.map(|()| OperatorReply::Empty));
-            }
-            OperatorCall::Drain(id) => self.set_draining(&id, true, reply),
-            OperatorCall::Reactivate(id) => self.set_draining(&id, false, reply),
-            OperatorCall::Teardown(id) => self.teardown_by_operator(&id, reply),
+            OperatorCall::AddMember(req) => self.add_member(req, to),
+            OperatorCall::RemoveMember(id) => self.remove_member(id, to),
+            OperatorCall::Drain(id) => self.set_draining(&id, true, to),
+            OperatorCall::Reactivate(id) => self.set_draining(&id, false, to),
+            OperatorCall::Teardown(id) => self.teardown_by_operator(&id, to),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
                     .map_err(|e| CallError::invalid_argument(e.to_string()))
@@ -87,10 +79,7 @@ impl Core {
                     });
                 let (role, weight) = match parsed {
                     Ok(v) => v,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
+                    Err(e) => return self.reply(Reply::Operator { to, result: Err(e) }),
                 };
                 let weight_milli = (weight.to_f64() * 1000.0).round() as u64;
                 self.propose(
@@ -98,48 +87,42 @@ impl Core {
                         role: role.clone(),
                         weight_milli,
                     },
-                    Then::WeightSet {
-                        role,
-                        weight,
-                        reply,
-                    },
+                    Then::WeightSet { role, weight, to },
                 );
             }
             OperatorCall::SetQuota(req) => {
                 let (role, quota) = match validate_quota(&req) {
                     Ok(v) => v,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
+                    Err(e) => return self.reply(Reply::Operator { to, result: Err(e) }),
                 };
                 self.propose(
                     Command::SetQuota {
                         role: role.clone(),
                         quota: quota.clone(),
                     },
-                    Then::QuotaSet { role, quota, reply },
+                    Then::QuotaSet { role, quota, to },
                 );
             }
             OperatorCall::RemoveQuota(role) => {
-                let role = match Role::new(role) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = reply.send(Err(CallError::invalid_argument(e.to_string())));
-                        return;
-                    }
-                };
-                if !self.registry.quotas().contains_key(&role) {
-                    let _ = reply.send(Err(CallError::not_found(format!(
-                        "role {} has no quota",
-                        quoted(role.as_str())
-                    ))));
-                    return;
+                let role = Role::new(role)
+                    .map_err(|e| CallError::invalid_argument(e.to_string()))
+                    .and_then(|role| {
+                        if self.registry.quotas().contains_key(&role) {
+                            Ok(role)
+                        } else {
+                            Err(CallError::not_found(format!(
+                                "role {} has no quota",
+                                quoted(role.as_str())
+                            )))
+                        }
+                    });
+                match role {
+                    Ok(role) => self.propose(
+                        Command::RemoveQuota { role: role.clone() },
+                        Then::QuotaRemoved { role, to },
+                    ),
+                    Err(e) => self.reply(Reply::Operator { to, result: Err(e) }),
                 }
-                self.propose(
-                    Command::RemoveQuota { role: role.clone() },
-                    Then::QuotaRemoved { role, reply },
-                );
             }
             OperatorCall::State
             | OperatorCall::Agents
@@ -149,60 +132,42 @@ impl Core {
             | OperatorCall::Leader
             | OperatorCall::Members
             | OperatorCall::Pending(_) => {
-                let _ = reply.send(self.read(call));
+                let result = self.read(call);
+                self.reply(Reply::Operator { to, result });
             }
         }
     }
 
     /// Drains or reactivates an agent; answered once committed.
-    fn set_draining(
-        &mut self,
-        id: &str,
-        draining: bool,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    ) {
+    fn set_draining(&mut self, id: &str, draining: bool, to: Caller<OperatorReply>) {
         let known = known_id(id, "agent", AgentId::new, |id| {
             self.registry.agent(id).is_some()
         });
         let id = match known {
             Ok(id) => id,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Err(e) => return self.reply(Reply::Operator { to, result: Err(e) }),
         };
         self.propose(
             Command::SetAgentDraining {
                 id: id.clone(),
                 draining,
             },
-            Then::DrainingSet {
-                id,
-                draining,
-                reply,
-            },
+            Then::DrainingSet { id, draining, to },
         );
     }
 
     /// Removes a framework for an operator, as its own Teardown does;
     /// answered once the removal is committed.
-    fn teardown_by_operator(
-        &mut self,
-        id: &str,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    ) {
+    fn teardown_by_operator(&mut self, id: &str, to: Caller<OperatorReply>) {
         let known = known_id(id, "framework", FrameworkId::new, |id| {
             self.registry.framework(id).is_some()
         });
         let id = match known {
             Ok(id) => id,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Err(e) => return self.reply(Reply::Operator { to, result: Err(e) }),
         };
         info!(framework = %id, "framework torn down by an operator");
-        self.remove_framework(&id, "OPERATOR_TEARDOWN", RemovalReply::Operator(reply));
+        self.remove_framework(&id, "OPERATOR_TEARDOWN", RemovalReply::Operator(to));
     }
 
     /// An agent's draining flag is committed: stop or resume offering it.

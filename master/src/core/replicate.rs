@@ -8,7 +8,7 @@
 //! redirect) when leadership is lost, "not committed in time" after 10 s;
 //! both mean the outcome is unknown (the new leader may still commit it).
 //! Linearizable operator reads wait the same way for their ReadIndex to be
-//! applied. After `snapshot_every` applied entries, or when Raft asks for
+//! applied (the shell asks Raft for it and reports a refusal). After `snapshot_every` applied entries, or when Raft asks for
 //! one, the registry's bytes go to the Raft node as a snapshot (an
 //! [`Action`] the run loop executes) and the log before it is compacted.
 
@@ -133,10 +133,15 @@ impl Core {
         for (_, p) in std::mem::take(&mut self.pending) {
             self.resume(p.then, Err(err.clone()));
         }
+        let unknown = self.status_of(err.clone(), CallError::internal);
+        self.fail_membership(None, unknown);
         // Raft drops the reads of a leader that steps down.
         let redirect = self.not_leader();
-        for (_, r) in self.pending_reads.drain() {
-            let _ = r.reply.send(Err(redirect.clone()));
+        for (_, r) in std::mem::take(&mut self.pending_reads) {
+            self.reply(Reply::Operator {
+                to: r.to,
+                result: Err(redirect.clone()),
+            });
         }
     }
 
@@ -161,6 +166,10 @@ impl Core {
                 );
             }
         }
+        if self.membership.as_ref().is_some_and(|p| p.deadline <= now) {
+            let late = CallError::unavailable("the membership change was not committed in time");
+            self.fail_membership(None, late);
+        }
         let expired: Vec<Vec<u8>> = self
             .pending_reads
             .iter()
@@ -169,34 +178,49 @@ impl Core {
             .collect();
         for ctx in expired {
             if let Some(r) = self.pending_reads.remove(&ctx) {
-                let _ = r
-                    .reply
-                    .send(Err(CallError::unavailable("read index timed out")));
+                self.reply(Reply::Operator {
+                    to: r.to,
+                    result: Err(CallError::unavailable("read index timed out")),
+                });
             }
         }
     }
 
-    /// Starts a linearizable operator read (Raft's ReadIndex): it is
-    /// answered from the registry once this leader has applied everything
-    /// committed when the read began. The core goes on meanwhile.
-    pub(super) async fn start_read(
-        &mut self,
-        call: OperatorCall,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
-    ) {
+    /// Starts a linearizable operator read (Raft's ReadIndex, asked by the
+    /// shell: [`Action::ReadIndex`]): it is answered from the registry once
+    /// this leader has applied everything committed when the read began,
+    /// or with a redirect if Raft refuses it. The core goes on meanwhile.
+    pub(super) fn start_read(&mut self, call: OperatorCall, to: Caller<OperatorReply>) {
         let ctx = rand_u64().to_be_bytes().to_vec();
-        if self.raft.read_index(ctx.clone()).await.is_err() {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
-        }
+        self.actions.push(Action::ReadIndex { ctx: ctx.clone() });
         self.pending_reads.insert(
             ctx,
             PendingRead {
                 call,
-                reply,
+                to,
                 deadline: self.clock.instant + COMMIT_TIMEOUT,
             },
         );
+    }
+
+    /// Raft refused a request the shell made for a handler: a read is
+    /// answered with a redirect, a membership change with why.
+    pub(super) fn on_raft_report(&mut self, report: RaftReport) {
+        match report {
+            RaftReport::ReadRefused { ctx } => {
+                if let Some(r) = self.pending_reads.remove(&ctx) {
+                    let result = Err(self.not_leader());
+                    self.reply(Reply::Operator { to: r.to, result });
+                }
+            }
+            RaftReport::MembershipRefused { seq, error } => {
+                let e = match error {
+                    ProposeError::NotLeader { .. } => self.not_leader(),
+                    other => CallError::failed_precondition(other.to_string()),
+                };
+                self.fail_membership(Some(seq), e);
+            }
+        }
     }
 
     /// Applies one item from Raft. Returns the result when it is the entry
@@ -323,11 +347,13 @@ impl Core {
                     self.transport.set_peer(id, None);
                 }
                 info!(index, ?voters, ?learners, "membership changed");
+                self.membership_applied(&voters, &learners);
                 None
             }
             Applied::ReadReady { ctx, .. } => {
                 if let Some(r) = self.pending_reads.remove(&ctx) {
-                    let _ = r.reply.send(self.read(r.call));
+                    let result = self.read(r.call);
+                    self.reply(Reply::Operator { to: r.to, result });
                 }
                 None
             }

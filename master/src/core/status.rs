@@ -5,7 +5,7 @@
 use super::*;
 
 impl Core {
-    pub(super) async fn status_update(&mut self, agent: &AgentId, update: pb::StatusUpdate) {
+    pub(super) fn status_update(&mut self, agent: &AgentId, update: pb::StatusUpdate) {
         let Some(status) = update.status else {
             warn!(agent = %agent, "status update without a status");
             return;

@@ -1,21 +1,22 @@
 //! Continuations: what the core does with the outcome of one of its
 //! proposals once it is applied (or once it cannot be: refused by the
 //! registry's check, leadership lost, not committed in time). A [`Then`]
-//! is plain data that a test can inspect; [`Core::resume`] runs it on the
-//! core, after the registry applied the entry and the core acted on its
-//! effects.
+//! is plain data that a test can inspect (callers are [`Caller`] tokens);
+//! [`Core::resume`] runs it on the core, after the registry applied the
+//! entry and the core acted on its effects, and pushes the answer as an
+//! [`Action::Reply`].
 
 use super::*;
 
 /// Who waits for a framework's removal.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RemovalReply {
     /// Nobody (its failover timeout expired).
     Nobody,
     /// The framework's own Teardown call.
-    Framework(oneshot::Sender<Result<CallReply, CallError>>),
+    Framework(Caller<CallReply>),
     /// An operator's TeardownFramework call.
-    Operator(oneshot::Sender<Result<OperatorReply, CallError>>),
+    Operator(Caller<OperatorReply>),
 }
 
 /// What to do once a proposal of this core has an outcome.
@@ -29,7 +30,7 @@ pub(super) enum Then {
         record: FrameworkRecord,
         /// Whether the framework was registered before.
         known: bool,
-        reply: oneshot::Sender<Result<Subscription, CallError>>,
+        to: Caller<Subscription>,
     },
     /// A launch: send its tasks to the agent, or give the resources they
     /// would have used back to the allocator; answer the Accept.
@@ -40,16 +41,15 @@ pub(super) enum Then {
         records: Vec<TaskRecord>,
         /// What the tasks take of the accepted offers.
         used: Allocated,
-        reply: oneshot::Sender<Result<CallReply, CallError>>,
+        to: Caller<CallReply>,
     },
-    /// An agent's registration: take over its connection; answer.
+    /// An agent's registration: take over its connection; answer (the
+    /// caller and the agent's stream wait with the shell, by `conn`).
     AgentRegistered {
         conn: u64,
         id: AgentId,
         /// Whether the agent registered without an id.
         new: bool,
-        tx: AgentTx,
-        reply: oneshot::Sender<Result<(), CallError>>,
     },
     /// A framework's removal: shut it down everywhere; answer whoever
     /// asked.
@@ -62,25 +62,25 @@ pub(super) enum Then {
     WeightSet {
         role: Role,
         weight: Weight,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+        to: Caller<OperatorReply>,
     },
     /// A role's quota: tell the allocator; answer the operator.
     QuotaSet {
         role: Role,
         quota: Quota,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+        to: Caller<OperatorReply>,
     },
     /// A role's quota removed: tell the allocator; answer the operator.
     QuotaRemoved {
         role: Role,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+        to: Caller<OperatorReply>,
     },
     /// An agent drained or reactivated: stop or resume offering it; answer
     /// the operator.
     DrainingSet {
         id: AgentId,
         draining: bool,
-        reply: oneshot::Sender<Result<OperatorReply, CallError>>,
+        to: Caller<OperatorReply>,
     },
 }
 
@@ -93,11 +93,7 @@ impl Core {
                     debug!("detached command not applied: {e}");
                 }
             }
-            Then::Subscribed {
-                record,
-                known,
-                reply,
-            } => {
+            Then::Subscribed { record, known, to } => {
                 if let Some(n) = self.subscribing.get_mut(&record.id) {
                     *n -= 1;
                     if *n == 0 {
@@ -106,8 +102,8 @@ impl Core {
                 }
                 let result = result
                     .map_err(|e| self.status_of(e, CallError::internal))
-                    .and_then(|_| self.subscribed(record, known));
-                let _ = reply.send(result);
+                    .map(|_| self.subscribed(record, known));
+                self.reply(Reply::Subscribe { to, result });
             }
             Then::Launched {
                 framework,
@@ -115,9 +111,9 @@ impl Core {
                 role,
                 records,
                 used,
-                reply,
+                to,
             } => {
-                let answer = match result {
+                let result = match result {
                     Ok(_) => Ok(self.launched(&framework, &agent, &records)),
                     Err(e) => {
                         // The tasks never exist: their share of the
@@ -129,17 +125,14 @@ impl Core {
                         Err(self.status_of(e, CallError::failed_precondition))
                     }
                 };
-                let _ = reply.send(answer.map(CallReply::Accept));
+                let result = result.map(CallReply::Accept);
+                self.reply(Reply::Call { to, result });
             }
-            Then::AgentRegistered {
-                conn,
-                id,
-                new,
-                tx,
-                reply,
-            } => {
-                let answer = match result {
-                    Ok(effects) => self.agent_registered(conn, id, new, tx, &effects),
+            Then::AgentRegistered { conn, id, new } => {
+                // On success `agent_registered` answers, before what it
+                // sends the agent.
+                let failed = match result {
+                    Ok(effects) => self.agent_registered(conn, id, new, &effects),
                     Err(e) => Err(match e {
                         ApplyError::Overcommit { .. } | ApplyError::Invalid(_) => {
                             CallError::failed_precondition(format!("register: {e}"))
@@ -150,7 +143,12 @@ impl Core {
                         _ => CallError::internal(e.to_string()),
                     }),
                 };
-                let _ = reply.send(answer);
+                if let Err(e) = failed {
+                    self.reply(Reply::Register {
+                        conn,
+                        result: Err(e),
+                    });
+                }
             }
             Then::FrameworkRemoved { id, reason, reply } => {
                 let result = match result {
@@ -165,61 +163,53 @@ impl Core {
                 };
                 match reply {
                     RemovalReply::Nobody => {}
-                    RemovalReply::Framework(reply) => {
-                        let _ = reply.send(result.map(|()| CallReply::Empty));
-                    }
-                    RemovalReply::Operator(reply) => {
-                        let _ = reply.send(result.map(|()| OperatorReply::Empty));
-                    }
+                    RemovalReply::Framework(to) => self.reply(Reply::Call {
+                        to,
+                        result: result.map(|()| CallReply::Empty),
+                    }),
+                    RemovalReply::Operator(to) => self.reply(Reply::Operator {
+                        to,
+                        result: result.map(|()| OperatorReply::Empty),
+                    }),
                 }
             }
-            Then::WeightSet {
-                role,
-                weight,
-                reply,
-            } => {
+            Then::WeightSet { role, weight, to } => {
                 if result.is_ok() {
                     self.allocator.set_weight(role, weight);
                     self.allocation_dirty = true;
                 }
-                let _ = reply.send(self.operator_answer(result));
+                self.operator_answer(to, result);
             }
-            Then::QuotaSet { role, quota, reply } => {
+            Then::QuotaSet { role, quota, to } => {
                 if result.is_ok() {
                     if let Err(e) = self.allocator.set_quota(role, quota) {
                         warn!("quota accepted by the probe but not the allocator: {e}");
                     }
                     self.allocation_dirty = true;
                 }
-                let _ = reply.send(self.operator_answer(result));
+                self.operator_answer(to, result);
             }
-            Then::QuotaRemoved { role, reply } => {
+            Then::QuotaRemoved { role, to } => {
                 if result.is_ok() {
                     self.allocator.remove_quota(&role);
                     self.allocation_dirty = true;
                 }
-                let _ = reply.send(self.operator_answer(result));
+                self.operator_answer(to, result);
             }
-            Then::DrainingSet {
-                id,
-                draining,
-                reply,
-            } => {
+            Then::DrainingSet { id, draining, to } => {
                 if result.is_ok() {
                     self.draining_changed(&id, draining);
                 }
-                let _ = reply.send(self.operator_answer(result));
+                self.operator_answer(to, result);
             }
         }
     }
 
-    /// The answer to an operator write that returns nothing.
-    fn operator_answer(
-        &self,
-        result: Result<Effects, ApplyError>,
-    ) -> Result<OperatorReply, CallError> {
-        result
+    /// Answers an operator write that returns nothing.
+    fn operator_answer(&mut self, to: Caller<OperatorReply>, result: Result<Effects, ApplyError>) {
+        let result = result
             .map(|_| OperatorReply::Empty)
-            .map_err(|e| self.status_of(e, CallError::invalid_argument))
+            .map_err(|e| self.status_of(e, CallError::invalid_argument));
+        self.reply(Reply::Operator { to, result });
     }
 }

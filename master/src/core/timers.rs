@@ -16,7 +16,7 @@ impl Core {
     /// most [`BUSY_ALLOCATION_INTERVAL`] later, so that a burst of declines
     /// or status updates is folded into one costly cycle instead of one per
     /// tick, while cheap cycles do not make frameworks wait.
-    pub(super) async fn on_tick(&mut self, idle: bool) {
+    pub(super) fn on_tick(&mut self, idle: bool) {
         let now = self.clock.instant;
         self.expire_pending(now);
         if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
@@ -29,8 +29,8 @@ impl Core {
                 });
                 self.send_agent(&id, pb::master_message::Message::Ping(pb::Ping { seq }));
             }
-            self.check_agent_timeouts(now).await;
-            self.check_failover_timeouts().await;
+            self.check_agent_timeouts(now);
+            self.check_failover_timeouts();
         }
         if now.duration_since(self.last_heartbeat) >= self.config.heartbeat_interval {
             self.last_heartbeat = now;
@@ -86,7 +86,7 @@ impl Core {
         }
     }
 
-    async fn check_agent_timeouts(&mut self, now: Instant) {
+    fn check_agent_timeouts(&mut self, now: Instant) {
         let timeout = self.config.agent_ping_timeout;
         // Inherited agents that have not registered with this leader yet
         // are within their re-registration grace after a takeover.
@@ -117,7 +117,7 @@ impl Core {
         }
     }
 
-    async fn check_failover_timeouts(&mut self) {
+    fn check_failover_timeouts(&mut self) {
         let now_ms = self.clock.unix_ms;
         let expired: Vec<FrameworkId> = self
             .registry

@@ -202,7 +202,7 @@ async fn a_silent_agent_times_out_on_the_clock_the_shell_passes_in() {
         instant: seen + timeout,
         unix_ms: 41_000,
     };
-    core.on_tick(true).await;
+    core.on_tick(true);
     core.settle().await;
     assert_eq!(
         core.registry.agent(&agent).unwrap().unreachable_since_ms,
@@ -216,7 +216,7 @@ async fn a_silent_agent_times_out_on_the_clock_the_shell_passes_in() {
         instant: seen + timeout + interval,
         unix_ms: 42_000,
     };
-    core.on_tick(true).await;
+    core.on_tick(true);
     core.settle().await;
     assert_eq!(
         core.registry.agent(&agent).unwrap().unreachable_since_ms,

@@ -99,12 +99,11 @@ async fn a_call_in_flight_when_leadership_is_lost_is_told_its_outcome_is_unknown
     let (header, mut events) = subscribe(&mut core, "").await;
     let offer = offers(&mut core, &mut events).remove(0);
     // Proposed, not applied yet, when this master steps down.
-    let (tx, mut rx) = oneshot::channel();
-    core.accept(
-        accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"),
-        tx,
-    );
+    let (reply, mut rx) = oneshot::channel();
+    let call = SchedulerCall::Accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"));
+    core.request(Request::Call { call, reply });
     core.step_down();
+    core.deliver_sends();
     let err = match rx.try_recv() {
         Ok(Err(e)) => e,
         other => panic!("expected an error at once, got {other:?}"),
@@ -157,8 +156,12 @@ async fn teardown_shuts_the_framework_down_and_frees_everything_once() {
 async fn operator_teardown_removes_the_framework_as_its_own_teardown_does() {
     let (_dir, mut core, _agent, mut arx, header, mut events) = running().await;
     let teardown = async |core: &mut Core, id: &str| {
-        let (tx, rx) = oneshot::channel();
-        core.operator(OperatorCall::Teardown(id.into()), tx).await;
+        let (reply, rx) = oneshot::channel();
+        core.request(Request::Operator {
+            call: OperatorCall::Teardown(id.into()),
+            stale_ok: false,
+            reply,
+        });
         core.answered(rx).await
     };
     // Refused calls change nothing.
@@ -343,12 +346,12 @@ async fn a_follower_never_answers_pending_work() {
             .is_empty()
     );
     let (tx, rx) = oneshot::channel();
-    core.handle(Request::Operator {
+    core.request(Request::Operator {
         call: OperatorCall::Pending(pb::ListPendingRequest::default()),
         stale_ok: true,
         reply: tx,
-    })
-    .await;
+    });
+    core.deliver_sends();
     let err = rx.await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
 }

@@ -7,6 +7,8 @@ mod agents;
 mod frameworks;
 mod handlers;
 mod replicate;
+mod streams;
+mod waits;
 
 use super::*;
 use crate::raft::node::{NodeConfig, start};
@@ -62,23 +64,22 @@ impl Core {
         &mut self,
         req: pb::AcceptRequest,
     ) -> Result<pb::AcceptResponse, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.accept(req, tx);
-        match self.answered(rx).await? {
+        match self.call_wait(SchedulerCall::Accept(req)).await? {
             CallReply::Accept(r) => Ok(r),
             CallReply::Empty => panic!("accept answered without a response"),
         }
     }
 
+    /// Makes a scheduler call, as the service does, and waits for the answer.
     async fn call_wait(&mut self, call: SchedulerCall) -> Result<CallReply, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.call(call, tx);
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Call { call, reply });
         self.answered(rx).await
     }
 
     async fn subscribe_wait(&mut self, info: pb::FrameworkInfo) -> Result<Subscription, CallError> {
-        let (tx, rx) = oneshot::channel();
-        self.subscribe(info, tx);
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Subscribe { info, reply });
         self.answered(rx).await
     }
 }
@@ -140,7 +141,7 @@ async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)
 
 /// Delivers an agent message, then applies whatever it proposed.
 async fn deliver(core: &mut Core, conn: u64, message: pb::AgentMessage) {
-    core.agent_message(conn, message).await;
+    core.agent_message(conn, message);
     while let Ok(Some(applied)) =
         tokio::time::timeout(Duration::from_millis(100), core.applied_rx.recv()).await
     {
@@ -182,7 +183,12 @@ async fn register(
             .collect(),
     };
     let (reply, answer) = oneshot::channel();
-    core.register_agent(conn, reg, tx, reply);
+    core.request(Request::AgentRegister {
+        conn,
+        register: reg,
+        tx,
+        reply,
+    });
     (core.answered(answer).await, rx)
 }
 

@@ -41,11 +41,9 @@ async fn an_accept_in_flight_waits_as_an_inspectable_launch_continuation() {
     let (header, mut events) = subscribe(&mut core, "").await;
     core.settle().await;
     let offer = offers(&mut core, &mut events).remove(0);
-    let (tx, rx) = oneshot::channel();
-    core.accept(
-        accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"),
-        tx,
-    );
+    let (reply, rx) = oneshot::channel();
+    let call = SchedulerCall::Accept(accept_request(&header, &offer.id, "t1", "cpus:1;mem:64"));
+    core.request(Request::Call { call, reply });
 
     // Proposed, not applied: the launch waits as data, and no task was
     // sent to the agent yet.
