@@ -77,7 +77,7 @@ async fn launch(s: &mut Setup, tasks: Vec<pb::TaskInfo>) -> anyhow::Result<()> {
     let offer = &offers[0];
     let launched =
         s.fw.accept(
-            vec![berth_sdk::OfferId::new(offer.id.clone()).unwrap()],
+            vec![berth_sdk::OfferId::new(offer.id.clone())?],
             tasks.clone(),
             Some(Duration::ZERO),
         )
@@ -87,7 +87,7 @@ async fn launch(s: &mut Setup, tasks: Vec<pb::TaskInfo>) -> anyhow::Result<()> {
     if !rest.is_empty() {
         s.fw.decline(
             rest.into_iter()
-                .map(|id| berth_sdk::OfferId::new(id).unwrap())
+                .filter_map(|id| berth_sdk::OfferId::new(id).ok())
                 .collect(),
             Some(Duration::ZERO),
         )

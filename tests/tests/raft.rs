@@ -312,7 +312,7 @@ async fn launch_all(
                         .decline(
                             unused
                                 .into_iter()
-                                .map(|id| berth_sdk::OfferId::new(id).unwrap())
+                                .filter_map(|id| berth_sdk::OfferId::new(id).ok())
                                 .collect(),
                             Some(Duration::ZERO),
                         )
