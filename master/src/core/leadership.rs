@@ -2,17 +2,36 @@
 //! (a no-op barrier, then the leader-only state rebuilt from the
 //! registry), stepping down, and the members' addresses.
 //!
-//! A new leader commits a no-op (so every earlier entry is applied),
-//! rebuilds the allocator from the registry and starts with no offers. It
-//! gives every agent it inherits as reachable `agent_reregister_timeout`
-//! (30 s) to register with it before the ping timeout counts, and starts
-//! the failover clock of every framework that was connected to the old
-//! leader. A launch no agent ever reported (its `RunTask` was lost with the
-//! old leader) is sent again when its agent registers. Stepping down drops
-//! every stream; followers answer calls with a redirect
-//! ([`Core::handle_as_follower`]).
+//! A new leader proposes a no-op: everything committed before its term is
+//! applied once an entry of its term is. The barrier is a proposal like
+//! any other ([`Then::TakeOver`]); while it is in flight the core applies
+//! entries and takes Raft's reports as usual, runs no periodic work but
+//! the barrier's deadline, and keeps the inputs that arrive, in order
+//! ([`TakingOver`]). Once the no-op is applied, and this master still
+//! leads that term, it rebuilds the allocator from the registry and
+//! starts with no offers; then it handles the inputs it kept, as a
+//! leader. If the barrier fails (leadership lost, not committed within
+//! [`COMMIT_TIMEOUT`]) it handles them as a follower, and takes over
+//! again at Raft's next word that it leads.
+//!
+//! A leader gives every agent it inherits as reachable
+//! `agent_reregister_timeout` (30 s) to register with it before the ping
+//! timeout counts, and starts the failover clock of every framework that
+//! was connected to the old leader. A launch no agent ever reported (its
+//! `RunTask` was lost with the old leader) is sent again when its agent
+//! registers. Stepping down drops every stream; followers answer calls
+//! with a redirect ([`Core::handle_as_follower`]).
 
 use super::*;
+
+/// A takeover under way: the no-op barrier of `term` is proposed, not
+/// applied yet.
+pub(super) struct TakingOver {
+    term: u64,
+    /// The inputs that arrived meanwhile, in order: they wait as they did
+    /// in the request channel while an awaited barrier held the core.
+    pub(super) deferred: VecDeque<Input>,
+}
 
 impl Core {
     /// Rebuilds the leader-only state from the registry: the allocator (with
@@ -118,30 +137,71 @@ impl Core {
         (st.leader_id != 0).then_some(st.leader_id)
     }
 
-    /// Takes over when Raft made this node leader; steps down when not.
-    pub(super) async fn on_raft_status(&mut self) {
+    /// Takes over when Raft made this node leader (proposes the barrier,
+    /// [`Then::TakeOver`]); steps down when not.
+    pub(super) fn on_raft_status(&mut self) {
         let (role, term) = {
             let st = self.raft_status.borrow();
             (st.role, st.term)
         };
+        let taking_over = self.taking_over.as_ref().map(|t| t.term);
+        let serving = self.leading.is_some() || taking_over.is_some();
         if role != StateRole::Leader {
-            if self.leading.is_some() {
+            if serving {
+                // A barrier in flight fails with the other pending work.
                 self.step_down();
             }
             return;
         }
-        if self.leading == Some(term) {
+        if self.leading == Some(term) || taking_over == Some(term) {
             return;
         }
-        if self.leading.is_some() {
+        if serving {
             self.step_down();
         }
+        self.taking_over = Some(TakingOver {
+            term,
+            deferred: VecDeque::new(),
+        });
         // Everything committed before this term is applied once an entry
-        // of this term is: commit a no-op as a barrier.
-        if let Err(e) = self.commit(Command::Noop).await {
-            warn!("could not take over as leader: {e}");
+        // of this term is: a no-op is the barrier.
+        self.propose(Command::Noop, Then::TakeOver { term });
+    }
+
+    /// Ends the takeover of `term` with its barrier's outcome: leads if
+    /// the no-op was applied and this master still leads that term, then
+    /// handles the inputs that waited (as a follower if it does not lead).
+    pub(super) fn take_over(&mut self, term: u64, barrier: Result<Effects, ApplyError>) {
+        if self.taking_over.as_ref().map(|t| t.term) != Some(term) {
+            debug!(term, "the barrier of a takeover no longer under way");
             return;
         }
+        let deferred = self
+            .taking_over
+            .take()
+            .map(|t| t.deferred)
+            .unwrap_or_default();
+        let still_leader = {
+            let st = self.raft_status.borrow();
+            st.role == StateRole::Leader && st.term == term
+        };
+        match barrier {
+            Ok(_) if still_leader => self.lead(term),
+            Ok(_) => warn!(
+                term,
+                "could not take over as leader: no longer leading the term"
+            ),
+            Err(e) => warn!(term, "could not take over as leader: {e}"),
+        }
+        for input in deferred {
+            self.handle(input);
+        }
+    }
+
+    /// Leads `term`, its barrier applied: rebuilds the leader-only state,
+    /// records the members and starts the failover clocks of the
+    /// frameworks connected to the previous leader.
+    fn lead(&mut self, term: u64) {
         self.rebuild_leader_state(term);
         self.leading = Some(term);
         self.leading_since_ms = self.clock.unix_ms;
@@ -196,8 +256,8 @@ impl Core {
         }
     }
 
-    /// A follower (or a leader still taking over) redirects every call to
-    /// the leader; operator reads marked stale-ok are served from this
+    /// A follower (or a leader whose takeover failed) redirects every call
+    /// to the leader; operator reads marked stale-ok are served from this
     /// master's registry.
     pub(super) fn handle_as_follower(&mut self, input: Input) {
         let redirect = self.not_leader();

@@ -30,10 +30,14 @@
 //! Nor do handlers await Raft: a linearizable read or a membership change
 //! is handed to Raft as an action ([`Action::ReadIndex`],
 //! [`Action::ChangeMembership`]) and parked; it is answered when Raft
-//! applies it, or refuses it (the shell's [`RaftReport`]). The one await
-//! left is the no-op barrier of a leader taking over, before it serves
-//! anything. The run loop also reads the clock, once per input
-//! ([`Clock`]), and handlers take their time from it.
+//! applies it, or refuses it (the shell's [`RaftReport`]). Nor does taking
+//! over as leader: its no-op barrier is a proposal like any other, whose
+//! continuation ([`then::Then::TakeOver`]) makes the core lead once the
+//! no-op is applied; inputs that arrive meanwhile wait in the core, in
+//! order, and are handled then (as a leader, or as a follower if the
+//! barrier failed). The run loop awaits nothing but its inputs. It also
+//! reads the clock, once per input ([`Clock`]), and handlers take their
+//! time from it.
 //!
 //! One file per concern, each an `impl Core` block: `mod.rs` the types, the
 //! run loop and request dispatch; `shell` the channels and the execution
@@ -79,6 +83,7 @@ mod timers;
 mod validate;
 mod views;
 
+use self::leadership::TakingOver;
 use self::membership::PendingChange;
 use self::shell::{Caller, Io, RaftReport, Registered, Reply, Subscribed};
 use self::then::{RemovalReply, Then};
@@ -319,6 +324,9 @@ pub(crate) struct Core {
     /// The term this core leads in, once it has taken over (applied every
     /// earlier entry and rebuilt the allocator). `None` on followers.
     leading: Option<u64>,
+    /// The takeover under way: Raft made this master leader and the no-op
+    /// barrier is proposed, not applied yet. `None` otherwise.
+    taking_over: Option<TakingOver>,
     /// When this core took over as leader (wall clock, ms since the Unix
     /// epoch), for operators and for measuring how fast clients follow.
     leading_since_ms: u64,
@@ -488,6 +496,7 @@ impl Core {
             membership: None,
             subscribing: HashMap::new(),
             leading: None,
+            taking_over: None,
             leading_since_ms: 0,
             heard: raft.heard,
             allocator,
@@ -539,7 +548,7 @@ impl Core {
                 applied = self.applied_rx.recv() => match applied {
                     Some(a) => {
                         self.clock = Clock::read();
-                        self.apply(a, None);
+                        self.apply(a);
                     }
                     None => {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
@@ -548,7 +557,7 @@ impl Core {
                 changed = self.raft_status.changed() => match changed {
                     Ok(()) => {
                         self.clock = Clock::read();
-                        self.on_raft_status().await
+                        self.on_raft_status()
                     }
                     Err(_) => {
                         self.fatal = Some(MasterError::Server("the raft node stopped".into()));
@@ -561,9 +570,9 @@ impl Core {
                 // The tick comes before requests: under a steady stream of
                 // requests a biased select would otherwise never reach it,
                 // and pings, heartbeats, expiries and allocation would stop.
-                _ = tick.tick() => if self.leading.is_some() {
+                _ = tick.tick() => if self.leading.is_some() || self.taking_over.is_some() {
                     self.clock = Clock::read();
-                    self.on_tick(requests.is_empty())
+                    self.tick(requests.is_empty())
                 },
                 req = requests.recv() => match req {
                     Some(req) => {
@@ -586,6 +595,11 @@ impl Core {
     }
 
     fn handle(&mut self, input: Input) {
+        if let Some(taking_over) = &mut self.taking_over {
+            // Handled once the takeover ends, as a leader if it succeeds.
+            taking_over.deferred.push_back(input);
+            return;
+        }
         if self.leading.is_none() {
             self.handle_as_follower(input);
             return;

@@ -41,45 +41,6 @@ impl Core {
         Ok((seq, data))
     }
 
-    /// Proposes a command and waits until Raft committed it and this core
-    /// applied it; returns what applying it did. The core handles nothing
-    /// else meanwhile, so this is kept for the leader's takeover barrier;
-    /// calls use [`Self::propose`].
-    pub(super) async fn commit(&mut self, cmd: Command) -> Result<Effects, ApplyError> {
-        self.registry.check(&cmd)?;
-        let (seq, data) = self.encode(cmd)?;
-        self.raft.propose(data).await.map_err(|e| match e {
-            ProposeError::NotLeader { .. } => ApplyError::NotLeader,
-            other => ApplyError::Unavailable(other.to_string()),
-        })?;
-        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        loop {
-            tokio::select! {
-                applied = self.applied_rx.recv() => {
-                    let Some(applied) = applied else {
-                        self.fatal = Some(MasterError::Server("the raft node stopped".into()));
-                        return Err(ApplyError::NotLeader);
-                    };
-                    self.clock = Clock::read();
-                    if let Some(result) = self.apply(applied, Some(seq)) {
-                        return result;
-                    }
-                }
-                changed = self.raft_status.changed() => {
-                    if changed.is_err() || self.raft_status.borrow().role != StateRole::Leader {
-                        // This wait consumed the change: leave it for the
-                        // run loop, which must still step down.
-                        self.raft_status.mark_changed();
-                        return Err(ApplyError::NotLeader);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(ApplyError::Unavailable("the command was not committed in time; it may still be committed (reconcile before retrying)".into()));
-                }
-            }
-        }
-    }
-
     /// Checks a command and proposes it without waiting: `then` runs with
     /// the outcome once the entry is applied (or at once if the registry
     /// refuses it, or when it cannot commit: leadership lost, not committed
@@ -223,13 +184,9 @@ impl Core {
         }
     }
 
-    /// Applies one item from Raft. Returns the result when it is the entry
-    /// of the proposal `waiting` for.
-    pub(super) fn apply(
-        &mut self,
-        applied: Applied,
-        waiting: Option<u64>,
-    ) -> Option<Result<Effects, ApplyError>> {
+    /// Applies one item from Raft; a proposal of this core that waited
+    /// for it resumes with the outcome.
+    pub(super) fn apply(&mut self, applied: Applied) {
         match applied {
             Applied::Entry { index, data, .. } => {
                 self.applied_index = index;
@@ -238,7 +195,7 @@ impl Core {
                     Ok(p) => p,
                     Err(e) => {
                         self.fatal = Some(MasterError::Corrupt(format!("log entry {index}: {e}")));
-                        return None;
+                        return;
                     }
                 };
                 let result = self.registry.apply(&proposal.cmd);
@@ -256,7 +213,6 @@ impl Core {
                     self.learn_members();
                 }
                 let ours = proposal.origin == self.origin;
-                let mine = ours && Some(proposal.seq) == waiting;
                 if let Ok(effects) = &result
                     && self.leading.is_some()
                 {
@@ -269,38 +225,28 @@ impl Core {
                         self.send_event(framework, pb::event::Event::Update(status));
                     }
                 }
-                let result = if mine {
-                    Some(result)
-                } else {
-                    if ours && let Some(p) = self.pending.remove(&proposal.seq) {
-                        self.resume(p.then, result);
-                    }
-                    None
-                };
+                if ours && let Some(p) = self.pending.remove(&proposal.seq) {
+                    self.resume(p.then, result);
+                }
                 self.maybe_snapshot();
-                result
             }
-            Applied::Snapshot { index, data } => {
-                match Registry::from_snapshot(&data) {
-                    Ok(mut registry) => {
-                        registry.set_max_completed(self.config.max_completed_tasks);
-                        registry.rebuild_indexes();
-                        self.registry = registry;
-                        self.applied_index = index;
-                        self.since_snapshot = 0;
-                        info!(index, "registry restored from a snapshot");
-                        self.learn_members();
-                        if let Some(term) = self.leading {
-                            self.rebuild_leader_state(term);
-                        }
-                    }
-                    Err(e) => {
-                        self.fatal =
-                            Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
+            Applied::Snapshot { index, data } => match Registry::from_snapshot(&data) {
+                Ok(mut registry) => {
+                    registry.set_max_completed(self.config.max_completed_tasks);
+                    registry.rebuild_indexes();
+                    self.registry = registry;
+                    self.applied_index = index;
+                    self.since_snapshot = 0;
+                    info!(index, "registry restored from a snapshot");
+                    self.learn_members();
+                    if let Some(term) = self.leading {
+                        self.rebuild_leader_state(term);
                     }
                 }
-                None
-            }
+                Err(e) => {
+                    self.fatal = Some(MasterError::Corrupt(format!("snapshot at {index}: {e}")));
+                }
+            },
             Applied::ConfChanged {
                 index,
                 voters,
@@ -313,7 +259,7 @@ impl Core {
                     Err(e) => {
                         self.fatal =
                             Some(MasterError::Corrupt(format!("conf change {index}: {e}")));
-                        return None;
+                        return;
                     }
                 };
                 if let Some((id, address)) = member
@@ -348,21 +294,18 @@ impl Core {
                 }
                 info!(index, ?voters, ?learners, "membership changed");
                 self.membership_applied(&voters, &learners);
-                None
             }
             Applied::ReadReady { ctx, .. } => {
                 if let Some(r) = self.pending_reads.remove(&ctx) {
                     let result = self.read(r.call);
                     self.reply(Reply::Operator { to: r.to, result });
                 }
-                None
             }
             Applied::SnapshotWanted { index } => {
                 // A peer needs a snapshot newer than the stored one (it fell
                 // behind, or joined after it was taken).
                 debug!(index, "snapshot wanted by a peer");
                 self.snapshot_now();
-                None
             }
         }
     }

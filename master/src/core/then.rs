@@ -82,6 +82,9 @@ pub(super) enum Then {
         draining: bool,
         to: Caller<OperatorReply>,
     },
+    /// The no-op barrier of taking over as leader of `term`: lead (or not)
+    /// and handle the inputs that waited for it ([`Core::take_over`]).
+    TakeOver { term: u64 },
 }
 
 impl Core {
@@ -202,6 +205,7 @@ impl Core {
                 }
                 self.operator_answer(to, result);
             }
+            Then::TakeOver { term } => self.take_over(term, result),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Periodic work on the leader: pings and agent timeouts, heartbeats,
-//! framework failover timeouts, offer expiry and allocation cycles.
+//! framework failover timeouts, offer expiry and allocation cycles; while
+//! taking over, only the deadline of the barrier.
 //!
 //! Allocation runs every `allocation_interval`, and soon after anything
 //! frees resources: at once when no request waits, otherwise at the first
@@ -9,6 +10,18 @@
 use super::*;
 
 impl Core {
+    /// The run loop's tick. A leader does its periodic work
+    /// ([`Self::on_tick`]); a master taking over only ends its barrier
+    /// when past its deadline ([`COMMIT_TIMEOUT`]), and a follower has
+    /// nothing to do.
+    pub(super) fn tick(&mut self, idle: bool) {
+        if self.leading.is_some() {
+            self.on_tick(idle);
+        } else if self.taking_over.is_some() {
+            self.expire_pending(self.clock.instant);
+        }
+    }
+
     /// Periodic work. `idle` says no request is waiting: a change (a new
     /// agent, a decline, a finished task) triggers an allocation at once
     /// when idle; while requests keep coming, at the next tick after

@@ -66,13 +66,17 @@ async fn accept_refused_by_the_registry_keeps_the_offers() {
         reported: false,
     };
     filler.allocated.unreserved = "cpus:4;mem:1024".parse().unwrap();
-    core.commit(Command::LaunchTasks {
-        framework: fw,
+    core.propose_detached(Command::LaunchTasks {
+        framework: fw.clone(),
         agent,
         tasks: vec![filler],
-    })
-    .await
-    .unwrap();
+    });
+    core.settle().await;
+    let filler_id = TaskId::new("filler").unwrap();
+    assert!(
+        core.registry.task(&fw, &filler_id).is_some(),
+        "the filler is launched"
+    );
     let registry = core.registry.clone();
     let index = core.applied_index;
 

@@ -19,7 +19,7 @@ impl Transport for NoPeers {
 }
 
 /// The status of the one master of a group, leading in term 2.
-fn leading() -> NodeStatus {
+pub(super) fn leading() -> NodeStatus {
     NodeStatus {
         id: 1,
         leader_id: 1,
@@ -44,15 +44,22 @@ pub(super) struct Harness {
 }
 
 impl Harness {
+    /// A core leading term 2, as after the takeover barrier.
     pub(super) fn new() -> Self {
+        let mut h = Self::elected();
+        h.core.rebuild_leader_state(2);
+        h.core.leading = Some(2);
+        h
+    }
+
+    /// A core that Raft made leader of term 2 and that has not taken over
+    /// (nor heard of it: [`Core::on_raft_status`] has not run).
+    pub(super) fn elected() -> Self {
         let (handle, node) = FakeNode::new(leading());
         let (applied_tx, applied) = mpsc::channel(16);
         let mut config = MasterConfig::new("/nonexistent/berth-handler-test");
         config.offer_timeout = None;
-        let mut core = new_core(config, handle, applied, Arc::new(NoPeers));
-        // As after the takeover barrier.
-        core.rebuild_leader_state(2);
-        core.leading = Some(2);
+        let core = new_core(config, handle, applied, Arc::new(NoPeers));
         Self {
             core,
             node,
@@ -73,9 +80,24 @@ impl Harness {
                 term: 2,
                 data,
             };
-            assert!(self.core.apply(entry, None).is_none());
+            self.core.apply(entry);
         }
         commands
+    }
+
+    /// Raft says master 2, at 10.0.0.2:5050, leads term 3 and this master
+    /// follows (the core has not heard yet).
+    pub(super) fn master_2_leads(&mut self) {
+        self.core.members.insert(2, "10.0.0.2:5050".into());
+        self.node
+            .status
+            .send(NodeStatus {
+                leader_id: 2,
+                term: 3,
+                role: StateRole::Follower,
+                ..leading()
+            })
+            .unwrap();
     }
 
     /// Checks that no proposal waits and no subscription is in flight.
@@ -194,16 +216,7 @@ fn parked_calls_learn_their_outcome_is_unknown_when_leadership_is_lost() {
     assert_eq!(h.node.proposed().len(), 1);
 
     // Master 2 leads now; this one steps down before the entry applied.
-    h.core.members.insert(2, "10.0.0.2:5050".into());
-    h.node
-        .status
-        .send(NodeStatus {
-            leader_id: 2,
-            term: 3,
-            role: StateRole::Follower,
-            ..leading()
-        })
-        .unwrap();
+    h.master_2_leads();
     h.core.step_down();
 
     assert_eq!(

@@ -8,6 +8,7 @@ mod frameworks;
 mod handlers;
 mod replicate;
 mod streams;
+mod takeover;
 mod waits;
 
 use super::*;
@@ -45,7 +46,7 @@ impl Core {
                 .expect("nothing applied within 10 s")
                 .expect("raft stopped");
             self.clock = Clock::read();
-            self.apply(applied, None);
+            self.apply(applied);
         }
     }
 
@@ -55,7 +56,7 @@ impl Core {
             tokio::time::timeout(Duration::from_millis(100), self.applied_rx.recv()).await
         {
             self.clock = Clock::read();
-            self.apply(applied, None);
+            self.apply(applied);
         }
         self.deliver_sends();
     }
@@ -130,7 +131,17 @@ async fn core_with(dir: &tempfile::TempDir, tune: impl FnOnce(&mut MasterConfig)
     tune(&mut config);
     let mut core = new_core(config, handle, applied, transport);
     for _ in 0..200 {
-        core.on_raft_status().await;
+        core.on_raft_status();
+        // Apply what Raft delivers until the takeover's barrier is.
+        while core.taking_over.is_some() {
+            match tokio::time::timeout(Duration::from_secs(10), core.applied_rx.recv()).await {
+                Ok(Some(applied)) => {
+                    core.clock = Clock::read();
+                    core.apply(applied);
+                }
+                _ => panic!("the takeover's barrier was not applied within 10 s"),
+            }
+        }
         if core.leading.is_some() {
             return core;
         }
@@ -145,7 +156,7 @@ async fn deliver(core: &mut Core, conn: u64, message: pb::AgentMessage) {
     while let Ok(Some(applied)) =
         tokio::time::timeout(Duration::from_millis(100), core.applied_rx.recv()).await
     {
-        core.apply(applied, None);
+        core.apply(applied);
     }
     core.deliver_sends();
 }

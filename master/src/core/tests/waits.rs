@@ -38,11 +38,7 @@ fn a_read_asks_raft_for_a_read_index_and_is_answered_once_it_is_ready() {
     let ctx = read_agents(&mut h, Caller::new(1));
     assert!(h.node.proposed().is_empty());
 
-    assert!(
-        h.core
-            .apply(Applied::ReadReady { ctx, index: 0 }, None)
-            .is_none()
-    );
+    h.core.apply(Applied::ReadReady { ctx, index: 0 });
     assert_eq!(
         take_actions(&mut h.core),
         vec![Action::Reply(Reply::Operator {
@@ -120,7 +116,7 @@ fn adding_a_master_hands_raft_a_learner_change_answered_once_applied() {
         learners: vec![2],
         context,
     };
-    assert!(h.core.apply(applied, None).is_none());
+    h.core.apply(applied);
     assert_eq!(
         take_actions(&mut h.core),
         vec![Action::Reply(Reply::Operator {
