@@ -333,7 +333,9 @@ pub struct Decision {
 /// 5. decline the offers that got nothing ([`Policy::refuse`] while tasks
 ///    wait, [`Policy::idle_refuse`] when none does);
 /// 6. publish the tasks that fit in no offer, with why, when that changed;
-/// 7. suppress offers when no task waits, revive them when one does.
+/// 7. suppress offers when no task waits, revive them when one does (after
+///    a re-subscription, whichever applies, once: the master may or may not
+///    have kept the framework's suppression).
 ///
 /// A task of unknown launch outcome is never launched: only an answer
 /// that the master does not have it makes it launchable again. Nothing is
@@ -507,9 +509,11 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     }
 
     // 7. Suppress or revive.
-    if still_waiting == 0 && !observed.suppressed {
+    // After a (re-)subscription the master's view is not known: say it.
+    let known = observed.suppression_known;
+    if still_waiting == 0 && (!observed.suppressed || !known) {
         decision.actions.push(Action::Suppress);
-    } else if still_waiting > 0 && observed.suppressed {
+    } else if still_waiting > 0 && (observed.suppressed || !known) {
         decision.actions.push(Action::Revive);
     }
     decision

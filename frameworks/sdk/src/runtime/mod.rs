@@ -55,7 +55,9 @@
 //!   name are killed.
 //! - **Re-subscription** (master failover) voids held offers, forgets
 //!   answers due on the old stream, sends kills and reconciliations again
-//!   and assumes offers are no longer suppressed.
+//!   and says again whether offers are to be suppressed (a master may keep
+//!   a framework's suppression across a re-subscription, a new leader
+//!   does not).
 //! - **Acknowledgements** are the runtime's: an update is acknowledged
 //!   after [`Scheduler::on_update`] returned `Ok`, never before, so an
 //!   update whose effects could not be saved is sent again by its agent.
@@ -456,11 +458,17 @@ impl Executor {
                     self.observed.published_pending = Some(tasks);
                 }
                 Action::Suppress => match self.framework.suppress(Roles::All).await {
-                    Ok(()) => self.observed.suppressed = true,
+                    Ok(()) => {
+                        self.observed.suppressed = true;
+                        self.observed.suppression_known = true;
+                    }
                     Err(e) => tracing::debug!(error = %e, "suppress failed"),
                 },
                 Action::Revive => match self.framework.revive(Roles::All).await {
-                    Ok(()) => self.observed.suppressed = false,
+                    Ok(()) => {
+                        self.observed.suppressed = false;
+                        self.observed.suppression_known = true;
+                    }
                     Err(e) => tracing::debug!(error = %e, "revive failed"),
                 },
             }

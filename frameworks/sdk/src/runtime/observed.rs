@@ -109,8 +109,13 @@ pub struct Observed {
     pub offers: Vec<pb::Offer>,
     /// Per task id.
     pub tasks: BTreeMap<String, TaskView>,
-    /// Offers are suppressed.
+    /// Offers are suppressed, as far as the runtime knows.
     pub suppressed: bool,
+    /// Whether [`Observed::suppressed`] is known: not after a
+    /// (re-)subscription, since a master may keep a framework's
+    /// suppression across it (the same leader) or drop it (a new leader);
+    /// the next decision then says which it wants.
+    pub suppression_known: bool,
     /// The pending work last published (`None`: never).
     pub published_pending: Option<Vec<pb::PendingTask>>,
 }
@@ -140,13 +145,15 @@ impl Observed {
     /// A (re-)subscription voids every offer, forgets the answers asked for
     /// on the old stream (they will not come) and the kills and
     /// reconciliations sent there (so they are sent again), and assumes
-    /// offers are no longer suppressed. A disconnect voids the offers.
+    /// whether offers are suppressed is no longer known (the next decision
+    /// suppresses or revives). A disconnect voids the offers.
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Subscribed { .. } => {
                 self.subscribed = true;
                 self.offers.clear();
                 self.suppressed = false;
+                self.suppression_known = false;
                 for view in self.tasks.values_mut() {
                     view.answers_due = 0;
                     view.stale_answers = 0;
@@ -451,7 +458,7 @@ mod tests {
             master_id: "m".into(),
             resubscribed: true,
         });
-        assert!(o.subscribed && o.offers.is_empty() && !o.suppressed);
+        assert!(o.subscribed && o.offers.is_empty() && !o.suppression_known);
         let t = o.task("t").unwrap();
         assert_eq!(
             (t.answers_due, t.reconcile_asked, t.kill_sent),

@@ -25,6 +25,8 @@ fn offer(id: &str, agent: &str, cpus: f64, mem: f64) -> pb::Offer {
     }
 }
 
+/// Subscribed, with offers known not to be suppressed (what a first
+/// suppress or revive call settles).
 fn subscribed() -> Observed {
     let mut o = Observed::new();
     o.on_event(&Event::Subscribed {
@@ -32,6 +34,7 @@ fn subscribed() -> Observed {
         master_id: "m".into(),
         resubscribed: false,
     });
+    o.suppression_known = true;
     o
 }
 
@@ -548,4 +551,28 @@ fn a_task_below_the_masters_minimums_is_given_up_without_a_launch() {
         "{:?}",
         d.actions
     );
+}
+
+#[test]
+fn after_a_subscription_suppression_is_said_again_whichever_is_wanted() {
+    // The master may have kept the framework suppressed across the
+    // re-subscription (the same leader): a task that waits revives.
+    let mut o = subscribed();
+    o.suppressed = false;
+    o.on_event(&Event::Subscribed {
+        framework_id: "fw".into(),
+        master_id: "m".into(),
+        resubscribed: true,
+    });
+    let waiting = Intent::new(vec![Wanted::new(task("a", "cpus:1;mem:32"))]);
+    let d = decide(&waiting, &o, &Policy::default(), Instant::now());
+    assert_eq!(d.actions, vec![Action::Revive]);
+    // Or dropped it (a new leader): with nothing to run, suppress again.
+    let d = decide(&Intent::default(), &o, &Policy::default(), Instant::now());
+    assert_eq!(d.actions, vec![Action::Suppress]);
+    // Once said, not again.
+    o.suppressed = true;
+    o.suppression_known = true;
+    let d = decide(&Intent::default(), &o, &Policy::default(), Instant::now());
+    assert_eq!(d.actions, vec![]);
 }
