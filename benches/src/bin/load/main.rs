@@ -744,6 +744,7 @@ fn print_report(plan: &Plan, r: &Report) {
             "leader_cpu_s": r.leader_cpu.map(|d| d.as_secs_f64()),
             "load_average": r.load_average,
             "errors": errors(&r.totals),
+            "first_errors": r.first_errors.iter().take(5).collect::<Vec<_>>(),
             "updates_resent": r.totals.get(C::UpdatesResent),
             "drained": r.drained,
             "total_launched": r.totals.get(C::Launched),
