@@ -102,12 +102,6 @@ impl Wanted {
         self.constraints.extend(constraints);
         self
     }
-
-    /// Whether `offer` satisfies every constraint.
-    #[must_use]
-    pub fn allows(&self, offer: &pb::Offer) -> bool {
-        self.constraints.iter().all(|c| c.allows(&offer.attributes))
-    }
 }
 
 /// What the framework wants running now: its intent. Tasks come first to
