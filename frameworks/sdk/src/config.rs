@@ -237,6 +237,7 @@ impl FrameworkConfig {
             failover_timeout_seconds: self.failover_timeout.as_secs_f64(),
             partition_aware: self.partition_aware,
             hostname: self.hostname.clone().unwrap_or_default(),
+            create: false,
         }
     }
 }

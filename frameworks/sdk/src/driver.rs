@@ -113,6 +113,7 @@ async fn attempt(
     masters: &mut Masters,
     config: &FrameworkConfig,
     id: &str,
+    create: bool,
     deadline: Instant,
 ) -> Result<Subscription, AttemptError> {
     let leader = masters
@@ -123,7 +124,10 @@ async fn attempt(
     let mut client = client(&leader);
     let wait = config.call_timeout;
     let request = pb::SubscribeRequest {
-        framework: Some(config.to_info(id)),
+        framework: Some(pb::FrameworkInfo {
+            create,
+            ..config.to_info(id)
+        }),
     };
     let mut stream = match tokio::time::timeout(wait, client.subscribe(request)).await {
         Err(_) => return Err(AttemptError::Retry(format!("{uri}: subscribe timed out"))),
@@ -150,7 +154,7 @@ async fn attempt(
             "{uri}: SUBSCRIBED without framework or stream id"
         )));
     }
-    if !id.is_empty() && subscribed.framework_id != id {
+    if subscribed.framework_id != id {
         return Err(AttemptError::Fatal(SdkError::Removed(format!(
             "re-subscribed as framework {:?} but the master answered for {:?}",
             id, subscribed.framework_id
@@ -195,12 +199,19 @@ pub async fn subscribe(
 ) -> Result<(Framework, Events), SdkError> {
     config.validate()?;
     let mut masters = self::masters(&masters)?;
-    let id = config.framework_id.clone().unwrap_or_default();
+    // A new framework makes its own id, so that a Subscribe whose answer
+    // is lost can be sent again: the master knows the id then, and the
+    // retry re-subscribes instead of registering a second framework.
+    let resubscribing = config.framework_id.is_some();
+    let id = config
+        .framework_id
+        .clone()
+        .unwrap_or_else(|| format!("fw-{}", uuid::Uuid::new_v4().simple()));
     let deadline = Instant::now() + config.connect_timeout;
     let sub = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let why =
-            match tokio::time::timeout(left, attempt(&mut masters, &config, &id, deadline)).await {
+            match tokio::time::timeout(left, attempt(&mut masters, &config, &id, !resubscribing, deadline)).await {
                 Ok(Ok(sub)) => break sub,
                 Ok(Err(AttemptError::Fatal(e))) => return Err(e),
                 Ok(Err(AttemptError::Retry(why))) => why,
@@ -227,7 +238,7 @@ pub async fn subscribe(
     let first = Event::Subscribed {
         framework_id: sub.framework_id.clone(),
         master_id: sub.master_id.clone(),
-        resubscribed: !id.is_empty(),
+        resubscribed: resubscribing,
     };
     // The channel is new and empty: this cannot fail for lack of room.
     if tx.try_send(first).is_err() {
@@ -247,7 +258,7 @@ pub async fn subscribe(
         shared,
         masters,
         tx,
-        resumed: !id.is_empty(),
+        resumed: resubscribing,
     };
     tokio::spawn(driver.run(sub));
     Ok((framework, Events::new(rx, ack_tx, events_shared)))
@@ -588,7 +599,7 @@ impl Driver {
             let deadline = Instant::now() + FIND_ROUND;
             let result = tokio::select! {
                 () = stopped(&mut self.shutdown, &self.tx) => return Ok(None),
-                r = attempt(&mut self.masters, &self.shared.config, &id, deadline) => r,
+                r = attempt(&mut self.masters, &self.shared.config, &id, false, deadline) => r,
             };
             match result {
                 Ok(sub) => return Ok(Some(sub)),

@@ -207,9 +207,12 @@ async fn launches_acknowledges_and_tears_down() {
     assert_eq!(fake.acks().len(), 3, "every update acknowledged once");
     // Nothing was launched twice.
     assert_eq!(accepts(&fake).len(), 1);
+    // The id the SDK made and subscribed with is the one persisted.
+    let subscribed = fake.subscribes()[0].id.clone();
+    assert!(subscribed.starts_with("fw-") && fake.subscribes()[0].create);
     assert_eq!(
         journal.lock().unwrap().framework_id.as_deref(),
-        Some("fw-1")
+        Some(subscribed.as_str())
     );
 }
 

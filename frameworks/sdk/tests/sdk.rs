@@ -54,19 +54,26 @@ async fn connect(fake: &FakeMaster, config: FrameworkConfig) -> (Framework, Even
 async fn subscribe_and_calls_carry_ids() {
     let fake = FakeMaster::start(NO_HEARTBEAT, false).await;
     let (fw, mut events) = subscribe(vec![fake.address()], config()).await.unwrap();
+    let made = fake.subscribes()[0].id.clone();
     assert_eq!(
         next(&mut events).await,
         Event::Subscribed {
-            framework_id: "fw-1".into(),
+            framework_id: made.clone(),
             master_id: "fake-master".into(),
             resubscribed: false,
         }
     );
-    assert_eq!(fw.id(), "fw-1");
+    assert_eq!(fw.id(), made);
     assert!(fw.is_subscribed());
     assert_eq!(fw.master_id().as_deref(), Some("fake-master"));
     let info = &fake.subscribes()[0];
-    assert_eq!(info.id, "");
+    // A new framework makes its own id and asks the master to create it.
+    assert!(info.create);
+    assert!(
+        info.id.len() == 35 && info.id.starts_with("fw-"),
+        "{:?}",
+        info.id
+    );
     assert_eq!(info.name, "test-fw");
     assert_eq!(info.roles, ["dev"]);
     assert!((info.failover_timeout_seconds - 30.0).abs() < 1e-9);
@@ -108,7 +115,7 @@ async fn subscribe_and_calls_carry_ids() {
         let h = call.header().unwrap();
         assert_eq!(
             (h.framework_id.as_str(), h.stream_id.as_str()),
-            ("fw-1", "stream-1")
+            (fw.id().as_str(), "stream-1")
         );
     }
     match &calls[0] {
@@ -260,21 +267,21 @@ async fn dropped_stream_resubscribes_with_the_same_id() {
     assert_eq!(
         next(&mut events).await,
         Event::Subscribed {
-            framework_id: "fw-1".into(),
+            framework_id: fw.id(),
             master_id: "fake-master".into(),
             resubscribed: true,
         }
     );
     let subs = fake.subscribes();
     assert_eq!(subs.len(), 2);
-    assert_eq!(subs[1].id, "fw-1");
+    assert_eq!(subs[1].id, fw.id());
     assert_eq!(subs[1].name, "test-fw");
 
     fw.revive(berth_sdk::Roles::All).await.unwrap();
     let calls = fake.calls();
     assert_eq!(calls[0].header().unwrap().stream_id, "stream-1");
     assert_eq!(calls[1].header().unwrap().stream_id, "stream-2");
-    assert_eq!(fw.id(), "fw-1");
+    assert_eq!(fw.id(), subs[0].id);
 }
 
 #[tokio::test]
@@ -299,7 +306,7 @@ async fn master_restart_on_the_same_port() {
             resubscribed,
             ..
         } => {
-            assert_eq!(framework_id, "fw-1");
+            assert_eq!(framework_id, fw.id());
             assert!(resubscribed);
         }
         other => panic!("expected Subscribed, got {other:?}"),
@@ -414,8 +421,8 @@ async fn missing_heartbeats_trigger_resubscription() {
         Event::Subscribed { resubscribed, .. } => assert!(resubscribed),
         other => panic!("expected Subscribed, got {other:?}"),
     }
-    assert_eq!(fake.subscribes()[1].id, "fw-1");
-    assert_eq!(fw.id(), "fw-1");
+    assert_eq!(fake.subscribes()[1].id, fake.subscribes()[0].id);
+    assert_eq!(fw.id(), fake.subscribes()[0].id);
 }
 
 #[tokio::test]
@@ -504,7 +511,7 @@ async fn tries_master_addresses_in_turn() {
     let (fw, _events) = subscribe(vec![dead, fake.address()], config())
         .await
         .unwrap();
-    assert_eq!(fw.id(), "fw-1");
+    assert_eq!(fw.id(), fake.subscribes()[0].id);
     assert!(fw.master().unwrap().ends_with(&fake.address()));
 }
 
@@ -712,8 +719,9 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
 
     // A framework process started again with its id knows no task yet: it
     // asks about every one (implicit reconciliation).
+    let id = fw.id();
     drop((fw, events));
-    let (_fw, _events) = subscribe(vec![fake.address()], config().framework_id("fw-1"))
+    let (_fw, _events) = subscribe(vec![fake.address()], config().framework_id(&id))
         .await
         .unwrap();
     wait_until("the implicit reconciliation", || {
@@ -725,7 +733,7 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
 
     // Off: nothing is asked, on resuming or on re-subscribing.
     let off = config()
-        .framework_id("fw-1")
+        .framework_id(&id)
         .reconcile_on_resubscribe(false);
     let (fw, mut events) = subscribe(vec![fake.address()], off).await.unwrap();
     assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));

@@ -118,7 +118,7 @@ impl Core {
         } else {
             let id = FrameworkId::new(info.id.clone())
                 .map_err(|e| CallError::invalid_argument(e.to_string()))?;
-            if self.registry.framework(&id).is_none() {
+            if self.registry.framework(&id).is_none() && !info.create {
                 return Err(CallError::not_found(format!(
                     "framework {} is not registered (it was removed or never existed)",
                     quoted(&info.id)

@@ -121,6 +121,9 @@ impl Scheduler for Service {
             id
         } else if s.frameworks.contains(&info.id) {
             info.id.clone()
+        } else if info.create {
+            s.frameworks.insert(info.id.clone());
+            info.id.clone()
         } else {
             return Err(Status::not_found(format!(
                 "unknown framework {:?}",

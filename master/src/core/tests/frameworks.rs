@@ -359,3 +359,43 @@ async fn a_follower_never_answers_pending_work() {
     let err = rx.await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
 }
+
+/// A framework that makes its own id (`create`) may send its first
+/// Subscribe again, as when its answer was lost: the second one
+/// re-subscribes the framework the first registered, and no second
+/// framework is left behind.
+#[tokio::test]
+async fn a_created_id_makes_a_repeated_first_subscription_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core(&dir).await;
+    let info = |create| pb::FrameworkInfo {
+        id: "fw-0123456789abcdef0123456789abcdef".into(),
+        name: "fw".into(),
+        failover_timeout_seconds: 60.0,
+        create,
+        ..Default::default()
+    };
+    // Without `create`, an id the master does not know is refused.
+    let e = core.subscribe_wait(info(false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let first = core.subscribe_wait(info(true)).await.unwrap();
+    assert_eq!(first.framework.as_str(), "fw-0123456789abcdef0123456789abcdef");
+    let registered_at = core
+        .registry
+        .framework(&first.framework)
+        .unwrap()
+        .registered_at_ms;
+    // The answer was "lost": the same Subscribe again.
+    let second = core.subscribe_wait(info(true)).await.unwrap();
+    assert_eq!(second.framework, first.framework);
+    assert_ne!(second.stream_id, first.stream_id);
+    assert_eq!(core.registry.frameworks().count(), 1);
+    assert_eq!(
+        core.registry
+            .framework(&first.framework)
+            .unwrap()
+            .registered_at_ms,
+        registered_at,
+        "re-subscribed, not registered anew"
+    );
+}
