@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/berth/v1/agent.proto",
         "proto/berth/v1/operator.proto",
         "proto/berth/v1/raft.proto",
+        "proto/berth/v1/kv.proto",
         "proto/berth/ci/v1/ci.proto",
     ];
     for p in &protos {

@@ -72,6 +72,10 @@ pub enum ApplyError {
     /// Any other invariant the command would break.
     #[error("{0}")]
     Invalid(String),
+    /// A condition of the command does not hold (a key-value compare, a
+    /// lease taken by someone else): nothing changed.
+    #[error("{0}")]
+    Conflict(String),
     /// The command could not be committed now (Raft's queue is full, or it
     /// did not commit in time); the caller may retry. When it timed out it
     /// may still commit later.
@@ -84,8 +88,11 @@ pub enum ApplyError {
 pub enum SnapshotError {
     /// A snapshot of a version this master does not know (written by a
     /// newer berth).
-    #[error("registry snapshot version {0} is not one this berth reads (it reads 0 and 1)")]
+    #[error("registry snapshot version {0} is not one this berth reads (it reads 0 to 2)")]
     Version(u8),
+    /// The snapshot decodes but contradicts itself.
+    #[error("inconsistent registry snapshot: {0}")]
+    Inconsistent(String),
     /// The bytes do not decode.
     #[error("undecodable registry snapshot: {0}")]
     Decode(#[from] postcard::Error),

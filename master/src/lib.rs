@@ -32,7 +32,9 @@ pub use config::MasterConfig;
 pub use error::MasterError;
 
 use crate::core::Core;
-use crate::service::{AgentService, CoreHandle, OperatorService, SchedulerService};
+use crate::service::{
+    AgentService, CoreHandle, KeyValueService, OperatorService, SchedulerService,
+};
 
 /// Runs a master on `listener` until `shutdown` resolves, then stops
 /// gracefully: streams are closed, and everything acknowledged is already
@@ -142,6 +144,7 @@ pub async fn run(
             heard,
         },
     );
+    let kv_events = core.kv_events();
     let (req_tx, req_rx) = mpsc::channel(4096);
     let (stop_tx, stop_rx) = oneshot::channel();
     let core_task = tokio::spawn(core.run(req_rx, stop_rx));
@@ -167,8 +170,11 @@ pub async fn run(
             handle.clone(),
         )))
         .add_service(pb::operator_server::OperatorServer::new(OperatorService(
-            handle,
+            handle.clone(),
         )))
+        .add_service(pb::key_value_server::KeyValueServer::new(
+            KeyValueService::new(handle, kv_events),
+        ))
         .add_service(raft_service.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = server_stop_rx.await;

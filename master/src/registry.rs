@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApplyError, SnapshotError};
 
+pub mod kv;
+
+use self::kv::{KvChange, KvStore, Txn};
+
 /// A framework as the registry keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkRecord {
@@ -71,6 +75,7 @@ impl FrameworkRecord {
             failover_timeout_seconds: ms_to_secs(self.failover_timeout_ms),
             partition_aware: self.partition_aware,
             hostname: self.hostname.clone(),
+            create: false,
         }
     }
 }
@@ -319,6 +324,36 @@ pub enum Command {
         /// Raft id to `host:port`.
         members: BTreeMap<u64, String>,
     },
+    /// A transaction on the frameworks' key-value store ([`kv`]).
+    KvTxn {
+        /// The transaction.
+        txn: Txn,
+    },
+    /// Lease `name` of `namespace` goes to `holder` with the next epoch,
+    /// if its epoch is still `expect_epoch` (the leader found it free or
+    /// expired at that epoch).
+    KvLeaseGrant {
+        /// The namespace.
+        namespace: String,
+        /// The lease.
+        name: String,
+        /// The new holder.
+        holder: String,
+        /// The time to live the holder asked for, in milliseconds.
+        ttl_ms: u64,
+        /// The epoch the leader saw.
+        expect_epoch: u64,
+    },
+    /// Lease `name` of `namespace`, held at `epoch`, is free again
+    /// (released, or expired in the leader's view).
+    KvLeaseRevoke {
+        /// The namespace.
+        namespace: String,
+        /// The lease.
+        name: String,
+        /// The epoch it was held at.
+        epoch: u64,
+    },
 }
 
 /// What follows from an applied command, for the leader to act on.
@@ -336,6 +371,9 @@ pub struct Effects {
     /// (a leader that died right after committing the launch), so the
     /// leader sends it again instead of losing an acknowledged launch.
     pub relaunch: Vec<(FrameworkId, TaskId)>,
+    /// Changes of the key-value store, for its watchers (every master
+    /// tells its own).
+    pub kv: Vec<KvChange>,
 }
 
 /// The registry state.
@@ -351,6 +389,8 @@ pub struct Registry {
     /// [`Command::RecordMembers`]); members added at run time enter with
     /// their configuration change, removed ones leave with theirs.
     members: BTreeMap<u64, String>,
+    /// The frameworks' key-value store (snapshot version 2).
+    kv: KvStore,
     max_completed: usize,
     /// Resources used by active tasks, per agent. Derived; rebuilt on load.
     #[serde(skip)]
@@ -536,6 +576,21 @@ impl Registry {
                     Ok(())
                 }
             }
+            Command::KvTxn { txn } => self.kv.check_txn(txn),
+            Command::KvLeaseGrant {
+                namespace,
+                name,
+                holder,
+                ttl_ms,
+                expect_epoch,
+            } => self
+                .kv
+                .check_grant(namespace, name, holder, *ttl_ms, *expect_epoch),
+            Command::KvLeaseRevoke {
+                namespace,
+                name,
+                epoch,
+            } => self.kv.check_revoke(namespace, name, *epoch),
         }
     }
 
@@ -617,7 +672,37 @@ impl Registry {
                 self.members.clone_from(members);
                 Ok(Effects::default())
             }
+            Command::KvTxn { txn } => Ok(Effects {
+                kv: self.kv.apply_txn(txn)?,
+                ..Effects::default()
+            }),
+            Command::KvLeaseGrant {
+                namespace,
+                name,
+                holder,
+                ttl_ms,
+                expect_epoch,
+            } => Ok(Effects {
+                kv: self
+                    .kv
+                    .grant(namespace, name, holder, *ttl_ms, *expect_epoch)?,
+                ..Effects::default()
+            }),
+            Command::KvLeaseRevoke {
+                namespace,
+                name,
+                epoch,
+            } => Ok(Effects {
+                kv: self.kv.revoke(namespace, name, *epoch)?,
+                ..Effects::default()
+            }),
         }
+    }
+
+    /// The frameworks' key-value store.
+    #[must_use]
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
     }
 
     /// The masters' API addresses by Raft id, as replicated.
@@ -1115,9 +1200,10 @@ pub fn secs_to_ms(secs: f64) -> Option<u64> {
 /// How a registry snapshot starts, before its version byte.
 pub const SNAPSHOT_MAGIC: &[u8] = b"\0berth-registry";
 
-/// The version of the snapshots this registry writes: 1 added task times
-/// (0 is the first format, without magic or version).
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The version of the snapshots this registry writes: 2 added the
+/// frameworks' key-value store, 1 task times (0 is the first format,
+/// without magic or version).
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 impl Registry {
     /// The registry as snapshot bytes: [`SNAPSHOT_MAGIC`],
@@ -1139,7 +1225,12 @@ impl Registry {
     /// berth can read.
     pub fn from_snapshot(data: &[u8]) -> Result<Registry, SnapshotError> {
         match data.strip_prefix(SNAPSHOT_MAGIC) {
-            Some([SNAPSHOT_VERSION, rest @ ..]) => Ok(postcard::from_bytes(rest)?),
+            Some([SNAPSHOT_VERSION, rest @ ..]) => {
+                let registry: Registry = postcard::from_bytes(rest)?;
+                registry.kv.verify().map_err(SnapshotError::Inconsistent)?;
+                Ok(registry)
+            }
+            Some([1, rest @ ..]) => Ok(postcard::from_bytes::<legacy::RegistryV1>(rest)?.into()),
             Some([version, ..]) => Err(SnapshotError::Version(*version)),
             Some([]) => Err(SnapshotError::Version(0)),
             None => Ok(postcard::from_bytes::<legacy::RegistryV0>(data)?.into()),
@@ -1151,7 +1242,7 @@ impl Registry {
 pub mod legacy {
     use super::{
         AgentId, AgentRecord, Allocated, BTreeMap, Deserialize, FrameworkId, FrameworkRecord,
-        Quota, Registry, Role, Serialize, TaskId, TaskRecord, VecDeque,
+        KvStore, Quota, Registry, Role, Serialize, TaskId, TaskRecord, VecDeque,
     };
 
     /// A task before task times (snapshot version 0, `LaunchTasksV0`).
@@ -1208,6 +1299,37 @@ pub mod legacy {
         max_completed: usize,
     }
 
+    /// A registry snapshot of version 1: before the key-value store.
+    #[derive(Deserialize)]
+    pub(super) struct RegistryV1 {
+        frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+        agents: BTreeMap<AgentId, AgentRecord>,
+        tasks: BTreeMap<FrameworkId, BTreeMap<TaskId, TaskRecord>>,
+        completed: VecDeque<TaskRecord>,
+        weights: BTreeMap<Role, u64>,
+        quotas: BTreeMap<Role, Quota>,
+        members: BTreeMap<u64, String>,
+        max_completed: usize,
+    }
+
+    impl From<RegistryV1> for Registry {
+        fn from(r: RegistryV1) -> Registry {
+            Registry {
+                frameworks: r.frameworks,
+                agents: r.agents,
+                tasks: r.tasks,
+                completed: r.completed,
+                weights: r.weights,
+                quotas: r.quotas,
+                members: r.members,
+                kv: KvStore::default(),
+                max_completed: r.max_completed,
+                agent_used: BTreeMap::new(),
+                completed_ids: std::collections::HashMap::new(),
+            }
+        }
+    }
+
     impl From<RegistryV0> for Registry {
         fn from(r: RegistryV0) -> Registry {
             Registry {
@@ -1224,6 +1346,7 @@ pub mod legacy {
                 weights: r.weights,
                 quotas: r.quotas,
                 members: BTreeMap::new(),
+                kv: KvStore::default(),
                 max_completed: r.max_completed,
                 agent_used: BTreeMap::new(),
                 completed_ids: std::collections::HashMap::new(),
@@ -2028,7 +2151,7 @@ mod tests {
         let mut newer = bytes.clone();
         newer[SNAPSHOT_MAGIC.len()] = SNAPSHOT_VERSION + 1;
         let e = Registry::from_snapshot(&newer).unwrap_err();
-        assert!(e.to_string().contains("version 2"), "{e}");
+        assert!(e.to_string().contains("version 3"), "{e}");
         assert!(Registry::from_snapshot(SNAPSHOT_MAGIC).is_err());
         assert!(Registry::from_snapshot(b"\xff\xff").is_err());
     }
@@ -2038,8 +2161,8 @@ mod tests {
     /// format, which needs a new version.
     const SNAPSHOT_V1: &str = "0062657274682d7265676973747279010102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e807000000000000000002010202000200000001026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400201a01f01a84601000001010e3132372e302e302e313a353035300a";
 
-    #[test]
-    fn version_1_snapshots_keep_their_bytes() {
+    /// The state of [`SNAPSHOT_V1`].
+    fn golden_state() -> Registry {
         let mut r = Registry::new(10);
         r.apply(&subscribe("f1", false)).unwrap();
         r.apply(&register("a1", "cpus:4;mem:1024", None)).unwrap();
@@ -2057,14 +2180,60 @@ mod tests {
             members: [(1, "127.0.0.1:5050".to_owned())].into(),
         })
         .unwrap();
+        r
+    }
+
+    #[test]
+    fn version_1_snapshots_are_read() {
+        let r = golden_state();
+        let mut back = Registry::from_snapshot(&unhex(SNAPSHOT_V1)).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, r);
+    }
+
+    /// [`SNAPSHOT_V1`]'s state with keys and a lease, as version 2: a
+    /// change of these bytes is a change of the format.
+    const SNAPSHOT_V2: &str = "0062657274682d7265676973747279020102663102663102663101012ae8070001680100010261310261310261310761313a35303531a01f80c03e00000000000001000102663101027432026631027432026131012ae80780e807000000000000000002010202000200000001026631027431026131012ae80780e80700000000000000000201020a210a02743110054210070707070707070707070707070707074900000000000022400201a01f01a84601000001010e3132372e302e302e313a35303530010373766302016101310101010162023232010101010661637469766501036f6e6501904e0502050a";
+
+    #[test]
+    fn version_2_snapshots_keep_their_bytes() {
+        let mut r = golden_state();
+        r.apply(&Command::KvTxn {
+            txn: kv::Txn {
+                namespace: "svc".into(),
+                compares: vec![kv::Compare::Version {
+                    key: "a".into(),
+                    version: 0,
+                }],
+                ops: vec![
+                    kv::Op::Put {
+                        key: "a".into(),
+                        value: b"1".to_vec(),
+                    },
+                    kv::Op::Put {
+                        key: "b".into(),
+                        value: b"22".to_vec(),
+                    },
+                ],
+            },
+        })
+        .unwrap();
+        r.apply(&Command::KvLeaseGrant {
+            namespace: "svc".into(),
+            name: "active".into(),
+            holder: "one".into(),
+            ttl_ms: 10_000,
+            expect_epoch: 0,
+        })
+        .unwrap();
         let hex: String = r
             .to_snapshot()
             .unwrap()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(hex, SNAPSHOT_V1);
-        let mut back = Registry::from_snapshot(&unhex(SNAPSHOT_V1)).unwrap();
+        assert_eq!(hex, SNAPSHOT_V2);
+        let mut back = Registry::from_snapshot(&unhex(SNAPSHOT_V2)).unwrap();
         back.rebuild_indexes();
         assert_eq!(back, r);
     }

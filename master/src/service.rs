@@ -19,6 +19,10 @@ use crate::core::{
 };
 use crate::error::CallError;
 
+mod kv;
+
+pub(crate) use self::kv::KeyValueService;
+
 /// How long an agent has to send Register after opening its stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,7 +108,7 @@ impl CoreHandle {
         self.ask(|reply| Request::Call { call, reply }).await
     }
 
-    async fn operator(&self, call: OperatorCall, stale_ok: bool) -> Result<OperatorReply, Status> {
+    pub(crate) async fn operator(&self, call: OperatorCall, stale_ok: bool) -> Result<OperatorReply, Status> {
         self.ask(|reply| Request::Operator {
             call,
             stale_ok,
@@ -356,7 +360,7 @@ impl pb::agent_api_server::AgentApi for AgentService {
 #[derive(Debug, Clone)]
 pub(crate) struct OperatorService(pub(crate) CoreHandle);
 
-fn unexpected() -> Status {
+pub(crate) fn unexpected() -> Status {
     Status::internal("unexpected reply from the master core")
 }
 
@@ -364,7 +368,7 @@ fn unexpected() -> Status {
 /// read from any master.
 pub const READ_METADATA_KEY: &str = "berth-read";
 
-fn stale<T>(r: &GrpcRequest<T>) -> bool {
+pub(crate) fn stale<T>(r: &GrpcRequest<T>) -> bool {
     r.metadata()
         .get(READ_METADATA_KEY)
         .and_then(|v| v.to_str().ok())

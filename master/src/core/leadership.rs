@@ -69,6 +69,7 @@ impl Core {
             .collect();
         self.inherited = self.last_seen.keys().cloned().collect();
         self.pending_kills.clear();
+        self.restart_lease_timers();
         self.allocation_dirty = true;
     }
 
@@ -238,6 +239,7 @@ impl Core {
             },
             ApplyError::Unavailable(m) => CallError::Unavailable(m),
             e @ ApplyError::UnknownFramework(_) => CallError::NotFound(e.to_string()),
+            ApplyError::Conflict(m) => CallError::FailedPrecondition(m),
             e => make(e.to_string()),
         }
     }

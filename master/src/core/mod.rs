@@ -70,6 +70,7 @@ mod accept;
 mod agents;
 mod calls;
 mod frameworks;
+mod kv;
 mod leadership;
 mod membership;
 mod operator;
@@ -83,6 +84,8 @@ mod timers;
 mod validate;
 mod views;
 
+pub(crate) use self::kv::{KvBatch, KvCall, KvReply, entry_view as kv_entry_view};
+use self::kv::{KvThen, LeaseTimer};
 use self::leadership::TakingOver;
 use self::membership::PendingChange;
 use self::shell::{Caller, Io, RaftReport, Registered, Reply, Subscribed};
@@ -163,6 +166,8 @@ pub(crate) enum OperatorCall {
     Pending(pb::ListPendingRequest),
     /// Remove a framework (its id), as its own Teardown does.
     Teardown(String),
+    /// A call of the frameworks' key-value store.
+    Kv(KvCall),
 }
 
 impl OperatorCall {
@@ -178,7 +183,7 @@ impl OperatorCall {
                 | Self::Leader
                 | Self::Members
                 | Self::Pending(_)
-        )
+        ) || matches!(self, Self::Kv(call) if call.is_read())
     }
 }
 
@@ -195,6 +200,7 @@ pub(crate) enum OperatorReply {
     Members(pb::MemberList),
     AddMember(pb::AddMemberResponse),
     Pending(pb::PendingList),
+    Kv(KvReply),
 }
 
 /// A successful subscription.
@@ -363,6 +369,9 @@ pub(crate) struct Core {
     last_ping: Instant,
     last_heartbeat: Instant,
     fatal: Option<MasterError>,
+    /// When each held lease of the key-value store expires unless renewed:
+    /// the leader's soft state ([`kv`]).
+    lease_timers: HashMap<(String, String), LeaseTimer>,
     /// IO the handlers asked for, executed by the run loop.
     actions: Vec<Action>,
     /// The channels: callers' reply channels and streams' senders.
@@ -449,6 +458,8 @@ enum Action {
         /// The encoded registry.
         data: Vec<u8>,
     },
+    /// Tell the key-value store's watchers what changed.
+    KvChanged(Arc<KvBatch>),
 }
 
 /// What the core needs from Raft.
@@ -517,6 +528,7 @@ impl Core {
             last_ping: now,
             last_heartbeat: now,
             fatal: None,
+            lease_timers: HashMap::new(),
             actions: Vec::new(),
             io: Io::new(),
             clock,

@@ -57,6 +57,7 @@ impl Core {
                 });
                 OperatorReply::Pending(pb::PendingList { tasks })
             }
+            OperatorCall::Kv(call) => OperatorReply::Kv(self.kv_read(call)?),
             _ => return Err(CallError::internal("not a read")),
         })
     }
@@ -69,6 +70,7 @@ impl Core {
             OperatorCall::Drain(id) => self.set_draining(&id, true, to),
             OperatorCall::Reactivate(id) => self.set_draining(&id, false, to),
             OperatorCall::Teardown(id) => self.teardown_by_operator(&id, to),
+            OperatorCall::Kv(call) => self.kv_write(call, to),
             OperatorCall::SetWeight(req) => {
                 let parsed = Role::new(req.role.clone())
                     .map_err(|e| CallError::invalid_argument(e.to_string()))

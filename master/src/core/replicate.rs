@@ -199,6 +199,9 @@ impl Core {
                     }
                 };
                 let result = self.registry.apply(&proposal.cmd);
+                if let Ok(effects) = &result {
+                    self.kv_applied(&effects.kv);
+                }
                 if let Err(e) = &result {
                     debug!(
                         index,
@@ -238,6 +241,7 @@ impl Core {
                     self.applied_index = index;
                     self.since_snapshot = 0;
                     info!(index, "registry restored from a snapshot");
+                    self.actions.push(Action::KvChanged(Arc::new(KvBatch::Reset)));
                     self.learn_members();
                     if let Some(term) = self.leading {
                         self.rebuild_leader_state(term);

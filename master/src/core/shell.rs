@@ -148,6 +148,10 @@ pub(super) enum RaftReport {
     MembershipRefused { seq: u64, error: ProposeError },
 }
 
+/// Applied key-value commands a watcher may fall behind by before its
+/// watch ends (it watches again).
+const KV_WATCH_QUEUE: usize = 4096;
+
 /// The channels the shell holds; handlers never touch them.
 pub(super) struct Io {
     /// Open framework streams: each framework's stream id and sender.
@@ -160,6 +164,9 @@ pub(super) struct Io {
     pub(super) subscribers: Waiting<Subscription>,
     pub(super) calls: Waiting<CallReply>,
     pub(super) operators: Waiting<OperatorReply>,
+    /// The key-value store's changes, for the watches of every caller
+    /// (each subscribes; nobody listening is fine).
+    pub(super) kv_events: tokio::sync::broadcast::Sender<Arc<KvBatch>>,
     /// Refusals of the Raft requests the shell made, for the run loop.
     reports: mpsc::UnboundedSender<RaftReport>,
     pub(super) reports_rx: mpsc::UnboundedReceiver<RaftReport>,
@@ -175,6 +182,7 @@ impl Io {
             subscribers: Waiting::default(),
             calls: Waiting::default(),
             operators: Waiting::default(),
+            kv_events: tokio::sync::broadcast::channel(KV_WATCH_QUEUE).0,
             reports,
             reports_rx,
         }
@@ -274,6 +282,10 @@ impl Core {
                             let _ = reports.send(RaftReport::MembershipRefused { seq, error });
                         }
                     });
+                }
+                Action::KvChanged(batch) => {
+                    // No watcher listening is not an error.
+                    let _ = self.io.kv_events.send(batch);
                 }
                 Action::Snapshot { index, data } => {
                     let raft = self.raft.clone();

@@ -85,12 +85,15 @@ pub(super) enum Then {
     /// The no-op barrier of taking over as leader of `term`: lead (or not)
     /// and handle the inputs that waited for it ([`Core::take_over`]).
     TakeOver { term: u64 },
+    /// A key-value write: answer its caller.
+    Kv(KvThen),
 }
 
 impl Core {
     /// Runs a continuation with its proposal's outcome.
     pub(super) fn resume(&mut self, then: Then, result: Result<Effects, ApplyError>) {
         match then {
+            Then::Kv(then) => self.kv_resume(then, result),
             Then::Detached => {
                 if let Err(e) = result {
                     debug!("detached command not applied: {e}");

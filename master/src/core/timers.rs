@@ -32,6 +32,7 @@ impl Core {
     pub(super) fn on_tick(&mut self, idle: bool) {
         let now = self.clock.instant;
         self.expire_pending(now);
+        self.expire_leases();
         if now.duration_since(self.last_ping) >= self.config.agent_ping_interval {
             self.last_ping = now;
             let ids: Vec<AgentId> = self.agents.keys().cloned().collect();

@@ -15,7 +15,7 @@ use prost::Message;
 use super::*;
 use crate::error::EntryError;
 use crate::registry::legacy::TaskRecordV0;
-use crate::registry::{AgentRecord, FrameworkRecord, Registry, TaskRecord};
+use crate::registry::{AgentRecord, FrameworkRecord, Registry, TaskRecord, kv};
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,6 +85,9 @@ fn variant(cmd: &Command) -> &'static str {
         Command::RemoveQuota { .. } => "RemoveQuota",
         Command::LaunchTasks { .. } => "LaunchTasks",
         Command::RecordMembers { .. } => "RecordMembers",
+        Command::KvTxn { .. } => "KvTxn",
+        Command::KvLeaseGrant { .. } => "KvLeaseGrant",
+        Command::KvLeaseRevoke { .. } => "KvLeaseRevoke",
     }
 }
 
@@ -359,6 +362,55 @@ fn commands() -> Vec<(&'static str, Command)> {
                     (2, "10.0.0.2:5050".to_owned()),
                     (3, "[fd00::3]:5050".to_owned()),
                 ]),
+            },
+        ),
+        (
+            "kv_txn",
+            Command::KvTxn {
+                txn: kv::Txn {
+                    namespace: "service".into(),
+                    compares: vec![
+                        kv::Compare::Version {
+                            key: "apps/shop/web".into(),
+                            version: 3,
+                        },
+                        kv::Compare::LeaseHeld {
+                            name: "active".into(),
+                            holder: "service-1".into(),
+                            epoch: 2,
+                        },
+                    ],
+                    ops: vec![
+                        kv::Op::Put {
+                            key: "apps/shop/web".into(),
+                            value: b"{\"instances\":4}".to_vec(),
+                        },
+                        kv::Op::Delete {
+                            key: "deployments/old".into(),
+                        },
+                        kv::Op::DeletePrefix {
+                            prefix: "versions/shop/web/".into(),
+                        },
+                    ],
+                },
+            },
+        ),
+        (
+            "kv_lease_grant",
+            Command::KvLeaseGrant {
+                namespace: "service".into(),
+                name: "active".into(),
+                holder: "service-2".into(),
+                ttl_ms: 15_000,
+                expect_epoch: 2,
+            },
+        ),
+        (
+            "kv_lease_revoke",
+            Command::KvLeaseRevoke {
+                namespace: "service".into(),
+                name: "active".into(),
+                epoch: 3,
             },
         ),
     ]
@@ -664,18 +716,14 @@ const V1_SNAPSHOT: &str = "registry-snapshot-v1.hex";
 const SNAPSHOT_HEADER: &str = "A registry snapshot of version 1 (master/src/registry.rs): the state
 the entries of log-entries-v1.hex build. Written once by entry::tests;
 never edit or rewrite.";
+const V2_SNAPSHOT: &str = "registry-snapshot-v2.hex";
+const SNAPSHOT_V2_HEADER: &str = "A registry snapshot of version 2 (master/src/registry.rs): the state
+of registry-snapshot-v1.hex plus keys and a lease of the key-value store
+(entry::tests::golden_registry_v2). Written once by entry::tests; never
+edit or rewrite.";
 
-#[test]
-fn version_1_snapshots_of_the_golden_log_keep_their_bytes() {
-    let path = testdata(V1_SNAPSHOT);
-    let r = golden_registry();
-    let written = r.to_snapshot().unwrap();
-    let golden = golden::load(&path, SNAPSHOT_HEADER, &[("registry", written.clone())]);
-    let bytes = &golden["registry"];
-
-    let mut back = Registry::from_snapshot(bytes).unwrap();
-    back.rebuild_indexes();
-    // What the state holds, read from the golden bytes.
+/// Checks what [`golden_registry`]'s state holds, as read back.
+fn assert_golden_state(back: &Registry) {
     let ci = back.framework(&fw(CI)).unwrap();
     assert_eq!(ci.disconnected_at_ms, Some(T0 + 30_000));
     assert!(ci.partition_aware);
@@ -702,7 +750,94 @@ fn version_1_snapshots_of_the_golden_log_keep_their_bytes() {
         back.agent_used(&agent(NODE1)),
         res("cpus:1.5;mem:1280;ports:[31000-31000]")
     );
-    // The same state as applying the log gives, and the same bytes.
+}
+
+#[test]
+fn version_1_snapshots_of_the_golden_log_are_read() {
+    let path = testdata(V1_SNAPSHOT);
+    // Version 1 is no longer written: the file must exist.
+    let golden = golden::load(&path, SNAPSHOT_HEADER, &[("registry", Vec::new())]);
+    let mut back = Registry::from_snapshot(&golden["registry"]).unwrap();
+    back.rebuild_indexes();
+    assert_golden_state(&back);
+    assert_eq!(back, golden_registry());
+}
+
+/// [`golden_registry`] with keys and a lease that changed hands.
+fn golden_registry_v2() -> Registry {
+    let mut r = golden_registry();
+    let lease = |holder: &str, epoch| kv::Compare::LeaseHeld {
+        name: "active".into(),
+        holder: holder.into(),
+        epoch,
+    };
+    let put = |key: &str, value: &[u8]| kv::Op::Put {
+        key: key.into(),
+        value: value.to_vec(),
+    };
+    let txn = |compares, ops| Command::KvTxn {
+        txn: kv::Txn {
+            namespace: "service".into(),
+            compares,
+            ops,
+        },
+    };
+    let grant = |holder: &str, expect_epoch| Command::KvLeaseGrant {
+        namespace: "service".into(),
+        name: "active".into(),
+        holder: holder.into(),
+        ttl_ms: 15_000,
+        expect_epoch,
+    };
+    for cmd in [
+        grant("service-1", 0),
+        txn(
+            vec![lease("service-1", 1)],
+            vec![
+                put("apps/shop/web", b"{}"),
+                put("versions/shop/web/1", b"{\"v\":1}"),
+            ],
+        ),
+        Command::KvLeaseRevoke {
+            namespace: "service".into(),
+            name: "active".into(),
+            epoch: 1,
+        },
+        grant("service-2", 1),
+        txn(
+            vec![kv::Compare::Version {
+                key: "apps/shop/web".into(),
+                version: 1,
+            }],
+            vec![put("apps/shop/web", b"{\"instances\":4}")],
+        ),
+    ] {
+        if let Err(e) = r.apply(&cmd) {
+            panic!("{cmd:?}: {e}");
+        }
+    }
+    r
+}
+
+#[test]
+fn version_2_snapshots_of_the_golden_state_keep_their_bytes() {
+    let path = testdata(V2_SNAPSHOT);
+    let r = golden_registry_v2();
+    let written = r.to_snapshot().unwrap();
+    let golden = golden::load(&path, SNAPSHOT_V2_HEADER, &[("registry", written.clone())]);
+    let bytes = &golden["registry"];
+
+    let mut back = Registry::from_snapshot(bytes).unwrap();
+    back.rebuild_indexes();
+    assert_golden_state(&back);
+    let kv = back.kv();
+    let web = kv.get("service", "apps/shop/web").unwrap();
+    assert_eq!(web.value, b"{\"instances\":4}");
+    assert_eq!((web.version, web.create_revision, web.mod_revision), (2, 2, 5));
+    let lease = kv.lease("service", "active").unwrap();
+    assert_eq!((lease.holder.as_deref(), lease.epoch), (Some("service-2"), 2));
+    assert_eq!(kv.revision(), 5);
+    // The same state as applying the commands gives, and the same bytes.
     assert_eq!(back, r);
     golden::assert_same(&path, "registry", &written, bytes);
 }

@@ -6,6 +6,7 @@
 mod agents;
 mod frameworks;
 mod handlers;
+mod kv;
 mod replicate;
 mod streams;
 mod takeover;
