@@ -41,7 +41,9 @@ mod tests;
 
 /// A fraction in `[0, 1]` in parts per million (`0.5` is `500_000`).
 /// Marathon's fractions are doubles; berth keeps six decimals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Fraction(u32);
 
 impl Fraction {

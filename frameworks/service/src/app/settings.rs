@@ -36,6 +36,7 @@
 use std::time::Duration;
 
 use berth_scheduler_core::error::quoted;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Fraction;
@@ -43,7 +44,7 @@ use super::parse::{MAX_SECONDS, field};
 use super::read::{self, Ctx, Obj, item};
 
 /// A ratio of at least 1, in milli-units (`2.0` is `2000`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ratio(pub u32);
 
 impl Ratio {
@@ -121,7 +122,7 @@ impl Default for BlueGreen {
 }
 
 /// One canary step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CanaryStep {
     /// Send this percentage of requests to the new version.
     Weight(u8),
@@ -155,7 +156,7 @@ impl Default for Canary {
 }
 
 /// `analysis`: when a canary is worse than allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Analysis {
     /// `intervalSeconds`.
     pub interval: Duration,
