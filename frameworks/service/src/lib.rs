@@ -23,6 +23,11 @@
 //! key-value API, the HTTP `/v2/...` and gRPC APIs, the CLI, and the
 //! router (a separate crate).
 //!
+//! The planner's [`deploy::Deployment`] derives serde so the integrator can
+//! store it; its stored format has no version or golden bytes yet.
+//! Cancelling a deployment (Marathon's `force`) is the caller's: start a
+//! new [`deploy::Deployment`] from what runs.
+//!
 //! Marathon compatibility choices:
 //! - `maxLaunchDelaySeconds` defaults to 300 (Marathon 1.5+; 1.x before it
 //!   used 3600).

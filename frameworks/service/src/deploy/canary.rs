@@ -4,6 +4,7 @@
 //! - `{"weight": w}`: have `max(1, ceil(instances × w / 100))` instances
 //!   of B counting (all of them at 100), then send `w`% of requests to B.
 //!   At 100 the router switches to B and A is killed (drained).
+//!   A keeps its full size until the 100% step.
 //! - `{"pause": s}` waits `s` seconds; `{"pause": null}` waits for
 //!   `promote`.
 //!
