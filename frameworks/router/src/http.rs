@@ -115,7 +115,7 @@ async fn proxy(
         headers: parts.headers,
     };
     let mut body = Some(incoming.boxed_unsync());
-    let mut tries = Tries::new(&route, ctx);
+    let mut tries = Tries::new(route.clone(), ctx);
     while let Some((backend, guard)) = tries.next_backend() {
         let first = tries.count() == 1;
         backend.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -126,7 +126,7 @@ async fn proxy(
         };
         // Request bytes count against the version of the first try.
         let next_body = if first {
-            body::counted_request(next_body, backend)
+            body::counted_request(next_body, &backend)
         } else {
             next_body
         };
@@ -136,9 +136,9 @@ async fn proxy(
         {
             req.headers_mut().insert(http::header::HOST, host);
         }
-        match send(ctx, backend, req).await {
+        match send(ctx, &backend, req).await {
             Try::Answered(response, sender, start) => {
-                return pass_on(ctx, backend.clone(), guard, response, sender, start);
+                return pass_on(ctx, backend, guard, response, sender, start);
             }
             Try::NotSent(req) => {
                 backend

@@ -103,9 +103,15 @@ impl Route {
 
 /// The tries of one request or connection: the first backend, then up to
 /// `max_retries` others, each preferring the version of the one before.
+///
+/// A request may have read its route just before an apply replaced it; if
+/// that route has no backend left (the apply unrouted them all), the tries
+/// go on with the slot's current route, so a table change never turns into
+/// a "no backend" answer.
 #[derive(Debug)]
 pub(crate) struct Tries<'a> {
-    route: &'a Route,
+    slot: &'a Slot,
+    route: Arc<Route>,
     serve: Serve,
     max_retries: u32,
     tried: Vec<usize>,
@@ -114,8 +120,9 @@ pub(crate) struct Tries<'a> {
 }
 
 impl<'a> Tries<'a> {
-    pub(crate) fn new(route: &'a Route, ctx: &ListenerCtx) -> Tries<'a> {
+    pub(crate) fn new(route: Arc<Route>, ctx: &'a ListenerCtx) -> Tries<'a> {
         Tries {
+            slot: &ctx.slot,
             route,
             serve: ctx.serve,
             max_retries: ctx.config.max_retries,
@@ -132,19 +139,34 @@ impl<'a> Tries<'a> {
 
     /// The next backend to try, counted in flight; `None` when the tries
     /// are used up or no backend is left.
-    pub(crate) fn next_backend(&mut self) -> Option<(&'a Arc<BackendState>, InFlight)> {
+    pub(crate) fn next_backend(&mut self) -> Option<(Arc<BackendState>, InFlight)> {
         if self.attempts > self.max_retries as usize {
             return None;
         }
-        let route = self.route;
-        let (index, guard) = route.choose(self.serve, self.prefer.as_deref(), &mut self.tried)?;
+        let (index, guard) = loop {
+            let prefer = self.prefer.as_deref();
+            if let Some(chosen) = self.route.choose(self.serve, prefer, &mut self.tried) {
+                break chosen;
+            }
+            let newer = self.slot.current()?;
+            if Arc::ptr_eq(&newer, &self.route) {
+                return None;
+            }
+            // Backends of the old route that were tried are not in the
+            // new one's index space; a retry there starts afresh.
+            self.route = newer;
+            self.tried.clear();
+        };
         if self.attempts > 0 {
-            route.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.route.counters.retries.fetch_add(1, Ordering::Relaxed);
         }
         self.attempts += 1;
         self.tried.push(index);
-        let backend = &route.backends[index];
+        let backend = self.route.backends[index].clone();
         self.prefer = Some(backend.version.clone());
         Some((backend, guard))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,7 +28,7 @@ pub(crate) async fn serve_connection(
     let Some(route) = ctx.slot.current() else {
         return;
     };
-    let mut tries = Tries::new(&route, &ctx);
+    let mut tries = Tries::new(route.clone(), &ctx);
     while let Some((backend, guard)) = tries.next_backend() {
         let connect = TcpStream::connect(backend.key.addr);
         let mut upstream = match tokio::time::timeout(ctx.config.connect_timeout, connect).await {
