@@ -1,5 +1,7 @@
 //! A small load while the table flips between versions every 50 ms.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::*;
@@ -24,15 +26,16 @@ async fn load_across_table_changes_has_no_error() {
     ];
     router.apply(tables[0].clone()).await.unwrap();
     let addr = router.bound("/web").unwrap();
+    let applies = Arc::new(AtomicUsize::new(0));
     let flipper = {
         let router = router.clone();
         let tables = tables.clone();
+        let applies = applies.clone();
         tokio::spawn(async move {
-            let mut applies = 0usize;
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                applies += 1;
-                router.apply(tables[applies % 3].clone()).await.unwrap();
+                let n = applies.fetch_add(1, Ordering::SeqCst) + 1;
+                router.apply(tables[n % 3].clone()).await.unwrap();
                 assert_eq!(router.bound("/web"), Some(addr));
             }
         })
@@ -43,7 +46,8 @@ async fn load_across_table_changes_has_no_error() {
                 let client = client();
                 let mut errors = Vec::new();
                 for i in 0..63 {
-                    let path = if (w + i) % 4 == 0 { "/slow/5" } else { "/" };
+                    // Slow enough that the load spans many table changes.
+                    let path = if (w + i) % 2 == 0 { "/slow/20" } else { "/" };
                     let (status, body) = get(&client, addr, path).await;
                     if status != 200 {
                         errors.push((status, body));
@@ -58,6 +62,11 @@ async fn load_across_table_changes_has_no_error() {
         errors.extend(worker.await.unwrap());
     }
     flipper.abort();
+    let applies = applies.load(Ordering::SeqCst);
+    assert!(
+        applies >= 6,
+        "the table changed only {applies} times during the load"
+    );
     assert!(
         errors.is_empty(),
         "{} errors, first {:?}",
