@@ -26,6 +26,8 @@
 //! (buckets and percentiles), [`stats`] (snapshots and intervals),
 //! [`prometheus`] (rendering).
 
+#![warn(missing_docs)]
+
 mod admin;
 mod backend;
 pub mod balance;

@@ -102,7 +102,9 @@ struct Inner {
     tracker: TaskTracker,
     applied: tokio::sync::Mutex<Applied>,
     view: RwLock<View>,
-    backends: Mutex<BTreeMap<BackendKey, Arc<BackendState>>>,
+    /// Every backend routed or draining, by key and version (an instance
+    /// that came back with another version is another backend).
+    backends: Mutex<BTreeMap<(BackendKey, String), Arc<BackendState>>>,
     stats: Mutex<BTreeMap<String, Arc<AppCounters>>>,
     admin_addr: Option<SocketAddr>,
 }
@@ -206,8 +208,8 @@ impl Router {
         });
         {
             let backends = self.backends();
-            for key in &diff.removed {
-                if let Some(state) = backends.get(key) {
+            for state in backends.values() {
+                if diff.removed.contains(&state.key) {
                     state.unroute();
                 }
             }
@@ -314,22 +316,28 @@ impl Router {
             addr: backend.addr,
         };
         let mut backends = self.backends();
-        if let Some(state) = backends.get(&key)
-            && state.version == backend.version
-        {
-            state.route();
-            return state.clone();
+        // The same instance under another version drains as a backend of
+        // its own.
+        for (_, old) in backends.range((key.clone(), String::new())..) {
+            if old.key != key {
+                break;
+            }
+            if old.version != backend.version {
+                old.unroute();
+            }
         }
-        let state = Arc::new(BackendState::new(
-            key.clone(),
-            backend.version.clone(),
-            counters.version(&backend.version),
-            self.inner.config.max_idle_per_backend,
-        ));
-        if let Some(old) = backends.insert(key, state.clone()) {
-            old.unroute();
-        }
-        state
+        let state = backends
+            .entry((key.clone(), backend.version.clone()))
+            .or_insert_with(|| {
+                Arc::new(BackendState::new(
+                    key,
+                    backend.version.clone(),
+                    counters.version(&backend.version),
+                    self.inner.config.max_idle_per_backend,
+                ))
+            });
+        state.route();
+        state.clone()
     }
 
     fn spawn_listener(
@@ -374,7 +382,7 @@ impl Router {
         })
     }
 
-    fn backends(&self) -> MutexGuard<'_, BTreeMap<BackendKey, Arc<BackendState>>> {
+    fn backends(&self) -> MutexGuard<'_, BTreeMap<(BackendKey, String), Arc<BackendState>>> {
         self.inner
             .backends
             .lock()

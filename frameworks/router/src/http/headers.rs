@@ -36,7 +36,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds the client's address to `X-Forwarded-For` and `Forwarded`, and sets
-/// `X-Forwarded-Proto` / `X-Forwarded-Host` when absent.
+/// `X-Forwarded-Proto` (always `http`: the router terminates plain HTTP, so
+/// a client's own value is not believed) and `X-Forwarded-Host` (the
+/// request's `Host`).
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     let ip = client.ip().to_string();
     append_list(headers, HeaderName::from_static("x-forwarded-for"), &ip);
@@ -56,14 +58,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
         element.push_str(&format!(";host=\"{host}\""));
     }
     append_list(headers, header::FORWARDED, &element);
-    headers
-        .entry(HeaderName::from_static("x-forwarded-proto"))
-        .or_insert(HeaderValue::from_static("http"));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-        headers
-            .entry(HeaderName::from_static("x-forwarded-host"))
-            .or_insert(host);
-    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    match host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        Some(host) => headers.insert(forwarded_host, host),
+        None => headers.remove(forwarded_host),
+    };
 }
 
 /// Appends `value` to a comma-separated list header (all its lines joined).
@@ -84,8 +87,8 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Whether a request with this method may be sent again after its
-/// connection broke before any response (RFC 9110 9.2.2): idempotent
-/// methods without a body only.
+/// connection broke before any response: safe methods (RFC 9110 9.2.1)
+/// without a body only.
 pub fn replayable(method: &http::Method, body_empty: bool) -> bool {
     body_empty
         && matches!(

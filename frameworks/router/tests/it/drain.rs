@@ -105,3 +105,32 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "still accepting"
     );
 }
+
+#[tokio::test]
+async fn an_instance_listed_under_a_new_version_drains_the_old_one() {
+    let x = TestBackend::http("x", "v1").await;
+    let (router, _shutdown, addr) = web_router(&[&x]).await;
+    let slow = tokio::spawn(async move { get(&client(), addr, "/slow/600").await });
+    assert!(eventually(Duration::from_secs(3), || router.in_flight("x") == 1).await);
+    let mut relabelled = x.as_backend();
+    relabelled.version = "v2".into();
+    let mut service = http_service("/web", &[], &[]);
+    service.backends.push(relabelled);
+    router.apply(table(vec![service])).await.unwrap();
+    let draining = router.draining();
+    assert_eq!(draining.len(), 1);
+    assert_eq!(
+        (draining[0].version.as_str(), draining[0].in_flight),
+        ("v1", 1)
+    );
+    assert_eq!(get(&client(), addr, "/").await.0, 200);
+    assert_eq!(slow.await.unwrap().0, 200);
+    let stats = router.stats("/web").unwrap();
+    assert_eq!(stats.version("v1").requests, 1);
+    assert_eq!(stats.version("v2").requests, 1);
+    assert!(eventually(Duration::from_secs(2), || router.draining().is_empty()).await);
+    assert_eq!(
+        router.wait_drained("x", Duration::from_millis(10)).await,
+        DrainOutcome::StillRouted
+    );
+}

@@ -33,14 +33,15 @@ fn forwarded_headers_append_the_client() {
 
     let mut h = HeaderMap::new();
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
     add_forwarded(&mut h, "[::1]:5000".parse().unwrap());
     assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
-    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-proto"], "http");
     assert!(!h.contains_key("x-forwarded-host"));
 }
 
 #[test]
-fn only_bodiless_idempotent_requests_replay() {
+fn only_bodiless_safe_requests_replay() {
     assert!(replayable(&http::Method::GET, true));
     assert!(replayable(&http::Method::HEAD, true));
     assert!(!replayable(&http::Method::GET, false));
