@@ -108,7 +108,11 @@ impl CoreHandle {
         self.ask(|reply| Request::Call { call, reply }).await
     }
 
-    pub(crate) async fn operator(&self, call: OperatorCall, stale_ok: bool) -> Result<OperatorReply, Status> {
+    pub(crate) async fn operator(
+        &self,
+        call: OperatorCall,
+        stale_ok: bool,
+    ) -> Result<OperatorReply, Status> {
         self.ask(|reply| Request::Operator {
             call,
             stale_ok,

@@ -150,10 +150,9 @@ impl Core {
                 let mut entries = Vec::new();
                 let mut bytes = 0;
                 let mut more = false;
-                for (key, e) in store
-                    .range(&req.namespace, &req.prefix)
-                    .filter(|(k, _)| req.start_after.is_empty() || k.as_str() > req.start_after.as_str())
-                {
+                for (key, e) in store.range(&req.namespace, &req.prefix).filter(|(k, _)| {
+                    req.start_after.is_empty() || k.as_str() > req.start_after.as_str()
+                }) {
                     let size = if req.keys_only { 0 } else { e.value.len() };
                     if entries.len() >= limit
                         || (!entries.is_empty() && bytes + size > LIST_PAGE_BYTES)
@@ -209,7 +208,10 @@ impl Core {
                 kv::check_holder(&holder, ttl_ms).map_err(invalid)?;
                 let now = self.clock.instant;
                 let lease = self.registry.kv().lease(&namespace, &name).cloned();
-                let timer = self.lease_timers.get(&(namespace.clone(), name.clone())).copied();
+                let timer = self
+                    .lease_timers
+                    .get(&(namespace.clone(), name.clone()))
+                    .copied();
                 let epoch = lease.as_ref().map_or(0, |l| l.epoch);
                 match lease.as_ref().and_then(|l| l.holder.as_deref()) {
                     Some(h) if h == holder => {
@@ -429,7 +431,9 @@ impl Core {
             }
         }
         self.actions
-            .push(Action::KvChanged(Arc::new(KvBatch::Changes(changes.to_vec()))));
+            .push(Action::KvChanged(Arc::new(KvBatch::Changes(
+                changes.to_vec(),
+            ))));
     }
 
     /// A new leader's lease clocks: every held lease gets its full time to

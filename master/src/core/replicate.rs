@@ -241,7 +241,8 @@ impl Core {
                     self.applied_index = index;
                     self.since_snapshot = 0;
                     info!(index, "registry restored from a snapshot");
-                    self.actions.push(Action::KvChanged(Arc::new(KvBatch::Reset)));
+                    self.actions
+                        .push(Action::KvChanged(Arc::new(KvBatch::Reset)));
                     self.learn_members();
                     if let Some(term) = self.leading {
                         self.rebuild_leader_state(term);

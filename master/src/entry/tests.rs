@@ -717,7 +717,8 @@ const SNAPSHOT_HEADER: &str = "A registry snapshot of version 1 (master/src/regi
 the entries of log-entries-v1.hex build. Written once by entry::tests;
 never edit or rewrite.";
 const V2_SNAPSHOT: &str = "registry-snapshot-v2.hex";
-const SNAPSHOT_V2_HEADER: &str = "A registry snapshot of version 2 (master/src/registry.rs): the state
+const SNAPSHOT_V2_HEADER: &str =
+    "A registry snapshot of version 2 (master/src/registry.rs): the state
 of registry-snapshot-v1.hex plus keys and a lease of the key-value store
 (entry::tests::golden_registry_v2). Written once by entry::tests; never
 edit or rewrite.";
@@ -833,9 +834,15 @@ fn version_2_snapshots_of_the_golden_state_keep_their_bytes() {
     let kv = back.kv();
     let web = kv.get("service", "apps/shop/web").unwrap();
     assert_eq!(web.value, b"{\"instances\":4}");
-    assert_eq!((web.version, web.create_revision, web.mod_revision), (2, 2, 5));
+    assert_eq!(
+        (web.version, web.create_revision, web.mod_revision),
+        (2, 2, 5)
+    );
     let lease = kv.lease("service", "active").unwrap();
-    assert_eq!((lease.holder.as_deref(), lease.epoch), (Some("service-2"), 2));
+    assert_eq!(
+        (lease.holder.as_deref(), lease.epoch),
+        (Some("service-2"), 2)
+    );
     assert_eq!(kv.revision(), 5);
     // The same state as applying the commands gives, and the same bytes.
     assert_eq!(back, r);

@@ -351,7 +351,9 @@ impl KvStore {
     fn plan(&self, txn: &Txn) -> Result<(u64, u64), ApplyError> {
         check_namespace(&txn.namespace)?;
         if txn.ops.is_empty() {
-            return Err(ApplyError::Invalid("a transaction needs at least one operation".into()));
+            return Err(ApplyError::Invalid(
+                "a transaction needs at least one operation".into(),
+            ));
         }
         if txn.ops.len() > MAX_TXN_ITEMS || txn.compares.len() > MAX_TXN_ITEMS {
             return Err(ApplyError::Invalid(format!(
@@ -634,15 +636,16 @@ impl KvStore {
     ///
     /// # Errors
     /// As [`KvStore::check_revoke`]; nothing changed then.
-    pub fn revoke(&mut self, ns: &str, name: &str, epoch: u64) -> Result<Vec<KvChange>, ApplyError> {
+    pub fn revoke(
+        &mut self,
+        ns: &str,
+        name: &str,
+        epoch: u64,
+    ) -> Result<Vec<KvChange>, ApplyError> {
         self.check_revoke(ns, name, epoch)?;
         self.revision += 1;
         let revision = self.revision;
-        let Some(lease) = self
-            .spaces
-            .get_mut(ns)
-            .and_then(|s| s.leases.get_mut(name))
-        else {
+        let Some(lease) = self.spaces.get_mut(ns).and_then(|s| s.leases.get_mut(name)) else {
             return Err(ApplyError::Invalid("lease vanished".into()));
         };
         lease.holder = None;
@@ -673,7 +676,11 @@ impl KvStore {
     pub fn verify(&self) -> Result<(), String> {
         let mut total = 0;
         for (ns, s) in &self.spaces {
-            let bytes: u64 = s.entries.iter().map(|(k, e)| entry_bytes(k, &e.value)).sum();
+            let bytes: u64 = s
+                .entries
+                .iter()
+                .map(|(k, e)| entry_bytes(k, &e.value))
+                .sum();
             if bytes != s.bytes {
                 return Err(format!(
                     "namespace {} counts {} bytes but holds {bytes}",

@@ -333,7 +333,12 @@ mod tests {
 
         let mb = 1024 * 1024;
         let p = pages(
-            vec![entry("a", mb), entry("b", mb), entry("c", 1), entry("d", 3 * mb)],
+            vec![
+                entry("a", mb),
+                entry("b", mb),
+                entry("c", 1),
+                entry("d", 3 * mb),
+            ],
             9,
         );
         let keys: Vec<Vec<&str>> = p

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 
 use super::observed::{Observed, TaskPhase};
+use super::spread::Placement;
 use crate::{
     AgentId, OfferId, PackPlan, Strategy, TaskId, pack_offers, pending_tasks, task_resources,
 };
@@ -62,6 +63,9 @@ pub struct Wanted {
     pub prior: Prior,
     /// Where it may be placed: every constraint must allow the offer.
     pub constraints: Vec<Constraint>,
+    /// Placed alone and spread over agents, with host ports and the
+    /// framework's rule ([`super::spread`]), instead of packed.
+    pub placement: Option<Placement>,
 }
 
 impl Wanted {
@@ -72,6 +76,7 @@ impl Wanted {
             task,
             prior: Prior::New,
             constraints: Vec::new(),
+            placement: None,
         }
     }
 
@@ -93,6 +98,14 @@ impl Wanted {
     #[must_use]
     pub fn prior(mut self, prior: Prior) -> Self {
         self.prior = prior;
+        self
+    }
+
+    /// Places the task by the spread pass ([`super::spread`]) instead of
+    /// packing it.
+    #[must_use]
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
         self
     }
 
@@ -542,17 +555,31 @@ fn invalid(task: &pb::TaskInfo) -> Option<String> {
         .map(|e| e.to_string())
 }
 
-/// Packs the waiting tasks into `offers`: first the constrained ones, each
+/// Places the waiting tasks into `offers`: first those with a
+/// [`Placement`], one by one and spread ([`super::spread`]); then packs the
+/// constrained ones, each
 /// set of equal constraints into the offers that satisfy them, then the
 /// others into the offers left. An offer is used by one set only (one
 /// accept per offer). `None` if a task's resources are invalid.
 fn place(offers: &[pb::Offer], waiting: &[&Wanted], strategy: Strategy) -> Option<PackPlan> {
-    let mut left: Vec<pb::Offer> = offers.to_vec();
-    let mut launches = Vec::new();
-    let mut unplaced = Vec::new();
+    // Spread tasks first: they are placed one by one, and the offers they
+    // use are used up.
+    let super::spread::Spread {
+        mut launches,
+        used,
+        mut unplaced,
+    } = super::spread::place_spread(offers, waiting);
+    let mut left: Vec<pb::Offer> = offers
+        .iter()
+        .filter(|o| !used.contains(&o.id))
+        .cloned()
+        .collect();
     let mut groups: Vec<(&[Constraint], Vec<pb::TaskInfo>)> = Vec::new();
     let mut free = Vec::new();
     for w in waiting {
+        if w.placement.is_some() {
+            continue;
+        }
         if w.constraints.is_empty() {
             free.push(w.task.clone());
         } else if let Some((_, tasks)) = groups

@@ -103,6 +103,7 @@
 
 mod decide;
 mod observed;
+pub mod spread;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +117,7 @@ pub use decide::{Action, Constraint, Decision, Intent, Policy, Prior, Wanted, de
 pub use observed::{
     LaunchOutcome, Observed, REASON_RECONCILIATION, TaskPhase, TaskView, UpdateMeaning,
 };
+pub use spread::{Place, Placement, Rule};
 
 use crate::error::{BoxError, RuntimeError};
 use crate::{

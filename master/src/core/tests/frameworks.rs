@@ -379,7 +379,10 @@ async fn a_created_id_makes_a_repeated_first_subscription_harmless() {
     let e = core.subscribe_wait(info(false)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     let first = core.subscribe_wait(info(true)).await.unwrap();
-    assert_eq!(first.framework.as_str(), "fw-0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        first.framework.as_str(),
+        "fw-0123456789abcdef0123456789abcdef"
+    );
     let registered_at = core
         .registry
         .framework(&first.framework)

@@ -49,8 +49,11 @@ fn acquire(holder: &str, ttl_ms: u64) -> KvCall {
 impl Harness {
     /// Makes a key-value call as caller `to`, as the service does.
     fn kv(&mut self, call: KvCall, stale_ok: bool, to: u64) {
-        self.core
-            .handle(Input::Operator(OperatorCall::Kv(call), stale_ok, Caller::new(to)));
+        self.core.handle(Input::Operator(
+            OperatorCall::Kv(call),
+            stale_ok,
+            Caller::new(to),
+        ));
     }
 
     /// Moves the core's clock on.
@@ -94,10 +97,20 @@ fn lease_answer(actions: Vec<Action>) -> pb::LeaseState {
 #[test]
 fn a_transaction_is_answered_once_applied_and_watchers_are_told() {
     let mut h = Harness::new();
-    h.kv(txn(vec![absent("a")], vec![put("a", "1"), put("b", "2")]), false, 1);
-    assert!(answers(take_actions(&mut h.core)).is_empty(), "answered before commit");
+    h.kv(
+        txn(vec![absent("a")], vec![put("a", "1"), put("b", "2")]),
+        false,
+        1,
+    );
+    assert!(
+        answers(take_actions(&mut h.core)).is_empty(),
+        "answered before commit"
+    );
     let commands = h.commit();
-    assert!(matches!(commands.as_slice(), [Command::KvTxn { .. }]), "{commands:?}");
+    assert!(
+        matches!(commands.as_slice(), [Command::KvTxn { .. }]),
+        "{commands:?}"
+    );
     let actions = take_actions(&mut h.core);
     let changed = actions
         .iter()
@@ -110,8 +123,11 @@ fn a_transaction_is_answered_once_applied_and_watchers_are_told() {
     match only_answer(actions) {
         Ok(KvReply::Txn(t)) => {
             assert_eq!(t.revision, 1);
-            let written: Vec<(&str, u64)> =
-                t.written.iter().map(|w| (w.key.as_str(), w.version)).collect();
+            let written: Vec<(&str, u64)> = t
+                .written
+                .iter()
+                .map(|w| (w.key.as_str(), w.version))
+                .collect();
             assert_eq!(written, [("a", 1), ("b", 1)]);
         }
         other => panic!("{other:?}"),
@@ -174,7 +190,15 @@ fn bad_input_is_refused_with_a_readable_error() {
 fn reads_get_and_list_in_pages() {
     let mut h = Harness::new();
     h.kv(
-        txn(vec![], vec![put("apps/a", "1"), put("apps/b", "22"), put("apps/c", "3"), put("x", "")]),
+        txn(
+            vec![],
+            vec![
+                put("apps/a", "1"),
+                put("apps/b", "22"),
+                put("apps/c", "3"),
+                put("x", ""),
+            ],
+        ),
         false,
         1,
     );
@@ -188,11 +212,24 @@ fn reads_get_and_list_in_pages() {
             Err(e) => Err(e),
         }
     };
-    match read(&mut h, KvCall::Get { namespace: "svc".into(), key: "apps/b".into() }) {
+    match read(
+        &mut h,
+        KvCall::Get {
+            namespace: "svc".into(),
+            key: "apps/b".into(),
+        },
+    ) {
         Ok(KvReply::Entry(e)) => assert_eq!((e.value.as_slice(), e.version), (&b"22"[..], 1)),
         other => panic!("{other:?}"),
     }
-    let err = read(&mut h, KvCall::Get { namespace: "svc".into(), key: "nope".into() }).unwrap_err();
+    let err = read(
+        &mut h,
+        KvCall::Get {
+            namespace: "svc".into(),
+            key: "nope".into(),
+        },
+    )
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let page = |start_after: &str| pb::KvListRequest {
         namespace: "svc".into(),
@@ -234,7 +271,10 @@ fn a_follower_answers_stale_reads_and_redirects_the_rest() {
         key: "a".into(),
     };
     h.kv(get(), true, 2);
-    assert!(matches!(only_answer(take_actions(&mut h.core)), Ok(KvReply::Entry(_))));
+    assert!(matches!(
+        only_answer(take_actions(&mut h.core)),
+        Ok(KvReply::Entry(_))
+    ));
     for call in [get(), txn(vec![], vec![put("b", "2")]), acquire("x", 5_000)] {
         h.kv(call, false, 3);
         let err = only_answer(take_actions(&mut h.core)).unwrap_err();
@@ -258,14 +298,20 @@ fn a_lease_is_granted_kept_alive_and_taken_over_after_it_expires() {
     );
     let a = lease_answer(take_actions(&mut h.core));
     assert!(a.held);
-    assert_eq!((a.holder.as_str(), a.epoch, a.remaining_ms), ("a", 1, 10_000));
+    assert_eq!(
+        (a.holder.as_str(), a.epoch, a.remaining_ms),
+        ("a", 1, 10_000)
+    );
 
     // b is told who holds it, and nothing is proposed.
     h.later(Duration::from_secs(4));
     h.kv(acquire("b", 10_000), false, 2);
     let b = lease_answer(take_actions(&mut h.core));
     assert!(!b.held);
-    assert_eq!((b.holder.as_str(), b.epoch, b.remaining_ms), ("a", 1, 6_000));
+    assert_eq!(
+        (b.holder.as_str(), b.epoch, b.remaining_ms),
+        ("a", 1, 6_000)
+    );
     assert!(h.commit().is_empty());
 
     // a keeps it alive: its clock starts again; nothing is written.
@@ -286,7 +332,10 @@ fn a_lease_is_granted_kept_alive_and_taken_over_after_it_expires() {
     h.core.on_tick(true);
     let commands = h.commit();
     assert!(
-        matches!(commands.as_slice(), [Command::KvLeaseRevoke { epoch: 1, .. }]),
+        matches!(
+            commands.as_slice(),
+            [Command::KvLeaseRevoke { epoch: 1, .. }]
+        ),
         "{commands:?}"
     );
     take_actions(&mut h.core);
@@ -316,7 +365,13 @@ fn an_expired_lease_is_granted_at_once_even_before_its_revocation() {
     // No tick yet: the clock says expired; b gets it.
     h.kv(acquire("b", 2_000), false, 2);
     let commands = h.commit();
-    assert!(matches!(commands.as_slice(), [Command::KvLeaseGrant { expect_epoch: 1, .. }]));
+    assert!(matches!(
+        commands.as_slice(),
+        [Command::KvLeaseGrant {
+            expect_epoch: 1,
+            ..
+        }]
+    ));
     let b = lease_answer(take_actions(&mut h.core));
     assert!(b.held && b.epoch == 2);
     // A write fenced with a's epoch now fails.
@@ -351,7 +406,11 @@ fn two_racing_acquires_get_one_holder() {
         })
         .collect();
     assert!(got[0].held && got[0].holder == "a");
-    assert!(!got[1].held && got[1].holder == "a" && got[1].epoch == 1, "{:?}", got[1]);
+    assert!(
+        !got[1].held && got[1].holder == "a" && got[1].epoch == 1,
+        "{:?}",
+        got[1]
+    );
 }
 
 #[test]
@@ -384,5 +443,8 @@ fn a_new_leader_gives_held_leases_their_full_time() {
     assert!(h.commit().is_empty());
     h.later(Duration::from_secs(9));
     h.core.on_tick(true);
-    assert!(matches!(h.commit().as_slice(), [Command::KvLeaseRevoke { .. }]));
+    assert!(matches!(
+        h.commit().as_slice(),
+        [Command::KvLeaseRevoke { .. }]
+    ));
 }

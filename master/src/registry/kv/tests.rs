@@ -30,7 +30,11 @@ fn puts_count_versions_and_revisions() {
     kv.apply_txn(&txn("svc", vec![], vec![put("apps/b", "x")]))
         .unwrap();
     let changes = kv
-        .apply_txn(&txn("svc", vec![version("apps/a", 1)], vec![put("apps/a", "22")]))
+        .apply_txn(&txn(
+            "svc",
+            vec![version("apps/a", 1)],
+            vec![put("apps/a", "22")],
+        ))
         .unwrap();
     let a = kv.get("svc", "apps/a").unwrap();
     assert_eq!(a.value, b"22");
@@ -51,11 +55,16 @@ fn puts_count_versions_and_revisions() {
 #[test]
 fn a_failed_compare_changes_nothing() {
     let mut kv = KvStore::default();
-    kv.apply_txn(&txn("svc", vec![], vec![put("k", "1")])).unwrap();
+    kv.apply_txn(&txn("svc", vec![], vec![put("k", "1")]))
+        .unwrap();
     let before = kv.clone();
     // Create-if-absent on a key that exists.
     let err = kv
-        .apply_txn(&txn("svc", vec![version("k", 0)], vec![put("k", "2"), put("other", "3")]))
+        .apply_txn(&txn(
+            "svc",
+            vec![version("k", 0)],
+            vec![put("k", "2"), put("other", "3")],
+        ))
         .unwrap_err();
     assert!(matches!(err, ApplyError::Conflict(_)), "{err}");
     assert!(err.to_string().contains("is at version 1, not 0"), "{err}");
@@ -74,7 +83,12 @@ fn deletes_and_prefix_deletes() {
     kv.apply_txn(&txn(
         "svc",
         vec![],
-        vec![put("apps/a", "1"), put("apps/b", "2"), put("appsx", "3"), put("z", "4")],
+        vec![
+            put("apps/a", "1"),
+            put("apps/b", "2"),
+            put("appsx", "3"),
+            put("z", "4"),
+        ],
     ))
     .unwrap();
     let changes = kv
@@ -96,8 +110,14 @@ fn deletes_and_prefix_deletes() {
         .apply_txn(&txn("svc", vec![], vec![Op::Delete { key: "z".into() }]))
         .unwrap();
     assert!(changes.is_empty());
-    kv.apply_txn(&txn("svc", vec![], vec![Op::Delete { key: "appsx".into() }]))
-        .unwrap();
+    kv.apply_txn(&txn(
+        "svc",
+        vec![],
+        vec![Op::Delete {
+            key: "appsx".into(),
+        }],
+    ))
+    .unwrap();
     assert!(kv.space("svc").is_none(), "an empty namespace is dropped");
     assert_eq!(kv.bytes(), 0);
     kv.verify().unwrap();
@@ -109,8 +129,12 @@ fn a_key_recreated_after_deletion_starts_at_version_one() {
     kv.apply_txn(&txn("a", vec![], vec![put("k", "1"), put("k", "2")]))
         .unwrap();
     assert_eq!(kv.get("a", "k").unwrap().version, 2);
-    kv.apply_txn(&txn("a", vec![], vec![Op::Delete { key: "k".into() }, put("k", "3")]))
-        .unwrap();
+    kv.apply_txn(&txn(
+        "a",
+        vec![],
+        vec![Op::Delete { key: "k".into() }, put("k", "3")],
+    ))
+    .unwrap();
     let k = kv.get("a", "k").unwrap();
     assert_eq!((k.version, k.create_revision), (1, 2));
 }
@@ -118,14 +142,20 @@ fn a_key_recreated_after_deletion_starts_at_version_one() {
 #[test]
 fn prefix_delete_then_put_in_one_txn_counts_bytes() {
     let mut kv = KvStore::default();
-    kv.apply_txn(&txn("a", vec![], vec![put("p/1", "xxxx"), put("p/2", "yy")]))
-        .unwrap();
+    kv.apply_txn(&txn(
+        "a",
+        vec![],
+        vec![put("p/1", "xxxx"), put("p/2", "yy")],
+    ))
+    .unwrap();
     kv.apply_txn(&txn(
         "a",
         vec![],
         vec![
             put("p/3", "z"),
-            Op::DeletePrefix { prefix: "p/".into() },
+            Op::DeletePrefix {
+                prefix: "p/".into(),
+            },
             put("p/1", "abc"),
         ],
     ))
@@ -141,19 +171,44 @@ fn bad_names_and_sizes_are_refused_with_the_value_cut_short() {
     let kv = KvStore::default();
     let long = "k".repeat(MAX_KEY_BYTES + 1);
     for (t, want) in [
-        (txn("", vec![], vec![put("k", "v")]), "namespace \"\" must be 1 to"),
-        (txn("Svc", vec![], vec![put("k", "v")]), "must be lowercase"),
-        (txn("-svc", vec![], vec![put("k", "v")]), "starting with a letter"),
-        (txn("svc", vec![], vec![]), "at least one operation"),
-        (txn("svc", vec![], vec![put("", "v")]), "key must not be empty"),
-        (txn("svc", vec![], vec![put("a\nb", "v")]), "control character"),
-        (txn("svc", vec![], vec![put(&long, "v")]), "longer than 512 bytes"),
         (
-            txn("svc", vec![], vec![put("k", &"v".repeat(MAX_VALUE_BYTES + 1))]),
+            txn("", vec![], vec![put("k", "v")]),
+            "namespace \"\" must be 1 to",
+        ),
+        (txn("Svc", vec![], vec![put("k", "v")]), "must be lowercase"),
+        (
+            txn("-svc", vec![], vec![put("k", "v")]),
+            "starting with a letter",
+        ),
+        (txn("svc", vec![], vec![]), "at least one operation"),
+        (
+            txn("svc", vec![], vec![put("", "v")]),
+            "key must not be empty",
+        ),
+        (
+            txn("svc", vec![], vec![put("a\nb", "v")]),
+            "control character",
+        ),
+        (
+            txn("svc", vec![], vec![put(&long, "v")]),
+            "longer than 512 bytes",
+        ),
+        (
+            txn(
+                "svc",
+                vec![],
+                vec![put("k", &"v".repeat(MAX_VALUE_BYTES + 1))],
+            ),
             "at most 1048576 are allowed",
         ),
         (
-            txn("svc", vec![], (0..=MAX_TXN_ITEMS).map(|i| put(&format!("k{i}"), "")).collect()),
+            txn(
+                "svc",
+                vec![],
+                (0..=MAX_TXN_ITEMS)
+                    .map(|i| put(&format!("k{i}"), ""))
+                    .collect(),
+            ),
             "at most 128 compares",
         ),
     ] {
@@ -172,7 +227,9 @@ fn a_namespace_cannot_grow_past_its_bound_but_may_shrink() {
     let per_txn = MAX_TXN_BYTES / (MAX_VALUE_BYTES + 16);
     let mut n = 0;
     let err = loop {
-        let ops = (0..per_txn).map(|i| put(&format!("k{n:04}-{i}"), &mb)).collect();
+        let ops = (0..per_txn)
+            .map(|i| put(&format!("k{n:04}-{i}"), &mb))
+            .collect();
         match kv.apply_txn(&txn("big", vec![], ops)) {
             Ok(_) => n += 1,
             Err(e) => break e,
@@ -210,7 +267,10 @@ fn leases_grant_fence_and_revoke() {
     let err = kv
         .apply_txn(&txn("svc", vec![fenced("a", 1)], vec![put("k", "stale")]))
         .unwrap_err();
-    assert!(err.to_string().contains("held by \"b\" at epoch 2"), "{err}");
+    assert!(
+        err.to_string().contains("held by \"b\" at epoch 2"),
+        "{err}"
+    );
     assert_eq!(kv.get("svc", "k").unwrap().value, b"1");
     // Revocation frees it and keeps the epoch, so the next grant is 3.
     assert!(kv.revoke("svc", "active", 1).is_err(), "a stale epoch");
@@ -238,7 +298,8 @@ fn lease_arguments_are_checked() {
 #[test]
 fn verify_finds_a_wrong_count() {
     let mut kv = KvStore::default();
-    kv.apply_txn(&txn("a", vec![], vec![put("k", "v")])).unwrap();
+    kv.apply_txn(&txn("a", vec![], vec![put("k", "v")]))
+        .unwrap();
     kv.bytes += 1;
     assert!(kv.verify().is_err());
 }
@@ -257,7 +318,8 @@ mod properties {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0u8..8, 0u8..40, proptest::option::of(0u64..4)).prop_map(|(k, n, c)| Step::Put(k, n, c)),
+            (0u8..8, 0u8..40, proptest::option::of(0u64..4))
+                .prop_map(|(k, n, c)| Step::Put(k, n, c)),
             (0u8..8).prop_map(Step::Delete),
             (0u8..3).prop_map(Step::Prefix),
         ]
