@@ -46,6 +46,7 @@
 pub mod app;
 pub mod deploy;
 pub mod error;
+pub mod run;
 pub mod time;
 
 pub use app::{AppDefinition, AppId, AppVersion, Change};

@@ -259,6 +259,12 @@ pub(super) fn parse(v: &Value) -> Result<AppDefinition, Invalid> {
 /// The rules that span fields.
 fn cross_checks(ctx: &mut Ctx, app: &AppDefinition) {
     let names = app.port_names();
+    if app.health_checks.len() > 1 {
+        ctx.err(
+            &item("/healthChecks", 1),
+            "berth runs one health check per instance (its agent probes it); give one".to_string(),
+        );
+    }
     for (i, hc) in app.health_checks.iter().enumerate() {
         if let Some(ix) = hc.port_index
             && ix as usize >= names.len()

@@ -421,3 +421,15 @@ fn changes_tell_scale_from_restart() {
 }
 
 mod roundtrip;
+
+#[test]
+fn a_second_health_check_is_refused_with_its_path() {
+    let err = parse(json!({
+        "id": "/x", "cmd": "c",
+        "healthChecks": [{"protocol": "TCP"}, {"protocol": "COMMAND", "command": {"value": "true"}}]
+    }))
+    .unwrap_err();
+    assert!(err.has_path("/healthChecks/1"), "{err}");
+    assert!(err.to_string().contains("one health check per instance"), "{err}");
+    assert!(parse(json!({"id": "/x", "cmd": "c", "healthChecks": [{"protocol": "TCP"}]})).is_ok());
+}
