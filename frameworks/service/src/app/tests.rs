@@ -430,6 +430,9 @@ fn a_second_health_check_is_refused_with_its_path() {
     }))
     .unwrap_err();
     assert!(err.has_path("/healthChecks/1"), "{err}");
-    assert!(err.to_string().contains("one health check per instance"), "{err}");
+    assert!(
+        err.to_string().contains("one health check per instance"),
+        "{err}"
+    );
     assert!(parse(json!({"id": "/x", "cmd": "c", "healthChecks": [{"protocol": "TCP"}]})).is_ok());
 }

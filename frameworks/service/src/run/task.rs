@@ -26,9 +26,7 @@ use berth_scheduler_core::{PortRanges, Resources};
 use berth_sdk::runtime::{Place, Placement};
 
 use crate::app::constraint::{AgentView, allows_all};
-use crate::app::{
-    AppDefinition, AppVersion, Command, HealthProtocol, NetworkMode, Protocol,
-};
+use crate::app::{AppDefinition, AppVersion, Command, HealthProtocol, NetworkMode, Protocol};
 
 /// Longest part of a task id taken from the app id.
 const MAX_SLUG: usize = 160;
@@ -59,11 +57,9 @@ pub fn task_id(def: &AppDefinition, instance: &str, attempt: u32) -> String {
 pub fn host_ports(def: &AppDefinition) -> Vec<Option<u16>> {
     let fixed = |p: Option<u16>| p.filter(|p| *p != 0);
     match &def.container {
-        Some(c) if c.network == NetworkMode::Bridge => c
-            .port_mappings
-            .iter()
-            .map(|m| fixed(m.host_port))
-            .collect(),
+        Some(c) if c.network == NetworkMode::Bridge => {
+            c.port_mappings.iter().map(|m| fixed(m.host_port)).collect()
+        }
         Some(c) if c.network == NetworkMode::None => Vec::new(),
         _ => def.port_definitions.iter().map(|_| None).collect(),
     }
@@ -87,15 +83,15 @@ pub fn instance_task(
     resources.mem = def.resources.mem;
     resources.disk = def.resources.disk;
     if !fixed.is_empty() {
-        let ranges: Vec<(u64, u64)> = fixed.iter().map(|p| (u64::from(*p), u64::from(*p))).collect();
+        let ranges: Vec<(u64, u64)> = fixed
+            .iter()
+            .map(|p| (u64::from(*p), u64::from(*p)))
+            .collect();
         resources.ports = PortRanges::from_ranges(&ranges).unwrap_or_default();
     }
     let mut env = def.env.clone();
     env.insert("MARATHON_APP_ID".into(), def.id.to_string());
-    env.insert(
-        "MARATHON_APP_VERSION".into(),
-        version.version.to_string(),
-    );
+    env.insert("MARATHON_APP_VERSION".into(), version.version.to_string());
     env.insert("BERTH_INSTANCE_ID".into(), instance.to_string());
     let mut command = pb::CommandInfo {
         env: env.into_iter().collect(),
@@ -149,9 +145,7 @@ pub fn instance_task(
                 value: v.clone(),
             })
             .collect(),
-        kill_grace_period_seconds: def
-            .task_kill_grace_period
-            .map_or(0.0, |d| d.as_secs_f64()),
+        kill_grace_period_seconds: def.task_kill_grace_period.map_or(0.0, |d| d.as_secs_f64()),
         container,
         health_check,
         ..Default::default()
@@ -210,8 +204,10 @@ fn health(def: &AppDefinition, ports: &[Option<u16>]) -> (Option<pb::HealthCheck
         | HealthProtocol::Https
         | HealthProtocol::MesosHttp
         | HealthProtocol::MesosHttps => {
-            let scheme = if matches!(hc.protocol, HealthProtocol::Https | HealthProtocol::MesosHttps)
-            {
+            let scheme = if matches!(
+                hc.protocol,
+                HealthProtocol::Https | HealthProtocol::MesosHttps
+            ) {
                 "https"
             } else {
                 "http"

@@ -34,13 +34,20 @@ fn a_bridge_app_maps_any_host_port_and_probes_it() {
     let c = task.container.as_ref().unwrap();
     assert_eq!(c.image, "site:abc");
     assert_eq!(c.network, "bridge");
-    let maps: Vec<(u32, u32)> = c.port_mappings.iter().map(|m| (m.container_port, m.host_port)).collect();
+    let maps: Vec<(u32, u32)> = c
+        .port_mappings
+        .iter()
+        .map(|m| (m.container_port, m.host_port))
+        .collect();
     assert_eq!(maps, [(8080, 0), (9090, 31555)]);
     // One port chosen at placement; the fixed one asked for as is.
     assert_eq!(placement.ports, 1);
     let r = task.resources.as_ref().unwrap();
     assert_eq!((r.cpus, r.mem), (0.25, 64.0));
-    assert_eq!(r.ports.iter().map(|p| (p.begin, p.end)).collect::<Vec<_>>(), [(31555, 31555)]);
+    assert_eq!(
+        r.ports.iter().map(|p| (p.begin, p.end)).collect::<Vec<_>>(),
+        [(31555, 31555)]
+    );
     // The check probes portIndex 0: the first dynamic port, set at placement.
     let http = task.health_check.as_ref().unwrap().http.as_ref().unwrap();
     assert_eq!((http.port, http.path.as_str()), (0, "/health"));
@@ -62,7 +69,10 @@ fn a_host_app_takes_one_port_per_definition_and_runs_its_command() {
             "healthChecks": [{"protocol": "TCP", "portIndex": 1}]}"#,
     );
     let (task, placement) = instance_task(&v, "i1", 1, Vec::new());
-    assert_eq!(task.command.as_ref().unwrap().shell, "exec ./api --port $PORT0");
+    assert_eq!(
+        task.command.as_ref().unwrap().shell,
+        "exec ./api --port $PORT0"
+    );
     assert!(task.container.is_none());
     assert_eq!(placement.ports, 2);
     assert_eq!(placement.health_port, Some(1));
@@ -91,5 +101,9 @@ fn a_long_app_id_still_makes_a_valid_task_id() {
     ));
     let (task, _) = instance_task(&v, "i3", 12, Vec::new());
     assert!(task.task_id.len() <= 255, "{}", task.task_id.len());
-    assert!(berth_proto::task::validate_task(&task).is_ok(), "{:?}", berth_proto::task::validate_task(&task));
+    assert!(
+        berth_proto::task::validate_task(&task).is_ok(),
+        "{:?}",
+        berth_proto::task::validate_task(&task)
+    );
 }

@@ -1,0 +1,448 @@
+//! The instances of every app: the slots deployments create, each kept
+//! running by launching one attempt after another. Pure: time is an
+//! argument, statuses come in as data, and [`Instances::intent`] says what
+//! the SDK runtime should run and stop.
+//!
+//! A slot's life:
+//!
+//! - **Created** by a deployment's `Launch` ([`Instances::create`]), for a
+//!   config version of its app. Its next attempt is wanted at once.
+//! - **Launched**: the runtime is about to launch the attempt's task
+//!   ([`Instances::launching`], from `before_launch`); the slot holds its
+//!   [`Run`] from then on. Statuses update the run; `TASK_RUNNING` with
+//!   the agent's health verdict makes the instance healthy (or not).
+//! - **Ended** (any terminal state): a failure. The next attempt is wanted
+//!   after the app's backoff (`backoffSeconds × backoffFactor^(n−1)`, at
+//!   most `maxLaunchDelaySeconds`; reset once an attempt got healthy, or
+//!   running when the app has no health check).
+//! - **Unhealthy**: the agent says its health check failed
+//!   (`maxConsecutiveFailures` in a row): the task is killed and the slot
+//!   moves on to its next attempt after the backoff, as Marathon does.
+//! - **Unreachable** (its agent is partitioned): kept as it is for
+//!   `unreachableStrategy.inactiveAfterSeconds`, then replaced by a new
+//!   attempt; the old task is killed if it ever comes back. With
+//!   `unreachableStrategy: "disabled"` it is never replaced.
+//! - **Killed** by a deployment's `Kill`: with `drain`, first only taken
+//!   out of the router ([`Instances::drained`] ends the drain), then its
+//!   task is killed; the slot goes when the task's end arrives.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_sdk::runtime::{Place, Wanted};
+use berth_sdk::{AgentId, TaskId};
+
+use crate::app::{AppVersion, Backoff, UnreachableStrategy};
+use crate::deploy::{Instance, InstanceState};
+use crate::run::task::{host_ports, instance_task};
+use crate::time::Timestamp;
+
+/// The current attempt of a slot, once launched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Its task.
+    pub task_id: String,
+    /// The agent it was launched on.
+    pub agent_id: String,
+    /// The host ports it got, in the app's port order.
+    pub ports: Vec<u16>,
+    /// The last state reported; `None` before the first status.
+    pub state: Option<pb::TaskState>,
+    /// Since when it has been healthy without interruption.
+    pub healthy_since: Option<Timestamp>,
+    /// Since when its agent has been unreachable.
+    pub unreachable_since: Option<Timestamp>,
+}
+
+/// Where a slot is in being killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Killing {
+    /// Out of the router, its in-flight requests finishing, since then.
+    Draining(Timestamp),
+    /// Its task is to be killed; the slot goes when the task has ended.
+    Now,
+}
+
+/// One instance of an app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The app's id.
+    pub app: String,
+    /// The config version it runs.
+    pub version: Timestamp,
+    /// The attempt to launch next, or the one running.
+    pub attempt: u32,
+    /// When the slot was created (Marathon's `killSelection` order).
+    pub created_at: Timestamp,
+    /// The current attempt, once launched.
+    pub run: Option<Run>,
+    /// Attempts that ended in a row without getting healthy.
+    pub failures: u32,
+    /// The next attempt is not launched before then (backoff).
+    pub not_before: Timestamp,
+    /// Being killed, if it is.
+    pub killing: Option<Killing>,
+}
+
+/// What a status update meant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not a task of any slot (an old attempt, a stray): nothing changed.
+    Unknown,
+    /// The instance's state changed; the deployments should look again.
+    Changed {
+        /// The instance.
+        instance: String,
+    },
+    /// A killed instance's task ended: the slot is gone.
+    Gone {
+        /// The instance.
+        instance: String,
+    },
+}
+
+/// Every app's instances.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Instances {
+    slots: BTreeMap<String, Slot>,
+    /// Tasks to kill that no slot runs any more (unhealthy, replaced after
+    /// an unreachable agent), with their agent.
+    strays: BTreeMap<String, String>,
+}
+
+/// The delay before attempt number `failures + 1` after `failures` ended
+/// in a row.
+#[must_use]
+pub fn backoff(policy: &Backoff, failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let factor = policy.factor.to_f64().max(1.0);
+    let exp = i32::try_from(failures - 1).unwrap_or(i32::MAX);
+    let secs = policy.initial.as_secs_f64() * factor.powi(exp);
+    let max = policy.max_launch_delay.as_secs_f64();
+    Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+}
+
+/// The instance id of a task id made by [`crate::run::task::task_id`].
+fn instance_of(task_id: &str) -> Option<&str> {
+    let mut parts = task_id.rsplitn(3, '.');
+    let _attempt = parts.next()?;
+    parts.next()
+}
+
+impl Instances {
+    /// Every slot, by instance id.
+    #[must_use]
+    pub fn slots(&self) -> &BTreeMap<String, Slot> {
+        &self.slots
+    }
+
+    /// The slots of `app`.
+    pub fn of_app<'a>(&'a self, app: &'a str) -> impl Iterator<Item = (&'a String, &'a Slot)> {
+        self.slots.iter().filter(move |(_, s)| s.app == app)
+    }
+
+    /// Creates slots `ids` of `app` at config `version`.
+    pub fn create(&mut self, app: &str, version: Timestamp, ids: &[String], now: Timestamp) {
+        for id in ids {
+            self.slots.entry(id.clone()).or_insert_with(|| Slot {
+                app: app.to_owned(),
+                version,
+                attempt: 1,
+                created_at: now,
+                run: None,
+                failures: 0,
+                not_before: now,
+                killing: None,
+            });
+        }
+    }
+
+    /// Starts killing `instance`: draining first, or at once.
+    pub fn kill(&mut self, instance: &str, drain: bool, now: Timestamp) {
+        if let Some(s) = self.slots.get_mut(instance) {
+            let live = s.run.as_ref().is_some_and(|r| !ended(r.state));
+            s.killing = Some(if drain && live {
+                Killing::Draining(now)
+            } else {
+                Killing::Now
+            });
+            if !live {
+                // Nothing runs: the slot goes at once.
+                if let Some(run) = s.run.take()
+                    && run.state.is_none()
+                {
+                    // Launched, never heard of: kill it if it shows up.
+                    self.strays.insert(run.task_id, run.agent_id);
+                }
+                self.slots.remove(instance);
+            }
+        }
+    }
+
+    /// A draining instance has no request in flight any more (or its drain
+    /// timed out): its task is killed now.
+    pub fn drained(&mut self, instance: &str) {
+        if let Some(s) = self.slots.get_mut(instance)
+            && matches!(s.killing, Some(Killing::Draining(_)))
+        {
+            s.killing = Some(Killing::Now);
+        }
+    }
+
+    /// The runtime is about to launch `tasks`: their slots hold them now.
+    pub fn launching(
+        &mut self,
+        tasks: &[pb::TaskInfo],
+        versions: &dyn Fn(&str, Timestamp) -> Option<AppVersion>,
+    ) {
+        for t in tasks {
+            let Some(id) = instance_of(&t.task_id) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get_mut(id) else {
+                continue;
+            };
+            let ports = host_ports_of(t, versions(&slot.app, slot.version).as_ref());
+            slot.run = Some(Run {
+                task_id: t.task_id.clone(),
+                agent_id: t.agent_id.clone(),
+                ports,
+                state: None,
+                healthy_since: None,
+                unreachable_since: None,
+            });
+        }
+    }
+
+    /// A status update of one of the framework's tasks.
+    pub fn on_status(
+        &mut self,
+        status: &pb::TaskStatus,
+        backoff_of: &dyn Fn(&str) -> Backoff,
+        health_checked: &dyn Fn(&str) -> bool,
+        now: Timestamp,
+    ) -> Seen {
+        let state = pb::TaskState::try_from(status.state).unwrap_or(pb::TaskState::Unspecified);
+        if self.strays.contains_key(&status.task_id) {
+            if ended(Some(state)) {
+                self.strays.remove(&status.task_id);
+            }
+            return Seen::Unknown;
+        }
+        let Some(id) = instance_of(&status.task_id).map(str::to_owned) else {
+            return Seen::Unknown;
+        };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Seen::Unknown;
+        };
+        let Some(run) = slot.run.as_mut().filter(|r| r.task_id == status.task_id) else {
+            return Seen::Unknown;
+        };
+        run.state = Some(state);
+        if !status.agent_id.is_empty() {
+            run.agent_id.clone_from(&status.agent_id);
+        }
+        if ended(Some(state)) {
+            if slot.killing.is_some() {
+                self.slots.remove(&id);
+                return Seen::Gone { instance: id };
+            }
+            slot.failures = slot.failures.saturating_add(1);
+            slot.not_before = now.plus(backoff(&backoff_of(&slot.app), slot.failures));
+            slot.run = None;
+            slot.attempt += 1;
+            return Seen::Changed { instance: id };
+        }
+        if state == pb::TaskState::TaskUnreachable {
+            run.unreachable_since.get_or_insert(now);
+            run.healthy_since = None;
+            return Seen::Changed { instance: id };
+        }
+        run.unreachable_since = None;
+        if state == pb::TaskState::TaskRunning {
+            let checked = health_checked(&slot.app);
+            match status.healthy {
+                Some(true) => {
+                    run.healthy_since.get_or_insert(now);
+                    slot.failures = 0;
+                }
+                Some(false) if slot.killing.is_none() => {
+                    // Failed its health check: kill it, start the next
+                    // attempt after the backoff.
+                    let run = slot.run.take();
+                    if let Some(run) = run {
+                        self.strays.insert(run.task_id, run.agent_id);
+                    }
+                    slot.failures = slot.failures.saturating_add(1);
+                    slot.not_before = now.plus(backoff(&backoff_of(&slot.app), slot.failures));
+                    slot.attempt += 1;
+                }
+                Some(false) => run.healthy_since = None,
+                None if !checked => {
+                    run.healthy_since.get_or_insert(now);
+                    slot.failures = 0;
+                }
+                None => {}
+            }
+        }
+        Seen::Changed { instance: id }
+    }
+
+    /// Replaces the attempts whose agent has been unreachable for longer
+    /// than their app allows; call before [`Instances::intent`].
+    pub fn replace_unreachable(
+        &mut self,
+        strategy_of: &dyn Fn(&str) -> UnreachableStrategy,
+        now: Timestamp,
+    ) {
+        for slot in self.slots.values_mut() {
+            let Some(run) = &slot.run else { continue };
+            let Some(since) = run.unreachable_since else {
+                continue;
+            };
+            let UnreachableStrategy::Enabled { inactive_after, .. } = strategy_of(&slot.app) else {
+                continue;
+            };
+            if now.since(since) < inactive_after || slot.killing.is_some() {
+                continue;
+            }
+            if let Some(run) = slot.run.take() {
+                self.strays.insert(run.task_id, run.agent_id);
+            }
+            slot.attempt += 1;
+            slot.not_before = now;
+        }
+    }
+
+    /// What the SDK runtime should run and stop now. `versions` gives an
+    /// app's config version; `places` an agent's view by id, for the
+    /// placement rules.
+    pub fn intent(
+        &self,
+        versions: &dyn Fn(&str, Timestamp) -> Option<AppVersion>,
+        places: &BTreeMap<String, Place>,
+        now: Timestamp,
+    ) -> (Vec<Wanted>, Vec<(TaskId, Option<AgentId>)>) {
+        let mut wanted = Vec::new();
+        let mut stop = Vec::new();
+        let stop_task = |stop: &mut Vec<(TaskId, Option<AgentId>)>, task: &str, agent: &str| {
+            if let Ok(t) = TaskId::new(task) {
+                stop.push((t, AgentId::new(agent).ok()));
+            }
+        };
+        for (task, agent) in &self.strays {
+            stop_task(&mut stop, task, agent);
+        }
+        for (id, slot) in &self.slots {
+            if slot.killing == Some(Killing::Now) {
+                if let Some(run) = &slot.run {
+                    stop_task(&mut stop, &run.task_id, &run.agent_id);
+                }
+                continue;
+            }
+            let Some(version) = versions(&slot.app, slot.version) else {
+                continue;
+            };
+            let others: Vec<Place> = self
+                .of_app(&slot.app)
+                .filter(|(other, _)| *other != id)
+                .filter_map(|(_, s)| s.run.as_ref())
+                .filter_map(|r| places.get(&r.agent_id).cloned())
+                .collect();
+            match &slot.run {
+                Some(run) => {
+                    let (task, _) = instance_task(&version, id, slot.attempt, Vec::new());
+                    let w = if run.state.is_some() {
+                        Wanted::launched(task)
+                    } else {
+                        Wanted::recovered(task)
+                    };
+                    wanted.push(w);
+                }
+                None if now >= slot.not_before => {
+                    let (task, placement) = instance_task(&version, id, slot.attempt, others);
+                    wanted.push(Wanted::new(task).placement(placement));
+                }
+                None => {}
+            }
+        }
+        (wanted, stop)
+    }
+
+    /// The instances of `app` as the deployment planner sees them.
+    /// `checked` says whether a version has health checks (without them,
+    /// a running instance is healthy).
+    #[must_use]
+    pub fn planner_view(&self, app: &str) -> Vec<Instance> {
+        self.of_app(app)
+            .filter(|(_, s)| s.killing.is_none())
+            .map(|(id, s)| {
+                let run = s.run.as_ref();
+                let state = match run.and_then(|r| r.state) {
+                    Some(pb::TaskState::TaskRunning)
+                        if run.is_some_and(|r| r.healthy_since.is_some()) =>
+                    {
+                        InstanceState::Healthy
+                    }
+                    Some(pb::TaskState::TaskRunning) => InstanceState::Running,
+                    _ => InstanceState::Staging,
+                };
+                Instance {
+                    id: id.clone(),
+                    version: s.version,
+                    state,
+                    healthy_since: run.and_then(|r| r.healthy_since),
+                    launched_at: s.created_at,
+                    agent: run.map(|r| r.agent_id.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The earliest time a waiting slot's next attempt falls due after
+    /// `now`, for the framework's timer.
+    #[must_use]
+    pub fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        self.slots
+            .values()
+            .filter(|s| s.run.is_none() && s.killing.is_none() && s.not_before > now)
+            .map(|s| s.not_before)
+            .min()
+    }
+}
+
+/// Whether a task in `state` has ended (`None`: no status yet).
+fn ended(state: Option<pb::TaskState>) -> bool {
+    use pb::TaskState as S;
+    matches!(
+        state,
+        Some(
+            S::TaskFinished
+                | S::TaskFailed
+                | S::TaskKilled
+                | S::TaskLost
+                | S::TaskError
+                | S::TaskUnknown
+        )
+    )
+}
+
+/// The host ports a launched task got, in its app's port order.
+fn host_ports_of(task: &pb::TaskInfo, version: Option<&AppVersion>) -> Vec<u16> {
+    let env = task.command.as_ref().map(|c| &c.env);
+    let dynamic: Vec<u16> = (0..)
+        .map_while(|i| env.and_then(|e| e.get(&format!("PORT{i}")))?.parse().ok())
+        .collect();
+    let Some(v) = version else { return dynamic };
+    let mut next = dynamic.into_iter();
+    host_ports(&v.definition)
+        .into_iter()
+        .filter_map(|p| p.or_else(|| next.next()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

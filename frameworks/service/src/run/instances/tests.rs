@@ -1,0 +1,299 @@
+use super::*;
+use crate::app::AppDefinition;
+use berth_sdk::runtime::Prior;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_millis(T0 + secs * 1000)
+}
+
+fn web(extra: &str) -> AppVersion {
+    let json = format!(
+        r#"{{"id": "/web", "cmd": "httpd -p $PORT0", "cpus": 0.1, "mem": 32, "instances": 2,
+            "portDefinitions": [{{"port": 0}}], "backoffSeconds": 1, "backoffFactor": 2,
+            "maxLaunchDelaySeconds": 5 {extra}}}"#
+    );
+    AppVersion::first(AppDefinition::from_json(&json).unwrap(), at(0))
+}
+
+struct World {
+    inst: Instances,
+    version: AppVersion,
+}
+
+impl World {
+    fn new(extra: &str) -> World {
+        let version = web(extra);
+        let mut inst = Instances::default();
+        inst.create(
+            "/web",
+            version.config_version(),
+            &["i1".into(), "i2".into()],
+            at(0),
+        );
+        World { inst, version }
+    }
+
+    fn intent(&self, now: Timestamp) -> (Vec<Wanted>, Vec<(TaskId, Option<AgentId>)>) {
+        let v = self.version.clone();
+        let versions = move |app: &str, _: Timestamp| (app == "/web").then(|| v.clone());
+        self.inst.intent(&versions, &BTreeMap::new(), now)
+    }
+
+    /// The runtime launches what the intent wants new, on `agent`, with
+    /// port 31000 + n.
+    fn launch_wanted(&mut self, now: Timestamp, agent: &str) -> Vec<String> {
+        let (wanted, _) = self.intent(now);
+        let tasks: Vec<pb::TaskInfo> = wanted
+            .into_iter()
+            .filter(|w| w.prior == Prior::New)
+            .enumerate()
+            .map(|(n, w)| {
+                let mut t = w.task;
+                t.agent_id = agent.into();
+                let port = (31000 + n).to_string();
+                if let Some(c) = t.command.as_mut() {
+                    c.env.insert("PORT0".into(), port);
+                }
+                t
+            })
+            .collect();
+        let v = self.version.clone();
+        self.inst.launching(&tasks, &move |_, _| Some(v.clone()));
+        tasks.into_iter().map(|t| t.task_id).collect()
+    }
+
+    fn status(
+        &mut self,
+        task: &str,
+        state: pb::TaskState,
+        healthy: Option<bool>,
+        now: Timestamp,
+    ) -> Seen {
+        let checked = !self.version.definition.health_checks.is_empty();
+        let backoff = self.version.definition.backoff;
+        self.inst.on_status(
+            &pb::TaskStatus {
+                task_id: task.into(),
+                state: state as i32,
+                healthy,
+                agent_id: "a1".into(),
+                ..Default::default()
+            },
+            &move |_| backoff,
+            &move |_| checked,
+            now,
+        )
+    }
+}
+
+#[test]
+fn backoff_grows_by_its_factor_up_to_the_maximum() {
+    let b = web("").definition.backoff;
+    let secs: Vec<f64> = (0..6).map(|n| backoff(&b, n).as_secs_f64()).collect();
+    assert_eq!(secs, [0.0, 1.0, 2.0, 4.0, 5.0, 5.0]);
+}
+
+#[test]
+fn new_slots_are_wanted_launched_and_then_followed() {
+    let mut w = World::new("");
+    let launched = w.launch_wanted(at(0), "a1");
+    assert_eq!(launched, ["web.i1.1", "web.i2.1"]);
+    let slot = &w.inst.slots()["i1"];
+    let run = slot.run.as_ref().unwrap();
+    assert_eq!(
+        (run.agent_id.as_str(), run.ports.as_slice()),
+        ("a1", &[31000u16][..])
+    );
+    // Launched, not yet heard of: wanted as maybe launched, not anew.
+    let (wanted, stop) = w.intent(at(1));
+    assert!(stop.is_empty());
+    assert!(
+        wanted.iter().all(|x| x.prior == Prior::MaybeLaunched),
+        "{wanted:?}"
+    );
+    // Running without a health check: healthy from then on.
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(2)),
+        Seen::Changed {
+            instance: "i1".into()
+        }
+    );
+    let view = w.inst.planner_view("/web");
+    let i1 = view.iter().find(|i| i.id == "i1").unwrap();
+    assert_eq!(
+        (i1.state, i1.healthy_since),
+        (InstanceState::Healthy, Some(at(2)))
+    );
+    let i2 = view.iter().find(|i| i.id == "i2").unwrap();
+    assert_eq!(i2.state, InstanceState::Staging);
+    let (wanted, _) = w.intent(at(3));
+    assert!(
+        wanted
+            .iter()
+            .any(|x| x.task.task_id == "web.i1.1" && x.prior == Prior::Launched)
+    );
+}
+
+#[test]
+fn a_failed_instance_is_relaunched_after_its_backoff() {
+    let mut w = World::new("");
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskFailed, None, at(10));
+    // Backoff 1 s after the first failure: not wanted before 11 s.
+    let (wanted, _) = w.intent(at(10));
+    assert!(!wanted.iter().any(|x| x.task.task_id.starts_with("web.i1.")));
+    assert_eq!(w.inst.next_due(at(10)), Some(at(11)));
+    let (wanted, _) = w.intent(at(11));
+    let next = wanted
+        .iter()
+        .find(|x| x.task.task_id.starts_with("web.i1."))
+        .unwrap();
+    assert_eq!(
+        (next.task.task_id.as_str(), next.prior),
+        ("web.i1.2", Prior::New)
+    );
+    assert!(next.placement.is_some());
+    // A second failure in a row doubles it.
+    w.launch_wanted(at(11), "a1");
+    w.status("web.i1.2", pb::TaskState::TaskFailed, None, at(12));
+    assert_eq!(w.inst.slots()["i1"].not_before, at(14));
+    // An old attempt's late status changes nothing.
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(13)),
+        Seen::Unknown
+    );
+}
+
+#[test]
+fn an_instance_that_fails_its_health_check_is_killed_and_replaced() {
+    let mut w = World::new(r#", "healthChecks": [{"protocol": "HTTP", "path": "/"}]"#);
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(1));
+    let view = w.inst.planner_view("/web");
+    assert_eq!(
+        view.iter().find(|i| i.id == "i1").unwrap().state,
+        InstanceState::Running,
+        "not healthy before the check says so"
+    );
+    w.status("web.i1.1", pb::TaskState::TaskRunning, Some(true), at(2));
+    w.status("web.i1.1", pb::TaskState::TaskRunning, Some(false), at(30));
+    let (wanted, stop) = w.intent(at(30));
+    assert_eq!(
+        stop.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["web.i1.1"],
+        "the unhealthy task is killed"
+    );
+    assert!(!wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    let (wanted, _) = w.intent(at(31));
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.2"));
+    // Its end removes it from what is stopped.
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskKilled, None, at(32)),
+        Seen::Unknown
+    );
+    let (_, stop) = w.intent(at(32));
+    assert!(stop.is_empty());
+}
+
+#[test]
+fn an_unreachable_instance_is_replaced_after_inactive_after_seconds() {
+    let mut w = World::new(
+        r#", "unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}"#,
+    );
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(1));
+    w.status("web.i1.1", pb::TaskState::TaskUnreachable, None, at(10));
+    let strategy = w.version.definition.unreachable_strategy;
+    w.inst.replace_unreachable(&move |_| strategy, at(69));
+    assert!(
+        w.inst.slots()["i1"].run.is_some(),
+        "kept within inactiveAfterSeconds"
+    );
+    w.inst.replace_unreachable(&move |_| strategy, at(70));
+    let (wanted, stop) = w.intent(at(70));
+    assert!(
+        wanted
+            .iter()
+            .any(|x| x.task.task_id == "web.i1.2" && x.prior == Prior::New)
+    );
+    assert_eq!(stop.len(), 1, "the old task is killed if it comes back");
+    assert_eq!(
+        w.inst.slots()["i1"].failures,
+        0,
+        "a partition is not the instance's failure"
+    );
+}
+
+#[test]
+fn disabled_unreachable_strategy_never_replaces() {
+    let mut w = World::new(r#", "unreachableStrategy": "disabled""#);
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskUnreachable, None, at(10));
+    let strategy = w.version.definition.unreachable_strategy;
+    w.inst.replace_unreachable(&move |_| strategy, at(100_000));
+    assert_eq!(w.inst.slots()["i1"].attempt, 1);
+}
+
+#[test]
+fn a_killed_instance_drains_then_is_killed_then_goes() {
+    let mut w = World::new("");
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(1));
+    w.inst.kill("i1", true, at(5));
+    // Draining: still running, out of the planner's view, not stopped yet.
+    let (wanted, stop) = w.intent(at(5));
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    assert!(stop.is_empty());
+    assert!(!w.inst.planner_view("/web").iter().any(|i| i.id == "i1"));
+    w.inst.drained("i1");
+    let (wanted, stop) = w.intent(at(6));
+    assert!(!wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    assert_eq!(
+        stop.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["web.i1.1"]
+    );
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskKilled, None, at(7)),
+        Seen::Gone {
+            instance: "i1".into()
+        }
+    );
+    assert!(!w.inst.slots().contains_key("i1"));
+}
+
+#[test]
+fn killing_an_instance_that_never_ran_removes_it_at_once() {
+    let mut w = World::new("");
+    w.inst.kill("i2", true, at(1));
+    assert!(!w.inst.slots().contains_key("i2"));
+    let (wanted, stop) = w.intent(at(1));
+    assert_eq!(wanted.len(), 1);
+    assert!(stop.is_empty());
+}
+
+#[test]
+fn placement_sees_where_the_apps_other_instances_run() {
+    let mut w = World::new("");
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskFailed, None, at(1));
+    let places: BTreeMap<String, Place> = [(
+        "a1".to_string(),
+        Place {
+            agent_id: "a1".into(),
+            hostname: "h1".into(),
+            attributes: BTreeMap::new(),
+        },
+    )]
+    .into();
+    let v = w.version.clone();
+    let (wanted, _) = w.inst.intent(&move |_, _| Some(v.clone()), &places, at(5));
+    let next = wanted
+        .iter()
+        .find(|x| x.task.task_id == "web.i1.2")
+        .unwrap();
+    let existing = &next.placement.as_ref().unwrap().existing;
+    assert_eq!(existing.len(), 1, "i2 runs on a1");
+    assert_eq!(existing[0].hostname, "h1");
+}
