@@ -1,7 +1,11 @@
 //! The framework's runtime side: what turns apps and deployments into
 //! tasks on the cluster. Built so far: [`task`], one instance as a task;
 //! [`instances`], every app's instances kept running (attempts, backoff,
-//! health, unreachable agents, kills and drains), pure.
+//! health, unreachable agents, kills and drains), pure; [`steer`], one
+//! step of a deployment carried out on the instances; [`routes`], the
+//! router's table from the apps and their instances.
 
 pub mod instances;
+pub mod routes;
+pub mod steer;
 pub mod task;
