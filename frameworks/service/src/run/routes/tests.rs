@@ -56,6 +56,17 @@ fn instances(v: &AppVersion) -> Instances {
     inst
 }
 
+fn one_app<'a>(v: &'a AppVersion, traffic: Option<&'a Traffic>) -> BTreeMap<String, RoutedApp<'a>> {
+    [(
+        "/shop/web".to_string(),
+        RoutedApp {
+            definition: &v.definition,
+            traffic,
+        },
+    )]
+    .into()
+}
+
 fn agents() -> BTreeMap<String, IpAddr> {
     [
         ("a1".to_string(), "10.0.0.1".parse().unwrap()),
@@ -68,14 +79,7 @@ fn agents() -> BTreeMap<String, IpAddr> {
 fn each_service_port_routes_to_the_healthy_instances_host_ports() {
     let v = app("");
     let mut inst = instances(&v);
-    let apps: BTreeMap<String, RoutedApp<'_>> = [(
-        "/shop/web".to_string(),
-        RoutedApp {
-            definition: &v.definition,
-            traffic: None,
-        },
-    )]
-    .into();
+    let apps = one_app(&v, None);
     let table = route_table(&apps, &inst, &agents());
     let names: Vec<(&str, u16)> = table
         .services
@@ -124,14 +128,7 @@ fn weights_preview_and_tcp_mode_come_through() {
         weights: [(at(0), 95), (at(50), 5)].into(),
         preview: Some((at(50), 9090)),
     };
-    let apps: BTreeMap<String, RoutedApp<'_>> = [(
-        "/shop/web".to_string(),
-        RoutedApp {
-            definition: &v.definition,
-            traffic: Some(&traffic),
-        },
-    )]
-    .into();
+    let apps = one_app(&v, Some(&traffic));
     let table = route_table(&apps, &inst, &agents());
     let main = &table.services[0];
     assert_eq!(main.protocol, Protocol::Tcp);
@@ -149,14 +146,7 @@ fn weights_preview_and_tcp_mode_come_through() {
 fn instances_on_agents_without_an_address_are_left_out() {
     let v = app("");
     let inst = instances(&v);
-    let apps: BTreeMap<String, RoutedApp<'_>> = [(
-        "/shop/web".to_string(),
-        RoutedApp {
-            definition: &v.definition,
-            traffic: None,
-        },
-    )]
-    .into();
+    let apps = one_app(&v, None);
     let only_a1: BTreeMap<String, IpAddr> =
         [("a1".to_string(), "10.0.0.1".parse().unwrap())].into();
     let table = route_table(&apps, &inst, &only_a1);

@@ -80,6 +80,36 @@ impl Sim {
     fn versions_running(&self) -> Vec<Timestamp> {
         self.inst.slots().values().map(|s| s.version).collect()
     }
+
+    /// Steps `d` from second `t` until it ends (at most `limit` steps),
+    /// checking at least `min_healthy` healthy instances after each step.
+    fn run(&mut self, mut d: Deployment, mut t: u64, limit: u64, min_healthy: usize) -> State {
+        let mut traffic = Traffic::default();
+        let stats = RouterStats::new();
+        for _ in 0..limit {
+            let mut inst = std::mem::take(&mut self.inst);
+            let mut ids = || {
+                self.next += 1;
+                format!("i{}", self.next)
+            };
+            let s = steer("/web", &d, &mut inst, &mut traffic, &stats, &mut ids, at(t));
+            self.inst = inst;
+            d = s.deployment;
+            let healthy = self
+                .inst
+                .planner_view("/web")
+                .iter()
+                .filter(|i| i.healthy_since.is_some())
+                .count();
+            assert!(healthy >= min_healthy, "{healthy} healthy at {t}");
+            if let Some(end) = s.ended {
+                return end;
+            }
+            self.settle(at(t));
+            t += 1;
+        }
+        panic!("the deployment did not end in {limit} steps");
+    }
 }
 
 #[test]
@@ -90,57 +120,14 @@ fn a_start_then_a_rolling_update_run_to_the_end() {
         versions: vec![v1.clone()],
         next: 0,
     };
-    let mut traffic = Traffic::default();
-    let stats = RouterStats::new();
-    let mut d = Deployment::new(None, Some(&v1), at(0));
-    let mut t = 0;
-    let ended = loop {
-        let mut inst = std::mem::take(&mut sim.inst);
-        let mut ids = || {
-            sim.next += 1;
-            format!("i{}", sim.next)
-        };
-        let s = steer("/web", &d, &mut inst, &mut traffic, &stats, &mut ids, at(t));
-        sim.inst = inst;
-        d = s.deployment;
-        if let Some(end) = s.ended {
-            break end;
-        }
-        sim.settle(at(t));
-        t += 1;
-        assert!(t < 20, "the start did not end");
-    };
+    let ended = sim.run(Deployment::new(None, Some(&v1), at(0)), 0, 20, 0);
     assert_eq!(ended, State::Succeeded);
     assert_eq!(sim.inst.slots().len(), 4);
 
     let v2 = version("v2", 4, 100);
     sim.versions.push(v2.clone());
-    let mut d = Deployment::new(Some(&v1), Some(&v2), at(100));
-    let mut t = 100;
-    let ended = loop {
-        let mut inst = std::mem::take(&mut sim.inst);
-        let mut ids = || {
-            sim.next += 1;
-            format!("i{}", sim.next)
-        };
-        let s = steer("/web", &d, &mut inst, &mut traffic, &stats, &mut ids, at(t));
-        sim.inst = inst;
-        d = s.deployment;
-        // Never fewer than 2 (50% of 4) healthy instances.
-        let healthy = sim
-            .inst
-            .planner_view("/web")
-            .iter()
-            .filter(|i| i.healthy_since.is_some())
-            .count();
-        assert!(healthy >= 2, "{healthy} healthy at {t}");
-        if let Some(end) = s.ended {
-            break end;
-        }
-        sim.settle(at(t));
-        t += 1;
-        assert!(t < 140, "the update did not end");
-    };
+    // Never fewer than 2 (50% of 4) healthy instances.
+    let ended = sim.run(Deployment::new(Some(&v1), Some(&v2), at(100)), 100, 40, 2);
     assert_eq!(ended, State::Succeeded);
     let running = sim.versions_running();
     assert_eq!(running.len(), 4);
@@ -149,7 +136,6 @@ fn a_start_then_a_rolling_update_run_to_the_end() {
         "{running:?}"
     );
 }
-
 #[test]
 fn weights_and_switch_move_the_traffic() {
     let mut inst = Instances::default();
