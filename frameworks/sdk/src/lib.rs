@@ -84,6 +84,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 mod config;
 mod connection;
 mod driver;

@@ -3,8 +3,10 @@
 //! [`instances`], every app's instances kept running (attempts, backoff,
 //! health, unreachable agents, kills and drains), pure; [`steer`], one
 //! step of a deployment carried out on the instances; [`routes`], the
-//! router's table from the apps and their instances.
+//! router's table from the apps and their instances; [`agents`], the
+//! agents' places and addresses.
 
+pub mod agents;
 pub mod instances;
 pub mod routes;
 pub mod steer;

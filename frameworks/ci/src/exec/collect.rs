@@ -289,33 +289,12 @@ impl AgentBook {
         if let Some(a) = self.known().get(agent) {
             return Some(a.clone());
         }
-        for master in &self.masters {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(pb::endpoint_uri(master))
-            else {
-                continue;
-            };
-            let Ok(channel) = endpoint
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(10))
-                .connect()
-                .await
-            else {
-                continue;
-            };
-            let mut client = pb::operator_client::OperatorClient::new(channel);
-            let mut request = tonic::Request::new(pb::Empty {});
-            request.metadata_mut().insert(
-                "berth-read",
-                tonic::metadata::MetadataValue::from_static("stale"),
-            );
-            if let Ok(list) = client.list_agents(request).await {
-                let mut known = self.known();
-                for a in list.into_inner().agents {
-                    if let Some(info) = a.info {
-                        known.insert(a.id.clone(), info.address.clone());
-                    }
+        if let Some(agents) = berth_sdk::agents::list_agents(&self.masters).await {
+            let mut known = self.known();
+            for a in agents {
+                if let Some(info) = a.info {
+                    known.insert(a.id.clone(), info.address.clone());
                 }
-                break;
             }
         }
         self.known().get(agent).cloned()
