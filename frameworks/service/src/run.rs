@@ -4,10 +4,12 @@
 //! health, unreachable agents, kills and drains), pure; [`steer`], one
 //! step of a deployment carried out on the instances; [`routes`], the
 //! router's table from the apps and their instances; [`agents`], the
-//! agents' places and addresses.
+//! agents' places and addresses; [`readiness`], the framework's own
+//! readiness probes.
 
 pub mod agents;
 pub mod instances;
+pub mod readiness;
 pub mod routes;
 pub mod steer;
 pub mod task;

@@ -436,3 +436,17 @@ fn a_second_health_check_is_refused_with_its_path() {
     );
     assert!(parse(json!({"id": "/x", "cmd": "c", "healthChecks": [{"protocol": "TCP"}]})).is_ok());
 }
+
+#[test]
+fn https_checks_are_refused_with_their_path() {
+    let err = parse(json!({
+        "id": "/x", "cmd": "c",
+        "portDefinitions": [{"port": 0, "name": "http-api"}],
+        "healthChecks": [{"protocol": "MESOS_HTTPS"}],
+        "readinessChecks": [{"protocol": "HTTPS", "portName": "http-api"}]
+    }))
+    .unwrap_err();
+    assert!(err.has_path("/healthChecks/0/protocol"), "{err}");
+    assert!(err.has_path("/readinessChecks/0/protocol"), "{err}");
+    assert!(err.to_string().contains("not supported by berth"), "{err}");
+}

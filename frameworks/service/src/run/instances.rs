@@ -53,6 +53,8 @@ pub struct Run {
     pub healthy_since: Option<Timestamp>,
     /// Since when its agent has been unreachable.
     pub unreachable_since: Option<Timestamp>,
+    /// Whether its readiness check passed (apps with one).
+    pub ready: bool,
 }
 
 /// Where a slot is in being killed.
@@ -213,6 +215,7 @@ impl Instances {
                 state: None,
                 healthy_since: None,
                 unreachable_since: None,
+                ready: false,
             });
         }
     }
@@ -383,6 +386,11 @@ impl Instances {
                 let run = s.run.as_ref();
                 let state = match run.and_then(|r| r.state) {
                     Some(pb::TaskState::TaskRunning)
+                        if run.is_some_and(|r| r.healthy_since.is_some() && r.ready) =>
+                    {
+                        InstanceState::Ready
+                    }
+                    Some(pb::TaskState::TaskRunning)
                         if run.is_some_and(|r| r.healthy_since.is_some()) =>
                     {
                         InstanceState::Healthy
@@ -400,6 +408,31 @@ impl Instances {
                 }
             })
             .collect()
+    }
+
+    /// The healthy attempts of `app` whose readiness check has not passed
+    /// yet: (instance, its run).
+    pub fn unready<'a>(&'a self, app: &'a str) -> impl Iterator<Item = (&'a String, &'a Run)> {
+        self.of_app(app)
+            .filter(|(_, s)| s.killing.is_none())
+            .filter_map(|(id, s)| Some((id, s.run.as_ref()?)))
+            .filter(|(_, r)| r.healthy_since.is_some() && !r.ready)
+    }
+
+    /// Task `task_id`'s readiness check passed. A later attempt starts
+    /// unready again.
+    pub fn mark_ready(&mut self, task_id: &str) {
+        let Some(id) = instance_of(task_id) else {
+            return;
+        };
+        if let Some(run) = self
+            .slots
+            .get_mut(id)
+            .and_then(|s| s.run.as_mut())
+            .filter(|r| r.task_id == task_id)
+        {
+            run.ready = true;
+        }
     }
 
     /// The earliest time a waiting slot's next attempt falls due after

@@ -31,12 +31,17 @@ fn health_protocol(ctx: &mut Ctx, v: &Value, path: &str) -> Option<HealthProtoco
     use HealthProtocol::*;
     Some(match read::string(ctx, v, path)?.as_str() {
         "HTTP" => Http,
-        "HTTPS" => Https,
         "TCP" => Tcp,
         "COMMAND" => Command,
         "MESOS_HTTP" => MesosHttp,
-        "MESOS_HTTPS" => MesosHttps,
         "MESOS_TCP" => MesosTcp,
+        https @ ("HTTPS" | "MESOS_HTTPS") => {
+            ctx.err(
+                path,
+                format!("{https} is not supported by berth: its agents probe plain HTTP"),
+            );
+            return None;
+        }
         other => {
             ctx.err(
                 path,
@@ -141,7 +146,10 @@ pub(super) fn readiness_checks(
             protocol: field(o, ctx, "protocol", |c, v, p| {
                 match read::string(c, v, p)?.as_str() {
                     "HTTP" => Some(HttpScheme::Http),
-                    "HTTPS" => Some(HttpScheme::Https),
+                    "HTTPS" => {
+                        c.err(p, "HTTPS is not supported by berth: it probes plain HTTP");
+                        None
+                    }
                     other => {
                         c.err(p, format!("{} is not HTTP or HTTPS", quoted(other)));
                         None
