@@ -5,11 +5,12 @@
 //! step of a deployment carried out on the instances; [`routes`], the
 //! router's table from the apps and their instances; [`agents`], the
 //! agents' places and addresses; [`readiness`], the framework's own
-//! readiness probes.
+//! readiness probes; [`record`], an instance slot as stored.
 
 pub mod agents;
 pub mod instances;
 pub mod readiness;
+pub mod record;
 pub mod routes;
 pub mod steer;
 pub mod task;

@@ -111,6 +111,8 @@ pub struct Instances {
     /// Tasks to kill that no slot runs any more (unhealthy, replaced after
     /// an unreachable agent), with their agent.
     strays: BTreeMap<String, String>,
+    /// Slots whose stored record is out of date (changed or gone).
+    dirty: std::collections::BTreeSet<String>,
 }
 
 /// The delay before attempt number `failures + 1` after `failures` ended
@@ -146,9 +148,28 @@ impl Instances {
         self.slots.iter().filter(move |(_, s)| s.app == app)
     }
 
+    /// Puts back a slot read from the store.
+    pub fn restore(&mut self, id: String, slot: Slot) {
+        self.slots.insert(id, slot);
+    }
+
+    /// The slots whose stored record must be written again (`Some`) or
+    /// deleted (`None`) since the last call.
+    pub fn take_dirty(&mut self) -> Vec<(String, Option<&Slot>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|id| {
+                let slot = self.slots.get(&id);
+                (id, slot)
+            })
+            .collect()
+    }
+
     /// Creates slots `ids` of `app` at config `version`.
     pub fn create(&mut self, app: &str, version: Timestamp, ids: &[String], now: Timestamp) {
         for id in ids {
+            self.dirty.insert(id.clone());
             self.slots.entry(id.clone()).or_insert_with(|| Slot {
                 app: app.to_owned(),
                 version,
@@ -164,6 +185,7 @@ impl Instances {
 
     /// Starts killing `instance`: draining first, or at once.
     pub fn kill(&mut self, instance: &str, drain: bool, now: Timestamp) {
+        self.dirty.insert(instance.to_owned());
         if let Some(s) = self.slots.get_mut(instance) {
             let live = s.run.as_ref().is_some_and(|r| !ended(r.state));
             s.killing = Some(if drain && live {
@@ -191,6 +213,7 @@ impl Instances {
             && matches!(s.killing, Some(Killing::Draining(_)))
         {
             s.killing = Some(Killing::Now);
+            self.dirty.insert(instance.to_owned());
         }
     }
 
@@ -207,6 +230,7 @@ impl Instances {
             let Some(slot) = self.slots.get_mut(id) else {
                 continue;
             };
+            self.dirty.insert(id.to_owned());
             let ports = host_ports_of(t, versions(&slot.app, slot.version).as_ref());
             slot.run = Some(Run {
                 task_id: t.task_id.clone(),
@@ -249,6 +273,7 @@ impl Instances {
             run.agent_id.clone_from(&status.agent_id);
         }
         if ended(Some(state)) {
+            self.dirty.insert(id.clone());
             if slot.killing.is_some() {
                 self.slots.remove(&id);
                 return Seen::Gone { instance: id };
@@ -270,9 +295,13 @@ impl Instances {
             match status.healthy {
                 Some(true) => {
                     run.healthy_since.get_or_insert(now);
-                    slot.failures = 0;
+                    if slot.failures != 0 {
+                        slot.failures = 0;
+                        self.dirty.insert(id.clone());
+                    }
                 }
                 Some(false) if slot.killing.is_none() => {
+                    self.dirty.insert(id.clone());
                     // Failed its health check: kill it, start the next
                     // attempt after the backoff.
                     let run = slot.run.take();
@@ -286,7 +315,10 @@ impl Instances {
                 Some(false) => run.healthy_since = None,
                 None if !checked => {
                     run.healthy_since.get_or_insert(now);
-                    slot.failures = 0;
+                    if slot.failures != 0 {
+                        slot.failures = 0;
+                        self.dirty.insert(id.clone());
+                    }
                 }
                 None => {}
             }
@@ -301,7 +333,7 @@ impl Instances {
         strategy_of: &dyn Fn(&str) -> UnreachableStrategy,
         now: Timestamp,
     ) {
-        for slot in self.slots.values_mut() {
+        for (id, slot) in &mut self.slots {
             let Some(run) = &slot.run else { continue };
             let Some(since) = run.unreachable_since else {
                 continue;
@@ -315,6 +347,7 @@ impl Instances {
             if let Some(run) = slot.run.take() {
                 self.strays.insert(run.task_id, run.agent_id);
             }
+            self.dirty.insert(id.clone());
             slot.attempt += 1;
             slot.not_before = now;
         }
