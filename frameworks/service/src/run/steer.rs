@@ -83,3 +83,49 @@ pub fn steer(
 
 #[cfg(test)]
 mod tests;
+
+/// Keeps an app without a running deployment at its instance count, as
+/// Marathon's scale check does: creates the slots missing (of its current
+/// config `version`) or kills the extra ones (`youngest_first` or oldest
+/// first, those not running first). Returns whether anything changed.
+pub fn keep_count(
+    app: &str,
+    version: Timestamp,
+    wanted: u32,
+    youngest_first: bool,
+    instances: &mut Instances,
+    new_id: &mut dyn FnMut() -> String,
+    now: Timestamp,
+) -> bool {
+    let mut live: Vec<(String, bool, Timestamp)> = instances
+        .of_app(app)
+        .filter(|(_, s)| s.killing.is_none())
+        .map(|(id, s)| {
+            let running = s.run.as_ref().is_some_and(|r| r.healthy_since.is_some());
+            (id.clone(), running, s.created_at)
+        })
+        .collect();
+    let have = u32::try_from(live.len()).unwrap_or(u32::MAX);
+    if have < wanted {
+        let ids: Vec<String> = (have..wanted).map(|_| new_id()).collect();
+        instances.create(app, version, &ids, now);
+        return true;
+    }
+    if have > wanted {
+        // Not running first, then by age as killSelection says.
+        live.sort_by(|a, b| {
+            // Ids break ties of age: a later id is younger.
+            let age = if youngest_first {
+                (b.2, &b.0).cmp(&(a.2, &a.0))
+            } else {
+                (a.2, &a.0).cmp(&(b.2, &b.0))
+            };
+            a.1.cmp(&b.1).then(age)
+        });
+        for (id, _, _) in live.into_iter().take((have - wanted) as usize) {
+            instances.kill(&id, true, now);
+        }
+        return true;
+    }
+    false
+}

@@ -162,3 +162,44 @@ fn weights_and_switch_move_the_traffic() {
     assert_eq!(s.ended, Some(State::Succeeded));
     assert!(traffic.weights.is_empty() && traffic.preview.is_none());
 }
+
+#[test]
+fn keep_count_fills_and_trims_an_app_without_a_deployment() {
+    let mut inst = Instances::default();
+    let mut n = 0;
+    let mut ids = || {
+        n += 1;
+        format!("k{n}")
+    };
+    assert!(keep_count(
+        "/web",
+        at(0),
+        3,
+        true,
+        &mut inst,
+        &mut ids,
+        at(0)
+    ));
+    assert_eq!(inst.of_app("/web").count(), 3);
+    assert!(!keep_count(
+        "/web",
+        at(0),
+        3,
+        true,
+        &mut inst,
+        &mut ids,
+        at(1)
+    ));
+    // Trimming to 1: the youngest go first (none runs).
+    assert!(keep_count(
+        "/web",
+        at(0),
+        1,
+        true,
+        &mut inst,
+        &mut ids,
+        at(2)
+    ));
+    let left: Vec<&String> = inst.of_app("/web").map(|(id, _)| id).collect();
+    assert_eq!(left, ["k1"], "never-run slots go at once, youngest first");
+}
