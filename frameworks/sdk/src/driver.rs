@@ -210,13 +210,17 @@ pub async fn subscribe(
     let deadline = Instant::now() + config.connect_timeout;
     let sub = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let why =
-            match tokio::time::timeout(left, attempt(&mut masters, &config, &id, !resubscribing, deadline)).await {
-                Ok(Ok(sub)) => break sub,
-                Ok(Err(AttemptError::Fatal(e))) => return Err(e),
-                Ok(Err(AttemptError::Retry(why))) => why,
-                Err(_) => format!("no subscription within {:?}", config.connect_timeout),
-            };
+        let why = match tokio::time::timeout(
+            left,
+            attempt(&mut masters, &config, &id, !resubscribing, deadline),
+        )
+        .await
+        {
+            Ok(Ok(sub)) => break sub,
+            Ok(Err(AttemptError::Fatal(e))) => return Err(e),
+            Ok(Err(AttemptError::Retry(why))) => why,
+            Err(_) => format!("no subscription within {:?}", config.connect_timeout),
+        };
         tracing::debug!(reason = %why, "subscription attempt failed");
         if Instant::now() + PROBE_INTERVAL >= deadline {
             return Err(SdkError::Transport(why));

@@ -732,9 +732,7 @@ async fn resubscribing_reconciles_the_tasks_believed_live() {
     drop((_fw, _events));
 
     // Off: nothing is asked, on resuming or on re-subscribing.
-    let off = config()
-        .framework_id(&id)
-        .reconcile_on_resubscribe(false);
+    let off = config().framework_id(&id).reconcile_on_resubscribe(false);
     let (fw, mut events) = subscribe(vec![fake.address()], off).await.unwrap();
     assert!(matches!(next(&mut events).await, Event::Subscribed { .. }));
     fw.accept(
