@@ -426,6 +426,58 @@ async fn a_watch_keeps_its_state_exact_across_a_leader_stop() -> anyhow::Result<
     Ok(())
 }
 
+/// The leader the watch reads from is cut off from the other masters (its
+/// gRPC port still answers): it steps down and hears of no more changes,
+/// so its stream stays open and silent. The watch notices that another
+/// master leads, watches there, and ends with the store's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_leaves_a_leader_that_was_cut_off() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    init_logging_with_capture();
+    let ids = [161, 162, 163];
+    let cluster = RaftCluster::start(&ids, &[], RaftSettings::default()).await?;
+    let old = cluster.leader(Duration::from_secs(10)).await?;
+    let others: Vec<u64> = ids.iter().copied().filter(|i| *i != old).collect();
+    let writer = client(&cluster, NS).await?;
+    let watcher = client(&cluster, NS).await?;
+    writer.put("p/a", "1").await?;
+    let mut watch = watcher.watch("p/");
+    let mut follower = Follower::default();
+    follower.apply(next_event(&mut watch, Duration::from_secs(5)).await?)?;
+    assert_eq!(follower.state.len(), 1);
+
+    cluster.faults.isolate(old, &others);
+    let new = cluster
+        .leader_among(&others, Duration::from_secs(10))
+        .await?;
+    // The writer's first call may reach the old leader before it steps
+    // down: outcome unknown, and these writes may be repeated.
+    for txn in [Txn::new().put("p/b", "2"), Txn::new().delete("p/a")] {
+        let mut attempts = 0;
+        while let Err(e) = writer.txn(txn.clone()).await {
+            attempts += 1;
+            ensure!(e.outcome_unknown() && attempts < 5, "{e}");
+        }
+    }
+    let (entries, _) = writer.list("p/").await?;
+    let store = state_of(&entries);
+    assert_eq!(store.keys().collect::<Vec<_>>(), ["p/b"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while follower.state != store {
+        ensure!(
+            Instant::now() < until,
+            "the watch stayed on the cut-off master {old} (leader now {new}): {:?}",
+            follower.state
+        );
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(200), watch.next()).await {
+            follower.apply(event?)?;
+        }
+    }
+    assert!(follower.resets >= 2);
+    cluster.faults.heal();
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Bad input, restart
 // ---------------------------------------------------------------------------

