@@ -93,6 +93,11 @@ pub enum SdkError {
         /// The master's message.
         message: String,
     },
+    /// A request the SDK cannot send as it is (a key-value transaction
+    /// larger than a gRPC message, a lease time to live that is not whole
+    /// seconds); nothing was sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The SDK has no live subscription right now (it is re-subscribing
     /// after a disconnect); retry after the next
     /// [`Event::Subscribed`](crate::Event::Subscribed).
@@ -122,7 +127,9 @@ impl SdkError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SdkError::InvalidConfig(_) | SdkError::InvalidTask { .. } => ErrorKind::Invalid,
+            SdkError::InvalidConfig(_)
+            | SdkError::InvalidTask { .. }
+            | SdkError::InvalidRequest(_) => ErrorKind::Invalid,
             SdkError::Rpc { kind, .. } => *kind,
             SdkError::NotSubscribed => ErrorKind::NotSubscribed,
             SdkError::Removed(_) => ErrorKind::Removed,
@@ -245,6 +252,11 @@ mod tests {
                     task_id: "t".to_owned(),
                     reason: String::new(),
                 },
+                ErrorKind::Invalid,
+                false,
+            ),
+            (
+                SdkError::InvalidRequest(String::new()),
                 ErrorKind::Invalid,
                 false,
             ),

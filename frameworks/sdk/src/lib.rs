@@ -26,6 +26,10 @@
 //!   `berth task pending`, and publishes them again after a
 //!   re-subscription.
 //!
+//! - keeps a framework's state in the masters' replicated key-value store
+//!   and chooses its active instance with a lease ([`kv`]), following the
+//!   leader as the rest of the SDK does;
+//!
 //! - runs a framework for you if you let it ([`runtime`]): you state your
 //!   intent (the tasks you want), a pure function decides the calls that
 //!   close the gap to what the cluster has, and the runtime makes them,
@@ -40,7 +44,8 @@
 //! [`FrameworkConfig::reconcile_on_resubscribe`]; you need not call
 //! [`Framework::reconcile_all`] yourself).
 //!
-//! What it is not: it persists nothing. It does not retry calls (an
+//! What it is not: it persists nothing by itself (the [`kv`] client stores
+//! what you give it). It does not retry scheduler calls (an
 //! `ACCEPT` is not idempotent), hold offers for you, or re-launch anything;
 //! after a re-subscription your held offers are void. If you need to survive
 //! your own restart, store the framework id and pass it back in
@@ -91,6 +96,7 @@ mod driver;
 mod error;
 mod events;
 mod framework;
+pub mod kv;
 mod packing;
 pub mod runtime;
 
