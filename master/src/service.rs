@@ -29,6 +29,15 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The gRPC metadata key naming the leader's address on redirects.
 pub const LEADER_METADATA_KEY: &str = "berth-leader";
 
+/// The gRPC metadata key a follower's refusal carries, with the value
+/// [`NOT_TAKEN`]: the call was not proposed, so sending it again (to the
+/// leader) cannot apply it twice. A leader that lost leadership with the
+/// call in flight answers the same code without it: outcome unknown.
+pub const CALL_METADATA_KEY: &str = "berth-call";
+
+/// See [`CALL_METADATA_KEY`].
+pub const NOT_TAKEN: &str = "not-taken";
+
 /// The gRPC status of a call error: one code per variant, the message as
 /// the core wrote it; redirects carry the leader's address in the
 /// `berth-leader` metadata, which the SDK, the agent and the CLI follow.
@@ -49,10 +58,15 @@ pub(crate) fn status(e: CallError) -> Status {
         CallError::FailedPrecondition(m) => Status::failed_precondition(m),
         CallError::Unavailable(m) => Status::unavailable(m),
         CallError::Internal(m) => Status::internal(m),
-        CallError::NotLeader { ref leader } | CallError::OutcomeUnknown { ref leader } => {
-            let message = e.to_string();
-            redirect(leader.clone(), message)
+        CallError::NotLeader { ref leader } => {
+            let mut status = redirect(leader.clone(), e.to_string());
+            status.metadata_mut().insert(
+                CALL_METADATA_KEY,
+                tonic::metadata::MetadataValue::from_static(NOT_TAKEN),
+            );
+            status
         }
+        CallError::OutcomeUnknown { ref leader } => redirect(leader.clone(), e.to_string()),
     }
 }
 
@@ -582,6 +596,13 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("10.0.0.1:5050")
         );
+        assert_eq!(
+            s.metadata()
+                .get(CALL_METADATA_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some(NOT_TAKEN),
+            "a follower's refusal says the call was not taken"
+        );
 
         let s = status(CallError::NotLeader { leader: None });
         assert_eq!(
@@ -594,6 +615,10 @@ mod tests {
             leader: Some("10.0.0.2:5050".into()),
         });
         assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(
+            s.metadata().get(CALL_METADATA_KEY).is_none(),
+            "an outcome unknown is not 'not taken'"
+        );
         assert!(
             s.message().starts_with("this master lost leadership")
                 && s.message().ends_with(

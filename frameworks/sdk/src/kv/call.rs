@@ -32,7 +32,12 @@ pub(super) fn not_taken(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }
-    if status.message().starts_with(NOT_LEADER_PREFIX) {
+    // The master marks a follower's refusal; older masters only say so.
+    let marked = status
+        .metadata()
+        .get("berth-call")
+        .is_some_and(|v| v.as_bytes() == b"not-taken");
+    if marked || status.message().starts_with(NOT_LEADER_PREFIX) {
         return true;
     }
     std::error::Error::source(status)

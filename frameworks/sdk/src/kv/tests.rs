@@ -271,3 +271,18 @@ fn lease_states_name_their_holder() {
     assert_eq!(ttl_seconds(Duration::from_secs(10)).unwrap(), 10);
     assert!(ttl_seconds(Duration::from_secs(u64::from(u32::MAX) + 1)).is_err());
 }
+
+#[test]
+fn the_masters_marker_says_not_taken_whatever_the_message() {
+    let mut marked = Status::unavailable("a follower's words may change");
+    marked
+        .metadata_mut()
+        .insert("berth-call", "not-taken".parse().unwrap());
+    assert!(not_taken(&marked));
+    assert!(!not_taken(&Status::unavailable(
+        "this master lost leadership before the command was committed"
+    )));
+    assert!(not_taken(&Status::unavailable(format!(
+        "{NOT_LEADER_PREFIX}; the leader is at 10.0.0.1:5050"
+    ))));
+}
