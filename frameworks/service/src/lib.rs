@@ -1,4 +1,5 @@
-//! berth's long-running service framework (issue 14): the pure core.
+//! berth's long-running service framework (issue 14): the pure core and
+//! its HTTP API.
 //!
 //! **Built so far** (pure: no IO, no async runtime, no clock reads; time is
 //! an argument):
@@ -27,6 +28,13 @@
 //!   (versioned format, golden bytes). Forced operations and cancelling
 //!   are here (see the module).
 //!
+//! - [`api`] (async, axum; the only module that is not pure): Marathon's
+//!   REST API, a compatible subset (`/v2/apps`, versions, tasks,
+//!   deployments, info, ping; berth's promote and plan), over the
+//!   [`api::ServiceBackend`] trait the runtime implements;
+//!   [`api::InMemory`] is the reference backend over [`state::Services`]
+//!   with fake instances.
+//!
 //! **Not built yet** (the integrator wires these on top): the framework's
 //! IO (offers, launching through the SDK runtime, health and status
 //! events), the key-value client, the gRPC API, the CLI, and the router
@@ -47,6 +55,7 @@
 //! - Fractions (`minimumHealthCapacity`, …) keep six decimals; resources
 //!   three (milli-units).
 
+pub mod api;
 pub mod app;
 pub mod deploy;
 pub mod error;

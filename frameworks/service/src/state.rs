@@ -424,8 +424,10 @@ pub struct OpOutcome {
     pub new_version: bool,
     /// The deployment it started.
     pub deployment: Option<DeploymentId>,
-    /// The deployment it ended (superseded or cancelled).
+    /// The deployment it ended (superseded, cancelled or finished).
     pub ended: Option<DeploymentId>,
+    /// When the operation was applied.
+    pub at: Timestamp,
 }
 
 /// The result of [`Services::apply`]: apply it with [`Services::commit`]

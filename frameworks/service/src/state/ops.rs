@@ -73,6 +73,7 @@ impl Cx<'_> {
             new_version: false,
             deployment: None,
             ended: None,
+            at: self.now,
         }
     }
 
@@ -441,6 +442,7 @@ fn deploy(
         new_version: false,
         deployment: Some(id.clone()),
         ended: superseded.map(|d| d.id),
+        at: now,
     };
     (st, outcome)
 }
@@ -476,6 +478,7 @@ fn deploy_to_none(
         new_version: false,
         deployment: Some(id.clone()),
         ended: superseded.map(|d| d.id),
+        at: now,
     };
     (st, outcome)
 }
