@@ -28,7 +28,7 @@ mod parse;
 mod read;
 mod render;
 pub mod settings;
-mod text;
+pub(crate) mod text;
 mod version;
 
 pub use constraint::{Constraint, ConstraintOp};

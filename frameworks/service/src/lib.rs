@@ -1,4 +1,5 @@
-//! berth's long-running service framework (issue 14): the pure core.
+//! berth's long-running service framework (issue 14): the pure core and
+//! its HTTP API.
 //!
 //! **Built so far** (pure: no IO, no async runtime, no clock reads; time is
 //! an argument):
@@ -17,16 +18,27 @@
 //!   minimum healthy time, progress deadline and auto-revert), scale, start,
 //!   stop, blue/green and canary with analysis of the router's statistics.
 //!
+//! - [`state`]: the framework's intent over all apps (pure): current and
+//!   kept versions, the running deployment and history of each app; the
+//!   operations (add, update, patch, scale, restart, rollback, remove,
+//!   promote, cancel a deployment, record a planner step) checked against
+//!   the whole set with Marathon's refusals ([`error::OpError`]); what an
+//!   operation would do ([`state::PlanView`]); the key-value writes each
+//!   operation causes and [`state::Services::load`] from the stored keys
+//!   (versioned format, golden bytes). Forced operations and cancelling
+//!   are here (see the module).
+//!
+//! - [`api`] (async, axum; the only module that is not pure): Marathon's
+//!   REST API, a compatible subset (`/v2/apps`, versions, tasks,
+//!   deployments, info, ping; berth's promote and plan), over the
+//!   [`api::ServiceBackend`] trait the runtime implements;
+//!   [`api::InMemory`] is the reference backend over [`state::Services`]
+//!   with fake instances.
+//!
 //! **Not built yet** (the integrator wires these on top): the framework's
 //! IO (offers, launching through the SDK runtime, health and status
-//! events), storage of apps, versions and deployments in the master's
-//! key-value API, the HTTP `/v2/...` and gRPC APIs, the CLI, and the
-//! router (a separate crate).
-//!
-//! The planner's [`deploy::Deployment`] derives serde so the integrator can
-//! store it; its stored format has no version or golden bytes yet.
-//! Cancelling a deployment (Marathon's `force`) is the caller's: start a
-//! new [`deploy::Deployment`] from what runs.
+//! events), the key-value client, the gRPC API, the CLI, and the router
+//! (a separate crate).
 //!
 //! Marathon compatibility choices:
 //! - `maxLaunchDelaySeconds` defaults to 300 (Marathon 1.5+; 1.x before it
@@ -43,10 +55,12 @@
 //! - Fractions (`minimumHealthCapacity`, …) keep six decimals; resources
 //!   three (milli-units).
 
+pub mod api;
 pub mod app;
 pub mod deploy;
 pub mod error;
 pub mod run;
+pub mod state;
 pub mod time;
 
 pub use app::{AppDefinition, AppId, AppVersion, Change};

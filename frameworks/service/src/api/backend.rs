@@ -1,0 +1,145 @@
+//! [`ServiceBackend`]: what the HTTP API needs of the framework. The
+//! runtime implements it over the running framework (persist, then
+//! answer); [`super::InMemory`] implements it over a
+//! [`crate::state::Services`] held in memory, as the reference behaviour.
+
+use std::future::Future;
+
+use crate::app::{AppId, AppVersion};
+use crate::deploy::{DeploymentView, InstanceState};
+use crate::error::OpError;
+use crate::state::{Cause, DeploymentId, OpOutcome, PlanView, Request};
+use crate::time::Timestamp;
+
+/// Why the backend could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The operation was refused; nothing changed (Marathon's status, see
+    /// [`OpError::status`]).
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The framework cannot answer now: not the active instance, storage
+    /// failed (HTTP 503). The message is shown to the client.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Instance counts of an app, as Marathon's `tasksStaged` & co.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Launched, not running yet.
+    pub staged: u32,
+    /// Running (healthy or not).
+    pub running: u32,
+    /// Running and passing health checks.
+    pub healthy: u32,
+    /// Running and failing health checks.
+    pub unhealthy: u32,
+}
+
+/// An app as GET /v2/apps shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppStatus {
+    /// The current version.
+    pub version: AppVersion,
+    /// The running deployment.
+    pub deployment: Option<DeploymentId>,
+    /// Its instances, counted.
+    pub counts: TaskCounts,
+}
+
+/// One instance, as GET /v2/tasks shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The instance's (task's) id.
+    pub id: String,
+    /// Its app.
+    pub app: AppId,
+    /// The agent's host name (empty while staging).
+    pub host: String,
+    /// The agent's id (empty while staging).
+    pub agent_id: String,
+    /// Host ports, in the app's port order.
+    pub ports: Vec<u16>,
+    /// The app's service ports.
+    pub service_ports: Vec<u16>,
+    /// Its state.
+    pub state: InstanceState,
+    /// Health: `None` when the app has no health checks.
+    pub healthy: Option<bool>,
+    /// The config version it runs.
+    pub version: Timestamp,
+    /// When it was launched.
+    pub staged_at: Timestamp,
+    /// When it started running.
+    pub started_at: Option<Timestamp>,
+}
+
+/// A running deployment, as GET /v2/deployments shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentInfo {
+    /// Its id.
+    pub id: DeploymentId,
+    /// Its app.
+    pub app: AppId,
+    /// What started it.
+    pub cause: Cause,
+    /// The version it goes from.
+    pub from: Option<Timestamp>,
+    /// The version it goes to (`None`: removal).
+    pub to: Option<Timestamp>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Where it stands, over the observed instances.
+    pub view: DeploymentView,
+}
+
+/// Who answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameworkInfo {
+    /// The framework id the master gave, once subscribed.
+    pub framework_id: Option<String>,
+    /// Whether this instance is the active one.
+    pub elected: bool,
+    /// The active instance's HTTP address, if known.
+    pub leader: Option<String>,
+}
+
+/// The framework as the HTTP API sees it. Every method may fail with
+/// [`BackendError::Unavailable`]; `apply` persists before it answers.
+pub trait ServiceBackend: Send + Sync + 'static {
+    /// The apps (not those being removed), by id.
+    fn apps(&self) -> impl Future<Output = Result<Vec<AppStatus>, BackendError>> + Send;
+
+    /// One app; `None` when unknown (or being removed).
+    fn app(
+        &self,
+        id: &AppId,
+    ) -> impl Future<Output = Result<Option<AppStatus>, BackendError>> + Send;
+
+    /// An app's kept versions, oldest first; `None` when the app is
+    /// unknown.
+    fn versions(
+        &self,
+        id: &AppId,
+    ) -> impl Future<Output = Result<Option<Vec<AppVersion>>, BackendError>> + Send;
+
+    /// Applies an operation: checked, persisted, then answered.
+    fn apply(&self, req: Request) -> impl Future<Output = Result<OpOutcome, BackendError>> + Send;
+
+    /// What an operation would do; changes nothing.
+    fn plan(&self, req: Request) -> impl Future<Output = Result<PlanView, BackendError>> + Send;
+
+    /// Instances of one app, or of all apps.
+    fn instances(
+        &self,
+        app: Option<&AppId>,
+    ) -> impl Future<Output = Result<Vec<InstanceInfo>, BackendError>> + Send;
+
+    /// The running deployments.
+    fn deployments(&self)
+    -> impl Future<Output = Result<Vec<DeploymentInfo>, BackendError>> + Send;
+
+    /// Who answers.
+    fn info(&self) -> impl Future<Output = Result<FrameworkInfo, BackendError>> + Send;
+}

@@ -1,0 +1,246 @@
+//! Refusals: each with Marathon's status and body, and nothing changed.
+
+use super::*;
+
+#[tokio::test]
+async fn an_invalid_definition_is_422_with_field_paths() {
+    let api = Api::new();
+    let bad = with(MARATHON_APP, |v| {
+        v["upgradeStrategy"]["minimumHealthCapacity"] = json!(1.5);
+        v["cpus"] = json!(-1);
+    });
+    let a = api.call("POST", "/v2/apps", Some(&bad)).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(a.body["message"], "Object is not valid");
+    let paths: Vec<&str> = a.body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"/upgradeStrategy/minimumHealthCapacity"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/cpus"), "{paths:?}");
+    assert_eq!(
+        api.call("GET", "/v2/apps", None).await.body,
+        json!({"apps": []})
+    );
+}
+
+#[tokio::test]
+async fn conflicts_with_other_apps_are_refused() {
+    let api = Api::new();
+    api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    let again = api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(
+        again.body,
+        json!({"message": "An app with id [/shop/web] already exists."})
+    );
+    let group = api
+        .call("POST", "/v2/apps", Some(r#"{"id": "/shop", "cmd": "x"}"#))
+        .await;
+    assert_eq!(group.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(group.body["details"][0]["path"], "/id");
+    let port = api
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(r#"{"id": "/b", "cmd": "x", "portDefinitions": [{"port": 10080}]}"#),
+        )
+        .await;
+    assert_eq!(port.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(port.body["details"][0]["path"], "/portDefinitions/0/port");
+    let dep = api
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(r#"{"id": "/c", "cmd": "x", "dependencies": ["/nope"]}"#),
+        )
+        .await;
+    assert_eq!(dep.body["details"][0]["path"], "/dependencies/0");
+    assert_eq!(
+        api.call("GET", "/v2/apps", None).await.body["apps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_413_or_415() {
+    let api = Api::new();
+    let a = api
+        .call("POST", "/v2/apps", Some(r#"{"id": "/x", "cmd": }"#))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.body["message"], "Invalid JSON");
+    let why = a.body["details"][0]["errors"][0].as_str().unwrap();
+    assert!(why.contains("line 1 column"), "{why}");
+    let dup = api
+        .call(
+            "POST",
+            "/v2/apps",
+            Some(r#"{"id": "/x", "id": "/y", "cmd": "x"}"#),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::BAD_REQUEST, "{}", dup.body);
+    let t = api
+        .send(
+            "POST",
+            "/v2/apps",
+            Some("text/plain"),
+            Body::from(r#"{"id": "/x", "cmd": "x"}"#),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(t.body["message"].as_str().unwrap().contains("text/plain"));
+    let form = api
+        .send(
+            "PUT",
+            "/v2/apps/x",
+            Some("application/x-www-form-urlencoded"),
+            Body::from("a=b"),
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let huge = format!(r#"{{"id": "/x", "cmd": "{}"}}"#, "a".repeat(MAX_BODY_BYTES));
+    let h = api.call("POST", "/v2/apps", Some(&huge)).await;
+    assert_eq!(h.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Without a Content-Length (a stream), the limit holds too.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..20).map(|_| Ok("x".repeat(64 * 1024))).collect();
+    let s = api
+        .send(
+            "POST",
+            "/v2/apps",
+            Some("application/json"),
+            Body::from_stream(futures::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        api.call("GET", "/v2/apps", None).await.body,
+        json!({"apps": []})
+    );
+}
+
+#[tokio::test]
+async fn unknown_apps_versions_and_deployments_are_404() {
+    let api = Api::new();
+    let g = api.call("GET", "/v2/apps/nope", None).await;
+    assert_eq!(
+        (g.status, g.body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"message": "App '/nope' does not exist"})
+        )
+    );
+    for (m, uri) in [
+        ("GET", "/v2/apps/nope/versions"),
+        ("GET", "/v2/apps/nope/tasks"),
+        ("DELETE", "/v2/apps/nope"),
+        ("POST", "/v2/apps/nope/restart"),
+        ("PATCH", "/v2/apps/nope"),
+    ] {
+        let body = (m == "PATCH").then_some("{}");
+        assert_eq!(
+            api.call(m, uri, body).await.status,
+            StatusCode::NOT_FOUND,
+            "{m} {uri}"
+        );
+    }
+    api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    let v = api
+        .call(
+            "GET",
+            "/v2/apps/shop/web/versions/2001-01-01T00:00:00.000Z",
+            None,
+        )
+        .await;
+    assert_eq!(v.status, StatusCode::NOT_FOUND);
+    assert!(
+        v.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist in version")
+    );
+    let v = api
+        .call("GET", "/v2/apps/shop/web/versions/yesterday", None)
+        .await;
+    assert_eq!(v.status, StatusCode::NOT_FOUND);
+    api.settle().await;
+    let r = api
+        .call(
+            "PUT",
+            "/v2/apps/shop/web",
+            Some(r#"{"version": "2001-01-01T00:00:00.000Z"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let d = api
+        .call("DELETE", "/v2/deployments/not-a-deployment", None)
+        .await;
+    assert_eq!(d.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        d.body["message"],
+        "DeploymentPlan \"not-a-deployment\" does not exist"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused_with_their_place() {
+    let api = Api::new();
+    api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    api.settle().await;
+    let r = api
+        .call(
+            "PUT",
+            "/v2/apps/shop/web",
+            Some(r#"{"version": "2001-01-01T00:00:00.000Z", "cmd": "x"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["details"][0]["path"], "/version");
+    let r = api
+        .call("PUT", "/v2/apps/shop/web", Some(r#"{"version": "soon"}"#))
+        .await;
+    assert_eq!(
+        (r.status, r.body["details"][0]["path"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("/version"))
+    );
+    let r = api
+        .call("PUT", "/v2/apps/shop/web", Some(r#"{"id": "/elsewhere"}"#))
+        .await;
+    assert_eq!(
+        (r.status, r.body["details"][0]["path"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("/id"))
+    );
+    let f = api
+        .call("POST", "/v2/apps/shop/web/restart?force=yes", None)
+        .await;
+    assert_eq!(f.status, StatusCode::BAD_REQUEST);
+    assert!(f.body["message"].as_str().unwrap().contains("force"));
+    let id = api.call("GET", "/v2/apps/Shop_Web", None).await;
+    assert_eq!(id.status, StatusCode::BAD_REQUEST);
+    let l = api.call("GET", "/v2/apps?label=a==b", None).await;
+    assert_eq!(l.status, StatusCode::BAD_REQUEST);
+    let s = api.call("GET", "/v2/tasks?status=lost", None).await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST);
+    let x = api.call("POST", "/v2/apps/shop/web/scale", None).await;
+    assert_eq!(x.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.call("GET", "/v2/groups", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Nothing changed.
+    assert_eq!(
+        api.call("GET", "/v2/deployments", None).await.body,
+        json!([])
+    );
+    let v = api.call("GET", "/v2/apps/shop/web/versions", None).await;
+    assert_eq!(v.body["versions"].as_array().unwrap().len(), 1);
+}
