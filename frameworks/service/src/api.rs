@@ -49,7 +49,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use berth_scheduler_core::error::quoted;
 use serde_json::{Value, json};
 
@@ -66,8 +66,8 @@ mod request;
 use request::{Refusal, app_id, body_value, definition, failed, flag, message, op_failed, reply};
 
 pub use backend::{
-    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, ServiceBackend,
-    TaskCounts,
+    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, OneDeployment,
+    ServiceBackend, TaskCounts, app_status, deployment_info, find_deployment,
 };
 pub use memory::InMemory;
 
@@ -95,7 +95,10 @@ pub fn router<B: ServiceBackend>(backend: Arc<B>) -> Router {
         )
         .route("/v2/tasks", get(all_tasks::<B>))
         .route("/v2/deployments", get(deployments::<B>))
-        .route("/v2/deployments/{id}", delete(cancel_deployment::<B>))
+        .route(
+            "/v2/deployments/{id}",
+            get(one_deployment::<B>).delete(cancel_deployment::<B>),
+        )
         .route("/v2/plan", post(plan::<B>))
         .fallback(|| async { message(StatusCode::NOT_FOUND, "no such resource").into_response() })
         .with_state(backend)
@@ -453,6 +456,40 @@ async fn deployments<B: ServiceBackend>(State(b): State<Arc<B>>) -> Response {
             StatusCode::OK,
             Value::Array(list.iter().map(render::deployment).collect()),
         ),
+        Err(e) => failed(e).into_response(),
+    }
+}
+
+/// berth's: one deployment, running (as in the list) or finished (with
+/// how it ended), so a client can wait for its end.
+async fn one_deployment<B: ServiceBackend>(
+    State(b): State<Arc<B>>,
+    Path(id): Path<String>,
+) -> Response {
+    let unknown = || op_failed(OpError::UnknownDeployment(quoted(&id).to_string()));
+    let Ok(did) = DeploymentId::parse(&id) else {
+        return unknown().into_response();
+    };
+    match b.deployment(&did).await {
+        Ok(Some(OneDeployment::Running(d))) => {
+            let mut v = render::deployment(&d);
+            v["berth"]["result"] = Value::String("running".into());
+            reply(StatusCode::OK, v)
+        }
+        Ok(Some(OneDeployment::Finished(f))) => reply(
+            StatusCode::OK,
+            json!({
+                "id": f.id.as_str(),
+                "affectedApps": [],
+                "berth": {
+                    "cause": f.cause,
+                    "startedAt": f.started_at.to_string(),
+                    "finishedAt": f.finished_at.to_string(),
+                    "result": f.result,
+                },
+            }),
+        ),
+        Ok(None) => unknown().into_response(),
         Err(e) => failed(e).into_response(),
     }
 }

@@ -60,6 +60,7 @@ pub mod app;
 pub mod deploy;
 pub mod error;
 pub mod run;
+pub mod serve;
 pub mod state;
 pub mod time;
 

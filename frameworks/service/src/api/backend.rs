@@ -6,9 +6,12 @@
 use std::future::Future;
 
 use crate::app::{AppId, AppVersion};
-use crate::deploy::{DeploymentView, InstanceState};
+use crate::deploy::{DeploymentView, Instance, InstanceState, Target};
 use crate::error::OpError;
-use crate::state::{Cause, DeploymentId, OpOutcome, PlanView, Request};
+use crate::state::{
+    AppState, Cause, DeploymentId, FinishedDeployment, OpOutcome, PlanView, Request,
+    RunningDeployment, Services,
+};
 use crate::time::Timestamp;
 
 /// Why the backend could not answer.
@@ -140,6 +143,92 @@ pub trait ServiceBackend: Send + Sync + 'static {
     fn deployments(&self)
     -> impl Future<Output = Result<Vec<DeploymentInfo>, BackendError>> + Send;
 
+    /// One deployment, running or finished (while its app keeps it in its
+    /// history); `None` when unknown.
+    fn deployment(
+        &self,
+        id: &DeploymentId,
+    ) -> impl Future<Output = Result<Option<OneDeployment>, BackendError>> + Send;
+
     /// Who answers.
     fn info(&self) -> impl Future<Output = Result<FrameworkInfo, BackendError>> + Send;
+}
+
+/// An app as GET /v2/apps shows it, its instances counted from
+/// `observed` (the planner's view of them).
+#[must_use]
+pub fn app_status(st: &AppState, observed: &[Instance]) -> AppStatus {
+    let mut counts = TaskCounts::default();
+    let target = Target::of(&st.current);
+    for i in observed {
+        if i.state == InstanceState::Staging {
+            counts.staged += 1;
+            continue;
+        }
+        counts.running += 1;
+        if target.health_checks {
+            if target.healthy(i) {
+                counts.healthy += 1;
+            } else {
+                counts.unhealthy += 1;
+            }
+        }
+    }
+    AppStatus {
+        version: st.current.clone(),
+        deployment: st.deployment.as_ref().map(|d| d.id.clone()),
+        counts,
+    }
+}
+
+/// A running deployment as GET /v2/deployments shows it, at `now`.
+#[must_use]
+pub fn deployment_info(
+    st: &AppState,
+    d: &RunningDeployment,
+    observed: &[Instance],
+    now: Timestamp,
+) -> DeploymentInfo {
+    DeploymentInfo {
+        id: d.id.clone(),
+        app: st.id().clone(),
+        cause: d.cause,
+        from: d.from,
+        to: d.to,
+        started_at: d.started_at,
+        view: d.plan.view(observed, now),
+    }
+}
+
+/// One deployment, as `GET /v2/deployments/{id}` (berth's) shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OneDeployment {
+    /// Still running.
+    Running(DeploymentInfo),
+    /// Ended, with how.
+    Finished(FinishedDeployment),
+}
+
+/// Deployment `id` among `services`' running ones and their histories;
+/// `observed` gives an app's instances, for a running one's view.
+pub fn find_deployment(
+    services: &Services,
+    id: &DeploymentId,
+    observed: impl Fn(&AppState) -> Vec<Instance>,
+    now: Timestamp,
+) -> Option<OneDeployment> {
+    if let Some((st, d)) = services.deployment(id) {
+        return Some(OneDeployment::Running(deployment_info(
+            st,
+            d,
+            &observed(st),
+            now,
+        )));
+    }
+    services
+        .all()
+        .flat_map(|st| st.history.iter())
+        .find(|f| f.id == *id)
+        .cloned()
+        .map(OneDeployment::Finished)
 }

@@ -15,8 +15,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::backend::{
-    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, ServiceBackend,
-    TaskCounts,
+    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, OneDeployment,
+    ServiceBackend, app_status, deployment_info, find_deployment,
 };
 use crate::app::{AppId, AppVersion};
 use crate::deploy::{Action, Instance, InstanceState, RouterStats, Target, step};
@@ -175,27 +175,8 @@ impl Mem {
     }
 
     fn status(&self, st: &AppState) -> AppStatus {
-        let mut counts = TaskCounts::default();
-        let target = Target::of(&st.current);
-        for i in self.instances.get(st.id()).into_iter().flatten() {
-            if i.state == InstanceState::Staging {
-                counts.staged += 1;
-                continue;
-            }
-            counts.running += 1;
-            if target.health_checks {
-                if target.healthy(i) {
-                    counts.healthy += 1;
-                } else {
-                    counts.unhealthy += 1;
-                }
-            }
-        }
-        AppStatus {
-            version: st.current.clone(),
-            deployment: st.deployment.as_ref().map(|d| d.id.clone()),
-            counts,
-        }
+        let observed = self.instances.get(st.id()).map_or(&[][..], Vec::as_slice);
+        app_status(st, observed)
     }
 
     fn instance_info(&self, st: &AppState, i: &Instance) -> InstanceInfo {
@@ -282,18 +263,16 @@ impl ServiceBackend for InMemory {
         Ok(m.services
             .deployments()
             .map(|(st, d)| {
-                let observed = m.instances.get(st.id()).cloned().unwrap_or_default();
-                DeploymentInfo {
-                    id: d.id.clone(),
-                    app: st.id().clone(),
-                    cause: d.cause,
-                    from: d.from,
-                    to: d.to,
-                    started_at: d.started_at,
-                    view: d.plan.view(&observed, m.now),
-                }
+                let observed = m.instances.get(st.id()).map_or(&[][..], Vec::as_slice);
+                deployment_info(st, d, observed, m.now)
             })
             .collect())
+    }
+
+    async fn deployment(&self, id: &DeploymentId) -> Result<Option<OneDeployment>, BackendError> {
+        let m = self.lock();
+        let observed = |st: &AppState| m.instances.get(st.id()).cloned().unwrap_or_default();
+        Ok(find_deployment(&m.services, id, observed, m.now))
     }
 
     async fn info(&self) -> Result<FrameworkInfo, BackendError> {

@@ -439,3 +439,37 @@ async fn ping_info_yaml_and_task_filters() {
     let list = api.call("GET", "/v2/apps?cmd=SLEEP", None).await;
     assert_eq!(list.body["apps"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn one_deployment_is_shown_running_then_with_its_result() {
+    let api = Api::new();
+    let a = api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    let dep = a.body["deployments"][0]["id"].as_str().unwrap().to_string();
+    let d = api
+        .call("GET", &format!("/v2/deployments/{dep}"), None)
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.body["berth"]["result"], "running");
+    assert_eq!(d.body["affectedApps"], json!(["/shop/web"]));
+    api.settle().await;
+    let d = api
+        .call("GET", &format!("/v2/deployments/{dep}"), None)
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(
+        d.body["berth"]["result"]["state"], "succeeded",
+        "{}",
+        d.body
+    );
+    assert!(d.body["berth"]["finishedAt"].is_string());
+    let unknown = api
+        .call(
+            "GET",
+            "/v2/deployments/00000000-0000-4000-8000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad = api.call("GET", "/v2/deployments/nope", None).await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,645 @@
+//! The service framework on the SDK runtime: the runtime's [`Scheduler`]
+//! over the apps ([`Services`]), their instances ([`Instances`]) and the
+//! router.
+//!
+//! Every change is stored before it has effects: an operation before it
+//! is answered, a deployment step (with the slots it creates or kills)
+//! before the next decision, a launch's attempt before its accept
+//! (`before_launch`), an attempt's end before its update is acknowledged.
+//! A write that fails stops the framework (fail closed); the next active
+//! instance reads the stored state back and goes on.
+//!
+//! What runs when: the runtime asks [`Scheduler::intent`] before every
+//! decision; [`ServiceFramework::drive`] (after every update, request and
+//! once a second) steps the deployments, keeps apps without one at their
+//! count, replaces instances on unreachable agents, ends drains, probes
+//! readiness and gives the router its table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_proto as pb;
+use berth_router::{DrainOutcome, Router};
+use berth_sdk::BoxError;
+use berth_sdk::kv::{KvClient, LeaseRef};
+use berth_sdk::runtime::{Control, Intent, Scheduler};
+use tokio::sync::mpsc;
+
+use super::handle::Req;
+use super::store::{self, FRAMEWORK_ID_KEY};
+use crate::api::{
+    BackendError, FrameworkInfo, InstanceInfo, app_status, deployment_info, find_deployment,
+};
+use crate::app::{AppId, AppVersion};
+use crate::deploy::{RouterStats, VersionStats};
+use crate::run::agents::{self, Agents};
+use crate::run::instances::{Instances, Killing, Seen};
+use crate::run::readiness;
+use crate::run::routes::{RoutedApp, route_table, service_name};
+use crate::run::steer::{Traffic, keep_count, steer};
+use crate::state::{AppState, DeploymentId, Op, Request, Services};
+use crate::time::Timestamp;
+
+/// How often the framework looks at its deployments without a reason.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the agents are listed again.
+const AGENTS_EVERY: Duration = Duration::from_secs(30);
+/// How long a removed instance may take to finish its requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wall clock as a [`Timestamp`].
+pub(crate) fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp::from_millis(ms)
+}
+
+/// A random id: deployments get UUID-shaped ones, instances `i` and 16
+/// hex digits.
+fn random_u128() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+fn new_instance_id() -> String {
+    format!("i{:016x}", random_u128() as u64)
+}
+
+/// What `changed` received, for `on_changed` to handle.
+#[derive(Debug)]
+enum Woken {
+    Request(Box<Req>),
+    Tick,
+    Ready(String),
+    Drained(String),
+    Lost,
+}
+
+/// The framework. See the module docs.
+pub struct ServiceFramework {
+    pub(super) services: Services,
+    pub(super) instances: Instances,
+    pub(super) traffic: BTreeMap<String, Traffic>,
+    pub(super) agents: Agents,
+    agents_at: Option<tokio::time::Instant>,
+    kv: KvClient,
+    lease: LeaseRef,
+    lost: tokio::sync::watch::Receiver<berth_sdk::kv::LeaseStatus>,
+    masters: Vec<String>,
+    router: Option<Router>,
+    requests: mpsc::Receiver<Req>,
+    tick: tokio::time::Interval,
+    woken: Vec<Woken>,
+    /// Readiness results and finished drains from spawned tasks.
+    events_tx: mpsc::UnboundedSender<Woken>,
+    events_rx: mpsc::UnboundedReceiver<Woken>,
+    /// Instances with a readiness probe in flight.
+    probing: std::collections::HashSet<String>,
+    /// Instances with a drain wait in flight.
+    draining: std::collections::HashSet<String>,
+    /// Per app: the router's last snapshot and the statistics of the last
+    /// full interval.
+    stats: HashMap<String, (Timestamp, berth_router::StatsSnapshot, RouterStats)>,
+    pub(super) framework_id: Option<String>,
+    address: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceFramework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceFramework")
+            .field("apps", &self.services.all().count())
+            .field("instances", &self.instances.slots().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a new framework is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The stored state, read back.
+    pub loaded: store::Loaded,
+    /// The store.
+    pub kv: KvClient,
+    /// The lease held, and its status.
+    pub lease: LeaseRef,
+    /// Flips when the lease is lost.
+    pub lost: tokio::sync::watch::Receiver<berth_sdk::kv::LeaseStatus>,
+    /// The masters (for the agents' list).
+    pub masters: Vec<String>,
+    /// The router, if this process runs one.
+    pub router: Option<Router>,
+    /// The API's requests.
+    pub requests: mpsc::Receiver<Req>,
+    /// This instance's HTTP address, for `/v2/info`.
+    pub address: Option<String>,
+}
+
+impl ServiceFramework {
+    /// A framework from `parts`.
+    #[must_use]
+    pub fn new(parts: Parts) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ServiceFramework {
+            services: parts.loaded.services,
+            instances: parts.loaded.instances,
+            traffic: BTreeMap::new(),
+            agents: Agents::default(),
+            agents_at: None,
+            kv: parts.kv,
+            lease: parts.lease,
+            lost: parts.lost,
+            masters: parts.masters,
+            router: parts.router,
+            requests: parts.requests,
+            tick,
+            woken: Vec::new(),
+            events_tx,
+            events_rx,
+            probing: std::collections::HashSet::new(),
+            draining: std::collections::HashSet::new(),
+            stats: HashMap::new(),
+            framework_id: parts.loaded.framework_id,
+            address: parts.address,
+        }
+    }
+
+    /// The apps by their id's text, removing ones included.
+    fn by_name(&self) -> HashMap<String, &AppState> {
+        self.services
+            .all()
+            .map(|a| (a.id().to_string(), a))
+            .collect()
+    }
+
+    /// Stores `writes` and the changed instance records.
+    async fn store(&mut self, mut writes: Vec<crate::state::Write>) -> Result<(), BoxError> {
+        writes.extend(store::instance_writes(&mut self.instances));
+        if writes.is_empty() {
+            return Ok(());
+        }
+        store::write(&self.kv, &self.lease, writes).await?;
+        Ok(())
+    }
+
+    /// Applies and stores an operation.
+    async fn apply(
+        &mut self,
+        req: &Request,
+    ) -> Result<Result<crate::state::OpOutcome, BackendError>, BoxError> {
+        let id = DeploymentId::from_u128(random_u128());
+        let applied = match self.services.apply(req, now(), id) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(BackendError::Op(e))),
+        };
+        self.store(applied.writes()).await?;
+        match self.services.commit(applied) {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(stale) => Ok(Err(BackendError::Unavailable(stale.to_string()))),
+        }
+    }
+
+    /// Answers a request of the API.
+    async fn answer(&mut self, req: Req) -> Result<(), BoxError> {
+        let now = now();
+        match req {
+            Req::Apps(r) => {
+                let list = self
+                    .services
+                    .apps()
+                    .map(|st| app_status(st, &self.instances.planner_view(&st.id().to_string())))
+                    .collect();
+                let _ = r.send(list);
+            }
+            Req::App(id, r) => {
+                let one = self
+                    .services
+                    .app(&id)
+                    .map(|st| app_status(st, &self.instances.planner_view(&id.to_string())));
+                let _ = r.send(one);
+            }
+            Req::Versions(id, r) => {
+                let v = self
+                    .services
+                    .app(&id)
+                    .map(|st| st.versions().into_iter().cloned().collect());
+                let _ = r.send(v);
+            }
+            Req::Apply(op, r) => {
+                let outcome = self.apply(&op).await?;
+                let _ = r.send(outcome);
+            }
+            Req::Plan(op, r) => {
+                let id = DeploymentId::from_u128(random_u128());
+                let plan = self.services.plan(&op, now, id).map_err(BackendError::Op);
+                let _ = r.send(plan);
+            }
+            Req::Instances(app, r) => {
+                let _ = r.send(self.instance_infos(app.as_ref()));
+            }
+            Req::Deployments(r) => {
+                let list = self
+                    .services
+                    .deployments()
+                    .map(|(st, d)| {
+                        let observed = self.instances.planner_view(&st.id().to_string());
+                        deployment_info(st, d, &observed, now)
+                    })
+                    .collect();
+                let _ = r.send(list);
+            }
+            Req::Deployment(id, r) => {
+                let instances = &self.instances;
+                let observed = |st: &AppState| instances.planner_view(&st.id().to_string());
+                let _ = r.send(find_deployment(&self.services, &id, observed, now));
+            }
+            Req::Info(r) => {
+                let _ = r.send(FrameworkInfo {
+                    framework_id: self.framework_id.clone(),
+                    elected: true,
+                    leader: self.address.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn instance_infos(&self, only: Option<&AppId>) -> Vec<InstanceInfo> {
+        let mut out = Vec::new();
+        for st in self.services.apps() {
+            if only.is_some_and(|id| id != st.id()) {
+                continue;
+            }
+            let name = st.id().to_string();
+            for i in self.instances.planner_view(&name) {
+                let def = st
+                    .by_config_version(i.version)
+                    .map_or(&st.current.definition, |v| &v.definition);
+                let slot = self.instances.slots().get(&i.id);
+                let run = slot.and_then(|s| s.run.as_ref());
+                out.push(InstanceInfo {
+                    id: run.map_or_else(|| i.id.clone(), |r| r.task_id.clone()),
+                    app: st.id().clone(),
+                    host: self
+                        .agents
+                        .places
+                        .get(&i.agent)
+                        .map(|p| p.hostname.clone())
+                        .unwrap_or_default(),
+                    agent_id: i.agent.clone(),
+                    ports: run.map(|r| r.ports.clone()).unwrap_or_default(),
+                    service_ports: def.service_ports(),
+                    state: i.state,
+                    healthy: (!def.health_checks.is_empty()).then_some(i.healthy_since.is_some()),
+                    version: i.version,
+                    staged_at: i.launched_at,
+                    started_at: i.healthy_since,
+                });
+            }
+        }
+        out
+    }
+
+    /// The router's statistics of `app` over its last full analysis
+    /// interval, by config version.
+    fn router_stats(&mut self, app: &str, interval: Duration, now: Timestamp) -> RouterStats {
+        let Some(router) = &self.router else {
+            return RouterStats::new();
+        };
+        let Some(snapshot) = router.stats(&service_name(app, 0)) else {
+            return RouterStats::new();
+        };
+        let entry = self
+            .stats
+            .entry(app.to_owned())
+            .or_insert_with(|| (now, snapshot.clone(), RouterStats::new()));
+        if now.since(entry.0) >= interval {
+            let diff = berth_router::diff(&snapshot, &entry.1);
+            let mut stats = RouterStats::new();
+            for (version, v) in &diff.versions {
+                let Ok(ts) = Timestamp::parse_rfc3339(version) else {
+                    continue;
+                };
+                stats.insert(
+                    ts,
+                    VersionStats {
+                        requests: v.requests,
+                        errors: v.errors(),
+                        p99: v.quantile(0.99),
+                    },
+                );
+            }
+            *entry = (now, snapshot, stats);
+        }
+        entry.2.clone()
+    }
+
+    /// One round of the framework's own work; see the module docs.
+    async fn drive(&mut self) -> Result<(), BoxError> {
+        let now = now();
+        self.refresh_agents().await;
+        let strategies: HashMap<String, crate::app::UnreachableStrategy> = self
+            .services
+            .all()
+            .map(|a| {
+                (
+                    a.id().to_string(),
+                    a.current.definition.unreachable_strategy,
+                )
+            })
+            .collect();
+        self.instances
+            .replace_unreachable(&|app| strategies.get(app).copied().unwrap_or_default(), now);
+        let running: Vec<(String, AppState)> = self
+            .services
+            .all()
+            .map(|a| (a.id().to_string(), a.clone()))
+            .collect();
+        for (name, st) in running {
+            match &st.deployment {
+                Some(d) => {
+                    let interval = match &st.current.definition.deployment.strategy {
+                        crate::app::Strategy::Canary(c) => c.analysis.interval,
+                        _ => Duration::from_secs(30),
+                    };
+                    let stats = self.router_stats(&name, interval, now);
+                    let traffic = self.traffic.entry(name.clone()).or_default();
+                    let mut ids = new_instance_id;
+                    let s = steer(
+                        &name,
+                        &d.plan,
+                        &mut self.instances,
+                        traffic,
+                        &stats,
+                        &mut ids,
+                        now,
+                    );
+                    for e in &s.events {
+                        tracing::warn!(app = %name, "{e}");
+                    }
+                    if s.changed {
+                        let req = Request {
+                            op: Op::Step {
+                                id: d.id.clone(),
+                                plan: s.deployment,
+                            },
+                            force: false,
+                        };
+                        if let Err(e) = self.apply(&req).await? {
+                            tracing::warn!(app = %name, "deployment step not taken: {e}");
+                        }
+                    }
+                }
+                None if !st.removing() => {
+                    let def = &st.current.definition;
+                    let mut ids = new_instance_id;
+                    keep_count(
+                        &name,
+                        st.current.config_version(),
+                        def.instances,
+                        def.kill_selection == crate::app::KillSelection::YoungestFirst,
+                        &mut self.instances,
+                        &mut ids,
+                        now,
+                    );
+                }
+                None => {}
+            }
+        }
+        self.store(Vec::new()).await?;
+        self.probe_readiness();
+        self.wait_drains();
+        self.route().await;
+        Ok(())
+    }
+
+    /// Lists the agents again every [`AGENTS_EVERY`], or at once when an
+    /// instance runs on one the framework does not know.
+    async fn refresh_agents(&mut self) {
+        let unknown = self
+            .instances
+            .slots()
+            .values()
+            .filter_map(|s| s.run.as_ref())
+            .any(|r| !r.agent_id.is_empty() && !self.agents.places.contains_key(&r.agent_id));
+        let due = self.agents_at.is_none_or(|at| at.elapsed() >= AGENTS_EVERY);
+        if !(unknown || due) {
+            return;
+        }
+        self.agents_at = Some(tokio::time::Instant::now());
+        if let Some(views) = berth_sdk::agents::list_agents(&self.masters).await {
+            self.agents = Agents::from_views(&views, agents::resolve).await;
+        }
+    }
+
+    /// Starts a readiness probe for every healthy, unready instance of an
+    /// app with a readiness check.
+    fn probe_readiness(&mut self) {
+        let apps = self.by_name();
+        let mut probes = Vec::new();
+        for (name, st) in &apps {
+            for (id, run) in self.instances.unready(name) {
+                if self.probing.contains(&run.task_id) {
+                    continue;
+                }
+                let Some(slot) = self.instances.slots().get(id) else {
+                    continue;
+                };
+                let Some(version) = st.by_config_version(slot.version) else {
+                    continue;
+                };
+                let Some((check, index)) = readiness::check_of(&version.definition) else {
+                    continue;
+                };
+                let (Some(ip), Some(port)) =
+                    (self.agents.ips.get(&run.agent_id), run.ports.get(index))
+                else {
+                    continue;
+                };
+                probes.push((
+                    run.task_id.clone(),
+                    check.clone(),
+                    std::net::SocketAddr::new(*ip, *port),
+                ));
+            }
+        }
+        for (task, check, addr) in probes {
+            self.probing.insert(task.clone());
+            let tx = self.events_tx.clone();
+            tokio::spawn(async move {
+                let ready = readiness::probe(&check, addr).await;
+                if !ready {
+                    tokio::time::sleep(check.interval).await;
+                }
+                let _ = tx.send(if ready {
+                    Woken::Ready(task)
+                } else {
+                    Woken::Ready(format!("!{task}"))
+                });
+            });
+        }
+    }
+
+    /// Waits (on a task of its own) for every draining instance to have no
+    /// request in flight, or for [`DRAIN_TIMEOUT`].
+    fn wait_drains(&mut self) {
+        let draining: Vec<String> = self
+            .instances
+            .slots()
+            .iter()
+            .filter(|(_, s)| matches!(s.killing, Some(Killing::Draining(_))))
+            .map(|(id, _)| id.clone())
+            .filter(|id| !self.draining.contains(id))
+            .collect();
+        for id in draining {
+            self.draining.insert(id.clone());
+            let tx = self.events_tx.clone();
+            let router = self.router.clone();
+            tokio::spawn(async move {
+                if let Some(router) = router {
+                    // The route table without it is applied first (route()).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let outcome = router.wait_drained(&id, DRAIN_TIMEOUT).await;
+                    if let DrainOutcome::TimedOut { in_flight } = outcome {
+                        tracing::warn!(instance = %id, in_flight, "drain timed out; killing it");
+                    }
+                }
+                let _ = tx.send(Woken::Drained(id));
+            });
+        }
+    }
+
+    /// Gives the router its table.
+    async fn route(&mut self) {
+        let Some(router) = &self.router else { return };
+        let mut apps = BTreeMap::new();
+        for st in self.services.all() {
+            apps.insert(
+                st.id().to_string(),
+                RoutedApp {
+                    definition: &st.current.definition,
+                    traffic: self.traffic.get(&st.id().to_string()),
+                },
+            );
+        }
+        let table = route_table(&apps, &self.instances, &self.agents.ips);
+        if let Err(e) = router.apply(table).await {
+            tracing::warn!("the router refused the table: {e}");
+        }
+    }
+
+    fn versions_lookup(&self) -> impl Fn(&str, Timestamp) -> Option<AppVersion> + '_ {
+        let apps = self.by_name();
+        move |app: &str, v: Timestamp| apps.get(app)?.by_config_version(v).cloned()
+    }
+}
+
+impl Scheduler for ServiceFramework {
+    fn intent(&self) -> Intent {
+        let lookup = self.versions_lookup();
+        let (tasks, stop) = self.instances.intent(&lookup, &self.agents.places, now());
+        let mut intent = Intent::new(tasks);
+        intent.stop = stop;
+        intent
+    }
+
+    async fn on_update(&mut self, status: &pb::TaskStatus) -> Result<Control, BoxError> {
+        let apps = self.by_name();
+        let backoffs: HashMap<String, crate::app::Backoff> = apps
+            .iter()
+            .map(|(n, a)| (n.clone(), a.current.definition.backoff))
+            .collect();
+        let checked: HashMap<String, bool> = apps
+            .iter()
+            .map(|(n, a)| (n.clone(), !a.current.definition.health_checks.is_empty()))
+            .collect();
+        drop(apps);
+        let seen = self.instances.on_status(
+            status,
+            &|app| backoffs.get(app).copied().unwrap_or_default(),
+            &|app| checked.get(app).copied().unwrap_or(false),
+            now(),
+        );
+        if let Seen::Gone { instance } = &seen {
+            self.draining.remove(instance);
+        }
+        self.store(Vec::new()).await?;
+        if !matches!(seen, Seen::Unknown) {
+            self.drive().await?;
+        }
+        Ok(Control::Continue)
+    }
+
+    async fn before_launch(&mut self, tasks: &[pb::TaskInfo]) -> Result<(), BoxError> {
+        let apps: HashMap<String, &AppState> = self
+            .services
+            .all()
+            .map(|a| (a.id().to_string(), a))
+            .collect();
+        let lookup = |app: &str, v: Timestamp| apps.get(app)?.by_config_version(v).cloned();
+        self.instances.launching(tasks, &lookup);
+        drop(apps);
+        self.store(Vec::new()).await
+    }
+
+    async fn on_subscribed(&mut self, framework_id: &str) -> Result<(), BoxError> {
+        if self.framework_id.as_deref() != Some(framework_id) {
+            store::write(
+                &self.kv,
+                &self.lease,
+                vec![(
+                    FRAMEWORK_ID_KEY.to_owned(),
+                    Some(framework_id.as_bytes().to_vec()),
+                )],
+            )
+            .await?;
+            self.framework_id = Some(framework_id.to_owned());
+        }
+        self.drive().await
+    }
+
+    async fn changed(&mut self) -> Control {
+        let woken = tokio::select! {
+            req = self.requests.recv() => match req {
+                Some(req) => Woken::Request(Box::new(req)),
+                None => return Control::Stop,
+            },
+            Some(e) = self.events_rx.recv() => e,
+            _ = self.lost.changed() => Woken::Lost,
+            _ = self.tick.tick() => Woken::Tick,
+        };
+        self.woken.push(woken);
+        Control::Continue
+    }
+
+    async fn on_changed(&mut self) -> Result<Control, BoxError> {
+        for woken in std::mem::take(&mut self.woken) {
+            match woken {
+                Woken::Request(req) => self.answer(*req).await?,
+                Woken::Tick => {}
+                Woken::Ready(task) => match task.strip_prefix('!') {
+                    Some(task) => {
+                        self.probing.remove(task);
+                    }
+                    None => {
+                        self.probing.remove(&task);
+                        self.instances.mark_ready(&task);
+                    }
+                },
+                Woken::Drained(id) => {
+                    self.draining.remove(&id);
+                    self.instances.drained(&id);
+                }
+                Woken::Lost => {
+                    if !matches!(*self.lost.borrow(), berth_sdk::kv::LeaseStatus::Held) {
+                        tracing::error!("lost the lease of the active instance; stopping");
+                        return Ok(Control::Stop);
+                    }
+                }
+            }
+        }
+        self.drive().await?;
+        Ok(Control::Continue)
+    }
+}
