@@ -452,7 +452,7 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
             continue;
         }
         let refusals = observed.task(id).map_or(0, |v| v.refusals);
-        let why = match invalid(&w.task) {
+        let why = match invalid(w) {
             Some(why) => Some(why),
             None if refusals >= policy.max_refusals => Some(format!(
                 "the master refused its launch {refusals} times, last: {}",
@@ -538,11 +538,34 @@ fn given_up(task: &pb::TaskInfo, message: String) -> pb::TaskStatus {
     }
 }
 
-/// Why the master would refuse `task` outright, if it would: its own
+/// Why the master would refuse `w`'s task outright, if it would: its own
 /// fields, its resources, the least a task may ask for. The same rules the
 /// master checks, so a task that breaks them is given up on without a
-/// round trip.
-fn invalid(task: &pb::TaskInfo) -> Option<String> {
+/// round trip. A task placed by the spread pass is checked as it will be
+/// sent: with the health check's port it gets at placement.
+fn invalid(w: &Wanted) -> Option<String> {
+    let placed;
+    let task = match w.placement.as_ref().and_then(|p| p.health_port) {
+        Some(_) => {
+            let mut t = w.task.clone();
+            if let Some(check) = t.health_check.as_mut() {
+                for port in [
+                    check.http.as_mut().map(|h| &mut h.port),
+                    check.tcp.as_mut().map(|t| &mut t.port),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if *port == 0 {
+                        *port = 1;
+                    }
+                }
+            }
+            placed = t;
+            &placed
+        }
+        None => &w.task,
+    };
     if let Err(e) = berth_proto::task::validate_task(task) {
         return Some(e.to_string());
     }

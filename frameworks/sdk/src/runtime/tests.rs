@@ -576,3 +576,45 @@ fn after_a_subscription_suppression_is_said_again_whichever_is_wanted() {
     let d = decide(&Intent::default(), &o, &Policy::default(), Instant::now());
     assert_eq!(d.actions, vec![]);
 }
+
+#[test]
+fn a_spread_task_whose_check_probes_a_port_of_the_offer_is_launched_with_it() {
+    // Its HTTP check's port is 0 until placement gives it one: not
+    // invalid, as the master will see it with the port.
+    let mut t = task("web", "cpus:1;mem:32");
+    t.health_check = Some(pb::HealthCheck {
+        http: Some(pb::HttpCheck {
+            port: 0,
+            path: "/".into(),
+            scheme: "http".into(),
+        }),
+        ..Default::default()
+    });
+    let mut placement = spread::Placement::new("/web");
+    placement.ports = 1;
+    placement.health_port = Some(0);
+    let intent = Intent::new(vec![Wanted::new(t).placement(placement)]);
+    let mut o = subscribed();
+    let mut with_ports = offer("o1", "ag1", 4.0, 1024.0);
+    if let Some(r) = with_ports.resources.as_mut() {
+        r.ports = vec![pb::Range {
+            begin: 31000,
+            end: 31001,
+        }];
+    }
+    o.on_event(&Event::Offers(vec![with_ports]));
+    let d = decide(&intent, &o, &Policy::default(), Instant::now());
+    let launched = d.actions.iter().find_map(|a| match a {
+        Action::Launch { tasks, .. } => Some(tasks.clone()),
+        _ => None,
+    });
+    let tasks = launched.unwrap_or_else(|| panic!("not launched: {:?}", d.actions));
+    let check = tasks[0]
+        .health_check
+        .as_ref()
+        .unwrap()
+        .http
+        .as_ref()
+        .unwrap();
+    assert_eq!(check.port, 31000);
+}
