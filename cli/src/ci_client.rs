@@ -226,9 +226,32 @@ pub(crate) async fn request(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<Reply> {
-    let base = opts.server.trim_end_matches('/');
+    let body = body.map(|v| ("application/json", v.to_string()));
+    request_to(
+        &opts.server,
+        "--server",
+        "the CI framework",
+        method,
+        path,
+        body,
+    )
+    .await
+}
+
+/// One request to a framework's HTTP API at `base` (30 s at most): `flag`
+/// is the option that gave `base`, `what` names the framework in errors,
+/// `body` is a content type and the body.
+pub(crate) async fn request_to(
+    base: &str,
+    flag: &str,
+    what: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> anyhow::Result<Reply> {
+    let base = base.trim_end_matches('/');
     if !base.starts_with("http://") {
-        bail!("--server must be an http:// URL, not {base:?}");
+        bail!("{flag} must be an http:// URL, not {base:?}");
     }
     let uri: hyper::Uri = format!("{base}{path}")
         .parse()
@@ -237,17 +260,17 @@ pub(crate) async fn request(
         Client::builder(TokioExecutor::new()).build_http();
     let mut builder = hyper::Request::builder().method(method).uri(uri);
     let payload = match body {
-        Some(v) => {
-            builder = builder.header("content-type", "application/json");
-            Bytes::from(v.to_string())
+        Some((content_type, text)) => {
+            builder = builder.header("content-type", content_type);
+            Bytes::from(text)
         }
         None => Bytes::new(),
     };
     let req = builder.body(Full::new(payload))?;
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
-        .map_err(|_| anyhow!("the CI framework at {base} did not answer in 30 s"))?
-        .with_context(|| format!("cannot reach the CI framework at {base}"))?;
+        .map_err(|_| anyhow!("{what} at {base} did not answer in 30 s"))?
+        .with_context(|| format!("cannot reach {what} at {base}"))?;
     let status = response.status().as_u16();
     let finished = response
         .headers()

@@ -472,6 +472,16 @@ pub(crate) struct DevArgs {
     /// Agent API address. Anything but loopback needs --insecure.
     #[arg(long, default_value = "127.0.0.1:5051")]
     agent_listen: SocketAddr,
+    /// The service framework's API (Marathon's /v2). Anything but loopback
+    /// needs --insecure.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    service_listen: SocketAddr,
+    /// The router's admin endpoint (/metrics, /healthz, /v1/routes).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    router_admin: SocketAddr,
+    /// Do not start the service framework and its router.
+    #[arg(long)]
+    no_service: bool,
     #[command(flatten)]
     tuning: MasterTuning,
     #[command(flatten)]
@@ -492,6 +502,18 @@ impl DevArgs {
                     advertise: None,
                 },
                 self.shape.api(self.agent_listen),
+                Api {
+                    name: "the service API",
+                    risk: "run any app (any command, on the cluster's agents)",
+                    listen: self.service_listen,
+                    advertise: None,
+                },
+                Api {
+                    name: "the router's admin endpoint",
+                    risk: "read the routes and statistics of every app",
+                    listen: self.router_admin,
+                    advertise: None,
+                },
             ],
             self.exposure.insecure,
         )
@@ -680,9 +702,46 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         &args.shape,
     )
     .await?;
+    // The service framework and its router, on the embedded master.
+    let (service_stop, service) = if args.no_service {
+        (None, None)
+    } else {
+        let listener = bind(args.service_listen, "service framework").await?;
+        let local = listener.local_addr()?;
+        let config = berth_service::serve::ServeConfig {
+            masters: vec![cluster.master_addr.to_string()],
+            name: "service".into(),
+            holder: format!("dev-{}", std::process::id()),
+            listen: local,
+            router: Some(crate::service::router_config(
+                args.service_listen.ip(),
+                args.router_admin,
+            )),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // Its end, for berth dev to see: `Some` with why once it stopped.
+        let (done_tx, done_rx) = tokio::sync::watch::channel::<Option<String>>(None);
+        tokio::spawn(async move {
+            let result = berth_service::serve::serve(config, listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+            let _ = done_tx.send(Some(match result {
+                Ok(()) => "the service framework stopped".to_owned(),
+                Err(e) => format!("the service framework stopped: {e}"),
+            }));
+        });
+        (Some(tx), Some((local, done_rx)))
+    };
+    let service_line = service.as_ref().map_or_else(String::new, |(addr, _)| {
+        format!(
+            "  service: http://{addr}   (export BERTH_SERVICE=http://{addr}); router admin http://{}\n",
+            args.router_admin
+        )
+    });
     // One write, errors ignored: a closed stdout must not stop the daemons.
     let banner = format!(
-        "berth dev is running\n  master: {m}   (export BERTH_MASTER={m})\n  agent:  {a}\n  data:   {}\ntry: berth run -- echo hello\n",
+        "berth dev is running\n  master: {m}   (export BERTH_MASTER={m})\n  agent:  {a}\n{service_line}  data:   {}\ntry: berth run -- echo hello\n",
         args.data_dir.display(),
         m = cluster.master_addr,
         a = cluster.agent_addr,
@@ -693,7 +752,41 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes());
         let _ = out.flush();
     }
-    cluster.run_until(shutdown).await
+    let Some((_, done)) = service else {
+        return cluster.run_until(shutdown).await;
+    };
+    // On shutdown the framework stops first (its tasks keep running), then
+    // the agent and the master.
+    let mut stopped = done.clone();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked_by_signal = asked.clone();
+    let all = async move {
+        shutdown.await;
+        asked_by_signal.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(tx) = service_stop {
+            let _ = tx.send(());
+        }
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stopped.wait_for(Option::is_some)).await;
+    };
+    // The service framework stops on its own only when it must (a failed
+    // write of its state): so does berth dev, with the reason.
+    let mut early = done;
+    let unasked = async move {
+        let why = early.wait_for(Option::is_some).await.map_or_else(
+            |_| "the service framework stopped".to_owned(),
+            |w| w.clone().unwrap_or_default(),
+        );
+        if asked.load(std::sync::atomic::Ordering::SeqCst) {
+            // Stopped because berth dev is stopping: not a failure.
+            std::future::pending::<()>().await;
+        }
+        why
+    };
+    tokio::select! {
+        r = cluster.run_until(all) => r,
+        why = unasked => anyhow::bail!("{why}"),
+    }
 }
 
 #[cfg(test)]
@@ -744,6 +837,7 @@ mod tests {
             &["berth", "dev"],
             &["berth", "ci", "run"],
             &["berth", "ci", "serve"],
+            &["berth", "service", "serve"],
         ] {
             let cli = crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             // ... and on loopback only.

@@ -19,6 +19,7 @@ mod client;
 mod daemons;
 mod members;
 mod run;
+mod service;
 mod table;
 mod task_log;
 
@@ -160,6 +161,11 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
+    /// Long-running services (Marathon-compatible apps and deployments).
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// A process task's supervisor (started by the agent, not by hand):
     /// runs the task described on stdin, masks its output, records its exit
     /// status in the sandbox (the working directory).
@@ -300,6 +306,9 @@ fn daemon_apis(command: &Command) -> Option<(Vec<daemons::Api<'_>>, bool)> {
         Command::Ci {
             command: ci::CiCommand::Run(args),
         } => Some(args.apis()),
+        Command::Service {
+            command: service::ServiceCommand::Serve(args),
+        } => Some(args.apis()),
         _ => None,
     }
 }
@@ -341,6 +350,9 @@ fn main() -> ExitCode {
                         command: ci::CiCommand::Serve(_),
                     } => "info",
                     Command::Ci { .. } => "error",
+                    Command::Service {
+                        command: service::ServiceCommand::Serve(_),
+                    } => "info",
                     _ => "warn",
                 })
             }),
@@ -425,6 +437,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
+        Command::Service { command } => return service::run(command).await,
         // Run by `main` before the runtime starts.
         Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }

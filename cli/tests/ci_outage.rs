@@ -75,6 +75,13 @@ fn a_pipeline_survives_a_30_second_outage_of_its_ci_server() {
     let _dev = ChildProcess(
         Command::new(BERTH)
             .args(["dev", "--listen", &master, "--agent-listen", &agent])
+            // Other tests' berth dev may run at once: no fixed ports.
+            .args([
+                "--service-listen",
+                "127.0.0.1:0",
+                "--router-admin",
+                "127.0.0.1:0",
+            ])
             .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
             .arg("--data-dir")
             .arg(dir.path().join("dev"))

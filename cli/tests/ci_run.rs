@@ -695,6 +695,13 @@ fn start_dev(dir: &Path) -> (ChildProcess, String) {
     let dev = ChildProcess(
         Command::new(BERTH)
             .args(["dev", "--listen", &master, "--agent-listen", &agent])
+            // Other tests' berth dev may run at once: no fixed ports.
+            .args([
+                "--service-listen",
+                "127.0.0.1:0",
+                "--router-admin",
+                "127.0.0.1:0",
+            ])
             .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
             .arg("--kill-tasks-on-shutdown")
             .arg("--data-dir")

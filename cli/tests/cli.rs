@@ -19,6 +19,8 @@ const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 struct Dev {
     child: Child,
     master: String,
+    /// The service framework's API, from the banner.
+    service: String,
     _dir: tempfile::TempDir,
 }
 
@@ -31,6 +33,10 @@ impl Dev {
                 "--listen",
                 "127.0.0.1:0",
                 "--agent-listen",
+                "127.0.0.1:0",
+                "--service-listen",
+                "127.0.0.1:0",
+                "--router-admin",
                 "127.0.0.1:0",
             ])
             .arg("--data-dir")
@@ -50,19 +56,25 @@ impl Dev {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.trim().strip_prefix("master:")
-                    && let Some(addr) = rest.split_whitespace().next()
-                {
-                    let _ = tx.send(addr.to_string());
+                for name in ["master:", "service:"] {
+                    if let Some(rest) = line.trim().strip_prefix(name)
+                        && let Some(addr) = rest.split_whitespace().next()
+                    {
+                        let _ = tx.send(addr.to_string());
+                    }
                 }
             }
         });
         let master = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("berth dev prints the master address");
+        let service = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("berth dev prints the service framework's address");
         let dev = Self {
             child,
             master,
+            service,
             _dir: dir,
         };
         dev.wait_for_agent();
@@ -73,6 +85,7 @@ impl Dev {
         Command::new(BERTH)
             .args(args)
             .env("BERTH_MASTER", &self.master)
+            .env("BERTH_SERVICE", &self.service)
             .output()
             .expect("berth runs")
     }
@@ -337,11 +350,14 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
     let out = dev.berth(&["state", "--json"]);
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state is JSON");
     assert_eq!(state["agents"].as_array().map(Vec::len), Some(1));
-    assert_eq!(
-        state["frameworks"].as_array().map(Vec::len),
-        Some(0),
-        "berth run tears its framework down"
-    );
+    // berth dev's own service framework stays; berth run's are gone.
+    let names: Vec<&str> = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["service"], "berth run tears its framework down");
 
     let status = dev.terminate();
     assert!(
@@ -1107,4 +1123,77 @@ fn berth_runs_exit_codes_agree_with_the_tasks() {
         let _ = e.read_to_string(&mut err);
     }
     assert!(err.contains("was killed"), "{err}");
+}
+
+/// `berth dev` runs the service framework and its router: an app added
+/// with `berth service add --wait` answers on its service port, a bad
+/// definition is refused with its field's path, and the app goes with
+/// `berth service remove`.
+#[test]
+fn berth_dev_serves_apps_through_its_router() {
+    if !std::path::Path::new("/usr/bin/busybox").is_file()
+        && !std::path::Path::new("/bin/busybox").is_file()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but busybox is not installed"
+        );
+        eprintln!("skipping: busybox is not installed");
+        return;
+    }
+    let mut dev = Dev::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let app = dir.path().join("site.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            "id: /demo/site\ncmd: mkdir -p www && echo hello > www/index.html && exec busybox httpd -f -p 127.0.0.1:$PORT0 -h www\ncpus: 0.1\nmem: 32\ninstances: 2\nportDefinitions:\n  - port: {port}\nhealthChecks:\n  - protocol: MESOS_HTTP\n    intervalSeconds: 2\n    timeoutSeconds: 1\n    delaySeconds: 1\n"
+        ),
+    )
+    .expect("write the app");
+    let path = app.display().to_string();
+    let out = dev.berth(&["service", "add", &path, "--wait", "--timeout", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("deployment "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let list = dev.json(&["service", "list"]);
+    assert_eq!(list["apps"][0]["id"], "/demo/site");
+    assert_eq!(list["apps"][0]["tasksRunning"], 2, "{list}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the router listens");
+    std::io::Write::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut s, &mut reply).expect("read");
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello\n"),
+        "{reply:?}"
+    );
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"id": "/demo/bad", "cmd": "true", "cpus": -1, "mem": 32}"#,
+    )
+    .expect("write");
+    let out = dev.berth(&["service", "add", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/cpus"), "{}", text(&out.stderr));
+
+    let out = dev.berth(&["service", "remove", "/demo/site"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = dev.json(&["service", "list"]);
+    assert_eq!(list["apps"], serde_json::json!([]));
+    assert!(dev.terminate().success());
 }

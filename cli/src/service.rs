@@ -1,0 +1,623 @@
+//! `berth service ...`: the service framework (`serve`) and its client
+//! commands over its Marathon-compatible HTTP API.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::ci_client::{Reply, request_to};
+
+/// Where the client commands find the service framework.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServiceOpts {
+    /// The service framework's API (`berth service serve`, `berth dev`).
+    #[arg(
+        long,
+        env = "BERTH_SERVICE",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    service: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// How a change is made.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ChangeOpts {
+    /// Cancel the app's running deployment and start this one from what
+    /// runs (otherwise a running deployment refuses the change).
+    #[arg(long)]
+    force: bool,
+    /// Follow the deployment to its end: exit 0 when it succeeded, 1 when
+    /// it failed or rolled back.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Run the service framework and its router.
+    Serve(ServeArgs),
+    /// Add an app from a file (Marathon's app definition, JSON or YAML).
+    Add {
+        /// The file (`-` for stdin).
+        file: PathBuf,
+        #[command(flatten)]
+        change: ChangeOpts,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Replace an app's definition with a file's (or add it).
+    Update {
+        /// The file (`-` for stdin).
+        file: PathBuf,
+        #[command(flatten)]
+        change: ChangeOpts,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Show what an add or update from a file would do, changing nothing.
+    Plan {
+        /// The file (`-` for stdin).
+        file: PathBuf,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// The apps.
+    List {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// One app's definition and state.
+    Show {
+        /// The app's id (`/shop/web`).
+        id: String,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Set an app's instance count.
+    Scale {
+        /// The app's id.
+        id: String,
+        /// The instance count.
+        instances: u32,
+        #[command(flatten)]
+        change: ChangeOpts,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Replace every instance of an app (a new version of the same
+    /// definition).
+    Restart {
+        /// The app's id.
+        id: String,
+        #[command(flatten)]
+        change: ChangeOpts,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Go back to one of an app's kept versions (`berth service show ID`
+    /// lists them with --json).
+    Rollback {
+        /// The app's id.
+        id: String,
+        /// The version (as shown: `2026-12-07T10:41:49.321Z`).
+        #[arg(value_name = "VERSION")]
+        to: String,
+        #[command(flatten)]
+        change: ChangeOpts,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Remove an app (its instances are stopped).
+    Remove {
+        /// The app's id.
+        id: String,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Let a canary deployment paused for promotion go on.
+    Promote {
+        /// The app's id.
+        id: String,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// The running deployments.
+    Deployments {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// The instances of one app, or of all.
+    Instances {
+        /// The app's id.
+        id: Option<String>,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+}
+
+/// Options of `berth service serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    masters: crate::daemons::MasterList,
+    /// Where the API is served. Anything but loopback needs --insecure.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The framework's name with the masters.
+    #[arg(long, default_value = "service")]
+    name: String,
+    /// This instance's name among the framework's instances (one is
+    /// active, the others wait); default: the host name and process id.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Do not run the router: apps' service ports are not served by this
+    /// process (a standalone router is not built yet).
+    #[arg(long)]
+    no_router: bool,
+    /// The address service ports are opened on. Anything but loopback
+    /// needs --insecure.
+    #[arg(long, default_value = "127.0.0.1")]
+    router_bind: std::net::IpAddr,
+    /// Where the router serves /metrics (Prometheus), /healthz and
+    /// /v1/routes.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    router_admin: SocketAddr,
+    #[command(flatten)]
+    exposure: crate::daemons::Exposure,
+}
+
+impl ServeArgs {
+    /// Its APIs, and whether `--insecure` was given.
+    pub(crate) fn apis(&self) -> (Vec<crate::daemons::Api<'_>>, bool) {
+        let mut apis = vec![crate::daemons::Api {
+            name: "the service API",
+            risk: "run any app (any command, on the cluster's agents)",
+            listen: self.listen,
+            advertise: None,
+        }];
+        if !self.no_router {
+            apis.push(crate::daemons::Api {
+                name: "the router's admin endpoint",
+                risk: "read the routes and statistics of every app",
+                listen: self.router_admin,
+                advertise: None,
+            });
+            apis.push(crate::daemons::Api {
+                name: "the router's service ports",
+                risk: "reach every app's instances",
+                listen: SocketAddr::new(self.router_bind, 0),
+                advertise: None,
+            });
+        }
+        (apis, self.exposure.insecure)
+    }
+}
+
+/// The router's settings of `berth service serve` and `berth dev`.
+pub(crate) fn router_config(
+    bind: std::net::IpAddr,
+    admin: SocketAddr,
+) -> berth_router::RouterConfig {
+    berth_router::RouterConfig {
+        default_bind: bind,
+        admin_addr: Some(admin),
+        ..berth_router::RouterConfig::default()
+    }
+}
+
+/// Runs the service framework until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let holder = args.instance.unwrap_or_else(|| {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "host".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = berth_service::serve::ServeConfig {
+        masters: args.masters.master,
+        name: args.name,
+        holder,
+        listen: local,
+        router: (!args.no_router).then(|| router_config(args.router_bind, args.router_admin)),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "berth service serve is running\n  api: http://{local}   (export BERTH_SERVICE=http://{local})"
+        );
+        let _ = out.flush();
+    }
+    berth_service::serve::serve(config, listener, crate::daemons::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn call(
+    opts: &ServiceOpts,
+    method: &str,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> anyhow::Result<Reply> {
+    request_to(
+        &opts.service,
+        "--service",
+        "the service framework",
+        method,
+        path,
+        body,
+    )
+    .await
+}
+
+/// The reply's JSON, or Marathon's error message (with its field paths).
+fn answer(reply: &Reply) -> anyhow::Result<Value> {
+    let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if reply.status >= 400 {
+        let mut message = v["message"].as_str().map_or_else(
+            || String::from_utf8_lossy(&reply.body).into_owned(),
+            str::to_owned,
+        );
+        for d in v["details"].as_array().into_iter().flatten() {
+            let errors: Vec<&str> = d["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            message.push_str(&format!(
+                "\n  {}: {}",
+                d["path"].as_str().unwrap_or("/"),
+                errors.join("; ")
+            ));
+        }
+        bail!("{message}");
+    }
+    Ok(v)
+}
+
+/// A definition file's content type and text.
+fn definition(file: &Path) -> anyhow::Result<(&'static str, String)> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let yaml = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    Ok((
+        if yaml {
+            "application/yaml"
+        } else {
+            "application/json"
+        },
+        text,
+    ))
+}
+
+/// An app id as a path under `/v2/apps`.
+fn app_path(id: &str) -> String {
+    format!("/v2/apps/{}", id.trim_matches('/'))
+}
+
+fn force_query(force: bool) -> &'static str {
+    if force { "?force=true" } else { "" }
+}
+
+/// Runs a client command; its exit code.
+pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ServiceCommand::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        ServiceCommand::Add { file, change, opts } => {
+            let body = definition(&file)?;
+            let path = format!("/v2/apps{}", force_query(change.force));
+            let v = answer(&call(&opts, "POST", &path, Some(body)).await?)?;
+            let dep = v["deployments"][0]["id"].as_str().map(str::to_owned);
+            changed(&opts, &change, dep, &v).await
+        }
+        ServiceCommand::Update { file, change, opts } => {
+            let (ct, text) = definition(&file)?;
+            let id = berth_service::AppDefinition::from_value(&parse_any(ct, &text)?)
+                .map(|d| d.id.to_string())
+                .map_err(|e| anyhow::anyhow!("{}", e.to_marathon_json()))?;
+            let path = format!(
+                "{}?partialUpdate=false{}",
+                app_path(&id),
+                if change.force { "&force=true" } else { "" }
+            );
+            let v = answer(&call(&opts, "PUT", &path, Some((ct, text))).await?)?;
+            let dep = v["deploymentId"].as_str().map(str::to_owned);
+            changed(&opts, &change, dep, &v).await
+        }
+        ServiceCommand::Plan { file, opts } => {
+            let v = answer(&call(&opts, "POST", "/v2/plan", Some(definition(&file)?)).await?)?;
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::List { opts } => list(&opts).await.map(|()| ExitCode::SUCCESS),
+        ServiceCommand::Show { id, opts } => {
+            let v = answer(&call(&opts, "GET", &app_path(&id), None).await?)?;
+            let mut versions =
+                answer(&call(&opts, "GET", &format!("{}/versions", app_path(&id)), None).await?)?;
+            let mut shown = v["app"].clone();
+            shown["versions"] = versions["versions"].take();
+            outln!("{}", serde_json::to_string_pretty(&shown)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Scale {
+            id,
+            instances,
+            change,
+            opts,
+        } => {
+            let path = format!("{}{}", app_path(&id), force_query(change.force));
+            let body = serde_json::json!({ "instances": instances });
+            change_by(&opts, &change, "PUT", &path, Some(body)).await
+        }
+        ServiceCommand::Restart { id, change, opts } => {
+            let path = format!("{}/restart{}", app_path(&id), force_query(change.force));
+            change_by(&opts, &change, "POST", &path, None).await
+        }
+        ServiceCommand::Rollback {
+            id,
+            to,
+            change,
+            opts,
+        } => {
+            let path = format!("{}{}", app_path(&id), force_query(change.force));
+            let body = serde_json::json!({ "version": to });
+            change_by(&opts, &change, "PUT", &path, Some(body)).await
+        }
+        ServiceCommand::Remove { id, opts } => {
+            let v = answer(&call(&opts, "DELETE", &app_path(&id), None).await?)?;
+            print_change(&opts, v["deploymentId"].as_str(), &v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Promote { id, opts } => {
+            let v =
+                answer(&call(&opts, "POST", &format!("{}/promote", app_path(&id)), None).await?)?;
+            print_change(&opts, v["deploymentId"].as_str(), &v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Deployments { opts } => {
+            deployments(&opts).await.map(|()| ExitCode::SUCCESS)
+        }
+        ServiceCommand::Instances { id, opts } => instances(&opts, id.as_deref())
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn parse_any(content_type: &str, text: &str) -> anyhow::Result<Value> {
+    if content_type == "application/yaml" {
+        yaml_serde::from_str(text).context("the file is not YAML")
+    } else {
+        serde_json::from_str(text).context("the file is not JSON")
+    }
+}
+
+fn print_change(opts: &ServiceOpts, deployment: Option<&str>, v: &Value) -> anyhow::Result<()> {
+    if opts.json {
+        outln!("{}", serde_json::to_string_pretty(v)?)?;
+    } else {
+        match deployment {
+            Some(d) => outln!("deployment {d}")?,
+            None => outln!("nothing to change")?,
+        }
+    }
+    Ok(())
+}
+
+/// Makes a change with one call and follows its deployment.
+async fn change_by(
+    opts: &ServiceOpts,
+    change: &ChangeOpts,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let body = body.map(|b| ("application/json", b.to_string()));
+    let v = answer(&call(opts, method, path, body).await?)?;
+    changed(
+        opts,
+        change,
+        v["deploymentId"].as_str().map(str::to_owned),
+        &v,
+    )
+    .await
+}
+
+/// After a change: its deployment, followed to its end with `--wait`.
+async fn changed(
+    opts: &ServiceOpts,
+    change: &ChangeOpts,
+    deployment: Option<String>,
+    v: &Value,
+) -> anyhow::Result<ExitCode> {
+    print_change(opts, deployment.as_deref(), v)?;
+    let (Some(id), true) = (deployment, change.wait) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(change.timeout);
+    let mut last = String::new();
+    loop {
+        let d = answer(&call(opts, "GET", &format!("/v2/deployments/{id}"), None).await?)?;
+        let b = &d["berth"];
+        if b["result"] == "running" {
+            let line = format!(
+                "{} {} step {}: {} old ({} healthy), {} new ({} healthy){}",
+                b["strategy"].as_str().unwrap_or("?"),
+                b["state"].as_str().unwrap_or("?"),
+                b["step"].as_str().unwrap_or("?"),
+                b["oldInstances"],
+                b["oldHealthy"],
+                b["newInstances"],
+                b["newHealthy"],
+                b["why"]
+                    .as_str()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default(),
+            );
+            if line != last {
+                eprintln!("{line}");
+                last = line;
+            }
+        } else {
+            let state = b["result"]["state"].as_str().unwrap_or("unknown");
+            let why = b["result"]["why"]
+                .as_str()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            eprintln!("deployment {id} {state}{why}");
+            return Ok(if state == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("deployment {id} still running after {} s", change.timeout);
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn list(opts: &ServiceOpts) -> anyhow::Result<()> {
+    let v = answer(&call(opts, "GET", "/v2/apps", None).await?)?;
+    if opts.json {
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                a["id"].as_str().unwrap_or("").to_owned(),
+                format!("{}/{}", a["tasksRunning"], a["instances"]),
+                a["tasksHealthy"].to_string(),
+                a["version"].as_str().unwrap_or("").to_owned(),
+                a["deployments"][0]["id"].as_str().unwrap_or("-").to_owned(),
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        crate::table::render(
+            &["APP", "RUNNING", "HEALTHY", "VERSION", "DEPLOYMENT"],
+            &rows
+        )
+    )?;
+    Ok(())
+}
+
+async fn deployments(opts: &ServiceOpts) -> anyhow::Result<()> {
+    let v = answer(&call(opts, "GET", "/v2/deployments", None).await?)?;
+    if opts.json {
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let b = &d["berth"];
+            vec![
+                d["id"].as_str().unwrap_or("").to_owned(),
+                d["affectedApps"][0].as_str().unwrap_or("").to_owned(),
+                b["strategy"].as_str().unwrap_or("").to_owned(),
+                b["step"].as_str().unwrap_or("").to_owned(),
+                format!("{}/{}", b["oldHealthy"], b["oldInstances"]),
+                format!("{}/{}", b["newHealthy"], b["newInstances"]),
+                b["state"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        crate::table::render(
+            &[
+                "DEPLOYMENT",
+                "APP",
+                "STRATEGY",
+                "STEP",
+                "OLD",
+                "NEW",
+                "STATE"
+            ],
+            &rows
+        )
+    )?;
+    Ok(())
+}
+
+async fn instances(opts: &ServiceOpts, id: Option<&str>) -> anyhow::Result<()> {
+    let path = id.map_or_else(
+        || "/v2/tasks".to_owned(),
+        |id| format!("{}/tasks", app_path(id)),
+    );
+    let v = answer(&call(opts, "GET", &path, None).await?)?;
+    if opts.json {
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let ports: Vec<String> = t["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect();
+            let healthy = match t["healthCheckResults"].as_array() {
+                Some(r) if !r.is_empty() => r[0]["alive"].to_string(),
+                _ => "-".to_owned(),
+            };
+            vec![
+                t["id"].as_str().unwrap_or("").to_owned(),
+                t["appId"].as_str().unwrap_or("").to_owned(),
+                t["host"].as_str().unwrap_or("").to_owned(),
+                ports.join(","),
+                t["state"].as_str().unwrap_or("").to_owned(),
+                healthy,
+                t["version"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        crate::table::render(
+            &[
+                "INSTANCE", "APP", "HOST", "PORTS", "STATE", "HEALTHY", "VERSION"
+            ],
+            &rows
+        )
+    )?;
+    Ok(())
+}
