@@ -81,6 +81,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
             "berth/ci/v1/ci.proto",
             "berth/v1/agent.proto",
             "berth/v1/common.proto",
+            "berth/v1/kv.proto",
             "berth/v1/operator.proto",
             "berth/v1/raft.proto",
             "berth/v1/scheduler.proto",
@@ -108,6 +109,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         "berth/v1/scheduler_pb2_grpc.py",
         "berth/v1/operator_pb2.py",
         "berth/v1/agent_pb2.py",
+        "berth/v1/kv_pb2_grpc.py",
         "berth/ci/v1/ci_pb2.py",
     ] {
         assert!(package.join(module).is_file(), "{module} was not generated");
@@ -135,6 +137,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         "SUBSCRIBED: framework fw-",
         "a megabyte framework id: INVALID_ARGUMENT",
         "Teardown: the framework is gone",
+        "KeyValue: created, refused a stale write, held a lease at epoch 1",
     ] {
         assert!(
             stdout.contains(line),

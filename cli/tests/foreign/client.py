@@ -24,6 +24,8 @@ import grpc  # noqa: E402
 
 import mypkg.berth.ci.v1.ci_pb2 as ci_pb2  # noqa: E402
 import mypkg.berth.v1.agent_pb2 as agent_pb2  # noqa: E402
+import mypkg.berth.v1.kv_pb2 as kv_pb2  # noqa: E402
+import mypkg.berth.v1.kv_pb2_grpc as kv_pb2_grpc  # noqa: E402
 import mypkg.berth.v1.operator_pb2 as operator_pb2  # noqa: E402,F401
 import mypkg.berth.v1.operator_pb2_grpc as operator_pb2_grpc  # noqa: E402
 import mypkg.berth.v1.scheduler_pb2 as scheduler_pb2  # noqa: E402
@@ -112,3 +114,22 @@ refused(
 )
 print("Teardown: the framework is gone")
 events.cancel()
+
+# The key-value store, as a framework keeps its state there.
+kv = kv_pb2_grpc.KeyValueStub(channel)
+create = kv_pb2.KvTxnRequest(
+    namespace="python",
+    compares=[kv_pb2.KvCompare(version=kv_pb2.KeyVersion(key="state", version=0))],
+    ops=[kv_pb2.KvOp(put=kv_pb2.KvPut(key="state", value=b"v1"))],
+)
+written = kv.Txn(create, timeout=10)
+assert [(w.key, w.version) for w in written.written] == [("state", 1)], written
+# The same create again: the key exists now, so the compare fails.
+refused(lambda: kv.Txn(create, timeout=10), grpc.StatusCode.FAILED_PRECONDITION, "is at version 1, not 0")
+assert kv.Get(kv_pb2.KvGetRequest(namespace="python", key="state"), timeout=10).value == b"v1"
+lease = kv.AcquireLease(
+    kv_pb2.AcquireLeaseRequest(namespace="python", name="active", holder="py-1", ttl_seconds=5),
+    timeout=10,
+)
+assert lease.held and lease.epoch == 1, lease
+print(f"KeyValue: created, refused a stale write, held a lease at epoch {lease.epoch}")
