@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use berth_service::serve::{ServeConfig, serve};
@@ -36,12 +36,35 @@ async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no status line: {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies (axum's JSON is not chunked; busybox's is plain).
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    // busybox's CGI answers are chunked.
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+/// A chunked body's data.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 async fn json_of(
@@ -91,43 +114,103 @@ fn site(version: &str, service_port: u16) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_is_deployed_routed_and_rolled_without_failed_requests() -> anyhow::Result<()> {
-    if which_busybox().is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but busybox is not installed"
-        );
-        eprintln!("skipping: busybox is not installed");
-        return Ok(());
-    }
-    berth_tests::init_logging();
-    let cluster = Cluster::start(&["cpus:4;mem:2048;disk:1024;ports:[31000-31099]"]).await?;
-    let masters = vec![cluster.master.addr.to_string()];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = listener.local_addr()?;
-    let service_port = berth_tests::free_port();
-    let config = ServeConfig {
-        masters,
-        name: "service".into(),
-        holder: "test-1".into(),
-        listen: api,
-        router: Some(berth_router::RouterConfig::default()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve(config, listener, async move {
-        let _ = stop_rx.await;
-    }));
-    // The API answers once the lease is held.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http(api, "GET", "/ping", None).await.is_err() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the API did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A master, an agent and the service framework with its router, in this
+/// process.
+struct Harness {
+    cluster: Cluster,
+    api: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), berth_service::serve::ServeError>>,
+}
+
+impl Harness {
+    /// `None` (with a notice) when busybox is missing outside CI. The
+    /// agent offers host ports `ports` (tests running at once need ranges
+    /// of their own: their instances share the machine).
+    async fn start(ports: &str) -> anyhow::Result<Option<Harness>> {
+        if which_busybox().is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but busybox is not installed"
+            );
+            eprintln!("skipping: busybox is not installed");
+            return Ok(None);
+        }
+        berth_tests::init_logging();
+        let cluster =
+            Cluster::start(&[&format!("cpus:4;mem:2048;disk:1024;ports:[{ports}]")]).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api = listener.local_addr()?;
+        let config = ServeConfig {
+            masters: vec![cluster.master.addr.to_string()],
+            name: "service".into(),
+            holder: "test-1".into(),
+            listen: api,
+            router: Some(berth_router::RouterConfig::default()),
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(config, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        // The API answers once the lease is held.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while http(api, "GET", "/ping", None).await.is_err() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the API did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Some(Harness {
+            cluster,
+            api,
+            stop: Some(stop),
+            served,
+        }))
     }
 
+    /// Stops the framework (it must end cleanly), then the agents.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.served).await???;
+        // Stopped (not dropped), the agents kill their tasks: none is left
+        // holding a port for the next test.
+        for agent in &mut self.cluster.agents {
+            agent.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Requests `path` through the router every 20 ms until `stop`: the
+/// statuses seen, in order.
+fn load(
+    front: SocketAddr,
+    path: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Result<u16, String>>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            seen.push(match http(front, "GET", path, None).await {
+                Ok((status, _)) => Ok(status),
+                Err(e) => Err(e.to_string()),
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_is_deployed_routed_and_rolled_without_failed_requests() -> anyhow::Result<()> {
+    let Some(h) = Harness::start("31000-31099").await? else {
+        return Ok(());
+    };
+    let api = h.api;
+    let service_port = berth_tests::free_port();
     let (status, created) =
         json_of(api, "POST", "/v2/apps", Some(&site("v1", service_port))).await?;
     anyhow::ensure!(status == 201, "POST /v2/apps: {status} {created}");
@@ -145,26 +228,7 @@ async fn an_app_is_deployed_routed_and_rolled_without_failed_requests() -> anyho
 
     // A steady load through the router while v2 rolls out.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        tokio::spawn(async move {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match http(front, "GET", "/", None).await {
-                    Ok((200, _)) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("{other:?}"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            errors
-        })
-    };
+    let running = load(front, "/", stop.clone());
     let (status, updated) =
         json_of(api, "PUT", "/v2/apps/site", Some(&site("v2", service_port))).await?;
     anyhow::ensure!(status == 200, "PUT /v2/apps/site: {status} {updated}");
@@ -175,23 +239,119 @@ async fn an_app_is_deployed_routed_and_rolled_without_failed_requests() -> anyho
     let result = deployed(api, &dep, Duration::from_secs(90)).await?;
     assert_eq!(result["state"], "succeeded", "{result}");
     stop.store(true, Ordering::Relaxed);
-    let errors = load.await?;
+    let seen = running.await?;
     let (status, body) = http(front, "GET", "/", None).await?;
     assert_eq!((status, body.trim()), (200, "v2"));
+    let failed: Vec<_> = seen.iter().filter(|s| **s != Ok(200)).collect();
     eprintln!(
-        "rolling update under load: {} requests answered, {} failed",
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
+        "rolling update under load: {} requests, {} failed",
+        seen.len(),
+        failed.len()
     );
-    assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
+    assert!(seen.len() > 20, "the load ran");
     assert!(
-        errors.is_empty(),
-        "failed requests during the rollout: {errors:?}"
+        failed.is_empty(),
+        "failed requests during the rollout: {failed:?}"
     );
+    h.stop().await
+}
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(20), served).await???;
-    Ok(())
+/// A CGI page that answers 500 to about one request in `one_in` (never
+/// with 0), and a static index for the health check.
+fn cgi_site(version: &str, one_in: u32, service_port: u16) -> Value {
+    let fail = if one_in == 0 {
+        String::new()
+    } else {
+        format!(
+            "if [ $((RANDOM %% {one_in})) = 0 ]; then echo \"Status: 500 Internal Server Error\"; fi\\n"
+        )
+    };
+    let mut app = site(version, service_port);
+    app["cmd"] = Value::String(format!(
+        "mkdir -p www/cgi-bin && printf '#!/bin/busybox sh\\n{fail}echo \"Content-Type: text/plain\"\\necho\\necho {version}\\n' > www/cgi-bin/page && chmod +x www/cgi-bin/page && echo ok > www/index.html && exec busybox httpd -f -p 127.0.0.1:$PORT0 -h www"
+    ));
+    app["deployment"] = json!({
+        "strategy": "canary",
+        "canary": {
+            "steps": [{"weight": 20}, {"pause": 60}, {"weight": 100}],
+            "analysis": {"intervalSeconds": 3, "minRequests": 5, "maxErrorRate": 0.05}
+        }
+    });
+    app.as_object_mut().map(|o| o.remove("upgradeStrategy"));
+    app
+}
+
+/// The canary bar in small: a canary that answers 500 to one
+/// request in five is rolled back by the router's own measurements, and
+/// the stable version goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_fails_one_request_in_five_is_rolled_back() -> anyhow::Result<()> {
+    let Some(h) = Harness::start("31100-31199").await? else {
+        return Ok(());
+    };
+    let api = h.api;
+    let service_port = berth_tests::free_port();
+    let front: SocketAddr = format!("127.0.0.1:{service_port}").parse()?;
+    let (status, created) = json_of(
+        api,
+        "POST",
+        "/v2/apps",
+        Some(&cgi_site("v1", 0, service_port)),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "POST /v2/apps: {status} {created}");
+    let dep = created["deployments"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        deployed(api, &dep, Duration::from_secs(60)).await?["state"],
+        "succeeded"
+    );
+    let (status, body) = http(front, "GET", "/cgi-bin/page", None).await?;
+    assert_eq!((status, body.trim()), (200, "v1"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(front, "/cgi-bin/page", stop.clone());
+    let (status, updated) = json_of(
+        api,
+        "PUT",
+        "/v2/apps/site",
+        Some(&cgi_site("v2", 5, service_port)),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "PUT /v2/apps/site: {status} {updated}");
+    let dep = updated["deploymentId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let started = tokio::time::Instant::now();
+    let result = deployed(api, &dep, Duration::from_secs(60)).await?;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let seen = running.await?;
+    assert_eq!(result["state"], "rolledBack", "{result}");
+    let errors = seen.iter().filter(|s| **s != Ok(200)).count();
+    eprintln!(
+        "canary rolled back after {took:?}: {} requests, {errors} errors ({:.1} %): {}",
+        seen.len(),
+        100.0 * errors as f64 / seen.len().max(1) as f64,
+        result["why"]
+    );
+    // The stable version serves alone again.
+    for _ in 0..20 {
+        let (status, body) = http(front, "GET", "/cgi-bin/page", None).await?;
+        assert_eq!((status, body.trim()), (200, "v1"));
+    }
+    let (_, app) = json_of(api, "GET", "/v2/apps/site", None).await?;
+    assert!(
+        app["app"]["cmd"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("echo v1"),
+        "{app}"
+    );
+    h.stop().await
 }
 
 fn which_busybox() -> Option<std::path::PathBuf> {
