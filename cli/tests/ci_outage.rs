@@ -171,10 +171,12 @@ fn a_pipeline_survives_a_30_second_outage_of_its_ci_server() {
         ],
         "{view:#}"
     );
-    let (code, out) = berth(&["ci", "logs", "1", "check", "--server", &server]);
+    // `-f`: the job has ended, but its log may still be being collected
+    // (`logs` without it prints what is stored so far).
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "check", "--server", &server]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("artifact-made-in-the-outage"), "{out}");
-    let (code, out) = berth(&["ci", "logs", "1", "build", "--server", &server]);
+    let (code, out) = berth(&["ci", "logs", "-f", "1", "build", "--server", &server]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("trying again for up to 300s"), "{out}");
 }
