@@ -128,7 +128,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base = args.advertise.unwrap_or_else(|| format!("http://{local}"));
     if !base.starts_with("http://") {
-        bail!("--advertise must be an http:// URL, not {base:?}");
+        bail!(
+            "--advertise must be an http:// URL, not {}",
+            berth_scheduler_core::quoted(&base)
+        );
     }
     let mut config = RunnerConfig::new(args.masters.master, args.data_dir.clone(), base.clone());
     config.max_log_bytes = args.max_log_bytes;
@@ -251,7 +254,10 @@ pub(crate) async fn request_to(
 ) -> anyhow::Result<Reply> {
     let base = base.trim_end_matches('/');
     if !base.starts_with("http://") {
-        bail!("{flag} must be an http:// URL, not {base:?}");
+        bail!(
+            "{flag} must be an http:// URL, not {}",
+            berth_scheduler_core::quoted(base)
+        );
     }
     let uri: hyper::Uri = format!("{base}{path}")
         .parse()
