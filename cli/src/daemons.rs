@@ -734,9 +734,15 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         (Some(tx), Some((local, done_rx)))
     };
     let service_line = service.as_ref().map_or_else(String::new, |(addr, _)| {
+        // Port 0 is bound inside the framework once it is active: the
+        // router logs the address it got.
+        let admin = if args.router_admin.port() == 0 {
+            "a free port (logged when the router starts)".to_owned()
+        } else {
+            format!("http://{}", args.router_admin)
+        };
         format!(
-            "  service: http://{addr}   (export BERTH_SERVICE=http://{addr}); router admin http://{}\n",
-            args.router_admin
+            "  service: http://{addr}   (export BERTH_SERVICE=http://{addr}); router admin {admin}\n"
         )
     });
     // One write, errors ignored: a closed stdout must not stop the daemons.

@@ -250,21 +250,43 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a request answered "standby" (503 from an instance that does
+/// not hold the lease, so nothing was done) is sent again: the lease's
+/// time to live twice, since a standby takes over within one.
+const STANDBY_PATIENCE: Duration = Duration::from_secs(20);
+
 async fn call(
     opts: &ServiceOpts,
     method: &str,
     path: &str,
     body: Option<(&str, String)>,
 ) -> anyhow::Result<Reply> {
-    request_to(
-        &opts.service,
-        "--service",
-        "the service framework",
-        method,
-        path,
-        body,
-    )
-    .await
+    let deadline = tokio::time::Instant::now() + STANDBY_PATIENCE;
+    let mut told = false;
+    loop {
+        let reply = request_to(
+            &opts.service,
+            "--service",
+            "the service framework",
+            method,
+            path,
+            body.clone(),
+        )
+        .await?;
+        let standby =
+            reply.status == 503 && String::from_utf8_lossy(&reply.body).contains("is a standby");
+        if !standby || tokio::time::Instant::now() >= deadline {
+            return Ok(reply);
+        }
+        if !told {
+            eprintln!(
+                "{} is a standby instance of the service framework; waiting for an active one",
+                opts.service
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The reply's JSON, or Marathon's error message (with its field paths).

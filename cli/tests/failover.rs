@@ -10,102 +10,13 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 use berth_sdk::{Event, FrameworkConfig, Strategy};
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+mod common;
+use common::{
+    BERTH, agent, leader, leading, log_file, log_tails, master, operator, signal, unix_now,
+};
 /// raft-rs randomizes the election timeout in [10, 20) ticks of 100 ms.
 const MAX_ELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const TASKS: usize = 1000;
-
-/// Where a daemon's log goes: `<dir>/<name>.log`, for [`log_tails`].
-fn log_file(dir: &Path, name: &str) -> Stdio {
-    std::fs::File::create(dir.join(format!("{name}.log")))
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
-}
-
-/// The last lines of every daemon's log in `dir`, for a failure message.
-fn log_tails(dir: &Path) -> String {
-    let mut out = String::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut logs: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    logs.sort();
-    for log in logs {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        out.push_str(&format!("== {}\n", log.display()));
-        for line in &lines[lines.len().saturating_sub(25)..] {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn master(id: u64, addrs: &[String], dir: &Path) -> ChildProcess {
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    ChildProcess(
-        Command::new(BERTH)
-            .args([
-                "master",
-                "--id",
-                &id.to_string(),
-                "--peers",
-                &peers.join(","),
-            ])
-            .args([
-                "--listen",
-                &addrs[usize::try_from(id).expect("small id") - 1],
-            ])
-            .arg("--data-dir")
-            .arg(dir.join(format!("master-{id}")))
-            .args([
-                "--max-completed-tasks",
-                "5000",
-                "--agent-ping-interval",
-                "0.5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log_file(dir, &format!("master-{id}")))
-            .spawn()
-            .expect("berth master starts"),
-    )
-}
-
-async fn operator(
-    addr: &str,
-) -> Option<pb::operator_client::OperatorClient<tonic::transport::Channel>> {
-    let ch = tonic::transport::Channel::from_shared(pb::endpoint_uri(addr))
-        .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .ok()?;
-    Some(pb::operator_client::OperatorClient::new(ch))
-}
-
-/// The Raft id of the leader, as any live master sees it.
-async fn leader(addrs: &[String]) -> Option<u64> {
-    for a in addrs {
-        if let Some(mut op) = operator(a).await
-            && let Ok(l) = op.get_leader(pb::Empty {}).await
-        {
-            let l = l.into_inner();
-            if l.raft_id != 0 {
-                return Some(l.raft_id);
-            }
-        }
-    }
-    None
-}
 
 /// Whether the leader at `addr` commits a write.
 async fn writes(addr: &str) -> bool {
@@ -252,22 +163,6 @@ async fn sigkill_the_leader_while_launching_a_thousand_tasks() -> anyhow::Result
     Ok(())
 }
 
-/// The master that says it leads (it took over and serves), with its view.
-async fn leading(addrs: &[String]) -> Option<(usize, pb::LeaderInfo)> {
-    for (i, a) in addrs.iter().enumerate() {
-        if let Some(mut op) = operator(a).await
-            && let Ok(Ok(l)) =
-                tokio::time::timeout(Duration::from_millis(500), op.get_leader(pb::Empty {})).await
-        {
-            let l = l.into_inner();
-            if l.leading_since > 0.0 {
-                return Some((i, l));
-            }
-        }
-    }
-    None
-}
-
 /// Waits until a master other than `not` leads and sees every one of
 /// `agents` agents and the framework `framework` connected; returns the
 /// leader's index, when it took over, and the latest `connected_at` of
@@ -328,40 +223,6 @@ async fn reattached(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn signal(child: &ChildProcess, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{sig}");
-}
-
-fn agent(addrs: &[String], dir: &Path, n: usize) -> ChildProcess {
-    ChildProcess(
-        Command::new(BERTH)
-            .args([
-                "agent",
-                "--master",
-                &addrs.join(","),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--work-dir")
-            .arg(dir.join(format!("agent-{n}")))
-            .args(["--resources", "cpus:16;mem:16384"])
-            .stdout(Stdio::null())
-            .stderr(log_file(dir, &format!("agent-{n}")))
-            .spawn()
-            .expect("berth agent starts"),
-    )
 }
 
 /// Issue 12's bar: frameworks and agents re-attach to a new leader within

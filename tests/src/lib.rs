@@ -16,6 +16,7 @@
 
 pub mod campaign;
 pub mod files;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

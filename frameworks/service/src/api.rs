@@ -38,8 +38,10 @@
 //!
 //! Not served: `/v2/groups`, `/v2/pods`, `/v2/queue`, `/v2/events`, PUT
 //! and PATCH of `/v2/apps` (several apps at once), killing tasks, the
-//! `label` filter (refused with 400); `embed` is ignored (counts and
-//! deployments are always embedded).
+//! `label` filter (refused with 400). `embed` (repeatable):
+//! `apps.tasks` / `app.tasks` adds each app's `tasks`; counts and
+//! deployments are always embedded (`apps.counts`, `apps.deployments` are
+//! accepted); any other value is refused with 400.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,7 +136,57 @@ async fn info<B: ServiceBackend>(State(b): State<Arc<B>>) -> Response {
     }
 }
 
-async fn list_apps<B: ServiceBackend>(State(b): State<Arc<B>>, Query(q): Q) -> Response {
+/// Marathon's `embed` parameters (`prefix` is `apps` or `app`): whether
+/// the tasks are asked for; a value berth cannot embed is refused.
+fn embed_tasks(pairs: &[(String, String)], prefix: &str) -> Result<bool, Refusal> {
+    let mut tasks = false;
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "embed") {
+        match v.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+            Some("tasks") => tasks = true,
+            Some("counts" | "deployments") => {}
+            _ => {
+                return Err(message(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "embed {} is not supported by berth ({prefix}.tasks, {prefix}.counts and {prefix}.deployments are)",
+                        quoted(v)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// `app` rendered, with its `tasks` when `with_tasks`.
+async fn app_json<B: ServiceBackend>(
+    b: &B,
+    a: &AppStatus,
+    with_tasks: bool,
+) -> Result<Value, Refusal> {
+    let mut v = render::app(a);
+    if with_tasks {
+        let id = &a.version.definition.id;
+        let list = b.instances(Some(id)).await.map_err(failed)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "tasks".into(),
+                Value::Array(list.iter().map(render::task).collect()),
+            );
+        }
+    }
+    Ok(v)
+}
+
+async fn list_apps<B: ServiceBackend>(
+    State(b): State<Arc<B>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let with_tasks = match embed_tasks(&pairs, "apps") {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let q: HashMap<String, String> = pairs.into_iter().collect();
     if q.contains_key("label") {
         return message(
             StatusCode::BAD_REQUEST,
@@ -148,7 +200,7 @@ async fn list_apps<B: ServiceBackend>(State(b): State<Arc<B>>, Query(q): Q) -> R
     };
     let id = q.get("id").map(|s| s.to_lowercase());
     let cmd = q.get("cmd").map(|s| s.to_lowercase());
-    let list: Vec<Value> = apps
+    let list: Vec<&AppStatus> = apps
         .iter()
         .filter(|a| {
             id.as_ref()
@@ -161,9 +213,15 @@ async fn list_apps<B: ServiceBackend>(State(b): State<Arc<B>>, Query(q): Q) -> R
                     _ => false,
                 })
         })
-        .map(render::app)
-        .collect();
-    reply(StatusCode::OK, json!({ "apps": list }))
+        .collect::<Vec<_>>();
+    let mut out = Vec::with_capacity(list.len());
+    for a in list {
+        match app_json(&*b, a, with_tasks).await {
+            Ok(v) => out.push(v),
+            Err(r) => return r.into_response(),
+        }
+    }
+    reply(StatusCode::OK, json!({ "apps": out }))
 }
 
 /// `force` and a whole app definition in the body.
@@ -229,6 +287,7 @@ async fn change<B: ServiceBackend>(b: &B, req: Request) -> Result<Response, Refu
 async fn get_under<B: ServiceBackend>(
     State(b): State<Arc<B>>,
     Path(rest): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let run = async {
         if let Some((app, v)) = rest.rsplit_once("/versions/") {
@@ -267,8 +326,12 @@ async fn get_under<B: ServiceBackend>(
             return tasks(&*b, Some(&id), None).await;
         }
         let id = app_id(&rest)?;
+        let with_tasks = embed_tasks(&pairs, "app")?;
         match b.app(&id).await.map_err(failed)? {
-            Some(a) => Ok(reply(StatusCode::OK, json!({ "app": render::app(&a) }))),
+            Some(a) => Ok(reply(
+                StatusCode::OK,
+                json!({ "app": app_json(&*b, &a, with_tasks).await? }),
+            )),
             None => Err(op_failed(OpError::UnknownApp(id))),
         }
     };

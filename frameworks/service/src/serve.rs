@@ -75,6 +75,15 @@ pub async fn serve(
     )
     .await?;
     let lease = Lease::new(&kv, store::LEASE, &config.holder, LEASE_TTL)?;
+    // The API answers from the start: 503 while this instance is a
+    // standby, the framework's API once it is the active one.
+    let (api_tx, api_rx) = tokio::sync::watch::channel(None);
+    let api = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, front(api_rx)).await {
+            tracing::error!("the HTTP API stopped: {e}");
+        }
+    });
+    let _stop_api = AbortOnDrop(api);
     tracing::info!(holder = %config.holder, "waiting to be the active instance");
     let guard = tokio::select! {
         g = lease.campaign() => g?,
@@ -92,13 +101,13 @@ pub async fn serve(
         ),
         None => None,
     };
-    let address = listener.local_addr().ok().map(|a| a.to_string());
-    let app = crate::api::router(std::sync::Arc::new(Handle::new(tx)));
-    let api = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the HTTP API stopped: {e}");
-        }
-    });
+    if let Some(admin) = router.as_ref().and_then(berth_router::Router::admin_addr) {
+        tracing::info!("the router's admin endpoint: http://{admin}");
+    }
+    let address = Some(config.listen.to_string());
+    let _ = api_tx.send(Some(crate::api::router(std::sync::Arc::new(Handle::new(
+        tx,
+    )))));
     let mut fw_config =
         FrameworkConfig::new(config.name.clone()).failover_timeout(FAILOVER_TIMEOUT);
     if let Some(id) = &loaded.framework_id {
@@ -119,10 +128,42 @@ pub async fn serve(
         r = runtime.run(&mut framework) => r.map(|_| ()).map_err(ServeError::from),
         () = &mut shutdown => Ok(()),
     };
-    api.abort();
+    let _ = api_tx.send(None);
     cancel.cancel();
     if let Err(e) = guard.release().await {
         tracing::debug!("releasing the lease: {e}");
     }
     result
+}
+
+/// The API's front: each request goes to the framework's API once this
+/// instance is active, and is answered 503 before (a standby) and after.
+fn front(api: tokio::sync::watch::Receiver<Option<axum::Router>>) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let app = api.borrow().clone();
+        async move {
+            use axum::response::IntoResponse;
+            use tower::ServiceExt;
+            match app {
+                Some(app) => app.oneshot(req).await.into_response(),
+                None => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({
+                        "message": "this instance of the service framework is a standby: \
+                                    another instance holds the lease and serves the API"
+                    })),
+                )
+                    .into_response(),
+            }
+        }
+    })
+}
+
+/// Aborts a task when dropped (the API's server, on every way out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -152,9 +152,9 @@ impl Harness {
         let served = tokio::spawn(serve(config, listener, async move {
             let _ = stop_rx.await;
         }));
-        // The API answers once the lease is held.
+        // The API answers 503 until the lease is held.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while http(api, "GET", "/ping", None).await.is_err() {
+        while !matches!(http(api, "GET", "/ping", None).await, Ok((200, _))) {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "the API did not come up"

@@ -473,3 +473,42 @@ async fn one_deployment_is_shown_running_then_with_its_result() {
     let bad = api.call("GET", "/v2/deployments/nope", None).await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn embed_adds_tasks_and_refuses_what_it_cannot_embed() {
+    let api = Api::new();
+    let a = api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let plain = api.call("GET", "/v2/apps", None).await;
+    assert!(
+        plain.body["apps"][0].get("tasks").is_none(),
+        "{}",
+        plain.body
+    );
+    let l = api
+        .call("GET", "/v2/apps?embed=apps.counts&embed=apps.tasks", None)
+        .await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.body);
+    assert_eq!(l.body["apps"][0]["tasks"].as_array().map(Vec::len), Some(3));
+    assert_eq!(l.body["apps"][0]["tasks"][0]["appId"], "/shop/web");
+    let one = api
+        .call("GET", "/v2/apps/shop/web?embed=app.tasks", None)
+        .await;
+    assert_eq!(one.body["app"]["tasks"].as_array().map(Vec::len), Some(3));
+    for bad in [
+        "/v2/apps?embed=apps.lastTaskFailure",
+        "/v2/apps?embed=app.tasks",
+        "/v2/apps/shop/web?embed=apps.tasks",
+    ] {
+        let r = api.call("GET", bad, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("embed"),
+            "{}",
+            r.body
+        );
+    }
+}

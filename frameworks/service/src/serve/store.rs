@@ -5,6 +5,8 @@
 //! by the active instance's lease, so an instance that lost it without
 //! knowing cannot overwrite what its successor wrote.
 
+use std::time::Duration;
+
 use berth_sdk::kv::{KvClient, LeaseRef, Txn};
 
 use crate::run::instances::Instances;
@@ -86,9 +88,15 @@ pub fn instance_writes(instances: &mut Instances) -> Vec<Write> {
 
 /// Writes `writes`, fenced by `lease`, in as few transactions as fit.
 ///
+/// A transaction whose outcome is unknown (the leading master was lost
+/// while it was in flight) is sent again until it is answered, for up to
+/// [`UNKNOWN_OUTCOME_PATIENCE`]: its operations put whole values and
+/// delete keys, so applying it twice leaves what applying it once does,
+/// and its lease compare still fences it.
+///
 /// # Errors
-/// [`StoreError::Kv`] when a transaction is refused (the lease is lost)
-/// or its outcome is unknown: the caller stops (fail closed).
+/// [`StoreError::Kv`] when a transaction is refused (the lease is lost),
+/// or its outcome stays unknown: the caller stops (fail closed).
 pub async fn write(kv: &KvClient, lease: &LeaseRef, writes: Vec<Write>) -> Result<(), StoreError> {
     let mut txn = Txn::new().if_lease(lease);
     let mut ops = 0;
@@ -96,8 +104,7 @@ pub async fn write(kv: &KvClient, lease: &LeaseRef, writes: Vec<Write>) -> Resul
     for (key, value) in writes {
         let size = key.len() + value.as_ref().map_or(0, Vec::len);
         if ops > 0 && (ops >= OPS_PER_TXN || bytes + size > BYTES_PER_TXN) {
-            kv.txn(std::mem::replace(&mut txn, Txn::new().if_lease(lease)))
-                .await?;
+            send(kv, std::mem::replace(&mut txn, Txn::new().if_lease(lease))).await?;
             ops = 0;
             bytes = 0;
         }
@@ -109,7 +116,28 @@ pub async fn write(kv: &KvClient, lease: &LeaseRef, writes: Vec<Write>) -> Resul
         bytes += size;
     }
     if ops > 0 {
-        kv.txn(txn).await?;
+        send(kv, txn).await?;
     }
     Ok(())
+}
+
+/// How long a write whose outcome is unknown is tried again: a leader
+/// election takes about two seconds, a takeover of the masters' clients a
+/// few more.
+pub const UNKNOWN_OUTCOME_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One transaction of whole puts and deletes, sent again while its outcome
+/// is unknown (see [`write`]).
+async fn send(kv: &KvClient, txn: Txn) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + UNKNOWN_OUTCOME_PATIENCE;
+    loop {
+        match kv.txn(txn.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.outcome_unknown() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!("a state write's outcome is unknown; sending it again: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

@@ -244,3 +244,103 @@ async fn bad_arguments_are_refused_with_their_place() {
     let v = api.call("GET", "/v2/apps/shop/web/versions", None).await;
     assert_eq!(v.body["versions"].as_array().unwrap().len(), 1);
 }
+
+/// The issue's list of bad definitions, each through the API: 422 with the
+/// field's path, and nothing created.
+#[tokio::test]
+async fn each_kind_of_bad_definition_names_its_field() {
+    let api = Api::new();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an unknown field",
+            with(MARATHON_APP, |v| v["replicas"] = json!(3)),
+            "/replicas",
+        ),
+        (
+            "a wrong type",
+            with(MARATHON_APP, |v| v["instances"] = json!("three")),
+            "/instances",
+        ),
+        (
+            "negative resources",
+            with(MARATHON_APP, |v| v["mem"] = json!(-128)),
+            "/mem",
+        ),
+        (
+            "an impossible constraint",
+            with(MARATHON_APP, |v| {
+                v["constraints"] = json!([["hostname", "MAX_PER", "zero"]]);
+            }),
+            "/constraints/0",
+        ),
+        (
+            "an unknown constraint operator",
+            with(MARATHON_APP, |v| {
+                v["constraints"] = json!([["hostname", "NEAR"]]);
+            }),
+            "/constraints/0",
+        ),
+        (
+            "minimumHealthCapacity below 0",
+            with(MARATHON_APP, |v| {
+                v["upgradeStrategy"]["minimumHealthCapacity"] = json!(-0.1);
+            }),
+            "/upgradeStrategy/minimumHealthCapacity",
+        ),
+        (
+            "maximumOverCapacity above 1",
+            with(MARATHON_APP, |v| {
+                v["upgradeStrategy"]["maximumOverCapacity"] = json!(1.5);
+            }),
+            "/upgradeStrategy/maximumOverCapacity",
+        ),
+    ];
+    for (what, body, path) in &cases {
+        let a = api.call("POST", "/v2/apps", Some(body)).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{what}: {}",
+            a.body
+        );
+        let paths: Vec<&str> = a.body["details"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|d| d["path"].as_str()).collect())
+            .unwrap_or_default();
+        // The path names the field, or a part of it.
+        assert!(
+            paths.iter().any(|p| p.starts_with(path)),
+            "{what}: {paths:?} lacks {path}"
+        );
+    }
+    // NaN cannot be written in JSON, but YAML has it.
+    let nan = api
+        .send(
+            "POST",
+            "/v2/apps",
+            Some("application/yaml"),
+            Body::from("id: /nan\ncmd: sleep 1\ncpus: .nan\nmem: 32\n"),
+        )
+        .await;
+    assert_eq!(nan.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", nan.body);
+    assert_eq!(nan.body["details"][0]["path"], "/cpus", "{}", nan.body);
+    assert_eq!(
+        api.call("GET", "/v2/apps", None).await.body,
+        json!({"apps": []})
+    );
+    // A rollback to a version the app never had.
+    api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
+    let before = api.call("GET", "/v2/apps/shop/web", None).await.body;
+    let r = api
+        .call(
+            "PUT",
+            "/v2/apps/shop/web",
+            Some(r#"{"version": "2001-01-01T00:00:00.000Z"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(
+        api.call("GET", "/v2/apps/shop/web", None).await.body,
+        before
+    );
+}
