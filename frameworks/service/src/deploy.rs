@@ -327,6 +327,18 @@ impl Deployment {
         )
     }
 
+    /// When the window of router statistics that the next canary
+    /// analysis judges began: the last analysis, or the moment the canary
+    /// first got a share of the traffic. `None` when no analysis is due
+    /// (not a canary, no traffic share yet, at 100%, rolling back). The
+    /// runtime passes [`step`] the statistics since this moment.
+    pub fn analysis_window(&self) -> Option<Timestamp> {
+        match &self.plan {
+            Plan::Canary(c) => c.analysis_window(),
+            _ => None,
+        }
+    }
+
     /// Lets a paused deployment go on (a canary's `{"pause": null}`, a
     /// blue/green preview) at the next step.
     pub fn promote(&mut self) -> Result<(), PromoteError> {

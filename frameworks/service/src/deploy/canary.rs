@@ -10,7 +10,8 @@
 //!
 //! While B receives traffic (and before the 100% step), every analysis
 //! interval the planner compares B with A on the router's statistics
-//! (passed in, over the last interval): once B had at least `minRequests`
+//! (passed in, counted since [`Deployment::analysis_window`]: the last
+//! analysis, or since B first got traffic): once B had at least `minRequests`
 //! requests, B fails when its error rate is above `maxErrorRate`, its p99
 //! above `maxP99LatencyMs`, its error rate above A's × `maxErrorRateOverStable`
 //! (and more than one point above A's), or its p99 above A's ×
@@ -57,6 +58,12 @@ impl Canary {
             stopping_old: false,
             rolling_back: None,
         }
+    }
+
+    /// See [`Deployment::analysis_window`].
+    pub(super) fn analysis_window(&self) -> Option<Timestamp> {
+        (self.weight > 0 && self.weight < 100 && self.rolling_back.is_none())
+            .then_some(self.last_analysis)
     }
 
     pub(super) fn step_name(&self) -> String {

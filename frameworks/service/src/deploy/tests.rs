@@ -590,3 +590,30 @@ fn canary_steps_pause_and_promote_to_success() {
     assert_eq!(d.state, State::Succeeded);
     assert_eq!((sim.count(A), sim.count(B)), (0, 4));
 }
+
+#[test]
+fn the_analysis_window_starts_with_canary_traffic_and_moves_with_each_analysis() {
+    let (a, b) = (app(4, A, canary_dep()), app(4, B, canary_dep()));
+    let mut sim = Sim::with(A, 4);
+    let good = stats((800, 1), (200, 0));
+    let mut d = Deployment::new(Some(&a), Some(&b), sim.now);
+    run(&mut d, &mut sim, &RouterStats::new());
+    assert_eq!(d.analysis_window(), None, "no traffic share yet");
+    sim.now = sim.now.plus(Duration::from_secs(3));
+    sim.settle(Some(B));
+    run(&mut d, &mut sim, &RouterStats::new());
+    let weighted_at = sim.now;
+    assert_eq!(d.analysis_window(), Some(weighted_at));
+    // Within the interval the window stays; at its end it moves.
+    sim.now = sim.now.plus(Duration::from_secs(29));
+    run(&mut d, &mut sim, &good);
+    assert_eq!(d.analysis_window(), Some(weighted_at));
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    run(&mut d, &mut sim, &good);
+    assert_eq!(d.analysis_window(), Some(sim.now));
+    // A rollback ends the analysis.
+    sim.now = sim.now.plus(Duration::from_secs(30));
+    let acts = run(&mut d, &mut sim, &stats((800, 1), (200, 40)));
+    assert!(acts.iter().any(|a| matches!(a, Action::RollBack { .. })));
+    assert_eq!(d.analysis_window(), None);
+}

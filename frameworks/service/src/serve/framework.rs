@@ -97,9 +97,9 @@ pub struct ServiceFramework {
     probing: std::collections::HashSet<String>,
     /// Instances with a drain wait in flight.
     draining: std::collections::HashSet<String>,
-    /// Per app: the router's last snapshot and the statistics of the last
-    /// full interval.
-    stats: HashMap<String, (Timestamp, berth_router::StatsSnapshot, RouterStats)>,
+    /// Per app with a canary being analysed: the start of its analysis
+    /// window and the router's snapshot at that moment.
+    baselines: HashMap<String, (Timestamp, berth_router::StatsSnapshot)>,
     pub(super) framework_id: Option<String>,
     address: Option<String>,
 }
@@ -159,7 +159,7 @@ impl ServiceFramework {
             events_rx,
             probing: std::collections::HashSet::new(),
             draining: std::collections::HashSet::new(),
-            stats: HashMap::new(),
+            baselines: HashMap::new(),
             framework_id: parts.loaded.framework_id,
             address: parts.address,
         }
@@ -301,38 +301,55 @@ impl ServiceFramework {
         out
     }
 
-    /// The router's statistics of `app` over its last full analysis
-    /// interval, by config version.
-    fn router_stats(&mut self, app: &str, interval: Duration, now: Timestamp) -> RouterStats {
-        let Some(router) = &self.router else {
-            return RouterStats::new();
+    /// Keeps the router's snapshot of `app` at the start of its canary's
+    /// analysis `window` (taken now when the window is new); none without
+    /// a window.
+    fn rebase(&mut self, app: &str, window: Option<Timestamp>) {
+        let Some(start) = window else {
+            self.baselines.remove(app);
+            return;
+        };
+        if self.baselines.get(app).is_some_and(|(at, _)| *at == start) {
+            return;
+        }
+        let snapshot = self
+            .router
+            .as_ref()
+            .and_then(|r| r.stats(&service_name(app, 0)));
+        match snapshot {
+            Some(snapshot) => {
+                self.baselines.insert(app.to_owned(), (start, snapshot));
+            }
+            None => {
+                self.baselines.remove(app);
+            }
+        }
+    }
+
+    /// The router's statistics of `app` since the start of its canary's
+    /// analysis window, by config version (none without a window).
+    fn router_stats(&self, app: &str) -> RouterStats {
+        let mut stats = RouterStats::new();
+        let (Some(router), Some((_, baseline))) = (&self.router, self.baselines.get(app)) else {
+            return stats;
         };
         let Some(snapshot) = router.stats(&service_name(app, 0)) else {
-            return RouterStats::new();
+            return stats;
         };
-        let entry = self
-            .stats
-            .entry(app.to_owned())
-            .or_insert_with(|| (now, snapshot.clone(), RouterStats::new()));
-        if now.since(entry.0) >= interval {
-            let diff = berth_router::diff(&snapshot, &entry.1);
-            let mut stats = RouterStats::new();
-            for (version, v) in &diff.versions {
-                let Ok(ts) = Timestamp::parse_rfc3339(version) else {
-                    continue;
-                };
-                stats.insert(
-                    ts,
-                    VersionStats {
-                        requests: v.requests,
-                        errors: v.errors(),
-                        p99: v.quantile(0.99),
-                    },
-                );
-            }
-            *entry = (now, snapshot, stats);
+        for (version, v) in &berth_router::diff(&snapshot, baseline).versions {
+            let Ok(ts) = Timestamp::parse_rfc3339(version) else {
+                continue;
+            };
+            stats.insert(
+                ts,
+                VersionStats {
+                    requests: v.requests,
+                    errors: v.errors(),
+                    p99: v.quantile(0.99),
+                },
+            );
         }
-        entry.2.clone()
+        stats
     }
 
     /// One round of the framework's own work; see the module docs.
@@ -359,11 +376,10 @@ impl ServiceFramework {
         for (name, st) in running {
             match &st.deployment {
                 Some(d) => {
-                    let interval = match &st.current.definition.deployment.strategy {
-                        crate::app::Strategy::Canary(c) => c.analysis.interval,
-                        _ => Duration::from_secs(30),
-                    };
-                    let stats = self.router_stats(&name, interval, now);
+                    // The analysis judges the requests since its window
+                    // began (a baseline taken now after a failover).
+                    self.rebase(&name, d.plan.analysis_window());
+                    let stats = self.router_stats(&name);
                     let traffic = self.traffic.entry(name.clone()).or_default();
                     let mut ids = new_instance_id;
                     let s = steer(
@@ -378,6 +394,7 @@ impl ServiceFramework {
                     for e in &s.events {
                         tracing::warn!(app = %name, "{e}");
                     }
+                    self.rebase(&name, s.deployment.analysis_window());
                     if s.changed {
                         let req = Request {
                             op: Op::Step {
@@ -392,6 +409,7 @@ impl ServiceFramework {
                     }
                 }
                 None if !st.removing() => {
+                    self.baselines.remove(&name);
                     let def = &st.current.definition;
                     let mut ids = new_instance_id;
                     keep_count(
@@ -404,7 +422,9 @@ impl ServiceFramework {
                         now,
                     );
                 }
-                None => {}
+                None => {
+                    self.baselines.remove(&name);
+                }
             }
         }
         self.store(Vec::new()).await?;
