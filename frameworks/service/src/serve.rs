@@ -1,8 +1,9 @@
 //! `berth service serve`: the service framework as a process. It takes
 //! the active instance's lease in the masters' key-value store (a second
 //! instance waits as a standby), reads its state back, serves Marathon's
-//! HTTP API, runs the router when asked to, and runs the framework on the
-//! SDK runtime until it is stopped or loses the lease.
+//! HTTP API and the gRPC API (`berth.service.v1`) on one port, runs the
+//! router when asked to, and runs the framework on the SDK runtime until
+//! it is stopped or loses the lease.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,7 +94,9 @@ pub async fn serve(
         None => None,
     };
     let address = listener.local_addr().ok().map(|a| a.to_string());
-    let app = crate::api::router(std::sync::Arc::new(Handle::new(tx)));
+    let handle = std::sync::Arc::new(Handle::new(tx));
+    // Marathon's HTTP API and the gRPC API on one port.
+    let app = crate::api::router(handle.clone()).merge(crate::api::grpc::router(handle));
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");
