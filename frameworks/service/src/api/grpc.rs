@@ -33,7 +33,10 @@
 //!
 //! `WatchDeployment` polls the backend every [`WATCH_POLL`] and sends the
 //! deployment whenever what it would send changes; it ends after sending
-//! the deployment finished.
+//! the deployment finished. A removal's finished record goes with its
+//! app, so a removal seen running and then gone is sent finished
+//! (succeeded, at the time the watch noticed): only its end drops the
+//! app.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,6 +60,14 @@ mod tests;
 
 use convert::op_status;
 pub use convert::status;
+
+/// The wall clock, for the end of a removal noticed by a watch.
+fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp::from_millis(ms)
+}
 
 /// How often `WatchDeployment` asks the backend again.
 pub const WATCH_POLL: Duration = Duration::from_millis(200);
@@ -405,6 +416,29 @@ struct Watch<B> {
 }
 
 impl<B: ServiceBackend> Watch<B> {
+    /// The answer when the deployment is no longer known. A removal's
+    /// record goes with its app: once the app is dropped (which only its
+    /// removal's end does), the removal is sent finished, succeeded, at
+    /// the time the watch noticed. Anything else is `NOT_FOUND`.
+    fn vanished(&self) -> Result<pb::Deployment, Status> {
+        match &self.last {
+            Some(m) if m.finished.is_none() && m.to_version.is_none() => {
+                let mut end = m.clone();
+                end.progress = None;
+                end.finished = Some(pb::Finished {
+                    finished_at: wall_clock().to_string(),
+                    state: pb::OutcomeState::Succeeded as i32,
+                    why: None,
+                    by: None,
+                });
+                Ok(end)
+            }
+            _ => Err(op_status(OpError::UnknownDeployment(
+                self.id.as_str().to_owned(),
+            ))),
+        }
+    }
+
     /// The next message to send; `None` once the finished deployment was
     /// sent (or an error ended the stream).
     async fn next(&mut self) -> Option<Result<pb::Deployment, Status>> {
@@ -420,9 +454,7 @@ impl<B: ServiceBackend> Watch<B> {
                 Ok(Some(d)) => convert::deployment(&d),
                 Ok(None) => {
                     self.done = true;
-                    return Some(Err(op_status(OpError::UnknownDeployment(
-                        self.id.as_str().to_owned(),
-                    ))));
+                    return Some(self.vanished());
                 }
                 Err(e) => {
                     self.done = true;
