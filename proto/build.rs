@@ -1,7 +1,7 @@
 //! Generates the protobuf messages and tonic services from the .proto files
 //! under `proto/`, laid out as their packages say (`berth/v1/`,
-//! `berth/ci/v1/`, so that code generated from them in other languages can
-//! live in a package), with the protoc binary vendored by
+//! `berth/ci/v1/`, `berth/service/v1/`, so that code generated from them
+//! in other languages can live in a package), with the protoc binary vendored by
 //! `protoc-bin-vendored`, so building berth needs no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/berth/v1/raft.proto",
         "proto/berth/v1/kv.proto",
         "proto/berth/ci/v1/ci.proto",
+        "proto/berth/service/v1/service.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

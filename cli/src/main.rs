@@ -20,6 +20,7 @@ mod daemons;
 mod members;
 mod run;
 mod service;
+mod service_logs;
 mod table;
 mod task_log;
 

@@ -1,5 +1,6 @@
 //! `berth service ...`: the service framework (`serve`) and its client
-//! commands over its Marathon-compatible HTTP API.
+//! commands over its Marathon-compatible HTTP API (`logs`, in
+//! [`crate::service_logs`], also asks the masters and an agent).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -143,6 +144,36 @@ pub(crate) enum ServiceCommand {
     Instances {
         /// The app's id.
         id: Option<String>,
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Print an app's instance's output (stdout, or stderr with --stderr),
+    /// read from its agent.
+    Logs {
+        /// The app's id.
+        id: String,
+        /// The instance (`berth service instances ID`), or a unique prefix
+        /// of its id; default: the app's newest running instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Keep printing new output until the instance ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Print only the last N lines (then, with --follow, what comes).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Master address(es), comma-separated: where the instance's agent
+        /// is found.
+        #[arg(
+            long,
+            env = "BERTH_MASTER",
+            default_value = "127.0.0.1:5050",
+            value_delimiter = ','
+        )]
+        master: Vec<String>,
         #[command(flatten)]
         opts: ServiceOpts,
     },
@@ -427,6 +458,32 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
         ServiceCommand::Instances { id, opts } => instances(&opts, id.as_deref())
             .await
             .map(|()| ExitCode::SUCCESS),
+        ServiceCommand::Logs {
+            id,
+            instance,
+            follow,
+            stderr,
+            tail,
+            master,
+            opts,
+        } => {
+            if opts.json {
+                bail!("--json does not apply to `berth service logs`: a log is text");
+            }
+            let args = crate::service_logs::LogsArgs {
+                app: id,
+                instance,
+                follow,
+                stderr,
+                tail,
+                master,
+            };
+            let opts = &opts;
+            let get = |path: String| async move { answer(&call(opts, "GET", &path, None).await?) };
+            crate::service_logs::logs(args, get)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

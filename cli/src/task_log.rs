@@ -70,6 +70,44 @@ pub(crate) async fn stream_log(
     follow: bool,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
+    let task = LogSource {
+        agent_address,
+        framework_id,
+        task_id,
+    };
+    stream_log_from(&task, file, 0, follow, out)
+        .await
+        .map(|_| ())
+}
+
+/// Where a task's log is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogSource<'a> {
+    /// The agent's `host:port`.
+    pub(crate) agent_address: &'a str,
+    /// The task's framework.
+    pub(crate) framework_id: &'a str,
+    /// The task.
+    pub(crate) task_id: &'a str,
+}
+
+/// [`stream_log`] from byte `start` of the file (what a caller has shown
+/// already); the offset reached, where the next read would start.
+///
+/// # Errors
+/// As [`stream_log`].
+pub(crate) async fn stream_log_from(
+    task: &LogSource<'_>,
+    file: pb::LogFile,
+    start: u64,
+    follow: bool,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<u64> {
+    let LogSource {
+        agent_address,
+        framework_id,
+        task_id,
+    } = *task;
     if agent_address.is_empty() {
         bail!("the task's agent did not register an address for its logs");
     }
@@ -95,7 +133,7 @@ pub(crate) async fn stream_log(
     } else {
         OUTAGE_LIMIT_ONCE
     };
-    let mut delivered = 0u64;
+    let mut delivered = start;
     let mut last_open = Instant::now();
     let mut delay = BACKOFF_FIRST;
     let mut told = false;
@@ -110,7 +148,7 @@ pub(crate) async fn stream_log(
         )
         .await
         {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(delivered),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(why)) => {
                 if last_open != opened_before {

@@ -1126,7 +1126,8 @@ fn berth_runs_exit_codes_agree_with_the_tasks() {
 }
 
 /// `berth dev` runs the service framework and its router: an app added
-/// with `berth service add --wait` answers on its service port, a bad
+/// with `berth service add --wait` answers on its service port, its
+/// instances' output is read with `berth service logs`, a bad
 /// definition is refused with its field's path, and the app goes with
 /// `berth service remove`.
 #[test]
@@ -1148,7 +1149,7 @@ fn berth_dev_serves_apps_through_its_router() {
     std::fs::write(
         &app,
         format!(
-            "id: /demo/site\ncmd: mkdir -p www && echo hello > www/index.html && exec busybox httpd -f -p 127.0.0.1:$PORT0 -h www\ncpus: 0.1\nmem: 32\ninstances: 2\nportDefinitions:\n  - port: {port}\nhealthChecks:\n  - protocol: MESOS_HTTP\n    intervalSeconds: 2\n    timeoutSeconds: 1\n    delaySeconds: 1\n"
+            "id: /demo/site\ncmd: mkdir -p www && echo hello > www/index.html && echo serving on $PORT0 && echo started && exec busybox httpd -f -vv -p 127.0.0.1:$PORT0 -h www\ncpus: 0.1\nmem: 32\ninstances: 2\nportDefinitions:\n  - port: {port}\nhealthChecks:\n  - protocol: MESOS_HTTP\n    intervalSeconds: 2\n    timeoutSeconds: 1\n    delaySeconds: 1\n"
         ),
     )
     .expect("write the app");
@@ -1181,6 +1182,8 @@ fn berth_dev_serves_apps_through_its_router() {
         "{reply:?}"
     );
 
+    service_logs_are_read_from_the_agent(&dev);
+
     let bad = dir.path().join("bad.json");
     std::fs::write(
         &bad,
@@ -1196,4 +1199,103 @@ fn berth_dev_serves_apps_through_its_router() {
     let list = dev.json(&["service", "list"]);
     assert_eq!(list["apps"], serde_json::json!([]));
     assert!(dev.terminate().success());
+}
+
+/// `berth service logs` of `/demo/site` (two busybox httpd instances that
+/// print two lines, then log requests on stderr with `-vv`): one
+/// instance's stdout, its tail, the choice among several said on stderr,
+/// an unknown instance refused, and stderr followed as requests come.
+fn service_logs_are_read_from_the_agent(dev: &Dev) {
+    let tasks = dev.json(&["service", "instances", "/demo/site"]);
+    let id = tasks["tasks"][0]["id"]
+        .as_str()
+        .expect("an instance id")
+        .to_owned();
+    let port = tasks["tasks"][0]["ports"][0]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a host port");
+    let out = dev.berth(&["service", "logs", "/demo/site", "--instance", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("serving on {port}\nstarted\n"));
+    let out = dev.berth(&[
+        "service",
+        "logs",
+        "demo/site",
+        "--instance",
+        &id,
+        "--tail",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\n");
+    let out = dev.berth(&["service", "logs", "/demo/site"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("serving on "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("has 2 instances; showing"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dev.berth(&["service", "logs", "/demo/site", "--instance", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no instance \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --follow --stderr: a request to this instance shows up as it comes.
+    let mut child = Command::new(BERTH)
+        .args([
+            "service",
+            "logs",
+            "/demo/site",
+            "--instance",
+            &id,
+            "--stderr",
+            "--follow",
+        ])
+        .env("BERTH_MASTER", &dev.master)
+        .env("BERTH_SERVICE", &dev.service)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth runs");
+    let child_out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(child_out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    'follow: loop {
+        assert!(Instant::now() < deadline, "never followed: {seen:?}");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"GET /followed HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            );
+            let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+        }
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            let hit = line.ends_with("url:/followed");
+            seen.push(line);
+            if hit {
+                break 'follow;
+            }
+        }
+    }
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "--follow keeps reading"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -1,6 +1,7 @@
 //! A framework written in another language from the .proto files alone:
 //! Python modules generated with grpcio-tools into a package of their own
-//! (`mypkg.berth.v1`, `mypkg.berth.ci.v1`), and a client
+//! (`mypkg.berth.v1`, `mypkg.berth.ci.v1`, `mypkg.berth.service.v1`), and
+//! a client
 //! (`foreign/client.py`) that imports them, asks a real `berth master` who
 //! leads, subscribes, reads SUBSCRIBED, sees a made-up stream id and a
 //! megabyte id refused with short errors grpcio accepts, and tears down.
@@ -79,6 +80,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         files,
         [
             "berth/ci/v1/ci.proto",
+            "berth/service/v1/service.proto",
             "berth/v1/agent.proto",
             "berth/v1/common.proto",
             "berth/v1/kv.proto",
@@ -111,6 +113,8 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         "berth/v1/agent_pb2.py",
         "berth/v1/kv_pb2_grpc.py",
         "berth/ci/v1/ci_pb2.py",
+        "berth/service/v1/service_pb2.py",
+        "berth/service/v1/service_pb2_grpc.py",
     ] {
         assert!(package.join(module).is_file(), "{module} was not generated");
     }
@@ -132,7 +136,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         "client.py failed:\n{stdout}\n{stderr}"
     );
     for line in [
-        "imported mypkg.berth.v1 and mypkg.berth.ci.v1",
+        "imported mypkg.berth.v1, mypkg.berth.ci.v1 and mypkg.berth.service.v1",
         "GetLeader: raft id 1",
         "SUBSCRIBED: framework fw-",
         "a megabyte framework id: INVALID_ARGUMENT",

@@ -1,8 +1,9 @@
 //! berth's wire protocol.
 //!
 //! The protobuf messages and tonic services of the three APIs of the master
-//! (scheduler, agent, operator), the agent's own log API and the CI
-//! framework's API ([`ci`]), generated at build time from the .proto files
+//! (scheduler, agent, operator), the agent's own log API, the CI
+//! framework's API ([`ci`]) and the service framework's ([`service`]),
+//! generated at build time from the .proto files
 //! under `proto/berth/`, laid out as their packages say.
 //! Every message and field is documented in the .proto files; the
 //! generated Rust items carry those comments. prost drops the enum's name
@@ -39,6 +40,17 @@ pub mod ci {
     #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
     pub mod v1 {
         tonic::include_proto!("berth.ci.v1");
+    }
+}
+
+/// The service framework's API (`package berth.service.v1`,
+/// `service.proto`), served by `berth service serve` next to its
+/// Marathon-compatible HTTP API.
+pub mod service {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+    pub mod v1 {
+        tonic::include_proto!("berth.service.v1");
     }
 }
 

@@ -4,8 +4,9 @@ package of the caller's (`mypkg`), laid out as the protobuf packages say.
 
 Usage: client.py GENERATED_ROOT MASTER_ADDRESS
 
-GENERATED_ROOT holds `mypkg/berth/v1/*_pb2*.py` and
-`mypkg/berth/ci/v1/ci_pb2*.py`. The generated modules import each other as
+GENERATED_ROOT holds `mypkg/berth/v1/*_pb2*.py`,
+`mypkg/berth/ci/v1/ci_pb2*.py` and `mypkg/berth/service/v1/service_pb2*.py`.
+The generated modules import each other as
 `berth.v1.common_pb2` (protoc names imports by the .proto file's path), so
 the package's own directory goes on sys.path too.
 
@@ -23,6 +24,8 @@ sys.path[:0] = [root, os.path.join(root, "mypkg")]
 import grpc  # noqa: E402
 
 import mypkg.berth.ci.v1.ci_pb2 as ci_pb2  # noqa: E402
+import mypkg.berth.service.v1.service_pb2 as service_pb2  # noqa: E402
+import mypkg.berth.service.v1.service_pb2_grpc as service_pb2_grpc  # noqa: E402
 import mypkg.berth.v1.agent_pb2 as agent_pb2  # noqa: E402
 import mypkg.berth.v1.kv_pb2 as kv_pb2  # noqa: E402
 import mypkg.berth.v1.kv_pb2_grpc as kv_pb2_grpc  # noqa: E402
@@ -41,7 +44,22 @@ assert common_pb2.TaskState.Name(3) == "TASK_RUNNING"
 assert common_pb2.TaskReason.Name(6) == "TASK_REASON_FETCH_FAILED"
 assert common_pb2.TaskStatus(reason=common_pb2.TASK_REASON_OOM).reason == 4
 assert ci_pb2.DESCRIPTOR.package == "berth.ci.v1"
-print("imported mypkg.berth.v1 and mypkg.berth.ci.v1")
+assert service_pb2.DESCRIPTOR.package == "berth.service.v1"
+# The service framework's API (not run by this test): a request survives
+# its own wire format, and the stub has the calls of the .proto.
+create = service_pb2.CreateAppRequest(
+    definition=service_pb2.Definition(
+        text="id: /web\ncmd: sleep 100\n",
+        format=service_pb2.DEFINITION_FORMAT_YAML,
+    ),
+    force=True,
+)
+again = service_pb2.CreateAppRequest.FromString(create.SerializeToString())
+assert again.definition.format == 2 and again.force, again
+stub = service_pb2_grpc.ServiceStub(grpc.insecure_channel(master))
+assert callable(stub.CreateApp) and callable(stub.WatchDeployment)
+assert service_pb2.DeleteAppRequest().HasField("force") is False
+print("imported mypkg.berth.v1, mypkg.berth.ci.v1 and mypkg.berth.service.v1")
 
 channel = grpc.insecure_channel(master)
 operator = operator_pb2_grpc.OperatorStub(channel)

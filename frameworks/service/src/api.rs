@@ -61,6 +61,7 @@ use crate::state::{DeploymentId, Op, Request};
 use crate::time::Timestamp;
 
 mod backend;
+pub mod grpc;
 mod memory;
 mod render;
 mod request;

@@ -33,11 +33,12 @@
 //!   deployments, info, ping; berth's promote and plan), over the
 //!   [`api::ServiceBackend`] trait the runtime implements;
 //!   [`api::InMemory`] is the reference backend over [`state::Services`]
-//!   with fake instances.
+//!   with fake instances. [`api::grpc`] is the same API over gRPC
+//!   (`berth.service.v1`), served on the same port.
 //!
 //! **Not built yet** (the integrator wires these on top): the framework's
 //! IO (offers, launching through the SDK runtime, health and status
-//! events), the key-value client, the gRPC API, the CLI, and the router
+//! events), the key-value client, the CLI, and the router
 //! (a separate crate).
 //!
 //! Marathon compatibility choices:

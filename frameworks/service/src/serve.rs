@@ -1,8 +1,9 @@
 //! `berth service serve`: the service framework as a process. It takes
 //! the active instance's lease in the masters' key-value store (a second
 //! instance waits as a standby), reads its state back, serves Marathon's
-//! HTTP API, runs the router when asked to, and runs the framework on the
-//! SDK runtime until it is stopped or loses the lease.
+//! HTTP API and the gRPC API (`berth.service.v1`) on one port, runs the
+//! router when asked to, and runs the framework on the SDK runtime until
+//! it is stopped or loses the lease.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -105,9 +106,10 @@ pub async fn serve(
         tracing::info!("the router's admin endpoint: http://{admin}");
     }
     let address = Some(config.listen.to_string());
-    let _ = api_tx.send(Some(crate::api::router(std::sync::Arc::new(Handle::new(
-        tx,
-    )))));
+    let handle = std::sync::Arc::new(Handle::new(tx));
+    // Marathon's HTTP API and the gRPC API on one port.
+    let app = crate::api::router(handle.clone()).merge(crate::api::grpc::router(handle));
+    let _ = api_tx.send(Some(app));
     let mut fw_config =
         FrameworkConfig::new(config.name.clone()).failover_timeout(FAILOVER_TIMEOUT);
     if let Some(id) = &loaded.framework_id {

@@ -1,7 +1,8 @@
 //! The service framework as a process against a real (in-process) master
 //! and agent: an app of busybox httpd instances is deployed, served through
 //! the router, and rolled to a new version under a steady load without a
-//! failed request.
+//! failed request; a failing canary is rolled back; and the gRPC API
+//! follows a real deployment.
 
 mod common;
 
@@ -129,5 +130,87 @@ async fn a_canary_that_fails_one_request_in_five_is_rolled_back() -> anyhow::Res
             .contains("echo v1"),
         "{app}"
     );
+    h.stop().await
+}
+
+/// The gRPC API on the HTTP API's port, over the running framework: an
+/// app created with `CreateApp` is followed with `WatchDeployment` to its
+/// end, its instances are listed with their agents, and `DeleteApp`'s
+/// deployment is followed until the app is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_api_follows_a_real_deployment() -> anyhow::Result<()> {
+    use berth_proto::service::v1 as pb;
+    let Some(h) = Harness::start(Instances::Process, "31800-31899").await? else {
+        return Ok(());
+    };
+    let mut c = pb::service_client::ServiceClient::connect(format!("http://{}", h.api)).await?;
+    let created = c
+        .create_app(pb::CreateAppRequest {
+            definition: Some(pb::Definition {
+                text: site("v1", berth_tests::free_port()).to_string(),
+                format: pb::DefinitionFormat::Json as i32,
+            }),
+            force: false,
+        })
+        .await?
+        .into_inner();
+    let dep = created.deployment_id.expect("a deployment");
+    let follow = |c: &mut pb::service_client::ServiceClient<_>, id: String| {
+        let mut c = c.clone();
+        async move {
+            let mut stream = c
+                .watch_deployment(pb::WatchDeploymentRequest { deployment_id: id })
+                .await?
+                .into_inner();
+            let mut seen = Vec::new();
+            let deadline = Duration::from_secs(60);
+            while let Some(m) = tokio::time::timeout(deadline, stream.message()).await?? {
+                seen.push(m);
+            }
+            anyhow::Ok(seen)
+        }
+    };
+    let seen = follow(&mut c, dep.clone()).await?;
+    let last = seen.last().expect("at least the end");
+    let end = last.finished.clone().expect("the stream ends with the end");
+    assert_eq!(end.state, pb::OutcomeState::Succeeded as i32, "{seen:?}");
+    assert!(seen.len() > 1, "progress came before the end: {seen:?}");
+    assert!(
+        seen.iter().all(|m| m.id == dep && m.app_id == "/site"),
+        "{seen:?}"
+    );
+
+    let instances = c
+        .list_instances(pb::ListInstancesRequest {
+            app_id: "/site".into(),
+        })
+        .await?
+        .into_inner()
+        .instances;
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    for i in &instances {
+        assert!(!i.agent_id.is_empty() && !i.host.is_empty(), "{i:?}");
+        assert_eq!(i.ports.len(), 1, "{i:?}");
+        assert_eq!(i.healthy, Some(true), "{i:?}");
+    }
+    let gone = c
+        .delete_app(pb::DeleteAppRequest {
+            app_id: "/site".into(),
+            force: None,
+        })
+        .await?
+        .into_inner();
+    let seen = follow(&mut c, gone.deployment_id.expect("a removal")).await?;
+    let end = seen.last().and_then(|m| m.finished.clone());
+    assert_eq!(
+        end.map(|e| e.state),
+        Some(pb::OutcomeState::Succeeded as i32),
+        "{seen:?}"
+    );
+    let left = c
+        .list_apps(pb::ListAppsRequest::default())
+        .await?
+        .into_inner();
+    assert!(left.apps.is_empty(), "{left:?}");
     h.stop().await
 }
