@@ -15,7 +15,10 @@
 //! [`campaign`], the fault campaign of issue 12 (`docs/fault-campaign.md`).
 
 pub mod campaign;
+pub mod dev;
 pub mod files;
+
+pub use dev::{BerthDev, dechunk, path_with};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

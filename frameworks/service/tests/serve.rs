@@ -44,27 +44,11 @@ async fn http(
     Ok((
         status,
         if chunked {
-            dechunk(body)
+            berth_tests::dechunk(body)
         } else {
             body.to_string()
         },
     ))
-}
-
-/// A chunked body's data.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 async fn json_of(
