@@ -236,6 +236,7 @@ fn cd_site_example_deploys_a_commit_and_rolls_back_a_failing_canary() {
     }
     assert!(out.contains("  failed     deploy"), "{out}");
     assert!(out.contains("rolledBack"), "the deploy job's log: {out}");
+    assert!(out.contains("canary error rate"), "rolled back why: {out}");
     assert_eq!(deployed_image(&dev), format!("{IMAGE}:{v1}"));
 
     // The site never stopped answering: every request got an answer; the
