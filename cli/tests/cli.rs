@@ -10,84 +10,35 @@
 
 use berth_tests::{ChildProcess, free_port};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-/// A `berth dev` child process, stopped with SIGTERM on drop.
-struct Dev {
-    child: Child,
-    master: String,
-    /// The service framework's API, from the banner.
-    service: String,
-    _dir: tempfile::TempDir,
+/// `berth dev` as a child process (killed on drop), with this file's
+/// helpers.
+struct Dev(berth_tests::BerthDev);
+
+impl std::ops::Deref for Dev {
+    type Target = berth_tests::BerthDev;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Dev {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Dev {
     fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(BERTH)
-            .args([
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--service-listen",
-                "127.0.0.1:0",
-                "--router-admin",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("berth"))
-            .args([
-                "--resources",
-                "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
-                "--kill-tasks-on-shutdown",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth dev starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        // Keep reading stdout for the life of the child, so it never writes
-        // to a closed pipe; hand the master address over once seen.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for name in ["master:", "service:"] {
-                    if let Some(rest) = line.trim().strip_prefix(name)
-                        && let Some(addr) = rest.split_whitespace().next()
-                    {
-                        let _ = tx.send(addr.to_string());
-                    }
-                }
-            }
-        });
-        let master = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("berth dev prints the master address");
-        let service = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("berth dev prints the service framework's address");
-        let dev = Self {
-            child,
-            master,
-            service,
-            _dir: dir,
-        };
-        dev.wait_for_agent();
-        dev
-    }
-
-    fn berth(&self, args: &[&str]) -> Output {
-        Command::new(BERTH)
-            .args(args)
-            .env("BERTH_MASTER", &self.master)
-            .env("BERTH_SERVICE", &self.service)
-            .output()
-            .expect("berth runs")
+        Dev(berth_tests::BerthDev::start(
+            BERTH,
+            "cpus:2;mem:1024;disk:1000;ports:[31000-31100]",
+            None,
+        ))
     }
 
     /// `berth ARGS` whose stdout is a pipe already closed by its reader
@@ -110,46 +61,6 @@ impl Dev {
         let out = self.berth(&[args, &["--json"]].concat());
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-
-    fn wait_for_agent(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let out = self.berth(&["node", "list", "--json"]);
-            if out.status.success()
-                && String::from_utf8_lossy(&out.stdout).contains("\"connected\": true")
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the agent of berth dev did not register within 20 s");
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth dev did not stop on SIGTERM within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

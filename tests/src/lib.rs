@@ -15,8 +15,12 @@
 //! [`campaign`], the fault campaign of issue 12 (`docs/fault-campaign.md`).
 
 pub mod campaign;
+pub mod dev;
 pub mod files;
 pub mod http;
+
+pub use dev::{BerthDev, path_with};
+pub use http::dechunk;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -812,7 +812,12 @@ fn create_body(
     };
     Ok(ContainerCreateBody {
         image: Some(container.image.clone()),
-        cmd: Some(argv(&spec.command)?),
+        // No command: the image's own CMD runs (Marathon's Docker apps
+        // without `cmd` or `args`).
+        cmd: match &spec.command {
+            Command::Argv(v) if v.is_empty() => None,
+            command => Some(argv(command)?),
+        },
         entrypoint: (!container.entrypoint.is_empty()).then(|| container.entrypoint.clone()),
         env: Some(container_environment(spec)),
         working_dir: Some(CONTAINER_SANDBOX.to_owned()),

@@ -55,7 +55,8 @@ impl fmt::Display for ContainerId {
 pub enum Command {
     /// Run as `/bin/sh -c <shell>`.
     Shell(String),
-    /// Run directly; `argv[0]` is looked up in `PATH`. Never empty.
+    /// Run directly; `argv[0]` is looked up in `PATH`. Empty only for a
+    /// container, which then runs its image's own command.
     Argv(Vec<String>),
 }
 

@@ -220,6 +220,15 @@ fn create_body_carries_labels_limits_ports_and_mounts() {
     assert_eq!(host.memory, None);
     assert_eq!(host.nano_cpus, None);
     assert_eq!(body.exposed_ports, None);
+
+    // No command: the image's CMD runs.
+    let s = spec(
+        Path::new("/work"),
+        Command::Argv(vec![]),
+        "cpus:0;mem:0",
+        c.clone(),
+    );
+    assert_eq!(create_body(&s, &c, "/owner").unwrap().cmd, None);
 }
 
 // ---- against a Docker daemon --------------------------------------------
