@@ -1,8 +1,15 @@
 //! What the benchmark binaries share: a description of the machine they
 //! ran on, printed with every result, in-process masters ([`MasterGroup`])
-//! and the operator client with its call timeout ([`CALL_TIMEOUT`]).
+//! and the operator client with its call timeout ([`CALL_TIMEOUT`]); for
+//! the end-to-end binaries (`load`, `service_scale`), simulated agents
+//! ([`agents`]), masters in this process or as `berth master` processes
+//! ([`cluster`]) and counters and `/proc` readings ([`stats`]).
 
 use std::time::Duration;
+
+pub mod agents;
+pub mod cluster;
+pub mod stats;
 
 /// Masters of one Raft group in this process ([`berth_local`], the
 /// launcher `berth dev` and the tests use too).
@@ -67,4 +74,54 @@ pub fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(CALL_TIMEOUT);
     r
+}
+
+/// Ends the process (exit code 2) if it still runs after `budget`
+/// seconds: a benchmark that hangs must not hang CI.
+pub fn watchdog(name: &'static str, budget: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(budget));
+        eprintln!("{name}: still running after {budget} s; giving up");
+        std::process::exit(2);
+    });
+}
+
+/// Refuses any of `options` (`--name`, seconds) above a day.
+///
+/// # Errors
+/// Names the first option above a day.
+pub fn at_most_a_day(options: &[(&str, u64)]) -> anyhow::Result<()> {
+    for (name, v) in options {
+        if *v > 24 * 3600 {
+            anyhow::bail!("--{name} must be at most a day");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `--berth` binary that does not exist.
+///
+/// # Errors
+/// When `berth` is given and is not a file.
+pub fn check_berth(berth: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match berth {
+        Some(b) if !b.is_file() => anyhow::bail!("--berth {}: no such file", b.display()),
+        _ => Ok(()),
+    }
+}
+
+/// The directory a run's temporary directory goes in: `data_dir`, or the
+/// system temp directory; created, as an absolute path.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn run_base(data_dir: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    let base = data_dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    std::fs::create_dir_all(&base)?;
+    Ok(base.canonicalize()?)
+}
+
+/// Prints the machine's line of a report's header.
+pub fn print_cpu() {
+    println!("cpu:        {} × {}", cpu_count(), cpu_model());
 }

@@ -139,13 +139,27 @@ impl Events {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.flush_ack();
         let event = std::task::ready!(self.rx.poll_recv(cx));
-        if let Some(Event::Update(status)) = &event
+        self.hold_ack(event.as_ref());
+        Poll::Ready(event)
+    }
+
+    /// The next event if one has arrived already, without waiting (`None`
+    /// also when the stream ended: [`Events::next`] says so).
+    pub(crate) fn try_next(&mut self) -> Option<Event> {
+        self.flush_ack();
+        let event = self.rx.try_recv().ok();
+        self.hold_ack(event.as_ref());
+        event
+    }
+
+    /// Keeps an update handed out, to acknowledge on the next poll.
+    fn hold_ack(&mut self, event: Option<&Event>) {
+        if let Some(Event::Update(status)) = event
             && self.acker.is_some()
             && !status.uuid.is_empty()
         {
             self.pending_ack = Some(status.clone());
         }
-        Poll::Ready(event)
     }
 }
 

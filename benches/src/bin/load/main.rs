@@ -35,10 +35,7 @@
 //!
 //! Results and the machine they came from are in docs/benchmarks.md.
 
-mod agents;
-mod cluster;
 mod frameworks;
-mod stats;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -53,10 +50,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::agents::{Fleet, SimAgent};
-use crate::cluster::Cluster;
+use berth_benches::agents::{self, Fleet, SimAgent};
+use berth_benches::cluster::{self, Cluster};
+use berth_benches::stats::{self, C, Counters, Rss, Snapshot, quantile};
+
 use crate::frameworks::{FrameworkResult, Phase, Workload};
-use crate::stats::{C, Counters, Rss, Snapshot, quantile};
 
 /// Longest refuse filter and status resend delay accepted, in seconds.
 const MAX_SECONDS: f64 = 3600.0;
@@ -218,16 +216,12 @@ impl Plan {
         if args.seconds == 0 {
             bail!("--seconds must be at least 1");
         }
-        for (name, v) in [
+        berth_benches::at_most_a_day(&[
             ("seconds", args.seconds),
             ("warmup", args.warmup),
             ("register-timeout", args.register_timeout),
             ("drain-timeout", args.drain_timeout),
-        ] {
-            if v > 24 * 3600 {
-                bail!("--{name} must be at most a day");
-            }
-        }
+        ])?;
         let refuse = seconds("refuse", args.refuse, true)?;
         let status_retry = seconds("status-retry", args.status_retry, false)?;
         let template = berth_sdk::shell_task("template", "load", "true", &args.task_resources)
@@ -237,11 +231,7 @@ impl Plan {
             .parse()
             .map_err(|e| anyhow::anyhow!("--agent-resources: {e}"))?;
         let agent_resources = pb::convert::resources_to_proto(&agent);
-        if let Some(berth) = &args.berth
-            && !berth.is_file()
-        {
-            bail!("--berth {}: no such file", berth.display());
-        }
+        berth_benches::check_berth(args.berth.as_deref())?;
         let offer_limit = args
             .offer_limit
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -272,12 +262,7 @@ impl Plan {
 
 fn main() -> anyhow::Result<()> {
     let plan = Plan::new(Args::parse())?;
-    let budget = plan.budget();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(budget));
-        eprintln!("load: still running after {budget} s; giving up");
-        std::process::exit(2);
-    });
+    berth_benches::watchdog("load", plan.budget());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -307,15 +292,9 @@ struct Report {
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
     let a = &plan.args;
-    let base = a.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let base = base.canonicalize()?;
+    let base = berth_benches::run_base(a.data_dir.as_deref())?;
     println!("# load");
-    println!(
-        "cpu:        {} × {}",
-        berth_benches::cpu_count(),
-        berth_benches::cpu_model()
-    );
+    berth_benches::print_cpu();
     println!(
         "masters:    {} {}",
         a.masters,
@@ -565,16 +544,7 @@ async fn measure(plan: &Plan, cluster: &mut Cluster) -> anyhow::Result<Report> {
     latencies.sort_unstable();
     let totals = counters.snapshot();
     let pending_updates = counters.pending_updates();
-    let _ = stop_agents.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), async {
-        while agents.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        eprintln!("agents did not stop within 30 s");
-        agents.abort_all();
-    }
+    berth_benches::agents::stop(&stop_agents, &mut agents).await;
     Ok(Report {
         registration,
         subscription,

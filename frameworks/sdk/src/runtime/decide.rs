@@ -1,5 +1,6 @@
 //! [`decide`]: the pure function from (intent, observed, now) to actions.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use berth_proto as pb;
@@ -160,6 +161,20 @@ impl Intent {
     #[must_use]
     pub fn names(&self, task_id: &str) -> bool {
         self.wants(task_id) || self.stop.iter().any(|(id, _)| id.as_str() == task_id)
+    }
+
+    /// The ids of the wanted tasks, for lookups in a loop ([`Intent::wants`]
+    /// is linear).
+    pub(crate) fn wanted_ids(&self) -> HashSet<&str> {
+        self.tasks.iter().map(|w| w.task.task_id.as_str()).collect()
+    }
+
+    /// The ids the intent names, wanted or to stop, for lookups in a loop
+    /// ([`Intent::names`] is linear).
+    pub(crate) fn named_ids(&self) -> HashSet<&str> {
+        let mut ids = self.wanted_ids();
+        ids.extend(self.stop.iter().map(|(id, _)| id.as_str()));
+        ids
     }
 }
 
@@ -360,25 +375,19 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     // 1. Reconcile.
     let mut ask = Vec::new();
     let due = |asked: Option<Instant>| asked.is_none_or(|t| now >= t + policy.reconcile_retry);
-    let agent_of = |id: &str| {
+    // The agent the intent names for a task: a wanted task's first.
+    let mut agents: HashMap<&str, &str> = intent
+        .stop
+        .iter()
+        .map(|(t, a)| (t.as_str(), a.as_ref().map_or("", AgentId::as_str)))
+        .collect();
+    agents.extend(
         intent
             .tasks
             .iter()
-            .find(|w| w.task.task_id == id)
-            .map(|w| w.task.agent_id.clone())
-            .or_else(|| {
-                intent
-                    .stop
-                    .iter()
-                    .find(|(t, _)| t.as_str() == id)
-                    .map(|(_, a)| {
-                        a.as_ref()
-                            .map(|a| a.as_str().to_owned())
-                            .unwrap_or_default()
-                    })
-            })
-            .unwrap_or_default()
-    };
+            .map(|w| (w.task.task_id.as_str(), w.task.agent_id.as_str())),
+    );
+    let agent_of = |id: &str| agents.get(id).map_or_else(String::new, |a| (*a).to_owned());
     let unseen = intent
         .tasks
         .iter()
@@ -421,8 +430,9 @@ pub fn decide(intent: &Intent, observed: &Observed, policy: &Policy, now: Instan
     }
 
     // 2. Kill.
+    let wanted = intent.wanted_ids();
     for (id, view) in &observed.tasks {
-        if !matches!(view.phase, TaskPhase::Launched { .. }) || intent.wants(id) {
+        if !matches!(view.phase, TaskPhase::Launched { .. }) || wanted.contains(id.as_str()) {
             continue;
         }
         match view.kill_sent {

@@ -125,6 +125,9 @@ use crate::{
     subscribe,
 };
 
+/// Most events followed between two decisions.
+const EVENT_BATCH: usize = 256;
+
 /// What the framework wants the runtime to do next, as its hooks say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -387,7 +390,7 @@ impl Executor {
             };
             let control = tokio::select! {
                 event = events.next() => match event {
-                    Some(event) => self.on_event(scheduler, event).await?,
+                    Some(event) => self.on_events(scheduler, events, event).await?,
                     None => return Err(RuntimeError::Ended),
                 },
                 control = scheduler.changed() => match control {
@@ -416,7 +419,9 @@ impl Executor {
         scheduler: &mut S,
     ) -> Result<(Control, bool, Option<Instant>), RuntimeError> {
         let intent = scheduler.intent();
-        self.observed.forget_unwanted(|id| intent.names(id));
+        let named = intent.named_ids();
+        self.observed.forget_unwanted(|id| named.contains(id));
+        drop(named);
         self.observed.adopt(&intent);
         let decision = decide(&intent, &self.observed, &self.policy, Instant::now());
         let mut again = false;
@@ -521,6 +526,28 @@ impl Executor {
         };
         self.observed.launch_done(&ids, &outcome);
         Ok(())
+    }
+
+    /// Follows `first` and the events that have arrived already (up to
+    /// [`EVENT_BATCH`]) before the next decision: with many agents, offers
+    /// and updates come in bursts, and a decision looks at every task.
+    async fn on_events<S: Scheduler>(
+        &mut self,
+        scheduler: &mut S,
+        events: &mut crate::Events,
+        first: Event,
+    ) -> Result<Control, RuntimeError> {
+        let mut control = self.on_event(scheduler, first).await?;
+        for _ in 1..EVENT_BATCH {
+            if control != Control::Continue {
+                break;
+            }
+            let Some(event) = events.try_next() else {
+                break;
+            };
+            control = self.on_event(scheduler, event).await?;
+        }
+        Ok(control)
     }
 
     /// Follows one event; hands updates to the framework and acknowledges

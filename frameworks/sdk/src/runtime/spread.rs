@@ -140,6 +140,16 @@ pub(super) struct Spread {
 
 /// Places the `waiting` tasks that have a [`Placement`], in order, into
 /// `offers`.
+/// How many ports of `free` are left once `taken` are.
+fn free_ports(free: &PortRanges, taken: &PortRanges) -> u64 {
+    if taken.is_empty() {
+        // The common case (any free ports): no set to build.
+        free.count()
+    } else {
+        free.difference(taken).count()
+    }
+}
+
 pub(super) fn place_spread(offers: &[pb::Offer], waiting: &[&Wanted]) -> Spread {
     let mut left: Vec<Left<'_>> = offers
         .iter()
@@ -169,7 +179,7 @@ pub(super) fn place_spread(offers: &[pb::Offer], waiting: &[&Wanted]) -> Spread 
             .enumerate()
             .filter(|(_, l)| {
                 l.free.contains(&need)
-                    && l.free.ports.difference(&need.ports).count() >= u64::from(p.ports)
+                    && free_ports(&l.free.ports, &need.ports) >= u64::from(p.ports)
                     && w.constraints.iter().all(|c| allows(c, l.offer))
                     && p.rule.as_ref().is_none_or(|rule| rule(&l.place, &group))
             })

@@ -26,7 +26,7 @@
 //!   out of the router ([`Instances::drained`] ends the drain), then its
 //!   task is killed; the slot goes when the task's end arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_proto as pb;
@@ -113,6 +113,9 @@ pub struct Instances {
     strays: BTreeMap<String, String>,
     /// Slots whose stored record is out of date (changed or gone).
     dirty: std::collections::BTreeSet<String>,
+    /// The slots of each app (an index of `slots`, so that one app's work
+    /// does not scan every app's instances).
+    by_app: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The delay before attempt number `failures + 1` after `failures` ended
@@ -143,14 +146,57 @@ impl Instances {
         &self.slots
     }
 
-    /// The slots of `app`.
+    /// The slots of `app`, by instance id.
     pub fn of_app<'a>(&'a self, app: &'a str) -> impl Iterator<Item = (&'a String, &'a Slot)> {
-        self.slots.iter().filter(move |(_, s)| s.app == app)
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.slots.get_key_value(id))
+    }
+
+    /// The app of the slot whose attempt `task_id` is, if there is one.
+    #[must_use]
+    pub fn app_of_task(&self, task_id: &str) -> Option<&str> {
+        let slot = self.slots.get(instance_of(task_id)?)?;
+        Some(slot.app.as_str())
     }
 
     /// Puts back a slot read from the store.
     pub fn restore(&mut self, id: String, slot: Slot) {
+        self.insert(id, slot);
+    }
+
+    /// Adds (or replaces) slot `id`, keeping the index by app.
+    fn insert(&mut self, id: String, slot: Slot) {
+        if let Some(old) = self.slots.get(&id)
+            && old.app != slot.app
+        {
+            self.unindex(&id);
+        }
+        self.by_app
+            .entry(slot.app.clone())
+            .or_default()
+            .insert(id.clone());
         self.slots.insert(id, slot);
+    }
+
+    /// Removes slot `id` and its place in the index.
+    fn remove(&mut self, id: &str) {
+        self.unindex(id);
+        self.slots.remove(id);
+    }
+
+    fn unindex(&mut self, id: &str) {
+        let Some(app) = self.slots.get(id).map(|s| s.app.clone()) else {
+            return;
+        };
+        if let Some(ids) = self.by_app.get_mut(&app) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(&app);
+            }
+        }
     }
 
     /// The slots whose stored record must be written again (`Some`) or
@@ -170,7 +216,10 @@ impl Instances {
     pub fn create(&mut self, app: &str, version: Timestamp, ids: &[String], now: Timestamp) {
         for id in ids {
             self.dirty.insert(id.clone());
-            self.slots.entry(id.clone()).or_insert_with(|| Slot {
+            if self.slots.contains_key(id) {
+                continue;
+            }
+            let slot = Slot {
                 app: app.to_owned(),
                 version,
                 attempt: 1,
@@ -179,7 +228,8 @@ impl Instances {
                 failures: 0,
                 not_before: now,
                 killing: None,
-            });
+            };
+            self.insert(id.clone(), slot);
         }
     }
 
@@ -201,7 +251,7 @@ impl Instances {
                     // Launched, never heard of: kill it if it shows up.
                     self.strays.insert(run.task_id, run.agent_id);
                 }
-                self.slots.remove(instance);
+                self.remove(instance);
             }
         }
     }
@@ -218,10 +268,10 @@ impl Instances {
     }
 
     /// The runtime is about to launch `tasks`: their slots hold them now.
-    pub fn launching(
+    pub fn launching<'v>(
         &mut self,
         tasks: &[pb::TaskInfo],
-        versions: &dyn Fn(&str, Timestamp) -> Option<AppVersion>,
+        versions: &dyn Fn(&str, Timestamp) -> Option<&'v AppVersion>,
     ) {
         for t in tasks {
             let Some(id) = instance_of(&t.task_id) else {
@@ -231,7 +281,7 @@ impl Instances {
                 continue;
             };
             self.dirty.insert(id.to_owned());
-            let ports = host_ports_of(t, versions(&slot.app, slot.version).as_ref());
+            let ports = host_ports_of(t, versions(&slot.app, slot.version));
             slot.run = Some(Run {
                 task_id: t.task_id.clone(),
                 agent_id: t.agent_id.clone(),
@@ -275,7 +325,7 @@ impl Instances {
         if ended(Some(state)) {
             self.dirty.insert(id.clone());
             if slot.killing.is_some() {
-                self.slots.remove(&id);
+                self.remove(&id);
                 return Seen::Gone { instance: id };
             }
             slot.failures = slot.failures.saturating_add(1);
@@ -356,9 +406,15 @@ impl Instances {
     /// What the SDK runtime should run and stop now. `versions` gives an
     /// app's config version; `places` an agent's view by id, for the
     /// placement rules.
-    pub fn intent(
+    ///
+    /// Called before every decision of the runtime, so linear in the
+    /// slots: a task known to be launched (a status came) is never
+    /// launched again, so it is wanted by its id and agent alone, without
+    /// building its whole task; the agents of an app's other instances
+    /// are looked up only for a task to place.
+    pub fn intent<'v>(
         &self,
-        versions: &dyn Fn(&str, Timestamp) -> Option<AppVersion>,
+        versions: &dyn Fn(&str, Timestamp) -> Option<&'v AppVersion>,
         places: &BTreeMap<String, Place>,
         now: Timestamp,
     ) -> (Vec<Wanted>, Vec<(TaskId, Option<AgentId>)>) {
@@ -372,6 +428,9 @@ impl Instances {
         for (task, agent) in &self.strays {
             stop_task(&mut stop, task, agent);
         }
+        // Slots of one app share a few versions: look each up once.
+        let mut known: std::collections::HashMap<(&str, Timestamp), Option<&'v AppVersion>> =
+            std::collections::HashMap::new();
         for (id, slot) in &self.slots {
             if slot.killing == Some(Killing::Now) {
                 if let Some(run) = &slot.run {
@@ -379,27 +438,32 @@ impl Instances {
                 }
                 continue;
             }
-            let Some(version) = versions(&slot.app, slot.version) else {
+            let version = *known
+                .entry((slot.app.as_str(), slot.version))
+                .or_insert_with(|| versions(&slot.app, slot.version));
+            let Some(version) = version else {
                 continue;
             };
-            let others: Vec<Place> = self
-                .of_app(&slot.app)
-                .filter(|(other, _)| *other != id)
-                .filter_map(|(_, s)| s.run.as_ref())
-                .filter_map(|r| places.get(&r.agent_id).cloned())
-                .collect();
             match &slot.run {
-                Some(run) => {
-                    let (task, _) = instance_task(&version, id, slot.attempt, Vec::new());
-                    let w = if run.state.is_some() {
-                        Wanted::launched(task)
-                    } else {
-                        Wanted::recovered(task)
-                    };
-                    wanted.push(w);
+                Some(run) if run.state.is_some() => {
+                    wanted.push(Wanted::launched(pb::TaskInfo {
+                        task_id: run.task_id.clone(),
+                        agent_id: run.agent_id.clone(),
+                        ..Default::default()
+                    }));
+                }
+                Some(_) => {
+                    let (task, _) = instance_task(version, id, slot.attempt, Vec::new());
+                    wanted.push(Wanted::recovered(task));
                 }
                 None if now >= slot.not_before => {
-                    let (task, placement) = instance_task(&version, id, slot.attempt, others);
+                    let others: Vec<Place> = self
+                        .of_app(&slot.app)
+                        .filter(|(other, _)| *other != id)
+                        .filter_map(|(_, s)| s.run.as_ref())
+                        .filter_map(|r| places.get(&r.agent_id).cloned())
+                        .collect();
+                    let (task, placement) = instance_task(version, id, slot.attempt, others);
                     wanted.push(Wanted::new(task).placement(placement));
                 }
                 None => {}

@@ -10,12 +10,21 @@
 //! instance reads the stored state back and goes on.
 //!
 //! What runs when: the runtime asks [`Scheduler::intent`] before every
-//! decision; [`ServiceFramework::drive`] (after every update, request and
-//! once a second) steps the deployments, keeps apps without one at their
-//! count, replaces instances on unreachable agents, ends drains, probes
-//! readiness and gives the router its table.
+//! decision; [`ServiceFramework::drive`] steps the deployments, keeps apps
+//! without one at their count, replaces instances on unreachable agents,
+//! ends drains, probes readiness and gives the router its table. It looks
+//! at every app once a second and after a request, but after a task's
+//! update only at that task's app: the update changes nothing else, and
+//! with a thousand apps a round over all of them per update would cost
+//! more than the update itself.
+//!
+//! Cost: an update is `O(instances of its app)` plus the runtime's
+//! decision, which is linear in all instances ([`Scheduler::intent`] and
+//! the runtime's `decide`); apps are found by name in a map kept beside
+//! [`Services`] (rebuilt when an operation is committed) and instances by
+//! app in [`Instances`]' index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto as pb;
@@ -33,7 +42,7 @@ use crate::api::{
 use crate::app::{AppId, AppVersion};
 use crate::deploy::{RouterStats, VersionStats};
 use crate::run::agents::{self, Agents};
-use crate::run::instances::{Instances, Killing, Seen};
+use crate::run::instances::{Instances, Killing, Seen, Slot};
 use crate::run::readiness;
 use crate::run::routes::{RoutedApp, route_table, service_name};
 use crate::run::steer::{Traffic, keep_count, steer};
@@ -102,6 +111,9 @@ pub struct ServiceFramework {
     baselines: HashMap<String, (Timestamp, berth_router::StatsSnapshot)>,
     pub(super) framework_id: Option<String>,
     address: Option<String>,
+    /// The apps (removing ones included) by their id's text, which is
+    /// what instances name them by.
+    names: BTreeMap<String, AppId>,
 }
 
 impl std::fmt::Debug for ServiceFramework {
@@ -141,7 +153,9 @@ impl ServiceFramework {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let names = names_of(&parts.loaded.services);
         ServiceFramework {
+            names,
             services: parts.loaded.services,
             instances: parts.loaded.instances,
             traffic: BTreeMap::new(),
@@ -165,21 +179,18 @@ impl ServiceFramework {
         }
     }
 
-    /// The apps by their id's text, removing ones included.
-    fn by_name(&self) -> HashMap<String, &AppState> {
-        self.services
-            .all()
-            .map(|a| (a.id().to_string(), a))
-            .collect()
+    /// The app (removing ones included) whose id's text is `name`.
+    fn app_named(&self, name: &str) -> Option<&AppState> {
+        named(&self.names, &self.services, name)
     }
 
     /// Stores `writes` and the changed instance records.
-    async fn store(&mut self, mut writes: Vec<crate::state::Write>) -> Result<(), BoxError> {
-        writes.extend(store::instance_writes(&mut self.instances));
-        if writes.is_empty() {
+    async fn store(&mut self, writes: Vec<crate::state::Write>) -> Result<(), BoxError> {
+        let instances = store::instance_writes(&mut self.instances);
+        if writes.is_empty() && instances.is_empty() {
             return Ok(());
         }
-        store::write(&self.kv, &self.lease, writes).await?;
+        store::write(&self.kv, &self.lease, store::batches(instances, writes)).await?;
         Ok(())
     }
 
@@ -195,7 +206,10 @@ impl ServiceFramework {
         };
         self.store(applied.writes()).await?;
         match self.services.commit(applied) {
-            Ok(outcome) => Ok(Ok(outcome)),
+            Ok(outcome) => {
+                self.names = names_of(&self.services);
+                Ok(Ok(outcome))
+            }
             Err(stale) => Ok(Err(BackendError::Unavailable(stale.to_string()))),
         }
     }
@@ -352,39 +366,40 @@ impl ServiceFramework {
         stats
     }
 
-    /// One round of the framework's own work; see the module docs.
-    async fn drive(&mut self) -> Result<(), BoxError> {
+    /// One round of the framework's own work over `apps` (`None`: every
+    /// app); see the module docs.
+    async fn drive(&mut self, apps: Option<&BTreeSet<String>>) -> Result<(), BoxError> {
         let now = now();
-        self.refresh_agents().await;
-        let strategies: HashMap<String, crate::app::UnreachableStrategy> = self
-            .services
-            .all()
-            .map(|a| {
-                (
-                    a.id().to_string(),
-                    a.current.definition.unreachable_strategy,
-                )
-            })
-            .collect();
-        self.instances
-            .replace_unreachable(&|app| strategies.get(app).copied().unwrap_or_default(), now);
-        let running: Vec<(String, AppState)> = self
-            .services
-            .all()
-            .map(|a| (a.id().to_string(), a.clone()))
-            .collect();
-        for (name, st) in running {
+        self.refresh_agents(apps).await;
+        {
+            let (names, services) = (&self.names, &self.services);
+            let strategy = |app: &str| {
+                named(names, services, app)
+                    .map(|a| a.current.definition.unreachable_strategy)
+                    .unwrap_or_default()
+            };
+            self.instances.replace_unreachable(&strategy, now);
+        }
+        let chosen: Vec<String> = match apps {
+            Some(apps) => apps.iter().cloned().collect(),
+            None => self.names.keys().cloned().collect(),
+        };
+        for name in chosen {
+            let Some(st) = self.app_named(&name) else {
+                continue;
+            };
             match &st.deployment {
                 Some(d) => {
+                    let (id, plan) = (d.id.clone(), d.plan.clone());
                     // The analysis judges the requests since its window
                     // began (a baseline taken now after a failover).
-                    self.rebase(&name, d.plan.analysis_window());
+                    self.rebase(&name, plan.analysis_window());
                     let stats = self.router_stats(&name);
                     let traffic = self.traffic.entry(name.clone()).or_default();
                     let mut ids = new_instance_id;
                     let s = steer(
                         &name,
-                        &d.plan,
+                        &plan,
                         &mut self.instances,
                         traffic,
                         &stats,
@@ -398,7 +413,7 @@ impl ServiceFramework {
                     if s.changed {
                         let req = Request {
                             op: Op::Step {
-                                id: d.id.clone(),
+                                id,
                                 plan: s.deployment,
                             },
                             force: false,
@@ -409,14 +424,17 @@ impl ServiceFramework {
                     }
                 }
                 None if !st.removing() => {
-                    self.baselines.remove(&name);
                     let def = &st.current.definition;
+                    let (version, count) = (st.current.config_version(), def.instances);
+                    let youngest_first =
+                        def.kill_selection == crate::app::KillSelection::YoungestFirst;
+                    self.baselines.remove(&name);
                     let mut ids = new_instance_id;
                     keep_count(
                         &name,
-                        st.current.config_version(),
-                        def.instances,
-                        def.kill_selection == crate::app::KillSelection::YoungestFirst,
+                        version,
+                        count,
+                        youngest_first,
                         &mut self.instances,
                         &mut ids,
                         now,
@@ -428,20 +446,19 @@ impl ServiceFramework {
             }
         }
         self.store(Vec::new()).await?;
-        self.probe_readiness();
-        self.wait_drains();
+        self.probe_readiness(apps);
+        self.wait_drains(apps);
         self.route().await;
         Ok(())
     }
 
     /// Lists the agents again every [`AGENTS_EVERY`], or at once when an
-    /// instance runs on one the framework does not know.
-    async fn refresh_agents(&mut self) {
+    /// instance (of `apps`, or of any app) runs on one the framework does
+    /// not know.
+    async fn refresh_agents(&mut self, apps: Option<&BTreeSet<String>>) {
         let unknown = self
-            .instances
-            .slots()
-            .values()
-            .filter_map(|s| s.run.as_ref())
+            .slots_of(apps)
+            .filter_map(|(_, s)| s.run.as_ref())
             .any(|r| !r.agent_id.is_empty() && !self.agents.places.contains_key(&r.agent_id));
         let due = self.agents_at.is_none_or(|at| at.elapsed() >= AGENTS_EVERY);
         if !(unknown || due) {
@@ -453,12 +470,29 @@ impl ServiceFramework {
         }
     }
 
+    /// The slots of `apps` (`None`: of every app).
+    fn slots_of<'a>(
+        &'a self,
+        apps: Option<&'a BTreeSet<String>>,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Slot)> + 'a> {
+        match apps {
+            Some(apps) => Box::new(apps.iter().flat_map(|a| self.instances.of_app(a))),
+            None => Box::new(self.instances.slots().iter()),
+        }
+    }
+
     /// Starts a readiness probe for every healthy, unready instance of an
-    /// app with a readiness check.
-    fn probe_readiness(&mut self) {
-        let apps = self.by_name();
+    /// app (of `apps`, or any) with a readiness check.
+    fn probe_readiness(&mut self, only: Option<&BTreeSet<String>>) {
         let mut probes = Vec::new();
-        for (name, st) in &apps {
+        let names: Vec<&String> = match only {
+            Some(only) => only.iter().collect(),
+            None => self.names.keys().collect(),
+        };
+        for name in names {
+            let Some(st) = self.app_named(name) else {
+                continue;
+            };
             for (id, run) in self.instances.unready(name) {
                 if self.probing.contains(&run.task_id) {
                     continue;
@@ -501,13 +535,12 @@ impl ServiceFramework {
         }
     }
 
-    /// Waits (on a task of its own) for every draining instance to have no
-    /// request in flight, or for [`DRAIN_TIMEOUT`].
-    fn wait_drains(&mut self) {
+    /// Waits (on a task of its own) for every draining instance (of
+    /// `apps`, or of any app) to have no request in flight, or for
+    /// [`DRAIN_TIMEOUT`].
+    fn wait_drains(&mut self, apps: Option<&BTreeSet<String>>) {
         let draining: Vec<String> = self
-            .instances
-            .slots()
-            .iter()
+            .slots_of(apps)
             .filter(|(_, s)| matches!(s.killing, Some(Killing::Draining(_))))
             .map(|(id, _)| id.clone())
             .filter(|id| !self.draining.contains(id))
@@ -549,10 +582,26 @@ impl ServiceFramework {
         }
     }
 
-    fn versions_lookup(&self) -> impl Fn(&str, Timestamp) -> Option<AppVersion> + '_ {
-        let apps = self.by_name();
-        move |app: &str, v: Timestamp| apps.get(app)?.by_config_version(v).cloned()
+    fn versions_lookup<'a>(&'a self) -> impl Fn(&str, Timestamp) -> Option<&'a AppVersion> + 'a {
+        move |app: &str, v: Timestamp| self.app_named(app)?.by_config_version(v)
     }
+}
+
+/// The apps of `services` by their id's text.
+fn names_of(services: &Services) -> BTreeMap<String, AppId> {
+    services
+        .all()
+        .map(|a| (a.id().to_string(), a.id().clone()))
+        .collect()
+}
+
+/// The app of `services` whose id's text is `name`, by `names`.
+fn named<'a>(
+    names: &BTreeMap<String, AppId>,
+    services: &'a Services,
+    name: &str,
+) -> Option<&'a AppState> {
+    services.get(names.get(name)?)
 }
 
 impl Scheduler for ServiceFramework {
@@ -565,58 +614,46 @@ impl Scheduler for ServiceFramework {
     }
 
     async fn on_update(&mut self, status: &pb::TaskStatus) -> Result<Control, BoxError> {
-        let apps = self.by_name();
-        let backoffs: HashMap<String, crate::app::Backoff> = apps
-            .iter()
-            .map(|(n, a)| (n.clone(), a.current.definition.backoff))
-            .collect();
-        let checked: HashMap<String, bool> = apps
-            .iter()
-            .map(|(n, a)| (n.clone(), !a.current.definition.health_checks.is_empty()))
-            .collect();
-        drop(apps);
+        let app = self
+            .instances
+            .app_of_task(&status.task_id)
+            .map(str::to_owned);
+        let (names, services) = (&self.names, &self.services);
+        let definition = |app: &str| named(names, services, app).map(|a| &a.current.definition);
         let seen = self.instances.on_status(
             status,
-            &|app| backoffs.get(app).copied().unwrap_or_default(),
-            &|app| checked.get(app).copied().unwrap_or(false),
+            &|app| definition(app).map(|d| d.backoff).unwrap_or_default(),
+            &|app| definition(app).is_some_and(|d| !d.health_checks.is_empty()),
             now(),
         );
         if let Seen::Gone { instance } = &seen {
             self.draining.remove(instance);
         }
         self.store(Vec::new()).await?;
-        if !matches!(seen, Seen::Unknown) {
-            self.drive().await?;
+        if let (false, Some(app)) = (matches!(seen, Seen::Unknown), app) {
+            // Only this app's instances changed.
+            self.drive(Some(&BTreeSet::from([app]))).await?;
         }
         Ok(Control::Continue)
     }
 
     async fn before_launch(&mut self, tasks: &[pb::TaskInfo]) -> Result<(), BoxError> {
-        let apps: HashMap<String, &AppState> = self
-            .services
-            .all()
-            .map(|a| (a.id().to_string(), a))
-            .collect();
-        let lookup = |app: &str, v: Timestamp| apps.get(app)?.by_config_version(v).cloned();
+        let (names, services) = (&self.names, &self.services);
+        let lookup = |app: &str, v: Timestamp| named(names, services, app)?.by_config_version(v);
         self.instances.launching(tasks, &lookup);
-        drop(apps);
         self.store(Vec::new()).await
     }
 
     async fn on_subscribed(&mut self, framework_id: &str) -> Result<(), BoxError> {
         if self.framework_id.as_deref() != Some(framework_id) {
-            store::write(
-                &self.kv,
-                &self.lease,
-                vec![(
-                    FRAMEWORK_ID_KEY.to_owned(),
-                    Some(framework_id.as_bytes().to_vec()),
-                )],
-            )
-            .await?;
+            let id = (
+                FRAMEWORK_ID_KEY.to_owned(),
+                Some(framework_id.as_bytes().to_vec()),
+            );
+            store::write(&self.kv, &self.lease, vec![vec![id]]).await?;
             self.framework_id = Some(framework_id.to_owned());
         }
-        self.drive().await
+        self.drive(None).await
     }
 
     async fn changed(&mut self) -> Control {
@@ -659,7 +696,7 @@ impl Scheduler for ServiceFramework {
                 }
             }
         }
-        self.drive().await?;
+        self.drive(None).await?;
         Ok(Control::Continue)
     }
 }

@@ -77,16 +77,96 @@ pub async fn load(kv: &KvClient) -> Result<Loaded, StoreError> {
 }
 
 /// The instance records to write for the slots changed since the last
-/// call.
-pub fn instance_writes(instances: &mut Instances) -> Vec<Write> {
+/// call, each with its app (empty for a slot that is gone).
+pub fn instance_writes(instances: &mut Instances) -> Vec<(String, Write)> {
     instances
         .take_dirty()
         .into_iter()
-        .map(|(id, slot)| (record::key_of_instance(&id), slot.map(record::encode)))
+        .map(|(id, slot)| {
+            let app = slot.map(|s| s.app.clone()).unwrap_or_default();
+            (
+                app,
+                (record::key_of_instance(&id), slot.map(record::encode)),
+            )
+        })
         .collect()
 }
 
-/// Writes `writes`, fenced by `lease`, in as few transactions as fit.
+/// Splits one change into the transactions [`write`] sends, in order:
+/// the instance records first, grouped by app, then `ops` (an operation's
+/// records: app, versions, deployment) in the last transaction.
+///
+/// - An app's instance records share a transaction when they fit in one:
+///   what one app's round changed (a step's new slots, a scale) is
+///   written whole or not at all. Only an app whose records alone exceed
+///   one transaction has them split; each record describes one slot on
+///   its own, so a part written is a set of valid slots.
+/// - The operation's records come after every instance record they may
+///   count (a deployment's plan counts the slots its step created). A
+///   failure in between leaves slots that no stored plan counts yet: the
+///   next active instance sees them as instances of their version (the
+///   planner counts what it observes; an instance too many is removed by
+///   the scale check), never a plan that counts slots not stored.
+/// - The operation's records are few (an app, its versions, a
+///   deployment) and fit one transaction; if they did not, they would be
+///   split in order too.
+#[must_use]
+pub fn batches(instances: Vec<(String, Write)>, ops: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut groups: std::collections::BTreeMap<String, Vec<Write>> = Default::default();
+    for (app, w) in instances {
+        groups.entry(app).or_default().push(w);
+    }
+    let mut out: Vec<Vec<Write>> = Vec::new();
+    let mut txn = Batch::default();
+    for group in groups.into_values().chain(std::iter::once(ops)) {
+        if !txn.fits(&group) {
+            out.extend(txn.take());
+        }
+        for w in group {
+            if !txn.fits(std::slice::from_ref(&w)) {
+                out.extend(txn.take());
+            }
+            txn.push(w);
+        }
+    }
+    out.extend(txn.take());
+    out
+}
+
+/// One transaction being filled.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<Write>,
+    bytes: usize,
+}
+
+fn size(w: &Write) -> usize {
+    w.0.len() + w.1.as_ref().map_or(0, Vec::len)
+}
+
+impl Batch {
+    /// Whether `more` fits beside what the batch holds (anything fits an
+    /// empty batch: a single record too large is the store's to refuse).
+    fn fits(&self, more: &[Write]) -> bool {
+        self.writes.is_empty()
+            || (self.writes.len() + more.len() <= OPS_PER_TXN
+                && self.bytes + more.iter().map(size).sum::<usize>() <= BYTES_PER_TXN)
+    }
+
+    fn push(&mut self, w: Write) {
+        self.bytes += size(&w);
+        self.writes.push(w);
+    }
+
+    /// The writes so far, if any; the batch is empty after.
+    fn take(&mut self) -> Option<Vec<Write>> {
+        self.bytes = 0;
+        let writes = std::mem::take(&mut self.writes);
+        (!writes.is_empty()).then_some(writes)
+    }
+}
+
+/// Writes `transactions` ([`batches`]) in order, each fenced by `lease`.
 ///
 /// A transaction whose outcome is unknown (the leading master was lost
 /// while it was in flight) is sent again until it is answered, for up to
@@ -96,26 +176,21 @@ pub fn instance_writes(instances: &mut Instances) -> Vec<Write> {
 ///
 /// # Errors
 /// [`StoreError::Kv`] when a transaction is refused (the lease is lost),
-/// or its outcome stays unknown: the caller stops (fail closed).
-pub async fn write(kv: &KvClient, lease: &LeaseRef, writes: Vec<Write>) -> Result<(), StoreError> {
-    let mut txn = Txn::new().if_lease(lease);
-    let mut ops = 0;
-    let mut bytes = 0;
-    for (key, value) in writes {
-        let size = key.len() + value.as_ref().map_or(0, Vec::len);
-        if ops > 0 && (ops >= OPS_PER_TXN || bytes + size > BYTES_PER_TXN) {
-            send(kv, std::mem::replace(&mut txn, Txn::new().if_lease(lease))).await?;
-            ops = 0;
-            bytes = 0;
+/// or its outcome stays unknown: the caller stops (fail closed), and the
+/// transactions after it are not sent.
+pub async fn write(
+    kv: &KvClient,
+    lease: &LeaseRef,
+    transactions: Vec<Vec<Write>>,
+) -> Result<(), StoreError> {
+    for writes in transactions {
+        let mut txn = Txn::new().if_lease(lease);
+        for (key, value) in writes {
+            txn = match value {
+                Some(v) => txn.put(key, v),
+                None => txn.delete(key),
+            };
         }
-        txn = match value {
-            Some(v) => txn.put(key, v),
-            None => txn.delete(key),
-        };
-        ops += 1;
-        bytes += size;
-    }
-    if ops > 0 {
         send(kv, txn).await?;
     }
     Ok(())
@@ -141,3 +216,6 @@ async fn send(kv: &KvClient, txn: Txn) -> Result<(), StoreError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

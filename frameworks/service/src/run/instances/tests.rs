@@ -36,8 +36,8 @@ impl World {
     }
 
     fn intent(&self, now: Timestamp) -> (Vec<Wanted>, Vec<(TaskId, Option<AgentId>)>) {
-        let v = self.version.clone();
-        let versions = move |app: &str, _: Timestamp| (app == "/web").then(|| v.clone());
+        let v = &self.version;
+        let versions = move |app: &str, _: Timestamp| (app == "/web").then_some(v);
         self.inst.intent(&versions, &BTreeMap::new(), now)
     }
 
@@ -60,7 +60,7 @@ impl World {
             })
             .collect();
         let v = self.version.clone();
-        self.inst.launching(&tasks, &move |_, _| Some(v.clone()));
+        self.inst.launching(&tasks, &|_, _| Some(&v));
         tasks.into_iter().map(|t| t.task_id).collect()
     }
 
@@ -287,8 +287,7 @@ fn placement_sees_where_the_apps_other_instances_run() {
         },
     )]
     .into();
-    let v = w.version.clone();
-    let (wanted, _) = w.inst.intent(&move |_, _| Some(v.clone()), &places, at(5));
+    let (wanted, _) = w.inst.intent(&|_, _| Some(&w.version), &places, at(5));
     let next = wanted
         .iter()
         .find(|x| x.task.task_id == "web.i1.2")

@@ -39,8 +39,7 @@ fn instances(v: &AppVersion) -> Instances {
             }
         })
         .collect();
-    let vc = v.clone();
-    inst.launching(&tasks, &move |_, _| Some(vc.clone()));
+    inst.launching(&tasks, &|_, _| Some(v));
     for n in [1, 3] {
         inst.on_status(
             &pb::TaskStatus {

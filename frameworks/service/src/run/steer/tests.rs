@@ -38,9 +38,8 @@ impl Sim {
         for id in draining {
             self.inst.drained(&id);
         }
-        let vs = self.versions.clone();
-        let lookup =
-            move |_: &str, v: Timestamp| vs.iter().find(|x| x.config_version() == v).cloned();
+        let vs = &self.versions;
+        let lookup = |_: &str, v: Timestamp| vs.iter().find(|x| x.config_version() == v);
         let (wanted, stop) = self.inst.intent(&lookup, &BTreeMap::new(), now);
         let new: Vec<pb::TaskInfo> = wanted
             .into_iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// tasks; the main task reads them (a snapshot at the start and end of the
 /// measured window gives the window's share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum C {
+pub enum C {
     /// Agents that completed their first registration.
     AgentsRegistered,
     /// Agent streams that ended or failed after registration.
@@ -61,7 +61,7 @@ impl C {
 
 /// A set of [`C`] counters, plus the gauge of unacknowledged updates.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     values: [AtomicU64; C::COUNT],
     /// Status updates queued on agents and not acknowledged yet.
     pending_updates: AtomicI64,
@@ -69,15 +69,15 @@ pub(crate) struct Counters {
 
 /// The counters at one moment.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Snapshot([u64; C::COUNT]);
+pub struct Snapshot([u64; C::COUNT]);
 
 impl Snapshot {
-    pub(crate) fn get(&self, c: C) -> u64 {
+    pub fn get(&self, c: C) -> u64 {
         self.0[c as usize]
     }
 
     /// What was counted between `earlier` and this snapshot.
-    pub(crate) fn since(&self, earlier: &Snapshot) -> Snapshot {
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
         let mut out = [0; C::COUNT];
         for (i, v) in out.iter_mut().enumerate() {
             *v = self.0[i].saturating_sub(earlier.0[i]);
@@ -87,19 +87,19 @@ impl Snapshot {
 }
 
 impl Counters {
-    pub(crate) fn add(&self, c: C, n: u64) {
+    pub fn add(&self, c: C, n: u64) {
         self.values[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn inc(&self, c: C) {
+    pub fn inc(&self, c: C) {
         self.add(c, 1);
     }
 
-    pub(crate) fn get(&self, c: C) -> u64 {
+    pub fn get(&self, c: C) -> u64 {
         self.values[c as usize].load(Ordering::Relaxed)
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot {
         let mut out = [0; C::COUNT];
         for (v, a) in out.iter_mut().zip(&self.values) {
             *v = a.load(Ordering::Relaxed);
@@ -108,19 +108,19 @@ impl Counters {
     }
 
     /// Adds `delta` to the number of unacknowledged updates.
-    pub(crate) fn pending_changed(&self, delta: i64) {
+    pub fn pending_changed(&self, delta: i64) {
         if delta != 0 {
             self.pending_updates.fetch_add(delta, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn pending_updates(&self) -> i64 {
+    pub fn pending_updates(&self) -> i64 {
         self.pending_updates.load(Ordering::Relaxed)
     }
 }
 
 /// The `q` quantile (nearest rank) of sorted `values`; zero when empty.
-pub(crate) fn quantile(values: &[Duration], q: f64) -> Duration {
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
     if values.is_empty() {
         return Duration::ZERO;
     }
@@ -130,15 +130,15 @@ pub(crate) fn quantile(values: &[Duration], q: f64) -> Duration {
 
 /// Resident set of a process, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Rss {
+pub struct Rss {
     /// `VmRSS`, KiB.
-    pub(crate) current_kib: u64,
+    pub current_kib: u64,
     /// `VmHWM` (peak), KiB.
-    pub(crate) peak_kib: u64,
+    pub peak_kib: u64,
 }
 
 /// The resident set of process `pid` (`None`: this process).
-pub(crate) fn rss(pid: Option<u32>) -> Option<Rss> {
+pub fn rss(pid: Option<u32>) -> Option<Rss> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_owned(),
@@ -157,7 +157,7 @@ pub(crate) fn rss(pid: Option<u32>) -> Option<Rss> {
 /// CPU time (user + system) a process has used so far, from
 /// `/proc/<pid>/stat` (`None`: this process). Linux reports it in clock
 /// ticks of `USER_HZ`, which is 100 on every mainstream configuration.
-pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -175,15 +175,15 @@ pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
 /// A small, fast pseudo-random generator (xorshift64*), seeded per
 /// framework so runs are repeatable; good enough for task durations.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         // Never zero: xorshift would stay at zero.
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -193,7 +193,7 @@ impl Rng {
     }
 
     /// Uniform in `lo..=hi` (`lo` when `hi < lo`).
-    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         if hi <= lo {
             return lo;
         }

@@ -7,7 +7,12 @@
 //!   redirect; it reconnects when the master is silent for 15 s.
 //! - On `RunTask` it reports TASK_RUNNING (TASK_STARTING first with
 //!   `--send-starting`, as the real agent does), then, after the task's
-//!   duration (label `duration_ms`), TASK_FINISHED with exit code 0.
+//!   duration (label `duration_ms`), TASK_FINISHED with exit code 0. A
+//!   task without the label fails at once, unless the fleet runs
+//!   long-running services ([`Fleet::services`]): then it runs until it
+//!   is killed or the bench tells its agent to fail it ([`Command`]).
+//! - With [`Fleet::services`], every state an agent reports is also sent
+//!   to the bench as a [`TaskEvent`], stamped when the update was made.
 //! - Its updates go through the agent's own `StatusUpdateManager`: one
 //!   queue per task, only the head in flight, resent with backoff until the
 //!   acknowledgement (relayed by the master) arrives, every head resent
@@ -36,7 +41,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::stats::{C, Counters};
 
 /// The label of a task that says how long it runs, in milliseconds.
-pub(crate) const DURATION_LABEL: &str = "duration_ms";
+pub const DURATION_LABEL: &str = "duration_ms";
 /// Longest task duration accepted from the label.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Reconnect when nothing arrives from the master for this long (the real
@@ -52,29 +57,52 @@ const LEADER_METADATA_KEY: &str = "berth-leader";
 
 /// What every simulated agent shares.
 #[derive(Debug)]
-pub(crate) struct Fleet {
+pub struct Fleet {
     /// Master addresses, the leader first.
-    pub(crate) masters: Vec<String>,
+    pub masters: Vec<String>,
     /// Each agent's unreserved resources.
-    pub(crate) resources: pb::Resources,
+    pub resources: pb::Resources,
     /// Report TASK_STARTING before TASK_RUNNING.
-    pub(crate) send_starting: bool,
+    pub send_starting: bool,
     /// First resend delay of an unacknowledged update.
-    pub(crate) status_retry: Duration,
+    pub status_retry: Duration,
     /// Agents per HTTP/2 connection.
-    pub(crate) per_connection: usize,
+    pub per_connection: usize,
     /// Total number of agents (for the number of connections).
-    pub(crate) agents: usize,
-    pub(crate) counters: Arc<Counters>,
+    pub agents: usize,
+    pub counters: Arc<Counters>,
     /// The shared connections, by master address.
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     /// A per-run prefix of the update uuids.
     run: u32,
+    /// Tasks without a duration run until killed or failed on command,
+    /// and every state reported goes here ([`Fleet::services`]).
+    events: Option<mpsc::UnboundedSender<TaskEvent>>,
+}
+
+/// A state one agent reported for a task ([`Fleet::services`]).
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    /// The agent's index.
+    pub agent: usize,
+    pub task_id: String,
+    pub state: pb::TaskState,
+    /// When the agent made the update (and sent it, or queued it behind
+    /// an earlier one of the same task).
+    pub at: Instant,
+}
+
+/// What the bench can tell one agent to do ([`SimAgent::commands`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Report this running task TASK_FAILED with exit code 1, as if its
+    /// process had died; nothing happens if it does not run here.
+    Fail(String),
 }
 
 impl Fleet {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub fn new(
         masters: Vec<String>,
         resources: pb::Resources,
         send_starting: bool,
@@ -94,7 +122,17 @@ impl Fleet {
             counters,
             channels: Mutex::new(HashMap::new()),
             run,
+            events: None,
         }
+    }
+
+    /// Agents of this fleet run long-running services: a task without a
+    /// `duration_ms` label runs until it is killed (or failed by a
+    /// [`Command`]), and every state they report is sent to `events`.
+    #[must_use]
+    pub fn services(mut self, events: mpsc::UnboundedSender<TaskEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The shared connection agent `index` uses to reach `uri`.
@@ -130,7 +168,7 @@ struct SimTask {
 
 /// One simulated agent.
 #[derive(Debug)]
-pub(crate) struct SimAgent {
+pub struct SimAgent {
     index: usize,
     fleet: Arc<Fleet>,
     agent_id: String,
@@ -142,6 +180,8 @@ pub(crate) struct SimAgent {
     /// Unacknowledged updates, as last reported to the counters.
     pending: usize,
     next_uuid: u64,
+    /// The bench's commands, if it sends any.
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
 }
 
 /// How one session ended.
@@ -155,7 +195,7 @@ enum End {
 }
 
 impl SimAgent {
-    pub(crate) fn new(index: usize, fleet: Arc<Fleet>) -> Self {
+    pub fn new(index: usize, fleet: Arc<Fleet>) -> Self {
         let updates = StatusUpdateManager::new(fleet.status_retry, berth_agent::STATUS_RETRY_MAX);
         SimAgent {
             index,
@@ -167,11 +207,20 @@ impl SimAgent {
             finishing: BinaryHeap::new(),
             pending: 0,
             next_uuid: 0,
+            commands: None,
         }
     }
 
+    /// This agent follows the [`Command`]s sent on `commands` while it is
+    /// registered.
+    #[must_use]
+    pub fn commands(mut self, commands: mpsc::UnboundedReceiver<Command>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
     /// Stays attached to the leader until `stop` becomes true.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let masters: Vec<String> = self
             .fleet
             .masters
@@ -316,6 +365,11 @@ impl SimAgent {
                         _ => self.fleet.counters.inc(C::AgentErrors),
                     }
                 }
+                Some(command) = next_command(&mut self.commands), if registered => {
+                    match command {
+                        Command::Fail(task_id) => self.fail(&task_id, &tx),
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
                     if now >= silence {
@@ -403,19 +457,11 @@ impl SimAgent {
             return;
         }
         self.fleet.counters.inc(C::RunsReceived);
-        let Some(duration) = task_duration(&task) else {
-            // Not one of ours: it fails, as an invalid task would.
-            self.fleet.counters.inc(C::AgentErrors);
-            self.tasks.insert(
-                key.clone(),
-                SimTask {
-                    state: pb::TaskState::TaskStaging,
-                    info: task,
-                },
-            );
-            self.record(&key, pb::TaskState::TaskFailed, tx);
-            return;
-        };
+        let duration = task_duration(&task);
+        // A task without a duration is a service (it runs until killed or
+        // failed) in a service fleet; elsewhere it is not one of ours and
+        // fails, as an invalid task would.
+        let valid = duration.is_some() || self.fleet.events.is_some();
         self.tasks.insert(
             key.clone(),
             SimTask {
@@ -423,12 +469,19 @@ impl SimAgent {
                 info: task,
             },
         );
+        if !valid {
+            self.fleet.counters.inc(C::AgentErrors);
+            self.record(&key, pb::TaskState::TaskFailed, tx);
+            return;
+        }
         if self.fleet.send_starting {
             self.record(&key, pb::TaskState::TaskStarting, tx);
         }
         self.record(&key, pb::TaskState::TaskRunning, tx);
-        self.finishing
-            .push(Reverse((Instant::now() + duration, key)));
+        if let Some(duration) = duration {
+            self.finishing
+                .push(Reverse((Instant::now() + duration, key)));
+        }
     }
 
     /// Ends the tasks whose time has come with TASK_FINISHED.
@@ -451,6 +504,19 @@ impl SimAgent {
         }
     }
 
+    /// Fails running task `task_id` (of whichever framework), as if its
+    /// process had exited with 1.
+    fn fail(&mut self, task_id: &str, tx: &mpsc::Sender<pb::AgentMessage>) {
+        let key = self
+            .tasks
+            .iter()
+            .find(|((_, t), task)| t == task_id && task.state == pb::TaskState::TaskRunning)
+            .map(|(k, _)| k.clone());
+        if let Some(key) = key {
+            self.record(&key, pb::TaskState::TaskFailed, tx);
+        }
+    }
+
     fn kill(&mut self, key: TaskKey, tx: &mpsc::Sender<pb::AgentMessage>) {
         if self.tasks.get(&key).is_some_and(|t| !t.state.is_terminal()) {
             self.record(&key, pb::TaskState::TaskKilled, tx);
@@ -469,21 +535,33 @@ impl SimAgent {
         uuid.extend_from_slice(&self.fleet.run.to_be_bytes());
         uuid.extend_from_slice(&u32::try_from(self.index).unwrap_or(u32::MAX).to_be_bytes());
         uuid.extend_from_slice(&self.next_uuid.to_be_bytes());
-        let finished = state == pb::TaskState::TaskFinished;
+        let exit_code = match state {
+            pb::TaskState::TaskFinished => Some(0),
+            pb::TaskState::TaskFailed => Some(1),
+            _ => None,
+        };
+        if let Some(events) = &self.fleet.events {
+            let _ = events.send(TaskEvent {
+                agent: self.index,
+                task_id: key.1.clone(),
+                state,
+                at: Instant::now(),
+            });
+        }
         let update = pb::StatusUpdate {
             framework_id: key.0.clone(),
             status: Some(pb::TaskStatus {
                 task_id: key.1.clone(),
                 state: state as i32,
                 message: String::new(),
-                reason: if finished {
+                reason: if exit_code.is_some() {
                     pb::TaskReason::Exited
                 } else {
                     pb::TaskReason::Unspecified
                 } as i32,
                 source: pb::StatusSource::Agent as i32,
                 agent_id: self.agent_id.clone(),
-                exit_code: finished.then_some(0),
+                exit_code,
                 uuid,
                 timestamp: pb::convert::unix_now(),
                 ..Default::default()
@@ -515,13 +593,35 @@ impl Drop for SimAgent {
     }
 }
 
+/// Tells the agents `stop` reaches to stop, and waits up to 30 s for
+/// them (aborting those still running then).
+pub async fn stop(stop: &watch::Sender<bool>, agents: &mut tokio::task::JoinSet<()>) {
+    let _ = stop.send(true);
+    let all = async { while agents.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .is_err()
+    {
+        eprintln!("agents did not stop within 30 s");
+        agents.abort_all();
+    }
+}
+
 /// How long a task runs: its `duration_ms` label; `None` if it has none or
 /// it is not a number of milliseconds up to an hour.
-pub(crate) fn task_duration(task: &pb::TaskInfo) -> Option<Duration> {
+pub fn task_duration(task: &pb::TaskInfo) -> Option<Duration> {
     let label = task.labels.iter().find(|l| l.key == DURATION_LABEL)?;
     let ms: u64 = label.value.trim().parse().ok()?;
     let d = Duration::from_millis(ms);
     (d <= MAX_DURATION).then_some(d)
+}
+
+/// The next command, if the agent takes any (never, otherwise).
+async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn send(tx: &mpsc::Sender<pb::AgentMessage>, message: pb::agent_message::Message) {

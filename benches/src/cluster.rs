@@ -1,4 +1,4 @@
-//! The three masters: in this process (`berth_benches::MasterGroup`, as
+//! The three masters: in this process (`crate::MasterGroup`, as
 //! `raft_bench` does) or
 //! as `berth master` processes, with their data in a temporary directory.
 
@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{operator, request};
 use anyhow::{Context, bail};
-use berth_benches::{operator, request};
 use berth_proto as pb;
 
 use crate::stats::{self, Rss};
 
 /// How long a new group may take to elect a leader that commits.
-pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping a master may take.
-pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A `berth master` process, killed when dropped.
 #[derive(Debug)]
@@ -30,17 +30,17 @@ impl Drop for Daemon {
 
 #[derive(Debug)]
 enum Masters {
-    InProcess(berth_benches::MasterGroup),
+    InProcess(crate::MasterGroup),
     Processes(Vec<Daemon>),
 }
 
 /// The masters of one run.
 #[derive(Debug)]
-pub(crate) struct Cluster {
+pub struct Cluster {
     /// API addresses, by Raft id - 1.
-    pub(crate) addrs: Vec<String>,
+    pub addrs: Vec<String>,
     masters: Masters,
-    pub(crate) dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 /// Master settings for the run. Agents are pinged every 2 s (the default)
@@ -52,7 +52,7 @@ fn tuning(config: &mut berth_master::MasterConfig) {
 
 impl Cluster {
     /// Starts `n` masters in this process.
-    pub(crate) async fn in_process(
+    pub async fn in_process(
         n: usize,
         base: &Path,
         offer_limit: Option<usize>,
@@ -60,7 +60,7 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("berth-load-")
             .tempdir_in(base)?;
-        let masters = berth_benches::MasterGroup::start(n, dir.path(), |config| {
+        let masters = crate::MasterGroup::start(n, dir.path(), |config| {
             tuning(config);
             config.offer_limit = offer_limit;
         })
@@ -75,7 +75,7 @@ impl Cluster {
     /// Starts `n` `berth master` processes of the binary `berth`; their
     /// logs (`BERTH_LOG=warn`) go to `master-<id>.log` in the run's
     /// directory.
-    pub(crate) fn processes(
+    pub fn processes(
         n: usize,
         berth: &Path,
         base: &Path,
@@ -138,7 +138,7 @@ impl Cluster {
 
     /// The resident set of master `index` (of this whole process for
     /// in-process masters).
-    pub(crate) fn rss(&self, index: usize) -> Option<Rss> {
+    pub fn rss(&self, index: usize) -> Option<Rss> {
         match &self.masters {
             Masters::Processes(_) => stats::rss(Some(self.pid(index)?)),
             Masters::InProcess(_) => stats::rss(None),
@@ -146,13 +146,13 @@ impl Cluster {
     }
 
     /// CPU time used by master `index` so far (separate processes only).
-    pub(crate) fn cpu_time(&self, index: usize) -> Option<Duration> {
+    pub fn cpu_time(&self, index: usize) -> Option<Duration> {
         stats::cpu_time(Some(self.pid(index)?))
     }
 
     /// Whether every master process is still running (always true in
     /// process).
-    pub(crate) fn alive(&mut self) -> Result<(), String> {
+    pub fn alive(&mut self) -> Result<(), String> {
         if let Masters::Processes(daemons) = &mut self.masters {
             for (i, d) in daemons.iter_mut().enumerate() {
                 if let Ok(Some(status)) = d.0.try_wait() {
@@ -165,7 +165,7 @@ impl Cluster {
 
     /// Waits until some master leads and commits a write; returns its
     /// index in `addrs`.
-    pub(crate) async fn wait_for_leader(&mut self) -> anyhow::Result<usize> {
+    pub async fn wait_for_leader(&mut self) -> anyhow::Result<usize> {
         let deadline = Instant::now() + LEADER_TIMEOUT;
         let mut last_error = String::from("no leader yet");
         while Instant::now() < deadline {
@@ -185,7 +185,7 @@ impl Cluster {
     }
 
     /// The index of the current leader as the masters see it, if any.
-    pub(crate) async fn leader(&self) -> Option<usize> {
+    pub async fn leader(&self) -> Option<usize> {
         for addr in &self.addrs {
             let Ok(mut client) = operator(addr).await else {
                 continue;
@@ -201,16 +201,16 @@ impl Cluster {
     }
 
     /// Stops every master.
-    pub(crate) async fn stop(self) {
+    pub async fn stop(self) {
         match self.masters {
-            Masters::InProcess(mut m) => berth_benches::stop_masters(&mut m, STOP_TIMEOUT).await,
+            Masters::InProcess(mut m) => crate::stop_masters(&mut m, STOP_TIMEOUT).await,
             // Dropping kills them.
             Masters::Processes(daemons) => drop(daemons),
         }
     }
 
     /// Where the run's data and logs are.
-    pub(crate) fn path(&self) -> PathBuf {
+    pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
 }
