@@ -53,6 +53,8 @@ use crate::time::Timestamp;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the agents are listed again.
 const AGENTS_EVERY: Duration = Duration::from_secs(30);
+/// Most API requests answered in one round.
+const REQUEST_BATCH: usize = 64;
 /// How long a removed instance may take to finish its requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -667,6 +669,14 @@ impl Scheduler for ServiceFramework {
             _ = self.tick.tick() => Woken::Tick,
         };
         self.woken.push(woken);
+        // API requests already waiting are answered in the same round: one
+        // decision of the runtime (linear in every instance) for them all.
+        while self.woken.len() < REQUEST_BATCH {
+            let Ok(req) = self.requests.try_recv() else {
+                break;
+            };
+            self.woken.push(Woken::Request(Box::new(req)));
+        }
         Control::Continue
     }
 
