@@ -526,6 +526,24 @@ async fn change_by(
     .await
 }
 
+/// A deployment's `lastFailure` for its progress line: `; last failure:
+/// TASK_FAILED on HOST: MESSAGE (TASK)`, or nothing.
+fn failure_line(f: &Value) -> String {
+    let Some(message) = f["message"].as_str() else {
+        return String::new();
+    };
+    let host = f["host"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default();
+    format!(
+        "; last failure: {}{host}: {message} ({})",
+        f["state"].as_str().unwrap_or("?"),
+        f["taskId"].as_str().unwrap_or("?"),
+    )
+}
+
 /// After a change: its deployment, followed to its end with `--wait`.
 async fn changed(
     opts: &ServiceOpts,
@@ -544,7 +562,7 @@ async fn changed(
         let b = &d["berth"];
         if b["result"] == "running" {
             let line = format!(
-                "{} {} step {}: {} old ({} healthy), {} new ({} healthy){}",
+                "{} {} step {}: {} old ({} healthy), {} new ({} healthy){}{}",
                 b["strategy"].as_str().unwrap_or("?"),
                 b["state"].as_str().unwrap_or("?"),
                 b["step"].as_str().unwrap_or("?"),
@@ -556,6 +574,7 @@ async fn changed(
                     .as_str()
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default(),
+                failure_line(&b["lastFailure"]),
             );
             if line != last {
                 eprintln!("{line}");
