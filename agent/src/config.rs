@@ -96,9 +96,9 @@ pub struct AgentConfig {
     /// not answering.
     pub docker_timeout: Duration,
     /// The host address Docker tasks' ports are published on; `None` is
-    /// the listener's IP when it is a loopback address (an agent kept on
-    /// loopback keeps its tasks there too), else every interface
-    /// (`0.0.0.0`). Health checks of Docker tasks connect to it (to
+    /// the listener's IP when it and the advertised address are loopback
+    /// (an agent kept on loopback keeps its tasks there too), else every
+    /// interface (`0.0.0.0`). Health checks of Docker tasks connect to it (to
     /// 127.0.0.1 when it is unspecified); the service framework's router
     /// reaches tasks at the host of the agent's advertised address.
     pub task_bind: Option<std::net::IpAddr>,

@@ -144,7 +144,7 @@ pub async fn run(
     let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
     // Resolved once: the Docker containerizer publishes on it, health
     // checks of Docker tasks connect to it.
-    config.task_bind = Some(task_bind(config.task_bind, local.ip()));
+    config.task_bind = Some(task_bind(config.task_bind, local.ip(), &address));
     let docker = connect_docker(&config).await;
     let process = Arc::new(ProcessContainerizer::with_supervisor(
         config.task_supervisor.clone(),
@@ -324,9 +324,18 @@ async fn connect_docker(config: &AgentConfig) -> Option<Arc<dyn containerizer::C
 }
 
 /// Where Docker tasks' ports are published: `configured`, else the
-/// listener's IP `listen` when it is loopback, else every interface.
-fn task_bind(configured: Option<IpAddr>, listen: IpAddr) -> IpAddr {
-    configured.unwrap_or(if listen.is_loopback() {
+/// listener's IP `listen` when it and the `advertised` address (which the
+/// service framework's router reaches tasks at) are loopback, else every
+/// interface.
+fn task_bind(configured: Option<IpAddr>, listen: IpAddr, advertised: &str) -> IpAddr {
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let advertised_loopback =
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    configured.unwrap_or(if listen.is_loopback() && advertised_loopback {
         listen
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -356,11 +365,15 @@ mod unit_tests {
         let lo2: IpAddr = "127.0.0.2".parse().unwrap();
         let any: IpAddr = "0.0.0.0".parse().unwrap();
         let lan: IpAddr = "10.0.0.5".parse().unwrap();
-        assert_eq!(task_bind(None, lo), lo);
-        assert_eq!(task_bind(None, lo2), lo2);
-        assert_eq!(task_bind(None, any), any);
-        assert_eq!(task_bind(None, lan), any);
-        assert_eq!(task_bind(Some(lan), lo), lan);
+        assert_eq!(task_bind(None, lo, "127.0.0.1:5051"), lo);
+        assert_eq!(task_bind(None, lo2, "127.0.0.2:5051"), lo2);
+        assert_eq!(task_bind(None, lo, "localhost:5051"), lo);
+        assert_eq!(task_bind(None, lo, "[::1]:5051"), lo);
+        assert_eq!(task_bind(None, any, "node-1:5051"), any);
+        assert_eq!(task_bind(None, lan, "10.0.0.5:5051"), any);
+        // Advertised beyond loopback: the router comes from elsewhere.
+        assert_eq!(task_bind(None, lo, "node-1.example:5051"), any);
+        assert_eq!(task_bind(Some(lan), lo, "127.0.0.1:5051"), lan);
     }
 
     #[test]

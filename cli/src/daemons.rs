@@ -304,7 +304,8 @@ pub(crate) struct AgentShape {
     #[arg(long, default_value = "10", value_parser = parse_positive_seconds)]
     docker_timeout: Duration,
     /// Host address Docker tasks' ports are published on (defaults to the
-    /// listen address when it is loopback, else every interface). Anything
+    /// listen address when it and --advertise are loopback, else every
+    /// interface). Anything
     /// but loopback needs --insecure.
     #[arg(long, value_name = "IP")]
     task_bind: Option<IpAddr>,
