@@ -392,6 +392,25 @@ async fn all_tasks<B: ServiceBackend>(State(b): State<Arc<B>>, Query(q): Q) -> R
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What PUT and PATCH of `/v2/apps/{id}` start from: the app's id,
+/// `force`, and the body.
+async fn app_change_body(
+    rest: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(AppId, bool, Value), Refusal> {
+    let id = app_id(rest)?;
+    let force = flag(q, "force", false)?;
+    let v = body_value(headers, body).await?;
+    Ok((id, force, v))
+}
+
+/// The refusal of a body whose `id` is not the app's.
+fn wrong_id(id: &AppId) -> Refusal {
+    op_failed(Invalid::at("/id", format!("must be {id}, the app's id, or absent")).into())
+}
+
 async fn put_app<B: ServiceBackend>(
     State(b): State<Arc<B>>,
     Path(rest): Path<String>,
@@ -400,10 +419,8 @@ async fn put_app<B: ServiceBackend>(
     body: Body,
 ) -> Response {
     let run = async {
-        let id = app_id(&rest)?;
-        let force = flag(&q, "force", false)?;
+        let (id, force, v) = app_change_body(&rest, &q, &headers, body).await?;
         let partial = flag(&q, "partialUpdate", true)?;
-        let v = body_value(&headers, body).await?;
         let op = if let Some(version) = v.get("version") {
             rollback_op(&id, &v, version)?
         } else if partial {
@@ -419,8 +436,7 @@ async fn put_app<B: ServiceBackend>(
             }
             let def = definition(&whole)?;
             if def.id != id {
-                let e = Invalid::at("/id", format!("must be {id}, the app's id, or absent"));
-                return Err(op_failed(e.into()));
+                return Err(wrong_id(&id));
             }
             Op::Update {
                 definition: def,
@@ -449,10 +465,7 @@ fn rollback_op(id: &AppId, body: &Value, version: &Value) -> Result<Op, Refusal>
             .and_then(|s| AppId::parse(s).ok())
             .is_some_and(|g| g == *id);
         if !same {
-            return Err(invalid(
-                "/id",
-                format!("must be {id}, the app's id, or absent"),
-            ));
+            return Err(wrong_id(id));
         }
     }
     let Some(text) = version.as_str() else {
@@ -473,9 +486,7 @@ async fn patch_app<B: ServiceBackend>(
     body: Body,
 ) -> Response {
     let run = async {
-        let id = app_id(&rest)?;
-        let force = flag(&q, "force", false)?;
-        let v = body_value(&headers, body).await?;
+        let (id, force, v) = app_change_body(&rest, &q, &headers, body).await?;
         let op = Op::Patch {
             id,
             patch: v,
