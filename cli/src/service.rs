@@ -719,3 +719,19 @@ async fn instances(opts: &ServiceOpts, id: Option<&str>) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_progress_line_names_the_last_failure() {
+        let f = json!({"appId": "/web", "host": "node-1", "message": "exited with status 1",
+                       "state": "TASK_FAILED", "taskId": "web.i1.2"});
+        assert_eq!(
+            super::failure_line(&f),
+            "; last failure: TASK_FAILED on node-1: exited with status 1 (web.i1.2)"
+        );
+        assert_eq!(super::failure_line(&serde_json::Value::Null), "");
+    }
+}
