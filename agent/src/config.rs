@@ -95,6 +95,13 @@ pub struct AgentConfig {
     /// How long one Docker Engine call may take before the daemon counts as
     /// not answering.
     pub docker_timeout: Duration,
+    /// The host address Docker tasks' ports are published on; `None` is
+    /// the listener's IP when it and the advertised address are loopback
+    /// (an agent kept on loopback keeps its tasks there too), else every
+    /// interface (`0.0.0.0`). Health checks of Docker tasks connect to it (to
+    /// 127.0.0.1 when it is unspecified); the service framework's router
+    /// reaches tasks at the host of the agent's advertised address.
+    pub task_bind: Option<std::net::IpAddr>,
     /// Kill every task when the agent shuts down. Off by default: a stopped
     /// agent leaves its tasks running and re-adopts them from its
     /// checkpoint when it starts again (as a Mesos agent does).
@@ -156,6 +163,7 @@ impl AgentConfig {
             status_retry_initial: DEFAULT_STATUS_RETRY_INITIAL,
             docker: true,
             docker_timeout: DEFAULT_DOCKER_TIMEOUT,
+            task_bind: None,
             kill_tasks_on_shutdown: false,
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,

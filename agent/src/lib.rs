@@ -50,7 +50,7 @@ mod transfer;
 mod writer;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,9 @@ pub async fn run(
     let checkpoint =
         checkpoint::Checkpoint::open(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = checkpoint.load().map_err(AgentError::Checkpoint)?;
+    // Resolved once: the Docker containerizer publishes on it, health
+    // checks of Docker tasks connect to it.
+    config.task_bind = Some(task_bind(config.task_bind, local.ip(), &address));
     let docker = connect_docker(&config).await;
     let process = Arc::new(ProcessContainerizer::with_supervisor(
         config.task_supervisor.clone(),
@@ -300,6 +303,9 @@ pub async fn run(
 /// The Docker containerizer, when enabled and a daemon answers; otherwise
 /// says once why tasks with a container will fail here.
 async fn connect_docker(config: &AgentConfig) -> Option<Arc<dyn containerizer::Containerizer>> {
+    let task_bind = config
+        .task_bind
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if !config.docker {
         tracing::info!("Docker disabled by configuration; running process tasks only");
         return None;
@@ -307,14 +313,33 @@ async fn connect_docker(config: &AgentConfig) -> Option<Arc<dyn containerizer::C
     let owner = config.work_dir.display().to_string();
     match containerizer::docker::DockerContainerizer::connect(owner, config.docker_timeout).await {
         Ok(d) => {
-            tracing::info!("Docker Engine found; tasks with a container run under Docker");
-            Some(Arc::new(d))
+            tracing::info!(%task_bind, "Docker Engine found; tasks with a container run under Docker, their ports published on the task bind address");
+            Some(Arc::new(d.with_task_bind(task_bind)))
         }
         Err(e) => {
             tracing::warn!(error = %e, "no usable Docker daemon; running process tasks only (tasks with a container will fail)");
             None
         }
     }
+}
+
+/// Where Docker tasks' ports are published: `configured`, else the
+/// listener's IP `listen` when it and the `advertised` address (which the
+/// service framework's router reaches tasks at) are loopback, else every
+/// interface.
+fn task_bind(configured: Option<IpAddr>, listen: IpAddr, advertised: &str) -> IpAddr {
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let advertised_loopback =
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    configured.unwrap_or(if listen.is_loopback() && advertised_loopback {
+        listen
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    })
 }
 
 /// The address others reach the log API at: the listener's address, with the
@@ -333,6 +358,23 @@ mod tests;
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn docker_tasks_are_published_where_the_agent_listens_when_loopback() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo2: IpAddr = "127.0.0.2".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let lan: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(task_bind(None, lo, "127.0.0.1:5051"), lo);
+        assert_eq!(task_bind(None, lo2, "127.0.0.2:5051"), lo2);
+        assert_eq!(task_bind(None, lo, "localhost:5051"), lo);
+        assert_eq!(task_bind(None, lo, "[::1]:5051"), lo);
+        assert_eq!(task_bind(None, any, "node-1:5051"), any);
+        assert_eq!(task_bind(None, lan, "10.0.0.5:5051"), any);
+        // Advertised beyond loopback: the router comes from elsewhere.
+        assert_eq!(task_bind(None, lo, "node-1.example:5051"), any);
+        assert_eq!(task_bind(Some(lan), lo, "127.0.0.1:5051"), lan);
+    }
 
     #[test]
     fn advertised_address() {

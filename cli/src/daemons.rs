@@ -267,7 +267,9 @@ pub(crate) struct AgentArgs {
 impl AgentArgs {
     /// Its API, and whether `--insecure` was given.
     pub(crate) fn apis(&self) -> (Vec<Api<'_>>, bool) {
-        (vec![self.shape.api(self.listen)], self.exposure.insecure)
+        let mut apis = vec![self.shape.api(self.listen)];
+        apis.extend(self.shape.task_ports());
+        (apis, self.exposure.insecure)
     }
 }
 
@@ -301,6 +303,12 @@ pub(crate) struct AgentShape {
     /// not answering.
     #[arg(long, default_value = "10", value_parser = parse_positive_seconds)]
     docker_timeout: Duration,
+    /// Host address Docker tasks' ports are published on (defaults to the
+    /// listen address when it and --advertise are loopback, else every
+    /// interface). Anything
+    /// but loopback needs --insecure.
+    #[arg(long, value_name = "IP")]
+    task_bind: Option<IpAddr>,
     /// Kill every task when the agent stops (by default tasks keep running
     /// and the agent re-adopts them when it starts again).
     #[arg(long)]
@@ -402,6 +410,17 @@ impl AgentShape {
         }
     }
 
+    /// Where `--task-bind` publishes Docker tasks' ports, when given (the
+    /// default follows the listen address, checked as the API).
+    pub(crate) fn task_ports(&self) -> Option<Api<'_>> {
+        self.task_bind.map(|ip| Api {
+            name: "Docker tasks' published ports",
+            risk: "reach every Docker task's ports",
+            listen: SocketAddr::new(ip, 0),
+            advertise: None,
+        })
+    }
+
     fn config(
         &self,
         masters: Vec<String>,
@@ -421,6 +440,7 @@ impl AgentShape {
         config.hostname = self.hostname.clone();
         config.docker = !self.no_docker;
         config.docker_timeout = self.docker_timeout;
+        config.task_bind = self.task_bind;
         config.kill_tasks_on_shutdown = self.kill_tasks_on_shutdown;
         config.fetch_max_bytes = self.fetch_max_bytes;
         config.fetch_timeout = self.fetch_timeout;
@@ -514,7 +534,10 @@ impl DevArgs {
                     listen: self.router_admin,
                     advertise: None,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(self.shape.task_ports())
+            .collect(),
             self.exposure.insecure,
         )
     }

@@ -526,6 +526,24 @@ async fn change_by(
     .await
 }
 
+/// A deployment's `lastFailure` for its progress line: `; last failure:
+/// TASK_FAILED on HOST: MESSAGE (TASK)`, or nothing.
+fn failure_line(f: &Value) -> String {
+    let Some(message) = f["message"].as_str() else {
+        return String::new();
+    };
+    let host = f["host"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default();
+    format!(
+        "; last failure: {}{host}: {message} ({})",
+        f["state"].as_str().unwrap_or("?"),
+        f["taskId"].as_str().unwrap_or("?"),
+    )
+}
+
 /// After a change: its deployment, followed to its end with `--wait`.
 async fn changed(
     opts: &ServiceOpts,
@@ -544,7 +562,7 @@ async fn changed(
         let b = &d["berth"];
         if b["result"] == "running" {
             let line = format!(
-                "{} {} step {}: {} old ({} healthy), {} new ({} healthy){}",
+                "{} {} step {}: {} old ({} healthy), {} new ({} healthy){}{}",
                 b["strategy"].as_str().unwrap_or("?"),
                 b["state"].as_str().unwrap_or("?"),
                 b["step"].as_str().unwrap_or("?"),
@@ -556,6 +574,7 @@ async fn changed(
                     .as_str()
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default(),
+                failure_line(&b["lastFailure"]),
             );
             if line != last {
                 eprintln!("{line}");
@@ -699,4 +718,20 @@ async fn instances(opts: &ServiceOpts, id: Option<&str>) -> anyhow::Result<()> {
         )
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_progress_line_names_the_last_failure() {
+        let f = json!({"appId": "/web", "host": "node-1", "message": "exited with status 1",
+                       "state": "TASK_FAILED", "taskId": "web.i1.2"});
+        assert_eq!(
+            super::failure_line(&f),
+            "; last failure: TASK_FAILED on node-1: exited with status 1 (web.i1.2)"
+        );
+        assert_eq!(super::failure_line(&serde_json::Value::Null), "");
+    }
 }

@@ -403,6 +403,29 @@ async fn health_checks_report_healthy_and_kill_failing_tasks() -> anyhow::Result
             protocol: "tcp".into()
         }]
     );
+    // The agent listens on loopback: so is the published port (and the
+    // health check reached it there).
+    let owner = format!("label=berth.owner={}", s.owner);
+    let web = berth_tests::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &owner,
+        "--filter",
+        "label=berth.task_id=web",
+    ])
+    .ok_or_else(|| anyhow::anyhow!("docker ps failed"))?;
+    let bindings = berth_tests::docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.PortBindings}}",
+        &web,
+    ])
+    .ok_or_else(|| anyhow::anyhow!("docker inspect {web} failed"))?;
+    assert_eq!(
+        bindings,
+        r#"{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":"31200"}]}"#
+    );
     assert!(!ends.contains_key("web"), "the healthy task keeps running");
     assert_eq!(healthy["flaky"], vec![true, false], "{healthy:?}");
     for id in ["flaky", "deaf"] {

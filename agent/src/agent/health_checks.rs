@@ -16,12 +16,18 @@ impl Agent {
         started: tokio::time::Instant,
     ) {
         let (tx, mut rx) = mpsc::channel(16);
-        let probe = probe_for(
-            &spec,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Arc::clone(containerizer),
-            id.clone(),
-        );
+        // Docker tasks' ports are published on the task bind address;
+        // process tasks are reached on loopback.
+        let docker = self
+            .docker
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, containerizer));
+        let host = self
+            .config
+            .task_bind
+            .filter(|ip| docker && !ip.is_unspecified())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let probe = probe_for(&spec, host, Arc::clone(containerizer), id.clone());
         let handle = spawn_health_checker(spec, probe, started, tx);
         self.lock().health.insert(key.clone(), handle);
         let agent = Arc::clone(self);

@@ -45,6 +45,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -107,6 +108,8 @@ pub struct DockerContainerizer {
     owner: String,
     call_timeout: Duration,
     pull_timeout: Duration,
+    /// The host address bridge tasks' ports are published on.
+    task_bind: IpAddr,
     containers: Mutex<HashMap<ContainerId, Container>>,
 }
 
@@ -234,6 +237,7 @@ impl DockerContainerizer {
             owner,
             call_timeout,
             pull_timeout: DEFAULT_PULL_TIMEOUT,
+            task_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             containers: Mutex::new(HashMap::new()),
         })
     }
@@ -244,6 +248,21 @@ impl DockerContainerizer {
     pub fn with_pull_timeout(mut self, timeout: Duration) -> Self {
         self.pull_timeout = timeout;
         self
+    }
+
+    /// Sets the host address tasks' ports are published on (default
+    /// `0.0.0.0`, every interface; the agent passes its
+    /// [`crate::AgentConfig::task_bind`]).
+    #[must_use]
+    pub fn with_task_bind(mut self, ip: IpAddr) -> Self {
+        self.task_bind = ip;
+        self
+    }
+
+    /// The host address tasks' ports are published on.
+    #[must_use]
+    pub fn task_bind(&self) -> IpAddr {
+        self.task_bind
     }
 
     /// The owner string this containerizer labels its containers with.
@@ -301,7 +320,7 @@ impl DockerContainerizer {
             prepare_sandbox(&spec.sandbox).await?;
         }
         self.ensure_image(&container.image).await?;
-        let body = create_body(&spec, container, &self.owner)?;
+        let body = create_body(&spec, container, &self.owner, self.task_bind)?;
         let name = container_name(&spec.container_id);
         let created = self
             .call(self.docker.create_container(
@@ -734,11 +753,13 @@ fn container_environment(spec: &LaunchSpec) -> Vec<String> {
         .collect()
 }
 
-/// The create request for a task.
+/// The create request for a task, its ports published on host address
+/// `bind`.
 fn create_body(
     spec: &LaunchSpec,
     container: &ContainerSpec,
     owner: &str,
+    bind: IpAddr,
 ) -> Result<ContainerCreateBody, ContainerError> {
     let labels = HashMap::from([
         (LABEL_OWNER.to_owned(), owner.to_owned()),
@@ -760,7 +781,7 @@ fn create_body(
                 .or_insert_with(|| Some(Vec::new()))
                 .get_or_insert_with(Vec::new)
                 .push(bollard::models::PortBinding {
-                    host_ip: Some("0.0.0.0".into()),
+                    host_ip: Some(bind.to_string()),
                     host_port: Some(p.host_port.to_string()),
                 });
         }

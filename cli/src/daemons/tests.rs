@@ -158,3 +158,29 @@ fn only_loopback_is_served_without_insecure() {
         ]
     );
 }
+
+#[test]
+fn a_task_bind_beyond_loopback_needs_insecure() {
+    use clap::Parser as _;
+    let check = |argv: &[&str]| {
+        let cli = crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let (apis, insecure) = crate::daemon_apis(&cli.command).expect("a daemon");
+        check_exposure(&apis, insecure)
+    };
+    assert_eq!(
+        check(&["berth", "agent", "--task-bind", "127.0.0.1"]),
+        Ok(())
+    );
+    for argv in [
+        &["berth", "agent", "--task-bind", "0.0.0.0"][..],
+        &["berth", "dev", "--task-bind", "10.1.1.1"],
+    ] {
+        let e = check(argv).unwrap_err();
+        assert!(e.contains("Docker tasks' published ports"), "{e}");
+    }
+    assert_eq!(
+        check(&["berth", "agent", "--task-bind", "0.0.0.0", "--insecure"]),
+        Ok(())
+    );
+    assert!(crate::Cli::try_parse_from(["berth", "agent", "--task-bind", "nowhere"]).is_err());
+}

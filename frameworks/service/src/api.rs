@@ -39,7 +39,9 @@
 //! Not served: `/v2/groups`, `/v2/pods`, `/v2/queue`, `/v2/events`, PUT
 //! and PATCH of `/v2/apps` (several apps at once), killing tasks, the
 //! `label` filter (refused with 400). `embed` (repeatable):
-//! `apps.tasks` / `app.tasks` adds each app's `tasks`; counts and
+//! `apps.tasks` / `app.tasks` adds each app's `tasks`,
+//! `apps.lastTaskFailure` each app's last failed task (one app's
+//! `lastTaskFailure` is always embedded, as Marathon's); counts and
 //! deployments are always embedded (`apps.counts`, `apps.deployments` are
 //! accepted); any other value is refused with 400.
 
@@ -69,8 +71,8 @@ mod request;
 use request::{Refusal, app_id, body_value, definition, failed, flag, message, op_failed, reply};
 
 pub use backend::{
-    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, OneDeployment,
-    ServiceBackend, TaskCounts, app_status, deployment_info, find_deployment,
+    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, LastFailure,
+    OneDeployment, ServiceBackend, TaskCounts, app_status, deployment_info, find_deployment,
 };
 pub use memory::InMemory;
 
@@ -137,36 +139,50 @@ async fn info<B: ServiceBackend>(State(b): State<Arc<B>>) -> Response {
     }
 }
 
-/// Marathon's `embed` parameters (`prefix` is `apps` or `app`): whether
-/// the tasks are asked for; a value berth cannot embed is refused.
-fn embed_tasks(pairs: &[(String, String)], prefix: &str) -> Result<bool, Refusal> {
-    let mut tasks = false;
+/// What an app's JSON embeds besides its counts and deployments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Embed {
+    /// Its `tasks`.
+    tasks: bool,
+    /// Its `lastTaskFailure`, if it has one.
+    last_task_failure: bool,
+}
+
+/// Marathon's `embed` parameters (`prefix` is `apps` or `app`) added to
+/// `embed`; a value berth cannot embed is refused.
+fn embeds(pairs: &[(String, String)], prefix: &str, mut embed: Embed) -> Result<Embed, Refusal> {
     for (_, v) in pairs.iter().filter(|(k, _)| k == "embed") {
         match v.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
-            Some("tasks") => tasks = true,
+            Some("tasks") => embed.tasks = true,
+            Some("lastTaskFailure") => embed.last_task_failure = true,
             Some("counts" | "deployments") => {}
             _ => {
                 return Err(message(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "embed {} is not supported by berth ({prefix}.tasks, {prefix}.counts and {prefix}.deployments are)",
+                        "embed {} is not supported by berth ({prefix}.tasks, {prefix}.lastTaskFailure, {prefix}.counts and {prefix}.deployments are)",
                         quoted(v)
                     ),
                 ));
             }
         }
     }
-    Ok(tasks)
+    Ok(embed)
 }
 
-/// `app` rendered, with its `tasks` when `with_tasks`.
-async fn app_json<B: ServiceBackend>(
-    b: &B,
-    a: &AppStatus,
-    with_tasks: bool,
-) -> Result<Value, Refusal> {
+/// `app` rendered, with what `embed` asks for.
+async fn app_json<B: ServiceBackend>(b: &B, a: &AppStatus, embed: Embed) -> Result<Value, Refusal> {
     let mut v = render::app(a);
-    if with_tasks {
+    if embed.last_task_failure
+        && let Some(f) = &a.last_failure
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert(
+            "lastTaskFailure".into(),
+            render::last_failure(&a.version.definition.id, f),
+        );
+    }
+    if embed.tasks {
         let id = &a.version.definition.id;
         let list = b.instances(Some(id)).await.map_err(failed)?;
         if let Some(o) = v.as_object_mut() {
@@ -183,7 +199,7 @@ async fn list_apps<B: ServiceBackend>(
     State(b): State<Arc<B>>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let with_tasks = match embed_tasks(&pairs, "apps") {
+    let embed = match embeds(&pairs, "apps", Embed::default()) {
         Ok(t) => t,
         Err(r) => return r.into_response(),
     };
@@ -217,7 +233,7 @@ async fn list_apps<B: ServiceBackend>(
         .collect::<Vec<_>>();
     let mut out = Vec::with_capacity(list.len());
     for a in list {
-        match app_json(&*b, a, with_tasks).await {
+        match app_json(&*b, a, embed).await {
             Ok(v) => out.push(v),
             Err(r) => return r.into_response(),
         }
@@ -262,6 +278,7 @@ async fn create_app<B: ServiceBackend>(
             version: current,
             deployment: o.deployment.clone(),
             counts: TaskCounts::default(),
+            last_failure: None,
         };
         let mut r = reply(StatusCode::CREATED, render::app(&status));
         r.headers_mut().insert(header::LOCATION, location(&id));
@@ -327,11 +344,16 @@ async fn get_under<B: ServiceBackend>(
             return tasks(&*b, Some(&id), None).await;
         }
         let id = app_id(&rest)?;
-        let with_tasks = embed_tasks(&pairs, "app")?;
+        // One app embeds its last failure, as Marathon's does.
+        let always = Embed {
+            tasks: false,
+            last_task_failure: true,
+        };
+        let embed = embeds(&pairs, "app", always)?;
         match b.app(&id).await.map_err(failed)? {
             Some(a) => Ok(reply(
                 StatusCode::OK,
-                json!({ "app": app_json(&*b, &a, with_tasks).await? }),
+                json!({ "app": app_json(&*b, &a, embed).await? }),
             )),
             None => Err(op_failed(OpError::UnknownApp(id))),
         }
@@ -370,6 +392,25 @@ async fn all_tasks<B: ServiceBackend>(State(b): State<Arc<B>>, Query(q): Q) -> R
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What PUT and PATCH of `/v2/apps/{id}` start from: the app's id,
+/// `force`, and the body.
+async fn app_change_body(
+    rest: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(AppId, bool, Value), Refusal> {
+    let id = app_id(rest)?;
+    let force = flag(q, "force", false)?;
+    let v = body_value(headers, body).await?;
+    Ok((id, force, v))
+}
+
+/// The refusal of a body whose `id` is not the app's.
+fn wrong_id(id: &AppId) -> Refusal {
+    op_failed(Invalid::at("/id", format!("must be {id}, the app's id, or absent")).into())
+}
+
 async fn put_app<B: ServiceBackend>(
     State(b): State<Arc<B>>,
     Path(rest): Path<String>,
@@ -378,10 +419,8 @@ async fn put_app<B: ServiceBackend>(
     body: Body,
 ) -> Response {
     let run = async {
-        let id = app_id(&rest)?;
-        let force = flag(&q, "force", false)?;
+        let (id, force, v) = app_change_body(&rest, &q, &headers, body).await?;
         let partial = flag(&q, "partialUpdate", true)?;
-        let v = body_value(&headers, body).await?;
         let op = if let Some(version) = v.get("version") {
             rollback_op(&id, &v, version)?
         } else if partial {
@@ -397,8 +436,7 @@ async fn put_app<B: ServiceBackend>(
             }
             let def = definition(&whole)?;
             if def.id != id {
-                let e = Invalid::at("/id", format!("must be {id}, the app's id, or absent"));
-                return Err(op_failed(e.into()));
+                return Err(wrong_id(&id));
             }
             Op::Update {
                 definition: def,
@@ -427,10 +465,7 @@ fn rollback_op(id: &AppId, body: &Value, version: &Value) -> Result<Op, Refusal>
             .and_then(|s| AppId::parse(s).ok())
             .is_some_and(|g| g == *id);
         if !same {
-            return Err(invalid(
-                "/id",
-                format!("must be {id}, the app's id, or absent"),
-            ));
+            return Err(wrong_id(id));
         }
     }
     let Some(text) = version.as_str() else {
@@ -451,9 +486,7 @@ async fn patch_app<B: ServiceBackend>(
     body: Body,
 ) -> Response {
     let run = async {
-        let id = app_id(&rest)?;
-        let force = flag(&q, "force", false)?;
-        let v = body_value(&headers, body).await?;
+        let (id, force, v) = app_change_body(&rest, &q, &headers, body).await?;
         let op = Op::Patch {
             id,
             patch: v,

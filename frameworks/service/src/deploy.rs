@@ -370,6 +370,25 @@ impl Deployment {
         self.state = State::Failed(why);
     }
 
+    /// The versions a `kind` deployment goes from and to (cloned); fails
+    /// the deployment when it lacks either.
+    fn two_versions(&mut self, kind: &str, actions: &mut Vec<Action>) -> Option<(Target, Target)> {
+        if let (Some(from), Some(to)) = (&self.from, &self.to) {
+            return Some((from.clone(), to.clone()));
+        }
+        self.fail(format!("a {kind} deployment needs two versions"), actions);
+        None
+    }
+
+    /// The instances of `version` among `observed` that are not being
+    /// killed.
+    fn live_of<'a>(&self, observed: &'a [Instance], version: Timestamp) -> Vec<&'a Instance> {
+        observed
+            .iter()
+            .filter(|i| i.version == version && !self.killed.contains(&i.id))
+            .collect()
+    }
+
     /// What the deployment looks like now.
     pub fn view(&self, observed: &[Instance], now: Timestamp) -> DeploymentView {
         let new_v = self.to.as_ref().map(|t| t.version);

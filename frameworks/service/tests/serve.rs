@@ -2,7 +2,7 @@
 //! and agent: an app of busybox httpd instances is deployed, served through
 //! the router, and rolled to a new version under a steady load without a
 //! failed request; a failing canary is rolled back; and the gRPC API
-//! follows a real deployment.
+//! follows a real deployment; an app whose command fails shows why.
 
 mod common;
 
@@ -212,5 +212,64 @@ async fn the_grpc_api_follows_a_real_deployment() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(left.apps.is_empty(), "{left:?}");
+    h.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_command_exits_at_once_shows_its_last_task_failure() -> anyhow::Result<()> {
+    let Some(h) = Harness::start(Instances::Process, "31900-31949").await? else {
+        return Ok(());
+    };
+    let api = h.api;
+    let app = json!({
+        "id": "/broken", "cmd": "exit 3", "cpus": 0.1, "mem": 16, "instances": 1,
+        "backoffSeconds": 1, "maxLaunchDelaySeconds": 2,
+        // A health check: the deployment waits for an instance that never
+        // gets healthy.
+        "portDefinitions": [{"port": berth_tests::free_port(), "name": "http"}],
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0}],
+    });
+    let (status, created) = json_of(api, "POST", "/v2/apps", Some(&app)).await?;
+    assert_eq!(status, 201, "{created}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let failure = loop {
+        let (_, one) = json_of(api, "GET", "/v2/apps/broken", None).await?;
+        let f = &one["app"]["lastTaskFailure"];
+        if !f.is_null() {
+            break f.clone();
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no lastTaskFailure: {one}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("lastTaskFailure: {failure}");
+    assert_eq!(failure["appId"], "/broken", "{failure}");
+    assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    let message = failure["message"].as_str().unwrap_or_default();
+    assert!(message.contains("status 3"), "{failure}");
+    let task = failure["taskId"].as_str().unwrap_or_default();
+    assert!(task.starts_with("broken."), "{failure}");
+    assert!(
+        !failure["host"].as_str().unwrap_or_default().is_empty(),
+        "{failure}"
+    );
+    // The list embeds it when asked; the waiting deployment shows it.
+    let (_, list) = json_of(api, "GET", "/v2/apps?embed=apps.lastTaskFailure", None).await?;
+    assert_eq!(
+        list["apps"][0]["lastTaskFailure"]["appId"], "/broken",
+        "{list}"
+    );
+    let (_, plain) = json_of(api, "GET", "/v2/apps", None).await?;
+    assert!(plain["apps"][0].get("lastTaskFailure").is_none(), "{plain}");
+    let (_, deployments) = json_of(api, "GET", "/v2/deployments", None).await?;
+    let progress = &deployments[0]["berth"];
+    assert_eq!(
+        progress["lastFailure"]["state"], "TASK_FAILED",
+        "{deployments}"
+    );
+    let (status, gone) = json_of(api, "DELETE", "/v2/apps/broken?force=true", None).await?;
+    assert_eq!(status, 200, "{gone}");
     h.stop().await
 }

@@ -12,6 +12,8 @@ use bollard::query_parameters::InspectContainerOptions;
 use tokio::io::AsyncReadExt;
 
 use super::*;
+
+const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 use crate::containerizer::{PortBinding, Protocol};
 
 /// The image the tests run (built locally: no registry is needed).
@@ -150,7 +152,7 @@ fn create_body_carries_labels_limits_ports_and_mounts() {
         "cpus:1.5;mem:100;ports:[31000-31002]",
         c.clone(),
     );
-    let body = create_body(&s, &c, "/owner").unwrap();
+    let body = create_body(&s, &c, "/owner", UNSPECIFIED).unwrap();
     assert_eq!(body.image.as_deref(), Some(IMAGE));
     assert_eq!(body.cmd, Some(vec!["run".to_owned(), "--fast".to_owned()]));
     assert_eq!(body.entrypoint, Some(vec!["/bin/env".to_owned()]));
@@ -197,6 +199,16 @@ fn create_body_carries_labels_limits_ports_and_mounts() {
         bindings["53/udp"].as_ref().unwrap()[0].host_ip.as_deref(),
         Some("0.0.0.0")
     );
+    // An agent on loopback publishes its tasks' ports on loopback only.
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let body = create_body(&s, &c, "/owner", loopback).unwrap();
+    let bindings = body.host_config.unwrap().port_bindings.unwrap();
+    let ips: Vec<Option<String>> = bindings
+        .values()
+        .flat_map(|b| b.iter().flatten())
+        .map(|b| b.host_ip.clone())
+        .collect();
+    assert_eq!(ips, vec![Some("127.0.0.1".to_owned()); 3]);
 
     // Host networking publishes nothing; no limits when none are asked; a
     // PATH the task sets is kept.
@@ -204,7 +216,7 @@ fn create_body_carries_labels_limits_ports_and_mounts() {
     c.network = NetworkMode::Host;
     let mut s = spec(Path::new("/work"), sh("true"), "cpus:0;mem:0", c.clone());
     s.env.insert("PATH".into(), "/opt/bin".into());
-    let body = create_body(&s, &c, "/owner").unwrap();
+    let body = create_body(&s, &c, "/owner", UNSPECIFIED).unwrap();
     assert_eq!(
         body.cmd,
         Some(vec![
@@ -228,7 +240,10 @@ fn create_body_carries_labels_limits_ports_and_mounts() {
         "cpus:0;mem:0",
         c.clone(),
     );
-    assert_eq!(create_body(&s, &c, "/owner").unwrap().cmd, None);
+    assert_eq!(
+        create_body(&s, &c, "/owner", UNSPECIFIED).unwrap().cmd,
+        None
+    );
 }
 
 // ---- against a Docker daemon --------------------------------------------

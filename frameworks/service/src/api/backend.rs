@@ -8,6 +8,7 @@ use std::future::Future;
 use crate::app::{AppId, AppVersion};
 use crate::deploy::{DeploymentView, Instance, InstanceState, Target};
 use crate::error::OpError;
+use crate::run::instances::TaskFailure;
 use crate::state::{
     AppState, Cause, DeploymentId, FinishedDeployment, OpOutcome, PlanView, Request,
     RunningDeployment, Services,
@@ -49,6 +50,17 @@ pub struct AppStatus {
     pub deployment: Option<DeploymentId>,
     /// Its instances, counted.
     pub counts: TaskCounts,
+    /// Its last failed attempt (Marathon's `lastTaskFailure`).
+    pub last_failure: Option<LastFailure>,
+}
+
+/// An app's last failed attempt, with where it ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastFailure {
+    /// The failure.
+    pub task: TaskFailure,
+    /// The agent's host name (empty if unknown).
+    pub host: String,
 }
 
 /// One instance, as GET /v2/tasks shows it.
@@ -95,6 +107,9 @@ pub struct DeploymentInfo {
     pub started_at: Timestamp,
     /// Where it stands, over the observed instances.
     pub view: DeploymentView,
+    /// The app's last failed attempt since the deployment started: why
+    /// it may be waiting (boxed: rarely there).
+    pub last_failure: Option<Box<LastFailure>>,
 }
 
 /// Who answers.
@@ -178,6 +193,7 @@ pub fn app_status(st: &AppState, observed: &[Instance]) -> AppStatus {
         version: st.current.clone(),
         deployment: st.deployment.as_ref().map(|d| d.id.clone()),
         counts,
+        last_failure: None,
     }
 }
 
@@ -197,6 +213,7 @@ pub fn deployment_info(
         to: d.to,
         started_at: d.started_at,
         view: d.plan.view(observed, now),
+        last_failure: None,
     }
 }
 

@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::backend::{AppStatus, DeploymentInfo, InstanceInfo};
+use super::backend::{AppStatus, DeploymentInfo, InstanceInfo, LastFailure};
+use crate::app::AppId;
 use crate::deploy::InstanceState;
 use crate::state::{DeploymentId, OpOutcome};
 use crate::time::Timestamp;
@@ -67,6 +68,19 @@ pub(super) fn task(i: &InstanceInfo) -> Value {
     Value::Object(m)
 }
 
+/// Marathon's `lastTaskFailure` of app `app`.
+pub(super) fn last_failure(app: &AppId, f: &LastFailure) -> Value {
+    json!({
+        "appId": app.to_string(),
+        "host": f.host,
+        "message": f.task.message,
+        "state": f.task.state.as_str_name(),
+        "taskId": f.task.task_id,
+        "timestamp": f.task.at.to_string(),
+        "version": f.task.version.to_string(),
+    })
+}
+
 /// A deployment as GET /v2/deployments renders it, with berth's own
 /// progress under `berth`.
 pub(super) fn deployment(d: &DeploymentInfo) -> Value {
@@ -99,6 +113,7 @@ pub(super) fn deployment(d: &DeploymentInfo) -> Value {
             "newHealthy": d.view.new_healthy,
             "state": d.view.state,
             "why": d.view.why,
+            "lastFailure": d.last_failure.as_deref().map(|f| last_failure(&d.app, f)),
         },
     })
 }

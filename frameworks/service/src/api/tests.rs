@@ -496,7 +496,7 @@ async fn embed_adds_tasks_and_refuses_what_it_cannot_embed() {
         .await;
     assert_eq!(one.body["app"]["tasks"].as_array().map(Vec::len), Some(3));
     for bad in [
-        "/v2/apps?embed=apps.lastTaskFailure",
+        "/v2/apps?embed=apps.readiness",
         "/v2/apps?embed=app.tasks",
         "/v2/apps/shop/web?embed=apps.tasks",
     ] {
@@ -511,4 +511,46 @@ async fn embed_adds_tasks_and_refuses_what_it_cannot_embed() {
             r.body
         );
     }
+}
+
+#[test]
+fn last_task_failure_is_embedded_as_marathon_renders_it() {
+    let pairs = |v: &[&str]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|v| ("embed".to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let e = embeds(&pairs(&["apps.lastTaskFailure"]), "apps", Embed::default());
+    assert_eq!(
+        e.ok(),
+        Some(Embed {
+            tasks: false,
+            last_task_failure: true
+        })
+    );
+    assert!(embeds(&pairs(&["app.lastTaskFailure"]), "apps", Embed::default()).is_err());
+    let app = AppId::parse("/shop/web").unwrap();
+    let f = LastFailure {
+        task: crate::run::instances::TaskFailure {
+            task_id: "shop_web.i1.2".into(),
+            agent_id: "a1".into(),
+            state: berth_proto::TaskState::TaskFailed,
+            message: "exited with status 1".into(),
+            version: Timestamp::from_millis(1_700_000_000_000),
+            at: Timestamp::from_millis(1_700_000_001_000),
+        },
+        host: "node-1".into(),
+    };
+    assert_eq!(
+        render::last_failure(&app, &f),
+        json!({
+            "appId": "/shop/web",
+            "host": "node-1",
+            "message": "exited with status 1",
+            "state": "TASK_FAILED",
+            "taskId": "shop_web.i1.2",
+            "timestamp": "2023-11-14T22:13:21.000Z",
+            "version": "2023-11-14T22:13:20.000Z",
+        })
+    );
 }

@@ -73,14 +73,10 @@ impl BlueGreen {
         now: Timestamp,
         actions: &mut Vec<Action>,
     ) {
-        let (Some(to), Some(from)) = (d.to.clone(), d.from.clone()) else {
-            d.fail("a blue/green deployment needs two versions".into(), actions);
+        let Some((from, to)) = d.two_versions("blue/green", actions) else {
             return;
         };
-        let new: Vec<&Instance> = observed
-            .iter()
-            .filter(|i| i.version == to.version && !d.killed.contains(&i.id))
-            .collect();
+        let new = d.live_of(observed, to.version);
         let old: Vec<&Instance> = observed
             .iter()
             .filter(|i| i.version != to.version)

@@ -86,14 +86,10 @@ impl Canary {
         now: Timestamp,
         actions: &mut Vec<Action>,
     ) {
-        let (Some(to), Some(from)) = (d.to.clone(), d.from.clone()) else {
-            d.fail("a canary deployment needs two versions".into(), actions);
+        let Some((from, to)) = d.two_versions("canary", actions) else {
             return;
         };
-        let new: Vec<&Instance> = observed
-            .iter()
-            .filter(|i| i.version == to.version && !d.killed.contains(&i.id))
-            .collect();
+        let new = d.live_of(observed, to.version);
         if self.rolling_back.is_some() {
             if !observed.iter().any(|i| i.version == to.version) {
                 actions.push(Action::Finished);

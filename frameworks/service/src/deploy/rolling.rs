@@ -48,8 +48,7 @@ impl Rolling {
         now: Timestamp,
         actions: &mut Vec<Action>,
     ) {
-        let (Some(to), Some(from)) = (d.to.clone(), d.from.clone()) else {
-            d.fail("a rolling deployment needs two versions".into(), actions);
+        let Some((from, to)) = d.two_versions("rolling", actions) else {
             return;
         };
         let n = to.instances;
@@ -197,10 +196,7 @@ impl Scale {
             return stop(d, observed, actions);
         };
         let n = to.instances;
-        let mine: Vec<&Instance> = observed
-            .iter()
-            .filter(|i| i.version == to.version && !d.killed.contains(&i.id))
-            .collect();
+        let mine = d.live_of(observed, to.version);
         if !self.initialized {
             self.initialized = true;
             let have = mine.len() as u32;

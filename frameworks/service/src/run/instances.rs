@@ -57,6 +57,49 @@ pub struct Run {
     pub ready: bool,
 }
 
+/// The last attempt of an app that failed: ended without being killed, or
+/// killed for failing its health check (Marathon's `lastTaskFailure`).
+/// Kept in memory only: a restarted framework starts without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// The failed task.
+    pub task_id: String,
+    /// The agent it ran on (empty if it never reached one).
+    pub agent_id: String,
+    /// Its last state (`TaskRunning` when its health check failed).
+    pub state: pb::TaskState,
+    /// Why, for people: the agent's message, the exit code.
+    pub message: String,
+    /// The config version it ran.
+    pub version: Timestamp,
+    /// When the failure was seen.
+    pub at: Timestamp,
+}
+
+impl TaskFailure {
+    fn of(
+        status: &pb::TaskStatus,
+        run: &Run,
+        state: pb::TaskState,
+        version: Timestamp,
+        at: Timestamp,
+    ) -> TaskFailure {
+        let message = match (status.message.is_empty(), status.exit_code) {
+            (false, _) => status.message.clone(),
+            (true, Some(code)) => format!("exited with status {code}"),
+            (true, None) => state.as_str_name().to_owned(),
+        };
+        TaskFailure {
+            task_id: run.task_id.clone(),
+            agent_id: run.agent_id.clone(),
+            state,
+            message,
+            version,
+            at,
+        }
+    }
+}
+
 /// Where a slot is in being killed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Killing {
@@ -116,6 +159,8 @@ pub struct Instances {
     /// The slots of each app (an index of `slots`, so that one app's work
     /// does not scan every app's instances).
     by_app: BTreeMap<String, BTreeSet<String>>,
+    /// The last failed attempt of each app, by app id.
+    failures: BTreeMap<String, TaskFailure>,
 }
 
 /// The delay before attempt number `failures + 1` after `failures` ended
@@ -160,6 +205,17 @@ impl Instances {
     pub fn app_of_task(&self, task_id: &str) -> Option<&str> {
         let slot = self.slots.get(instance_of(task_id)?)?;
         Some(slot.app.as_str())
+    }
+
+    /// The last failed attempt of `app`, if one failed.
+    #[must_use]
+    pub fn last_failure(&self, app: &str) -> Option<&TaskFailure> {
+        self.failures.get(app)
+    }
+
+    /// Forgets `app`'s last failure (the app is gone).
+    pub fn forget_failure(&mut self, app: &str) {
+        self.failures.remove(app);
     }
 
     /// Puts back a slot read from the store.
@@ -328,6 +384,8 @@ impl Instances {
                 self.remove(&id);
                 return Seen::Gone { instance: id };
             }
+            let failure = TaskFailure::of(status, run, state, slot.version, now);
+            self.failures.insert(slot.app.clone(), failure);
             slot.failures = slot.failures.saturating_add(1);
             slot.not_before = now.plus(backoff(&backoff_of(&slot.app), slot.failures));
             slot.run = None;
@@ -354,6 +412,9 @@ impl Instances {
                     self.dirty.insert(id.clone());
                     // Failed its health check: kill it, start the next
                     // attempt after the backoff.
+                    let mut failure = TaskFailure::of(status, run, state, slot.version, now);
+                    failure.message = format!("failed its health check: {}", failure.message);
+                    self.failures.insert(slot.app.clone(), failure);
                     let run = slot.run.take();
                     if let Some(run) = run {
                         self.strays.insert(run.task_id, run.agent_id);

@@ -37,7 +37,8 @@ use tokio::sync::mpsc;
 use super::handle::Req;
 use super::store::{self, FRAMEWORK_ID_KEY};
 use crate::api::{
-    BackendError, FrameworkInfo, InstanceInfo, app_status, deployment_info, find_deployment,
+    AppStatus, BackendError, DeploymentInfo, FrameworkInfo, InstanceInfo, LastFailure,
+    OneDeployment, app_status, deployment_info, find_deployment,
 };
 use crate::app::{AppId, AppVersion};
 use crate::deploy::{RouterStats, VersionStats};
@@ -206,6 +207,10 @@ impl ServiceFramework {
             Ok(a) => a,
             Err(e) => return Ok(Err(BackendError::Op(e))),
         };
+        if let Op::Add(def) = &req.op {
+            // A new app of an old id starts without the old one's failure.
+            self.instances.forget_failure(&def.id.to_string());
+        }
         self.store(applied.writes()).await?;
         match self.services.commit(applied) {
             Ok(outcome) => {
@@ -221,18 +226,11 @@ impl ServiceFramework {
         let now = now();
         match req {
             Req::Apps(r) => {
-                let list = self
-                    .services
-                    .apps()
-                    .map(|st| app_status(st, &self.instances.planner_view(&st.id().to_string())))
-                    .collect();
+                let list = self.services.apps().map(|st| self.app_status(st)).collect();
                 let _ = r.send(list);
             }
             Req::App(id, r) => {
-                let one = self
-                    .services
-                    .app(&id)
-                    .map(|st| app_status(st, &self.instances.planner_view(&id.to_string())));
+                let one = self.services.app(&id).map(|st| self.app_status(st));
                 let _ = r.send(one);
             }
             Req::Versions(id, r) => {
@@ -260,7 +258,7 @@ impl ServiceFramework {
                     .deployments()
                     .map(|(st, d)| {
                         let observed = self.instances.planner_view(&st.id().to_string());
-                        deployment_info(st, d, &observed, now)
+                        self.with_failure(deployment_info(st, d, &observed, now))
                     })
                     .collect();
                 let _ = r.send(list);
@@ -268,7 +266,13 @@ impl ServiceFramework {
             Req::Deployment(id, r) => {
                 let instances = &self.instances;
                 let observed = |st: &AppState| instances.planner_view(&st.id().to_string());
-                let _ = r.send(find_deployment(&self.services, &id, observed, now));
+                let found = match find_deployment(&self.services, &id, observed, now) {
+                    Some(OneDeployment::Running(d)) => {
+                        Some(OneDeployment::Running(self.with_failure(d)))
+                    }
+                    other => other,
+                };
+                let _ = r.send(found);
             }
             Req::Info(r) => {
                 let _ = r.send(FrameworkInfo {
@@ -279,6 +283,36 @@ impl ServiceFramework {
             }
         }
         Ok(())
+    }
+
+    /// App `st` as the API shows it, with its last failure.
+    fn app_status(&self, st: &AppState) -> AppStatus {
+        let name = st.id().to_string();
+        AppStatus {
+            last_failure: self.last_failure(&name),
+            ..app_status(st, &self.instances.planner_view(&name))
+        }
+    }
+
+    /// Running deployment `d` with its app's last failure since it started.
+    fn with_failure(&self, d: DeploymentInfo) -> DeploymentInfo {
+        let last_failure = self
+            .last_failure(&d.app.to_string())
+            .filter(|f| f.task.at >= d.started_at)
+            .map(Box::new);
+        DeploymentInfo { last_failure, ..d }
+    }
+
+    /// `app`'s last failed task, with its agent's host name.
+    fn last_failure(&self, app: &str) -> Option<LastFailure> {
+        let task = self.instances.last_failure(app)?.clone();
+        let host = self
+            .agents
+            .places
+            .get(&task.agent_id)
+            .map(|p| p.hostname.clone())
+            .unwrap_or_default();
+        Some(LastFailure { task, host })
     }
 
     fn instance_infos(&self, only: Option<&AppId>) -> Vec<InstanceInfo> {

@@ -4,7 +4,9 @@
 use berth_proto::service::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::api::{AppStatus, BackendError, DeploymentInfo, InstanceInfo, OneDeployment};
+use crate::api::{
+    AppStatus, BackendError, DeploymentInfo, InstanceInfo, LastFailure, OneDeployment,
+};
 use crate::app::AppVersion;
 use crate::deploy::{DeploymentView, InstanceState, State};
 use crate::error::OpError;
@@ -64,6 +66,18 @@ pub(super) fn app(a: &AppStatus) -> pb::App {
         tasks_healthy: a.counts.healthy,
         tasks_unhealthy: a.counts.unhealthy,
         deployment_id: a.deployment.as_ref().map(|d| d.as_str().to_owned()),
+        last_task_failure: a.last_failure.as_ref().map(task_failure),
+    }
+}
+
+fn task_failure(f: &LastFailure) -> pb::TaskFailure {
+    pb::TaskFailure {
+        task_id: f.task.task_id.clone(),
+        host: f.host.clone(),
+        state: f.task.state.as_str_name().to_owned(),
+        message: f.task.message.clone(),
+        version: ts(f.task.version),
+        timestamp: ts(f.task.at),
     }
 }
 
@@ -126,7 +140,7 @@ fn cause(c: Cause) -> pb::Cause {
     }
 }
 
-fn progress(v: &DeploymentView) -> pb::Progress {
+fn progress(v: &DeploymentView, last_failure: Option<&LastFailure>) -> pb::Progress {
     let (state, why) = match &v.state {
         State::Running => (pb::ProgressState::Running, None),
         State::Paused => (pb::ProgressState::Paused, None),
@@ -144,6 +158,7 @@ fn progress(v: &DeploymentView) -> pb::Progress {
         new_healthy: count(v.new_healthy),
         state: state as i32,
         why: why.or_else(|| v.why.clone()),
+        last_failure: last_failure.map(task_failure),
     }
 }
 
@@ -155,7 +170,7 @@ pub(super) fn running(d: &DeploymentInfo) -> pb::Deployment {
         from_version: d.from.map(ts),
         to_version: d.to.map(ts),
         started_at: ts(d.started_at),
-        progress: Some(progress(&d.view)),
+        progress: Some(progress(&d.view, d.last_failure.as_deref())),
         finished: None,
     }
 }

@@ -296,3 +296,74 @@ fn placement_sees_where_the_apps_other_instances_run() {
     assert_eq!(existing.len(), 1, "i2 runs on a1");
     assert_eq!(existing[0].hostname, "h1");
 }
+
+#[test]
+fn the_last_failure_of_an_app_is_kept_with_its_reason() {
+    let mut w = World::new("");
+    w.launch_wanted(at(0), "a1");
+    assert_eq!(w.inst.last_failure("/web"), None);
+    let version = w.version.config_version();
+    w.inst.on_status(
+        &pb::TaskStatus {
+            task_id: "web.i1.1".into(),
+            state: pb::TaskState::TaskFailed as i32,
+            message: "exited with status 1".into(),
+            exit_code: Some(1),
+            agent_id: "a1".into(),
+            ..Default::default()
+        },
+        &|_| Backoff::default(),
+        &|_| false,
+        at(3),
+    );
+    let f = w.inst.last_failure("/web").cloned();
+    assert_eq!(
+        f,
+        Some(TaskFailure {
+            task_id: "web.i1.1".into(),
+            agent_id: "a1".into(),
+            state: pb::TaskState::TaskFailed,
+            message: "exited with status 1".into(),
+            version,
+            at: at(3),
+        })
+    );
+    // Without a message, the exit code says why; a later failure replaces it.
+    w.inst.on_status(
+        &pb::TaskStatus {
+            task_id: "web.i2.1".into(),
+            state: pb::TaskState::TaskFailed as i32,
+            exit_code: Some(2),
+            ..Default::default()
+        },
+        &|_| Backoff::default(),
+        &|_| false,
+        at(4),
+    );
+    let f = w
+        .inst
+        .last_failure("/web")
+        .map(|f| (f.task_id.as_str(), f.message.as_str()));
+    assert_eq!(f, Some(("web.i2.1", "exited with status 2")));
+    w.inst.forget_failure("/web");
+    assert_eq!(w.inst.last_failure("/web"), None);
+}
+
+#[test]
+fn killed_instances_are_no_failure_and_a_failed_health_check_is() {
+    let mut w = World::new(r#", "healthChecks": [{"protocol": "HTTP", "path": "/"}]"#);
+    w.launch_wanted(at(0), "a1");
+    w.inst.kill("i1", false, at(1));
+    w.status("web.i1.1", pb::TaskState::TaskKilled, None, at(2));
+    assert_eq!(w.inst.last_failure("/web"), None);
+    w.status("web.i2.1", pb::TaskState::TaskRunning, Some(false), at(3));
+    let f = w.inst.last_failure("/web").cloned();
+    assert_eq!(
+        f.map(|f| (f.task_id, f.state, f.message)),
+        Some((
+            "web.i2.1".into(),
+            pb::TaskState::TaskRunning,
+            "failed its health check: TASK_RUNNING".into()
+        ))
+    );
+}
