@@ -9,6 +9,7 @@
 //! 2. A SIGKILL of the standalone router in the middle of the next update,
 //!    then a restart: it serves again from the published routes, no
 //!    request through it fails from then on, and the deployment finishes.
+//!    A SIGTERM stops it gracefully; its statistics record goes with it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -153,7 +154,22 @@ async fn the_standalone_router_serves_through_failovers() -> anyhow::Result<()> 
 
     let (status, r) = http_json(api_b, "DELETE", "/v2/apps/site", None).await?;
     anyhow::ensure!(status == 200, "DELETE: {status} {r}");
-    drop(edge);
+    // SIGTERM: the router stops gracefully and withdraws its record.
+    if let Some(mut r) = edge.take() {
+        common::signal(&r.0, "TERM");
+        let status = until(
+            Duration::from_secs(15),
+            dir.path(),
+            "the router exits",
+            || std::future::ready(r.0.0.try_wait().ok().flatten()),
+        )
+        .await;
+        assert!(status.success(), "the router exited with {status}");
+    }
+    assert!(
+        kv.get("router-stats/edge-1").await?.is_none(),
+        "the stopped router's record is gone"
+    );
     drop(p);
     Ok(())
 }
