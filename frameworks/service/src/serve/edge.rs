@@ -4,11 +4,12 @@
 //!
 //! - The active instance publishes its route table under [`ROUTES_KEY`]
 //!   (JSON of [`RouteTable`]), fenced by its lease, only when it changed
-//!   ([`Edge::publish`]). Right after a takeover it holds back a table
-//!   that has fewer backends for some service than the stored one, for up
-//!   to [`TAKEOVER_HOLD`]: the new instance learns its instances' health
-//!   from the agents' status updates, and until then its table would
-//!   empty the routers that keep serving the old one.
+//!   ([`Edge::publish`]). Right after a takeover it holds back, for up to
+//!   [`TAKEOVER_HOLD`], a table that leaves out an instance of the stored
+//!   one that still runs and is not being killed but whose health it does
+//!   not know yet: the new instance learns its instances' health from the
+//!   agents' status updates, and until then its table would empty the
+//!   routers that keep serving the old one.
 //! - Every standalone router publishes a [`RouterRecord`] under
 //!   [`STATS_PREFIX`]`<name>` every [`PUBLISH_EVERY`] (not fenced: a
 //!   router holds no lease): its per-app, per-version counts, errors and
@@ -18,8 +19,8 @@
 //!   those younger than [`FRESH_FOR`] (by the routers' wall clocks) count:
 //!   their statistics are added to the in-process router's for canary
 //!   analysis ([`Sources`], [`interval`]), and a drained instance waits
-//!   until each of them applied a table without it and has nothing in
-//!   flight to it ([`Edge::wait_drained`]).
+//!   until a table without it is published and each of them applied it
+//!   and has nothing in flight to it ([`Edge::wait_drained`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -291,6 +292,7 @@ impl Edge {
         kv: &KvClient,
         lease: &LeaseRef,
         table: &RouteTable,
+        settling: impl Fn(&str) -> bool,
     ) -> Result<(), berth_sdk::SdkError> {
         if !self.loaded.load(Ordering::Relaxed) {
             let stored = kv.get(ROUTES_KEY).await?;
@@ -307,7 +309,7 @@ impl Edge {
                 if last == table {
                     return Ok(());
                 }
-                if self.since.elapsed() < TAKEOVER_HOLD && fewer_backends(table, last) {
+                if self.since.elapsed() < TAKEOVER_HOLD && drops_settling(table, last, &settling) {
                     return Ok(());
                 }
             }
@@ -335,38 +337,63 @@ impl Edge {
         }
     }
 
-    /// Waits until every fresh standalone router applied a table at least
-    /// as new as the last one written and has nothing in flight to
-    /// `instance`, or until `timeout`. Returns what is still in flight.
+    /// Waits until every fresh standalone router applied a table without
+    /// `instance` (published, not held back) and has nothing in flight to
+    /// it, or until `timeout`. Returns what is left: requests in flight,
+    /// plus 1 per router that may still route to it.
     pub async fn wait_drained(&self, instance: &str, timeout: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + timeout;
-        let wanted = self.version.load(Ordering::Relaxed);
         loop {
-            let left: u64 = self
-                .records()
-                .values()
-                .map(|r| {
-                    if r.routes_version < wanted {
-                        1
-                    } else {
-                        r.draining.get(instance).copied().unwrap_or(0)
-                    }
-                })
-                .sum();
+            let left = self.remote_left(instance);
             if left == 0 || tokio::time::Instant::now() >= deadline {
                 return left;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+
+    fn remote_left(&self, instance: &str) -> u64 {
+        let records = self.records();
+        if records.is_empty() {
+            return 0;
+        }
+        let wanted = {
+            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            match last.as_ref() {
+                Some(t) if !routes_to(t, instance) => self.version.load(Ordering::Relaxed),
+                // Not published without it yet (held back, failed, or
+                // before the first write).
+                _ => return records.len() as u64,
+            }
+        };
+        records
+            .values()
+            .map(|r| {
+                if r.routes_version < wanted {
+                    1
+                } else {
+                    r.draining.get(instance).copied().unwrap_or(0)
+                }
+            })
+            .sum()
+    }
 }
 
-/// Whether `next` has fewer backends than `last` for some service of
-/// `last`.
-fn fewer_backends(next: &RouteTable, last: &RouteTable) -> bool {
+/// Whether `table` sends traffic to `instance`.
+fn routes_to(table: &RouteTable, instance: &str) -> bool {
+    table
+        .services
+        .iter()
+        .any(|s| s.backends.iter().any(|b| b.instance == instance))
+}
+
+/// Whether `next` leaves out an instance of `last` that is `settling`
+/// (running, not being killed, its health not known again yet).
+fn drops_settling(next: &RouteTable, last: &RouteTable, settling: impl Fn(&str) -> bool) -> bool {
     last.services.iter().any(|s| {
-        next.service(&s.app)
-            .is_some_and(|n| n.backends.len() < s.backends.len())
+        s.backends
+            .iter()
+            .any(|b| settling(&b.instance) && !routes_to(next, &b.instance))
     })
 }
 

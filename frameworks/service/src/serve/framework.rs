@@ -537,7 +537,17 @@ impl ServiceFramework {
             );
         }
         let table = route_table(&apps, &self.instances, &self.agents.ips);
-        if let Err(e) = self.edge.publish(&self.kv, &self.lease, &table).await {
+        // Running, not being killed, health not known (again) yet.
+        let settling = |id: &str| {
+            self.instances.slots().get(id).is_some_and(|s| {
+                s.killing.is_none() && s.run.as_ref().is_some_and(|r| r.healthy_since.is_none())
+            })
+        };
+        if let Err(e) = self
+            .edge
+            .publish(&self.kv, &self.lease, &table, settling)
+            .await
+        {
             tracing::warn!("publishing the route table: {e}");
         }
         let Some(router) = &self.router else { return };

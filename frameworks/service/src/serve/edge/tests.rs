@@ -1,4 +1,6 @@
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_router::histogram::{Histogram, bucket_of};
@@ -114,14 +116,73 @@ fn table(backends: usize) -> RouteTable {
 }
 
 #[test]
-fn a_table_losing_backends_is_told_apart() {
-    assert!(fewer_backends(&table(1), &table(3)));
-    assert!(!fewer_backends(&table(3), &table(3)));
-    assert!(!fewer_backends(&table(4), &table(3)));
-    assert!(!fewer_backends(&RouteTable::default(), &table(3)));
+fn a_table_leaving_out_settling_instances_is_told_apart() {
+    let all = |_: &str| true;
+    let only_i0 = |i: &str| i == "i0";
+    assert!(drops_settling(&table(1), &table(3), all));
+    // i1 and i2 left, but are not settling (killed, or known unhealthy).
+    assert!(!drops_settling(&table(1), &table(3), only_i0));
+    assert!(!drops_settling(&table(3), &table(3), all));
+    assert!(!drops_settling(&table(4), &table(3), all));
+    assert!(drops_settling(&RouteTable::default(), &table(3), all));
     let json = serde_json::to_vec(&table(2)).unwrap();
     assert_eq!(
         serde_json::from_slice::<RouteTable>(&json).unwrap(),
         table(2)
     );
+}
+
+fn edge(published: Option<RouteTable>, version: u64, records: Vec<(&str, RouterRecord)>) -> Edge {
+    let records = records
+        .into_iter()
+        .map(|(n, r)| (n.to_owned(), r))
+        .collect();
+    Edge {
+        records: Arc::new(Mutex::new(records)),
+        version: Arc::new(AtomicU64::new(version)),
+        last: Arc::new(Mutex::new(published)),
+        since: tokio::time::Instant::now(),
+        loaded: Arc::new(AtomicBool::new(true)),
+        _reader: Arc::new(AbortOnDrop(tokio::spawn(async {}))),
+    }
+}
+
+fn record(routes_version: u64, draining: &[(&str, u64)]) -> RouterRecord {
+    RouterRecord {
+        at_ms: unix_ms(),
+        routes_version,
+        draining: draining
+            .iter()
+            .map(|(i, n)| ((*i).to_owned(), *n))
+            .collect(),
+        ..RouterRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_every_fresh_router() {
+    // No standalone router: nothing to wait for.
+    assert_eq!(edge(None, 0, vec![]).remote_left("i2"), 0);
+    // The table without i2 is not published yet (held back): wait.
+    let held = edge(Some(table(3)), 7, vec![("a", record(7, &[]))]);
+    assert_eq!(held.remote_left("i2"), 1);
+    // Published at version 8; router a applied it, b has not yet.
+    let e = edge(
+        Some(table(2)),
+        8,
+        vec![("a", record(8, &[("i2", 2)])), ("b", record(7, &[]))],
+    );
+    assert_eq!(e.remote_left("i2"), 2 + 1);
+    let e = edge(
+        Some(table(2)),
+        8,
+        vec![("a", record(8, &[])), ("b", record(9, &[("i0", 4)]))],
+    );
+    assert_eq!(e.remote_left("i2"), 0);
+    // A stale record does not count.
+    let mut old = record(1, &[("i2", 5)]);
+    old.at_ms -= 60_000;
+    let e = edge(Some(table(2)), 8, vec![("gone", old)]);
+    assert_eq!(e.remote_left("i2"), 0);
+    assert_eq!(e.wait_drained("i2", Duration::from_secs(1)).await, 0);
 }
