@@ -18,6 +18,7 @@ mod ci_run;
 mod client;
 mod daemons;
 mod members;
+mod router;
 mod run;
 mod service;
 mod service_logs;
@@ -162,6 +163,9 @@ enum Command {
         #[command(subcommand)]
         command: ci::CiCommand,
     },
+    /// Run a standalone router: serves the apps' service ports from the
+    /// service framework's published routes, through its failovers.
+    Router(router::RouterArgs),
     /// Long-running services (Marathon-compatible apps and deployments).
     Service {
         #[command(subcommand)]
@@ -310,6 +314,7 @@ fn daemon_apis(command: &Command) -> Option<(Vec<daemons::Api<'_>>, bool)> {
         Command::Service {
             command: service::ServiceCommand::Serve(args),
         } => Some(args.apis()),
+        Command::Router(args) => Some(args.apis()),
         _ => None,
     }
 }
@@ -353,7 +358,8 @@ fn main() -> ExitCode {
                     Command::Ci { .. } => "error",
                     Command::Service {
                         command: service::ServiceCommand::Serve(_),
-                    } => "info",
+                    }
+                    | Command::Router(_) => "info",
                     _ => "warn",
                 })
             }),
@@ -439,6 +445,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::State { client } => admin::state(&client).await,
         Command::Ci { command } => return Ok(ci::run(command).await),
         Command::Service { command } => return service::run(command).await,
+        Command::Router(args) => return router::router(args).await,
         // Run by `main` before the runtime starts.
         Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }

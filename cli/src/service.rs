@@ -195,7 +195,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     instance: Option<String>,
     /// Do not run the router: apps' service ports are not served by this
-    /// process (a standalone router is not built yet).
+    /// process (run `berth router`s instead; the route table is published
+    /// either way).
     #[arg(long)]
     no_router: bool,
     /// The address service ports are opened on. Anything but loopback
@@ -249,19 +250,22 @@ pub(crate) fn router_config(
     }
 }
 
+/// A process's default name among its peers: the host name and process id.
+pub(crate) fn instance_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Runs the service framework until SIGTERM or Ctrl-C.
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let holder = args.instance.unwrap_or_else(|| {
-        let host = hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "host".into());
-        format!("{host}-{}", std::process::id())
-    });
+    let holder = args.instance.unwrap_or_else(instance_name);
     let config = berth_service::serve::ServeConfig {
         masters: args.masters.master,
         name: args.name,

@@ -844,6 +844,8 @@ fn daemons_listen_beyond_loopback_only_with_insecure() {
             &data,
         ],
         &["ci", "run", "--listen", "0.0.0.0:0", &data],
+        &["router", "--bind", "0.0.0.0"],
+        &["router", "--admin", "192.0.2.1:9091"],
     ] {
         let out = bounded(args);
         let err = text(&out.stderr);

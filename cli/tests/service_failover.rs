@@ -9,87 +9,22 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_proto as pb;
+use berth_tests::free_port;
 use berth_tests::http::{json as http_json, request};
-use berth_tests::{ChildProcess, free_port};
-use serde_json::{Value, json};
 
 mod common;
-use common::{
-    BERTH, TermOnDrop, agent_with, leader, log_file, log_tails, master, operator, signal,
-};
+use common::service::{busybox_present, create_v1, ended, load, midway, pair, until, update};
+use common::{leader, operator, signal};
 
 /// The lease's time to live (`berth_service::serve::LEASE_TTL`): the
 /// standby takes over at most this long after the active one died, plus
 /// its polling and loading.
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(25);
-
-fn serve(addrs: &[String], dir: &Path, name: &str, listen: SocketAddr) -> ChildProcess {
-    ChildProcess(
-        Command::new(BERTH)
-            .args(["service", "serve", "--master", &addrs.join(",")])
-            .args(["--instance", name, "--listen", &listen.to_string()])
-            .args(["--router-admin", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(log_file(dir, &format!("service-{name}")))
-            .spawn()
-            .expect("berth service serve starts"),
-    )
-}
-
-fn site(version: &str, service_port: u16) -> Value {
-    json!({
-        "id": "/site",
-        "cmd": format!("mkdir -p www && echo {version} > www/index.html && exec busybox httpd -f -p 127.0.0.1:$PORT0 -h www"),
-        "cpus": 0.1,
-        "mem": 32,
-        "instances": 3,
-        "portDefinitions": [{"port": service_port}],
-        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
-                          "gracePeriodSeconds": 10, "intervalSeconds": 2,
-                          "timeoutSeconds": 1, "maxConsecutiveFailures": 3,
-                          "delaySeconds": 0}],
-        // One instance at a time, each counting after 3 s of health: a
-        // deployment long enough to kill something in its middle.
-        "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0},
-        "deployment": {"minHealthySeconds": 3},
-        "backoffSeconds": 1
-    })
-}
-
-/// Polls `what` until it gives `Some`, failing with the daemons' logs
-/// after `limit`.
-async fn until<T, F, Fut>(limit: Duration, dir: &Path, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; the daemons' logs end:\n{}",
-            log_tails(dir)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The deployment `id` as `api` shows it, once it has ended.
-async fn ended(api: SocketAddr, id: &str) -> Option<Value> {
-    let (status, d) = http_json(api, "GET", &format!("/v2/deployments/{id}"), None)
-        .await
-        .ok()?;
-    (status == 200 && d["berth"]["result"] != "running").then(|| d["berth"]["result"].clone())
-}
 
 /// The framework's tasks as the leading master has them: (running ids,
 /// every id it knows, ended ones included).
@@ -141,66 +76,6 @@ async fn instances(api: SocketAddr) -> Option<Vec<(String, String)>> {
     })
 }
 
-/// Starts a deployment to `version` through `api`; its id and the
-/// version's timestamp.
-async fn update(
-    api: SocketAddr,
-    version: &str,
-    service_port: u16,
-) -> anyhow::Result<(String, String)> {
-    let (status, r) = http_json(
-        api,
-        "PUT",
-        "/v2/apps/site",
-        Some(&site(version, service_port)),
-    )
-    .await?;
-    anyhow::ensure!(status == 200, "PUT /v2/apps/site: {status} {r}");
-    Ok((
-        r["deploymentId"].as_str().unwrap_or_default().to_string(),
-        r["version"].as_str().unwrap_or_default().to_string(),
-    ))
-}
-
-/// Waits until the running deployment `id` has at least one new instance
-/// that counts, and old ones left to replace: its middle.
-async fn midway(api: SocketAddr, id: &str, dir: &Path) {
-    until(
-        Duration::from_secs(60),
-        dir,
-        "the deployment's middle",
-        || async {
-            let (status, d) = http_json(api, "GET", &format!("/v2/deployments/{id}"), None)
-                .await
-                .ok()?;
-            let b = &d["berth"];
-            (status == 200
-                && b["result"] == "running"
-                && b["newHealthy"].as_u64() >= Some(1)
-                && b["oldInstances"].as_u64() >= Some(1))
-            .then_some(())
-        },
-    )
-    .await;
-}
-
-/// Asks the service port until `stop`: the requests that failed, with why.
-fn load(front: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let (mut sent, mut failed) = (0, Vec::new());
-        while !stop.load(Ordering::Relaxed) {
-            sent += 1;
-            match request(front, "GET", "/", None).await {
-                Ok((200, _)) => {}
-                Ok((status, body)) => failed.push(format!("{status} {}", body.trim())),
-                Err(e) => failed.push(e.to_string()),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (sent, failed)
-    })
-}
-
 /// After a deployment to `version` (timestamp `stamp`): the framework runs
 /// exactly three instances, all of it, the master runs exactly those, and
 /// the master has seen `launched` tasks of the framework in all.
@@ -240,57 +115,14 @@ async fn check_settled(
     ours
 }
 
-fn busybox_present() -> bool {
-    if Path::new("/usr/bin/busybox").is_file() || Path::new("/bin/busybox").is_file() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but busybox is not installed"
-    );
-    eprintln!("skipping: busybox is not installed");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Result<()> {
     if !busybox_present() {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let mut masters: Vec<Option<ChildProcess>> = (1..=3)
-        .map(|id| Some(master(id, &addrs, dir.path())))
-        .collect();
-    // Stopped by SIGTERM at the end, or when the test fails, so its tasks
-    // (which outlive a killed agent) go with it.
-    let agent = TermOnDrop(agent_with(
-        &addrs,
-        dir.path(),
-        0,
-        &[
-            "--resources",
-            "cpus:8;mem:8192;ports:[31500-31599]",
-            "--kill-tasks-on-shutdown",
-        ],
-    ));
-    let (api_a, api_b): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{}", free_port()).parse()?,
-        format!("127.0.0.1:{}", free_port()).parse()?,
-    );
-    let mut active = Some(serve(&addrs, dir.path(), "a", api_a));
-    until(
-        Duration::from_secs(30),
-        dir.path(),
-        "instance a active",
-        || async {
-            matches!(request(api_a, "GET", "/ping", None).await, Ok((200, _))).then_some(())
-        },
-    )
-    .await;
-    let _standby = serve(&addrs, dir.path(), "b", api_b);
+    let mut p = pair(dir.path(), "cpus:8;mem:8192;ports:[31500-31599]").await?;
+    let (addrs, api_a, api_b) = (p.addrs.clone(), p.api_a, p.api_b);
     // The standby answers, and says what it is.
     let (status, body) = until(Duration::from_secs(10), dir.path(), "b answers", || async {
         request(api_b, "GET", "/v2/apps", None).await.ok()
@@ -301,18 +133,7 @@ async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Re
 
     let service_port = free_port();
     let front: SocketAddr = format!("127.0.0.1:{service_port}").parse()?;
-    let (status, created) =
-        http_json(api_a, "POST", "/v2/apps", Some(&site("v1", service_port))).await?;
-    anyhow::ensure!(status == 201, "POST /v2/apps: {status} {created}");
-    let first = created["deployments"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let result = until(Duration::from_secs(60), dir.path(), "v1 deployed", || {
-        ended(api_a, &first)
-    })
-    .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
+    create_v1(api_a, service_port, dir.path()).await?;
 
     // 1. SIGKILL the active instance (its router goes with it) in the middle
     //    of a rolling update; the standby takes over and finishes it.
@@ -323,7 +144,7 @@ async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Re
     let (dep, v2) = update(api_a, "v2", service_port).await?;
     midway(api_a, &dep, dir.path()).await;
     let killed_at = Instant::now();
-    drop(active.take());
+    drop(p.active.take());
     until(TAKEOVER_WITHIN, dir.path(), "instance b active", || async {
         matches!(request(api_b, "GET", "/ping", None).await, Ok((200, _))).then_some(())
     })
@@ -353,10 +174,10 @@ async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Re
     midway(api_b, &dep, dir.path()).await;
     let id = leader(&addrs).await.expect("a leader");
     let leader_ix = usize::try_from(id)? - 1;
-    if let Some(m) = &masters[leader_ix] {
+    if let Some(m) = &p.masters[leader_ix] {
         signal(m, "KILL");
     }
-    masters[leader_ix] = None;
+    p.masters[leader_ix] = None;
     let result = until(Duration::from_secs(90), dir.path(), "v3 deployed", || {
         ended(api_b, &dep)
     })
@@ -389,6 +210,6 @@ async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Re
         },
     )
     .await;
-    drop(agent);
+    drop(p);
     Ok(())
 }

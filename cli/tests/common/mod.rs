@@ -9,6 +9,8 @@ use std::time::Duration;
 use berth_proto as pb;
 use berth_tests::ChildProcess;
 
+pub mod service;
+
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// Where a daemon's log goes: `<dir>/<name>.log`, for [`log_tails`].

@@ -13,8 +13,10 @@ use berth_sdk::kv::{KvClient, KvOptions, Lease};
 use berth_sdk::runtime::Runtime;
 use tokio::sync::mpsc;
 
+pub mod edge;
 pub mod framework;
 pub mod handle;
+pub mod standalone;
 pub mod store;
 
 use framework::{Parts, ServiceFramework};

@@ -41,7 +41,7 @@ use crate::api::{
     OneDeployment, app_status, deployment_info, find_deployment,
 };
 use crate::app::{AppId, AppVersion};
-use crate::deploy::{RouterStats, VersionStats};
+use crate::deploy::RouterStats;
 use crate::run::agents::{self, Agents};
 use crate::run::instances::{Instances, Killing, Seen, Slot};
 use crate::run::readiness;
@@ -111,7 +111,9 @@ pub struct ServiceFramework {
     draining: std::collections::HashSet<String>,
     /// Per app with a canary being analysed: the start of its analysis
     /// window and the router's snapshot at that moment.
-    baselines: HashMap<String, (Timestamp, berth_router::StatsSnapshot)>,
+    baselines: HashMap<String, (Timestamp, super::edge::Sources)>,
+    /// The published route table and the standalone routers' records.
+    edge: super::edge::Edge,
     pub(super) framework_id: Option<String>,
     address: Option<String>,
     /// The apps (removing ones included) by their id's text, which is
@@ -154,6 +156,7 @@ impl ServiceFramework {
     #[must_use]
     pub fn new(parts: Parts) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let edge = super::edge::Edge::start(parts.kv.clone());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let names = names_of(&parts.loaded.services);
@@ -177,6 +180,7 @@ impl ServiceFramework {
             probing: std::collections::HashSet::new(),
             draining: std::collections::HashSet::new(),
             baselines: HashMap::new(),
+            edge,
             framework_id: parts.loaded.framework_id,
             address: parts.address,
         }
@@ -362,44 +366,26 @@ impl ServiceFramework {
         if self.baselines.get(app).is_some_and(|(at, _)| *at == start) {
             return;
         }
-        let snapshot = self
-            .router
-            .as_ref()
-            .and_then(|r| r.stats(&service_name(app, 0)));
-        match snapshot {
-            Some(snapshot) => {
-                self.baselines.insert(app.to_owned(), (start, snapshot));
-            }
-            None => {
-                self.baselines.remove(app);
-            }
-        }
+        let now = super::edge::sources(
+            self.router.as_ref(),
+            &self.edge.records(),
+            &service_name(app, 0),
+        );
+        self.baselines.insert(app.to_owned(), (start, now));
     }
 
     /// The router's statistics of `app` since the start of its canary's
     /// analysis window, by config version (none without a window).
     fn router_stats(&self, app: &str) -> RouterStats {
-        let mut stats = RouterStats::new();
-        let (Some(router), Some((_, baseline))) = (&self.router, self.baselines.get(app)) else {
-            return stats;
+        let Some((_, baseline)) = self.baselines.get(app) else {
+            return RouterStats::new();
         };
-        let Some(snapshot) = router.stats(&service_name(app, 0)) else {
-            return stats;
-        };
-        for (version, v) in &berth_router::diff(&snapshot, baseline).versions {
-            let Ok(ts) = Timestamp::parse_rfc3339(version) else {
-                continue;
-            };
-            stats.insert(
-                ts,
-                VersionStats {
-                    requests: v.requests,
-                    errors: v.errors(),
-                    p99: v.quantile(0.99),
-                },
-            );
-        }
-        stats
+        let now = super::edge::sources(
+            self.router.as_ref(),
+            &self.edge.records(),
+            &service_name(app, 0),
+        );
+        super::edge::interval(&now, baseline)
     }
 
     /// One round of the framework's own work over `apps` (`None`: every
@@ -585,14 +571,22 @@ impl ServiceFramework {
             self.draining.insert(id.clone());
             let tx = self.events_tx.clone();
             let router = self.router.clone();
+            let edge = self.edge.clone();
             tokio::spawn(async move {
+                // The route table without it is applied and published
+                // first (route()).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let started = tokio::time::Instant::now();
                 if let Some(router) = router {
-                    // The route table without it is applied first (route()).
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                     let outcome = router.wait_drained(&id, DRAIN_TIMEOUT).await;
                     if let DrainOutcome::TimedOut { in_flight } = outcome {
                         tracing::warn!(instance = %id, in_flight, "drain timed out; killing it");
                     }
+                }
+                let left = DRAIN_TIMEOUT.saturating_sub(started.elapsed());
+                let in_flight = edge.wait_drained(&id, left).await;
+                if in_flight > 0 {
+                    tracing::warn!(instance = %id, in_flight, "drain in the standalone routers timed out; killing it");
                 }
                 let _ = tx.send(Woken::Drained(id));
             });
@@ -601,7 +595,6 @@ impl ServiceFramework {
 
     /// Gives the router its table.
     async fn route(&mut self) {
-        let Some(router) = &self.router else { return };
         let mut apps = BTreeMap::new();
         for st in self.services.all() {
             apps.insert(
@@ -613,6 +606,20 @@ impl ServiceFramework {
             );
         }
         let table = route_table(&apps, &self.instances, &self.agents.ips);
+        // Running, not being killed, health not known (again) yet.
+        let settling = |id: &str| {
+            self.instances.slots().get(id).is_some_and(|s| {
+                s.killing.is_none() && s.run.as_ref().is_some_and(|r| r.healthy_since.is_none())
+            })
+        };
+        if let Err(e) = self
+            .edge
+            .publish(&self.kv, &self.lease, &table, settling)
+            .await
+        {
+            tracing::warn!("publishing the route table: {e}");
+        }
+        let Some(router) = &self.router else { return };
         if let Err(e) = router.apply(table).await {
             tracing::warn!("the router refused the table: {e}");
         }
