@@ -4,27 +4,18 @@
 //! after the drain every launched task reached its framework as FINISHED
 //! with its terminal update acknowledged back to its agent, with no errors.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 fn load(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_load"))
-        .args(args)
-        .output()
-        .expect("the load binary runs")
+    common::run(env!("CARGO_BIN_EXE_load"), args)
 }
 
 #[test]
 fn smoke_run_launches_finishes_and_acknowledges_every_task() {
     let out = load(&["--smoke", "--json"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line in\n{stdout}\n{stderr}"));
-    let r: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    let (r, line, stdout, stderr) = common::json_result(&out);
     let n = |k: &str| {
         r[k].as_u64()
             .unwrap_or_else(|| panic!("{k} missing in {line}"))

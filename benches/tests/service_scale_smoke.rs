@@ -4,27 +4,18 @@
 //! instance ran, every failed one was replaced by its next attempt, and
 //! the framework and its stored state agree.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 fn service_scale(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_service_scale"))
-        .args(args)
-        .output()
-        .expect("the service_scale binary runs")
+    common::run(env!("CARGO_BIN_EXE_service_scale"), args)
 }
 
 #[test]
 fn smoke_run_deploys_replaces_failed_instances_and_reports() {
     let out = service_scale(&["--smoke", "--json"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line in\n{stdout}\n{stderr}"));
-    let r: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    let (r, line, stdout, stderr) = common::json_result(&out);
     let n = |k: &str| {
         r[k].as_u64()
             .unwrap_or_else(|| panic!("{k} missing in {line}"))
