@@ -502,6 +502,13 @@ pub(crate) struct DevArgs {
     /// Do not start the service framework and its router.
     #[arg(long)]
     no_service: bool,
+    /// The job framework's API (Metronome's /v1). Anything but loopback
+    /// needs --insecure.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    jobs_listen: SocketAddr,
+    /// Do not start the job framework.
+    #[arg(long)]
+    no_jobs: bool,
     #[command(flatten)]
     tuning: MasterTuning,
     #[command(flatten)]
@@ -532,6 +539,12 @@ impl DevArgs {
                     name: "the router's admin endpoint",
                     risk: "read the routes and statistics of every app",
                     listen: self.router_admin,
+                    advertise: None,
+                },
+                Api {
+                    name: "the job API",
+                    risk: "run any job (any command, on the cluster's agents)",
+                    listen: self.jobs_listen,
                     advertise: None,
                 },
             ]
@@ -725,10 +738,10 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         &args.shape,
     )
     .await?;
-    // The service framework and its router, on the embedded master.
-    let (service_stop, service) = if args.no_service {
-        (None, None)
-    } else {
+    // The frameworks, on the embedded master.
+    let mut frameworks = Vec::new();
+    let mut lines = String::new();
+    if !args.no_service {
         let listener = bind(args.service_listen, "service framework").await?;
         let local = listener.local_addr()?;
         let config = berth_service::serve::ServeConfig {
@@ -741,22 +754,14 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 args.router_admin,
             )),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        // Its end, for berth dev to see: `Some` with why once it stopped.
-        let (done_tx, done_rx) = tokio::sync::watch::channel::<Option<String>>(None);
-        tokio::spawn(async move {
-            let result = berth_service::serve::serve(config, listener, async move {
-                let _ = rx.await;
-            })
-            .await;
-            let _ = done_tx.send(Some(match result {
-                Ok(()) => "the service framework stopped".to_owned(),
-                Err(e) => format!("the service framework stopped: {e}"),
-            }));
-        });
-        (Some(tx), Some((local, done_rx)))
-    };
-    let service_line = service.as_ref().map_or_else(String::new, |(addr, _)| {
+        frameworks.push(Framework::spawn(
+            "the service framework",
+            |stop| async move {
+                berth_service::serve::serve(config, listener, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        ));
         // Port 0 is bound inside the framework once it is active: the
         // router logs the address it got.
         let admin = if args.router_admin.port() == 0 {
@@ -764,13 +769,31 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         } else {
             format!("http://{}", args.router_admin)
         };
-        format!(
-            "  service: http://{addr}   (export BERTH_SERVICE=http://{addr}); router admin {admin}\n"
-        )
-    });
+        lines.push_str(&format!(
+            "  service: http://{local}   (export BERTH_SERVICE=http://{local}); router admin {admin}\n"
+        ));
+    }
+    if !args.no_jobs {
+        let listener = bind(args.jobs_listen, "job framework").await?;
+        let local = listener.local_addr()?;
+        let config = berth_jobs::serve::ServeConfig {
+            masters: vec![cluster.master_addr.to_string()],
+            name: "jobs".into(),
+            holder: format!("dev-{}", std::process::id()),
+            listen: local,
+        };
+        frameworks.push(Framework::spawn("the job framework", |stop| async move {
+            berth_jobs::serve::serve(config, listener, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+        lines.push_str(&format!(
+            "  jobs:    http://{local}   (export BERTH_JOBS=http://{local})\n"
+        ));
+    }
     // One write, errors ignored: a closed stdout must not stop the daemons.
     let banner = format!(
-        "berth dev is running\n  master: {m}   (export BERTH_MASTER={m})\n  agent:  {a}\n{service_line}  data:   {}\ntry: berth run -- echo hello\n",
+        "berth dev is running\n  master: {m}   (export BERTH_MASTER={m})\n  agent:  {a}\n{lines}  data:   {}\ntry: berth run -- echo hello\n",
         args.data_dir.display(),
         m = cluster.master_addr,
         a = cluster.agent_addr,
@@ -781,31 +804,39 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = out.write_all(banner.as_bytes());
         let _ = out.flush();
     }
-    let Some((_, done)) = service else {
+    if frameworks.is_empty() {
         return cluster.run_until(shutdown).await;
-    };
-    // On shutdown the framework stops first (its tasks keep running), then
-    // the agent and the master.
-    let mut stopped = done.clone();
+    }
+    // On shutdown the frameworks stop first (their tasks keep running),
+    // then the agent and the master.
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asked_by_signal = asked.clone();
+    let (stops, dones): (Vec<_>, Vec<_>) = frameworks.into_iter().map(|f| (f.stop, f.done)).unzip();
+    let mut stopped = dones.clone();
     let all = async move {
         shutdown.await;
         asked_by_signal.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(tx) = service_stop {
+        for tx in stops {
             let _ = tx.send(());
         }
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), stopped.wait_for(Option::is_some)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::join_all(stopped.iter_mut().map(|d| d.wait_for(Option::is_some))),
+        )
+        .await;
     };
-    // The service framework stops on its own only when it must (a failed
-    // write of its state): so does berth dev, with the reason.
-    let mut early = done;
+    // A framework stops on its own only when it must (a failed write of its
+    // state): so does berth dev, with the reason.
     let unasked = async move {
-        let why = early.wait_for(Option::is_some).await.map_or_else(
-            |_| "the service framework stopped".to_owned(),
-            |w| w.clone().unwrap_or_default(),
-        );
+        let waits = dones.into_iter().map(|mut d| {
+            Box::pin(async move {
+                d.wait_for(Option::is_some).await.map_or_else(
+                    |_| "a framework stopped".to_owned(),
+                    |w| w.clone().unwrap_or_default(),
+                )
+            })
+        });
+        let (why, _, _) = futures::future::select_all(waits).await;
         if asked.load(std::sync::atomic::Ordering::SeqCst) {
             // Stopped because berth dev is stopping: not a failure.
             std::future::pending::<()>().await;
@@ -815,6 +846,40 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = cluster.run_until(all) => r,
         why = unasked => anyhow::bail!("{why}"),
+    }
+}
+
+/// A framework `berth dev` runs on its embedded master.
+struct Framework {
+    /// Asks it to stop.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Its end: `Some` with why once it stopped.
+    done: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Framework {
+    /// Runs `serve` (given the future that completes when asked to stop)
+    /// on a task of its own.
+    fn spawn<F>(
+        what: &'static str,
+        serve: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    ) -> Framework
+    where
+        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::watch::channel::<Option<String>>(None);
+        let run = serve(Box::pin(async move {
+            let _ = rx.await;
+        }));
+        tokio::spawn(async move {
+            let result = run.await;
+            let _ = done_tx.send(Some(match result {
+                Ok(()) => format!("{what} stopped"),
+                Err(e) => format!("{what} stopped: {e}"),
+            }));
+        });
+        Framework { stop, done }
     }
 }
 

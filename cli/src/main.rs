@@ -17,6 +17,7 @@ mod ci_progress;
 mod ci_run;
 mod client;
 mod daemons;
+mod jobs_serve;
 mod members;
 mod router;
 mod run;
@@ -171,6 +172,12 @@ enum Command {
         #[command(subcommand)]
         command: service::ServiceCommand,
     },
+    /// The batch and cron job framework's daemon (its client is `berth
+    /// job`).
+    Jobs {
+        #[command(subcommand)]
+        command: jobs_serve::JobsCommand,
+    },
     /// A process task's supervisor (started by the agent, not by hand):
     /// runs the task described on stdin, masks its output, records its exit
     /// status in the sandbox (the working directory).
@@ -315,6 +322,9 @@ fn daemon_apis(command: &Command) -> Option<(Vec<daemons::Api<'_>>, bool)> {
             command: service::ServiceCommand::Serve(args),
         } => Some(args.apis()),
         Command::Router(args) => Some(args.apis()),
+        Command::Jobs {
+            command: jobs_serve::JobsCommand::Serve(args),
+        } => Some(args.apis()),
         _ => None,
     }
 }
@@ -359,7 +369,8 @@ fn main() -> ExitCode {
                     Command::Service {
                         command: service::ServiceCommand::Serve(_),
                     }
-                    | Command::Router(_) => "info",
+                    | Command::Router(_)
+                    | Command::Jobs { .. } => "info",
                     _ => "warn",
                 })
             }),
@@ -446,6 +457,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ci { command } => return Ok(ci::run(command).await),
         Command::Service { command } => return service::run(command).await,
         Command::Router(args) => return router::router(args).await,
+        Command::Jobs { command } => jobs_serve::run(command).await,
         // Run by `main` before the runtime starts.
         Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }

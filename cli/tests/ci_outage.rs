@@ -81,6 +81,8 @@ fn a_pipeline_survives_a_30_second_outage_of_its_ci_server() {
                 "127.0.0.1:0",
                 "--router-admin",
                 "127.0.0.1:0",
+                "--jobs-listen",
+                "127.0.0.1:0",
             ])
             .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
             .arg("--data-dir")

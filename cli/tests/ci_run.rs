@@ -701,6 +701,8 @@ fn start_dev(dir: &Path) -> (ChildProcess, String) {
                 "127.0.0.1:0",
                 "--router-admin",
                 "127.0.0.1:0",
+                "--jobs-listen",
+                "127.0.0.1:0",
             ])
             .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
             .arg("--kill-tasks-on-shutdown")

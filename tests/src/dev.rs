@@ -39,6 +39,7 @@ impl BerthDev {
             .args(["--agent-listen", "127.0.0.1:0"])
             .args(["--service-listen", "127.0.0.1:0"])
             .args(["--router-admin", "127.0.0.1:0"])
+            .args(["--jobs-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("berth"))
             .args(["--resources", resources, "--kill-tasks-on-shutdown"])

@@ -345,6 +345,8 @@ pub enum ParseError {
     Invalid(#[from] crate::error::Invalid),
 }
 
+pub mod graph;
+
 // OWNED BY THE DEFINITIONS HELPER: the bodies below are placeholders of the
 // contract the API and the framework use.
 impl JobDef {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod job;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod state;
 pub mod time;
 

@@ -8,7 +8,8 @@
 //!
 //! A run holds its tasks: one per index `0..completions` at first, and a
 //! new task (a new attempt, a new task id) for each restart of a failed
-//! index. Task ids are `<job>.<run>.<index>.<attempt>`.
+//! index. Task ids are `<job>.<run>.<index>.<attempt>` (read by people;
+//! the framework finds a task's run through its own index, not by parsing).
 
 use std::fmt;
 
@@ -146,6 +147,32 @@ pub struct RunTask {
     pub message: String,
     /// Not launched before this time (the backoff of a restart).
     pub not_before: Option<Timestamp>,
+    /// Since when its agent is unreachable (`TASK_UNREACHABLE`).
+    #[serde(default)]
+    pub unreachable_since: Option<Timestamp>,
+}
+
+impl RunTask {
+    /// The task's last known state.
+    #[must_use]
+    pub fn task_state(&self) -> berth_proto::TaskState {
+        berth_proto::TaskState::from_str_name(&self.state)
+            .unwrap_or(berth_proto::TaskState::TaskStaging)
+    }
+
+    /// Whether the task is over (`TASK_UNKNOWN` included: a launched task
+    /// the master does not have is lost).
+    #[must_use]
+    pub fn is_over(&self) -> bool {
+        let s = self.task_state();
+        s.is_terminal() || s == berth_proto::TaskState::TaskUnknown
+    }
+
+    /// Whether it ended successfully.
+    #[must_use]
+    pub fn succeeded(&self) -> bool {
+        self.task_state() == berth_proto::TaskState::TaskFinished
+    }
 }
 
 /// One run of a job.
@@ -173,6 +200,17 @@ pub struct Run {
     pub spec: RunSpec,
     /// Its tasks, every attempt, in creation order.
     pub tasks: Vec<RunTask>,
+    /// A run must have launched a task by then, or it is missed (a tick's
+    /// run: the tick plus `startingDeadlineSeconds`) or failed (by hand or
+    /// after parents: `maxLaunchDelay` after it was created).
+    pub start_by: Timestamp,
+    /// A run still going then is killed and failed
+    /// (`activeDeadlineSeconds` after it was created).
+    pub active_until: Option<Timestamp>,
+    /// Why its tasks are being killed (by a user, replaced by a newer run,
+    /// a deadline), until they all ended.
+    #[serde(default)]
+    pub stopping: Option<String>,
 }
 
 impl Run {

@@ -72,6 +72,11 @@ pub use lease::{Acquired, Lease, LeaseGuard, LeaseStatus, LostReason};
 pub use txn::{Txn, TxnResult};
 pub use watch::{KvWatch, WatchEvent};
 
+/// How long [`KvClient::write_fenced`] sends again a write whose outcome is
+/// unknown: a leader election takes about two seconds, a takeover of the
+/// masters' clients a few more.
+pub const UNKNOWN_OUTCOME_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a call waits after an answer that makes it look for the
 /// leader again, before it does.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -351,6 +356,47 @@ impl KvClient {
             })
             .await?;
         Ok(TxnResult::from(answer))
+    }
+
+    /// Writes `transactions` in order, each fenced by `lease`: each is a
+    /// list of whole puts (`Some(value)`) and deletes (`None`).
+    ///
+    /// A transaction whose outcome is unknown (the leading master was lost
+    /// while it was in flight) is sent again until it is answered, for up
+    /// to [`UNKNOWN_OUTCOME_PATIENCE`]: its operations put whole values and
+    /// delete keys, so applying it twice leaves what applying it once
+    /// does, and its lease compare still fences it.
+    ///
+    /// # Errors
+    /// The [`SdkError`] of a transaction refused (the lease is lost, say)
+    /// or whose outcome stays unknown: the caller should stop (fail
+    /// closed); the transactions after it are not sent.
+    pub async fn write_fenced(
+        &self,
+        lease: &LeaseRef,
+        transactions: Vec<Vec<(String, Option<Vec<u8>>)>>,
+    ) -> Result<(), SdkError> {
+        for writes in transactions {
+            let mut txn = Txn::new().if_lease(lease);
+            for (key, value) in writes {
+                txn = match value {
+                    Some(v) => txn.put(key, v),
+                    None => txn.delete(key),
+                };
+            }
+            let deadline = tokio::time::Instant::now() + UNKNOWN_OUTCOME_PATIENCE;
+            loop {
+                match self.txn(txn.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if e.outcome_unknown() && tokio::time::Instant::now() < deadline => {
+                        tracing::warn!("a state write's outcome is unknown; sending it again: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sets `key` to `value`, whatever it was: [`KvClient::txn`] with one

@@ -5,9 +5,7 @@
 //! by the active instance's lease, so an instance that lost it without
 //! knowing cannot overwrite what its successor wrote.
 
-use std::time::Duration;
-
-use berth_sdk::kv::{KvClient, LeaseRef, Txn};
+use berth_sdk::kv::{KvClient, LeaseRef};
 
 use crate::run::instances::Instances;
 use crate::run::record;
@@ -166,13 +164,9 @@ impl Batch {
     }
 }
 
-/// Writes `transactions` ([`batches`]) in order, each fenced by `lease`.
-///
-/// A transaction whose outcome is unknown (the leading master was lost
-/// while it was in flight) is sent again until it is answered, for up to
-/// [`UNKNOWN_OUTCOME_PATIENCE`]: its operations put whole values and
-/// delete keys, so applying it twice leaves what applying it once does,
-/// and its lease compare still fences it.
+/// Writes `transactions` ([`batches`]) in order, each fenced by `lease`
+/// (see [`KvClient::write_fenced`]: a write whose outcome is unknown is
+/// sent again for a while).
 ///
 /// # Errors
 /// [`StoreError::Kv`] when a transaction is refused (the lease is lost),
@@ -183,38 +177,7 @@ pub async fn write(
     lease: &LeaseRef,
     transactions: Vec<Vec<Write>>,
 ) -> Result<(), StoreError> {
-    for writes in transactions {
-        let mut txn = Txn::new().if_lease(lease);
-        for (key, value) in writes {
-            txn = match value {
-                Some(v) => txn.put(key, v),
-                None => txn.delete(key),
-            };
-        }
-        send(kv, txn).await?;
-    }
-    Ok(())
-}
-
-/// How long a write whose outcome is unknown is tried again: a leader
-/// election takes about two seconds, a takeover of the masters' clients a
-/// few more.
-pub const UNKNOWN_OUTCOME_PATIENCE: Duration = Duration::from_secs(30);
-
-/// One transaction of whole puts and deletes, sent again while its outcome
-/// is unknown (see [`write`]).
-async fn send(kv: &KvClient, txn: Txn) -> Result<(), StoreError> {
-    let deadline = tokio::time::Instant::now() + UNKNOWN_OUTCOME_PATIENCE;
-    loop {
-        match kv.txn(txn.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.outcome_unknown() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!("a state write's outcome is unknown; sending it again: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(kv.write_fenced(lease, transactions).await?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,168 @@
+//! `berth jobs serve`: the job framework as a process. It takes the active
+//! instance's lease in the masters' key-value store (a second instance
+//! waits as a standby, answering 503), reads its state back, serves
+//! Metronome's HTTP API and the gRPC API (`berth.jobs.v1`) on one port,
+//! and runs the framework on the SDK runtime until it is stopped or loses
+//! the lease.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_sdk::FrameworkConfig;
+use berth_sdk::kv::{KvClient, KvOptions, Lease};
+use berth_sdk::runtime::Runtime;
+use tokio::sync::mpsc;
+
+pub mod framework;
+pub mod handle;
+
+use framework::{FRAMEWORK_ID_KEY, JobsFramework, Parts};
+use handle::Handle;
+
+use crate::state::{Jobs, NAMESPACE_PREFIXES};
+
+/// The key-value namespace of the job framework.
+pub const NAMESPACE: &str = "jobs";
+/// The lease the framework's instances compete for.
+pub const LEASE: &str = "active";
+/// How long the framework's tasks outlive it before the master kills them
+/// (a week, as the service framework's).
+pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The active instance's lease time to live.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How `berth jobs serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The masters.
+    pub masters: Vec<String>,
+    /// The framework's name (registered with the masters).
+    pub name: String,
+    /// This instance's name in the lease (unique among the framework's
+    /// instances).
+    pub holder: String,
+    /// The HTTP API's listener address.
+    pub listen: SocketAddr,
+}
+
+/// Why the framework stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The key-value store or the masters could not be reached.
+    #[error("{0}")]
+    Sdk(#[from] berth_sdk::SdkError),
+    /// The stored state does not load.
+    #[error("{0}")]
+    Load(#[from] crate::state::LoadError),
+    /// The runtime stopped with an error.
+    #[error("{0}")]
+    Runtime(#[from] berth_sdk::RuntimeError),
+}
+
+/// Runs the framework until `shutdown` or a failure.
+///
+/// # Errors
+/// [`ServeError`] for what stopped it.
+pub async fn serve(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let kv = KvClient::connect(config.masters.clone(), NAMESPACE, KvOptions::default()).await?;
+    let lease = Lease::new(&kv, LEASE, &config.holder, LEASE_TTL)?;
+    let (api_tx, api_rx) = tokio::sync::watch::channel(None);
+    let api = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, front(api_rx)).await {
+            tracing::error!("the HTTP API stopped: {e}");
+        }
+    });
+    let _stop_api = AbortOnDrop(api);
+    tracing::info!(holder = %config.holder, "waiting to be the active instance");
+    let guard = tokio::select! {
+        g = lease.campaign() => g?,
+        () = &mut shutdown => return Ok(()),
+    };
+    tracing::info!(epoch = guard.epoch(), "active instance");
+    let (entries, _) = kv.list("").await?;
+    let mut framework_id = None;
+    let mut records = Vec::new();
+    for e in entries {
+        if e.key == FRAMEWORK_ID_KEY {
+            framework_id = String::from_utf8(e.value).ok().filter(|s| !s.is_empty());
+        } else if NAMESPACE_PREFIXES.iter().any(|p| e.key.starts_with(p)) {
+            records.push((e.key, e.value));
+        }
+    }
+    let jobs = Jobs::load(records)?;
+    tracing::info!(
+        jobs = jobs.len(),
+        active_runs = jobs.active_runs(),
+        "state read back"
+    );
+    let (tx, rx) = mpsc::channel(256);
+    let handle = std::sync::Arc::new(Handle::new(tx));
+    let app = api_app(handle);
+    let _ = api_tx.send(Some(app));
+    let mut fw_config =
+        FrameworkConfig::new(config.name.clone()).failover_timeout(FAILOVER_TIMEOUT);
+    if let Some(id) = &framework_id {
+        fw_config = fw_config.framework_id(id.clone());
+    }
+    let mut framework = JobsFramework::new(Parts {
+        jobs,
+        framework_id,
+        kv: kv.clone(),
+        lease: guard.lease().clone(),
+        lost: guard.status(),
+        requests: rx,
+        address: Some(config.listen.to_string()),
+    });
+    let runtime = Runtime::new(config.masters.clone(), fw_config);
+    let result = tokio::select! {
+        r = runtime.run(&mut framework) => r.map(|_| ()).map_err(ServeError::from),
+        () = &mut shutdown => Ok(()),
+    };
+    let _ = api_tx.send(None);
+    if let Err(e) = guard.release().await {
+        tracing::debug!("releasing the lease: {e}");
+    }
+    result
+}
+
+/// TEMPORARY until the API lands: no routes.
+fn api_app(_handle: std::sync::Arc<Handle>) -> axum::Router {
+    axum::Router::new()
+}
+
+/// The API's front: each request goes to the framework's API once this
+/// instance is active, and is answered 503 before (a standby) and after.
+fn front(api: tokio::sync::watch::Receiver<Option<axum::Router>>) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let app = api.borrow().clone();
+        async move {
+            use axum::response::IntoResponse;
+            use tower::ServiceExt;
+            match app {
+                Some(app) => app.oneshot(req).await.into_response(),
+                None => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({
+                        "message": "this instance of the job framework is a standby: \
+                                    another instance holds the lease and serves the API"
+                    })),
+                )
+                    .into_response(),
+            }
+        }
+    })
+}
+
+/// Aborts a task when dropped (the API's server, on every way out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
