@@ -210,7 +210,15 @@ pub struct Jobs {
     events: Vec<String>,
     /// When old history was last looked for.
     last_sweep: Option<Timestamp>,
+    /// Every kept finished run, oldest first, for [`MAX_HISTORY`].
+    kept: BTreeSet<(Timestamp, JobId, RunId)>,
 }
+
+/// Most finished runs kept over all jobs (the oldest go first beyond it,
+/// whatever their job's limits): a finished run's record is a few hundred
+/// bytes, so the history stays within a few MiB of the key-value store's
+/// 32 MiB namespace, beside 10,000 job definitions.
+pub const MAX_HISTORY: usize = 20_000;
 
 impl Jobs {
     /// Every job as the APIs show it, by id.

@@ -188,9 +188,19 @@ impl Jobs {
         let Some(e) = self.jobs.get_mut(&job) else {
             return;
         };
+        self.kept.insert((finished(&run), job.clone(), id.clone()));
         e.history.insert(0, run);
         self.touch(Key::History(job.clone(), id));
         self.trim(&job, None);
+        while self.kept.len() > super::MAX_HISTORY {
+            let Some((_, job, id)) = self.kept.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.jobs.get_mut(&job) {
+                e.history.retain(|r| r.id != id);
+            }
+            self.touch(Key::History(job, id));
+        }
     }
 
     /// Drops the runs over the job's history limits (and, given `now`,
@@ -217,11 +227,12 @@ impl Jobs {
             let old = now.is_some_and(|now| now.since(finished(r)) > limits.max_age);
             let keep = *n <= limit && !old;
             if !keep {
-                dropped.push(r.id.clone());
+                dropped.push((finished(r), r.id.clone()));
             }
             keep
         });
-        for id in dropped {
+        for (at, id) in dropped {
+            self.kept.remove(&(at, job.clone(), id.clone()));
             self.touch(Key::History(job.clone(), id));
         }
     }

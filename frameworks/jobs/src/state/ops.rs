@@ -242,6 +242,8 @@ impl Jobs {
             self.touch(Key::Active(id.clone(), run.id.clone()));
         }
         for run in &e.history {
+            self.kept
+                .remove(&(super::records::finished(run), id.clone(), run.id.clone()));
             self.touch(Key::History(id.clone(), run.id.clone()));
         }
         for s in &e.def.schedules {

@@ -71,6 +71,22 @@ struct RunBody {
 }
 
 #[derive(Serialize, Deserialize)]
+struct FinishedBody {
+    run: serde_json::Value,
+}
+
+/// A finished run's record: without its `spec` (the job's `run` when it
+/// was created), which only an active run needs; a history of thousands of
+/// runs then stays small in the store.
+fn finished_record(run: &Run) -> Vec<u8> {
+    let mut value = serde_json::to_value(run).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("spec");
+    }
+    encode(FinishedBody { run: value })
+}
+
+#[derive(Serialize, Deserialize)]
 struct SecretBody {
     value: String,
 }
@@ -85,8 +101,7 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, Lo
         key: key.to_owned(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
     let version = value.get("v").and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(FORMAT)) {
         return Err(err(format!(
@@ -137,7 +152,7 @@ impl Jobs {
                 .jobs
                 .get(j)
                 .and_then(|e| e.history.iter().find(|h| h.id == *r))
-                .map(|run| encode(RunBody { run: run.clone() })),
+                .map(finished_record),
             Key::Secret(p) => self
                 .secrets
                 .get(p)
@@ -201,7 +216,7 @@ impl Jobs {
         let mut defs: BTreeMap<JobId, JobDef> = BTreeMap::new();
         let mut metas: BTreeMap<JobId, Meta> = BTreeMap::new();
         let mut active: Vec<Run> = Vec::new();
-        let mut history: Vec<Run> = Vec::new();
+        let mut history: Vec<(String, serde_json::Value)> = Vec::new();
         let mut jobs = Jobs::default();
         for (key, value) in records {
             if key.starts_with("job/") {
@@ -217,7 +232,7 @@ impl Jobs {
             } else if key.starts_with("run/") {
                 active.push(decode::<RunBody>(&key, &value)?.run);
             } else if key.starts_with("hist/") {
-                history.push(decode::<RunBody>(&key, &value)?.run);
+                history.push((key.clone(), decode::<FinishedBody>(&key, &value)?.run));
             } else if let Some(path) = key.strip_prefix("secret/") {
                 let body: SecretBody = decode(&key, &value)?;
                 jobs.secrets.insert(path.to_owned(), body.value);
@@ -266,10 +281,29 @@ impl Jobs {
             jobs.active.insert((run.job.clone(), run.id.clone()));
             e.active.insert(run.id.clone(), run);
         }
-        for run in history {
-            if let Some(e) = jobs.jobs.get_mut(&run.job) {
-                e.history.push(run);
+        for (key, mut value) in history {
+            let job = value
+                .get("job")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|j| JobId::new(j).ok());
+            let Some(e) = job.and_then(|j| jobs.jobs.get_mut(&j)) else {
+                continue;
+            };
+            // A finished run is stored without its `run` spec (see
+            // `finished_record`): it gets its job's current one.
+            if let Some(map) = value.as_object_mut() {
+                map.insert(
+                    "spec".into(),
+                    serde_json::to_value(&e.def.run).unwrap_or_default(),
+                );
             }
+            let run: Run = serde_json::from_value(value).map_err(|err| LoadError {
+                key,
+                reason: err.to_string(),
+            })?;
+            jobs.kept
+                .insert((finished(&run), run.job.clone(), run.id.clone()));
+            e.history.push(run);
         }
         for e in jobs.jobs.values_mut() {
             e.history
