@@ -12,13 +12,12 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::router;
-use crate::run::RunStatus;
 use crate::state::Op;
 
 pub(crate) mod backend;
 mod bodies;
 
-use backend::{T0, TestBackend, def, run, schedule};
+use backend::TestBackend;
 
 pub(crate) struct Api {
     pub(crate) b: Arc<TestBackend>,
@@ -74,31 +73,13 @@ impl Api {
         self.send(method, uri, ct, b).await
     }
 
-    /// A job `nightly.backup` with schedule `nightly`, an active run and
-    /// two finished ones (one success, one failure).
+    /// An API over [`TestBackend::seeded`].
     fn seeded() -> Api {
-        let api = Api::new();
-        let mut d = def("nightly.backup");
-        d.schedules.push(schedule("nightly"));
-        api.b.seed(d);
-        api.b.seed(def("adhoc"));
-        api.b.edit("nightly.backup", |j| {
-            j.next_ticks.insert("nightly".into(), Some(T0));
-            j.active
-                .push(run("nightly.backup", "r-active", RunStatus::Active, None));
-            j.history.push(run(
-                "nightly.backup",
-                "r-failed",
-                RunStatus::Failed,
-                Some(3),
-            ));
-            j.history
-                .push(run("nightly.backup", "r-ok", RunStatus::Success, Some(0)));
-            j.success_count = 1;
-            j.failure_count = 1;
-            j.last_success_at = Some(T0);
-        });
-        api
+        let b = Arc::new(TestBackend::seeded());
+        Api {
+            router: router(b.clone()),
+            b,
+        }
     }
 }
 

@@ -139,6 +139,33 @@ fn status(def: JobDef) -> JobStatus {
 }
 
 impl TestBackend {
+    /// Jobs `adhoc` and `nightly.backup` (with schedule `nightly`, an
+    /// active run, a failed and a successful one, counts 1 and 1).
+    pub(crate) fn seeded() -> TestBackend {
+        let b = TestBackend::default();
+        let mut d = def("nightly.backup");
+        d.schedules.push(schedule("nightly"));
+        b.seed(d);
+        b.seed(def("adhoc"));
+        b.edit("nightly.backup", |j| {
+            j.next_ticks.insert("nightly".into(), Some(T0));
+            j.active
+                .push(run("nightly.backup", "r-active", RunStatus::Active, None));
+            j.history.push(run(
+                "nightly.backup",
+                "r-failed",
+                RunStatus::Failed,
+                Some(3),
+            ));
+            j.history
+                .push(run("nightly.backup", "r-ok", RunStatus::Success, Some(0)));
+            j.success_count = 1;
+            j.failure_count = 1;
+            j.last_success_at = Some(T0);
+        });
+        b
+    }
+
     /// Adds `def` as it is.
     pub(crate) fn seed(&self, def: JobDef) -> JobId {
         let id = def.id.clone();
