@@ -1,6 +1,6 @@
 //! Generates the protobuf messages and tonic services from the .proto files
 //! under `proto/`, laid out as their packages say (`berth/v1/`,
-//! `berth/ci/v1/`, `berth/service/v1/`, so that code generated from them
+//! `berth/ci/v1/`, `berth/service/v1/`, `berth/jobs/v1/`, so that code generated from them
 //! in other languages can live in a package), with the protoc binary vendored by
 //! `protoc-bin-vendored`, so building berth needs no system protoc.
 
@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/berth/v1/kv.proto",
         "proto/berth/ci/v1/ci.proto",
         "proto/berth/service/v1/service.proto",
+        "proto/berth/jobs/v1/jobs.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

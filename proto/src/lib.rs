@@ -2,7 +2,8 @@
 //!
 //! The protobuf messages and tonic services of the three APIs of the master
 //! (scheduler, agent, operator), the agent's own log API, the CI
-//! framework's API ([`ci`]) and the service framework's ([`service`]),
+//! framework's API ([`ci`]), the service framework's ([`service`]) and
+//! the job framework's ([`jobs`]),
 //! generated at build time from the .proto files
 //! under `proto/berth/`, laid out as their packages say.
 //! Every message and field is documented in the .proto files; the
@@ -51,6 +52,16 @@ pub mod service {
     #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
     pub mod v1 {
         tonic::include_proto!("berth.service.v1");
+    }
+}
+
+/// The job framework's API (`package berth.jobs.v1`, `jobs.proto`),
+/// served by `berth jobs serve` next to its Metronome-compatible HTTP API.
+pub mod jobs {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+    pub mod v1 {
+        tonic::include_proto!("berth.jobs.v1");
     }
 }
 
