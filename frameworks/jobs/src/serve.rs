@@ -102,7 +102,7 @@ pub async fn serve(
     );
     let (tx, rx) = mpsc::channel(256);
     let handle = std::sync::Arc::new(Handle::new(tx));
-    let app = api_app(handle);
+    let app = crate::api::router(handle.clone()).merge(crate::api::grpc::router(handle));
     let _ = api_tx.send(Some(app));
     let mut fw_config =
         FrameworkConfig::new(config.name.clone()).failover_timeout(FAILOVER_TIMEOUT);
@@ -128,11 +128,6 @@ pub async fn serve(
         tracing::debug!("releasing the lease: {e}");
     }
     result
-}
-
-/// TEMPORARY until the API lands: no routes.
-fn api_app(_handle: std::sync::Arc<Handle>) -> axum::Router {
-    axum::Router::new()
 }
 
 /// The API's front: each request goes to the framework's API once this

@@ -121,7 +121,11 @@ pub(crate) fn run(job: &str, rid: &str, status: RunStatus, exit: Option<i32>) ->
             exit_code: exit,
             message: String::new(),
             not_before: None,
+            unreachable_since: None,
         }],
+        start_by: T0.plus(Duration::from_secs(900)),
+        active_until: None,
+        stopping: None,
     }
 }
 
