@@ -185,16 +185,7 @@ impl Jobs {
                 env,
                 uris,
             }),
-            labels: vec![
-                pb::Label {
-                    key: "berth.job".into(),
-                    value: run.job.to_string(),
-                },
-                pb::Label {
-                    key: "berth.job.run".into(),
-                    value: run.id.to_string(),
-                },
-            ],
+            labels: self.labels(run),
             kill_grace_period_seconds: spec.kill_grace.map_or(0.0, |d| d.as_secs_f64()),
             container: spec.docker.as_ref().map(|d| pb::ContainerInfo {
                 image: d.image.clone(),
@@ -205,6 +196,31 @@ impl Jobs {
             outputs: Vec::new(),
             masked_values: masked,
         }
+    }
+}
+
+impl Jobs {
+    /// A task's labels: `berth.job` and `berth.job.run`, then the job's
+    /// own (as Metronome gives a job's labels to its tasks), at most 64 in
+    /// all (the master's limit).
+    fn labels(&self, run: &Run) -> Vec<pb::Label> {
+        let mut labels = vec![
+            pb::Label {
+                key: "berth.job".into(),
+                value: run.job.to_string(),
+            },
+            pb::Label {
+                key: "berth.job.run".into(),
+                value: run.id.to_string(),
+            },
+        ];
+        if let Some(e) = self.jobs.get(&run.job) {
+            labels.extend(e.def.labels.iter().take(62).map(|(k, v)| pb::Label {
+                key: k.clone(),
+                value: v.clone(),
+            }));
+        }
+        labels
     }
 }
 
