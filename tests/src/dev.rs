@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `berth dev` child process on ephemeral ports (master, agent, service
-/// API, router admin), its data in a temporary directory, killed when
+/// API, router admin, job API), its data in a temporary directory, killed when
 /// dropped.
 #[derive(Debug)]
 pub struct BerthDev {
@@ -18,6 +18,8 @@ pub struct BerthDev {
     pub master: String,
     /// The service framework's API (`http://…`), from the banner.
     pub service: String,
+    /// The job framework's API (`http://…`), from the banner.
+    pub jobs: String,
     berth: String,
     _dir: tempfile::TempDir,
 }
@@ -55,7 +57,7 @@ impl BerthDev {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for name in ["master:", "service:"] {
+                for name in ["master:", "service:", "jobs:"] {
                     if let Some(rest) = line.trim().strip_prefix(name)
                         && let Some(addr) = rest.split_whitespace().next()
                     {
@@ -70,10 +72,14 @@ impl BerthDev {
         let service = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("berth dev prints the service framework's address");
+        let jobs = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("berth dev prints the job framework's address");
         let dev = BerthDev {
             child,
             master,
             service,
+            jobs,
             berth: berth.to_owned(),
             _dir: dir,
         };
@@ -81,8 +87,8 @@ impl BerthDev {
         dev
     }
 
-    /// `berth ARGS` with `BERTH_MASTER` and `BERTH_SERVICE` set to this
-    /// cluster's.
+    /// `berth ARGS` with `BERTH_MASTER`, `BERTH_SERVICE` and `BERTH_JOBS`
+    /// set to this cluster's.
     ///
     /// # Panics
     /// If the binary cannot be run.
@@ -92,6 +98,7 @@ impl BerthDev {
             .args(args)
             .env("BERTH_MASTER", &self.master)
             .env("BERTH_SERVICE", &self.service)
+            .env("BERTH_JOBS", &self.jobs)
             .output()
             .expect("berth runs")
     }
