@@ -327,19 +327,22 @@ impl<'v> Field<'v> {
         Some(m as u64)
     }
 
+    /// `Some` if `count` is at most `max`; else records the problem.
+    fn at_most(&self, r: &mut Report, count: usize, max: usize, what: &str) -> Option<()> {
+        if count > max {
+            self.bad(r, format!("has {count} {what}; at most {max} are accepted"));
+            return None;
+        }
+        Some(())
+    }
+
     /// An array of at most `max` items, each as a field of its own.
     pub(crate) fn items(&self, r: &mut Report, max: usize) -> Option<Vec<Field<'v>>> {
         let Value::Array(items) = self.value else {
             self.wrong_type(r, "an array");
             return None;
         };
-        if items.len() > max {
-            self.bad(
-                r,
-                format!("has {} items; at most {max} are accepted", items.len()),
-            );
-            return None;
-        }
+        self.at_most(r, items.len(), max, "items")?;
         Some(
             items
                 .iter()
@@ -359,13 +362,7 @@ impl<'v> Field<'v> {
             self.wrong_type(r, "an object");
             return None;
         };
-        if map.len() > MAX_KEYS {
-            self.bad(
-                r,
-                format!("has {} keys; at most {MAX_KEYS} are accepted", map.len()),
-            );
-            return None;
-        }
+        self.at_most(r, map.len(), MAX_KEYS, "keys")?;
         let mut out = Vec::with_capacity(map.len());
         for (k, value) in map {
             let field = Field {

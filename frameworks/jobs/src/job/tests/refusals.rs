@@ -49,21 +49,25 @@ fn refused(v: &Value, path: &str, says: &str) {
     assert!(message.contains(says), "{path}: {message:?} lacks {says:?}");
 }
 
+/// Asserts that `base` with `value` at `at` is refused at `at` alone.
+#[track_caller]
+fn bad(base: Value, at: &str, value: Value, says: &str) {
+    refused(&with(base, at, value), at, says);
+}
+
 #[test]
 fn unknown_fields_at_every_level() {
-    refused(
-        &with(minimal(), "/ownr", json!("x")),
-        "/ownr",
-        "unknown field \"ownr\"",
-    );
-    refused(
-        &with(minimal(), "/run/comand", json!("x")),
+    bad(minimal(), "/ownr", json!("x"), "unknown field \"ownr\"");
+    bad(
+        minimal(),
         "/run/comand",
+        json!("x"),
         "unknown field \"comand\"",
     );
-    refused(
-        &with(minimal(), "/run/maxLaunchDelaySeconds", json!(5)),
+    bad(
+        minimal(),
         "/run/maxLaunchDelaySeconds",
+        json!(5),
         "did you mean \"maxLaunchDelay\"?",
     );
     refused(
@@ -102,9 +106,10 @@ fn unknown_fields_at_every_level() {
         "/run/placement/constraints/0/x",
         "unknown field",
     );
-    refused(
-        &with(scheduled(), "/schedules/0/timeZone", json!("UTC")),
+    bad(
+        scheduled(),
         "/schedules/0/timeZone",
+        json!("UTC"),
         "did you mean \"timezone\"?",
     );
     refused(
@@ -120,49 +125,48 @@ fn unknown_fields_at_every_level() {
 
 #[test]
 fn type_errors_name_the_type_expected() {
-    refused(
-        &with(minimal(), "/description", json!(5)),
+    bad(
+        minimal(),
         "/description",
+        json!(5),
         "expected a string, got a number",
     );
-    refused(
-        &with(minimal(), "/labels/a", json!(true)),
+    bad(
+        minimal(),
         "/labels/a",
+        json!(true),
         "expected a string, got a boolean",
     );
-    refused(
-        &with(minimal(), "/run", json!("true")),
+    bad(
+        minimal(),
         "/run",
+        json!("true"),
         "expected an object, got a string",
     );
-    refused(
-        &with(minimal(), "/run/mem", json!("1G")),
+    bad(
+        minimal(),
         "/run/mem",
+        json!("1G"),
         "expected a whole number, got a string",
     );
-    refused(
-        &with(minimal(), "/run/mem", json!(12.5)),
+    bad(
+        minimal(),
         "/run/mem",
+        json!(12.5),
         "12.5 is not a whole number",
     );
-    refused(
-        &with(minimal(), "/run/env/A", json!(1)),
+    bad(
+        minimal(),
         "/run/env/A",
+        json!(1),
         "expected a string or {\"secret\": name}",
     );
-    refused(
-        &with(minimal(), "/run/args", json!("a b")),
-        "/run/args",
-        "expected an array",
-    );
-    refused(
-        &with(minimal(), "/run/cmd", json!("")),
-        "/run/cmd",
-        "must not be empty",
-    );
-    refused(
-        &with(scheduled(), "/schedules/0/enabled", json!("yes")),
+    bad(minimal(), "/run/args", json!("a b"), "expected an array");
+    bad(minimal(), "/run/cmd", json!(""), "must not be empty");
+    bad(
+        scheduled(),
         "/schedules/0/enabled",
+        json!("yes"),
         "expected a boolean",
     );
 }
@@ -181,21 +185,14 @@ fn required_fields() {
         "/run/docker/image",
         "is required",
     );
-    refused(
-        &with(minimal(), "/run/docker/image", json!("")),
+    bad(
+        minimal(),
         "/run/docker/image",
+        json!(""),
         "must not be empty",
     );
-    refused(
-        &with(scheduled(), "/schedules/0/cron", Value::Null),
-        "/schedules/0/cron",
-        "is required",
-    );
-    refused(
-        &with(scheduled(), "/schedules/0/id", Value::Null),
-        "/schedules/0/id",
-        "is required",
-    );
+    bad(scheduled(), "/schedules/0/cron", Value::Null, "is required");
+    bad(scheduled(), "/schedules/0/id", Value::Null, "is required");
     refused(
         &with(
             minimal(),
@@ -219,73 +216,61 @@ fn required_fields() {
 
 #[test]
 fn ids() {
-    refused(
-        &with(minimal(), "/id", json!("Nightly")),
+    bad(
+        minimal(),
         "/id",
+        json!("Nightly"),
         "\"Nightly\" must be lowercase",
     );
-    refused(
-        &with(minimal(), "/id", json!("a..b")),
+    bad(minimal(), "/id", json!("a..b"), "must be lowercase");
+    bad(
+        minimal(),
         "/id",
-        "must be lowercase",
-    );
-    refused(
-        &with(minimal(), "/id", json!("x".repeat(129))),
-        "/id",
+        json!("x".repeat(129)),
         "longer than 128 bytes",
     );
-    refused(
-        &with(scheduled(), "/schedules/0/id", json!("every.hour")),
+    bad(
+        scheduled(),
         "/schedules/0/id",
+        json!("every.hour"),
         "must not contain dots",
     );
-    refused(
-        &with(scheduled(), "/schedules/0/id", json!("-s")),
+    bad(
+        scheduled(),
         "/schedules/0/id",
+        json!("-s"),
         "must be lowercase",
     );
 }
 
 #[test]
 fn command_and_resources() {
-    refused(
-        &with(minimal(), "/run/args", json!(["echo"])),
+    bad(
+        minimal(),
         "/run/args",
+        json!(["echo"]),
         "give either cmd or args, not both",
     );
-    refused(
-        &with(minimal(), "/run/cpus", json!(0)),
+    bad(
+        minimal(),
         "/run/cpus",
+        json!(0),
         "0 is out of range: must be between 0.001 and",
     );
-    refused(
-        &with(minimal(), "/run/cpus", json!(-1)),
-        "/run/cpus",
-        "is negative",
-    );
-    refused(
-        &with(minimal(), "/run/mem", json!(0)),
-        "/run/mem",
-        "out of range",
-    );
-    refused(
-        &with(minimal(), "/run/disk", json!(-1)),
-        "/run/disk",
-        "is negative",
-    );
-    refused(
-        &with(minimal(), "/run/gpus", json!(2)),
-        "/run/gpus",
-        "not supported by berth",
-    );
-    refused(
-        &with(minimal(), "/run/maxLaunchDelay", json!(0)),
+    bad(minimal(), "/run/cpus", json!(-1), "is negative");
+    bad(minimal(), "/run/mem", json!(0), "out of range");
+    bad(minimal(), "/run/disk", json!(-1), "is negative");
+    bad(minimal(), "/run/gpus", json!(2), "not supported by berth");
+    bad(
+        minimal(),
         "/run/maxLaunchDelay",
+        json!(0),
         "must be between 1 and",
     );
-    refused(
-        &with(minimal(), "/run/taskKillGracePeriodSeconds", json!(-1)),
+    bad(
+        minimal(),
         "/run/taskKillGracePeriodSeconds",
+        json!(-1),
         "is negative",
     );
     // gpus 0 is no GPU at all.
@@ -323,9 +308,10 @@ fn docker_settings_berth_does_not_have() {
         ))
         .is_ok()
     );
-    refused(
-        &with(minimal(), "/run/user", json!("nobody")),
+    bad(
+        minimal(),
         "/run/user",
+        json!("nobody"),
         "cannot switch users",
     );
     assert!(JobDef::from_value(&with(docker(json!({})), "/run/user", json!("nobody"))).is_ok());
@@ -337,9 +323,10 @@ fn docker_settings_berth_does_not_have() {
         );
         assert!(JobDef::from_value(&with(minimal(), &format!("/run/{key}"), json!([]))).is_ok());
     }
-    refused(
-        &with(minimal(), "/run/ucr", json!({"image": {"id": "alpine"}})),
+    bad(
+        minimal(),
         "/run/ucr",
+        json!({"image": {"id": "alpine"}}),
         "not supported by berth",
     );
 }
@@ -358,9 +345,10 @@ fn env_and_secrets() {
         "is not referenced by any env variable",
     );
     assert!(JobDef::from_value(&with(unused, "/run/env/PASS", json!({"secret": "pw"}))).is_ok());
-    refused(
-        &with(minimal(), "/run/env/A=B", json!("x")),
+    bad(
+        minimal(),
         "/run/env/A=B",
+        json!("x"),
         "must not contain '='",
     );
 }
@@ -491,69 +479,47 @@ fn parallel_runs() {
         "/run/parallelism",
         "3 is more than completions (2)",
     );
-    refused(
-        &with(minimal(), "/run/parallelism", json!(2)),
+    bad(
+        minimal(),
         "/run/parallelism",
+        json!(2),
         "more than completions (1)",
     );
-    refused(
-        &with(minimal(), "/run/completions", json!(0)),
-        "/run/completions",
-        "out of range",
-    );
-    refused(
-        &with(minimal(), "/run/parallelism", json!(0)),
-        "/run/parallelism",
-        "out of range",
-    );
+    bad(minimal(), "/run/completions", json!(0), "out of range");
+    bad(minimal(), "/run/parallelism", json!(0), "out of range");
 }
 
 #[test]
 fn schedules() {
-    refused(
-        &with(scheduled(), "/schedules/0/cron", json!("61 * * * *")),
-        "/schedules/0/cron",
-        "61",
-    );
-    refused(
-        &with(
-            scheduled(),
-            "/schedules/0/timezone",
-            json!("Mars/Olympus_Mons"),
-        ),
+    bad(scheduled(), "/schedules/0/cron", json!("61 * * * *"), "61");
+    bad(
+        scheduled(),
         "/schedules/0/timezone",
+        json!("Mars/Olympus_Mons"),
         "Mars/Olympus_Mons",
     );
-    refused(
-        &with(
-            scheduled(),
-            "/schedules/0/startingDeadlineSeconds",
-            json!(-1),
-        ),
+    bad(
+        scheduled(),
         "/schedules/0/startingDeadlineSeconds",
+        json!(-1),
         "-1 is negative",
     );
-    refused(
-        &with(
-            scheduled(),
-            "/schedules/0/startingDeadlineSeconds",
-            json!(0),
-        ),
+    bad(
+        scheduled(),
         "/schedules/0/startingDeadlineSeconds",
+        json!(0),
         "must be between 1 and",
     );
-    refused(
-        &with(
-            scheduled(),
-            "/schedules/0/concurrencyPolicy",
-            json!("QUEUE"),
-        ),
+    bad(
+        scheduled(),
         "/schedules/0/concurrencyPolicy",
+        json!("QUEUE"),
         "is not one of ALLOW, FORBID, REPLACE",
     );
-    refused(
-        &with(scheduled(), "/schedules/0/maxMissedRuns", json!(3)),
+    bad(
+        scheduled(),
         "/schedules/0/maxMissedRuns",
+        json!(3),
         "RUN_ALL only",
     );
     let run_all = with(
@@ -561,18 +527,16 @@ fn schedules() {
         "/schedules/0/missedRunPolicy",
         json!("RUN_ALL"),
     );
-    refused(
-        &with(run_all.clone(), "/schedules/0/maxMissedRuns", json!(101)),
+    bad(
+        run_all.clone(),
         "/schedules/0/maxMissedRuns",
+        json!(101),
         "must be between 1 and 100",
     );
-    refused(
-        &with(
-            scheduled(),
-            "/schedules/0/missedRunPolicy",
-            json!("RUN_SOME"),
-        ),
+    bad(
+        scheduled(),
         "/schedules/0/missedRunPolicy",
+        json!("RUN_SOME"),
         "is not one of SKIP, RUN_ONCE, RUN_ALL",
     );
     let two = with(
@@ -588,9 +552,10 @@ fn schedules() {
     let many: Vec<Value> = (0..=JobDef::MAX_SCHEDULES)
         .map(|i| json!({"id": format!("s{i}"), "cron": "0 * * * *"}))
         .collect();
-    refused(
-        &with(minimal(), "/schedules", json!(many)),
+    bad(
+        minimal(),
         "/schedules",
+        json!(many),
         "at most 16 are accepted",
     );
 
@@ -627,19 +592,22 @@ fn dependencies_and_history() {
         "/dependencies/0",
         "expected an object",
     );
-    refused(
-        &with(minimal(), "/successfulRunsHistoryLimit", json!(1001)),
+    bad(
+        minimal(),
         "/successfulRunsHistoryLimit",
+        json!(1001),
         "must be between 0 and 1000",
     );
-    refused(
-        &with(minimal(), "/failedRunsHistoryLimit", json!(-1)),
+    bad(
+        minimal(),
         "/failedRunsHistoryLimit",
+        json!(-1),
         "is negative",
     );
-    refused(
-        &with(minimal(), "/runsHistoryMaxAgeSeconds", json!(59)),
+    bad(
+        minimal(),
         "/runsHistoryMaxAgeSeconds",
+        json!(59),
         "must be between 60 and",
     );
 }
