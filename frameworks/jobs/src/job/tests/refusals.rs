@@ -239,7 +239,7 @@ fn ids() {
         scheduled(),
         "/schedules/0/id",
         json!("-s"),
-        "must be lowercase",
+        "\"-s\" does not follow the rule: a schedule id is lowercase letters",
     );
 }
 
