@@ -45,7 +45,9 @@
 //! Bodies: JSON (`application/json`, `*+json`, or no content type) or
 //! YAML (`application/yaml`, berth's); over [`MAX_BODY_BYTES`] 413, any
 //! other type 415, text that does not parse 400 `{"message": "Invalid
-//! JSON", "details": [{"path": "/", "errors"}]}` with the line and column.
+//! JSON", "details": [{"path": "/", "errors"}]}` (`Invalid YAML` for
+//! YAML) with the line and column; read strictly, so a key given twice
+//! and YAML's NaN, infinities and tags are such errors too.
 //! A PUT body's `id` must be the path's, or absent. `POST .../runs` takes
 //! no body (Metronome's run overrides are refused, 422).
 //!

@@ -24,7 +24,7 @@ mod read;
 mod render;
 #[cfg(test)]
 mod tests;
-mod text;
+pub(crate) mod text;
 
 /// A job's id, as Metronome spells them: lowercase letters, digits and
 /// hyphens in dot-separated segments (`nightly.backup`), each segment

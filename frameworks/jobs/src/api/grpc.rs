@@ -19,7 +19,7 @@
 //! | `RemoveSchedule` | `DELETE /v1/jobs/{id}/schedules/{scheduleId}` |
 //!
 //! Definitions travel as text (JSON or YAML), read and checked as the HTTP
-//! API reads a body ([`super::text`]). Times are milliseconds since the
+//! API reads a body (`api/text.rs`). Times are milliseconds since the
 //! epoch. Errors ([`convert::status`]): an invalid definition or argument
 //! → `INVALID_ARGUMENT` (the message names each field by its path), an
 //! unknown job, run or schedule → `NOT_FOUND`, the framework's 409s →

@@ -37,28 +37,11 @@ pub(super) fn message(status: StatusCode, m: impl Into<String>) -> Refusal {
     )
 }
 
-/// Metronome's answer to an invalid object: `{"message": "Object is not
-/// valid", "details": [{"path", "errors"}]}`, one detail per path.
-pub(super) fn invalid_json(e: &Invalid) -> Value {
-    let mut details: Vec<(String, Vec<String>)> = Vec::new();
-    for f in &e.errors {
-        match details.iter_mut().find(|(p, _)| *p == f.path) {
-            Some((_, errors)) => errors.push(f.message.clone()),
-            None => details.push((f.path.clone(), vec![f.message.clone()])),
-        }
-    }
-    let details: Vec<Value> = details
-        .into_iter()
-        .map(|(path, errors)| json!({ "path": path, "errors": errors }))
-        .collect();
-    json!({ "message": "Object is not valid", "details": details })
-}
-
 /// The answer to a refused operation: 422 with the details, 404, 409.
 pub(super) fn op_failed(e: OpError) -> Refusal {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match &e {
-        OpError::Invalid(i) => Refusal(status, invalid_json(i)),
+        OpError::Invalid(i) => Refusal(status, i.to_json()),
         OpError::NotFound(m) | OpError::Conflict(m) => message(status, m.as_str()),
     }
 }
@@ -237,15 +220,15 @@ async fn body_text(headers: &HeaderMap, body: Body) -> Result<Option<(String, bo
     }
     match String::from_utf8(bytes.to_vec()) {
         Ok(text) => Ok(Some((text, yaml))),
-        Err(_) => Err(syntax("the body is not UTF-8".into())),
+        Err(_) => Err(syntax("JSON", "the body is not UTF-8".into())),
     }
 }
 
 /// A 400 for text that does not parse.
-fn syntax(m: String) -> Refusal {
+fn syntax(format: &str, m: String) -> Refusal {
     Refusal(
         StatusCode::BAD_REQUEST,
-        json!({ "message": "Invalid JSON", "details": [{ "path": "/", "errors": [berth_proto::bounded_message(&m)] }] }),
+        json!({ "message": format!("Invalid {format}"), "details": [{ "path": "/", "errors": [berth_proto::bounded_message(&m)] }] }),
     )
 }
 
@@ -260,7 +243,7 @@ pub(super) async fn optional_body(
     match super::text::parse(&text, yaml) {
         Ok(v) => Ok(Some(v)),
         Err(ParseError::Invalid(e)) => Err(op_failed(OpError::Invalid(e))),
-        Err(e) => Err(syntax(e.to_string())),
+        Err(e @ ParseError::Syntax { format, .. }) => Err(syntax(format, e.to_string())),
     }
 }
 
@@ -268,7 +251,7 @@ pub(super) async fn optional_body(
 pub(super) async fn body_value(headers: &HeaderMap, body: Body) -> Result<Value, Refusal> {
     optional_body(headers, body)
         .await?
-        .ok_or_else(|| syntax("the body is empty: send the definition".into()))
+        .ok_or_else(|| syntax("JSON", "the body is empty: send the definition".into()))
 }
 
 /// A write's job id (from the path) and body; the route takes no query

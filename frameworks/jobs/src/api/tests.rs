@@ -16,6 +16,7 @@ use crate::state::Op;
 
 pub(crate) mod backend;
 mod bodies;
+mod writes;
 
 use backend::TestBackend;
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Number, Value};
 use super::ParseError;
 
 /// The JSON text as a value.
-pub(super) fn json(text: &str) -> Result<Value, ParseError> {
+pub(crate) fn json(text: &str) -> Result<Value, ParseError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let syntax = |e: serde_json::Error| syntax("JSON", e.line(), e.column(), &e.to_string());
     let value = Exact.deserialize(&mut de).map_err(syntax)?;
@@ -23,7 +23,7 @@ pub(super) fn json(text: &str) -> Result<Value, ParseError> {
 }
 
 /// The YAML text (one document) as a value.
-pub(super) fn yaml(text: &str) -> Result<Value, ParseError> {
+pub(crate) fn yaml(text: &str) -> Result<Value, ParseError> {
     Exact
         .deserialize(yaml_serde::Deserializer::from_str(text))
         .map_err(|e| {

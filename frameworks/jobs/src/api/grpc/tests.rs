@@ -256,7 +256,12 @@ async fn refusals_map_to_codes_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("/cron: YAML tags"), "{}", e.message());
+    assert!(
+        e.message()
+            .starts_with("invalid YAML at line 2, column 7: "),
+        "{}",
+        e.message()
+    );
     let e = s
         .c()
         .create_job(pb::CreateJobRequest {
@@ -322,4 +327,65 @@ async fn schedules_are_removed_and_http_shares_the_port() {
     conn.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("[]"), "{answer}");
+}
+
+#[tokio::test]
+async fn creations_conflict_and_schedules_are_put() {
+    let s = Server::start().await;
+    let job = r#"{"id": "etl", "run": {"cmd": "run-etl", "cpus": 0.5, "mem": 64}}"#;
+    let created = s
+        .c()
+        .create_job(pb::CreateJobRequest {
+            definition: json_def(job),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.id, "etl");
+    let spec: serde_json::Value = serde_json::from_str(&created.definition_json).unwrap();
+    assert_eq!(spec["run"]["cmd"], "run-etl");
+    let e = s
+        .c()
+        .create_job(pb::CreateJobRequest {
+            definition: json_def(job),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+
+    let put = |cron: &str| pb::PutScheduleRequest {
+        job_id: "etl".into(),
+        definition: Some(pb::Definition {
+            text: format!("id: hourly\ncron: '{cron}'\n"),
+            format: pb::DefinitionFormat::Yaml as i32,
+        }),
+    };
+    let first = s
+        .c()
+        .put_schedule(put("0 * * * *"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    assert_eq!(first.schedule.unwrap().next_run_at_ms, Some(T0.millis()));
+    let second = s
+        .c()
+        .put_schedule(put("30 * * * *"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!second.created);
+    assert_eq!(second.schedule.unwrap().cron, "30 * * * *");
+
+    // UpdateJob without `schedules` keeps them.
+    let updated = s
+        .c()
+        .update_job(pb::UpdateJobRequest {
+            definition: json_def(job),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.schedules.len(), 1);
+    assert_eq!(updated.schedules[0].cron, "30 * * * *");
 }
