@@ -1,7 +1,5 @@
 //! [`JobsBackend`]: what the HTTP and gRPC APIs need of the framework. The
-//! running framework implements it (store, then answer);
-//! [`super::InMemory`] implements it over a [`crate::state::Jobs`] held in
-//! memory, as the reference behaviour.
+//! running framework implements it (`serve::handle`: store, then answer).
 
 use std::future::Future;
 

@@ -92,9 +92,15 @@ impl Jobs {
                 let e = self.jobs.get(job).ok_or_else(|| no_job(job))?;
                 if !e.active.contains_key(run) {
                     return Err(if e.history.iter().any(|r| r.id == *run) {
-                        OpError::Conflict(format!("Run '{run}' of job '{job}' has finished"))
+                        OpError::Conflict(format!(
+                            "Run {} of job '{job}' has finished",
+                            quoted(run.as_str())
+                        ))
                     } else {
-                        OpError::NotFound(format!("Run '{run}' of job '{job}' does not exist"))
+                        OpError::NotFound(format!(
+                            "Run {} of job '{job}' does not exist",
+                            quoted(run.as_str())
+                        ))
                     });
                 }
                 self.stop_run(job, run, "killed by a user", now);
