@@ -20,6 +20,7 @@
 //! | `GET /v1/jobs/{id}/schedules/{scheduleId}` | the schedule with `nextRunAt` |
 //! | `PUT /v1/jobs/{id}/schedules/{scheduleId}` | 200, the schedule replaced |
 //! | `DELETE /v1/jobs/{id}/schedules/{scheduleId}` | 200, no body |
+//! | `GET /v1/secrets`, `PUT\|DELETE /v1/secrets/{path}` | berth's secret store ([`secrets`]) |
 //!
 //! `embed` (repeatable, or comma-separated, as Metronome takes it):
 //! `activeRuns` (the runs, as `GET .../runs/{runId}`), `schedules` (with
@@ -78,6 +79,7 @@ pub mod grpc;
 mod render;
 mod request;
 mod runs;
+mod secrets;
 mod text;
 
 use request::{
@@ -127,6 +129,11 @@ pub fn router<B: JobsBackend>(backend: Arc<B>) -> Router {
             get(runs::schedule::<B>)
                 .put(runs::put_schedule::<B>)
                 .delete(runs::remove_schedule::<B>),
+        )
+        .route("/v1/secrets", get(secrets::list::<B>))
+        .route(
+            "/v1/secrets/{*path}",
+            axum::routing::put(secrets::put::<B>).delete(secrets::remove::<B>),
         )
         .fallback(|| async { message(StatusCode::NOT_FOUND, "no such resource").into_response() })
         .with_state(backend)

@@ -92,6 +92,55 @@ pub enum Op {
     StartRun(JobId),
     /// Kill an active run (`POST /v1/jobs/{id}/runs/{rid}/actions/stop`).
     KillRun(JobId, RunId),
+    /// Store a secret's value (`PUT /v1/secrets/{path}`).
+    PutSecret {
+        /// Where (see [`check_secret`]).
+        path: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove a secret (`DELETE /v1/secrets/{path}`).
+    RemoveSecret(String),
+}
+
+/// Longest secret path.
+pub const MAX_SECRET_PATH: usize = 256;
+/// Shortest and longest secret value: a value is masked in tasks' output,
+/// which takes 8 to 4096 bytes without line breaks or NUL.
+pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 8..=4096;
+
+/// Checks a secret's path and value; the message says what is wrong.
+///
+/// # Errors
+/// A readable reason, quoting the path (never the value).
+pub fn check_secret(path: &str, value: Option<&str>) -> Result<(), String> {
+    use berth_scheduler_core::error::quoted;
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+    if path.is_empty()
+        || path.len() > MAX_SECRET_PATH
+        || !path.chars().all(ok_char)
+        || path
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(format!(
+            "secret path {} must be 1 to {MAX_SECRET_PATH} letters, digits, '.', '_', '-' in \
+             '/'-separated segments (no empty, '.' or '..' segment)",
+            quoted(path)
+        ));
+    }
+    if let Some(v) = value
+        && (!SECRET_BYTES.contains(&v.len()) || v.contains(['\n', '\r', '\0']))
+    {
+        return Err(format!(
+            "a secret's value must be {} to {} bytes without line breaks or NUL (its tasks' \
+             output is masked for it, which needs that); this one has {} bytes",
+            SECRET_BYTES.start(),
+            SECRET_BYTES.end(),
+            v.len()
+        ));
+    }
+    Ok(())
 }
 
 /// What an operation did.
@@ -107,6 +156,8 @@ pub enum Outcome {
     ScheduleRemoved,
     /// The run started, or the run being killed.
     Run(Box<Run>),
+    /// The secret was stored or removed.
+    Secret,
 }
 
 /// Why an operation was refused; nothing changed.

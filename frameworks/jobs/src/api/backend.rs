@@ -53,4 +53,7 @@ pub trait JobsBackend: Send + Sync + 'static {
 
     /// Who answers.
     fn info(&self) -> impl Future<Output = Result<FrameworkInfo, BackendError>> + Send;
+
+    /// The paths of the secrets stored (never their values).
+    fn secret_paths(&self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send;
 }

@@ -108,7 +108,8 @@ pub(super) fn history(j: &JobStatus) -> Value {
 }
 
 /// A finished run in a history: Metronome's `{"id", "createdAt",
-/// "finishedAt", "tasks"}`, and berth's `status`, `reason`, `exitCode`.
+/// "finishedAt", "tasks"}`, and berth's `status`, `reason`, `exitCode`,
+/// `startedAt`, `trigger`.
 fn finished_run(r: &Run) -> Value {
     json!({
         "id": r.id.as_str(),
@@ -118,6 +119,8 @@ fn finished_run(r: &Run) -> Value {
         "status": r.status.name(),
         "reason": r.reason,
         "exitCode": r.exit_code(),
+        "startedAt": ts(r.started_at),
+        "trigger": trigger(&r.trigger),
     })
 }
 
@@ -137,6 +140,8 @@ pub(super) fn run(r: &Run) -> Value {
         "exitCode": r.exit_code(),
         "startedAt": ts(r.started_at),
         "finishedAt": ts(r.finished_at),
+        "completions": r.spec.completions,
+        "parallelism": r.spec.parallelism,
     })
 }
 

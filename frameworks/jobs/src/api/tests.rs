@@ -407,3 +407,52 @@ async fn an_unavailable_backend_is_503() {
         assert_eq!(a.body["message"], "not the active instance");
     }
 }
+
+#[tokio::test]
+async fn secrets_are_stored_listed_and_removed_by_path_never_shown() {
+    let api = Api::new();
+    let put = |path: &str, value: &str| {
+        let uri = format!("/v1/secrets/{path}");
+        let body = Body::from(value.to_owned());
+        let api = &api;
+        async move { api.send("PUT", &uri, Some("text/plain"), body).await }
+    };
+    let short = put("db/password", "short").await;
+    assert_eq!(
+        short.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        short.body
+    );
+    let bad_path = put("db/../x", "long enough value").await;
+    assert_eq!(
+        bad_path.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        bad_path.body
+    );
+    assert!(api.b.secrets.lock().unwrap().is_empty(), "nothing stored");
+    let json_body = api
+        .send(
+            "PUT",
+            "/v1/secrets/db/password",
+            Some("application/json"),
+            Body::from("\"x\""),
+        )
+        .await;
+    assert_eq!(json_body.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        put("db/password", "s3cret-value").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let list = api.send("GET", "/v1/secrets", None, Body::empty()).await;
+    assert_eq!(list.body, json!({"secrets": ["db/password"]}));
+    let gone = api
+        .send("DELETE", "/v1/secrets/db/password", None, Body::empty())
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let again = api
+        .send("DELETE", "/v1/secrets/db/password", None, Body::empty())
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}

@@ -132,6 +132,9 @@ impl JobsFramework {
                 self.store().await?;
                 let _ = r.send(outcome.map_err(BackendError::Op));
             }
+            Req::Secrets(r) => {
+                let _ = r.send(self.jobs.secret_paths());
+            }
             Req::Info(r) => {
                 let _ = r.send(FrameworkInfo {
                     framework_id: self.framework_id.clone(),

@@ -22,6 +22,8 @@ pub enum Req {
     Apply(Op, oneshot::Sender<Result<Outcome, BackendError>>),
     /// Who answers.
     Info(oneshot::Sender<FrameworkInfo>),
+    /// The secrets' paths.
+    Secrets(oneshot::Sender<Vec<String>>),
 }
 
 /// A [`JobsBackend`] that asks the running framework.
@@ -67,5 +69,9 @@ impl JobsBackend for Handle {
 
     async fn info(&self) -> Result<FrameworkInfo, BackendError> {
         self.ask(Req::Info).await
+    }
+
+    async fn secret_paths(&self) -> Result<Vec<String>, BackendError> {
+        self.ask(Req::Secrets).await
     }
 }

@@ -12,6 +12,7 @@ use crate::job::{ConcurrencyPolicy, JobId};
 use crate::run::{Run, RunId, RunStatus, RunTask, Trigger};
 use crate::schedule;
 use crate::time::Timestamp;
+use berth_scheduler_core::error::quoted;
 
 /// How long a task's agent may stay unreachable before the task is given
 /// up (killed if it comes back) and counted as failed.
@@ -88,9 +89,25 @@ impl Jobs {
             self.tasks
                 .insert(t.task_id.clone(), (job.clone(), id.clone()));
         }
+        let missing: Vec<String> = run
+            .spec
+            .secrets
+            .iter()
+            .filter(|(_, s)| !self.secrets.contains_key(&s.source))
+            .map(|(name, s)| format!("{name} (source {})", quoted(&s.source)))
+            .collect();
         e.active.insert(id.clone(), run.clone());
         self.active.insert((job.clone(), id.clone()));
-        self.touch(Key::Active(job.clone(), id));
+        self.touch(Key::Active(job.clone(), id.clone()));
+        if !missing.is_empty() {
+            let reason = format!(
+                "secrets not in the job framework's secret store: {}; store them with PUT \
+                 /v1/secrets/PATH",
+                missing.join(", ")
+            );
+            self.finish(job, &id, RunStatus::Failed, reason, now);
+            return self.run(job, &id).cloned();
+        }
         Some(run)
     }
 

@@ -3,13 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use super::{Entry, JobStatus, Jobs, Key, Meta, Op, OpError, Outcome, status_of};
+use super::{Entry, JobStatus, Jobs, Key, Meta, Op, OpError, Outcome, check_secret, status_of};
 use crate::error::{FieldError, Invalid};
 use crate::job::{JobDef, JobId, ScheduleDef};
 use crate::run::{RunId, Trigger};
 use crate::schedule::{Cron, CronError};
 use crate::time::Timestamp;
 use berth_scheduler_core::error::quoted;
+
+fn secret_error(message: String) -> OpError {
+    OpError::Invalid(Invalid {
+        errors: vec![FieldError {
+            path: "/".into(),
+            message,
+        }],
+    })
+}
 
 fn no_job(id: &JobId) -> OpError {
     OpError::NotFound(format!("Job '{id}' does not exist"))
@@ -87,6 +96,22 @@ impl Jobs {
                     .new_run(job, id, Trigger::Manual, now)
                     .ok_or_else(|| no_job(job))?;
                 Ok(Outcome::Run(Box::new(run)))
+            }
+            Op::PutSecret { path, value } => {
+                check_secret(path, Some(value)).map_err(|m| secret_error(m))?;
+                self.set_secret(path, Some(value.clone()));
+                Ok(Outcome::Secret)
+            }
+            Op::RemoveSecret(path) => {
+                check_secret(path, None).map_err(|m| secret_error(m))?;
+                if !self.secrets.contains_key(path) {
+                    return Err(OpError::NotFound(format!(
+                        "Secret {} does not exist",
+                        quoted(path)
+                    )));
+                }
+                self.set_secret(path, None);
+                Ok(Outcome::Secret)
             }
             Op::KillRun(job, run) => {
                 let e = self.jobs.get(job).ok_or_else(|| no_job(job))?;

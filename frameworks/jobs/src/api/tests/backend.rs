@@ -28,6 +28,8 @@ pub(crate) struct TestBackend {
     pub(crate) ops: Mutex<Vec<Op>>,
     /// Answer every call with `Unavailable`.
     pub(crate) down: AtomicBool,
+    /// The secrets' paths.
+    pub(crate) secrets: Mutex<Vec<String>>,
 }
 
 pub(crate) fn id(s: &str) -> JobId {
@@ -282,6 +284,30 @@ impl TestBackend {
                 j.history.insert(0, r.clone());
                 Ok(Outcome::Run(Box::new(r)))
             }
+            Op::PutSecret { path, value } => {
+                crate::state::check_secret(&path, Some(&value)).map_err(|m| {
+                    OpError::Invalid(crate::error::Invalid {
+                        errors: vec![crate::error::FieldError {
+                            path: "/".into(),
+                            message: m,
+                        }],
+                    })
+                })?;
+                let mut secrets = self.secrets.lock().unwrap();
+                if !secrets.contains(&path) {
+                    secrets.push(path);
+                }
+                Ok(Outcome::Secret)
+            }
+            Op::RemoveSecret(path) => {
+                let mut secrets = self.secrets.lock().unwrap();
+                let before = secrets.len();
+                secrets.retain(|p| *p != path);
+                if secrets.len() == before {
+                    return Err(OpError::NotFound("no such secret".into()));
+                }
+                Ok(Outcome::Secret)
+            }
         }
     }
 }
@@ -313,6 +339,11 @@ impl JobsBackend for TestBackend {
         self.check()?;
         self.ops.lock().unwrap().push(op.clone());
         Ok(self.change(op)?)
+    }
+
+    async fn secret_paths(&self) -> Result<Vec<String>, BackendError> {
+        self.check()?;
+        Ok(self.secrets.lock().unwrap().clone())
     }
 
     async fn info(&self) -> Result<FrameworkInfo, BackendError> {
