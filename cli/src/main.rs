@@ -10,6 +10,7 @@
 mod out;
 
 mod admin;
+mod api_call;
 mod ci;
 mod ci_client;
 mod ci_logs;
@@ -17,6 +18,7 @@ mod ci_progress;
 mod ci_run;
 mod client;
 mod daemons;
+mod job;
 mod members;
 mod router;
 mod run;
@@ -170,6 +172,11 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: service::ServiceCommand,
+    },
+    /// Batch and cron jobs (the job framework's Metronome-compatible API).
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
     },
     /// A process task's supervisor (started by the agent, not by hand):
     /// runs the task described on stdin, masks its output, records its exit
@@ -446,6 +453,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ci { command } => return Ok(ci::run(command).await),
         Command::Service { command } => return service::run(command).await,
         Command::Router(args) => return router::router(args).await,
+        Command::Job { command } => return Ok(job::run(command).await),
         // Run by `main` before the runtime starts.
         Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }
