@@ -5,7 +5,8 @@
 //! what it prints and its exit code (a refused request 1 with the field
 //! paths, an unreachable framework 2, a standby's 503 waited on); `run
 //! --wait` following a run ACTIVE → FAILED with exit code 3 (exit 3),
-//! SUCCESS (0), MISSED (1), and a run that is gone (2); `--timeout`.
+//! SUCCESS (0), MISSED (1), and a run that is gone (2); `--timeout`; a
+//! framework restarting while `--wait` follows a run.
 //!
 //! Not covered here: the streaming of a run's task output from its agent
 //! (`run --wait` without `--no-logs`, `berth job logs`), which needs a
@@ -47,6 +48,11 @@ struct Fake {
 
 impl Fake {
     fn start() -> Fake {
+        Fake::start_on("127.0.0.1:0")
+    }
+
+    /// A fake on `address` (`host:port`).
+    fn start_on(address: &str) -> Fake {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -91,7 +97,7 @@ impl Fake {
         };
         let app = axum::Router::new().fallback(handler);
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(address))
             .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         runtime.spawn(async move { axum::serve(listener, app).await });
@@ -683,4 +689,47 @@ fn logs_name_the_task_to_read() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn run_wait_rides_out_a_framework_restart() {
+    let address = format!("127.0.0.1:{}", berth_tests::free_port());
+    let get = "/v1/jobs/backup/runs/r1";
+    let before = Fake::start_on(&address);
+    before.reply(
+        "POST",
+        "/v1/jobs/backup/runs",
+        201,
+        &run_json("INITIAL", None),
+    );
+    before.reply("GET", get, 200, &run_json("ACTIVE", None));
+    let child = Command::new(BERTH)
+        .args(["job", "run", "backup", "--wait", "--no-logs"])
+        .env("BERTH_JOBS", &before.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while before.asked().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was not polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The framework goes away, then comes back with the run failed.
+    drop(before);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = Fake::start_on(&address);
+    after.reply("GET", get, 200, &run_json("FAILED", Some(3)));
+    let o = child.wait_with_output().unwrap();
+    exits(&o, 3);
+    assert!(
+        stderr(&o).contains("cannot reach the job framework")
+            && stderr(&o).contains("trying again for 60 s"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(after.asked(), [format!("GET {get}")]);
 }

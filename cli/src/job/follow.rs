@@ -1,16 +1,17 @@
 //! Following a run (`berth job run --wait`) and reading its tasks' output
 //! (`--wait`, `berth job logs`).
 //!
-//! `--wait` polls `GET /v1/jobs/{id}/runs/{run}` every
-//! [`POLL`] until the run's status is final, and exits with
-//! [`exit_for`] of it. Meanwhile, each task the run JSON names with an
-//! agent (`tasks[].id`, `tasks[].agentId`) is looked up in the masters'
-//! task list (its agent's address and its framework id, as `berth
-//! service logs` does) and its stdout and stderr are streamed from the
-//! agent ([`crate::task_log`]) to ours, each line prefixed with `[INDEX]`
-//! when the run has several indexes. When the masters cannot be asked,
-//! that is said once and the run is still followed to its end. Once it
-//! ended, the streams get [`DRAIN`] to deliver the rest of the output.
+//! `--wait` polls `GET /v1/jobs/{id}/runs/{run}` every [`POLL`] until
+//! the run's status is final, and exits with [`exit_for`] of it; a
+//! framework it cannot reach (restarting, failing over) is asked again for
+//! [`UNREACHABLE_PATIENCE`]. Meanwhile, each task the run JSON names with
+//! an agent (`tasks[].id`, `tasks[].agentId`) is looked up in the masters'
+//! task list (its agent's address and its framework id, as `berth service
+//! logs` does) and its stdout and stderr are streamed from the agent
+//! ([`crate::task_log`]) to ours, each line prefixed with `[INDEX]` when
+//! the run has several indexes. When the masters cannot be asked, that is
+//! said once and the run is still followed to its end. Once it ended, the
+//! streams get [`DRAIN`] to deliver the rest of the output.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -26,6 +27,9 @@ use crate::task_log::{LogSource, stream_log_from};
 
 /// How often the run is asked for.
 const POLL: Duration = Duration::from_millis(500);
+/// How long `--wait` asks again a framework it cannot reach (a restart or
+/// a failover of the framework while the run goes on).
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long the output streams may go on after the run ended.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -357,8 +361,30 @@ pub(crate) async fn wait(f: Follow<'_>) -> anyhow::Result<u8> {
         running: Vec::new(),
     });
     let mut last = String::new();
+    let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
-        let v = ask(f.opts, "GET", &path, None).await?;
+        let v = match ask(f.opts, "GET", &path, None).await {
+            Ok(v) => {
+                unreachable_since = None;
+                v
+            }
+            // Not a refusal: the framework restarting or failing over.
+            Err(e)
+                if e.downcast_ref::<super::Refused>().is_none()
+                    && unreachable_since.is_none_or(|t| t.elapsed() < UNREACHABLE_PATIENCE) =>
+            {
+                if unreachable_since.is_none() {
+                    eprintln!(
+                        "berth: {e:#}; trying again for {} s",
+                        UNREACHABLE_PATIENCE.as_secs()
+                    );
+                    unreachable_since = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let status = v["status"].as_str().unwrap_or("UNKNOWN").to_owned();
         if status != last {
             last.clone_from(&status);
