@@ -10,6 +10,7 @@
 mod out;
 
 mod admin;
+mod api_call;
 mod ci;
 mod ci_client;
 mod ci_logs;
@@ -17,6 +18,7 @@ mod ci_progress;
 mod ci_run;
 mod client;
 mod daemons;
+mod job;
 mod jobs_serve;
 mod members;
 mod router;
@@ -171,6 +173,11 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: service::ServiceCommand,
+    },
+    /// Batch and cron jobs (the job framework's Metronome-compatible API).
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
     },
     /// The batch and cron job framework's daemon (its client is `berth
     /// job`).
@@ -458,6 +465,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Service { command } => return service::run(command).await,
         Command::Router(args) => return router::router(args).await,
         Command::Jobs { command } => jobs_serve::run(command).await,
+        Command::Job { command } => return Ok(job::run(command).await),
         // Run by `main` before the runtime starts.
         Command::TaskSupervisor => anyhow::bail!("the task supervisor does not run in a runtime"),
     }

@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::ci_client::{Reply, request_to};
+use crate::api_call::definition;
+use crate::ci_client::Reply;
 
 /// Where the client commands find the service framework.
 #[derive(Debug, Clone, Args)]
@@ -285,43 +286,23 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a request answered "standby" (503 from an instance that does
-/// not hold the lease, so nothing was done) is sent again: the lease's
-/// time to live twice, since a standby takes over within one.
-const STANDBY_PATIENCE: Duration = Duration::from_secs(20);
-
 async fn call(
     opts: &ServiceOpts,
     method: &str,
     path: &str,
     body: Option<(&str, String)>,
 ) -> anyhow::Result<Reply> {
-    let deadline = tokio::time::Instant::now() + STANDBY_PATIENCE;
-    let mut told = false;
-    loop {
-        let reply = request_to(
-            &opts.service,
-            "--service",
-            "the service framework",
-            method,
-            path,
-            body.clone(),
-        )
-        .await?;
-        let standby =
-            reply.status == 503 && String::from_utf8_lossy(&reply.body).contains("is a standby");
-        if !standby || tokio::time::Instant::now() >= deadline {
-            return Ok(reply);
-        }
-        if !told {
-            eprintln!(
-                "{} is a standby instance of the service framework; waiting for an active one",
-                opts.service
-            );
-            told = true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let api = crate::api_call::Framework {
+        base: &opts.service,
+        flag: "--service",
+        what: "the service framework",
+    };
+    let standby =
+        |r: &Reply| r.status == 503 && String::from_utf8_lossy(&r.body).contains("is a standby");
+    crate::api_call::call(&api, method, path, body, standby, |_| {
+        "is a standby instance".to_owned()
+    })
+    .await
 }
 
 /// The reply's JSON, or Marathon's error message (with its field paths).
@@ -348,28 +329,6 @@ fn answer(reply: &Reply) -> anyhow::Result<Value> {
         bail!("{message}");
     }
     Ok(v)
-}
-
-/// A definition file's content type and text.
-fn definition(file: &Path) -> anyhow::Result<(&'static str, String)> {
-    let text = if file == Path::new("-") {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
-    let yaml = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    Ok((
-        if yaml {
-            "application/yaml"
-        } else {
-            "application/json"
-        },
-        text,
-    ))
 }
 
 /// An app id as a path under `/v2/apps`.
