@@ -285,6 +285,8 @@ async fn a_run_renders_in_metronomes_shape_with_berths_fields() {
             "exitCode": 3,
             "startedAt": "2026-12-07T16:25:02.000+0000",
             "finishedAt": "2026-12-07T16:26:00.000+0000",
+            "completions": 1,
+            "parallelism": 1,
             "tasks": [{
                 "id": "nightly.backup.r-failed.0.0",
                 "status": "TASK_FINISHED",

@@ -64,7 +64,14 @@ impl Jobs {
                     .iter()
                     .find(|s| s.id == *schedule)
                     .map_or(Duration::from_secs(900), |s| s.starting_deadline);
-                tick.plus(deadline).min(now.plus(spec.max_launch_delay))
+                // A missed tick the missed-run policy runs has the
+                // deadline from now on; others from their tick.
+                let from = if tick.plus(deadline) < now {
+                    now
+                } else {
+                    *tick
+                };
+                from.plus(deadline).min(now.plus(spec.max_launch_delay))
             }
             _ => now.plus(spec.max_launch_delay),
         };

@@ -254,10 +254,9 @@ impl Jobs {
             return Err(OpError::Conflict(m));
         }
         if !e.active.is_empty() && !stop_runs {
-            return Err(OpError::Conflict(format!(
-                "Job '{id}' has {} active run(s); stop them with stopCurrentJobRuns=true",
-                e.active.len()
-            )));
+            return Err(OpError::Conflict(
+                "There are active job runs. Override with stopCurrentJobRuns=true".into(),
+            ));
         }
         let Some(e) = self.jobs.remove(id) else {
             return Err(no_job(id));

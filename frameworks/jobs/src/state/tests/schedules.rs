@@ -25,6 +25,8 @@ fn every_two_seconds(policy: MissedPolicy, deadline: u64) -> (Jobs, Store) {
     s.missed = policy;
     s.starting_deadline = secs(deadline);
     def.schedules = vec![s];
+    // Every missed tick stays in the history, to be counted.
+    def.history.failed = 1000;
     jobs.apply(&Op::Create(def), T0, 1).expect("created");
     store.write(&mut jobs);
     (jobs, store)
