@@ -207,6 +207,103 @@ pub(crate) enum JobCommand {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// The job framework's secret store (a job's `run.secrets.NAME.source`
+    /// names a path in it): set, list, remove.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Store a secret's value, read from stdin (or --from-file) without
+    /// its final line break: 8 to 4096 bytes, no line breaks.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Set {
+        /// The secret's path (`db/password`).
+        #[arg(value_parser = parse_secret_path)]
+        path: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[command(flatten)]
+        opts: JobsOpts,
+    },
+    /// The secrets' paths (never their values).
+    #[command(after_help = EXIT_CODES_HELP)]
+    List {
+        #[command(flatten)]
+        opts: JobsOpts,
+    },
+    /// Remove a secret.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Remove {
+        /// The secret's path.
+        #[arg(value_parser = parse_secret_path)]
+        path: String,
+        #[command(flatten)]
+        opts: JobsOpts,
+    },
+}
+
+/// A secret's path from the command line: `/`-separated segments of
+/// letters, digits, `.`, `_`, `-` (the framework checks the rest).
+fn parse_secret_path(s: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+    if s.is_empty() || !s.chars().all(ok) {
+        return Err(format!(
+            "{} is not a secret path: letters, digits, '.', '_', '-' in '/'-separated segments",
+            quoted(s)
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+async fn secret(command: SecretCommand) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Set {
+            path,
+            from_file,
+            opts,
+        } => {
+            let mut value = match &from_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                None => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                        .context("cannot read stdin")?;
+                    s
+                }
+            };
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            let body = Some(("text/plain", value));
+            ask(&opts, "PUT", &format!("/v1/secrets/{path}"), body).await?;
+            print(&opts, &Value::Null, |_| format!("secret {path} stored\n"))
+        }
+        SecretCommand::List { opts } => {
+            let v = ask(&opts, "GET", "/v1/secrets", None).await?;
+            print(&opts, &v, |v| {
+                v["secrets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|p| format!("{p}\n"))
+                    .collect()
+            })
+        }
+        SecretCommand::Remove { path, opts } => {
+            ask(&opts, "DELETE", &format!("/v1/secrets/{path}"), None).await?;
+            print(&opts, &Value::Null, |_| format!("secret {path} removed\n"))
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +585,7 @@ async fn dispatch(command: JobCommand) -> anyhow::Result<ExitCode> {
             print(&opts, &v, |_| format!("job {id} removed\n"))?;
         }
         JobCommand::Schedule { command } => schedule(command).await?,
+        JobCommand::Secret { command } => secret(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
