@@ -123,7 +123,7 @@ enum Command {
     /// Run an agent.
     Agent(daemons::AgentArgs),
     /// Run a master and an agent in one process, data under ./.berth.
-    Dev(daemons::DevArgs),
+    Dev(Box<daemons::DevArgs>),
     /// Run a one-off command as a task, stream its output, exit with its code.
     #[command(after_help = run::EXIT_CODES_HELP)]
     Run(run::RunArgs),
@@ -431,7 +431,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             MasterCommand::Remove { id, client } => members::remove_member(&client, id).await,
         },
         Command::Agent(args) => daemons::agent(args).await,
-        Command::Dev(args) => daemons::dev(args).await,
+        Command::Dev(args) => daemons::dev(*args).await,
         Command::Run(args) => run::run(args).await,
         Command::Node { command, client } => match command {
             NodeCommand::List => admin::node_list(&client).await,

@@ -31,11 +31,36 @@ const MAX_GAP_SECONDS: i64 = 72 * 3600;
 #[derive(Clone, Debug)]
 pub struct Cron {
     expr: String,
-    pattern: croner::Cron,
+    /// Shared by every `Cron` of the same expression (see [`shared`]).
+    pattern: std::sync::Arc<croner::Cron>,
     zone: Tz,
     /// Every hour of the day is in the hour field: the schedule fires by
     /// elapsed time through a repeated hour (both occurrences).
     every_hour: bool,
+}
+
+/// The compiled pattern of `expr`, shared with every live `Cron` of the
+/// same expression: croner keeps a table of years in each pattern (about
+/// 5 KB), so 10,000 jobs of a few hundred distinct expressions take a few
+/// hundred of them, not 10,000.
+fn shared(
+    expr: &str,
+    compile: impl FnOnce() -> Result<croner::Cron, CronError>,
+) -> Result<std::sync::Arc<croner::Cron>, CronError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+    static SHARED: std::sync::LazyLock<Mutex<HashMap<String, Weak<croner::Cron>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut map = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = map.get(expr).and_then(Weak::upgrade) {
+        return Ok(p);
+    }
+    let p = Arc::new(compile()?);
+    if map.len() >= 1024 && map.len().is_power_of_two() {
+        map.retain(|_, w| w.strong_count() > 0);
+    }
+    map.insert(expr.to_owned(), Arc::downgrade(&p));
+    Ok(p)
 }
 
 impl Cron {
@@ -100,7 +125,9 @@ impl Cron {
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
-        let pattern = parser.parse(trimmed).map_err(|e| invalid(&why(&e)))?;
+        let pattern = shared(trimmed, || {
+            parser.parse(trimmed).map_err(|e| invalid(&why(&e)))
+        })?;
         let every_hour = pattern.pattern.hours.values().len() == 24;
         let cron = Cron {
             expr: trimmed.to_owned(),

@@ -19,7 +19,7 @@ pub enum Req {
     /// One run.
     Run(JobId, RunId, oneshot::Sender<Option<Run>>),
     /// An operation, answered once stored.
-    Apply(Op, oneshot::Sender<Result<Outcome, BackendError>>),
+    Apply(Box<Op>, oneshot::Sender<Result<Outcome, BackendError>>),
     /// Who answers.
     Info(oneshot::Sender<FrameworkInfo>),
     /// The secrets' paths.
@@ -64,7 +64,7 @@ impl JobsBackend for Handle {
     }
 
     async fn apply(&self, op: Op) -> Result<Outcome, BackendError> {
-        self.ask(|r| Req::Apply(op, r)).await?
+        self.ask(|r| Req::Apply(Box::new(op), r)).await?
     }
 
     async fn info(&self) -> Result<FrameworkInfo, BackendError> {

@@ -98,12 +98,12 @@ impl Jobs {
                 Ok(Outcome::Run(Box::new(run)))
             }
             Op::PutSecret { path, value } => {
-                check_secret(path, Some(value)).map_err(|m| secret_error(m))?;
+                check_secret(path, Some(value)).map_err(secret_error)?;
                 self.set_secret(path, Some(value.clone()));
                 Ok(Outcome::Secret)
             }
             Op::RemoveSecret(path) => {
-                check_secret(path, None).map_err(|m| secret_error(m))?;
+                check_secret(path, None).map_err(secret_error)?;
                 if !self.secrets.contains_key(path) {
                     return Err(OpError::NotFound(format!(
                         "Secret {} does not exist",
