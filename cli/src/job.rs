@@ -564,7 +564,11 @@ async fn dispatch(command: JobCommand) -> anyhow::Result<ExitCode> {
             }
             let v = ask(&opts, "GET", &format!("/v1/jobs/{id}/runs/{run}"), None).await?;
             let tasks = follow::latest_attempts(&v, task)?;
-            follow::print_logs(&masters.master, &tasks, follow, stderr).await?;
+            // Only for tasks the masters no longer list: without it, those
+            // are reported as not found.
+            let info = ask(&opts, "GET", "/v1/info", None).await.ok();
+            let framework = info.as_ref().and_then(|v| v["frameworkId"].as_str());
+            follow::print_logs(&masters.master, &tasks, follow, stderr, framework).await?;
         }
         JobCommand::Kill {
             job: JobArg { id, opts },

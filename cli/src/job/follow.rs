@@ -252,14 +252,45 @@ fn prefix_of(t: &TaskRef, several: bool) -> String {
 
 /// `berth job logs`: the tasks' stdout (or stderr), one after the other,
 /// or all at once when followed.
+///
+/// A task the masters no longer list (they keep only the latest completed
+/// tasks) is read from the agent the run recorded (`agentId`), as long as
+/// that agent keeps its sandbox, with `framework_id` (the job framework's).
 pub(crate) async fn print_logs(
     masters: &[String],
     tasks: &[TaskRef],
     follow: bool,
     stderr: bool,
+    framework_id: Option<&str>,
 ) -> anyhow::Result<()> {
     let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
     let mut found = locate(masters, &ids).await?;
+    if let Some(fw) = framework_id
+        && tasks.iter().any(|t| !found.contains_key(&t.id))
+    {
+        let client = crate::ClientOpts {
+            master: masters.to_vec(),
+            json: false,
+        };
+        let agents = crate::admin::agent_addresses(&client)
+            .await
+            .context("cannot ask the masters for the agents' addresses")?;
+        for t in tasks {
+            if found.contains_key(&t.id) {
+                continue;
+            }
+            if let Some(address) = agents.get(&t.agent_id) {
+                found.insert(
+                    t.id.clone(),
+                    Located {
+                        agent_address: address.clone(),
+                        framework_id: fw.to_owned(),
+                        task_id: t.id.clone(),
+                    },
+                );
+            }
+        }
+    }
     let several = tasks.len() > 1;
     let file = if stderr {
         pb::LogFile::Stderr
@@ -270,7 +301,7 @@ pub(crate) async fn print_logs(
     for t in tasks {
         let Some(at) = found.remove(&t.id) else {
             bail!(
-                "the masters do not know task {} (they keep recently completed tasks only; a task waiting for resources has no agent yet)",
+                "cannot find task {}: the masters no longer list it and its agent is unknown or gone (a task waiting for resources has no agent yet)",
                 t.id
             );
         };
