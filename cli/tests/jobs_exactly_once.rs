@@ -153,7 +153,24 @@ async fn every_tick_runs_exactly_once_through_kills_of_the_framework_a_master_an
             common::unix_now(),
             names[ix]
         ));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The other instance takes over (within the lease's time to live);
+        // only then does the killed one come back, as the new standby, so
+        // each kill is a failover between the two.
+        let other = apis[1 - ix];
+        until(
+            Duration::from_secs(40),
+            d,
+            "the standby taking over",
+            || async {
+                matches!(request(other, "GET", "/ping", None).await, Ok((200, _))).then_some(())
+            },
+        )
+        .await;
+        faults.push(format!(
+            "{:.1} framework {} took over",
+            common::unix_now(),
+            names[1 - ix]
+        ));
         instances[ix] = Some(jobs_serve(&addrs, d, names[ix], apis[ix]));
         tokio::time::sleep(CALM).await;
         // The leading master.
