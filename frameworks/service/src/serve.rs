@@ -77,7 +77,16 @@ pub async fn serve(
         KvOptions::default(),
     )
     .await?;
-    let lease = Lease::new(&kv, store::LEASE, &config.holder, LEASE_TTL)?;
+    // The lease's holder is this process: the instance's name and a nonce,
+    // so a process restarted under the same name (while the old one may
+    // live on, cut off) is a new holder that waits for the lease and gets
+    // a new epoch, never a renewal of the old one's.
+    let holder = format!(
+        "{}#{:08x}",
+        config.holder,
+        uuid::Uuid::new_v4().as_u128() as u32
+    );
+    let lease = Lease::new(&kv, store::LEASE, &holder, LEASE_TTL)?;
     // The API answers from the start: 503 while this instance is a
     // standby, the framework's API once it is the active one.
     let (api_tx, api_rx) = tokio::sync::watch::channel(None);
@@ -87,7 +96,7 @@ pub async fn serve(
         }
     });
     let _stop_api = AbortOnDrop(api);
-    tracing::info!(holder = %config.holder, "waiting to be the active instance");
+    tracing::info!(%holder, "waiting to be the active instance");
     let guard = tokio::select! {
         g = lease.campaign() => g?,
         () = &mut shutdown => return Ok(()),

@@ -83,6 +83,11 @@ impl Lease {
     /// without a renewal: whole seconds; the master accepts 1 to 300.
     /// Renewals come every `ttl / 3`.
     ///
+    /// `holder` names one process, not a role: the master takes an acquire
+    /// by the current holder's name as a renewal (same epoch), so two
+    /// processes sharing a name would both hold the lease. Add something
+    /// unique to the process (a random nonce) to a name people choose.
+    ///
     /// # Errors
     /// [`SdkError::InvalidRequest`] when `ttl` is not whole seconds. Names
     /// and the range of `ttl` are the master's to check, on the first
