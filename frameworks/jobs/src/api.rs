@@ -7,7 +7,7 @@
 //! | `GET /ping` | `pong` |
 //! | `GET /v1/info` | berth's: `{"name", "version", "frameworkId", "address"}` |
 //! | `GET /v1/jobs` (`?embed=`) | `[job, ...]`, by id |
-//! | `POST /v1/jobs` | 201, the JobSpec |
+//! | `POST /v1/jobs` | 201, the JobSpec (its `schedules` with `nextRunAt`) |
 //! | `GET /v1/jobs/{id}` (`?embed=`) | the job |
 //! | `PUT /v1/jobs/{id}` | 200, the JobSpec; a body without `schedules` keeps them |
 //! | `DELETE /v1/jobs/{id}` (`?stopCurrentJobRuns=true`) | 200, the JobSpec removed; 409 while runs are active without it |
@@ -175,7 +175,14 @@ async fn create_job<B: JobsBackend>(
 /// Applies a job's creation or update, answering with its JobSpec.
 async fn job_change<B: JobsBackend>(b: &B, op: Op, status: StatusCode) -> Answer {
     match b.apply(op).await.map_err(failed)? {
-        Outcome::Job(j) => Ok(reply(status, render::job_spec(&j.def))),
+        Outcome::Job(j) => {
+            // The schedules with their next ticks (berth's `nextRunAt`).
+            let mut v = render::job_spec(&j.def);
+            if !j.def.schedules.is_empty() {
+                v["schedules"] = render::schedules(&j);
+            }
+            Ok(reply(status, v))
+        }
         _ => Err(unexpected("a job's change")),
     }
 }
