@@ -71,7 +71,13 @@ pub struct JobsFramework {
     requests: mpsc::Receiver<Req>,
     address: Option<String>,
     woken: Vec<Woken>,
+    /// This round's answers, sent once its changes are stored: one write
+    /// for a round's requests, however many.
+    replies: Vec<Reply>,
 }
+
+/// An answer to send.
+type Reply = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for JobsFramework {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +101,7 @@ impl JobsFramework {
             requests: parts.requests,
             address: parts.address,
             woken: Vec::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -111,38 +118,43 @@ impl JobsFramework {
         Ok(())
     }
 
-    /// Answers a request of the API.
-    async fn answer(&mut self, req: Req) -> Result<(), BoxError> {
+    /// Answers a request of the API: the answer goes out once this
+    /// round's changes are stored (`on_changed`), so no one reads a change
+    /// that might not be stored.
+    fn answer(&mut self, req: Req) {
         let now = Timestamp::now();
-        match req {
+        let reply: Reply = match req {
             Req::Jobs(r) => {
-                let _ = r.send(self.jobs.statuses(now));
+                let v = self.jobs.statuses(now);
+                Box::new(move || drop(r.send(v)))
             }
             Req::Job(id, r) => {
-                let _ = r.send(self.jobs.status(&id, now));
+                let v = self.jobs.status(&id, now);
+                Box::new(move || drop(r.send(v)))
             }
             Req::Run(job, run, r) => {
-                let _ = r.send(self.jobs.run(&job, &run).cloned());
+                let v = self.jobs.run(&job, &run).cloned();
+                Box::new(move || drop(r.send(v)))
             }
             Req::Apply(op, r) => {
                 let random = (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u32;
-                let outcome = self.jobs.apply(&op, now, random);
-                // Stored before it is answered; a refused operation changed
-                // nothing.
-                self.store().await?;
-                let _ = r.send(outcome.map_err(BackendError::Op));
+                // A refused operation changed nothing.
+                let v = self.jobs.apply(&op, now, random).map_err(BackendError::Op);
+                Box::new(move || drop(r.send(v)))
             }
             Req::Secrets(r) => {
-                let _ = r.send(self.jobs.secret_paths());
+                let v = self.jobs.secret_paths();
+                Box::new(move || drop(r.send(v)))
             }
             Req::Info(r) => {
-                let _ = r.send(FrameworkInfo {
+                let v = FrameworkInfo {
                     framework_id: self.framework_id.clone(),
                     address: self.address.clone(),
-                });
+                };
+                Box::new(move || drop(r.send(v)))
             }
-        }
-        Ok(())
+        };
+        self.replies.push(reply);
     }
 
     /// One wanted task as the runtime takes it.
@@ -250,7 +262,7 @@ impl Scheduler for JobsFramework {
     async fn on_changed(&mut self) -> Result<Control, BoxError> {
         for woken in std::mem::take(&mut self.woken) {
             match woken {
-                Woken::Request(req) => self.answer(*req).await?,
+                Woken::Request(req) => self.answer(*req),
                 Woken::Clock => {}
                 Woken::Lost => {
                     if !matches!(*self.lost.borrow(), LeaseStatus::Held) {
@@ -262,6 +274,9 @@ impl Scheduler for JobsFramework {
         }
         self.jobs.advance(Timestamp::now());
         self.store().await?;
+        for reply in std::mem::take(&mut self.replies) {
+            reply();
+        }
         Ok(Control::Continue)
     }
 }
