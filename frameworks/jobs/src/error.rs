@@ -47,3 +47,52 @@ impl fmt::Display for Invalid {
         Ok(())
     }
 }
+
+impl Invalid {
+    /// Metronome's answer for an invalid object: `{"message": "Object is
+    /// not valid", "details": [{"path": …, "errors": […]}]}`, one detail per
+    /// path in the order the paths were first met.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut details: Vec<(&str, Vec<&str>)> = Vec::new();
+        for e in &self.errors {
+            match details.iter_mut().find(|(p, _)| *p == e.path) {
+                Some((_, messages)) => messages.push(&e.message),
+                None => details.push((&e.path, vec![&e.message])),
+            }
+        }
+        let details: Vec<serde_json::Value> = details
+            .into_iter()
+            .map(|(path, errors)| serde_json::json!({ "path": path, "errors": errors }))
+            .collect();
+        serde_json::json!({ "message": "Object is not valid", "details": details })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn renders_metronome_details_grouped_by_path_in_first_seen_order() {
+        let e = |path: &str, message: &str| FieldError {
+            path: path.into(),
+            message: message.into(),
+        };
+        let invalid = Invalid {
+            errors: vec![e("/run/cpus", "a"), e("/id", "b"), e("/run/cpus", "c")],
+        };
+        assert_eq!(
+            invalid.to_json(),
+            json!({
+                "message": "Object is not valid",
+                "details": [
+                    {"path": "/run/cpus", "errors": ["a", "c"]},
+                    {"path": "/id", "errors": ["b"]},
+                ],
+            })
+        );
+    }
+}

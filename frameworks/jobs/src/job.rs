@@ -7,15 +7,24 @@
 //!
 //! The types here are the normalized model every other module uses:
 //! [`JobDef`] (a job), [`RunSpec`] (what one run starts), [`ScheduleDef`]
-//! (one cron schedule). Parsing and validation are in `parse.rs`,
-//! rendering back to Metronome's JSON in `render.rs`, the dependency graph
-//! check in `graph.rs`.
+//! (one cron schedule). Text to JSON values is `text.rs` (strict: no key
+//! twice), parsing and validation `parse.rs` (over the field readers of
+//! `read.rs`), rendering back to Metronome's JSON `render.rs`, the
+//! dependency graph checks `graph.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub mod graph;
+pub mod parse;
+mod read;
+mod render;
+#[cfg(test)]
+mod tests;
+mod text;
 
 /// A job's id, as Metronome spells them: lowercase letters, digits and
 /// hyphens in dot-separated segments (`nightly.backup`), each segment
@@ -345,50 +354,41 @@ pub enum ParseError {
     Invalid(#[from] crate::error::Invalid),
 }
 
-pub mod graph;
-
-// OWNED BY THE DEFINITIONS HELPER: the bodies below are placeholders of the
-// contract the API and the framework use.
 impl JobDef {
-    /// Reads a definition from JSON text.
+    /// Reads a definition from JSON text (a key given twice in an object is
+    /// a syntax error).
     ///
     /// # Errors
     /// [`ParseError`].
     pub fn from_json(text: &str) -> Result<JobDef, ParseError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ParseError::Syntax {
-                format: "JSON",
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })?;
-        Ok(JobDef::from_value(&value)?)
+        Ok(JobDef::from_value(&text::json(text)?)?)
     }
 
-    /// Reads a definition from YAML text.
+    /// Reads a definition from YAML text (one document; the same fields as
+    /// JSON).
     ///
     /// # Errors
     /// [`ParseError`].
     pub fn from_yaml(text: &str) -> Result<JobDef, ParseError> {
-        let _ = text;
-        Err(ParseError::Invalid(placeholder()))
+        Ok(JobDef::from_value(&text::yaml(text)?)?)
     }
 
     /// Reads and validates a definition (Metronome's JobSpec, with
-    /// `schedules` inline allowed).
+    /// `schedules` inline allowed); see `parse.rs` for the rules.
     ///
     /// # Errors
     /// [`crate::error::Invalid`] with every problem and its path.
     pub fn from_value(value: &serde_json::Value) -> Result<JobDef, crate::error::Invalid> {
-        let _ = value;
-        Err(placeholder())
+        parse::job(value)
     }
 
-    /// Metronome's JobSpec JSON (defaults filled in), without `schedules`
-    /// (Metronome shows them only when embedded).
+    /// Metronome's JobSpec JSON (defaults filled in, berth's fields
+    /// beside), without `schedules` (Metronome shows them only when
+    /// embedded). Reading it back gives the same definition but for the
+    /// schedules.
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        render::job(self)
     }
 }
 
@@ -402,22 +402,13 @@ impl ScheduleDef {
         value: &serde_json::Value,
         path: &str,
     ) -> Result<ScheduleDef, crate::error::Invalid> {
-        let _ = (value, path);
-        Err(placeholder())
+        parse::schedule_at(value, path)
     }
 
-    /// Metronome's schedule JSON (defaults filled in).
+    /// Metronome's schedule JSON (defaults filled in) with berth's
+    /// `missedRunPolicy` (and `maxMissedRuns` with `RUN_ALL`).
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-}
-
-fn placeholder() -> crate::error::Invalid {
-    crate::error::Invalid {
-        errors: vec![crate::error::FieldError {
-            path: "/".into(),
-            message: "not written yet".into(),
-        }],
+        render::schedule(self)
     }
 }

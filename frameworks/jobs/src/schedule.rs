@@ -4,19 +4,44 @@
 //! [`Timers`], the structure that finds the next due schedule without
 //! scanning every job.
 //!
-//! OWNED BY THE SCHEDULE HELPER: the signatures below are the contract the
-//! rest of the crate uses; the bodies are to be written.
+//! # The daylight-saving rule
+//!
+//! A schedule names wall-clock times in its zone; each matching wall-clock
+//! time fires once, except as said for a repeated hour:
+//!
+//! - A time that does not occur (the clock springs forward over it: 02:30
+//!   on 2026-03-08 in `America/New_York`) fires once, at the first instant
+//!   after the gap (03:00 local). Several such times of one schedule in the
+//!   same gap (02:00, 02:15, 02:30, 02:45) collapse into that one instant,
+//!   and so does a tick at the gap's end itself (03:00): nothing fires twice
+//!   at one instant.
+//! - A time that occurs twice (the clock falls back: 01:30 on 2026-11-01 in
+//!   `America/New_York`) fires once, at its first occurrence, for a
+//!   schedule whose hour field leaves out some hour (`30 1 * * *`,
+//!   `0 */2 * * *`).
+//! - A schedule whose hour field covers every hour (`*/2 * * * * *`,
+//!   `*/15 * * * *`, `@hourly`, `0-23`) fires by elapsed time through a
+//!   repeated hour, at both occurrences, as Vixie cron runs wildcard-hour
+//!   jobs: an every-2-seconds job ticks every 2 seconds across both
+//!   transitions, never stops for an hour and never fires twice at one
+//!   instant.
+//!
+//! croner (the field matcher) has its own daylight-saving choices, keyed on
+//! whether the seconds, minute and hour fields are single values: it skips
+//! a nonexistent time of a `0,30 2 * * *` schedule and fires a repeated
+//! `30 1,13 * * *` twice. [`Cron`] therefore asks croner only about wall
+//! clock times and applies the rule above itself.
 
 use std::time::Duration;
 
 use crate::job::MissedPolicy;
 use crate::time::Timestamp;
 
-/// A cron expression compiled in its time zone.
-#[derive(Clone, Debug)]
-pub struct Cron {
-    _private: (),
-}
+mod cron;
+#[cfg(test)]
+mod tests;
+
+pub use cron::Cron;
 
 /// Why an expression or a time zone is refused (the message names the
 /// problem; the caller adds the field's path).
@@ -28,25 +53,6 @@ pub enum CronError {
     /// The time zone is not an IANA zone.
     #[error("{0}")]
     Zone(String),
-}
-
-impl Cron {
-    /// Compiles `expr` in `timezone`.
-    ///
-    /// # Errors
-    /// [`CronError`] with a readable message quoting the bad value.
-    pub fn parse(expr: &str, timezone: &str) -> Result<Cron, CronError> {
-        let _ = (expr, timezone);
-        Err(CronError::Expression("not written yet".into()))
-    }
-
-    /// The first tick strictly after `after`, or `None` when the
-    /// expression never fires again.
-    #[must_use]
-    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
-        let _ = after;
-        None
-    }
 }
 
 /// What the ticks due at `now` come to, for one schedule whose next
