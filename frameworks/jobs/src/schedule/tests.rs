@@ -5,6 +5,7 @@ use chrono::{NaiveDate, TimeZone as _};
 use chrono_tz::Tz;
 
 use super::*;
+use crate::time::Timestamp;
 
 /// The instant of UTC wall-clock time `y-m-d h:mi:s`.
 fn utc(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Timestamp {
