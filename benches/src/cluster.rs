@@ -213,6 +213,26 @@ impl Cluster {
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
+
+    /// What key-value namespace `namespace` holds: its keys, and their
+    /// keys' and values' bytes.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn namespace_size(&self, namespace: &str) -> anyhow::Result<(usize, u64)> {
+        let kv = berth_sdk::kv::KvClient::connect(
+            self.addrs.clone(),
+            namespace,
+            berth_sdk::kv::KvOptions::default(),
+        )
+        .await?;
+        let (entries, _) = kv.list("").await?;
+        let bytes = entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum();
+        Ok((entries.len(), bytes))
+    }
 }
 
 /// Whether the master at `addr` (Raft id `id`) leads and has taken over

@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Args;
-use crate::framework::Framework;
-use crate::http;
+use crate::framework::{self, Framework};
 use crate::tracker::Tracker;
+use berth_benches::http;
 
 /// How often the bench looks at the tracker while it waits.
 const POLL: Duration = Duration::from_millis(20);
@@ -165,8 +165,8 @@ async fn measure(a: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
 
     // 2. The framework.
     let mut fw = match &a.berth {
-        Some(berth) => Framework::process(berth, &masters, &cluster.path())?,
-        None => Framework::in_process(&masters).await?,
+        Some(berth) => framework::process(berth, &masters, &cluster.path())?,
+        None => framework::in_process(&masters).await?,
     };
     let result = phases(a, cluster, &mut fw, &tracker, &commands, &mut report).await;
     report.end_rss = fw.rss();
@@ -295,18 +295,9 @@ async fn phases(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let kv = berth_sdk::kv::KvClient::connect(
-        cluster.addrs.clone(),
-        berth_service::serve::store::NAMESPACE,
-        berth_sdk::kv::KvOptions::default(),
-    )
-    .await?;
-    let (entries, _) = kv.list("").await?;
-    report.kv_entries = entries.len();
-    report.kv_bytes = entries
-        .iter()
-        .map(|e| (e.key.len() + e.value.len()) as u64)
-        .sum();
+    (report.kv_entries, report.kv_bytes) = cluster
+        .namespace_size(berth_service::serve::store::NAMESPACE)
+        .await?;
     report.load_average = berth_benches::load_average();
     Ok(())
 }
