@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use berth_benches::stats::{Rss, quantile};
+use berth_benches::stats::{Rss, mib, quantile, secs};
 use serde_json::{Value, json};
 
 use crate::Args;
@@ -150,23 +150,6 @@ pub(crate) fn header(a: &Args, spread: &Spread) {
         a.minutes
     );
     println!("load avg:   {} (before)", berth_benches::load_average());
-}
-
-fn mib(r: Option<Rss>) -> String {
-    r.map_or_else(
-        || "?".into(),
-        |r| {
-            format!(
-                "{:.0} / {:.0}",
-                r.current_kib as f64 / 1024.0,
-                r.peak_kib as f64 / 1024.0
-            )
-        },
-    )
-}
-
-fn secs(d: Option<Duration>) -> f64 {
-    d.map_or(f64::NAN, |d| d.as_secs_f64())
 }
 
 fn ms(d: Duration) -> f64 {

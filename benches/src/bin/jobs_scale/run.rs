@@ -67,12 +67,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 async fn measure(a: &Args, spread: Spread, cluster: &mut Cluster) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let leader = cluster.wait_for_leader().await?;
-    let mut masters = vec![cluster.addrs[leader].clone()];
-    masters.extend(
-        (0..cluster.addrs.len())
-            .filter(|i| *i != leader)
-            .map(|i| cluster.addrs[i].clone()),
-    );
+    let masters = cluster.leader_first(leader);
 
     // 1. Agents.
     let agent: Resources = a
@@ -110,25 +105,14 @@ async fn measure(a: &Args, spread: Spread, cluster: &mut Cluster) -> anyhow::Res
         let agent = SimAgent::new(i, Arc::clone(&fleet));
         agents.spawn(agent.run(agents_stopped.clone()));
     }
-    let deadline = started + Duration::from_secs(a.register_timeout);
-    while counters.get(C::AgentsRegistered) < a.agents as u64 {
-        if Instant::now() >= deadline {
-            bail!(
-                "only {} of {} agents registered within {} s",
-                counters.get(C::AgentsRegistered),
-                a.agents,
-                a.register_timeout
-            );
-        }
-        cluster.alive().map_err(anyhow::Error::msg)?;
-        tokio::time::sleep(POLL).await;
-    }
-    report.registration = started.elapsed();
-    eprintln!(
-        "{} agents registered in {:.1} s",
-        a.agents,
-        report.registration.as_secs_f64()
-    );
+    report.registration = cluster
+        .wait_registered(
+            &counters,
+            a.agents,
+            started,
+            Duration::from_secs(a.register_timeout),
+        )
+        .await?;
 
     // 2. The framework.
     let mut fw = match &a.berth {
