@@ -14,7 +14,9 @@
 //!   after the gap (03:00 local). Several such times of one schedule in the
 //!   same gap (02:00, 02:15, 02:30, 02:45) collapse into that one instant,
 //!   and so does a tick at the gap's end itself (03:00): nothing fires twice
-//!   at one instant.
+//!   at one instant. This holds for every schedule, those over every hour
+//!   too: `7 * * * *` fires at 01:07, at 03:00 (for 02:07) and at 03:07 that
+//!   day, so no scheduled wall-clock time goes without a run.
 //! - A time that occurs twice (the clock falls back: 01:30 on 2026-11-01 in
 //!   `America/New_York`) fires once, at its first occurrence, for a
 //!   schedule whose hour field leaves out some hour (`30 1 * * *`,

@@ -239,6 +239,17 @@ fn a_nonexistent_time_fires_once_at_the_end_of_the_gap() {
             &["2026-03-08 03:00:00 -0400"],
         ),
         ("30 2 * * MON", NY, (2026, 3, 8), &[]),
+        (
+            "7 0-3 * * *",
+            NY,
+            (2026, 3, 8),
+            &[
+                "2026-03-08 00:07:00 -0500",
+                "2026-03-08 01:07:00 -0500",
+                "2026-03-08 03:00:00 -0400",
+                "2026-03-08 03:07:00 -0400",
+            ],
+        ),
     ]);
 }
 
@@ -297,6 +308,15 @@ fn a_schedule_over_every_hour_fires_by_elapsed_time_through_a_repeated_hour() {
     assert_eq!(
         ticks_on_local_day("*/15 * * * *", "Europe/Berlin", 2026, 3, 29).len(),
         23 * 4
+    );
+    // The gap's rule holds over every hour too: 02:07 fires at 03:00.
+    assert_eq!(
+        ticks_on_local_day("7 * * * *", "America/New_York", 2026, 3, 8)[1..4],
+        [
+            "2026-03-08 01:07:00 -0500",
+            "2026-03-08 03:00:00 -0400",
+            "2026-03-08 03:07:00 -0400"
+        ]
     );
 }
 
