@@ -104,21 +104,24 @@ pub(super) fn job_id(r: &mut Report, f: &Field<'_>) -> Option<JobId> {
 
 /// A schedule's id: one segment of a job id's rule (no dots).
 fn schedule_id(r: &mut Report, f: &Field<'_>) -> Option<String> {
+    const RULE: &str = "a schedule id is lowercase letters, digits and hyphens, starting \
+                        and ending with a letter or digit";
     let s = f.string(r)?;
-    if s.contains('.') {
-        f.bad(
-            r,
-            format!(
-                "{} must not contain dots: a schedule id is lowercase letters, digits and \
-                 hyphens, starting and ending with a letter or digit",
-                quoted(s)
-            ),
-        );
-        return None;
-    }
-    match JobId::new(s) {
-        Ok(id) => Some(id.as_str().to_owned()),
-        Err(why) => {
+    let problem = if s.contains('.') {
+        Some(format!("must not contain dots: {RULE}"))
+    } else {
+        // One segment of a job id: the same rule, one function.
+        JobId::new(s).err().map(|why| {
+            if why.starts_with("must be lowercase") {
+                format!("does not follow the rule: {RULE}")
+            } else {
+                why.to_owned()
+            }
+        })
+    };
+    match problem {
+        None => Some(s.to_owned()),
+        Some(why) => {
             f.bad(r, format!("{} {why}", quoted(s)));
             None
         }

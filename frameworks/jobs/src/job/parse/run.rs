@@ -11,7 +11,7 @@
 //! so such a secret would do nothing); backoff settings with the `NEVER`
 //! policy (no restarts happen).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_scheduler_core::error::quoted;
@@ -71,13 +71,20 @@ pub(super) fn run_spec(r: &mut Report, f: &Field<'_>) -> Option<RunSpec> {
     let docker_field = o.take("docker");
     let docker_given = docker_field.is_some();
     let docker = docker_field.and_then(|f| docker(r, &f));
-    let secrets = o
-        .take("secrets")
+    let secrets_field = o.take("secrets");
+    // The names given, valid or not: an env reference to a secret whose
+    // definition has a problem is not refused a second time.
+    let secret_names: BTreeSet<&str> = secrets_field
+        .as_ref()
+        .and_then(|f| f.value.as_object())
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let secrets = secrets_field
         .and_then(|f| secrets(r, &f))
         .unwrap_or_default();
     let env = o
         .take("env")
-        .and_then(|f| env(r, &f, &secrets))
+        .and_then(|f| env(r, &f, &secret_names))
         .unwrap_or_default();
     unreferenced_secrets(r, &path, &secrets, &env);
     let artifacts = o
@@ -131,11 +138,11 @@ pub(super) fn run_spec(r: &mut Report, f: &Field<'_>) -> Option<RunSpec> {
     let parallelism = o.take("parallelism");
     let parallelism_path = sub(&path, "parallelism");
     let parallelism = parallelism.and_then(|f| f.u32(r, 1, MAX_PARALLELISM));
-    let completions = o
-        .take("completions")
-        .and_then(|f| f.u32(r, 1, MAX_COMPLETIONS))
-        .unwrap_or(1);
-    if let Some(p) = parallelism
+    let completions = match o.take("completions") {
+        Some(f) => f.u32(r, 1, MAX_COMPLETIONS),
+        None => Some(1),
+    };
+    if let (Some(p), Some(completions)) = (parallelism, completions)
         && p > completions
     {
         r.at(
@@ -183,7 +190,7 @@ pub(super) fn run_spec(r: &mut Report, f: &Field<'_>) -> Option<RunSpec> {
         restart,
         user,
         parallelism: parallelism.unwrap_or(1),
-        completions,
+        completions: completions?,
     })
 }
 
@@ -253,7 +260,7 @@ fn secrets(r: &mut Report, f: &Field<'_>) -> Option<BTreeMap<String, Secret>> {
 fn env(
     r: &mut Report,
     f: &Field<'_>,
-    secrets: &BTreeMap<String, Secret>,
+    secrets: &BTreeSet<&str>,
 ) -> Option<BTreeMap<String, EnvValue>> {
     let before = r.count();
     let mut out = BTreeMap::new();
@@ -274,7 +281,7 @@ fn env(
             };
             let secret = o.require(r, "secret").and_then(|s| {
                 let key = s.text(r, MAX_NAME_BYTES)?;
-                if !secrets.contains_key(&key) {
+                if !secrets.contains(key.as_str()) {
                     s.bad(
                         r,
                         format!("no secret {} is defined in run.secrets", quoted(&key)),

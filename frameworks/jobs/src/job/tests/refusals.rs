@@ -239,7 +239,7 @@ fn ids() {
         scheduled(),
         "/schedules/0/id",
         json!("-s"),
-        "must be lowercase",
+        "\"-s\" does not follow the rule: a schedule id is lowercase letters",
     );
 }
 
@@ -350,6 +350,13 @@ fn env_and_secrets() {
         "/run/env/A=B",
         json!("x"),
         "must not contain '='",
+    );
+    // A secret with a problem is refused once, not again where it is used.
+    let broken = with(minimal(), "/run/secrets/pw", json!({"source": 5}));
+    refused(
+        &with(broken, "/run/env/PASS", json!({"secret": "pw"})),
+        "/run/secrets/pw/source",
+        "expected a string",
     );
 }
 
@@ -486,6 +493,13 @@ fn parallel_runs() {
         "more than completions (1)",
     );
     bad(minimal(), "/run/completions", json!(0), "out of range");
+    // A bad completions is not compared with parallelism.
+    bad(
+        with(minimal(), "/run/parallelism", json!(3)),
+        "/run/completions",
+        json!(0),
+        "out of range",
+    );
     bad(minimal(), "/run/parallelism", json!(0), "out of range");
 }
 
