@@ -18,8 +18,8 @@ pub enum Req {
     Job(JobId, oneshot::Sender<Option<JobStatus>>),
     /// One run.
     Run(JobId, RunId, oneshot::Sender<Option<Run>>),
-    /// An operation, answered once stored.
-    Apply(Op, oneshot::Sender<Result<Outcome, BackendError>>),
+    /// An operation (boxed: a definition is large), answered once stored.
+    Apply(Box<Op>, oneshot::Sender<Result<Outcome, BackendError>>),
     /// Who answers.
     Info(oneshot::Sender<FrameworkInfo>),
 }
@@ -62,7 +62,7 @@ impl JobsBackend for Handle {
     }
 
     async fn apply(&self, op: Op) -> Result<Outcome, BackendError> {
-        self.ask(|r| Req::Apply(op, r)).await?
+        self.ask(|r| Req::Apply(Box::new(op), r)).await?
     }
 
     async fn info(&self) -> Result<FrameworkInfo, BackendError> {
