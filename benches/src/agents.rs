@@ -11,8 +11,10 @@
 //!   task without the label fails at once, unless the fleet runs
 //!   long-running services ([`Fleet::services`]): then it runs until it
 //!   is killed or the bench tells its agent to fail it ([`Command`]).
-//! - With [`Fleet::services`], every state an agent reports is also sent
-//!   to the bench as a [`TaskEvent`], stamped when the update was made.
+//! - With [`Fleet::services`] or [`Fleet::reporting`], every state an
+//!   agent reports is also sent to the bench as a [`TaskEvent`], stamped
+//!   when the update was made (a task's first TASK_RUNNING with the task
+//!   itself).
 //! - Its updates go through the agent's own `StatusUpdateManager`: one
 //!   queue per task, only the head in flight, resent with backoff until the
 //!   acknowledgement (relayed by the master) arrives, every head resent
@@ -75,12 +77,16 @@ pub struct Fleet {
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     /// A per-run prefix of the update uuids.
     run: u32,
-    /// Tasks without a duration run until killed or failed on command,
-    /// and every state reported goes here ([`Fleet::services`]).
+    /// Tasks without a duration run until killed or failed on command
+    /// ([`Fleet::services`]).
+    services: bool,
+    /// Every state reported goes here ([`Fleet::services`],
+    /// [`Fleet::reporting`]).
     events: Option<mpsc::UnboundedSender<TaskEvent>>,
 }
 
-/// A state one agent reported for a task ([`Fleet::services`]).
+/// A state one agent reported for a task ([`Fleet::services`],
+/// [`Fleet::reporting`]).
 #[derive(Debug, Clone)]
 pub struct TaskEvent {
     /// The agent's index.
@@ -90,6 +96,8 @@ pub struct TaskEvent {
     /// When the agent made the update (and sent it, or queued it behind
     /// an earlier one of the same task).
     pub at: Instant,
+    /// The task as launched, with its TASK_RUNNING (none otherwise).
+    pub task: Option<Box<pb::TaskInfo>>,
 }
 
 /// What the bench can tell one agent to do ([`SimAgent::commands`]).
@@ -122,6 +130,7 @@ impl Fleet {
             counters,
             channels: Mutex::new(HashMap::new()),
             run,
+            services: false,
             events: None,
         }
     }
@@ -131,6 +140,15 @@ impl Fleet {
     /// [`Command`]), and every state they report is sent to `events`.
     #[must_use]
     pub fn services(mut self, events: mpsc::UnboundedSender<TaskEvent>) -> Self {
+        self.services = true;
+        self.events = Some(events);
+        self
+    }
+
+    /// Every state the agents of this fleet report is sent to `events`
+    /// (tasks still need a `duration_ms` label).
+    #[must_use]
+    pub fn reporting(mut self, events: mpsc::UnboundedSender<TaskEvent>) -> Self {
         self.events = Some(events);
         self
     }
@@ -461,7 +479,7 @@ impl SimAgent {
         // A task without a duration is a service (it runs until killed or
         // failed) in a service fleet; elsewhere it is not one of ours and
         // fails, as an invalid task would.
-        let valid = duration.is_some() || self.fleet.events.is_some();
+        let valid = duration.is_some() || self.fleet.services;
         self.tasks.insert(
             key.clone(),
             SimTask {
@@ -546,6 +564,7 @@ impl SimAgent {
                 task_id: key.1.clone(),
                 state,
                 at: Instant::now(),
+                task: (state == pb::TaskState::TaskRunning).then(|| Box::new(task.info.clone())),
             });
         }
         let update = pb::StatusUpdate {

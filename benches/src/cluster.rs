@@ -209,9 +209,69 @@ impl Cluster {
         }
     }
 
+    /// The masters' addresses, the leader (index `leader`) first.
+    pub fn leader_first(&self, leader: usize) -> Vec<String> {
+        let mut masters = vec![self.addrs[leader].clone()];
+        masters.extend(
+            (0..self.addrs.len())
+                .filter(|i| *i != leader)
+                .map(|i| self.addrs[i].clone()),
+        );
+        masters
+    }
+
+    /// Waits until `agents` agents have registered (per `counters`), at
+    /// most `limit` since `started`; returns how long it took since then.
+    ///
+    /// # Errors
+    /// When they did not in time, or a master stopped.
+    pub async fn wait_registered(
+        &mut self,
+        counters: &crate::stats::Counters,
+        agents: usize,
+        started: tokio::time::Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
+        use crate::stats::C;
+        while counters.get(C::AgentsRegistered) < agents as u64 {
+            if started.elapsed() >= limit {
+                bail!(
+                    "only {} of {agents} agents registered within {} s",
+                    counters.get(C::AgentsRegistered),
+                    limit.as_secs()
+                );
+            }
+            self.alive().map_err(anyhow::Error::msg)?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        eprintln!("{agents} agents registered in {:.1} s", took.as_secs_f64());
+        Ok(took)
+    }
+
     /// Where the run's data and logs are.
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// What key-value namespace `namespace` holds: its keys, and their
+    /// keys' and values' bytes.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn namespace_size(&self, namespace: &str) -> anyhow::Result<(usize, u64)> {
+        let kv = berth_sdk::kv::KvClient::connect(
+            self.addrs.clone(),
+            namespace,
+            berth_sdk::kv::KvOptions::default(),
+        )
+        .await?;
+        let (entries, _) = kv.list("").await?;
+        let bytes = entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum();
+        Ok((entries.len(), bytes))
     }
 }
 

@@ -1,14 +1,18 @@
 //! What the benchmark binaries share: a description of the machine they
 //! ran on, printed with every result, in-process masters ([`MasterGroup`])
 //! and the operator client with its call timeout ([`CALL_TIMEOUT`]); for
-//! the end-to-end binaries (`load`, `service_scale`), simulated agents
-//! ([`agents`]), masters in this process or as `berth master` processes
-//! ([`cluster`]) and counters and `/proc` readings ([`stats`]).
+//! the end-to-end binaries (`load`, `service_scale`, `jobs_scale`),
+//! simulated agents ([`agents`]), masters in this process or as `berth
+//! master` processes ([`cluster`]), counters and `/proc` readings
+//! ([`stats`]), the framework under test ([`framework`]) and a small HTTP
+//! client for its API ([`http`]).
 
 use std::time::Duration;
 
 pub mod agents;
 pub mod cluster;
+pub mod framework;
+pub mod http;
 pub mod stats;
 
 /// Masters of one Raft group in this process ([`berth_local`], the

@@ -154,6 +154,25 @@ pub fn rss(pid: Option<u32>) -> Option<Rss> {
     })
 }
 
+/// A resident set as `current / peak` MiB (`?` when unknown).
+pub fn mib(r: Option<Rss>) -> String {
+    r.map_or_else(
+        || "?".into(),
+        |r| {
+            format!(
+                "{:.0} / {:.0}",
+                r.current_kib as f64 / 1024.0,
+                r.peak_kib as f64 / 1024.0
+            )
+        },
+    )
+}
+
+/// Seconds of an optional duration (NaN when unknown).
+pub fn secs(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64())
+}
+
 /// CPU time (user + system) a process has used so far, from
 /// `/proc/<pid>/stat` (`None`: this process). Linux reports it in clock
 /// ticks of `USER_HZ`, which is 100 on every mainstream configuration.

@@ -42,7 +42,6 @@
 //! docs/benchmarks.md.
 
 mod framework;
-mod http;
 mod run;
 mod tracker;
 

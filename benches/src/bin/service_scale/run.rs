@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use berth_benches::agents::{Command, Fleet, SimAgent};
 use berth_benches::cluster::Cluster;
-use berth_benches::stats::{C, Counters, Rng, Rss, quantile};
+use berth_benches::stats::{Counters, Rng, Rss, mib, quantile, secs};
 use berth_proto as pb;
 use berth_scheduler_core::Resources;
 use serde_json::json;
@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Args;
-use crate::framework::Framework;
-use crate::http;
+use crate::framework::{self, Framework};
 use crate::tracker::Tracker;
+use berth_benches::http;
 
 /// How often the bench looks at the tracker while it waits.
 const POLL: Duration = Duration::from_millis(20);
@@ -97,12 +97,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 async fn measure(a: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let leader = cluster.wait_for_leader().await?;
-    let mut masters = vec![cluster.addrs[leader].clone()];
-    masters.extend(
-        (0..cluster.addrs.len())
-            .filter(|i| *i != leader)
-            .map(|i| cluster.addrs[i].clone()),
-    );
+    let masters = cluster.leader_first(leader);
 
     // 1. Agents.
     let agent: Resources = a
@@ -143,30 +138,19 @@ async fn measure(a: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         let agent = SimAgent::new(i, Arc::clone(&fleet)).commands(rx);
         agents.spawn(agent.run(agents_stopped.clone()));
     }
-    let deadline = started + Duration::from_secs(a.register_timeout);
-    while counters.get(C::AgentsRegistered) < a.agents as u64 {
-        if Instant::now() >= deadline {
-            bail!(
-                "only {} of {} agents registered within {} s",
-                counters.get(C::AgentsRegistered),
-                a.agents,
-                a.register_timeout
-            );
-        }
-        cluster.alive().map_err(anyhow::Error::msg)?;
-        tokio::time::sleep(POLL).await;
-    }
-    report.registration = started.elapsed();
-    eprintln!(
-        "{} agents registered in {:.1} s",
-        a.agents,
-        report.registration.as_secs_f64()
-    );
+    report.registration = cluster
+        .wait_registered(
+            &counters,
+            a.agents,
+            started,
+            Duration::from_secs(a.register_timeout),
+        )
+        .await?;
 
     // 2. The framework.
     let mut fw = match &a.berth {
-        Some(berth) => Framework::process(berth, &masters, &cluster.path())?,
-        None => Framework::in_process(&masters).await?,
+        Some(berth) => framework::process(berth, &masters, &cluster.path())?,
+        None => framework::in_process(&masters).await?,
     };
     let result = phases(a, cluster, &mut fw, &tracker, &commands, &mut report).await;
     report.end_rss = fw.rss();
@@ -295,18 +279,9 @@ async fn phases(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let kv = berth_sdk::kv::KvClient::connect(
-        cluster.addrs.clone(),
-        berth_service::serve::store::NAMESPACE,
-        berth_sdk::kv::KvOptions::default(),
-    )
-    .await?;
-    let (entries, _) = kv.list("").await?;
-    report.kv_entries = entries.len();
-    report.kv_bytes = entries
-        .iter()
-        .map(|e| (e.key.len() + e.value.len()) as u64)
-        .sum();
+    (report.kv_entries, report.kv_bytes) = cluster
+        .namespace_size(berth_service::serve::store::NAMESPACE)
+        .await?;
     report.load_average = berth_benches::load_average();
     Ok(())
 }
@@ -389,23 +364,6 @@ async fn wait_deployments_done(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
-}
-
-fn mib(r: Option<Rss>) -> String {
-    r.map_or_else(
-        || "?".into(),
-        |r| {
-            format!(
-                "{:.0} / {:.0}",
-                r.current_kib as f64 / 1024.0,
-                r.peak_kib as f64 / 1024.0
-            )
-        },
-    )
-}
-
-fn secs(d: Option<Duration>) -> f64 {
-    d.map_or(f64::NAN, |d| d.as_secs_f64())
 }
 
 fn print_report(a: &Args, r: &Report) {

@@ -111,6 +111,7 @@ mod tests {
             task_id: task.into(),
             state,
             at,
+            task: None,
         }
     }
 

@@ -1,6 +1,7 @@
-//! A minimal HTTP/1.0 client for the service framework's Marathon API: one
-//! request per connection, the whole answer read to its end (HTTP/1.0, so
-//! the server neither keeps the connection nor chunks the body).
+//! A minimal HTTP/1.0 client for the frameworks' HTTP APIs (Marathon's
+//! `/v2`, Metronome's `/v1`): one request per connection, the whole
+//! answer read to its end (HTTP/1.0, so the server neither keeps the
+//! connection nor chunks the body).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,15 +16,26 @@ const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 
 /// Sends `method path` with an optional JSON `body`; returns the status
 /// and the body.
-pub(crate) async fn call(
+pub async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
-    tokio::time::timeout(TIMEOUT, exchange(addr, method, path, body))
+    call_within(TIMEOUT, addr, method, path, body).await
+}
+
+/// Like [`call`], giving up after `limit`.
+pub async fn call_within(
+    limit: Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(limit, exchange(addr, method, path, body))
         .await
-        .with_context(|| format!("{method} {path}: no answer within {TIMEOUT:?}"))?
+        .with_context(|| format!("{method} {path}: no answer within {limit:?}"))?
 }
 
 async fn exchange(
@@ -62,7 +74,7 @@ async fn exchange(
 }
 
 /// Like [`call`], the body parsed as JSON.
-pub(crate) async fn json(
+pub async fn json(
     addr: SocketAddr,
     method: &str,
     path: &str,
