@@ -261,14 +261,20 @@ fn dev_runs_a_command_and_reports_its_exit_code() {
     let out = dev.berth(&["state", "--json"]);
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state is JSON");
     assert_eq!(state["agents"].as_array().map(Vec::len), Some(1));
-    // berth dev's own service framework stays; berth run's are gone.
-    let names: Vec<&str> = state["frameworks"]
+    // berth dev's own service and job frameworks stay; berth run's are
+    // gone.
+    let mut names: Vec<&str> = state["frameworks"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|f| f["name"].as_str())
         .collect();
-    assert_eq!(names, ["service"], "berth run tears its framework down");
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["jobs", "service"],
+        "berth run tears its framework down"
+    );
 
     let status = dev.terminate();
     assert!(
