@@ -80,6 +80,7 @@ fn a_python_framework_generated_from_the_protos_subscribes_to_a_real_master() {
         files,
         [
             "berth/ci/v1/ci.proto",
+            "berth/jobs/v1/jobs.proto",
             "berth/service/v1/service.proto",
             "berth/v1/agent.proto",
             "berth/v1/common.proto",
