@@ -318,25 +318,6 @@ pub(crate) async fn framework_list(client: &ClientOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every agent's address, by agent id (agents without one left out).
-pub(crate) async fn agent_addresses(
-    client: &ClientOpts,
-) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    Ok(operator(client)
-        .await?
-        .list_agents(pb::Empty {})
-        .await
-        .map_err(rpc)?
-        .into_inner()
-        .agents
-        .into_iter()
-        .filter_map(|a| {
-            let address = a.info.map(|i| i.address).filter(|x| !x.is_empty())?;
-            Some((a.id, address))
-        })
-        .collect())
-}
-
 pub(crate) async fn list_tasks(
     client: &ClientOpts,
     all: bool,

@@ -215,6 +215,25 @@ async fn locate(masters: &[String], ids: &[&str]) -> anyhow::Result<BTreeMap<Str
         .collect())
 }
 
+/// Every agent's address, by agent id (agents without one left out).
+async fn agent_addresses(
+    client: &crate::ClientOpts,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    Ok(crate::client::operator(client)
+        .await?
+        .list_agents(pb::Empty {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner()
+        .agents
+        .into_iter()
+        .filter_map(|a| {
+            let address = a.info.map(|i| i.address).filter(|x| !x.is_empty())?;
+            Some((a.id, address))
+        })
+        .collect())
+}
+
 /// Streams one task's `files` (each to its writer), prefixed.
 async fn stream_task(
     at: Located,
@@ -272,7 +291,7 @@ pub(crate) async fn print_logs(
             master: masters.to_vec(),
             json: false,
         };
-        let agents = crate::admin::agent_addresses(&client)
+        let agents = agent_addresses(&client)
             .await
             .context("cannot ask the masters for the agents' addresses")?;
         for t in tasks {
