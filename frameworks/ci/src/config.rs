@@ -31,7 +31,7 @@ use crate::diag::{Diagnostic, Pos, suggest};
 use crate::expr::Expr;
 use crate::model::{
     AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
-    RETRY_REASONS, Retry, When,
+    RETRY_REASONS, Retry, Service, Trigger, When,
 };
 use crate::vars::{is_name, parse_duration};
 use crate::yaml::{self, Key, Kind, Limits, Node};
@@ -162,6 +162,9 @@ pub(crate) struct JobSpec {
     pub(crate) environment: Option<Environment>,
     pub(crate) interruptible: bool,
     pub(crate) resource_group: Option<String>,
+    pub(crate) services: Vec<Service>,
+    pub(crate) trigger: Option<Trigger>,
+    pub(crate) coverage: Option<String>,
 }
 
 /// A parsed, validated pipeline file. Make a [`crate::Plan`] of it with
@@ -1523,6 +1526,7 @@ fn parse_environment(cx: &mut Ctx, node: &Node) -> Option<Environment> {
             name: name.to_string(),
             url: None,
             action: "start".to_string(),
+            on_stop: None,
         });
     }
     let map = expect_map(cx, node, "`environment`")?;
@@ -1530,6 +1534,7 @@ fn parse_environment(cx: &mut Ctx, node: &Node) -> Option<Environment> {
         name: String::new(),
         url: None,
         action: "start".to_string(),
+        on_stop: None,
     };
     for (k, v) in map {
         match k.name.as_str() {
@@ -1651,6 +1656,9 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
         environment: None,
         interruptible: false,
         resource_group: None,
+        services: Vec::new(),
+        trigger: None,
+        coverage: None,
     };
     let mut has_script = false;
     let mut trigger = false;

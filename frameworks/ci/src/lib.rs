@@ -39,7 +39,7 @@ pub use expr::{Expr, ExprError};
 pub use glob::glob_match;
 pub use model::{
     AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
-    RETRY_REASONS, Retry, When,
+    RETRY_REASONS, Retry, Service, Trigger, When,
 };
 pub use plan::{
     Cache, Context, DirRepository, MemoryRepository, Need, NodeIndex, PipelineSource, Plan,

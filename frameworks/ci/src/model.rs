@@ -131,6 +131,10 @@ pub struct Artifacts {
     pub name: Option<String>,
     /// `reports:junit` paths, stored for the executor.
     pub junit: Vec<String>,
+    /// `reports:dotenv` paths: `KEY=value` files whose variables later
+    /// jobs get.
+    #[serde(default)]
+    pub dotenv: Vec<String>,
 }
 
 /// Which way a cache goes.
@@ -166,4 +170,42 @@ pub struct Environment {
     pub url: Option<String>,
     /// `start` (default), `prepare`, `stop`, `verify` or `access`.
     pub action: String,
+    /// `on_stop`: the job that stops this environment.
+    #[serde(default)]
+    pub on_stop: Option<String>,
+}
+
+/// A service container of a Docker job (`services:`), started on the
+/// job's own network before the job and removed with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Service {
+    /// The image (variables expanded in a plan).
+    pub name: String,
+    /// The host names it is reachable by on the job's network: the ones
+    /// derived from the image name as GitLab does, then `alias`.
+    pub aliases: Vec<String>,
+    /// Overrides the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Overrides the image's command.
+    pub command: Option<Vec<String>>,
+    /// Its environment: the job's variables, then the service's own.
+    pub variables: std::collections::BTreeMap<String, String>,
+}
+
+/// A trigger job (`trigger:`): it starts a child pipeline from files of
+/// the same commit and, with `strategy: depend`, ends as the child ends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trigger {
+    /// The child pipeline's files (`trigger:include` `local` paths, in
+    /// order; read as one file's `include:` list).
+    pub include: Vec<String>,
+    /// `strategy: depend`: the trigger job waits for the child and takes
+    /// its result; otherwise it succeeds once the child is created.
+    pub depend: bool,
+    /// `forward:yaml_variables` (default true): the job's variables go to
+    /// the child.
+    pub forward_yaml_variables: bool,
+    /// `forward:pipeline_variables` (default false): the pipeline's
+    /// trigger and secret variables go to the child.
+    pub forward_pipeline_variables: bool,
 }

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{CacheKeySpec, Config, JobSpec, Parallel, RefFilter, Rule, VarDef};
 use crate::glob::glob_match;
 use crate::model::{
-    AllowFailure, Artifacts, CachePolicy, CacheWhen, Environment, Image, Retry, When,
+    AllowFailure, Artifacts, CachePolicy, CacheWhen, Environment, Image, Retry, Service, Trigger,
+    When,
 };
 use crate::vars::{expand, ref_slug};
 
@@ -276,6 +277,16 @@ pub struct PlannedJob {
     pub interruptible: bool,
     /// At most one job of a resource group runs at a time.
     pub resource_group: Option<String>,
+    /// Service containers (Docker jobs only).
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// A trigger job: no script, a child pipeline.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// `coverage`: the regular expression that finds the coverage
+    /// percentage in the job's log.
+    #[serde(default)]
+    pub coverage: Option<String>,
 }
 
 impl PlannedJob {
@@ -713,6 +724,7 @@ impl Config {
                         exclude: a.exclude.iter().map(|p| x(p)).collect(),
                         name: a.name.as_deref().map(x),
                         junit: a.junit.iter().map(|p| x(p)).collect(),
+                        dotenv: a.dotenv.iter().map(|p| x(p)).collect(),
                         ..a.clone()
                     }),
                     caches,
@@ -732,9 +744,20 @@ impl Config {
                         name: x(&e.name),
                         url: e.url.as_deref().map(x),
                         action: e.action.clone(),
+                        on_stop: e.on_stop.clone(),
                     }),
                     interruptible: job.interruptible,
                     resource_group: job.resource_group.as_deref().map(x),
+                    services: job
+                        .services
+                        .iter()
+                        .map(|s| Service {
+                            name: x(&s.name),
+                            ..s.clone()
+                        })
+                        .collect(),
+                    trigger: job.trigger.clone(),
+                    coverage: job.coverage.clone(),
                     variables: vars.clone(),
                 };
                 planned.push((stage_index, pj, job));
