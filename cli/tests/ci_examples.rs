@@ -12,44 +12,16 @@ use std::time::{Duration, Instant};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-/// The files of `examples/<name>` (text, relative paths), without build
-/// output.
-fn example_files(name: &str) -> Vec<(String, String)> {
+/// A fresh repository holding a copy of `examples/<name>`, committed.
+fn example_repo(name: &str) -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name);
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "target") {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let rel = path.strip_prefix(&root).unwrap();
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            out.push((rel.to_string_lossy().into_owned(), text));
-        }
-    }
     assert!(
-        out.iter().any(|(p, _)| p == ".gitlab-ci.yml"),
+        root.join(".gitlab-ci.yml").is_file(),
         "examples/{name} has no .gitlab-ci.yml"
     );
-    out
-}
-
-/// A fresh repository holding a copy of `examples/<name>`, committed.
-fn example_repo(name: &str) -> tempfile::TempDir {
-    let files = example_files(name);
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    berth_tests::git_repo(&refs)
+    berth_tests::git_repo_of_dir(&root)
 }
 
 /// One `berth ci run`: its exit code, its output (stdout then stderr) and

@@ -134,6 +134,8 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 mod ports;
 pub use ports::free_port;
+mod repos;
+pub use repos::{dir_files, git, git_repo, git_repo_of_dir};
 
 /// A master or an agent running in this process ([`berth_local`], the
 /// launcher `berth dev` and the benchmarks use too).
@@ -982,44 +984,4 @@ pub fn remove_owned_containers(owner: &str) {
             let _ = docker(&["rm", "-f", id]);
         }
     }
-}
-
-/// Runs `git` in `dir` with a fixed identity (tests of the CI framework).
-///
-/// # Panics
-/// If git cannot run or the command fails.
-pub fn git(dir: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "berth-tests")
-        .env("GIT_AUTHOR_EMAIL", "tests@example.invalid")
-        .env("GIT_COMMITTER_NAME", "berth-tests")
-        .env("GIT_COMMITTER_EMAIL", "tests@example.invalid")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed in {}", dir.display());
-}
-
-/// A new git repository holding `files` (path, contents), committed on
-/// `main`.
-///
-/// # Panics
-/// If the files cannot be written or git fails.
-#[must_use]
-pub fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("the file's directory");
-        }
-        std::fs::write(path, text).expect("the file");
-    }
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "first"]);
-    dir
 }
