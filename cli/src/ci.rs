@@ -430,7 +430,7 @@ fn lint(args: &LintArgs) -> ExitCode {
         ..ParseOptions::default()
     };
     // Read at most one byte more than the limit, so an endless input is not
-    // read whole; the parser reports the size error.
+    // read whole.
     let limit = u64::try_from(options.max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
@@ -444,6 +444,19 @@ fn lint(args: &LintArgs) -> ExitCode {
         eprintln!("berth: cannot read {name}: {e}");
         return ExitCode::from(2);
     }
+    if bytes.len() > options.max_bytes {
+        // The real size of a file; standard input is not read to its end.
+        let size = match std::fs::metadata(&args.file) {
+            Ok(m) if !is_stdin && m.is_file() => format!("{} bytes", m.len()),
+            _ => format!("more than {} bytes", options.max_bytes),
+        };
+        let _ = outln!(
+            "{name}:1:1: error: the file is {size}, more than the limit of {} bytes (--max-bytes)",
+            options.max_bytes
+        );
+        let _ = outln!("{name}: 0 jobs in 0 stages, 1 error, 0 warnings");
+        return ExitCode::from(1);
+    }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -455,12 +468,32 @@ fn lint(args: &LintArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (config, diags): (Option<Config>, Vec<Diagnostic>) = match Config::parse(&text, &options) {
+    let repo = crate::ci_repo::LintRepository::find(if is_stdin { None } else { Some(&args.file) });
+    let parsed = Config::parse_in(
+        &text,
+        &repo.path,
+        &options,
+        repo.repository(),
+        &repo.context,
+    );
+    let (config, diags): (Option<Config>, Vec<Diagnostic>) = match parsed {
         Ok((c, d)) => (Some(c), d),
         Err(d) => (None, d),
     };
     for d in &diags {
-        let _ = outln!("{name}:{d}");
+        let _ = outln!("{}", d.located(&name));
+    }
+    if let Some(c) = &config {
+        if !c.included_files().is_empty() {
+            let _ = outln!(
+                "{name}: includes {} from {}",
+                c.included_files().join(", "),
+                repo.shown_root
+            );
+        }
+        if c.has_include_rules() {
+            let _ = outln!("{name}: include rules evaluated for {}", repo.described);
+        }
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;

@@ -64,7 +64,11 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     };
     let definition =
         String::from_utf8(definition).map_err(|_| anyhow!(".gitlab-ci.yml is not UTF-8 text"))?;
-    check_play(&definition, &args.play)?;
+    if !args.play.is_empty() {
+        let (rev, text, play) = (revision.clone(), definition.clone(), args.play.clone());
+        let variables = variables(&args);
+        tokio::task::spawn_blocking(move || check_play(&rev, &text, variables, &play)).await??;
+    }
 
     let temp;
     let data_dir = match &args.data_dir {
@@ -140,20 +144,7 @@ async fn submit_and_follow(
     definition: String,
     keeps_logs: bool,
 ) -> anyhow::Result<bool> {
-    let mut variables: Vec<SecretVariable> = args
-        .vars
-        .iter()
-        .map(|(name, value)| SecretVariable {
-            name: name.clone(),
-            value: value.clone(),
-            masked: false,
-        })
-        .collect();
-    variables.extend(args.secrets.iter().map(|(name, value)| SecretVariable {
-        name: name.clone(),
-        value: value.clone(),
-        masked: true,
-    }));
+    let variables = variables(args);
     let short = revision.sha.get(..8).unwrap_or(&revision.sha).to_string();
     let id = handle
         .submit(Submission {
@@ -174,16 +165,44 @@ async fn submit_and_follow(
     follow(handle, id, &args.play, keeps_logs).await
 }
 
-/// Checks `--play` names against the pipeline file before anything runs:
+/// The pipeline's variables: `--var`s, then `--secret`s (masked).
+fn variables(args: &RunArgs) -> Vec<SecretVariable> {
+    let mut variables: Vec<SecretVariable> = args
+        .vars
+        .iter()
+        .map(|(name, value)| SecretVariable {
+            name: name.clone(),
+            value: value.clone(),
+            masked: false,
+        })
+        .collect();
+    variables.extend(args.secrets.iter().map(|(name, value)| SecretVariable {
+        name: name.clone(),
+        value: value.clone(),
+        masked: true,
+    }));
+    variables
+}
+
+/// Checks `--play` names against the pipeline file (with the files it
+/// includes, read from `rev` as the runner will) before anything runs:
 /// each must name a job of the file, or one of its `parallel` instances
 /// (`deploy: [eu]`, `test 1/3`). A file that does not parse is left to the
 /// runner, which says why.
-fn check_play(definition: &str, play: &[String]) -> anyhow::Result<()> {
-    if play.is_empty() {
-        return Ok(());
-    }
-    let Ok((config, _)) = berth_ci::Config::parse(definition, &berth_ci::ParseOptions::default())
-    else {
+fn check_play(
+    rev: &source::Revision,
+    definition: &str,
+    variables: Vec<SecretVariable>,
+    play: &[String],
+) -> anyhow::Result<()> {
+    let ctx = crate::ci_repo::context_of(rev, PipelineSource::Web, variables);
+    let Ok((config, _)) = berth_ci::Config::parse_in(
+        definition,
+        ".gitlab-ci.yml",
+        &berth_ci::ParseOptions::default(),
+        rev,
+        &ctx,
+    ) else {
         return Ok(());
     };
     let names: Vec<&str> = config.job_names().collect();

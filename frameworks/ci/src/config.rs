@@ -18,10 +18,13 @@
 //! `allow_failure`, `variables`, `start_in`), `allow_failure:exit_codes`,
 //! `retry` (`max`, `when`, `exit_codes`) and `parallel:matrix`.
 //!
+//! `include` is merged in before all this by the `include` module
+//! ([`Config::parse_in`]); [`Config::parse`] refuses a file with `include`.
+//!
 //! Keywords GitLab knows and berth does not support are warned about and
 //! ignored rather than refused, so an unchanged file still runs:
-//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `include` (its
-//! files are not read), `services`, the `spec` header,
+//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `services`,
+//! the `spec` header,
 //! `artifacts:untracked` and report types other than `junit`.
 
 use std::collections::{HashMap, HashSet};
@@ -175,6 +178,11 @@ pub struct Config {
     pub(crate) variables: Vec<VarDef>,
     pub(crate) workflow: Option<Vec<Rule>>,
     pub(crate) jobs: Vec<JobSpec>,
+    /// The files merged in by `include`, in the order they were read.
+    pub(crate) included: Vec<String>,
+    /// Whether an `include` had `rules` (evaluated against the context the
+    /// file was parsed with).
+    pub(crate) include_rules: bool,
 }
 
 /// Keywords a job may use that berth supports.
@@ -271,15 +279,16 @@ const GLOBAL_KEYS: &[&str] = &[
     "spec",
 ];
 
-struct Ctx {
-    diags: Vec<Diagnostic>,
+/// The diagnostics of a parse.
+pub(crate) struct Ctx {
+    pub(crate) diags: Vec<Diagnostic>,
 }
 
 impl Ctx {
-    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.diags.push(Diagnostic::error(pos, message));
     }
-    fn warn(&mut self, pos: Pos, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, pos: Pos, message: impl Into<String>) {
         self.diags.push(Diagnostic::warning(pos, message));
     }
 }
@@ -294,12 +303,7 @@ impl Config {
     ) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut cx = Ctx { diags: Vec::new() };
         let config = parse_inner(text, options, &mut cx);
-        let mut diags = cx.diags;
-        diags.sort_by_key(|d| d.pos);
-        match config {
-            Some(c) if !diags.iter().any(Diagnostic::is_error) => Ok((c, diags)),
-            _ => Err(diags),
-        }
+        finish(config, cx.diags)
     }
 
     /// The stages, `.pre` first and `.post` last.
@@ -312,6 +316,20 @@ impl Config {
         self.jobs.iter().map(|j| j.name.as_str())
     }
 
+    /// The files `include` merged in (repository paths, in the order they
+    /// were read; a file included twice is listed twice).
+    pub fn included_files(&self) -> &[String] {
+        &self.included
+    }
+
+    /// Whether an `include` had `rules`, evaluated against the [`Context`]
+    /// given to [`Config::parse_in`](crate::Config::parse_in).
+    ///
+    /// [`Context`]: crate::Context
+    pub fn has_include_rules(&self) -> bool {
+        self.include_rules
+    }
+
     /// The stages that have at least one job.
     pub fn used_stages(&self) -> Vec<&str> {
         self.stages
@@ -322,20 +340,64 @@ impl Config {
     }
 }
 
+/// The result of a parse: the config and its warnings, or every diagnostic
+/// (sorted by file and position) when one is an error.
+pub(crate) fn finish(
+    config: Option<Config>,
+    mut diags: Vec<Diagnostic>,
+) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    diags.sort_by_key(|d| d.pos);
+    match config {
+        Some(c) if !diags.iter().any(Diagnostic::is_error) => Ok((c, diags)),
+        _ => Err(diags),
+    }
+}
+
 fn parse_inner(text: &str, options: &ParseOptions, cx: &mut Ctx) -> Option<Config> {
+    let root = document_root(text, options, 0, cx)?;
+    if let Some((key, _)) = root
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.name == "include"))
+    {
+        cx.error(
+            key.pos,
+            "`include` needs the repository to read the included files from, and this file is parsed without one",
+        );
+        return None;
+    }
+    build(root, options, cx)
+}
+
+/// The root mapping of a pipeline file (`file`: its index in the parse,
+/// see [`Pos`]); None after an error. Every node's position names `file`.
+pub(crate) fn document_root(
+    text: &str,
+    options: &ParseOptions,
+    file: u16,
+    cx: &mut Ctx,
+) -> Option<Node> {
     let limits = Limits {
         max_bytes: options.max_bytes,
         max_nodes: options.max_nodes,
         max_depth: options.max_depth,
     };
     let docs = match yaml::parse(text, limits) {
-        Ok(d) => d,
-        Err(e) => {
+        Ok(mut docs) => {
+            for d in &mut docs {
+                d.set_file(file);
+            }
+            docs
+        }
+        Err(mut e) => {
+            e.pos.file = file;
             cx.diags.push(e);
             return None;
         }
     };
-    let start = Pos { line: 1, column: 1 };
+    let start = Pos {
+        file,
+        ..Pos::new(1, 1)
+    };
     let mut docs = docs.into_iter();
     let root = match (docs.next(), docs.next()) {
         (None, _) => {
@@ -370,6 +432,12 @@ fn parse_inner(text: &str, options: &ParseOptions, cx: &mut Ctx) -> Option<Confi
         );
         return None;
     }
+    Some(root)
+}
+
+/// The config of a root mapping (the main file with its includes merged).
+pub(crate) fn build(root: Node, options: &ParseOptions, cx: &mut Ctx) -> Option<Config> {
+    let start = Pos::new(1, 1);
     let mut budget = options.max_nodes;
     let root = match resolve_references(&root, &root, 0, &mut budget) {
         Ok(mut nodes) if nodes.len() == 1 => nodes.remove(0),
@@ -422,10 +490,8 @@ fn parse_inner(text: &str, options: &ParseOptions, cx: &mut Ctx) -> Option<Confi
                     }
                 }
             }
-            "include" => cx.warn(
-                key.pos,
-                "`include` is not supported yet: the included files are not read",
-            ),
+            // Merged in before (`include` module).
+            "include" => {}
             "services" => cx.warn(key.pos, UNSUPPORTED_JOB_KEYS[0].1),
             "spec" => cx.warn(
                 key.pos,
@@ -548,6 +614,8 @@ fn parse_inner(text: &str, options: &ParseOptions, cx: &mut Ctx) -> Option<Confi
         variables,
         workflow,
         jobs,
+        included: Vec::new(),
+        include_rules: false,
     })
 }
 
@@ -623,7 +691,7 @@ fn resolve_references(
     }])
 }
 
-fn count(node: &Node) -> usize {
+pub(crate) fn count(node: &Node) -> usize {
     match &node.kind {
         Kind::Scalar(..) => 1,
         Kind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
@@ -718,7 +786,7 @@ impl Extends<'_> {
                 Some(p) if p.as_map().is_some() => {
                     merged = Some(match merged {
                         None => p,
-                        Some(m) => deep_merge(m, p),
+                        Some(m) => crate::include::merge(m, p),
                     });
                 }
                 Some(p) => {
@@ -751,39 +819,11 @@ impl Extends<'_> {
         } else {
             Some(match merged {
                 None => own,
-                Some(m) => deep_merge(m, own),
+                Some(m) => crate::include::merge(m, own),
             })
         };
         self.done.insert(name.to_string(), result.clone());
         result
-    }
-}
-
-/// GitLab's `extends` merge: mappings merge key by key (recursively), all
-/// else (lists, scalars) is replaced by `over`.
-fn deep_merge(base: Node, over: Node) -> Node {
-    match (base.kind, over.kind) {
-        (Kind::Map(mut b), Kind::Map(o)) => {
-            for (k, v) in o {
-                match b.iter().position(|(e, _)| e.name == k.name) {
-                    Some(i) => {
-                        let old = b.remove(i).1;
-                        b.insert(i, (k, deep_merge(old, v)));
-                    }
-                    None => b.push((k, v)),
-                }
-            }
-            Node {
-                kind: Kind::Map(b),
-                pos: over.pos,
-                tag: None,
-            }
-        }
-        (_, kind) => Node {
-            kind,
-            pos: over.pos,
-            tag: over.tag,
-        },
     }
 }
 
@@ -798,7 +838,7 @@ fn expect_map<'a>(cx: &mut Ctx, node: &'a Node, what: &str) -> Option<&'a [(Key,
     m
 }
 
-fn unknown_key(cx: &mut Ctx, key: &Key, known: &[&str], within: &str) {
+pub(crate) fn unknown_key(cx: &mut Ctx, key: &Key, known: &[&str], within: &str) {
     let hint = suggest(&key.name, known)
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default();
@@ -809,7 +849,7 @@ fn unknown_key(cx: &mut Ctx, key: &Key, known: &[&str], within: &str) {
 }
 
 /// A scalar as a string (numbers and bools as written); errors otherwise.
-fn scalar(cx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
+pub(crate) fn scalar(cx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
     match node.as_str() {
         Some(s) => Some(s.to_string()),
         None => {
@@ -878,13 +918,13 @@ trait TextPos {
 impl TextPos for Node {
     fn text_column_pos(&self) -> Pos {
         Pos {
-            line: self.pos.line,
             column: self.text_column(),
+            ..self.pos
         }
     }
 }
 
-fn parse_variables(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
+pub(crate) fn parse_variables(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
     let Some(map) = node.as_map() else {
         if !node.is_null() {
             cx.error(
@@ -959,10 +999,7 @@ fn parse_expr(cx: &mut Ctx, node: &Node) -> Option<Expr> {
             // double-quoted scalar shifts the column.
             let column = node.text_column() + u32::try_from(e.offset).unwrap_or(0);
             cx.error(
-                Pos {
-                    line: node.pos.line,
-                    column,
-                },
+                Pos { column, ..node.pos },
                 format!("invalid `if` expression: {}", e.message),
             );
             None
@@ -970,7 +1007,7 @@ fn parse_expr(cx: &mut Ctx, node: &Node) -> Option<Expr> {
     }
 }
 
-fn parse_rules(cx: &mut Ctx, node: &Node, workflow: bool) -> Option<Vec<Rule>> {
+pub(crate) fn parse_rules(cx: &mut Ctx, node: &Node, workflow: bool) -> Option<Vec<Rule>> {
     let Some(items) = node.as_seq() else {
         cx.error(
             node.pos,

@@ -5,10 +5,25 @@ use std::fmt;
 /// A position in the YAML text: 1-based line and column (in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
+    /// Which file of the parse: 0 the main file, `n` the `n`-th file read
+    /// for an `include` ([`Diagnostic::file`] names it). First, so that
+    /// sorting groups diagnostics by file.
+    pub(crate) file: u16,
     /// Line, from 1.
     pub line: u32,
     /// Column, from 1.
     pub column: u32,
+}
+
+impl Pos {
+    /// Line `line`, column `column` of the main file.
+    pub fn new(line: u32, column: u32) -> Self {
+        Self {
+            file: 0,
+            line,
+            column,
+        }
+    }
 }
 
 /// How bad a diagnostic is.
@@ -22,8 +37,10 @@ pub enum Severity {
 
 /// One finding about a pipeline file.
 ///
-/// `Display` prints `LINE:COLUMN: error: message`; prefix the file name for
-/// the `FILE:LINE:COLUMN: ...` form compilers use.
+/// `Display` prints `LINE:COLUMN: error: message` for the main file; prefix
+/// its name for the `FILE:LINE:COLUMN: ...` form compilers use (or call
+/// [`Diagnostic::located`]). A diagnostic about a file read for an
+/// `include` names that file itself: `ci/jobs.yml:3:5: error: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// Error or warning.
@@ -32,6 +49,9 @@ pub struct Diagnostic {
     pub pos: Pos,
     /// A plain sentence.
     pub message: String,
+    /// The included file this is about (its path in the repository);
+    /// `None` for the main file.
+    pub file: Option<String>,
 }
 
 impl Diagnostic {
@@ -41,6 +61,7 @@ impl Diagnostic {
             severity: Severity::Error,
             pos,
             message: message.into(),
+            file: None,
         }
     }
 
@@ -50,12 +71,22 @@ impl Diagnostic {
             severity: Severity::Warning,
             pos,
             message: message.into(),
+            file: None,
         }
     }
 
     /// Whether this is an error.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// `FILE:LINE:COLUMN: error: message`, `main` being the main file's
+    /// name (an included file's diagnostic names its own file).
+    pub fn located(&self, main: &str) -> String {
+        match &self.file {
+            Some(_) => self.to_string(),
+            None => format!("{main}:{self}"),
+        }
     }
 }
 
@@ -65,6 +96,9 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
+        if let Some(file) = &self.file {
+            write!(f, "{file}:")?;
+        }
         write!(
             f,
             "{}:{}: {kind}: {}",
@@ -118,10 +152,15 @@ mod tests {
 
     #[test]
     fn display_form() {
-        let d = Diagnostic::error(Pos { line: 3, column: 5 }, "bad thing");
+        let d = Diagnostic::error(Pos::new(3, 5), "bad thing");
         assert_eq!(d.to_string(), "3:5: error: bad thing");
-        let w = Diagnostic::warning(Pos { line: 1, column: 1 }, "odd");
+        assert_eq!(d.located("ci.yml"), "ci.yml:3:5: error: bad thing");
+        let w = Diagnostic::warning(Pos::new(1, 1), "odd");
         assert_eq!(w.to_string(), "1:1: warning: odd");
+        let mut i = Diagnostic::error(Pos::new(2, 4), "bad include");
+        i.file = Some("ci/jobs.yml".into());
+        assert_eq!(i.to_string(), "ci/jobs.yml:2:4: error: bad include");
+        assert_eq!(i.located("ci.yml"), "ci/jobs.yml:2:4: error: bad include");
     }
 
     #[test]

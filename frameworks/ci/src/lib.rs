@@ -7,7 +7,9 @@
 //!   anchors, `<<` merges, `!reference`, `extends`, `default`) and checks
 //!   every keyword, returning [`Diagnostic`]s with line and column. Hostile
 //!   input (an alias bomb, an oversized or too deeply nested file) is
-//!   refused within the [`ParseOptions`] limits.
+//!   refused within the [`ParseOptions`] limits. [`Config::parse_in`] does
+//!   the same for a file of a [`Repository`], merging in the files its
+//!   `include` names (local files and globs, nested, with `rules`).
 //! - [`Config::plan`] takes a trigger [`Context`] (ref, sha, source, changed
 //!   files, secret variables) and a [`Repository`] (for `rules:exists` and
 //!   `cache:key:files`) and returns the [`Plan`]: the jobs that run, with
@@ -27,6 +29,7 @@ mod config;
 mod diag;
 mod expr;
 mod glob;
+mod include;
 mod model;
 mod plan;
 mod script;
@@ -37,6 +40,7 @@ pub use config::{Config, MAX_PARALLEL, ParseOptions};
 pub use diag::{Diagnostic, Pos, Severity};
 pub use expr::{Expr, ExprError};
 pub use glob::glob_match;
+pub use include::{MAX_INCLUDE_DEPTH, MAX_INCLUDES};
 pub use model::{
     AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
     RETRY_REASONS, Retry, Service, Trigger, When,

@@ -397,14 +397,38 @@ impl Layers {
     }
 }
 
-struct Env<'a> {
+/// What `rules` are evaluated against: the context and the repository
+/// (its file list read once).
+pub(crate) struct Env<'a> {
     ctx: &'a Context,
     repo: &'a dyn Repository,
     files: RefCell<Option<Vec<String>>>,
 }
 
-impl Env<'_> {
-    fn repo_files(&self) -> Vec<String> {
+impl<'a> Env<'a> {
+    pub(crate) fn new(ctx: &'a Context, repo: &'a dyn Repository) -> Self {
+        Self {
+            ctx,
+            repo,
+            files: RefCell::new(None),
+        }
+    }
+
+    /// The variables of `include` (its paths and `rules:if`): the
+    /// predefined, `globals` (the main file's) and the secret variables.
+    pub(crate) fn include_variables(&self, globals: &[VarDef]) -> BTreeMap<String, String> {
+        let mut layers = Layers::default();
+        for (name, value) in predefined(self.ctx) {
+            layers.set(name, value, false);
+        }
+        layers.add_defs(globals);
+        for s in &self.ctx.secrets {
+            layers.set(&s.name, s.value.clone(), false);
+        }
+        layers.resolve()
+    }
+
+    pub(crate) fn repo_files(&self) -> Vec<String> {
         self.files
             .borrow_mut()
             .get_or_insert_with(|| self.repo.files())
@@ -429,7 +453,7 @@ impl Env<'_> {
         })
     }
 
-    fn rule_matches(&self, rule: &Rule, vars: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn rule_matches(&self, rule: &Rule, vars: &BTreeMap<String, String>) -> bool {
         if let Some(e) = &rule.if_expr
             && !e.eval(&|n| vars.get(n).cloned())
         {
@@ -603,11 +627,7 @@ impl Config {
     /// to the planned jobs and computes cache keys (reading `key:files`
     /// from `repo`).
     pub fn plan(&self, ctx: &Context, repo: &dyn Repository) -> Result<Option<Plan>, PlanError> {
-        let env = Env {
-            ctx,
-            repo,
-            files: RefCell::new(None),
-        };
+        let env = Env::new(ctx, repo);
         let mut pipeline = Layers::default();
         for (name, value) in predefined(ctx) {
             pipeline.set(name, value, false);

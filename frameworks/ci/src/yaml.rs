@@ -107,6 +107,25 @@ impl Node {
             .map(|(_, v)| v)
     }
 
+    /// Marks this node, its keys and its children as read from file `file`
+    /// (see [`Pos`]).
+    pub(crate) fn set_file(&mut self, file: u16) {
+        if file == self.pos.file {
+            return;
+        }
+        self.pos.file = file;
+        match &mut self.kind {
+            Kind::Scalar(..) => {}
+            Kind::Seq(items) => items.iter_mut().for_each(|i| i.set_file(file)),
+            Kind::Map(entries) => {
+                for (k, v) in entries {
+                    k.pos.file = file;
+                    v.set_file(file);
+                }
+            }
+        }
+    }
+
     /// What kind of node this is, for error messages.
     pub(crate) fn describe(&self) -> &'static str {
         match &self.kind {
@@ -135,10 +154,10 @@ pub(crate) struct Limits {
 }
 
 fn pos(span: &Span) -> Pos {
-    Pos {
-        line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
-        column: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
-    }
+    Pos::new(
+        u32::try_from(span.start.line()).unwrap_or(u32::MAX),
+        u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
+    )
 }
 
 enum Frame {
@@ -161,7 +180,7 @@ enum Frame {
 pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Node>, Diagnostic> {
     if text.len() > limits.max_bytes {
         return Err(Diagnostic::error(
-            Pos { line: 1, column: 1 },
+            Pos::new(1, 1),
             format!(
                 "the file is {} bytes, more than the limit of {} bytes",
                 text.len(),
@@ -175,13 +194,11 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Node>, Diagnostic>
     let mut nodes = 0usize;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
-            Diagnostic::error(
-                Pos {
-                    line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
-                    column: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
-                },
-                format!("invalid YAML: {}", e.info()),
-            )
+            let at = Pos::new(
+                u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+                u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+            );
+            syntax_error(text, at, e.info(), &stack)
         })?;
         let at = pos(&span);
         let is_seq = matches!(event, Event::SequenceStart(..));
@@ -332,6 +349,76 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Node>, Diagnostic>
     Ok(docs)
 }
 
+/// The parser's error at `at`, said in terms of what is open: an unclosed
+/// quoted string or `[`/`{` is reported where it opened (a parser only
+/// notices it where the file ends).
+fn syntax_error(text: &str, at: Pos, info: &str, stack: &[Frame]) -> Diagnostic {
+    let end = last_line(text);
+    if info.contains("quoted scalar") && info.contains("end of stream") {
+        // The parser's position is the opening quote.
+        return Diagnostic::error(
+            at,
+            format!(
+                "invalid YAML: the quoted string that starts here is never closed (the file ends at line {end})"
+            ),
+        );
+    }
+    let open = stack.iter().rev().find_map(|f| {
+        let node = match f {
+            Frame::Seq { node, .. } | Frame::Map { node, .. } => node,
+        };
+        let c = char_at(text, node.pos)?;
+        matches!(c, '[' | '{').then_some((c, node.pos))
+    });
+    match open {
+        Some((c, opened)) if blank_from(text, at) => Diagnostic::error(
+            opened,
+            format!("invalid YAML: this `{c}` is never closed (the file ends at line {end})"),
+        ),
+        Some((c, opened)) => Diagnostic::error(
+            at,
+            format!(
+                "invalid YAML: {info} (inside the `{c}` opened at line {}, column {})",
+                opened.line, opened.column
+            ),
+        ),
+        None => Diagnostic::error(at, format!("invalid YAML: {info}")),
+    }
+}
+
+/// The character at `pos`.
+fn char_at(text: &str, pos: Pos) -> Option<char> {
+    let line = text
+        .split('\n')
+        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    line.chars()
+        .nth(usize::try_from(pos.column).ok()?.checked_sub(1)?)
+}
+
+/// Whether nothing but blanks and comments follows `pos`.
+fn blank_from(text: &str, pos: Pos) -> bool {
+    let skip = usize::try_from(pos.line)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    let column = usize::try_from(pos.column)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    text.split('\n').skip(skip).enumerate().all(|(i, line)| {
+        let rest: String = if i == 0 {
+            line.chars().skip(column).collect()
+        } else {
+            line.to_string()
+        };
+        let rest = rest.trim();
+        rest.is_empty() || rest.starts_with('#')
+    })
+}
+
+/// The number of the file's last line.
+fn last_line(text: &str) -> usize {
+    text.lines().count().max(1)
+}
+
 fn too_many(at: Pos, limits: Limits) -> Diagnostic {
     Diagnostic::error(
         at,
@@ -401,15 +488,9 @@ mod tests {
     fn positions_are_one_based() {
         let docs = parse("a:\n  b: [x, 'y']\n", LIMITS).unwrap();
         let b = docs[0].get("a").unwrap().get("b").unwrap();
-        assert_eq!(b.pos, Pos { line: 2, column: 6 });
+        assert_eq!(b.pos, Pos::new(2, 6));
         let y = &b.as_seq().unwrap()[1];
-        assert_eq!(
-            y.pos,
-            Pos {
-                line: 2,
-                column: 10
-            }
-        );
+        assert_eq!(y.pos, Pos::new(2, 10));
         assert_eq!(y.text_column(), 11);
     }
 
@@ -426,7 +507,7 @@ mod tests {
     #[test]
     fn duplicate_key_is_an_error() {
         let e = parse("a: 1\nb: 2\na: 3\n", LIMITS).unwrap_err();
-        assert_eq!(e.pos, Pos { line: 3, column: 1 });
+        assert_eq!(e.pos, Pos::new(3, 1));
         assert!(e.message.contains("appears twice"), "{e}");
     }
 

@@ -12,7 +12,45 @@ use common::*;
 
 #[test]
 fn invalid_yaml() {
-    assert_error("job:\n  script: [a\n", 3, 1, "invalid YAML");
+    assert_error("job:\n  script: a: b\n", 2, 12, "invalid YAML");
+}
+
+#[test]
+fn unclosed_brackets_and_quotes_are_reported_where_they_open() {
+    // The parser notices at the end of the file; the error names the
+    // opening.
+    assert_error(
+        "job:\n  script: [a\n",
+        2,
+        11,
+        "invalid YAML: this `[` is never closed (the file ends at line 2)",
+    );
+    assert_error(
+        "job:\n  variables: {A: 1\n  # more\n",
+        2,
+        14,
+        "this `{` is never closed (the file ends at line 3)",
+    );
+    assert_error(
+        "job:\n  script:\n    - \"echo hi\n    - b\n",
+        3,
+        7,
+        "the quoted string that starts here is never closed (the file ends at line 4)",
+    );
+    assert_error(
+        "job:\n  script: 'it\n",
+        2,
+        11,
+        "quoted string that starts here is never closed",
+    );
+    // A bracket whose content is wrong: the error is where the parser
+    // stopped, and names the bracket it is in.
+    let errs = errors("job:\n  script: [a, b: c: d]\nother: x\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("(inside the `[` opened at line 2, column 11)")),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -374,8 +412,10 @@ fn oversized_file_is_refused() {
     let text = format!("job:\n  script: x\n# {}\n", "x".repeat(2 << 20));
     let errs = errors(&text);
     assert!(
-        errs.iter()
-            .any(|e| e.starts_with("1:1: error:") && e.contains("more than the limit")),
+        errs.iter().any(|e| e.starts_with(&format!(
+            "1:1: error: the file is {} bytes, more than the limit of 1048576 bytes",
+            text.len()
+        ))),
         "{errs:?}"
     );
     // The limit is configurable.

@@ -433,6 +433,19 @@ pub fn list_files(rev: &Revision) -> Result<Vec<String>, SourceError> {
         .collect())
 }
 
+/// The revision as a [`crate::Repository`] (for `include` and the rules
+/// of a parse that is not the runner's, e.g. `berth ci lint`): every call
+/// asks git or the working tree; a file git cannot read is missing.
+impl crate::Repository for Revision {
+    fn files(&self) -> Vec<String> {
+        list_files(self).unwrap_or_default()
+    }
+
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        read_file(self, path).ok().flatten()
+    }
+}
+
 /// Writes the revision's files as a `.tar.gz` to `dest`: the commit's tree
 /// (`git archive`), or the working tree's tracked and untracked files not
 /// ignored by `.gitignore` when dirty. Returns the archive's size.

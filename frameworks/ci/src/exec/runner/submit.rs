@@ -185,16 +185,26 @@ fn plan_context(submission: &Submission, id: u64) -> Context {
 /// loop makes with the pipeline's id), and writes the source archive to a
 /// temporary file.
 pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunError> {
-    let (config, _warnings) = Config::parse(&submission.definition, &ParseOptions::default())
-        .map_err(|diags| {
-            RunError::Invalid(
-                diags
-                    .iter()
-                    .map(|d| format!(".gitlab-ci.yml:{d}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+    // The files `include` names are read from the revision (and
+    // remembered, as all the plan reads); its rules see the plan's context.
+    let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
+    let ctx = plan_context(&submission, 0);
+    let (config, _warnings) = Config::parse_in(
+        &submission.definition,
+        ".gitlab-ci.yml",
+        &ParseOptions::default(),
+        &*repository,
+        &ctx,
+    )
+    .map_err(|diags| {
+        RunError::Invalid(
+            diags
+                .iter()
+                .map(|d| d.located(".gitlab-ci.yml"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let mut masked = 0;
     for v in submission.variables.iter().filter(|v| v.masked) {
         super::super::mask::check_maskable(&v.name, &v.value)?;
@@ -207,11 +217,10 @@ pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepa
             super::super::mask::MAX_TASK_MASKED_VALUES
         )));
     }
-    let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
     // Planned as pipeline 0 here; the loop plans again with the real id
     // from what this read (a plan only reads the repository for
-    // `rules:exists`, `rules:changes` of files and `cache:key:files`).
-    let ctx = plan_context(&submission, 0);
+    // `rules:exists`, `rules:changes` of files and `cache:key:files`; the
+    // included files are in `config` already).
     match config.plan(&ctx, &*repository) {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -231,8 +240,8 @@ pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepa
     })
 }
 
-/// A revision as a [`crate::Repository`] (for `rules:exists` and
-/// `cache:key:files`) that remembers what it read: a submission is planned
+/// A revision as a [`crate::Repository`] (for `include`, `rules:exists`
+/// and `cache:key:files`) that remembers what it read: a submission is planned
 /// off the runner's loop first, and planned again on the loop (with its
 /// id) from memory.
 #[derive(Debug)]
