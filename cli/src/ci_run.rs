@@ -65,6 +65,7 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     let definition =
         String::from_utf8(definition).map_err(|_| anyhow!(".gitlab-ci.yml is not UTF-8 text"))?;
     check_play(&definition, &args.play)?;
+    print_warnings(&definition);
 
     let temp;
     let data_dir = match &args.data_dir {
@@ -172,6 +173,19 @@ async fn submit_and_follow(
         if revision.dirty { ", working tree" } else { "" }
     );
     follow(handle, id, &args.play, keeps_logs).await
+}
+
+/// Prints the pipeline file's lint warnings (what berth ignores or does
+/// differently) before anything runs; a file that does not parse is left
+/// to the runner, which says why.
+fn print_warnings(definition: &str) {
+    if let Ok((_, warnings)) =
+        berth_ci::Config::parse(definition, &berth_ci::ParseOptions::default())
+    {
+        for w in &warnings {
+            let _ = outln!(".gitlab-ci.yml:{w}");
+        }
+    }
 }
 
 /// Checks `--play` names against the pipeline file before anything runs:
