@@ -482,6 +482,7 @@ mod tests {
             source: berth_ci::PipelineSource::Push,
             changed_files: None,
             secrets: Vec::new(),
+            ..Default::default()
         };
         let plan = config
             .plan(&context, &berth_ci::MemoryRepository::default())

@@ -64,10 +64,10 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     };
     let definition =
         String::from_utf8(definition).map_err(|_| anyhow!(".gitlab-ci.yml is not UTF-8 text"))?;
-    if !args.play.is_empty() {
+    {
         let (rev, text, play) = (revision.clone(), definition.clone(), args.play.clone());
         let variables = variables(&args);
-        tokio::task::spawn_blocking(move || check_play(&rev, &text, variables, &play)).await??;
+        tokio::task::spawn_blocking(move || check_file(&rev, &text, variables, &play)).await??;
     }
 
     let temp;
@@ -184,19 +184,20 @@ fn variables(args: &RunArgs) -> Vec<SecretVariable> {
     variables
 }
 
-/// Checks `--play` names against the pipeline file (with the files it
-/// includes, read from `rev` as the runner will) before anything runs:
+/// Prints the pipeline file's lint warnings (what berth ignores or does
+/// differently; with the files it includes, read from `rev` as the runner
+/// will) and checks `--play` names against it before anything runs:
 /// each must name a job of the file, or one of its `parallel` instances
 /// (`deploy: [eu]`, `test 1/3`). A file that does not parse is left to the
 /// runner, which says why.
-fn check_play(
+fn check_file(
     rev: &source::Revision,
     definition: &str,
     variables: Vec<SecretVariable>,
     play: &[String],
 ) -> anyhow::Result<()> {
     let ctx = crate::ci_repo::context_of(rev, PipelineSource::Web, variables);
-    let Ok((config, _)) = berth_ci::Config::parse_in(
+    let Ok((config, warnings)) = berth_ci::Config::parse_in(
         definition,
         ".gitlab-ci.yml",
         &berth_ci::ParseOptions::default(),
@@ -205,6 +206,9 @@ fn check_play(
     ) else {
         return Ok(());
     };
+    for w in &warnings {
+        let _ = outln!("{}", w.located(".gitlab-ci.yml"));
+    }
     let names: Vec<&str> = config.job_names().collect();
     for wanted in play {
         let known = names.iter().any(|n| {

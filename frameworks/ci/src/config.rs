@@ -168,6 +168,8 @@ pub(crate) struct JobSpec {
     pub(crate) services: Vec<Service>,
     pub(crate) trigger: Option<Trigger>,
     pub(crate) coverage: Option<String>,
+    /// The warnings about this job: what berth ignores of it.
+    pub(crate) notices: Vec<String>,
 }
 
 /// A parsed, validated pipeline file. Make a [`crate::Plan`] of it with
@@ -1696,7 +1698,9 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
         services: Vec::new(),
         trigger: None,
         coverage: None,
+        notices: Vec::new(),
     };
+    let first_diag = cx.diags.len();
     let mut has_script = false;
     let mut trigger = false;
     let map = node.as_map().unwrap_or_default();
@@ -1799,6 +1803,11 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
     {
         cx.error(pos, "`start_in` must be at most one week");
     }
+    job.notices = cx.diags[first_diag..]
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(|d| format!("line {}: {}", d.pos.line, d.message))
+        .collect();
     // A job with errors is kept, so the checks across jobs still see it
     // (and do not report it as missing); the whole parse fails anyway.
     Some(job)

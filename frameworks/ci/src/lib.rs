@@ -32,6 +32,7 @@ mod glob;
 mod include;
 mod model;
 mod plan;
+pub mod predefined;
 mod script;
 mod vars;
 mod yaml;
@@ -49,5 +50,6 @@ pub use plan::{
     Cache, Context, DirRepository, MemoryRepository, Need, NodeIndex, PipelineSource, Plan,
     PlanError, PlannedJob, Repository, SecretVariable,
 };
-pub use script::{SCRIPT_START_MARKER, render, render_script, sh_quote};
+pub use predefined::CommitInfo;
+pub use script::{SCRIPT_START_MARKER, prelude, render, render_script, sh_quote, task_script};
 pub use vars::{expand, is_name, parse_duration, ref_slug};

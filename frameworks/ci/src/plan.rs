@@ -21,6 +21,7 @@ use crate::model::{
     AllowFailure, Artifacts, CachePolicy, CacheWhen, Environment, Image, Retry, Service, Trigger,
     When,
 };
+use crate::predefined::{self, CommitInfo, relative_path, shown};
 use crate::vars::{expand, ref_slug};
 
 /// What started the pipeline (`CI_PIPELINE_SOURCE`).
@@ -73,7 +74,10 @@ pub struct SecretVariable {
 pub struct Context {
     /// `CI_PROJECT_NAME`.
     pub project_name: String,
-    /// `CI_PROJECT_DIR`: where the checkout is, as the job sees it.
+    /// Where the checkout is, as shown where the job's real directory is
+    /// not known (the plan's paths, rules and other fields). The job's
+    /// variables use a placeholder instead, which its script replaces
+    /// with the real directory (see [`crate::predefined`]).
     pub project_dir: String,
     /// `CI_COMMIT_SHA` (full).
     pub commit_sha: String,
@@ -93,6 +97,13 @@ pub struct Context {
     pub changed_files: Option<Vec<String>>,
     /// Project and secret variables.
     pub secrets: Vec<SecretVariable>,
+    /// The commit's message, author, time and the sha before a push.
+    pub commit: CommitInfo,
+    /// The CI server's address (`CI_SERVER_URL`, and the pipeline and job
+    /// URLs); empty when unknown.
+    pub server_url: String,
+    /// `CI_REPOSITORY_URL`: where the repository is.
+    pub repository_url: String,
 }
 
 /// The checkout, for `rules:exists` and `cache:key:files`.
@@ -287,13 +298,26 @@ pub struct PlannedJob {
     /// percentage in the job's log.
     #[serde(default)]
     pub coverage: Option<String>,
+    /// What berth ignores of this job's definition (lint's warnings about
+    /// it); its log starts with them.
+    #[serde(default)]
+    pub notices: Vec<String>,
+    /// The variables that use `CI_PROJECT_DIR` or `CI_BUILDS_DIR`, with
+    /// the directories' placeholders in their values (see
+    /// [`crate::predefined`]): the job's script replaces them with its real
+    /// directories. [`PlannedJob::variables`] shows them with the
+    /// directories of a Docker job.
+    #[serde(default)]
+    pub dir_variables: BTreeMap<String, String>,
 }
 
 impl PlannedJob {
     /// The environment of the job's task: [`PlannedJob::variables`] plus
     /// `CI_JOB_ID`, which the executor assigns when it starts the job.
+    /// The values of [`PlannedJob::dir_variables`] are the placeholders'.
     pub fn environment(&self, job_id: u64) -> BTreeMap<String, String> {
         let mut env = self.variables.clone();
+        env.extend(self.dir_variables.clone());
         env.insert("CI_JOB_ID".to_string(), job_id.to_string());
         env
     }
@@ -629,10 +653,20 @@ impl Config {
     pub fn plan(&self, ctx: &Context, repo: &dyn Repository) -> Result<Option<Plan>, PlanError> {
         let env = Env::new(ctx, repo);
         let mut pipeline = Layers::default();
-        for (name, value) in predefined(ctx) {
+        for (name, value) in predefined::pipeline(ctx) {
             pipeline.set(name, value, false);
         }
         pipeline.add_defs(&self.variables);
+        // Rules, paths and the other fields see the directory shown; the
+        // job's variables keep the placeholders (see `crate::predefined`).
+        let show = |vars: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            vars.into_iter()
+                .map(|(k, v)| {
+                    let v = shown(ctx, &v);
+                    (k, v)
+                })
+                .collect()
+        };
         let with_secrets = |layers: &Layers| {
             let mut l = layers.clone();
             for s in &ctx.secrets {
@@ -641,13 +675,13 @@ impl Config {
             l
         };
         if let Some(rules) = &self.workflow {
-            let vars = with_secrets(&pipeline).resolve();
+            let vars = show(with_secrets(&pipeline).resolve());
             match rules.iter().find(|r| env.rule_matches(r, &vars)) {
                 Some(rule) if rule.when != Some(When::Never) => pipeline.add_defs(&rule.variables),
                 _ => return Ok(None),
             }
         }
-        let pipeline_vars = with_secrets(&pipeline).resolve();
+        let pipeline_vars = show(with_secrets(&pipeline).resolve());
 
         let mut planned: Vec<(usize, PlannedJob, &JobSpec)> = Vec::new();
         for job in &self.jobs {
@@ -661,6 +695,8 @@ impl Config {
                 layers.set("CI_JOB_NAME", name.clone(), false);
                 layers.set("CI_JOB_NAME_SLUG", ref_slug(&name), false);
                 layers.set("CI_JOB_STAGE", job.stage.clone(), false);
+                layers.set("CI_JOB_URL", predefined::job_url(ctx, &name), false);
+                layers.set("CI_RUNNER_TAGS", predefined::runner_tags(&job.tags), false);
                 if let Some(n) = node {
                     layers.set("CI_NODE_INDEX", n.index.to_string(), false);
                     layers.set("CI_NODE_TOTAL", n.total.to_string(), false);
@@ -669,7 +705,7 @@ impl Config {
                 for (k, v) in &matrix {
                     layers.set(k, v.clone(), false);
                 }
-                let vars = with_secrets(&layers).resolve();
+                let vars = show(with_secrets(&layers).resolve());
                 let (when, start_in, allow_failure) = match &job.rules {
                     Some(rules) => {
                         let Some(rule) = rules.iter().find(|r| env.rule_matches(r, &vars)) else {
@@ -711,15 +747,35 @@ impl Config {
                 if when == When::Delayed && start_in.is_none() {
                     return Err(job_error(&name, "`when: delayed` needs `start_in`"));
                 }
-                let vars = with_secrets(&layers).resolve();
+                let environment = job.environment.as_ref().map(|e| {
+                    let vars = show(with_secrets(&layers).resolve());
+                    let name = expand(&e.name, &|n| vars.get(n).cloned());
+                    layers.set("CI_ENVIRONMENT_NAME", name.clone(), false);
+                    layers.set("CI_ENVIRONMENT_SLUG", predefined::environment_slug(&name), false);
+                    layers.set("CI_ENVIRONMENT_ACTION", e.action.clone(), false);
+                    let vars = show(with_secrets(&layers).resolve());
+                    let url = e.url.as_deref().map(|u| expand(u, &|n| vars.get(n).cloned()));
+                    if let Some(url) = &url {
+                        layers.set("CI_ENVIRONMENT_URL", url.clone(), false);
+                    }
+                    Environment {
+                        name,
+                        url,
+                        action: e.action.clone(),
+                        on_stop: e.on_stop.clone(),
+                    }
+                });
+                let variables = with_secrets(&layers).resolve();
+                let vars = show(variables.clone());
                 let x = |s: &str| expand(s, &|n| vars.get(n).cloned());
+                let path = |s: &String| relative_path(ctx, x(s));
                 let caches = job
                     .caches
                     .iter()
                     .map(|c| {
                         Ok(Cache {
                             key: cache_key(&name, &c.key, &vars, repo)?,
-                            paths: c.paths.iter().map(|p| x(p)).collect(),
+                            paths: c.paths.iter().map(path).collect(),
                             policy: c.policy,
                             when: c.when,
                         })
@@ -740,11 +796,11 @@ impl Config {
                     needs: None,
                     dependencies: None,
                     artifacts: job.artifacts.as_ref().map(|a| Artifacts {
-                        paths: a.paths.iter().map(|p| x(p)).collect(),
-                        exclude: a.exclude.iter().map(|p| x(p)).collect(),
+                        paths: a.paths.iter().map(path).collect(),
+                        exclude: a.exclude.iter().map(path).collect(),
                         name: a.name.as_deref().map(x),
-                        junit: a.junit.iter().map(|p| x(p)).collect(),
-                        dotenv: a.dotenv.iter().map(|p| x(p)).collect(),
+                        junit: a.junit.iter().map(path).collect(),
+                        dotenv: a.dotenv.iter().map(path).collect(),
                         ..a.clone()
                     }),
                     caches,
@@ -760,12 +816,7 @@ impl Config {
                     parallel: node,
                     matrix,
                     tags: job.tags.iter().map(|t| x(t)).collect(),
-                    environment: job.environment.as_ref().map(|e| Environment {
-                        name: x(&e.name),
-                        url: e.url.as_deref().map(x),
-                        action: e.action.clone(),
-                        on_stop: e.on_stop.clone(),
-                    }),
+                    environment,
                     interruptible: job.interruptible,
                     resource_group: job.resource_group.as_deref().map(x),
                     services: job
@@ -778,6 +829,11 @@ impl Config {
                         .collect(),
                     trigger: job.trigger.clone(),
                     coverage: job.coverage.clone(),
+                    notices: job.notices.clone(),
+                    dir_variables: variables
+                        .into_iter()
+                        .filter(|(k, v)| vars.get(k) != Some(v))
+                        .collect(),
                     variables: vars.clone(),
                 };
                 planned.push((stage_index, pj, job));
@@ -855,29 +911,4 @@ impl Config {
             masked,
         }))
     }
-}
-
-/// The pipeline-level predefined variables.
-fn predefined(ctx: &Context) -> Vec<(&'static str, String)> {
-    let mut v = vec![
-        ("CI", "true".to_string()),
-        ("CI_PROJECT_DIR", ctx.project_dir.clone()),
-        ("CI_PROJECT_NAME", ctx.project_name.clone()),
-        ("CI_COMMIT_SHA", ctx.commit_sha.clone()),
-        (
-            "CI_COMMIT_SHORT_SHA",
-            ctx.commit_sha.chars().take(8).collect(),
-        ),
-        ("CI_COMMIT_REF_NAME", ctx.ref_name.clone()),
-        ("CI_COMMIT_REF_SLUG", ref_slug(&ctx.ref_name)),
-        ("CI_DEFAULT_BRANCH", ctx.default_branch.clone()),
-        ("CI_PIPELINE_ID", ctx.pipeline_id.to_string()),
-        ("CI_PIPELINE_SOURCE", ctx.source.as_str().to_string()),
-    ];
-    if ctx.ref_is_tag {
-        v.push(("CI_COMMIT_TAG", ctx.ref_name.clone()));
-    } else {
-        v.push(("CI_COMMIT_BRANCH", ctx.ref_name.clone()));
-    }
-    v
 }

@@ -23,11 +23,26 @@
 //! - Runs the script part in the background (to be able to wait for it
 //!   while a signal arrives), so its standard input is `/dev/null`.
 //!
+//! - sets `CI_JOB_STATUS` (`running`, then `success`, `failed` or
+//!   `canceled` for `after_script`, as GitLab's runner does);
+//! - starts its output with the job's notices (what berth ignores of the
+//!   job's definition) and a line `Using shell: bash` (or `sh`).
+//!
+//! A task runs [`task_script`]: a wrapper that runs the job's script with
+//! `bash` where the job's environment has one (the host for a shell job,
+//! the image for a Docker job), as GitLab's shell and Docker executors do,
+//! else with `sh`; and a prelude (see [`prelude`]) that sets the job's
+//! directories and the variables known only where the job runs.
+//!
 //! Variables are not in the script: the executor passes
 //! [`PlannedJob::variables`](crate::PlannedJob) as the task's environment,
 //! which keeps secret values out of the script text.
 
+use std::collections::HashMap;
+
 use crate::plan::PlannedJob;
+use crate::predefined::{BUILDS_DIR_PLACEHOLDER, PROJECT_DIR_PLACEHOLDER};
+use crate::vars::is_name;
 
 /// The line a job's script writes to its stderr before anything else,
 /// before it sends its stderr to its stdout. The task's `stderr` then
@@ -67,8 +82,9 @@ fn commands(out: &mut String, commands: &[String]) {
 
 /// The shell script for `job` (see the module docs for what it does).
 pub fn render_script(job: &PlannedJob) -> String {
-    render(
+    render_job(
         &job.name,
+        &job.notices,
         &job.before_script,
         &job.script,
         &job.after_script,
@@ -82,6 +98,118 @@ pub fn render(
     script: &[String],
     after_script: &[String],
 ) -> String {
+    render_job(name, &[], before_script, script, after_script)
+}
+
+/// Whether `name` can be a shell variable's name.
+fn is_shell_name(name: &str) -> bool {
+    is_name(name) && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// The script of a job's task: [`prelude`] then [`render_script`], run by
+/// `bash` where the job's environment has it, else by `sh` (the script is
+/// given to `bash -c` as a value, not read again by the shell); `env` is
+/// the task's environment (its variables whose values hold a directory
+/// placeholder get the job's real directory).
+pub fn task_script(job: &PlannedJob, project: &str, env: &HashMap<String, String>) -> String {
+    let mut names: Vec<&str> = env
+        .iter()
+        .filter(|(k, v)| {
+            is_shell_name(k)
+                && (v.contains(PROJECT_DIR_PLACEHOLDER) || v.contains(BUILDS_DIR_PLACEHOLDER))
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    names.sort_unstable();
+    let inner = format!("{}{}", prelude(project, &names), render_script(job));
+    format!(
+        r#"berth_job_script={}
+if command -v bash >/dev/null 2>&1; then
+  exec bash -c "$berth_job_script" berth-ci bash
+fi
+set -- sh
+eval "$berth_job_script"
+"#,
+        sh_quote(&inner)
+    )
+}
+
+/// `berth_sub NAME PLACEHOLDER DIR`: every PLACEHOLDER in `$NAME` becomes
+/// DIR, by parameter expansion; only the name is evaluated, never the
+/// value.
+const SUBSTITUTE: &str = r#"berth_sub() {
+  eval "berth_v=\${$1}"
+  berth_out=
+  while :; do
+    case $berth_v in
+      *"$2"*) berth_out=$berth_out${berth_v%%"$2"*}$3; berth_v=${berth_v#*"$2"} ;;
+      *) break ;;
+    esac
+  done
+  eval "$1=\$berth_out\$berth_v; export $1"
+}
+"#;
+
+/// The variables only the agent's host knows.
+const RUNNER_VARIABLES: &str = r#"CI_JOB_STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+CI_RUNNER_ID=${BERTH_AGENT_ID:-}
+CI_RUNNER_DESCRIPTION="berth agent $CI_RUNNER_ID"
+case $(uname -s 2>/dev/null) in
+  Linux) berth_os=linux ;;
+  Darwin) berth_os=darwin ;;
+  *) berth_os=$(uname -s 2>/dev/null) ;;
+esac
+case $(uname -m 2>/dev/null) in
+  x86_64|amd64) berth_arch=amd64 ;;
+  aarch64|arm64) berth_arch=arm64 ;;
+  i?86) berth_arch=386 ;;
+  armv*) berth_arch=arm ;;
+  *) berth_arch=$(uname -m 2>/dev/null) ;;
+esac
+CI_RUNNER_EXECUTABLE_ARCH=$berth_os/$berth_arch
+export CI_JOB_STARTED_AT CI_RUNNER_ID CI_RUNNER_DESCRIPTION CI_RUNNER_EXECUTABLE_ARCH
+"#;
+
+/// The start of a job's script (POSIX `sh`; prints nothing; `$1` names
+/// the shell): `CI_BUILDS_DIR` is the task's sandbox and `CI_PROJECT_DIR`
+/// the checkout in it (`project`); the variables `names` get them in
+/// place of the plan's placeholders (by parameter expansion: the values
+/// are not read again by the shell); `CI_JOB_STARTED_AT` and the
+/// `CI_RUNNER_*` variables of the agent are set; the script goes to the
+/// project directory.
+pub fn prelude(project: &str, names: &[&str]) -> String {
+    let mut s = String::new();
+    s.push_str("berth_shell=${1:-sh}\n");
+    s.push_str(&format!(
+        "CI_BUILDS_DIR=$BERTH_SANDBOX\nCI_PROJECT_DIR=\"$BERTH_SANDBOX\"/{}\nexport CI_BUILDS_DIR CI_PROJECT_DIR\n",
+        sh_quote(project)
+    ));
+    if !names.is_empty() {
+        s.push_str(SUBSTITUTE);
+        let octal = |p: &str| sh_quote(&p.replace('\u{1e}', "\\036"));
+        s.push_str(&format!(
+            "berth_ph_project=$(printf {})\nberth_ph_builds=$(printf {})\n",
+            octal(PROJECT_DIR_PLACEHOLDER),
+            octal(BUILDS_DIR_PLACEHOLDER),
+        ));
+        s.push_str(&format!(
+            "for berth_name in {}; do\n  berth_sub \"$berth_name\" \"$berth_ph_builds\" \"$CI_BUILDS_DIR\"\n  berth_sub \"$berth_name\" \"$berth_ph_project\" \"$CI_PROJECT_DIR\"\ndone\n",
+            names.join(" ")
+        ));
+    }
+    s.push_str(RUNNER_VARIABLES);
+    s.push_str("cd \"$CI_PROJECT_DIR\" || exit 1\n");
+    s
+}
+
+/// The shell script for the given notices and command lists.
+fn render_job(
+    name: &str,
+    notices: &[String],
+    before_script: &[String],
+    script: &[String],
+    after_script: &[String],
+) -> String {
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str(&format!(
@@ -91,6 +219,14 @@ pub fn render(
     // Where the script starts, for the log collector (see the module
     // docs); then one stream, in the order written.
     s.push_str("printf '\\036berth-ci: job script starts\\036\\n' >&2\nexec 2>&1\n");
+    for notice in notices {
+        s.push_str(&format!(
+            "printf '%s\\n' {}\n",
+            sh_quote(&format!("WARNING: {}", notice.replace(['\n', '\r'], " ")))
+        ));
+    }
+    s.push_str("printf 'Using shell: %s\\n' \"${berth_shell:-sh}\"\n");
+    s.push_str("CI_JOB_STATUS=running; export CI_JOB_STATUS\n");
     s.push_str("berth_cancelled=0\nberth_pid=\n");
     // Signal the whole group only when this shell leads it (field 5 of
     // /proc/self/stat is the group id): otherwise the group is the caller's.
@@ -127,6 +263,11 @@ pub fn render(
          if kill -0 \"$berth_pid\" 2>/dev/null; then continue; fi\n  \
          break\n\
          done\n",
+    );
+    s.push_str(
+        "if [ \"$berth_cancelled\" = 1 ]; then CI_JOB_STATUS=canceled\n\
+         elif [ \"$berth_rc\" -eq 0 ]; then CI_JOB_STATUS=success\n\
+         else CI_JOB_STATUS=failed; fi\n",
     );
     if !after_script.is_empty() {
         s.push_str("printf '%s\\n' 'Running after_script'\n(\n  set -e\n");

@@ -91,7 +91,7 @@ fn commands_are_printed_then_run() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out,
-        "$ echo before\nbefore\n$ echo hello\nhello\n$ echo world\nworld\nJob succeeded\n"
+        "Using shell: sh\n$ echo before\nbefore\n$ echo hello\nhello\n$ echo world\nworld\nJob succeeded\n"
     );
 }
 

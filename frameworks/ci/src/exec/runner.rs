@@ -252,6 +252,8 @@ pub struct RunnerHandle {
     data_dir: PathBuf,
     files: FileStore,
     max_log_bytes: u64,
+    /// The CI server's address (`CI_SERVER_URL`).
+    base_url: String,
     store: Arc<Store>,
     collecting: Collecting,
     published: Arc<Published>,
@@ -324,7 +326,8 @@ impl RunnerHandle {
         // the commit) runs here, not on the runner's loop; the loop only
         // stores the record and moves the archive into place.
         let files = self.files.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(submission, &files))
+        let base_url = self.base_url.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(submission, &files, &base_url))
             .await
             .map_err(|e| RunError::Other(e.to_string()))??;
         self.ask(|tx| Request::Submit(Box::new(prepared), update, tx))
@@ -490,6 +493,7 @@ impl RunnerHandle {
             data_dir,
             files,
             max_log_bytes: super::log::DEFAULT_MAX_LOG_BYTES,
+            base_url: String::new(),
             store,
             collecting: Collecting::default(),
             published: Arc::default(),
@@ -607,6 +611,7 @@ pub async fn start(
         data_dir: config.data_dir.clone(),
         files: files.clone(),
         max_log_bytes: config.max_log_bytes,
+        base_url: config.base_url.clone(),
         store: store.clone(),
         collecting: collecting.clone(),
         published: published.clone(),

@@ -80,6 +80,9 @@ pub struct Revision {
     /// `.gitlab-ci.yml` is a project of its own (as in a monorepo), and
     /// only its files are the job's checkout.
     pub subdir: String,
+    /// The commit's message, author and time, and (for a push) the sha
+    /// the branch pointed at before.
+    pub commit: crate::CommitInfo,
 }
 
 /// Runs git in `dir`; its stdout. A command that ran and failed is
@@ -235,6 +238,7 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
             }
         })
         .unwrap_or_else(|| "project".into());
+    let commit = commit_info(&root, &sha)?;
     Ok(Revision {
         root,
         project_name,
@@ -245,7 +249,45 @@ pub fn resolve(dir: &Path, reference: Option<&str>, dirty: bool) -> Result<Revis
         changed_files,
         dirty,
         subdir,
+        commit,
     })
+}
+
+/// The message, author (`Name <email>`) and commit time (ISO 8601) of
+/// commit `sha`.
+fn commit_info(root: &Path, sha: &str) -> Result<crate::CommitInfo, SourceError> {
+    let out = git(root, ["log", "-1", "--format=%an%x00%ae%x00%cI%x00%B", sha])?;
+    let mut parts = out.splitn(4, '\0');
+    let mut next = || parts.next().unwrap_or_default().to_string();
+    let (name, email, timestamp, message) = (next(), next(), next(), next());
+    Ok(crate::CommitInfo {
+        message: message.trim_end_matches('\n').to_string(),
+        timestamp,
+        author: format!("{name} <{email}>"),
+        before_sha: None,
+    })
+}
+
+/// The files that differ between commits `before` and `sha` (for a push:
+/// what it changed); None when `before` is not a commit of the repository
+/// (40 zeros: a new branch).
+pub fn changed_between(dir: &Path, before: &str, sha: &str) -> Result<Option<Vec<String>>, SourceError> {
+    let (root, _) = top(dir)?;
+    if before.starts_with('-')
+        || !git_says_yes(
+            &root,
+            ["rev-parse", "--verify", "--quiet", &format!("{before}^{{commit}}")],
+        )?
+    {
+        return Ok(None);
+    }
+    let out = git(&root, ["diff", "--name-only", "-z", before, sha])?;
+    Ok(Some(
+        out.split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    ))
 }
 
 fn default_branch(root: &Path, current: &str) -> String {

@@ -10,7 +10,8 @@ use berth_sdk::runtime::Constraint;
 use super::expiry;
 use super::files::{NameError, urls};
 use super::record::{PipelineRecord, task_id};
-use crate::{ArtifactsWhen, CachePolicy, CacheWhen, PlannedJob, render_script};
+use crate::script::task_script;
+use crate::{ArtifactsWhen, CachePolicy, CacheWhen, PlannedJob};
 
 /// What a task takes from the runner's settings.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct TaskDefaults<'a> {
     pub(crate) mem: f64,
     /// SIGTERM to SIGKILL when a job is killed.
     pub(crate) kill_grace: Duration,
+    /// The time limit of a job without `timeout` (`CI_JOB_TIMEOUT`).
+    pub(crate) timeout: Duration,
 }
 
 /// The task that runs attempt `attempt` (from 1) of job `i` of `rec`: the
@@ -118,14 +121,14 @@ pub(crate) fn task_for(
     }
     let job_id = rec.id * 1000 + i as u64 + 1;
     let mut env: HashMap<String, String> = job.environment(job_id).into_iter().collect();
-    env.remove("CI_PROJECT_DIR");
-    // The project directory is under the sandbox, wherever the agent
-    // put it; the script starts there.
-    let script = format!(
-        "CI_PROJECT_DIR=\"$BERTH_SANDBOX\"/{p}; export CI_PROJECT_DIR; cd \"$CI_PROJECT_DIR\" || exit 1\n{}",
-        render_script(job),
-        p = crate::sh_quote(project),
-    );
+    let timeout = job.timeout.unwrap_or(defaults.timeout).as_secs();
+    env.insert("CI_JOB_TIMEOUT".into(), timeout.to_string());
+    env.insert("CI_CONCURRENT_ID".into(), job_id.to_string());
+    env.insert("CI_CONCURRENT_PROJECT_ID".into(), job_id.to_string());
+    // The project directory is under the sandbox, wherever the agent put
+    // it: the script's prelude sets the directories (in the variables that
+    // use them too) and starts there, in bash where there is one.
+    let script = task_script(job, project, &env);
     let cpus = scalar_var(job, "BERTH_CPUS", defaults.cpus);
     let mem = scalar_var(job, "BERTH_MEMORY", defaults.mem);
     let container = job.image.as_ref().map(|image| pb::ContainerInfo {

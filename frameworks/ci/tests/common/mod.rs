@@ -59,6 +59,7 @@ pub fn push_main() -> Context {
         source: PipelineSource::Push,
         changed_files: None,
         secrets: Vec::new(),
+        ..Default::default()
     }
 }
 

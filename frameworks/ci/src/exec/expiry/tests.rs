@@ -26,6 +26,7 @@ fn record(id: u64, ref_name: &str, yaml: &str) -> PipelineRecord {
         source: PipelineSource::Push,
         changed_files: None,
         secrets: Vec::new(),
+        ..Default::default()
     };
     let plan = config
         .plan(&ctx, &MemoryRepository::default())

@@ -7,7 +7,7 @@ use super::{RepoError, RepoRecord, RepoRun, Repos, blocking, now_ms};
 use crate::exec::runner::{RunError, Submission};
 use crate::exec::source;
 use crate::exec::store::RepoUpdate;
-use crate::{PipelineSource, SecretVariable};
+use crate::PipelineSource;
 
 impl Repos {
     /// Runs the pipeline of `sha` on `branch` unless that was done before
@@ -32,12 +32,23 @@ impl Repos {
         let dir = rec.git_dir(&self.inner.repos_dir);
         let prepared = {
             let (rec, sha, branch) = (rec.clone(), sha.to_string(), branch.to_string());
+            let before = before.clone();
             blocking(move || {
                 let mut revision = source::resolve(&dir, Some(&sha), false)?;
                 revision.ref_name = branch;
                 revision.is_tag = false;
                 revision.project_name = rec.project.clone();
                 revision.default_branch = rec.default_branch.clone();
+                // `rules:changes` compares the push with the branch's
+                // previous head; a new branch (zeros, or a head no longer
+                // in the repository) makes every `changes` true.
+                match source::changed_between(&dir, &before, &sha)? {
+                    Some(files) => {
+                        revision.changed_files = files;
+                        revision.commit.before_sha = Some(before);
+                    }
+                    None => revision.commit.before_sha = None,
+                }
                 let text = source::read_file(&revision, ".gitlab-ci.yml")?;
                 Ok((revision, text))
             })
@@ -84,11 +95,7 @@ impl Repos {
                     revision,
                     definition,
                     source: PipelineSource::Push,
-                    variables: vec![SecretVariable {
-                        name: "CI_COMMIT_BEFORE_SHA".into(),
-                        value: before,
-                        masked: false,
-                    }],
+                    variables: Vec::new(),
                 };
                 match self
                     .inner

@@ -107,6 +107,7 @@ impl CiFramework {
             cpus: self.config.default_cpus,
             mem: self.config.default_mem,
             kill_grace: self.config.kill_grace,
+            timeout: self.config.default_timeout,
         }
     }
 

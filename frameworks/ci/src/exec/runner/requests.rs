@@ -99,6 +99,7 @@ impl CiFramework {
     ) -> Result<u64, RunError> {
         let files = self.files.clone();
         let store = self.store.clone();
+        let base_url = self.config.base_url.clone();
         let default_branch = prepared.submission.revision.default_branch.clone();
         let created = tokio::task::spawn_blocking(move || -> Result<PipelineRecord, RunError> {
             let Prepared {
@@ -110,7 +111,7 @@ impl CiFramework {
             // The archive is written already: a pipeline (and a registered
             // repository's memory of having run the commit) is stored only
             // once its source is there. Dropping `archive` removes it.
-            let rec = create_record(&store, update, &config, &submission, &*repository)?;
+            let rec = create_record(&store, update, &config, &submission, &*repository, &base_url)?;
             if let Err(e) = std::fs::rename(&archive.0, files.source(rec.id)) {
                 // Stored already: its jobs fail as they come to run (see
                 // `settle`), with the reason in their logs.

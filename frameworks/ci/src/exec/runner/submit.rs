@@ -85,6 +85,7 @@ pub(super) fn create_record(
     config: &Config,
     submission: &Submission,
     repo: &dyn crate::Repository,
+    server_url: &str,
 ) -> Result<PipelineRecord, RunError> {
     let rev = &submission.revision;
     let source = submission.source;
@@ -93,7 +94,7 @@ pub(super) fn create_record(
     let mut made: Option<PipelineRecord> = None;
     let mut failure: Option<RunError> = None;
     store.linked(update).create_with(|id| {
-        let ctx = plan_context(submission, id);
+        let ctx = plan_context(submission, id, server_url);
         let plan = match config.plan(&ctx, repo) {
             Ok(Some(plan)) => plan,
             Ok(None) => {
@@ -161,9 +162,20 @@ fn remove_temp(path: &Path) {
     }
 }
 
-/// What a plan of `submission` as pipeline `id` is evaluated against.
-fn plan_context(submission: &Submission, id: u64) -> Context {
+/// What a plan of `submission` as pipeline `id` is evaluated against;
+/// `server_url` is the CI server's address. `rules:changes` compares a
+/// push with the branch's head before it; any other pipeline (web, api,
+/// trigger, schedule) or a push of a new branch makes every `changes`
+/// true, as GitLab documents.
+fn plan_context(submission: &Submission, id: u64, server_url: &str) -> Context {
     let rev = &submission.revision;
+    let pushed_onto = rev
+        .commit
+        .before_sha
+        .as_deref()
+        .is_some_and(|b| !b.is_empty() && b.bytes().any(|c| c != b'0'));
+    let changed_files = (submission.source == crate::PipelineSource::Push && pushed_onto)
+        .then(|| rev.changed_files.clone());
     Context {
         project_name: rev.project_name.clone(),
         project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
@@ -173,8 +185,11 @@ fn plan_context(submission: &Submission, id: u64) -> Context {
         default_branch: rev.default_branch.clone(),
         pipeline_id: id,
         source: submission.source,
-        changed_files: Some(rev.changed_files.clone()),
+        changed_files,
         secrets: submission.variables.clone(),
+        commit: rev.commit.clone(),
+        server_url: server_url.to_string(),
+        repository_url: rev.root.display().to_string(),
     }
 }
 
@@ -184,12 +199,20 @@ fn plan_context(submission: &Submission, id: u64) -> Context {
 /// read what the plan needs of the repository, remembered for the plan the
 /// loop makes with the pipeline's id), and writes the source archive to a
 /// temporary file.
-pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepared, RunError> {
+pub(super) fn prepare(
+    submission: Submission,
+    files: &FileStore,
+    server_url: &str,
+) -> Result<Prepared, RunError> {
     // The files `include` names are read from the revision (and
     // remembered, as all the plan reads); its rules see the plan's context.
     let repository = Arc::new(MemoRepository::new(submission.revision.clone()));
-    let ctx = plan_context(&submission, 0);
-    let (config, _warnings) = Config::parse_in(
+    // Planned as pipeline 0 here; the loop plans again with the real id
+    // from what this read (a plan only reads the repository for
+    // `rules:exists`, `rules:changes` of files and `cache:key:files`; the
+    // included files are in `config` already).
+    let ctx = plan_context(&submission, 0, server_url);
+    let (config, warnings) = Config::parse_in(
         &submission.definition,
         ".gitlab-ci.yml",
         &ParseOptions::default(),
@@ -205,6 +228,16 @@ pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepa
                 .join("\n"),
         )
     })?;
+    // What berth ignores or does differently, in the server's log (each
+    // job's own notices start its log too).
+    for w in &warnings {
+        warn!(
+            project = %submission.revision.project_name,
+            sha = %submission.revision.sha,
+            "{}",
+            w.located(".gitlab-ci.yml")
+        );
+    }
     let mut masked = 0;
     for v in submission.variables.iter().filter(|v| v.masked) {
         super::super::mask::check_maskable(&v.name, &v.value)?;
@@ -217,10 +250,6 @@ pub(super) fn prepare(submission: Submission, files: &FileStore) -> Result<Prepa
             super::super::mask::MAX_TASK_MASKED_VALUES
         )));
     }
-    // Planned as pipeline 0 here; the loop plans again with the real id
-    // from what this read (a plan only reads the repository for
-    // `rules:exists`, `rules:changes` of files and `cache:key:files`; the
-    // included files are in `config` already).
     match config.plan(&ctx, &*repository) {
         Ok(Some(_)) => {}
         Ok(None) => {

@@ -127,7 +127,7 @@ fn a_submission_is_prepared_off_the_loop_and_its_archive_removed_unless_used() {
     let files = FileStore::new(data.path().join("files"), 1 << 20).unwrap();
     // A pipeline `rules:exists` keeps: the plan reads the file list.
     let yaml = "build:\n  rules:\n    - exists: [a.txt]\n  script: [x]\n";
-    let prepared = prepare(submission(repo.path(), yaml), &files).unwrap();
+    let prepared = prepare(submission(repo.path(), yaml), &files, "http://ci.test").unwrap();
     let archive = prepared.archive.0.clone();
     assert!(archive.is_file(), "the archive is written before the loop");
     let asked = prepared
@@ -143,6 +143,7 @@ fn a_submission_is_prepared_off_the_loop_and_its_archive_removed_unless_used() {
         &prepared.config,
         &prepared.submission,
         &*prepared.repository,
+        "http://ci.test",
     )
     .unwrap();
     assert_eq!(rec.id, 1);
@@ -167,12 +168,12 @@ fn a_submission_without_a_pipeline_writes_no_archive() {
     let data = tempfile::tempdir().unwrap();
     let files = FileStore::new(data.path().join("files"), 1 << 20).unwrap();
     let yaml = "build:\n  rules:\n    - exists: [missing.txt]\n  script: [x]\n";
-    let Err(err) = prepare(submission(repo.path(), yaml), &files) else {
+    let Err(err) = prepare(submission(repo.path(), yaml), &files, "http://ci.test") else {
         panic!("no job is left, yet it was prepared");
     };
     assert!(matches!(err, RunError::NoPipeline(_)), "{err}");
     assert!(temp_files(&files).is_empty(), "{:?}", temp_files(&files));
-    let Err(err) = prepare(submission(repo.path(), "build: [\n"), &files) else {
+    let Err(err) = prepare(submission(repo.path(), "build: [\n"), &files, "http://ci.test") else {
         panic!("a broken definition was prepared");
     };
     assert!(matches!(err, RunError::Invalid(_)), "{err}");

@@ -19,6 +19,7 @@ fn defaults() -> TaskDefaults<'static> {
         cpus: 1.0,
         mem: 256.0,
         kill_grace: Duration::from_secs(10),
+        timeout: Duration::from_secs(3600),
     }
 }
 
