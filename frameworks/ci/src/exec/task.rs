@@ -8,7 +8,7 @@ use berth_sdk::proto as pb;
 use berth_sdk::runtime::Constraint;
 
 use super::expiry;
-use super::files::{NameError, urls};
+use super::files::{NameError, ReportKind, urls};
 use super::record::{PipelineRecord, task_id};
 use crate::{ArtifactsWhen, CachePolicy, CacheWhen, PlannedJob, render_script};
 
@@ -116,8 +116,30 @@ pub(crate) fn task_for(
             name: "artifacts".into(),
         });
     }
+    // Reports go up whatever the job's result, as GitLab's do; the runner
+    // reads them when the job ends (see `super::reports`).
+    if let Some(artifacts) = &job.artifacts {
+        for (kind, paths) in [
+            (ReportKind::Dotenv, &artifacts.dotenv),
+            (ReportKind::Junit, &artifacts.junit),
+        ] {
+            if paths.is_empty() {
+                continue;
+            }
+            outputs.push(pb::OutputUpload {
+                url: format!("{base}{}", urls::report(rec.id, kind, &job.name, &rec.token)?),
+                paths: paths.iter().map(|p| format!("{project}/{p}")).collect(),
+                exclude: Vec::new(),
+                when: pb::output_upload::When::Always as i32,
+                name: kind.output_name().into(),
+            });
+        }
+    }
     let job_id = rec.id * 1000 + i as u64 + 1;
     let mut env: HashMap<String, String> = job.environment(job_id).into_iter().collect();
+    // Dotenv variables of the jobs it downloads artifacts from: above the
+    // file's variables, below the pipeline's (GitLab's precedence).
+    env.extend(rec.dotenv_for(i));
     env.remove("CI_PROJECT_DIR");
     // The project directory is under the sandbox, wherever the agent
     // put it; the script starts there.
