@@ -5,6 +5,7 @@
 //! and environments recorded by `berth ci serve` (`berth ci environments`,
 //! `environments stop`).
 
+use berth_tests::dev::BerthDev;
 use berth_tests::{ChildProcess, free_port};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -166,37 +167,13 @@ fn lint_checks_coverage_and_on_stop() {
     assert!(!out.contains("not supported"), "{out}");
 }
 
-/// `berth dev` and `berth ci serve` next to it, with their data in `dir`.
-fn start_ci_daemon(dir: &Path) -> (ChildProcess, ChildProcess, String) {
-    let master = format!("127.0.0.1:{}", free_port());
-    let agent = format!("127.0.0.1:{}", free_port());
-    let dev = ChildProcess(
-        Command::new(BERTH)
-            .args(["dev", "--listen", &master, "--agent-listen", &agent])
-            .args([
-                "--service-listen",
-                "127.0.0.1:0",
-                "--router-admin",
-                "127.0.0.1:0",
-                "--jobs-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-            .arg("--kill-tasks-on-shutdown")
-            .arg("--data-dir")
-            .arg(dir.join("dev"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth dev starts"),
-    );
-    wait_for(30, "berth dev", || {
-        berth(&["framework", "list", "--master", &master]).0 == Some(0)
-    });
+/// `berth dev` and `berth ci serve` next to it, its data in `dir`.
+fn start_ci_daemon(dir: &Path) -> (BerthDev, ChildProcess, String) {
+    let dev = BerthDev::start(BERTH, "cpus:4;mem:4096;disk:10000", None);
     let server = format!("http://127.0.0.1:{}", free_port());
     let serve = ChildProcess(
         Command::new(BERTH)
-            .args(["ci", "serve", "--master", &master])
+            .args(["ci", "serve", "--master", &dev.master])
             .arg("--listen")
             .arg(server.trim_start_matches("http://"))
             .arg("--data-dir")

@@ -238,3 +238,98 @@ pub async fn stop_environment(
     .map_err(ApiError::from)?;
     api::pipeline(handle, rec.id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::exec::runner::tests::record;
+    use crate::exec::state::JobEnd;
+
+    const YAML: &str = "stages: [deploy, cleanup]
+deploy:
+  stage: deploy
+  script: [x]
+  environment: {name: review/$CI_COMMIT_REF_SLUG, url: http://r.invalid, on_stop: stop}
+stop:
+  stage: cleanup
+  when: manual
+  script: [x]
+  environment: {name: review/$CI_COMMIT_REF_SLUG, action: stop}
+check:
+  stage: cleanup
+  script: [x]
+  environment: {name: review/$CI_COMMIT_REF_SLUG, action: verify}
+";
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn run(rec: &mut PipelineRecord, job: &str, end: JobEnd, t: u64) {
+        let i = rec
+            .plan
+            .jobs
+            .iter()
+            .position(|j| j.name == job)
+            .expect("job");
+        if rec.state.job(i).is_some_and(|j| j.status == JobStatus::Manual) {
+            rec.state.play(i).expect("plays");
+        }
+        rec.state.started(i, "task", at(t)).expect("starts");
+        rec.state.finished(i, end, at(t + 1)).expect("ends");
+        rec.state.advance(at(t + 1));
+    }
+
+    #[test]
+    fn a_successful_deployment_then_its_stop_job() {
+        let mut rec = record(YAML);
+        assert!(environments([&rec]).is_empty());
+        run(&mut rec, "deploy", JobEnd::success(), 10);
+        let envs = environments([&rec]);
+        assert_eq!(envs.len(), 1);
+        let env = &envs[0];
+        // The name is expanded.
+        assert_eq!(env.name, "review/feature");
+        assert_eq!(env.state, "available");
+        assert_eq!(env.stop_job.as_deref(), Some("stop"));
+        let d = env.last_deployment.as_ref().expect("deployed");
+        assert_eq!((d.pipeline, d.job.as_str()), (1, "deploy"));
+        assert_eq!(d.finished_ms, 11_000);
+        assert_eq!(d.url.as_deref(), Some("http://r.invalid"));
+
+        run(&mut rec, "stop", JobEnd::success(), 20);
+        let envs = environments([&rec]);
+        assert_eq!(envs[0].state, "stopped");
+        assert_eq!(envs[0].stopped_by.as_ref().map(|d| d.job.as_str()), Some("stop"));
+
+        // A newer deployment (another pipeline) makes it available again.
+        let mut newer = record(YAML);
+        newer.id = 2;
+        run(&mut newer, "deploy", JobEnd::success(), 30);
+        let envs = environments([&rec, &newer]);
+        assert_eq!(envs.len(), 1);
+        assert_eq!(envs[0].state, "available");
+        assert_eq!(envs[0].last_deployment.as_ref().map(|d| d.pipeline), Some(2));
+        assert!(envs[0].stopped_by.is_none());
+
+        // Another project's environment of the same name is its own.
+        let mut other = record(YAML);
+        other.repository = "/src/other".into();
+        run(&mut other, "deploy", JobEnd::success(), 40);
+        assert_eq!(environments([&rec, &newer, &other]).len(), 2);
+    }
+
+    #[test]
+    fn failed_and_verify_jobs_deploy_nothing() {
+        let mut rec = record(YAML);
+        run(&mut rec, "deploy", JobEnd::script_failure(1), 10);
+        assert!(environments([&rec]).is_empty());
+        let mut rec = record(YAML);
+        run(&mut rec, "deploy", JobEnd::success(), 10);
+        run(&mut rec, "check", JobEnd::success(), 20);
+        let envs = environments([&rec]);
+        assert_eq!(envs[0].last_deployment.as_ref().map(|d| d.job.as_str()), Some("deploy"));
+    }
+}

@@ -195,3 +195,150 @@ fn tail(path: &Path, max: u64) -> std::io::Result<String> {
     file.take(max).read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::exec::runner::tests::record;
+
+    const YAML: &str = "stages: [build, test]
+build:
+  stage: build
+  script: [x]
+  coverage: '/TOTAL.*\\s+(\\d+%)$/'
+  artifacts:
+    reports:
+      dotenv: build.env
+      junit: out/*.xml
+other:
+  stage: build
+  script: [x]
+test:
+  stage: test
+  variables: {VERSION: yaml, KEEP: yaml}
+  script: [x]
+alone:
+  stage: test
+  needs: [other]
+  script: [x]
+";
+
+    fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, *data)
+                .expect("append");
+        }
+        builder
+            .into_inner()
+            .expect("tar")
+            .finish()
+            .expect("gzip")
+    }
+
+    fn ok(name: &str) -> pb::OutputResult {
+        pb::OutputResult {
+            name: name.into(),
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn uploaded_reports_are_read_and_passed_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = FileStore::new(dir.path(), 1 << 20).expect("store");
+        let mut rec = record(YAML);
+        let dotenv = files.report(1, ReportKind::Dotenv, "build").expect("path");
+        std::fs::create_dir_all(dotenv.parent().expect("dir")).expect("mkdir");
+        std::fs::write(
+            &dotenv,
+            tar_gz(&[("demo/build.env", b"VERSION=1.2.3\nbad line\n")]),
+        )
+        .expect("write");
+        let junit = files.report(1, ReportKind::Junit, "build").expect("path");
+        std::fs::create_dir_all(junit.parent().expect("dir")).expect("mkdir");
+        std::fs::write(
+            &junit,
+            tar_gz(&[
+                (
+                    "demo/out/a.xml",
+                    b"<testsuite><testcase name='a'/><testcase name='b'><failure message='no'/></testcase></testsuite>",
+                ),
+                ("demo/out/b.xml", b"<testsuite><testcase"),
+            ]),
+        )
+        .expect("write");
+        let outputs = [ok("reports:dotenv"), ok("reports:junit")];
+        let reports = read_reports(&files, &rec, 0, 1, &outputs).expect("reports");
+        assert_eq!(reports.attempt, 1);
+        assert_eq!(reports.dotenv, BTreeMap::from([("VERSION".into(), "1.2.3".into())]));
+        let tests = reports.tests.as_ref().expect("tests");
+        assert_eq!((tests.total, tests.passed, tests.failed), (2, 1, 1));
+        assert_eq!(reports.notices.len(), 2, "{:?}", reports.notices);
+        assert!(reports.notices[0].contains("build.env line 2"));
+        assert!(reports.notices[1].contains("out/b.xml"));
+        // Read once: the uploads are gone.
+        assert!(!dotenv.exists() && !junit.exists());
+
+        rec.reports.insert(0, reports);
+        // A later stage gets it, over its own YAML variable; a job that
+        // needs another job only does not.
+        let test = rec.plan.jobs.iter().position(|j| j.name == "test").expect("test");
+        let alone = rec.plan.jobs.iter().position(|j| j.name == "alone").expect("alone");
+        assert_eq!(rec.dotenv_for(test)["VERSION"], "1.2.3");
+        assert!(rec.dotenv_for(alone).is_empty());
+        // Pipeline variables win over dotenv ones.
+        rec.pipeline_variables = vec!["VERSION".into()];
+        assert!(rec.dotenv_for(test).is_empty());
+    }
+
+    #[test]
+    fn missing_uploads_are_notices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = FileStore::new(dir.path(), 1 << 20).expect("store");
+        let rec = record(YAML);
+        let outputs = [pb::OutputResult {
+            name: "reports:dotenv".into(),
+            ok: false,
+            error: "no files matched".into(),
+            ..Default::default()
+        }];
+        let reports = read_reports(&files, &rec, 0, 1, &outputs).expect("reports");
+        assert!(reports.dotenv.is_empty() && reports.tests.is_none());
+        assert!(reports.notices[0].contains("build.env: no files matched"), "{:?}", reports.notices);
+        assert!(reports.notices[1].contains("reports:junit: nothing read"));
+    }
+
+    #[test]
+    fn coverage_is_searched_once_the_attempt_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rec = record(YAML);
+        let path = PipelineRecord::log_path(dir.path(), 1, 0, 1);
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, "TOTAL 1 2 50%\nTOTAL 3 4 83%\n").expect("write");
+        // Not started: nothing to search.
+        assert!(!search_coverage(&mut rec, dir.path(), 0, 1, 1 << 20));
+        let t = std::time::SystemTime::UNIX_EPOCH;
+        rec.state.started(0, "task", t).expect("starts");
+        assert!(!search_coverage(&mut rec, dir.path(), 0, 1, 1 << 20));
+        rec.state
+            .finished(0, crate::exec::state::JobEnd::success(), t)
+            .expect("ends");
+        assert!(search_coverage(&mut rec, dir.path(), 0, 1, 1 << 20));
+        assert_eq!(rec.reports[&0].coverage, Some(83.0));
+        assert!(rec.reports[&0].coverage_searched);
+        // Once.
+        assert!(!search_coverage(&mut rec, dir.path(), 0, 1, 1 << 20));
+    }
+}
