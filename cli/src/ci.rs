@@ -132,11 +132,35 @@ pub(crate) enum CiCommand {
         #[command(flatten)]
         server: crate::ci_client::ServerOpts,
     },
+    /// Environments and their last successful deployments, per project
+    /// (name, state available/stopped, pipeline, job, ref, commit, when,
+    /// URL); `environments stop NAME` plays the stop job (`on_stop`) of
+    /// the last deployment.
+    Environments {
+        #[command(subcommand)]
+        command: Option<EnvironmentCommand>,
+        #[command(flatten)]
+        server: crate::ci_client::ServerOpts,
+    },
     /// Registered repositories: the CI framework polls their branches (and
     /// takes push webhooks) and runs a pipeline for every new commit.
     Repo {
         #[command(subcommand)]
         command: RepoCommand,
+    },
+}
+
+/// `berth ci environments` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EnvironmentCommand {
+    /// Stop an environment: play (or run again) the `on_stop` job of its
+    /// last deployment, in that deployment's pipeline.
+    Stop {
+        /// The environment's name.
+        name: String,
+        /// Its project's name, when several projects have the name.
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -309,6 +333,12 @@ pub(crate) async fn run(command: CiCommand) -> ExitCode {
             before,
             server,
         } => report(crate::ci_client::list(&server, limit, before).await),
+        CiCommand::Environments { command, server } => match command {
+            None => report(crate::ci_reports::environments(&server).await),
+            Some(EnvironmentCommand::Stop { name, project }) => report(
+                crate::ci_reports::stop_environment(&server, &name, project.as_deref()).await,
+            ),
+        },
         CiCommand::Show { id, server } => {
             report(crate::ci_client::pipeline_action(&server, id, None).await)
         }

@@ -111,7 +111,7 @@ pub(crate) struct ServerOpts {
     server: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// How long `berth ci serve` waits, after SIGTERM or Ctrl-C, for open
@@ -347,6 +347,9 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
         "{}",
         crate::table::render(&["JOB", "STAGE", "STATUS", "ATTEMPTS", "WHY"], &rows)
     )?;
+    for line in crate::ci_reports::report_lines(view) {
+        outln!("{line}")?;
+    }
     Ok(())
 }
 

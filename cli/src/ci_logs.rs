@@ -464,6 +464,11 @@ mod tests {
             log_expired: false,
             manual: false,
             waiting_for_resource: false,
+            tests: None,
+            coverage: None,
+            dotenv: Vec::new(),
+            report_notices: Vec::new(),
+            environment: None,
         };
         assert_eq!(pick(&job("running", 2), true), Pick::Attempt(2));
         assert_eq!(pick(&job("failed", 1), true), Pick::Attempt(1));

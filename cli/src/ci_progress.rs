@@ -519,6 +519,8 @@ mod tests {
             waiting_for_resource: vec![true],
             attempt_agents: Default::default(),
             expired: Default::default(),
+            reports: Default::default(),
+            pipeline_variables: Vec::new(),
         };
         let mut progress = Progress::new(Mode {
             bars: false,

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use berth_ci::exec::api::PipelineView;
 use berth_ci::exec::runner::{self, PipelineRecord, RunnerConfig, Submission};
 use berth_ci::exec::state::{JobStatus, PipelineStatus};
 use berth_ci::exec::{log, source};
@@ -343,6 +344,16 @@ async fn follow(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), collected).await;
+    // Coverage is searched in a job's whole log, just after it is stored.
+    let record = match tokio::time::timeout(
+        Duration::from_secs(5),
+        coverage_searched(handle, id),
+    )
+    .await
+    {
+        Ok(Ok(Some(newer))) => newer,
+        _ => record,
+    };
     for (i, (node, job)) in record
         .state
         .nodes()
@@ -361,8 +372,49 @@ async fn follow(
     } else {
         ""
     };
+    let reports = crate::ci_reports::report_lines(&PipelineView::of(&record));
+    if !reports.is_empty() {
+        let _ = outln!();
+        for line in reports {
+            let _ = outln!("{line}");
+        }
+    }
     let _ = outln!("\npipeline #{id}: {status}{warnings}");
     Ok(status == PipelineStatus::Success)
+}
+
+/// The pipeline once the coverage of every ended job with `coverage:` was
+/// searched in its log.
+async fn coverage_searched(
+    handle: &runner::RunnerHandle,
+    id: u64,
+) -> anyhow::Result<Option<std::sync::Arc<PipelineRecord>>> {
+    loop {
+        let Some(record) = handle.get(id).await? else {
+            return Ok(None);
+        };
+        let waiting = record
+            .plan
+            .jobs
+            .iter()
+            .zip(record.state.jobs())
+            .enumerate()
+            .any(|(i, (planned, job))| {
+                let attempts = job.attempts.len();
+                let launched = job.attempts.last().is_some_and(|a| !a.task_id.is_empty());
+                planned.coverage.is_some()
+                    && launched
+                    && job.status.is_finished()
+                    && !record
+                        .reports
+                        .get(&i)
+                        .is_some_and(|r| r.attempt == attempts && r.coverage_searched)
+            });
+        if !waiting {
+            return Ok(Some(record));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Prints a job's stored log, cut at `--max-log-bytes` with a line that

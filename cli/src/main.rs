@@ -15,6 +15,7 @@ mod ci;
 mod ci_client;
 mod ci_logs;
 mod ci_progress;
+mod ci_reports;
 mod ci_repo;
 mod ci_run;
 mod client;

@@ -13,7 +13,7 @@
 //! `DEFAULT_KEYS`, the global keywords of `GLOBAL_KEYS`, `workflow:rules`,
 //! YAML anchors, `<<` and `!reference`. Among the sub-keywords:
 //! `artifacts` (`paths`, `exclude`, `expire_in`, `when`, `name`,
-//! `reports:junit`), `cache` (`key`, `key:files`, `paths`, `policy`,
+//! `reports:junit`, `reports:dotenv`), `cache` (`key`, `key:files`, `paths`, `policy`,
 //! `when`; up to 4 caches), `rules` (`if`, `changes`, `exists`, `when`,
 //! `allow_failure`, `variables`, `start_in`), `allow_failure:exit_codes`,
 //! `retry` (`max`, `when`, `exit_codes`) and `parallel:matrix`.
@@ -25,7 +25,7 @@
 //! ignored rather than refused, so an unchanged file still runs:
 //! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `services`,
 //! the `spec` header,
-//! `artifacts:untracked` and report types other than `junit`.
+//! `artifacts:untracked` and report types other than `junit` and `dotenv`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -38,6 +38,8 @@ use crate::model::{
 };
 use crate::vars::{is_name, parse_duration};
 use crate::yaml::{self, Key, Kind, Limits, Node};
+
+mod reports;
 
 /// Limits applied while parsing, so a hostile file is refused quickly.
 #[derive(Debug, Clone, Copy)]
@@ -213,6 +215,7 @@ const JOB_KEYS: &[&str] = &[
     "interruptible",
     "resource_group",
     "extends",
+    "coverage",
 ];
 
 /// Keywords GitLab knows that berth does not support (warned, ignored).
@@ -236,7 +239,6 @@ const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
         "inherit",
         "`inherit` is not supported: the job inherits every `default` and global variable",
     ),
-    ("coverage", "`coverage` is not supported and is ignored"),
     (
         "pages",
         "`pages` publishing is not supported and is ignored",
@@ -1305,6 +1307,8 @@ fn parse_artifacts(cx: &mut Ctx, node: &Node) -> Option<Artifacts> {
                 for (rk, rv) in expect_map(cx, v, "`artifacts:reports`").unwrap_or_default() {
                     if rk.name == "junit" {
                         a.junit = one_or_list(cx, rv, "reports:junit").unwrap_or_default();
+                    } else if rk.name == "dotenv" {
+                        a.dotenv = one_or_list(cx, rv, "reports:dotenv").unwrap_or_default();
                     } else {
                         cx.warn(
                             rk.pos,
@@ -1590,11 +1594,17 @@ fn parse_environment(cx: &mut Ctx, node: &Node) -> Option<Environment> {
                     );
                 }
             }
-            "on_stop" | "auto_stop_in" | "deployment_tier" | "kubernetes" => cx.warn(
+            "on_stop" => env.on_stop = scalar(cx, v, "`environment:on_stop`"),
+            "auto_stop_in" | "deployment_tier" | "kubernetes" => cx.warn(
                 k.pos,
                 format!("`environment:{}` is not supported and is ignored", k.name),
             ),
-            _ => unknown_key(cx, k, &["name", "url", "action"], "`environment`"),
+            _ => unknown_key(
+                cx,
+                k,
+                &["name", "url", "action", "on_stop"],
+                "`environment`",
+            ),
         }
     }
     if env.name.is_empty() {
@@ -1745,6 +1755,7 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
                 job.interruptible = bool_value(cx, v, "interruptible").unwrap_or(false)
             }
             "resource_group" => job.resource_group = scalar(cx, v, "`resource_group`"),
+            "coverage" => job.coverage = reports::parse_coverage(cx, v),
             "extends" => {}
             other => {
                 if let Some((_, why)) = UNSUPPORTED_JOB_KEYS.iter().find(|(n, _)| *n == other) {
@@ -1901,6 +1912,7 @@ fn check_jobs(cx: &mut Ctx, stages: &[String], jobs: &[JobSpec], defined: &HashS
             }
         }
     }
+    reports::check_on_stop(cx, jobs);
     // Cycles among needs (same-stage needs can form one).
     let index: HashMap<&str, &JobSpec> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
     let mut state: HashMap<&str, u8> = HashMap::new(); // 1 visiting, 2 done

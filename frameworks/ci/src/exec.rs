@@ -238,6 +238,7 @@
 
 pub mod api;
 pub mod collect;
+pub mod environments;
 pub mod expiry;
 pub mod files;
 pub mod git;
@@ -246,6 +247,7 @@ pub mod log;
 pub mod record;
 /// The masker lives in `berth-proto`: agents mask task output with it too.
 pub use berth_proto::mask;
+mod reports;
 pub mod repos;
 pub mod resource_group;
 pub mod runner;

@@ -19,11 +19,15 @@
 //! - [`render_script`] turns a [`PlannedJob`] into the `sh` script its task
 //!   runs.
 //!
+//! [`reports`] parses what jobs report: dotenv variables, JUnit test
+//! results, coverage.
+//!
 //! The [`exec`] module runs plans: the state machine of a pipeline's jobs,
 //! the source archive of a commit, the files the agents fetch and upload,
 //! masking of secrets in logs, and the durable state.
 
 pub mod exec;
+pub mod reports;
 
 mod config;
 mod diag;

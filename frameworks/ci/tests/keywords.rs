@@ -830,7 +830,6 @@ pages:
     let w = warnings(text);
     for (pos, word) in [
         ("5:3", "service"),
-        ("6:3", "coverage"),
         ("7:3", "release"),
         ("8:3", "secrets"),
         ("9:3", "id_tokens"),
@@ -845,9 +844,12 @@ pages:
             "no warning {pos} {word} in {w:#?}"
         );
     }
+    // `coverage` is supported.
+    assert!(!w.iter().any(|w| w.contains("coverage")), "{w:#?}");
     // The trigger job is skipped.
     let p = plan(text, &push_main());
     assert_eq!(names(&p), ["job", "pages"]);
+    assert_eq!(job(&p, "job").coverage.as_deref(), Some(r"/\d+%/"));
 }
 
 #[test]
@@ -889,4 +891,48 @@ fn variable_reference_cycles_and_long_chains_terminate() {
     assert_eq!(v["B"], "x");
     assert_eq!(v["V1999"], "end");
     assert!(v["V0"].starts_with('$') || v["V0"] == "end");
+}
+
+#[test]
+fn reports_dotenv_coverage_and_on_stop_are_parsed_and_checked() {
+    let text = "build:\n  script: x\n  coverage: '/TOTAL (\\d+%)/'\n  artifacts:\n    reports:\n      dotenv: [build.env, more.env]\n      junit: out.xml\ndeploy:\n  script: x\n  environment: {name: review, on_stop: stop_review}\nstop_review:\n  script: x\n  when: manual\n  environment: {name: review, action: stop}\n";
+    let w = warnings(text);
+    assert!(w.is_empty(), "{w:#?}");
+    let p = plan(text, &push_main());
+    let a = job(&p, "build").artifacts.clone().unwrap();
+    assert_eq!(a.dotenv, ["build.env", "more.env"]);
+    assert_eq!(a.junit, ["out.xml"]);
+    assert_eq!(job(&p, "build").coverage.as_deref(), Some(r"/TOTAL (\d+%)/"));
+    let env = job(&p, "deploy").environment.clone().unwrap();
+    assert_eq!(env.on_stop.as_deref(), Some("stop_review"));
+
+    for (bad, why) in [
+        (
+            "a:\n  script: x\n  coverage: 'TOTAL'\n",
+            "3:13: error: `coverage` must be a regular expression between slashes",
+        ),
+        (
+            "a:\n  script: x\n  coverage: '/(unclosed/'\n",
+            "3:13: error: `coverage` \"/(unclosed/\" is not a valid regular expression",
+        ),
+        (
+            "a:\n  script: x\n  environment: {name: r, on_stop: nope}\n",
+            "names `nope`, which is not a job",
+        ),
+        (
+            "a:\n  script: x\n  environment: {name: r, on_stop: b}\nb:\n  script: x\n",
+            "but has no `environment`",
+        ),
+        (
+            "a:\n  script: x\n  environment: {name: r, on_stop: b}\nb:\n  script: x\n  environment: r\n",
+            "is `start`, not `stop`",
+        ),
+        (
+            "a:\n  script: x\n  environment: {name: r, on_stop: b}\nb:\n  script: x\n  environment: {name: s, action: stop}\n",
+            "but stops the environment `s`",
+        ),
+    ] {
+        let shown = errors(bad);
+        assert!(shown.iter().any(|d| d.contains(why)), "{bad}: {shown:#?}");
+    }
 }

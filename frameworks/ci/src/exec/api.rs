@@ -12,6 +12,8 @@
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?offset=N` | the job's latest log (masked), from byte N; header `x-berth-job-finished: true` once the job has ended and its whole log is stored |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?full=true` | the whole log, however long |
 //! | `GET /ci/v1/pipelines/{id}/jobs/{job}/log?attempt=N` | the log of attempt N (from 1) instead of the latest |
+//! | `GET /ci/v1/environments` | every project's environments: state, last deployment, stop job ([`super::environments`]) |
+//! | `POST /ci/v1/environments/{name}/stop?project=P` | play (or run again) the environment's stop job; `project` when several projects have the name |
 //!
 //! A log longer than the runner's `max_log_bytes` stops there, followed by
 //! one line saying where it was cut and that `?full=true` has all of it
@@ -66,6 +68,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::repos::{HookOutcome, NewRepo, RepoError, RepoView, Repos};
+use crate::reports::TestSummary;
 use super::runner::{
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, PipelineRecord, RunError, RunnerHandle, Submission,
 };
@@ -133,7 +136,7 @@ pub struct PipelineSummary {
 }
 
 /// One job of a pipeline.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct JobView {
     /// The job's name.
     pub name: String,
@@ -171,10 +174,39 @@ pub struct JobView {
     /// says `waiting_for_resource` too).
     #[serde(default)]
     pub waiting_for_resource: bool,
+    /// Its `reports:junit` results (latest attempt).
+    #[serde(default)]
+    pub tests: Option<TestSummary>,
+    /// Its `coverage:` percentage (latest attempt).
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    /// The names of the dotenv variables it passes on.
+    #[serde(default)]
+    pub dotenv: Vec<String>,
+    /// What went wrong reading its reports (bad dotenv lines, broken
+    /// JUnit files, files not found).
+    #[serde(default)]
+    pub report_notices: Vec<String>,
+    /// Its deployment environment.
+    #[serde(default)]
+    pub environment: Option<JobEnvironment>,
+}
+
+/// A job's `environment`, as planned (variables expanded).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct JobEnvironment {
+    /// The environment's name.
+    pub name: String,
+    /// Its URL.
+    pub url: Option<String>,
+    /// `start`, `prepare`, `stop`, `verify` or `access`.
+    pub action: String,
+    /// The job that stops it.
+    pub on_stop: Option<String>,
 }
 
 /// A pipeline with its jobs.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct PipelineView {
     /// The summary.
     #[serde(flatten)]
@@ -183,6 +215,12 @@ pub struct PipelineView {
     pub stages: Vec<String>,
     /// Its jobs, in plan order.
     pub jobs: Vec<JobView>,
+    /// Its jobs' test results, summed.
+    #[serde(default)]
+    pub tests: Option<TestSummary>,
+    /// The average coverage of its jobs that have one.
+    #[serde(default)]
+    pub coverage: Option<f64>,
 }
 
 impl PipelineSummary {
@@ -223,6 +261,11 @@ impl PipelineView {
                     state.status.as_str()
                 };
                 let attempts = state.attempts.len();
+                // Reports of an earlier attempt are not this one's.
+                let reports = rec
+                    .reports
+                    .get(&i)
+                    .filter(|r| r.attempt == attempts && attempts > 0);
                 JobView {
                     name: planned.name.clone(),
                     stage: planned.stage.clone(),
@@ -238,13 +281,29 @@ impl PipelineView {
                     log_expired: rec.expired.log_expired(i, attempts),
                     manual: planned.when == crate::When::Manual,
                     waiting_for_resource: waiting,
+                    tests: reports.and_then(|r| r.tests.clone()),
+                    coverage: reports.and_then(|r| r.coverage),
+                    dotenv: reports
+                        .map(|r| r.dotenv.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    report_notices: reports.map(|r| r.notices.clone()).unwrap_or_default(),
+                    environment: planned.environment.as_ref().map(|e| JobEnvironment {
+                        name: e.name.clone(),
+                        url: e.url.clone(),
+                        action: e.action.clone(),
+                        on_stop: e.on_stop.clone(),
+                    }),
                 }
             })
-            .collect();
+            .collect::<Vec<JobView>>();
+        let tests = crate::reports::pipeline_tests(jobs.iter().filter_map(|j| j.tests.as_ref()));
+        let coverage = crate::reports::pipeline_coverage(jobs.iter().filter_map(|j| j.coverage));
         PipelineView {
             summary: PipelineSummary::of(rec),
             stages: rec.plan.stages.clone(),
             jobs,
+            tests,
+            coverage,
         }
     }
 }
@@ -293,7 +352,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
         ApiError {
             kind,
             message: message.into(),
@@ -353,6 +412,8 @@ pub fn router(handle: RunnerHandle) -> Router {
         .route("/ci/v1/pipelines/{id}/jobs/{job}/play", post(play))
         .route("/ci/v1/pipelines/{id}/jobs/{job}/retry", post(retry_one))
         .route("/ci/v1/pipelines/{id}/jobs/{job}/log", get(log))
+        .route("/ci/v1/environments", get(environments))
+        .route("/ci/v1/environments/{name}/stop", post(stop_environment))
         .with_state(handle)
 }
 
@@ -734,6 +795,29 @@ async fn retry_one(
     JsonPath((id, job)): JsonPath<(u64, String)>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(retry_job(&handle, id, &job).await?))
+}
+
+async fn environments(
+    State(handle): State<RunnerHandle>,
+) -> Result<Json<Vec<super::environments::EnvironmentView>>, ApiError> {
+    super::environments::list_environments(&handle)
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StopQuery {
+    project: Option<String>,
+}
+
+async fn stop_environment(
+    State(handle): State<RunnerHandle>,
+    JsonPath(name): JsonPath<String>,
+    JsonQuery(query): JsonQuery<StopQuery>,
+) -> Result<Json<PipelineView>, ApiError> {
+    super::environments::stop_environment(&handle, &name, query.project.as_deref())
+        .await
+        .map(Json)
 }
 
 async fn play(

@@ -7,6 +7,8 @@
 //! sources/<pipeline>.tar.gz            the commit's files (until it expires)
 //! artifacts/<pipeline>/<job>.tar.gz    a job's artifacts (latest attempt)
 //! caches/<project hash>/<key>.tar.gz   a cache, per project and key
+//! reports/<pipeline>/<kind>/<job>.tar.gz  a job's dotenv or JUnit reports,
+//!                                      until the runner has read them
 //! ```
 //!
 //! A cache belongs to a project: its directory is the SHA-256 (hex) of the
@@ -103,7 +105,7 @@ impl FileStore {
     /// refused.
     pub fn new(root: impl Into<PathBuf>, max_upload: u64) -> std::io::Result<FileStore> {
         let root = root.into();
-        for dir in ["sources", "artifacts", "caches", "tmp"] {
+        for dir in ["sources", "artifacts", "caches", "reports", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
         Ok(FileStore { root, max_upload })
@@ -120,6 +122,16 @@ impl FileStore {
             .root
             .join("artifacts")
             .join(pipeline.to_string())
+            .join(format!("{}.tar.gz", file_name("a job name", job)?)))
+    }
+
+    /// A job's uploaded reports of one kind.
+    pub fn report(&self, pipeline: u64, kind: ReportKind, job: &str) -> Result<PathBuf, NameError> {
+        Ok(self
+            .root
+            .join("reports")
+            .join(pipeline.to_string())
+            .join(kind.as_str())
             .join(format!("{}.tar.gz", file_name("a job name", job)?)))
     }
 
@@ -145,11 +157,14 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match std::fs::remove_dir_all(self.root.join("artifacts").join(pipeline.to_string())) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        for dir in ["artifacts", "reports"] {
+            match std::fs::remove_dir_all(self.root.join(dir).join(pipeline.to_string())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     /// A temporary file next to the others (same file system, so a rename
@@ -161,9 +176,59 @@ impl FileStore {
     }
 }
 
+/// The kinds of report a job uploads for the runner to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// `artifacts:reports:dotenv`.
+    Dotenv,
+    /// `artifacts:reports:junit`.
+    Junit,
+}
+
+impl ReportKind {
+    /// Its name in URLs and paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dotenv => "dotenv",
+            Self::Junit => "junit",
+        }
+    }
+
+    /// The kind a URL segment names.
+    pub fn parse(s: &str) -> Option<ReportKind> {
+        match s {
+            "dotenv" => Some(Self::Dotenv),
+            "junit" => Some(Self::Junit),
+            _ => None,
+        }
+    }
+
+    /// The name of its upload (in the task's outputs and the agent's log).
+    pub fn output_name(self) -> &'static str {
+        match self {
+            Self::Dotenv => "reports:dotenv",
+            Self::Junit => "reports:junit",
+        }
+    }
+}
+
 /// The URL paths, relative to the framework's HTTP address.
 pub mod urls {
-    use super::{NameError, file_name};
+    use super::{NameError, ReportKind, file_name};
+
+    /// A job's reports of one kind (upload only).
+    pub fn report(
+        pipeline: u64,
+        kind: ReportKind,
+        job: &str,
+        token: &str,
+    ) -> Result<String, NameError> {
+        Ok(format!(
+            "/ci/v1/files/reports/{pipeline}/{}/{}?token={token}",
+            kind.as_str(),
+            file_name("a job name", job)?
+        ))
+    }
 
     /// The source archive.
     pub fn source(pipeline: u64, token: &str) -> String {
@@ -205,6 +270,10 @@ pub fn router(store: FileStore, access: Arc<dyn Access>) -> Router {
         .route(
             "/ci/v1/files/artifacts/{pipeline}/{job}",
             get(get_artifacts).put(put_artifacts),
+        )
+        .route(
+            "/ci/v1/files/reports/{pipeline}/{kind}/{job}",
+            axum::routing::put(put_report),
         )
         .route(
             "/ci/v1/files/caches/{pipeline}/{key}",
@@ -377,6 +446,32 @@ async fn put_artifacts(
     request: Request,
 ) -> Response {
     match artifacts_path(&files, pipeline, &job, &query) {
+        Ok(path) => receive_file(&files.store, &path, request).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn put_report(
+    State(files): State<Files>,
+    UrlPath((pipeline, kind, job)): UrlPath<(u64, String, String)>,
+    Query(query): Query<TokenQuery>,
+    request: Request,
+) -> Response {
+    let path = (|| {
+        check(&files, pipeline, &query)?;
+        let kind = ReportKind::parse(&kind).ok_or_else(|| {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("no report kind {:?}", crate::reports::cut(&kind, 40)),
+            )
+        })?;
+        let job = name_in_url("a job name", &job)?;
+        files
+            .store
+            .report(pipeline, kind, &job)
+            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
+    })();
+    match path {
         Ok(path) => receive_file(&files.store, &path, request).await,
         Err(r) => r.into_response(),
     }

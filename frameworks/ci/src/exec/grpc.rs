@@ -44,7 +44,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use super::api::{self, ApiError, ErrorKind, JobView, PipelineSummary, PipelineView, Trigger};
+use super::environments::{self, Deployment, EnvironmentView};
 use super::runner::RunnerHandle;
+use crate::reports::TestSummary;
 
 /// Largest piece of a log in one `JobLogChunk`.
 pub const CHUNK: u64 = 64 * 1024;
@@ -140,6 +142,58 @@ fn job_message(j: &JobView) -> pb::Job {
         resource_group: j.resource_group.clone(),
         artifacts_expired: j.artifacts_expired,
         log_expired: j.log_expired,
+        tests: j.tests.as_ref().map(tests_message),
+        coverage: j.coverage,
+        dotenv: j.dotenv.clone(),
+        report_notices: j.report_notices.clone(),
+        environment: j.environment.as_ref().map(|e| pb::JobEnvironment {
+            name: e.name.clone(),
+            url: e.url.clone(),
+            action: e.action.clone(),
+            on_stop: e.on_stop.clone(),
+        }),
+    }
+}
+
+fn tests_message(t: &TestSummary) -> pb::TestSummary {
+    pb::TestSummary {
+        total: t.total,
+        passed: t.passed,
+        failed: t.failed,
+        errored: t.errored,
+        skipped: t.skipped,
+        failures: t
+            .failures
+            .iter()
+            .map(|f| pb::FailedTest {
+                name: f.name.clone(),
+                message: f.message.clone(),
+                errored: f.errored,
+            })
+            .collect(),
+    }
+}
+
+fn deployment_message(d: &Deployment) -> pb::Deployment {
+    pb::Deployment {
+        pipeline: d.pipeline,
+        job: d.job.clone(),
+        sha: d.sha.clone(),
+        ref_name: d.ref_name.clone(),
+        finished_ms: d.finished_ms,
+        url: d.url.clone(),
+    }
+}
+
+fn environment_message(e: &EnvironmentView) -> pb::EnvironmentInfo {
+    pb::EnvironmentInfo {
+        name: e.name.clone(),
+        project: e.project.clone(),
+        project_key: e.project_key.clone(),
+        state: e.state.clone(),
+        last_deployment: e.last_deployment.as_ref().map(deployment_message),
+        stopped_by: e.stopped_by.as_ref().map(deployment_message),
+        stop_job: e.stop_job.clone(),
     }
 }
 
@@ -150,6 +204,8 @@ pub fn pipeline_message(view: &PipelineView) -> pb::Pipeline {
         summary: Some(summary_message(&view.summary)),
         stages: view.stages.clone(),
         jobs: view.jobs.iter().map(job_message).collect(),
+        tests: view.tests.as_ref().map(tests_message),
+        coverage: view.coverage,
     }
 }
 
@@ -162,6 +218,26 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<pb::JobLogChunk, Status>> + Se
 
 #[tonic::async_trait]
 impl pb::ci_server::Ci for CiService {
+    async fn list_environments(
+        &self,
+        _request: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        let all = environments::list_environments(&self.handle)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListEnvironmentsResponse {
+            environments: all.iter().map(environment_message).collect(),
+        }))
+    }
+
+    async fn stop_environment(
+        &self,
+        request: Request<pb::StopEnvironmentRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let req = request.into_inner();
+        reply(environments::stop_environment(&self.handle, &req.name, req.project.as_deref()).await)
+    }
+
     async fn list_pipelines(
         &self,
         request: Request<pb::ListPipelinesRequest>,
@@ -402,8 +478,15 @@ mod tests {
             log_expired: true,
             manual: false,
             waiting_for_resource: false,
+            tests: None,
+            coverage: Some(83.5),
+            dotenv: vec!["VERSION".into()],
+            report_notices: Vec::new(),
+            environment: None,
         };
         let message = job_message(&view);
+        assert_eq!(message.coverage, Some(83.5));
+        assert_eq!(message.dotenv, ["VERSION"]);
         assert!(message.artifacts_expired);
         assert!(message.log_expired);
         assert_eq!(message.attempts, 2);

@@ -16,6 +16,7 @@ use tracing::warn;
 
 use super::state::{FailureReason, JobEnd, Pipeline, PipelineStatus, StateError};
 use crate::Plan;
+use crate::reports::JobReports;
 
 /// One pipeline as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +73,15 @@ pub struct PipelineRecord {
     /// The artifacts, logs and source the expiry sweep deleted.
     #[serde(default)]
     pub expired: Expired,
+    /// Per job (by index), what its latest attempt reported: dotenv
+    /// variables, test results, coverage (see [`crate::reports`]).
+    #[serde(default)]
+    pub reports: BTreeMap<usize, JobReports>,
+    /// Names of the variables set for the pipeline rather than in the file
+    /// (berth's project and secret variables, `--var`, trigger
+    /// variables): dotenv variables do not replace them, as in GitLab.
+    #[serde(default)]
+    pub pipeline_variables: Vec<String>,
 }
 
 impl PipelineRecord {
@@ -130,6 +140,22 @@ impl PipelineRecord {
         } else {
             String::new()
         }
+    }
+
+    /// The dotenv variables job `i` gets, as GitLab passes them: those of
+    /// the jobs whose artifacts it downloads (its `dependencies`, its
+    /// `needs` with artifacts, or every job of earlier stages), a later
+    /// one's replacing an earlier one's; without the names set for the
+    /// pipeline ([`PipelineRecord::pipeline_variables`]), which win.
+    pub fn dotenv_for(&self, i: usize) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for k in super::expiry::artifact_sources(&self.plan, i) {
+            if let Some(r) = self.reports.get(&k) {
+                out.extend(r.dotenv.iter().map(|(n, v)| (n.clone(), v.clone())));
+            }
+        }
+        out.retain(|name, _| !self.pipeline_variables.contains(name));
+        out
     }
 
     /// The stored log of job `job`'s attempt `attempt` (from 1).

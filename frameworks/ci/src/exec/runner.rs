@@ -51,6 +51,7 @@
 //! change, never through the framework's task.
 
 mod framework;
+mod reports;
 mod requests;
 mod submit;
 

@@ -8,7 +8,7 @@ use berth_sdk::proto as pb;
 use berth_sdk::runtime::Constraint;
 
 use super::expiry;
-use super::files::{NameError, urls};
+use super::files::{NameError, ReportKind, urls};
 use super::record::{PipelineRecord, task_id};
 use crate::script::task_script;
 use crate::{ArtifactsWhen, CachePolicy, CacheWhen, PlannedJob};
@@ -119,12 +119,34 @@ pub(crate) fn task_for(
             name: "artifacts".into(),
         });
     }
+    // Reports go up whatever the job's result, as GitLab's do; the runner
+    // reads them when the job ends (see `super::reports`).
+    if let Some(artifacts) = &job.artifacts {
+        for (kind, paths) in [
+            (ReportKind::Dotenv, &artifacts.dotenv),
+            (ReportKind::Junit, &artifacts.junit),
+        ] {
+            if paths.is_empty() {
+                continue;
+            }
+            outputs.push(pb::OutputUpload {
+                url: format!("{base}{}", urls::report(rec.id, kind, &job.name, &rec.token)?),
+                paths: paths.iter().map(|p| format!("{project}/{p}")).collect(),
+                exclude: Vec::new(),
+                when: pb::output_upload::When::Always as i32,
+                name: kind.output_name().into(),
+            });
+        }
+    }
     let job_id = rec.id * 1000 + i as u64 + 1;
     let mut env: HashMap<String, String> = job.environment(job_id).into_iter().collect();
     let timeout = job.timeout.unwrap_or(defaults.timeout).as_secs();
     env.insert("CI_JOB_TIMEOUT".into(), timeout.to_string());
     env.insert("CI_CONCURRENT_ID".into(), job_id.to_string());
     env.insert("CI_CONCURRENT_PROJECT_ID".into(), job_id.to_string());
+    // Dotenv variables of the jobs it downloads artifacts from: above the
+    // file's variables, below the pipeline's (GitLab's precedence).
+    env.extend(rec.dotenv_for(i));
     // The project directory is under the sandbox, wherever the agent put
     // it: the script's prelude sets the directories (in the variables that
     // use them too) and starts there, in bash where there is one.

@@ -329,15 +329,18 @@ impl CiFramework {
         }
     }
 
-    /// Reaps the log collections that have ended.
-    fn reap_collectors(&mut self) {
+    /// Reaps the log collections that have ended; returns their tasks.
+    fn reap_collectors(&mut self) -> Vec<String> {
+        let mut reaped = Vec::new();
         while let Some(ended) = self.collectors.try_join_next() {
             if let Ok(task) = ended
                 && !self.collecting.contains(&task)
             {
                 self.wakes.remove(&task);
+                reaped.push(task);
             }
         }
+        reaped
     }
 
     /// Collects the log of job `j`'s attempt `attempt` from the agent it
@@ -467,6 +470,10 @@ impl Scheduler for CiFramework {
                     self.follow_log(pipeline, job, attempt);
                 }
                 if changed {
+                    // Before the next jobs' tasks are made: they carry
+                    // its dotenv variables.
+                    self.take_reports(pipeline, job, attempt, &status.outputs)
+                        .await;
                     self.persist(pipeline).await?;
                     self.settle().await?;
                 }
@@ -555,7 +562,8 @@ impl Scheduler for CiFramework {
                     self.settle().await?;
                 }
                 Wake::Tick => {
-                    self.reap_collectors();
+                    let reaped = self.reap_collectors();
+                    self.search_coverage(&reaped).await?;
                     self.settle().await?;
                 }
                 Wake::Sweep => {

@@ -143,6 +143,12 @@ pub(super) fn create_record(
             auto_canceled_by: None,
             waiting_for_resource: Vec::new(),
             expired: expiry::Expired::default(),
+            reports: BTreeMap::new(),
+            pipeline_variables: submission
+                .variables
+                .iter()
+                .map(|v| v.name.clone())
+                .collect(),
         };
         made = Some(rec.clone());
         Some(rec)

@@ -139,6 +139,8 @@ fn pipeline() -> PipelineRecord {
             logs: BTreeMap::from([(0, 1)]),
             source: false,
         },
+        reports: BTreeMap::new(),
+        pipeline_variables: Vec::new(),
     }
 }
 
