@@ -16,12 +16,13 @@
 //! `reports:junit`), `cache` (`key`, `key:files`, `paths`, `policy`,
 //! `when`; up to 4 caches), `rules` (`if`, `changes`, `exists`, `when`,
 //! `allow_failure`, `variables`, `start_in`), `allow_failure:exit_codes`,
-//! `retry` (`max`, `when`, `exit_codes`) and `parallel:matrix`.
+//! `retry` (`max`, `when`, `exit_codes`), `parallel:matrix` and
+//! `services` (see the `services` module).
 //!
 //! Keywords GitLab knows and berth does not support are warned about and
 //! ignored rather than refused, so an unchanged file still runs:
 //! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `include` (its
-//! files are not read), `services`, the `spec` header,
+//! files are not read), the `spec` header,
 //! `artifacts:untracked` and report types other than `junit`.
 
 use std::collections::{HashMap, HashSet};
@@ -31,10 +32,13 @@ use crate::diag::{Diagnostic, Pos, suggest};
 use crate::expr::Expr;
 use crate::model::{
     AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
-    RETRY_REASONS, Retry, Service, Trigger, When,
+    RETRY_REASONS, Retry, Trigger, When,
 };
 use crate::vars::{is_name, parse_duration};
 use crate::yaml::{self, Key, Kind, Limits, Node};
+
+mod services;
+pub(crate) use services::{ServiceSpec, plan_services};
 
 /// Limits applied while parsing, so a hostile file is refused quickly.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +166,7 @@ pub(crate) struct JobSpec {
     pub(crate) environment: Option<Environment>,
     pub(crate) interruptible: bool,
     pub(crate) resource_group: Option<String>,
-    pub(crate) services: Vec<Service>,
+    pub(crate) services: Vec<ServiceSpec>,
     pub(crate) trigger: Option<Trigger>,
     pub(crate) coverage: Option<String>,
 }
@@ -202,15 +206,12 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "interruptible",
     "resource_group",
+    "services",
     "extends",
 ];
 
 /// Keywords GitLab knows that berth does not support (warned, ignored).
 const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
-    (
-        "services",
-        "service containers are not supported; the job runs without them",
-    ),
     (
         "trigger",
         "downstream pipelines (`trigger`) are not supported; the job is skipped",
@@ -254,6 +255,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "interruptible",
     "tags",
+    "services",
 ];
 
 /// Global keywords that are not jobs.
@@ -426,12 +428,11 @@ fn parse_inner(text: &str, options: &ParseOptions, cx: &mut Ctx) -> Option<Confi
                 key.pos,
                 "`include` is not supported yet: the included files are not read",
             ),
-            "services" => cx.warn(key.pos, UNSUPPORTED_JOB_KEYS[0].1),
             "spec" => cx.warn(
                 key.pos,
                 "the `spec` header (inputs) is not supported and is ignored",
             ),
-            "image" | "before_script" | "after_script" | "cache" => {
+            "image" | "services" | "before_script" | "after_script" | "cache" => {
                 global_defaults.push((key.clone(), value.clone()));
             }
             name if name.starts_with('.') => {
@@ -1704,6 +1705,7 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
                 job.interruptible = bool_value(cx, v, "interruptible").unwrap_or(false)
             }
             "resource_group" => job.resource_group = scalar(cx, v, "`resource_group`"),
+            "services" => job.services = services::parse_services(cx, v),
             "extends" => {}
             other => {
                 if let Some((_, why)) = UNSUPPORTED_JOB_KEYS.iter().find(|(n, _)| *n == other) {
@@ -1721,6 +1723,8 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
     if !has_script {
         cx.error(pos, format!("the job `{name}` has no `script`"));
     }
+    let has_image = map.iter().any(|(k, v)| k.name == "image" && !v.is_null());
+    services::check_job(cx, name, pos, &job.services, has_image);
     if job.rules.is_some()
         && let Some((k, _)) = map
             .iter()
