@@ -25,7 +25,7 @@ fn a_good_file_exits_0_with_warnings_listed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join(".gitlab-ci.yml"),
-        "stages: [build, test]\nbuild:\n  stage: build\n  script: make\n  services: [redis]\ntest:\n  stage: test\n  script: make test\n",
+        "stages: [build, test]\nbuild:\n  stage: build\n  script: make\n  release: {tag_name: v1}\ntest:\n  stage: test\n  script: make test\n",
     )
     .unwrap();
     // The default file is .gitlab-ci.yml in the current directory.
@@ -34,7 +34,7 @@ fn a_good_file_exits_0_with_warnings_listed() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(
         text,
-        ".gitlab-ci.yml:5:3: warning: service containers are not supported; the job runs without them\n\
+        ".gitlab-ci.yml:5:3: warning: `release` is not supported and is ignored\n\
          .gitlab-ci.yml: 2 jobs in 2 stages, 0 errors, 1 warning\n"
     );
 }

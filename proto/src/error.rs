@@ -224,6 +224,9 @@ pub enum ContainerInfoError {
         /// The user as given.
         user: String,
     },
+    /// A service container is unusable.
+    #[error("container {0}")]
+    Service(crate::task::services::ServiceError),
 }
 
 /// A task's labels break a limit (see [`crate::task::validate_labels`]).

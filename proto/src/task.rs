@@ -195,8 +195,9 @@ pub fn validate_labels(labels: &[Label]) -> Result<(), LabelError> {
 /// any case; both paths of a volume are absolute, without NUL or ':'
 /// (Docker's bind syntax), the container path has no `..`, is not
 /// [`CONTAINER_SANDBOX`] and is mounted once; the user has no whitespace
-/// or control characters. Whether the host ports are the task's is the
-/// agent's to check, against the task's resources.
+/// or control characters; the service containers as
+/// [`services::validate_services`] says. Whether the host ports are the
+/// task's is the agent's to check, against the task's resources.
 ///
 /// # Errors
 /// A [`ContainerInfoError`] naming the field.
@@ -299,6 +300,7 @@ pub fn validate_container(c: &ContainerInfo) -> Result<(), ContainerInfoError> {
             user: c.user.clone(),
         });
     }
+    services::validate_services(&c.network, &c.services).map_err(E::Service)?;
     Ok(())
 }
 
@@ -404,6 +406,8 @@ fn seconds(field: &'static str, value: f64, min: Duration) -> Result<(), HealthC
     }
     Ok(())
 }
+
+pub mod services;
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,8 @@
 //!   [`DockerContainerizer::connect`] ([`ContainerError::DaemonTimeout`]),
 //!   except the long ones: waiting for an exit, following logs, and pulling
 //!   an image (bounded by [`DockerContainerizer::with_pull_timeout`]).
+//! - Services: a task with service containers gets a network of its own
+//!   with them on it, removed with the task (see `services.rs`).
 //! - Also: `recover` re-adopts this agent's containers, `exec` runs a
 //!   command health check inside a container.
 //!
@@ -76,6 +78,10 @@ use super::{
 use berth_proto::mask::Masker;
 
 use crate::error::ContainerError;
+
+mod services;
+use services::remove_task_services;
+pub use services::{LABEL_SERVICE, LABEL_SERVICES, network_name, service_container_name};
 
 /// Label holding the owner (the agent's unique string) of a container.
 pub const LABEL_OWNER: &str = "berth.owner";
@@ -120,6 +126,8 @@ struct Container {
     /// The watcher and the log follower, stopped when the container is
     /// forgotten or the containerizer dropped.
     tasks: Vec<AbortHandle>,
+    /// Whether the task has service containers (and their network).
+    services: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -320,14 +328,44 @@ impl DockerContainerizer {
             prepare_sandbox(&spec.sandbox).await?;
         }
         self.ensure_image(&container.image).await?;
-        let body = create_body(&spec, container, &self.owner, self.task_bind)?;
+        let mut body = create_body(&spec, container, &self.owner, self.task_bind)?;
+        let network = self.start_services(&spec, container).await?;
+        if let Some(network) = &network {
+            if let Some(host) = body.host_config.as_mut() {
+                host.network_mode = Some(network.clone());
+            }
+            if let Some(labels) = body.labels.as_mut() {
+                labels.insert(
+                    LABEL_SERVICES.to_owned(),
+                    container.services.len().to_string(),
+                );
+            }
+        }
+        let removing_services = || async {
+            if network.is_some() {
+                remove_task_services(
+                    &self.docker,
+                    &self.owner,
+                    &spec.container_id,
+                    self.call_timeout,
+                )
+                .await;
+            }
+        };
         let name = container_name(&spec.container_id);
-        let created = self
+        let created = match self
             .call(self.docker.create_container(
                 Some(CreateContainerOptionsBuilder::new().name(&name).build()),
                 body,
             ))
-            .await?;
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                removing_services().await;
+                return Err(e.into());
+            }
+        };
         for w in &created.warnings {
             tracing::warn!(container = %spec.container_id, warning = %w, "docker warns about the container");
         }
@@ -336,6 +374,7 @@ impl DockerContainerizer {
             .await
         {
             self.remove_quietly(&created.id).await;
+            removing_services().await;
             return Err(e.into());
         }
         self.adopt(
@@ -343,6 +382,7 @@ impl DockerContainerizer {
             created.id.clone(),
             spec.sandbox.clone(),
             &spec.masked_values,
+            network.is_some(),
         );
         tracing::debug!(container = %spec.container_id, docker_id = %created.id, task = %spec.task_id, image = %container.image, "launched");
         Ok(Launched {
@@ -385,8 +425,16 @@ impl DockerContainerizer {
     }
 
     /// Starts the log follower and the exit watcher of a container and
-    /// remembers it.
-    fn adopt(&self, id: &ContainerId, docker_id: String, sandbox: PathBuf, masked: &[String]) {
+    /// remembers it; the watcher removes its services (if it has some)
+    /// once it exits.
+    fn adopt(
+        &self,
+        id: &ContainerId,
+        docker_id: String,
+        sandbox: PathBuf,
+        masked: &[String],
+        services: bool,
+    ) {
         let (tx, rx) = watch::channel(None);
         let follower = tokio::spawn(follow_logs(
             self.docker.clone(),
@@ -404,6 +452,7 @@ impl DockerContainerizer {
             follower,
             tx,
             id.clone(),
+            services.then(|| self.owner.clone()),
         ));
         let old = self.lock().insert(
             id.clone(),
@@ -413,6 +462,7 @@ impl DockerContainerizer {
                     exit: rx,
                 },
                 tasks: vec![follower_abort, watcher.abort_handle()],
+                services,
             },
         );
         if let Some(old) = old {
@@ -478,6 +528,9 @@ impl DockerContainerizer {
         };
         self.remove_quietly(&c.handle.docker_id).await;
         c.tasks.iter().for_each(AbortHandle::abort);
+        if c.services {
+            remove_task_services(&self.docker, &self.owner, id, self.call_timeout).await;
+        }
     }
 
     async fn recover_inner(
@@ -525,10 +578,13 @@ impl DockerContainerizer {
                 docker_id,
                 r.sandbox.clone(),
                 &r.masked_values,
+                labels.contains_key(LABEL_SERVICES),
             );
             adopted.push(r.container_id);
         }
         self.remove_orphans(&known).await?;
+        let watched: HashSet<String> = self.lock().keys().map(|k| k.0.clone()).collect();
+        self.remove_orphan_services(&watched).await?;
         Ok(adopted)
     }
 
@@ -931,8 +987,13 @@ async fn watch_exit(
     follower: JoinHandle<()>,
     tx: watch::Sender<Option<Termination>>,
     id: ContainerId,
+    services_owner: Option<String>,
 ) {
     let term = wait_for_exit(&docker, &docker_id, call_timeout).await;
+    // The services go with the task, before its end is published.
+    if let Some(owner) = services_owner {
+        remove_task_services(&docker, &owner, &id, call_timeout).await;
+    }
     if tokio::time::timeout(LOG_DRAIN_TIMEOUT, follower)
         .await
         .is_err()

@@ -110,6 +110,24 @@ pub struct ContainerSpec {
     pub user: String,
     /// Network mode.
     pub network: NetworkMode,
+    /// Service containers started before the task on a network of its
+    /// own (bridge network only; see [`docker`]).
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A service container of a task (`ContainerInfo.services`, validated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Image reference.
+    pub image: String,
+    /// Host names the task reaches it by on the task's network.
+    pub aliases: Vec<String>,
+    /// Replaces the image's ENTRYPOINT when not empty.
+    pub entrypoint: Vec<String>,
+    /// Replaces the image's CMD when not empty.
+    pub command: Vec<String>,
+    /// Its environment, sorted by name.
+    pub env: Vec<(String, String)>,
 }
 
 /// A container port published on a host port.
@@ -198,6 +216,22 @@ impl ContainerSpec {
             volumes: volumes(&info.volumes),
             user: info.user.clone(),
             network,
+            services: info
+                .services
+                .iter()
+                .map(|s| {
+                    let mut env: Vec<(String, String)> =
+                        s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    env.sort();
+                    ServiceSpec {
+                        image: s.image.clone(),
+                        aliases: s.aliases.clone(),
+                        entrypoint: s.entrypoint.clone(),
+                        command: s.command.clone(),
+                        env,
+                    }
+                })
+                .collect(),
         })
     }
 }
@@ -498,6 +532,7 @@ mod tests {
                 volumes: vec![],
                 user: String::new(),
                 network: NetworkMode::Bridge,
+                services: vec![],
             }
         );
     }

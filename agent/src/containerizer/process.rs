@@ -135,6 +135,15 @@ impl ProcessContainerizer {
         {
             return Err(ContainerError::DuplicateContainer(spec.container_id.0));
         }
+        if let Some(c) = spec.container.as_ref().filter(|c| !c.services.is_empty()) {
+            return Err(ContainerError::Invalid(format!(
+                "the task has {} service container{} (GitLab CI `services:`), which only the \
+                 Docker containerizer runs; the process containerizer runs a task as a host \
+                 process, with no network of its own to put services on",
+                c.services.len(),
+                if c.services.len() == 1 { "" } else { "s" }
+            )));
+        }
         if !spec.sandbox_prepared {
             prepare_sandbox(&spec.sandbox).await?;
         }

@@ -16,16 +16,17 @@
 //! `reports:junit`, `reports:dotenv`), `cache` (`key`, `key:files`, `paths`, `policy`,
 //! `when`; up to 4 caches), `rules` (`if`, `changes`, `exists`, `when`,
 //! `allow_failure`, `variables`, `start_in`), `allow_failure:exit_codes`,
-//! `retry` (`max`, `when`, `exit_codes`) and `parallel:matrix`.
+//! `retry` (`max`, `when`, `exit_codes`), `parallel:matrix` and
+//! `services` (see the `services` module).
 //!
 //! `include` is merged in before all this by the `include` module
 //! ([`Config::parse_in`]); [`Config::parse`] refuses a file with `include`.
 //!
 //! Keywords GitLab knows and berth does not support are warned about and
 //! ignored rather than refused, so an unchanged file still runs:
-//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `services`,
-//! the `spec` header,
-//! `artifacts:untracked` and report types other than `junit` and `dotenv`.
+//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), the `spec`
+//! header, `artifacts:untracked` and report types other than `junit` and
+//! `dotenv`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -34,12 +35,14 @@ use crate::diag::{Diagnostic, Pos, suggest};
 use crate::expr::Expr;
 use crate::model::{
     AllowFailure, Artifacts, ArtifactsWhen, CachePolicy, CacheWhen, Environment, Image,
-    RETRY_REASONS, Retry, Service, Trigger, When,
+    RETRY_REASONS, Retry, Trigger, When,
 };
 use crate::vars::{is_name, parse_duration};
 use crate::yaml::{self, Key, Kind, Limits, Node};
 
 mod reports;
+mod services;
+pub(crate) use services::{ServiceSpec, plan_services};
 
 /// Limits applied while parsing, so a hostile file is refused quickly.
 #[derive(Debug, Clone, Copy)]
@@ -167,7 +170,7 @@ pub(crate) struct JobSpec {
     pub(crate) environment: Option<Environment>,
     pub(crate) interruptible: bool,
     pub(crate) resource_group: Option<String>,
-    pub(crate) services: Vec<Service>,
+    pub(crate) services: Vec<ServiceSpec>,
     pub(crate) trigger: Option<Trigger>,
     pub(crate) coverage: Option<String>,
     /// The warnings about this job: what berth ignores of it.
@@ -214,16 +217,13 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "interruptible",
     "resource_group",
+    "services",
     "extends",
     "coverage",
 ];
 
 /// Keywords GitLab knows that berth does not support (warned, ignored).
 const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
-    (
-        "services",
-        "service containers are not supported; the job runs without them",
-    ),
     (
         "trigger",
         "downstream pipelines (`trigger`) are not supported; the job is skipped",
@@ -266,6 +266,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "interruptible",
     "tags",
+    "services",
 ];
 
 /// Global keywords that are not jobs.
@@ -496,12 +497,11 @@ pub(crate) fn build(root: Node, options: &ParseOptions, cx: &mut Ctx) -> Option<
             }
             // Merged in before (`include` module).
             "include" => {}
-            "services" => cx.warn(key.pos, UNSUPPORTED_JOB_KEYS[0].1),
             "spec" => cx.warn(
                 key.pos,
                 "the `spec` header (inputs) is not supported and is ignored",
             ),
-            "image" | "before_script" | "after_script" | "cache" => {
+            "image" | "services" | "before_script" | "after_script" | "cache" => {
                 global_defaults.push((key.clone(), value.clone()));
             }
             name if name.starts_with('.') => {
@@ -1756,6 +1756,7 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
             }
             "resource_group" => job.resource_group = scalar(cx, v, "`resource_group`"),
             "coverage" => job.coverage = reports::parse_coverage(cx, v),
+            "services" => job.services = services::parse_services(cx, v),
             "extends" => {}
             other => {
                 if let Some((_, why)) = UNSUPPORTED_JOB_KEYS.iter().find(|(n, _)| *n == other) {
@@ -1773,6 +1774,8 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
     if !has_script {
         cx.error(pos, format!("the job `{name}` has no `script`"));
     }
+    let has_image = map.iter().any(|(k, v)| k.name == "image" && !v.is_null());
+    services::check_job(cx, name, pos, &job.services, has_image);
     if job.rules.is_some()
         && let Some((k, _)) = map
             .iter()

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{CacheKeySpec, Config, JobSpec, Parallel, RefFilter, Rule, VarDef};
+use crate::config::{
+    CacheKeySpec, Config, JobSpec, Parallel, RefFilter, Rule, VarDef, plan_services,
+};
 use crate::glob::glob_match;
 use crate::model::{
     AllowFailure, Artifacts, CachePolicy, CacheWhen, Environment, Image, Retry, Service, Trigger,
@@ -819,14 +821,7 @@ impl Config {
                     environment,
                     interruptible: job.interruptible,
                     resource_group: job.resource_group.as_deref().map(x),
-                    services: job
-                        .services
-                        .iter()
-                        .map(|s| Service {
-                            name: x(&s.name),
-                            ..s.clone()
-                        })
-                        .collect(),
+                    services: plan_services(&job.services, &vars),
                     trigger: job.trigger.clone(),
                     coverage: job.coverage.clone(),
                     notices: job.notices.clone(),

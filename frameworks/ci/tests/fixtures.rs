@@ -143,7 +143,9 @@ fn bad_fixture_reports_every_problem() {
         "7:1: error: the job `test` has no `script`",
         "9:3: error: unknown key `scirpt` in the job `test`; did you mean `script`?",
         "10:11: error: the job `test` needs `buidl`, which is not a job; did you mean `build`?",
-        "11:3: warning: service containers are not supported; the job runs without them",
+        "7:1: error: the job `test` has `services` but no `image`: service containers run only \
+         next to a Docker job (a job without `image` runs as a shell process); add `image:` to \
+         the job (or to `default:`)",
     ];
     for e in expected {
         assert!(errs.iter().any(|x| x == e), "missing `{e}` in {errs:#?}");

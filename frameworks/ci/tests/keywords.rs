@@ -140,16 +140,6 @@ fn global_image_and_scripts_act_as_defaults() {
 }
 
 #[test]
-fn default_services_warn() {
-    let w = warnings("default:\n  services: [postgres]\njob:\n  script: x\n");
-    assert!(
-        w.iter()
-            .any(|w| w.starts_with("2:3: warning:") && w.contains("service")),
-        "{w:?}"
-    );
-}
-
-#[test]
 fn workflow_rules_decide_whether_a_pipeline_is_created() {
     let text = r#"
 workflow:
@@ -815,7 +805,7 @@ fn unsupported_keywords_warn() {
 # (`include` is tested in include.rs)
 job:
   script: x
-  services: [redis]
+  image: alpine
   coverage: '/\d+%/'
   release: {tag_name: v1}
   secrets: {}
@@ -829,7 +819,6 @@ pages:
 "#;
     let w = warnings(text);
     for (pos, word) in [
-        ("5:3", "service"),
         ("7:3", "release"),
         ("8:3", "secrets"),
         ("9:3", "id_tokens"),

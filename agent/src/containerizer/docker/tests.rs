@@ -112,6 +112,7 @@ fn image(image: &str) -> ContainerSpec {
         volumes: vec![],
         user: String::new(),
         network: NetworkMode::Bridge,
+        services: vec![],
     }
 }
 
@@ -898,3 +899,5 @@ async fn a_daemon_that_does_not_answer_is_a_timeout() {
     assert!(start.elapsed() < Duration::from_secs(3));
     silent.abort();
 }
+
+mod services;

@@ -156,6 +156,7 @@ pub(crate) fn task_for(
     let container = job.image.as_ref().map(|image| pb::ContainerInfo {
         image: image.name.clone(),
         entrypoint: image.entrypoint.clone().unwrap_or_default(),
+        services: service_containers(job, job_id),
         ..Default::default()
     });
     Ok(pb::TaskInfo {
@@ -201,6 +202,28 @@ pub fn tags_match(tags: &[String], attributes: &[pb::Attribute]) -> bool {
         .all(|tag| Constraint::Tag(tag.clone()).allows(attributes))
 }
 
+/// The job's service containers: the planned services with `CI_JOB_ID`
+/// added to their environment (the job's variables, then their own). The
+/// project directory is not theirs, so `CI_PROJECT_DIR` is left out as
+/// from the job's own environment.
+fn service_containers(job: &PlannedJob, job_id: u64) -> Vec<pb::ServiceContainer> {
+    job.services
+        .iter()
+        .map(|s| {
+            let mut env: HashMap<String, String> = s.variables.clone().into_iter().collect();
+            env.remove("CI_PROJECT_DIR");
+            env.insert("CI_JOB_ID".into(), job_id.to_string());
+            pb::ServiceContainer {
+                image: s.name.clone(),
+                aliases: s.aliases.clone(),
+                entrypoint: s.entrypoint.clone().unwrap_or_default(),
+                command: s.command.clone().unwrap_or_default(),
+                env,
+            }
+        })
+        .collect()
+}
+
 /// A positive, finite number from job variable `name`, or `default`.
 fn scalar_var(job: &PlannedJob, name: &str, default: f64) -> f64 {
     job.variables
@@ -231,5 +254,32 @@ mod tests {
         assert!(tags_match(&["linux".into(), "x86".into()], &attrs));
         assert!(!tags_match(&["arm".into()], &attrs));
         assert!(!tags_match(&["linux".into(), "gpu".into()], &attrs));
+    }
+
+    #[test]
+    fn services_go_into_the_container_with_their_environment() {
+        let rec = crate::exec::runner::tests::record(
+            "job:\n  image: berth/busybox:latest\n  variables: {A: job}\n  script: [x]\n  services:\n    - name: berth/busybox:latest\n      alias: web\n      command: [httpd, -f]\n      variables: {B: own}\n",
+        );
+        let defaults = TaskDefaults {
+            base_url: "http://ci.test:7000",
+            cpus: 1.0,
+            mem: 256.0,
+            kill_grace: Duration::from_secs(10),
+        };
+        let task = task_for(&rec, 0, 1, &defaults).unwrap();
+        let services = task.container.clone().unwrap().services;
+        assert_eq!(services.len(), 1);
+        let s = &services[0];
+        assert_eq!(s.image, "berth/busybox:latest");
+        assert_eq!(s.aliases, ["berth__busybox", "berth-busybox", "web"]);
+        assert_eq!(s.command, ["httpd", "-f"]);
+        assert!(s.entrypoint.is_empty());
+        assert_eq!(s.env["A"], "job");
+        assert_eq!(s.env["B"], "own");
+        assert_eq!(s.env["CI_JOB_ID"], "1001");
+        assert!(!s.env.contains_key("CI_PROJECT_DIR"));
+        // What the master and the agent check passes.
+        berth_proto::task::validate_task(&task).unwrap();
     }
 }
