@@ -20,7 +20,7 @@
 //!
 //! Keywords GitLab knows and berth does not support are warned about and
 //! ignored rather than refused, so an unchanged file still runs:
-//! `UNSUPPORTED_JOB_KEYS` (a job with `trigger` is skipped), `include` (its
+//! `UNSUPPORTED_JOB_KEYS`, `include` (its
 //! files are not read), `services`, the `spec` header,
 //! `artifacts:untracked` and report types other than `junit`.
 
@@ -35,6 +35,8 @@ use crate::model::{
 };
 use crate::vars::{is_name, parse_duration};
 use crate::yaml::{self, Key, Kind, Limits, Node};
+
+mod trigger;
 
 /// Limits applied while parsing, so a hostile file is refused quickly.
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +205,7 @@ const JOB_KEYS: &[&str] = &[
     "interruptible",
     "resource_group",
     "extends",
+    "trigger",
 ];
 
 /// Keywords GitLab knows that berth does not support (warned, ignored).
@@ -210,10 +213,6 @@ const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
     (
         "services",
         "service containers are not supported; the job runs without them",
-    ),
-    (
-        "trigger",
-        "downstream pipelines (`trigger`) are not supported; the job is skipped",
     ),
     ("release", "`release` is not supported and is ignored"),
     (
@@ -1661,7 +1660,6 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
         coverage: None,
     };
     let mut has_script = false;
-    let mut trigger = false;
     let map = node.as_map().unwrap_or_default();
     for (k, v) in map {
         match k.name.as_str() {
@@ -1705,20 +1703,23 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
             }
             "resource_group" => job.resource_group = scalar(cx, v, "`resource_group`"),
             "extends" => {}
+            "trigger" => job.trigger = trigger::parse_trigger(cx, v),
             other => {
                 if let Some((_, why)) = UNSUPPORTED_JOB_KEYS.iter().find(|(n, _)| *n == other) {
                     cx.warn(k.pos, *why);
-                    trigger |= other == "trigger";
                 } else {
                     unknown_key(cx, k, JOB_KEYS, &format!("the job `{name}`"));
                 }
             }
         }
     }
-    if trigger {
-        return None;
-    }
-    if !has_script {
+    let is_trigger = map.iter().any(|(k, _)| k.name == "trigger");
+    if is_trigger && has_script {
+        cx.error(
+            pos,
+            format!("the job `{name}` has both `trigger` and `script`: a trigger job runs no script"),
+        );
+    } else if !has_script && !is_trigger {
         cx.error(pos, format!("the job `{name}` has no `script`"));
     }
     if job.rules.is_some()

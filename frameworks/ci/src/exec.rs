@@ -237,6 +237,7 @@
 //! launching it.
 
 pub mod api;
+mod children;
 pub mod collect;
 pub mod expiry;
 pub mod files;
@@ -253,4 +254,5 @@ mod schedule;
 pub mod source;
 pub mod state;
 pub mod store;
+mod stuck;
 mod task;

@@ -39,6 +39,8 @@ pub enum PipelineSource {
     Schedule,
     /// A merge request.
     MergeRequestEvent,
+    /// A child pipeline, started by a trigger job of its parent.
+    ParentPipeline,
 }
 
 impl PipelineSource {
@@ -51,6 +53,7 @@ impl PipelineSource {
             Self::Trigger => "trigger",
             Self::Schedule => "schedule",
             Self::MergeRequestEvent => "merge_request_event",
+            Self::ParentPipeline => "parent_pipeline",
         }
     }
 }
@@ -459,6 +462,7 @@ impl Env<'_> {
             "api" => ctx.source == PipelineSource::Api,
             "schedules" => ctx.source == PipelineSource::Schedule,
             "triggers" => ctx.source == PipelineSource::Trigger,
+            "pipelines" => ctx.source == PipelineSource::ParentPipeline,
             _ => {
                 if let Some(body) = pattern.strip_prefix('/')
                     && let Some(end) = body.rfind('/')

@@ -50,8 +50,10 @@
 //! the log endpoints) come from per-pipeline snapshots published on every
 //! change, never through the framework's task.
 
+mod children;
 mod framework;
 mod requests;
+mod stuck;
 mod submit;
 
 use std::collections::{BTreeMap, HashMap};
@@ -143,6 +145,11 @@ pub struct RunnerConfig {
     /// otherwise leave a disconnected framework behind for
     /// `failover_timeout`. Off by default (`berth ci serve` comes back).
     pub teardown_on_stop: bool,
+    /// How long a job may be stuck (pending, and no agent has its `tags`)
+    /// before it fails with `stuck_or_timeout_failure`; `None` (the
+    /// default, as GitLab): it stays pending, shown as stuck, until an
+    /// agent with its tags comes. `berth ci run` sets it (`--stuck-timeout`).
+    pub stuck_timeout: Option<Duration>,
 }
 
 impl RunnerConfig {
@@ -169,6 +176,7 @@ impl RunnerConfig {
             log_retry: LogRetry::default(),
             failover_timeout: Duration::from_secs(7 * 24 * 3600),
             teardown_on_stop: false,
+            stuck_timeout: None,
         }
     }
 
@@ -634,6 +642,8 @@ pub async fn start(
         inbox: Vec::new(),
         intent: Mutex::new(None),
         failed: None,
+        agents_seen: Arc::default(),
+        stuck: BTreeMap::new(),
     };
     framework.publish_all();
     // What fell due or went missing while the framework was down.

@@ -79,6 +79,8 @@ fn record(id: u64, ref_name: &str, yaml: &str) -> PipelineRecord {
         auto_canceled_by: None,
         waiting_for_resource: Vec::new(),
         expired: Expired::default(),
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) fn record(yaml: &str) -> PipelineRecord {
         auto_canceled_by: Some(2),
         waiting_for_resource: vec![true; jobs],
         expired: super::super::expiry::Expired::default(),
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 

@@ -139,6 +139,8 @@ fn pipeline() -> PipelineRecord {
             logs: BTreeMap::from([(0, 1)]),
             source: false,
         },
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 
