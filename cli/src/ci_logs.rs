@@ -464,6 +464,9 @@ mod tests {
             log_expired: false,
             manual: false,
             waiting_for_resource: false,
+            stuck: None,
+            child_pipeline: None,
+            child_status: None,
         };
         assert_eq!(pick(&job("running", 2), true), Pick::Attempt(2));
         assert_eq!(pick(&job("failed", 1), true), Pick::Attempt(1));

@@ -606,6 +606,8 @@ mod tests {
             waiting_for_resource: vec![true],
             attempt_agents: Default::default(),
             expired: Default::default(),
+            family: Default::default(),
+            stuck: Vec::new(),
         };
         let mut progress = Progress::new(Mode {
             bars: false,
@@ -623,5 +625,42 @@ mod tests {
         let pending = progress.changed_lines(&record);
         assert_eq!(pending.len(), 1);
         assert!(pending[0].starts_with("  pending    deploy"), "{pending:?}");
+        // No agent has its tags: stuck, and why.
+        record.stuck = vec![Some(
+            "This job is stuck because no agent has the tags [gpu]".into(),
+        )];
+        let stuck = progress.changed_lines(&record);
+        assert_eq!(stuck.len(), 1);
+        assert!(
+            stuck[0].starts_with("  stuck      deploy") && stuck[0].ends_with("the tags [gpu]"),
+            "{stuck:?}"
+        );
+        // A trigger job's line names its child and the child's status;
+        // a child's lines are indented under its number.
+        record.stuck = Vec::new();
+        record.state.started(0, "", SystemTime::UNIX_EPOCH).unwrap();
+        record
+            .family
+            .children
+            .push(berth_ci::exec::record::ChildLink {
+                job: 0,
+                attempt: 1,
+                pipeline: 2,
+            });
+        progress.set_child_status(2, berth_ci::exec::state::PipelineStatus::Running);
+        let running = progress.changed_lines(&record);
+        assert!(
+            running[0].ends_with("-> child pipeline #2: running"),
+            "{running:?}"
+        );
+        progress.set_child_status(2, berth_ci::exec::state::PipelineStatus::Failed);
+        let failed = progress.changed_lines(&record);
+        assert!(
+            failed[0].ends_with("-> child pipeline #2: failed"),
+            "{failed:?}"
+        );
+        let mut child = Progress::child(2);
+        let lines = child.child_lines(&record);
+        assert!(lines[0].starts_with("  #2  running"), "{lines:?}");
     }
 }

@@ -296,7 +296,6 @@ async fn follow(
             // The record read above is from before: read it again.
             continue;
         }
-        let status = record.status();
         let ended = |r: &PipelineRecord| r.status().is_finished() && r.state.running().is_empty();
         // A child pipeline without `strategy: depend` can outlive its
         // trigger job: wait for it too.

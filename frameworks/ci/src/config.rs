@@ -1717,7 +1717,9 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
     if is_trigger && has_script {
         cx.error(
             pos,
-            format!("the job `{name}` has both `trigger` and `script`: a trigger job runs no script"),
+            format!(
+                "the job `{name}` has both `trigger` and `script`: a trigger job runs no script"
+            ),
         );
     } else if !has_script && !is_trigger {
         cx.error(pos, format!("the job `{name}` has no `script`"));

@@ -76,7 +76,10 @@ fn child_files_not_of_this_commit_are_refused() {
         );
     }
     let e = errors("kid:\n  trigger:\n    include: ../up.yml\n");
-    assert!(e.iter().any(|e| e.contains("inside the repository")), "{e:#?}");
+    assert!(
+        e.iter().any(|e| e.contains("inside the repository")),
+        "{e:#?}"
+    );
 }
 
 #[test]

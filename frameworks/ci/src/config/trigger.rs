@@ -46,10 +46,7 @@ pub(super) fn parse_trigger(cx: &mut Ctx, node: &Node) -> Option<Trigger> {
                 Some(other) => {
                     cx.error(
                         v.pos,
-                        format!(
-                            "`trigger:strategy` must be `depend`, not `{}`",
-                            cut(other)
-                        ),
+                        format!("`trigger:strategy` must be `depend`, not `{}`", cut(other)),
                     );
                     ok = false;
                 }

@@ -421,7 +421,12 @@ mod tests {
             child_status: Some("failed".into()),
         };
         let message = job_message(&view);
-        assert!(message.stuck.as_deref().is_some_and(|s| s.contains("[gpu]")));
+        assert!(
+            message
+                .stuck
+                .as_deref()
+                .is_some_and(|s| s.contains("[gpu]"))
+        );
         assert_eq!(message.child_pipeline, Some(4));
         assert_eq!(message.child_status.as_deref(), Some("failed"));
         assert!(message.artifacts_expired);

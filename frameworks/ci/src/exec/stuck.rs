@@ -161,7 +161,10 @@ mod tests {
             )
         );
         let none = stuck_reason(&["gpu".into(), "arm".into()], &[]).unwrap();
-        assert!(none.contains("[gpu, arm]") && none.contains("no agent is active"), "{none}");
+        assert!(
+            none.contains("[gpu, arm]") && none.contains("no agent is active"),
+            "{none}"
+        );
     }
 
     #[test]
@@ -169,7 +172,11 @@ mod tests {
         let views: Vec<pb::AgentView> = (0..8)
             .map(|i| pb::AgentView {
                 id: format!("a{i}"),
-                state: if i == 0 { "DRAINING".into() } else { "ACTIVE".into() },
+                state: if i == 0 {
+                    "DRAINING".into()
+                } else {
+                    "ACTIVE".into()
+                },
                 ..Default::default()
             })
             .collect();

@@ -200,7 +200,14 @@ fn a_retried_trigger_job_makes_a_new_child_and_a_lost_child_fails_the_job() {
     let mut p = parent();
     start(&mut p, 1, 2);
     p.state
-        .finished(1, JobEnd::failure(crate::exec::state::FailureReason::UnknownFailure, "child failed"), t())
+        .finished(
+            1,
+            JobEnd::failure(
+                crate::exec::state::FailureReason::UnknownFailure,
+                "child failed",
+            ),
+            t(),
+        )
         .unwrap();
     p.state.retry_job(1).unwrap();
     let mut old = child(2, 1, 1);

@@ -185,12 +185,7 @@ fn passed_variables(rec: &PipelineRecord, job: usize, trigger: &Trigger) -> Vec<
 }
 
 /// The order for trigger job `job` (attempt `attempt`) of `rec`.
-fn order(
-    rec: &PipelineRecord,
-    job: usize,
-    attempt: usize,
-    archive: PathBuf,
-) -> Option<ChildOrder> {
+fn order(rec: &PipelineRecord, job: usize, attempt: usize, archive: PathBuf) -> Option<ChildOrder> {
     let trigger = rec.plan.jobs.get(job)?.trigger.clone()?;
     let passed = passed_variables(rec, job, &trigger);
     let var = |name: &str| rec.plan.variables.get(name).cloned();
@@ -373,7 +368,10 @@ impl CiFramework {
                 changed.insert(pipeline);
             }
             ChildStep::CancelChild { child } => {
-                info!(pipeline = child, "canceling a child pipeline with its trigger job");
+                info!(
+                    pipeline = child,
+                    "canceling a child pipeline with its trigger job"
+                );
                 // Stores it (and its own children).
                 self.cancel(child, None).await?;
                 all.insert(child);
@@ -389,7 +387,11 @@ impl CiFramework {
 
     /// Takes a new child pipeline in (stored already): its files' token,
     /// its first jobs.
-    async fn add_child(&mut self, mut child: PipelineRecord, now: SystemTime) -> Result<(), RunError> {
+    async fn add_child(
+        &mut self,
+        mut child: PipelineRecord,
+        now: SystemTime,
+    ) -> Result<(), RunError> {
         let id = child.id;
         self.tokens.insert(
             id,
@@ -446,15 +448,27 @@ impl CiFramework {
 
     /// Ends trigger job `job` of `pipeline` as `end` says, with a line in
     /// its log.
-    async fn finish_trigger_job(&mut self, pipeline: u64, job: usize, end: TriggerEnd, now: SystemTime) {
+    async fn finish_trigger_job(
+        &mut self,
+        pipeline: u64,
+        job: usize,
+        end: TriggerEnd,
+        now: SystemTime,
+    ) {
         let Some(rec) = self.pipelines.get_mut(&pipeline) else {
             return;
         };
         let attempt = rec.state.job(job).map_or(0, |j| j.attempts.len());
         let child = rec.family.child_of(job, attempt);
-        let child_text = child.map_or_else(|| "the child pipeline".to_string(), |c| format!("child pipeline #{c}"));
+        let child_text = child.map_or_else(
+            || "the child pipeline".to_string(),
+            |c| format!("child pipeline #{c}"),
+        );
         let (result, line) = match &end {
-            TriggerEnd::Success => (JobEnd::success(), format!("{child_text} created or passed: the job succeeded\n")),
+            TriggerEnd::Success => (
+                JobEnd::success(),
+                format!("{child_text} created or passed: the job succeeded\n"),
+            ),
             TriggerEnd::Failed(why) => (
                 JobEnd::failure(FailureReason::UnknownFailure, why.clone()),
                 format!("ERROR: Job failed: {why}\n"),

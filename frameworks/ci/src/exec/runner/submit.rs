@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::super::expiry;
-use super::super::record::{Family, PassedVariable};
 use super::super::files::FileStore;
+use super::super::record::{Family, PassedVariable};
 use super::super::source::{self, Revision};
 use super::super::state::{self, FailureReason, JobNode, Pipeline};
 use super::super::store::{RepoUpdate, Store};
