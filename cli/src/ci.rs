@@ -212,6 +212,10 @@ fn parse_interval(s: &str) -> Result<u64, String> {
     berth_ci::parse_duration(s).map(|d| d.as_secs())
 }
 
+fn parse_stuck_timeout(s: &str) -> Result<std::time::Duration, String> {
+    berth_ci::parse_duration(s)
+}
+
 /// `berth ci run` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -252,6 +256,11 @@ pub(crate) struct RunArgs {
     /// saying where it was cut (the whole log is kept with --data-dir).
     #[arg(long, default_value_t = berth_ci::exec::log::DEFAULT_MAX_LOG_BYTES, value_parser = parse_log_bytes)]
     pub(crate) max_log_bytes: u64,
+    /// Fail a job that is stuck (no agent has its `tags`) after this long,
+    /// e.g. 60s or 5m, with `stuck_or_timeout_failure` (which `retry:when`
+    /// can name).
+    #[arg(long, default_value = "60s", value_parser = parse_stuck_timeout)]
+    pub(crate) stuck_timeout: std::time::Duration,
     #[command(flatten)]
     pub(crate) tuning: crate::daemons::MasterTuning,
     #[command(flatten)]

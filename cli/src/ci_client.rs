@@ -310,7 +310,7 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
     }
     let s = &view.summary;
     outln!(
-        "pipeline #{}: {} {} ({}) {}{}{}{}",
+        "pipeline #{}: {} {} ({}) {}{}{}{}{}",
         s.id,
         s.project,
         s.ref_name,
@@ -328,7 +328,11 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
             " (source expired)"
         } else {
             ""
-        }
+        },
+        s.parent
+            .as_ref()
+            .map(|p| format!(" (child pipeline of #{}, job {})", p.pipeline, p.job))
+            .unwrap_or_default()
     )?;
     let rows: Vec<Vec<String>> = view
         .jobs
@@ -356,6 +360,15 @@ fn print_view(opts: &ServerOpts, view: &PipelineView) -> anyhow::Result<()> {
 /// The WHY column: the failure reason, and what expired.
 fn why(job: &berth_ci::exec::api::JobView) -> String {
     let mut parts: Vec<String> = Vec::new();
+    if let Some(stuck) = &job.stuck {
+        parts.push(stuck.clone());
+    }
+    if let Some(child) = job.child_pipeline {
+        parts.push(match &job.child_status {
+            Some(status) => format!("-> child pipeline #{child}: {status}"),
+            None => format!("-> child pipeline #{child}"),
+        });
+    }
     if let Some(r) = &job.failure_reason {
         parts.push(format!("{r}: {}", job.message));
     }

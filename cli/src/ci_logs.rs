@@ -469,6 +469,9 @@ mod tests {
             dotenv: Vec::new(),
             report_notices: Vec::new(),
             environment: None,
+            stuck: None,
+            child_pipeline: None,
+            child_status: None,
         };
         assert_eq!(pick(&job("running", 2), true), Pick::Attempt(2));
         assert_eq!(pick(&job("failed", 1), true), Pick::Attempt(1));

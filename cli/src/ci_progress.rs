@@ -7,14 +7,17 @@
 //! status, `  <status>   <job>   <detail>`. With stderr on a terminal and
 //! stdout redirected, both: the bars for the eye, the lines for the file.
 //! A pending job whose resource group is held shows `waiting for resource`,
-//! as the API says `waiting_for_resource`.
+//! as the API says `waiting_for_resource`; a pending job no agent has the
+//! tags for shows `stuck` and why. A trigger job says
+//! `-> child pipeline #N: <status>`; a child pipeline's jobs are shown as
+//! plain lines, indented under `#N`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::time::{Duration, SystemTime};
 
 use berth_ci::exec::runner::PipelineRecord;
-use berth_ci::exec::state::{JobState, JobStatus};
+use berth_ci::exec::state::{JobState, JobStatus, PipelineStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where progress goes.
@@ -51,9 +54,14 @@ impl Mode {
 /// The progress display of one pipeline.
 pub(crate) struct Progress {
     mode: Mode,
-    /// Per job: the status text and attempt count last printed as a line.
-    shown: BTreeMap<usize, (&'static str, usize)>,
+    /// Per job: the status text (with its note) and attempt count last
+    /// printed as a line.
+    shown: BTreeMap<usize, (String, usize)>,
     bars: Option<Bars>,
+    /// The statuses of the child pipelines, for their trigger jobs' lines.
+    children: BTreeMap<u64, PipelineStatus>,
+    /// Put before each line (a child pipeline's: `  #N`).
+    indent: String,
 }
 
 impl std::fmt::Debug for Progress {
@@ -109,6 +117,38 @@ pub(crate) fn status_text(job: &JobState, waiting_for_resource: bool) -> &'stati
         "waiting for resource"
     } else {
         job.status.as_str()
+    }
+}
+
+/// Job `i`'s status as shown: [`status_text`], or `stuck` for a pending
+/// job no agent has the tags for.
+fn job_status(record: &PipelineRecord, i: usize, job: &JobState) -> &'static str {
+    if job.status == JobStatus::Pending && record.stuck_reason(i).is_some() {
+        "stuck"
+    } else {
+        status_text(job, record.is_waiting_for_resource(i))
+    }
+}
+
+/// What is said after job `i`'s line: why it is stuck, or its child
+/// pipeline and the child's status (from `children`).
+fn job_note(
+    record: &PipelineRecord,
+    i: usize,
+    job: &JobState,
+    children: &BTreeMap<u64, PipelineStatus>,
+) -> String {
+    if job.status == JobStatus::Pending
+        && let Some(why) = record.stuck_reason(i)
+    {
+        return why.to_string();
+    }
+    match record.family.latest_child(i) {
+        Some(child) => match children.get(&child) {
+            Some(status) => format!("-> child pipeline #{child}: {status}"),
+            None => format!("-> child pipeline #{child}"),
+        },
+        None => String::new(),
     }
 }
 
@@ -198,7 +238,12 @@ impl Bars {
         }
     }
 
-    fn update(&self, record: &PipelineRecord, now: SystemTime) {
+    fn update(
+        &self,
+        record: &PipelineRecord,
+        now: SystemTime,
+        children: &BTreeMap<u64, PipelineStatus>,
+    ) {
         for (i, ((bar, planned), job)) in self
             .bars
             .iter()
@@ -207,14 +252,20 @@ impl Bars {
             .enumerate()
         {
             // The text first, then the mark: each change is drawn.
-            bar.set_message(row(
+            let text = row(
                 &planned.name,
                 &planned.stage,
                 (job, record.is_waiting_for_resource(i)),
                 now,
                 self.name_width,
                 self.stage_width,
-            ));
+            );
+            let note = job_note(record, i, job, children);
+            bar.set_message(if note.is_empty() {
+                text
+            } else {
+                format!("{text}  {note}")
+            });
             match mark(job) {
                 None => {
                     bar.set_style(style("spin"));
@@ -237,6 +288,40 @@ impl Progress {
             mode,
             shown: BTreeMap::new(),
             bars: None,
+            children: BTreeMap::new(),
+            indent: String::new(),
+        }
+    }
+
+    /// The display of child pipeline `id`: plain lines, indented, which
+    /// the parent's display prints ([`Progress::say`]).
+    pub(crate) fn child(id: u64) -> Progress {
+        let mut progress = Progress::new(Mode {
+            bars: false,
+            lines: true,
+        });
+        progress.indent = format!("  #{id}");
+        progress
+    }
+
+    /// Child pipeline `id` is `status` now (for its trigger job's line).
+    pub(crate) fn set_child_status(&mut self, id: u64, status: PipelineStatus) {
+        self.children.insert(id, status);
+    }
+
+    /// The lines of a child pipeline's display that changed (see
+    /// [`Progress::child`]).
+    pub(crate) fn child_lines(&mut self, record: &PipelineRecord) -> Vec<String> {
+        self.changed_lines(record)
+    }
+
+    /// Prints a line of the pipeline's progress: above the bars, or on
+    /// stdout with the plain lines.
+    pub(crate) fn say(&self, line: &str) {
+        if let Some(bars) = &self.bars {
+            let _ = bars.multi.println(line);
+        } else if self.mode.lines {
+            let _ = outln!("{line}");
         }
     }
 
@@ -247,7 +332,7 @@ impl Progress {
         }
         if self.mode.bars {
             let bars = self.bars.get_or_insert_with(|| Bars::new(record));
-            bars.update(record, SystemTime::now());
+            bars.update(record, SystemTime::now(), &self.children);
         }
     }
 
@@ -270,16 +355,19 @@ impl Progress {
             .zip(record.state.jobs())
             .enumerate()
         {
-            let status = status_text(job, record.is_waiting_for_resource(i));
-            let now = (status, job.attempts.len());
+            let status = job_status(record, i, job);
+            let note = job_note(record, i, job, &self.children);
+            let now = (format!("{status} {note}"), job.attempts.len());
             if self.shown.get(&i) != Some(&now) && job.status != JobStatus::Created {
                 self.shown.insert(i, now);
-                lines.push(format!(
-                    "  {:<10} {:<30} {}",
+                let line = format!(
+                    "{}  {:<10} {:<30} {} {note}",
+                    self.indent,
                     status,
                     node.name,
                     detail(job)
-                ));
+                );
+                lines.push(line.trim_end().to_string());
             }
         }
         lines
@@ -520,7 +608,8 @@ mod tests {
             attempt_agents: Default::default(),
             expired: Default::default(),
             reports: Default::default(),
-            pipeline_variables: Vec::new(),
+            family: Default::default(),
+            stuck: Vec::new(),
         };
         let mut progress = Progress::new(Mode {
             bars: false,
@@ -538,5 +627,42 @@ mod tests {
         let pending = progress.changed_lines(&record);
         assert_eq!(pending.len(), 1);
         assert!(pending[0].starts_with("  pending    deploy"), "{pending:?}");
+        // No agent has its tags: stuck, and why.
+        record.stuck = vec![Some(
+            "This job is stuck because no agent has the tags [gpu]".into(),
+        )];
+        let stuck = progress.changed_lines(&record);
+        assert_eq!(stuck.len(), 1);
+        assert!(
+            stuck[0].starts_with("  stuck      deploy") && stuck[0].ends_with("the tags [gpu]"),
+            "{stuck:?}"
+        );
+        // A trigger job's line names its child and the child's status;
+        // a child's lines are indented under its number.
+        record.stuck = Vec::new();
+        record.state.started(0, "", SystemTime::UNIX_EPOCH).unwrap();
+        record
+            .family
+            .children
+            .push(berth_ci::exec::record::ChildLink {
+                job: 0,
+                attempt: 1,
+                pipeline: 2,
+            });
+        progress.set_child_status(2, berth_ci::exec::state::PipelineStatus::Running);
+        let running = progress.changed_lines(&record);
+        assert!(
+            running[0].ends_with("-> child pipeline #2: running"),
+            "{running:?}"
+        );
+        progress.set_child_status(2, berth_ci::exec::state::PipelineStatus::Failed);
+        let failed = progress.changed_lines(&record);
+        assert!(
+            failed[0].ends_with("-> child pipeline #2: failed"),
+            "{failed:?}"
+        );
+        let mut child = Progress::child(2);
+        let lines = child.child_lines(&record);
+        assert!(lines[0].starts_with("  #2  running"), "{lines:?}");
     }
 }

@@ -14,18 +14,7 @@ pub(crate) fn context_of(
     source: PipelineSource,
     secrets: Vec<SecretVariable>,
 ) -> Context {
-    Context {
-        project_name: rev.project_name.clone(),
-        project_dir: format!("/mnt/berth/sandbox/{}", rev.project_name),
-        commit_sha: rev.sha.clone(),
-        ref_name: rev.ref_name.clone(),
-        ref_is_tag: rev.is_tag,
-        default_branch: rev.default_branch.clone(),
-        pipeline_id: 0,
-        source,
-        changed_files: Some(rev.changed_files.clone()),
-        secrets,
-    }
+    berth_ci::exec::runner::revision_context(rev, source, secrets, 0, "")
 }
 
 enum Files {

@@ -11,7 +11,7 @@
 //! way out stops the runner and waits for it, so the framework is torn
 //! down whether the run passed, failed, was canceled or ended in an error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,6 +98,7 @@ async fn run_inner(mut args: RunArgs) -> anyhow::Result<bool> {
     let local = listener.local_addr()?;
     let mut config = RunnerConfig::new(masters, data_dir.join("ci"), format!("http://{local}"));
     config.max_log_bytes = args.max_log_bytes;
+    config.stuck_timeout = Some(args.stuck_timeout);
     // A one-shot run: its framework goes when it ends, however it ends
     // (teardown at stop), and if this process dies the masters remove it
     // (killing its jobs) after a minute, as for `berth run`, instead of
@@ -273,12 +274,26 @@ async fn follow(
             eprintln!("{notice}");
         }
     }
-    let record = loop {
+    let mut shown_children: BTreeMap<u64, Progress> = BTreeMap::new();
+    let (record, family) = loop {
         let record = handle
             .get(id)
             .await?
             .ok_or_else(|| anyhow!("pipeline {id} disappeared"))?;
+        let family = descendants(handle, &record).await?;
+        for child in &family {
+            progress.set_child_status(child.id, child.status());
+        }
         progress.update(&record);
+        for child in &family {
+            let lines = shown_children
+                .entry(child.id)
+                .or_insert_with(|| Progress::child(child.id))
+                .child_lines(child);
+            for line in lines {
+                progress.say(&line);
+            }
+        }
         let to_play: Vec<(usize, String)> = record
             .plan
             .jobs
@@ -305,10 +320,12 @@ async fn follow(
             // The record read above is from before: read it again.
             continue;
         }
-        let status = record.status();
-        if status.is_finished() && record.state.running().is_empty() {
+        let ended = |r: &PipelineRecord| r.status().is_finished() && r.state.running().is_empty();
+        // A child pipeline without `strategy: depend` can outlive its
+        // trigger job: wait for it too.
+        if ended(&record) && family.iter().all(|r| ended(r)) {
             progress.finish(&record);
-            break record;
+            break (record, family);
         }
         // Wake on a change, and at least every second (the bars' times).
         tokio::select! {
@@ -333,10 +350,9 @@ async fn follow(
     // The logs are collected from the agents as the jobs run; wait (a
     // while at most) until the last chunks are stored.
     let collected = async {
-        while record
-            .state
-            .jobs()
-            .iter()
+        while std::iter::once(&*record)
+            .chain(family.iter().map(|r| &**r))
+            .flat_map(|r| r.state.jobs())
             .filter_map(|j| j.attempts.last())
             .any(|a| handle.is_collecting_log(&a.task_id))
         {
@@ -354,17 +370,21 @@ async fn follow(
         Ok(Ok(Some(newer))) => newer,
         _ => record,
     };
-    for (i, (node, job)) in record
-        .state
-        .nodes()
-        .iter()
-        .zip(record.state.jobs())
-        .enumerate()
-    {
-        if job.status == JobStatus::Failed {
-            let _ = outln!("\n--- log of failed job {} ---", node.name);
-            print_log(handle, &record, i, job.attempts.len(), keeps_logs);
+    for rec in std::iter::once(&*record).chain(family.iter().map(|r| &**r)) {
+        let of = if rec.id == id {
+            String::new()
+        } else {
+            format!("#{}/", rec.id)
+        };
+        for (i, (node, job)) in rec.state.nodes().iter().zip(rec.state.jobs()).enumerate() {
+            if job.status == JobStatus::Failed {
+                let _ = outln!("\n--- log of failed job {of}{} ---", node.name);
+                print_log(handle, rec, i, job.attempts.len(), keeps_logs);
+            }
         }
+    }
+    for child in &family {
+        let _ = outln!("\nchild pipeline #{}: {}", child.id, child.status());
     }
     let status = record.status();
     let warnings = if record.state.has_warnings() {
@@ -415,6 +435,27 @@ async fn coverage_searched(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The child pipelines of `record`, their children, and so on (as
+/// published now).
+async fn descendants(
+    handle: &runner::RunnerHandle,
+    record: &PipelineRecord,
+) -> anyhow::Result<Vec<std::sync::Arc<PipelineRecord>>> {
+    let mut out: Vec<std::sync::Arc<PipelineRecord>> = Vec::new();
+    let mut next: Vec<u64> = record.family.children.iter().map(|c| c.pipeline).collect();
+    while let Some(id) = next.pop() {
+        if out.iter().any(|r| r.id == id) {
+            continue;
+        }
+        if let Some(child) = handle.get(id).await? {
+            next.extend(child.family.children.iter().map(|c| c.pipeline));
+            out.push(child);
+        }
+    }
+    out.sort_by_key(|r| r.id);
+    Ok(out)
 }
 
 /// Prints a job's stored log, cut at `--max-log-bytes` with a line that

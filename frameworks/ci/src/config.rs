@@ -43,6 +43,7 @@ use crate::yaml::{self, Key, Kind, Limits, Node};
 mod reports;
 mod services;
 pub(crate) use services::{ServiceSpec, plan_services};
+mod trigger;
 
 /// Limits applied while parsing, so a hostile file is refused quickly.
 #[derive(Debug, Clone, Copy)]
@@ -220,14 +221,11 @@ const JOB_KEYS: &[&str] = &[
     "services",
     "extends",
     "coverage",
+    "trigger",
 ];
 
 /// Keywords GitLab knows that berth does not support (warned, ignored).
 const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
-    (
-        "trigger",
-        "downstream pipelines (`trigger`) are not supported; the job is skipped",
-    ),
     ("release", "`release` is not supported and is ignored"),
     (
         "secrets",
@@ -1712,7 +1710,6 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
     };
     let first_diag = cx.diags.len();
     let mut has_script = false;
-    let mut trigger = false;
     let map = node.as_map().unwrap_or_default();
     for (k, v) in map {
         match k.name.as_str() {
@@ -1758,20 +1755,25 @@ fn parse_job(cx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<JobSpec>
             "coverage" => job.coverage = reports::parse_coverage(cx, v),
             "services" => job.services = services::parse_services(cx, v),
             "extends" => {}
+            "trigger" => job.trigger = trigger::parse_trigger(cx, v),
             other => {
                 if let Some((_, why)) = UNSUPPORTED_JOB_KEYS.iter().find(|(n, _)| *n == other) {
                     cx.warn(k.pos, *why);
-                    trigger |= other == "trigger";
                 } else {
                     unknown_key(cx, k, JOB_KEYS, &format!("the job `{name}`"));
                 }
             }
         }
     }
-    if trigger {
-        return None;
-    }
-    if !has_script {
+    let is_trigger = map.iter().any(|(k, _)| k.name == "trigger");
+    if is_trigger && has_script {
+        cx.error(
+            pos,
+            format!(
+                "the job `{name}` has both `trigger` and `script`: a trigger job runs no script"
+            ),
+        );
+    } else if !has_script && !is_trigger {
         cx.error(pos, format!("the job `{name}` has no `script`"));
     }
     let has_image = map.iter().any(|(k, v)| k.name == "image" && !v.is_null());

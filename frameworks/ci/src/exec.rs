@@ -237,6 +237,7 @@
 //! launching it.
 
 pub mod api;
+mod children;
 pub mod collect;
 pub mod environments;
 pub mod expiry;
@@ -255,4 +256,5 @@ mod schedule;
 pub mod source;
 pub mod state;
 pub mod store;
+mod stuck;
 mod task;

@@ -42,6 +42,8 @@ pub enum PipelineSource {
     Schedule,
     /// A merge request.
     MergeRequestEvent,
+    /// A child pipeline, started by a trigger job of its parent.
+    ParentPipeline,
 }
 
 impl PipelineSource {
@@ -54,6 +56,7 @@ impl PipelineSource {
             Self::Trigger => "trigger",
             Self::Schedule => "schedule",
             Self::MergeRequestEvent => "merge_request_event",
+            Self::ParentPipeline => "parent_pipeline",
         }
     }
 }
@@ -444,7 +447,7 @@ impl<'a> Env<'a> {
     /// predefined, `globals` (the main file's) and the secret variables.
     pub(crate) fn include_variables(&self, globals: &[VarDef]) -> BTreeMap<String, String> {
         let mut layers = Layers::default();
-        for (name, value) in predefined(self.ctx) {
+        for (name, value) in predefined::pipeline(self.ctx) {
             layers.set(name, value, false);
         }
         layers.add_defs(globals);
@@ -509,6 +512,7 @@ impl<'a> Env<'a> {
             "api" => ctx.source == PipelineSource::Api,
             "schedules" => ctx.source == PipelineSource::Schedule,
             "triggers" => ctx.source == PipelineSource::Trigger,
+            "pipelines" => ctx.source == PipelineSource::ParentPipeline,
             _ => {
                 if let Some(body) = pattern.strip_prefix('/')
                     && let Some(end) = body.rfind('/')

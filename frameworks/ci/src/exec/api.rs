@@ -133,6 +133,21 @@ pub struct PipelineSummary {
     /// now fails with `missing_dependency_failure`.
     #[serde(default)]
     pub source_expired: bool,
+    /// For a child pipeline: the parent pipeline and its trigger job.
+    #[serde(default)]
+    pub parent: Option<ParentView>,
+    /// The child pipelines its trigger jobs created, oldest first.
+    #[serde(default)]
+    pub children: Vec<u64>,
+}
+
+/// The trigger job that created a child pipeline.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ParentView {
+    /// The parent pipeline.
+    pub pipeline: u64,
+    /// Its trigger job's name.
+    pub job: String,
 }
 
 /// One job of a pipeline.
@@ -174,6 +189,16 @@ pub struct JobView {
     /// says `waiting_for_resource` too).
     #[serde(default)]
     pub waiting_for_resource: bool,
+    /// Pending, and no agent has its `tags`: why (GitLab's "This job is
+    /// stuck because ...").
+    #[serde(default)]
+    pub stuck: Option<String>,
+    /// A trigger job: the child pipeline of its latest attempt.
+    #[serde(default)]
+    pub child_pipeline: Option<u64>,
+    /// That child pipeline's status (filled by [`pipeline`]).
+    #[serde(default)]
+    pub child_status: Option<String>,
     /// Its `reports:junit` results (latest attempt).
     #[serde(default)]
     pub tests: Option<TestSummary>,
@@ -238,6 +263,12 @@ impl PipelineSummary {
             finished_ms: rec.finished_ms,
             auto_canceled_by: rec.auto_canceled_by,
             source_expired: rec.expired.source,
+            parent: rec.family.parent.map(|p| ParentView {
+                pipeline: p.pipeline,
+                // The name is the parent's; the child knows its index.
+                job: String::new(),
+            }),
+            children: rec.family.children.iter().map(|c| c.pipeline).collect(),
         }
     }
 }
@@ -293,6 +324,11 @@ impl PipelineView {
                         action: e.action.clone(),
                         on_stop: e.on_stop.clone(),
                     }),
+                    stuck: (state.status == JobStatus::Pending)
+                        .then(|| rec.stuck_reason(i).map(str::to_string))
+                        .flatten(),
+                    child_pipeline: rec.family.latest_child(i),
+                    child_status: None,
                 }
             })
             .collect::<Vec<JobView>>();
@@ -526,7 +562,27 @@ pub async fn list_pipelines(
 
 /// Pipeline `id` with its jobs.
 pub async fn pipeline(handle: &RunnerHandle, id: u64) -> Result<PipelineView, ApiError> {
-    Ok(PipelineView::of(&*record(handle, id).await?))
+    let rec = record(handle, id).await?;
+    let mut view = PipelineView::of(&rec);
+    for job in &mut view.jobs {
+        if let Some(child) = job.child_pipeline
+            && let Some(child) = handle.get(child).await?
+        {
+            job.child_status = Some(child.status().as_str().to_string());
+        }
+    }
+    if let Some(link) = rec.family.parent
+        && let Some(parent) = &mut view.summary.parent
+        && let Some(up) = handle.get(link.pipeline).await?
+    {
+        parent.job = up
+            .plan
+            .jobs
+            .get(link.job)
+            .map(|j| j.name.clone())
+            .unwrap_or_default();
+    }
+    Ok(view)
 }
 
 /// Checks a trigger and runs the pipeline of its repository; returns the

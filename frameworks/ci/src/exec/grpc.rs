@@ -123,6 +123,9 @@ fn summary_message(s: &PipelineSummary) -> pb::PipelineSummary {
         finished_ms: s.finished_ms,
         auto_canceled_by: s.auto_canceled_by,
         source_expired: s.source_expired,
+        parent_pipeline: s.parent.as_ref().map(|p| p.pipeline),
+        parent_job: s.parent.as_ref().map(|p| p.job.clone()),
+        children: s.children.clone(),
     }
 }
 
@@ -142,6 +145,9 @@ fn job_message(j: &JobView) -> pb::Job {
         resource_group: j.resource_group.clone(),
         artifacts_expired: j.artifacts_expired,
         log_expired: j.log_expired,
+        stuck: j.stuck.clone(),
+        child_pipeline: j.child_pipeline,
+        child_status: j.child_status.clone(),
         tests: j.tests.as_ref().map(tests_message),
         coverage: j.coverage,
         dotenv: j.dotenv.clone(),
@@ -448,9 +454,17 @@ mod tests {
             finished_ms: Some(2),
             auto_canceled_by: Some(9),
             source_expired: true,
+            parent: Some(super::super::api::ParentView {
+                pipeline: 3,
+                job: "kid".into(),
+            }),
+            children: vec![8],
         };
         let message = summary_message(&view);
         assert_eq!(message.id, 7);
+        assert_eq!(message.parent_pipeline, Some(3));
+        assert_eq!(message.parent_job.as_deref(), Some("kid"));
+        assert_eq!(message.children, [8]);
         assert!(message.warnings && message.source_expired);
         assert_eq!(message.finished_ms, Some(2));
         assert_eq!(message.auto_canceled_by, Some(9));
@@ -483,10 +497,21 @@ mod tests {
             dotenv: vec!["VERSION".into()],
             report_notices: Vec::new(),
             environment: None,
+            stuck: Some("This job is stuck because no agent has the tags [gpu]".into()),
+            child_pipeline: Some(4),
+            child_status: Some("failed".into()),
         };
         let message = job_message(&view);
         assert_eq!(message.coverage, Some(83.5));
         assert_eq!(message.dotenv, ["VERSION"]);
+        assert!(
+            message
+                .stuck
+                .as_deref()
+                .is_some_and(|s| s.contains("[gpu]"))
+        );
+        assert_eq!(message.child_pipeline, Some(4));
+        assert_eq!(message.child_status.as_deref(), Some("failed"));
         assert!(message.artifacts_expired);
         assert!(message.log_expired);
         assert_eq!(message.attempts, 2);

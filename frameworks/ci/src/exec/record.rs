@@ -77,11 +77,84 @@ pub struct PipelineRecord {
     /// variables, test results, coverage (see [`crate::reports`]).
     #[serde(default)]
     pub reports: BTreeMap<usize, JobReports>,
-    /// Names of the variables set for the pipeline rather than in the file
-    /// (berth's project and secret variables, `--var`, trigger
-    /// variables): dotenv variables do not replace them, as in GitLab.
+    /// Its parent (for a child pipeline), its children (the pipelines its
+    /// trigger jobs created) and the variables it was given.
     #[serde(default)]
-    pub pipeline_variables: Vec<String>,
+    pub family: Family,
+    /// Per job: pending, but no agent has its `tags` (why, in GitLab's
+    /// words). Derived by the runner when it hands the record out; not
+    /// stored.
+    #[serde(skip)]
+    pub stuck: Vec<Option<String>>,
+}
+
+/// A pipeline's links to the pipelines its trigger jobs started and to the
+/// trigger job that started it (GitLab's parent-child pipelines).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    /// For a child pipeline: the parent's trigger job that created it.
+    #[serde(default)]
+    pub parent: Option<ParentLink>,
+    /// The child pipelines, oldest first (a retried trigger job creates a
+    /// new one).
+    #[serde(default)]
+    pub children: Vec<ChildLink>,
+    /// The variables given with the pipeline (trigger, project and secret
+    /// variables): what `trigger:forward:pipeline_variables` passes down.
+    #[serde(default)]
+    pub pipeline_variables: Vec<PassedVariable>,
+}
+
+/// The trigger job (attempt) that created a child pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The parent pipeline.
+    pub pipeline: u64,
+    /// Its trigger job's index.
+    pub job: usize,
+    /// The trigger job's attempt, from 1.
+    pub attempt: usize,
+}
+
+/// A child pipeline, and the trigger job (attempt) that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildLink {
+    /// The trigger job's index.
+    pub job: usize,
+    /// The trigger job's attempt, from 1.
+    pub attempt: usize,
+    /// The child pipeline.
+    pub pipeline: u64,
+}
+
+/// A variable given with a pipeline, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedVariable {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Masked in logs.
+    pub masked: bool,
+}
+
+impl Family {
+    /// The child pipeline of job `job`'s latest attempt `attempt`.
+    pub fn child_of(&self, job: usize, attempt: usize) -> Option<u64> {
+        self.children
+            .iter()
+            .find(|c| c.job == job && c.attempt == attempt)
+            .map(|c| c.pipeline)
+    }
+
+    /// The newest child pipeline job `job` created.
+    pub fn latest_child(&self, job: usize) -> Option<u64> {
+        self.children
+            .iter()
+            .filter(|c| c.job == job)
+            .max_by_key(|c| c.attempt)
+            .map(|c| c.pipeline)
+    }
 }
 
 impl PipelineRecord {
@@ -103,6 +176,11 @@ impl PipelineRecord {
         } else {
             &self.repository
         }
+    }
+
+    /// Why job `i` is stuck (pending, and no agent has its tags), if it is.
+    pub fn stuck_reason(&self, i: usize) -> Option<&str> {
+        self.stuck.get(i).and_then(|s| s.as_deref())
     }
 
     /// Whether job `i` is pending but waits for its resource group.
@@ -146,7 +224,7 @@ impl PipelineRecord {
     /// the jobs whose artifacts it downloads (its `dependencies`, its
     /// `needs` with artifacts, or every job of earlier stages), a later
     /// one's replacing an earlier one's; without the names set for the
-    /// pipeline ([`PipelineRecord::pipeline_variables`]), which win.
+    /// pipeline ([`Family::pipeline_variables`]), which win.
     pub fn dotenv_for(&self, i: usize) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for k in super::expiry::artifact_sources(&self.plan, i) {
@@ -154,7 +232,13 @@ impl PipelineRecord {
                 out.extend(r.dotenv.iter().map(|(n, v)| (n.clone(), v.clone())));
             }
         }
-        out.retain(|name, _| !self.pipeline_variables.contains(name));
+        out.retain(|name, _| {
+            !self
+                .family
+                .pipeline_variables
+                .iter()
+                .any(|v| v.name == *name)
+        });
         out
     }
 

@@ -299,7 +299,11 @@ alone:
         assert_eq!(rec.dotenv_for(test)["VERSION"], "1.2.3");
         assert!(rec.dotenv_for(alone).is_empty());
         // Pipeline variables win over dotenv ones.
-        rec.pipeline_variables = vec!["VERSION".into()];
+        rec.family.pipeline_variables = vec![crate::exec::record::PassedVariable {
+            name: "VERSION".into(),
+            value: "9".into(),
+            masked: false,
+        }];
         assert!(rec.dotenv_for(test).is_empty());
     }
 

@@ -50,9 +50,11 @@
 //! the log endpoints) come from per-pipeline snapshots published on every
 //! change, never through the framework's task.
 
+mod children;
 mod framework;
 mod reports;
 mod requests;
+mod stuck;
 mod submit;
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,6 +79,7 @@ use super::source::{self, Revision};
 use super::state;
 use super::store::{RepoUpdate, Store, StoreError};
 pub use super::task::tags_match;
+pub use submit::revision_context;
 use crate::{PipelineSource, SecretVariable};
 
 /// The file in the data directory holding the framework's id.
@@ -144,6 +147,11 @@ pub struct RunnerConfig {
     /// otherwise leave a disconnected framework behind for
     /// `failover_timeout`. Off by default (`berth ci serve` comes back).
     pub teardown_on_stop: bool,
+    /// How long a job may be stuck (pending, and no agent has its `tags`)
+    /// before it fails with `stuck_or_timeout_failure`; `None` (the
+    /// default, as GitLab): it stays pending, shown as stuck, until an
+    /// agent with its tags comes. `berth ci run` sets it (`--stuck-timeout`).
+    pub stuck_timeout: Option<Duration>,
 }
 
 impl RunnerConfig {
@@ -170,6 +178,7 @@ impl RunnerConfig {
             log_retry: LogRetry::default(),
             failover_timeout: Duration::from_secs(7 * 24 * 3600),
             teardown_on_stop: false,
+            stuck_timeout: None,
         }
     }
 
@@ -640,6 +649,8 @@ pub async fn start(
         inbox: Vec::new(),
         intent: Mutex::new(None),
         failed: None,
+        agents_seen: Arc::default(),
+        stuck: BTreeMap::new(),
     };
     framework.publish_all();
     // What fell due or went missing while the framework was down.

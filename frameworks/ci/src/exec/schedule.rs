@@ -83,6 +83,8 @@ pub(crate) fn intent(
                     .collect::<Vec<_>>()
             };
             match job.status {
+                // A trigger job runs no task (see `children`).
+                _ if rec.plan.jobs[i].trigger.is_some() => {}
                 JobStatus::Pending => {
                     if resources.is_waiting(rec.id, i) || missing_dependency(rec, i).is_some() {
                         continue;
@@ -272,8 +274,10 @@ pub(crate) fn due(
             out.push(Due::Advance(rec.id));
         }
         for (j, job) in rec.state.jobs().iter().enumerate() {
+            // A trigger job's time is its child pipeline's jobs'.
             if job.status != JobStatus::Running
                 || rec.kill_reasons.get(j).copied().flatten().is_some()
+                || rec.plan.jobs[j].trigger.is_some()
             {
                 continue;
             }

@@ -747,6 +747,23 @@ impl Pipeline {
         kill
     }
 
+    /// Moves running job `i` (alone) to canceling: its end makes it
+    /// canceled (a trigger job whose child pipeline was canceled).
+    pub fn cancel_job(&mut self, i: usize) -> Result<(), StateError> {
+        let job = self.jobs.get_mut(i).ok_or(StateError::NoSuchJob(i))?;
+        match job.status {
+            JobStatus::Running | JobStatus::Canceling => {
+                job.status = JobStatus::Canceling;
+                Ok(())
+            }
+            status => Err(StateError::WrongState {
+                name: self.nodes[i].name.clone(),
+                status,
+                what: "canceled",
+            }),
+        }
+    }
+
     /// Retries one job, as GitLab's "retry job" button: a job that has
     /// ended — failed, canceled, or passed — goes back to pending for a new
     /// attempt (its earlier attempts stay in its history). The jobs

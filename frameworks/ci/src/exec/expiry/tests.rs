@@ -81,7 +81,8 @@ fn record(id: u64, ref_name: &str, yaml: &str) -> PipelineRecord {
         waiting_for_resource: Vec::new(),
         expired: Expired::default(),
         reports: BTreeMap::new(),
-        pipeline_variables: Vec::new(),
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 

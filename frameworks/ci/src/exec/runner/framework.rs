@@ -83,6 +83,10 @@ pub(super) struct CiFramework {
     pub(super) intent: Mutex<Option<Intent>>,
     /// Why the framework stops on its own: the first failed durable write.
     pub(super) failed: Option<String>,
+    /// The agents last listed, for stuck jobs (see `runner/stuck.rs`).
+    pub(super) agents_seen: Arc<Mutex<super::stuck::AgentsSeen>>,
+    /// The stuck jobs: (pipeline, job) → (attempt, since when, why).
+    pub(super) stuck: BTreeMap<(u64, usize), (usize, SystemTime, String)>,
 }
 
 impl CiFramework {
@@ -153,18 +157,18 @@ impl CiFramework {
         let resources = schedule::resources(&self.pipelines);
         let mut published = self.published.write();
         for (id, rec) in &self.pipelines {
-            published.insert(*id, Arc::new(with_waits(rec, &resources)));
+            published.insert(*id, Arc::new(self.with_stuck(with_waits(rec, &resources))));
         }
     }
 
     /// Publishes pipeline `id` as it is now, and the unfinished pipelines
     /// whose resource-group waits changed with it (a finished pipeline's
     /// waits change only when it finishes: it is `id` then).
-    fn publish(&self, id: u64) {
+    pub(super) fn publish(&self, id: u64) {
         let resources = schedule::resources(&self.pipelines);
         let mut published = self.published.write();
         if let Some(rec) = self.pipelines.get(&id) {
-            published.insert(id, Arc::new(with_waits(rec, &resources)));
+            published.insert(id, Arc::new(self.with_stuck(with_waits(rec, &resources))));
         }
         for rec in self.pipelines.values() {
             if rec.id == id
@@ -182,7 +186,7 @@ impl CiFramework {
             }
             let mut copy = rec.clone();
             copy.waiting_for_resource = waits;
-            published.insert(rec.id, Arc::new(copy));
+            published.insert(rec.id, Arc::new(self.with_stuck(copy)));
         }
     }
 
@@ -223,6 +227,7 @@ impl CiFramework {
                 }
             }
         }
+        changed.extend(self.settle_children(now).await?);
         changed.extend(self.fail_missing_sources(now).await);
         changed.extend(
             expiry::fail_expired_dependencies(&mut self.pipelines, &self.config.data_dir, now)
@@ -565,6 +570,7 @@ impl Scheduler for CiFramework {
                     let reaped = self.reap_collectors();
                     self.search_coverage(&reaped).await?;
                     self.settle().await?;
+                    self.check_stuck().await?;
                 }
                 Wake::Sweep => {
                     self.sweep().await;

@@ -193,7 +193,7 @@ impl CiFramework {
     /// Cancels pipeline `id`; `by` is the newer pipeline that auto-cancels
     /// it, if that is why. Its running jobs' tasks leave the intent: the
     /// runtime kills them.
-    async fn cancel(&mut self, id: u64, by: Option<u64>) -> Result<(), RunError> {
+    pub(super) async fn cancel(&mut self, id: u64, by: Option<u64>) -> Result<(), RunError> {
         let rec = self
             .pipelines
             .get_mut(&id)
@@ -203,7 +203,19 @@ impl CiFramework {
             rec.auto_canceled_by = by;
         }
         rec.state.cancel();
-        self.persist(id).await
+        let children: Vec<u64> = rec.family.children.iter().map(|c| c.pipeline).collect();
+        self.persist(id).await?;
+        // GitLab cancels the downstream pipelines with their parent.
+        for child in children {
+            let unfinished = self
+                .pipelines
+                .get(&child)
+                .is_some_and(|c| !c.status().is_finished());
+            if unfinished {
+                Box::pin(self.cancel(child, None)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Pipeline `id` and the index of its job `job`.

@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::super::expiry;
 use super::super::files::FileStore;
+use super::super::record::{Family, PassedVariable};
 use super::super::source::{self, Revision};
 use super::super::state::{self, FailureReason, JobNode, Pipeline};
 use super::super::store::{RepoUpdate, Store};
@@ -76,6 +77,91 @@ pub(super) fn node(plan: &Plan, job: &PlannedJob) -> JobNode {
     }
 }
 
+/// What a new pipeline's record says besides its plan.
+pub(super) struct RecordHead {
+    pub(super) project: String,
+    pub(super) sha: String,
+    pub(super) ref_name: String,
+    pub(super) source: String,
+    pub(super) repository: String,
+    pub(super) branch: bool,
+    pub(super) masked_values: Vec<String>,
+    pub(super) family: Family,
+}
+
+/// Plans `config` as pipeline `id` (`ctx` with that id) and makes its
+/// record; `Err` when the plan fails or is empty.
+pub(super) fn new_record(
+    id: u64,
+    config: &Config,
+    ctx: &Context,
+    repo: &dyn crate::Repository,
+    head: &RecordHead,
+) -> Result<PipelineRecord, RunError> {
+    let plan = match config.plan(ctx, repo) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            return Err(RunError::NoPipeline(
+                "workflow:rules create no pipeline for this ref".into(),
+            ));
+        }
+        Err(e) => return Err(RunError::NoPipeline(e.to_string())),
+    };
+    let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
+    let state = Pipeline::new(nodes)?;
+    let jobs = plan.jobs.len();
+    Ok(PipelineRecord {
+        id,
+        project: head.project.clone(),
+        sha: head.sha.clone(),
+        ref_name: head.ref_name.clone(),
+        source: head.source.clone(),
+        token: uuid::Uuid::new_v4().simple().to_string(),
+        created_ms: now_ms(),
+        finished_ms: None,
+        plan,
+        state,
+        masked_values: head.masked_values.clone(),
+        agents: vec![String::new(); jobs],
+        attempt_agents: BTreeMap::new(),
+        kill_reasons: vec![None; jobs],
+        repository: head.repository.clone(),
+        branch: head.branch,
+        auto_canceled_by: None,
+        waiting_for_resource: Vec::new(),
+        expired: expiry::Expired::default(),
+        reports: BTreeMap::new(),
+        family: head.family.clone(),
+        stuck: Vec::new(),
+    })
+}
+
+/// Stores a new pipeline made by `make` from its id (with `update` to a
+/// registered repository, in the same transaction); returns the record.
+/// Nothing is stored when `make` fails.
+pub(super) fn store_new(
+    store: &Store,
+    update: Option<RepoUpdate>,
+    mut make: impl FnMut(u64) -> Result<PipelineRecord, RunError>,
+) -> Result<PipelineRecord, RunError> {
+    let mut made: Option<PipelineRecord> = None;
+    let mut failure: Option<RunError> = None;
+    store.linked(update).create_with(|id| match make(id) {
+        Ok(rec) => {
+            made = Some(rec.clone());
+            Some(rec)
+        }
+        Err(e) => {
+            failure = Some(e);
+            None
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    made.ok_or_else(|| RunError::Other("no record was made".into()))
+}
+
 /// Plans `submission` as a new pipeline and stores its record (with
 /// `update` to a registered repository, in the same transaction); returns
 /// the record. Nothing is stored when the plan fails or is empty.
@@ -88,75 +174,35 @@ pub(super) fn create_record(
     server_url: &str,
 ) -> Result<PipelineRecord, RunError> {
     let rev = &submission.revision;
-    let source = submission.source;
-    let branch = !rev.is_tag && source::is_branch(rev);
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut made: Option<PipelineRecord> = None;
-    let mut failure: Option<RunError> = None;
-    store.linked(update).create_with(|id| {
-        let ctx = plan_context(submission, id, server_url);
-        let plan = match config.plan(&ctx, repo) {
-            Ok(Some(plan)) => plan,
-            Ok(None) => {
-                failure = Some(RunError::NoPipeline(
-                    "workflow:rules create no pipeline for this ref".into(),
-                ));
-                return None;
-            }
-            Err(e) => {
-                failure = Some(RunError::NoPipeline(e.to_string()));
-                return None;
-            }
-        };
-        let nodes: Vec<JobNode> = plan.jobs.iter().map(|j| node(&plan, j)).collect();
-        let state = match Pipeline::new(nodes) {
-            Ok(s) => s,
-            Err(e) => {
-                failure = Some(e.into());
-                return None;
-            }
-        };
-        let masked_values = submission
+    let head = RecordHead {
+        project: rev.project_name.clone(),
+        sha: rev.sha.clone(),
+        ref_name: rev.ref_name.clone(),
+        source: submission.source.as_str().to_string(),
+        repository: rev.root.join(&rev.subdir).display().to_string(),
+        branch: !rev.is_tag && source::is_branch(rev),
+        masked_values: submission
             .variables
             .iter()
             .filter(|v| v.masked)
             .map(|v| v.value.clone())
-            .collect();
-        let jobs = plan.jobs.len();
-        let rec = PipelineRecord {
-            id,
-            project: rev.project_name.clone(),
-            sha: rev.sha.clone(),
-            ref_name: rev.ref_name.clone(),
-            source: source.as_str().to_string(),
-            token: token.clone(),
-            created_ms: now_ms(),
-            finished_ms: None,
-            plan,
-            state,
-            masked_values,
-            agents: vec![String::new(); jobs],
-            attempt_agents: BTreeMap::new(),
-            kill_reasons: vec![None; jobs],
-            repository: rev.root.join(&rev.subdir).display().to_string(),
-            branch,
-            auto_canceled_by: None,
-            waiting_for_resource: Vec::new(),
-            expired: expiry::Expired::default(),
-            reports: BTreeMap::new(),
+            .collect(),
+        family: Family {
             pipeline_variables: submission
                 .variables
                 .iter()
-                .map(|v| v.name.clone())
+                .map(|v| PassedVariable {
+                    name: v.name.clone(),
+                    value: v.value.clone(),
+                    masked: v.masked,
+                })
                 .collect(),
-        };
-        made = Some(rec.clone());
-        Some(rec)
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    made.ok_or_else(|| RunError::Other("no record was made".into()))
+            ..Family::default()
+        },
+    };
+    store_new(store, update, |id| {
+        new_record(id, config, &plan_context(submission, id, server_url), repo, &head)
+    })
 }
 
 /// Removes a temporary file, if it is there.
@@ -174,14 +220,33 @@ fn remove_temp(path: &Path) {
 /// trigger, schedule) or a push of a new branch makes every `changes`
 /// true, as GitLab documents.
 fn plan_context(submission: &Submission, id: u64, server_url: &str) -> Context {
-    let rev = &submission.revision;
+    revision_context(
+        &submission.revision,
+        submission.source,
+        submission.variables.clone(),
+        id,
+        server_url,
+    )
+}
+
+/// What a plan of pipeline `id` of `rev`, started by `source` with
+/// `secrets`, is evaluated against. `changes` rules compare with the
+/// branch's previous head only for a push onto a known commit; in every
+/// other pipeline they are true, as GitLab documents.
+pub fn revision_context(
+    rev: &Revision,
+    source: crate::PipelineSource,
+    secrets: Vec<crate::SecretVariable>,
+    id: u64,
+    server_url: &str,
+) -> Context {
     let pushed_onto = rev
         .commit
         .before_sha
         .as_deref()
         .is_some_and(|b| !b.is_empty() && b.bytes().any(|c| c != b'0'));
-    let changed_files = (submission.source == crate::PipelineSource::Push && pushed_onto)
-        .then(|| rev.changed_files.clone());
+    let changed_files =
+        (source == crate::PipelineSource::Push && pushed_onto).then(|| rev.changed_files.clone());
     Context {
         project_name: rev.project_name.clone(),
         project_dir: format!("{CONTAINER_SANDBOX}/{}", rev.project_name),
@@ -190,9 +255,9 @@ fn plan_context(submission: &Submission, id: u64, server_url: &str) -> Context {
         ref_is_tag: rev.is_tag,
         default_branch: rev.default_branch.clone(),
         pipeline_id: id,
-        source: submission.source,
+        source,
         changed_files,
-        secrets: submission.variables.clone(),
+        secrets,
         commit: rev.commit.clone(),
         server_url: server_url.to_string(),
         repository_url: rev.root.display().to_string(),

@@ -46,7 +46,8 @@ pub(crate) fn record(yaml: &str) -> PipelineRecord {
         waiting_for_resource: vec![true; jobs],
         expired: super::super::expiry::Expired::default(),
         reports: BTreeMap::new(),
-        pipeline_variables: Vec::new(),
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 

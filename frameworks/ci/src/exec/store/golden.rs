@@ -140,7 +140,8 @@ fn pipeline() -> PipelineRecord {
             source: false,
         },
         reports: BTreeMap::new(),
-        pipeline_variables: Vec::new(),
+        family: Default::default(),
+        stuck: Vec::new(),
     }
 }
 
