@@ -53,7 +53,11 @@ pub(crate) fn report_lines(view: &PipelineView) -> Vec<String> {
         if head.is_empty() && job.tests.is_none() && job.report_notices.is_empty() {
             continue;
         }
-        out.push(format!("{}: {}", job.name, head.join("; ")).trim_end_matches(": ").to_string());
+        out.push(
+            format!("{}: {}", job.name, head.join("; "))
+                .trim_end_matches(": ")
+                .to_string(),
+        );
         if let Some(t) = &job.tests {
             out.extend(test_lines(t, "  "));
         }
@@ -81,8 +85,7 @@ fn ago(ms: u64) -> String {
 
 /// `berth ci environments`.
 pub(crate) async fn environments(opts: &ServerOpts) -> anyhow::Result<()> {
-    let all: Vec<EnvironmentView> =
-        json(request(opts, "GET", "/ci/v1/environments", None).await?)?;
+    let all: Vec<EnvironmentView> = json(request(opts, "GET", "/ci/v1/environments", None).await?)?;
     if opts.json {
         outln!("{}", serde_json::to_string_pretty(&all)?)?;
         return Ok(());

@@ -78,10 +78,7 @@ fn dotenv_variables_reach_the_jobs_that_download_the_artifacts() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("pipeline #1: success"), "{out}");
     // The bad line is named, not dropped silently.
-    assert!(
-        out.contains("build.env line 2: not KEY=value"),
-        "{out}"
-    );
+    assert!(out.contains("build.env line 2: not KEY=value"), "{out}");
     assert!(out.contains("dotenv URL, VERSION"), "{out}");
 }
 
@@ -130,7 +127,10 @@ fn junit_results_and_coverage_are_shown_at_the_end_of_a_run() {
         out.contains("pipeline #1: success (with allowed failures)"),
         "{out}"
     );
-    assert!(out.contains("Tests: 2 passed, 1 failed, 1 skipped"), "{out}");
+    assert!(
+        out.contains("Tests: 2 passed, 1 failed, 1 skipped"),
+        "{out}"
+    );
     assert!(
         out.contains("FAILED math.divides: expected 2, got 3"),
         "{out}"

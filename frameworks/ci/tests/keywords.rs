@@ -891,7 +891,10 @@ fn reports_dotenv_coverage_and_on_stop_are_parsed_and_checked() {
     let a = job(&p, "build").artifacts.clone().unwrap();
     assert_eq!(a.dotenv, ["build.env", "more.env"]);
     assert_eq!(a.junit, ["out.xml"]);
-    assert_eq!(job(&p, "build").coverage.as_deref(), Some(r"/TOTAL (\d+%)/"));
+    assert_eq!(
+        job(&p, "build").coverage.as_deref(),
+        Some(r"/TOTAL (\d+%)/")
+    );
     let env = job(&p, "deploy").environment.clone().unwrap();
     assert_eq!(env.on_stop.as_deref(), Some("stop_review"));
 

@@ -68,12 +68,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::repos::{HookOutcome, NewRepo, RepoError, RepoView, Repos};
-use crate::reports::TestSummary;
 use super::runner::{
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, PipelineRecord, RunError, RunnerHandle, Submission,
 };
 use super::source;
 use super::state::JobStatus;
+use crate::reports::TestSummary;
 use crate::{PipelineSource, SecretVariable};
 
 /// `POST /ci/v1/pipelines`: run the pipeline of a repository on the CI

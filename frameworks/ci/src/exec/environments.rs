@@ -137,9 +137,7 @@ pub fn environments<'a>(
 ///
 /// # Errors
 /// The runner has stopped.
-pub async fn list_environments(
-    handle: &RunnerHandle,
-) -> Result<Vec<EnvironmentView>, ApiError> {
+pub async fn list_environments(handle: &RunnerHandle) -> Result<Vec<EnvironmentView>, ApiError> {
     let records = handle.list().await.map_err(ApiError::from)?;
     Ok(environments(records.iter().map(|r| r.as_ref())))
 }
@@ -274,7 +272,11 @@ check:
             .iter()
             .position(|j| j.name == job)
             .expect("job");
-        if rec.state.job(i).is_some_and(|j| j.status == JobStatus::Manual) {
+        if rec
+            .state
+            .job(i)
+            .is_some_and(|j| j.status == JobStatus::Manual)
+        {
             rec.state.play(i).expect("plays");
         }
         rec.state.started(i, "task", at(t)).expect("starts");
@@ -302,7 +304,10 @@ check:
         run(&mut rec, "stop", JobEnd::success(), 20);
         let envs = environments([&rec]);
         assert_eq!(envs[0].state, "stopped");
-        assert_eq!(envs[0].stopped_by.as_ref().map(|d| d.job.as_str()), Some("stop"));
+        assert_eq!(
+            envs[0].stopped_by.as_ref().map(|d| d.job.as_str()),
+            Some("stop")
+        );
 
         // A newer deployment (another pipeline) makes it available again.
         let mut newer = record(YAML);
@@ -311,7 +316,10 @@ check:
         let envs = environments([&rec, &newer]);
         assert_eq!(envs.len(), 1);
         assert_eq!(envs[0].state, "available");
-        assert_eq!(envs[0].last_deployment.as_ref().map(|d| d.pipeline), Some(2));
+        assert_eq!(
+            envs[0].last_deployment.as_ref().map(|d| d.pipeline),
+            Some(2)
+        );
         assert!(envs[0].stopped_by.is_none());
 
         // Another project's environment of the same name is its own.
@@ -330,6 +338,9 @@ check:
         run(&mut rec, "deploy", JobEnd::success(), 10);
         run(&mut rec, "check", JobEnd::success(), 20);
         let envs = environments([&rec]);
-        assert_eq!(envs[0].last_deployment.as_ref().map(|d| d.job.as_str()), Some("deploy"));
+        assert_eq!(
+            envs[0].last_deployment.as_ref().map(|d| d.job.as_str()),
+            Some("deploy")
+        );
     }
 }

@@ -77,7 +77,8 @@ pub(crate) fn read_reports(
         let entries = match read {
             Ok(entries) => entries,
             Err(e) => {
-                out.notices.push(format!("{what}: cannot read the upload: {e}"));
+                out.notices
+                    .push(format!("{what}: cannot read the upload: {e}"));
                 continue;
             }
         };
@@ -89,9 +90,10 @@ pub(crate) fn read_reports(
                 continue;
             };
             match kind {
-                ReportKind::Dotenv => out
-                    .notices
-                    .extend(parse_dotenv(&name, &bytes, &mut out.dotenv)),
+                ReportKind::Dotenv => {
+                    out.notices
+                        .extend(parse_dotenv(&name, &bytes, &mut out.dotenv))
+                }
                 ReportKind::Junit => match parse_junit(&bytes) {
                     Ok(summary) => out
                         .tests
@@ -168,17 +170,18 @@ pub(crate) fn search_coverage(
     entry.coverage_searched = true;
     let Ok(compiled) = reports::parse_coverage_regex(&regex) else {
         // Checked at lint time; a record from elsewhere says so.
-        entry
-            .notices
-            .push(format!("coverage: {regex:?} is not a valid regular expression"));
+        entry.notices.push(format!(
+            "coverage: {regex:?} is not a valid regular expression"
+        ));
         return true;
     };
     let path = PipelineRecord::log_path(data_dir, rec.id, j, attempt);
     match tail(&path, max_bytes) {
         Ok(log) => entry.coverage = reports::coverage_of(&compiled, &log),
-        Err(e) => entry
-            .notices
-            .push(format!("coverage: cannot read the log {}: {e}", path.display())),
+        Err(e) => entry.notices.push(format!(
+            "coverage: cannot read the log {}: {e}",
+            path.display()
+        )),
     }
     true
 }
@@ -239,11 +242,7 @@ alone:
                 .append_data(&mut header, name, *data)
                 .expect("append");
         }
-        builder
-            .into_inner()
-            .expect("tar")
-            .finish()
-            .expect("gzip")
+        builder.into_inner().expect("tar").finish().expect("gzip")
     }
 
     fn ok(name: &str) -> pb::OutputResult {
@@ -282,7 +281,10 @@ alone:
         let outputs = [ok("reports:dotenv"), ok("reports:junit")];
         let reports = read_reports(&files, &rec, 0, 1, &outputs).expect("reports");
         assert_eq!(reports.attempt, 1);
-        assert_eq!(reports.dotenv, BTreeMap::from([("VERSION".into(), "1.2.3".into())]));
+        assert_eq!(
+            reports.dotenv,
+            BTreeMap::from([("VERSION".into(), "1.2.3".into())])
+        );
         let tests = reports.tests.as_ref().expect("tests");
         assert_eq!((tests.total, tests.passed, tests.failed), (2, 1, 1));
         assert_eq!(reports.notices.len(), 2, "{:?}", reports.notices);
@@ -294,8 +296,18 @@ alone:
         rec.reports.insert(0, reports);
         // A later stage gets it, over its own YAML variable; a job that
         // needs another job only does not.
-        let test = rec.plan.jobs.iter().position(|j| j.name == "test").expect("test");
-        let alone = rec.plan.jobs.iter().position(|j| j.name == "alone").expect("alone");
+        let test = rec
+            .plan
+            .jobs
+            .iter()
+            .position(|j| j.name == "test")
+            .expect("test");
+        let alone = rec
+            .plan
+            .jobs
+            .iter()
+            .position(|j| j.name == "alone")
+            .expect("alone");
         assert_eq!(rec.dotenv_for(test)["VERSION"], "1.2.3");
         assert!(rec.dotenv_for(alone).is_empty());
         // Pipeline variables win over dotenv ones.
@@ -320,7 +332,11 @@ alone:
         }];
         let reports = read_reports(&files, &rec, 0, 1, &outputs).expect("reports");
         assert!(reports.dotenv.is_empty() && reports.tests.is_none());
-        assert!(reports.notices[0].contains("build.env: no files matched"), "{:?}", reports.notices);
+        assert!(
+            reports.notices[0].contains("build.env: no files matched"),
+            "{:?}",
+            reports.notices
+        );
         assert!(reports.notices[1].contains("reports:junit: nothing read"));
     }
 

@@ -130,7 +130,10 @@ pub(crate) fn task_for(
                 continue;
             }
             outputs.push(pb::OutputUpload {
-                url: format!("{base}{}", urls::report(rec.id, kind, &job.name, &rec.token)?),
+                url: format!(
+                    "{base}{}",
+                    urls::report(rec.id, kind, &job.name, &rec.token)?
+                ),
                 paths: paths.iter().map(|p| format!("{project}/{p}")).collect(),
                 exclude: Vec::new(),
                 when: pb::output_upload::When::Always as i32,

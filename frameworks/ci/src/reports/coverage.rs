@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn group_or_whole_match_then_the_first_number() {
         // No group: the first number of the whole match.
-        assert_eq!(cov(r"/Coverage: \d+\.\d+/", "Coverage: 71.25 (3 files)"), Some(71.25));
+        assert_eq!(
+            cov(r"/Coverage: \d+\.\d+/", "Coverage: 71.25 (3 files)"),
+            Some(71.25)
+        );
         // The first group that took part.
         assert_eq!(
             cov(r"/lines: (\d+)% \((\d+)\)/", "lines: 64% (12)"),

@@ -60,11 +60,7 @@ pub fn parse_dotenv(file: &str, bytes: &[u8], vars: &mut BTreeMap<String, String
             continue;
         };
         let name = name.trim();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             notices.push(bad(
                 "the name must be letters, digits and `_` (variable names)",
             ));
@@ -93,7 +89,8 @@ mod tests {
 
     #[test]
     fn key_value_lines_taken_as_written() {
-        let (vars, notices) = parse("VERSION=1.2.3\n\n  URL = http://x/?a=b \nQ=\"quoted $HOME\"\nEMPTY=\n");
+        let (vars, notices) =
+            parse("VERSION=1.2.3\n\n  URL = http://x/?a=b \nQ=\"quoted $HOME\"\nEMPTY=\n");
         assert!(notices.is_empty(), "{notices:?}");
         assert_eq!(vars["VERSION"], "1.2.3");
         // Split at the first `=`; trimmed.

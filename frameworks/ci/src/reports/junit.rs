@@ -97,9 +97,10 @@ pub fn parse_junit(bytes: &[u8]) -> Result<TestSummary, String> {
             }
             Event::Text(t) => {
                 if let Some(c) = case.as_mut().filter(|c| c.collecting) {
-                    let text = t
-                        .unescape()
-                        .map_or_else(|_| String::from_utf8_lossy(&t).into_owned(), |s| s.into_owned());
+                    let text = t.unescape().map_or_else(
+                        |_| String::from_utf8_lossy(&t).into_owned(),
+                        |s| s.into_owned(),
+                    );
                     push_message(&mut c.message, &text);
                 }
             }
@@ -189,9 +190,10 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, String> {
     for a in e.attributes() {
         let a = a.map_err(|err| format!("a bad attribute: {}", cut(&err.to_string(), 200)))?;
         if a.key.local_name().as_ref() == name {
-            let value = a
-                .unescape_value()
-                .map_or_else(|_| String::from_utf8_lossy(&a.value).into_owned(), |v| v.into_owned());
+            let value = a.unescape_value().map_or_else(
+                |_| String::from_utf8_lossy(&a.value).into_owned(),
+                |v| v.into_owned(),
+            );
             return Ok(Some(value));
         }
     }

@@ -47,7 +47,11 @@ impl CiFramework {
                 }
             }
             Ok(None) => {}
-            Err(e) => warn!(pipeline = p, job = j, "reading the job's reports failed: {e}"),
+            Err(e) => warn!(
+                pipeline = p,
+                job = j,
+                "reading the job's reports failed: {e}"
+            ),
         }
     }
 
@@ -61,7 +65,12 @@ impl CiFramework {
             let Some(rec) = self.pipelines.get(&p) else {
                 continue;
             };
-            if rec.plan.jobs.get(j).is_none_or(|job| job.coverage.is_none()) {
+            if rec
+                .plan
+                .jobs
+                .get(j)
+                .is_none_or(|job| job.coverage.is_none())
+            {
                 continue;
             }
             let (mut copy, dir) = (rec.clone(), self.config.data_dir.clone());
