@@ -677,6 +677,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_task_with_services_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), sh("true"));
+        let info = berth_proto::ContainerInfo {
+            image: "img".into(),
+            services: vec![berth_proto::ServiceContainer {
+                image: "redis".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        s.container =
+            Some(super::super::ContainerSpec::from_proto(&info, &s.resources.ports).unwrap());
+        let e = ProcessContainerizer::new().launch(s).await.unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "invalid launch: the task has 1 service container (GitLab CI `services:`), \
+                 which only the Docker containerizer runs"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn runs_shell_command_with_output_and_env() {
         let dir = tempfile::tempdir().unwrap();
         let c = ProcessContainerizer::new();

@@ -244,7 +244,10 @@ async fn recovery_keeps_the_services_of_a_readopted_task() {
         sandbox: sandbox.clone(),
         masked_values: Vec::new(),
     };
-    assert_eq!(c.recover(vec![record]).await.unwrap(), [id.clone()]);
+    assert_eq!(
+        c.recover(vec![record]).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
     // The service still serves the re-adopted task, and goes with it.
     assert_eq!(c.wait(&id).await.unwrap(), Termination::Exited(0));
     assert!(read(sandbox.join("stdout")).contains("hello from the service"));
