@@ -1,10 +1,16 @@
 //! `berth ci run` through the real binary: child pipelines (`trigger:
 //! include`, with and without `strategy: depend`, variables passed down, a
-//! missing child file) and jobs stuck because no agent has their `tags`.
+//! missing child file) and jobs stuck because no agent has their `tags`;
+//! and `berth ci serve`, where a stuck job stays pending and `berth ci
+//! show` says why, and which child pipeline a trigger job made.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::ci::{berth, start_ci_daemon};
+
+mod common;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -143,4 +149,62 @@ fn a_job_whose_tags_no_agent_has_fails_as_stuck_with_the_reason() {
     assert!(out.contains("stuck_or_timeout_failure"), "{out}");
     assert!(out.contains("failed after 2s stuck"), "{out}");
     assert!(out.contains("success    lint"), "{out}");
+}
+
+/// Waits until `berth ci show ID` prints `needle`; returns what it printed.
+fn wait_show(server: &str, id: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out) = berth(&["ci", "show", id, "--server", server]);
+        if code == Some(0) && out.contains(needle) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn ci_serve_keeps_a_stuck_job_pending_and_ci_show_says_why_and_names_the_child() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dev, _serve, server) = start_ci_daemon(dir.path());
+    let repo = berth_tests::git_repo(&[
+        (
+            ".gitlab-ci.yml",
+            "kid:\n  trigger: {include: child.yml, strategy: depend}\n",
+        ),
+        (
+            "child.yml",
+            "train:\n  tags: [gpu]\n  script: [echo never]\n",
+        ),
+    ]);
+    let path = repo.path().to_str().expect("utf-8 path");
+    let (code, out) = berth(&["ci", "trigger", path, "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    let child = wait_show(
+        &server,
+        "2",
+        "This job is stuck because no agent has the tags [gpu]; the agents offer: ",
+    );
+    assert!(child.contains("pending"), "{child}");
+    assert!(child.contains("(child pipeline of #1, job kid)"), "{child}");
+    let parent = wait_show(&server, "1", "-> child pipeline #2: running");
+    assert!(parent.contains("running"), "{parent}");
+    // No timeout in `ci serve`: still pending a while later.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, child) = berth(&["ci", "show", "2", "--server", &server]);
+    assert!(
+        child.contains("pending") && child.contains("stuck"),
+        "{child}"
+    );
+    // The JSON view carries the links.
+    let (_, json) = berth(&["ci", "show", "1", "--json", "--server", &server]);
+    let view: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(view["children"], serde_json::json!([2]), "{json}");
+    assert_eq!(view["jobs"][0]["child_pipeline"], 2, "{json}");
+    // Canceling the parent cancels the child.
+    let (code, out) = berth(&["ci", "cancel", "1", "--server", &server]);
+    assert_eq!(code, Some(0), "{out}");
+    wait_show(&server, "2", "canceled");
+    wait_show(&server, "1", "-> child pipeline #2: canceled");
 }

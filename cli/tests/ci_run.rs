@@ -13,8 +13,11 @@
 //! behind.
 
 use berth_tests::{ChildProcess, free_port};
+use common::ci::{berth, start_ci_daemon, start_dev};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -151,49 +154,6 @@ fn on_a_terminal_progress_is_drawn_as_one_line_per_job() {
 
 fn repo_without_pipeline() -> tempfile::TempDir {
     repo(&[("README", "no pipeline\n")])
-}
-
-fn berth(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BERTH).args(args).output().expect("berth runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
-/// `berth dev` and `berth ci serve` next to it, with their data in `dir`;
-/// returns them once the CI framework answers, and its URL.
-fn start_ci_daemon(dir: &Path) -> (ChildProcess, ChildProcess, String) {
-    let server = format!("http://127.0.0.1:{}", free_port());
-    let (dev, master) = start_dev(dir);
-    let serve = ChildProcess(
-        Command::new(BERTH)
-            .args(["ci", "serve", "--log-retention", "30d", "--master", &master])
-            .arg("--listen")
-            .arg(server.trim_start_matches("http://"))
-            // A relative data directory, as the default one is.
-            .args(["--data-dir", "ci"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth ci serve starts"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (code, _) = berth(&["ci", "list", "--server", &server]);
-        if code == Some(0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "berth ci serve did not answer"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    (dev, serve, server)
 }
 
 /// `berth ci serve` as a daemon next to `berth dev`, driven by the client
@@ -685,43 +645,6 @@ fn ci_logs_follow_prefixes_the_lines_of_jobs_running_at_the_same_time() {
             .all(|l| l.starts_with(&format!("[{other}] "))),
         "every line of {other} is prefixed: {text}"
     );
-}
-
-/// `berth dev` alone (a master and an agent), with its data in `dir`;
-/// returns it once its master answers, and the master's address.
-fn start_dev(dir: &Path) -> (ChildProcess, String) {
-    let master = format!("127.0.0.1:{}", free_port());
-    let agent = format!("127.0.0.1:{}", free_port());
-    let dev = ChildProcess(
-        Command::new(BERTH)
-            .args(["dev", "--listen", &master, "--agent-listen", &agent])
-            // Other tests' berth dev may run at once: no fixed ports.
-            .args([
-                "--service-listen",
-                "127.0.0.1:0",
-                "--router-admin",
-                "127.0.0.1:0",
-                "--jobs-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-            .arg("--kill-tasks-on-shutdown")
-            .arg("--data-dir")
-            .arg(dir.join("dev"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth dev starts"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while berth(&["framework", "list", "--master", &master]).0 != Some(0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "berth dev did not answer"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    (dev, master)
 }
 
 /// The frameworks the master at `master` knows, by name.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_proto as pb;
 use berth_tests::ChildProcess;
 
+pub mod ci;
 pub mod service;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
