@@ -37,15 +37,7 @@ pub(super) fn parse_trigger(cx: &mut Ctx, node: &Node) -> Option<Trigger> {
             "include" => {
                 has_include = true;
                 match parse_include(cx, v) {
-                    Some(files) => {
-                        if files.len() > 1 {
-                            cx.warn(
-                                v.pos,
-                                "a child pipeline of several files needs `include:`, which berth does not support yet: the trigger job fails when it would create the child",
-                            );
-                        }
-                        trigger.include = files;
-                    }
+                    Some(files) => trigger.include = files,
                     None => ok = false,
                 }
             }

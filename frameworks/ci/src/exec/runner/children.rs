@@ -35,34 +35,25 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Parses a child pipeline's files: the ONE place a child's definition
 /// is parsed. `include` are the `trigger:include` paths of the commit,
-/// read from `repo`; `ctx` is the child's context (for `include:rules`).
-///
-/// Until the include machinery is merged this reads a single file with
-/// [`Config::parse`]; with it, this becomes
-/// `Config::parse_in(text, path, options, repo, ctx)` over the file (or
-/// over a synthetic `include:` list of the several files).
+/// read from `repo` as one file's `include:` list would be (nested
+/// includes, globs and their `rules` against `ctx`, the child's context).
 pub(super) fn parse_child(
     include: &[String],
     repo: &dyn Repository,
-    _ctx: &Context,
+    ctx: &Context,
 ) -> Result<Config, String> {
-    let [path] = include else {
-        return Err(format!(
-            "`trigger:include` names {} files ({}); berth reads one file per child pipeline until `include:` is supported",
-            include.len(),
-            include.join(", ")
-        ));
-    };
-    let bytes = repo
-        .read(path)
-        .ok_or_else(|| format!("{path} does not exist in this commit"))?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8 text"))?;
-    Config::parse(&text, &ParseOptions::default())
+    let mut text = String::from("include:\n");
+    for path in include {
+        // A JSON string is a YAML flow scalar: any path is quoted safely.
+        let quoted = serde_json::to_string(path).map_err(|e| e.to_string())?;
+        text.push_str(&format!("  - local: {quoted}\n"));
+    }
+    Config::parse_in(&text, "trigger:include", &ParseOptions::default(), repo, ctx)
         .map(|(config, _warnings)| config)
         .map_err(|diags| {
             diags
                 .iter()
-                .map(|d| format!("{path}:{d}"))
+                .map(|d| d.located("trigger:include"))
                 .collect::<Vec<_>>()
                 .join("\n")
         })
