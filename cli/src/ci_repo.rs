@@ -48,7 +48,10 @@ impl LintRepository {
         };
         match source::resolve(&dir, None, true) {
             Ok(rev) => {
-                let top = rev.root.join(&rev.subdir);
+                let top = match rev.subdir.trim_end_matches('/') {
+                    "" => rev.root.clone(),
+                    sub => rev.root.join(sub),
+                };
                 let path = in_repository(file.as_deref(), &top);
                 let kind = if rev.is_tag { "tag" } else { "branch" };
                 let described = format!(
