@@ -18,14 +18,15 @@ struct Run {
 }
 
 impl Run {
-    /// The stored log of job `job` (its first attempt).
-    fn log(&self, job: &str) -> String {
+    /// The stored log of the first attempt of job `job`, the `index`th
+    /// job of the plan (stages, then file order).
+    fn log(&self, index: usize, job: &str) -> String {
         let logs: Vec<PathBuf> = berth_tests::files_under(&self.data.path().join("ci/logs"));
         let path = logs
             .iter()
             .find(|p| {
                 p.file_name()
-                    .is_some_and(|n| n.to_string_lossy() == format!("{job}-1.log"))
+                    .is_some_and(|n| n.to_string_lossy() == format!("{index}-1.log"))
             })
             .unwrap_or_else(|| panic!("no log of {job} among {logs:?}\n{}", self.out));
         std::fs::read_to_string(path).expect("the log reads")
@@ -119,12 +120,15 @@ fn shell_jobs_get_real_paths_and_bash() {
     let repo = berth_tests::git_repo(&[(".gitlab-ci.yml", PATHS)]);
     let run = ci_run(repo.path(), false);
     assert_eq!(run.code, Some(0), "{}", run.out);
-    let log = run.log("paths");
+    let log = run.log(0, "paths");
     assert!(log.contains("Using shell: bash"), "{log}");
     // berth's own line comes before the job's first command.
-    assert!(at(&log, "Using shell: bash") < at(&log, "$ test \"$OUT_DIR\""), "{log}");
-    assert!(run.log("bash").contains("Using shell: bash"));
-    assert!(run.log("uses").contains("Job succeeded"));
+    assert!(
+        at(&log, "Using shell: bash") < at(&log, "$ test \"$OUT_DIR\""),
+        "{log}"
+    );
+    assert!(run.log(1, "bash").contains("Using shell: bash"));
+    assert!(run.log(2, "uses").contains("Job succeeded"));
 }
 
 const PREDEFINED: &str = r#"
@@ -198,19 +202,26 @@ fn predefined_variables_status_changes_and_notices() {
     let repo = berth_tests::git_repo(&[(".gitlab-ci.yml", PREDEFINED)]);
     let run = ci_run(repo.path(), false);
     assert_eq!(run.code, Some(0), "{}", run.out);
-    assert!(run.log("deploy").contains("Job succeeded"));
-    assert!(run.log("changes").contains("the changes job ran"));
-    assert!(run.log("passes").contains("status-marker-success"));
-    let fails = run.log("fails");
+    assert!(run.log(0, "deploy").contains("Job succeeded"));
+    assert!(run.log(1, "changes").contains("the changes job ran"));
+    assert!(run.log(2, "passes").contains("status-marker-success"));
+    let fails = run.log(3, "fails");
     assert!(fails.contains("status-marker-failed"), "{fails}");
     assert!(!fails.contains("after_script failed"), "{fails}");
     // The warning, at the start of the run and as the job log's first
     // line of the script's output.
     let warning = "`hooks` are not supported";
-    assert!(at(&run.out, warning) < at(&run.out, "pipeline #"), "{}", run.out);
-    let log = run.log("ignored");
+    assert!(
+        at(&run.out, warning) < at(&run.out, "pipeline #"),
+        "{}",
+        run.out
+    );
+    let log = run.log(4, "ignored");
     assert!(at(&log, warning) < at(&log, "Using shell:"), "{log}");
-    assert!(at(&log, "Using shell:") < at(&log, "ignored-job-ran"), "{log}");
+    assert!(
+        at(&log, "Using shell:") < at(&log, "ignored-job-ran"),
+        "{log}"
+    );
 }
 
 /// A Docker job (busybox: no bash, so sh) gets the container's paths in
@@ -235,6 +246,6 @@ in-image:
     let repo = berth_tests::git_repo(&[(".gitlab-ci.yml", yaml)]);
     let run = ci_run(repo.path(), true);
     assert_eq!(run.code, Some(0), "{}", run.out);
-    let log = run.log("in-image");
+    let log = run.log(0, "in-image");
     assert!(log.contains("Using shell: sh"), "{log}");
 }

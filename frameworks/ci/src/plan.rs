@@ -757,10 +757,17 @@ impl Config {
                     let vars = show(with_secrets(&layers).resolve());
                     let name = expand(&e.name, &|n| vars.get(n).cloned());
                     layers.set("CI_ENVIRONMENT_NAME", name.clone(), false);
-                    layers.set("CI_ENVIRONMENT_SLUG", predefined::environment_slug(&name), false);
+                    layers.set(
+                        "CI_ENVIRONMENT_SLUG",
+                        predefined::environment_slug(&name),
+                        false,
+                    );
                     layers.set("CI_ENVIRONMENT_ACTION", e.action.clone(), false);
                     let vars = show(with_secrets(&layers).resolve());
-                    let url = e.url.as_deref().map(|u| expand(u, &|n| vars.get(n).cloned()));
+                    let url = e
+                        .url
+                        .as_deref()
+                        .map(|u| expand(u, &|n| vars.get(n).cloned()));
                     if let Some(url) = &url {
                         layers.set("CI_ENVIRONMENT_URL", url.clone(), false);
                     }

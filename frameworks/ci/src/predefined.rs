@@ -259,8 +259,14 @@ mod tests {
             ..Context::default()
         };
         let v = format!("{PROJECT_DIR_PLACEHOLDER}/out:{BUILDS_DIR_PLACEHOLDER}");
-        assert_eq!(shown(&ctx, &v), "/mnt/berth/sandbox/app/out:/mnt/berth/sandbox");
-        assert_eq!(relative_path(&ctx, "/mnt/berth/sandbox/app/out".into()), "out");
+        assert_eq!(
+            shown(&ctx, &v),
+            "/mnt/berth/sandbox/app/out:/mnt/berth/sandbox"
+        );
+        assert_eq!(
+            relative_path(&ctx, "/mnt/berth/sandbox/app/out".into()),
+            "out"
+        );
         assert_eq!(relative_path(&ctx, "/mnt/berth/sandbox/app".into()), ".");
         assert_eq!(relative_path(&ctx, "/elsewhere/x".into()), "/elsewhere/x");
         assert_eq!(relative_path(&ctx, "dist/".into()), "dist/");

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use berth_ci::{Config, Context, MemoryRepository, ParseOptions, PlannedJob, prelude, render_script};
+use berth_ci::{
+    Config, Context, MemoryRepository, ParseOptions, PlannedJob, prelude, render_script,
+};
 
 const YAML: &str = r#"
 variables:
@@ -35,13 +37,20 @@ fn job() -> PlannedJob {
         ref_name: "main".into(),
         ..Context::default()
     };
-    let plan = config.plan(&ctx, &MemoryRepository::default()).unwrap().unwrap();
+    let plan = config
+        .plan(&ctx, &MemoryRepository::default())
+        .unwrap()
+        .unwrap();
     plan.jobs[0].clone()
 }
 
 /// Runs `script` with `shell` (argv before the script) in a sandbox;
 /// returns (exit code, output, sandbox).
-fn run(shell: &[&str], script: &str, env: &HashMap<String, String>) -> (i32, String, tempfile::TempDir) {
+fn run(
+    shell: &[&str],
+    script: &str,
+    env: &HashMap<String, String>,
+) -> (i32, String, tempfile::TempDir) {
     let sandbox = tempfile::tempdir().unwrap();
     std::fs::create_dir(sandbox.path().join("app")).unwrap();
     let out = Command::new(shell[0])
@@ -73,7 +82,11 @@ fn the_prelude_gives_real_paths_in_every_shell() {
     assert_eq!(job.variables["OUT_DIR"], "/mnt/berth/sandbox/app/out");
     assert!(job.dir_variables["OUT_DIR"].ends_with("/out"));
     assert!(!job.dir_variables["OUT_DIR"].contains("/mnt/berth"));
-    assert!(!job.dir_variables.contains_key("LITERAL"), "{:?}", job.dir_variables);
+    assert!(
+        !job.dir_variables.contains_key("LITERAL"),
+        "{:?}",
+        job.dir_variables
+    );
     let env: HashMap<String, String> = job.environment(7).into_iter().collect();
     let names: Vec<&str> = ["DEEP", "ODD", "OUT_DIR"].into();
     let inner = format!("{}{}", prelude("app", &names), render_script(&job));

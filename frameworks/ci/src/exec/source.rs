@@ -271,12 +271,21 @@ fn commit_info(root: &Path, sha: &str) -> Result<crate::CommitInfo, SourceError>
 /// The files that differ between commits `before` and `sha` (for a push:
 /// what it changed); None when `before` is not a commit of the repository
 /// (40 zeros: a new branch).
-pub fn changed_between(dir: &Path, before: &str, sha: &str) -> Result<Option<Vec<String>>, SourceError> {
+pub fn changed_between(
+    dir: &Path,
+    before: &str,
+    sha: &str,
+) -> Result<Option<Vec<String>>, SourceError> {
     let (root, _) = top(dir)?;
     if before.starts_with('-')
         || !git_says_yes(
             &root,
-            ["rev-parse", "--verify", "--quiet", &format!("{before}^{{commit}}")],
+            [
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{before}^{{commit}}"),
+            ],
         )?
     {
         return Ok(None);

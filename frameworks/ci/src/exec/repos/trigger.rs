@@ -4,10 +4,10 @@
 use tracing::{info, warn};
 
 use super::{RepoError, RepoRecord, RepoRun, Repos, blocking, now_ms};
+use crate::PipelineSource;
 use crate::exec::runner::{RunError, Submission};
 use crate::exec::source;
 use crate::exec::store::RepoUpdate;
-use crate::PipelineSource;
 
 impl Repos {
     /// Runs the pipeline of `sha` on `branch` unless that was done before

@@ -111,7 +111,14 @@ impl CiFramework {
             // The archive is written already: a pipeline (and a registered
             // repository's memory of having run the commit) is stored only
             // once its source is there. Dropping `archive` removes it.
-            let rec = create_record(&store, update, &config, &submission, &*repository, &base_url)?;
+            let rec = create_record(
+                &store,
+                update,
+                &config,
+                &submission,
+                &*repository,
+                &base_url,
+            )?;
             if let Err(e) = std::fs::rename(&archive.0, files.source(rec.id)) {
                 // Stored already: its jobs fail as they come to run (see
                 // `settle`), with the reason in their logs.

@@ -176,7 +176,11 @@ fn a_submission_without_a_pipeline_writes_no_archive() {
     };
     assert!(matches!(err, RunError::NoPipeline(_)), "{err}");
     assert!(temp_files(&files).is_empty(), "{:?}", temp_files(&files));
-    let Err(err) = prepare(submission(repo.path(), "build: [\n"), &files, "http://ci.test") else {
+    let Err(err) = prepare(
+        submission(repo.path(), "build: [\n"),
+        &files,
+        "http://ci.test",
+    ) else {
         panic!("a broken definition was prepared");
     };
     assert!(matches!(err, RunError::Invalid(_)), "{err}");
