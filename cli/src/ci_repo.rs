@@ -18,7 +18,7 @@ pub(crate) fn context_of(
 }
 
 enum Files {
-    Git(Revision),
+    Git(Box<Revision>),
     Dir(DirRepository),
 }
 
@@ -63,7 +63,7 @@ impl LintRepository {
                     context: context_of(&rev, PipelineSource::Push, Vec::new()),
                     shown_root: top.display().to_string(),
                     described,
-                    files: Files::Git(rev),
+                    files: Files::Git(Box::new(rev)),
                 }
             }
             Err(e) => {
@@ -92,7 +92,7 @@ impl LintRepository {
     /// The files `include` reads.
     pub(crate) fn repository(&self) -> &dyn Repository {
         match &self.files {
-            Files::Git(rev) => rev,
+            Files::Git(rev) => &**rev,
             Files::Dir(dir) => dir,
         }
     }

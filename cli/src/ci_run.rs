@@ -361,15 +361,11 @@ async fn follow(
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), collected).await;
     // Coverage is searched in a job's whole log, just after it is stored.
-    let record = match tokio::time::timeout(
-        Duration::from_secs(5),
-        coverage_searched(handle, id),
-    )
-    .await
-    {
-        Ok(Ok(Some(newer))) => newer,
-        _ => record,
-    };
+    let record =
+        match tokio::time::timeout(Duration::from_secs(5), coverage_searched(handle, id)).await {
+            Ok(Ok(Some(newer))) => newer,
+            _ => record,
+        };
     for rec in std::iter::once(&*record).chain(family.iter().map(|r| &**r)) {
         let of = if rec.id == id {
             String::new()

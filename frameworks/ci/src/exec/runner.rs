@@ -79,8 +79,8 @@ use super::source::{self, Revision};
 use super::state;
 use super::store::{RepoUpdate, Store, StoreError};
 pub use super::task::tags_match;
-pub use submit::revision_context;
 use crate::{PipelineSource, SecretVariable};
+pub use submit::revision_context;
 
 /// The file in the data directory holding the framework's id.
 const FRAMEWORK_ID_FILE: &str = "framework-id";

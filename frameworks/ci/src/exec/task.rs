@@ -269,6 +269,7 @@ mod tests {
             cpus: 1.0,
             mem: 256.0,
             kill_grace: Duration::from_secs(10),
+            timeout: Duration::from_secs(3600),
         };
         let task = task_for(&rec, 0, 1, &defaults).unwrap();
         let services = task.container.clone().unwrap().services;

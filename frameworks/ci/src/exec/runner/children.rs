@@ -48,15 +48,21 @@ pub(super) fn parse_child(
         let quoted = serde_json::to_string(path).map_err(|e| e.to_string())?;
         text.push_str(&format!("  - local: {quoted}\n"));
     }
-    Config::parse_in(&text, "trigger:include", &ParseOptions::default(), repo, ctx)
-        .map(|(config, _warnings)| config)
-        .map_err(|diags| {
-            diags
-                .iter()
-                .map(|d| d.located("trigger:include"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+    Config::parse_in(
+        &text,
+        "trigger:include",
+        &ParseOptions::default(),
+        repo,
+        ctx,
+    )
+    .map(|(config, _warnings)| config)
+    .map_err(|diags| {
+        diags
+            .iter()
+            .map(|d| d.located("trigger:include"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 /// A pipeline's source archive (`.tar.gz`) as a [`Repository`]: what a

@@ -201,7 +201,13 @@ pub(super) fn create_record(
         },
     };
     store_new(store, update, |id| {
-        new_record(id, config, &plan_context(submission, id, server_url), repo, &head)
+        new_record(
+            id,
+            config,
+            &plan_context(submission, id, server_url),
+            repo,
+            &head,
+        )
     })
 }
 
