@@ -120,7 +120,7 @@ kid:
     let (code, out) = ci_run(missing.path(), &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("child.yml does not exist in this commit"),
+        out.contains("the included file `child.yml` does not exist in the repository"),
         "{out}"
     );
 }

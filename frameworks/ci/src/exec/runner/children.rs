@@ -59,7 +59,12 @@ pub(super) fn parse_child(
     .map_err(|diags| {
         diags
             .iter()
-            .map(|d| d.located("trigger:include"))
+            // The synthetic list has no place a user could look at: its
+            // diagnostics are given by their message alone.
+            .map(|d| match &d.file {
+                Some(_) => d.to_string(),
+                None => d.message.clone(),
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })
