@@ -4,31 +4,11 @@
 //! and `berth ci serve`, where a stuck job stays pending and `berth ci
 //! show` says why, and which child pipeline a trigger job made.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::ci::{berth, start_ci_daemon};
+use common::ci::{berth, ci_run, start_ci_daemon};
 
 mod common;
-
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out: Output = Command::new(BERTH)
-        .args(["ci", "run"])
-        .arg(dir)
-        .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-        .args(extra)
-        .output()
-        .expect("berth runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
 
 const PARENT_DEPEND: &str = r#"
 stages: [build, child]

@@ -4,26 +4,8 @@
 //! and a rule that does not hold leaves a failing job out. And an include
 //! berth refuses stops the run with the reason.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out: Output = Command::new(BERTH)
-        .args(["ci", "run"])
-        .arg(dir)
-        .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-        .args(extra)
-        .output()
-        .expect("berth runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
+mod common;
+use common::ci::ci_run;
 
 const MAIN: &str = r#"include:
   - local: /ci/templates.yml

@@ -15,31 +15,16 @@
 use berth_tests::{ChildProcess, free_port};
 use common::ci::{berth, start_ci_daemon, start_dev};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 mod common;
+use common::ci::ci_run;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// A repository with these files, committed on `main`.
 fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     berth_tests::git_repo(files)
-}
-
-fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out: Output = Command::new(BERTH)
-        .args(["ci", "run"])
-        .arg(dir)
-        .args(["--no-docker", "--resources", "cpus:4;mem:4096;disk:10000"])
-        .args(extra)
-        .output()
-        .expect("berth runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
 }
 
 #[test]

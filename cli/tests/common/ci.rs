@@ -18,6 +18,21 @@ pub fn berth(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// `berth ci run DIR` with process jobs on its own small cluster, and
+/// `extra` arguments: its exit code and its stdout then stderr.
+pub fn ci_run(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![
+        "ci",
+        "run",
+        dir.to_str().expect("a UTF-8 path"),
+        "--no-docker",
+        "--resources",
+        "cpus:4;mem:4096;disk:10000",
+    ];
+    args.extend_from_slice(extra);
+    berth(&args)
+}
+
 /// `berth dev` and `berth ci serve` next to it, with their data in `dir`;
 /// returns them once the CI framework answers, and its URL.
 pub fn start_ci_daemon(dir: &Path) -> (ChildProcess, ChildProcess, String) {
