@@ -1019,3 +1019,23 @@ fn screen_lines(raw: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .collect()
 }
+
+/// A job killed at its `timeout` says so in its log (as GitLab's runner
+/// does), not that it was cancelled, and its `after_script` sees
+/// `CI_JOB_STATUS=failed`.
+#[test]
+fn a_job_past_its_timeout_says_it_timed_out() {
+    let repo = repo(&[(
+        ".gitlab-ci.yml",
+        "slow:\n  timeout: 2s\n  script:\n    - sleep 30\n  after_script:\n    - echo \"after sees $CI_JOB_STATUS\"\n",
+    )]);
+    let (code, out) = ci_run(repo.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("job_execution_timeout"), "{out}");
+    assert!(
+        out.contains("ERROR: Job failed: execution took longer than 2 seconds"),
+        "{out}"
+    );
+    assert!(out.contains("after sees failed"), "{out}");
+    assert!(!out.contains("cancelled"), "{out}");
+}

@@ -14,7 +14,11 @@
 //!   does not change the job's result);
 //! - prints `Job succeeded` or `ERROR: Job failed: exit code N` and exits
 //!   with the script's exit code;
-//! - on SIGTERM (cancel) sends SIGTERM to its process group, so the running
+//! - on SIGTERM (cancel, or the runner's kill at the job's `timeout`)
+//!   says which it was (a SIGTERM within 2 s of `CI_JOB_TIMEOUT` seconds
+//!   after the script started, or later, is the timeout: `ERROR: Job
+//!   failed: execution took longer than N seconds`, and `after_script`
+//!   sees `CI_JOB_STATUS=failed`), and sends SIGTERM to its process group, so the running
 //!   command gets it, waits for the script part to end, runs after_script
 //!   and exits 143. The whole group is signalled only when the script leads
 //!   its process group (checked in `/proc`; the agent's process
@@ -227,7 +231,10 @@ fn render_job(
     }
     s.push_str("printf 'Using shell: %s\\n' \"${berth_shell:-sh}\"\n");
     s.push_str("CI_JOB_STATUS=running; export CI_JOB_STATUS\n");
-    s.push_str("berth_cancelled=0\nberth_pid=\n");
+    s.push_str("berth_cancelled=0\nberth_timed_out=0\nberth_pid=\n");
+    // When the job started, to tell a kill at its `timeout` from a cancel:
+    // both arrive as SIGTERM.
+    s.push_str("berth_started=$(date +%s 2>/dev/null) || berth_started=\n");
     // Signal the whole group only when this shell leads it (field 5 of
     // /proc/self/stat is the group id): otherwise the group is the caller's.
     s.push_str(
@@ -241,7 +248,18 @@ fn render_job(
         "berth_on_term() {\n  \
          if [ \"$berth_cancelled\" = 1 ]; then return; fi\n  \
          berth_cancelled=1\n  \
+         berth_now=$(date +%s 2>/dev/null) || berth_now=\n  \
+         case \"$CI_JOB_TIMEOUT\" in ''|*[!0-9]*) ;; *)\n    \
+         if [ -n \"$berth_started\" ] && [ -n \"$berth_now\" ] \
+         && [ $((berth_now - berth_started + 2)) -ge \"$CI_JOB_TIMEOUT\" ]; then\n      \
+         berth_timed_out=1\n    \
+         fi ;;\n  \
+         esac\n  \
+         if [ \"$berth_timed_out\" = 1 ]; then\n    \
+         printf '%s\\n' \"Job timed out after $CI_JOB_TIMEOUT seconds (SIGTERM)\"\n  \
+         else\n    \
          printf '%s\\n' 'Job cancelled (SIGTERM)'\n  \
+         fi\n  \
          if [ \"$berth_leader\" = 1 ]; then\n    \
          kill -TERM 0 2>/dev/null\n  \
          elif [ -n \"$berth_pid\" ]; then\n    \
@@ -265,7 +283,8 @@ fn render_job(
          done\n",
     );
     s.push_str(
-        "if [ \"$berth_cancelled\" = 1 ]; then CI_JOB_STATUS=canceled\n\
+        "if [ \"$berth_timed_out\" = 1 ]; then CI_JOB_STATUS=failed\n\
+         elif [ \"$berth_cancelled\" = 1 ]; then CI_JOB_STATUS=canceled\n\
          elif [ \"$berth_rc\" -eq 0 ]; then CI_JOB_STATUS=success\n\
          else CI_JOB_STATUS=failed; fi\n",
     );
@@ -281,7 +300,11 @@ fn render_job(
         );
     }
     s.push_str(
-        "if [ \"$berth_cancelled\" = 1 ]; then\n  \
+        "if [ \"$berth_timed_out\" = 1 ]; then\n  \
+         printf '%s\\n' \"ERROR: Job failed: execution took longer than $CI_JOB_TIMEOUT seconds\"\n  \
+         exit 143\n\
+         fi\n\
+         if [ \"$berth_cancelled\" = 1 ]; then\n  \
          printf '%s\\n' 'ERROR: Job cancelled'\n  exit 143\n\
          fi\n\
          if [ \"$berth_rc\" -eq 0 ]; then\n  \

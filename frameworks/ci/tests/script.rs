@@ -200,6 +200,52 @@ fn sigterm_to_the_whole_process_group_runs_after_script_and_exits_143() {
 }
 
 fn sigterm(whole_group: bool) {
+    let (code, seen, dir) = terminated(whole_group, None);
+    assert_eq!(code, Some(143), "{seen}");
+    assert!(seen.contains("Job cancelled (SIGTERM)"), "{seen}");
+    assert!(
+        seen.contains("Running after_script\n$ echo after-ran status=$CI_JOB_STATUS\nafter-ran status=canceled\n"),
+        "{seen}"
+    );
+    assert!(seen.ends_with("ERROR: Job cancelled\n"), "{seen}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("term-seen")).unwrap(),
+        "got-term\n",
+        "the running command got SIGTERM"
+    );
+}
+
+/// A SIGTERM once the job's `CI_JOB_TIMEOUT` has passed is the runner's
+/// kill at the timeout: the log says so, and `after_script` sees `failed`;
+/// one well before it is a cancel.
+#[test]
+fn sigterm_at_the_timeout_says_the_job_timed_out() {
+    let (code, seen, _dir) = terminated(true, Some("1"));
+    assert_eq!(code, Some(143), "{seen}");
+    assert!(
+        seen.contains("Job timed out after 1 seconds (SIGTERM)"),
+        "{seen}"
+    );
+    assert!(seen.contains("after-ran status=failed\n"), "{seen}");
+    assert!(
+        seen.ends_with("ERROR: Job failed: execution took longer than 1 seconds\n"),
+        "{seen}"
+    );
+    assert!(!seen.contains("cancelled"), "{seen}");
+
+    let (code, seen, _dir) = terminated(true, Some("3600"));
+    assert_eq!(code, Some(143), "{seen}");
+    assert!(seen.ends_with("ERROR: Job cancelled\n"), "{seen}");
+}
+
+/// Runs a job whose command waits for SIGTERM, with `CI_JOB_TIMEOUT` set
+/// to `timeout`, and sends it SIGTERM (to the script, or to its whole
+/// process group) once the command runs; with a timeout, not before it
+/// has passed. Returns the exit code, the output and the job's directory.
+fn terminated(
+    whole_group: bool,
+    timeout: Option<&str>,
+) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let text = render(
         "job",
@@ -208,23 +254,30 @@ fn sigterm(whole_group: bool) {
             "echo started",
             "trap 'echo got-term > term-seen; exit 1' TERM; touch ready; sleep 30 & wait $!",
         ]),
-        &lines(&["echo after-ran"]),
+        &lines(&["echo after-ran status=$CI_JOB_STATUS"]),
     );
     let path = dir.path().join("job.sh");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new("sh")
-        .arg(&path)
+    let mut cmd = Command::new("sh");
+    cmd.arg(&path)
         .current_dir(dir.path())
         .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    if let Some(t) = timeout {
+        cmd.env("CI_JOB_TIMEOUT", t);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     // Wait until the long command runs with its trap set.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !dir.path().join("ready").exists() {
         assert!(Instant::now() < deadline, "the command never started");
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if timeout == Some("1") {
+        // Past the timeout, as the runner's timer would be.
+        std::thread::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed()));
     }
     let pid = i32::try_from(child.id()).unwrap();
     let target = if whole_group {
@@ -240,17 +293,7 @@ fn sigterm(whole_group: bool) {
     let mut seen = String::new();
     stdout.read_to_string(&mut seen).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(143), "{seen}");
-    assert!(
-        seen.contains("Running after_script\n$ echo after-ran\nafter-ran\n"),
-        "{seen}"
-    );
-    assert!(seen.ends_with("ERROR: Job cancelled\n"), "{seen}");
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("term-seen")).unwrap(),
-        "got-term\n",
-        "the running command got SIGTERM"
-    );
+    (status.code(), seen, dir)
 }
 
 #[test]
