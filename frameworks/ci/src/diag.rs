@@ -146,6 +146,23 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .map(|(_, c)| c)
 }
 
+/// At most [`CUT`] characters of user input, for a message (with `…` when
+/// cut).
+pub(crate) fn cut(s: &str) -> String {
+    cut_to(s, CUT)
+}
+
+/// How much of a bad value a message quotes.
+pub(crate) const CUT: usize = 80;
+
+/// `s` cut to `max` characters, with `…` when cut.
+pub(crate) fn cut_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::{
     self, Config, Ctx, ParseOptions, Rule, count, parse_rules, parse_variables, scalar, unknown_key,
 };
-use crate::diag::{Diagnostic, Pos};
+use crate::diag::{Diagnostic, Pos, cut};
 use crate::model::When;
 use crate::plan::{Context, Env, Repository};
 use crate::vars::expand;
@@ -528,14 +528,6 @@ fn normalize(written: &str) -> Result<String, String> {
         ));
     }
     Ok(path)
-}
-
-/// At most 100 characters of `s`, for messages.
-fn cut(s: &str) -> String {
-    match s.char_indices().nth(100) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// GitLab's match of an `include:local` glob: `**` matches anything, `*`

@@ -114,11 +114,3 @@ pub fn pipeline_tests<'a>(jobs: impl IntoIterator<Item = &'a TestSummary>) -> Op
     }
     sum
 }
-
-/// `s` cut to `max` characters, with `…` when cut.
-pub(crate) fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
-    }
-}

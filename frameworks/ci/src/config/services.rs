@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use berth_proto::task::services::{MAX_ALIASES, MAX_SERVICES, is_alias};
 
 use super::{Ctx, VarDef, expect_map, one_or_list, parse_variables, scalar, unknown_key};
-use crate::diag::Pos;
+use crate::diag::{Pos, cut};
 use crate::model::Service;
 use crate::vars::expand;
 use crate::yaml::Node;
@@ -188,15 +188,6 @@ fn pull_policy(cx: &mut Ctx, node: &Node) {
                 cut(other)
             ),
         );
-    }
-}
-
-/// A value cut short for a message.
-fn cut(s: &str) -> String {
-    if s.chars().count() <= 64 {
-        s.to_string()
-    } else {
-        format!("{}...", s.chars().take(64).collect::<String>())
     }
 }
 

@@ -5,6 +5,7 @@
 //! refused: berth runs one repository's commit.
 
 use super::{Ctx, bool_value, expect_map, scalar, unknown_key};
+use crate::diag::cut;
 use crate::model::Trigger;
 use crate::yaml::Node;
 
@@ -201,12 +202,4 @@ fn include_entry(cx: &mut Ctx, node: &Node) -> Option<String> {
         return None;
     }
     Some(trimmed.to_string())
-}
-
-/// At most 80 characters of user input, for a message.
-fn cut(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
 }

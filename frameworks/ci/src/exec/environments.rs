@@ -154,7 +154,7 @@ pub async fn stop_environment(
     name: &str,
     project: Option<&str>,
 ) -> Result<PipelineView, ApiError> {
-    let shown = crate::reports::cut(name, 80);
+    let shown = crate::diag::cut_to(name, 80);
     let all = list_environments(handle).await?;
     let found: Vec<&EnvironmentView> = all
         .iter()

@@ -462,7 +462,7 @@ async fn put_report(
         let kind = ReportKind::parse(&kind).ok_or_else(|| {
             Refusal(
                 StatusCode::NOT_FOUND,
-                format!("no report kind {:?}", crate::reports::cut(&kind, 40)),
+                format!("no report kind {:?}", crate::diag::cut_to(&kind, 40)),
             )
         })?;
         let job = name_in_url("a job name", &job)?;

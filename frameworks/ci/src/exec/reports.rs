@@ -57,7 +57,7 @@ pub(crate) fn read_reports(
                 out.notices.push(format!(
                     "{what}: nothing read ({}: {})",
                     paths.join(", "),
-                    reports::cut(&o.error, 200)
+                    crate::diag::cut_to(&o.error, 200)
                 ));
                 let _ = std::fs::remove_file(&archive);
                 continue;

@@ -9,7 +9,7 @@
 
 use regex::{Regex, RegexBuilder};
 
-use super::cut;
+use crate::diag::cut_to as cut;
 
 /// The compiled regex of a `coverage:` value.
 #[derive(Debug, Clone)]

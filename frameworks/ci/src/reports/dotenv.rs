@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use super::cut;
+use crate::diag::cut_to as cut;
 
 /// The largest dotenv file read (GitLab's default limit, 5 KiB).
 pub const MAX_DOTENV_BYTES: usize = 5 * 1024;

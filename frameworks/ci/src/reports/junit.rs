@@ -11,7 +11,8 @@
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-use super::{FailedTest, TestSummary, cut};
+use super::{FailedTest, TestSummary};
+use crate::diag::cut_to as cut;
 
 /// The largest JUnit file read.
 pub const MAX_JUNIT_BYTES: usize = 10 * 1024 * 1024;
