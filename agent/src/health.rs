@@ -87,8 +87,8 @@ pub struct HealthCheckSpec {
     pub timeout: Duration,
     /// Counted failures in a row that make the task unhealthy for good
     /// ([`HealthEvent::Unhealthy`]). 0 means never: the loop keeps
-    /// reporting changes and never gives up (not expressible in the proto,
-    /// see [`HealthCheckSpec::from_proto`]).
+    /// reporting changes and never gives up (asked for in the proto with
+    /// `literal_zeros`, see [`HealthCheckSpec::from_proto`]).
     pub consecutive_failures: u32,
 }
 
@@ -118,9 +118,8 @@ impl HealthCheckSpec {
     /// ([`berth_proto::task::validate_health_check`]) and fills in its
     /// defaults: 0 means the default for each duration (delay 0, grace
     /// period 10 s, interval 10 s, timeout 20 s) and for
-    /// `consecutive_failures` (3). Proto3 cannot tell an explicit 0 from
-    /// an unset field, so "never kill" cannot be asked for; a large value
-    /// comes close.
+    /// `consecutive_failures` (3), except that with `literal_zeros` a 0
+    /// grace period is none and 0 `consecutive_failures` is never.
     ///
     /// # Errors
     /// A message naming the field and the rule it breaks.
@@ -155,11 +154,15 @@ impl HealthCheckSpec {
         Ok(HealthCheckSpec {
             kind,
             delay: or(hc.delay_seconds, DEFAULT_DELAY),
-            grace_period: or(hc.grace_period_seconds, DEFAULT_GRACE_PERIOD),
+            grace_period: if hc.literal_zeros {
+                Duration::from_secs_f64(hc.grace_period_seconds)
+            } else {
+                or(hc.grace_period_seconds, DEFAULT_GRACE_PERIOD)
+            },
             interval: or(hc.interval_seconds, DEFAULT_INTERVAL),
             timeout: or(hc.timeout_seconds, DEFAULT_TIMEOUT),
             consecutive_failures: match hc.consecutive_failures {
-                0 => DEFAULT_CONSECUTIVE_FAILURES,
+                0 if !hc.literal_zeros => DEFAULT_CONSECUTIVE_FAILURES,
                 n => n,
             },
         })
@@ -748,6 +751,25 @@ mod tests {
                 .unwrap()
                 .consecutive_failures,
             1
+        );
+    }
+
+    #[test]
+    fn from_proto_literal_zeros_mean_no_grace_period_and_never_kill() {
+        let mut hc = tcp_check(80);
+        hc.literal_zeros = true;
+        let spec = HealthCheckSpec::from_proto(&hc).unwrap();
+        assert_eq!(spec.grace_period, Duration::ZERO);
+        assert_eq!(spec.consecutive_failures, 0, "never kill");
+        // The durations that cannot be 0 keep their defaults.
+        assert_eq!(spec.interval, Duration::from_secs(10));
+        assert_eq!(spec.timeout, Duration::from_secs(20));
+        hc.grace_period_seconds = 5.0;
+        hc.consecutive_failures = 2;
+        let spec = HealthCheckSpec::from_proto(&hc).unwrap();
+        assert_eq!(
+            (spec.grace_period, spec.consecutive_failures),
+            (Duration::from_secs(5), 2)
         );
     }
 

@@ -15,13 +15,20 @@
 //!   after the app's backoff (`backoffSeconds × backoffFactor^(n−1)`, at
 //!   most `maxLaunchDelaySeconds`; reset once an attempt got healthy, or
 //!   running when the app has no health check).
-//! - **Unhealthy**: the agent says its health check failed
-//!   (`maxConsecutiveFailures` in a row): the task is killed and the slot
-//!   moves on to its next attempt after the backoff, as Marathon does.
+//! - **Unhealthy**: the agent says its health check failed: the instance
+//!   is no longer healthy (not routed, not counted). The agent kills the
+//!   task after `maxConsecutiveFailures` failures in a row (never for 0);
+//!   that end is a failure, and the slot moves on to its next attempt
+//!   after the backoff, as Marathon does.
 //! - **Unreachable** (its agent is partitioned): kept as it is for
 //!   `unreachableStrategy.inactiveAfterSeconds`, then replaced by a new
-//!   attempt; the old task is killed if it ever comes back. With
-//!   `unreachableStrategy: "disabled"` it is never replaced.
+//!   attempt. The old task is remembered until `expungeAfterSeconds` after
+//!   it became unreachable: if it comes back running by then, the slot
+//!   takes it back and the replacement is killed (Marathon's default
+//!   `killSelection`, the youngest goes). Once expunged it is forgotten
+//!   and killed if it ever comes back. With `unreachableStrategy:
+//!   "disabled"` it is never replaced. Remembered tasks are not stored: a
+//!   framework that failed over kills them when they come back.
 //! - **Killed** by a deployment's `Kill`: with `drain`, first only taken
 //!   out of the router ([`Instances::drained`] ends the drain), then its
 //!   task is killed; the slot goes when the task's end arrives.
@@ -147,6 +154,18 @@ pub enum Seen {
     },
 }
 
+/// A task replaced after its agent was unreachable for
+/// `inactiveAfterSeconds`, not yet expunged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Inactive {
+    /// The slot it ran for.
+    slot: String,
+    /// Its run as it was when replaced.
+    run: Run,
+    /// When it is expunged: forgotten, and killed if it comes back.
+    expunge_at: Timestamp,
+}
+
 /// Every app's instances.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instances {
@@ -154,6 +173,9 @@ pub struct Instances {
     /// Tasks to kill that no slot runs any more (unhealthy, replaced after
     /// an unreachable agent), with their agent.
     strays: BTreeMap<String, String>,
+    /// Replaced tasks of unreachable agents that the slot takes back if
+    /// they come back running before they are expunged, by task id.
+    inactive: BTreeMap<String, Inactive>,
     /// Slots whose stored record is out of date (changed or gone).
     dirty: std::collections::BTreeSet<String>,
     /// The slots of each app (an index of `slots`, so that one app's work
@@ -365,6 +387,9 @@ impl Instances {
             }
             return Seen::Unknown;
         }
+        if self.inactive.contains_key(&status.task_id) {
+            return self.inactive_status(status, state, now);
+        }
         let Some(id) = instance_of(&status.task_id).map(str::to_owned) else {
             return Seen::Unknown;
         };
@@ -408,21 +433,11 @@ impl Instances {
                         self.dirty.insert(id.clone());
                     }
                 }
-                Some(false) if slot.killing.is_none() => {
-                    self.dirty.insert(id.clone());
-                    // Failed its health check: kill it, start the next
-                    // attempt after the backoff.
-                    let mut failure = TaskFailure::of(status, run, state, slot.version, now);
-                    failure.message = format!("failed its health check: {}", failure.message);
-                    self.failures.insert(slot.app.clone(), failure);
-                    let run = slot.run.take();
-                    if let Some(run) = run {
-                        self.strays.insert(run.task_id, run.agent_id);
-                    }
-                    slot.failures = slot.failures.saturating_add(1);
-                    slot.not_before = now.plus(backoff(&backoff_of(&slot.app), slot.failures));
-                    slot.attempt += 1;
-                }
+                // Failing its health check: no longer healthy (routed,
+                // counted). The agent kills it after the app's
+                // `maxConsecutiveFailures` failures in a row (never for 0);
+                // that end is a failure like any other, relaunched after
+                // the backoff.
                 Some(false) => run.healthy_since = None,
                 None if !checked => {
                     run.healthy_since.get_or_insert(now);
@@ -437,26 +452,104 @@ impl Instances {
         Seen::Changed { instance: id }
     }
 
+    /// A status of a task replaced after its agent was unreachable, not
+    /// yet expunged: running again, its slot takes it back and the
+    /// replacement is killed (or it is killed when its slot is gone or
+    /// being killed); ended, it is forgotten.
+    fn inactive_status(
+        &mut self,
+        status: &pb::TaskStatus,
+        state: pb::TaskState,
+        now: Timestamp,
+    ) -> Seen {
+        if ended(Some(state)) {
+            self.inactive.remove(&status.task_id);
+            return Seen::Unknown;
+        }
+        if state != pb::TaskState::TaskRunning {
+            return Seen::Unknown;
+        }
+        let Some(back) = self.inactive.remove(&status.task_id) else {
+            return Seen::Unknown;
+        };
+        let Some(slot) = self
+            .slots
+            .get_mut(&back.slot)
+            .filter(|s| s.killing.is_none())
+        else {
+            self.strays.insert(back.run.task_id, back.run.agent_id);
+            return Seen::Unknown;
+        };
+        if let Some(replacement) = slot.run.take() {
+            self.strays
+                .insert(replacement.task_id, replacement.agent_id);
+        }
+        // The slot's next attempt stays past the replacement's, so that no
+        // task id is used twice.
+        let mut run = back.run;
+        run.state = Some(state);
+        run.unreachable_since = None;
+        match status.healthy {
+            Some(true) => {
+                run.healthy_since.get_or_insert(now);
+            }
+            Some(false) => run.healthy_since = None,
+            None => {}
+        }
+        slot.run = Some(run);
+        slot.not_before = now;
+        self.dirty.insert(back.slot.clone());
+        Seen::Changed {
+            instance: back.slot,
+        }
+    }
+
     /// Replaces the attempts whose agent has been unreachable for longer
-    /// than their app allows; call before [`Instances::intent`].
+    /// than their app allows, and expunges replaced ones past
+    /// `expungeAfterSeconds`; call before [`Instances::intent`].
     pub fn replace_unreachable(
         &mut self,
         strategy_of: &dyn Fn(&str) -> UnreachableStrategy,
         now: Timestamp,
     ) {
+        let expunged: Vec<String> = self
+            .inactive
+            .iter()
+            .filter(|(_, i)| now >= i.expunge_at)
+            .map(|(task, _)| task.clone())
+            .collect();
+        for task in expunged {
+            if let Some(i) = self.inactive.remove(&task) {
+                self.strays.insert(task, i.run.agent_id);
+            }
+        }
         for (id, slot) in &mut self.slots {
             let Some(run) = &slot.run else { continue };
             let Some(since) = run.unreachable_since else {
                 continue;
             };
-            let UnreachableStrategy::Enabled { inactive_after, .. } = strategy_of(&slot.app) else {
+            let UnreachableStrategy::Enabled {
+                inactive_after,
+                expunge_after,
+            } = strategy_of(&slot.app)
+            else {
                 continue;
             };
             if now.since(since) < inactive_after || slot.killing.is_some() {
                 continue;
             }
             if let Some(run) = slot.run.take() {
-                self.strays.insert(run.task_id, run.agent_id);
+                let expunge_at = since.plus(expunge_after);
+                if now < expunge_at {
+                    let inactive = Inactive {
+                        slot: id.clone(),
+                        run,
+                        expunge_at,
+                    };
+                    self.inactive.insert(inactive.run.task_id.clone(), inactive);
+                } else {
+                    self.strays.insert(run.task_id, run.agent_id);
+                }
             }
             self.dirty.insert(id.clone());
             slot.attempt += 1;
@@ -488,6 +581,14 @@ impl Instances {
         };
         for (task, agent) in &self.strays {
             stop_task(&mut stop, task, agent);
+        }
+        // Not to be killed while they may still come back.
+        for (task, i) in &self.inactive {
+            wanted.push(Wanted::launched(pb::TaskInfo {
+                task_id: task.clone(),
+                agent_id: i.run.agent_id.clone(),
+                ..Default::default()
+            }));
         }
         // Slots of one app share a few versions: look each up once.
         let mut known: std::collections::HashMap<(&str, Timestamp), Option<&'v AppVersion>> =

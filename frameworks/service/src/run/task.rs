@@ -183,6 +183,8 @@ fn health(def: &AppDefinition, ports: &[Option<u16>]) -> (Option<pb::HealthCheck
         timeout_seconds: secs(hc.timeout),
         consecutive_failures: hc.max_consecutive_failures,
         delay_seconds: secs(hc.delay),
+        // Marathon's 0 grace period is none, its 0 failures never kill.
+        literal_zeros: true,
         ..Default::default()
     };
     // The port probed: a fixed `port`, or the `portIndex`-th host port

@@ -167,34 +167,64 @@ fn a_failed_instance_is_relaunched_after_its_backoff() {
 }
 
 #[test]
-fn an_instance_that_fails_its_health_check_is_killed_and_replaced() {
-    let mut w = World::new(r#", "healthChecks": [{"protocol": "HTTP", "path": "/"}]"#);
+fn a_failing_health_check_unroutes_the_instance_and_the_agents_kill_replaces_it() {
+    let mut w = World::new(
+        r#", "healthChecks": [{"protocol": "HTTP", "path": "/", "maxConsecutiveFailures": 3}]"#,
+    );
+    let state = |w: &World| {
+        let view = w.inst.planner_view("/web");
+        view.iter().find(|i| i.id == "i1").unwrap().state
+    };
     w.launch_wanted(at(0), "a1");
     w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(1));
-    let view = w.inst.planner_view("/web");
     assert_eq!(
-        view.iter().find(|i| i.id == "i1").unwrap().state,
+        state(&w),
         InstanceState::Running,
         "not healthy before the check says so"
     );
     w.status("web.i1.1", pb::TaskState::TaskRunning, Some(true), at(2));
+    assert_eq!(state(&w), InstanceState::Healthy);
+    // The first failed check (the agent reports it at once): no longer
+    // healthy, but not killed: that is the agent's, after 3 in a row.
     w.status("web.i1.1", pb::TaskState::TaskRunning, Some(false), at(30));
+    assert_eq!(state(&w), InstanceState::Running);
     let (wanted, stop) = w.intent(at(30));
+    assert!(stop.is_empty(), "killed at its first failure: {stop:?}");
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    assert!(!wanted.iter().any(|x| x.task.task_id == "web.i1.2"));
+    assert!(w.inst.last_failure("/web").is_none());
+    // It recovers.
+    w.status("web.i1.1", pb::TaskState::TaskRunning, Some(true), at(40));
+    assert_eq!(state(&w), InstanceState::Healthy);
+    // It fails again, and the agent kills it after the third failure in a
+    // row: a failure, replaced after the backoff (1 s).
+    w.status("web.i1.1", pb::TaskState::TaskRunning, Some(false), at(50));
+    let mut killed = pb::TaskStatus {
+        task_id: "web.i1.1".into(),
+        state: pb::TaskState::TaskKilled as i32,
+        agent_id: "a1".into(),
+        message: "health check failed 3 times in a row (last: 503)".into(),
+        ..Default::default()
+    };
+    killed.set_reason(pb::TaskReason::HealthCheckFailed);
+    let backoff = w.version.definition.backoff;
+    let seen = w
+        .inst
+        .on_status(&killed, &move |_| backoff, &move |_| true, at(70));
     assert_eq!(
-        stop.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
-        ["web.i1.1"],
-        "the unhealthy task is killed"
+        seen,
+        Seen::Changed {
+            instance: "i1".into()
+        }
     );
-    assert!(!wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
-    let (wanted, _) = w.intent(at(31));
-    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.2"));
-    // Its end removes it from what is stopped.
-    assert_eq!(
-        w.status("web.i1.1", pb::TaskState::TaskKilled, None, at(32)),
-        Seen::Unknown
-    );
-    let (_, stop) = w.intent(at(32));
+    let failure = w.inst.last_failure("/web").expect("the kill is a failure");
+    assert!(failure.message.contains("3 times"), "{}", failure.message);
+    assert_eq!(w.inst.slots()["i1"].failures, 1);
+    let (wanted, stop) = w.intent(at(70));
     assert!(stop.is_empty());
+    assert!(!wanted.iter().any(|x| x.task.task_id.starts_with("web.i1.")));
+    let (wanted, _) = w.intent(at(71));
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.2"));
 }
 
 #[test]
@@ -218,12 +248,76 @@ fn an_unreachable_instance_is_replaced_after_inactive_after_seconds() {
             .iter()
             .any(|x| x.task.task_id == "web.i1.2" && x.prior == Prior::New)
     );
-    assert_eq!(stop.len(), 1, "the old task is killed if it comes back");
+    assert!(
+        wanted.iter().any(|x| x.task.task_id == "web.i1.1"),
+        "the old task is not killed before it is expunged"
+    );
+    assert!(stop.is_empty(), "{stop:?}");
     assert_eq!(
         w.inst.slots()["i1"].failures,
         0,
         "a partition is not the instance's failure"
     );
+    // Past expungeAfterSeconds (from when it became unreachable) it is
+    // forgotten: killed if it ever comes back.
+    w.inst.replace_unreachable(&move |_| strategy, at(130));
+    let (wanted, stop) = w.intent(at(130));
+    assert!(!wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    assert_eq!(
+        stop.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["web.i1.1"]
+    );
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(131)),
+        Seen::Unknown
+    );
+}
+
+#[test]
+fn an_unreachable_instance_back_before_its_expunge_is_taken_back() {
+    let mut w = World::new(
+        r#", "unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 600}"#,
+    );
+    w.launch_wanted(at(0), "a1");
+    w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(1));
+    w.status("web.i1.1", pb::TaskState::TaskUnreachable, None, at(10));
+    let strategy = w.version.definition.unreachable_strategy;
+    w.inst.replace_unreachable(&move |_| strategy, at(70));
+    let launched = w.launch_wanted(at(70), "a2");
+    assert_eq!(launched, ["web.i1.2"]);
+    w.status("web.i1.2", pb::TaskState::TaskRunning, None, at(75));
+    // Its agent comes back: the slot takes the old task back, the
+    // replacement goes.
+    assert_eq!(
+        w.status("web.i1.1", pb::TaskState::TaskRunning, None, at(100)),
+        Seen::Changed {
+            instance: "i1".into()
+        }
+    );
+    let run = w.inst.slots()["i1"].run.clone().unwrap();
+    assert_eq!(
+        (run.task_id.as_str(), run.unreachable_since),
+        ("web.i1.1", None)
+    );
+    let (wanted, stop) = w.intent(at(100));
+    assert_eq!(
+        stop.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["web.i1.2"]
+    );
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.1"));
+    assert_eq!(
+        w.inst
+            .planner_view("/web")
+            .iter()
+            .filter(|i| i.id == "i1")
+            .count(),
+        1,
+        "one instance, not two"
+    );
+    // Its next attempt, after a failure, does not reuse the replacement's id.
+    w.status("web.i1.1", pb::TaskState::TaskFailed, None, at(110));
+    let (wanted, _) = w.intent(at(200));
+    assert!(wanted.iter().any(|x| x.task.task_id == "web.i1.3"));
 }
 
 #[test]
@@ -356,14 +450,25 @@ fn killed_instances_are_no_failure_and_a_failed_health_check_is() {
     w.inst.kill("i1", false, at(1));
     w.status("web.i1.1", pb::TaskState::TaskKilled, None, at(2));
     assert_eq!(w.inst.last_failure("/web"), None);
+    // Failing checks are not yet a failure; the agent's kill for them is.
     w.status("web.i2.1", pb::TaskState::TaskRunning, Some(false), at(3));
+    assert_eq!(w.inst.last_failure("/web"), None);
+    let mut killed = pb::TaskStatus {
+        task_id: "web.i2.1".into(),
+        state: pb::TaskState::TaskKilled as i32,
+        message: "health check failed 3 times in a row (last: refused)".into(),
+        ..Default::default()
+    };
+    killed.set_reason(pb::TaskReason::HealthCheckFailed);
+    w.inst
+        .on_status(&killed, &|_| Backoff::default(), &|_| true, at(4));
     let f = w.inst.last_failure("/web").cloned();
     assert_eq!(
         f.map(|f| (f.task_id, f.state, f.message)),
         Some((
             "web.i2.1".into(),
-            pb::TaskState::TaskRunning,
-            "failed its health check: TASK_RUNNING".into()
+            pb::TaskState::TaskKilled,
+            "health check failed 3 times in a row (last: refused)".into()
         ))
     );
 }

@@ -80,6 +80,29 @@ fn a_host_app_takes_one_port_per_definition_and_runs_its_command() {
 }
 
 #[test]
+fn health_check_zeros_reach_the_agent_as_zeros() {
+    let check = |fields: &str| {
+        let v = version(&format!(
+            r#"{{"id": "api", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
+                "portDefinitions": [{{"port": 0}}],
+                "healthChecks": [{{"protocol": "TCP" {fields}}}]}}"#
+        ));
+        let (task, _) = instance_task(&v, "i1", 1, Vec::new());
+        task.health_check.unwrap()
+    };
+    // Marathon's defaults: 300 s of grace, killed after 3 failures.
+    let hc = check("");
+    assert_eq!(
+        (hc.grace_period_seconds, hc.consecutive_failures),
+        (300.0, 3)
+    );
+    // No grace period, never killed: zeros the agent must take literally.
+    let hc = check(r#", "gracePeriodSeconds": 0, "maxConsecutiveFailures": 0"#);
+    assert_eq!((hc.grace_period_seconds, hc.consecutive_failures), (0.0, 0));
+    assert!(hc.literal_zeros);
+}
+
+#[test]
 fn constraints_become_the_placement_rule() {
     let v = version(
         r#"{"id": "db", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 3,
