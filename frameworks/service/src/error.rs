@@ -180,10 +180,15 @@ impl OpError {
     }
 
     /// Marathon's error body: `{"message": …}`, with `details` for 422 and
-    /// `deployments: [{"id": …}]` for a locked app.
+    /// for an unknown version (at `/version`, the field a rollback gives),
+    /// and `deployments: [{"id": …}]` for a locked app.
     pub fn to_marathon_json(&self) -> Value {
         match self {
             OpError::Invalid(inv) => inv.to_marathon_json(),
+            OpError::UnknownVersion { .. } => json!({
+                "message": self.to_string(),
+                "details": [{ "path": "/version", "errors": [self.to_string()] }],
+            }),
             OpError::Locked { deployment, .. } => json!({
                 "message": self.to_string(),
                 "deployments": [{ "id": deployment.as_str() }],

@@ -205,6 +205,93 @@ pub fn allows_all(
         .all(|c| c.allows(candidate, placed, instances))
 }
 
+/// Why no placement can ever meet `constraints` for `instances`
+/// instances, whatever the cluster: one message per contradicting pair of
+/// constraints on one field, naming both by their index. Only what is
+/// provably impossible is reported: two different values asked for
+/// (`CLUSTER`/`IS`), a value asked for that a `LIKE` refuses or an
+/// `UNLIKE` takes, and one value for all instances (`CLUSTER`/`IS`) with
+/// `UNIQUE` or `MAX_PER n` for more than 1 or `n` instances.
+pub fn contradictions(constraints: &[Constraint], instances: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in constraints.iter().enumerate() {
+        for (j, b) in constraints.iter().enumerate().skip(i + 1) {
+            if a.field != b.field {
+                continue;
+            }
+            if let Some(why) =
+                contradiction(a, b, instances).or_else(|| contradiction(b, a, instances))
+            {
+                out.push(format!(
+                    "{i} ({}) and {j} ({}) can never both hold: {why}",
+                    a.text(),
+                    b.text()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Why `a` and `b` (on one field) can never both hold, if they cannot;
+/// checked in one order only (the caller tries both).
+fn contradiction(a: &Constraint, b: &Constraint, instances: u32) -> Option<String> {
+    let field = quoted(&a.field);
+    let pinned = |c: &Constraint| match &c.op {
+        ConstraintOp::Cluster(Some(v)) | ConstraintOp::Is(v) => Some(v.clone()),
+        _ => None,
+    };
+    let one_value = matches!(a.op, ConstraintOp::Cluster(_) | ConstraintOp::Is(_));
+    if let Some(v) = pinned(a) {
+        match &b.op {
+            ConstraintOp::Cluster(Some(w)) | ConstraintOp::Is(w) if *w != v => {
+                return Some(format!(
+                    "{field} cannot be both {} and {}",
+                    quoted(&v),
+                    quoted(w)
+                ));
+            }
+            ConstraintOp::Like(p) if !p.full_match(&v) => {
+                return Some(format!(
+                    "{} does not match {}",
+                    quoted(&v),
+                    quoted(p.source())
+                ));
+            }
+            ConstraintOp::Unlike(p) if p.full_match(&v) => {
+                return Some(format!("{} matches {}", quoted(&v), quoted(p.source())));
+            }
+            _ => {}
+        }
+    }
+    if one_value {
+        match b.op {
+            ConstraintOp::Unique if instances > 1 => {
+                return Some(format!(
+                    "{instances} instances on one {field} value cannot each have their own"
+                ));
+            }
+            ConstraintOp::MaxPer(n) if instances > n => {
+                return Some(format!(
+                    "{instances} instances on one {field} value exceed its {n} per value"
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+impl Constraint {
+    /// The constraint as Marathon writes it: `field OP value`.
+    fn text(&self) -> String {
+        match self.op.value() {
+            Some(v) => format!("{} {} {v}", self.field, self.op.name()),
+            None => format!("{} {}", self.field, self.op.name()),
+        }
+    }
+}
+
 /// `constraints`: an array of `[field, OP, value?]` arrays.
 pub(super) fn parse_list(ctx: &mut Ctx, v: &Value, path: &str) -> Option<Vec<Constraint>> {
     let items = read::array(ctx, v, path, 64)?;

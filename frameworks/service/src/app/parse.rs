@@ -283,6 +283,9 @@ fn cross_checks(ctx: &mut Ctx, app: &AppDefinition) {
             );
         }
     }
+    for why in constraint::contradictions(&app.constraints, app.instances) {
+        ctx.err("/constraints", why);
+    }
     let mut seen: Vec<u16> = Vec::new();
     for p in app.service_ports() {
         if seen.contains(&p) {

@@ -331,6 +331,7 @@ async fn each_kind_of_bad_definition_names_its_field() {
     // A rollback to a version the app never had.
     api.call("POST", "/v2/apps", Some(MARATHON_APP)).await;
     let before = api.call("GET", "/v2/apps/shop/web", None).await.body;
+    let deployments = api.call("GET", "/v2/deployments", None).await.body;
     let r = api
         .call(
             "PUT",
@@ -339,8 +340,117 @@ async fn each_kind_of_bad_definition_names_its_field() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(r.body["details"][0]["path"], "/version", "{}", r.body);
+    assert!(
+        r.body["details"][0]["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("2001-01-01")),
+        "{}",
+        r.body
+    );
     assert_eq!(
         api.call("GET", "/v2/apps/shop/web", None).await.body,
         before
     );
+    let v = api.call("GET", "/v2/apps/shop/web/versions", None).await;
+    assert_eq!(v.body["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.call("GET", "/v2/deployments", None).await.body,
+        deployments
+    );
+}
+
+/// Constraints that no cluster can meet are refused at `/constraints`,
+/// each contradiction named, and nothing is created.
+#[tokio::test]
+async fn contradictory_constraints_are_refused() {
+    let api = Api::new();
+    let cases = [
+        (
+            json!([["rack", "CLUSTER", "a"], ["rack", "CLUSTER", "b"]]),
+            1,
+            "\"a\" and \"b\"",
+        ),
+        (
+            json!([["os", "IS", "linux"], ["os", "IS", "bsd"]]),
+            1,
+            "\"linux\" and \"bsd\"",
+        ),
+        (
+            json!([["hostname", "CLUSTER"], ["hostname", "UNIQUE"]]),
+            2,
+            "own",
+        ),
+        (
+            json!([["rack", "IS", "a"], ["rack", "UNLIKE", "a|b"]]),
+            1,
+            "matches",
+        ),
+        (
+            json!([["rack", "CLUSTER", "c"], ["rack", "LIKE", "a|b"]]),
+            1,
+            "does not match",
+        ),
+        (
+            json!([["zone", "MAX_PER", "2"], ["zone", "CLUSTER", "z1"]]),
+            3,
+            "2 per value",
+        ),
+    ];
+    for (constraints, instances, says) in cases {
+        let body = with(MARATHON_APP, |v| {
+            v["constraints"] = constraints.clone();
+            v["instances"] = json!(instances);
+        });
+        let a = api.call("POST", "/v2/apps", Some(&body)).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{constraints}: {}",
+            a.body
+        );
+        assert_eq!(a.body["details"][0]["path"], "/constraints", "{}", a.body);
+        let error = a.body["details"][0]["errors"][0]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.contains(says), "{constraints}: {error}");
+        assert!(
+            error.starts_with("0 (") && error.contains(" and 1 ("),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        api.call("GET", "/v2/apps", None).await.body,
+        json!({"apps": []})
+    );
+    // The same pairs where a cluster can meet them are taken: one instance
+    // on one host, or on one zone holding at most 2.
+    for (constraints, instances) in [
+        (json!([["hostname", "CLUSTER"], ["hostname", "UNIQUE"]]), 1),
+        (
+            json!([["zone", "MAX_PER", "2"], ["zone", "CLUSTER", "z1"]]),
+            2,
+        ),
+        (
+            json!([["rack", "CLUSTER", "a"], ["rack", "LIKE", "a|b"]]),
+            3,
+        ),
+        (
+            json!([["rack", "CLUSTER", "a"], ["hostname", "CLUSTER", "b"]]),
+            3,
+        ),
+    ] {
+        let body = with(MARATHON_APP, |v| {
+            v["constraints"] = constraints.clone();
+            v["instances"] = json!(instances);
+        });
+        let a = api.call("POST", "/v2/apps", Some(&body)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{constraints}: {}", a.body);
+        api.settle().await;
+        let d = api
+            .call("DELETE", "/v2/apps/shop/web?force=true", None)
+            .await;
+        assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+        api.settle().await;
+    }
 }

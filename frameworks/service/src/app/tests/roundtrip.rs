@@ -139,8 +139,10 @@ prop_compose! {
         m.insert("env".into(), env);
         m.insert("labels".into(), lbls);
         m.insert("healthChecks".into(), json!(hcs));
+        // One constraint per field: two on one field may contradict
+        // (`ssd IS a` and `ssd IS b`), which is refused.
         let mut seen = Vec::new();
-        let cons: Vec<Value> = cons.into_iter().filter(|c| { let dup = seen.contains(c); seen.push(c.clone()); !dup }).collect();
+        let cons: Vec<Value> = cons.into_iter().filter(|c| { let dup = seen.contains(&c[0]); seen.push(c[0].clone()); !dup }).collect();
         m.insert("constraints".into(), json!(cons));
         if rolling {
             m.insert("upgradeStrategy".into(), json!({"minimumHealthCapacity": f64::from(mhc) / 1000.0,
