@@ -6,114 +6,25 @@
 //! instances run, every one of the new version, and no task was launched
 //! twice or left behind.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_proto as pb;
 use berth_tests::free_port;
 use berth_tests::http::{json as http_json, request};
 
 mod common;
-use common::service::{busybox_present, create_v1, ended, load, midway, pair, until, update};
-use common::{leader, operator, signal};
+use common::service::{
+    busybox_present, check_settled, create_v1, ended, load, master_tasks, midway, pair, until,
+    update,
+};
+use common::{leader, signal};
 
 /// The lease's time to live (`berth_service::serve::LEASE_TTL`): the
 /// standby takes over at most this long after the active one died, plus
 /// its polling and loading.
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(25);
-
-/// The framework's tasks as the leading master has them: (running ids,
-/// every id it knows, ended ones included).
-async fn master_tasks(addrs: &[String]) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-    let id = leader(addrs).await?;
-    let mut op = operator(&addrs[usize::try_from(id).ok()? - 1]).await?;
-    let fw = op.list_frameworks(pb::Empty {}).await.ok()?.into_inner();
-    let fw_id = fw
-        .frameworks
-        .iter()
-        .filter_map(|f| f.info.as_ref())
-        .find(|i| i.name == "service")?
-        .id
-        .clone();
-    let tasks = op
-        .list_tasks(pb::ListTasksRequest {
-            framework_id: fw_id,
-            include_completed: true,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .tasks;
-    let running = tasks
-        .iter()
-        .filter(|t| t.state == pb::TaskState::TaskRunning as i32)
-        .map(|t| t.task_id.clone())
-        .collect();
-    Some((running, tasks.iter().map(|t| t.task_id.clone()).collect()))
-}
-
-/// The app's instances as the framework at `api` lists them: (id, version).
-async fn instances(api: SocketAddr) -> Option<Vec<(String, String)>> {
-    let (status, t) = http_json(api, "GET", "/v2/apps/site/tasks", None)
-        .await
-        .ok()?;
-    (status == 200).then(|| {
-        t["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| {
-                (
-                    t["id"].as_str().unwrap_or_default().to_string(),
-                    t["version"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    })
-}
-
-/// After a deployment to `version` (timestamp `stamp`): the framework runs
-/// exactly three instances, all of it, the master runs exactly those, and
-/// the master has seen `launched` tasks of the framework in all.
-async fn check_settled(
-    api: SocketAddr,
-    addrs: &[String],
-    stamp: &str,
-    launched: usize,
-    dir: &Path,
-) -> BTreeSet<String> {
-    let ours = instances(api)
-        .await
-        .expect("the framework lists its instances");
-    assert_eq!(ours.len(), 3, "instances: {ours:?}");
-    assert!(
-        ours.iter().all(|(_, v)| v == stamp),
-        "an instance of another version than {stamp}: {ours:?}"
-    );
-    let ours: BTreeSet<String> = ours.into_iter().map(|(id, _)| id).collect();
-    // The master's view settles once the killed tasks' ends are in.
-    let (running, all) = until(
-        Duration::from_secs(20),
-        dir,
-        "the master's tasks",
-        || async {
-            let (running, all) = master_tasks(addrs).await?;
-            (running == ours).then_some((running, all))
-        },
-    )
-    .await;
-    assert_eq!(running, ours);
-    assert_eq!(
-        all.len(),
-        launched,
-        "tasks launched in all (a task launched twice, or one the framework lost track of): {all:?}"
-    );
-    ours
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_go_on_through_a_framework_and_a_master_kill() -> anyhow::Result<()> {

@@ -10,6 +10,9 @@
 //!    then a restart: it serves again from the published routes, no
 //!    request through it fails from then on, and the deployment finishes.
 //!    A SIGTERM stops it gracefully; its statistics record goes with it.
+//!
+//! After each deployment exactly the wanted instances run, all of the new
+//! version, and the master launched no task twice and lost none.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,7 +27,9 @@ use berth_tests::{ChildProcess, free_port};
 use serde_json::Value;
 
 mod common;
-use common::service::{busybox_present, create_v1, ended, load, midway, pair, until, update};
+use common::service::{
+    busybox_present, check_settled, create_v1, ended, load, midway, pair, until, update,
+};
 use common::{BERTH, TermOnDrop, log_file};
 
 const EDGE: &str = "127.0.0.2";
@@ -105,7 +110,7 @@ async fn the_standalone_router_serves_through_failovers() -> anyhow::Result<()> 
     //    standalone router.
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(front, stop.clone());
-    let (dep, _) = update(api_a, "v2", service_port).await?;
+    let (dep, v2) = update(api_a, "v2", service_port).await?;
     midway(api_a, &dep, dir.path()).await;
     drop(p.active.take());
     let (sent, failed) = finish(api_b, &dep, stop, running, dir.path()).await?;
@@ -115,6 +120,8 @@ async fn the_standalone_router_serves_through_failovers() -> anyhow::Result<()> 
     );
     assert!(sent > 50, "the load ran");
     assert!(failed.is_empty(), "requests failed: {failed:?}");
+    // No instance lost or duplicated: 3 of v1 then 3 of v2 were launched.
+    let v2_instances = check_settled(api_b, &addrs, &v2, 6, dir.path()).await;
     let (status, body) = request(front, "GET", "/", None).await?;
     assert_eq!((status, body.trim()), (200, "v2"), "the router follows b");
     // Its statistics are published for the framework's canary analysis.
@@ -129,7 +136,7 @@ async fn the_standalone_router_serves_through_failovers() -> anyhow::Result<()> 
     assert!(counted >= 50, "{counted}");
 
     // 2. SIGKILL the standalone router mid-update, start it again.
-    let (dep, _) = update(api_b, "v3", service_port).await?;
+    let (dep, v3) = update(api_b, "v3", service_port).await?;
     midway(api_b, &dep, dir.path()).await;
     if let Some(r) = edge.take() {
         common::signal(&r.0, "KILL");
@@ -150,6 +157,12 @@ async fn the_standalone_router_serves_through_failovers() -> anyhow::Result<()> 
         (status, body.trim()),
         (200, "v3"),
         "the restarted router follows"
+    );
+    // The router's SIGKILL lost or duplicated no instance either.
+    let v3_instances = check_settled(api_b, &addrs, &v3, 9, dir.path()).await;
+    assert!(
+        v3_instances.is_disjoint(&v2_instances),
+        "every instance was replaced"
     );
 
     let (status, r) = http_json(api_b, "DELETE", "/v2/apps/site", None).await?;

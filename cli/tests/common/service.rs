@@ -1,6 +1,7 @@
 //! The service framework's process tests' helpers: `berth service serve`
 //! instances, the app they deploy, and polling its API.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use berth_proto as pb;
 use berth_tests::http::{json as http_json, request};
 use berth_tests::{ChildProcess, free_port};
 use serde_json::{Value, json};
 
-use super::{BERTH, TermOnDrop, agent_with, log_file, log_tails, master};
+use super::{BERTH, TermOnDrop, agent_with, leader, log_file, log_tails, master, operator};
 
 /// `berth service serve` instance `name` of the masters `addrs`, its API
 /// on `listen`.
@@ -228,4 +230,93 @@ pub async fn create_v1(api: SocketAddr, service_port: u16, dir: &Path) -> anyhow
     .await;
     assert_eq!(result["state"], "succeeded", "{result}");
     Ok(())
+}
+
+/// The framework's tasks as the leading master has them: (running ids,
+/// every id it knows, ended ones included).
+pub async fn master_tasks(addrs: &[String]) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    let id = leader(addrs).await?;
+    let mut op = operator(&addrs[usize::try_from(id).ok()? - 1]).await?;
+    let fw = op.list_frameworks(pb::Empty {}).await.ok()?.into_inner();
+    let fw_id = fw
+        .frameworks
+        .iter()
+        .filter_map(|f| f.info.as_ref())
+        .find(|i| i.name == "service")?
+        .id
+        .clone();
+    let tasks = op
+        .list_tasks(pb::ListTasksRequest {
+            framework_id: fw_id,
+            include_completed: true,
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .tasks;
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == pb::TaskState::TaskRunning as i32)
+        .map(|t| t.task_id.clone())
+        .collect();
+    Some((running, tasks.iter().map(|t| t.task_id.clone()).collect()))
+}
+
+/// The app's instances as the framework at `api` lists them: (id, version).
+pub async fn instances(api: SocketAddr) -> Option<Vec<(String, String)>> {
+    let (status, t) = http_json(api, "GET", "/v2/apps/site/tasks", None)
+        .await
+        .ok()?;
+    (status == 200).then(|| {
+        t["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_string(),
+                    t["version"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// After a deployment to `version` (timestamp `stamp`): the framework runs
+/// exactly three instances, all of it, the master runs exactly those, and
+/// the master has seen `launched` tasks of the framework in all.
+pub async fn check_settled(
+    api: SocketAddr,
+    addrs: &[String],
+    stamp: &str,
+    launched: usize,
+    dir: &Path,
+) -> BTreeSet<String> {
+    let ours = instances(api)
+        .await
+        .expect("the framework lists its instances");
+    assert_eq!(ours.len(), 3, "instances: {ours:?}");
+    assert!(
+        ours.iter().all(|(_, v)| v == stamp),
+        "an instance of another version than {stamp}: {ours:?}"
+    );
+    let ours: BTreeSet<String> = ours.into_iter().map(|(id, _)| id).collect();
+    // The master's view settles once the killed tasks' ends are in.
+    let (running, all) = until(
+        Duration::from_secs(20),
+        dir,
+        "the master's tasks",
+        || async {
+            let (running, all) = master_tasks(addrs).await?;
+            (running == ours).then_some((running, all))
+        },
+    )
+    .await;
+    assert_eq!(running, ours);
+    assert_eq!(
+        all.len(),
+        launched,
+        "tasks launched in all (a task launched twice, or one the framework lost track of): {all:?}"
+    );
+    ours
 }
