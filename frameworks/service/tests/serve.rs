@@ -2,7 +2,9 @@
 //! and agent: an app of busybox httpd instances is deployed, served through
 //! the router, and rolled to a new version under a steady load without a
 //! failed request; a failing canary is rolled back; and the gRPC API
-//! follows a real deployment; an app whose command fails shows why.
+//! follows a real deployment; an app whose command fails shows why; an
+//! instance failing its health check is killed after
+//! `maxConsecutiveFailures`, never with 0.
 
 mod common;
 
@@ -231,19 +233,7 @@ async fn an_app_whose_command_exits_at_once_shows_its_last_task_failure() -> any
     });
     let (status, created) = json_of(api, "POST", "/v2/apps", Some(&app)).await?;
     assert_eq!(status, 201, "{created}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let failure = loop {
-        let (_, one) = json_of(api, "GET", "/v2/apps/broken", None).await?;
-        let f = &one["app"]["lastTaskFailure"];
-        if !f.is_null() {
-            break f.clone();
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no lastTaskFailure: {one}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let failure = last_task_failure(api, "/broken").await?;
     eprintln!("lastTaskFailure: {failure}");
     assert_eq!(failure["appId"], "/broken", "{failure}");
     assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
@@ -271,5 +261,93 @@ async fn an_app_whose_command_exits_at_once_shows_its_last_task_failure() -> any
     );
     let (status, gone) = json_of(api, "DELETE", "/v2/apps/broken?force=true", None).await?;
     assert_eq!(status, 200, "{gone}");
+    h.stop().await
+}
+
+/// The app `id`'s `lastTaskFailure`, once it has one (within 30 s).
+async fn last_task_failure(api: SocketAddr, id: &str) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, one) = json_of(api, "GET", &format!("/v2/apps{id}"), None).await?;
+        let f = &one["app"]["lastTaskFailure"];
+        if !f.is_null() {
+            return Ok(f.clone());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no lastTaskFailure: {one}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The app `id` of one `sleep` instance whose TCP health check never
+/// passes (nothing listens on its port), probed every 2 s from the
+/// start, killed after `failures` in a row (never for 0).
+fn never_healthy(id: &str, failures: u32) -> Value {
+    json!({
+        "id": id, "cmd": "sleep 100000", "cpus": 0.05, "mem": 16, "instances": 1,
+        "backoffSeconds": 60, "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 0,
+                          "delaySeconds": 0, "intervalSeconds": 2, "timeoutSeconds": 1,
+                          "maxConsecutiveFailures": failures}],
+    })
+}
+
+/// The app's instances' task ids.
+async fn task_ids(api: SocketAddr, id: &str) -> anyhow::Result<Vec<String>> {
+    let (_, t) = json_of(api, "GET", &format!("/v2/apps{id}/tasks"), None).await?;
+    Ok(t["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// `maxConsecutiveFailures` end to end: the agent kills an instance after
+/// that many failed checks in a row (not at the first), the framework
+/// shows why and replaces it after the backoff; with 0 the failing
+/// instance is never killed. A 0 grace period is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_killed_after_max_consecutive_failures_only() -> anyhow::Result<()> {
+    let Some(h) = Harness::start(Instances::Process, "31950-31999").await? else {
+        return Ok(());
+    };
+    let api = h.api;
+    for app in [never_healthy("/three", 3), never_healthy("/never", 0)] {
+        let (status, created) = json_of(api, "POST", "/v2/apps", Some(&app)).await?;
+        assert_eq!(status, 201, "{created}");
+    }
+    let started = tokio::time::Instant::now();
+    let failure = last_task_failure(api, "/three").await?;
+    let took = started.elapsed();
+    eprintln!("killed after {took:?}: {failure}");
+    let message = failure["message"].as_str().unwrap_or_default();
+    assert!(message.contains("failed 3 times in a row"), "{failure}");
+    let task = failure["taskId"].as_str().unwrap_or_default();
+    assert!(
+        task.starts_with("three.") && task.ends_with(".1"),
+        "{failure}"
+    );
+    // Three checks 2 s apart, the first at once: not at the first.
+    assert!(took >= Duration::from_secs(3), "killed after {took:?}");
+    // With the agent's default grace period (10 s) instead of none, the
+    // third failure would come after 14 s.
+    assert!(took < Duration::from_secs(12), "killed after {took:?}");
+    // The instance that is never killed still runs its first task, failing
+    // (by now more than 3 times in a row).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let never = task_ids(api, "/never").await?;
+    assert_eq!(never.len(), 1, "{never:?}");
+    assert!(never[0].ends_with(".1"), "{never:?}");
+    let (_, one) = json_of(api, "GET", "/v2/apps/never", None).await?;
+    assert!(one["app"]["lastTaskFailure"].is_null(), "{one}");
+    assert_eq!(one["app"]["tasksHealthy"], 0, "{one}");
+    for id in ["three", "never"] {
+        let (status, gone) =
+            json_of(api, "DELETE", &format!("/v2/apps/{id}?force=true"), None).await?;
+        assert_eq!(status, 200, "{gone}");
+    }
     h.stop().await
 }
