@@ -32,10 +32,14 @@ pub fn op_code(e: &OpError) -> Code {
 
 /// The gRPC status of a backend error, its message cut to what a trailer
 /// carries. An invalid definition's message names every field by its
-/// path (`invalid app definition: /instances: ...; /cmd: ...`).
+/// path (`invalid app definition: /instances: ...; /cmd: ...`), an
+/// unknown version its request field (`/version: App ...`).
 #[must_use]
 pub fn status(e: BackendError) -> Status {
     let s = match e {
+        BackendError::Op(op @ OpError::UnknownVersion { .. }) => {
+            Status::new(op_code(&op), format!("/version: {op}"))
+        }
         BackendError::Op(op) => Status::new(op_code(&op), op.to_string()),
         BackendError::Unavailable(m) => Status::unavailable(m),
     };

@@ -475,6 +475,31 @@ async fn unknown_things_are_not_found() {
             .await,
     );
     assert_eq!(code, Code::NotFound);
+    // A rollback to a version the app never had names the field, and
+    // changes nothing.
+    let versions = |s: &Server| {
+        let mut c = s.c();
+        async move {
+            ok(c.list_versions(pb::ListVersionsRequest {
+                app_id: "/shop/web".into(),
+            })
+            .await)
+            .versions
+        }
+    };
+    let before = versions(&s).await;
+    let (code, message) = refused(
+        s.c()
+            .rollback_app(pb::RollbackAppRequest {
+                app_id: "/shop/web".into(),
+                version: "2001-01-01T00:00:00.000Z".into(),
+                force: true,
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    assert!(message.starts_with("/version: "), "{message}");
+    assert_eq!(versions(&s).await, before);
 }
 
 #[tokio::test]
