@@ -1,10 +1,13 @@
-//! Workloads for the placement simulator: nodes, tasks, two seeded
+//! Workloads for the placement simulator: nodes, tasks, seeded
 //! generators and a file format (JSON or CSV).
 //!
 //! - [`mesos_multi_framework`]: Apache Mesos' `MultiFrameworkAllocations`
 //!   allocator benchmark as a packing problem, scalable to 10,000 agents.
 //! - [`heterogeneous`]: a trace-like cluster of a few machine shapes and
 //!   tasks with lognormal cpu and memory requests.
+//! - [`trace_like`]: clusters and tasks drawn from published statistics
+//!   of the Google 2011 and 2019 and Alibaba 2018 cluster traces (see the
+//!   `traces` module's documentation for the numbers and their sources).
 //! - [`Workload::from_json`] and [`Workload::from_csv`]: the file format
 //!   described in `docs/workload-format.md`. Malformed input is an error
 //!   naming the line and field, never a panic.
@@ -26,6 +29,12 @@ use crate::resources::{Resources, Scalar};
 use crate::time::Time;
 
 mod csv;
+mod traces;
+
+pub use traces::{
+    MAX_JOB_TASKS, MAX_TASKS, MachineClass, Size, TaskClass, TraceConfig, TracePreset, Units,
+    trace_like,
+};
 
 /// A machine of the simulated cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! Placement simulator: packs a workload onto a cluster with each placement
-//! strategy and reports speed, packing quality and memory.
+//! strategy and reports packing quality, speed and memory.
 //!
 //! ```sh
 //! cargo run --release -p berth-benches --bin sim -- \
 //!     --workload heterogeneous --nodes 10000 --tasks 250000 --seed 1 --strategy all
 //! cargo run --release -p berth-benches --bin sim -- --workload mesos-multi --scale 125
+//! cargo run --release -p berth-benches --bin sim -- --workload trace:google --nodes 10000
 //! cargo run --release -p berth-benches --bin sim -- --workload file:cluster.json
 //! cargo run --release -p berth-benches --bin sim -- --smoke
 //! cargo run --release -p berth-benches --bin sim -- --svg docs/placement-scaling.svg
@@ -13,8 +14,11 @@
 //! Workloads: `heterogeneous` (`--nodes`, `--tasks`, `--seed`; see
 //! `berth_scheduler_core::workload::heterogeneous`), `mesos-multi` (Apache
 //! Mesos' MultiFrameworkAllocations benchmark, agents and frameworks times
-//! `--scale`), or `file:PATH` (a workload in the JSON form, or
-//! `file:NODES.csv,TASKS.csv` in the CSV form; see docs/workload-format.md).
+//! `--scale`), `trace:google`, `trace:alibaba`, `trace:mixed` (generated
+//! from published cluster-trace statistics, `--nodes`, `--seed`, `--fill`;
+//! see `berth_scheduler_core::workload::trace_like`), or `file:PATH` (a
+//! workload in the JSON form, or `file:NODES.csv,TASKS.csv` in the CSV
+//! form; see docs/workload-format.md).
 //!
 //! For each strategy it runs, each time on empty nodes with a fresh
 //! `Placer`:
@@ -31,10 +35,13 @@
 //! 2. **fill**: the task list again and again (up to 20 times) until the
 //!    first task that fits nowhere; reports utilization per dimension at
 //!    that moment and why the task did not fit;
-//! 3. **repack**: all tasks from scratch in decreasing order of size
-//!    (largest share of the largest node first), as an offline re-pack
-//!    would; reports the wall time (placer built, tasks sorted and placed)
-//!    and the nodes used.
+//! 3. **sorted**: all tasks from scratch in decreasing order of size
+//!    (largest share of the largest node first); reports the wall time
+//!    (placer built, tasks sorted and placed) and the nodes used.
+//!
+//! Once per workload, the **offline** packing (see `offline_repack`) packs
+//! every task from scratch; each strategy's online result is compared with
+//! it (the online/offline gap: online nodes over offline nodes).
 //!
 //! Memory: bytes per node of the placer's index (its heap), bytes per task
 //! (the task record, its heap and its assignment slot) and the process's
@@ -43,11 +50,20 @@
 //! `--svg PATH` also sweeps the heterogeneous workload over 1,000, 2,500,
 //! 5,000 and 10,000 nodes (25 tasks per node) and plots utilization at the
 //! first failure and the time to place the whole workload against cluster
-//! size. `--smoke` shrinks everything to a few hundred nodes (for CI).
+//! size, one line per strategy.
+//!
+//! `--smoke` shrinks everything for CI: without `--workload` it runs the
+//! heterogeneous workload (300 nodes, 3,000 tasks) and each trace preset
+//! (60 nodes, filled to 70%), then checks the packing ratios against the expected ranges
+//! of `guard::GUARDS` and fails naming any ratio outside its range. Only
+//! ratios are checked, never times: they are deterministic.
 //!
 //! Results and the machine they came from are in docs/benchmarks.md.
 
-use std::fmt::Write as _;
+mod guard;
+mod plot;
+mod report;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -56,21 +72,43 @@ use berth_scheduler_core::Resources;
 use berth_scheduler_core::placement::{
     Placer, Strategy, Unplaced, Utilization, lower_bound, median, smallest, stranded,
 };
-use berth_scheduler_core::workload::{Node, Task, Workload, heterogeneous, mesos_multi_framework};
+use berth_scheduler_core::workload::{
+    Node, Task, TraceConfig, TracePreset, Workload, heterogeneous, mesos_multi_framework,
+    trace_like,
+};
 use clap::Parser;
+
+use crate::report::{share, thousands};
 
 /// How many times the fill phase may go through the task list.
 const FILL_ROUNDS: usize = 20;
+
+/// The workloads of `--smoke` without `--workload`.
+const SMOKE_WORKLOADS: [&str; 4] = [
+    "heterogeneous",
+    "trace:google",
+    "trace:alibaba",
+    "trace:mixed",
+];
+
+/// Nodes of a trace workload with `--smoke`.
+const SMOKE_TRACE_NODES: usize = 60;
+
+/// `--fill` of a trace workload with `--smoke`: at 0.9 on 60 nodes every
+/// strategy uses every node and some tasks fit nowhere, so the ratios
+/// would not tell the strategies apart.
+const SMOKE_TRACE_FILL: f64 = 0.7;
 
 /// Packing speed and quality of berth's placement strategies.
 #[derive(Debug, Parser)]
 #[command(name = "sim")]
 struct Args {
-    /// `heterogeneous`, `mesos-multi`, or `file:PATH` (JSON, or
+    /// `heterogeneous` (the default), `mesos-multi`, `trace:google`,
+    /// `trace:alibaba`, `trace:mixed`, or `file:PATH` (JSON, or
     /// `file:NODES.csv,TASKS.csv`).
-    #[arg(long, default_value = "heterogeneous")]
-    workload: String,
-    /// Nodes of the heterogeneous workload.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Nodes of the heterogeneous and trace workloads.
     #[arg(long, default_value_t = 10_000)]
     nodes: usize,
     /// Tasks of the heterogeneous workload.
@@ -80,14 +118,21 @@ struct Args {
     /// 10,000 agents).
     #[arg(long, default_value_t = 125)]
     scale: usize,
-    /// Seed of the heterogeneous workload.
+    /// Seed of the generated workloads.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// `first-fit`, `best-fit`, `worst-fit`, `tetris` or `all`.
+    /// How full a trace workload is: the lower bound on nodes for its
+    /// demand is this share of the nodes (default 0.9; 0.7 with --smoke,
+    /// where a few dozen nodes leave little room to pack).
+    #[arg(long)]
+    fill: Option<f64>,
+    /// A strategy name (`first-fit`, `tetris`, ...) or `all`.
     #[arg(long, default_value = "all")]
     strategy: String,
-    /// A tiny run for CI: 300 nodes and 3,000 tasks (or mesos-multi at
-    /// scale 1), no sweep.
+    /// A tiny run for CI, with the packing-ratio guards: 300 nodes and
+    /// 3,000 tasks (trace workloads 60 nodes, mesos-multi at scale 1), no
+    /// sweep; without --workload, the heterogeneous workload and every
+    /// trace preset.
     #[arg(long)]
     smoke: bool,
     /// Also sweep cluster sizes and write an SVG plot here.
@@ -96,6 +141,10 @@ struct Args {
     /// Runs of the online phase; the fastest is reported (1 with --smoke).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Lowers every smoke guard's upper limit to this ratio (to prove in
+    /// tests that a guard fails).
+    #[arg(long, hide = true)]
+    smoke_max_ratio: Option<f64>,
 }
 
 /// Results of one strategy on one workload.
@@ -115,12 +164,33 @@ struct Row {
     /// CPU time of the online phase (this thread), if known.
     online_cpu: Option<Duration>,
     fill: Fill,
-    repack: Duration,
-    repack_nodes: usize,
-    repack_bound: Option<usize>,
+    /// The strategy on the tasks sorted largest first.
+    sorted: Packed,
     bytes_per_node: f64,
     bytes_per_task: f64,
     peak_rss: Option<u64>,
+}
+
+/// A packing of the whole task list from scratch.
+#[derive(Debug, Clone)]
+struct Packed {
+    placed: usize,
+    nodes_used: usize,
+    /// Lower bound on nodes for the placed demand.
+    bound: Option<usize>,
+    elapsed: Duration,
+}
+
+impl Packed {
+    /// Nodes used over the lower bound.
+    fn ratio(&self) -> Option<f64> {
+        ratio(self.nodes_used, self.bound)
+    }
+}
+
+/// `used / bound`, if the bound is known and positive.
+fn ratio(used: usize, bound: Option<usize>) -> Option<f64> {
+    bound.filter(|b| *b > 0).map(|b| used as f64 / b as f64)
 }
 
 /// The fill-until-first-failure phase.
@@ -131,6 +201,14 @@ struct Fill {
     utilization: Utilization,
     /// Why the first task did not fit, or `None` if every round fit.
     why: Option<Unplaced>,
+}
+
+/// One workload's results.
+struct Report {
+    /// The `--workload` value.
+    workload: String,
+    rows: Vec<Row>,
+    offline: Packed,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,35 +227,65 @@ fn main() -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    let fill = args
+        .fill
+        .unwrap_or(if args.smoke { SMOKE_TRACE_FILL } else { 0.9 });
+    if !(fill > 0.0 && fill <= 1.0) {
+        bail!("--fill must be in (0, 1] (got {fill})");
+    }
+    args.fill = Some(fill);
+    let workloads: Vec<String> = match &args.workload {
+        Some(w) => vec![w.clone()],
+        None if args.smoke => SMOKE_WORKLOADS.map(str::to_owned).to_vec(),
+        None => vec!["heterogeneous".to_owned()],
+    };
 
     let started = Instant::now();
-    let (name, workload) = load(&args)?;
-    println!("# sim: {name}");
     println!(
-        "cpu:      {} × {}",
+        "cpu:        {} × {}",
         berth_benches::cpu_count(),
         berth_benches::cpu_model()
     );
     println!(
-        "workload: {} nodes, {} tasks, generated/read in {:.2} s",
-        thousands(workload.nodes.len()),
-        thousands(workload.tasks.len()),
-        started.elapsed().as_secs_f64()
+        "strategies: {}",
+        strategies
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let (cap, demand) = (workload.total_capacity(), workload.total_demand());
-    println!(
-        "demand:   {:.1}% of cpu, {:.1}% of mem, {:.1}% of disk",
-        100.0 * share(&demand, &cap, 0),
-        100.0 * share(&demand, &cap, 1),
-        100.0 * share(&demand, &cap, 2)
-    );
-    println!();
-
-    let rows: Vec<Row> = strategies
-        .iter()
-        .map(|&s| run(&workload, s, reps, true))
-        .collect();
-    print_table(&rows);
+    let mut reports = Vec::new();
+    for spec in &workloads {
+        let t0 = Instant::now();
+        let (name, workload) = load(&args, spec)?;
+        println!("\n# sim: {name}");
+        println!(
+            "workload: {} nodes, {} tasks, generated/read in {:.2} s",
+            thousands(workload.nodes.len()),
+            thousands(workload.tasks.len()),
+            t0.elapsed().as_secs_f64()
+        );
+        let (cap, demand) = (workload.total_capacity(), workload.total_demand());
+        println!(
+            "demand:   {:.1}% of cpu, {:.1}% of mem, {:.1}% of disk",
+            100.0 * share(&demand, &cap, 0),
+            100.0 * share(&demand, &cap, 1),
+            100.0 * share(&demand, &cap, 2)
+        );
+        println!();
+        let rows: Vec<Row> = strategies
+            .iter()
+            .map(|&s| run(&workload, s, reps, true))
+            .collect();
+        let tasks: Vec<&Task> = workload.tasks.iter().collect();
+        let offline = offline_repack(&workload.nodes, &tasks);
+        report::print(&rows, &offline, OFFLINE);
+        reports.push(Report {
+            workload: spec.clone(),
+            rows,
+            offline,
+        });
+    }
 
     if let Some(path) = &args.svg {
         let sizes: &[usize] = if args.smoke {
@@ -191,7 +299,7 @@ fn main() -> anyhow::Result<()> {
             for &s in &strategies {
                 let r = run(&w, s, reps, false);
                 println!(
-                    "sweep: {n:>6} nodes {:>10}: {:>8.1} ms to place {} tasks, fill to {:.1}% (max dimension)",
+                    "sweep: {n:>6} nodes {:>13}: {:>8.1} ms to place {} tasks, fill to {:.1}% (max dimension)",
                     s.name(),
                     r.online.as_secs_f64() * 1e3,
                     thousands(r.tasks),
@@ -200,7 +308,7 @@ fn main() -> anyhow::Result<()> {
                 points.push((n, s, r.online, r.fill.utilization.max()));
             }
         }
-        std::fs::write(path, svg(&points, args.seed))
+        std::fs::write(path, plot::svg(&points, args.seed))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -212,11 +320,38 @@ fn main() -> anyhow::Result<()> {
             kib as f64 / 1024.0
         ))
     );
+    if args.smoke {
+        let observed = guard::observed(&reports);
+        let checked = guard::check(&observed, args.smoke_max_ratio).map_err(anyhow::Error::msg)?;
+        println!("packing guards: {checked} ratios within their ranges");
+    }
     Ok(())
 }
 
-fn load(args: &Args) -> anyhow::Result<(String, Workload)> {
-    match args.workload.as_str() {
+fn load(args: &Args, spec: &str) -> anyhow::Result<(String, Workload)> {
+    if let Some(preset) = spec.strip_prefix("trace:") {
+        let preset: TracePreset = preset.parse().map_err(anyhow::Error::msg)?;
+        let nodes = if args.smoke {
+            args.nodes.min(SMOKE_TRACE_NODES)
+        } else {
+            args.nodes
+        };
+        let fill = args.fill.unwrap_or(0.9);
+        let config = TraceConfig {
+            fill,
+            ..TraceConfig::new(preset, nodes, args.seed)
+        };
+        return Ok((
+            format!(
+                "trace-like {preset}, {} nodes, filled to {:.0}%, seed {}",
+                thousands(nodes),
+                100.0 * fill,
+                args.seed
+            ),
+            trace_like(&config),
+        ));
+    }
+    match spec {
         "heterogeneous" => Ok((
             format!(
                 "heterogeneous, {} nodes, {} tasks, seed {}",
@@ -232,7 +367,9 @@ fn load(args: &Args) -> anyhow::Result<(String, Workload)> {
         )),
         other => {
             let Some(path) = other.strip_prefix("file:") else {
-                bail!("unknown workload {other:?} (heterogeneous, mesos-multi or file:PATH)");
+                bail!(
+                    "unknown workload {other:?} (heterogeneous, mesos-multi, trace:google, trace:alibaba, trace:mixed or file:PATH)"
+                );
             };
             let read = |p: &str| std::fs::read_to_string(p).with_context(|| format!("reading {p}"));
             let w = match path.split_once(',') {
@@ -311,31 +448,8 @@ fn run(w: &Workload, strategy: Strategy, reps: usize, print_progress: bool) -> R
     // 2. Fill until the first failure.
     let fill = fill(w, &order, strategy);
 
-    // 3. Repack, largest first.
-    let t0 = Instant::now();
-    let mut largest = [0u64; 3];
-    for n in &w.nodes {
-        largest[0] = largest[0].max(n.cpus.milli());
-        largest[1] = largest[1].max(n.mem.milli());
-        largest[2] = largest[2].max(n.disk.milli());
-    }
-    let size = |t: &Task| {
-        let d = [t.cpus.milli(), t.mem.milli(), t.disk.milli()];
-        (0..3)
-            .filter(|&k| largest[k] > 0)
-            .map(|k| d[k] as f64 / largest[k] as f64)
-            .fold(0.0, f64::max)
-    };
-    let mut by_size: Vec<(f64, &Task)> = w.tasks.iter().map(|t| (size(t), t)).collect();
-    by_size.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut placer = Placer::new(&w.nodes, strategy);
-    for (_, t) in &by_size {
-        let _ = placer.try_place(t);
-    }
-    let repack = t0.elapsed();
-    let repack_nodes = placer.nodes_used();
-    let repack_bound = lower_bound(&caps, &placer.allocated());
-    drop(placer);
+    // 3. This strategy on the tasks sorted largest first.
+    let sorted = sorted_repack(&w.nodes, &w.tasks.iter().collect::<Vec<_>>(), strategy);
 
     let task_heap: usize = w
         .tasks
@@ -366,9 +480,7 @@ fn run(w: &Workload, strategy: Strategy, reps: usize, print_progress: bool) -> R
         first_unplaced,
         online_cpu,
         fill,
-        repack,
-        repack_nodes,
-        repack_bound,
+        sorted,
         bytes_per_node,
         bytes_per_task,
         peak_rss: peak_rss(),
@@ -398,97 +510,51 @@ fn fill(w: &Workload, order: &[&Task], strategy: Strategy) -> Fill {
     }
 }
 
-fn print_table(rows: &[Row]) {
-    println!(
-        "| strategy | placed | tasks/s (wall) | tasks/s (CPU) | nodes used | lower bound | ratio | stranded cpu / mem (smallest task) | stranded cpu / mem (median task) | utilization at first failure cpu / mem | repack s | repack nodes (ratio) | bytes/node | bytes/task | peak RSS MiB |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        let ratio = |used: usize, bound: Option<usize>| match bound {
-            Some(b) if b > 0 => format!("{:.3}", used as f64 / b as f64),
-            _ => "–".to_owned(),
-        };
-        println!(
-            "| {} | {} / {} | {} | {} | {} | {} | {} | {:.1}% / {:.1}% | {:.1}% / {:.1}% | {:.1}% / {:.1}% | {:.2} | {} ({}) | {:.0} | {:.0} | {} |",
-            r.strategy,
-            thousands(r.placed),
-            thousands(r.tasks),
-            thousands((r.tasks as f64 / r.online.as_secs_f64().max(1e-9)) as usize),
-            // Ticks are 10 ms: too coarse below a fifth of a second.
-            r.online_cpu
-                .filter(|c| *c >= Duration::from_millis(200))
-                .map_or("–".to_owned(), |c| thousands(
-                    (r.tasks as f64 / c.as_secs_f64()) as usize
-                )),
-            thousands(r.nodes_used),
-            r.bound.map_or("–".to_owned(), thousands),
-            ratio(r.nodes_used, r.bound),
-            100.0 * r.stranded_min.0,
-            100.0 * r.stranded_min.1,
-            100.0 * r.stranded_median.0,
-            100.0 * r.stranded_median.1,
-            100.0 * r.fill.utilization.cpus,
-            100.0 * r.fill.utilization.mem,
-            r.repack.as_secs_f64(),
-            thousands(r.repack_nodes),
-            ratio(r.repack_nodes, r.repack_bound),
-            r.bytes_per_node,
-            r.bytes_per_task,
-            r.peak_rss.map_or("–".to_owned(), |kib| format!(
-                "{:.0}",
-                kib as f64 / 1024.0
-            )),
-        );
+/// `strategy` on `tasks` sorted in decreasing order of size (largest
+/// share of the largest node first), from empty nodes, as an offline
+/// re-pack would.
+fn sorted_repack(nodes: &[Node], tasks: &[&Task], strategy: Strategy) -> Packed {
+    let t0 = Instant::now();
+    let mut largest = [0u64; 3];
+    for n in nodes {
+        largest[0] = largest[0].max(n.cpus.milli());
+        largest[1] = largest[1].max(n.mem.milli());
+        largest[2] = largest[2].max(n.disk.milli());
     }
-    println!();
-    for r in rows {
-        println!(
-            "{}: online {:.3} s wall, {} CPU; fill placed {} tasks in {:.2} s ({}/s) then: {}",
-            r.strategy,
-            r.online.as_secs_f64(),
-            r.online_cpu.map_or("unknown".to_owned(), |c| format!(
-                "{:.2} s",
-                c.as_secs_f64()
-            )),
-            thousands(r.fill.placed),
-            r.fill.elapsed.as_secs_f64(),
-            thousands((r.fill.placed as f64 / r.fill.elapsed.as_secs_f64().max(1e-9)) as usize),
-            r.fill.why.as_ref().map_or(
-                format!("no failure in {FILL_ROUNDS} rounds"),
-                ToString::to_string
-            )
-        );
-        if let Some(u) = &r.first_unplaced {
-            println!("{}: first unplaced online: {u}", r.strategy);
-        }
-    }
-}
-
-/// `part / whole` in dimension `k` (0 cpus, 1 mem, 2 disk).
-fn share(part: &Resources, whole: &Resources, k: usize) -> f64 {
-    let pick = |r: &Resources| match k {
-        0 => r.cpus.milli(),
-        1 => r.mem.milli(),
-        _ => r.disk.milli(),
+    let size = |t: &Task| {
+        let d = [t.cpus.milli(), t.mem.milli(), t.disk.milli()];
+        (0..3)
+            .filter(|&k| largest[k] > 0)
+            .map(|k| d[k] as f64 / largest[k] as f64)
+            .fold(0.0, f64::max)
     };
-    let w = pick(whole);
-    if w == 0 {
-        0.0
-    } else {
-        pick(part) as f64 / w as f64
+    let mut by_size: Vec<(f64, &Task)> = tasks.iter().map(|t| (size(t), *t)).collect();
+    by_size.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut placer = Placer::new(nodes, strategy);
+    let placed = by_size
+        .iter()
+        .filter(|(_, t)| placer.try_place(t).is_some())
+        .count();
+    let elapsed = t0.elapsed();
+    let caps: Vec<Resources> = nodes.iter().map(Node::resources).collect();
+    Packed {
+        placed,
+        nodes_used: placer.nodes_used(),
+        bound: lower_bound(&caps, &placer.allocated()),
+        elapsed,
     }
 }
 
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+/// What the offline packing of the tables is.
+const OFFLINE: &str = "largest first with tetris (stand-in for placement::repack_workload)";
+
+/// The offline packing every strategy's online result is compared with.
+///
+/// To switch to helper "offline"'s `placement::repack_workload(nodes,
+/// tasks) -> RepackResult`, replace the line below by one building
+/// [`Packed`] from its result (and change [`OFFLINE`]).
+fn offline_repack(nodes: &[Node], tasks: &[&Task]) -> Packed {
+    sorted_repack(nodes, tasks, Strategy::Tetris)
 }
 
 /// CPU time (user + system) of the calling thread so far, from
@@ -510,147 +576,4 @@ fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// A two-panel line plot: utilization at the first failure and time to
-/// place the workload, against cluster size, one line per strategy.
-fn svg(points: &[(usize, Strategy, Duration, f64)], seed: u64) -> String {
-    const W: f64 = 960.0;
-    const H: f64 = 440.0;
-    const PANEL: f64 = 400.0;
-    const PLOT_H: f64 = 280.0;
-    const TOP: f64 = 70.0;
-    let colors = [
-        (Strategy::FirstFit, "#1f77b4"),
-        (Strategy::BestFit, "#2ca02c"),
-        (Strategy::WorstFit, "#d62728"),
-        (Strategy::Tetris, "#9467bd"),
-    ];
-    let max_n = points.iter().map(|p| p.0).max().unwrap_or(1) as f64;
-    let max_ms = points
-        .iter()
-        .map(|p| p.2.as_secs_f64() * 1e3)
-        .fold(0.0, f64::max)
-        .max(1.0);
-    // A round upper limit for the time axis.
-    let step = (0..8)
-        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
-        .find(|s| s * 5.0 >= max_ms)
-        .unwrap_or(max_ms / 5.0);
-    let ms_top = step * 5.0;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"##
-    );
-    let _ = writeln!(s, r##"<rect width="{W}" height="{H}" fill="white"/>"##);
-    let _ = writeln!(
-        s,
-        r##"<text x="{}" y="22" text-anchor="middle" font-size="15">berth placement on the heterogeneous workload (25 tasks per node, seed {seed})</text>"##,
-        W / 2.0
-    );
-    for (panel, title) in [
-        (
-            0,
-            "utilization of the most used dimension at the first failure (%)",
-        ),
-        (1, "time to place every task once (ms)"),
-    ] {
-        let x0 = 60.0 + panel as f64 * (PANEL + 80.0);
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="middle">{title}</text>"##,
-            x0 + PANEL / 2.0,
-            TOP - 14.0
-        );
-        let _ = writeln!(
-            s,
-            r##"<rect x="{x0}" y="{TOP}" width="{PANEL}" height="{PLOT_H}" fill="none" stroke="#888"/>"##
-        );
-        // Y grid.
-        for i in 0..=5 {
-            let y = TOP + PLOT_H - PLOT_H * i as f64 / 5.0;
-            let label = if panel == 0 {
-                format!("{}", 50 + i * 10)
-            } else {
-                format!("{}", step * i as f64)
-            };
-            let _ = writeln!(
-                s,
-                r##"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{label}</text>"##,
-                x0 + PANEL,
-                x0 - 6.0,
-                y + 4.0
-            );
-        }
-        // X ticks at the measured sizes.
-        let mut sizes: Vec<usize> = points.iter().map(|p| p.0).collect();
-        sizes.dedup();
-        for n in &sizes {
-            let x = x0 + PANEL * (*n as f64 / max_n);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#888"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
-                TOP + PLOT_H,
-                TOP + PLOT_H + 5.0,
-                TOP + PLOT_H + 18.0,
-                thousands(*n)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="middle">nodes</text>"##,
-            x0 + PANEL / 2.0,
-            TOP + PLOT_H + 36.0
-        );
-        for (strategy, color) in colors {
-            let pts: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| p.1 == strategy)
-                .map(|p| {
-                    let x = x0 + PANEL * (p.0 as f64 / max_n);
-                    let frac = if panel == 0 {
-                        ((p.3 * 100.0 - 50.0) / 50.0).clamp(0.0, 1.0)
-                    } else {
-                        (p.2.as_secs_f64() * 1e3 / ms_top).clamp(0.0, 1.0)
-                    };
-                    (x, TOP + PLOT_H - PLOT_H * frac)
-                })
-                .collect();
-            if pts.is_empty() {
-                continue;
-            }
-            let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-            let _ = writeln!(
-                s,
-                r##"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"##,
-                path.join(" ")
-            );
-            for (x, y) in pts {
-                let _ = writeln!(
-                    s,
-                    r##"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{color}"/>"##
-                );
-            }
-        }
-    }
-    // Legend.
-    for (i, (strategy, color)) in colors.iter().enumerate() {
-        if !points.iter().any(|p| p.1 == *strategy) {
-            continue;
-        }
-        let x = 60.0 + i as f64 * 150.0;
-        let y = H - 20.0;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"##,
-            x + 24.0,
-            x + 30.0,
-            y + 4.0,
-            strategy.name()
-        );
-    }
-    s.push_str("</svg>\n");
-    s
 }

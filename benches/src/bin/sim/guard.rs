@@ -1,0 +1,120 @@
+//! `--smoke` packing guards: the ratio of nodes used to the lower bound,
+//! per workload and strategy, must stay in an expected range, so that a
+//! change that makes packing worse (or a bound that stops holding) fails
+//! CI. Ratios of seeded workloads are deterministic; times are never
+//! checked.
+
+use crate::Report;
+
+/// An expected range of one ratio of a smoke run.
+#[derive(Clone, Copy, Debug)]
+pub struct Guard {
+    /// The `--workload` value (`heterogeneous`, `trace:google`, ...).
+    pub workload: &'static str,
+    /// `"<strategy> online"` or `"offline"`.
+    pub what: &'static str,
+    /// Lowest ratio expected.
+    pub low: f64,
+    /// Highest ratio accepted.
+    pub high: f64,
+}
+
+const fn g(workload: &'static str, what: &'static str, observed: f64) -> Guard {
+    Guard {
+        workload,
+        what,
+        low: observed - 0.02,
+        high: observed + 0.05,
+    }
+}
+
+/// The ranges. Each is the ratio observed on the smoke workload (seed 1:
+/// heterogeneous with 300 nodes and 3,000 tasks; trace presets with 60
+/// nodes filled to 70%) when the guard was written, from 0.02 below
+/// (packing much better than before is worth a look too: the bound or the
+/// workload may have changed) to 0.05 above (a small drift from a deliberate change to a strategy
+/// passes; a real loss of packing quality does not). Update an entry when
+/// a change of a strategy or a workload moves its ratio on purpose.
+pub const GUARDS: &[Guard] = &[
+    g("heterogeneous", "first-fit online", 2.154),
+    g("heterogeneous", "best-fit online", 4.128),
+    g("heterogeneous", "worst-fit online", 7.692),
+    g("heterogeneous", "tetris online", 1.000),
+    g("heterogeneous", "offline", 1.026),
+    g("trace:google", "first-fit online", 1.429),
+    g("trace:google", "best-fit online", 1.405),
+    g("trace:google", "worst-fit online", 1.429),
+    g("trace:google", "tetris online", 1.333),
+    g("trace:google", "offline", 1.167),
+    g("trace:alibaba", "first-fit online", 1.095),
+    g("trace:alibaba", "best-fit online", 1.095),
+    g("trace:alibaba", "worst-fit online", 1.429),
+    g("trace:alibaba", "tetris online", 1.119),
+    g("trace:alibaba", "offline", 1.167),
+    g("trace:mixed", "first-fit online", 1.381),
+    g("trace:mixed", "best-fit online", 1.381),
+    g("trace:mixed", "worst-fit online", 1.429),
+    g("trace:mixed", "tetris online", 1.143),
+    g("trace:mixed", "offline", 1.143),
+];
+
+/// One measured ratio: `(workload, what, ratio)`, `what` as in [`Guard`].
+pub type Observed = (String, String, f64);
+
+/// The ratios of the reports: each strategy's online ratio and the
+/// offline one. A run without a lower bound (the cluster is short of
+/// capacity) has no ratio.
+pub fn observed(reports: &[Report]) -> Vec<Observed> {
+    let mut out = Vec::new();
+    for r in reports {
+        for row in &r.rows {
+            if let Some(ratio) = crate::ratio(row.nodes_used, row.bound) {
+                out.push((
+                    r.workload.clone(),
+                    format!("{} online", row.strategy),
+                    ratio,
+                ));
+            }
+        }
+        if let Some(ratio) = r.offline.ratio() {
+            out.push((r.workload.clone(), "offline".to_owned(), ratio));
+        }
+    }
+    out
+}
+
+/// Checks every observed ratio that has a guard; `max_ratio` lowers every
+/// upper limit (to prove a guard can fail). Returns how many were checked,
+/// or a message naming each ratio outside its range. Ratios without a
+/// guard (a new strategy, a workload without guards) are listed on stdout
+/// and pass.
+pub fn check(observed: &[Observed], max_ratio: Option<f64>) -> Result<usize, String> {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (workload, what, ratio) in observed {
+        let Some(guard) = GUARDS
+            .iter()
+            .find(|g| g.workload == workload && g.what == what)
+        else {
+            println!("packing guard: none for {what} on {workload} (ratio {ratio:.3})");
+            continue;
+        };
+        let high = max_ratio.map_or(guard.high, |m| guard.high.min(m));
+        checked += 1;
+        if !(guard.low..=high).contains(ratio) {
+            failures.push(format!(
+                "{what} ratio on {workload} is {ratio:.3}, outside its range [{:.3}, {high:.3}]",
+                guard.low
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(checked)
+    } else {
+        Err(format!(
+            "packing guards failed ({} of {checked}; ranges in benches/src/bin/sim/guard.rs):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        ))
+    }
+}
