@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p berth-scheduler-core --example repack
 //! cargo run --release -p berth-scheduler-core --example repack -- --quick
+//! perf stat -e task-clock,instructions target/release/examples/repack --one
 //! ```
 //!
 //! Workloads: `workload::heterogeneous` (10,000 nodes, 250,000 tasks,
@@ -28,6 +29,23 @@ use berth_scheduler_core::{AgentId, Resources, Scalar, TaskId};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--one`: one repack of heterogeneous(10,000, 250,000, 1), for
+    // `perf stat`; `--one-gen`: only its generation (to subtract).
+    let one = std::env::args().any(|a| a == "--one");
+    if one || std::env::args().any(|a| a == "--one-gen") {
+        let w = heterogeneous(10_000, 250_000, 1);
+        if one {
+            let tasks: Vec<&Task> = w.tasks.iter().collect();
+            let t0 = Instant::now();
+            let out = repack_workload(&w.nodes, &tasks);
+            println!(
+                "{} nodes in {:.3} s",
+                out.nodes_used,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return;
+    }
     let (nodes, tasks) = if quick {
         (1_000, 25_000)
     } else {
