@@ -16,6 +16,9 @@
 //!   SDK's packing helper and `berth run` do.
 //! - [`lower_bound`], [`stranded`] and [`Utilization`] measure packing
 //!   quality.
+//! - [`repack`] and [`repack_workload`] pack offline (every task known up
+//!   front, in an order they choose); [`defragment`] plans the moves that
+//!   empty whole nodes.
 //!
 //! # Strategies
 //!
@@ -66,11 +69,15 @@ use serde::{Deserialize, Serialize};
 use crate::resources::{Resources, ScalarKind};
 use crate::workload::Constraint;
 
+mod defrag;
 mod placer;
 mod quality;
+mod repack;
 
+pub use defrag::{DefragError, DefragGoal, DefragPlan, Move, defragment};
 pub use placer::{NodeIndex, Placer, ReleaseError};
 pub use quality::{Utilization, lower_bound, median, smallest, stranded};
+pub use repack::{RepackResult, repack, repack_workload};
 
 /// How [`pack`] and [`Placer`] choose among the bins that fit an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,8 +19,10 @@
 //! - gives you a cheap, cloneable [`Framework`] handle for the calls:
 //!   accept, decline, revive, suppress, kill, acknowledge, reconcile,
 //!   update pending, teardown;
-//! - packs your tasks into offers ([`pack_offers`]) with the bin-packing
-//!   strategies of `berth-scheduler-core`, and builds tasks ([`shell_task`]);
+//! - packs your tasks into offers with the bin-packing strategies of
+//!   `berth-scheduler-core`, in the order given ([`pack_offers`]) or as
+//!   tightly as it can ([`pack_offers_best`]), and builds tasks
+//!   ([`shell_task`]);
 //! - publishes the tasks that fit nowhere, with why ([`pending_tasks`],
 //!   [`Framework::update_pending`]), for operators to see with
 //!   `berth task pending`, and publishes them again after a
@@ -109,6 +111,6 @@ pub use error::{BoxError, ErrorKind, RuntimeError, SdkError};
 pub use events::{Event, Events};
 pub use framework::{Framework, Roles};
 pub use packing::{
-    PackPlan, explain_unplaced, pack_offers, pending_task, pending_tasks, shell_task,
-    task_resources,
+    PackPlan, explain_unplaced, pack_offers, pack_offers_best, pending_task, pending_tasks,
+    shell_task, task_resources,
 };

@@ -4,7 +4,11 @@
 //! offers' resources and the tasks' resources, and returns a [`PackPlan`]:
 //! the tasks to launch per offer (with `agent_id` filled in), the offers
 //! that received nothing (decline them) and the tasks that did not fit
-//! (keep them for the next offers). [`explain_unplaced`] says why a task
+//! (keep them for the next offers). It places the tasks in the order given,
+//! so earlier tasks win when the offers are short. [`pack_offers_best`]
+//! packs the same way into a [`PackPlan`], but chooses the order itself
+//! (`berth_scheduler_core::placement::repack`): the batch takes fewer
+//! offers, at the price of that priority. [`explain_unplaced`] says why a task
 //! fits in none of the offers; [`pending_tasks`] turns the unplaced tasks
 //! and their explanations into the pending work to publish with
 //! [`Framework::update_pending`](crate::Framework::update_pending).
@@ -12,7 +16,8 @@
 
 use berth_proto as pb;
 use berth_proto::convert::{resources_from_proto, resources_from_proto_opt, resources_to_proto};
-use berth_scheduler_core::placement::{Explanation, Strategy, explain, pack};
+use berth_scheduler_core::Packing;
+use berth_scheduler_core::placement::{Explanation, Strategy, explain, pack, repack};
 use berth_scheduler_core::{Resources, TaskId};
 
 use crate::{OfferId, SdkError};
@@ -69,6 +74,65 @@ pub fn pack_offers(
     tasks: Vec<pb::TaskInfo>,
     strategy: Strategy,
 ) -> Result<PackPlan, SdkError> {
+    plan_with(offers, tasks, |bins, items| pack(bins, items, strategy))
+}
+
+/// Packs `tasks` into `offers` as tightly as it can: all tasks are known at
+/// once, so it chooses the order (`berth_scheduler_core::placement::repack`:
+/// the largest offers first, each filled with tasks whose shapes keep its
+/// free cpu and memory in proportion to what is left to place). A batch
+/// then takes fewer offers than with any [`Strategy`] in the order given,
+/// and fewer tasks are left unplaced for want of a well-shaped offer. Ports
+/// must fit as in [`pack_offers`]. Deterministic.
+///
+/// Unlike [`pack_offers`], the order of `tasks` is not a priority: when
+/// the offers cannot hold them all, the ones left in
+/// [`PackPlan::unplaced`] are not necessarily the last ones given. Use
+/// [`pack_offers`] when earlier tasks must go first. Within each offer the
+/// tasks keep the order given; so does [`PackPlan::unplaced`].
+///
+/// ```
+/// # use berth_sdk::{proto, pack_offers, pack_offers_best, shell_task, Strategy};
+/// let offer = |id: &str, cpus: f64, mem: f64| proto::Offer {
+///     id: id.into(),
+///     agent_id: format!("agent-{id}"),
+///     resources: Some(proto::Resources { cpus, mem, ..Default::default() }),
+///     ..Default::default()
+/// };
+/// let offers = [offer("o1", 4.0, 4096.0), offer("o2", 4.0, 4096.0), offer("o3", 4.0, 4096.0)];
+/// // Three cpu-heavy tasks, then three memory-heavy ones: each offer holds
+/// // one of each.
+/// let tasks = || {
+///     let task = |id: String, res: &str| shell_task(id.clone(), id, "true", res).unwrap();
+///     let mut t: Vec<_> = (0..3).map(|i| task(format!("c{i}"), "cpus:2;mem:1024")).collect();
+///     t.extend((0..3).map(|i| task(format!("m{i}"), "cpus:2;mem:3072")));
+///     t
+/// };
+/// let best = pack_offers_best(&offers, tasks()).unwrap();
+/// assert_eq!(best.placed(), 6);
+/// // In the order given, first fit pairs the cpu-heavy tasks, strands
+/// // memory and leaves a task out.
+/// let first = pack_offers(&offers, tasks(), Strategy::FirstFit).unwrap();
+/// assert_eq!(first.placed(), 5);
+/// ```
+///
+/// # Errors
+/// [`SdkError::InvalidTask`] if a task's resources are invalid, naming the
+/// task; nothing is packed then.
+pub fn pack_offers_best(
+    offers: &[pb::Offer],
+    tasks: Vec<pb::TaskInfo>,
+) -> Result<PackPlan, SdkError> {
+    plan_with(offers, tasks, repack)
+}
+
+/// The [`PackPlan`] of packing `tasks` into `offers` with `packer` over
+/// their resources (see [`pack_offers`] for invalid offers and tasks).
+fn plan_with(
+    offers: &[pb::Offer],
+    tasks: Vec<pb::TaskInfo>,
+    packer: impl FnOnce(&[Resources], &[Resources]) -> Packing,
+) -> Result<PackPlan, SdkError> {
     let items = tasks
         .iter()
         .map(task_resources)
@@ -85,7 +149,7 @@ pub fn pack_offers(
         })
         .collect();
     let bins = offer_resources(offers.iter().map(|(_, o)| *o));
-    let packing = pack(&bins, &items, strategy);
+    let packing = packer(&bins, &items);
 
     let mut per_offer: Vec<Vec<pb::TaskInfo>> = vec![Vec::new(); offers.len()];
     let mut unplaced = Vec::new();
@@ -336,6 +400,67 @@ mod tests {
         let worst = pack_offers(&offers, vec![task("t", "cpus:1")], Strategy::WorstFit).unwrap();
         assert_eq!(worst.launches[0].0, "large");
         assert_eq!(worst.unused, ["small"]);
+    }
+
+    #[test]
+    fn best_packing_takes_fewer_offers() {
+        // Three offers of 4 cpus and 4 GiB; three cpu-heavy tasks come
+        // before three memory-heavy ones.
+        let offers = [
+            offer("o1", "a1", "cpus:4;mem:4096"),
+            offer("o2", "a2", "cpus:4;mem:4096"),
+            offer("o3", "a3", "cpus:4;mem:4096"),
+        ];
+        let tasks = || {
+            let mut t: Vec<pb::TaskInfo> = (0..3)
+                .map(|i| task(&format!("c{i}"), "cpus:2;mem:1024"))
+                .collect();
+            t.extend((0..3).map(|i| task(&format!("m{i}"), "cpus:2;mem:3072")));
+            t
+        };
+        let best = pack_offers_best(&offers, tasks()).unwrap();
+        assert_eq!(best.placed(), 6);
+        assert!(best.unplaced.is_empty());
+        assert!(best.unused.is_empty());
+        for (id, in_offer) in &best.launches {
+            // One of each shape per offer, in the order given, with the
+            // offer's agent.
+            assert_eq!(in_offer.len(), 2, "{id}");
+            assert!(in_offer[0].task_id.starts_with('c'));
+            assert!(in_offer[1].task_id.starts_with('m'));
+            let agent = format!("a{}", &id.as_str()[1..]);
+            assert!(in_offer.iter().all(|t| t.agent_id == agent));
+        }
+        // In the order given, first and best fit pair the cpu-heavy tasks
+        // and strand memory.
+        for strategy in [Strategy::FirstFit, Strategy::BestFit] {
+            let plan = pack_offers(&offers, tasks(), strategy).unwrap();
+            assert!(plan.placed() < 6, "{strategy}");
+        }
+    }
+
+    #[test]
+    fn best_packing_checks_ports_and_tasks() {
+        let offers = [offer("o", "a", "cpus:4;ports:[31000-31001]")];
+        let tasks = vec![
+            task("p1", "cpus:1;ports:[31000-31000]"),
+            task("p2", "cpus:1;ports:[31000-31000]"),
+            task("big", "cpus:8"),
+        ];
+        let plan = pack_offers_best(&offers, tasks).unwrap();
+        assert_eq!(plan.placed(), 1);
+        assert_eq!(ids(&plan.unplaced), ["p2", "big"]);
+        let mut bad = task("nan-task", "cpus:1");
+        bad.resources = Some(pb::Resources {
+            cpus: f64::NAN,
+            ..Default::default()
+        });
+        assert!(matches!(
+            pack_offers_best(&offers, vec![bad]),
+            Err(SdkError::InvalidTask { task_id, .. }) if task_id == "nan-task"
+        ));
+        let plan = pack_offers_best(&[], vec![task("t", "cpus:1")]).unwrap();
+        assert_eq!(ids(&plan.unplaced), ["t"]);
     }
 
     #[test]
