@@ -39,6 +39,26 @@ fn heterogeneous_10k(c: &mut Criterion) {
     group.finish();
 }
 
+/// Cost per task against cluster size: 5 heterogeneous tasks per node
+/// onto 2,500 to 20,000 empty nodes, balanced fill and Tetris (the
+/// baseline). Balanced fill's per-task work does not depend on the number
+/// of nodes, so its time per task should stay flat.
+fn scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("place_scaling");
+    group.sample_size(10);
+    for nodes in [2_500usize, 5_000, 10_000, 20_000] {
+        let w = heterogeneous(nodes, 5 * nodes, 1);
+        group.throughput(Throughput::Elements(w.tasks.len() as u64));
+        for s in [Strategy::BalancedFill, Strategy::Tetris] {
+            group.bench_function(
+                BenchmarkId::new(s.name(), format!("{nodes}_nodes")),
+                place_all(&w, s),
+            );
+        }
+    }
+    group.finish();
+}
+
 /// Mesos' MultiFrameworkAllocations task mix packed onto its agents: ×1
 /// (80 agents, 19,500 tasks) and ×125 (10,000 agents, 2,437,500 tasks).
 fn mesos_multi(c: &mut Criterion) {
@@ -47,7 +67,7 @@ fn mesos_multi(c: &mut Criterion) {
     for scale in [1usize, 125] {
         let w = mesos_multi_framework(scale);
         group.throughput(Throughput::Elements(w.tasks.len() as u64));
-        for s in [Strategy::FirstFit, Strategy::Tetris] {
+        for s in [Strategy::FirstFit, Strategy::Tetris, Strategy::BalancedFill] {
             group.bench_function(
                 BenchmarkId::new(s.name(), format!("x{scale}")),
                 place_all(&w, s),
@@ -57,5 +77,5 @@ fn mesos_multi(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, heterogeneous_10k, mesos_multi);
+criterion_group!(benches, heterogeneous_10k, scaling, mesos_multi);
 criterion_main!(benches);

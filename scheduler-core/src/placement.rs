@@ -8,8 +8,10 @@
 //!   floating-point rounding) for the simulator at 10,000 nodes without
 //!   scanning every node: nodes sit in a tree of per-subtree summaries
 //!   (free and capacity ranges per dimension, attribute masks) searched
-//!   best-first. It adds node attributes and task [`Constraint`]s, but not
-//!   ports.
+//!   best-first; balanced fill keeps its own small indexes instead (an
+//!   active set, pool lists, empty nodes per capacity), so its cost per
+//!   task does not grow with the cluster. It adds node attributes and task
+//!   [`Constraint`]s, but not ports.
 //! - [`explain`] and [`Unplaced`] say why a task fits nowhere: how many
 //!   nodes were short on each dimension and how many each constraint
 //!   filtered out; [`Unplaced::describe`] says it about offers, as the
@@ -56,6 +58,34 @@
 //! Tetris scores the scalar dimensions only: in [`pack`] ports are checked
 //! for fit but do not count in its score. Ties go to the lowest bin index.
 //! Deterministic.
+//!
+//! [`Strategy::BalancedFill`] is the online strategy for the fewest nodes.
+//! Tasks arrive one at a time and each is placed at once; the strategy
+//! fills few nodes at a time and keeps each node's free vector in
+//! balance with the demand mix, so that nodes fill up in every dimension
+//! that decides the node count:
+//!
+//! - Candidates are a small *active set* (the last 16 nodes opened) and
+//!   one node per *pool* class, the pool holding every other used node,
+//!   classed by its room and by the shape of its free vector (its most
+//!   recently filed node stands for each class). Among the candidates
+//!   that fit, the best fit (least weighted share left free) that does
+//!   not *unbalance* the node: run it short of some dimension while the
+//!   most pressed dimension (weights as Tetris's, counting the task) is
+//!   left well free on it.
+//! - Only when no candidate qualifies, open an empty node: large and
+//!   shaped like the task, as Tetris opens one, so the open nodes
+//!   complement each other (a memory-heavy task opens a memory-rich
+//!   node).
+//! - Then any candidate that fits; then any used node that fits.
+//!
+//! Tasks on used nodes first and best fit make few nodes run at a time;
+//! the balance test keeps the dimension that decides the node count from
+//! being stranded. Ports are checked for fit in [`pack`] but not scored.
+//! Deterministic; [`Placer`] makes exactly [`pack`]'s choices (same
+//! arithmetic on the same candidates), and its cost per task is bounded
+//! by the active set and the pool classes, not the number of nodes
+//! (details in `placement/balanced.rs`).
 
 // Vector arithmetic over the four scalar dimensions indexes several arrays
 // with the same `k`; an index loop says that most plainly.
@@ -69,6 +99,7 @@ use serde::{Deserialize, Serialize};
 use crate::resources::{Resources, ScalarKind};
 use crate::workload::Constraint;
 
+mod balanced;
 mod defrag;
 mod placer;
 mod quality;
@@ -91,24 +122,31 @@ pub enum Strategy {
     /// Multi-resource alignment with fragmentation awareness, filling used
     /// bins before opening new ones (see the module documentation).
     Tetris,
+    /// Online packing for the fewest nodes: a small set of active nodes
+    /// kept in balance with the demand mix, used nodes reused before
+    /// empty ones, empty ones opened largest first (see the module
+    /// documentation).
+    BalancedFill,
 }
 
 impl Strategy {
     /// Every strategy, in the order the simulator reports them.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::FirstFit,
         Strategy::BestFit,
         Strategy::WorstFit,
         Strategy::Tetris,
+        Strategy::BalancedFill,
     ];
 
-    /// `first-fit`, `best-fit`, `worst-fit` or `tetris`.
+    /// `first-fit`, `best-fit`, `worst-fit`, `tetris` or `balanced-fill`.
     pub const fn name(self) -> &'static str {
         match self {
             Strategy::FirstFit => "first-fit",
             Strategy::BestFit => "best-fit",
             Strategy::WorstFit => "worst-fit",
             Strategy::Tetris => "tetris",
+            Strategy::BalancedFill => "balanced-fill",
         }
     }
 }
@@ -128,7 +166,9 @@ impl FromStr for Strategy {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                format!("unknown strategy {s:?} (known: first-fit, best-fit, worst-fit, tetris)")
+                format!(
+                    "unknown strategy {s:?} (known: first-fit, best-fit, worst-fit, tetris, balanced-fill)"
+                )
             })
     }
 }
@@ -156,8 +196,10 @@ fn slack(left: &Resources, bin: &Resources) -> f64 {
 /// Places each item into a bin that contains it, using `strategy`; ties go
 /// to the lowest bin index. Deterministic.
 pub fn pack(bins: &[Resources], items: &[Resources], strategy: Strategy) -> Packing {
-    if strategy == Strategy::Tetris {
-        return pack_tetris(bins, items);
+    match strategy {
+        Strategy::Tetris => return pack_tetris(bins, items),
+        Strategy::BalancedFill => return balanced::pack_balanced(bins, items),
+        _ => {}
     }
     let mut remaining: Vec<Resources> = bins.to_vec();
     let mut assignments = Vec::with_capacity(items.len());
@@ -177,7 +219,7 @@ pub fn pack(bins: &[Resources], items: &[Resources], strategy: Strategy) -> Pack
                 Some((_, s, _)) => match strategy {
                     Strategy::BestFit => score < *s,
                     Strategy::WorstFit => score > *s,
-                    Strategy::FirstFit | Strategy::Tetris => false,
+                    Strategy::FirstFit | Strategy::Tetris | Strategy::BalancedFill => false,
                 },
             };
             if better {
@@ -198,9 +240,8 @@ pub fn pack(bins: &[Resources], items: &[Resources], strategy: Strategy) -> Pack
     }
 }
 
-/// [`Strategy::Tetris`] by brute force: the reference the [`Placer`] is
-/// checked against.
-fn pack_tetris(bins: &[Resources], items: &[Resources]) -> Packing {
+/// The bins' capacities, their sum and their per-dimension maximum.
+pub(crate) fn capacities(bins: &[Resources]) -> (Vec<Vector>, Vector, Vector) {
     let caps: Vec<Vector> = bins.iter().map(vector).collect();
     let mut total = [0u64; DIMS];
     let mut largest = [0u64; DIMS];
@@ -210,6 +251,13 @@ fn pack_tetris(bins: &[Resources], items: &[Resources]) -> Packing {
             largest[k] = largest[k].max(c[k]);
         }
     }
+    (caps, total, largest)
+}
+
+/// [`Strategy::Tetris`] by brute force: the reference the [`Placer`] is
+/// checked against.
+fn pack_tetris(bins: &[Resources], items: &[Resources]) -> Packing {
+    let (caps, total, largest) = capacities(bins);
     let mut placed = [0u64; DIMS];
     let mut used = vec![false; bins.len()];
     let mut remaining: Vec<Resources> = bins.to_vec();
@@ -593,7 +641,8 @@ pub fn explain(bins: &[Resources], item: &Resources) -> Explanation {
 mod tests {
     use super::*;
 
-    fn r(s: &str) -> Resources {
+    /// Parses a resource string (test input).
+    pub(super) fn r(s: &str) -> Resources {
         s.parse().unwrap()
     }
 

@@ -294,6 +294,8 @@ pub struct Placer {
     dirs: [(f64, f64); DIRS],
     /// `work` that triggers a reorder.
     reorder_after: usize,
+    /// The indexes of balanced fill, which keeps no tree.
+    fill: Option<Box<fill::Fill>>,
 }
 
 impl Placer {
@@ -323,6 +325,7 @@ impl Placer {
             work: 0,
             dirs: [(0.0, 0.0); DIRS],
             reorder_after: REORDER_WORK * n.max(64),
+            fill: None,
         };
         for (j, d) in p.dirs.iter_mut().enumerate() {
             let theta = (j + 1) as f64 * std::f64::consts::FRAC_PI_2 / (DIRS + 1) as f64;
@@ -357,6 +360,11 @@ impl Placer {
             p.mask.push(m);
         }
         p.attr_start.push(p.attr_pairs.len() as u32);
+        if strategy == Strategy::BalancedFill {
+            p.fill = Some(Box::new(fill::Fill::new(&p.cap)));
+            p.pos_of = (0..n as u32).collect();
+            return p;
+        }
         p.leaves = n.div_ceil(BUCKET).next_power_of_two().max(1);
         p.tree = vec![Summary::NONE; 2 * p.leaves];
         p.reorder();
@@ -376,6 +384,10 @@ impl Placer {
     /// differs.
     fn reorder(&mut self) {
         self.work = 0;
+        if self.fill.is_some() {
+            // Balanced fill keeps nodes in index order and has no tree.
+            return;
+        }
         let n = self.len();
         if self.strategy != Strategy::FirstFit {
             let mut keyed: Vec<(Vector, u32, u32, usize)> = (0..n)
@@ -432,6 +444,11 @@ impl Placer {
 
     /// [`Placer::place`] without the explanation: `None` if no node fits.
     pub fn try_place(&mut self, task: &Task) -> Option<NodeIndex> {
+        if self.strategy == Strategy::BalancedFill {
+            let pos = self.fill_place(task)?;
+            self.take(pos, &super::vector(&task.resources()));
+            return Some(pos);
+        }
         if self.work > self.reorder_after {
             self.reorder();
         }
@@ -443,6 +460,7 @@ impl Placer {
                 .best_first(&q, Phase::Guarded)
                 .or_else(|| self.best_first(&q, Phase::Open))
                 .or_else(|| self.best_first(&q, Phase::Scored)),
+            Strategy::BalancedFill => self.fill_place(task),
         }?;
         self.take(pos, &q.d);
         Some(self.node_at[pos] as usize)
@@ -498,7 +516,11 @@ impl Placer {
         if self.tasks[pos] == 0 {
             self.used -= 1;
         }
-        self.refresh(pos / BUCKET);
+        if self.fill.is_some() {
+            self.fill_released(pos);
+        } else {
+            self.refresh(pos / BUCKET);
+        }
         Ok(())
     }
 
@@ -569,6 +591,7 @@ impl Placer {
             + map(self.pairs.capacity(), size_of::<((u32, u32), u32)>())
             + self.tree.capacity() * size_of::<Summary>()
             + self.heap.capacity() * size_of::<Entry>()
+            + self.fill.as_ref().map_or(0, |f| f.heap_bytes())
     }
 
     // -- internals ----------------------------------------------------------
@@ -941,7 +964,9 @@ impl Placer {
             self.used += 1;
         }
         self.tasks[pos] += 1;
-        self.refresh(pos / BUCKET);
+        if self.fill.is_none() {
+            self.refresh(pos / BUCKET);
+        }
     }
 
     fn refresh(&mut self, b: usize) {
@@ -1042,5 +1067,6 @@ fn resources(v: &Vector) -> Resources {
     r
 }
 
+mod fill;
 #[cfg(test)]
 mod tests;
