@@ -70,7 +70,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use berth_scheduler_core::Resources;
 use berth_scheduler_core::placement::{
-    Placer, Strategy, Unplaced, Utilization, lower_bound, repack_workload, median, smallest, stranded,
+    Placer, Strategy, Unplaced, Utilization, lower_bound, median, repack_workload, smallest,
+    stranded,
 };
 use berth_scheduler_core::workload::{
     Node, Task, TraceConfig, TracePreset, Workload, heterogeneous, mesos_multi_framework,
@@ -84,8 +85,9 @@ use crate::report::{share, thousands};
 const FILL_ROUNDS: usize = 20;
 
 /// The workloads of `--smoke` without `--workload`.
-const SMOKE_WORKLOADS: [&str; 4] = [
+const SMOKE_WORKLOADS: [&str; 5] = [
     "heterogeneous",
+    "mesos-multi",
     "trace:google",
     "trace:alibaba",
     "trace:mixed",
@@ -233,9 +235,11 @@ fn main() -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let fill = args
-        .fill
-        .unwrap_or(if args.smoke { SMOKE_TRACE_FILL } else { DEFAULT_TRACE_FILL });
+    let fill = args.fill.unwrap_or(if args.smoke {
+        SMOKE_TRACE_FILL
+    } else {
+        DEFAULT_TRACE_FILL
+    });
     if !(fill > 0.0 && fill <= 1.0) {
         bail!("--fill must be in (0, 1] (got {fill})");
     }
@@ -552,7 +556,8 @@ fn sorted_repack(nodes: &[Node], tasks: &[&Task], strategy: Strategy) -> Packed 
 }
 
 /// What the offline packing of the tables is.
-const OFFLINE: &str = "placement::repack_workload (nodes largest first, filled from shape bins in proportion)";
+const OFFLINE: &str =
+    "placement::repack_workload (nodes largest first, filled from shape bins in proportion)";
 
 /// The offline packing every strategy's online result is compared with:
 /// [`repack_workload`], every task known up front.
