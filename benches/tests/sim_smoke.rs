@@ -100,7 +100,7 @@ fn one_trace_workload_with_a_strategy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("# sim: trace-like google, 50 nodes, filled to 90%, seed 1"),
+        stdout.contains("# sim: trace-like google, 50 nodes, filled to 80%, seed 1"),
         "{stdout}"
     );
     assert!(stdout.contains("| tetris | "), "{stdout}");
