@@ -62,7 +62,9 @@ impl Cluster {
             .tempdir_in(base)?;
         let masters = crate::MasterGroup::start(n, dir.path(), |config| {
             tuning(config);
-            config.offer_limit = offer_limit;
+            if offer_limit.is_some() {
+                config.offer_limit = offer_limit;
+            }
         })
         .await?;
         Ok(Cluster {

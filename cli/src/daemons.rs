@@ -209,11 +209,41 @@ pub(crate) struct MasterTuning {
     /// How many completed tasks the registry keeps for `berth task list --all`.
     #[arg(long, default_value_t = 1000)]
     max_completed_tasks: usize,
-    /// Most offers one framework holds at once (default: no limit, as in
-    /// Mesos). With many frameworks that each use an agent or two at a
-    /// time, a small limit saves making offers that are only declined.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    offer_limit: Option<u64>,
+    /// Most offers one framework holds at once, or "none" for no limit (as
+    /// in Mesos). A framework at its limit is offered more once it accepts
+    /// or declines some; without a limit every allocation cycle offers each
+    /// free agent to some framework, and frameworks that use an agent or
+    /// two at a time decline the rest.
+    #[arg(long, value_parser = parse_offer_limit,
+          default_value_t = OfferLimit(Some(berth_master::DEFAULT_OFFER_LIMIT)))]
+    offer_limit: OfferLimit,
+}
+
+/// `--offer-limit`: a number of offers, or no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OfferLimit(Option<usize>);
+
+impl std::fmt::Display for OfferLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+fn parse_offer_limit(s: &str) -> Result<OfferLimit, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(OfferLimit(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(OfferLimit(Some(n))),
+        _ => Err(format!(
+            "{} must be a number of offers (1 or more) or \"none\"",
+            berth_agent::error::shown(s)
+        )),
+    }
 }
 
 impl MasterTuning {
@@ -226,9 +256,7 @@ impl MasterTuning {
         config.heartbeat_interval = self.heartbeat_interval;
         config.max_completed_tasks = self.max_completed_tasks;
         config.offer_timeout = Some(self.offer_timeout);
-        config.offer_limit = self
-            .offer_limit
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        config.offer_limit = self.offer_limit.0;
         config
     }
 }

@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use crate::error::MasterError;
 
+/// Most offers one framework holds at once by default.
+///
+/// Without a limit every allocation cycle offers each free agent whole to
+/// some framework, so a framework that revives gets nearly every free agent
+/// and declines all but the one or two it uses: with 100 frameworks on
+/// 10,000 agents that made 8.7 offers per launch and most of the leader's
+/// work. A framework at the limit is skipped by allocation cycles until it
+/// accepts, declines or loses an offer, and cheap cycles run every 50 ms
+/// tick, so one that spreads over many agents gets this many more per
+/// round trip. `--offer-limit none` restores Mesos's behaviour.
+pub const DEFAULT_OFFER_LIMIT: usize = 4;
+
 /// How a master runs. Build with [`MasterConfig::new`], adjust fields, then
 /// [`MasterConfig::validate`].
 #[derive(Debug, Clone)]
@@ -37,7 +49,8 @@ pub struct MasterConfig {
     /// until used.
     pub offer_timeout: Option<Duration>,
     /// Most offers one framework holds at once; `None` is no limit (as in
-    /// Mesos). See `AllocatorConfig::offer_limit`.
+    /// Mesos). Default [`DEFAULT_OFFER_LIMIT`]. See
+    /// `AllocatorConfig::offer_limit`.
     pub offer_limit: Option<usize>,
     /// Default `refuse_seconds` of a decline without filters.
     pub default_refuse: Duration,
@@ -80,7 +93,7 @@ impl MasterConfig {
             heartbeat_interval: Duration::from_secs(1),
             allocation_interval: Duration::from_secs(1),
             offer_timeout: Some(Duration::from_secs(60)),
-            offer_limit: None,
+            offer_limit: Some(DEFAULT_OFFER_LIMIT),
             default_refuse: Duration::from_secs(5),
             max_completed_tasks: 1000,
             snapshot_every: 10_000,

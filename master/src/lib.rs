@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-pub use config::MasterConfig;
+pub use config::{DEFAULT_OFFER_LIMIT, MasterConfig};
 pub use error::MasterError;
 
 use crate::core::Core;

@@ -184,3 +184,27 @@ fn a_task_bind_beyond_loopback_needs_insecure() {
     );
     assert!(crate::Cli::try_parse_from(["berth", "agent", "--task-bind", "nowhere"]).is_err());
 }
+
+#[test]
+fn offer_limit_is_a_count_or_none() {
+    use clap::Parser as _;
+    assert_eq!(parse_offer_limit("16"), Ok(OfferLimit(Some(16))));
+    assert_eq!(parse_offer_limit("none"), Ok(OfferLimit(None)));
+    for bad in ["0", "-1", "x", ""] {
+        let e = parse_offer_limit(bad).unwrap_err();
+        assert!(e.contains("must be a number of offers"), "{e}");
+    }
+    // The default is the master's, and "none" lifts it.
+    let config = |argv: &[&str]| match crate::Cli::try_parse_from(argv).unwrap().command {
+        crate::Command::Master { args, .. } => args.tuning.config("/tmp/x".into(), None),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        config(&["berth", "master"]).offer_limit,
+        Some(berth_master::DEFAULT_OFFER_LIMIT)
+    );
+    assert_eq!(
+        config(&["berth", "master", "--offer-limit", "none"]).offer_limit,
+        None
+    );
+}

@@ -106,7 +106,7 @@ struct Args {
     #[arg(long, default_value_t = 1.0)]
     refuse: f64,
     /// Most offers one framework holds at once (the masters'
-    /// `--offer-limit`; default: no limit, the masters' default).
+    /// `--offer-limit`; default: the masters' default, 4).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     offer_limit: Option<u64>,
     /// Frameworks never suppress offers: they decline what they cannot
@@ -334,8 +334,10 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     );
     println!(
         "offer limit: {}",
-        plan.offer_limit
-            .map_or_else(|| "none".to_string(), |n| format!("{n} per framework"))
+        plan.offer_limit.map_or_else(
+            || "the masters' default".to_string(),
+            |n| format!("{n} per framework")
+        )
     );
     println!(
         "phases:     {} s warmup + {} s measured, then drain",

@@ -31,15 +31,27 @@ async fn a_framework_at_its_offer_limit_is_offered_more_only_after_giving_some_b
     let next = offers(&mut core, &mut events);
     assert_eq!(next.len(), 1, "{next:?}");
     assert!(offers(&mut core, &mut events).is_empty());
-    // Without a limit it would have had every agent at once.
+    // Without a limit it would have had every agent at once ...
     let dir = tempfile::tempdir().unwrap();
-    let mut core = core_with(&dir, |_| {}).await;
+    let mut core = core_with(&dir, |c| c.offer_limit = None).await;
     let mut agents = Vec::new();
     for conn in 1..=5 {
         agents.push(new_agent(&mut core, conn, "cpus:4;mem:1024").await);
     }
     let (_header, mut events) = subscribe(&mut core, "").await;
     assert_eq!(offers(&mut core, &mut events).len(), 5);
+    // ... and by default it holds at most `DEFAULT_OFFER_LIMIT`.
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core_with(&dir, |_| {}).await;
+    let mut agents = Vec::new();
+    for conn in 1..=(crate::DEFAULT_OFFER_LIMIT as u64 + 2) {
+        agents.push(new_agent(&mut core, conn, "cpus:4;mem:1024").await);
+    }
+    let (_header, mut events) = subscribe(&mut core, "").await;
+    assert_eq!(
+        offers(&mut core, &mut events).len(),
+        crate::DEFAULT_OFFER_LIMIT
+    );
 }
 
 #[tokio::test]
