@@ -6,6 +6,7 @@ use super::*;
 use crate::app::AppDefinition;
 
 mod invariant;
+mod latency;
 
 const A: Timestamp = Timestamp::from_secs(1000);
 const B: Timestamp = Timestamp::from_secs(2000);
