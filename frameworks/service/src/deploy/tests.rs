@@ -378,6 +378,61 @@ fn scale_start_and_stop() {
     assert_eq!(d.state, State::Succeeded);
 }
 
+/// The instances a scale-down of five instances launched 10 s apart
+/// (i001 the oldest) to two kills, with `extra` in the definition;
+/// `unhealthy` is not (yet) healthy.
+fn scale_down_kills(extra: serde_json::Value, unhealthy: Option<&str>) -> Vec<String> {
+    let (a5, a2) = (
+        rolling_app(5, 1.0, 1.0, A, extra.clone()),
+        rolling_app(2, 1.0, 1.0, A, extra),
+    );
+    let mut sim = Sim::with(A, 0);
+    for _ in 0..5 {
+        sim.launch(A);
+        sim.now = sim.now.plus(Duration::from_secs(10));
+    }
+    for i in &mut sim.instances {
+        if Some(i.id.as_str()) != unhealthy {
+            i.state = InstanceState::Running;
+            i.healthy_since = Some(i.launched_at);
+        }
+    }
+    let mut d = Deployment::new(Some(&a5), Some(&a2), sim.now);
+    let acts = run(&mut d, &mut sim, &RouterStats::new());
+    sim.settle(None);
+    assert_eq!(
+        run(&mut d, &mut sim, &RouterStats::new()),
+        vec![Action::Finished]
+    );
+    acts.into_iter()
+        .filter_map(|a| match a {
+            Action::Kill { instance, .. } => Some(instance),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn kill_selection_picks_the_youngest_by_default_and_the_oldest_when_asked() {
+    let youngest = json!({"killSelection": "YOUNGEST_FIRST"});
+    let oldest = json!({"killSelection": "OLDEST_FIRST"});
+    assert_eq!(scale_down_kills(json!({}), None), ["i005", "i004", "i003"]);
+    assert_eq!(scale_down_kills(youngest, None), ["i005", "i004", "i003"]);
+    assert_eq!(
+        scale_down_kills(oldest.clone(), None),
+        ["i001", "i002", "i003"]
+    );
+    // An instance that is not healthy goes first, whatever its age.
+    assert_eq!(
+        scale_down_kills(oldest, Some("i005")),
+        ["i005", "i001", "i002"]
+    );
+    assert_eq!(
+        scale_down_kills(json!({}), Some("i001")),
+        ["i001", "i005", "i004"]
+    );
+}
+
 #[test]
 fn blue_green_with_preview_switch_and_keep_old() {
     let dep =
