@@ -673,3 +673,35 @@ fn the_analysis_window_starts_with_canary_traffic_and_moves_with_each_analysis()
     assert!(acts.iter().any(|a| matches!(a, Action::RollBack { .. })));
     assert_eq!(d.analysis_window(), None);
 }
+
+#[test]
+fn a_cancelled_canary_switches_back_at_once_keeping_the_old_instances() {
+    let (a, b) = (app(4, A, canary_dep()), app(4, B, canary_dep()));
+    let mut sim = Sim::with(A, 4);
+    let mut d = Deployment::new(Some(&a), Some(&b), sim.now);
+    run(&mut d, &mut sim, &RouterStats::new());
+    sim.settle(Some(B));
+    run(&mut d, &mut sim, &RouterStats::new());
+    assert_eq!((sim.count(A), sim.count(B)), (4, 1));
+    let old: Vec<String> = sim.instances[..4].iter().map(|i| i.id.clone()).collect();
+    // The revert of a cancel: B back to A, with no canary step again.
+    let mut back = Deployment::switch_back(&b, &a, sim.now);
+    let acts = run(&mut back, &mut sim, &RouterStats::new());
+    assert_eq!(
+        acts,
+        vec![
+            Action::SetWeights([(B, 100)].into()),
+            Action::Switch { to_version: A }
+        ],
+        "A counts already: nothing launched, all traffic to A"
+    );
+    assert_eq!(kills(&run(&mut back, &mut sim, &RouterStats::new())), 1);
+    sim.settle(None);
+    assert_eq!(
+        run(&mut back, &mut sim, &RouterStats::new()),
+        vec![Action::Finished]
+    );
+    assert_eq!(back.state, State::Succeeded);
+    let left: Vec<String> = sim.instances.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(left, old);
+}
