@@ -587,14 +587,21 @@ fn canary_rolls_back_on_a_20_percent_error_rate_within_two_intervals() {
     assert_eq!((sim.count(A), sim.count(B)), (10, 0));
 }
 
-#[test]
-fn canary_waits_for_min_requests_and_compares_with_stable() {
+/// Versions A and B of 4 instances with [`canary_dep`], and the canary
+/// at its first step: one B instance with 20% of the traffic.
+fn canary_of_four() -> (AppVersion, AppVersion, Deployment, Sim) {
     let (a, b) = (app(4, A, canary_dep()), app(4, B, canary_dep()));
     let mut sim = Sim::with(A, 4);
     let mut d = Deployment::new(Some(&a), Some(&b), sim.now);
     run(&mut d, &mut sim, &RouterStats::new());
     sim.settle(Some(B));
     run(&mut d, &mut sim, &RouterStats::new());
+    (a, b, d, sim)
+}
+
+#[test]
+fn canary_waits_for_min_requests_and_compares_with_stable() {
+    let (_, _, mut d, mut sim) = canary_of_four();
     sim.now = sim.now.plus(Duration::from_secs(30));
     // 50% errors but only 10 requests: no verdict.
     assert!(run(&mut d, &mut sim, &stats((100, 0), (10, 5))).is_empty());
@@ -676,12 +683,7 @@ fn the_analysis_window_starts_with_canary_traffic_and_moves_with_each_analysis()
 
 #[test]
 fn a_cancelled_canary_switches_back_at_once_keeping_the_old_instances() {
-    let (a, b) = (app(4, A, canary_dep()), app(4, B, canary_dep()));
-    let mut sim = Sim::with(A, 4);
-    let mut d = Deployment::new(Some(&a), Some(&b), sim.now);
-    run(&mut d, &mut sim, &RouterStats::new());
-    sim.settle(Some(B));
-    run(&mut d, &mut sim, &RouterStats::new());
+    let (a, b, _, mut sim) = canary_of_four();
     assert_eq!((sim.count(A), sim.count(B)), (4, 1));
     let old: Vec<String> = sim.instances[..4].iter().map(|i| i.id.clone()).collect();
     // The revert of a cancel: B back to A, with no canary step again.
