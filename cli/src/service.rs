@@ -88,7 +88,7 @@ pub(crate) enum ServiceCommand {
         #[command(flatten)]
         opts: ServiceOpts,
     },
-    /// One app's definition and state.
+    /// One app's definition and state (its whole definition with --json).
     Show {
         /// The app's id (`/shop/web`).
         id: String,
@@ -117,7 +117,7 @@ pub(crate) enum ServiceCommand {
         opts: ServiceOpts,
     },
     /// Go back to one of an app's kept versions (`berth service show ID`
-    /// lists them with --json).
+    /// lists them).
     Rollback {
         /// The app's id.
         id: String,
@@ -406,7 +406,11 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
                 answer(&call(&opts, "GET", &format!("{}/versions", app_path(&id)), None).await?)?;
             let mut shown = v["app"].clone();
             shown["versions"] = versions["versions"].take();
-            outln!("{}", serde_json::to_string_pretty(&shown)?)?;
+            if opts.json {
+                outln!("{}", serde_json::to_string_pretty(&shown)?)?;
+            } else {
+                outln!("{}", app_summary(&shown))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Scale {
@@ -633,6 +637,47 @@ async fn cancel(
         &v,
     )
     .await
+}
+
+/// `berth service show`'s text: one field a line, then the kept versions
+/// (newest first).
+fn app_summary(app: &Value) -> String {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let run = match app["container"]["docker"]["image"].as_str() {
+        Some(image) => format!("image {image}"),
+        None => text(&app["cmd"]),
+    };
+    let deployment = app["deployments"][0]["id"].as_str().unwrap_or("-");
+    let versions: Vec<String> = app["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let fields = [
+        ("ID", text(&app["id"])),
+        ("VERSION", text(&app["version"])),
+        ("RUNS", run),
+        (
+            "INSTANCES",
+            format!(
+                "{} ({} running, {} healthy)",
+                app["instances"], app["tasksRunning"], app["tasksHealthy"]
+            ),
+        ),
+        (
+            "RESOURCES",
+            format!("cpus {}, mem {} MB", app["cpus"], app["mem"]),
+        ),
+        ("STRATEGY", text(&app["deployment"]["strategy"])),
+        ("DEPLOYMENT", deployment.to_owned()),
+        ("VERSIONS", versions.join("\n            ")),
+    ];
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k:<12}{v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn list(opts: &ServiceOpts) -> anyhow::Result<()> {

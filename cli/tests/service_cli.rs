@@ -7,7 +7,7 @@
 //! `deployments` lists a canary paused for `promote`, `promote` lets it
 //! finish, and `deployments cancel` drops another one, the app back at its
 //! version before with its instance. `list` and `deployments` are read as
-//! tables too.
+//! tables too, and `show` as text.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -166,6 +166,34 @@ fn every_service_command_does_what_it_says() {
         row,
         [APP, "3/3", healthy.as_str(), version.as_str(), "-"],
         "{table}"
+    );
+
+    // show as text: the app's main fields, then its kept versions.
+    let app = show(&dev);
+    let out = ok(&dev, &["service", "show", APP]);
+    let shown = text(&out.stdout);
+    let lines: Vec<&str> = shown.lines().map(str::trim_end).collect();
+    let versions: Vec<&str> = app["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(versions.len(), 2, "{app}");
+    assert_eq!(
+        lines,
+        [
+            format!("ID          {APP}"),
+            format!("VERSION     {}", version),
+            "RUNS        sleep 100001".to_owned(),
+            format!("INSTANCES   3 (3 running, {healthy} healthy)"),
+            "RESOURCES   cpus 0.05, mem 16 MB".to_owned(),
+            "STRATEGY    rolling".to_owned(),
+            "DEPLOYMENT  -".to_owned(),
+            format!("VERSIONS    {}", versions[0]),
+            format!("            {}", versions[1]),
+        ],
+        "{shown}"
     );
 
     // restart: every instance replaced, as many as before.
