@@ -38,6 +38,13 @@ pub(crate) struct ChangeOpts {
     /// runs (otherwise a running deployment refuses the change).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    follow: FollowOpts,
+}
+
+/// Whether and how long a change's deployment is followed.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FollowOpts {
     /// Follow the deployment to its end: exit 0 when it succeeded, 1 when
     /// it failed or rolled back.
     #[arg(long)]
@@ -81,7 +88,7 @@ pub(crate) enum ServiceCommand {
         #[command(flatten)]
         opts: ServiceOpts,
     },
-    /// One app's definition and state.
+    /// One app's definition and state (its whole definition with --json).
     Show {
         /// The app's id (`/shop/web`).
         id: String,
@@ -110,7 +117,7 @@ pub(crate) enum ServiceCommand {
         opts: ServiceOpts,
     },
     /// Go back to one of an app's kept versions (`berth service show ID`
-    /// lists them with --json).
+    /// lists them).
     Rollback {
         /// The app's id.
         id: String,
@@ -136,8 +143,10 @@ pub(crate) enum ServiceCommand {
         #[command(flatten)]
         opts: ServiceOpts,
     },
-    /// The running deployments.
+    /// The running deployments (`deployments cancel` cancels one).
     Deployments {
+        #[command(subcommand)]
+        action: Option<DeploymentsCommand>,
         #[command(flatten)]
         opts: ServiceOpts,
     },
@@ -177,6 +186,26 @@ pub(crate) enum ServiceCommand {
         master: Vec<String>,
         #[command(flatten)]
         opts: ServiceOpts,
+    },
+}
+
+/// `berth service deployments ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeploymentsCommand {
+    /// Cancel a running deployment: a new deployment returns the app to the
+    /// exact version it had before (Marathon's DELETE /v2/deployments/ID),
+    /// keeping the old version's instances that still run (blue/green's
+    /// switch back, a paused canary dropped).
+    Cancel {
+        /// The deployment's id (`berth service deployments`), or an app's
+        /// id (`/shop/web`) for its running deployment.
+        id: String,
+        /// Stop the deployment where it is, reverting nothing (the app
+        /// keeps the new version as its definition).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        follow: FollowOpts,
     },
 }
 
@@ -349,7 +378,7 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
             let path = format!("/v2/apps{}", force_query(change.force));
             let v = answer(&call(&opts, "POST", &path, Some(body)).await?)?;
             let dep = v["deployments"][0]["id"].as_str().map(str::to_owned);
-            changed(&opts, &change, dep, &v).await
+            changed(&opts, &change.follow, dep, &v).await
         }
         ServiceCommand::Update { file, change, opts } => {
             let (ct, text) = definition(&file)?;
@@ -363,7 +392,7 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
             );
             let v = answer(&call(&opts, "PUT", &path, Some((ct, text))).await?)?;
             let dep = v["deploymentId"].as_str().map(str::to_owned);
-            changed(&opts, &change, dep, &v).await
+            changed(&opts, &change.follow, dep, &v).await
         }
         ServiceCommand::Plan { file, opts } => {
             let v = answer(&call(&opts, "POST", "/v2/plan", Some(definition(&file)?)).await?)?;
@@ -377,7 +406,11 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
                 answer(&call(&opts, "GET", &format!("{}/versions", app_path(&id)), None).await?)?;
             let mut shown = v["app"].clone();
             shown["versions"] = versions["versions"].take();
-            outln!("{}", serde_json::to_string_pretty(&shown)?)?;
+            if opts.json {
+                outln!("{}", serde_json::to_string_pretty(&shown)?)?;
+            } else {
+                outln!("{}", app_summary(&shown))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Scale {
@@ -415,9 +448,12 @@ pub(crate) async fn run(command: ServiceCommand) -> anyhow::Result<ExitCode> {
             print_change(&opts, v["deploymentId"].as_str(), &v)?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Deployments { opts } => {
-            deployments(&opts).await.map(|()| ExitCode::SUCCESS)
-        }
+        ServiceCommand::Deployments { action, opts } => match action {
+            None => deployments(&opts).await.map(|()| ExitCode::SUCCESS),
+            Some(DeploymentsCommand::Cancel { id, force, follow }) => {
+                cancel(&opts, &id, force, &follow).await
+            }
+        },
         ServiceCommand::Instances { id, opts } => instances(&opts, id.as_deref())
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -482,7 +518,7 @@ async fn change_by(
     let v = answer(&call(opts, method, path, body).await?)?;
     changed(
         opts,
-        change,
+        &change.follow,
         v["deploymentId"].as_str().map(str::to_owned),
         &v,
     )
@@ -510,15 +546,15 @@ fn failure_line(f: &Value) -> String {
 /// After a change: its deployment, followed to its end with `--wait`.
 async fn changed(
     opts: &ServiceOpts,
-    change: &ChangeOpts,
+    follow: &FollowOpts,
     deployment: Option<String>,
     v: &Value,
 ) -> anyhow::Result<ExitCode> {
     print_change(opts, deployment.as_deref(), v)?;
-    let (Some(id), true) = (deployment, change.wait) else {
+    let (Some(id), true) = (deployment, follow.wait) else {
         return Ok(ExitCode::SUCCESS);
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(change.timeout);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(follow.timeout);
     let mut last = String::new();
     loop {
         let d = answer(&call(opts, "GET", &format!("/v2/deployments/{id}"), None).await?)?;
@@ -557,11 +593,91 @@ async fn changed(
             });
         }
         if tokio::time::Instant::now() >= deadline {
-            eprintln!("deployment {id} still running after {} s", change.timeout);
+            eprintln!("deployment {id} still running after {} s", follow.timeout);
             return Ok(ExitCode::FAILURE);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Cancels deployment `id` (or app `id`'s running one); with `force` it
+/// just stops, otherwise the revert's deployment is printed (and followed).
+async fn cancel(
+    opts: &ServiceOpts,
+    id: &str,
+    force: bool,
+    follow: &FollowOpts,
+) -> anyhow::Result<ExitCode> {
+    let deployment = if id.starts_with('/') {
+        let app = answer(&call(opts, "GET", &app_path(id), None).await?)?;
+        match app["app"]["deployments"][0]["id"].as_str() {
+            Some(d) => d.to_owned(),
+            None => bail!("app {id} has no running deployment"),
+        }
+    } else {
+        id.to_owned()
+    };
+    let path = format!("/v2/deployments/{deployment}{}", force_query(force));
+    let v = answer(&call(opts, "DELETE", &path, None).await?)?;
+    if force {
+        if opts.json {
+            outln!("{}", serde_json::json!({ "cancelled": deployment }))?;
+        } else {
+            outln!("deployment {deployment} stopped")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !opts.json {
+        eprintln!("deployment {deployment} cancelled; the app goes back to its version before it");
+    }
+    changed(
+        opts,
+        follow,
+        v["deploymentId"].as_str().map(str::to_owned),
+        &v,
+    )
+    .await
+}
+
+/// `berth service show`'s text: one field a line, then the kept versions
+/// (newest first).
+fn app_summary(app: &Value) -> String {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let run = match app["container"]["docker"]["image"].as_str() {
+        Some(image) => format!("image {image}"),
+        None => text(&app["cmd"]),
+    };
+    let deployment = app["deployments"][0]["id"].as_str().unwrap_or("-");
+    let versions: Vec<String> = app["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let fields = [
+        ("ID", text(&app["id"])),
+        ("VERSION", text(&app["version"])),
+        ("RUNS", run),
+        (
+            "INSTANCES",
+            format!(
+                "{} ({} running, {} healthy)",
+                app["instances"], app["tasksRunning"], app["tasksHealthy"]
+            ),
+        ),
+        (
+            "RESOURCES",
+            format!("cpus {}, mem {} MB", app["cpus"], app["mem"]),
+        ),
+        ("STRATEGY", text(&app["deployment"]["strategy"])),
+        ("DEPLOYMENT", deployment.to_owned()),
+        ("VERSIONS", versions.join("\n            ")),
+    ];
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k:<12}{v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn list(opts: &ServiceOpts) -> anyhow::Result<()> {

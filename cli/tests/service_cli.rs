@@ -4,8 +4,10 @@
 //! `scale` changes the instance count, `restart` replaces every instance,
 //! `update --wait` exits 0 once deployed, `rollback` returns to a kept
 //! version (and refuses an unknown one at `/version`, changing nothing),
-//! `deployments` lists a canary paused for `promote`, and `promote` lets
-//! it finish. `list` and `deployments` are read as tables too.
+//! `deployments` lists a canary paused for `promote`, `promote` lets it
+//! finish, and `deployments cancel` drops another one, the app back at its
+//! version before with its instance. `list` and `deployments` are read as
+//! tables too, and `show` as text.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -166,6 +168,34 @@ fn every_service_command_does_what_it_says() {
         "{table}"
     );
 
+    // show as text: the app's main fields, then its kept versions.
+    let app = show(&dev);
+    let out = ok(&dev, &["service", "show", APP]);
+    let shown = text(&out.stdout);
+    let lines: Vec<&str> = shown.lines().map(str::trim_end).collect();
+    let versions: Vec<&str> = app["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(versions.len(), 2, "{app}");
+    assert_eq!(
+        lines,
+        [
+            format!("ID          {APP}"),
+            format!("VERSION     {}", version),
+            "RUNS        sleep 100001".to_owned(),
+            format!("INSTANCES   3 (3 running, {healthy} healthy)"),
+            "RESOURCES   cpus 0.05, mem 16 MB".to_owned(),
+            "STRATEGY    rolling".to_owned(),
+            "DEPLOYMENT  -".to_owned(),
+            format!("VERSIONS    {}", versions[0]),
+            format!("            {}", versions[1]),
+        ],
+        "{shown}"
+    );
+
     // restart: every instance replaced, as many as before.
     ok(&dev, &[&["service", "restart", APP][..], &wait].concat());
     let restarted = instance_ids(&dev);
@@ -281,6 +311,52 @@ fn every_service_command_does_what_it_says() {
         (ids.len() == 1).then_some(ids)
     });
     assert_eq!(running.len(), 1);
+
+    // `deployments cancel APP` on a canary paused for promote: the app is
+    // back at the exact version it had, on the same instance.
+    let before = show(&dev);
+    let next = write_app(
+        dir.path(),
+        "canary2",
+        "sleep 100004",
+        1,
+        json!({"deployment": {"strategy": "canary", "canary": {
+            "steps": [{"weight": 50}, {"pause": null}, {"weight": 100}]}}}),
+    );
+    ok(&dev, &["service", "update", &next]);
+    until(Duration::from_secs(60), "the second canary paused", || {
+        let d = json_of(&dev, &["service", "deployments"]);
+        (d[0]["berth"]["state"] == "Paused").then_some(())
+    });
+    assert_eq!(show(&dev)["cmd"], "sleep 100004");
+    assert_eq!(instance_ids(&dev).len(), 2, "the old instance and a canary");
+    let out = ok(
+        &dev,
+        &[&["service", "deployments", "cancel", APP][..], &wait].concat(),
+    );
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("cancelled") && said.contains("succeeded"),
+        "{said}"
+    );
+    let after = show(&dev);
+    assert_eq!(
+        (&after["version"], &after["cmd"]),
+        (&before["version"], &json!("sleep 100003")),
+        "not the version before the canary"
+    );
+    until(Duration::from_secs(20), "only the old instance", || {
+        (instance_ids(&dev) == running).then_some(())
+    });
+    assert_eq!(json_of(&dev, &["service", "deployments"]), json!([]));
+    // Nothing to cancel now.
+    let out = dev.berth(&["service", "deployments", "cancel", APP]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no running deployment"),
+        "{}",
+        text(&out.stderr)
+    );
 
     ok(&dev, &["service", "remove", APP]);
     assert!(dev.terminate().success());

@@ -319,6 +319,24 @@ impl Deployment {
         }
     }
 
+    /// The deployment that reverts a cancelled one, from `from` back to
+    /// `to`. Like [`Deployment::new`], except that a blue/green or canary
+    /// `to` switches back in one step: it starts whatever `to` lacks beside
+    /// `from`, sends all traffic to `to` once every instance counts, then
+    /// stops `from` at once (no canary steps, preview or kept old version:
+    /// `to` is the version that ran before).
+    pub fn switch_back(from: &AppVersion, to: &AppVersion, now: Timestamp) -> Deployment {
+        let mut d = Deployment::new(Some(from), Some(to), now);
+        if matches!(d.plan, Plan::BlueGreen(_) | Plan::Canary(_)) {
+            let instant = crate::app::BlueGreen {
+                preview_port: None,
+                keep_old: Duration::ZERO,
+            };
+            d.plan = Plan::BlueGreen(bluegreen::BlueGreen::new(&instant));
+        }
+        d
+    }
+
     /// Whether the deployment has ended.
     pub fn is_done(&self) -> bool {
         matches!(

@@ -1,8 +1,10 @@
 //! Blue/green: launch B at full size beside A (the router keeps all
 //! traffic on A), wait until every B instance counts, optionally serve B
 //! on the preview port and wait for `promote`, switch the router to B in
-//! one step, keep A for `keepOldSeconds` (an instant switch back is a new
-//! deployment that finds A still running), then kill A.
+//! one step, keep A for `keepOldSeconds` (an instant switch back: cancel
+//! the deployment, `DELETE /v2/deployments/ID` or `berth service
+//! deployments cancel APP`, whose revert finds A still running and switches
+//! to it at once, see [`Deployment::switch_back`]), then kill A.
 //!
 //! If B is not all healthy within the progress deadline: with
 //! `autoRevert`, B's instances are killed and the deployment ends rolled

@@ -6,6 +6,7 @@ use super::*;
 use crate::app::AppDefinition;
 
 mod invariant;
+mod latency;
 
 const A: Timestamp = Timestamp::from_secs(1000);
 const B: Timestamp = Timestamp::from_secs(2000);
@@ -377,6 +378,61 @@ fn scale_start_and_stop() {
     assert_eq!(d.state, State::Succeeded);
 }
 
+/// The instances a scale-down of five instances launched 10 s apart
+/// (i001 the oldest) to two kills, with `extra` in the definition;
+/// `unhealthy` is not (yet) healthy.
+fn scale_down_kills(extra: serde_json::Value, unhealthy: Option<&str>) -> Vec<String> {
+    let (a5, a2) = (
+        rolling_app(5, 1.0, 1.0, A, extra.clone()),
+        rolling_app(2, 1.0, 1.0, A, extra),
+    );
+    let mut sim = Sim::with(A, 0);
+    for _ in 0..5 {
+        sim.launch(A);
+        sim.now = sim.now.plus(Duration::from_secs(10));
+    }
+    for i in &mut sim.instances {
+        if Some(i.id.as_str()) != unhealthy {
+            i.state = InstanceState::Running;
+            i.healthy_since = Some(i.launched_at);
+        }
+    }
+    let mut d = Deployment::new(Some(&a5), Some(&a2), sim.now);
+    let acts = run(&mut d, &mut sim, &RouterStats::new());
+    sim.settle(None);
+    assert_eq!(
+        run(&mut d, &mut sim, &RouterStats::new()),
+        vec![Action::Finished]
+    );
+    acts.into_iter()
+        .filter_map(|a| match a {
+            Action::Kill { instance, .. } => Some(instance),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn kill_selection_picks_the_youngest_by_default_and_the_oldest_when_asked() {
+    let youngest = json!({"killSelection": "YOUNGEST_FIRST"});
+    let oldest = json!({"killSelection": "OLDEST_FIRST"});
+    assert_eq!(scale_down_kills(json!({}), None), ["i005", "i004", "i003"]);
+    assert_eq!(scale_down_kills(youngest, None), ["i005", "i004", "i003"]);
+    assert_eq!(
+        scale_down_kills(oldest.clone(), None),
+        ["i001", "i002", "i003"]
+    );
+    // An instance that is not healthy goes first, whatever its age.
+    assert_eq!(
+        scale_down_kills(oldest, Some("i005")),
+        ["i005", "i001", "i002"]
+    );
+    assert_eq!(
+        scale_down_kills(json!({}), Some("i001")),
+        ["i001", "i005", "i004"]
+    );
+}
+
 #[test]
 fn blue_green_with_preview_switch_and_keep_old() {
     let dep =
@@ -531,14 +587,21 @@ fn canary_rolls_back_on_a_20_percent_error_rate_within_two_intervals() {
     assert_eq!((sim.count(A), sim.count(B)), (10, 0));
 }
 
-#[test]
-fn canary_waits_for_min_requests_and_compares_with_stable() {
+/// Versions A and B of 4 instances with [`canary_dep`], and the canary
+/// at its first step: one B instance with 20% of the traffic.
+fn canary_of_four() -> (AppVersion, AppVersion, Deployment, Sim) {
     let (a, b) = (app(4, A, canary_dep()), app(4, B, canary_dep()));
     let mut sim = Sim::with(A, 4);
     let mut d = Deployment::new(Some(&a), Some(&b), sim.now);
     run(&mut d, &mut sim, &RouterStats::new());
     sim.settle(Some(B));
     run(&mut d, &mut sim, &RouterStats::new());
+    (a, b, d, sim)
+}
+
+#[test]
+fn canary_waits_for_min_requests_and_compares_with_stable() {
+    let (_, _, mut d, mut sim) = canary_of_four();
     sim.now = sim.now.plus(Duration::from_secs(30));
     // 50% errors but only 10 requests: no verdict.
     assert!(run(&mut d, &mut sim, &stats((100, 0), (10, 5))).is_empty());
@@ -616,4 +679,31 @@ fn the_analysis_window_starts_with_canary_traffic_and_moves_with_each_analysis()
     let acts = run(&mut d, &mut sim, &stats((800, 1), (200, 40)));
     assert!(acts.iter().any(|a| matches!(a, Action::RollBack { .. })));
     assert_eq!(d.analysis_window(), None);
+}
+
+#[test]
+fn a_cancelled_canary_switches_back_at_once_keeping_the_old_instances() {
+    let (a, b, _, mut sim) = canary_of_four();
+    assert_eq!((sim.count(A), sim.count(B)), (4, 1));
+    let old: Vec<String> = sim.instances[..4].iter().map(|i| i.id.clone()).collect();
+    // The revert of a cancel: B back to A, with no canary step again.
+    let mut back = Deployment::switch_back(&b, &a, sim.now);
+    let acts = run(&mut back, &mut sim, &RouterStats::new());
+    assert_eq!(
+        acts,
+        vec![
+            Action::SetWeights([(B, 100)].into()),
+            Action::Switch { to_version: A }
+        ],
+        "A counts already: nothing launched, all traffic to A"
+    );
+    assert_eq!(kills(&run(&mut back, &mut sim, &RouterStats::new())), 1);
+    sim.settle(None);
+    assert_eq!(
+        run(&mut back, &mut sim, &RouterStats::new()),
+        vec![Action::Finished]
+    );
+    assert_eq!(back.state, State::Succeeded);
+    let left: Vec<String> = sim.instances.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(left, old);
 }

@@ -421,7 +421,10 @@ fn deploy(
     if let Some(run) = &superseded {
         finish(&mut st, run, now, Outcome::Superseded { by: id.clone() });
     }
-    let plan = Deployment::new(from.as_ref(), Some(&target), now);
+    let plan = match (&from, cause) {
+        (Some(from), Cause::Revert) => Deployment::switch_back(from, &target, now),
+        _ => Deployment::new(from.as_ref(), Some(&target), now),
+    };
     if target.version != st.current.version {
         st.older.remove(&target.version);
         let old = std::mem::replace(&mut st.current, target.clone());

@@ -136,6 +136,36 @@ fn a_start_then_a_rolling_update_run_to_the_end() {
     );
 }
 #[test]
+fn keep_count_trims_by_kill_selection() {
+    // Two instances created at 0 s, two more at 10 s; trimmed to 2 at 20 s.
+    let survivors = |youngest_first: bool| {
+        let mut inst = Instances::default();
+        let mut n = 0;
+        let mut ids = || {
+            n += 1;
+            format!("k{n}")
+        };
+        for (count, secs) in [(2, 0), (4, 10), (2, 20)] {
+            let at = at(secs);
+            assert!(keep_count(
+                "/web",
+                at,
+                count,
+                youngest_first,
+                &mut inst,
+                &mut ids,
+                at
+            ));
+        }
+        let mut left: Vec<String> = inst.of_app("/web").map(|(id, _)| id.clone()).collect();
+        left.sort();
+        left
+    };
+    assert_eq!(survivors(true), ["k1", "k2"], "YOUNGEST_FIRST kills k3, k4");
+    assert_eq!(survivors(false), ["k3", "k4"], "OLDEST_FIRST kills k1, k2");
+}
+
+#[test]
 fn weights_and_switch_move_the_traffic() {
     let mut inst = Instances::default();
     let mut traffic = Traffic::default();
