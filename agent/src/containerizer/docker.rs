@@ -1178,6 +1178,13 @@ impl LogFollower {
             .docker
             .logs(&self.docker_id, Some(options))
             .ready_chunks(256);
+        // Lines up to the position recorded before this pass were written
+        // by an earlier pass; nothing after it was. Only that position
+        // tells a repeated line: within one pass Docker sends each line
+        // once, and not in timestamp order across the two streams (each
+        // has its own copier, so a stdout line written just after a stderr
+        // line can carry an earlier timestamp and follow it in the log).
+        let resume = self.last.as_ref().map(|(t, _)| *t);
         while let Some(batch) = batches.next().await {
             let mut out = Vec::new();
             let mut err = Vec::new();
@@ -1197,14 +1204,16 @@ impl LogFollower {
                 };
                 let content = match split_timestamp(&message) {
                     Some((t, raw, content)) => {
-                        let seen = newest
-                            .as_ref()
-                            .or(self.last.as_ref())
-                            .is_some_and(|(last, _)| t <= *last);
-                        if seen {
+                        if resume.is_some_and(|last| t <= last) {
                             continue;
                         }
-                        newest = Some((t, raw.to_owned()));
+                        let later = newest
+                            .as_ref()
+                            .or(self.last.as_ref())
+                            .is_none_or(|(n, _)| t > *n);
+                        if later {
+                            newest = Some((t, raw.to_owned()));
+                        }
                         content
                     }
                     None => &message[..],
