@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         }
     };
     let Ok(nodes) = nodes.parse::<usize>() else {
-        eprintln!("NODES must be a whole number (got {nodes:?})");
+        eprintln!(
+            "NODES must be a whole number (got {})",
+            berth_scheduler_core::error::quoted(nodes)
+        );
         return ExitCode::from(2);
     };
     let w = heterogeneous(nodes, 25 * nodes, 1);

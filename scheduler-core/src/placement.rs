@@ -167,7 +167,8 @@ impl FromStr for Strategy {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown strategy {s:?} (known: first-fit, best-fit, worst-fit, tetris, balanced-fill)"
+                    "unknown strategy {} (known: first-fit, best-fit, worst-fit, tetris, balanced-fill)",
+                    crate::error::quoted(s)
                 )
             })
     }
